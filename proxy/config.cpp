@@ -1,0 +1,188 @@
+#include "proxy/config.h"
+
+#include <set>
+#include <thread>
+
+namespace dingbridge::proxy {
+
+namespace {
+
+NetworkSet parse_networks(const ConfigNode& list, bool allow_default_keyword) {
+    NetworkSet set;
+    for (const auto& item : list.items()) {
+        const std::string text = item.as_string();
+        if (allow_default_keyword && text == "default") {
+            const NetworkSet defaults = default_deny_networks();
+            for (const auto& c : defaults.networks()) set.add(c);
+            continue;
+        }
+        std::string error;
+        auto cidr = Cidr::parse(text, &error);
+        if (!cidr) item.fail("invalid network '" + text + "': " + error);
+        set.add(*cidr);
+    }
+    return set;
+}
+
+Tenant parse_tenant(const ConfigNode& node, std::set<std::string>& user_names) {
+    Tenant t;
+    t.name = node.get("name").as_string();
+    if (t.name.empty()) node.get("name").fail("tenant name must not be empty");
+    if (auto users = node.find("users")) {
+        for (const auto& u : users->items()) {
+            TenantUser user;
+            user.name = u.get("name").as_string();
+            if (user.name.empty() || user.name.find(':') != std::string::npos) {
+                u.get("name").fail("user name must be non-empty and must not contain ':'");
+            }
+            if (!user_names.insert(user.name).second) {
+                u.get("name").fail("user '" + user.name + "' is defined twice (user names are unique across tenants)");
+            }
+            if (u.has("password")) {
+                u.get("password").fail("plain passwords are not accepted; store `password_hash` from `dingbridge-proxy hash-password`");
+            }
+            const ConfigNode hash_node = u.get("password_hash");
+            std::string error;
+            auto hash = PasswordHash::parse(hash_node.as_secret(), &error);
+            if (!hash) hash_node.fail(error);
+            user.hash = *hash;
+            u.reject_unknown();
+            t.users.push_back(std::move(user));
+        }
+    }
+    t.allow_without_credentials = node.get_bool("allow_without_credentials", false);
+    if (auto src = node.find("source_networks")) {
+        t.source_networks = parse_networks(*src, false);
+    } else {
+        t.source_networks.add(*Cidr::parse("0.0.0.0/0"));
+        t.source_networks.add(*Cidr::parse("::/0"));
+    }
+    if (t.allow_without_credentials && !node.has("source_networks")) {
+        node.fail("tenant '" + t.name + "' allows clients without credentials, so it must list its source_networks");
+    }
+    if (t.users.empty() && !t.allow_without_credentials) {
+        node.fail("tenant '" + t.name + "' has no users and does not allow clients without credentials");
+    }
+    const ConfigNode dests = node.get("destinations");
+    for (const auto& d : dests.items()) {
+        std::string error;
+        auto rule = DestinationRule::parse(d.as_string(), &error);
+        if (!rule) d.fail(error);
+        t.destinations.push_back(*rule);
+    }
+    if (t.destinations.empty()) dests.fail("a tenant needs at least one destination");
+    if (auto allow = node.find("allow_internal_networks")) t.allow_internal = parse_networks(*allow, false);
+    node.reject_unknown();
+    return t;
+}
+
+}  // namespace
+
+ProxyConfig load_proxy_config(const std::string& path) {
+    return parse_proxy_config(ConfigNode::load_file(path));
+}
+
+ProxyConfig parse_proxy_config(const ConfigNode& root) {
+    ProxyConfig cfg;
+    const ConfigNode listeners = root.get("listeners");
+    for (const auto& l : listeners.items()) {
+        ListenerConfig lc;
+        const ConfigNode addr = l.is_map() ? l.get("address") : l;
+        lc.address = addr.as_string();
+        auto hp = split_host_port(lc.address);
+        bool zero_port = false;
+        if (!hp && lc.address.size() > 2 && lc.address.substr(lc.address.size() - 2) == ":0") {
+            // Port 0 asks the kernel for a free port (tests); split_host_port refuses it.
+            hp = split_host_port(lc.address.substr(0, lc.address.size() - 1) + "1");
+            zero_port = true;
+        }
+        if (!hp || !IpAddress::parse(hp->host)) {
+            addr.fail("listener address must be ip:port or [ipv6]:port, got '" + lc.address + "'");
+        }
+        lc.host = hp->host;
+        lc.port = zero_port ? 0 : hp->port;
+        if (l.is_map()) l.reject_unknown();
+        cfg.listeners.push_back(lc);
+    }
+    if (cfg.listeners.empty()) listeners.fail("at least one listener is required");
+
+    if (auto w = root.find("workers")) {
+        if (w->as_string() == "auto") {
+            cfg.workers = std::max(1u, std::thread::hardware_concurrency());
+        } else {
+            cfg.workers = static_cast<unsigned>(w->as_int(1, 256));
+        }
+    } else {
+        cfg.workers = std::max(1u, std::thread::hardware_concurrency());
+    }
+    cfg.realm = root.get_string("realm", cfg.realm);
+    for (char c : cfg.realm) {
+        if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20) root.get("realm").fail("realm must not contain quotes, backslashes or control characters");
+    }
+
+    if (auto limits = root.find("limits")) {
+        cfg.max_head_bytes = limits->get_size("max_head_bytes", cfg.max_head_bytes);
+        if (cfg.max_head_bytes < 512 || cfg.max_head_bytes > 1024 * 1024) {
+            limits->get("max_head_bytes").fail("must be between 512 and 1MiB");
+        }
+        cfg.header_timeout = limits->get_duration("header_timeout", cfg.header_timeout);
+        cfg.dns_timeout = limits->get_duration("dns_timeout", cfg.dns_timeout);
+        cfg.connect_timeout = limits->get_duration("connect_timeout", cfg.connect_timeout);
+        cfg.idle_timeout = limits->get_duration("idle_timeout", cfg.idle_timeout);
+        cfg.buffer_size = limits->get_size("buffer_size", cfg.buffer_size);
+        if (cfg.buffer_size < 4096 || cfg.buffer_size > 64 * 1024 * 1024) {
+            limits->get("buffer_size").fail("must be between 4KiB and 64MiB");
+        }
+        for (const char* key : {"header_timeout", "dns_timeout", "connect_timeout", "idle_timeout"}) {
+            if (auto n = limits->find(key); n && n->as_duration().count() == 0) n->fail("must be greater than zero");
+        }
+        limits->reject_unknown();
+    }
+
+    if (auto out = root.find("outgoing")) {
+        if (auto b = out->find("bind_address")) {
+            const std::vector<ConfigNode> items = b->is_sequence() ? b->items() : std::vector<ConfigNode>{*b};
+            for (const auto& item : items) {
+                if (item.as_string().empty()) continue;
+                auto ip = IpAddress::parse(item.as_string());
+                if (!ip) item.fail("bind_address must be an IP address of this host, got '" + item.as_string() + "'");
+                auto& slot = ip->is_v4() ? cfg.bind_v4 : cfg.bind_v6;
+                if (slot) item.fail("only one bind address per address family");
+                slot = *ip;
+            }
+        }
+        out->reject_unknown();
+    }
+
+    NetworkSet deny = default_deny_networks();
+    if (auto d = root.find("deny_networks")) deny = parse_networks(*d, true);
+
+    std::vector<Tenant> tenants;
+    std::set<std::string> tenant_names, user_names;
+    const ConfigNode tnode = root.get("tenants");
+    for (const auto& t : tnode.items()) {
+        tenants.push_back(parse_tenant(t, user_names));
+        if (!tenant_names.insert(tenants.back().name).second) t.get("name").fail("duplicate tenant name");
+    }
+    if (tenants.empty()) tnode.fail("at least one tenant is required");
+
+    if (auto log = root.find("log")) {
+        cfg.log.level = log->get_string("level", cfg.log.level);
+        if (!valid_log_level(cfg.log.level)) log->get("level").fail("unknown level (trace, debug, info, warn, error, critical, off)");
+        cfg.log.format = log->get_string("format", cfg.log.format);
+        if (cfg.log.format != "text" && cfg.log.format != "json") log->get("format").fail("must be text or json");
+        cfg.log.file = log->get_string("file", "");
+        log->reject_unknown();
+    }
+    if (auto access = root.find("access_log")) {
+        cfg.access_log_format = access->get_string("format", cfg.access_log_format);
+        if (cfg.access_log_format != "text" && cfg.access_log_format != "json") access->get("format").fail("must be text or json");
+        cfg.access_log_file = access->get_string("file", "");
+        access->reject_unknown();
+    }
+    root.reject_unknown();
+    cfg.policy = std::make_shared<const Policy>(std::move(tenants), std::move(deny));
+    return cfg;
+}
+
+}  // namespace dingbridge::proxy

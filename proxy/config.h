@@ -1,0 +1,50 @@
+#pragma once
+// dingbridge-proxy configuration: the YAML file (configs/proxy.yaml documents every key) turned
+// into an immutable ProxyConfig. `load_proxy_config` throws ConfigError with file:line:column.
+// A loaded config is shared read-only between worker threads.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "proxy/policy.h"
+#include "shared/config.h"
+#include "shared/log.h"
+
+namespace dingbridge::proxy {
+
+struct ListenerConfig {
+    std::string address;  // as written, "127.0.0.1:3128" / "[::]:3128"
+    std::string host;
+    std::uint16_t port = 0;
+};
+
+struct ProxyConfig {
+    std::vector<ListenerConfig> listeners;
+    unsigned workers = 1;
+    std::string realm = "dingbridge";
+
+    std::size_t max_head_bytes = 8 * 1024;
+    std::chrono::milliseconds header_timeout{10'000};
+    std::chrono::milliseconds dns_timeout{5'000};
+    std::chrono::milliseconds connect_timeout{10'000};
+    std::chrono::milliseconds idle_timeout{2 * 3600 * 1000};
+    std::size_t buffer_size = 64 * 1024;  // per direction high watermark
+
+    std::optional<IpAddress> bind_v4;  // outgoing.bind_address (the egress IP)
+    std::optional<IpAddress> bind_v6;
+
+    LogSettings log;
+    std::string access_log_format = "text";  // text or json
+    std::string access_log_file;             // empty = stdout
+
+    std::shared_ptr<const Policy> policy;
+};
+
+ProxyConfig load_proxy_config(const std::string& path);
+ProxyConfig parse_proxy_config(const ConfigNode& root);
+
+}  // namespace dingbridge::proxy

@@ -1,0 +1,169 @@
+// dingbridge-proxy: command line, configuration, signals; the work happens in Server/Worker/Tunnel.
+
+#include <event2/thread.h>
+#include <sys/resource.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "proxy/config.h"
+#include "proxy/password.h"
+#include "proxy/server.h"
+
+using namespace dingbridge;
+using namespace dingbridge::proxy;
+
+namespace {
+
+std::string read_password_from_terminal_or_stdin() {
+    if (!isatty(STDIN_FILENO)) {
+        std::string line;
+        std::getline(std::cin, line);
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        return line;
+    }
+    termios old{};
+    tcgetattr(STDIN_FILENO, &old);
+    termios silent = old;
+    silent.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    tcsetattr(STDIN_FILENO, TCSANOW, &silent);
+    std::string first, second;
+    std::cerr << "Password: " << std::flush;
+    std::getline(std::cin, first);
+    std::cerr << "\nRepeat password: " << std::flush;
+    std::getline(std::cin, second);
+    std::cerr << "\n";
+    tcsetattr(STDIN_FILENO, TCSANOW, &old);
+    if (first != second) throw std::runtime_error("passwords do not match");
+    return first;
+}
+
+void raise_fd_limit() {
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+int run(const std::string& config_path, const std::string& ready_file) {
+    ProxyConfig cfg = load_proxy_config(config_path);
+    configure_logging(cfg.log);
+    raise_fd_limit();
+    std::signal(SIGPIPE, SIG_IGN);
+
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGHUP);
+    // Blocked before the workers start, so only sigwait below ever sees them.
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+    const auto& policy = *cfg.policy;
+    for (const auto& l : cfg.listeners) {
+        const IpAddress ip = *IpAddress::parse(l.host);
+        const bool loopback = ip.is_v4() ? (ip.v4_value() >> 24) == 127 : ip == *IpAddress::parse("::1");
+        bool has_passwords = false;
+        for (const auto& t : policy.tenants()) has_passwords = has_passwords || !t.users.empty();
+        if (!loopback && has_passwords) {
+            spdlog::warn("listener {} is plain TCP and not loopback: proxy passwords cross the network in clear",
+                         l.address);
+        }
+    }
+
+    Server server(std::move(cfg));
+    server.start();
+    for (const auto& a : server.bound_addresses()) spdlog::info("listening on {}", a);
+    spdlog::info("dingbridge-proxy started with {} worker(s), {} tenant(s)", server.config()->workers,
+                 server.config()->policy->tenants().size());
+    if (!ready_file.empty()) {
+        const std::string tmp = ready_file + ".tmp";
+        {
+            std::ofstream out(tmp);
+            for (const auto& a : server.bound_addresses()) out << a << "\n";
+        }
+        std::rename(tmp.c_str(), ready_file.c_str());
+    }
+
+    while (true) {
+        int sig = 0;
+        if (sigwait(&signals, &sig) != 0) continue;
+        if (sig == SIGHUP) {
+            try {
+                ProxyConfig next = load_proxy_config(config_path);
+                configure_logging(next.log);
+                server.reload(std::move(next));
+                spdlog::info("configuration reloaded from {}", config_path);
+            } catch (const std::exception& e) {
+                spdlog::error("reload failed, keeping the running configuration: {}", e.what());
+            }
+            continue;
+        }
+        spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        break;
+    }
+    server.stop();
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"dingbridge-proxy: an HTTPS forwarding (CONNECT) proxy for the DingTalk egress server"};
+    app.set_version_flag("--version", std::string("dingbridge-proxy ") + DINGBRIDGE_VERSION);
+    std::string config_path = "/etc/dingbridge/proxy.yaml";
+    bool check_only = false;
+    std::string ready_file;
+    app.add_option("-c,--config", config_path, "configuration file (YAML)")->capture_default_str();
+    app.add_flag("--check-config", check_only, "validate the configuration file, print the result and exit 0 (valid) or 1");
+    app.add_option("--ready-file", ready_file, "write the bound listener addresses to this file once listening");
+
+    auto* hash = app.add_subcommand("hash-password",
+                                    "read a password (terminal prompt or one line on stdin) and print the scrypt hash "
+                                    "to store as password_hash in the configuration");
+    app.require_subcommand(0, 1);
+    CLI11_PARSE(app, argc, argv);
+
+    if (hash->parsed()) {
+        try {
+            const std::string password = read_password_from_terminal_or_stdin();
+            if (password.empty()) {
+                std::cerr << "dingbridge-proxy: empty password refused\n";
+                return 1;
+            }
+            std::cout << PasswordHash::create(password).to_string() << "\n";
+            return 0;
+        } catch (const std::exception& e) {
+            std::cerr << "dingbridge-proxy: " << e.what() << "\n";
+            return 1;
+        }
+    }
+
+    evthread_use_pthreads();
+    if (check_only) {
+        try {
+            const ProxyConfig cfg = load_proxy_config(config_path);
+            std::cout << config_path << ": configuration is valid (" << cfg.listeners.size() << " listener(s), "
+                      << cfg.policy->tenants().size() << " tenant(s), " << cfg.workers << " worker(s))\n";
+            return 0;
+        } catch (const std::exception& e) {
+            std::cerr << "dingbridge-proxy: " << e.what() << "\n";
+            return 1;
+        }
+    }
+    try {
+        return run(config_path, ready_file);
+    } catch (const std::exception& e) {
+        std::cerr << "dingbridge-proxy: " << e.what() << "\n";
+        return 1;
+    }
+}

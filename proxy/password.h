@@ -1,0 +1,37 @@
+#pragma once
+// Salted, slow password hashes for proxy users (scrypt from OpenSSL, RFC 7914).
+//
+// Stored form: `$scrypt$ln=15,r=8,p=1$<salt base64>$<hash base64>`. Verification recomputes
+// the hash with the stored parameters and compares in constant time (CRYPTO_memcmp). Pure
+// functions; thread-safe.
+
+#include <optional>
+#include <string>
+
+namespace dingbridge::proxy {
+
+struct ScryptParams {
+    int log2_n = 15;  // N = 32768: ~32 MiB and tens of ms per hash
+    int r = 8;
+    int p = 1;
+};
+
+class PasswordHash {
+public:
+    // Parses the stored form; nullopt (with `error`) if it is not a supported hash.
+    static std::optional<PasswordHash> parse(const std::string& text, std::string* error);
+    static PasswordHash create(const std::string& password, const ScryptParams& params = {});
+
+    bool verify(const std::string& password) const;
+    std::string to_string() const;
+
+private:
+    ScryptParams params_;
+    std::string salt_;
+    std::string hash_;
+};
+
+// Base64 (standard alphabet, with padding).
+std::string base64_encode(const std::string& data);
+
+}  // namespace dingbridge::proxy

@@ -1,0 +1,220 @@
+#include "proxy/policy.h"
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include <cctype>
+
+namespace dingbridge::proxy {
+
+namespace {
+
+constexpr std::size_t kCredentialCacheMax = 4096;
+
+const char* const kDefaultDeny[] = {
+    "0.0.0.0/8",        // "this network", unspecified
+    "10.0.0.0/8",       // RFC 1918
+    "100.64.0.0/10",    // CGNAT (RFC 6598)
+    "127.0.0.0/8",      // loopback
+    "169.254.0.0/16",   // link-local, cloud metadata 169.254.169.254
+    "172.16.0.0/12",    // RFC 1918
+    "192.0.0.0/24",     // IETF protocol assignments
+    "192.0.2.0/24",     // TEST-NET-1
+    "192.88.99.0/24",   // 6to4 relay anycast
+    "192.168.0.0/16",   // RFC 1918
+    "198.18.0.0/15",    // benchmarking
+    "198.51.100.0/24",  // TEST-NET-2
+    "203.0.113.0/24",   // TEST-NET-3
+    "224.0.0.0/4",      // multicast
+    "240.0.0.0/4",      // reserved, broadcast
+    "::/128",           // unspecified
+    "::1/128",          // loopback
+    "fc00::/7",         // unique-local
+    "fe80::/10",        // link-local
+    "fec0::/10",        // site-local (deprecated, still routed by some stacks)
+    "ff00::/8",         // multicast
+    "100::/64",         // discard-only
+    "2001:db8::/32",    // documentation
+};
+
+}  // namespace
+
+std::optional<DestinationRule> DestinationRule::parse(const std::string& text, std::string* error) {
+    auto bad = [&](const std::string& why) {
+        if (error) *error = why;
+        return std::nullopt;
+    };
+    DestinationRule rule;
+    rule.text_ = text;
+    std::string host;
+    std::string port;
+    if (!text.empty() && text[0] == '[') {
+        const std::size_t close = text.find(']');
+        if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+            return bad("expected [ipv6]:port");
+        }
+        host = text.substr(1, close - 1);
+        port = text.substr(close + 2);
+    } else {
+        const std::size_t colon = text.rfind(':');
+        if (colon == std::string::npos) return bad("expected host:port (use host:* for any port)");
+        host = text.substr(0, colon);
+        port = text.substr(colon + 1);
+    }
+    for (auto& c : host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (host == "*") {
+        rule.any_host_ = true;
+    } else if (host.rfind("*.", 0) == 0) {
+        rule.wildcard_ = true;
+        rule.host_ = host.substr(1);  // ".dingtalk.com"
+        if (!is_valid_hostname(host.substr(2)) && !IpAddress::parse(host.substr(2))) return bad("invalid domain after '*.'");
+    } else if (auto ip = IpAddress::parse(host)) {
+        rule.host_ = ip->to_string();
+    } else {
+        if (!host.empty() && host.back() == '.') host.pop_back();
+        if (!is_valid_hostname(host)) return bad("invalid host '" + host + "'");
+        rule.host_ = host;
+    }
+    auto parse_port = [](const std::string& s, std::uint16_t& out) {
+        if (s.empty() || s.size() > 5) return false;
+        unsigned v = 0;
+        for (char c : s) {
+            if (c < '0' || c > '9') return false;
+            v = v * 10 + static_cast<unsigned>(c - '0');
+        }
+        if (v == 0 || v > 65535) return false;
+        out = static_cast<std::uint16_t>(v);
+        return true;
+    };
+    if (port == "*") {
+        rule.port_lo_ = 1;
+        rule.port_hi_ = 65535;
+    } else if (const std::size_t dash = port.find('-'); dash != std::string::npos) {
+        if (!parse_port(port.substr(0, dash), rule.port_lo_) || !parse_port(port.substr(dash + 1), rule.port_hi_) ||
+            rule.port_lo_ > rule.port_hi_) {
+            return bad("invalid port range '" + port + "'");
+        }
+    } else {
+        if (!parse_port(port, rule.port_lo_)) return bad("invalid port '" + port + "' (1-65535, a range a-b, or *)");
+        rule.port_hi_ = rule.port_lo_;
+    }
+    return rule;
+}
+
+bool DestinationRule::matches(const std::string& host, std::uint16_t port) const {
+    if (port < port_lo_ || port > port_hi_) return false;
+    if (any_host_) return true;
+    if (wildcard_) {
+        return host.size() > host_.size() && host.compare(host.size() - host_.size(), host_.size(), host_) == 0;
+    }
+    return host == host_;
+}
+
+NetworkSet default_deny_networks() {
+    NetworkSet set;
+    for (const char* text : kDefaultDeny) set.add(*Cidr::parse(text));
+    return set;
+}
+
+Policy::CredentialCache::CredentialCache() : key_(32, '\0') {
+    RAND_bytes(reinterpret_cast<unsigned char*>(key_.data()), static_cast<int>(key_.size()));
+}
+
+std::string Policy::CredentialCache::digest(const std::string& user, const std::string& password) const {
+    std::string message = user;
+    message.push_back('\0');
+    message += password;
+    unsigned char out[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    HMAC(EVP_sha256(), key_.data(), static_cast<int>(key_.size()), reinterpret_cast<const unsigned char*>(message.data()),
+         message.size(), out, &len);
+    OPENSSL_cleanse(message.data(), message.size());
+    return std::string(reinterpret_cast<char*>(out), len);
+}
+
+bool Policy::CredentialCache::contains(const std::string& user, const std::string& password) const {
+    const std::string d = digest(user, password);
+    std::lock_guard<std::mutex> lock(mutex_);
+    return entries_.count(d) != 0;
+}
+
+void Policy::CredentialCache::insert(const std::string& user, const std::string& password) {
+    const std::string d = digest(user, password);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (entries_.size() >= kCredentialCacheMax) entries_.clear();
+    entries_.insert(d);
+}
+
+Policy::Policy(std::vector<Tenant> tenants, NetworkSet deny_networks)
+    : tenants_(std::move(tenants)),
+      deny_(std::move(deny_networks)),
+      cache_(std::make_unique<CredentialCache>()),
+      dummy_(PasswordHash::create("dingbridge-dummy", ScryptParams{})) {}
+
+AuthResult Policy::authenticate(const IpAddress& source, const ConnectRequest& request) const {
+    AuthResult result;
+    if (request.basic) {
+        const Tenant* tenant = nullptr;
+        const TenantUser* user = nullptr;
+        for (const auto& t : tenants_) {
+            for (const auto& u : t.users) {
+                if (u.name == request.basic->user) {
+                    tenant = &t;
+                    user = &u;
+                }
+            }
+        }
+        result.user = request.basic->user;
+        if (user == nullptr) {
+            (void)dummy_.verify(request.basic->password);
+            result.outcome = AuthOutcome::bad_credentials;
+            return result;
+        }
+        const std::string cache_user = tenant->name + "\n" + user->name;
+        bool ok = cache_->contains(cache_user, request.basic->password);
+        if (!ok) {
+            ok = user->hash.verify(request.basic->password);
+            if (ok) cache_->insert(cache_user, request.basic->password);
+        }
+        if (!ok) {
+            result.outcome = AuthOutcome::bad_credentials;
+            return result;
+        }
+        result.tenant = tenant;
+        result.outcome = tenant->source_networks.contains(source) ? AuthOutcome::ok : AuthOutcome::source_not_allowed;
+        return result;
+    }
+    if (request.has_authorization) {
+        // A Proxy-Authorization we cannot use (not Basic, bad base64) is a failed login.
+        result.outcome = AuthOutcome::bad_credentials;
+        return result;
+    }
+    for (const auto& t : tenants_) {
+        if (t.allow_without_credentials && t.source_networks.contains(source)) {
+            result.tenant = &t;
+            result.outcome = AuthOutcome::ok;
+            return result;
+        }
+    }
+    result.outcome = AuthOutcome::need_credentials;
+    return result;
+}
+
+bool Policy::destination_allowed(const Tenant& tenant, const std::string& host, std::uint16_t port) {
+    for (const auto& rule : tenant.destinations)
+        if (rule.matches(host, port)) return true;
+    return false;
+}
+
+bool Policy::address_allowed(const Tenant& tenant, const IpAddress& address) const {
+    if (tenant.allow_internal.contains(address)) return true;
+    if (deny_.contains(address)) return false;
+    if (auto inner = address.embedded_v4()) {
+        if (tenant.allow_internal.contains(*inner)) return true;
+        if (deny_.contains(*inner)) return false;
+    }
+    return true;
+}
+
+}  // namespace dingbridge::proxy

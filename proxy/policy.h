@@ -1,0 +1,102 @@
+#pragma once
+// Tenant and destination policy of dingbridge-proxy: who may open a tunnel, to where.
+//
+// Pure decisions over values: `authenticate` picks the tenant of a request (Basic credentials
+// or, for tenants that allow it, the source network alone); `destination_allowed` matches
+// host:port against the tenant's allow-list; `address_allowed` checks a *resolved* address
+// against the deny networks (and the addresses embedded in IPv6 transition forms) unless the
+// tenant explicitly allows that network. A Policy is immutable once built and shared between
+// worker threads; the credential cache inside is internally synchronized.
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "proxy/password.h"
+#include "proxy/request_head.h"
+#include "shared/net.h"
+
+namespace dingbridge::proxy {
+
+// One `host:port` allow-list entry: `api.dingtalk.com:443`, `*.dingtalk.com:443` (subdomains,
+// not the apex), `*:443`, `oapi.dingtalk.com:*`, `127.0.0.1:8000-8999`, `[::1]:443`.
+class DestinationRule {
+public:
+    static std::optional<DestinationRule> parse(const std::string& text, std::string* error);
+    bool matches(const std::string& host, std::uint16_t port) const;  // host: lowercase, no brackets
+    const std::string& text() const { return text_; }
+
+private:
+    std::string text_;
+    std::string host_;     // exact host, or the suffix after "*." (with a leading dot)
+    bool wildcard_ = false;  // "*.suffix"
+    bool any_host_ = false;  // "*"
+    std::uint16_t port_lo_ = 0, port_hi_ = 0;
+};
+
+struct TenantUser {
+    std::string name;
+    PasswordHash hash;
+};
+
+struct Tenant {
+    std::string name;
+    std::vector<TenantUser> users;
+    bool allow_without_credentials = false;  // identified by source network alone
+    NetworkSet source_networks;               // where its clients may connect from
+    std::vector<DestinationRule> destinations;
+    NetworkSet allow_internal;                // deny-network exceptions (e.g. loopback in tests)
+};
+
+// The built-in deny networks: loopback, RFC 1918, link-local (incl. 169.254.169.254), CGNAT,
+// unique-local, site-local, multicast, unspecified, reserved/broadcast, benchmarking, IETF
+// protocol assignments, NAT64/6to4 forms are checked via their embedded IPv4.
+NetworkSet default_deny_networks();
+
+enum class AuthOutcome { ok, need_credentials, bad_credentials, source_not_allowed };
+
+struct AuthResult {
+    AuthOutcome outcome = AuthOutcome::need_credentials;
+    const Tenant* tenant = nullptr;
+    std::string user;  // empty for credential-less tenants
+};
+
+class Policy {
+public:
+    Policy(std::vector<Tenant> tenants, NetworkSet deny_networks);
+
+    AuthResult authenticate(const IpAddress& source, const ConnectRequest& request) const;
+    static bool destination_allowed(const Tenant& tenant, const std::string& host, std::uint16_t port);
+    bool address_allowed(const Tenant& tenant, const IpAddress& address) const;
+
+    const std::vector<Tenant>& tenants() const { return tenants_; }
+    const NetworkSet& deny_networks() const { return deny_; }
+
+private:
+    // Remembers HMAC(key, tenant user, password) of credentials that verified, so that a
+    // client reconnecting with the same credentials costs a hash lookup instead of an scrypt.
+    // Only successes are cached; the key is random per process.
+    class CredentialCache {
+    public:
+        CredentialCache();
+        bool contains(const std::string& user, const std::string& password) const;
+        void insert(const std::string& user, const std::string& password);
+
+    private:
+        std::string digest(const std::string& user, const std::string& password) const;
+        std::string key_;
+        mutable std::mutex mutex_;
+        std::unordered_set<std::string> entries_;
+    };
+
+    std::vector<Tenant> tenants_;
+    NetworkSet deny_;
+    std::unique_ptr<CredentialCache> cache_;
+    PasswordHash dummy_;  // verified against for unknown users, so timing doesn't reveal names
+};
+
+}  // namespace dingbridge::proxy

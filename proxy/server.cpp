@@ -1,0 +1,114 @@
+#include "proxy/server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+#include <spdlog/spdlog.h>
+
+namespace dingbridge::proxy {
+
+namespace {
+
+struct BoundSocket {
+    int fd;
+    std::uint16_t port;
+};
+
+BoundSocket bind_listener(const ListenerConfig& l, std::uint16_t port) {
+    const IpAddress ip = *IpAddress::parse(l.host);
+    sockaddr_storage ss{};
+    socklen_t len;
+    int family;
+    if (ip.is_v4()) {
+        auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(port);
+        sin->sin_addr.s_addr = htonl(ip.v4_value());
+        len = sizeof(sockaddr_in);
+        family = AF_INET;
+    } else {
+        auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(port);
+        std::memcpy(&sin6->sin6_addr, ip.bytes().data(), 16);
+        len = sizeof(sockaddr_in6);
+        family = AF_INET6;
+    }
+    const int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || listen(fd, 4096) != 0) {
+        const int err = errno;
+        ::close(fd);
+        throw std::runtime_error("cannot listen on " + l.address + ": " + std::strerror(err));
+    }
+    sockaddr_storage actual{};
+    socklen_t alen = sizeof actual;
+    getsockname(fd, reinterpret_cast<sockaddr*>(&actual), &alen);
+    const std::uint16_t bound_port = family == AF_INET ? ntohs(reinterpret_cast<sockaddr_in*>(&actual)->sin_port)
+                                                       : ntohs(reinterpret_cast<sockaddr_in6*>(&actual)->sin6_port);
+    return {fd, bound_port};
+}
+
+}  // namespace
+
+Server::Server(ProxyConfig config) : config_(std::make_shared<const ProxyConfig>(std::move(config))) {}
+
+Server::~Server() { stop(); }
+
+std::shared_ptr<const ProxyConfig> Server::config() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return config_;
+}
+
+void Server::start() {
+    const auto cfg = config();
+    auto access = make_line_logger("access", cfg->access_log_file);
+    for (unsigned i = 0; i < cfg->workers; ++i) {
+        workers_.push_back(std::make_unique<Worker>(i, [this] { return config(); }, access));
+    }
+    for (const auto& l : cfg->listeners) {
+        // The first socket fixes the port (port 0 = any free port); the other workers' sockets
+        // share it through SO_REUSEPORT, so the kernel spreads connections across threads.
+        BoundSocket first = bind_listener(l, l.port);
+        workers_[0]->add_listener(first.fd);
+        for (unsigned i = 1; i < workers_.size(); ++i) workers_[i]->add_listener(bind_listener(l, first.port).fd);
+        const IpAddress ip = *IpAddress::parse(l.host);
+        bound_.push_back(ip.is_v4() ? l.host + ":" + std::to_string(first.port)
+                                    : "[" + ip.to_string() + "]:" + std::to_string(first.port));
+    }
+    for (auto& w : workers_) w->start();
+}
+
+void Server::stop() {
+    for (auto& w : workers_) w->stop();
+    for (auto& w : workers_) w->join();
+    workers_.clear();
+}
+
+void Server::reload(ProxyConfig next) {
+    auto fresh = std::make_shared<const ProxyConfig>(std::move(next));
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (fresh->listeners.size() != config_->listeners.size()) {
+        spdlog::warn("reload: listener changes take effect after a restart");
+    } else {
+        for (std::size_t i = 0; i < fresh->listeners.size(); ++i) {
+            if (fresh->listeners[i].address != config_->listeners[i].address) {
+                spdlog::warn("reload: listener changes take effect after a restart");
+                break;
+            }
+        }
+    }
+    config_ = std::move(fresh);
+}
+
+}  // namespace dingbridge::proxy

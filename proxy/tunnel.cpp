@@ -1,0 +1,509 @@
+#include "proxy/tunnel.h"
+
+#include <event2/buffer.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string_view>
+
+#include <spdlog/spdlog.h>
+
+#include "proxy/request_head.h"
+#include "proxy/worker.h"
+#include "shared/log.h"
+
+namespace dingbridge::proxy {
+
+namespace {
+
+const char* status_text(int status) {
+    switch (status) {
+        case 400: return "Bad Request";
+        case 403: return "Forbidden";
+        case 405: return "Method Not Allowed";
+        case 407: return "Proxy Authentication Required";
+        case 408: return "Request Timeout";
+        case 431: return "Request Header Fields Too Large";
+        case 502: return "Bad Gateway";
+        case 503: return "Service Unavailable";
+        case 504: return "Gateway Timeout";
+        default: return "Error";
+    }
+}
+
+std::uint16_t port_of(const sockaddr* sa) {
+    if (sa->sa_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(sa)->sin_port);
+    if (sa->sa_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(sa)->sin6_port);
+    return 0;
+}
+
+std::string endpoint(const IpAddress& ip, std::uint16_t port) {
+    return ip.is_v4() ? ip.to_string() + ":" + std::to_string(port) : "[" + ip.to_string() + "]:" + std::to_string(port);
+}
+
+std::string host_port(const std::string& host, std::uint16_t port) {
+    if (host.empty()) return "-";
+    return host.find(':') != std::string::npos ? "[" + host + "]:" + std::to_string(port) : host + ":" + std::to_string(port);
+}
+
+long long ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count();
+}
+
+}  // namespace
+
+Tunnel::Tunnel(Worker& worker, std::shared_ptr<const ProxyConfig> config, evutil_socket_t fd, const sockaddr* source)
+    : worker_(worker), config_(std::move(config)) {
+    accepted_at_ = std::chrono::steady_clock::now();
+    last_activity_ = accepted_at_;
+    if (auto ip = IpAddress::from_sockaddr(source)) source_ip_ = *ip;
+    source_port_ = port_of(source);
+    client_ = bufferevent_socket_new(worker_.base(), fd, BEV_OPT_CLOSE_ON_FREE);
+    timer_ = evtimer_new(worker_.base(), &Tunnel::on_timer, this);
+}
+
+Tunnel::~Tunnel() {
+    if (client_) bufferevent_free(client_);
+    if (upstream_) bufferevent_free(upstream_);
+    if (timer_) event_free(timer_);
+    if (addresses_) evutil_freeaddrinfo(addresses_);
+}
+
+void Tunnel::start() {
+    if (client_ == nullptr || timer_ == nullptr) {
+        close("out of memory");
+        return;
+    }
+    int one = 1;
+    setsockopt(bufferevent_getfd(client_), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    bufferevent_setcb(client_, &Tunnel::on_client_read, &Tunnel::on_client_write, &Tunnel::on_client_event, this);
+    // Stop reading at the head limit: a head that has not ended by then is refused with 431.
+    bufferevent_setwatermark(client_, EV_READ, 0, config_->max_head_bytes + 1);
+    bufferevent_enable(client_, EV_READ | EV_WRITE);
+    arm_timer(config_->header_timeout);
+}
+
+void Tunnel::arm_timer(std::chrono::milliseconds after) {
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(after.count() / 1000);
+    tv.tv_usec = static_cast<suseconds_t>((after.count() % 1000) * 1000);
+    evtimer_add(timer_, &tv);
+}
+
+void Tunnel::on_client_read(bufferevent*, void* arg) {
+    auto* self = static_cast<Tunnel*>(arg);
+    switch (self->state_) {
+        case State::reading_head: self->handle_head(); break;
+        case State::relaying: self->relay(self->client_, self->upstream_, self->bytes_up_); break;
+        default: break;  // early data waits in the input buffer until the tunnel is up
+    }
+}
+
+void Tunnel::on_upstream_read(bufferevent*, void* arg) {
+    auto* self = static_cast<Tunnel*>(arg);
+    if (self->state_ == State::relaying) self->relay(self->upstream_, self->client_, self->bytes_down_);
+}
+
+void Tunnel::on_client_write(bufferevent*, void* arg) {
+    auto* self = static_cast<Tunnel*>(arg);
+    if (self->closing_after_write_) {
+        if (evbuffer_get_length(bufferevent_get_output(self->client_)) == 0) self->close(self->reason_);
+        return;
+    }
+    if (self->state_ == State::relaying) self->drained(self->client_);
+}
+
+void Tunnel::on_upstream_write(bufferevent*, void* arg) {
+    auto* self = static_cast<Tunnel*>(arg);
+    if (self->state_ == State::relaying) self->drained(self->upstream_);
+}
+
+void Tunnel::handle_head() {
+    evbuffer* input = bufferevent_get_input(client_);
+    const std::size_t available = evbuffer_get_length(input);
+    evbuffer_ptr found = evbuffer_search(input, "\r\n\r\n", 4, nullptr);
+    if (found.pos < 0 || static_cast<std::size_t>(found.pos) + 4 > config_->max_head_bytes) {
+        if (available > config_->max_head_bytes || (found.pos >= 0)) {
+            reply_error(431, "request head too large");
+        }
+        return;
+    }
+    const std::size_t head_len = static_cast<std::size_t>(found.pos) + 4;
+    const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, static_cast<ev_ssize_t>(head_len)));
+    const HeadResult parsed = parse_connect_head(std::string_view(data, head_len));
+    evbuffer_drain(input, head_len);
+    bufferevent_disable(client_, EV_READ);
+    if (parsed.error != HeadError::none) {
+        reply_error(parsed.error == HeadError::method_not_allowed ? 405 : 400, parsed.reason);
+        return;
+    }
+    const ConnectRequest& req = parsed.request;
+    host_ = req.host;
+    port_ = req.port;
+
+    const Policy& policy = *config_->policy;
+    const AuthResult auth = policy.authenticate(source_ip_, req);
+    user_ = auth.user;
+    switch (auth.outcome) {
+        case AuthOutcome::need_credentials: reply_error(407, "proxy authentication required"); return;
+        case AuthOutcome::bad_credentials: reply_error(407, "invalid credentials"); return;
+        case AuthOutcome::source_not_allowed:
+            tenant_ = auth.tenant;
+            reply_error(403, "source address not allowed for this tenant");
+            return;
+        case AuthOutcome::ok: break;
+    }
+    tenant_ = auth.tenant;
+    if (!Policy::destination_allowed(*tenant_, host_, port_)) {
+        reply_error(403, "destination not allowed");
+        return;
+    }
+    // Keep reading (bounded by the watermark) so that a client FIN sent with early data is seen.
+    bufferevent_setwatermark(client_, EV_READ, 0, config_->buffer_size);
+    bufferevent_enable(client_, EV_READ);
+    begin_resolve();
+}
+
+void Tunnel::begin_resolve() {
+    state_ = State::resolving;
+    arm_timer(config_->dns_timeout);
+    evutil_addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    // No AI_ADDRCONFIG: libevent implements it by probing routes to public addresses.
+    const std::string port = std::to_string(port_);
+    dns_pending_ = true;
+    evdns_getaddrinfo_request* req =
+        evdns_getaddrinfo(worker_.dns(), host_.c_str(), port.c_str(), &hints, &Tunnel::on_resolved, this);
+    // The callback may already have run (numeric hosts, hosts file); then req is null.
+    if (dns_pending_) dns_request_ = req;
+}
+
+void Tunnel::on_resolved(int result, evutil_addrinfo* addresses, void* arg) {
+    auto* self = static_cast<Tunnel*>(arg);
+    self->dns_pending_ = false;
+    self->dns_request_ = nullptr;
+    if (self->state_ != State::resolving) {
+        // Cancelled by close(); the worker reaps us once we return.
+        if (addresses) evutil_freeaddrinfo(addresses);
+        self->worker_.retire(self);
+        return;
+    }
+    self->resolved(result, addresses);
+}
+
+void Tunnel::resolved(int result, evutil_addrinfo* addresses) {
+    if (result != 0 || addresses == nullptr) {
+        if (addresses) evutil_freeaddrinfo(addresses);
+        spdlog::debug("dns lookup of {} failed: {}", host_, evutil_gai_strerror(result));
+        worker_.count_dns_failure();
+        reply_error(502, "destination host name could not be resolved");
+        return;
+    }
+    addresses_ = addresses;
+    next_address_ = addresses;
+    state_ = State::connecting;
+    try_next_address();
+}
+
+void Tunnel::try_next_address() {
+    if (upstream_) {
+        bufferevent_free(upstream_);
+        upstream_ = nullptr;
+    }
+    while (next_address_ != nullptr) {
+        evutil_addrinfo* ai = next_address_;
+        next_address_ = ai->ai_next;
+        auto ip = IpAddress::from_sockaddr(ai->ai_addr);
+        if (!ip) continue;
+        // The SSRF guard: decided on the resolved address, whatever the name or spelling was.
+        if (!config_->policy->address_allowed(*tenant_, *ip)) {
+            any_address_denied_ = true;
+            resolved_ip_ = ip->to_string();
+            continue;
+        }
+        const std::optional<IpAddress>& bind = ai->ai_family == AF_INET ? config_->bind_v4 : config_->bind_v6;
+        if ((config_->bind_v4 || config_->bind_v6) && !bind) continue;  // no egress address of this family
+        any_address_allowed_ = true;
+        resolved_ip_ = ip->to_string();
+
+        const evutil_socket_t fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+        if (fd < 0) {
+            last_connect_error_ = "cannot create socket";
+            spdlog::warn("socket() failed: {}", std::strerror(errno));
+            continue;
+        }
+        if (bind) {
+            sockaddr_storage local{};
+            socklen_t len;
+            if (ai->ai_family == AF_INET) {
+                auto* sin = reinterpret_cast<sockaddr_in*>(&local);
+                sin->sin_family = AF_INET;
+                sin->sin_addr.s_addr = htonl(bind->v4_value());
+                len = sizeof(sockaddr_in);
+            } else {
+                auto* sin6 = reinterpret_cast<sockaddr_in6*>(&local);
+                sin6->sin6_family = AF_INET6;
+                std::memcpy(&sin6->sin6_addr, bind->bytes().data(), 16);
+                len = sizeof(sockaddr_in6);
+            }
+            if (::bind(fd, reinterpret_cast<sockaddr*>(&local), len) != 0) {
+                spdlog::error("cannot bind outgoing socket to {}: {}", bind->to_string(), std::strerror(errno));
+                last_connect_error_ = "cannot bind the outgoing address";
+                ::close(fd);
+                continue;
+            }
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        upstream_ = bufferevent_socket_new(worker_.base(), fd, BEV_OPT_CLOSE_ON_FREE);
+        if (upstream_ == nullptr) {
+            ::close(fd);
+            last_connect_error_ = "out of memory";
+            continue;
+        }
+        bufferevent_setcb(upstream_, &Tunnel::on_upstream_read, &Tunnel::on_upstream_write, &Tunnel::on_upstream_event, this);
+        arm_timer(config_->connect_timeout);
+        if (bufferevent_socket_connect(upstream_, ai->ai_addr, static_cast<int>(ai->ai_addrlen)) != 0) {
+            last_connect_error_ = "connection failed";
+            bufferevent_free(upstream_);
+            upstream_ = nullptr;
+            continue;
+        }
+        return;  // wait for BEV_EVENT_CONNECTED / ERROR / timer
+    }
+    if (!any_address_allowed_ && any_address_denied_) {
+        reply_error(403, "destination address is in a denied network");
+    } else if (last_connect_error_ == nullptr) {
+        reply_error(502, "no usable address for the destination");
+    } else if (std::string_view(last_connect_error_) == "connect timeout") {
+        reply_error(504, "upstream connect timed out");
+    } else {
+        reply_error(502, "upstream connection failed");
+    }
+}
+
+void Tunnel::upstream_connected() {
+    state_ = State::relaying;
+    established_at_ = std::chrono::steady_clock::now();
+    last_activity_ = established_at_;
+    evutil_freeaddrinfo(addresses_);
+    addresses_ = next_address_ = nullptr;
+    status_ = 200;
+    static constexpr std::string_view kEstablished = "HTTP/1.1 200 Connection established\r\n\r\n";
+    bufferevent_write(client_, kEstablished.data(), kEstablished.size());
+    const std::size_t high = config_->buffer_size;
+    bufferevent_setwatermark(client_, EV_READ, 0, high);
+    bufferevent_setwatermark(upstream_, EV_READ, 0, high);
+    // Writable callbacks fire when the peer's output falls to half: that resumes a paused reader.
+    bufferevent_setwatermark(client_, EV_WRITE, high / 2, 0);
+    bufferevent_setwatermark(upstream_, EV_WRITE, high / 2, 0);
+    bufferevent_enable(upstream_, EV_READ | EV_WRITE);
+    arm_timer(config_->idle_timeout);
+    // Bytes the client sent right after the CONNECT head go first.
+    if (evbuffer_get_length(bufferevent_get_input(client_)) > 0) relay(client_, upstream_, bytes_up_);
+    if (state_ != State::relaying) return;
+    if (client_eof_) peer_eof(client_);
+    else bufferevent_enable(client_, EV_READ);
+}
+
+void Tunnel::relay(bufferevent* from, bufferevent* to, std::uint64_t& counter) {
+    evbuffer* in = bufferevent_get_input(from);
+    evbuffer* out = bufferevent_get_output(to);
+    const std::size_t n = evbuffer_get_length(in);
+    if (n == 0) return;
+    counter += n;
+    last_activity_ = std::chrono::steady_clock::now();
+    evbuffer_add_buffer(out, in);
+    // Backpressure: the receiving side is slower; stop reading until it drains to half.
+    if (evbuffer_get_length(out) >= config_->buffer_size) bufferevent_disable(from, EV_READ);
+}
+
+void Tunnel::drained(bufferevent* to) {
+    bufferevent* from = to == client_ ? upstream_ : client_;
+    const bool from_eof = from == client_ ? client_eof_ : upstream_eof_;
+    const std::size_t pending = evbuffer_get_length(bufferevent_get_output(to));
+    if (!from_eof) {
+        if (pending <= config_->buffer_size / 2) bufferevent_enable(from, EV_READ);
+        return;
+    }
+    if (pending == 0) {
+        // Half-close: the peer finished sending and everything reached `to`; pass the FIN on.
+        bool& shut = to == upstream_ ? client_shut_ : upstream_shut_;
+        if (!shut) {
+            shut = true;
+            shutdown(bufferevent_getfd(to), SHUT_WR);
+        }
+        maybe_finish();
+    }
+}
+
+void Tunnel::peer_eof(bufferevent* from) {
+    if (from == client_) client_eof_ = true;
+    else upstream_eof_ = true;
+    last_activity_ = std::chrono::steady_clock::now();
+    if (state_ != State::relaying) return;
+    // Move whatever is still in the input, then forward the FIN when the output drains.
+    relay(from, from == client_ ? upstream_ : client_, from == client_ ? bytes_up_ : bytes_down_);
+    drained(from == client_ ? upstream_ : client_);
+}
+
+void Tunnel::maybe_finish() {
+    if (client_shut_ && upstream_shut_) close("completed");
+}
+
+void Tunnel::on_client_event(bufferevent*, short what, void* arg) {
+    auto* self = static_cast<Tunnel*>(arg);
+    if (what & BEV_EVENT_EOF) {
+        switch (self->state_) {
+            case State::reading_head:
+                self->close("client closed before sending a complete request");
+                return;
+            case State::resolving:
+            case State::connecting:
+                self->client_eof_ = true;  // forward after connecting; the FIN is remembered
+                return;
+            case State::relaying:
+                self->peer_eof(self->client_);
+                return;
+            case State::closed:
+                return;
+        }
+    }
+    if (what & BEV_EVENT_ERROR) {
+        self->close(self->state_ == State::relaying ? "client connection error" : "client went away");
+    }
+}
+
+void Tunnel::on_upstream_event(bufferevent*, short what, void* arg) {
+    auto* self = static_cast<Tunnel*>(arg);
+    if (self->state_ == State::connecting) {
+        if (what & BEV_EVENT_CONNECTED) {
+            self->upstream_connected();
+            return;
+        }
+        const int err = EVUTIL_SOCKET_ERROR();
+        spdlog::debug("connect to {} ({}) failed: {}", host_port(self->host_, self->port_), self->resolved_ip_,
+                      evutil_socket_error_to_string(err));
+        self->last_connect_error_ = "connection refused or unreachable";
+        self->try_next_address();
+        return;
+    }
+    if (self->state_ != State::relaying) return;
+    if (what & BEV_EVENT_EOF) {
+        self->peer_eof(self->upstream_);
+        return;
+    }
+    if (what & BEV_EVENT_ERROR) self->close("upstream connection error");
+}
+
+void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
+    auto* self = static_cast<Tunnel*>(arg);
+    switch (self->state_) {
+        case State::reading_head:
+            if (self->closing_after_write_) self->close(self->reason_);
+            else self->reply_error(408, "request head not received in time");
+            return;
+        case State::resolving:
+            if (self->closing_after_write_) { self->close(self->reason_); return; }
+            self->reply_error(504, "destination host name lookup timed out");
+            return;
+        case State::connecting: {
+            if (self->closing_after_write_) { self->close(self->reason_); return; }
+            self->last_connect_error_ = "connect timeout";
+            // A silent address times out; the next resolved address still gets its chance.
+            if (self->next_address_ != nullptr) {
+                self->try_next_address();
+            } else {
+                if (self->upstream_) {
+                    bufferevent_free(self->upstream_);
+                    self->upstream_ = nullptr;
+                }
+                self->reply_error(504, "upstream connect timed out");
+            }
+            return;
+        }
+        case State::relaying: {
+            const auto idle = std::chrono::steady_clock::now() - self->last_activity_;
+            if (idle >= self->config_->idle_timeout) {
+                self->close("idle timeout");
+            } else {
+                self->arm_timer(std::chrono::duration_cast<std::chrono::milliseconds>(self->config_->idle_timeout - idle) +
+                                std::chrono::milliseconds(1));
+            }
+            return;
+        }
+        case State::closed: return;
+    }
+}
+
+void Tunnel::reply_error(int status, const char* reason) {
+    status_ = status;
+    reason_ = reason;
+    if (dns_pending_ && dns_request_) evdns_getaddrinfo_cancel(dns_request_);
+    if (upstream_) {
+        bufferevent_free(upstream_);
+        upstream_ = nullptr;
+    }
+    std::string body = std::string(reason) + "\n";
+    std::string head = "HTTP/1.1 " + std::to_string(status) + " " + status_text(status) + "\r\n";
+    if (status == 407) head += "Proxy-Authenticate: Basic realm=\"" + config_->realm + "\"\r\n";
+    if (status == 405) head += "Allow: CONNECT\r\n";
+    head += "Content-Type: text/plain; charset=utf-8\r\nContent-Length: " + std::to_string(body.size()) +
+            "\r\nConnection: close\r\n\r\n" + body;
+    bufferevent_disable(client_, EV_READ);
+    bufferevent_write(client_, head.data(), head.size());
+    closing_after_write_ = true;
+    // A client that never reads its error must not pin the connection.
+    arm_timer(std::chrono::seconds(5));
+    if (state_ == State::resolving || state_ == State::connecting) state_ = State::reading_head;
+}
+
+void Tunnel::close(const char* reason) {
+    if (state_ == State::closed) return;
+    if (status_ == 0 || reason_[0] == '\0') reason_ = reason;
+    if (status_ == 200 && std::string_view(reason) != "completed") reason_ = reason;
+    state_ = State::closed;
+    if (dns_pending_ && dns_request_) evdns_getaddrinfo_cancel(dns_request_);
+    if (client_) {
+        bufferevent_free(client_);
+        client_ = nullptr;
+    }
+    if (upstream_) {
+        bufferevent_free(upstream_);
+        upstream_ = nullptr;
+    }
+    evtimer_del(timer_);
+    write_access_log();
+    worker_.retire(this);
+}
+
+void Tunnel::write_access_log() {
+    const auto now = std::chrono::steady_clock::now();
+    const long long setup_ms = established_at_.time_since_epoch().count() ? ms_between(accepted_at_, established_at_) : -1;
+    const long long total_ms = ms_between(accepted_at_, now);
+    const int status = status_ == 0 ? 499 : status_;  // 499: closed before any reply (nginx's convention)
+    const std::string tenant = tenant_ ? tenant_->name : "";
+    const std::string source = endpoint(source_ip_, source_port_);
+    const std::string destination = host_port(host_, port_);
+    auto& log = worker_.access_log();
+    if (config_->access_log_format == "json") {
+        log.info(R"({{"time":"{}","tenant":"{}","user":"{}","source":"{}","destination":"{}","resolved_ip":"{}","status":{},"bytes_up":{},"bytes_down":{},"setup_ms":{},"total_ms":{},"reason":"{}"}})",
+                 Worker::timestamp(), json_escape(tenant), json_escape(user_), source, json_escape(destination),
+                 resolved_ip_, status, bytes_up_, bytes_down_, setup_ms, total_ms, json_escape(reason_));
+    } else {
+        auto or_dash = [](const std::string& s) { return s.empty() ? std::string("-") : s; };
+        // User names are client-supplied: escape them so a log line stays one line.
+        log.info("{} tenant={} user={} src={} dst={} ip={} status={} up={} down={} setup_ms={} total_ms={} reason=\"{}\"",
+                 Worker::timestamp(), or_dash(tenant), or_dash(json_escape(user_)), source, destination,
+                 or_dash(resolved_ip_), status, bytes_up_, bytes_down_, setup_ms, total_ms, reason_);
+    }
+    worker_.count_result(status);
+}
+
+}  // namespace dingbridge::proxy

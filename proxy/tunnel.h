@@ -1,0 +1,104 @@
+#pragma once
+// One client connection of dingbridge-proxy, from accept to close (ARCHITECTURE.md, request path).
+//
+// A Tunnel owns both sockets (client and upstream bufferevents), its one timer and its pending
+// DNS request, and moves through: reading_head → resolving → connecting → relaying → closed.
+// All callbacks run on the owning Worker's event loop thread and receive only the Tunnel.
+// `close()` is idempotent: it frees the sockets, writes the access-log line and hands the object
+// to the worker, which deletes it from a zero-delay event (never inside a callback), and only
+// once an in-flight DNS lookup has reported back (evdns_getaddrinfo_cancel is asynchronous).
+
+#include <event2/bufferevent.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/util.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "proxy/config.h"
+#include "shared/net.h"
+
+namespace dingbridge::proxy {
+
+class Worker;
+
+class Tunnel {
+public:
+    Tunnel(Worker& worker, std::shared_ptr<const ProxyConfig> config, evutil_socket_t fd, const sockaddr* source);
+    ~Tunnel();
+    Tunnel(const Tunnel&) = delete;
+    Tunnel& operator=(const Tunnel&) = delete;
+
+    void start();
+    bool reapable() const { return state_ == State::closed && !dns_pending_; }
+
+private:
+    enum class State { reading_head, resolving, connecting, relaying, closed };
+
+    static void on_client_read(bufferevent* bev, void* arg);
+    static void on_client_write(bufferevent* bev, void* arg);
+    static void on_client_event(bufferevent* bev, short what, void* arg);
+    static void on_upstream_read(bufferevent* bev, void* arg);
+    static void on_upstream_write(bufferevent* bev, void* arg);
+    static void on_upstream_event(bufferevent* bev, short what, void* arg);
+    static void on_timer(evutil_socket_t, short, void* arg);
+    static void on_resolved(int result, evutil_addrinfo* addresses, void* arg);
+
+    void handle_head();
+    void begin_resolve();
+    void resolved(int result, evutil_addrinfo* addresses);
+    void try_next_address();
+    void upstream_connected();
+    void relay(bufferevent* from, bufferevent* to, std::uint64_t& counter);
+    void drained(bufferevent* to);
+    void peer_eof(bufferevent* from);
+    void maybe_finish();
+    void arm_timer(std::chrono::milliseconds after);
+
+    // Sends a fixed error reply, then closes once it is written.
+    void reply_error(int status, const char* reason);
+    void close(const char* reason);
+    void write_access_log();
+
+    Worker& worker_;
+    std::shared_ptr<const ProxyConfig> config_;
+    State state_ = State::reading_head;
+    bufferevent* client_ = nullptr;
+    bufferevent* upstream_ = nullptr;
+    event* timer_ = nullptr;
+
+    IpAddress source_ip_;
+    std::uint16_t source_port_ = 0;
+    std::string host_;
+    std::uint16_t port_ = 0;
+    const Tenant* tenant_ = nullptr;
+    std::string user_;
+
+    evdns_getaddrinfo_request* dns_request_ = nullptr;
+    bool dns_pending_ = false;
+    evutil_addrinfo* addresses_ = nullptr;
+    evutil_addrinfo* next_address_ = nullptr;
+    bool any_address_denied_ = false;
+    bool any_address_allowed_ = false;
+    std::string resolved_ip_;
+    const char* last_connect_error_ = nullptr;
+
+    bool client_eof_ = false;     // client → upstream direction: client sent FIN
+    bool upstream_eof_ = false;   // upstream → client direction: upstream sent FIN
+    bool client_shut_ = false;    // we shut down writing toward upstream
+    bool upstream_shut_ = false;  // we shut down writing toward client
+    bool closing_after_write_ = false;
+
+    int status_ = 0;
+    const char* reason_ = "";
+    std::uint64_t bytes_up_ = 0;    // client → upstream
+    std::uint64_t bytes_down_ = 0;  // upstream → client
+    std::chrono::steady_clock::time_point accepted_at_;
+    std::chrono::steady_clock::time_point established_at_;
+    std::chrono::steady_clock::time_point last_activity_;
+};
+
+}  // namespace dingbridge::proxy

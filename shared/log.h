@@ -1,0 +1,34 @@
+#pragma once
+// Logging setup (spdlog) shared by both programs.
+//
+// `configure_logging` installs the process-wide default logger: text ("2026-01-01 12:00:00.000
+// info message") or JSON lines ({"time":..,"level":..,"msg":..}), to stderr or a file, at a given
+// level. Call it once at start and again on reload. Messages must never contain secrets: code
+// logs names and references, never values.
+
+#include <memory>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+namespace dingbridge {
+
+struct LogSettings {
+    std::string level = "info";   // trace, debug, info, warn, error, critical, off
+    std::string format = "text";  // text or json
+    std::string file;             // empty = stderr
+};
+
+// Throws std::runtime_error for an unknown level/format or an unwritable file.
+void configure_logging(const LogSettings& settings);
+
+// A logger that prints the message as is (one line per call), e.g. an access log, to stdout when
+// `file` is empty. Thread-safe.
+std::shared_ptr<spdlog::logger> make_line_logger(const std::string& name, const std::string& file);
+
+// Escapes a string for inclusion inside a JSON string literal (quotes not added).
+std::string json_escape(const std::string& text);
+
+bool valid_log_level(const std::string& level);
+
+}  // namespace dingbridge

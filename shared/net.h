@@ -1,0 +1,79 @@
+#pragma once
+// IP addresses and networks (IPv4 and IPv6), parsed strictly.
+//
+// IpAddress holds 16 bytes; IPv4 addresses are stored as IPv4-mapped IPv6 (::ffff:a.b.c.d) so
+// that one comparison covers both families and `::ffff:127.0.0.1` *is* 127.0.0.1. Parsing
+// accepts only canonical spellings: dotted-quad IPv4 without leading zeros, and RFC 4291 IPv6
+// without zone ids. Anything else (`0x7f.1`, `2130706433`, `127.1`, `0177.0.0.1`) is not an
+// address, which is what keeps alternative spellings from sneaking past the deny networks.
+// Pure values; safe to share between threads.
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+struct sockaddr;
+
+namespace dingbridge {
+
+class IpAddress {
+public:
+    IpAddress() = default;
+
+    static std::optional<IpAddress> parse(std::string_view text);
+    static std::optional<IpAddress> from_sockaddr(const struct sockaddr* sa);
+    static IpAddress v4(std::uint32_t host_order);
+
+    bool is_v4() const;  // IPv4 or IPv4-mapped
+    std::uint32_t v4_value() const;  // host order; only when is_v4()
+    // The IPv4 address embedded in IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96) or 6to4
+    // (2002:AABB:CCDD::/48) forms; these reach IPv4 hosts too, so the deny check looks at them.
+    std::optional<IpAddress> embedded_v4() const;
+    const std::array<std::uint8_t, 16>& bytes() const { return bytes_; }
+    std::string to_string() const;
+
+    friend bool operator==(const IpAddress&, const IpAddress&) = default;
+
+private:
+    std::array<std::uint8_t, 16> bytes_{};
+};
+
+class Cidr {
+public:
+    // "10.0.0.0/8", "fc00::/7", or a bare address (a /32 or /128). Host bits must be zero.
+    static std::optional<Cidr> parse(std::string_view text, std::string* error = nullptr);
+
+    bool contains(const IpAddress& address) const;
+    std::string to_string() const;
+
+private:
+    IpAddress base_;
+    int prefix_ = 0;  // in the 128-bit space (IPv4 /8 is stored as /104)
+};
+
+class NetworkSet {
+public:
+    void add(const Cidr& cidr) { networks_.push_back(cidr); }
+    bool contains(const IpAddress& address) const;
+    bool empty() const { return networks_.empty(); }
+    const std::vector<Cidr>& networks() const { return networks_; }
+
+private:
+    std::vector<Cidr> networks_;
+};
+
+// Host and port of a "host:port" / "[v6]:port" string. Host is returned without brackets.
+struct HostPort {
+    std::string host;
+    std::uint16_t port = 0;
+};
+std::optional<HostPort> split_host_port(std::string_view text);
+
+// True for a syntactically valid DNS name (RFC 1123 labels, 1..253 chars, no trailing dot after
+// normalization) whose last label is not all-numeric — such names are address spellings, not names.
+bool is_valid_hostname(std::string_view host);
+
+}  // namespace dingbridge
