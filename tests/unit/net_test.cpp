@@ -1,0 +1,88 @@
+#include <boost/test/unit_test.hpp>
+
+#include "shared/net.h"
+
+using namespace dingbridge;
+
+BOOST_AUTO_TEST_SUITE(net)
+
+BOOST_AUTO_TEST_CASE(parses_canonical_ipv4_and_ipv6) {
+    BOOST_TEST(IpAddress::parse("127.0.0.1")->to_string() == "127.0.0.1");
+    BOOST_TEST(IpAddress::parse("0.0.0.0")->is_v4());
+    BOOST_TEST(IpAddress::parse("::1")->to_string() == "::1");
+    BOOST_TEST(IpAddress::parse("2001:db8::1")->to_string() == "2001:db8::1");
+    // IPv4-mapped IPv6 is the same address as its IPv4 form.
+    BOOST_TEST((*IpAddress::parse("::ffff:127.0.0.1") == *IpAddress::parse("127.0.0.1")));
+    BOOST_TEST((*IpAddress::parse("::ffff:7f00:1") == *IpAddress::parse("127.0.0.1")));
+}
+
+BOOST_AUTO_TEST_CASE(refuses_alternative_ipv4_spellings) {
+    for (const char* s : {"2130706433", "0x7f.1", "0x7f000001", "127.1", "127.0.1", "0177.0.0.1", "127.000.000.001",
+                          "127.0.0.1.", "1.2.3.256", " 127.0.0.1", "127.0.0.1 ", "", "fe80::1%eth0", "[::1]", "::ffff:127.1"}) {
+        BOOST_TEST(!IpAddress::parse(s), s);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(cidr_matches_both_families) {
+    auto ten = *Cidr::parse("10.0.0.0/8");
+    BOOST_TEST(ten.contains(*IpAddress::parse("10.255.1.2")));
+    BOOST_TEST(!ten.contains(*IpAddress::parse("11.0.0.1")));
+    BOOST_TEST(ten.contains(*IpAddress::parse("::ffff:10.1.2.3")));
+    auto ula = *Cidr::parse("fc00::/7");
+    BOOST_TEST(ula.contains(*IpAddress::parse("fd12:3456::1")));
+    BOOST_TEST(!ula.contains(*IpAddress::parse("fe80::1")));
+    auto any4 = *Cidr::parse("0.0.0.0/0");
+    BOOST_TEST(any4.contains(*IpAddress::parse("8.8.8.8")));
+    BOOST_TEST(!any4.contains(*IpAddress::parse("2001:db8::1")));
+    auto any6 = *Cidr::parse("::/0");
+    BOOST_TEST(any6.contains(*IpAddress::parse("2001:db8::1")));
+    auto host = *Cidr::parse("192.168.1.7");
+    BOOST_TEST(host.contains(*IpAddress::parse("192.168.1.7")));
+    BOOST_TEST(!host.contains(*IpAddress::parse("192.168.1.8")));
+    BOOST_TEST(Cidr::parse("172.16.0.0/12")->to_string() == "172.16.0.0/12");
+}
+
+BOOST_AUTO_TEST_CASE(cidr_refuses_bad_input) {
+    std::string error;
+    BOOST_TEST(!Cidr::parse("10.0.0.1/8", &error));
+    BOOST_TEST(error.find("bits set") != std::string::npos);
+    BOOST_TEST(!Cidr::parse("10.0.0.0/33"));
+    BOOST_TEST(!Cidr::parse("10.0.0.0/"));
+    BOOST_TEST(!Cidr::parse("10.0.0.0/x"));
+    BOOST_TEST(!Cidr::parse("::/129"));
+    BOOST_TEST(!Cidr::parse("example.com/8"));
+}
+
+BOOST_AUTO_TEST_CASE(extracts_ipv4_embedded_in_transition_forms) {
+    BOOST_TEST(IpAddress::parse("64:ff9b::7f00:1")->embedded_v4()->to_string() == "127.0.0.1");
+    BOOST_TEST(IpAddress::parse("::127.0.0.1")->embedded_v4()->to_string() == "127.0.0.1");
+    BOOST_TEST(IpAddress::parse("2002:a9fe:a9fe::1")->embedded_v4()->to_string() == "169.254.169.254");
+    BOOST_TEST(!IpAddress::parse("2001:db8::1")->embedded_v4());
+    BOOST_TEST(!IpAddress::parse("127.0.0.1")->embedded_v4());
+}
+
+BOOST_AUTO_TEST_CASE(splits_host_and_port) {
+    auto a = split_host_port("example.com:443");
+    BOOST_TEST(a->host == "example.com");
+    BOOST_TEST(a->port == 443);
+    auto b = split_host_port("[::1]:8443");
+    BOOST_TEST(b->host == "::1");
+    BOOST_TEST(b->port == 8443);
+    for (const char* s : {"example.com", "example.com:", "example.com:0", "example.com:65536", "::1:443", "[::1]443",
+                          "[127.0.0.1]:80", ":443", "host:44a"}) {
+        BOOST_TEST(!split_host_port(s), s);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(hostnames_are_rfc1123_names_not_numbers) {
+    BOOST_TEST(is_valid_hostname("oapi.dingtalk.com"));
+    BOOST_TEST(is_valid_hostname("localhost"));
+    BOOST_TEST(is_valid_hostname("a-b.c_d.example"));
+    for (const char* s : {"2130706433", "0x7f.1", "0x7f000001", "127.1", "1.2.3.4", "-a.com", "a-.com", "a..b", ".a",
+                          "a b", "a/b", "exa\xc3\xa9mple.com", "a@b"}) {
+        BOOST_TEST(!is_valid_hostname(s), s);
+    }
+    BOOST_TEST(!is_valid_hostname(std::string(64, 'a') + ".com"));
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,153 @@
+#include <boost/test/unit_test.hpp>
+
+#include "proxy/policy.h"
+#include "proxy/request_head.h"
+#include "tests/unit/printers.h"
+
+using namespace dingbridge;
+using namespace dingbridge::proxy;
+
+namespace {
+
+DestinationRule rule(const std::string& s) {
+    std::string error;
+    auto r = DestinationRule::parse(s, &error);
+    BOOST_REQUIRE_MESSAGE(r, s + ": " + error);
+    return *r;
+}
+
+IpAddress ip(const char* s) { return *IpAddress::parse(s); }
+
+Tenant tenant_with(const std::vector<std::string>& dests) {
+    Tenant t;
+    t.name = "t";
+    for (const auto& d : dests) t.destinations.push_back(rule(d));
+    t.source_networks.add(*Cidr::parse("0.0.0.0/0"));
+    t.source_networks.add(*Cidr::parse("::/0"));
+    return t;
+}
+
+ConnectRequest with_basic(const std::string& user, const std::string& password) {
+    ConnectRequest r;
+    r.host = "api.dingtalk.com";
+    r.port = 443;
+    r.has_authorization = true;
+    r.basic = BasicCredentials{user, password};
+    return r;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(policy)
+
+BOOST_AUTO_TEST_CASE(wildcard_matches_subdomains_but_not_apex_or_lookalikes) {
+    auto r = rule("*.dingtalk.com:443");
+    BOOST_TEST(r.matches("oapi.dingtalk.com", 443));
+    BOOST_TEST(r.matches("a.b.dingtalk.com", 443));
+    BOOST_TEST(!r.matches("dingtalk.com", 443));
+    BOOST_TEST(!r.matches("evildingtalk.com", 443));
+    BOOST_TEST(!r.matches("oapi.dingtalk.com.evil.com", 443));
+    BOOST_TEST(!r.matches("oapi.dingtalk.com", 80));
+}
+
+BOOST_AUTO_TEST_CASE(exact_hosts_ports_and_ranges) {
+    BOOST_TEST(rule("API.DingTalk.com:443").matches("api.dingtalk.com", 443));
+    BOOST_TEST(rule("api.dingtalk.com.:443").matches("api.dingtalk.com", 443));
+    BOOST_TEST(rule("oapi.dingtalk.com:*").matches("oapi.dingtalk.com", 8443));
+    BOOST_TEST(rule("*:443").matches("anything.example", 443));
+    BOOST_TEST(!rule("*:443").matches("anything.example", 444));
+    auto range = rule("localhost:8000-8999");
+    BOOST_TEST(range.matches("localhost", 8000));
+    BOOST_TEST(range.matches("localhost", 8999));
+    BOOST_TEST(!range.matches("localhost", 9000));
+    BOOST_TEST(rule("[::1]:443").matches("::1", 443));
+    BOOST_TEST(rule("127.0.0.1:443").matches("127.0.0.1", 443));
+}
+
+BOOST_AUTO_TEST_CASE(bad_rules_are_refused) {
+    for (const char* s : {"example.com", "example.com:0", "example.com:70000", "example.com:9-1", "exa mple.com:443",
+                          "*.:443", "[::1:443", "example.com:x"}) {
+        BOOST_TEST(!DestinationRule::parse(s, nullptr), s);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(default_deny_covers_internal_ranges_in_every_spelling) {
+    Policy policy({}, default_deny_networks());
+    Tenant t = tenant_with({"*:*"});
+    for (const char* denied :
+         {"127.0.0.1", "127.255.255.254", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.169.254",
+          "100.64.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255", "::1", "::", "fe80::1", "fc00::1", "fd00:ec2::254",
+          "ff02::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "::ffff:10.0.0.1", "::127.0.0.1",
+          "64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1", "2002:7f00:1::", "2002:c0a8:101::1", "::ffff:7f00:1"}) {
+        BOOST_TEST(!policy.address_allowed(t, ip(denied)), denied);
+    }
+    for (const char* allowed : {"8.8.8.8", "203.119.1.1", "172.32.0.1", "100.128.0.1", "2400:3200::1", "64:ff9b::808:808",
+                                "2002:808:808::1"}) {
+        BOOST_TEST(policy.address_allowed(t, ip(allowed)), allowed);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(spellings_in_connect_targets_never_reach_loopback) {
+    // Every spelling either fails to parse or parses to an address the deny list covers.
+    Policy policy({}, default_deny_networks());
+    Tenant t = tenant_with({"*:*"});
+    for (const char* target : {"127.0.0.1", "[::1]", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[0:0:0:0:0:ffff:127.0.0.1]",
+                               "[::127.0.0.1]", "[64:ff9b::127.0.0.1]", "[0::1]", "[::0:1]", "2130706433", "0x7f.1",
+                               "017700000001", "127.1", "0177.0.0.1", "[::]", "0.0.0.0", "0", "127.0.0.1."}) {
+        auto r = parse_connect_head(std::string("CONNECT ") + target + ":443 HTTP/1.1\r\n\r\n");
+        if (r.error != HeadError::none) continue;
+        BOOST_TEST_REQUIRE(r.request.host_is_ip, target);
+        BOOST_TEST(!policy.address_allowed(t, ip(r.request.host.c_str())), target);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(tenant_can_allow_a_specific_internal_network) {
+    Policy policy({}, default_deny_networks());
+    Tenant t = tenant_with({"*:*"});
+    t.allow_internal.add(*Cidr::parse("127.0.0.0/8"));
+    BOOST_TEST(policy.address_allowed(t, ip("127.0.0.1")));
+    BOOST_TEST(policy.address_allowed(t, ip("::ffff:127.0.0.1")));
+    BOOST_TEST(!policy.address_allowed(t, ip("10.0.0.1")));
+    BOOST_TEST(!policy.address_allowed(t, ip("::1")));
+}
+
+BOOST_AUTO_TEST_CASE(authenticates_by_password_and_source) {
+    const ScryptParams fast{10, 8, 1};
+    Tenant a = tenant_with({"*.dingtalk.com:443"});
+    a.name = "agent";
+    a.users.push_back({"alice", PasswordHash::create("pw-a", fast)});
+    a.source_networks = NetworkSet();
+    a.source_networks.add(*Cidr::parse("127.0.0.0/8"));
+    Tenant b = tenant_with({"*.dingtalk.com:443"});
+    b.name = "anon";
+    b.allow_without_credentials = true;
+    b.source_networks = NetworkSet();
+    b.source_networks.add(*Cidr::parse("10.9.0.0/16"));
+    Policy policy({a, b}, default_deny_networks());
+
+    auto ok = policy.authenticate(ip("127.0.0.1"), with_basic("alice", "pw-a"));
+    BOOST_TEST(static_cast<int>(ok.outcome) == static_cast<int>(AuthOutcome::ok));
+    BOOST_TEST(ok.tenant->name == "agent");
+    // Second success comes from the cache; must still be right.
+    BOOST_TEST(static_cast<int>(policy.authenticate(ip("127.0.0.1"), with_basic("alice", "pw-a")).outcome) ==
+               static_cast<int>(AuthOutcome::ok));
+    BOOST_TEST(static_cast<int>(policy.authenticate(ip("127.0.0.1"), with_basic("alice", "pw-b")).outcome) ==
+               static_cast<int>(AuthOutcome::bad_credentials));
+    BOOST_TEST(static_cast<int>(policy.authenticate(ip("127.0.0.1"), with_basic("mallory", "pw-a")).outcome) ==
+               static_cast<int>(AuthOutcome::bad_credentials));
+    BOOST_TEST(static_cast<int>(policy.authenticate(ip("192.0.2.1"), with_basic("alice", "pw-a")).outcome) ==
+               static_cast<int>(AuthOutcome::source_not_allowed));
+
+    ConnectRequest none;
+    BOOST_TEST(static_cast<int>(policy.authenticate(ip("127.0.0.1"), none).outcome) ==
+               static_cast<int>(AuthOutcome::need_credentials));
+    auto anon = policy.authenticate(ip("10.9.1.1"), none);
+    BOOST_TEST(static_cast<int>(anon.outcome) == static_cast<int>(AuthOutcome::ok));
+    BOOST_TEST(anon.tenant->name == "anon");
+    ConnectRequest garbage;
+    garbage.has_authorization = true;
+    BOOST_TEST(static_cast<int>(policy.authenticate(ip("10.9.1.1"), garbage).outcome) ==
+               static_cast<int>(AuthOutcome::bad_credentials));
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,97 @@
+#include <boost/test/unit_test.hpp>
+
+#include "proxy/config.h"
+
+using namespace dingbridge;
+using namespace dingbridge::proxy;
+
+namespace {
+
+// A real hash of "pw" with cheap parameters, so tests stay fast.
+const std::string& hash_of_pw() {
+    static const std::string h = PasswordHash::create("pw", ScryptParams{10, 8, 1}).to_string();
+    return h;
+}
+
+std::string base_config(const std::string& extra_tenant_keys = "", const std::string& top = "") {
+    return "listeners:\n  - address: \"127.0.0.1:3128\"\nworkers: 2\n" + top +
+           "tenants:\n  - name: agent\n    users:\n      - name: alice\n        password_hash: \"" + hash_of_pw() +
+           "\"\n    destinations: [\"*.dingtalk.com:443\"]\n" + extra_tenant_keys;
+}
+
+ConfigError load_error(const std::string& text) {
+    try {
+        parse_proxy_config(ConfigNode::load_string(text, "proxy.yaml"));
+    } catch (const ConfigError& e) {
+        return e;
+    }
+    BOOST_FAIL("configuration was accepted:\n" + text);
+    throw;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(proxy_config)
+
+BOOST_AUTO_TEST_CASE(minimal_config_loads_with_defaults) {
+    auto cfg = parse_proxy_config(ConfigNode::load_string(base_config(), "proxy.yaml"));
+    BOOST_TEST(cfg.listeners.size() == 1u);
+    BOOST_TEST(cfg.listeners[0].port == 3128);
+    BOOST_TEST(cfg.workers == 2u);
+    BOOST_TEST(cfg.policy->tenants().size() == 1u);
+    BOOST_TEST(cfg.header_timeout.count() == 10000);
+    BOOST_TEST(!cfg.policy->deny_networks().empty());
+}
+
+BOOST_AUTO_TEST_CASE(plain_password_is_refused_with_a_hint) {
+    auto e = load_error("listeners: [\"127.0.0.1:3128\"]\ntenants:\n  - name: a\n    users:\n      - name: u\n"
+                        "        password: hunter2\n    destinations: [\"*:443\"]\n");
+    BOOST_TEST(e.line() == 6);
+    BOOST_TEST(std::string(e.what()).find("hash-password") != std::string::npos);
+    BOOST_TEST(std::string(e.what()).find("hunter2") == std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(errors_point_at_the_offending_line) {
+    auto bad_rule = load_error(base_config("", "").replace(base_config().find("*.dingtalk.com:443"), 18, "*.dingtalk.com"));
+    BOOST_TEST(bad_rule.line() == 9);
+    BOOST_TEST(bad_rule.key() == "tenants[0].destinations[0]");
+
+    auto bad_network = load_error(base_config("    source_networks: [10.0.0.1/8]\n"));
+    BOOST_TEST(bad_network.line() == 10);
+    BOOST_TEST(std::string(bad_network.what()).find("bits set") != std::string::npos);
+
+    auto bad_duration = load_error(base_config("", "limits:\n  idle_timeout: forever\n"));
+    BOOST_TEST(bad_duration.line() == 5);
+    BOOST_TEST(bad_duration.key() == "limits.idle_timeout");
+
+    auto typo = load_error(base_config("", "limts:\n  idle_timeout: 1h\n"));
+    BOOST_TEST(typo.line() == 4);
+    BOOST_TEST(std::string(typo.what()).find("unknown key 'limts'") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(credentialless_tenant_must_name_its_networks) {
+    auto e = load_error("listeners: [\"127.0.0.1:3128\"]\ntenants:\n  - name: java\n    allow_without_credentials: true\n"
+                        "    destinations: [\"*:443\"]\n");
+    BOOST_TEST(std::string(e.what()).find("source_networks") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(duplicate_users_and_tenants_are_refused) {
+    const std::string dup = base_config() + "  - name: other\n    users:\n      - name: alice\n        password_hash: \"" +
+                            hash_of_pw() + "\"\n    destinations: [\"*:443\"]\n";
+    BOOST_TEST(std::string(load_error(dup).what()).find("defined twice") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(deny_networks_can_extend_the_defaults) {
+    auto cfg = parse_proxy_config(
+        ConfigNode::load_string(base_config("", "deny_networks: [default, 203.0.113.0/24, 198.51.100.7]\n"), "p.yaml"));
+    Tenant t;
+    BOOST_TEST(!cfg.policy->address_allowed(t, *IpAddress::parse("127.0.0.1")));
+    BOOST_TEST(!cfg.policy->address_allowed(t, *IpAddress::parse("198.51.100.7")));
+}
+
+BOOST_AUTO_TEST_CASE(bad_listener_is_refused) {
+    auto e = load_error("listeners: [\"localhost:3128\"]\ntenants: []\n");
+    BOOST_TEST(std::string(e.what()).find("listener address") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
