@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the build and test dependencies (Debian 12 packages), configures and builds dingbridge.
+# Idempotent: re-running only rebuilds what changed.
+#   BUILD_DIR   build directory (default: build)
+#   CMAKE_ARGS  extra arguments for cmake, e.g. -DDINGBRIDGE_SANITIZE=address,undefined
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${BUILD_DIR:-build}
+
+PACKAGES=(build-essential cmake ninja-build pkg-config git ca-certificates curl openssl python3 sqlite3
+          libevent-dev libssl-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libboost-dev libboost-test-dev
+          libcli11-dev libsimdjson-dev libcurl4-openssl-dev libsqlite3-dev)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "==> installing: ${missing[*]}"
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+echo "==> configuring ($BUILD_DIR)"
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo} ${CMAKE_ARGS:-} >/dev/null
+echo "==> building"
+cmake --build "$BUILD_DIR" -j "${JOBS:-2}"

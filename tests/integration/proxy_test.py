@@ -1,0 +1,446 @@
+"""Integration tests of dingbridge-proxy: the real binary, driven by curl, openssl and raw sockets,
+against TLS and TCP servers on loopback. Run with DINGBRIDGE_PROXY=/path/to/dingbridge-proxy.
+
+Refusals of internal destinations use targets the proxy refuses before connecting; the only
+addresses ever dialed are 127.0.0.1 and ::1.
+"""
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+AGENT_PASSWORD = "agent-pw-Xq7!"
+STRICT_PASSWORD = "strict-pw-9Lm"
+
+
+def proxy_config(agent_hash, strict_hash, limits="", extra_top=""):
+    return f"""
+listeners:
+  - address: "127.0.0.1:0"
+workers: 2
+realm: "dingbridge-test"
+limits:
+  header_timeout: 1s
+  connect_timeout: 1s
+  dns_timeout: 2s
+  max_head_bytes: 4KiB
+{limits}
+{extra_top}
+tenants:
+  - name: agent
+    users:
+      - name: agent
+        password_hash: "{agent_hash}"
+    destinations: ["localhost:1024-65535", "127.0.0.1:1024-65535", "[::1]:1024-65535"]
+    allow_internal_networks: ["127.0.0.0/8", "::1/128"]
+  - name: strict
+    users:
+      - name: strict
+        password_hash: "{strict_hash}"
+    destinations: ["*:*"]
+"""
+
+
+class ProxyTestCase(unittest.TestCase):
+    limits = ""
+    extra_top = ""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.work = harness.Workdir()
+        cls.ca, cls.cert, cls.key = harness.make_ca_and_cert(cls.work.path)
+        cls.tls = harness.TlsServer(cls.cert, cls.key)
+        cls.agent_hash = harness.hash_password(AGENT_PASSWORD)
+        cls.strict_hash = harness.hash_password(STRICT_PASSWORD)
+        cls.proxy = harness.Proxy(cls.work.path, proxy_config(cls.agent_hash, cls.strict_hash, cls.limits, cls.extra_top))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proxy.stop()
+        cls.tls.stop()
+        # Credentials never appear in any log.
+        logs = Path(cls.proxy.stdout.name).read_text() + Path(cls.proxy.stderr.name).read_text()
+        for secret in (AGENT_PASSWORD, STRICT_PASSWORD):
+            assert secret not in logs, "a password appeared in the proxy's logs"
+        cls.work.cleanup()
+
+    def curl(self, url, user=None, password=None, extra=()):
+        proxy_url = f"http://{self.proxy.host}:{self.proxy.port}"
+        cmd = ["curl", "-sS", "-p", "-x", proxy_url, "--cacert", self.ca, "-w", "\n%{http_connect}", "-m", "10", url]
+        if user is not None:
+            cmd += ["-U", f"{user}:{password}"]
+        cmd += list(extra)
+        return subprocess.run(cmd, capture_output=True, text=True)
+
+    def connect_status(self, target, credentials=None, extra=b""):
+        """Status and the whole reply (head and body) of one CONNECT."""
+        s, status, head, rest = harness.connect_through(self.proxy, target, credentials, extra)
+        try:
+            s.settimeout(5)
+            rest += harness.recv_all(s)
+        except OSError:
+            pass
+        s.close()
+        return status, head + b"\r\n\r\n" + rest
+
+
+class TunnelThroughCurl(ProxyTestCase):
+    def test_curl_reaches_tls_server_with_certificate_verification(self):
+        r = self.curl(f"https://localhost:{self.tls.port}/", "agent", AGENT_PASSWORD)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        body, _, connect_code = r.stdout.rpartition("\n")
+        self.assertEqual(body, harness.TlsServer.BODY.decode())
+        self.assertEqual(connect_code, "200")
+        line = self.proxy.wait_for_log(lambda l: "status=200" in l and f"localhost:{self.tls.port}" in l)
+        self.assertIn("tenant=agent", line)
+        self.assertIn("user=agent", line)
+        self.assertRegex(line, r"ip=(127\.0\.0\.1|::1)")
+        self.assertRegex(line, r"up=[1-9]\d* down=[1-9]\d*")
+        self.assertRegex(line, r"setup_ms=\d+ total_ms=\d+")
+
+    def test_tls_is_end_to_end_so_an_untrusted_certificate_fails_in_the_client(self):
+        # The proxy is a blind tunnel: without the test CA, curl refuses the server certificate.
+        r = subprocess.run(["curl", "-sS", "-p", "-x", f"http://{self.proxy.host}:{self.proxy.port}",
+                            "-U", f"agent:{AGENT_PASSWORD}", "--cacert", self.cert_of_other_ca(), "-m", "10",
+                            f"https://localhost:{self.tls.port}/"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 60, r.stderr)  # CURLE_PEER_FAILED_VERIFICATION
+
+    def cert_of_other_ca(self):
+        other = Path(self.work.path) / "other"
+        other.mkdir(exist_ok=True)
+        return harness.make_ca_and_cert(str(other))[0]
+
+    def test_without_credentials_gets_407_with_challenge(self):
+        status, head = self.connect_status(f"localhost:{self.tls.port}")
+        self.assertEqual(status, 407)
+        self.assertIn(b'Proxy-Authenticate: Basic realm="dingbridge-test"', head)
+        r = self.curl(f"https://localhost:{self.tls.port}/")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertTrue(r.stdout.endswith("407"), r.stdout)
+        self.proxy.wait_for_log(lambda l: "status=407" in l and "user=-" in l)
+
+    def test_wrong_password_gets_407(self):
+        r = self.curl(f"https://localhost:{self.tls.port}/", "agent", "not-the-password")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertTrue(r.stdout.endswith("407"), r.stdout)
+        self.proxy.wait_for_log(lambda l: "status=407" in l and "user=agent" in l and "invalid credentials" in l)
+
+    def test_disallowed_host_gets_403(self):
+        status, _ = self.connect_status("example.com:443", f"agent:{AGENT_PASSWORD}")
+        self.assertEqual(status, 403)
+        self.proxy.wait_for_log(lambda l: "status=403" in l and "dst=example.com:443" in l and "destination not allowed" in l)
+
+    def test_disallowed_port_gets_403(self):
+        # The agent tenant allows localhost on ports 1024-65535 only.
+        r = self.curl("https://localhost:443/", "agent", AGENT_PASSWORD)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertTrue(r.stdout.endswith("403"), r.stdout)
+        self.proxy.wait_for_log(lambda l: "status=403" in l and "dst=localhost:443" in l)
+        status, _ = self.connect_status("localhost:0", f"agent:{AGENT_PASSWORD}")
+        self.assertEqual(status, 400)  # port 0 is not a port
+
+    def test_hostname_resolving_to_loopback_is_refused(self):
+        status, head = self.connect_status(f"localhost:{self.tls.port}", f"strict:{STRICT_PASSWORD}")
+        self.assertEqual(status, 403)
+        self.assertIn(b"denied network", head)
+        self.proxy.wait_for_log(lambda l: "tenant=strict" in l and "status=403" in l and f"dst=localhost:{self.tls.port}" in l)
+
+    def test_ip_spellings_of_loopback_are_refused(self):
+        refused = {}
+        for target in ["127.0.0.1", "[::1]", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[::127.0.0.1]",
+                       "[64:ff9b::7f00:1]", "[0:0:0:0:0:0:0:1]", "2130706433", "0x7f.1", "0x7f000001", "127.1",
+                       "0177.0.0.1", "017700000001", "127.0.0.1.", "[::]", "0.0.0.0", "169.254.169.254",
+                       "[::ffff:169.254.169.254]", "10.0.0.1", "192.168.1.1", "[fd00:ec2::254]"]:
+            status, _ = self.connect_status(f"{target}:{self.tls.port}", f"strict:{STRICT_PASSWORD}")
+            refused[target] = status
+        for target, status in refused.items():
+            self.assertIn(status, (400, 403), f"{target} got {status}")
+
+    def test_non_connect_method_gets_405(self):
+        r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-D", "-", "-x", f"http://{self.proxy.host}:{self.proxy.port}",
+                            "-m", "10", "http://localhost/"], capture_output=True, text=True)
+        self.assertRegex(r.stdout, r"^HTTP/1.1 405")
+        self.assertIn("Allow: CONNECT", r.stdout)
+        self.proxy.wait_for_log(lambda l: "status=405" in l)
+
+    def test_malformed_head_gets_400(self):
+        s = socket.create_connection((self.proxy.host, self.proxy.port), timeout=5)
+        s.sendall(b"CONNECT localhost:443 HTTP/1.1\r\nBad Header Line\r\n\r\n")
+        status, head, body = harness.read_response_head(s)
+        s.close()
+        self.assertEqual(status, 400)
+        self.assertNotIn(b"Bad Header Line", head + body)  # nothing of the request is echoed
+
+    def test_oversized_head_gets_431(self):
+        s = socket.create_connection((self.proxy.host, self.proxy.port), timeout=5)
+        s.sendall(b"CONNECT localhost:443 HTTP/1.1\r\n" + b"X-Filler: " + b"a" * 8000 + b"\r\n\r\n")
+        status, _, _ = harness.read_response_head(s)
+        s.close()
+        self.assertEqual(status, 431)
+        self.proxy.wait_for_log(lambda l: "status=431" in l)
+
+    def test_slow_head_times_out_with_408(self):
+        s = socket.create_connection((self.proxy.host, self.proxy.port), timeout=10)
+        s.sendall(b"CONNECT localhost:443 HTTP/1.1\r\n")  # and never the rest
+        started = time.time()
+        status, _, _ = harness.read_response_head(s)
+        elapsed = time.time() - started
+        s.close()
+        self.assertEqual(status, 408)
+        self.assertLess(elapsed, 8)  # header_timeout is 1s; generous bound, not a timing assertion
+        self.proxy.wait_for_log(lambda l: "status=408" in l)
+
+    def test_upstream_refused_gets_502(self):
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()  # nothing listens there now
+        status, head = self.connect_status(f"127.0.0.1:{port}", f"agent:{AGENT_PASSWORD}")
+        self.assertEqual(status, 502)
+        self.proxy.wait_for_log(lambda l: "status=502" in l and f"dst=127.0.0.1:{port}" in l)
+
+    def test_silent_upstream_gets_504(self):
+        # A listener that never accepts, with its accept queue filled: further SYNs are dropped
+        # by the kernel, so the proxy's connect hangs until connect_timeout.
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(0)
+        port = silent.getsockname()[1]
+        fillers = []
+        for _ in range(4):
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex(("127.0.0.1", port))
+            fillers.append(f)
+        time.sleep(0.2)
+        try:
+            status, head = self.connect_status(f"127.0.0.1:{port}", f"agent:{AGENT_PASSWORD}")
+            self.assertEqual(status, 504)
+            self.proxy.wait_for_log(lambda l: "status=504" in l and f"dst=127.0.0.1:{port}" in l)
+        finally:
+            for f in fillers:
+                f.close()
+            silent.close()
+
+    def test_every_resolved_address_is_tried(self):
+        # localhost resolves to ::1 and 127.0.0.1; the server listens on IPv4 only, so at least
+        # one attempt may fail and the tunnel must still come up.
+        r = self.curl(f"https://localhost:{self.tls.port}/", "agent", AGENT_PASSWORD)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+
+def echo_until_eof(conn):
+    """Reads everything until the client half-closes, then answers and closes."""
+    data = harness.recv_all(conn)
+    conn.sendall(b"got %d bytes: " % len(data) + data[:32])
+
+
+class TunnelSemantics(ProxyTestCase):
+    def test_half_close_is_propagated_both_ways(self):
+        server = harness.TcpServer(echo_until_eof)
+        try:
+            s, status, _, rest = harness.connect_through(self.proxy, f"127.0.0.1:{server.port}", f"agent:{AGENT_PASSWORD}")
+            self.assertEqual(status, 200)
+            s.sendall(b"x" * 100000)
+            s.shutdown(socket.SHUT_WR)  # the server only answers after seeing our FIN
+            reply = rest + harness.recv_all(s)  # ends when the server's FIN comes back through
+            s.close()
+            self.assertEqual(reply, b"got 100000 bytes: " + b"x" * 32)
+            line = self.proxy.wait_for_log(lambda l: f"dst=127.0.0.1:{server.port}" in l and "status=200" in l)
+            self.assertIn("up=100000", line)
+            self.assertIn('reason="completed"', line)
+        finally:
+            server.stop()
+
+    def test_early_data_after_connect_head_is_forwarded(self):
+        server = harness.TcpServer(echo_until_eof)
+        try:
+            s, status, _, rest = harness.connect_through(self.proxy, f"127.0.0.1:{server.port}",
+                                                         f"agent:{AGENT_PASSWORD}", extra=b"EARLY-BYTES")
+            self.assertEqual(status, 200)
+            s.shutdown(socket.SHUT_WR)
+            reply = rest + harness.recv_all(s)
+            s.close()
+            self.assertEqual(reply, b"got 11 bytes: EARLY-BYTES")
+        finally:
+            server.stop()
+
+    def test_ipv6_loopback_destination(self):
+        try:
+            server = harness.TcpServer(echo_until_eof, socket.AF_INET6, "::1")
+        except OSError:
+            self.skipTest("no IPv6 loopback on this machine")
+        try:
+            s, status, _, rest = harness.connect_through(self.proxy, f"[::1]:{server.port}", f"agent:{AGENT_PASSWORD}",
+                                                         extra=b"v6")
+            self.assertEqual(status, 200)
+            s.shutdown(socket.SHUT_WR)
+            self.assertEqual(rest + harness.recv_all(s), b"got 2 bytes: v6")
+            s.close()
+        finally:
+            server.stop()
+
+    def test_large_transfer_keeps_rss_bounded(self):
+        total = 1 << 30  # 1 GiB
+        received = []
+
+        def slow_sink(conn):
+            time.sleep(0.5)  # the client outruns us at first: backpressure must hold the proxy's buffers
+            n = 0
+            buf = bytearray(1 << 20)
+            while True:
+                k = conn.recv_into(buf)
+                if not k:
+                    break
+                n += k
+            received.append(n)
+            conn.sendall(b"done")
+
+        server = harness.TcpServer(slow_sink)
+        pid = self.proxy.proc.pid
+        try:
+            # Warm up (threads, allocator arenas), then take the baseline.
+            s, status, _, _ = harness.connect_through(self.proxy, f"127.0.0.1:{server.port}", f"agent:{AGENT_PASSWORD}")
+            s.sendall(b"warmup" * 10000)
+            s.shutdown(socket.SHUT_WR)
+            harness.recv_all(s)
+            s.close()
+            received.clear()
+            baseline = harness.read_rss_kib(pid)
+            peak = [baseline]
+            stop = threading.Event()
+
+            def sample():
+                while not stop.is_set():
+                    peak[0] = max(peak[0], harness.read_rss_kib(pid))
+                    time.sleep(0.01)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            s, status, _, _ = harness.connect_through(self.proxy, f"127.0.0.1:{server.port}", f"agent:{AGENT_PASSWORD}",
+                                                      timeout=120)
+            self.assertEqual(status, 200)
+            chunk = b"\xab" * (1 << 20)
+            for _ in range(total // len(chunk)):
+                s.sendall(chunk)
+            s.shutdown(socket.SHUT_WR)
+            self.assertEqual(harness.recv_all(s), b"done")
+            s.close()
+            stop.set()
+            sampler.join()
+            self.assertEqual(received, [total])
+            growth_kib = peak[0] - baseline
+            print(f"\nRSS baseline {baseline} KiB, peak {peak[0]} KiB, growth {growth_kib} KiB during 1 GiB", file=sys.stderr)
+            self.assertLess(growth_kib, 8 * 1024, "proxy RSS grew by more than 8 MiB while relaying 1 GiB")
+            self.proxy.wait_for_log(lambda l: f"up={total}" in l)
+        finally:
+            server.stop()
+
+
+class IdleTimeout(ProxyTestCase):
+    limits = "  idle_timeout: 1s"
+
+    def test_idle_tunnel_is_closed_and_logged(self):
+        server = harness.TcpServer(lambda conn: harness.recv_all(conn))
+        try:
+            s, status, _, _ = harness.connect_through(self.proxy, f"127.0.0.1:{server.port}", f"agent:{AGENT_PASSWORD}")
+            self.assertEqual(status, 200)
+            s.settimeout(10)
+            self.assertEqual(harness.recv_all(s), b"")  # proxy closes us after ~1s of silence
+            s.close()
+            self.proxy.wait_for_log(lambda l: "idle timeout" in l)
+        finally:
+            server.stop()
+
+    def test_activity_keeps_the_tunnel_open(self):
+        def echo(conn):
+            while True:
+                d = conn.recv(1024)
+                if not d:
+                    return
+                conn.sendall(d)
+
+        server = harness.TcpServer(echo)
+        try:
+            s, status, _, _ = harness.connect_through(self.proxy, f"127.0.0.1:{server.port}", f"agent:{AGENT_PASSWORD}")
+            self.assertEqual(status, 200)
+            for i in range(6):  # 1.8 s in all, longer than idle_timeout, never idle for 1 s
+                s.sendall(b"ping%d" % i)
+                self.assertEqual(s.recv(1024), b"ping%d" % i)
+                time.sleep(0.3)
+            s.close()
+        finally:
+            server.stop()
+
+
+class JsonAccessLog(ProxyTestCase):
+    extra_top = "access_log:\n  format: json\nlog:\n  format: json"
+
+    def test_access_log_lines_are_json(self):
+        status, _ = self.connect_status("example.com:443", f"agent:{AGENT_PASSWORD}")
+        self.assertEqual(status, 403)
+        entry = None
+        deadline = time.time() + 5
+        while entry is None and time.time() < deadline:
+            for e in harness.parse_json_lines(self.proxy.access_log()):
+                if e["status"] == 403:
+                    entry = e
+            time.sleep(0.02)
+        self.assertIsNotNone(entry)
+        self.assertEqual(entry["tenant"], "agent")
+        self.assertEqual(entry["destination"], "example.com:443")
+        self.assertEqual(entry["reason"], "destination not allowed")
+        for line in Path(self.proxy.stderr.name).read_text().splitlines():
+            harness.parse_json_lines([line])  # every log line is valid JSON
+
+
+class CommandLine(unittest.TestCase):
+    ROOT = Path(__file__).resolve().parents[2]
+
+    def test_example_config_passes_check_config(self):
+        env = dict(os.environ, DINGBRIDGE_AGENT_PASSWORD_HASH=harness.hash_password("x"))
+        r = subprocess.run([harness.PROXY_BIN, "-c", str(self.ROOT / "configs" / "proxy.yaml"), "--check-config"],
+                           capture_output=True, text=True, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("configuration is valid", r.stdout)
+
+    def test_broken_config_names_file_line_and_reason(self):
+        work = harness.Workdir()
+        try:
+            text = (self.ROOT / "configs" / "proxy.yaml").read_text()
+            broken = Path(work.path) / "broken.yaml"
+            lines = text.splitlines()
+            idx = next(i for i, l in enumerate(lines) if l.strip().startswith("header_timeout:"))
+            lines[idx] = lines[idx].split(":")[0] + ": soon"
+            broken.write_text("\n".join(lines) + "\n")
+            env = dict(os.environ, DINGBRIDGE_AGENT_PASSWORD_HASH=harness.hash_password("x"))
+            r = subprocess.run([harness.PROXY_BIN, "-c", str(broken), "--check-config"], capture_output=True, text=True, env=env)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn(f"{broken}:{idx + 1}:", r.stderr)
+            self.assertIn("header_timeout", r.stderr)
+            self.assertIn("invalid duration", r.stderr)
+        finally:
+            work.cleanup()
+
+    def test_hash_password_output_verifies(self):
+        h = harness.hash_password("pw")
+        self.assertRegex(h, r"^\$scrypt\$ln=15,r=8,p=1\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$")
+        self.assertNotEqual(h, harness.hash_password("pw"))  # salted
+
+    def test_missing_config_file_fails_clearly(self):
+        r = subprocess.run([harness.PROXY_BIN, "-c", "/nonexistent/proxy.yaml", "--check-config"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("/nonexistent/proxy.yaml", r.stderr)
+        self.assertIn("cannot open", r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
