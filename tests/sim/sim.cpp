@@ -214,7 +214,7 @@ bool Simulator::source_in_list(std::string_view ip) const {
   return false;
 }
 
-bool Simulator::count_and_throttle(const std::string& api) {
+void Simulator::note_call(const std::string& api) {
   int64_t sec = mono_s();
   ++total_calls_;
   if (global_second_ != sec) {
@@ -230,6 +230,15 @@ bool Simulator::count_and_throttle(const std::string& api) {
     s.admitted_in_second = 0;
   }
   s.peak_qps = std::max(s.peak_qps, ++s.in_second);
+}
+
+bool Simulator::count_and_throttle(const std::string& api) {
+  auto& s = api_stats_[api];
+  if (s.second != mono_s()) {  // note_call ran for this request, so this is only defensive
+    s.second = mono_s();
+    s.in_second = 1;
+    s.admitted_in_second = 0;
+  }
   // Only admitted calls use up the second's budget, so a client that backs off recovers.
   if (opts_.qps > 0 && s.admitted_in_second >= static_cast<uint64_t>(opts_.qps)) {
     ++s.throttled;
@@ -328,6 +337,10 @@ ApiResponse Simulator::handle(const ApiRequest& req) {
 }
 
 ApiResponse Simulator::dingtalk(const ApiRequest& req, std::string_view path, const Query& q) {
+  bool known = path == "/gettoken" || path == "/v1.0/oauth2/accessToken" ||
+               path == "/v1.0/gateway/connections/open" || path == "/v1.0/contact/empLeaveRecords";
+  for (const char* p : kTopapiPaths) known |= path == p;
+  note_call(known ? std::string(path) : std::string("(unknown)"));
   if (path == "/gettoken") {
     if (req.method != "GET") return oapi_error(404, "请求的URI地址不存在");
     return get_token(req, q);
@@ -546,7 +559,7 @@ ApiResponse Simulator::topapi(const ApiRequest& req, std::string_view path, cons
     if (!d) return oapi_error(60003, "部门不存在或已删除", true);
     JsonWriter w;
     begin_ok(w);
-    bool ids = path.back() == 'd';
+    bool ids = path == "/topapi/v2/department/listsubid";
     if (ids) w.begin_object().key("dept_id_list");
     w.begin_array();
     for (int64_t c : d->children_) {
@@ -568,7 +581,7 @@ ApiResponse Simulator::topapi(const ApiRequest& req, std::string_view path, cons
     if (!d) return oapi_error(60003, "部门不存在或已删除", true);
     JsonWriter w;
     begin_ok(w);
-    if (path.back() == 't') {
+    if (path == "/topapi/v2/department/get") {
       org.write_dept_get(w, *d);
     } else {
       w.begin_object().kv_list("parent_id_list", org.parent_chain(id)).end_object();
@@ -584,7 +597,7 @@ ApiResponse Simulator::topapi(const ApiRequest& req, std::string_view path, cons
     if (!u) return oapi_error(60121, "找不到该用户", true);
     JsonWriter w;
     begin_ok(w);
-    if (path.back() == 't') {
+    if (path == "/topapi/v2/user/get") {
       org.write_user_get(w, *u);
     } else {
       w.begin_object().key("parent_list").begin_array();

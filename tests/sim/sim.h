@@ -124,6 +124,7 @@ private:
   std::string issue_token();
   bool token_valid(std::string_view t) const;
 
+  void note_call(const std::string& api);  // per-API call counts and observed QPS
   // Returns true when this call exceeds the per-app per-API QPS (and counts stats).
   bool count_and_throttle(const std::string& api);
   bool allowed_source(std::string_view ip);  // counts denials
