@@ -1,5 +1,6 @@
 #include "proxy/config.h"
 
+#include <cstdlib>
 #include <set>
 #include <thread>
 
@@ -60,9 +61,6 @@ Tenant parse_tenant(const ConfigNode& node, std::set<std::string>& user_names) {
     if (t.allow_without_credentials && !node.has("source_networks")) {
         node.fail("tenant '" + t.name + "' allows clients without credentials, so it must list its source_networks");
     }
-    if (t.users.empty() && !t.allow_without_credentials) {
-        node.fail("tenant '" + t.name + "' has no users and does not allow clients without credentials");
-    }
     const ConfigNode dests = node.get("destinations");
     for (const auto& d : dests.items()) {
         std::string error;
@@ -72,6 +70,23 @@ Tenant parse_tenant(const ConfigNode& node, std::set<std::string>& user_names) {
     }
     if (t.destinations.empty()) dests.fail("a tenant needs at least one destination");
     if (auto allow = node.find("allow_internal_networks")) t.allow_internal = parse_networks(*allow, false);
+    if (auto certs = node.find("client_certificates")) t.client_certificates = certs->as_string_list();
+    if (auto m = node.find("max_tunnels")) t.max_tunnels = static_cast<unsigned>(m->as_int(0, 10'000'000));
+    if (auto rate = node.find("connect_rate")) {
+        // "20/s", "600/m" or a plain number per second.
+        std::string text = rate->as_string();
+        double per = 1.0;
+        if (text.size() > 2 && text.substr(text.size() - 2) == "/s") text.resize(text.size() - 2);
+        else if (text.size() > 2 && text.substr(text.size() - 2) == "/m") { text.resize(text.size() - 2); per = 60.0; }
+        char* end = nullptr;
+        const double v = std::strtod(text.c_str(), &end);
+        if (text.empty() || end == nullptr || *end != '\0' || !(v >= 0) || v > 1e7) {
+            rate->fail("expected a rate like 20/s or 600/m");
+        }
+        t.connect_rate = v / per;
+        t.connect_burst = std::max(1.0, t.connect_rate);
+        if (auto b = node.find("connect_burst")) t.connect_burst = static_cast<double>(b->as_int(1, 10'000'000));
+    }
     node.reject_unknown();
     return t;
 }
@@ -101,7 +116,32 @@ ProxyConfig parse_proxy_config(const ConfigNode& root) {
         }
         lc.host = hp->host;
         lc.port = zero_port ? 0 : hp->port;
-        if (l.is_map()) l.reject_unknown();
+        if (l.is_map()) {
+            if (auto tls = l.find("tls")) {
+                TlsSettings t;
+                t.certificate = tls->get("certificate").as_string();
+                t.key = tls->get("key").as_string();
+                t.client_ca = tls->get_string("client_ca", "");
+                const std::string mode = tls->get_string("client_certificate", t.client_ca.empty() ? "none" : "require");
+                if (mode != "require" && mode != "optional" && mode != "none") {
+                    tls->get("client_certificate").fail("must be require, optional or none");
+                }
+                if (mode != "none" && t.client_ca.empty()) tls->get("client_certificate").fail("needs client_ca");
+                if (mode == "none") t.client_ca.clear();
+                t.require_client_certificate = mode == "require";
+                try {
+                    lc.tls_context = make_server_context(t);
+                } catch (const std::exception& e) {
+                    tls->fail(e.what());
+                }
+                lc.tls = t;
+                tls->reject_unknown();
+            }
+            lc.require_tls = l.get_bool("require_tls", false);
+            if (lc.require_tls && lc.tls) l.get("require_tls").fail("require_tls applies to plain listeners; this one has tls");
+            lc.tenant = l.get_string("tenant", "");
+            l.reject_unknown();
+        }
         cfg.listeners.push_back(lc);
     }
     if (cfg.listeners.empty()) listeners.fail("at least one listener is required");
@@ -133,7 +173,10 @@ ProxyConfig parse_proxy_config(const ConfigNode& root) {
         if (cfg.buffer_size < 4096 || cfg.buffer_size > 64 * 1024 * 1024) {
             limits->get("buffer_size").fail("must be between 4KiB and 64MiB");
         }
-        for (const char* key : {"header_timeout", "dns_timeout", "connect_timeout", "idle_timeout"}) {
+        cfg.tls_handshake_timeout = limits->get_duration("tls_handshake_timeout", cfg.tls_handshake_timeout);
+        cfg.shutdown_grace = limits->get_duration("shutdown_grace", cfg.shutdown_grace);
+        if (auto m = limits->find("max_connections")) cfg.max_connections = static_cast<std::uint64_t>(m->as_int(0, 10'000'000));
+        for (const char* key : {"header_timeout", "dns_timeout", "connect_timeout", "idle_timeout", "tls_handshake_timeout"}) {
             if (auto n = limits->find(key); n && n->as_duration().count() == 0) n->fail("must be greater than zero");
         }
         limits->reject_unknown();
@@ -154,6 +197,23 @@ ProxyConfig parse_proxy_config(const ConfigNode& root) {
         out->reject_unknown();
     }
 
+    if (auto af = root.find("auth_failures")) {
+        if (auto m = af->find("max_failures")) cfg.auth_throttle.max_failures = static_cast<unsigned>(m->as_int(0, 1'000'000));
+        cfg.auth_throttle.window = af->get_duration("window", cfg.auth_throttle.window);
+        cfg.auth_throttle.cooldown = af->get_duration("cooldown", cfg.auth_throttle.cooldown);
+        af->reject_unknown();
+    }
+    if (auto admin = root.find("admin")) {
+        cfg.admin_address = admin->get_string("address", "");
+        if (!cfg.admin_address.empty()) {
+            auto hp = split_host_port(cfg.admin_address);
+            const bool zero = cfg.admin_address.size() > 2 && cfg.admin_address.substr(cfg.admin_address.size() - 2) == ":0";
+            if (zero) hp = split_host_port(cfg.admin_address.substr(0, cfg.admin_address.size() - 1) + "1");
+            if (!hp || !IpAddress::parse(hp->host)) admin->get("address").fail("must be ip:port or [ipv6]:port");
+        }
+        admin->reject_unknown();
+    }
+
     NetworkSet deny = default_deny_networks();
     if (auto d = root.find("deny_networks")) deny = parse_networks(*d, true);
 
@@ -165,6 +225,22 @@ ProxyConfig parse_proxy_config(const ConfigNode& root) {
         if (!tenant_names.insert(tenants.back().name).second) t.get("name").fail("duplicate tenant name");
     }
     if (tenants.empty()) tnode.fail("at least one tenant is required");
+    for (std::size_t i = 0; i < cfg.listeners.size(); ++i) {
+        const auto& lc = cfg.listeners[i];
+        if (!lc.tenant.empty() && tenant_names.count(lc.tenant) == 0) {
+            listeners.items()[i].get("tenant").fail("no tenant named '" + lc.tenant + "'");
+        }
+    }
+    const auto tenant_items = tnode.items();
+    for (std::size_t i = 0; i < tenants.size(); ++i) {
+        const Tenant& t = tenants[i];
+        bool dedicated = false;
+        for (const auto& lc : cfg.listeners) dedicated = dedicated || lc.tenant == t.name;
+        if (t.users.empty() && !t.allow_without_credentials && t.client_certificates.empty() && !dedicated) {
+            tenant_items[i].fail("tenant '" + t.name + "' cannot be reached: give it users, client_certificates, "
+                                 "allow_without_credentials or a dedicated listener");
+        }
+    }
 
     if (auto log = root.find("log")) {
         cfg.log.level = log->get_string("level", cfg.log.level);

@@ -10,7 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "proxy/auth_throttle.h"
 #include "proxy/policy.h"
+#include "proxy/tls.h"
 #include "shared/config.h"
 #include "shared/log.h"
 
@@ -20,6 +22,10 @@ struct ListenerConfig {
     std::string address;  // as written, "127.0.0.1:3128" / "[::]:3128"
     std::string host;
     std::uint16_t port = 0;
+    std::optional<TlsSettings> tls;
+    std::shared_ptr<SSL_CTX> tls_context;  // built at load, swapped on reload
+    bool require_tls = false;              // plain listener: refuse credentials sent in clear
+    std::string tenant;                    // dedicated listener: every client belongs to this tenant
 };
 
 struct ProxyConfig {
@@ -33,6 +39,11 @@ struct ProxyConfig {
     std::chrono::milliseconds connect_timeout{10'000};
     std::chrono::milliseconds idle_timeout{2 * 3600 * 1000};
     std::size_t buffer_size = 64 * 1024;  // per direction high watermark
+    std::chrono::milliseconds tls_handshake_timeout{10'000};
+    std::chrono::milliseconds shutdown_grace{30'000};
+    std::uint64_t max_connections = 0;  // 0 = unlimited
+    AuthThrottleSettings auth_throttle;
+    std::string admin_address;  // empty = no admin endpoint
 
     std::optional<IpAddress> bind_v4;  // outgoing.bind_address (the egress IP)
     std::optional<IpAddress> bind_v6;

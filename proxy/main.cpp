@@ -74,8 +74,9 @@ int run(const std::string& config_path, const std::string& ready_file) {
         const bool loopback = ip.is_v4() ? (ip.v4_value() >> 24) == 127 : ip == *IpAddress::parse("::1");
         bool has_passwords = false;
         for (const auto& t : policy.tenants()) has_passwords = has_passwords || !t.users.empty();
-        if (!loopback && has_passwords) {
-            spdlog::warn("listener {} is plain TCP and not loopback: proxy passwords cross the network in clear",
+        if (!loopback && has_passwords && !l.tls && !l.require_tls) {
+            spdlog::warn("listener {} is plain TCP and not loopback: proxy passwords cross the network in clear "
+                         "(add tls, or require_tls to refuse credentials on it)",
                          l.address);
         }
     }
@@ -83,6 +84,7 @@ int run(const std::string& config_path, const std::string& ready_file) {
     Server server(std::move(cfg));
     server.start();
     for (const auto& a : server.bound_addresses()) spdlog::info("listening on {}", a);
+    if (!server.admin_address().empty()) spdlog::info("admin endpoint on http://{}/metrics", server.admin_address());
     spdlog::info("dingbridge-proxy started with {} worker(s), {} tenant(s)", server.config()->workers,
                  server.config()->policy->tenants().size());
     if (!ready_file.empty()) {
@@ -90,6 +92,7 @@ int run(const std::string& config_path, const std::string& ready_file) {
         {
             std::ofstream out(tmp);
             for (const auto& a : server.bound_addresses()) out << a << "\n";
+            if (!server.admin_address().empty()) out << "admin=" << server.admin_address() << "\n";
         }
         std::rename(tmp.c_str(), ready_file.c_str());
     }
@@ -100,18 +103,24 @@ int run(const std::string& config_path, const std::string& ready_file) {
         if (sig == SIGHUP) {
             try {
                 ProxyConfig next = load_proxy_config(config_path);
-                configure_logging(next.log);
+                const LogSettings log = next.log;
                 server.reload(std::move(next));
+                configure_logging(log);
+                server.shared().metrics.count_reload(true);
                 spdlog::info("configuration reloaded from {}", config_path);
             } catch (const std::exception& e) {
+                server.shared().metrics.count_reload(false);
                 spdlog::error("reload failed, keeping the running configuration: {}", e.what());
             }
             continue;
         }
-        spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
         break;
     }
-    server.stop();
+    const auto grace = server.config()->shutdown_grace;
+    spdlog::info("shutting down: no new connections, waiting up to {} ms for open tunnels", grace.count());
+    const std::size_t cut = server.drain(grace);
+    if (cut > 0) spdlog::warn("closed {} connection(s) still open at the shutdown deadline", cut);
+    spdlog::info("dingbridge-proxy stopped");
     return 0;
 }
 

@@ -152,8 +152,38 @@ Policy::Policy(std::vector<Tenant> tenants, NetworkSet deny_networks)
       cache_(std::make_unique<CredentialCache>()),
       dummy_(PasswordHash::create("dingbridge-dummy", ScryptParams{})) {}
 
-AuthResult Policy::authenticate(const IpAddress& source, const ConnectRequest& request) const {
+const Tenant* Policy::find_tenant(const std::string& name) const {
+    for (const auto& t : tenants_)
+        if (t.name == name) return &t;
+    return nullptr;
+}
+
+AuthResult Policy::authenticate(const IpAddress& source, const ConnectRequest& request,
+                                const ClientContext& client) const {
     AuthResult result;
+    auto by_tenant = [&](const Tenant* t) {
+        result.tenant = t;
+        result.outcome = t->source_networks.contains(source) ? AuthOutcome::ok : AuthOutcome::source_not_allowed;
+        return result;
+    };
+    // A verified client certificate names its tenant; so does a listener dedicated to one.
+    if (client.certificate_subject != nullptr) {
+        for (const auto& t : tenants_) {
+            for (const auto& subject : t.client_certificates) {
+                if (subject == *client.certificate_subject) {
+                    result.user = "cert:" + subject;
+                    return by_tenant(&t);
+                }
+            }
+        }
+    }
+    if (client.listener_tenant != nullptr) {
+        if (const Tenant* t = find_tenant(*client.listener_tenant)) return by_tenant(t);
+    }
+    if (request.has_authorization && client.credentials_need_tls) {
+        result.outcome = AuthOutcome::tls_required;
+        return result;
+    }
     if (request.basic) {
         const Tenant* tenant = nullptr;
         const TenantUser* user = nullptr;
@@ -181,9 +211,7 @@ AuthResult Policy::authenticate(const IpAddress& source, const ConnectRequest& r
             result.outcome = AuthOutcome::bad_credentials;
             return result;
         }
-        result.tenant = tenant;
-        result.outcome = tenant->source_networks.contains(source) ? AuthOutcome::ok : AuthOutcome::source_not_allowed;
-        return result;
+        return by_tenant(tenant);
     }
     if (request.has_authorization) {
         // A Proxy-Authorization we cannot use (not Basic, bad base64) is a failed login.

@@ -50,6 +50,17 @@ struct Tenant {
     NetworkSet source_networks;               // where its clients may connect from
     std::vector<DestinationRule> destinations;
     NetworkSet allow_internal;                // deny-network exceptions (e.g. loopback in tests)
+    std::vector<std::string> client_certificates;  // TLS client certificate subjects (RFC 2253)
+    unsigned max_tunnels = 0;                 // concurrent tunnels; 0 = unlimited
+    double connect_rate = 0;                  // new tunnels per second; 0 = unlimited
+    double connect_burst = 0;
+};
+
+// What the listener and the TLS layer already know about a client.
+struct ClientContext {
+    const std::string* certificate_subject = nullptr;  // verified client certificate, if any
+    const std::string* listener_tenant = nullptr;      // the listener is dedicated to this tenant
+    bool credentials_need_tls = false;                 // plain listener with require_tls
 };
 
 // The built-in deny networks: loopback, RFC 1918, link-local (incl. 169.254.169.254), CGNAT,
@@ -57,7 +68,7 @@ struct Tenant {
 // protocol assignments, NAT64/6to4 forms are checked via their embedded IPv4.
 NetworkSet default_deny_networks();
 
-enum class AuthOutcome { ok, need_credentials, bad_credentials, source_not_allowed };
+enum class AuthOutcome { ok, need_credentials, bad_credentials, source_not_allowed, tls_required };
 
 struct AuthResult {
     AuthOutcome outcome = AuthOutcome::need_credentials;
@@ -69,7 +80,9 @@ class Policy {
 public:
     Policy(std::vector<Tenant> tenants, NetworkSet deny_networks);
 
-    AuthResult authenticate(const IpAddress& source, const ConnectRequest& request) const;
+    AuthResult authenticate(const IpAddress& source, const ConnectRequest& request,
+                            const ClientContext& client = ClientContext{}) const;
+    const Tenant* find_tenant(const std::string& name) const;
     static bool destination_allowed(const Tenant& tenant, const std::string& host, std::uint16_t port);
     bool address_allowed(const Tenant& tenant, const IpAddress& address) const;
 

@@ -1,6 +1,7 @@
 #include "proxy/server.h"
 
 #include <arpa/inet.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -8,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -59,6 +61,22 @@ BoundSocket bind_listener(const ListenerConfig& l, std::uint16_t port) {
     return {fd, bound_port};
 }
 
+// Every local address a wildcard listener answers on, for the loop guard.
+std::vector<IpAddress> local_addresses(bool v4) {
+    std::vector<IpAddress> out;
+    ifaddrs* list = nullptr;
+    if (getifaddrs(&list) != 0) return out;
+    for (ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
+        if (i->ifa_addr == nullptr) continue;
+        if ((i->ifa_addr->sa_family == AF_INET) != v4 || (i->ifa_addr->sa_family != AF_INET && i->ifa_addr->sa_family != AF_INET6)) {
+            continue;
+        }
+        if (auto ip = IpAddress::from_sockaddr(i->ifa_addr)) out.push_back(*ip);
+    }
+    freeifaddrs(list);
+    return out;
+}
+
 }  // namespace
 
 Server::Server(ProxyConfig config) : config_(std::make_shared<const ProxyConfig>(std::move(config))) {}
@@ -74,40 +92,72 @@ void Server::start() {
     const auto cfg = config();
     auto access = make_line_logger("access", cfg->access_log_file);
     for (unsigned i = 0; i < cfg->workers; ++i) {
-        workers_.push_back(std::make_unique<Worker>(i, [this] { return config(); }, access));
+        workers_.push_back(std::make_unique<Worker>(i, [this] { return config(); }, access, shared_));
     }
-    for (const auto& l : cfg->listeners) {
+    for (unsigned index = 0; index < cfg->listeners.size(); ++index) {
+        const auto& l = cfg->listeners[index];
         // The first socket fixes the port (port 0 = any free port); the other workers' sockets
         // share it through SO_REUSEPORT, so the kernel spreads connections across threads.
         BoundSocket first = bind_listener(l, l.port);
-        workers_[0]->add_listener(first.fd);
-        for (unsigned i = 1; i < workers_.size(); ++i) workers_[i]->add_listener(bind_listener(l, first.port).fd);
+        workers_[0]->add_listener(first.fd, index);
+        for (unsigned i = 1; i < workers_.size(); ++i) workers_[i]->add_listener(bind_listener(l, first.port).fd, index);
         const IpAddress ip = *IpAddress::parse(l.host);
         bound_.push_back(ip.is_v4() ? l.host + ":" + std::to_string(first.port)
                                     : "[" + ip.to_string() + "]:" + std::to_string(first.port));
+        const bool wildcard = ip == *IpAddress::parse("0.0.0.0") || ip == *IpAddress::parse("::");
+        if (wildcard) {
+            for (const auto& local : local_addresses(ip.is_v4())) shared_.self_endpoints.emplace_back(local, first.port);
+        } else {
+            shared_.self_endpoints.emplace_back(ip, first.port);
+        }
+    }
+    if (!cfg->admin_address.empty()) {
+        admin_ = std::make_unique<AdminServer>(cfg->admin_address, shared_);
+        auto hp = split_host_port(admin_->bound_address());
+        if (hp) {
+            if (auto ip = IpAddress::parse(hp->host)) shared_.self_endpoints.emplace_back(*ip, hp->port);
+        }
     }
     for (auto& w : workers_) w->start();
+}
+
+std::size_t Server::open_connections() const {
+    std::size_t n = 0;
+    for (const auto& w : workers_) n += w->open_connections();
+    return n;
+}
+
+std::size_t Server::drain(std::chrono::milliseconds grace) {
+    shared_.draining = true;
+    for (auto& w : workers_) w->stop_accepting();
+    const auto deadline = std::chrono::steady_clock::now() + grace;
+    std::size_t open = open_connections();
+    while (open > 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        open = open_connections();
+    }
+    stop();
+    return open;
 }
 
 void Server::stop() {
     for (auto& w : workers_) w->stop();
     for (auto& w : workers_) w->join();
     workers_.clear();
+    admin_.reset();
 }
 
 void Server::reload(ProxyConfig next) {
     auto fresh = std::make_shared<const ProxyConfig>(std::move(next));
     std::lock_guard<std::mutex> lock(mutex_);
-    if (fresh->listeners.size() != config_->listeners.size()) {
-        spdlog::warn("reload: listener changes take effect after a restart");
-    } else {
-        for (std::size_t i = 0; i < fresh->listeners.size(); ++i) {
-            if (fresh->listeners[i].address != config_->listeners[i].address) {
-                spdlog::warn("reload: listener changes take effect after a restart");
-                break;
-            }
-        }
+    // Sockets stay bound across a reload, and tunnels index the listener list; refuse changes to it.
+    bool same = fresh->listeners.size() == config_->listeners.size() && fresh->admin_address == config_->admin_address;
+    for (std::size_t i = 0; same && i < fresh->listeners.size(); ++i) {
+        same = fresh->listeners[i].address == config_->listeners[i].address &&
+               static_cast<bool>(fresh->listeners[i].tls) == static_cast<bool>(config_->listeners[i].tls);
     }
+    if (!same) throw std::runtime_error("listener or admin address changes (or adding/removing tls) need a restart");
+    if (fresh->workers != config_->workers) spdlog::warn("reload: a new worker count takes effect after a restart");
     config_ = std::move(fresh);
 }
 

@@ -1,14 +1,16 @@
 #pragma once
 // dingbridge-proxy's process-level object: it binds the listeners, runs the worker threads and
-// holds the current configuration, which `reload` swaps atomically (new connections get the
-// new policy, open tunnels keep the one they started with). Constructed and driven from the main
-// thread; `config()` may be called from any thread.
+// the admin endpoint, and holds the current configuration, which `reload` swaps atomically (new
+// connections get the new policy and TLS certificates, open tunnels keep what they started with).
+// Constructed and driven from the main thread; `config()` may be called from any thread.
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "proxy/admin.h"
 #include "proxy/config.h"
 #include "proxy/worker.h"
 
@@ -19,21 +21,31 @@ public:
     explicit Server(ProxyConfig config);
     ~Server();
 
-    // Binds every listener (one SO_REUSEPORT socket per worker) and starts the workers. Throws
-    // std::runtime_error naming the address when a bind fails.
+    // Binds every listener (one SO_REUSEPORT socket per worker) and the admin endpoint, and
+    // starts the workers. Throws std::runtime_error naming the address when a bind fails.
     void start();
+    // Graceful stop: close the listeners, wait for open connections to finish up to `grace`,
+    // then stop. Returns the number of connections still open at the deadline (cut).
+    std::size_t drain(std::chrono::milliseconds grace);
     void stop();
-    // Listening addresses as bound (port 0 resolved), e.g. "127.0.0.1:41234".
+
+    // Listening addresses as bound (port 0 resolved), e.g. "127.0.0.1:41234"; admin last if any.
     const std::vector<std::string>& bound_addresses() const { return bound_; }
+    std::string admin_address() const { return admin_ ? admin_->bound_address() : ""; }
 
     std::shared_ptr<const ProxyConfig> config() const;
-    // Replaces the policy for new connections; listener changes need a restart (logged).
+    // Replaces the policy for new connections; listener address changes need a restart (logged).
     void reload(ProxyConfig next);
+    SharedState& shared() { return shared_; }
 
 private:
+    std::size_t open_connections() const;
+
     mutable std::mutex mutex_;
     std::shared_ptr<const ProxyConfig> config_;
+    SharedState shared_;
     std::vector<std::unique_ptr<Worker>> workers_;
+    std::unique_ptr<AdminServer> admin_;
     std::vector<std::string> bound_;
 };
 

@@ -1,6 +1,7 @@
 #include "proxy/tunnel.h"
 
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -13,12 +14,15 @@
 #include <spdlog/spdlog.h>
 
 #include "proxy/request_head.h"
+#include "proxy/tls.h"
 #include "proxy/worker.h"
 #include "shared/log.h"
 
 namespace dingbridge::proxy {
 
 namespace {
+
+using Clock = std::chrono::steady_clock;
 
 const char* status_text(int status) {
     switch (status) {
@@ -27,6 +31,7 @@ const char* status_text(int status) {
         case 405: return "Method Not Allowed";
         case 407: return "Proxy Authentication Required";
         case 408: return "Request Timeout";
+        case 429: return "Too Many Requests";
         case 431: return "Request Header Fields Too Large";
         case 502: return "Bad Gateway";
         case 503: return "Service Unavailable";
@@ -50,19 +55,38 @@ std::string host_port(const std::string& host, std::uint16_t port) {
     return host.find(':') != std::string::npos ? "[" + host + "]:" + std::to_string(port) : host + ":" + std::to_string(port);
 }
 
-long long ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+long long ms_between(Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count();
+}
+
+std::chrono::microseconds us_between(Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration_cast<std::chrono::microseconds>(b - a);
 }
 
 }  // namespace
 
-Tunnel::Tunnel(Worker& worker, std::shared_ptr<const ProxyConfig> config, evutil_socket_t fd, const sockaddr* source)
-    : worker_(worker), config_(std::move(config)) {
-    accepted_at_ = std::chrono::steady_clock::now();
+Tunnel::Tunnel(Worker& worker, std::shared_ptr<const ProxyConfig> config, evutil_socket_t fd, const sockaddr* source,
+               unsigned listener_index)
+    : worker_(worker), config_(std::move(config)), listener_index_(listener_index) {
+    accepted_at_ = Clock::now();
     last_activity_ = accepted_at_;
     if (auto ip = IpAddress::from_sockaddr(source)) source_ip_ = *ip;
     source_port_ = port_of(source);
-    client_ = bufferevent_socket_new(worker_.base(), fd, BEV_OPT_CLOSE_ON_FREE);
+    const auto& listener = config_->listeners[listener_index_];
+    if (listener.tls_context) {
+        SSL* ssl = SSL_new(listener.tls_context.get());
+        if (ssl != nullptr) {
+            client_ = bufferevent_openssl_socket_new(worker_.base(), fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                     BEV_OPT_CLOSE_ON_FREE);
+            if (client_ == nullptr) SSL_free(ssl);
+        }
+        if (client_ == nullptr) ::close(fd);
+        tls_client_ = true;
+        state_ = State::handshaking;
+    } else {
+        client_ = bufferevent_socket_new(worker_.base(), fd, BEV_OPT_CLOSE_ON_FREE);
+        if (client_ == nullptr) ::close(fd);
+    }
     timer_ = evtimer_new(worker_.base(), &Tunnel::on_timer, this);
 }
 
@@ -83,8 +107,14 @@ void Tunnel::start() {
     bufferevent_setcb(client_, &Tunnel::on_client_read, &Tunnel::on_client_write, &Tunnel::on_client_event, this);
     // Stop reading at the head limit: a head that has not ended by then is refused with 431.
     bufferevent_setwatermark(client_, EV_READ, 0, config_->max_head_bytes + 1);
+    if (tls_client_) {
+        // Clients that drop TCP without close_notify end their stream; that is EOF, not an error.
+        bufferevent_openssl_set_allow_dirty_shutdown(client_, 1);
+        arm_timer(config_->tls_handshake_timeout);
+    } else {
+        arm_timer(config_->header_timeout);
+    }
     bufferevent_enable(client_, EV_READ | EV_WRITE);
-    arm_timer(config_->header_timeout);
 }
 
 void Tunnel::arm_timer(std::chrono::milliseconds after) {
@@ -92,6 +122,13 @@ void Tunnel::arm_timer(std::chrono::milliseconds after) {
     tv.tv_sec = static_cast<time_t>(after.count() / 1000);
     tv.tv_usec = static_cast<suseconds_t>((after.count() % 1000) * 1000);
     evtimer_add(timer_, &tv);
+}
+
+void Tunnel::handshake_done() {
+    state_ = State::reading_head;
+    if (auto subject = verified_peer_subject(bufferevent_openssl_get_ssl(client_))) client_subject_ = *subject;
+    arm_timer(config_->header_timeout);
+    if (evbuffer_get_length(bufferevent_get_input(client_)) > 0) handle_head();
 }
 
 void Tunnel::on_client_read(bufferevent*, void* arg) {
@@ -110,7 +147,7 @@ void Tunnel::on_upstream_read(bufferevent*, void* arg) {
 
 void Tunnel::on_client_write(bufferevent*, void* arg) {
     auto* self = static_cast<Tunnel*>(arg);
-    if (self->closing_after_write_) {
+    if (self->state_ == State::replying) {
         if (evbuffer_get_length(bufferevent_get_output(self->client_)) == 0) self->close(self->reason_);
         return;
     }
@@ -127,8 +164,8 @@ void Tunnel::handle_head() {
     const std::size_t available = evbuffer_get_length(input);
     evbuffer_ptr found = evbuffer_search(input, "\r\n\r\n", 4, nullptr);
     if (found.pos < 0 || static_cast<std::size_t>(found.pos) + 4 > config_->max_head_bytes) {
-        if (available > config_->max_head_bytes || (found.pos >= 0)) {
-            reply_error(431, "request head too large");
+        if (available > config_->max_head_bytes || found.pos >= 0) {
+            deny(Denial::head_too_large, 431, "request head too large");
         }
         return;
     }
@@ -138,34 +175,72 @@ void Tunnel::handle_head() {
     evbuffer_drain(input, head_len);
     bufferevent_disable(client_, EV_READ);
     if (parsed.error != HeadError::none) {
-        reply_error(parsed.error == HeadError::method_not_allowed ? 405 : 400, parsed.reason);
+        if (parsed.error == HeadError::method_not_allowed) deny(Denial::method, 405, parsed.reason);
+        else deny(Denial::malformed, 400, parsed.reason);
         return;
     }
     const ConnectRequest& req = parsed.request;
     host_ = req.host;
     port_ = req.port;
 
+    SharedState& shared = worker_.shared();
+    const auto& listener = config_->listeners[listener_index_];
+    if (req.has_authorization) {
+        if (const int wait = shared.auth_throttle.blocked_for(source_ip_, config_->auth_throttle)) {
+            deny(Denial::auth_throttled, 429, "too many failed authentications from this address", wait);
+            return;
+        }
+    }
+    ClientContext client;
+    if (!client_subject_.empty()) client.certificate_subject = &client_subject_;
+    if (!listener.tenant.empty()) client.listener_tenant = &listener.tenant;
+    client.credentials_need_tls = listener.require_tls && !tls_client_;
     const Policy& policy = *config_->policy;
-    const AuthResult auth = policy.authenticate(source_ip_, req);
+    const AuthResult auth = policy.authenticate(source_ip_, req, client);
     user_ = auth.user;
+    tenant_ = auth.tenant;
     switch (auth.outcome) {
-        case AuthOutcome::need_credentials: reply_error(407, "proxy authentication required"); return;
-        case AuthOutcome::bad_credentials: reply_error(407, "invalid credentials"); return;
+        case AuthOutcome::need_credentials: deny(Denial::auth, 407, "proxy authentication required"); return;
+        case AuthOutcome::bad_credentials:
+            shared.auth_throttle.record_failure(source_ip_, config_->auth_throttle);
+            deny(Denial::auth, 407, "invalid credentials");
+            return;
+        case AuthOutcome::tls_required:
+            deny(Denial::tls_required, 403, "credentials are accepted only over TLS on this listener");
+            return;
         case AuthOutcome::source_not_allowed:
-            tenant_ = auth.tenant;
-            reply_error(403, "source address not allowed for this tenant");
+            deny(Denial::source, 403, "source address not allowed for this tenant");
             return;
         case AuthOutcome::ok: break;
     }
-    tenant_ = auth.tenant;
+    if (req.basic) shared.auth_throttle.record_success(source_ip_);
     if (!Policy::destination_allowed(*tenant_, host_, port_)) {
-        reply_error(403, "destination not allowed");
+        deny(Denial::destination, 403, "destination not allowed");
         return;
     }
+    if (!admit()) return;
     // Keep reading (bounded by the watermark) so that a client FIN sent with early data is seen.
     bufferevent_setwatermark(client_, EV_READ, 0, config_->buffer_size);
     bufferevent_enable(client_, EV_READ);
     begin_resolve();
+}
+
+bool Tunnel::admit() {
+    TenantRuntime& rt = worker_.shared().metrics.tenant(tenant_->name);
+    if (tenant_->connect_rate > 0) {
+        if (const int wait = rt.connect_rate.take(tenant_->connect_rate, tenant_->connect_burst)) {
+            deny(Denial::rate_limit, 429, "tenant connect rate exceeded", wait);
+            return false;
+        }
+    }
+    const std::uint64_t now_active = ++rt.active;
+    if (tenant_->max_tunnels != 0 && now_active > tenant_->max_tunnels) {
+        --rt.active;
+        deny(Denial::tunnel_limit, 429, "tenant tunnel limit reached", 1);
+        return false;
+    }
+    runtime_ = &rt;  // from here on this connection counts as one of the tenant's tunnels
+    return true;
 }
 
 void Tunnel::begin_resolve() {
@@ -189,7 +264,7 @@ void Tunnel::on_resolved(int result, evutil_addrinfo* addresses, void* arg) {
     self->dns_pending_ = false;
     self->dns_request_ = nullptr;
     if (self->state_ != State::resolving) {
-        // Cancelled by close(); the worker reaps us once we return.
+        // Cancelled (timeout or close); if closed, the worker may reap us once we return.
         if (addresses) evutil_freeaddrinfo(addresses);
         self->worker_.retire(self);
         return;
@@ -201,7 +276,7 @@ void Tunnel::resolved(int result, evutil_addrinfo* addresses) {
     if (result != 0 || addresses == nullptr) {
         if (addresses) evutil_freeaddrinfo(addresses);
         spdlog::debug("dns lookup of {} failed: {}", host_, evutil_gai_strerror(result));
-        worker_.count_dns_failure();
+        worker_.shared().metrics.count_dns_failure();
         reply_error(502, "destination host name could not be resolved");
         return;
     }
@@ -216,6 +291,7 @@ void Tunnel::try_next_address() {
         bufferevent_free(upstream_);
         upstream_ = nullptr;
     }
+    bool loop = false;
     while (next_address_ != nullptr) {
         evutil_addrinfo* ai = next_address_;
         next_address_ = ai->ai_next;
@@ -224,6 +300,12 @@ void Tunnel::try_next_address() {
         // The SSRF guard: decided on the resolved address, whatever the name or spelling was.
         if (!config_->policy->address_allowed(*tenant_, *ip)) {
             any_address_denied_ = true;
+            resolved_ip_ = ip->to_string();
+            continue;
+        }
+        // A tunnel to our own listener would loop through the proxy and multiply connections.
+        if (worker_.shared().is_self(*ip, port_)) {
+            loop = true;
             resolved_ip_ = ip->to_string();
             continue;
         }
@@ -269,6 +351,7 @@ void Tunnel::try_next_address() {
         }
         bufferevent_setcb(upstream_, &Tunnel::on_upstream_read, &Tunnel::on_upstream_write, &Tunnel::on_upstream_event, this);
         arm_timer(config_->connect_timeout);
+        connect_started_ = Clock::now();
         if (bufferevent_socket_connect(upstream_, ai->ai_addr, static_cast<int>(ai->ai_addrlen)) != 0) {
             last_connect_error_ = "connection failed";
             bufferevent_free(upstream_);
@@ -277,8 +360,10 @@ void Tunnel::try_next_address() {
         }
         return;  // wait for BEV_EVENT_CONNECTED / ERROR / timer
     }
-    if (!any_address_allowed_ && any_address_denied_) {
-        reply_error(403, "destination address is in a denied network");
+    if (!any_address_allowed_ && loop) {
+        deny(Denial::loop, 403, "destination is this proxy");
+    } else if (!any_address_allowed_ && any_address_denied_) {
+        deny(Denial::network, 403, "destination address is in a denied network");
     } else if (last_connect_error_ == nullptr) {
         reply_error(502, "no usable address for the destination");
     } else if (std::string_view(last_connect_error_) == "connect timeout") {
@@ -290,8 +375,11 @@ void Tunnel::try_next_address() {
 
 void Tunnel::upstream_connected() {
     state_ = State::relaying;
-    established_at_ = std::chrono::steady_clock::now();
+    established_at_ = Clock::now();
     last_activity_ = established_at_;
+    Metrics& metrics = worker_.shared().metrics;
+    metrics.connect_latency.observe(us_between(connect_started_, established_at_));
+    metrics.setup_latency.observe(us_between(accepted_at_, established_at_));
     evutil_freeaddrinfo(addresses_);
     addresses_ = next_address_ = nullptr;
     status_ = 200;
@@ -318,7 +406,8 @@ void Tunnel::relay(bufferevent* from, bufferevent* to, std::uint64_t& counter) {
     const std::size_t n = evbuffer_get_length(in);
     if (n == 0) return;
     counter += n;
-    last_activity_ = std::chrono::steady_clock::now();
+    if (runtime_) (from == client_ ? runtime_->bytes_up : runtime_->bytes_down) += n;
+    last_activity_ = Clock::now();
     evbuffer_add_buffer(out, in);
     // Backpressure: the receiving side is slower; stop reading until it drains to half.
     if (evbuffer_get_length(out) >= config_->buffer_size) bufferevent_disable(from, EV_READ);
@@ -333,10 +422,15 @@ void Tunnel::drained(bufferevent* to) {
         return;
     }
     if (pending == 0) {
-        // Half-close: the peer finished sending and everything reached `to`; pass the FIN on.
         bool& shut = to == upstream_ ? client_shut_ : upstream_shut_;
         if (!shut) {
             shut = true;
+            if (to == client_ && tls_client_) {
+                // A TLS stream cannot be half-closed toward the client; the tunnel ends here.
+                close("completed");
+                return;
+            }
+            // Half-close: the peer finished sending and everything reached `to`; pass the FIN on.
             shutdown(bufferevent_getfd(to), SHUT_WR);
         }
         maybe_finish();
@@ -346,7 +440,7 @@ void Tunnel::drained(bufferevent* to) {
 void Tunnel::peer_eof(bufferevent* from) {
     if (from == client_) client_eof_ = true;
     else upstream_eof_ = true;
-    last_activity_ = std::chrono::steady_clock::now();
+    last_activity_ = Clock::now();
     if (state_ != State::relaying) return;
     // Move whatever is still in the input, then forward the FIN when the output drains.
     relay(from, from == client_ ? upstream_ : client_, from == client_ ? bytes_up_ : bytes_down_);
@@ -359,8 +453,13 @@ void Tunnel::maybe_finish() {
 
 void Tunnel::on_client_event(bufferevent*, short what, void* arg) {
     auto* self = static_cast<Tunnel*>(arg);
+    if (what & BEV_EVENT_CONNECTED) {
+        if (self->state_ == State::handshaking) self->handshake_done();
+        return;
+    }
     if (what & BEV_EVENT_EOF) {
         switch (self->state_) {
+            case State::handshaking:
             case State::reading_head:
                 self->close("client closed before sending a complete request");
                 return;
@@ -371,11 +470,19 @@ void Tunnel::on_client_event(bufferevent*, short what, void* arg) {
             case State::relaying:
                 self->peer_eof(self->client_);
                 return;
+            case State::replying:
+                self->close(self->reason_);
+                return;
             case State::closed:
                 return;
         }
     }
     if (what & BEV_EVENT_ERROR) {
+        if (self->state_ == State::handshaking) {
+            self->worker_.shared().metrics.count_denial(Denial::auth);
+            self->close("TLS handshake failed");
+            return;
+        }
         self->close(self->state_ == State::relaying ? "client connection error" : "client went away");
     }
 }
@@ -405,31 +512,22 @@ void Tunnel::on_upstream_event(bufferevent*, short what, void* arg) {
 void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
     auto* self = static_cast<Tunnel*>(arg);
     switch (self->state_) {
+        case State::handshaking:
+            self->close("TLS handshake timed out");
+            return;
         case State::reading_head:
-            if (self->closing_after_write_) self->close(self->reason_);
-            else self->reply_error(408, "request head not received in time");
+            self->deny(Denial::header_timeout, 408, "request head not received in time");
             return;
         case State::resolving:
-            if (self->closing_after_write_) { self->close(self->reason_); return; }
             self->reply_error(504, "destination host name lookup timed out");
             return;
-        case State::connecting: {
-            if (self->closing_after_write_) { self->close(self->reason_); return; }
+        case State::connecting:
             self->last_connect_error_ = "connect timeout";
             // A silent address times out; the next resolved address still gets its chance.
-            if (self->next_address_ != nullptr) {
-                self->try_next_address();
-            } else {
-                if (self->upstream_) {
-                    bufferevent_free(self->upstream_);
-                    self->upstream_ = nullptr;
-                }
-                self->reply_error(504, "upstream connect timed out");
-            }
+            self->try_next_address();
             return;
-        }
         case State::relaying: {
-            const auto idle = std::chrono::steady_clock::now() - self->last_activity_;
+            const auto idle = Clock::now() - self->last_activity_;
             if (idle >= self->config_->idle_timeout) {
                 self->close("idle timeout");
             } else {
@@ -438,11 +536,19 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
             }
             return;
         }
+        case State::replying:
+            self->close(self->reason_);  // the client never read its error reply
+            return;
         case State::closed: return;
     }
 }
 
-void Tunnel::reply_error(int status, const char* reason) {
+void Tunnel::deny(Denial why, int status, const char* reason, int retry_after) {
+    worker_.shared().metrics.count_denial(why);
+    reply_error(status, reason, retry_after);
+}
+
+void Tunnel::reply_error(int status, const char* reason, int retry_after) {
     status_ = status;
     reason_ = reason;
     if (dns_pending_ && dns_request_) evdns_getaddrinfo_cancel(dns_request_);
@@ -450,18 +556,19 @@ void Tunnel::reply_error(int status, const char* reason) {
         bufferevent_free(upstream_);
         upstream_ = nullptr;
     }
+    // Fixed texts only: nothing the client sent is ever reflected.
     std::string body = std::string(reason) + "\n";
     std::string head = "HTTP/1.1 " + std::to_string(status) + " " + status_text(status) + "\r\n";
     if (status == 407) head += "Proxy-Authenticate: Basic realm=\"" + config_->realm + "\"\r\n";
     if (status == 405) head += "Allow: CONNECT\r\n";
+    if (retry_after > 0) head += "Retry-After: " + std::to_string(retry_after) + "\r\n";
     head += "Content-Type: text/plain; charset=utf-8\r\nContent-Length: " + std::to_string(body.size()) +
             "\r\nConnection: close\r\n\r\n" + body;
+    state_ = State::replying;
     bufferevent_disable(client_, EV_READ);
     bufferevent_write(client_, head.data(), head.size());
-    closing_after_write_ = true;
     // A client that never reads its error must not pin the connection.
     arm_timer(std::chrono::seconds(5));
-    if (state_ == State::resolving || state_ == State::connecting) state_ = State::reading_head;
 }
 
 void Tunnel::close(const char* reason) {
@@ -479,31 +586,34 @@ void Tunnel::close(const char* reason) {
         upstream_ = nullptr;
     }
     evtimer_del(timer_);
+    if (runtime_) --runtime_->active;
     write_access_log();
     worker_.retire(this);
 }
 
 void Tunnel::write_access_log() {
-    const auto now = std::chrono::steady_clock::now();
+    const auto now = Clock::now();
     const long long setup_ms = established_at_.time_since_epoch().count() ? ms_between(accepted_at_, established_at_) : -1;
     const long long total_ms = ms_between(accepted_at_, now);
     const int status = status_ == 0 ? 499 : status_;  // 499: closed before any reply (nginx's convention)
     const std::string tenant = tenant_ ? tenant_->name : "";
+    Metrics& metrics = worker_.shared().metrics;
+    metrics.count_connection(runtime_ ? *runtime_ : metrics.tenant(tenant), status);
     const std::string source = endpoint(source_ip_, source_port_);
     const std::string destination = host_port(host_, port_);
     auto& log = worker_.access_log();
     if (config_->access_log_format == "json") {
-        log.info(R"({{"time":"{}","tenant":"{}","user":"{}","source":"{}","destination":"{}","resolved_ip":"{}","status":{},"bytes_up":{},"bytes_down":{},"setup_ms":{},"total_ms":{},"reason":"{}"}})",
-                 Worker::timestamp(), json_escape(tenant), json_escape(user_), source, json_escape(destination),
-                 resolved_ip_, status, bytes_up_, bytes_down_, setup_ms, total_ms, json_escape(reason_));
+        log.info(R"({{"time":"{}","tenant":"{}","user":"{}","source":"{}","tls":{},"destination":"{}","resolved_ip":"{}","status":{},"bytes_up":{},"bytes_down":{},"setup_ms":{},"total_ms":{},"reason":"{}"}})",
+                 Worker::timestamp(), json_escape(tenant), json_escape(user_), source, tls_client_ ? "true" : "false",
+                 json_escape(destination), resolved_ip_, status, bytes_up_, bytes_down_, setup_ms, total_ms,
+                 json_escape(reason_));
     } else {
         auto or_dash = [](const std::string& s) { return s.empty() ? std::string("-") : s; };
         // User names are client-supplied: escape them so a log line stays one line.
-        log.info("{} tenant={} user={} src={} dst={} ip={} status={} up={} down={} setup_ms={} total_ms={} reason=\"{}\"",
-                 Worker::timestamp(), or_dash(tenant), or_dash(json_escape(user_)), source, destination,
-                 or_dash(resolved_ip_), status, bytes_up_, bytes_down_, setup_ms, total_ms, reason_);
+        log.info("{} tenant={} user={} src={}{} dst={} ip={} status={} up={} down={} setup_ms={} total_ms={} reason=\"{}\"",
+                 Worker::timestamp(), or_dash(tenant), or_dash(json_escape(user_)), source, tls_client_ ? " tls" : "",
+                 destination, or_dash(resolved_ip_), status, bytes_up_, bytes_down_, setup_ms, total_ms, reason_);
     }
-    worker_.count_result(status);
 }
 
 }  // namespace dingbridge::proxy

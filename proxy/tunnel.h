@@ -19,6 +19,7 @@
 #include <string>
 
 #include "proxy/config.h"
+#include "proxy/metrics.h"
 #include "shared/net.h"
 
 namespace dingbridge::proxy {
@@ -27,7 +28,8 @@ class Worker;
 
 class Tunnel {
 public:
-    Tunnel(Worker& worker, std::shared_ptr<const ProxyConfig> config, evutil_socket_t fd, const sockaddr* source);
+    Tunnel(Worker& worker, std::shared_ptr<const ProxyConfig> config, evutil_socket_t fd, const sockaddr* source,
+           unsigned listener_index);
     ~Tunnel();
     Tunnel(const Tunnel&) = delete;
     Tunnel& operator=(const Tunnel&) = delete;
@@ -36,7 +38,8 @@ public:
     bool reapable() const { return state_ == State::closed && !dns_pending_; }
 
 private:
-    enum class State { reading_head, resolving, connecting, relaying, closed };
+    // handshaking: TLS listener only. replying: an error reply is being written, then we close.
+    enum class State { handshaking, reading_head, resolving, connecting, relaying, replying, closed };
 
     static void on_client_read(bufferevent* bev, void* arg);
     static void on_client_write(bufferevent* bev, void* arg);
@@ -47,7 +50,9 @@ private:
     static void on_timer(evutil_socket_t, short, void* arg);
     static void on_resolved(int result, evutil_addrinfo* addresses, void* arg);
 
+    void handshake_done();
     void handle_head();
+    bool admit();  // per-tenant tunnel and rate limits; replies 429 itself when refusing
     void begin_resolve();
     void resolved(int result, evutil_addrinfo* addresses);
     void try_next_address();
@@ -58,8 +63,9 @@ private:
     void maybe_finish();
     void arm_timer(std::chrono::milliseconds after);
 
-    // Sends a fixed error reply, then closes once it is written.
-    void reply_error(int status, const char* reason);
+    // Sends a fixed error reply, then closes once it is written. `retry_after` > 0 adds Retry-After.
+    void reply_error(int status, const char* reason, int retry_after = 0);
+    void deny(Denial why, int status, const char* reason, int retry_after = 0);
     void close(const char* reason);
     void write_access_log();
 
@@ -74,8 +80,12 @@ private:
     std::uint16_t source_port_ = 0;
     std::string host_;
     std::uint16_t port_ = 0;
+    unsigned listener_index_ = 0;
+    bool tls_client_ = false;
     const Tenant* tenant_ = nullptr;
+    TenantRuntime* runtime_ = nullptr;  // set once the tenant is admitted; counts an active tunnel
     std::string user_;
+    std::string client_subject_;
 
     evdns_getaddrinfo_request* dns_request_ = nullptr;
     bool dns_pending_ = false;
@@ -90,7 +100,6 @@ private:
     bool upstream_eof_ = false;   // upstream → client direction: upstream sent FIN
     bool client_shut_ = false;    // we shut down writing toward upstream
     bool upstream_shut_ = false;  // we shut down writing toward client
-    bool closing_after_write_ = false;
 
     int status_ = 0;
     const char* reason_ = "";
@@ -99,6 +108,7 @@ private:
     std::chrono::steady_clock::time_point accepted_at_;
     std::chrono::steady_clock::time_point established_at_;
     std::chrono::steady_clock::time_point last_activity_;
+    std::chrono::steady_clock::time_point connect_started_;
 };
 
 }  // namespace dingbridge::proxy

@@ -1,6 +1,7 @@
 #include "proxy/worker.h"
 
-#include <event2/thread.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
@@ -14,8 +15,8 @@
 
 namespace dingbridge::proxy {
 
-Worker::Worker(unsigned index, ConfigSource config, std::shared_ptr<spdlog::logger> access_log)
-    : index_(index), config_(std::move(config)), access_log_(std::move(access_log)) {
+Worker::Worker(unsigned index, ConfigSource config, std::shared_ptr<spdlog::logger> access_log, SharedState& shared)
+    : index_(index), config_(std::move(config)), access_log_(std::move(access_log)), shared_(shared) {
     base_ = event_base_new();
     if (base_ == nullptr) throw std::runtime_error("cannot create event loop");
     // Name servers and /etc/hosts from the system; queries are asynchronous on this loop.
@@ -25,7 +26,7 @@ Worker::Worker(unsigned index, ConfigSource config, std::shared_ptr<spdlog::logg
         dns_ = evdns_base_new(base_, 0);
         if (dns_ == nullptr) throw std::runtime_error("cannot create DNS resolver");
         evdns_base_load_hosts(dns_, nullptr);
-        spdlog::warn("no name servers configured (/etc/resolv.conf); only /etc/hosts names resolve");
+        if (index_ == 0) spdlog::warn("no name servers configured (/etc/resolv.conf); only /etc/hosts names resolve");
     }
     const auto cfg = config_();
     const std::string timeout = std::to_string(std::max<long long>(1, cfg->dns_timeout.count() / 1000));
@@ -34,6 +35,7 @@ Worker::Worker(unsigned index, ConfigSource config, std::shared_ptr<spdlog::logg
     reap_event_ = event_new(base_, -1, 0, &Worker::on_reap, this);
     resume_accept_ = evtimer_new(base_, &Worker::on_resume_accept, this);
     stop_event_ = event_new(base_, -1, 0, &Worker::on_stop, this);
+    stop_accepting_event_ = event_new(base_, -1, 0, &Worker::on_stop_accepting, this);
 }
 
 Worker::~Worker() {
@@ -43,33 +45,29 @@ Worker::~Worker() {
     dns_ = nullptr;
     for (Tunnel* t : live_) delete t;
     live_.clear();
-    for (auto* l : listeners_) evconnlistener_free(l);
-    if (reap_event_) event_free(reap_event_);
-    if (resume_accept_) event_free(resume_accept_);
-    if (stop_event_) event_free(stop_event_);
-    if (dns_) evdns_base_free(dns_, 1);
+    for (auto& slot : listeners_)
+        if (slot->listener) evconnlistener_free(slot->listener);
+    for (event* e : {reap_event_, resume_accept_, stop_event_, stop_accepting_event_})
+        if (e) event_free(e);
     if (base_) event_base_free(base_);
 }
 
-void Worker::add_listener(int fd) {
-    evconnlistener* l = evconnlistener_new(base_, &Worker::on_accept, this,
-                                           LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
-    if (l == nullptr) throw std::runtime_error("cannot watch listening socket");
-    evconnlistener_set_error_cb(l, &Worker::on_accept_error);
-    listeners_.push_back(l);
+void Worker::add_listener(int fd, unsigned index) {
+    auto slot = std::make_unique<ListenerSlot>(ListenerSlot{this, index, nullptr});
+    slot->listener = evconnlistener_new(base_, &Worker::on_accept, slot.get(),
+                                        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+    if (slot->listener == nullptr) throw std::runtime_error("cannot watch listening socket");
+    evconnlistener_set_error_cb(slot->listener, &Worker::on_accept_error);
+    listeners_.push_back(std::move(slot));
 }
-
-void Worker::set_access_log(std::shared_ptr<spdlog::logger> log) { access_log_ = std::move(log); }
 
 void Worker::start() {
-    thread_ = std::thread([this] {
-        event_base_dispatch(base_);
-    });
+    thread_ = std::thread([this] { event_base_dispatch(base_); });
 }
 
-void Worker::stop() {
-    event_active(stop_event_, EV_READ, 0);
-}
+void Worker::stop() { event_active(stop_event_, EV_READ, 0); }
+
+void Worker::stop_accepting() { event_active(stop_accepting_event_, EV_READ, 0); }
 
 void Worker::join() {
     if (thread_.joinable()) thread_.join();
@@ -77,29 +75,51 @@ void Worker::join() {
 
 void Worker::on_stop(evutil_socket_t, short, void* arg) {
     auto* self = static_cast<Worker*>(arg);
-    for (auto* l : self->listeners_) evconnlistener_disable(l);
     event_base_loopexit(self->base_, nullptr);
 }
 
-void Worker::on_accept(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int, void* arg) {
+void Worker::on_stop_accepting(evutil_socket_t, short, void* arg) {
     auto* self = static_cast<Worker*>(arg);
-    self->stats_.accepted++;
-    auto* tunnel = new Tunnel(*self, self->config_(), fd, addr);
+    evtimer_del(self->resume_accept_);
+    for (auto& slot : self->listeners_) {
+        if (slot->listener) evconnlistener_free(slot->listener);  // closes the socket: no new clients
+        slot->listener = nullptr;
+    }
+}
+
+void Worker::on_accept(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int, void* arg) {
+    auto* slot = static_cast<ListenerSlot*>(arg);
+    Worker* self = slot->worker;
+    auto config = self->config_();
+    Metrics& metrics = self->shared_.metrics;
+    if (config->max_connections != 0 && metrics.open_connections() >= config->max_connections) {
+        // At the global limit: answer once, close, never queue (no busy loop, no memory).
+        static constexpr char kBusy[] =
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 31\r\n"
+            "Retry-After: 1\r\nConnection: close\r\n\r\nproxy connection limit reached\n";
+        (void)!::send(fd, kBusy, sizeof kBusy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ::close(fd);
+        metrics.count_denial(Denial::max_connections);
+        return;
+    }
+    auto* tunnel = new Tunnel(*self, std::move(config), fd, addr, slot->index);
     self->live_.insert(tunnel);
     self->open_++;
+    metrics.connection_opened();
     tunnel->start();
 }
 
-void Worker::on_accept_error(evconnlistener* listener, void* arg) {
-    auto* self = static_cast<Worker*>(arg);
+void Worker::on_accept_error(evconnlistener*, void* arg) {
+    auto* slot = static_cast<ListenerSlot*>(arg);
+    Worker* self = slot->worker;
     const int err = EVUTIL_SOCKET_ERROR();
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
         // Out of descriptors: stop accepting for a moment instead of spinning on the error.
         spdlog::warn("accept failed ({}); pausing new connections for 100 ms", std::strerror(err));
-        for (auto* l : self->listeners_) evconnlistener_disable(l);
+        for (auto& s : self->listeners_)
+            if (s->listener) evconnlistener_disable(s->listener);
         timeval tv{0, 100 * 1000};
         evtimer_add(self->resume_accept_, &tv);
-        (void)listener;
         return;
     }
     spdlog::warn("accept failed: {}", std::strerror(err));
@@ -107,7 +127,8 @@ void Worker::on_accept_error(evconnlistener* listener, void* arg) {
 
 void Worker::on_resume_accept(evutil_socket_t, short, void* arg) {
     auto* self = static_cast<Worker*>(arg);
-    for (auto* l : self->listeners_) evconnlistener_enable(l);
+    for (auto& s : self->listeners_)
+        if (s->listener) evconnlistener_enable(s->listener);
 }
 
 void Worker::retire(Tunnel* tunnel) {
@@ -124,12 +145,8 @@ void Worker::on_reap(evutil_socket_t, short, void* arg) {
         if (self->live_.erase(t) == 0) continue;  // already reaped
         delete t;
         self->open_--;
+        self->shared_.metrics.connection_closed();
     }
-}
-
-void Worker::count_result(int status) {
-    if (status == 200) stats_.tunnels++;
-    else stats_.refused++;
 }
 
 std::string Worker::timestamp() {

@@ -19,44 +19,51 @@
 
 #include <spdlog/logger.h>
 
+#include "proxy/auth_throttle.h"
 #include "proxy/config.h"
+#include "proxy/metrics.h"
 
 namespace dingbridge::proxy {
 
 class Tunnel;
 
-struct WorkerStats {
-    std::atomic<std::uint64_t> accepted{0};
-    std::atomic<std::uint64_t> tunnels{0};
-    std::atomic<std::uint64_t> refused{0};
-    std::atomic<std::uint64_t> dns_failures{0};
+// State shared by all workers of one process (thread-safe members only).
+struct SharedState {
+    Metrics metrics;
+    AuthThrottle auth_throttle;
+    std::vector<std::pair<IpAddress, std::uint16_t>> self_endpoints;  // our own listeners (loop guard)
+    std::atomic<bool> draining{false};
+
+    bool is_self(const IpAddress& ip, std::uint16_t port) const {
+        for (const auto& [a, p] : self_endpoints)
+            if (p == port && a == ip) return true;
+        return false;
+    }
 };
 
 class Worker {
 public:
     using ConfigSource = std::function<std::shared_ptr<const ProxyConfig>()>;
 
-    Worker(unsigned index, ConfigSource config, std::shared_ptr<spdlog::logger> access_log);
+    Worker(unsigned index, ConfigSource config, std::shared_ptr<spdlog::logger> access_log, SharedState& shared);
     ~Worker();
     Worker(const Worker&) = delete;
     Worker& operator=(const Worker&) = delete;
 
-    // Takes ownership of a bound, listening, non-blocking socket.
-    void add_listener(int fd);
+    // Takes ownership of a bound, listening, non-blocking socket for config listener `index`.
+    void add_listener(int fd, unsigned index);
     void start();
-    void stop();  // thread-safe; closes open tunnels and returns from the loop
+    void stop();            // thread-safe; returns from the loop (open tunnels are freed on destruction)
+    void stop_accepting();  // thread-safe; closes the listening sockets (drain)
     void join();
 
     event_base* base() { return base_; }
     evdns_base* dns() { return dns_; }
     spdlog::logger& access_log() { return *access_log_; }
-    void set_access_log(std::shared_ptr<spdlog::logger> log);  // before start or from this thread
+    SharedState& shared() { return shared_; }
 
     void retire(Tunnel* tunnel);
-    void count_dns_failure() { stats_.dns_failures++; }
-    void count_result(int status);
-    const WorkerStats& stats() const { return stats_; }
-    std::size_t open_tunnels() const { return open_.load(); }
+    std::size_t open_connections() const { return open_.load(); }
 
     static std::string timestamp();  // ISO 8601 UTC with milliseconds
 
@@ -66,6 +73,13 @@ private:
     static void on_reap(evutil_socket_t, short, void* arg);
     static void on_resume_accept(evutil_socket_t, short, void* arg);
     static void on_stop(evutil_socket_t, short, void* arg);
+    static void on_stop_accepting(evutil_socket_t, short, void* arg);
+
+    struct ListenerSlot {
+        Worker* worker;
+        unsigned index;
+        evconnlistener* listener;
+    };
 
     unsigned index_;
     ConfigSource config_;
@@ -75,11 +89,12 @@ private:
     event* reap_event_ = nullptr;
     event* resume_accept_ = nullptr;
     event* stop_event_ = nullptr;
-    std::vector<evconnlistener*> listeners_;
+    event* stop_accepting_event_ = nullptr;
+    SharedState& shared_;
+    std::vector<std::unique_ptr<ListenerSlot>> listeners_;
     std::unordered_set<Tunnel*> live_;
     std::vector<Tunnel*> retired_;
     std::atomic<std::size_t> open_{0};
-    WorkerStats stats_;
     std::thread thread_;
 };
 

@@ -1,0 +1,78 @@
+#include "proxy/admin.h"
+
+#include <event2/buffer.h>
+#include <event2/keyvalq_struct.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstring>
+#include <stdexcept>
+
+#include "shared/net.h"
+
+namespace dingbridge::proxy {
+
+AdminServer::AdminServer(const std::string& address, SharedState& shared) : shared_(shared) {
+    std::string text = address;
+    const bool zero = text.size() > 2 && text.substr(text.size() - 2) == ":0";
+    auto hp = split_host_port(zero ? text.substr(0, text.size() - 1) + "1" : text);
+    if (!hp) throw std::runtime_error("invalid admin address " + address);
+    const std::uint16_t port = zero ? 0 : hp->port;
+    base_ = event_base_new();
+    http_ = evhttp_new(base_);
+    if (!base_ || !http_) throw std::runtime_error("cannot create admin HTTP server");
+    evhttp_set_allowed_methods(http_, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_max_headers_size(http_, 8192);
+    evhttp_set_max_body_size(http_, 0);
+    evhttp_set_timeout(http_, 10);
+    evhttp_set_gencb(http_, &AdminServer::on_request, this);
+    evhttp_bound_socket* sock = evhttp_bind_socket_with_handle(http_, hp->host.c_str(), port);
+    if (sock == nullptr) throw std::runtime_error("cannot listen on admin address " + address);
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    getsockname(evhttp_bound_socket_get_fd(sock), reinterpret_cast<sockaddr*>(&ss), &len);
+    auto ip = IpAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
+    const std::uint16_t bound_port = ss.ss_family == AF_INET ? ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port)
+                                                             : ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+    bound_ = (ip && !ip->is_v4() ? "[" + ip->to_string() + "]" : (ip ? ip->to_string() : hp->host)) + ":" +
+             std::to_string(bound_port);
+    thread_ = std::thread([this] { event_base_dispatch(base_); });
+}
+
+AdminServer::~AdminServer() {
+    if (base_) event_base_loopexit(base_, nullptr);
+    if (thread_.joinable()) thread_.join();
+    if (http_) evhttp_free(http_);
+    if (base_) event_base_free(base_);
+}
+
+void AdminServer::on_request(evhttp_request* req, void* arg) {
+    auto* self = static_cast<AdminServer*>(arg);
+    const char* uri = evhttp_request_get_uri(req);
+    std::string path = uri ? uri : "";
+    if (const auto q = path.find('?'); q != std::string::npos) path.resize(q);
+    evbuffer* out = evbuffer_new();
+    evkeyvalq* headers = evhttp_request_get_output_headers(req);
+    if (path == "/metrics") {
+        const std::string body = self->shared_.metrics.render_prometheus();
+        evbuffer_add(out, body.data(), body.size());
+        evhttp_add_header(headers, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+        evhttp_send_reply(req, 200, "OK", out);
+    } else if (path == "/healthz") {
+        evhttp_add_header(headers, "Content-Type", "text/plain");
+        if (self->shared_.draining.load()) {
+            evbuffer_add_printf(out, "draining\n");
+            evhttp_send_reply(req, 503, "Service Unavailable", out);
+        } else {
+            evbuffer_add_printf(out, "ok\n");
+            evhttp_send_reply(req, 200, "OK", out);
+        }
+    } else {
+        evhttp_add_header(headers, "Content-Type", "text/plain");
+        evbuffer_add_printf(out, "not found (try /metrics or /healthz)\n");
+        evhttp_send_reply(req, 404, "Not Found", out);
+    }
+    evbuffer_free(out);
+}
+
+}  // namespace dingbridge::proxy

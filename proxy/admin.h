@@ -1,0 +1,36 @@
+#pragma once
+// The admin endpoint of dingbridge-proxy: a small HTTP server on its own listener and thread
+// (loopback in the example config) serving GET /metrics (Prometheus text) and GET /healthz
+// (200 "ok", or 503 "draining" during shutdown). Nothing else; no request body is read.
+
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include <string>
+#include <thread>
+
+#include "proxy/worker.h"
+
+namespace dingbridge::proxy {
+
+class AdminServer {
+public:
+    // Binds `address` ("ip:port", port 0 allowed); throws std::runtime_error when it cannot.
+    AdminServer(const std::string& address, SharedState& shared);
+    ~AdminServer();
+    AdminServer(const AdminServer&) = delete;
+    AdminServer& operator=(const AdminServer&) = delete;
+
+    const std::string& bound_address() const { return bound_; }
+
+private:
+    static void on_request(evhttp_request* req, void* arg);
+
+    SharedState& shared_;
+    event_base* base_ = nullptr;
+    evhttp* http_ = nullptr;
+    std::string bound_;
+    std::thread thread_;
+};
+
+}  // namespace dingbridge::proxy

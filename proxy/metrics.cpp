@@ -1,0 +1,162 @@
+#include "proxy/metrics.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+namespace dingbridge::proxy {
+
+namespace {
+
+std::string label_value(const std::string& v) {
+    // Prometheus text format: escape backslash, quote and newline in label values.
+    std::string out;
+    for (char c : v) {
+        if (c == '\\') out += "\\\\";
+        else if (c == '"') out += "\\\"";
+        else if (c == '\n') out += "\\n";
+        else out += c;
+    }
+    return out;
+}
+
+void line(std::string& out, const std::string& name, const std::string& labels, double value) {
+    char buf[64];
+    if (value == std::floor(value) && std::fabs(value) < 1e15) std::snprintf(buf, sizeof buf, "%.0f", value);
+    else std::snprintf(buf, sizeof buf, "%.6f", value);
+    out += name;
+    if (!labels.empty()) out += "{" + labels + "}";
+    out += " ";
+    out += buf;
+    out += "\n";
+}
+
+void help(std::string& out, const char* name, const char* type, const char* text) {
+    out += std::string("# HELP ") + name + " " + text + "\n# TYPE " + name + " " + type + "\n";
+}
+
+}  // namespace
+
+const char* denial_name(Denial d) {
+    switch (d) {
+        case Denial::malformed: return "malformed";
+        case Denial::method: return "method";
+        case Denial::head_too_large: return "head_too_large";
+        case Denial::header_timeout: return "header_timeout";
+        case Denial::auth: return "auth";
+        case Denial::source: return "source";
+        case Denial::destination: return "destination";
+        case Denial::network: return "network";
+        case Denial::tunnel_limit: return "tunnel_limit";
+        case Denial::rate_limit: return "rate_limit";
+        case Denial::auth_throttled: return "auth_throttled";
+        case Denial::max_connections: return "max_connections";
+        case Denial::loop: return "loop";
+        case Denial::tls_required: return "tls_required";
+        case Denial::count_: break;
+    }
+    return "unknown";
+}
+
+void Histogram::observe(std::chrono::microseconds value) {
+    const double seconds = static_cast<double>(value.count()) / 1e6;
+    std::size_t i = 0;
+    while (i < kBounds.size() && seconds > kBounds[i]) ++i;
+    buckets_[i]++;
+    count_++;
+    sum_us_ += static_cast<std::uint64_t>(std::max<std::int64_t>(0, value.count()));
+}
+
+void Histogram::render(std::string& out, const std::string& name, const std::string& labels) const {
+    std::uint64_t cumulative = 0;
+    const std::string sep = labels.empty() ? "" : labels + ",";
+    for (std::size_t i = 0; i < kBounds.size(); ++i) {
+        cumulative += buckets_[i].load();
+        char le[32];
+        std::snprintf(le, sizeof le, "%g", kBounds[i]);
+        line(out, name + "_bucket", sep + "le=\"" + le + "\"", static_cast<double>(cumulative));
+    }
+    cumulative += buckets_[kBounds.size()].load();
+    line(out, name + "_bucket", sep + "le=\"+Inf\"", static_cast<double>(cumulative));
+    line(out, name + "_sum", labels, static_cast<double>(sum_us_.load()) / 1e6);
+    line(out, name + "_count", labels, static_cast<double>(count_.load()));
+}
+
+int RateBucket::take(double rate, double burst) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto now = std::chrono::steady_clock::now();
+    if (tokens_ < 0) {
+        tokens_ = burst;
+    } else {
+        const double elapsed = std::chrono::duration<double>(now - last_).count();
+        tokens_ = std::min(burst, tokens_ + elapsed * rate);
+    }
+    last_ = now;
+    if (tokens_ >= 1.0) {
+        tokens_ -= 1.0;
+        return 0;
+    }
+    return std::max(1, static_cast<int>(std::ceil((1.0 - tokens_) / rate)));
+}
+
+TenantRuntime& Metrics::tenant(const std::string& name) {
+    std::lock_guard<std::mutex> lock(tenants_mutex_);
+    auto& slot = tenants_[name];
+    if (!slot) slot = std::make_unique<TenantRuntime>();
+    return *slot;
+}
+
+void Metrics::count_connection(TenantRuntime& t, int status) {
+    std::lock_guard<std::mutex> lock(t.status_mutex);
+    t.by_status[status]++;
+}
+
+std::string Metrics::render_prometheus() const {
+    std::string out;
+    out.reserve(4096);
+    std::lock_guard<std::mutex> lock(tenants_mutex_);
+
+    help(out, "dingbridge_proxy_connections_total", "counter",
+         "Client connections by tenant and final status (200 = tunnel established).");
+    for (const auto& [name, t] : tenants_) {
+        std::lock_guard<std::mutex> l(t->status_mutex);
+        for (const auto& [status, n] : t->by_status) {
+            line(out, "dingbridge_proxy_connections_total",
+                 "tenant=\"" + label_value(name) + "\",status=\"" + std::to_string(status) + "\"", static_cast<double>(n));
+        }
+    }
+    help(out, "dingbridge_proxy_active_tunnels", "gauge", "Tunnels currently relaying, by tenant.");
+    for (const auto& [name, t] : tenants_) {
+        if (name.empty()) continue;
+        line(out, "dingbridge_proxy_active_tunnels", "tenant=\"" + label_value(name) + "\"", static_cast<double>(t->active.load()));
+    }
+    help(out, "dingbridge_proxy_bytes_total", "counter", "Bytes relayed, by tenant and direction (up = client to destination).");
+    for (const auto& [name, t] : tenants_) {
+        if (name.empty()) continue;
+        line(out, "dingbridge_proxy_bytes_total", "tenant=\"" + label_value(name) + "\",direction=\"up\"",
+             static_cast<double>(t->bytes_up.load()));
+        line(out, "dingbridge_proxy_bytes_total", "tenant=\"" + label_value(name) + "\",direction=\"down\"",
+             static_cast<double>(t->bytes_down.load()));
+    }
+    help(out, "dingbridge_proxy_denials_total", "counter", "Refused requests by reason.");
+    for (int i = 0; i < static_cast<int>(Denial::count_); ++i) {
+        line(out, "dingbridge_proxy_denials_total", std::string("reason=\"") + denial_name(static_cast<Denial>(i)) + "\"",
+             static_cast<double>(denials_[i].load()));
+    }
+    help(out, "dingbridge_proxy_auth_failures_total", "counter", "Failed proxy authentications.");
+    line(out, "dingbridge_proxy_auth_failures_total", "", static_cast<double>(denials_[static_cast<int>(Denial::auth)].load()));
+    help(out, "dingbridge_proxy_dns_failures_total", "counter", "Destination names that could not be resolved.");
+    line(out, "dingbridge_proxy_dns_failures_total", "", static_cast<double>(dns_failures_.load()));
+    help(out, "dingbridge_proxy_reloads_total", "counter", "Configuration reloads by result.");
+    line(out, "dingbridge_proxy_reloads_total", "result=\"success\"", static_cast<double>(reloads_ok_.load()));
+    line(out, "dingbridge_proxy_reloads_total", "result=\"failure\"", static_cast<double>(reloads_failed_.load()));
+    help(out, "dingbridge_proxy_open_connections", "gauge", "Client connections currently open (any state).");
+    line(out, "dingbridge_proxy_open_connections", "", static_cast<double>(open_connections_.load()));
+    help(out, "dingbridge_proxy_connect_duration_seconds", "histogram", "Time to connect to the destination.");
+    connect_latency.render(out, "dingbridge_proxy_connect_duration_seconds", "");
+    help(out, "dingbridge_proxy_setup_duration_seconds", "histogram", "Time from accept to tunnel established.");
+    setup_latency.render(out, "dingbridge_proxy_setup_duration_seconds", "");
+    return out;
+}
+
+}  // namespace dingbridge::proxy
