@@ -69,7 +69,7 @@ int main(int argc, char** argv) {
   app.add_option("--emp-leave-max", so.emp_leave_max_results, "Largest maxResults accepted by empLeaveRecords")
       ->check(CLI::PositiveNumber);
   auto* gen = app.add_option("--generate", generate,
-                             "Generate an org: users=N,departments=M,depth=D,seed=S (deterministic)");
+                             "Generate an org: users=N,departments=M,depth=D,seed=S (deterministic; the default when --org is absent is users=50,departments=8,depth=3,seed=1)");
   auto* org_opt = app.add_option("--org", org_file, "Load the org from a fixture JSON file (README: Fixture format)");
   gen->excludes(org_opt);
   app.add_option("--dump", dump, "Write the org as fixture JSON at startup and again at exit");
