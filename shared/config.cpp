@@ -28,6 +28,27 @@ std::string trim(const std::string& s) {
     return s.substr(b, e - b);
 }
 
+// yaml-cpp keeps the first of two equal keys and silently drops the other; a configuration
+// with a repeated key almost always means an edit went to the wrong place, so refuse it.
+void reject_duplicate_keys(const YAML::Node& node, const std::string& file, const std::string& path) {
+    if (node.IsMap()) {
+        std::set<std::string> keys;
+        for (auto it = node.begin(); it != node.end(); ++it) {
+            const std::string key = it->first.Scalar();
+            const std::string child = path.empty() ? key : path + "." + key;
+            if (!keys.insert(key).second) {
+                throw ConfigError(file, it->first.Mark().line + 1, it->first.Mark().column + 1, child,
+                                  "duplicate key '" + key + "'");
+            }
+            reject_duplicate_keys(it->second, file, child);
+        }
+    } else if (node.IsSequence()) {
+        for (std::size_t i = 0; i < node.size(); ++i) {
+            reject_duplicate_keys(node[i], file, path + "[" + std::to_string(i) + "]");
+        }
+    }
+}
+
 }  // namespace
 
 ConfigError::ConfigError(std::string file, int line, int column, std::string key, std::string reason)
@@ -133,6 +154,7 @@ ConfigNode ConfigNode::load_string(const std::string& text, const std::string& n
     try {
         YAML::Node root = YAML::Load(text);
         if (!root.IsDefined() || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+        reject_duplicate_keys(root, name, "");
         ConfigNode node(root, file, "");
         if (!root.IsMap()) node.fail("the top level must be a mapping of keys");
         return node;

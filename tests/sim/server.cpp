@@ -92,11 +92,14 @@ private:
         qs = amp == std::string_view::npos ? std::string_view() : qs.substr(amp + 1);
       }
     }
-    // Tickets are random alphanumerics, so URL-decoding is not needed; decode %XX anyway.
+    // Tickets are random alphanumerics; still decode %XX (peer input: never throw on it).
+    auto hex = [](char c) {
+      return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    };
     std::string decoded;
     for (size_t i = 0; i < ticket.size(); ++i) {
-      if (ticket[i] == '%' && i + 2 < ticket.size()) {
-        decoded.push_back(static_cast<char>(std::stoi(ticket.substr(i + 1, 2), nullptr, 16)));
+      if (ticket[i] == '%' && i + 2 < ticket.size() && hex(ticket[i + 1]) >= 0 && hex(ticket[i + 2]) >= 0) {
+        decoded.push_back(static_cast<char>(hex(ticket[i + 1]) * 16 + hex(ticket[i + 2])));
         i += 2;
       } else {
         decoded.push_back(ticket[i]);

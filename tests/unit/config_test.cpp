@@ -73,6 +73,17 @@ BOOST_AUTO_TEST_CASE(yaml_syntax_error_has_position) {
     }
 }
 
+BOOST_AUTO_TEST_CASE(duplicate_keys_are_refused_not_silently_dropped) {
+    try {
+        ConfigNode::load_string("limits:\n  a: 1\nother: 2\nlimits:\n  a: 2\n", "dup.yaml");
+        BOOST_FAIL("duplicate key accepted");
+    } catch (const ConfigError& e) {
+        BOOST_TEST(e.line() == 4);
+        BOOST_TEST(std::string(e.what()).find("duplicate key 'limits'") != std::string::npos);
+    }
+    BOOST_CHECK_THROW(ConfigNode::load_string("t:\n  - name: a\n    name: b\n", "dup.yaml"), ConfigError);
+}
+
 BOOST_AUTO_TEST_CASE(missing_required_key_is_named) {
     auto root = ConfigNode::load_string("a: 1\n", "x.yaml");
     try {

@@ -1,0 +1,457 @@
+"""Integration tests of dingbridge-proxy's production features: TLS listeners (curl --proxy
+https://), client certificates (openssl s_client), dedicated listeners, tenant limits (429),
+auth-failure throttling, max_connections, /metrics and /healthz, SIGHUP reload under live
+tunnels, broken reloads, SIGTERM drain, and the loop guard. Loopback only.
+"""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+PASSWORD = "prod-pw-7Hk"
+CONNECTOR_SUBJECT = "CN=connector.test,O=dingbridge tests"
+
+
+def make_client_cert(directory, ca, ca_key, name, subject):
+    d = Path(directory)
+    key, csr, cert = d / f"{name}.key", d / f"{name}.csr", d / f"{name}.pem"
+    harness.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                 "-keyout", str(key), "-out", str(csr), "-subj", subject])
+    ext = d / f"{name}.ext"
+    ext.write_text("basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
+    harness.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+                 "-out", str(cert), "-days", "2", "-extfile", str(ext)])
+    return str(cert), str(key)
+
+
+def reply_world(conn):
+    """Reads 5 bytes, answers 'world', closes."""
+    data = b""
+    while len(data) < 5:
+        chunk = conn.recv(5 - len(data))
+        if not chunk:
+            return
+        data += chunk
+    conn.sendall(b"world")
+
+
+def echo(conn):
+    while True:
+        d = conn.recv(65536)
+        if not d:
+            return
+        conn.sendall(d)
+
+
+def metrics_text(proxy):
+    admin = next(a for a in proxy.ready.read_text().split() if a.startswith("admin="))[len("admin="):]
+    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def healthz(proxy):
+    admin = next(a for a in proxy.ready.read_text().split() if a.startswith("admin="))[len("admin="):]
+    try:
+        with urllib.request.urlopen(f"http://{admin}/healthz", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def metric(text, name, **labels):
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" (\S+)"
+    m = re.search("^" + pattern + "$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def open_tunnel(host, port, target, credentials=None, source=None, timeout=10):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    if source:
+        s.bind((source, 0))
+    s.connect((host, port))
+    head = f"CONNECT {target} HTTP/1.1\r\n"
+    if credentials:
+        import base64
+        head += "Proxy-Authorization: Basic " + base64.b64encode(credentials.encode()).decode() + "\r\n"
+    s.sendall(head.encode() + b"\r\n")
+    status, head_bytes, rest = harness.read_response_head(s)
+    return s, status, head_bytes, rest
+
+
+class Production(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.work = harness.Workdir()
+        w = Path(cls.work.path)
+        cls.ca, cls.cert, cls.key = harness.make_ca_and_cert(cls.work.path)
+        cls.ca_key = str(w / "ca.key")
+        cls.client_cert, cls.client_key = make_client_cert(cls.work.path, cls.ca, cls.ca_key, "connector",
+                                                           "/O=dingbridge tests/CN=connector.test")
+        other = w / "other"
+        other.mkdir()
+        other_ca, _, _ = harness.make_ca_and_cert(str(other))
+        cls.rogue_cert, cls.rogue_key = make_client_cert(str(other), other_ca, str(other / "ca.key"), "rogue",
+                                                         "/O=dingbridge tests/CN=connector.test")
+        cls.hash = harness.hash_password(PASSWORD)
+        cls.world = harness.TcpServer(reply_world)
+        cls.echo = harness.TcpServer(echo)
+        cls.proxy = harness.Proxy(cls.work.path, cls.config_text())
+        cls.addr = {}
+        for i, a in enumerate(cls.proxy.ready.read_text().split()):
+            if not a.startswith("admin="):
+                cls.addr[i] = int(a.rsplit(":", 1)[1])
+
+    @classmethod
+    def config_text(cls):
+        return f"""
+listeners:
+  - address: "127.0.0.1:0"          # 0: TLS
+    tls:
+      certificate: "{cls.cert}"
+      key: "{cls.key}"
+  - address: "127.0.0.1:0"          # 1: plain, credentials refused
+    require_tls: true
+  - address: "127.0.0.1:0"          # 2: TLS with required client certificates
+    tls:
+      certificate: "{cls.cert}"
+      key: "{cls.key}"
+      client_ca: "{cls.ca}"
+      client_certificate: require
+  - address: "127.0.0.1:0"          # 3: dedicated to the java tenant
+    tenant: java
+  - address: "127.0.0.1:0"          # 4: plain, for limits
+workers: 2
+limits:
+  header_timeout: 5s
+  connect_timeout: 2s
+auth_failures:
+  max_failures: 3
+  window: 1m
+  cooldown: 1m
+admin:
+  address: "127.0.0.1:0"
+tenants:
+  - name: agent
+    users: [{{name: agent, password_hash: "{cls.hash}"}}]
+    destinations: ["127.0.0.1:1024-65535", "localhost:1024-65535"]
+    allow_internal_networks: ["127.0.0.0/8"]
+  - name: connector
+    client_certificates: ["{CONNECTOR_SUBJECT}"]
+    destinations: ["127.0.0.1:{cls.world.port}"]
+    allow_internal_networks: ["127.0.0.0/8"]
+  - name: java
+    source_networks: ["127.0.0.0/8"]
+    destinations: ["127.0.0.1:{cls.world.port}"]
+    allow_internal_networks: ["127.0.0.0/8"]
+  - name: limited
+    users: [{{name: limited, password_hash: "{cls.hash}"}}]
+    destinations: ["127.0.0.1:{cls.echo.port}"]
+    allow_internal_networks: ["127.0.0.0/8"]
+    max_tunnels: 2
+  - name: rated
+    users: [{{name: rated, password_hash: "{cls.hash}"}}]
+    destinations: ["127.0.0.1:{cls.world.port}"]
+    allow_internal_networks: ["127.0.0.0/8"]
+    connect_rate: 2/m
+    connect_burst: 2
+"""
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proxy.stop()
+        cls.world.stop()
+        cls.echo.stop()
+        logs = Path(cls.proxy.stdout.name).read_text() + Path(cls.proxy.stderr.name).read_text()
+        assert PASSWORD not in logs
+        cls.work.cleanup()
+
+    def test_curl_through_https_proxy_verifies_both_certificates(self):
+        tls_server = harness.TlsServer(self.cert, self.key)
+        try:
+            r = subprocess.run(["curl", "-sS", "--proxy", f"https://localhost:{self.addr[0]}", "--proxy-cacert", self.ca,
+                                "-U", f"agent:{PASSWORD}", "--cacert", self.ca, "-m", "10",
+                                f"https://localhost:{tls_server.port}/"], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(r.stdout, harness.TlsServer.BODY.decode())
+            self.proxy.wait_for_log(lambda l: " tls " in l and "status=200" in l and "user=agent" in l)
+            # Without the proxy's CA the client refuses to send its credentials to the proxy.
+            r = subprocess.run(["curl", "-sS", "--proxy", f"https://localhost:{self.addr[0]}",
+                                "--proxy-cacert", self.rogue_cert, "-U", f"agent:{PASSWORD}", "--cacert", self.ca,
+                                "-m", "10", f"https://localhost:{tls_server.port}/"], capture_output=True, text=True)
+            self.assertNotEqual(r.returncode, 0)
+        finally:
+            tls_server.stop()
+
+    def test_require_tls_listener_refuses_credentials_in_clear(self):
+        s, status, head, rest = open_tunnel("127.0.0.1", self.addr[1], f"127.0.0.1:{self.echo.port}", f"agent:{PASSWORD}")
+        s.close()
+        self.assertEqual(status, 403)
+        self.proxy.wait_for_log(lambda l: "only over TLS" in l)
+
+    def s_client(self, port, cert=None, key=None, payload=b""):
+        cmd = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", self.ca, "-verify_return_error",
+               "-quiet", "-ign_eof", "-servername", "localhost"]
+        if cert:
+            cmd += ["-cert", cert, "-key", key]
+        return subprocess.run(cmd, input=payload, capture_output=True, timeout=20)
+
+    def test_client_certificate_maps_to_tenant(self):
+        r = self.s_client(self.addr[2], self.client_cert, self.client_key,
+                          f"CONNECT 127.0.0.1:{self.world.port} HTTP/1.1\r\n\r\nhello".encode())
+        self.assertIn(b"HTTP/1.1 200 Connection established", r.stdout, r.stderr)
+        self.assertTrue(r.stdout.endswith(b"world"), r.stdout)
+        self.proxy.wait_for_log(lambda l: "tenant=connector" in l and f"user=cert:{CONNECTOR_SUBJECT}" in l)
+
+    def test_client_certificate_from_unknown_ca_is_rejected(self):
+        r = self.s_client(self.addr[2], self.rogue_cert, self.rogue_key,
+                          f"CONNECT 127.0.0.1:{self.world.port} HTTP/1.1\r\n\r\nhello".encode())
+        self.assertNotIn(b"200 Connection established", r.stdout)
+        self.proxy.wait_for_log(lambda l: "TLS handshake failed" in l)
+
+    def test_missing_client_certificate_is_rejected(self):
+        r = self.s_client(self.addr[2], payload=f"CONNECT 127.0.0.1:{self.world.port} HTTP/1.1\r\n\r\n".encode())
+        self.assertNotIn(b"200 Connection established", r.stdout)
+
+    def test_dedicated_listener_identifies_tenant_without_credentials(self):
+        s, status, _, _ = open_tunnel("127.0.0.1", self.addr[3], f"127.0.0.1:{self.world.port}")
+        self.assertEqual(status, 200)
+        s.sendall(b"hello")
+        self.assertEqual(harness.recv_all(s), b"world")
+        s.close()
+        self.proxy.wait_for_log(lambda l: "tenant=java" in l and "status=200" in l)
+        # The same client on the general listener has no identity.
+        s, status, _, _ = open_tunnel("127.0.0.1", self.addr[4], f"127.0.0.1:{self.world.port}")
+        s.close()
+        self.assertEqual(status, 407)
+
+    def test_tunnel_limit_answers_429_and_frees_on_close(self):
+        held = []
+        for _ in range(2):
+            s, status, _, _ = open_tunnel("127.0.0.1", self.addr[4], f"127.0.0.1:{self.echo.port}", f"limited:{PASSWORD}")
+            self.assertEqual(status, 200)
+            held.append(s)
+        m = metrics_text(self.proxy)
+        self.assertEqual(metric(m, "dingbridge_proxy_active_tunnels", tenant="limited"), 2)
+        s, status, head, _ = open_tunnel("127.0.0.1", self.addr[4], f"127.0.0.1:{self.echo.port}", f"limited:{PASSWORD}")
+        s.close()
+        self.assertEqual(status, 429)
+        self.assertIn(b"Retry-After: 1", head)
+        held.pop().close()
+        deadline = time.time() + 5
+        while metric(metrics_text(self.proxy), "dingbridge_proxy_active_tunnels", tenant="limited") != 1:
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.05)
+        s, status, _, _ = open_tunnel("127.0.0.1", self.addr[4], f"127.0.0.1:{self.echo.port}", f"limited:{PASSWORD}")
+        self.assertEqual(status, 200)
+        s.close()
+        for h in held:
+            h.close()
+        m = metrics_text(self.proxy)
+        self.assertGreaterEqual(metric(m, "dingbridge_proxy_denials_total", reason="tunnel_limit"), 1)
+        self.assertGreaterEqual(metric(m, "dingbridge_proxy_connections_total", tenant="limited", status="429"), 1)
+
+    def test_connect_rate_answers_429_with_retry_after(self):
+        statuses = []
+        for _ in range(3):
+            s, status, head, _ = open_tunnel("127.0.0.1", self.addr[4], f"127.0.0.1:{self.world.port}", f"rated:{PASSWORD}")
+            s.close()
+            statuses.append((status, head))
+        self.assertEqual([st for st, _ in statuses], [200, 200, 429])
+        retry = int(re.search(rb"Retry-After: (\d+)", statuses[2][1]).group(1))
+        self.assertGreaterEqual(retry, 1)
+        self.assertLessEqual(retry, 30)  # 2 per minute: one token every 30 s
+
+    def test_repeated_auth_failures_are_throttled_per_source(self):
+        source = "127.0.0.3"  # its own address, so other tests are not throttled
+        for _ in range(3):
+            s, status, _, _ = open_tunnel("127.0.0.1", self.addr[4], f"127.0.0.1:{self.echo.port}", "agent:wrong", source)
+            s.close()
+            self.assertEqual(status, 407)
+        s, status, head, _ = open_tunnel("127.0.0.1", self.addr[4], f"127.0.0.1:{self.echo.port}", f"agent:{PASSWORD}",
+                                         source)
+        s.close()
+        self.assertEqual(status, 429)  # even the right password waits for the cool-down
+        self.assertIn(b"Retry-After:", head)
+        s, status, _, _ = open_tunnel("127.0.0.1", self.addr[4], f"127.0.0.1:{self.echo.port}", f"agent:{PASSWORD}",
+                                      "127.0.0.4")
+        s.close()
+        self.assertEqual(status, 200)  # other sources are unaffected
+        self.assertGreaterEqual(metric(metrics_text(self.proxy), "dingbridge_proxy_denials_total", reason="auth_throttled"), 1)
+
+    def test_loop_to_own_listener_is_refused(self):
+        s, status, head, rest = open_tunnel("127.0.0.1", self.addr[4], f"127.0.0.1:{self.addr[4]}", f"agent:{PASSWORD}")
+        s.close()
+        self.assertEqual(status, 403)
+        self.proxy.wait_for_log(lambda l: "destination is this proxy" in l)
+
+    def test_metrics_follow_traffic(self):
+        before = metrics_text(self.proxy)
+        s, status, _, _ = open_tunnel("127.0.0.1", self.addr[4], f"127.0.0.1:{self.echo.port}", f"agent:{PASSWORD}")
+        self.assertEqual(status, 200)
+        s.sendall(b"x" * 1000)
+        got = b""
+        while len(got) < 1000:
+            got += s.recv(4096)
+        s.close()
+        deadline = time.time() + 5
+        while True:
+            after = metrics_text(self.proxy)
+            if metric(after, "dingbridge_proxy_connections_total", tenant="agent", status="200") > \
+                    metric(before, "dingbridge_proxy_connections_total", tenant="agent", status="200"):
+                break
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.05)
+        self.assertEqual(metric(after, "dingbridge_proxy_bytes_total", tenant="agent", direction="up") -
+                         metric(before, "dingbridge_proxy_bytes_total", tenant="agent", direction="up"), 1000)
+        self.assertGreater(metric(after, "dingbridge_proxy_setup_duration_seconds_count"),
+                           metric(before, "dingbridge_proxy_setup_duration_seconds_count"))
+        self.assertIn("# TYPE dingbridge_proxy_connect_duration_seconds histogram", after)
+        self.assertEqual(healthz(self.proxy), 200)
+
+
+class MaxConnections(unittest.TestCase):
+    def test_connections_beyond_the_limit_get_503_without_queueing(self):
+        work = harness.Workdir()
+        try:
+            h = harness.hash_password(PASSWORD)
+            proxy = harness.Proxy(work.path, f"""
+listeners: ["127.0.0.1:0"]
+workers: 1
+limits:
+  max_connections: 3
+  header_timeout: 20s
+tenants:
+  - name: agent
+    users: [{{name: agent, password_hash: "{h}"}}]
+    destinations: ["127.0.0.1:1024-65535"]
+""")
+            try:
+                idle = [socket.create_connection((proxy.host, proxy.port)) for _ in range(3)]
+                time.sleep(0.2)
+                s = socket.create_connection((proxy.host, proxy.port), timeout=5)
+                status, head, body = harness.read_response_head(s)
+                s.close()
+                self.assertEqual(status, 503)
+                for c in idle:
+                    c.close()
+                deadline = time.time() + 5
+                while True:  # slots free up once the idle connections are gone
+                    s = socket.create_connection((proxy.host, proxy.port), timeout=5)
+                    s.sendall(b"CONNECT 127.0.0.1:1 HTTP/1.1\r\n\r\n")
+                    status, _, _ = harness.read_response_head(s)
+                    s.close()
+                    if status == 407:
+                        break
+                    self.assertLess(time.time(), deadline)
+                    time.sleep(0.05)
+            finally:
+                proxy.stop()
+        finally:
+            work.cleanup()
+
+
+class ReloadAndDrain(unittest.TestCase):
+    def config(self, destinations):
+        return f"""
+listeners: ["127.0.0.1:0"]
+workers: 2
+limits:
+  shutdown_grace: 20s
+admin:
+  address: "127.0.0.1:0"
+tenants:
+  - name: agent
+    users: [{{name: agent, password_hash: "{self.hash}"}}]
+    destinations: {destinations}
+    allow_internal_networks: ["127.0.0.0/8"]
+"""
+
+    def setUp(self):
+        self.work = harness.Workdir()
+        self.hash = harness.hash_password(PASSWORD)
+        self.echo = harness.TcpServer(echo)
+        self.proxy = harness.Proxy(self.work.path, self.config(f'["127.0.0.1:{self.echo.port}"]'))
+
+    def tearDown(self):
+        self.proxy.stop()
+        self.echo.stop()
+        self.work.cleanup()
+
+    def roundtrip(self, s, payload):
+        s.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+    def wait_metric(self, name, value, **labels):
+        deadline = time.time() + 5
+        while metric(metrics_text(self.proxy), name, **labels) != value:
+            self.assertLess(time.time(), deadline, f"{name} never reached {value}")
+            time.sleep(0.05)
+
+    def test_reload_keeps_live_tunnels_and_applies_to_new_connections(self):
+        live, status, _, _ = open_tunnel(self.proxy.host, self.proxy.port, f"127.0.0.1:{self.echo.port}", f"agent:{PASSWORD}")
+        self.assertEqual(status, 200)
+        self.assertEqual(self.roundtrip(live, b"before"), b"before")
+        # New policy: the echo server is no longer an allowed destination.
+        self.proxy.config.write_text(self.config('["127.0.0.1:1"]'))
+        self.proxy.proc.send_signal(signal.SIGHUP)
+        self.wait_metric("dingbridge_proxy_reloads_total", 1, result="success")
+        self.assertEqual(self.roundtrip(live, b"after reload"), b"after reload")  # not cut
+        s, status, _, _ = open_tunnel(self.proxy.host, self.proxy.port, f"127.0.0.1:{self.echo.port}", f"agent:{PASSWORD}")
+        s.close()
+        self.assertEqual(status, 403)  # new connections see the new policy
+
+        # A broken file keeps the running configuration and says where it is broken.
+        self.proxy.config.write_text(self.config('["127.0.0.1:1"]').replace("shutdown_grace: 20s", "shutdown_grace: whenever"))
+        self.proxy.proc.send_signal(signal.SIGHUP)
+        self.wait_metric("dingbridge_proxy_reloads_total", 1, result="failure")
+        err = self.proxy.stderr_text()
+        self.assertRegex(err, re.escape(str(self.proxy.config)) + r":5:19: limits\.shutdown_grace: invalid duration")
+        self.assertIn("keeping the running configuration", err)
+        self.assertEqual(self.roundtrip(live, b"still here"), b"still here")
+        s, status, _, _ = open_tunnel(self.proxy.host, self.proxy.port, f"127.0.0.1:{self.echo.port}", f"agent:{PASSWORD}")
+        s.close()
+        self.assertEqual(status, 403)
+        live.close()
+
+    def test_sigterm_drains_open_tunnels_then_exits_zero(self):
+        live, status, _, _ = open_tunnel(self.proxy.host, self.proxy.port, f"127.0.0.1:{self.echo.port}", f"agent:{PASSWORD}")
+        self.assertEqual(status, 200)
+        self.proxy.proc.send_signal(signal.SIGTERM)
+        deadline = time.time() + 5
+        while healthz(self.proxy) != 503:
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.05)
+        # No new connections are accepted while draining.
+        with self.assertRaises(OSError):
+            c = socket.create_connection((self.proxy.host, self.proxy.port), timeout=2)
+            c.sendall(b"CONNECT 127.0.0.1:1 HTTP/1.1\r\n\r\n")
+            if not c.recv(1):
+                raise ConnectionResetError("closed")
+        # The open tunnel keeps working until its client is done.
+        self.assertEqual(self.roundtrip(live, b"during drain"), b"during drain")
+        self.assertIsNone(self.proxy.proc.poll())
+        live.close()
+        self.assertEqual(self.proxy.proc.wait(10), 0)
+        self.assertIn("dingbridge-proxy stopped", self.proxy.stderr_text())
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
