@@ -756,6 +756,17 @@ def test_stream(tmp, certs):
     f = next_event(ws2)
     eq((f["headers"]["eventType"], json.loads(f["data"])["userId"]), ("user_add_org", ["s2"]), "queued event delivered on reconnect")
     ack(ws2, f)
+    d = sim.admin("dept/create", {"name": "T", "parent_id": 1})[1]["dept_id"]
+    sim.admin("dept/update", {"dept_id": d, "name": "T2"})
+    sim.admin("dept/remove", {"dept_id": d})
+    got = []
+    for _ in range(4):
+        f = next_event(ws2)
+        ack(ws2, f)
+        got.append((f["headers"]["eventType"], json.loads(f["data"]).get("deptId")))
+    eq(got, [("org_dept_create", [d]), ("org_dept_modify", [d]), ("org_change", None), ("org_dept_remove", [d])],
+       "department mutations stream in order")
+    wait_until(lambda: all(e["acked"] for e in sim.admin("events")[1]["stream"]["events"]), "acks recorded")
     st, ev = sim.admin("events")
     check(all(e["acked"] for e in ev["stream"]["events"]), "all events acked")
     check(ev["stream"]["redeliveries"] >= 2, "redeliveries counted")
@@ -831,9 +842,17 @@ def test_push(tmp, certs):
     check(first["sig_ok"], "signature verifies")
     eq(first["owner"], APP_KEY, "ownerKey is the AppKey")
     sim.admin("user/create", {"userid": "p1", "name": "推送", "dept_id_list": [1]})
-    sim.admin("dept/create", {"name": "P", "parent_id": 1})
+    dept = sim.admin("dept/create", {"name": "P", "parent_id": 1})[1]["dept_id"]
+    sim.admin("dept/update", {"dept_id": dept, "name": "P2"})
+    sim.admin("user/update", {"userid": "p1", "title": "x"})
+    sim.admin("user/remove", {"userid": "p1"})
+    sim.admin("dept/remove", {"dept_id": dept})
     ev = wait_until(lambda: [r["event"] for r in PushReceiver.received if r["event"]["EventType"] != "check_url"]
-                    if len(PushReceiver.received) >= 5 else None, "events pushed")
+                    if len(PushReceiver.received) >= 10 else None, "events pushed")
+    eq([(e["EventType"], e.get("UserId"), e.get("DeptId")) for e in ev],
+       [("user_add_org", ["p1"], None), ("org_dept_create", None, [dept]), ("org_dept_modify", None, [dept]),
+        ("org_change", None, None), ("user_modify_org", ["p1"], None), ("user_leave_org", ["p1"], None),
+        ("org_dept_remove", None, [dept])], "every mutation pushes its event, in order")
     e = ev[0]
     eq((e["EventType"], e["UserId"], e["CorpId"]), ("user_add_org", ["p1"], CORP_ID), "user event")
     check(isinstance(e["TimeStamp"], str), "TimeStamp is a string")
