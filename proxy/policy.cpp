@@ -149,8 +149,7 @@ void Policy::CredentialCache::insert(const std::string& user, const std::string&
 Policy::Policy(std::vector<Tenant> tenants, NetworkSet deny_networks)
     : tenants_(std::move(tenants)),
       deny_(std::move(deny_networks)),
-      cache_(std::make_unique<CredentialCache>()),
-      dummy_(PasswordHash::create("dingbridge-dummy", ScryptParams{})) {}
+      cache_(std::make_unique<CredentialCache>()) {}
 
 const Tenant* Policy::find_tenant(const std::string& name) const {
     for (const auto& t : tenants_)
@@ -197,7 +196,9 @@ AuthResult Policy::authenticate(const IpAddress& source, const ConnectRequest& r
         }
         result.user = request.basic->user;
         if (user == nullptr) {
-            (void)dummy_.verify(request.basic->password);
+            // Same work as a real check, so response time doesn't reveal which user names exist.
+            static const PasswordHash dummy = PasswordHash::create("dingbridge-dummy", ScryptParams{});
+            (void)dummy.verify(request.basic->password);
             result.outcome = AuthOutcome::bad_credentials;
             return result;
         }

@@ -109,7 +109,6 @@ private:
     std::vector<Tenant> tenants_;
     NetworkSet deny_;
     std::unique_ptr<CredentialCache> cache_;
-    PasswordHash dummy_;  // verified against for unknown users, so timing doesn't reveal names
 };
 
 }  // namespace dingbridge::proxy

@@ -339,7 +339,10 @@ class TunnelSemantics(ProxyTestCase):
             self.assertEqual(received, [total])
             growth_kib = peak[0] - baseline
             print(f"\nRSS baseline {baseline} KiB, peak {peak[0]} KiB, growth {growth_kib} KiB during 1 GiB", file=sys.stderr)
-            self.assertLess(growth_kib, 8 * 1024, "proxy RSS grew by more than 8 MiB while relaying 1 GiB")
+            if os.environ.get("DINGBRIDGE_SANITIZED"):
+                print("sanitizer build: allocator quarantine inflates RSS, bound not checked", file=sys.stderr)
+            else:
+                self.assertLess(growth_kib, 8 * 1024, "proxy RSS grew by more than 8 MiB while relaying 1 GiB")
             self.proxy.wait_for_log(lambda l: f"up={total}" in l)
         finally:
             server.stop()

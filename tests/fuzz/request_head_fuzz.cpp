@@ -1,0 +1,29 @@
+// libFuzzer target: the CONNECT request-head parser, the first code that sees internet bytes.
+// Checks invariants beyond "no crash": an accepted head names a valid host:port, and an IP
+// target re-parses to the same address.
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "proxy/request_head.h"
+#include "shared/net.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    const std::string_view input(reinterpret_cast<const char*>(data), size);
+    const std::size_t end = dingbridge::proxy::find_head_end(input);
+    const std::string_view head = end == std::string_view::npos ? input : input.substr(0, end);
+    const auto result = dingbridge::proxy::parse_connect_head(head);
+    if (result.error == dingbridge::proxy::HeadError::none) {
+        const auto& r = result.request;
+        if (r.port == 0 || r.host.empty()) __builtin_trap();
+        if (r.host_is_ip) {
+            auto ip = dingbridge::IpAddress::parse(r.host);
+            if (!ip || ip->to_string() != r.host) __builtin_trap();
+        } else if (!dingbridge::is_valid_hostname(r.host)) {
+            __builtin_trap();
+        }
+    }
+    (void)dingbridge::proxy::base64_decode(input);
+    (void)dingbridge::Cidr::parse(input);
+    return 0;
+}
