@@ -189,12 +189,12 @@ def test_tokens(tmp, certs):
     eq(sim.top("v2/department/get", {"dept_id": 1}, t2)["errcode"], 0, "new token works")
     sim.stop()
     # Real TTL expiry, and the bare-40014 variant (§9).
-    sim = Sim(tmp, certs, "--token-ttl", "1", "--plain-token-errors")
+    sim = Sim(tmp, certs, "--token-ttl", "2", "--plain-token-errors")
     t = sim.token()
     st, b = sim.get(f"/gettoken?appkey={APP_KEY}&appsecret={APP_SECRET}")
-    check(b["expires_in"] <= 1, "short ttl reported")
+    check(b["expires_in"] <= 2, "short ttl reported")
     eq(sim.top("v2/department/get", {"dept_id": 1}, t)["errcode"], 0, "fresh token")
-    time.sleep(2.2)
+    time.sleep(3.1)
     b = sim.top("v2/department/get", {"dept_id": 1}, t)
     eq((b["errcode"], "sub_code" in b), (40014, False), "ttl expiry with plain errors")
     check(sim.token() != t, "new token after ttl")
@@ -248,6 +248,13 @@ def test_directory(tmp, certs):
     check(len(chain) >= 3, "depth reached")
     for a, p in zip(chain, chain[1:]):
         eq(depts[a]["parent_id"], p, "chain follows parent_id")
+    st, b = sim.get(f"/department/list?access_token={tok}&id=1&fetch_child=true&lang=zh_CN")
+    eq((b["errcode"], {d["id"] for d in b["department"]}), (0, set(depts) - {1}), "legacy recursive list")
+    eq(set(b["department"][0]), {"id", "name", "parentid", "createDeptGroup", "autoAddUser"}, "legacy keys")
+    st, b = sim.get(f"/department/list?access_token={tok}&id=1")
+    eq(len(b["department"]), len(seen_root := sim.top("v2/department/listsubid", {}, tok)["result"]["dept_id_list"]),
+       "legacy list without fetch_child is one level")
+    eq(sim.get("/department/list?access_token=bogus")[1]["errcode"], 40014, "legacy endpoints use bare 40014")
     root = sim.top("v2/department/get", {"dept_id": 1}, tok)["result"]
     check("parent_id" not in root, "root parent_id absent by default (§9)")
     eq(sim.top("v2/department/get", {"dept_id": 999}, tok)["errcode"], 60003, "unknown dept")

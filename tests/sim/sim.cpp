@@ -337,7 +337,7 @@ ApiResponse Simulator::handle(const ApiRequest& req) {
 }
 
 ApiResponse Simulator::dingtalk(const ApiRequest& req, std::string_view path, const Query& q) {
-  bool known = path == "/gettoken" || path == "/v1.0/oauth2/accessToken" ||
+  bool known = path == "/gettoken" || path == "/department/list" || path == "/v1.0/oauth2/accessToken" ||
                path == "/v1.0/gateway/connections/open" || path == "/v1.0/contact/empLeaveRecords";
   for (const char* p : kTopapiPaths) known |= path == p;
   note_call(known ? std::string(path) : std::string("(unknown)"));
@@ -346,6 +346,7 @@ ApiResponse Simulator::dingtalk(const ApiRequest& req, std::string_view path, co
     return get_token(req, q);
   }
   if (path.rfind("/topapi/", 0) == 0) return topapi(req, path, q);
+  if (path == "/department/list") return legacy_department_list(req, q);
   if (path.rfind("/v1.0/", 0) == 0) {
     if (path == "/v1.0/oauth2/accessToken" && req.method == "POST") return new_access_token(req);
     if (path == "/v1.0/gateway/connections/open" && req.method == "POST") return open_connection(req);
@@ -482,6 +483,39 @@ ApiResponse Simulator::emp_leave_records(const Query& q) {
   w.end_array();
   if (end < hits.size()) w.kv("nextToken", std::to_string(end));  // absent on the last page (§9)
   w.end_object();
+  ApiResponse r;
+  r.body = w.take();
+  return r;
+}
+
+// Legacy recursive list used by go-ldap-admin (§2): GET, plain errcodes, different key names.
+ApiResponse Simulator::legacy_department_list(const ApiRequest& req, const Query& q) {
+  const std::string* token = q.get("access_token");
+  if (!token || !token_valid(*token)) return oapi_error(40014, "不合法的access_token");
+  if (!allowed_source(req.source_ip))
+    return oapi_error(60020, "访问ip不在白名单之中,request ip=" + req.source_ip + " appKey(" + opts_.app_key + ")");
+  if (count_and_throttle("/department/list"))
+    return oapi_error(opts_.throttle_code == "90002" ? 90002 : 90018, "app qps limit, apiPath(/department/list)");
+  int64_t id = 1;
+  if (const auto* v = q.get("id"); v && !v->empty()) {
+    auto r = std::from_chars(v->data(), v->data() + v->size(), id);
+    if (r.ec != std::errc() || r.ptr != v->data() + v->size()) return oapi_error(40035, "不合法的参数 id");
+  }
+  const auto* fc = q.get("fetch_child");
+  const bool recursive = fc && *fc == "true";
+  const Department* root = org_->dept(id);
+  if (!root) return oapi_error(60003, "部门不存在或已删除");
+  JsonWriter w;
+  w.begin_object().kv("errcode", 0).kv("errmsg", "ok").key("department").begin_array();
+  std::vector<int64_t> queue(root->children_.begin(), root->children_.end());
+  for (size_t i = 0; i < queue.size(); ++i) {
+    const Department* d = org_->dept(queue[i]);
+    if (!d) continue;
+    w.begin_object().kv("id", d->dept_id).kv("name", d->name).kv("parentid", d->parent_id);
+    w.kv("createDeptGroup", d->create_dept_group).kv("autoAddUser", d->auto_add_user).end_object();
+    if (recursive) queue.insert(queue.end(), d->children_.begin(), d->children_.end());
+  }
+  w.end_array().end_object();
   ApiResponse r;
   r.body = w.take();
   return r;

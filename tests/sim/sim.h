@@ -119,6 +119,7 @@ private:
   ApiResponse new_access_token(const ApiRequest& req);
   ApiResponse open_connection(const ApiRequest& req);
   ApiResponse emp_leave_records(const Query& q);
+  ApiResponse legacy_department_list(const ApiRequest& req, const Query& q);
 
   // Token store: one live token per app; repeat fetch returns it and extends it (§1).
   std::string issue_token();
