@@ -156,6 +156,11 @@ ProxyConfig parse_proxy_config(const ConfigNode& root) {
         cfg.workers = std::max(1u, std::thread::hardware_concurrency());
     }
     cfg.realm = root.get_string("realm", cfg.realm);
+    if (auto relay = root.find("relay")) {
+        const std::string mode = relay->as_string();
+        if (mode != "splice" && mode != "buffered") relay->fail("must be splice or buffered");
+        cfg.splice = mode == "splice";
+    }
     for (char c : cfg.realm) {
         if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20) root.get("realm").fail("realm must not contain quotes, backslashes or control characters");
     }

@@ -39,6 +39,7 @@ struct ProxyConfig {
     std::chrono::milliseconds connect_timeout{10'000};
     std::chrono::milliseconds idle_timeout{2 * 3600 * 1000};
     std::size_t buffer_size = 64 * 1024;  // per direction high watermark
+    bool splice = true;                   // relay plain tunnels with splice(2)
     std::chrono::milliseconds tls_handshake_timeout{10'000};
     std::chrono::milliseconds shutdown_grace{30'000};
     std::uint64_t max_connections = 0;  // 0 = unlimited

@@ -383,22 +383,63 @@ void Tunnel::upstream_connected() {
     evutil_freeaddrinfo(addresses_);
     addresses_ = next_address_ = nullptr;
     status_ = 200;
+    arm_timer(config_->idle_timeout);
+    if (config_->splice && !tls_client_ && !client_eof_ && evbuffer_get_length(bufferevent_get_input(client_)) == 0 &&
+        start_splice_relay()) {
+        return;
+    }
     static constexpr std::string_view kEstablished = "HTTP/1.1 200 Connection established\r\n\r\n";
     bufferevent_write(client_, kEstablished.data(), kEstablished.size());
     const std::size_t high = config_->buffer_size;
+    for (bufferevent* bev : {client_, upstream_}) {
+        bufferevent_set_max_single_read(bev, high);
+        bufferevent_set_max_single_write(bev, high);
+    }
     bufferevent_setwatermark(client_, EV_READ, 0, high);
     bufferevent_setwatermark(upstream_, EV_READ, 0, high);
     // Writable callbacks fire when the peer's output falls to half: that resumes a paused reader.
     bufferevent_setwatermark(client_, EV_WRITE, high / 2, 0);
     bufferevent_setwatermark(upstream_, EV_WRITE, high / 2, 0);
     bufferevent_enable(upstream_, EV_READ | EV_WRITE);
-    arm_timer(config_->idle_timeout);
     // Bytes the client sent right after the CONNECT head go first.
     if (evbuffer_get_length(bufferevent_get_input(client_)) > 0) relay(client_, upstream_, bytes_up_);
     if (state_ != State::relaying) return;
     if (client_eof_) peer_eof(client_);
     else bufferevent_enable(client_, EV_READ);
 }
+
+bool Tunnel::start_splice_relay() {
+    static constexpr std::string_view kEstablished = "HTTP/1.1 200 Connection established\r\n\r\n";
+    const int client_fd = bufferevent_getfd(client_);
+    const int upstream_fd = bufferevent_getfd(upstream_);
+    // The client's send buffer is empty at this point, so the short reply goes out in one call;
+    // anything else (EAGAIN, partial) falls back to the buffered relay before touching state.
+    if (::send(client_fd, kEstablished.data(), kEstablished.size(), MSG_NOSIGNAL | MSG_DONTWAIT) !=
+        static_cast<ssize_t>(kEstablished.size())) {
+        return false;
+    }
+    for (bufferevent** bev : {&client_, &upstream_}) {
+        bufferevent_disable(*bev, EV_READ | EV_WRITE);
+        bufferevent_setfd(*bev, -1);  // detach: the relay owns the descriptor now
+        bufferevent_free(*bev);
+        *bev = nullptr;
+    }
+    SpliceRelay::Listener& listener = *this;
+    relay_ = std::make_unique<SpliceRelay>(worker_.base(), worker_.pipes(), client_fd, upstream_fd, listener);
+    if (!relay_->start()) {
+        close("out of memory");
+        return true;  // handled (closed)
+    }
+    return true;
+}
+
+void Tunnel::relay_progress(bool upstream_bound, std::size_t bytes) {
+    (upstream_bound ? bytes_up_ : bytes_down_) += bytes;
+    if (runtime_) (upstream_bound ? runtime_->bytes_up : runtime_->bytes_down) += bytes;
+    last_activity_ = Clock::now();
+}
+
+void Tunnel::relay_finished(const char* reason) { close(reason); }
 
 void Tunnel::relay(bufferevent* from, bufferevent* to, std::uint64_t& counter) {
     evbuffer* in = bufferevent_get_input(from);
@@ -577,6 +618,7 @@ void Tunnel::close(const char* reason) {
     if (status_ == 200 && std::string_view(reason) != "completed") reason_ = reason;
     state_ = State::closed;
     if (dns_pending_ && dns_request_) evdns_getaddrinfo_cancel(dns_request_);
+    if (relay_) relay_->stop();  // deleted with the tunnel, not inside its own callback
     if (client_) {
         bufferevent_free(client_);
         client_ = nullptr;

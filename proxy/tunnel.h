@@ -20,13 +20,14 @@
 
 #include "proxy/config.h"
 #include "proxy/metrics.h"
+#include "proxy/splice_relay.h"
 #include "shared/net.h"
 
 namespace dingbridge::proxy {
 
 class Worker;
 
-class Tunnel {
+class Tunnel final : private SpliceRelay::Listener {
 public:
     Tunnel(Worker& worker, std::shared_ptr<const ProxyConfig> config, evutil_socket_t fd, const sockaddr* source,
            unsigned listener_index);
@@ -57,6 +58,11 @@ private:
     void resolved(int result, evutil_addrinfo* addresses);
     void try_next_address();
     void upstream_connected();
+    // Plain tunnels relay with splice(2) once established; TLS clients (and tunnels whose
+    // client sent early data) keep the buffered bufferevent relay.
+    bool start_splice_relay();
+    void relay_progress(bool upstream_bound, std::size_t bytes) override;
+    void relay_finished(const char* reason) override;
     void relay(bufferevent* from, bufferevent* to, std::uint64_t& counter);
     void drained(bufferevent* to);
     void peer_eof(bufferevent* from);
@@ -74,6 +80,7 @@ private:
     State state_ = State::reading_head;
     bufferevent* client_ = nullptr;
     bufferevent* upstream_ = nullptr;
+    std::unique_ptr<SpliceRelay> relay_;  // replaces both bufferevents while splicing
     event* timer_ = nullptr;
 
     IpAddress source_ip_;

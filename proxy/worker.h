@@ -22,6 +22,7 @@
 #include "proxy/auth_throttle.h"
 #include "proxy/config.h"
 #include "proxy/metrics.h"
+#include "proxy/splice_relay.h"
 
 namespace dingbridge::proxy {
 
@@ -61,6 +62,7 @@ public:
     evdns_base* dns() { return dns_; }
     spdlog::logger& access_log() { return *access_log_; }
     SharedState& shared() { return shared_; }
+    PipePool& pipes() { return pipes_; }
 
     void retire(Tunnel* tunnel);
     std::size_t open_connections() const { return open_.load(); }
@@ -91,6 +93,7 @@ private:
     event* stop_event_ = nullptr;
     event* stop_accepting_event_ = nullptr;
     SharedState& shared_;
+    PipePool pipes_;  // declared before the tunnels are freed in ~Worker, destroyed after them
     std::vector<std::unique_ptr<ListenerSlot>> listeners_;
     std::unordered_set<Tunnel*> live_;
     std::vector<Tunnel*> retired_;
