@@ -1,0 +1,124 @@
+#include "agent/config.h"
+
+#include <filesystem>
+
+#include "shared/config.h"
+
+namespace dingbridge::agent {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string resolve_relative(const std::string& base_file, const std::string& p) {
+    if (p.empty() || fs::path(p).is_absolute()) return p;
+    return (fs::path(base_file).parent_path() / p).lexically_normal().string();
+}
+
+void check_url(const ConfigNode& n, const std::string& url, bool allow_http) {
+    bool https = url.rfind("https://", 0) == 0;
+    bool http = url.rfind("http://", 0) == 0;
+    if (!https && !(allow_http && http))
+        n.fail(allow_http ? "must start with http:// or https://" : "must start with https://");
+}
+
+}  // namespace
+
+std::vector<std::string> AgentConfig::secrets() const {
+    std::vector<std::string> s;
+    if (!client.app_secret.empty()) s.push_back(client.app_secret);
+    if (!client.transport.proxy_password.empty()) s.push_back(client.transport.proxy_password);
+    return s;
+}
+
+std::string redact(std::string text, const std::vector<std::string>& secrets) {
+    for (const auto& s : secrets) {
+        if (s.size() < 4) continue;
+        for (size_t p = text.find(s); p != std::string::npos; p = text.find(s, p + 3)) text.replace(p, s.size(), "***");
+    }
+    return text;
+}
+
+AgentConfig AgentConfig::load(const std::string& path) {
+    AgentConfig c;
+    c.file = path;
+    ConfigNode root = ConfigNode::load_file(path);
+    if (!root.is_map()) root.fail("agent.yaml must be a YAML map");
+
+    ConfigNode dt = root.get("dingtalk");
+    c.corp_id = dt.get_string("corp_id", "");
+    c.client.app_key = dt.get("app_key").as_string();
+    if (c.client.app_key.empty()) dt.get("app_key").fail("must not be empty");
+    c.client.app_secret = dt.get("app_secret").as_secret();
+    if (c.client.app_secret.empty()) dt.get("app_secret").fail("must not be empty");
+    if (auto n = dt.find("oapi_base_url")) {
+        c.client.oapi_base = n->as_string();
+        check_url(*n, c.client.oapi_base, false);
+    }
+    if (auto n = dt.find("api_base_url")) {
+        c.api_base_url = n->as_string();
+        check_url(*n, c.api_base_url, false);
+    }
+    if (auto n = dt.find("ca_file")) c.client.transport.ca_file = resolve_relative(path, n->as_string());
+    if (auto n = dt.find("root_department")) c.root_department = n->as_int(1, INT64_MAX);
+    if (auto n = dt.find("qps")) c.client.qps = static_cast<double>(n->as_int(1, 1000));
+    if (auto n = dt.find("concurrency")) c.client.transport.max_in_flight = static_cast<int>(n->as_int(1, 64));
+    if (auto n = dt.find("max_attempts")) c.client.max_attempts = static_cast<int>(n->as_int(1, 20));
+    c.client.transport.connect_timeout = dt.get_duration("connect_timeout", std::chrono::seconds(10));
+    c.client.transport.request_timeout = dt.get_duration("request_timeout", std::chrono::seconds(30));
+    c.client.backoff_base = dt.get_duration("backoff_base", std::chrono::milliseconds(200));
+    c.client.backoff_max = dt.get_duration("backoff_max", std::chrono::seconds(8));
+    dt.reject_unknown();
+
+    if (auto proxy = root.find("proxy")) {
+        if (auto n = proxy->find("url")) {
+            c.client.transport.proxy_url = n->as_string();
+            if (!c.client.transport.proxy_url.empty()) check_url(*n, c.client.transport.proxy_url, true);
+        }
+        c.client.transport.proxy_username = proxy->get_string("username", "");
+        if (auto n = proxy->find("password")) c.client.transport.proxy_password = n->as_secret();
+        if (!c.client.transport.proxy_password.empty() && c.client.transport.proxy_username.empty())
+            proxy->get("password").fail("a password needs a username");
+        if (auto n = proxy->find("ca_file")) c.client.transport.proxy_ca_file = resolve_relative(path, n->as_string());
+        proxy->reject_unknown();
+    }
+
+    c.state_dir = resolve_relative(path, root.get("state_dir").as_string());
+    if (c.state_dir.empty()) root.get("state_dir").fail("must not be empty");
+
+    if (auto target = root.find("target")) {
+        if (auto n = target->find("type")) {
+            c.target_type = n->as_string();
+            if (c.target_type != "sqlite") n->fail("must be sqlite (scim is not available yet)");
+        }
+        if (auto n = target->find("path")) c.target_path = resolve_relative(path, n->as_string());
+        target->reject_unknown();
+    }
+    if (c.target_path.empty()) c.target_path = (fs::path(c.state_dir) / "org.db").string();
+
+    c.mapping_file = resolve_relative(path, root.get("mapping").as_string());
+
+    if (auto sg = root.find("safeguard")) {
+        if (auto n = sg->find("max_deletes")) {
+            c.max_deletes_text = n->as_string();
+            auto l = DeleteLimit::parse(c.max_deletes_text);
+            if (!l) n->fail("must be a count (50) or a percentage (\"10%\")");
+        }
+        sg->reject_unknown();
+    }
+    c.max_deletes = *DeleteLimit::parse(c.max_deletes_text);
+    c.progress_interval = root.get_duration("progress_interval", std::chrono::seconds(5));
+
+    if (auto log = root.find("log")) {
+        c.log.level = log->get_string("level", "info");
+        if (!valid_log_level(c.log.level)) log->get("level").fail("must be trace, debug, info, warn, error, critical or off");
+        c.log.format = log->get_string("format", "text");
+        if (c.log.format != "text" && c.log.format != "json") log->get("format").fail("must be text or json");
+        if (auto f = log->find("file")) c.log.file = resolve_relative(path, f->as_string());
+        log->reject_unknown();
+    }
+    root.reject_unknown();
+    return c;
+}
+
+}  // namespace dingbridge::agent

@@ -1,0 +1,41 @@
+#pragma once
+// AgentConfig: agent.yaml (every key documented in configs/agent.yaml). Loading throws
+// ConfigError with file:line:column; secrets (${env:NAME}, ${file:/path}) are resolved here and
+// kept only in memory; `secrets()` lists their values so that every message the agent writes
+// can be scrubbed of them.
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "agent/dingtalk/client.h"
+#include "agent/org/plan.h"
+#include "shared/log.h"
+
+namespace dingbridge::agent {
+
+struct AgentConfig {
+    std::string file;
+    std::string corp_id;
+    dingtalk::ClientSettings client;
+    std::string api_base_url = "https://api.dingtalk.com";
+    std::int64_t root_department = 1;
+    std::string target_type = "sqlite";
+    std::string target_path;  // sqlite file
+    std::string mapping_file;
+    DeleteLimit max_deletes;
+    std::string max_deletes_text = "10%";
+    std::string state_dir;
+    std::chrono::milliseconds progress_interval{5000};
+    LogSettings log;
+
+    std::vector<std::string> secrets() const;
+
+    static AgentConfig load(const std::string& path);  // throws ConfigError
+};
+
+// Replaces every occurrence of each secret (non-empty, length >= 4) with "***".
+std::string redact(std::string text, const std::vector<std::string>& secrets);
+
+}  // namespace dingbridge::agent

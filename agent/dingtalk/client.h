@@ -1,0 +1,101 @@
+#pragma once
+// DingTalkClient: the oapi client the sync uses. Calls are queued per API path and started from
+// run() when (a) the API's token bucket has a token, (b) fewer than `concurrency` transfers are
+// in flight and (c) a valid access token is held. The token is fetched on first use, refreshed
+// 5 minutes before expiry and after a token error (the call is retried once, §1). Busy,
+// throttle, 5xx and network failures are retried with exponential backoff and full jitter, at
+// most `max_attempts` times; throttle answers wait at least 1 s (§4). Failures that no retry can
+// fix (IP not allow-listed, bad AppKey/AppSecret, missing permission, proxy refusal, TLS) stop
+// run() and are returned. Single-threaded: handlers run inside run() and may queue more calls.
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "agent/dingtalk/errors.h"
+#include "agent/dingtalk/http.h"
+#include "agent/dingtalk/limiter.h"
+
+namespace dingbridge::agent::dingtalk {
+
+struct ClientSettings {
+    std::string oapi_base = "https://oapi.dingtalk.com";
+    std::string app_key;
+    std::string app_secret;  // secret: only ever placed in the gettoken URL
+    double qps = 15;         // per API path; keep below DingTalk's 20/s
+    int max_attempts = 6;
+    std::chrono::milliseconds backoff_base{200};
+    std::chrono::milliseconds backoff_max{8000};
+    TransportSettings transport;
+};
+
+struct ClientStats {
+    std::uint64_t requests = 0;
+    std::uint64_t retries = 0;
+    std::uint64_t throttled = 0;
+    std::uint64_t token_fetches = 0;
+};
+
+class DingTalkClient {
+public:
+    // Parses and consumes a successful body; returns a failure (not consumed) to retry/report.
+    using Handler = std::function<std::optional<ApiFailure>(std::string& body)>;
+    using Failed = std::function<void(const ApiFailure&)>;
+
+    explicit DingTalkClient(ClientSettings settings);
+
+    // Queues a topapi POST with a JSON body.
+    void call(const std::string& api, std::string json_body, Handler handler, Failed failed);
+
+    // Runs queued calls until none is left; `tick` is called about every 200 ms. Returns the
+    // fatal failure that stopped the run, if any (pending calls are then dropped).
+    std::optional<ApiFailure> run(const std::function<void()>& tick = {});
+
+    // Fetches a token now (check-config): the token or the failure.
+    std::optional<ApiFailure> ensure_token();
+
+    const ClientStats& stats() const { return stats_; }
+    static bool fatal(const ApiFailure& f);
+
+private:
+    using Clock = std::chrono::steady_clock;
+    struct Pending {
+        std::string api;
+        std::string body;
+        Handler handler;
+        Failed failed;
+        int attempt = 0;
+        bool token_retried = false;
+        Clock::time_point not_before{};
+    };
+
+    void start(Pending p);
+    void start_token_fetch();
+    void on_response(Pending p, HttpResponse&& r);
+    void retry_later(Pending p, const ApiFailure& f);
+    ApiFailure transport_failure(const std::string& api, const HttpResponse& r) const;
+    std::string url_for(const std::string& api) const;
+
+    ClientSettings settings_;
+    HttpTransport transport_;
+    RateLimiter limiter_;
+    std::map<std::string, std::deque<Pending>> queues_;
+    std::vector<Pending> delayed_;
+    std::optional<ApiFailure> fatal_;
+    std::string token_;
+    Clock::time_point token_refresh_at_{};
+    Clock::time_point token_retry_at_{};
+    bool token_fetching_ = false;
+    int token_failures_ = 0;
+    std::mt19937_64 rng_;
+    ClientStats stats_;
+};
+
+}  // namespace dingbridge::agent::dingtalk

@@ -1,0 +1,58 @@
+#include "agent/dingtalk/errors.h"
+
+namespace dingbridge::agent::dingtalk {
+
+const char* failure_kind_name(FailureKind kind) {
+    switch (kind) {
+        case FailureKind::network: return "network";
+        case FailureKind::proxy_refused: return "proxy_refused";
+        case FailureKind::tls: return "tls";
+        case FailureKind::http_status: return "http";
+        case FailureKind::busy: return "busy";
+        case FailureKind::throttle: return "throttle";
+        case FailureKind::token: return "token";
+        case FailureKind::ip_denied: return "ip_not_allowed";
+        case FailureKind::permission: return "permission";
+        case FailureKind::bad_credentials: return "bad_credentials";
+        case FailureKind::not_found: return "not_found";
+        case FailureKind::malformed: return "malformed";
+        case FailureKind::api: return "api";
+    }
+    return "?";
+}
+
+bool ApiFailure::retryable() const {
+    switch (kind) {
+        case FailureKind::network:
+        case FailureKind::busy:
+        case FailureKind::throttle: return true;
+        case FailureKind::http_status: return http_status >= 500 || http_status == 429;
+        default: return false;
+    }
+}
+
+std::string ApiFailure::message() const {
+    std::string m = api + ": ";
+    if (kind == FailureKind::network) {
+        m += "network error: " + detail;
+    } else if (kind == FailureKind::proxy_refused) {
+        m += "the proxy refused the tunnel with HTTP " + std::to_string(proxy_status);
+        if (!detail.empty()) m += ": " + detail;
+    } else if (kind == FailureKind::tls) {
+        m += "TLS failure: " + detail;
+    } else if (kind == FailureKind::malformed) {
+        m += "malformed response: " + detail;
+    } else if (kind == FailureKind::http_status && errcode == 0) {
+        m += "HTTP " + std::to_string(http_status);
+        if (!detail.empty()) m += ": " + detail;
+    } else {
+        m += "errcode " + std::to_string(errcode);
+        if (!sub_code.empty()) m += " sub_code " + sub_code;
+        m += ": " + errmsg;
+        if (!detail.empty()) m += " (" + detail + ")";
+    }
+    m += " (request id " + (request_id.empty() ? std::string("none") : request_id) + ")";
+    return m;
+}
+
+}  // namespace dingbridge::agent::dingtalk

@@ -1,0 +1,95 @@
+#include "agent/doctor.h"
+
+#include "agent/dingtalk/client.h"
+#include "agent/dingtalk/parse.h"
+#include "agent/sync/full_sync.h"
+
+namespace dingbridge::agent {
+
+using dingtalk::ApiFailure;
+using dingtalk::FailureKind;
+
+namespace {
+
+const char* headline(const ApiFailure& f, bool via_proxy) {
+    switch (f.kind) {
+        case FailureKind::network: return via_proxy ? "proxy unreachable" : "DingTalk unreachable";
+        case FailureKind::proxy_refused:
+            return f.proxy_status == 407 ? "proxy refused the credentials (407)"
+                   : f.proxy_status == 403 ? "proxy refused the destination (403)"
+                                           : "proxy could not open the tunnel";
+        case FailureKind::tls: return "TLS/CA failure";
+        case FailureKind::bad_credentials: return "wrong AppKey/AppSecret";
+        case FailureKind::ip_denied: return "egress IP not on DingTalk's allow-list";
+        case FailureKind::permission: return "missing contact permission";
+        default: return "DingTalk error";
+    }
+}
+
+}  // namespace
+
+bool check_online(const AgentConfig& config, std::ostream& out) {
+    const auto secrets = config.secrets();
+    const bool via_proxy = !config.client.transport.proxy_url.empty();
+    dingtalk::ClientSettings s = config.client;
+    s.max_attempts = 2;
+    s.backoff_base = std::chrono::milliseconds(100);
+    dingtalk::DingTalkClient client(s);
+    out << "path: " << (via_proxy ? "through proxy " + redact(config.client.transport.proxy_url, secrets) : std::string("direct"))
+        << " to " << config.client.oapi_base << "\n";
+    auto report = [&](const char* step, const ApiFailure& f) {
+        out << step << ": FAIL: " << headline(f, via_proxy) << "\n  " << redact(explain_failure(f, config), secrets) << "\n";
+    };
+    if (auto f = client.ensure_token()) {
+        report("token", *f);
+        return false;
+    }
+    out << "token: ok (proxy, TLS, AppKey/AppSecret and egress IP accepted)\n";
+
+    // Contact permissions: one call per API the sync uses (§2, §3 name their scopes).
+    bool ok = true;
+    struct Probe {
+        const char* api;
+        std::string body;
+    };
+    std::string root = std::to_string(config.root_department);
+    const Probe probes[] = {
+        {"/topapi/v2/department/listsub", "{\"dept_id\":" + root + "}"},
+        {"/topapi/v2/department/get", "{\"dept_id\":" + root + "}"},
+        {"/topapi/v2/user/list", "{\"dept_id\":" + root + ",\"cursor\":0,\"size\":1,\"contain_access_limit\":true}"},
+    };
+    std::vector<std::optional<ApiFailure>> results(std::size(probes));
+    for (size_t i = 0; i < std::size(probes); ++i) {
+        std::string api = probes[i].api;
+        client.call(api, probes[i].body,
+                    [api](std::string& body) -> std::optional<ApiFailure> {
+                        // Any well-formed success proves the permission; parse to check the envelope.
+                        if (api == "/topapi/v2/user/list") {
+                            auto r = dingtalk::parse_user_list(api, body);
+                            return r.ok() ? std::nullopt : std::optional<ApiFailure>(r.failure());
+                        }
+                        if (api == "/topapi/v2/department/get") {
+                            auto r = dingtalk::parse_dept_get(api, body);
+                            return r.ok() ? std::nullopt : std::optional<ApiFailure>(r.failure());
+                        }
+                        auto r = dingtalk::parse_listsub(api, body);
+                        return r.ok() ? std::nullopt : std::optional<ApiFailure>(r.failure());
+                    },
+                    [&results, i](const ApiFailure& f) { results[i] = f; });
+    }
+    if (auto f = client.run()) {
+        report("contacts", *f);
+        return false;
+    }
+    for (size_t i = 0; i < std::size(probes); ++i) {
+        if (results[i]) {
+            ok = false;
+            report(probes[i].api, *results[i]);
+        } else {
+            out << probes[i].api << ": ok\n";
+        }
+    }
+    return ok;
+}
+
+}  // namespace dingbridge::agent

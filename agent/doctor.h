@@ -1,0 +1,17 @@
+#pragma once
+// check-config --online: calls DingTalk through the configured path step by step (proxy,
+// TLS, token, contact permissions) and tells apart each failure with what to do: proxy
+// unreachable, proxy refused credentials (407) or destination (403), TLS/CA failure, wrong
+// AppKey/AppSecret, egress IP not allow-listed (with the IP DingTalk saw), missing contact
+// permission (checked with real contact calls: a token alone proves nothing).
+
+#include <ostream>
+
+#include "agent/config.h"
+
+namespace dingbridge::agent {
+
+// Returns true when every check passed.
+bool check_online(const AgentConfig& config, std::ostream& out);
+
+}  // namespace dingbridge::agent

@@ -1,0 +1,89 @@
+#pragma once
+// Diff and ordered plan (pure): compares the desired org (fetched from DingTalk and mapped)
+// with the target's current state by external_id — never by name, so a rename or a move is an
+// update of the same object — and orders the changes so that every step is valid on its own:
+// department creates and updates parents-first, user creates/updates, user removals (disable or
+// delete), department removals children-first. Also applies the unique-field conflict rule
+// (the later user is skipped with a reason), the "no removals from an incomplete read" rule and
+// the deletion safeguard. No I/O; unit-tested directly.
+
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "agent/org/schema.h"
+
+namespace dingbridge::agent {
+
+enum class ChangeKind {
+    create_department,
+    update_department,
+    create_user,
+    update_user,
+    disable_user,
+    delete_user,
+    delete_department,
+};
+const char* change_kind_name(ChangeKind kind);
+
+struct Change {
+    ChangeKind kind = ChangeKind::create_department;
+    std::string external_id;
+    OrgDepartment department;  // create/update_department: the desired state
+    OrgUser user;              // create/update_user: the desired state
+    std::string detail;        // fields that change, or why it is removed
+};
+
+struct SkippedItem {
+    std::string object_type;  // "user" or "department"
+    std::string external_id;
+    std::string reason;
+};
+
+struct PlanOptions {
+    bool allow_removals = true;  // false after an incomplete read
+    bool delete_removed_users = false;  // removed_users.action: delete
+    std::int64_t delete_disabled_before = 0;  // Unix s; disabled users removed before this are deleted (0 = never)
+    // Objects whose DingTalk state is unknown after a failed read: neither updated nor removed.
+    std::set<std::string> frozen_users;
+    std::set<std::string> frozen_departments;
+};
+
+struct PlanCounts {
+    int create_department = 0, update_department = 0, delete_department = 0;
+    int create_user = 0, update_user = 0, disable_user = 0, delete_user = 0;
+    int removals() const { return delete_department + disable_user + delete_user; }
+    int total() const {
+        return create_department + update_department + delete_department + create_user + update_user +
+               disable_user + delete_user;
+    }
+};
+
+struct SyncPlan {
+    std::vector<Change> changes;
+    std::vector<SkippedItem> skipped;
+    PlanCounts counts;
+    bool removals_suppressed = false;  // removals were due but the read was incomplete
+    int suppressed_removals = 0;
+};
+
+SyncPlan make_plan(const OrgSnapshot& desired, const OrgSnapshot& current, const PlanOptions& options);
+
+// Deletion safeguard: "max_deletes" as a count ("50") or a percentage ("10%") of the objects
+// the target holds.
+struct DeleteLimit {
+    bool percent = false;
+    double value = 0;
+    // Parses "50" or "10%"; nullopt when invalid.
+    static std::optional<DeleteLimit> parse(const std::string& text);
+    // Returns an explanation when `removals` exceeds the limit for a target holding `existing`.
+    std::optional<std::string> exceeded(int removals, int existing) const;
+};
+
+// Structural problems of a fetched tree (missing parent, cycle); empty when valid.
+std::vector<std::string> validate_tree(const std::map<std::string, OrgDepartment>& departments,
+                                       const std::string& root_external_id);
+
+}  // namespace dingbridge::agent

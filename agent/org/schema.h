@@ -1,0 +1,65 @@
+#pragma once
+// The identity org schema: the target-neutral model the agent syncs (ARCHITECTURE.md,
+// "Identity org schema"). Plain values keyed by external_id (DingTalk dept_id / userid);
+// equality is field by field, which is what the diff uses to decide "update or not".
+// Structural fields (parents, memberships, leaders, manager) are filled by the sync from
+// DingTalk's tree; the mapping computes the rest.
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace dingbridge::agent {
+
+struct OrgDepartment {
+    std::string external_id;
+    std::string name;
+    std::string parent_external_id;  // empty for the root
+    std::int64_t order = 0;
+    std::vector<std::string> leaders;  // user external ids
+    std::string description;
+    std::map<std::string, std::string> custom;
+
+    friend bool operator==(const OrgDepartment&, const OrgDepartment&) = default;
+};
+
+// A user's place in one department: DingTalk's per-department order and leader flag.
+struct Membership {
+    std::string department;  // external id
+    std::int64_t order = 0;
+    bool leader = false;
+
+    friend bool operator==(const Membership&, const Membership&) = default;
+};
+
+struct OrgUser {
+    std::string external_id;
+    std::string union_id;
+    std::string username;
+    std::string display_name;
+    std::string email;
+    std::string phone;
+    std::string employee_number;
+    std::string title;
+    std::vector<Membership> departments;  // primary first
+    std::string primary_department;
+    std::string manager;
+    bool active = true;
+    std::string avatar_url;
+    std::string hired_at;  // YYYY-MM-DD or empty
+    std::map<std::string, std::string> custom;
+
+    friend bool operator==(const OrgUser&, const OrgUser&) = default;
+};
+
+// One side of a diff: everything a target holds, or everything fetched and mapped.
+struct OrgSnapshot {
+    std::map<std::string, OrgDepartment> departments;
+    std::map<std::string, OrgUser> users;
+    // Users the target keeps but marked removed (disabled by an earlier sync): external id ->
+    // removal time (Unix seconds). Such users are not in `users`.
+    std::map<std::string, std::int64_t> removed_users;
+};
+
+}  // namespace dingbridge::agent

@@ -1,0 +1,140 @@
+#include "agent/sync/build.h"
+
+#include <algorithm>
+#include <deque>
+
+namespace dingbridge::agent {
+
+void merge_user_item(std::map<std::string, dingtalk::MergedUser>& users, std::int64_t dept_id,
+                     dingtalk::UserItem item) {
+    auto [it, inserted] = users.try_emplace(item.userid);
+    dingtalk::MergedUser& m = it->second;
+    for (const auto& p : m.places)
+        if (p.dept_id == dept_id) return;  // the same page read twice (retry after a partial answer)
+    m.places.push_back({dept_id, item.dept_order, item.leader});
+    if (inserted) m.item = std::move(item);
+}
+
+DesiredOrg build_desired(const FetchedOrg& fetched, const Mapping& mapping) {
+    DesiredOrg out;
+    // Which fetched departments are synced: the include subtrees (default: everything under
+    // the root), minus the exclude subtrees. Departments under a failed one are unknown.
+    std::set<std::int64_t> kept;
+    std::set<std::int64_t> unknown;
+    std::vector<std::int64_t> starts = mapping.include_departments();
+    const bool include_all = starts.empty();
+    if (include_all) starts.push_back(fetched.root_id);
+    std::set<std::int64_t> tops(starts.begin(), starts.end());
+    std::deque<std::int64_t> queue;
+    // Walk the whole fetched tree once from the root, tracking whether we are inside an include.
+    std::deque<std::pair<std::int64_t, bool>> walk{{fetched.root_id, include_all || tops.count(fetched.root_id) > 0}};
+    std::set<std::int64_t> visited;
+    while (!walk.empty()) {
+        auto [id, inside] = walk.front();
+        walk.pop_front();
+        if (!visited.insert(id).second) continue;
+        if (mapping.exclude_departments().count(id)) continue;
+        inside = inside || tops.count(id) > 0;
+        const bool failed = fetched.failed_departments.count(id) > 0;
+        if (failed) unknown.insert(id);
+        if (inside && !failed && fetched.departments.count(id)) kept.insert(id);
+        auto ch = fetched.children.find(id);
+        if (ch == fetched.children.end()) continue;
+        for (auto c : ch->second) {
+            if (failed) unknown.insert(c);
+            walk.push_back({c, inside});
+        }
+    }
+    // Everything below an unknown department is unknown too.
+    for (bool grew = true; grew;) {
+        grew = false;
+        for (const auto& [id, kids] : fetched.children)
+            if (unknown.count(id))
+                for (auto c : kids)
+                    if (unknown.insert(c).second) grew = true;
+    }
+    for (auto id : unknown) {
+        kept.erase(id);
+        out.frozen_departments.insert(std::to_string(id));
+    }
+
+    for (auto id : kept) {
+        const auto& d = fetched.departments.at(id);
+        OrgDepartment od = mapping.map_department(d);
+        if (id != fetched.root_id && !(tops.count(id) && !include_all)) {
+            // The parent is kept unless this is the top of an include subtree.
+            od.parent_external_id = std::to_string(d.parent_id);
+        }
+        if (!include_all && tops.count(id)) od.parent_external_id.clear();
+        od.leaders = d.manager_userids;
+        out.snapshot.departments.emplace(od.external_id, std::move(od));
+    }
+
+    for (const auto& [userid, m] : fetched.users) {
+        // Memberships in the order DingTalk lists them (dept_id_list: main department first).
+        std::vector<Membership> places;
+        bool frozen = false;
+        for (auto dept : m.item.dept_id_list) {
+            if (unknown.count(dept)) frozen = true;
+            if (!kept.count(dept)) continue;
+            Membership p{std::to_string(dept), 0, false};
+            for (const auto& pl : m.places)
+                if (pl.dept_id == dept) {
+                    p.order = pl.order;
+                    p.leader = pl.leader;
+                }
+            places.push_back(p);
+        }
+        // A page listed the user in a department missing from dept_id_list: keep it too.
+        for (const auto& pl : m.places) {
+            if (!kept.count(pl.dept_id)) continue;
+            std::string id = std::to_string(pl.dept_id);
+            if (std::none_of(places.begin(), places.end(), [&](const Membership& x) { return x.department == id; }))
+                places.push_back({id, pl.order, pl.leader});
+        }
+        if (frozen) {
+            out.frozen_users.insert(userid);
+            continue;
+        }
+        if (places.empty()) continue;
+        if (mapping.skip_user(m.item)) {
+            out.skipped.push_back({"user", userid, "skipped by mapping sync.skip_users"});
+            continue;
+        }
+        OrgUser u = mapping.map_user(m.item);
+        u.departments = std::move(places);
+        u.primary_department = u.departments.front().department;
+        out.snapshot.users.emplace(userid, std::move(u));
+    }
+    // After an incomplete read a leader may simply not have been seen: keep such references.
+    const bool trust_all = !fetched.complete();
+    auto known = [&](const std::string& id) {
+        return trust_all || out.snapshot.users.count(id) > 0 || out.frozen_users.count(id) > 0;
+    };
+    // Manager: the first leader of the primary department other than the user, else of the
+    // nearest ancestor with one (user/list has no manager_userid; see docs/agent.md).
+    for (auto& [userid, u] : out.snapshot.users) {
+        std::string dept = u.primary_department;
+        for (size_t guard = 0; !dept.empty() && guard < out.snapshot.departments.size(); ++guard) {
+            auto it = out.snapshot.departments.find(dept);
+            if (it == out.snapshot.departments.end()) break;
+            for (const auto& l : it->second.leaders)
+                if (l != userid && known(l)) {
+                    u.manager = l;
+                    break;
+                }
+            if (!u.manager.empty()) break;
+            dept = it->second.parent_external_id;
+        }
+    }
+    // Leaders that are not synced users are dropped, so the target never points at nobody.
+    for (auto& [id, d] : out.snapshot.departments) {
+        std::vector<std::string> keep;
+        for (auto& l : d.leaders)
+            if (known(l)) keep.push_back(l);
+        d.leaders = std::move(keep);
+    }
+    return out;
+}
+
+}  // namespace dingbridge::agent

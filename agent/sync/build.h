@@ -1,0 +1,44 @@
+#pragma once
+// From what a full read fetched to the desired identity org (pure): applies the mapping's
+// subtree include/exclude rules and user skip rules, sets the structure (parents, leaders,
+// per-department memberships with order and leader flag, primary department, manager) and marks
+// what is unknown after failed reads as frozen, so that the plan neither updates nor removes it.
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "agent/dingtalk/model.h"
+#include "agent/mapping/mapping.h"
+#include "agent/org/plan.h"
+#include "agent/org/schema.h"
+
+namespace dingbridge::agent {
+
+struct FetchedOrg {
+    std::int64_t root_id = 1;
+    std::map<std::int64_t, dingtalk::DeptDetail> departments;       // department/get results
+    std::map<std::int64_t, std::vector<std::int64_t>> children;      // listsub results
+    std::map<std::string, dingtalk::MergedUser> users;
+    std::set<std::int64_t> failed_departments;  // get, listsub or a user page failed
+    std::vector<std::string> problems;          // duplicates seen while walking
+    bool complete() const { return failed_departments.empty(); }
+};
+
+struct DesiredOrg {
+    OrgSnapshot snapshot;
+    std::set<std::string> frozen_users;
+    std::set<std::string> frozen_departments;
+    std::vector<SkippedItem> skipped;  // skip rules
+};
+
+// Merges one user-list item seen in department `dept_id` into `users` (multi-department users
+// appear once per department, §7).
+void merge_user_item(std::map<std::string, dingtalk::MergedUser>& users, std::int64_t dept_id,
+                     dingtalk::UserItem item);
+
+DesiredOrg build_desired(const FetchedOrg& fetched, const Mapping& mapping);
+
+}  // namespace dingbridge::agent

@@ -1,0 +1,352 @@
+#include "agent/sync/full_sync.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <memory>
+
+#include <spdlog/spdlog.h>
+
+#include "agent/dingtalk/client.h"
+#include "agent/dingtalk/parse.h"
+#include "agent/org/plan.h"
+#include "agent/sync/build.h"
+
+namespace dingbridge::agent {
+
+using dingtalk::ApiFailure;
+using dingtalk::FailureKind;
+
+int SyncResult::exit_code() const {
+    if (status == "succeeded") return 0;
+    if (status == "partial") return 3;
+    if (status == "aborted") return 4;
+    return 1;
+}
+
+std::string explain_failure(const ApiFailure& f, const AgentConfig& config) {
+    std::string m = f.message();
+    switch (f.kind) {
+        case FailureKind::ip_denied: {
+            std::string ip = dingtalk::ip_from_allowlist_message(f.errmsg);
+            m += ". DingTalk refused the call because the source address " + (ip.empty() ? std::string("(not given)") : ip) +
+                 " is not on the app's server egress IP allow-list (服务器出口IP). ";
+            m += config.client.transport.proxy_url.empty()
+                     ? "Set proxy.url so that the agent calls DingTalk through dingbridge-proxy, whose egress IP is allow-listed."
+                     : "Add " + (ip.empty() ? std::string("the proxy's egress IP") : ip) +
+                           " to the allow-list, or check the proxy's outgoing.bind_address.";
+            break;
+        }
+        case FailureKind::bad_credentials:
+            m += ". Check dingtalk.app_key and dingtalk.app_secret (the app's AppKey/AppSecret in the developer console).";
+            break;
+        case FailureKind::permission: {
+            std::string scopes = dingtalk::scopes_from_permission_message(f.errmsg);
+            m += ". The app lacks a contact permission" + (scopes.empty() ? std::string() : " (required: " + scopes + ")") +
+                 "; grant it in the developer console (权限管理) and retry.";
+            break;
+        }
+        case FailureKind::proxy_refused:
+            if (f.proxy_status == 407)
+                m += ". The proxy refused the credentials: check proxy.username and proxy.password.";
+            else if (f.proxy_status == 403)
+                m += ". The proxy refused this destination or source: allow the DingTalk hosts for this tenant in the proxy's "
+                     "destinations (and allow_internal_networks for a local simulator).";
+            else
+                m += ". The proxy could not open the tunnel (" + std::to_string(f.proxy_status) +
+                     "): see the proxy's access log.";
+            break;
+        case FailureKind::tls:
+            m += ". The TLS certificate was not trusted: check dingtalk.ca_file (and proxy.ca_file for an https:// proxy).";
+            break;
+        case FailureKind::network:
+            m += config.client.transport.proxy_url.empty() ? ". DingTalk is unreachable."
+                                                          : ". Check that the proxy at proxy.url is running and reachable.";
+            break;
+        default: break;
+    }
+    return m;
+}
+
+namespace {
+
+std::string json_body_dept(std::int64_t id) { return "{\"dept_id\":" + std::to_string(id) + ",\"language\":\"zh_CN\"}"; }
+
+std::string json_body_users(std::int64_t id, std::int64_t cursor) {
+    return "{\"dept_id\":" + std::to_string(id) + ",\"cursor\":" + std::to_string(cursor) +
+           ",\"size\":100,\"contain_access_limit\":true,\"language\":\"zh_CN\"}";
+}
+
+// Walks the tree with the client; every handler queues the follow-up calls (BFS order).
+class TreeWalk {
+public:
+    TreeWalk(dingtalk::DingTalkClient& client, const Mapping& mapping, std::int64_t root, HistoryStore& history,
+             std::int64_t run_id, RunCounters& counters, const std::vector<std::string>& secrets)
+        : client_(client), mapping_(mapping), history_(history), run_id_(run_id), counters_(counters),
+          secrets_(secrets) {
+        fetched_.root_id = root;
+    }
+
+    void start() { visit(fetched_.root_id); }
+    FetchedOrg& fetched() { return fetched_; }
+
+private:
+    void fail(std::int64_t dept, const ApiFailure& f) {
+        fetched_.failed_departments.insert(dept);
+        ++counters_.items_failed;
+        std::string msg = redact(f.message(), secrets_);
+        spdlog::error("department {}: {}", dept, msg);
+        history_.add_item(run_id_, RunItem{"fetch", "department", std::to_string(dept), f.api, msg});
+    }
+
+    void visit(std::int64_t id) {
+        client_.call("/topapi/v2/department/get", json_body_dept(id),
+                     [this, id](std::string& body) -> std::optional<ApiFailure> {
+                         auto r = dingtalk::parse_dept_get("/topapi/v2/department/get", body);
+                         if (!r.ok()) return r.failure();
+                         fetched_.departments[id] = std::move(r.value());
+                         ++counters_.departments_fetched;
+                         return std::nullopt;
+                     },
+                     [this, id](const ApiFailure& f) { fail(id, f); });
+        client_.call("/topapi/v2/department/listsub", json_body_dept(id),
+                     [this, id](std::string& body) -> std::optional<ApiFailure> {
+                         auto r = dingtalk::parse_listsub("/topapi/v2/department/listsub", body);
+                         if (!r.ok()) return r.failure();
+                         auto& kids = fetched_.children[id];
+                         for (const auto& d : r.value()) {
+                             if (!seen_.insert(d.dept_id).second) {
+                                 fetched_.problems.push_back("department " + std::to_string(d.dept_id) +
+                                                             " is listed twice (under " + std::to_string(id) + ")");
+                                 continue;
+                             }
+                             kids.push_back(d.dept_id);
+                             if (mapping_.exclude_departments().count(d.dept_id)) continue;
+                             visit(d.dept_id);
+                         }
+                         return std::nullopt;
+                     },
+                     [this, id](const ApiFailure& f) { fail(id, f); });
+        page(id, 0);
+    }
+
+    void page(std::int64_t id, std::int64_t cursor) {
+        client_.call("/topapi/v2/user/list", json_body_users(id, cursor),
+                     [this, id, cursor](std::string& body) -> std::optional<ApiFailure> {
+                         auto r = dingtalk::parse_user_list("/topapi/v2/user/list", body);
+                         if (!r.ok()) return r.failure();
+                         auto& p = r.value();
+                         if (p.has_more && (p.next_cursor <= cursor || p.next_cursor > 100000)) {
+                             ApiFailure f;
+                             f.kind = FailureKind::malformed;
+                             f.api = "/topapi/v2/user/list";
+                             f.detail = "next_cursor " + std::to_string(p.next_cursor) + " does not advance from " +
+                                        std::to_string(cursor);
+                             return f;
+                         }
+                         counters_.users_fetched += static_cast<std::int64_t>(p.users.size());
+                         for (auto& u : p.users) merge_user_item(fetched_.users, id, std::move(u));
+                         if (p.has_more) page(id, p.next_cursor);
+                         return std::nullopt;
+                     },
+                     [this, id](const ApiFailure& f) { fail(id, f); });
+    }
+
+    dingtalk::DingTalkClient& client_;
+    const Mapping& mapping_;
+    HistoryStore& history_;
+    std::int64_t run_id_;
+    RunCounters& counters_;
+    const std::vector<std::string>& secrets_;
+    FetchedOrg fetched_;
+    std::set<std::int64_t> seen_;
+};
+
+void count_plan(const SyncPlan& plan, RunCounters& c) {
+    c.changes_planned = plan.counts.total();
+    c.create_department = plan.counts.create_department;
+    c.update_department = plan.counts.update_department;
+    c.delete_department = plan.counts.delete_department;
+    c.create_user = plan.counts.create_user;
+    c.update_user = plan.counts.update_user;
+    c.disable_user = plan.counts.disable_user;
+    c.delete_user = plan.counts.delete_user;
+}
+
+void print_counts(std::ostream& out, const PlanCounts& c) {
+    out << "  departments: +" << c.create_department << " ~" << c.update_department << " -" << c.delete_department
+        << "\n  users:       +" << c.create_user << " ~" << c.update_user << " disable " << c.disable_user << " delete "
+        << c.delete_user << "\n";
+}
+
+}  // namespace
+
+SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Target& target, HistoryStore& history,
+                         const SyncOptions& options, std::ostream& out) {
+    using Clock = std::chrono::steady_clock;
+    SyncResult result;
+    RunCounters counters;
+    const auto secrets = config.secrets();
+    result.run_id = history.start_run("full", options.trigger, options.dry_run);
+    spdlog::info("run {}: full sync{} started", result.run_id, options.dry_run ? " (dry run)" : "");
+    auto finish = [&](const std::string& status, const std::string& message) {
+        result.status = status;
+        result.message = redact(message, secrets);
+        history.finish_run(result.run_id, status, result.message, counters);
+        if (status == "succeeded") spdlog::info("run {}: {}: {}", result.run_id, status, result.message);
+        else spdlog::error("run {}: {}: {}", result.run_id, status, result.message);
+        return result;
+    };
+
+    // ---- fetch ----
+    dingtalk::DingTalkClient client(config.client);
+    TreeWalk walk(client, mapping, config.root_department, history, result.run_id, counters, secrets);
+    walk.start();
+    const bool tty = isatty(STDERR_FILENO) != 0;
+    auto last_log = Clock::now();
+    auto last_db = Clock::now();
+    auto tick = [&] {
+        counters.requests = static_cast<std::int64_t>(client.stats().requests);
+        counters.retries = static_cast<std::int64_t>(client.stats().retries);
+        counters.throttled = static_cast<std::int64_t>(client.stats().throttled);
+        auto now = Clock::now();
+        if (tty) {
+            std::fprintf(stderr, "\r\033[Kfetching: %lld departments, %lld users, %lld requests",
+                         static_cast<long long>(counters.departments_fetched),
+                         static_cast<long long>(counters.users_fetched), static_cast<long long>(counters.requests));
+        } else if (now - last_log >= config.progress_interval) {
+            last_log = now;
+            spdlog::info("run {}: progress: {} departments, {} users fetched, {} requests, {} retries", result.run_id,
+                         counters.departments_fetched, counters.users_fetched, counters.requests, counters.retries);
+        }
+        if (now - last_db >= std::chrono::seconds(1)) {
+            last_db = now;
+            history.update_progress(result.run_id, counters);
+        }
+    };
+    auto fatal = client.run(tick);
+    if (tty) std::fprintf(stderr, "\r\033[K");
+    tick();
+    if (fatal) return finish("failed", explain_failure(*fatal, config));
+    FetchedOrg& fetched = walk.fetched();
+    if (!fetched.departments.count(config.root_department))
+        return finish("failed", "the root department " + std::to_string(config.root_department) +
+                                    " could not be read; nothing was applied");
+    spdlog::info("run {}: fetched {} departments, {} users in {} requests", result.run_id, fetched.departments.size(),
+                 fetched.users.size(), client.stats().requests);
+
+    // ---- build + validate ----
+    if (!fetched.problems.empty()) {
+        std::string m = "the department tree from DingTalk is inconsistent: " + fetched.problems.front();
+        if (fetched.problems.size() > 1) m += " (and " + std::to_string(fetched.problems.size() - 1) + " more)";
+        return finish("failed", m + "; nothing was applied");
+    }
+    DesiredOrg desired = build_desired(fetched, mapping);
+    std::string root_id = std::to_string(config.root_department);
+    std::vector<std::string> problems;
+    {
+        // Validate only the part we know (unknown subtrees are frozen, not broken).
+        auto depts = desired.snapshot.departments;
+        if (mapping.include_departments().empty()) problems = validate_tree(depts, root_id);
+    }
+    if (!problems.empty()) {
+        std::string m = "the department tree from DingTalk is inconsistent: " + problems.front();
+        if (problems.size() > 1) m += " (and " + std::to_string(problems.size() - 1) + " more)";
+        return finish("failed", m + "; nothing was applied");
+    }
+
+    // ---- diff + plan ----
+    std::string error;
+    auto current = target.read(error);
+    if (!current) return finish("failed", "cannot read the target: " + error);
+    PlanOptions po;
+    po.allow_removals = fetched.complete();
+    po.delete_removed_users = mapping.removed_user_action() == RemovedUserAction::del;
+    if (mapping.delete_after().count() > 0)
+        po.delete_disabled_before = static_cast<std::int64_t>(std::time(nullptr)) - mapping.delete_after().count();
+    po.frozen_users = desired.frozen_users;
+    po.frozen_departments = desired.frozen_departments;
+    SyncPlan plan = make_plan(desired.snapshot, *current, po);
+    for (const auto& s : desired.skipped) plan.skipped.push_back(s);
+    count_plan(plan, counters);
+    counters.items_skipped = static_cast<std::int64_t>(plan.skipped.size());
+    for (const auto& s : plan.skipped) {
+        history.add_item(result.run_id, RunItem{"plan", s.object_type, s.external_id, "skip", s.reason});
+        spdlog::warn("run {}: skipped {} {}: {}", result.run_id, s.object_type, s.external_id, s.reason);
+    }
+    std::string incomplete;
+    if (!fetched.complete())
+        incomplete = "the read was incomplete (" + std::to_string(fetched.failed_departments.size()) +
+                     " departments could not be fully read); no removals were computed" +
+                     (plan.suppressed_removals ? " (" + std::to_string(plan.suppressed_removals) + " held back)" : "");
+
+    out << (options.dry_run ? "Plan (dry run, nothing applied): " : "Plan: ") << plan.counts.total() << " changes\n";
+    print_counts(out, plan.counts);
+    if (!incomplete.empty()) out << "  note: " << incomplete << "\n";
+    if (!plan.skipped.empty()) out << "  skipped: " << plan.skipped.size() << " (see history show " << result.run_id << ")\n";
+
+    auto existing = static_cast<int>(current->users.size() + current->departments.size());
+    auto over = config.max_deletes.exceeded(plan.counts.removals(), existing);
+    if (options.dry_run) {
+        for (const auto& c : plan.changes) {
+            out << "  " << change_kind_name(c.kind) << " " << c.external_id;
+            if (c.kind == ChangeKind::create_department || c.kind == ChangeKind::update_department)
+                out << " \"" << c.department.name << "\"";
+            else if (c.kind == ChangeKind::create_user || c.kind == ChangeKind::update_user)
+                out << " \"" << c.user.display_name << "\"";
+            if (!c.detail.empty()) out << ": " << c.detail;
+            out << "\n";
+        }
+        if (over) out << "  note: a real run would abort: " << *over << "\n";
+        return finish(incomplete.empty() ? "succeeded" : "partial",
+                      "dry run: " + std::to_string(plan.counts.total()) + " changes planned, none applied" +
+                          (incomplete.empty() ? "" : "; " + incomplete));
+    }
+    if (over && !options.force) return finish("aborted", *over);
+
+    // ---- apply: one transaction, one savepoint per change ----
+    if (!target.begin(error)) return finish("failed", "cannot start the target transaction: " + error);
+    auto last_apply_log = Clock::now();
+    for (const auto& c : plan.changes) {
+        if (auto e = target.apply(c)) {
+            ++counters.items_failed;
+            std::string msg = redact(*e, secrets);
+            spdlog::error("run {}: {} {} failed: {}", result.run_id, change_kind_name(c.kind), c.external_id, msg);
+            history.add_item(result.run_id, RunItem{"apply",
+                                                    c.kind == ChangeKind::create_department ||
+                                                            c.kind == ChangeKind::update_department ||
+                                                            c.kind == ChangeKind::delete_department
+                                                        ? "department"
+                                                        : "user",
+                                                    c.external_id, change_kind_name(c.kind), msg});
+        } else {
+            ++counters.changes_applied;
+        }
+        auto now = Clock::now();
+        if (now - last_apply_log >= std::chrono::seconds(1)) {
+            last_apply_log = now;
+            history.update_progress(result.run_id, counters);
+            if (tty)
+                std::fprintf(stderr, "\r\033[Kapplying: %lld/%lld", static_cast<long long>(counters.changes_applied),
+                             static_cast<long long>(counters.changes_planned));
+        }
+    }
+    if (tty) std::fprintf(stderr, "\r\033[K");
+    if (!target.commit(error)) {
+        target.rollback();
+        counters.changes_applied = 0;
+        return finish("failed", "cannot commit the target transaction (nothing applied): " + error);
+    }
+    std::string summary = std::to_string(counters.changes_applied) + " of " + std::to_string(plan.counts.total()) +
+                          " changes applied";
+    if (counters.items_failed > 0) summary += "; " + std::to_string(counters.items_failed) + " items failed";
+    if (!plan.skipped.empty()) summary += "; " + std::to_string(plan.skipped.size()) + " skipped";
+    if (!incomplete.empty()) summary += "; " + incomplete;
+    if (over) summary += "; safeguard overridden with --force";
+    bool partial = counters.items_failed > 0 || !incomplete.empty();
+    return finish(partial ? "partial" : "succeeded", summary);
+}
+
+}  // namespace dingbridge::agent

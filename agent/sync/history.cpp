@@ -1,0 +1,208 @@
+#include "agent/sync/history.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <ctime>
+#include <stdexcept>
+
+#include "agent/targets/sqlite_target.h"
+#include "agent/targets/sqlite_util.h"
+#include "shared/log.h"
+
+namespace dingbridge::agent {
+
+namespace {
+
+const char* kSchema = R"SQL(
+CREATE TABLE IF NOT EXISTS runs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  kind TEXT NOT NULL, trigger TEXT NOT NULL, dry_run INTEGER NOT NULL DEFAULT 0,
+  started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL, message TEXT NOT NULL DEFAULT '',
+  pid INTEGER,
+  departments_fetched INTEGER NOT NULL DEFAULT 0, users_fetched INTEGER NOT NULL DEFAULT 0,
+  requests INTEGER NOT NULL DEFAULT 0, retries INTEGER NOT NULL DEFAULT 0, throttled INTEGER NOT NULL DEFAULT 0,
+  changes_planned INTEGER NOT NULL DEFAULT 0, changes_applied INTEGER NOT NULL DEFAULT 0,
+  items_failed INTEGER NOT NULL DEFAULT 0, items_skipped INTEGER NOT NULL DEFAULT 0,
+  create_department INTEGER NOT NULL DEFAULT 0, update_department INTEGER NOT NULL DEFAULT 0,
+  delete_department INTEGER NOT NULL DEFAULT 0, create_user INTEGER NOT NULL DEFAULT 0,
+  update_user INTEGER NOT NULL DEFAULT 0, disable_user INTEGER NOT NULL DEFAULT 0,
+  delete_user INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS run_items (
+  run_id INTEGER NOT NULL, phase TEXT NOT NULL, object_type TEXT NOT NULL, external_id TEXT NOT NULL,
+  operation TEXT NOT NULL, error TEXT NOT NULL, created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS run_items_run ON run_items(run_id);
+)SQL";
+
+std::string now_iso() {
+    auto t = std::chrono::system_clock::now();
+    std::time_t s = std::chrono::system_clock::to_time_t(t);
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count() % 1000;
+    std::tm tm{};
+    gmtime_r(&s, &tm);
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                  tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+    return buf;
+}
+
+const char* kCounterColumns =
+    "departments_fetched, users_fetched, requests, retries, throttled, changes_planned, changes_applied, "
+    "items_failed, items_skipped, create_department, update_department, delete_department, create_user, "
+    "update_user, disable_user, delete_user";
+
+std::vector<std::int64_t*> counter_fields(RunCounters& c) {
+    return {&c.departments_fetched, &c.users_fetched, &c.requests, &c.retries, &c.throttled, &c.changes_planned,
+            &c.changes_applied, &c.items_failed, &c.items_skipped, &c.create_department, &c.update_department,
+            &c.delete_department, &c.create_user, &c.update_user, &c.disable_user, &c.delete_user};
+}
+const char* kCounterNames[] = {"departments_fetched", "users_fetched", "requests", "retries", "throttled",
+                               "changes_planned", "changes_applied", "items_failed", "items_skipped",
+                               "create_department", "update_department", "delete_department", "create_user",
+                               "update_user", "disable_user", "delete_user"};
+
+}  // namespace
+
+HistoryStore::HistoryStore(const std::string& path) {
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) !=
+        SQLITE_OK) {
+        std::string e = db_ ? sqlite3_errmsg(db_) : "out of memory";
+        sqlite3_close(db_);
+        db_ = nullptr;
+        throw std::runtime_error("cannot open the state database " + path + ": " + e);
+    }
+    sqlite3_busy_timeout(db_, 10000);
+    (void)sqlite_util::exec(db_, "PRAGMA journal_mode=WAL");
+    if (auto e = sqlite_util::exec(db_, kSchema); !e.empty())
+        throw std::runtime_error("cannot create the history schema in " + path + ": " + e);
+    // Close runs whose process is gone.
+    Stmt st(db_, "SELECT id, pid FROM runs WHERE status='running'");
+    std::vector<std::int64_t> dead;
+    while (st.ok() && st.step() == SQLITE_ROW) {
+        auto pid = static_cast<pid_t>(st.integer(1));
+        if (pid <= 0 || (kill(pid, 0) != 0 && errno == ESRCH)) dead.push_back(st.integer(0));
+    }
+    for (auto id : dead) {
+        Stmt up(db_, "UPDATE runs SET status='failed', finished_at=?2, message='the agent stopped during this run "
+                     "(killed or crashed); the target kept its previous state' WHERE id=?1");
+        up.bind(1, id).bind(2, now_iso());
+        (void)up.step();
+    }
+}
+
+HistoryStore::~HistoryStore() {
+    if (db_) sqlite3_close(db_);
+}
+
+std::int64_t HistoryStore::start_run(const std::string& kind, const std::string& trigger, bool dry_run) {
+    Stmt st(db_, "INSERT INTO runs(kind, trigger, dry_run, started_at, status, pid) VALUES(?1,?2,?3,?4,'running',?5)");
+    st.bind(1, kind).bind(2, trigger).bind(3, static_cast<std::int64_t>(dry_run)).bind(4, now_iso())
+        .bind(5, static_cast<std::int64_t>(getpid()));
+    (void)st.step();
+    return sqlite3_last_insert_rowid(db_);
+}
+
+void HistoryStore::update_progress(std::int64_t id, const RunCounters& c) {
+    std::string sql = "UPDATE runs SET ";
+    for (size_t i = 0; i < std::size(kCounterNames); ++i) sql += (i ? ", " : "") + std::string(kCounterNames[i]) + "=?" + std::to_string(i + 2);
+    sql += " WHERE id=?1";
+    Stmt st(db_, sql.c_str());
+    st.bind(1, id);
+    RunCounters copy = c;
+    auto f = counter_fields(copy);
+    for (size_t i = 0; i < f.size(); ++i) st.bind(static_cast<int>(i + 2), *f[i]);
+    (void)st.step();
+}
+
+void HistoryStore::add_item(std::int64_t id, const RunItem& item) {
+    Stmt st(db_, "INSERT INTO run_items(run_id, phase, object_type, external_id, operation, error, created_at) "
+                 "VALUES(?1,?2,?3,?4,?5,?6,?7)");
+    st.bind(1, id).bind(2, item.phase).bind(3, item.object_type).bind(4, item.external_id).bind(5, item.operation)
+        .bind(6, item.error).bind(7, now_iso());
+    (void)st.step();
+}
+
+void HistoryStore::finish_run(std::int64_t id, const std::string& status, const std::string& message,
+                              const RunCounters& c) {
+    update_progress(id, c);
+    Stmt st(db_, "UPDATE runs SET status=?2, message=?3, finished_at=?4 WHERE id=?1");
+    st.bind(1, id).bind(2, status).bind(3, message).bind(4, now_iso());
+    (void)st.step();
+}
+
+std::vector<RunRecord> HistoryStore::list(int limit) {
+    std::vector<RunRecord> out;
+    std::string sql = std::string("SELECT id, kind, trigger, dry_run, started_at, finished_at, status, message, ") +
+                      kCounterColumns + " FROM runs ORDER BY id DESC LIMIT ?1";
+    Stmt st(db_, sql.c_str());
+    st.bind(1, static_cast<std::int64_t>(limit));
+    while (st.ok() && st.step() == SQLITE_ROW) {
+        RunRecord r;
+        r.id = st.integer(0);
+        r.kind = st.text(1);
+        r.trigger = st.text(2);
+        r.dry_run = st.integer(3) != 0;
+        r.started_at = st.text(4);
+        r.finished_at = st.text(5);
+        r.status = st.text(6);
+        r.message = st.text(7);
+        auto f = counter_fields(r.counters);
+        for (size_t i = 0; i < f.size(); ++i) *f[i] = st.integer(static_cast<int>(8 + i));
+        out.push_back(std::move(r));
+    }
+    return out;
+}
+
+std::optional<RunRecord> HistoryStore::get(std::int64_t id) {
+    std::string sql = std::string("SELECT id, kind, trigger, dry_run, started_at, finished_at, status, message, ") +
+                      kCounterColumns + " FROM runs WHERE id=?1";
+    Stmt st(db_, sql.c_str());
+    st.bind(1, id);
+    if (!st.ok() || st.step() != SQLITE_ROW) return std::nullopt;
+    RunRecord r;
+    r.id = st.integer(0);
+    r.kind = st.text(1);
+    r.trigger = st.text(2);
+    r.dry_run = st.integer(3) != 0;
+    r.started_at = st.text(4);
+    r.finished_at = st.text(5);
+    r.status = st.text(6);
+    r.message = st.text(7);
+    auto f = counter_fields(r.counters);
+    for (size_t i = 0; i < f.size(); ++i) *f[i] = st.integer(static_cast<int>(8 + i));
+    Stmt items(db_, "SELECT phase, object_type, external_id, operation, error FROM run_items WHERE run_id=?1 ORDER BY rowid");
+    items.bind(1, id);
+    while (items.ok() && items.step() == SQLITE_ROW)
+        r.items.push_back(RunItem{items.text(0), items.text(1), items.text(2), items.text(3), items.text(4)});
+    return r;
+}
+
+std::string run_to_json(const RunRecord& r, bool with_items) {
+    std::string s = "{\"id\":" + std::to_string(r.id) + ",\"kind\":\"" + json_escape(r.kind) + "\",\"trigger\":\"" +
+                    json_escape(r.trigger) + "\",\"dry_run\":" + (r.dry_run ? "true" : "false") +
+                    ",\"started_at\":\"" + json_escape(r.started_at) + "\",\"finished_at\":" +
+                    (r.finished_at.empty() ? std::string("null") : "\"" + json_escape(r.finished_at) + "\"") +
+                    ",\"status\":\"" + json_escape(r.status) + "\",\"message\":\"" + json_escape(r.message) +
+                    "\",\"counts\":{";
+    RunCounters c = r.counters;
+    auto f = counter_fields(c);
+    for (size_t i = 0; i < f.size(); ++i)
+        s += (i ? ",\"" : "\"") + std::string(kCounterNames[i]) + "\":" + std::to_string(*f[i]);
+    s += "}";
+    if (with_items) {
+        s += ",\"items\":[";
+        for (size_t i = 0; i < r.items.size(); ++i) {
+            const auto& it = r.items[i];
+            s += (i ? "," : "") + std::string("{\"phase\":\"") + json_escape(it.phase) + "\",\"object_type\":\"" +
+                 json_escape(it.object_type) + "\",\"external_id\":\"" + json_escape(it.external_id) +
+                 "\",\"operation\":\"" + json_escape(it.operation) + "\",\"error\":\"" + json_escape(it.error) + "\"}";
+        }
+        s += "]";
+    }
+    return s + "}";
+}
+
+}  // namespace dingbridge::agent

@@ -1,0 +1,242 @@
+#include "agent/targets/sqlite_target.h"
+
+#include <ctime>
+#include <stdexcept>
+
+#include "agent/targets/sqlite_util.h"
+
+namespace dingbridge::agent {
+
+namespace sqlite_util {
+std::string exec(sqlite3* db, const std::string& sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+        std::string e = err ? err : "unknown error";
+        sqlite3_free(err);
+        return e;
+    }
+    return {};
+}
+}  // namespace sqlite_util
+
+namespace {
+
+const char* kSchema = R"SQL(
+CREATE TABLE IF NOT EXISTS departments (
+  external_id        TEXT PRIMARY KEY,
+  name               TEXT NOT NULL,
+  parent_external_id TEXT,
+  sort_order         INTEGER NOT NULL DEFAULT 0,
+  description        TEXT NOT NULL DEFAULT '',
+  leaders            TEXT NOT NULL DEFAULT '[]',
+  custom             TEXT NOT NULL DEFAULT '{}',
+  updated_at         INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS departments_parent ON departments(parent_external_id);
+CREATE TABLE IF NOT EXISTS users (
+  external_id        TEXT PRIMARY KEY,
+  union_id           TEXT NOT NULL DEFAULT '',
+  username           TEXT UNIQUE,
+  display_name       TEXT NOT NULL DEFAULT '',
+  email              TEXT UNIQUE,
+  phone              TEXT UNIQUE,
+  employee_number    TEXT NOT NULL DEFAULT '',
+  title              TEXT NOT NULL DEFAULT '',
+  primary_department TEXT,
+  manager            TEXT,
+  active             INTEGER NOT NULL DEFAULT 1,
+  avatar_url         TEXT NOT NULL DEFAULT '',
+  hired_at           TEXT NOT NULL DEFAULT '',
+  custom             TEXT NOT NULL DEFAULT '{}',
+  removed_at         INTEGER,
+  updated_at         INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS user_departments (
+  user_external_id       TEXT NOT NULL,
+  department_external_id TEXT NOT NULL,
+  position               INTEGER NOT NULL,
+  sort_order             INTEGER NOT NULL DEFAULT 0,
+  is_leader              INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (user_external_id, department_external_id)
+);
+CREATE INDEX IF NOT EXISTS user_departments_dept ON user_departments(department_external_id);
+)SQL";
+
+std::int64_t now_s() { return static_cast<std::int64_t>(std::time(nullptr)); }
+
+}  // namespace
+
+SqliteTarget::SqliteTarget(const std::string& path) {
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) !=
+        SQLITE_OK) {
+        std::string e = db_ ? sqlite3_errmsg(db_) : "out of memory";
+        sqlite3_close(db_);
+        db_ = nullptr;
+        throw std::runtime_error("cannot open the SQLite target " + path + ": " + e);
+    }
+    sqlite3_busy_timeout(db_, 10000);
+    for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL"}) (void)sqlite_util::exec(db_, pragma);
+    if (auto e = sqlite_util::exec(db_, kSchema); !e.empty())
+        throw std::runtime_error("cannot create the target schema in " + path + ": " + e);
+}
+
+SqliteTarget::~SqliteTarget() {
+    if (db_) sqlite3_close(db_);
+}
+
+std::optional<OrgSnapshot> SqliteTarget::read(std::string& error) {
+    OrgSnapshot s;
+    {
+        Stmt st(db_, "SELECT external_id, name, parent_external_id, sort_order, description, leaders, custom FROM departments");
+        if (!st.ok()) { error = st.prepare_error(); return std::nullopt; }
+        while (st.step() == SQLITE_ROW) {
+            OrgDepartment d;
+            d.external_id = st.text(0);
+            d.name = st.text(1);
+            d.parent_external_id = st.text(2);
+            d.order = st.integer(3);
+            d.description = st.text(4);
+            d.leaders = parse_json_string_list(st.text(5));
+            d.custom = parse_json_string_map(st.text(6));
+            s.departments.emplace(d.external_id, std::move(d));
+        }
+    }
+    std::map<std::string, std::vector<Membership>> memberships;
+    {
+        Stmt st(db_, "SELECT user_external_id, department_external_id, sort_order, is_leader FROM user_departments "
+                     "ORDER BY user_external_id, position");
+        if (!st.ok()) { error = st.prepare_error(); return std::nullopt; }
+        while (st.step() == SQLITE_ROW)
+            memberships[st.text(0)].push_back(Membership{st.text(1), st.integer(2), st.integer(3) != 0});
+    }
+    Stmt st(db_, "SELECT external_id, union_id, username, display_name, email, phone, employee_number, title, "
+                 "primary_department, manager, active, avatar_url, hired_at, custom, removed_at FROM users");
+    if (!st.ok()) { error = st.prepare_error(); return std::nullopt; }
+    while (st.step() == SQLITE_ROW) {
+        OrgUser u;
+        u.external_id = st.text(0);
+        if (!st.is_null(14)) {
+            s.removed_users.emplace(u.external_id, st.integer(14));
+            continue;
+        }
+        u.union_id = st.text(1);
+        u.username = st.text(2);
+        u.display_name = st.text(3);
+        u.email = st.text(4);
+        u.phone = st.text(5);
+        u.employee_number = st.text(6);
+        u.title = st.text(7);
+        u.primary_department = st.text(8);
+        u.manager = st.text(9);
+        u.active = st.integer(10) != 0;
+        u.avatar_url = st.text(11);
+        u.hired_at = st.text(12);
+        u.custom = parse_json_string_map(st.text(13));
+        if (auto it = memberships.find(u.external_id); it != memberships.end()) u.departments = it->second;
+        s.users.emplace(u.external_id, std::move(u));
+    }
+    return s;
+}
+
+bool SqliteTarget::begin(std::string& error) {
+    error = sqlite_util::exec(db_, "BEGIN IMMEDIATE");
+    return error.empty();
+}
+
+bool SqliteTarget::commit(std::string& error) {
+    error = sqlite_util::exec(db_, "COMMIT");
+    return error.empty();
+}
+
+void SqliteTarget::rollback() { (void)sqlite_util::exec(db_, "ROLLBACK"); }
+
+std::optional<std::string> SqliteTarget::apply(const Change& change) {
+    if (auto e = sqlite_util::exec(db_, "SAVEPOINT item"); !e.empty()) return e;
+    auto err = apply_inner(change);
+    if (err) (void)sqlite_util::exec(db_, "ROLLBACK TO item");
+    (void)sqlite_util::exec(db_, "RELEASE item");
+    return err;
+}
+
+std::optional<std::string> SqliteTarget::apply_inner(const Change& c) {
+    auto run = [&](Stmt& st) -> std::optional<std::string> {
+        if (!st.ok()) return st.prepare_error();
+        int rc = st.step();
+        if (rc != SQLITE_DONE && rc != SQLITE_ROW) return std::string(sqlite3_errmsg(db_));
+        return std::nullopt;
+    };
+    switch (c.kind) {
+        case ChangeKind::create_department:
+        case ChangeKind::update_department: {
+            const auto& d = c.department;
+            Stmt st(db_, "INSERT INTO departments(external_id, name, parent_external_id, sort_order, description, leaders, "
+                         "custom, updated_at) VALUES(?1,?2,?3,?4,?5,?6,?7,?8) ON CONFLICT(external_id) DO UPDATE SET "
+                         "name=excluded.name, parent_external_id=excluded.parent_external_id, sort_order=excluded.sort_order, "
+                         "description=excluded.description, leaders=excluded.leaders, custom=excluded.custom, "
+                         "updated_at=excluded.updated_at");
+            if (st.ok())
+                st.bind(1, d.external_id).bind(2, d.name).bind_nullable(3, d.parent_external_id).bind(4, d.order)
+                    .bind(5, d.description).bind(6, json_string_list(d.leaders)).bind(7, json_string_map(d.custom))
+                    .bind(8, now_s());
+            return run(st);
+        }
+        case ChangeKind::delete_department: {
+            Stmt st(db_, "DELETE FROM departments WHERE external_id=?1");
+            if (st.ok()) st.bind(1, c.external_id);
+            if (auto e = run(st)) return e;
+            Stmt m(db_, "DELETE FROM user_departments WHERE department_external_id=?1");
+            if (m.ok()) m.bind(1, c.external_id);
+            return run(m);
+        }
+        case ChangeKind::create_user:
+        case ChangeKind::update_user: {
+            const auto& u = c.user;
+            Stmt st(db_, "INSERT INTO users(external_id, union_id, username, display_name, email, phone, employee_number, "
+                         "title, primary_department, manager, active, avatar_url, hired_at, custom, removed_at, updated_at) "
+                         "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,NULL,?15) ON CONFLICT(external_id) DO UPDATE SET "
+                         "union_id=excluded.union_id, username=excluded.username, display_name=excluded.display_name, "
+                         "email=excluded.email, phone=excluded.phone, employee_number=excluded.employee_number, "
+                         "title=excluded.title, primary_department=excluded.primary_department, manager=excluded.manager, "
+                         "active=excluded.active, avatar_url=excluded.avatar_url, hired_at=excluded.hired_at, "
+                         "custom=excluded.custom, removed_at=NULL, updated_at=excluded.updated_at");
+            if (st.ok())
+                st.bind(1, u.external_id).bind(2, u.union_id).bind_nullable(3, u.username).bind(4, u.display_name)
+                    .bind_nullable(5, u.email).bind_nullable(6, u.phone).bind(7, u.employee_number).bind(8, u.title)
+                    .bind_nullable(9, u.primary_department).bind_nullable(10, u.manager)
+                    .bind(11, static_cast<std::int64_t>(u.active ? 1 : 0)).bind(12, u.avatar_url).bind(13, u.hired_at)
+                    .bind(14, json_string_map(u.custom)).bind(15, now_s());
+            if (auto e = run(st)) return e;
+            Stmt del(db_, "DELETE FROM user_departments WHERE user_external_id=?1");
+            if (del.ok()) del.bind(1, u.external_id);
+            if (auto e = run(del)) return e;
+            Stmt ins(db_, "INSERT INTO user_departments(user_external_id, department_external_id, position, sort_order, "
+                          "is_leader) VALUES(?1,?2,?3,?4,?5)");
+            if (!ins.ok()) return ins.prepare_error();
+            for (size_t i = 0; i < u.departments.size(); ++i) {
+                const auto& m = u.departments[i];
+                ins.bind(1, u.external_id).bind(2, m.department).bind(3, static_cast<std::int64_t>(i)).bind(4, m.order)
+                    .bind(5, static_cast<std::int64_t>(m.leader ? 1 : 0));
+                int rc = ins.step();
+                if (rc != SQLITE_DONE) return std::string(sqlite3_errmsg(db_));
+                ins.reset();
+            }
+            return std::nullopt;
+        }
+        case ChangeKind::disable_user: {
+            Stmt st(db_, "UPDATE users SET active=0, removed_at=?2, updated_at=?2 WHERE external_id=?1");
+            if (st.ok()) st.bind(1, c.external_id).bind(2, now_s());
+            return run(st);
+        }
+        case ChangeKind::delete_user: {
+            Stmt st(db_, "DELETE FROM users WHERE external_id=?1");
+            if (st.ok()) st.bind(1, c.external_id);
+            if (auto e = run(st)) return e;
+            Stmt m(db_, "DELETE FROM user_departments WHERE user_external_id=?1");
+            if (m.ok()) m.bind(1, c.external_id);
+            return run(m);
+        }
+    }
+    return std::string("unknown change");
+}
+
+}  // namespace dingbridge::agent

@@ -1,0 +1,99 @@
+#include "agent/targets/sqlite_util.h"
+
+#include <simdjson.h>
+
+#include "shared/log.h"
+
+namespace dingbridge::agent {
+
+Stmt::Stmt(sqlite3* db, const char* sql) : db_(db) {
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) != SQLITE_OK) {
+        error_ = sqlite3_errmsg(db);
+        stmt_ = nullptr;
+    }
+}
+
+Stmt::~Stmt() {
+    if (stmt_) sqlite3_finalize(stmt_);
+}
+
+Stmt& Stmt::bind(int i, const std::string& v) {
+    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+}
+
+Stmt& Stmt::bind_nullable(int i, const std::string& v) {
+    if (v.empty()) sqlite3_bind_null(stmt_, i);
+    else bind(i, v);
+    return *this;
+}
+
+Stmt& Stmt::bind(int i, std::int64_t v) {
+    sqlite3_bind_int64(stmt_, i, v);
+    return *this;
+}
+
+Stmt& Stmt::bind_null(int i) {
+    sqlite3_bind_null(stmt_, i);
+    return *this;
+}
+
+int Stmt::step() { return sqlite3_step(stmt_); }
+
+void Stmt::reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+}
+
+std::string Stmt::text(int col) const {
+    const unsigned char* t = sqlite3_column_text(stmt_, col);
+    if (!t) return {};
+    return std::string(reinterpret_cast<const char*>(t), static_cast<size_t>(sqlite3_column_bytes(stmt_, col)));
+}
+
+std::int64_t Stmt::integer(int col) const { return sqlite3_column_int64(stmt_, col); }
+bool Stmt::is_null(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+
+std::string json_string_list(const std::vector<std::string>& items) {
+    std::string s = "[";
+    for (size_t i = 0; i < items.size(); ++i) s += (i ? ",\"" : "\"") + json_escape(items[i]) + "\"";
+    return s + "]";
+}
+
+std::string json_string_map(const std::map<std::string, std::string>& items) {
+    std::string s = "{";
+    bool first = true;
+    for (const auto& [k, v] : items) {
+        s += (first ? "\"" : ",\"") + json_escape(k) + "\":\"" + json_escape(v) + "\"";
+        first = false;
+    }
+    return s + "}";
+}
+
+std::vector<std::string> parse_json_string_list(const std::string& text) {
+    std::vector<std::string> out;
+    if (text.empty()) return out;
+    simdjson::dom::parser p;
+    simdjson::dom::array a;
+    if (p.parse(text).get(a) != simdjson::SUCCESS) return out;
+    for (auto e : a) {
+        std::string_view s;
+        if (e.get(s) == simdjson::SUCCESS) out.emplace_back(s);
+    }
+    return out;
+}
+
+std::map<std::string, std::string> parse_json_string_map(const std::string& text) {
+    std::map<std::string, std::string> out;
+    if (text.empty()) return out;
+    simdjson::dom::parser p;
+    simdjson::dom::object o;
+    if (p.parse(text).get(o) != simdjson::SUCCESS) return out;
+    for (auto [k, v] : o) {
+        std::string_view s;
+        if (v.get(s) == simdjson::SUCCESS) out.emplace(std::string(k), std::string(s));
+    }
+    return out;
+}
+
+}  // namespace dingbridge::agent

@@ -1,0 +1,92 @@
+#include <boost/test/unit_test.hpp>
+
+#include "agent/mapping/mapping.h"
+
+using namespace dingbridge;
+using namespace dingbridge::agent;
+
+BOOST_AUTO_TEST_SUITE(mapping)
+
+BOOST_AUTO_TEST_CASE(default_mapping_maps_user_fields) {
+    Mapping m = Mapping::load_string("{}");
+    dingtalk::UserItem u;
+    u.userid = "u1";
+    u.name = "  张伟 ";
+    u.email = "Zhang.Wei@Example.com";
+    u.mobile = "138-0013-8000";
+    u.state_code = "86";
+    u.hired_date = 1420070400000;  // 2015-01-01T00:00:00Z
+    u.active = false;
+    OrgUser o = m.map_user(u);
+    BOOST_TEST(o.username == "zhang.wei");
+    BOOST_TEST(o.display_name == "张伟");
+    BOOST_TEST(o.email == "zhang.wei@example.com");
+    BOOST_TEST(o.phone == "+8613800138000");
+    BOOST_TEST(o.hired_at == "2015-01-01");
+    BOOST_TEST(o.active == false);
+}
+
+BOOST_AUTO_TEST_CASE(fallbacks_constants_and_custom_fields) {
+    Mapping m = Mapping::load_string(
+        "user:\n  username: \"{{ email | email_local | default(job_number) | default(\\\"x\\\") | lower }}\"\n"
+        "  custom:\n    source: dingtalk\n    place: \"{{ work_place | trim }}\"\n"
+        "phone:\n  default_country_code: \"852\"\n");
+    dingtalk::UserItem u;
+    u.userid = "u2";
+    u.job_number = "E100";
+    u.mobile = "91234567";
+    u.work_place = " 杭州 ";
+    OrgUser o = m.map_user(u);
+    BOOST_TEST(o.username == "e100");
+    BOOST_TEST(o.phone == "+85291234567");
+    BOOST_TEST(o.custom.at("source") == "dingtalk");
+    BOOST_TEST(o.custom.at("place") == "杭州");
+}
+
+BOOST_AUTO_TEST_CASE(e164_keeps_international_numbers) {
+    BOOST_TEST(phone_to_e164("+1 (415) 555-0100", "86") == "+14155550100");
+    BOOST_TEST(phone_to_e164("", "86") == "");
+    BOOST_TEST(phone_to_e164("0044 20 7946 0000", "86") == "+442079460000");
+}
+
+BOOST_AUTO_TEST_CASE(dates_use_china_time_by_default) {
+    // 2020-03-01 00:00 +08:00 is 2020-02-29 16:00 UTC.
+    BOOST_TEST(format_ms_date(1582992000000, 480, "%Y-%m-%d") == "2020-03-01");
+    BOOST_TEST(format_ms_date(1582992000000, 0, "%Y-%m-%d") == "2020-02-29");
+    BOOST_TEST(format_ms_date(0, 480, "%Y-%m-%d") == "");
+}
+
+void expect_error(const std::string& yaml, const std::string& needle, int line, int column) {
+    try {
+        Mapping::load_string(yaml, "m.yaml");
+        BOOST_FAIL("no error for: " + yaml);
+    } catch (const ConfigError& e) {
+        BOOST_TEST_INFO(e.what());
+        BOOST_TEST(std::string(e.what()).find(needle) != std::string::npos);
+        BOOST_TEST(e.line() == line);
+        BOOST_TEST(e.column() == column);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(unknown_field_filter_and_type_errors_point_at_the_spot) {
+    expect_error("user:\n  title: \"{{ titel }}\"\n", "unknown source field 'titel'", 2, 13);
+    expect_error("user:\n  title: \"{{ title | shout }}\"\n", "unknown filter 'shout'", 2, 21);
+    expect_error("user:\n  hired_at: \"{{ hired_date | lower }}\"\n", "needs a string value", 2, 29);
+    expect_error("user:\n  active: \"{{ name }}\"\n", "must be a boolean", 2, 11);
+    expect_error("department:\n  order: \"{{ name }}\"\n", "must be a integer", 2, 10);
+    expect_error("user:\n  nickname: \"{{ name }}\"\n", "nickname", 2, 3);
+    expect_error("removed_users:\n  action: archive\n", "disable or delete", 2, 11);
+}
+
+BOOST_AUTO_TEST_CASE(skip_rules_and_subtrees) {
+    Mapping m = Mapping::load_string(
+        "sync:\n  exclude_departments: [5]\n  skip_users:\n    - field: exclusive_account_type\n      equals: sso\n");
+    dingtalk::UserItem u;
+    u.exclusive_account_type = "sso";
+    BOOST_TEST(m.skip_user(u));
+    u.exclusive_account_type = "dingtalk";
+    BOOST_TEST(!m.skip_user(u));
+    BOOST_TEST(m.exclude_departments().count(5) == 1u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

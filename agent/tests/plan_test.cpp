@@ -1,0 +1,175 @@
+#include <boost/test/unit_test.hpp>
+
+#include "agent/dingtalk/limiter.h"
+#include "agent/org/plan.h"
+#include "agent/sync/build.h"
+
+using namespace dingbridge::agent;
+
+namespace {
+
+OrgDepartment dept(const std::string& id, const std::string& parent, const std::string& name) {
+    OrgDepartment d;
+    d.external_id = id;
+    d.parent_external_id = parent;
+    d.name = name;
+    return d;
+}
+
+OrgUser user(const std::string& id, const std::string& dept, const std::string& email) {
+    OrgUser u;
+    u.external_id = id;
+    u.username = id;
+    u.email = email;
+    u.display_name = id;
+    u.departments = {Membership{dept, 0, false}};
+    u.primary_department = dept;
+    return u;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(plan)
+
+BOOST_AUTO_TEST_CASE(creates_parents_first_and_removes_children_first) {
+    OrgSnapshot desired, current;
+    desired.departments = {{"1", dept("1", "", "root")}, {"3", dept("3", "2", "c")}, {"2", dept("2", "1", "b")}};
+    current.departments = {{"1", dept("1", "", "root")}, {"8", dept("8", "1", "x")}, {"9", dept("9", "8", "y")}};
+    SyncPlan p = make_plan(desired, current, {});
+    BOOST_REQUIRE_EQUAL(p.changes.size(), 4u);
+    BOOST_TEST(p.changes[0].external_id == "2");
+    BOOST_TEST(p.changes[1].external_id == "3");
+    BOOST_TEST(p.changes[2].external_id == "9");
+    BOOST_TEST(p.changes[3].external_id == "8");
+}
+
+BOOST_AUTO_TEST_CASE(rename_or_move_is_an_update_by_external_id) {
+    OrgSnapshot desired, current;
+    current.departments = {{"1", dept("1", "", "root")}, {"2", dept("2", "1", "b")}, {"3", dept("3", "1", "c")}};
+    desired = current;
+    desired.departments["2"].name = "renamed";
+    desired.departments["3"].parent_external_id = "2";
+    SyncPlan p = make_plan(desired, current, {});
+    BOOST_TEST(p.counts.update_department == 2);
+    BOOST_TEST(p.counts.total() == 2);
+}
+
+BOOST_AUTO_TEST_CASE(incomplete_read_computes_no_removals) {
+    OrgSnapshot desired, current;
+    current.departments = {{"1", dept("1", "", "root")}, {"2", dept("2", "1", "b")}};
+    current.users = {{"a", user("a", "2", "a@x")}};
+    desired.departments = {{"1", dept("1", "", "root")}};
+    PlanOptions o;
+    o.allow_removals = false;
+    SyncPlan p = make_plan(desired, current, o);
+    BOOST_TEST(p.changes.empty());
+    BOOST_TEST(p.removals_suppressed);
+    BOOST_TEST(p.suppressed_removals == 2);
+}
+
+BOOST_AUTO_TEST_CASE(unique_conflict_skips_the_later_user) {
+    OrgSnapshot desired, current;
+    desired.departments = current.departments = {{"1", dept("1", "", "root")}};
+    current.users = {{"b", user("b", "1", "same@x")}};
+    desired.users = {{"a", user("a", "1", "same@x")}, {"b", user("b", "1", "same@x")}};
+    SyncPlan p = make_plan(desired, current, {});
+    BOOST_TEST(p.changes.empty());
+    BOOST_REQUIRE_EQUAL(p.skipped.size(), 1u);
+    BOOST_TEST(p.skipped[0].external_id == "a");
+    BOOST_TEST(p.skipped[0].reason.find("already used by user b") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(removed_users_are_disabled_once) {
+    OrgSnapshot desired, current;
+    desired.departments = current.departments = {{"1", dept("1", "", "root")}};
+    current.users = {{"a", user("a", "1", "a@x")}};
+    SyncPlan p = make_plan(desired, current, {});
+    BOOST_REQUIRE_EQUAL(p.changes.size(), 1u);
+    BOOST_TEST((p.changes[0].kind == ChangeKind::disable_user));
+    current.users.clear();
+    current.removed_users["a"] = 100;
+    BOOST_TEST(make_plan(desired, current, {}).changes.empty());
+    PlanOptions o;
+    o.delete_disabled_before = 200;
+    BOOST_TEST(make_plan(desired, current, o).counts.delete_user == 1);
+}
+
+BOOST_AUTO_TEST_CASE(delete_limit_count_and_percent) {
+    auto count = DeleteLimit::parse("5");
+    BOOST_REQUIRE(count);
+    BOOST_TEST(!count->exceeded(5, 100));
+    BOOST_TEST(count->exceeded(6, 100).has_value());
+    auto pct = DeleteLimit::parse("10%");
+    BOOST_REQUIRE(pct);
+    BOOST_TEST(!pct->exceeded(10, 100));
+    BOOST_TEST(pct->exceeded(11, 100).has_value());
+    BOOST_TEST(!DeleteLimit::parse("ten"));
+    BOOST_TEST(!DeleteLimit::parse("150%"));
+}
+
+BOOST_AUTO_TEST_CASE(tree_validation_finds_missing_parent_and_cycle) {
+    std::map<std::string, OrgDepartment> t = {{"1", dept("1", "", "r")}, {"2", dept("2", "7", "b")}};
+    BOOST_TEST(validate_tree(t, "1").size() == 1u);
+    t = {{"1", dept("1", "", "r")}, {"2", dept("2", "3", "b")}, {"3", dept("3", "2", "c")}};
+    auto problems = validate_tree(t, "1");
+    BOOST_REQUIRE(!problems.empty());
+    BOOST_TEST(problems[0].find("cycle") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(multi_department_users_are_merged_with_per_department_order) {
+    Mapping m = Mapping::load_string("{}");
+    FetchedOrg f;
+    dingtalk::DeptDetail root, a, b;
+    root.dept_id = 1;
+    root.name = "r";
+    a.dept_id = 2;
+    a.parent_id = 1;
+    a.name = "a";
+    a.manager_userids = {"boss"};
+    b.dept_id = 3;
+    b.parent_id = 1;
+    b.name = "b";
+    f.departments = {{1, root}, {2, a}, {3, b}};
+    f.children = {{1, {2, 3}}};
+    dingtalk::UserItem u;
+    u.userid = "u";
+    u.name = "U";
+    u.dept_id_list = {3, 2};
+    u.dept_order = 5;
+    merge_user_item(f.users, 2, u);
+    u.dept_order = 7;
+    u.leader = true;
+    merge_user_item(f.users, 3, u);
+    dingtalk::UserItem boss;
+    boss.userid = "boss";
+    boss.name = "B";
+    boss.dept_id_list = {2};
+    merge_user_item(f.users, 2, boss);
+    DesiredOrg d = build_desired(f, m);
+    const OrgUser& out = d.snapshot.users.at("u");
+    BOOST_REQUIRE_EQUAL(out.departments.size(), 2u);
+    BOOST_TEST(out.primary_department == "3");
+    BOOST_TEST(out.departments[0].order == 7);
+    BOOST_TEST(out.departments[0].leader == true);
+    BOOST_TEST(out.departments[1].order == 5);
+    BOOST_TEST(out.manager == "");  // primary dept 3 has no leader, root none
+    BOOST_TEST(d.snapshot.users.at("boss").manager == "");
+    f.failed_departments.insert(3);
+    DesiredOrg partial = build_desired(f, m);
+    BOOST_TEST(partial.frozen_users.count("u") == 1u);
+    BOOST_TEST(partial.frozen_departments.count("3") == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(limiter_never_exceeds_rate) {
+    dingbridge::agent::dingtalk::RateLimiter l(10, 1);
+    auto t = std::chrono::steady_clock::time_point{} + std::chrono::seconds(100);
+    std::chrono::steady_clock::time_point ready;
+    int taken = 0;
+    for (int ms = 0; ms < 1000; ++ms)
+        if (l.try_take("/a", t + std::chrono::milliseconds(ms), ready)) ++taken;
+    BOOST_TEST(taken <= 10);
+    BOOST_TEST(taken >= 9);
+    BOOST_TEST(l.try_take("/b", t, ready));  // per API
+}
+
+BOOST_AUTO_TEST_SUITE_END()
