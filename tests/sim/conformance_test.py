@@ -83,12 +83,20 @@ class Sim:
         self.conns = {}
 
     def stop(self):
+        """SIGTERM must end the simulator cleanly (exit 0, no sanitizer report)."""
+        for c in self.conns.values():
+            c.close()
         self.proc.terminate()
         try:
-            self.proc.wait(10)
+            self.proc.wait(20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+            raise AssertionError("dingtalk-sim ignored SIGTERM")
+        self.log.close()
+        log = open(self.log.name, errors="replace").read()
+        check("Sanitizer" not in log and "runtime error:" not in log, f"sanitizer report:\n{log[-4000:]}")
+        eq(self.proc.returncode, 0, f"exit status after SIGTERM (log: {log[-2000:]})")
 
     def conn(self, source="127.0.0.1", fresh=False):
         if fresh or source not in self.conns:
