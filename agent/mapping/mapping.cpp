@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <sstream>
 #include <functional>
 
 namespace dingbridge::agent {
@@ -97,6 +98,8 @@ const char* type_name(ValueType t) {
     return "?";
 }
 
+std::string a_type(ValueType t) { return std::string(t == ValueType::integer ? "an " : "a ") + type_name(t); }
+
 std::string to_text(const Value& v) {
     if (auto s = std::get_if<std::string>(&v)) return *s;
     if (auto i = std::get_if<std::int64_t>(&v)) return std::to_string(*i);
@@ -183,6 +186,7 @@ struct MappingCompiler {
     const FieldDef* fields;
     size_t nfields;
     bool user_record;
+    const std::string* source = nullptr;  // the file's text, to place columns inside quoted scalars
 
     int field_id(std::string_view name) const {
         for (size_t i = 0; i < nfields; ++i)
@@ -196,10 +200,10 @@ struct MappingCompiler {
     }
 
     // Column of offset `off` inside the scalar of `node` (accounts for an opening quote).
-    [[noreturn]] static void fail_at(const ConfigNode& node, size_t off, const std::string& reason) {
+    [[noreturn]] void fail_at(const ConfigNode& node, size_t off, const std::string& reason) const {
         int col = node.column();
-        std::ifstream in(node.file());
-        if (in) {
+        if (source) {
+            std::istringstream in(*source);
             std::string line;
             for (int i = 0; i < node.line() && std::getline(in, line);) ++i;
             if (col >= 1 && static_cast<size_t>(col) <= line.size() && (line[col - 1] == '"' || line[col - 1] == '\''))
@@ -263,8 +267,7 @@ struct MappingCompiler {
             }
             auto need = [&](ValueType t) {
                 if (e.type != t)
-                    fail_at(node, base + npos, "filter '" + name + "' needs a " + type_name(t) + " value, got " +
-                                                   type_name(e.type));
+                    fail_at(node, base + npos, "filter '" + name + "' needs " + a_type(t) + " value, got " + a_type(e.type));
             };
             auto no_arg = [&] {
                 if (arg) fail_at(node, base + apos, "filter '" + name + "' takes no argument");
@@ -299,8 +302,8 @@ struct MappingCompiler {
                     if (f.field < 0)
                         fail_at(node, base + apos, "unknown source field '" + *arg + "' (known: " + field_list() + ")");
                     if (fields[f.field].type != e.type)
-                        fail_at(node, base + apos, "default(" + *arg + ") is a " + type_name(fields[f.field].type) +
-                                                       " but the value is a " + type_name(e.type));
+                        fail_at(node, base + apos, "default(" + *arg + ") is " + a_type(fields[f.field].type) +
+                                                       " but the value is " + a_type(e.type));
                 }
             } else if (name.empty()) {
                 fail_at(node, base + npos, "expected a filter name after '|'");
@@ -348,8 +351,8 @@ struct MappingCompiler {
             return t;
         }
         if (!single || t.type != want)
-            fail_at(node, 0, std::string("must be a ") + type_name(want) + " (a single {{ }} of a " + type_name(want) +
-                                 " field), but this template gives a " + type_name(t.type));
+            fail_at(node, 0, "must be " + a_type(want) + " (a single {{ }} of " + a_type(want) +
+                                 " field), but this template gives " + a_type(t.type));
         return t;
     }
 };
@@ -463,17 +466,20 @@ void compile_section(const std::optional<ConfigNode>& section, const YAML::Node&
 
 Mapping Mapping::load_file(const std::string& path) {
     auto node = ConfigNode::load_file(path);  // throws with the position on syntax errors
-    return from_node(node, YAML::LoadFile(path));
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    return from_node(node, YAML::LoadFile(path), text.str());
 }
 
 Mapping Mapping::load_string(const std::string& text, const std::string& name) {
     auto node = ConfigNode::load_string(text, name);
-    return from_node(node, YAML::Load(text));
+    return from_node(node, YAML::Load(text), text);
 }
 
-Mapping Mapping::from_node(const ConfigNode& root, const YAML::Node& raw) {
+Mapping Mapping::from_node(const ConfigNode& root, const YAML::Node& raw, const std::string& source) {
     Mapping m;
-    if (root.is_null()) return from_node(ConfigNode::load_string("{}", root.file()), YAML::Load("{}"));
+    if (root.is_null()) return from_node(ConfigNode::load_string("{}", root.file()), YAML::Load("{}"), "{}");
     if (!root.is_map()) root.fail("a mapping file is a YAML map (department, user, phone, dates, sync, removed_users)");
     if (auto phone = root.find("phone")) {
         m.default_country_ = phone->get_string("default_country_code", "86");
@@ -493,8 +499,8 @@ Mapping Mapping::from_node(const ConfigNode& root, const YAML::Node& raw) {
         }
         dates->reject_unknown();
     }
-    MappingCompiler users{kUserFields, std::size(kUserFields), true};
-    MappingCompiler depts{kDeptFields, std::size(kDeptFields), false};
+    MappingCompiler users{kUserFields, std::size(kUserFields), true, &source};
+    MappingCompiler depts{kDeptFields, std::size(kDeptFields), false, &source};
     compile_section(root.find("department"), raw["department"], depts, dept_schema(), m.dept_);
     compile_section(root.find("user"), raw["user"], users, user_schema(), m.user_);
     if (auto sync = root.find("sync")) {

@@ -63,7 +63,7 @@ public:
     // Throws ConfigError.
     static Mapping load_file(const std::string& path);
     static Mapping load_string(const std::string& text, const std::string& name = "mapping.yaml");
-    static Mapping from_node(const ConfigNode& root, const YAML::Node& raw);
+    static Mapping from_node(const ConfigNode& root, const YAML::Node& raw, const std::string& source);
 
     // Field values only; structure (parent, leaders, memberships, manager) is set by the sync.
     OrgDepartment map_department(const dingtalk::DeptDetail& d) const;

@@ -69,11 +69,11 @@ void expect_error(const std::string& yaml, const std::string& needle, int line, 
 }
 
 BOOST_AUTO_TEST_CASE(unknown_field_filter_and_type_errors_point_at_the_spot) {
-    expect_error("user:\n  title: \"{{ titel }}\"\n", "unknown source field 'titel'", 2, 13);
-    expect_error("user:\n  title: \"{{ title | shout }}\"\n", "unknown filter 'shout'", 2, 21);
-    expect_error("user:\n  hired_at: \"{{ hired_date | lower }}\"\n", "needs a string value", 2, 29);
-    expect_error("user:\n  active: \"{{ name }}\"\n", "must be a boolean", 2, 11);
-    expect_error("department:\n  order: \"{{ name }}\"\n", "must be a integer", 2, 10);
+    expect_error("user:\n  title: \"{{ titel }}\"\n", "unknown source field 'titel'", 2, 14);
+    expect_error("user:\n  title: \"{{ title | shout }}\"\n", "unknown filter 'shout'", 2, 22);
+    expect_error("user:\n  hired_at: \"{{ hired_date | lower }}\"\n", "needs a string value", 2, 30);
+    expect_error("user:\n  active: \"{{ name }}\"\n", "must be a boolean", 2, 12);
+    expect_error("department:\n  order: \"{{ name }}\"\n", "must be an integer", 2, 11);
     expect_error("user:\n  nickname: \"{{ name }}\"\n", "nickname", 2, 3);
     expect_error("removed_users:\n  action: archive\n", "disable or delete", 2, 11);
 }

@@ -171,3 +171,146 @@ log:
             self.proxy.stop()
         self.sim.stop()
         self.work.cleanup()
+
+
+# ---- the default mapping (configs/mapping.yaml), re-implemented independently for comparison ----
+
+def _date_cn(ms):
+    if not ms:
+        return ""
+    import datetime
+    t = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone(datetime.timedelta(hours=8)))
+    return t.strftime("%Y-%m-%d")
+
+
+def _e164(number, cc):
+    if not number:
+        return ""
+    digits = "".join(c for c in number if c.isdigit())
+    if not digits:
+        return ""
+    if number.lstrip().startswith("+"):
+        return "+" + digits
+    if digits.startswith("00"):
+        return "+" + digits[2:]
+    return "+" + (cc or "86") + digits
+
+
+def expected_org(dump):
+    """The identity org the default mapping should produce from a simulator --dump / /_sim/org."""
+    depts = {}
+    for d in dump["departments"]:
+        did = str(d["dept_id"])
+        depts[did] = {
+            "name": d["name"],
+            "parent": None if d["dept_id"] == 1 else str(d["parent_id"]),
+            "order": d.get("order", 0),
+            "description": d.get("brief", ""),
+            "leaders": list(d.get("dept_manager_userid_list", [])),
+        }
+    users = {}
+    for u in dump["users"]:
+        email_local = u.get("email", "").split("@")[0] if u.get("email") else ""
+        username = (email_local or u.get("job_number", "") or u["userid"]).lower().strip()
+        orders = {str(x["dept_id"]): x["order"] for x in u.get("dept_order_list", [])}
+        leaders = {str(x["dept_id"]): x["leader"] for x in u.get("leader_in_dept", [])}
+        ms = [(str(d), orders.get(str(d), 0), leaders.get(str(d), False)) for d in u["dept_id_list"]]
+        users[u["userid"]] = {
+            "union_id": u.get("unionid", ""),
+            "username": username,
+            "display_name": u["name"].strip(),
+            "email": (u.get("org_email") or u.get("email") or "").lower().strip(),
+            "phone": _e164(u.get("mobile", ""), u.get("state_code") or "86"),
+            "employee_number": u.get("job_number", ""),
+            "title": u.get("title", ""),
+            "active": bool(u.get("active", True)),
+            "avatar_url": u.get("avatar", ""),
+            "hired_at": _date_cn(u.get("hired_date", 0)),
+            "memberships": ms,
+            "primary": ms[0][0],
+        }
+    for d in depts.values():
+        d["leaders"] = [x for x in d["leaders"] if x in users]
+    for uid, u in users.items():
+        dept, manager = u["primary"], ""
+        while dept and not manager:
+            for leader in depts[dept]["leaders"]:
+                if leader != uid and leader in users:
+                    manager = leader
+                    break
+            dept = depts[dept]["parent"]
+        u["manager"] = manager
+    return {"departments": depts, "users": users}
+
+
+def target_org(db_path, include_removed=False):
+    """The SQLite target read back with the sqlite3 module, in expected_org's shape."""
+    import sqlite3
+    con = sqlite3.connect(str(db_path))
+    try:
+        depts = {}
+        for row in con.execute("SELECT external_id, name, parent_external_id, sort_order, description, leaders "
+                               "FROM departments"):
+            depts[row[0]] = {"name": row[1], "parent": row[2], "order": row[3], "description": row[4],
+                             "leaders": json.loads(row[5])}
+        ms = {}
+        for row in con.execute("SELECT user_external_id, department_external_id, sort_order, is_leader FROM "
+                               "user_departments ORDER BY user_external_id, position"):
+            ms.setdefault(row[0], []).append((row[1], row[2], bool(row[3])))
+        users = {}
+        q = ("SELECT external_id, union_id, username, display_name, email, phone, employee_number, title, active, "
+             "avatar_url, hired_at, primary_department, manager, removed_at FROM users")
+        for r in con.execute(q):
+            if r[13] is not None and not include_removed:
+                continue
+            users[r[0]] = {"union_id": r[1], "username": r[2] or "", "display_name": r[3], "email": r[4] or "",
+                           "phone": r[5] or "", "employee_number": r[6], "title": r[7], "active": bool(r[8]),
+                           "avatar_url": r[9], "hired_at": r[10], "memberships": ms.get(r[0], []),
+                           "primary": r[11], "manager": r[12] or ""}
+        return {"departments": depts, "users": users}
+    finally:
+        con.close()
+
+
+def db_rows(db_path):
+    """Every row of the target's tables (for 'unchanged' checks)."""
+    import sqlite3
+    con = sqlite3.connect(str(db_path))
+    try:
+        out = {}
+        for t in ("departments", "users", "user_departments"):
+            out[t] = sorted(tuple(x for i, x in enumerate(row)) for row in con.execute(f"SELECT * FROM {t}"))
+        return out
+    finally:
+        con.close()
+
+
+def diff_orgs(expected, actual):
+    """A readable list of differences (empty when equal)."""
+    problems = []
+    for kind in ("departments", "users"):
+        e, a = expected[kind], actual[kind]
+        for k in sorted(set(e) - set(a))[:5]:
+            problems.append(f"{kind} {k} missing from the target")
+        for k in sorted(set(a) - set(e))[:5]:
+            problems.append(f"{kind} {k} in the target but not expected")
+        for k in sorted(set(e) & set(a)):
+            for f in e[k]:
+                if e[k][f] != a[k].get(f):
+                    problems.append(f"{kind} {k}.{f}: expected {e[k][f]!r}, target has {a[k].get(f)!r}")
+            if len(problems) > 20:
+                return problems
+    return problems
+
+
+def expected_changes(before, after):
+    """Counts of the plan that takes `before` to `after` (both expected_org shapes)."""
+    c = {"create_department": 0, "update_department": 0, "delete_department": 0, "create_user": 0,
+         "update_user": 0, "disable_user": 0, "delete_user": 0}
+    for kind, create, update, remove in (("departments", "create_department", "update_department", "delete_department"),
+                                         ("users", "create_user", "update_user", "disable_user")):
+        b, a = before[kind], after[kind]
+        c[create] += len(set(a) - set(b))
+        c[remove] += len(set(b) - set(a))
+        c[update] += sum(1 for k in set(a) & set(b) if a[k] != b[k])
+    return c
