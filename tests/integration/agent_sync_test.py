@@ -32,7 +32,9 @@ class LargeOrgThroughProxy(unittest.TestCase):
     """A generated org of 5,000 users / 300 departments / depth >= 6 at the simulator's 20 QPS."""
 
     def test_full_sync_equals_the_simulator_org_field_by_field(self):
-        env = Env(generate="users=5000,departments=300,depth=7,seed=11", qps=20, agent_qps=18, concurrency=8)
+        # A 4 s token lifetime makes the agent refresh its token several times during the run.
+        env = Env(generate="users=5000,departments=300,depth=7,seed=11", qps=20, agent_qps=15, concurrency=8,
+                  sim_extra=("--token-ttl", "4"))
         try:
             dump = env.sim.org()
             self.assertGreaterEqual(len(dump["users"]), 5000)
@@ -50,6 +52,7 @@ class LargeOrgThroughProxy(unittest.TestCase):
             run = env.history()[0]
             self.assertEqual(run["status"], "succeeded")
             self.assertEqual(run["counts"]["create_user"], 5000)
+            self.assertGreaterEqual(stats["apis"]["/gettoken"]["calls"], 3, "the token was not refreshed before expiry")
             print(f"\nfull sync: {wall:.1f}s wall, {stats['total_calls']} calls, peak per-API QPS "
                   f"{max(a['peak_qps'] for a in stats['apis'].values())}, limit 20", file=sys.stderr)
             # Users can be queried with the sqlite3 tool too.

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Benchmark (not a test): a full dingbridge-agent sync of a generated org through
+dingbridge-proxy into the SQLite target. Prints wall time, the agent's CPU time and peak RSS,
+requests made and, against the simulator's per-API QPS limit, the achieved request rate.
+
+  DINGTALK_SIM=... DINGBRIDGE_PROXY=... DINGBRIDGE_AGENT=... \
+    python3 tests/bench/agent_bench.py [--users 100000] [--departments 5000] [--sim-qps 20] [--agent-qps 18]
+
+Loopback only; everything is stopped at the end.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+import agent_env  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--users", type=int, default=100000)
+    ap.add_argument("--departments", type=int, default=5000)
+    ap.add_argument("--depth", type=int, default=8)
+    ap.add_argument("--sim-qps", type=int, default=20, help="simulator limit per API (0 = unlimited)")
+    ap.add_argument("--agent-qps", type=int, default=18)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    env = agent_env.Env(generate=f"users={a.users},departments={a.departments},depth={a.depth},seed=42",
+                        qps=a.sim_qps, agent_qps=a.agent_qps, concurrency=a.concurrency)
+    try:
+        cfg = env.config.read_text().replace("level: info", "level: warn")
+        env.config.write_text(cfg)
+        t0 = time.monotonic()
+        p = subprocess.Popen([agent_env.AGENT_BIN, "-c", str(env.config), "sync"], env=env.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.monotonic() - t0
+        out, err = p.stdout.read(), p.stderr.read()
+        p.returncode = os.waitstatus_to_exitcode(status)
+        run = env.history()[0]
+        stats = env.sim.stats()
+        busiest = max(stats["apis"].items(), key=lambda kv: kv[1]["calls"])
+        result = {
+            "users": a.users, "departments": a.departments, "sim_qps_limit": a.sim_qps, "agent_qps": a.agent_qps,
+            "concurrency": a.concurrency, "exit": p.returncode, "status": run["status"],
+            "wall_s": round(wall, 1), "agent_cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
+            "agent_peak_rss_mib": round(ru.ru_maxrss / 1024, 1),
+            "requests": run["counts"]["requests"], "sim_calls": stats["total_calls"],
+            "throttled": stats["throttled"], "retries": run["counts"]["retries"],
+            "changes_applied": run["counts"]["changes_applied"],
+            "busiest_api": busiest[0], "busiest_api_calls": busiest[1]["calls"],
+            "busiest_api_rate": round(busiest[1]["calls"] / wall, 2),
+            "per_api_peak_qps": {k: v["peak_qps"] for k, v in stats["apis"].items()},
+        }
+        if a.sim_qps:
+            result["busiest_api_rate_vs_limit"] = round(busiest[1]["calls"] / wall / a.sim_qps, 3)
+        if a.json:
+            print(json.dumps(result))
+        else:
+            for k, v in result.items():
+                print(f"{k:28} {v}")
+        if p.returncode != 0:
+            print(out[-2000:], err[-4000:], file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        env.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
