@@ -153,6 +153,13 @@ Outcome<T> parse_with(std::string_view api, std::string& body, bool need_result,
         return f;
     }
     if (!env.has_errcode) {
+        // The per-source-IP limit answers with a deny page, not the envelope (§4); say so.
+        if (body.find("\"punish\"") != std::string::npos) {
+            f.kind = FailureKind::api;
+            f.errmsg = "DingTalk's per-IP limit (10000 calls per 20 s) banned the egress IP for about 5 minutes "
+                       "(deny page); lower dingtalk.qps and rerun later";
+            return f;
+        }
         f.kind = FailureKind::malformed;
         f.detail = "no errcode in the response";
         return f;

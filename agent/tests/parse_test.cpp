@@ -47,6 +47,13 @@ BOOST_AUTO_TEST_CASE(malformed_and_wrong_types_are_errors_not_crashes) {
     }
 }
 
+BOOST_AUTO_TEST_CASE(per_ip_deny_page_is_named) {
+    std::string body = R"({"status":1111,"wait":5,"source":"x5","punish":"deny","uuid":"u"})";
+    auto r = parse_listsub("/topapi/v2/department/listsub", body);
+    BOOST_REQUIRE(!r.ok());
+    BOOST_TEST(r.failure().message().find("per-IP limit") != std::string::npos);
+}
+
 BOOST_AUTO_TEST_CASE(allowlist_ip_and_scopes_are_extracted) {
     BOOST_TEST(ip_from_allowlist_message("ding talk error[subcode=60020,submsg=访问ip不在白名单之中,request ip=14.153.172.241 appKey(x)]") ==
                "14.153.172.241");
