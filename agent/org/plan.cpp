@@ -77,10 +77,10 @@ SyncPlan make_plan(const OrgSnapshot& desired, const OrgSnapshot& current, const
         auto it = current.departments.find(id);
         if (it == current.departments.end()) {
             dept_changes.push_back({depth_of(desired.departments, id),
-                                    Change{ChangeKind::create_department, id, d, {}, "new"}});
+                                    Change{ChangeKind::create_department, id, &d, nullptr, "new"}});
         } else if (!(it->second == d)) {
             dept_changes.push_back({depth_of(desired.departments, id),
-                                    Change{ChangeKind::update_department, id, d, {}, dept_diff(it->second, d)}});
+                                    Change{ChangeKind::update_department, id, &d, nullptr, dept_diff(it->second, d)}});
         }
     }
     std::stable_sort(dept_changes.begin(), dept_changes.end(),
@@ -102,10 +102,10 @@ SyncPlan make_plan(const OrgSnapshot& desired, const OrgSnapshot& current, const
             continue;
         }
         if (options.delete_removed_users) {
-            user_removals.push_back(Change{ChangeKind::delete_user, id, {}, u, "no longer in DingTalk"});
+            user_removals.push_back(Change{ChangeKind::delete_user, id, nullptr, &u, "no longer in DingTalk"});
             deleted_users.insert(id);
         } else {
-            user_removals.push_back(Change{ChangeKind::disable_user, id, {}, u, "no longer in DingTalk"});
+            user_removals.push_back(Change{ChangeKind::disable_user, id, nullptr, &u, "no longer in DingTalk"});
         }
     }
     for (const auto& [id, removed_at] : current.removed_users) {
@@ -113,9 +113,7 @@ SyncPlan make_plan(const OrgSnapshot& desired, const OrgSnapshot& current, const
         if (!options.allow_removals) continue;
         if (options.delete_removed_users ||
             (options.delete_disabled_before > 0 && removed_at > 0 && removed_at < options.delete_disabled_before)) {
-            OrgUser u;
-            u.external_id = id;
-            user_removals.push_back(Change{ChangeKind::delete_user, id, {}, u,
+            user_removals.push_back(Change{ChangeKind::delete_user, id, nullptr, nullptr,
                                            options.delete_removed_users ? "removed earlier; action is delete"
                                                                         : "disabled longer than delete_after"});
             deleted_users.insert(id);
@@ -159,10 +157,10 @@ SyncPlan make_plan(const OrgSnapshot& desired, const OrgSnapshot& current, const
         auto it = current.users.find(id);
         if (it == current.users.end()) {
             bool was_removed = current.removed_users.count(id) > 0;
-            plan.changes.push_back(Change{ChangeKind::create_user, id, {}, *u, was_removed ? "back in DingTalk" : "new"});
+            plan.changes.push_back(Change{ChangeKind::create_user, id, nullptr, u, was_removed ? "back in DingTalk" : "new"});
             ++plan.counts.create_user;
         } else if (!(it->second == *u)) {
-            plan.changes.push_back(Change{ChangeKind::update_user, id, {}, *u, user_diff(it->second, *u)});
+            plan.changes.push_back(Change{ChangeKind::update_user, id, nullptr, u, user_diff(it->second, *u)});
             ++plan.counts.update_user;
         }
     }
@@ -181,7 +179,7 @@ SyncPlan make_plan(const OrgSnapshot& desired, const OrgSnapshot& current, const
             continue;
         }
         dept_removals.push_back({depth_of(current.departments, id),
-                                 Change{ChangeKind::delete_department, id, d, {}, "no longer in DingTalk"}});
+                                 Change{ChangeKind::delete_department, id, &d, nullptr, "no longer in DingTalk"}});
     }
     std::stable_sort(dept_removals.begin(), dept_removals.end(),
                      [](const auto& a, const auto& b) { return a.first > b.first; });

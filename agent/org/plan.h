@@ -31,8 +31,10 @@ const char* change_kind_name(ChangeKind kind);
 struct Change {
     ChangeKind kind = ChangeKind::create_department;
     std::string external_id;
-    OrgDepartment department;  // create/update_department: the desired state
-    OrgUser user;              // create/update_user: the desired state
+    // The desired state for creates/updates, the current one for removals (nullptr for a user
+    // removed earlier). Points into the snapshots given to make_plan, which must outlive the plan.
+    const OrgDepartment* department = nullptr;
+    const OrgUser* user = nullptr;
     std::string detail;        // fields that change, or why it is removed
 };
 

@@ -244,6 +244,9 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
         return finish("failed", m + "; nothing was applied");
     }
     DesiredOrg desired = build_desired(fetched, mapping);
+    const bool read_complete = fetched.complete();
+    const std::size_t failed_departments = fetched.failed_departments.size();
+    fetched = FetchedOrg{};  // the raw pages are no longer needed: keep peak memory down
     std::string root_id = std::to_string(config.root_department);
     std::vector<std::string> problems;
     {
@@ -262,7 +265,7 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
     auto current = target.read(error);
     if (!current) return finish("failed", "cannot read the target: " + error);
     PlanOptions po;
-    po.allow_removals = fetched.complete();
+    po.allow_removals = read_complete;
     po.delete_removed_users = mapping.removed_user_action() == RemovedUserAction::del;
     if (mapping.delete_after().count() > 0)
         po.delete_disabled_before = static_cast<std::int64_t>(std::time(nullptr)) - mapping.delete_after().count();
@@ -277,8 +280,8 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
         spdlog::warn("run {}: skipped {} {}: {}", result.run_id, s.object_type, s.external_id, s.reason);
     }
     std::string incomplete;
-    if (!fetched.complete())
-        incomplete = "the read was incomplete (" + std::to_string(fetched.failed_departments.size()) +
+    if (!read_complete)
+        incomplete = "the read was incomplete (" + std::to_string(failed_departments) +
                      " departments could not be fully read); no removals were computed" +
                      (plan.suppressed_removals ? " (" + std::to_string(plan.suppressed_removals) + " held back)" : "");
 
@@ -293,9 +296,9 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
         for (const auto& c : plan.changes) {
             out << "  " << change_kind_name(c.kind) << " " << c.external_id;
             if (c.kind == ChangeKind::create_department || c.kind == ChangeKind::update_department)
-                out << " \"" << c.department.name << "\"";
+                out << " \"" << c.department->name << "\"";
             else if (c.kind == ChangeKind::create_user || c.kind == ChangeKind::update_user)
-                out << " \"" << c.user.display_name << "\"";
+                out << " \"" << c.user->display_name << "\"";
             if (!c.detail.empty()) out << ": " << c.detail;
             out << "\n";
         }

@@ -168,7 +168,8 @@ std::optional<std::string> SqliteTarget::apply_inner(const Change& c) {
     switch (c.kind) {
         case ChangeKind::create_department:
         case ChangeKind::update_department: {
-            const auto& d = c.department;
+            if (!c.department) return std::string("no department in the change");
+            const auto& d = *c.department;
             Stmt st(db_, "INSERT INTO departments(external_id, name, parent_external_id, sort_order, description, leaders, "
                          "custom, updated_at) VALUES(?1,?2,?3,?4,?5,?6,?7,?8) ON CONFLICT(external_id) DO UPDATE SET "
                          "name=excluded.name, parent_external_id=excluded.parent_external_id, sort_order=excluded.sort_order, "
@@ -190,7 +191,8 @@ std::optional<std::string> SqliteTarget::apply_inner(const Change& c) {
         }
         case ChangeKind::create_user:
         case ChangeKind::update_user: {
-            const auto& u = c.user;
+            if (!c.user) return std::string("no user in the change");
+            const auto& u = *c.user;
             Stmt st(db_, "INSERT INTO users(external_id, union_id, username, display_name, email, phone, employee_number, "
                          "title, primary_department, manager, active, avatar_url, hired_at, custom, removed_at, updated_at) "
                          "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,NULL,?15) ON CONFLICT(external_id) DO UPDATE SET "
