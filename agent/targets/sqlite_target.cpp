@@ -81,7 +81,15 @@ SqliteTarget::SqliteTarget(const std::string& path) {
 }
 
 SqliteTarget::~SqliteTarget() {
+    statements_.clear();  // finalize before closing
     if (db_) sqlite3_close(db_);
+}
+
+Stmt& SqliteTarget::cached(const char* sql) {
+    auto& slot = statements_[sql];
+    if (!slot) slot = std::make_unique<Stmt>(db_, sql);
+    else slot->reset();
+    return *slot;
 }
 
 std::optional<OrgSnapshot> SqliteTarget::read(std::string& error) {
@@ -144,17 +152,23 @@ bool SqliteTarget::begin(std::string& error) {
 }
 
 bool SqliteTarget::commit(std::string& error) {
+    for (auto& [sql, st] : statements_) st->reset();
     error = sqlite_util::exec(db_, "COMMIT");
     return error.empty();
 }
 
-void SqliteTarget::rollback() { (void)sqlite_util::exec(db_, "ROLLBACK"); }
+void SqliteTarget::rollback() {
+    for (auto& [sql, st] : statements_) st->reset();
+    (void)sqlite_util::exec(db_, "ROLLBACK");
+}
 
 std::optional<std::string> SqliteTarget::apply(const Change& change) {
-    if (auto e = sqlite_util::exec(db_, "SAVEPOINT item"); !e.empty()) return e;
+    Stmt& savepoint = cached("SAVEPOINT item");
+    if (!savepoint.ok()) return savepoint.prepare_error();
+    if (savepoint.step() != SQLITE_DONE) return std::string(sqlite3_errmsg(db_));
     auto err = apply_inner(change);
-    if (err) (void)sqlite_util::exec(db_, "ROLLBACK TO item");
-    (void)sqlite_util::exec(db_, "RELEASE item");
+    if (err) (void)cached("ROLLBACK TO item").step();
+    (void)cached("RELEASE item").step();
     return err;
 }
 
@@ -170,7 +184,7 @@ std::optional<std::string> SqliteTarget::apply_inner(const Change& c) {
         case ChangeKind::update_department: {
             if (!c.department) return std::string("no department in the change");
             const auto& d = *c.department;
-            Stmt st(db_, "INSERT INTO departments(external_id, name, parent_external_id, sort_order, description, leaders, "
+            Stmt& st = cached("INSERT INTO departments(external_id, name, parent_external_id, sort_order, description, leaders, "
                          "custom, updated_at) VALUES(?1,?2,?3,?4,?5,?6,?7,?8) ON CONFLICT(external_id) DO UPDATE SET "
                          "name=excluded.name, parent_external_id=excluded.parent_external_id, sort_order=excluded.sort_order, "
                          "description=excluded.description, leaders=excluded.leaders, custom=excluded.custom, "
@@ -182,10 +196,10 @@ std::optional<std::string> SqliteTarget::apply_inner(const Change& c) {
             return run(st);
         }
         case ChangeKind::delete_department: {
-            Stmt st(db_, "DELETE FROM departments WHERE external_id=?1");
+            Stmt& st = cached("DELETE FROM departments WHERE external_id=?1");
             if (st.ok()) st.bind(1, c.external_id);
             if (auto e = run(st)) return e;
-            Stmt m(db_, "DELETE FROM user_departments WHERE department_external_id=?1");
+            Stmt& m = cached("DELETE FROM user_departments WHERE department_external_id=?1");
             if (m.ok()) m.bind(1, c.external_id);
             return run(m);
         }
@@ -193,7 +207,7 @@ std::optional<std::string> SqliteTarget::apply_inner(const Change& c) {
         case ChangeKind::update_user: {
             if (!c.user) return std::string("no user in the change");
             const auto& u = *c.user;
-            Stmt st(db_, "INSERT INTO users(external_id, union_id, username, display_name, email, phone, employee_number, "
+            Stmt& st = cached("INSERT INTO users(external_id, union_id, username, display_name, email, phone, employee_number, "
                          "title, primary_department, manager, active, avatar_url, hired_at, custom, removed_at, updated_at) "
                          "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,NULL,?15) ON CONFLICT(external_id) DO UPDATE SET "
                          "union_id=excluded.union_id, username=excluded.username, display_name=excluded.display_name, "
@@ -208,10 +222,10 @@ std::optional<std::string> SqliteTarget::apply_inner(const Change& c) {
                     .bind(11, static_cast<std::int64_t>(u.active ? 1 : 0)).bind(12, u.avatar_url).bind(13, u.hired_at)
                     .bind(14, json_string_map(u.custom)).bind(15, now_s());
             if (auto e = run(st)) return e;
-            Stmt del(db_, "DELETE FROM user_departments WHERE user_external_id=?1");
+            Stmt& del = cached("DELETE FROM user_departments WHERE user_external_id=?1");
             if (del.ok()) del.bind(1, u.external_id);
             if (auto e = run(del)) return e;
-            Stmt ins(db_, "INSERT INTO user_departments(user_external_id, department_external_id, position, sort_order, "
+            Stmt& ins = cached("INSERT INTO user_departments(user_external_id, department_external_id, position, sort_order, "
                           "is_leader) VALUES(?1,?2,?3,?4,?5)");
             if (!ins.ok()) return ins.prepare_error();
             for (size_t i = 0; i < u.departments.size(); ++i) {
@@ -225,15 +239,15 @@ std::optional<std::string> SqliteTarget::apply_inner(const Change& c) {
             return std::nullopt;
         }
         case ChangeKind::disable_user: {
-            Stmt st(db_, "UPDATE users SET active=0, removed_at=?2, updated_at=?2 WHERE external_id=?1");
+            Stmt& st = cached("UPDATE users SET active=0, removed_at=?2, updated_at=?2 WHERE external_id=?1");
             if (st.ok()) st.bind(1, c.external_id).bind(2, now_s());
             return run(st);
         }
         case ChangeKind::delete_user: {
-            Stmt st(db_, "DELETE FROM users WHERE external_id=?1");
+            Stmt& st = cached("DELETE FROM users WHERE external_id=?1");
             if (st.ok()) st.bind(1, c.external_id);
             if (auto e = run(st)) return e;
-            Stmt m(db_, "DELETE FROM user_departments WHERE user_external_id=?1");
+            Stmt& m = cached("DELETE FROM user_departments WHERE user_external_id=?1");
             if (m.ok()) m.bind(1, c.external_id);
             return run(m);
         }

@@ -5,6 +5,7 @@
 // change runs inside its own SAVEPOINT so that one bad item is rolled back alone. Empty unique
 // values (username, email, phone) are stored as NULL so that only real duplicates collide.
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -13,6 +14,8 @@
 struct sqlite3;
 
 namespace dingbridge::agent {
+
+class Stmt;
 
 class SqliteTarget : public Target {
 public:
@@ -28,7 +31,10 @@ public:
 
 private:
     std::optional<std::string> apply_inner(const Change& change);
+    // Prepared once per connection, reset before each use (keyed by the SQL literal's address).
+    Stmt& cached(const char* sql);
     sqlite3* db_ = nullptr;
+    std::map<const char*, std::unique_ptr<Stmt>> statements_;
 };
 
 // Small SQLite helpers shared with the history store.
