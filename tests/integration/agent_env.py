@@ -75,11 +75,13 @@ class Sim:
         self.log.close()
 
 
-def proxy_config(sim_port, password_hash):
+def proxy_config(sim_port, password_hash, tls=None):
+    listener = '  - address: "127.0.0.1:0"\n'
+    if tls:
+        listener += f'    tls:\n      certificate: "{tls[0]}"\n      key: "{tls[1]}"\n'
     return f"""
 listeners:
-  - address: "127.0.0.1:0"
-workers: 1
+{listener}workers: 1
 outgoing:
   bind_address: "{EGRESS}"
 tenants:
@@ -101,14 +103,17 @@ class Env:
     """Sim + proxy + agent config in one temporary directory."""
 
     def __init__(self, generate="users=60,departments=12,depth=3,seed=7", qps=0, agent_qps=50, concurrency=4,
-                 mapping_text=None, sim_extra=(), with_proxy=True, max_deletes="50%", extra_yaml=""):
+                 mapping_text=None, sim_extra=(), with_proxy=True, max_deletes="50%", extra_yaml="",
+                 proxy_tls=False):
         self.work = harness.Workdir()
         self.dir = Path(self.work.path)
         self.ca, cert, key = harness.make_ca_and_cert(self.dir)
         self.sim = Sim(self.dir, self.ca, cert, key, generate, qps=qps, extra=sim_extra)
         self.proxy = None
+        self.proxy_tls = proxy_tls
         if with_proxy:
-            self.proxy = harness.Proxy(self.dir, proxy_config(self.sim.port, harness.hash_password(PROXY_PASSWORD)))
+            self.proxy = harness.Proxy(self.dir, proxy_config(self.sim.port, harness.hash_password(PROXY_PASSWORD),
+                                                              (cert, key) if proxy_tls else None))
         self.state = self.dir / "state"
         self.mapping = self.dir / "mapping.yaml"
         self.mapping.write_text(mapping_text if mapping_text is not None else (REPO / "configs" / "mapping.yaml").read_text())
@@ -120,11 +125,13 @@ class Env:
         with_proxy = self.proxy is not None if with_proxy is None else with_proxy
         proxy = ""
         if with_proxy:
-            url = proxy_url or f"http://127.0.0.1:{self.proxy.port}"
+            scheme = "https" if self.proxy_tls else "http"
+            url = proxy_url or f"{scheme}://127.0.0.1:{self.proxy.port}"
             proxy = f"""proxy:
   url: "{url}"
   username: agent
   password: "{password_ref or '${env:SIM_PROXY_PASSWORD}'}"
+  ca_file: "{self.ca}"
 """
         self.config = self.dir / "agent.yaml"
         self.config.write_text(f"""dingtalk:

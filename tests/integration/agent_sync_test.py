@@ -65,6 +65,21 @@ class LargeOrgThroughProxy(unittest.TestCase):
             env.stop()
 
 
+class HttpsProxy(unittest.TestCase):
+    def test_sync_through_an_https_proxy_listener(self):
+        env = Env(proxy_tls=True)
+        try:
+            env.agent("sync", check=0)
+            self.assertEqual(diff_orgs(expected_org(env.sim.org()), target_org(env.target_db())), [])
+            # The proxy's certificate is verified: a wrong proxy CA is a TLS failure, not a silent success.
+            env.config.write_text(env.config.read_text().replace(f'  ca_file: "{env.ca}"\ntarget',
+                                                                 '  ca_file: "/etc/ssl/certs/ca-certificates.crt"\ntarget'))
+            p = env.agent("check-config", "--online", check=1)
+            self.assertIn("TLS/CA failure", p.stdout)
+        finally:
+            env.stop()
+
+
 class WithoutProxy(unittest.TestCase):
     def test_direct_call_fails_with_the_allow_list_error(self):
         env = Env(with_proxy=False)
