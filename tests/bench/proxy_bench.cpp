@@ -13,11 +13,12 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
-#include <event2/thread.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <csignal>
 #include <unistd.h>
 
 #include <algorithm>
@@ -42,7 +43,6 @@ struct Servers {
     event_base* base = nullptr;
     std::uint16_t sink_port = 0;
     std::uint16_t echo_port = 0;
-    std::thread thread;
 };
 
 void sink_read(bufferevent* bev, void*) {
@@ -80,11 +80,19 @@ std::uint16_t listen_on(event_base* base, bool sink) {
     return ntohs(bound.sin_port);
 }
 
-void start_servers(Servers& s) {
+// The servers run in a child process so that they have their own descriptor budget: holding
+// N idle tunnels needs N client sockets here and N accepted sockets there.
+pid_t start_servers(Servers& s) {
     s.base = event_base_new();
     s.sink_port = listen_on(s.base, true);
     s.echo_port = listen_on(s.base, false);
-    s.thread = std::thread([&s] { event_base_loop(s.base, EVLOOP_NO_EXIT_ON_EMPTY); });
+    const pid_t child = fork();
+    if (child == 0) {
+        event_reinit(s.base);
+        event_base_loop(s.base, EVLOOP_NO_EXIT_ON_EMPTY);
+        _exit(0);
+    }
+    return child;
 }
 
 // ---- client side ----
@@ -114,6 +122,10 @@ int dial(const std::string& host, std::uint16_t port) {
     inet_pton(AF_INET, host.c_str(), &sin.sin_addr);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    // A stalled peer must show up as a failure, not hang the benchmark.
+    timeval tv{10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     if (connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0) {
         close(fd);
         return -1;
@@ -208,9 +220,12 @@ int main(int argc, char** argv) {
     getrlimit(RLIMIT_NOFILE, &rl);
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
-    evthread_use_pthreads();
     Servers servers;
-    start_servers(servers);
+    const pid_t server_pid = start_servers(servers);
+    if (server_pid < 0) {
+        std::perror("fork");
+        return 1;
+    }
     const Target target = parse_target(proxy);
     if (label.empty()) label = proxy;
 
@@ -311,7 +326,7 @@ int main(int argc, char** argv) {
         for (int fd : fds) close(fd);
     }
     std::fflush(stdout);
-    event_base_loopbreak(servers.base);
-    servers.thread.join();
+    kill(server_pid, SIGTERM);
+    waitpid(server_pid, nullptr, 0);
     return 0;
 }
