@@ -454,7 +454,9 @@ void compile_section(const std::optional<ConfigNode>& section, const YAML::Node&
             // ConfigNode has no key iteration; the raw node gives the names, ConfigNode the positions.
             YAML::Node rc = raw["custom"];
             for (auto it = rc.begin(); it != rc.end(); ++it) {
-                std::string key = it->first.as<std::string>();
+                if (!it->first.IsScalar()) custom->fail("attribute names must be plain strings");
+                std::string key = it->first.Scalar();
+                if (key.empty()) custom->fail("attribute names must not be empty");
                 out["custom." + key] = c.compile(custom->get(key), ValueType::string);
             }
         }
