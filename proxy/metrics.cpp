@@ -107,8 +107,9 @@ TenantRuntime& Metrics::tenant(const std::string& name) {
 }
 
 void Metrics::count_connection(TenantRuntime& t, int status) {
-    std::lock_guard<std::mutex> lock(t.status_mutex);
-    t.by_status[status]++;
+    std::size_t i = 0;
+    while (i + 1 < kStatuses.size() && kStatuses[i] != status) ++i;  // unknown statuses count as 500
+    t.by_status[i].fetch_add(1, std::memory_order_relaxed);
 }
 
 std::string Metrics::render_prometheus() const {
@@ -119,10 +120,11 @@ std::string Metrics::render_prometheus() const {
     help(out, "dingbridge_proxy_connections_total", "counter",
          "Client connections by tenant and final status (200 = tunnel established).");
     for (const auto& [name, t] : tenants_) {
-        std::lock_guard<std::mutex> l(t->status_mutex);
-        for (const auto& [status, n] : t->by_status) {
+        for (std::size_t i = 0; i < kStatuses.size(); ++i) {
+            const std::uint64_t n = t->by_status[i].load(std::memory_order_relaxed);
+            if (n == 0) continue;
             line(out, "dingbridge_proxy_connections_total",
-                 "tenant=\"" + label_value(name) + "\",status=\"" + std::to_string(status) + "\"", static_cast<double>(n));
+                 "tenant=\"" + label_value(name) + "\",status=\"" + std::to_string(kStatuses[i]) + "\"", static_cast<double>(n));
         }
     }
     help(out, "dingbridge_proxy_active_tunnels", "gauge", "Tunnels currently relaying, by tenant.");

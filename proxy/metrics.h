@@ -50,12 +50,14 @@ private:
     std::chrono::steady_clock::time_point last_;
 };
 
+// The final statuses a connection can end with; connections_total has one counter each.
+inline constexpr std::array<int, 13> kStatuses = {200, 400, 403, 405, 407, 408, 429, 431, 499, 502, 503, 504, 500};
+
 struct TenantRuntime {
     std::atomic<std::uint64_t> active{0};
     std::atomic<std::uint64_t> bytes_up{0};
     std::atomic<std::uint64_t> bytes_down{0};
-    std::mutex status_mutex;
-    std::map<int, std::uint64_t> by_status;  // connections by final status
+    std::array<std::atomic<std::uint64_t>, kStatuses.size()> by_status{};  // lock-free per status
     RateBucket connect_rate;
 };
 

@@ -83,10 +83,7 @@ Server::Server(ProxyConfig config) : config_(std::make_shared<const ProxyConfig>
 
 Server::~Server() { stop(); }
 
-std::shared_ptr<const ProxyConfig> Server::config() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return config_;
-}
+std::shared_ptr<const ProxyConfig> Server::config() const { return config_.load(); }
 
 void Server::start() {
     const auto cfg = config();
@@ -148,17 +145,18 @@ void Server::stop() {
 }
 
 void Server::reload(ProxyConfig next) {
-    auto fresh = std::make_shared<const ProxyConfig>(std::move(next));
+    std::shared_ptr<const ProxyConfig> fresh = std::make_shared<const ProxyConfig>(std::move(next));
     std::lock_guard<std::mutex> lock(mutex_);
+    const std::shared_ptr<const ProxyConfig> current = config_.load();
     // Sockets stay bound across a reload, and tunnels index the listener list; refuse changes to it.
-    bool same = fresh->listeners.size() == config_->listeners.size() && fresh->admin_address == config_->admin_address;
+    bool same = fresh->listeners.size() == current->listeners.size() && fresh->admin_address == current->admin_address;
     for (std::size_t i = 0; same && i < fresh->listeners.size(); ++i) {
-        same = fresh->listeners[i].address == config_->listeners[i].address &&
-               static_cast<bool>(fresh->listeners[i].tls) == static_cast<bool>(config_->listeners[i].tls);
+        same = fresh->listeners[i].address == current->listeners[i].address &&
+               static_cast<bool>(fresh->listeners[i].tls) == static_cast<bool>(current->listeners[i].tls);
     }
     if (!same) throw std::runtime_error("listener or admin address changes (or adding/removing tls) need a restart");
-    if (fresh->workers != config_->workers) spdlog::warn("reload: a new worker count takes effect after a restart");
-    config_ = std::move(fresh);
+    if (fresh->workers != current->workers) spdlog::warn("reload: a new worker count takes effect after a restart");
+    config_.store(std::move(fresh));
 }
 
 }  // namespace dingbridge::proxy

@@ -4,6 +4,7 @@
 // connections get the new policy and TLS certificates, open tunnels keep what they started with).
 // Constructed and driven from the main thread; `config()` may be called from any thread.
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -41,8 +42,8 @@ public:
 private:
     std::size_t open_connections() const;
 
-    mutable std::mutex mutex_;
-    std::shared_ptr<const ProxyConfig> config_;
+    mutable std::mutex mutex_;  // serializes reloads
+    std::atomic<std::shared_ptr<const ProxyConfig>> config_;  // read on every accept, lock-free
     SharedState shared_;
     std::vector<std::unique_ptr<Worker>> workers_;
     std::unique_ptr<AdminServer> admin_;

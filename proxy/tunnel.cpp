@@ -226,7 +226,7 @@ void Tunnel::handle_head() {
 }
 
 bool Tunnel::admit() {
-    TenantRuntime& rt = worker_.shared().metrics.tenant(tenant_->name);
+    TenantRuntime& rt = worker_.tenant_runtime(tenant_->name);
     if (tenant_->connect_rate > 0) {
         if (const int wait = rt.connect_rate.take(tenant_->connect_rate, tenant_->connect_burst)) {
             deny(Denial::rate_limit, 429, "tenant connect rate exceeded", wait);
@@ -640,7 +640,7 @@ void Tunnel::write_access_log() {
     const int status = status_ == 0 ? 499 : status_;  // 499: closed before any reply (nginx's convention)
     const std::string tenant = tenant_ ? tenant_->name : "";
     Metrics& metrics = worker_.shared().metrics;
-    metrics.count_connection(runtime_ ? *runtime_ : metrics.tenant(tenant), status);
+    metrics.count_connection(runtime_ ? *runtime_ : worker_.tenant_runtime(tenant), status);
     const std::string source = endpoint(source_ip_, source_port_);
     const std::string destination = host_port(host_, port_);
     auto& log = worker_.access_log();

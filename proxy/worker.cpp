@@ -131,6 +131,14 @@ void Worker::on_resume_accept(evutil_socket_t, short, void* arg) {
         if (s->listener) evconnlistener_enable(s->listener);
 }
 
+TenantRuntime& Worker::tenant_runtime(const std::string& name) {
+    auto it = runtimes_.find(name);
+    if (it != runtimes_.end()) return *it->second;
+    TenantRuntime& rt = shared_.metrics.tenant(name);
+    runtimes_.emplace(name, &rt);
+    return rt;
+}
+
 void Worker::retire(Tunnel* tunnel) {
     if (!tunnel->reapable()) return;
     retired_.push_back(tunnel);

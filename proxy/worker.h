@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -63,6 +64,9 @@ public:
     spdlog::logger& access_log() { return *access_log_; }
     SharedState& shared() { return shared_; }
     PipePool& pipes() { return pipes_; }
+    // The tenant's process-wide runtime (counters, limits), cached per worker so the hot path
+    // takes no global lock.
+    TenantRuntime& tenant_runtime(const std::string& name);
 
     void retire(Tunnel* tunnel);
     std::size_t open_connections() const { return open_.load(); }
@@ -96,6 +100,7 @@ private:
     PipePool pipes_;  // declared before the tunnels are freed in ~Worker, destroyed after them
     std::vector<std::unique_ptr<ListenerSlot>> listeners_;
     std::unordered_set<Tunnel*> live_;
+    std::unordered_map<std::string, TenantRuntime*> runtimes_;
     std::vector<Tunnel*> retired_;
     std::atomic<std::size_t> open_{0};
     std::thread thread_;
