@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+
+#include <simdjson.h>
 #include <functional>
 
 namespace dingbridge::agent {
@@ -30,6 +32,7 @@ const FieldDef kUserFields[] = {
     {"hired_date", ValueType::integer},  {"active", ValueType::boolean},
     {"admin", ValueType::boolean},       {"boss", ValueType::boolean},
     {"hide_mobile", ValueType::boolean}, {"exclusive_account", ValueType::boolean},
+    {"dept_id_list", ValueType::list},
 };
 
 const FieldDef kDeptFields[] = {
@@ -40,6 +43,7 @@ const FieldDef kDeptFields[] = {
     {"extention", ValueType::string},     {"org_dept_owner", ValueType::string},
     {"hide_dept", ValueType::boolean},    {"outer_dept", ValueType::boolean},
     {"from_union_org", ValueType::boolean},
+    {"dept_manager_userid_list", ValueType::list},
 };
 
 Value user_field(const dingtalk::UserItem& u, int id) {
@@ -66,6 +70,11 @@ Value user_field(const dingtalk::UserItem& u, int id) {
         case 19: return u.boss;
         case 20: return u.hide_mobile;
         case 21: return u.exclusive_account;
+        case 22: {
+            std::vector<std::string> ids;
+            for (auto id : u.dept_id_list) ids.push_back(std::to_string(id));
+            return ids;
+        }
     }
     return std::string();
 }
@@ -85,6 +94,7 @@ Value dept_field(const dingtalk::DeptDetail& d, int id) {
         case 10: return d.hide_dept;
         case 11: return d.outer_dept;
         case 12: return d.from_union_org;
+        case 13: return d.manager_userids;
     }
     return std::string();
 }
@@ -94,22 +104,45 @@ const char* type_name(ValueType t) {
         case ValueType::string: return "string";
         case ValueType::integer: return "integer";
         case ValueType::boolean: return "boolean";
+        case ValueType::list: return "list";
     }
     return "?";
 }
 
 std::string a_type(ValueType t) { return std::string(t == ValueType::integer ? "an " : "a ") + type_name(t); }
 
+std::string join(const std::vector<std::string>& items, const std::string& sep) {
+    std::string out;
+    for (size_t i = 0; i < items.size(); ++i) out += (i ? sep : "") + items[i];
+    return out;
+}
+
 std::string to_text(const Value& v) {
     if (auto s = std::get_if<std::string>(&v)) return *s;
     if (auto i = std::get_if<std::int64_t>(&v)) return std::to_string(*i);
+    if (auto l = std::get_if<std::vector<std::string>>(&v)) return join(*l, ",");
     return std::get<bool>(v) ? "true" : "false";
 }
 
 bool is_empty(const Value& v) {
     if (auto s = std::get_if<std::string>(&v)) return s->empty();
     if (auto i = std::get_if<std::int64_t>(&v)) return *i == 0;
+    if (auto l = std::get_if<std::vector<std::string>>(&v)) return l->empty();
     return false;
+}
+
+// One key of a JSON-object string (DingTalk's `extension`, `ext`); "" when absent or not JSON.
+std::string json_member(const std::string& text, const std::string& key) {
+    if (text.empty()) return {};
+    simdjson::dom::parser parser;
+    simdjson::dom::object o;
+    if (parser.parse(text).get(o) != simdjson::SUCCESS) return {};
+    simdjson::dom::element e;
+    if (o.at_key(key).get(e) != simdjson::SUCCESS) return {};
+    std::string_view sv;
+    if (e.get(sv) == simdjson::SUCCESS) return std::string(sv);
+    if (e.is_null()) return {};
+    return simdjson::minify(e);
 }
 
 std::string trim_copy(std::string s) {
@@ -290,6 +323,27 @@ struct MappingCompiler {
                 f.literal = arg ? *arg : "%Y-%m-%d";
                 if (arg && !arg_quoted) fail_at(node, base + apos, "date format must be quoted, e.g. date(\"%Y-%m-%d\")");
                 e.type = ValueType::string;
+            } else if (name == "json") {
+                need(ValueType::string);
+                if (!arg || !arg_quoted) fail_at(node, base + npos, "filter 'json' needs a quoted key, e.g. json(\"工位\")");
+                f.op = Filter::Op::json_key;
+                f.literal = *arg;
+            } else if (name == "join") {
+                need(ValueType::list);
+                if (arg && !arg_quoted) fail_at(node, base + apos, "join's separator must be quoted, e.g. join(\",\")");
+                f.op = Filter::Op::join;
+                f.literal = arg ? *arg : ",";
+                e.type = ValueType::string;
+            } else if (name == "first") {
+                no_arg();
+                need(ValueType::list);
+                f.op = Filter::Op::first;
+                e.type = ValueType::string;
+            } else if (name == "count") {
+                no_arg();
+                need(ValueType::list);
+                f.op = Filter::Op::count;
+                e.type = ValueType::integer;
             } else if (name == "default") {
                 if (!arg) fail_at(node, base + npos, "filter 'default' needs an argument: a field name or a quoted string");
                 if (arg_quoted) {
@@ -309,7 +363,8 @@ struct MappingCompiler {
                 fail_at(node, base + npos, "expected a filter name after '|'");
             } else {
                 fail_at(node, base + npos,
-                        "unknown filter '" + name + "' (known: lower, upper, trim, email_local, e164, date, default)");
+                        "unknown filter '" + name +
+                            "' (known: lower, upper, trim, email_local, e164, date, json, join, first, count, default)");
             }
             e.filters.push_back(std::move(f));
         }
@@ -337,6 +392,9 @@ struct MappingCompiler {
         bool single = t.parts.size() == 1 && t.parts[0].expr;
         bool constant = std::all_of(t.parts.begin(), t.parts.end(), [](const auto& p) { return !p.expr; });
         t.type = single ? t.parts[0].expr->type : ValueType::string;
+        for (const auto& p : t.parts)
+            if (p.expr && p.expr->type == ValueType::list)
+                fail_at(node, 0, "a list field needs join(\",\"), first or count to become a value");
         if (want == ValueType::string) return t;
         if (constant) {
             std::string c = t.parts.empty() ? "" : t.parts[0].text;
@@ -394,6 +452,16 @@ Value eval_expr(const Expr& e, const std::function<Value(int)>& get, const std::
                 break;
             case Filter::Op::default_literal:
                 if (is_empty(v)) v = f.literal;
+                break;
+            case Filter::Op::json_key: v = json_member(std::get<std::string>(v), f.literal); break;
+            case Filter::Op::join: v = join(std::get<std::vector<std::string>>(v), f.literal); break;
+            case Filter::Op::first: {
+                const auto& l = std::get<std::vector<std::string>>(v);
+                v = l.empty() ? std::string() : l.front();
+                break;
+            }
+            case Filter::Op::count:
+                v = static_cast<std::int64_t>(std::get<std::vector<std::string>>(v).size());
                 break;
         }
     }

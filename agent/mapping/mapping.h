@@ -25,14 +25,14 @@
 
 namespace dingbridge::agent {
 
-enum class ValueType { string, integer, boolean };
-using Value = std::variant<std::string, std::int64_t, bool>;
+enum class ValueType { string, integer, boolean, list };
+using Value = std::variant<std::string, std::int64_t, bool, std::vector<std::string>>;
 
 struct Filter {
-    enum class Op { lower, upper, trim, email_local, e164, date, default_field, default_literal };
+    enum class Op { lower, upper, trim, email_local, e164, date, default_field, default_literal, json_key, join, first, count };
     Op op = Op::lower;
     int field = -1;       // default_field
-    std::string literal;  // default_literal, date format, e164 country code
+    std::string literal;  // default_literal, date format, e164 country code, json key, join separator
 };
 
 struct Expr {

@@ -43,6 +43,29 @@ BOOST_AUTO_TEST_CASE(fallbacks_constants_and_custom_fields) {
     BOOST_TEST(o.custom.at("place") == "杭州");
 }
 
+BOOST_AUTO_TEST_CASE(list_fields_and_json_members) {
+    Mapping m = Mapping::load_string(
+        "user:\n  custom:\n    depts: \"{{ dept_id_list | join(\\\";\\\") }}\"\n"
+        "    main: \"{{ dept_id_list | first }}\"\n    n: \"{{ dept_id_list | count }}\"\n"
+        "    desk: \"{{ extension | json(\\\"工位\\\") }}\"\n"
+        "department:\n  custom:\n    managers: \"{{ dept_manager_userid_list | join }}\"\n");
+    dingtalk::UserItem u;
+    u.userid = "u";
+    u.dept_id_list = {7, 3000000007};
+    u.extension = R"({"爱好":"旅游","工位":"A-12"})";
+    OrgUser o = m.map_user(u);
+    BOOST_TEST(o.custom.at("depts") == "7;3000000007");
+    BOOST_TEST(o.custom.at("main") == "7");
+    BOOST_TEST(o.custom.at("n") == "2");
+    BOOST_TEST(o.custom.at("desk") == "A-12");
+    u.extension = "not json";
+    BOOST_TEST(m.map_user(u).custom.count("desk") == 0u);
+    dingtalk::DeptDetail d;
+    d.dept_id = 2;
+    d.manager_userids = {"a", "b"};
+    BOOST_TEST(m.map_department(d).custom.at("managers") == "a,b");
+}
+
 BOOST_AUTO_TEST_CASE(e164_keeps_international_numbers) {
     BOOST_TEST(phone_to_e164("+1 (415) 555-0100", "86") == "+14155550100");
     BOOST_TEST(phone_to_e164("", "86") == "");
@@ -76,6 +99,8 @@ BOOST_AUTO_TEST_CASE(unknown_field_filter_and_type_errors_point_at_the_spot) {
     expect_error("department:\n  order: \"{{ name }}\"\n", "must be an integer", 2, 11);
     expect_error("user:\n  nickname: \"{{ name }}\"\n", "nickname", 2, 3);
     expect_error("removed_users:\n  action: archive\n", "disable or delete", 2, 11);
+    expect_error("user:\n  title: \"{{ dept_id_list }}\"\n", "a list field needs join", 2, 11);
+    expect_error("user:\n  title: \"{{ name | join }}\"\n", "needs a list value", 2, 21);
 }
 
 BOOST_AUTO_TEST_CASE(skip_rules_and_subtrees) {
