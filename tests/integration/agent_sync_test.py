@@ -285,6 +285,57 @@ class Safeguard(unittest.TestCase):
             env.stop()
 
 
+class RemovedUsers(unittest.TestCase):
+    def _mapping(self, removed):
+        text = (agent_env.REPO / "configs" / "mapping.yaml").read_text()
+        assert text.count("\n  action: disable\n") == 1
+        return text.replace("\n  action: disable\n", "\n" + removed)
+
+    def _user(self, env, uid):
+        con = sqlite3.connect(str(env.target_db()))
+        try:
+            return con.execute("SELECT active, removed_at FROM users WHERE external_id=?", (uid,)).fetchone()
+        finally:
+            con.close()
+
+    def test_disable_then_delete_after_the_grace_period(self):
+        env = Env(generate="users=30,departments=4,depth=2,seed=6",
+                  mapping_text=self._mapping("  action: disable\n  delete_after: 2s\n"))
+        try:
+            env.agent("sync", check=0)
+            uid = env.sim.org()["users"][0]["userid"]
+            env.sim.admin("POST", "/_sim/user/remove", {"userid": uid})
+            env.agent("sync", check=0)
+            self.assertEqual(self._user(env, uid)[0], 0)
+            env.agent("sync", check=0)  # within the grace period: nothing
+            self.assertEqual(env.history()[0]["counts"]["changes_planned"], 0)
+            time.sleep(3.1)
+            env.agent("sync", check=0)
+            self.assertEqual(env.history()[0]["counts"]["delete_user"], 1)
+            self.assertIsNone(self._user(env, uid))
+        finally:
+            env.stop()
+
+    def test_delete_action_and_a_user_who_comes_back(self):
+        env = Env(generate="users=30,departments=4,depth=2,seed=6",
+                  mapping_text=self._mapping("  action: delete\n"))
+        try:
+            env.agent("sync", check=0)
+            org = env.sim.org()
+            gone = org["users"][1]
+            env.sim.admin("POST", "/_sim/user/remove", {"userid": gone["userid"]})
+            env.agent("sync", check=0)
+            self.assertEqual(env.history()[0]["counts"]["delete_user"], 1)
+            self.assertIsNone(self._user(env, gone["userid"]))
+            env.sim.admin("POST", "/_sim/user/create", {"userid": gone["userid"], "name": gone["name"],
+                                                        "dept_id_list": gone["dept_id_list"]})
+            env.agent("sync", check=0)
+            self.assertEqual(env.history()[0]["counts"]["create_user"], 1)
+            self.assertEqual(self._user(env, gone["userid"]), (1, None))
+        finally:
+            env.stop()
+
+
 class Conflicts(unittest.TestCase):
     def test_two_users_with_the_same_email_skip_the_later_one_with_a_reason(self):
         env = Env(generate="users=40,departments=5,depth=2,seed=3")
