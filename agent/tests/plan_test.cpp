@@ -160,6 +160,39 @@ BOOST_AUTO_TEST_CASE(multi_department_users_are_merged_with_per_department_order
     BOOST_TEST(partial.frozen_departments.count("3") == 1u);
 }
 
+BOOST_AUTO_TEST_CASE(excluded_subtrees_and_include_roots) {
+    // 1 -> 2 -> 4, 1 -> 3
+    FetchedOrg f;
+    auto d = [](std::int64_t id, std::int64_t parent) {
+        dingtalk::DeptDetail x;
+        x.dept_id = id;
+        x.parent_id = parent;
+        x.name = "d" + std::to_string(id);
+        return x;
+    };
+    f.departments = {{1, d(1, 0)}, {2, d(2, 1)}, {3, d(3, 1)}, {4, d(4, 2)}};
+    f.children = {{1, {2, 3}}, {2, {4}}};
+    dingtalk::UserItem u;
+    u.userid = "in4";
+    u.name = "x";
+    u.dept_id_list = {4, 3};
+    merge_user_item(f.users, 4, u);
+    merge_user_item(f.users, 3, u);
+    DesiredOrg ex = build_desired(f, Mapping::load_string("sync:\n  exclude_departments: [2]\n"));
+    BOOST_TEST(ex.snapshot.departments.size() == 2u);  // 1 and 3
+    BOOST_TEST(ex.snapshot.users.at("in4").departments.size() == 1u);
+    BOOST_TEST(ex.snapshot.users.at("in4").primary_department == "3");
+    DesiredOrg in = build_desired(f, Mapping::load_string("sync:\n  include_departments: [2]\n"));
+    BOOST_TEST(in.snapshot.departments.size() == 2u);  // 2 (now top-level) and 4
+    BOOST_TEST(in.snapshot.departments.at("2").parent_external_id == "");
+    BOOST_TEST(in.snapshot.departments.at("4").parent_external_id == "2");
+    BOOST_TEST(in.snapshot.users.at("in4").primary_department == "4");
+    DesiredOrg skip = build_desired(
+        f, Mapping::load_string("sync:\n  skip_users:\n    - field: userid\n      equals: in4\n"));
+    BOOST_TEST(skip.snapshot.users.empty());
+    BOOST_TEST(skip.skipped.size() == 1u);
+}
+
 BOOST_AUTO_TEST_CASE(limiter_never_exceeds_rate) {
     dingbridge::agent::dingtalk::RateLimiter l(10, 1);
     auto t = std::chrono::steady_clock::time_point{} + std::chrono::seconds(100);
