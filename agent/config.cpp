@@ -62,6 +62,7 @@ AgentConfig AgentConfig::load(const std::string& path) {
     if (auto n = dt.find("ca_file")) c.client.transport.ca_file = resolve_relative(path, n->as_string());
     if (auto n = dt.find("root_department")) c.root_department = n->as_int(1, INT64_MAX);
     if (auto n = dt.find("qps")) c.client.qps = static_cast<double>(n->as_int(1, 1000));
+    if (auto n = dt.find("qps_total")) c.client.qps_total = static_cast<double>(n->as_int(1, 10000));
     if (auto n = dt.find("concurrency")) c.client.transport.max_in_flight = static_cast<int>(n->as_int(1, 64));
     if (auto n = dt.find("max_attempts")) c.client.max_attempts = static_cast<int>(n->as_int(1, 20));
     c.client.transport.connect_timeout = dt.get_duration("connect_timeout", std::chrono::seconds(10));

@@ -35,6 +35,7 @@ DingTalkClient::DingTalkClient(ClientSettings settings)
     : settings_(std::move(settings)),
       transport_(settings_.transport),
       limiter_(settings_.qps, 1.0),
+      total_limiter_(settings_.qps_total, 1.0),
       rng_(std::random_device{}()) {
     while (!settings_.oapi_base.empty() && settings_.oapi_base.back() == '/') settings_.oapi_base.pop_back();
 }
@@ -164,6 +165,8 @@ void DingTalkClient::start_token_fetch() {
     ++stats_.requests;
     HttpRequest req;
     req.method = "GET";
+    Clock::time_point ignored;
+    (void)total_limiter_.try_take("*", Clock::now(), ignored);
     req.url = settings_.oapi_base + "/gettoken?appkey=" + url_encode(settings_.app_key) +
               "&appsecret=" + url_encode(settings_.app_secret);
     transport_.submit(std::move(req), [this](HttpResponse&& r) {
@@ -233,10 +236,11 @@ std::optional<ApiFailure> DingTalkClient::run(const std::function<void()>& tick)
             for (auto& [api, q] : queues_) {
                 while (!q.empty() && transport_.in_flight() < transport_.max_in_flight()) {
                     Clock::time_point ready;
-                    if (!limiter_.try_take(api, now, ready)) {
+                    if (!total_limiter_.available("*", now, ready) || !limiter_.try_take(api, now, ready)) {
                         wake = std::min(wake, ready);
                         break;
                     }
+                    (void)total_limiter_.try_take("*", now, ready);
                     Pending p = std::move(q.front());
                     q.pop_front();
                     start(std::move(p));

@@ -30,6 +30,7 @@ struct ClientSettings {
     std::string app_key;
     std::string app_secret;  // secret: only ever placed in the gettoken URL
     double qps = 15;         // per API path; keep below DingTalk's 20/s
+    double qps_total = 400;  // all APIs of the app together; below the per-IP 10000 calls / 20 s
     int max_attempts = 6;
     std::chrono::milliseconds backoff_base{200};
     std::chrono::milliseconds backoff_max{8000};
@@ -85,7 +86,8 @@ private:
 
     ClientSettings settings_;
     HttpTransport transport_;
-    RateLimiter limiter_;
+    RateLimiter limiter_;        // per API path
+    RateLimiter total_limiter_;  // the whole app
     std::map<std::string, std::deque<Pending>> queues_;
     std::vector<Pending> delayed_;
     std::optional<ApiFailure> fatal_;

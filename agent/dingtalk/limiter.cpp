@@ -30,6 +30,15 @@ bool RateLimiter::try_take(const std::string& key, Clock::time_point now, Clock:
     return false;
 }
 
+bool RateLimiter::available(const std::string& key, Clock::time_point now, Clock::time_point& ready_at) {
+    if (rate_ <= 0) return true;
+    Bucket& b = buckets_[key];
+    refill(b, now);
+    if (b.tokens >= 1.0) return true;
+    ready_at = now + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>((1.0 - b.tokens) / rate_));
+    return false;
+}
+
 void RateLimiter::penalize(const std::string& key, Clock::time_point now) {
     if (rate_ <= 0) return;
     Bucket& b = buckets_[key];

@@ -20,6 +20,9 @@ public:
     // to when one will be.
     bool try_take(const std::string& key, Clock::time_point now, Clock::time_point& ready_at);
 
+    // Like try_take, without taking.
+    bool available(const std::string& key, Clock::time_point now, Clock::time_point& ready_at);
+
     // After a throttle answer: empty the bucket so that the next call waits a full interval.
     void penalize(const std::string& key, Clock::time_point now);
 

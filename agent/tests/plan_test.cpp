@@ -203,6 +203,12 @@ BOOST_AUTO_TEST_CASE(limiter_never_exceeds_rate) {
     BOOST_TEST(taken <= 10);
     BOOST_TEST(taken >= 9);
     BOOST_TEST(l.try_take("/b", t, ready));  // per API
+    dingbridge::agent::dingtalk::RateLimiter total(5, 1);
+    BOOST_TEST(total.available("*", t, ready));
+    BOOST_TEST(total.available("*", t, ready));  // peeking takes nothing
+    BOOST_TEST(total.try_take("*", t, ready));
+    BOOST_TEST(!total.available("*", t, ready));
+    BOOST_TEST((ready - t == std::chrono::milliseconds(200)));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
