@@ -7,17 +7,19 @@
 #   BUILD_DIR   build directory (default: build)
 #   DEMO_ORG    simulator org (default: users=2000,departments=120,depth=6,seed=1)
 #   SKIP_SETUP  set to 1 to skip scripts/setup.sh (already built)
+#   DEMO_DIR    working directory (default: .demo/agent; emptied first)
+#   SIM_BIN, PROXY_BIN, AGENT_BIN  binaries (default: under BUILD_DIR)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ "${SKIP_SETUP:-0}" != 1 ]]; then scripts/setup.sh; fi
 BUILD=${BUILD_DIR:-build}
-SIM=$BUILD/tests/sim/dingtalk-sim
-PROXY=$BUILD/proxy/dingbridge-proxy
-AGENT=$BUILD/agent/dingbridge-agent
+SIM=${SIM_BIN:-$BUILD/tests/sim/dingtalk-sim}
+PROXY=${PROXY_BIN:-$BUILD/proxy/dingbridge-proxy}
+AGENT=${AGENT_BIN:-$BUILD/agent/dingbridge-agent}
 for b in "$SIM" "$PROXY" "$AGENT"; do
   [[ -x $b ]] || { echo "missing $b (build first: scripts/setup.sh)" >&2; exit 1; }
 done
-DEMO=.demo/agent
+DEMO=${DEMO_DIR:-.demo/agent}
 rm -rf "$DEMO" && mkdir -p "$DEMO"
 DEMO_ABS=$(cd "$DEMO" && pwd)
 pids=()
