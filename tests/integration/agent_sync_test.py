@@ -404,6 +404,17 @@ class Doctor(unittest.TestCase):
             self.assertIn("egress IP not on DingTalk's allow-list", p.stdout)
             self.assertIn("127.0.0.1", p.stdout)
 
+            # The documented example configuration loads as shipped.
+            example = agent_env.REPO / "configs" / "agent.yaml"
+            p = subprocess.run([agent_env.AGENT_BIN, "-c", str(example), "check-config"], capture_output=True,
+                               text=True, env=dict(env.env, DINGTALK_APP_SECRET="x", DINGBRIDGE_PROXY_PASSWORD="y"))
+            self.assertEqual(p.returncode, 0, p.stderr)
+            p = subprocess.run([agent_env.AGENT_BIN, "-c", str(example), "check-config"], capture_output=True,
+                               text=True, env={k: v for k, v in env.env.items() if k != "DINGTALK_APP_SECRET"})
+            self.assertEqual(p.returncode, 2)
+            self.assertRegex(p.stderr, r"agent\.yaml:\d+:\d+: dingtalk\.app_secret: environment variable "
+                                       r"DINGTALK_APP_SECRET is not set")
+
             env.config.write_text(good + "bogus_key: 1\n")
             p = env.agent("check-config", check=2)
             self.assertRegex(p.stderr, r"agent\.yaml:\d+:\d+")
