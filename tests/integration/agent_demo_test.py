@@ -27,8 +27,15 @@ class DemoScript(unittest.TestCase):
             self.assertIn("users +200", out)
             self.assertIn("run 2: succeeded: 0 of 0 changes applied", out)
             # No simulator or proxy left running from this demo directory.
-            ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-            self.assertNotIn(str(Path(d) / "demo"), ps)
+            leftovers = []
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                if str(Path(d) / "demo") in args:
+                    leftovers.append(args)
+            self.assertEqual(leftovers, [])
 
 
 if __name__ == "__main__":
