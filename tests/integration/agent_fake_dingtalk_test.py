@@ -1,0 +1,172 @@
+"""dingbridge-agent against a scripted DingTalk stand-in (Python, HTTPS on loopback) for answers
+the simulator does not produce: a missing contact permission (88/60011 with requiredScopes), a
+department listed under two parents, a department whose parent was never listed. The agent
+connects directly (no proxy): these tests are about what the agent does with the answers."""
+import json
+import os
+import ssl
+import subprocess
+import sys
+import threading
+import unittest
+import http.server
+from pathlib import Path
+from urllib.parse import urlparse
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+
+AGENT = os.environ.get("DINGBRIDGE_AGENT", "dingbridge-agent")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def ok(result):
+    return {"errcode": 0, "errmsg": "ok", "result": result, "request_id": "fake-req"}
+
+
+class FakeDingTalk:
+    """Answers each topapi path from `routes[path](body_dict)`; /gettoken always succeeds."""
+
+    def __init__(self, cert, key, routes):
+        routes = dict(routes)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _send(self, obj):
+                data = json.dumps(obj, ensure_ascii=False).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if urlparse(self.path).path == "/gettoken":
+                    self._send({"errcode": 0, "errmsg": "ok", "access_token": "fake-token", "expires_in": 7200})
+                else:
+                    self._send({"errcode": 404, "errmsg": "not found"})
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(n) or b"{}")
+                path = urlparse(self.path).path
+                self._send(routes[path](body) if path in routes else {"errcode": 22, "errmsg": "Invalid method"})
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def tree(children, parents=None):
+    """Routes for a department tree {id: [child ids]}; get's parent_id from `parents` or the tree."""
+    parent_of = {c: p for p, cs in children.items() for c in cs}
+    parent_of.update(parents or {})
+
+    def listsub(b):
+        d = b.get("dept_id", 1)
+        return ok([{"dept_id": c, "name": f"d{c}", "parent_id": d} for c in children.get(d, [])])
+
+    def get(b):
+        d = b["dept_id"]
+        r = {"dept_id": d, "name": f"d{d}", "order": d, "dept_manager_userid_list": []}
+        if d != 1:
+            r["parent_id"] = parent_of[d]
+        return ok(r)
+
+    def users(b):
+        d = b["dept_id"]
+        return ok({"has_more": False, "list": [{"userid": f"u{d}", "name": f"user {d}", "dept_id_list": [d]}]})
+
+    return {"/topapi/v2/department/listsub": listsub, "/topapi/v2/department/get": get,
+            "/topapi/v2/user/list": users}
+
+
+class FakeDingTalkTests(unittest.TestCase):
+    def setUp(self):
+        self.work = harness.Workdir()
+        self.dir = Path(self.work.path)
+        self.ca, self.cert, self.key = harness.make_ca_and_cert(self.dir)
+        self.fake = None
+
+    def tearDown(self):
+        if self.fake:
+            self.fake.stop()
+        self.work.cleanup()
+
+    def agent(self, routes, *args):
+        self.fake = FakeDingTalk(self.cert, self.key, routes)
+        cfg = self.dir / "agent.yaml"
+        cfg.write_text(f"""dingtalk:
+  app_key: fakekey
+  app_secret: "${{env:FAKE_SECRET}}"
+  oapi_base_url: "https://127.0.0.1:{self.fake.port}"
+  ca_file: "{self.ca}"
+  max_attempts: 2
+mapping: "{REPO / 'configs' / 'mapping.yaml'}"
+state_dir: "{self.dir / 'state'}"
+""")
+        return subprocess.run([AGENT, "-c", str(cfg), *args], capture_output=True, text=True, timeout=60,
+                              env=dict(os.environ, FAKE_SECRET="fake-secret-value"))
+
+    def history(self):
+        cfg = self.dir / "agent.yaml"
+        p = subprocess.run([AGENT, "-c", str(cfg), "history", "--json"], capture_output=True, text=True,
+                           env=dict(os.environ, FAKE_SECRET="x"))
+        return json.loads(p.stdout)
+
+    def test_check_config_online_names_the_missing_permission_scope(self):
+        routes = tree({1: [2]})
+        routes["/topapi/v2/user/list"] = lambda b: {
+            "errcode": 88, "sub_code": "60011", "sub_msg": "没有调用该接口的权限",
+            "errmsg": "ding talk error[subcode=60011,submsg=没有调用该接口的权限，接口权限申请参考"
+                      "{requiredScopes=[qyapi_get_department_member]}]", "request_id": "perm-req"}
+        p = self.agent(routes, "check-config", "--online")
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("token: ok", p.stdout)
+        self.assertIn("missing contact permission", p.stdout)
+        self.assertIn("qyapi_get_department_member", p.stdout)
+        self.assertIn("perm-req", p.stdout)
+
+    def test_sync_stops_on_a_missing_permission(self):
+        routes = tree({1: [2]})
+        routes["/topapi/v2/user/list"] = lambda b: {
+            "errcode": 88, "sub_code": "60011", "errmsg": "x {requiredScopes=[qyapi_get_member]}", "request_id": "r"}
+        p = self.agent(routes, "sync")
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("qyapi_get_member", p.stdout + p.stderr)
+        self.assertEqual(self.history()[0]["status"], "failed")
+
+    def test_department_listed_under_two_parents_fails_before_planning(self):
+        p = self.agent(tree({1: [2, 3], 2: [4], 3: [4]}), "sync")
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        run = self.history()[0]
+        self.assertEqual(run["status"], "failed")
+        self.assertIn("department 4 is listed twice", run["message"])
+        self.assertEqual(run["counts"]["changes_applied"], 0)
+
+    def test_parent_that_was_never_listed_fails_before_planning(self):
+        p = self.agent(tree({1: [2, 3]}, parents={3: 99}), "sync")
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        run = self.history()[0]
+        self.assertIn("names a parent 99 that was not fetched", run["message"])
+        self.assertIn("nothing was applied", run["message"])
+
+    def test_a_consistent_tree_syncs(self):
+        p = self.agent(tree({1: [2, 3], 2: [4]}), "sync")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(self.history()[0]["counts"]["create_department"], 4)
+
+
+if __name__ == "__main__":
+    unittest.main()
