@@ -27,11 +27,13 @@ def main():
     ap.add_argument("--depth", type=int, default=8)
     ap.add_argument("--sim-qps", type=int, default=20, help="simulator limit per API (0 = unlimited)")
     ap.add_argument("--agent-qps", type=int, default=18)
+    ap.add_argument("--agent-qps-total", type=int, default=400, help="dingtalk.qps_total (all APIs)")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     env = agent_env.Env(generate=f"users={a.users},departments={a.departments},depth={a.depth},seed=42",
-                        qps=a.sim_qps, agent_qps=a.agent_qps, concurrency=a.concurrency)
+                        qps=a.sim_qps, agent_qps=a.agent_qps, concurrency=a.concurrency,
+                        agent_qps_total=a.agent_qps_total)
     try:
         cfg = env.config.read_text().replace("level: info", "level: warn")
         env.config.write_text(cfg)

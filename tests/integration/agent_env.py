@@ -104,7 +104,7 @@ class Env:
 
     def __init__(self, generate="users=60,departments=12,depth=3,seed=7", qps=0, agent_qps=50, concurrency=4,
                  mapping_text=None, sim_extra=(), with_proxy=True, max_deletes="50%", extra_yaml="",
-                 proxy_tls=False):
+                 proxy_tls=False, agent_qps_total=400):
         self.work = harness.Workdir()
         self.dir = Path(self.work.path)
         self.ca, cert, key = harness.make_ca_and_cert(self.dir)
@@ -117,6 +117,7 @@ class Env:
         self.state = self.dir / "state"
         self.mapping = self.dir / "mapping.yaml"
         self.mapping.write_text(mapping_text if mapping_text is not None else (REPO / "configs" / "mapping.yaml").read_text())
+        self.agent_qps_total = agent_qps_total
         self.write_config(agent_qps=agent_qps, concurrency=concurrency, max_deletes=max_deletes, extra_yaml=extra_yaml)
         self.env = dict(os.environ, SIM_APP_SECRET=APP_SECRET, SIM_PROXY_PASSWORD=PROXY_PASSWORD)
 
@@ -141,6 +142,7 @@ class Env:
   oapi_base_url: "{self.sim.base}"
   ca_file: "{self.ca}"
   qps: {agent_qps}
+  qps_total: {getattr(self, "agent_qps_total", 400)}
   concurrency: {concurrency}
   backoff_base: 50ms
   backoff_max: 2s
