@@ -21,6 +21,7 @@ namespace dingbridge::proxy {
 struct Pipe {
     int read_fd = -1;
     int write_fd = -1;
+    std::size_t capacity = 64 * 1024;
 };
 
 // Per-worker cache of empty pipes. Not thread-safe (one per worker).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan + UBSan) and runs each for SECONDS (default 20).
-#   scripts/fuzz.sh 20          # the short CI run
+#   scripts/fuzz.sh 15          # the short CI run (each target)
 #   scripts/fuzz.sh 3600        # a longer local run; findings land in build-fuzz/findings/
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,13 +15,28 @@ for p in clang libclang-rt-14-dev; do
   fi
 done
 CXX=clang++ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDINGBRIDGE_FUZZ=ON >/dev/null
-cmake --build "$BUILD_DIR" -j "${JOBS:-2}" --target request_head_fuzz config_fuzz
+# target binary : seed corpus
+TARGETS=(
+  "tests/fuzz/request_head_fuzz:tests/fuzz/corpus/request_head"   # proxy: CONNECT request heads
+  "tests/fuzz/config_fuzz:tests/fuzz/corpus/config"               # proxy: configuration loader
+  "agent/dingtalk_parse_fuzz:agent/fuzz/corpus/dingtalk_parse_fuzz"  # agent: DingTalk responses
+  "agent/mapping_fuzz:agent/fuzz/corpus/mapping_fuzz"             # agent: mapping.yaml loader
+)
+names=()
+for t in "${TARGETS[@]}"; do names+=("$(basename "${t%%:*}")"); done
+cmake --build "$BUILD_DIR" -j "${JOBS:-2}" --target "${names[@]}"
 mkdir -p "$BUILD_DIR/findings"
-for target in request_head config; do
-  corpus="$BUILD_DIR/corpus/$target"
+status=0
+for t in "${TARGETS[@]}"; do
+  bin=${t%%:*} seeds=${t#*:} name=$(basename "${t%%:*}")
+  corpus="$BUILD_DIR/corpus/$name"
   mkdir -p "$corpus"
-  echo "==> fuzzing $target for ${SECONDS_PER_TARGET}s"
-  "$BUILD_DIR/tests/fuzz/${target}_fuzz" -max_total_time="$SECONDS_PER_TARGET" -max_len=8192 -rss_limit_mb=2048 \
-    -print_final_stats=1 -artifact_prefix="$BUILD_DIR/findings/${target}-" "$corpus" "tests/fuzz/corpus/$target" 2>&1 |
-    grep -E "^(#|Done|stat::number_of_executed_units|==|SUMMARY)" | tail -4
+  echo "==> fuzzing $name for ${SECONDS_PER_TARGET}s"
+  seeds_arg=(); [[ -d $seeds ]] && seeds_arg=("$seeds")
+  if ! "$BUILD_DIR/$bin" -max_total_time="$SECONDS_PER_TARGET" -max_len=8192 -rss_limit_mb=2048 -print_final_stats=1 \
+      -artifact_prefix="$BUILD_DIR/findings/${name}-" "$corpus" "${seeds_arg[@]}" > "$BUILD_DIR/findings/$name.log" 2>&1; then
+    echo "    FAILED: see $BUILD_DIR/findings/$name.log"; tail -30 "$BUILD_DIR/findings/$name.log"; status=1
+  fi
+  grep -E "^(Done|stat::number_of_executed_units)" "$BUILD_DIR/findings/$name.log" | tail -2 | sed 's/^/    /'
 done
+exit $status
