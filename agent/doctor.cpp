@@ -22,6 +22,7 @@ const char* headline(const ApiFailure& f, bool via_proxy) {
         case FailureKind::bad_credentials: return "wrong AppKey/AppSecret";
         case FailureKind::ip_denied: return "egress IP not on DingTalk's allow-list";
         case FailureKind::permission: return "missing contact permission";
+        case FailureKind::quota: return "monthly API quota exhausted";
         default: return "DingTalk error";
     }
 }

@@ -45,6 +45,7 @@ bool DingTalkClient::fatal(const ApiFailure& f) {
         case FailureKind::ip_denied:
         case FailureKind::permission:
         case FailureKind::bad_credentials:
+        case FailureKind::quota:
         case FailureKind::proxy_refused:
         case FailureKind::tls: return true;
         default: return false;

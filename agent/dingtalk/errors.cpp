@@ -14,6 +14,7 @@ const char* failure_kind_name(FailureKind kind) {
         case FailureKind::ip_denied: return "ip_not_allowed";
         case FailureKind::permission: return "permission";
         case FailureKind::bad_credentials: return "bad_credentials";
+        case FailureKind::quota: return "quota";
         case FailureKind::not_found: return "not_found";
         case FailureKind::malformed: return "malformed";
         case FailureKind::api: return "api";

@@ -22,6 +22,7 @@ enum class FailureKind {
     ip_denied,    // 88+60020 / 60020: fatal, names the IP DingTalk saw
     permission,   // 88+60011: fatal, names the required scopes
     bad_credentials,  // 40096
+    quota,        // 90020: the monthly API quota is used up: fatal until next month
     not_found,    // 60003 / 60121: the object vanished meanwhile
     malformed,    // unparseable or unexpected JSON: not retried (a bug or a corrupted page)
     api,          // any other errcode

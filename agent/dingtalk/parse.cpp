@@ -232,6 +232,7 @@ FailureKind classify_errcode(std::int64_t errcode, std::string_view sub_code) {
         if (c == "60011") return FailureKind::permission;
         if (c == "40096") return FailureKind::bad_credentials;
         if (c == "60003" || c == "60121") return FailureKind::not_found;
+        if (c == "90020") return FailureKind::quota;
         return std::nullopt;
     };
     if (errcode == 88 && !sub_code.empty()) {

@@ -48,6 +48,10 @@ std::string explain_failure(const ApiFailure& f, const AgentConfig& config) {
                  "; grant it in the developer console (权限管理) and retry.";
             break;
         }
+        case FailureKind::quota:
+            m += ". The organization's monthly DingTalk API quota is used up; calls work again next month (or "
+                 "after an edition upgrade).";
+            break;
         case FailureKind::proxy_refused:
             if (f.proxy_status == 407)
                 m += ". The proxy refused the credentials: check proxy.username and proxy.password.";

@@ -32,6 +32,8 @@ BOOST_AUTO_TEST_CASE(errors_are_classified_with_request_id) {
     BOOST_TEST((classify_errcode(88, "40014") == FailureKind::token));
     BOOST_TEST((classify_errcode(88, "60020") == FailureKind::ip_denied));
     BOOST_TEST((classify_errcode(60020, "") == FailureKind::ip_denied));
+    BOOST_TEST((classify_errcode(90020, "") == FailureKind::quota));
+    BOOST_TEST((classify_errcode(88, "90002") == FailureKind::throttle));
 }
 
 BOOST_AUTO_TEST_CASE(malformed_and_wrong_types_are_errors_not_crashes) {

@@ -147,6 +147,13 @@ state_dir: "{self.dir / 'state'}"
         self.assertIn("qyapi_get_member", p.stdout + p.stderr)
         self.assertEqual(self.history()[0]["status"], "failed")
 
+    def test_monthly_quota_stops_the_run(self):
+        routes = tree({1: [2]})
+        routes["/topapi/v2/department/get"] = lambda b: {"errcode": 90020, "errmsg": "调用量超限", "request_id": "q"}
+        p = self.agent(routes, "sync")
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("monthly DingTalk API quota", self.history()[0]["message"])
+
     def test_department_listed_under_two_parents_fails_before_planning(self):
         p = self.agent(tree({1: [2, 3], 2: [4], 3: [4]}), "sync")
         self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
