@@ -74,7 +74,13 @@ AgentConfig AgentConfig::load(const std::string& path) {
     if (auto proxy = root.find("proxy")) {
         if (auto n = proxy->find("url")) {
             c.client.transport.proxy_url = n->as_string();
-            if (!c.client.transport.proxy_url.empty()) check_url(*n, c.client.transport.proxy_url, true);
+            if (!c.client.transport.proxy_url.empty()) {
+                check_url(*n, c.client.transport.proxy_url, true);
+                // Credentials inside the URL would be printed wherever the URL is; they have keys.
+                auto rest = c.client.transport.proxy_url.substr(c.client.transport.proxy_url.find("//") + 2);
+                if (rest.substr(0, rest.find('/')).find('@') != std::string::npos)
+                    n->fail("put the proxy credentials in proxy.username and proxy.password, not in the URL");
+            }
         }
         c.client.transport.proxy_username = proxy->get_string("username", "");
         if (auto n = proxy->find("password")) c.client.transport.proxy_password = n->as_secret();
