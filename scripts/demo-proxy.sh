@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 BIN=${BUILD_DIR:-build}/proxy/dingbridge-proxy
-DEMO=.demo
+DEMO=.demo/proxy
 rm -rf "$DEMO" && mkdir -p "$DEMO"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -40,7 +40,7 @@ cat > $DEMO/demo-tenant.yaml <<YAML
 
 YAML
 # Listen on a free port; insert the demo tenant at the end of the tenants list (before `log:`).
-sed -e 's/"127.0.0.1:3128"/"127.0.0.1:0"/' -e '/"\[::1\]:3128"/d' configs/proxy.yaml |
+sed -e 's/"127.0.0.1:3128"/"127.0.0.1:0"/' -e '/"\[::1\]:3128"/d' -e 's/"127.0.0.1:9128"/"127.0.0.1:0"/' configs/proxy.yaml |
   awk -v f=$DEMO/demo-tenant.yaml '/^# Diagnostic log/ { while ((getline l < f) > 0) print l } { print }' > $DEMO/proxy.yaml
 $BIN -c $DEMO/proxy.yaml --check-config
 $BIN -c $DEMO/proxy.yaml --ready-file $DEMO/ready >$DEMO/access.log 2>$DEMO/proxy.log &
