@@ -65,6 +65,11 @@ std::chrono::microseconds us_between(Clock::time_point a, Clock::time_point b) {
 
 }  // namespace
 
+struct Tunnel::LiteralAddress {
+    evutil_addrinfo info{};
+    sockaddr_storage address{};
+};
+
 Tunnel::Tunnel(Worker& worker, std::shared_ptr<const ProxyConfig> config, evutil_socket_t fd, const sockaddr* source,
                unsigned listener_index)
     : worker_(worker), config_(std::move(config)), listener_index_(listener_index) {
@@ -244,6 +249,34 @@ bool Tunnel::admit() {
 }
 
 void Tunnel::begin_resolve() {
+    if (const auto ip = IpAddress::parse(host_)) {
+        // An IP literal needs no resolver: build the one address ourselves (evdns would parse it
+        // with sscanf and allocate a result list).
+        literal_ = std::make_unique<LiteralAddress>();
+        auto& info = literal_->info;
+        info.ai_socktype = SOCK_STREAM;
+        info.ai_protocol = IPPROTO_TCP;
+        info.ai_addr = reinterpret_cast<sockaddr*>(&literal_->address);
+        if (ip->is_v4()) {
+            auto* sin = reinterpret_cast<sockaddr_in*>(&literal_->address);
+            sin->sin_family = AF_INET;
+            sin->sin_port = htons(port_);
+            sin->sin_addr.s_addr = htonl(ip->v4_value());
+            info.ai_family = AF_INET;
+            info.ai_addrlen = sizeof(sockaddr_in);
+        } else {
+            auto* sin6 = reinterpret_cast<sockaddr_in6*>(&literal_->address);
+            sin6->sin6_family = AF_INET6;
+            sin6->sin6_port = htons(port_);
+            std::memcpy(&sin6->sin6_addr, ip->bytes().data(), 16);
+            info.ai_family = AF_INET6;
+            info.ai_addrlen = sizeof(sockaddr_in6);
+        }
+        next_address_ = &info;
+        state_ = State::connecting;
+        try_next_address();
+        return;
+    }
     state_ = State::resolving;
     arm_timer(config_->dns_timeout);
     evutil_addrinfo hints{};
@@ -380,8 +413,9 @@ void Tunnel::upstream_connected() {
     Metrics& metrics = worker_.shared().metrics;
     metrics.connect_latency.observe(us_between(connect_started_, established_at_));
     metrics.setup_latency.observe(us_between(accepted_at_, established_at_));
-    evutil_freeaddrinfo(addresses_);
+    if (addresses_) evutil_freeaddrinfo(addresses_);
     addresses_ = next_address_ = nullptr;
+    literal_.reset();
     status_ = 200;
     arm_timer(config_->idle_timeout);
     if (config_->splice && !tls_client_ && !client_eof_ && evbuffer_get_length(bufferevent_get_input(client_)) == 0 &&

@@ -96,7 +96,9 @@ private:
 
     evdns_getaddrinfo_request* dns_request_ = nullptr;
     bool dns_pending_ = false;
-    evutil_addrinfo* addresses_ = nullptr;
+    evutil_addrinfo* addresses_ = nullptr;  // from evdns, freed with evutil_freeaddrinfo
+    struct LiteralAddress;                  // an IP-literal target: no resolver involved
+    std::unique_ptr<LiteralAddress> literal_;
     evutil_addrinfo* next_address_ = nullptr;
     bool any_address_denied_ = false;
     bool any_address_allowed_ = false;

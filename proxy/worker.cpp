@@ -159,16 +159,26 @@ void Worker::on_reap(evutil_socket_t, short, void* arg) {
 
 std::string Worker::timestamp() {
     using namespace std::chrono;
+    // The date and time part changes once a second; format it then, not on every log line.
+    thread_local std::time_t cached_second = -1;
+    thread_local char cached[80];
     const auto now = system_clock::now();
     const auto secs = time_point_cast<seconds>(now);
-    const auto ms = duration_cast<milliseconds>(now - secs).count();
+    const auto ms = static_cast<int>(duration_cast<milliseconds>(now - secs).count());
     const std::time_t t = system_clock::to_time_t(secs);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char buf[80];
-    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                  tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-    return buf;
+    if (t != cached_second) {
+        std::tm tm{};
+        gmtime_r(&t, &tm);
+        std::snprintf(cached, sizeof cached, "%04d-%02d-%02dT%02d:%02d:%02d.", tm.tm_year + 1900, tm.tm_mon + 1,
+                      tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        cached_second = t;
+    }
+    std::string out(cached);
+    out += static_cast<char>('0' + ms / 100);
+    out += static_cast<char>('0' + ms / 10 % 10);
+    out += static_cast<char>('0' + ms % 10);
+    out += 'Z';
+    return out;
 }
 
 }  // namespace dingbridge::proxy
