@@ -453,5 +453,65 @@ tenants:
         self.assertIn("dingbridge-proxy stopped", self.proxy.stderr_text())
 
 
+class TlsCertificateReload(unittest.TestCase):
+    def test_sighup_swaps_the_listener_certificate_for_new_connections(self):
+        work = harness.Workdir()
+        try:
+            w = Path(work.path)
+            (w / "a").mkdir()
+            (w / "b").mkdir()
+            ca_a, cert_a, key_a = harness.make_ca_and_cert(str(w / "a"))
+            ca_b, cert_b, key_b = harness.make_ca_and_cert(str(w / "b"))
+            live_cert, live_key = w / "proxy.pem", w / "proxy.key"
+            live_cert.write_bytes(Path(cert_a).read_bytes())
+            live_key.write_bytes(Path(key_a).read_bytes())
+            h = harness.hash_password(PASSWORD)
+            echo_server = harness.TcpServer(echo)
+            proxy = harness.Proxy(work.path, f"""
+listeners:
+  - address: "127.0.0.1:0"
+    tls: {{certificate: "{live_cert}", key: "{live_key}"}}
+admin: {{address: "127.0.0.1:0"}}
+tenants:
+  - name: agent
+    users: [{{name: agent, password_hash: "{h}"}}]
+    destinations: ["127.0.0.1:{echo_server.port}"]
+    allow_internal_networks: ["127.0.0.0/8"]
+""")
+
+            def handshake_ok(ca):
+                r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{proxy.port}", "-CAfile", ca,
+                                    "-verify_return_error", "-servername", "localhost", "-brief"],
+                                   input=b"", capture_output=True, timeout=20)
+                return r.returncode == 0
+
+            try:
+                self.assertTrue(handshake_ok(ca_a))
+                self.assertFalse(handshake_ok(ca_b))
+                live_cert.write_bytes(Path(cert_b).read_bytes())
+                live_key.write_bytes(Path(key_b).read_bytes())
+                proxy.proc.send_signal(signal.SIGHUP)
+                deadline = time.time() + 5
+                while metric(metrics_text(proxy), "dingbridge_proxy_reloads_total", result="success") != 1:
+                    self.assertLess(time.time(), deadline)
+                    time.sleep(0.05)
+                self.assertTrue(handshake_ok(ca_b))   # new connections get the new certificate
+                self.assertFalse(handshake_ok(ca_a))
+                # A key that does not match its certificate is refused and the running one stays.
+                live_key.write_bytes(Path(key_a).read_bytes())
+                proxy.proc.send_signal(signal.SIGHUP)
+                deadline = time.time() + 5
+                while metric(metrics_text(proxy), "dingbridge_proxy_reloads_total", result="failure") != 1:
+                    self.assertLess(time.time(), deadline)
+                    time.sleep(0.05)
+                self.assertRegex(proxy.stderr_text(), r"proxy.yaml:4:10: listeners\[0\]\.tls: cannot load private key .*mismatch")
+                self.assertTrue(handshake_ok(ca_b))
+            finally:
+                proxy.stop()
+                echo_server.stop()
+        finally:
+            work.cleanup()
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
