@@ -1,5 +1,7 @@
 #include "proxy/config.h"
 
+#include <sys/resource.h>
+
 #include <cstdlib>
 #include <set>
 #include <thread>
@@ -180,7 +182,7 @@ ProxyConfig parse_proxy_config(const ConfigNode& root) {
         }
         cfg.tls_handshake_timeout = limits->get_duration("tls_handshake_timeout", cfg.tls_handshake_timeout);
         cfg.shutdown_grace = limits->get_duration("shutdown_grace", cfg.shutdown_grace);
-        if (auto m = limits->find("max_connections")) cfg.max_connections = static_cast<std::uint64_t>(m->as_int(0, 10'000'000));
+        if (auto m = limits->find("max_connections")) cfg.max_connections = static_cast<std::uint64_t>(m->as_int(1, 10'000'000));
         for (const char* key : {"header_timeout", "dns_timeout", "connect_timeout", "idle_timeout", "tls_handshake_timeout"}) {
             if (auto n = limits->find(key); n && n->as_duration().count() == 0) n->fail("must be greater than zero");
         }
@@ -262,6 +264,15 @@ ProxyConfig parse_proxy_config(const ConfigNode& root) {
         access->reject_unknown();
     }
     root.reject_unknown();
+    if (cfg.max_connections == 0) {
+        // Unset: stay below the descriptor limit (a tunnel holds two sockets, plus pipes while
+        // splicing), so that an exhausted limit refuses clients cleanly instead of failing
+        // upstream connects with EMFILE.
+        rlimit rl{};
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY) {
+            cfg.max_connections = std::max<std::uint64_t>(64, (static_cast<std::uint64_t>(rl.rlim_max) - 64) / 3);
+        }
+    }
     cfg.policy = std::make_shared<const Policy>(std::move(tenants), std::move(deny));
     return cfg;
 }

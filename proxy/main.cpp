@@ -85,8 +85,8 @@ int run(const std::string& config_path, const std::string& ready_file) {
     server.start();
     for (const auto& a : server.bound_addresses()) spdlog::info("listening on {}", a);
     if (!server.admin_address().empty()) spdlog::info("admin endpoint on http://{}/metrics", server.admin_address());
-    spdlog::info("dingbridge-proxy started with {} worker(s), {} tenant(s)", server.config()->workers,
-                 server.config()->policy->tenants().size());
+    spdlog::info("dingbridge-proxy started with {} worker(s), {} tenant(s), max_connections {}", server.config()->workers,
+                 server.config()->policy->tenants().size(), server.config()->max_connections);
     if (!ready_file.empty()) {
         const std::string tmp = ready_file + ".tmp";
         {

@@ -41,6 +41,7 @@ BOOST_AUTO_TEST_CASE(minimal_config_loads_with_defaults) {
     BOOST_TEST(cfg.policy->tenants().size() == 1u);
     BOOST_TEST(cfg.header_timeout.count() == 10000);
     BOOST_TEST(!cfg.policy->deny_networks().empty());
+    BOOST_TEST(cfg.max_connections >= 64u);  // derived from the descriptor limit when unset
 }
 
 BOOST_AUTO_TEST_CASE(plain_password_is_refused_with_a_hint) {
