@@ -43,7 +43,7 @@ listeners: ["127.0.0.1:$port"]
 workers: 2
 log: {level: warn}
 access_log: {file: /dev/null}
-limits: {header_timeout: 60s}
+limits: {header_timeout: 60s, max_connections: 12000}
 tenants:
   - name: bench
     allow_without_credentials: true
