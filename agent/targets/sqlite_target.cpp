@@ -75,7 +75,10 @@ SqliteTarget::SqliteTarget(const std::string& path) {
         throw std::runtime_error("cannot open the SQLite target " + path + ": " + e);
     }
     sqlite3_busy_timeout(db_, 10000);
-    for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL"}) (void)sqlite_util::exec(db_, pragma);
+    // temp_store=MEMORY keeps each change's SAVEPOINT sub-journal in memory: on a file it costs a
+    // temp-file write of every page the change touches (GBs of pwrite for a 100k-user first sync).
+    for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA temp_store=MEMORY"})
+        (void)sqlite_util::exec(db_, pragma);
     if (auto e = sqlite_util::exec(db_, kSchema); !e.empty())
         throw std::runtime_error("cannot create the target schema in " + path + ": " + e);
 }
