@@ -15,7 +15,10 @@ void merge_user_item(std::map<std::string, dingtalk::MergedUser>& users, std::in
     if (inserted) m.item = std::move(item);
 }
 
-DesiredOrg build_desired(const FetchedOrg& fetched, const Mapping& mapping) {
+namespace {
+
+// `drain`: erase each user from fetched.users once mapped; otherwise `fetched` is not modified.
+DesiredOrg build(FetchedOrg& fetched, const Mapping& mapping, bool drain) {
     DesiredOrg out;
     // Which fetched departments are synced: the include subtrees (default: everything under
     // the root), minus the exclude subtrees. Departments under a failed one are unknown.
@@ -70,7 +73,12 @@ DesiredOrg build_desired(const FetchedOrg& fetched, const Mapping& mapping) {
         out.snapshot.departments.emplace(od.external_id, std::move(od));
     }
 
-    for (const auto& [userid, m] : fetched.users) {
+    // Read before draining: the leader check below needs to know whether the read was complete.
+    const bool trust_all = !fetched.complete();
+    for (auto it = fetched.users.begin(); it != fetched.users.end();
+         it = drain ? fetched.users.erase(it) : std::next(it)) {
+        const std::string& userid = it->first;
+        const dingtalk::MergedUser& m = it->second;
         // Memberships in the order DingTalk lists them (dept_id_list: main department first).
         std::vector<Membership> places;
         bool frozen = false;
@@ -107,7 +115,6 @@ DesiredOrg build_desired(const FetchedOrg& fetched, const Mapping& mapping) {
         out.snapshot.users.emplace(userid, std::move(u));
     }
     // After an incomplete read a leader may simply not have been seen: keep such references.
-    const bool trust_all = !fetched.complete();
     auto known = [&](const std::string& id) {
         return trust_all || out.snapshot.users.count(id) > 0 || out.frozen_users.count(id) > 0;
     };
@@ -136,5 +143,13 @@ DesiredOrg build_desired(const FetchedOrg& fetched, const Mapping& mapping) {
     }
     return out;
 }
+
+}  // namespace
+
+DesiredOrg build_desired(const FetchedOrg& fetched, const Mapping& mapping) {
+    return build(const_cast<FetchedOrg&>(fetched), mapping, false);  // drain=false never modifies it
+}
+
+DesiredOrg build_desired(FetchedOrg&& fetched, const Mapping& mapping) { return build(fetched, mapping, true); }
 
 }  // namespace dingbridge::agent

@@ -40,5 +40,8 @@ void merge_user_item(std::map<std::string, dingtalk::MergedUser>& users, std::in
                      dingtalk::UserItem item);
 
 DesiredOrg build_desired(const FetchedOrg& fetched, const Mapping& mapping);
+// The same, but frees each fetched user as soon as it is mapped (fetched.users ends empty), so
+// that the raw and the mapped copies of the users are never both alive: the peak of a full sync.
+DesiredOrg build_desired(FetchedOrg&& fetched, const Mapping& mapping);
 
 }  // namespace dingbridge::agent

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -247,16 +248,16 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
         if (fetched.problems.size() > 1) m += " (and " + std::to_string(fetched.problems.size() - 1) + " more)";
         return finish("failed", m + "; nothing was applied");
     }
-    DesiredOrg desired = build_desired(fetched, mapping);
     const bool read_complete = fetched.complete();
     const std::size_t failed_departments = fetched.failed_departments.size();
-    fetched = FetchedOrg{};  // the raw pages are no longer needed: keep peak memory down
+    // Frees each fetched user once mapped: the raw and mapped users are never both held in full.
+    DesiredOrg desired = build_desired(std::move(fetched), mapping);
+    fetched = FetchedOrg{};  // the rest of the raw read is no longer needed: keep peak memory down
     std::string root_id = std::to_string(config.root_department);
     std::vector<std::string> problems;
     {
         // Validate only the part we know (unknown subtrees are frozen, not broken).
-        auto depts = desired.snapshot.departments;
-        if (mapping.include_departments().empty()) problems = validate_tree(depts, root_id);
+        if (mapping.include_departments().empty()) problems = validate_tree(desired.snapshot.departments, root_id);
     }
     if (!problems.empty()) {
         std::string m = "the department tree from DingTalk is inconsistent: " + problems.front();
@@ -316,8 +317,14 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
     // ---- apply: one transaction, one savepoint per change ----
     if (!target.begin(error)) return finish("failed", "cannot start the target transaction: " + error);
     auto last_apply_log = Clock::now();
-    for (const auto& c : plan.changes) {
-        if (auto e = target.apply(c)) {
+    constexpr std::size_t kBatch = 128;  // changes per target batch (one SAVEPOINT while none fails)
+    std::vector<std::optional<std::string>> errors;
+    for (std::size_t i = 0; i < plan.changes.size(); ++i) {
+        const std::size_t in_batch = i % kBatch;
+        if (in_batch == 0)
+            target.apply_batch(plan.changes.data() + i, std::min(kBatch, plan.changes.size() - i), errors);
+        const Change& c = plan.changes[i];
+        if (auto& e = errors[in_batch]) {
             ++counters.items_failed;
             std::string msg = redact(*e, secrets);
             spdlog::error("run {}: {} {} failed: {}", result.run_id, change_kind_name(c.kind), c.external_id, msg);

@@ -2,7 +2,8 @@
 // SqliteTarget: the embedded identity directory, one SQLite file queryable with `sqlite3`
 // (tables documented in docs/agent.md: departments, users, user_departments). A run is one
 // transaction (BEGIN IMMEDIATE ... COMMIT): a crash or SIGKILL leaves the previous state. Each
-// change runs inside its own SAVEPOINT so that one bad item is rolled back alone. Empty unique
+// change runs inside its own SAVEPOINT so that one bad item is rolled back alone (apply_batch
+// shares one SAVEPOINT between changes while none fails). Empty unique
 // values (username, email, phone) are stored as NULL so that only real duplicates collide.
 
 #include <map>
@@ -26,6 +27,9 @@ public:
     std::optional<OrgSnapshot> read(std::string& error) override;
     bool begin(std::string& error) override;
     std::optional<std::string> apply(const Change& change) override;
+    // One SAVEPOINT around the whole batch; if any change fails, the batch is rolled back and
+    // replayed one change per SAVEPOINT, so the outcome is that of apply() on each.
+    void apply_batch(const Change* changes, std::size_t n, std::vector<std::optional<std::string>>& errors) override;
     bool commit(std::string& error) override;
     void rollback() override;
 
