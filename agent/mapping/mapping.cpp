@@ -117,6 +117,13 @@ std::string join(const std::vector<std::string>& items, const std::string& sep) 
     return out;
 }
 
+std::string to_text(const Value& v);
+
+std::string to_text(Value&& v) {
+    if (auto s = std::get_if<std::string>(&v)) return std::move(*s);
+    return to_text(static_cast<const Value&>(v));
+}
+
 std::string to_text(const Value& v) {
     if (auto s = std::get_if<std::string>(&v)) return *s;
     if (auto i = std::get_if<std::int64_t>(&v)) return std::to_string(*i);
@@ -423,15 +430,13 @@ Value eval_expr(const Expr& e, const std::function<Value(int)>& get, const std::
     for (const auto& f : e.filters) {
         switch (f.op) {
             case Filter::Op::lower: {
-                auto s = std::get<std::string>(v);
+                auto& s = std::get<std::string>(v);  // in place: this runs per user per field
                 for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-                v = s;
                 break;
             }
             case Filter::Op::upper: {
-                auto s = std::get<std::string>(v);
+                auto& s = std::get<std::string>(v);
                 for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-                v = s;
                 break;
             }
             case Filter::Op::trim: v = trim_copy(std::get<std::string>(v)); break;
@@ -621,12 +626,12 @@ OrgDepartment Mapping::map_department(const dingtalk::DeptDetail& d) const {
     o.external_id = std::to_string(d.dept_id);
     for (const auto& [field, t] : dept_) {
         Value v = eval(t, get, "", default_country_, tz_offset_minutes_);
-        if (field == "name") o.name = to_text(v);
-        else if (field == "description") o.description = to_text(v);
+        if (field == "name") o.name = to_text(std::move(v));
+        else if (field == "description") o.description = to_text(std::move(v));
         else if (field == "order") o.order = std::get_if<std::int64_t>(&v) ? std::get<std::int64_t>(v) : 0;
         else if (field.rfind("custom.", 0) == 0) {
-            std::string s = to_text(v);
-            if (!s.empty()) o.custom[field.substr(7)] = s;
+            std::string s = to_text(std::move(v));
+            if (!s.empty()) o.custom[field.substr(7)] = std::move(s);
         }
     }
     return o;
@@ -638,19 +643,22 @@ OrgUser Mapping::map_user(const dingtalk::UserItem& u) const {
     o.external_id = u.userid;
     for (const auto& [field, t] : user_) {
         Value v = eval(t, get, u.state_code, default_country_, tz_offset_minutes_);
-        std::string s = field == "active" ? std::string() : to_text(v);
-        if (field == "union_id") o.union_id = s;
-        else if (field == "username") o.username = s;
-        else if (field == "display_name") o.display_name = s;
-        else if (field == "email") o.email = s;
-        else if (field == "phone") o.phone = s;
-        else if (field == "employee_number") o.employee_number = s;
-        else if (field == "title") o.title = s;
-        else if (field == "active") o.active = std::get_if<bool>(&v) ? std::get<bool>(v) : true;
-        else if (field == "avatar_url") o.avatar_url = s;
-        else if (field == "hired_at") o.hired_at = s;
+        if (field == "active") {
+            o.active = std::get_if<bool>(&v) ? std::get<bool>(v) : true;
+            continue;
+        }
+        std::string s = to_text(std::move(v));
+        if (field == "union_id") o.union_id = std::move(s);
+        else if (field == "username") o.username = std::move(s);
+        else if (field == "display_name") o.display_name = std::move(s);
+        else if (field == "email") o.email = std::move(s);
+        else if (field == "phone") o.phone = std::move(s);
+        else if (field == "employee_number") o.employee_number = std::move(s);
+        else if (field == "title") o.title = std::move(s);
+        else if (field == "avatar_url") o.avatar_url = std::move(s);
+        else if (field == "hired_at") o.hired_at = std::move(s);
         else if (field.rfind("custom.", 0) == 0) {
-            if (!s.empty()) o.custom[field.substr(7)] = s;
+            if (!s.empty()) o.custom[field.substr(7)] = std::move(s);
         }
     }
     return o;

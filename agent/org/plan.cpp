@@ -4,6 +4,8 @@
 #include <array>
 #include <cmath>
 #include <map>
+#include <string_view>
+#include <unordered_map>
 
 namespace dingbridge::agent {
 
@@ -122,7 +124,9 @@ SyncPlan make_plan(const OrgSnapshot& desired, const OrgSnapshot& current, const
 
     // ---- users: creates and updates, with unique-field conflicts skipped ----
     // Claims: values held in the target by users that stay there (not deleted by this plan).
-    std::map<std::string, std::string> claims[3];  // username, email, phone -> holder
+    // Views into `desired`/`current`, which outlive this function: no copy per user and field.
+    std::unordered_map<std::string_view, std::string_view> claims[3];  // username, email, phone -> holder
+    for (auto& c : claims) c.reserve(desired.users.size() + current.users.size());
     auto values = [](const OrgUser& u) { return std::array<const std::string*, 3>{&u.username, &u.email, &u.phone}; };
     static const char* kFieldNames[3] = {"username", "email", "phone"};
     for (const auto& [id, u] : current.users) {
@@ -146,7 +150,8 @@ SyncPlan make_plan(const OrgSnapshot& desired, const OrgSnapshot& current, const
             if (v[i]->empty()) continue;
             auto it = claims[i].find(*v[i]);
             if (it != claims[i].end() && it->second != id)
-                conflict = std::string(kFieldNames[i]) + " '" + *v[i] + "' is already used by user " + it->second;
+                conflict = std::string(kFieldNames[i]) + " '" + *v[i] + "' is already used by user " +
+                           std::string(it->second);
         }
         if (!conflict.empty()) {
             plan.skipped.push_back({"user", id, conflict});

@@ -5,7 +5,7 @@
 
 namespace dingbridge::agent {
 
-void merge_user_item(std::map<std::string, dingtalk::MergedUser>& users, std::int64_t dept_id,
+void merge_user_item(std::unordered_map<std::string, dingtalk::MergedUser>& users, std::int64_t dept_id,
                      dingtalk::UserItem item) {
     auto [it, inserted] = users.try_emplace(item.userid);
     dingtalk::MergedUser& m = it->second;
@@ -75,8 +75,23 @@ DesiredOrg build(FetchedOrg& fetched, const Mapping& mapping, bool drain) {
 
     // Read before draining: the leader check below needs to know whether the read was complete.
     const bool trust_all = !fetched.complete();
-    for (auto it = fetched.users.begin(); it != fetched.users.end();
-         it = drain ? fetched.users.erase(it) : std::next(it)) {
+    // In userid order, as before the users were hashed: skip records come out in that order.
+    using UserIt = decltype(fetched.users)::iterator;
+    std::vector<UserIt> by_id;
+    by_id.reserve(fetched.users.size());
+    for (auto it = fetched.users.begin(); it != fetched.users.end(); ++it) by_id.push_back(it);
+    std::sort(by_id.begin(), by_id.end(), [](const UserIt& a, const UserIt& b) { return a->first < b->first; });
+    for (std::size_t k = 0; k < by_id.size(); ++k) {
+        // Erasing one element leaves the other iterators valid.
+        struct Drain {
+            FetchedOrg& f;
+            UserIt it;
+            bool on;
+            ~Drain() {
+                if (on) f.users.erase(it);
+            }
+        } drain_after{fetched, by_id[k], drain};
+        const UserIt it = by_id[k];
         const std::string& userid = it->first;
         const dingtalk::MergedUser& m = it->second;
         // Memberships in the order DingTalk lists them (dept_id_list: main department first).

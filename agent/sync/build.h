@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "agent/dingtalk/model.h"
@@ -21,7 +22,9 @@ struct FetchedOrg {
     std::int64_t root_id = 1;
     std::map<std::int64_t, dingtalk::DeptDetail> departments;       // department/get results
     std::map<std::int64_t, std::vector<std::int64_t>> children;      // listsub results
-    std::map<std::string, dingtalk::MergedUser> users;
+    // Hashed: a full sync merges one entry per user per department page (§7); build_desired
+    // visits them in userid order.
+    std::unordered_map<std::string, dingtalk::MergedUser> users;
     std::set<std::int64_t> failed_departments;  // get, listsub or a user page failed
     std::vector<std::string> problems;          // duplicates seen while walking
     bool complete() const { return failed_departments.empty(); }
@@ -36,7 +39,7 @@ struct DesiredOrg {
 
 // Merges one user-list item seen in department `dept_id` into `users` (multi-department users
 // appear once per department, §7).
-void merge_user_item(std::map<std::string, dingtalk::MergedUser>& users, std::int64_t dept_id,
+void merge_user_item(std::unordered_map<std::string, dingtalk::MergedUser>& users, std::int64_t dept_id,
                      dingtalk::UserItem item);
 
 DesiredOrg build_desired(const FetchedOrg& fetched, const Mapping& mapping);
