@@ -249,7 +249,9 @@ std::optional<ApiFailure> DingTalkClient::run(const std::function<void()>& tick)
             }
         }
         for (auto& d : delayed_) wake = std::min(wake, d.not_before);
-        auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(wake - Clock::now());
+        // Rounded up: truncating woke the loop just before a token was due, costing a second
+        // wakeup per request at the QPS ceiling.
+        auto wait = std::chrono::ceil<std::chrono::milliseconds>(wake - Clock::now());
         wait = std::clamp(wait, std::chrono::milliseconds(1), std::chrono::milliseconds(200));
         if (transport_.in_flight() > 0) {
             transport_.poll(wait);
