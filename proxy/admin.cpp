@@ -13,11 +13,9 @@
 namespace dingbridge::proxy {
 
 AdminServer::AdminServer(const std::string& address, SharedState& shared) : shared_(shared) {
-    std::string text = address;
-    const bool zero = text.size() > 2 && text.substr(text.size() - 2) == ":0";
-    auto hp = split_host_port(zero ? text.substr(0, text.size() - 1) + "1" : text);
+    auto hp = split_host_port(address, true);
     if (!hp) throw std::runtime_error("invalid admin address " + address);
-    const std::uint16_t port = zero ? 0 : hp->port;
+    const std::uint16_t port = hp->port;
     base_ = event_base_new();
     http_ = evhttp_new(base_);
     if (!base_ || !http_) throw std::runtime_error("cannot create admin HTTP server");

@@ -106,18 +106,12 @@ ProxyConfig parse_proxy_config(const ConfigNode& root) {
         ListenerConfig lc;
         const ConfigNode addr = l.is_map() ? l.get("address") : l;
         lc.address = addr.as_string();
-        auto hp = split_host_port(lc.address);
-        bool zero_port = false;
-        if (!hp && lc.address.size() > 2 && lc.address.substr(lc.address.size() - 2) == ":0") {
-            // Port 0 asks the kernel for a free port (tests); split_host_port refuses it.
-            hp = split_host_port(lc.address.substr(0, lc.address.size() - 1) + "1");
-            zero_port = true;
-        }
+        auto hp = split_host_port(lc.address, true);
         if (!hp || !IpAddress::parse(hp->host)) {
             addr.fail("listener address must be ip:port or [ipv6]:port, got '" + lc.address + "'");
         }
         lc.host = hp->host;
-        lc.port = zero_port ? 0 : hp->port;
+        lc.port = hp->port;
         if (l.is_map()) {
             if (auto tls = l.find("tls")) {
                 TlsSettings t;
@@ -213,9 +207,7 @@ ProxyConfig parse_proxy_config(const ConfigNode& root) {
     if (auto admin = root.find("admin")) {
         cfg.admin_address = admin->get_string("address", "");
         if (!cfg.admin_address.empty()) {
-            auto hp = split_host_port(cfg.admin_address);
-            const bool zero = cfg.admin_address.size() > 2 && cfg.admin_address.substr(cfg.admin_address.size() - 2) == ":0";
-            if (zero) hp = split_host_port(cfg.admin_address.substr(0, cfg.admin_address.size() - 1) + "1");
+            auto hp = split_host_port(cfg.admin_address, true);
             if (!hp || !IpAddress::parse(hp->host)) admin->get("address").fail("must be ip:port or [ipv6]:port");
         }
         admin->reject_unknown();

@@ -179,7 +179,7 @@ bool NetworkSet::contains(const IpAddress& address) const {
     return false;
 }
 
-std::optional<HostPort> split_host_port(std::string_view text) {
+std::optional<HostPort> split_host_port(std::string_view text, bool allow_port_zero) {
     HostPort hp;
     std::string_view port;
     if (!text.empty() && text[0] == '[') {
@@ -201,7 +201,7 @@ std::optional<HostPort> split_host_port(std::string_view text) {
         if (!std::isdigit(static_cast<unsigned char>(c))) return std::nullopt;
         value = value * 10 + static_cast<unsigned>(c - '0');
     }
-    if (value == 0 || value > 65535) return std::nullopt;
+    if ((value == 0 && !allow_port_zero) || value > 65535) return std::nullopt;
     hp.port = static_cast<std::uint16_t>(value);
     return hp;
 }

@@ -70,7 +70,8 @@ struct HostPort {
     std::string host;
     std::uint16_t port = 0;
 };
-std::optional<HostPort> split_host_port(std::string_view text);
+// `allow_port_zero`: listen addresses may ask the kernel for a free port with ":0".
+std::optional<HostPort> split_host_port(std::string_view text, bool allow_port_zero = false);
 
 // True for a syntactically valid DNS name (RFC 1123 labels, 1..253 chars, no trailing dot after
 // normalization) whose last label is not all-numeric — such names are address spellings, not names.

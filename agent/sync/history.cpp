@@ -64,6 +64,23 @@ const char* kCounterNames[] = {"departments_fetched", "users_fetched", "requests
                                "create_department", "update_department", "delete_department", "create_user",
                                "update_user", "disable_user", "delete_user"};
 
+// One `runs` row selected as: id, kind, trigger, dry_run, started_at, finished_at, status,
+// message, then kCounterColumns.
+RunRecord read_run_row(Stmt& st) {
+    RunRecord r;
+    r.id = st.integer(0);
+    r.kind = st.text(1);
+    r.trigger = st.text(2);
+    r.dry_run = st.integer(3) != 0;
+    r.started_at = st.text(4);
+    r.finished_at = st.text(5);
+    r.status = st.text(6);
+    r.message = st.text(7);
+    auto f = counter_fields(r.counters);
+    for (size_t i = 0; i < f.size(); ++i) *f[i] = st.integer(static_cast<int>(8 + i));
+    return r;
+}
+
 }  // namespace
 
 HistoryStore::HistoryStore(const std::string& path) {
@@ -140,18 +157,7 @@ std::vector<RunRecord> HistoryStore::list(int limit) {
     Stmt st(db_, sql.c_str());
     st.bind(1, static_cast<std::int64_t>(limit));
     while (st.ok() && st.step() == SQLITE_ROW) {
-        RunRecord r;
-        r.id = st.integer(0);
-        r.kind = st.text(1);
-        r.trigger = st.text(2);
-        r.dry_run = st.integer(3) != 0;
-        r.started_at = st.text(4);
-        r.finished_at = st.text(5);
-        r.status = st.text(6);
-        r.message = st.text(7);
-        auto f = counter_fields(r.counters);
-        for (size_t i = 0; i < f.size(); ++i) *f[i] = st.integer(static_cast<int>(8 + i));
-        out.push_back(std::move(r));
+        out.push_back(read_run_row(st));
     }
     return out;
 }
@@ -162,17 +168,7 @@ std::optional<RunRecord> HistoryStore::get(std::int64_t id) {
     Stmt st(db_, sql.c_str());
     st.bind(1, id);
     if (!st.ok() || st.step() != SQLITE_ROW) return std::nullopt;
-    RunRecord r;
-    r.id = st.integer(0);
-    r.kind = st.text(1);
-    r.trigger = st.text(2);
-    r.dry_run = st.integer(3) != 0;
-    r.started_at = st.text(4);
-    r.finished_at = st.text(5);
-    r.status = st.text(6);
-    r.message = st.text(7);
-    auto f = counter_fields(r.counters);
-    for (size_t i = 0; i < f.size(); ++i) *f[i] = st.integer(static_cast<int>(8 + i));
+    RunRecord r = read_run_row(st);
     Stmt items(db_, "SELECT phase, object_type, external_id, operation, error FROM run_items WHERE run_id=?1 ORDER BY rowid");
     items.bind(1, id);
     while (items.ok() && items.step() == SQLITE_ROW)
