@@ -39,7 +39,8 @@ std::string redact(std::string text, const std::vector<std::string>& secrets) {
     return text;
 }
 
-AgentConfig AgentConfig::load(const std::string& path) {
+AgentConfig AgentConfig::load(const std::string& path, Secrets secrets) {
+    auto secret = [&](const ConfigNode& n) { return secrets == Secrets::resolve ? n.as_secret() : n.as_string(); };
     AgentConfig c;
     c.file = path;
     ConfigNode root = ConfigNode::load_file(path);
@@ -49,7 +50,7 @@ AgentConfig AgentConfig::load(const std::string& path) {
     c.corp_id = dt.get_string("corp_id", "");
     c.client.app_key = dt.get("app_key").as_string();
     if (c.client.app_key.empty()) dt.get("app_key").fail("must not be empty");
-    c.client.app_secret = dt.get("app_secret").as_secret();
+    c.client.app_secret = secret(dt.get("app_secret"));
     if (c.client.app_secret.empty()) dt.get("app_secret").fail("must not be empty");
     if (auto n = dt.find("oapi_base_url")) {
         c.client.oapi_base = n->as_string();
@@ -83,7 +84,7 @@ AgentConfig AgentConfig::load(const std::string& path) {
             }
         }
         c.client.transport.proxy_username = proxy->get_string("username", "");
-        if (auto n = proxy->find("password")) c.client.transport.proxy_password = n->as_secret();
+        if (auto n = proxy->find("password")) c.client.transport.proxy_password = secret(*n);
         if (!c.client.transport.proxy_password.empty() && c.client.transport.proxy_username.empty())
             proxy->get("password").fail("a password needs a username");
         if (auto n = proxy->find("ca_file")) c.client.transport.proxy_ca_file = resolve_relative(path, n->as_string());
@@ -118,7 +119,8 @@ AgentConfig AgentConfig::load(const std::string& path) {
 
     if (auto log = root.find("log")) {
         c.log.level = log->get_string("level", "info");
-        if (!valid_log_level(c.log.level)) log->get("level").fail("must be trace, debug, info, warn, error, critical or off");
+        if (!valid_log_level(c.log.level))
+            log->get("level").fail("must be trace, debug, info, warn, error, critical or off");
         c.log.format = log->get_string("format", "text");
         if (c.log.format != "text" && c.log.format != "json") log->get("format").fail("must be text or json");
         if (auto f = log->find("file")) c.log.file = resolve_relative(path, f->as_string());

@@ -32,7 +32,10 @@ struct AgentConfig {
 
     std::vector<std::string> secrets() const;
 
-    static AgentConfig load(const std::string& path);  // throws ConfigError
+    // `history` reads only the state database: it loads with Secrets::leave, so that it runs
+    // without the AppSecret or proxy password in the environment (the references stay unresolved).
+    enum class Secrets { resolve, leave };
+    static AgentConfig load(const std::string& path, Secrets secrets = Secrets::resolve);  // throws ConfigError
 };
 
 // Replaces every occurrence of each secret (non-empty, length >= 4) with "***".

@@ -1,17 +1,19 @@
 // dingbridge-agent: parses the command line, loads agent.yaml and mapping.yaml, opens the state
 // database and the target, and hands over to the full sync / history / doctor components.
-#include <sys/file.h>
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 
-#include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
-
 #include "agent/config.h"
 #include "agent/doctor.h"
+#include "agent/host_check.h"
 #include "agent/mapping/mapping.h"
 #include "agent/sync/full_sync.h"
 #include "agent/sync/history.h"
@@ -45,11 +47,17 @@ void print_run(const RunRecord& r, bool items) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"dingbridge-agent: syncs a DingTalk organization (departments and users) through dingbridge-proxy "
-                 "into an identity directory. See docs/agent.md."};
+    CLI::App app{
+        "dingbridge-agent: syncs a DingTalk organization (departments and users) through dingbridge-proxy "
+        "into an identity directory. See docs/agent.md."};
     std::string config_path = "/etc/dingbridge/agent.yaml";
     app.add_option("-c,--config", config_path, "agent.yaml (documented in configs/agent.yaml)");
-    app.require_subcommand(1);
+    app.set_version_flag("--version", std::string("dingbridge-agent ") + DINGBRIDGE_VERSION);
+    // A word that is no command lands here, so that `synk` is named in the error instead of CLI11's
+    // "A subcommand is required".
+    std::string unknown_command;
+    app.add_option("command", unknown_command)->group("");
+    app.require_subcommand(0, 1);
 
     auto* sync = app.add_subcommand("sync", "Run a full sync now");
     bool dry_run = false, force = false;
@@ -71,13 +79,23 @@ int main(int argc, char** argv) {
     check->add_flag("--online", online, "Also call DingTalk through the proxy and diagnose the path");
 
     CLI11_PARSE(app, argc, argv);
+    if (app.get_subcommands().empty()) {
+        std::string names;
+        for (const auto* sub : app.get_subcommands({})) names += (names.empty() ? "" : ", ") + sub->get_name();
+        if (!unknown_command.empty())
+            std::cerr << "dingbridge-agent: unknown command '" << unknown_command << "' (commands: " << names
+                      << "; see --help)\n";
+        else
+            std::cerr << "dingbridge-agent: a command is required: " << names << " (see --help)\n";
+        return 2;
+    }
 
     AgentConfig config;
     std::optional<Mapping> mapping;
     try {
-        config = AgentConfig::load(config_path);
+        config = AgentConfig::load(config_path, *history ? AgentConfig::Secrets::leave : AgentConfig::Secrets::resolve);
         configure_logging(config.log);
-        mapping = Mapping::load_file(config.mapping_file);
+        if (!*history) mapping = Mapping::load_file(config.mapping_file);
     } catch (const ConfigError& e) {
         std::cerr << "dingbridge-agent: " << e.what() << "\n";
         return 2;
@@ -87,11 +105,23 @@ int main(int argc, char** argv) {
     }
 
     if (*check) {
+        auto problems = check_host(config);
+        for (const auto& p : problems) std::cerr << "dingbridge-agent: " << p << "\n";
+        if (!problems.empty()) return 2;
         std::cout << "configuration: ok (" << config_path << ", " << config.mapping_file << ")\n";
         if (!online) return 0;
         return check_online(config, std::cout) ? 0 : 1;
     }
 
+    if (!*history) {
+        if (auto refuse = root_on_service_state(config)) {
+            std::cerr << "dingbridge-agent: " << *refuse << "\n";
+            return 1;
+        }
+        auto problems = check_writable(config);
+        for (const auto& p : problems) std::cerr << "dingbridge-agent: permission problem: " << p << "\n";
+        if (!problems.empty()) return 1;
+    }
     try {
         std::filesystem::create_directories(config.state_dir);
         HistoryStore store((std::filesystem::path(config.state_dir) / "state.db").string());
@@ -102,8 +132,10 @@ int main(int argc, char** argv) {
                     std::cerr << "dingbridge-agent: no run " << show_id << "\n";
                     return 1;
                 }
-                if (json) std::cout << run_to_json(*r, true) << "\n";
-                else print_run(*r, true);
+                if (json)
+                    std::cout << run_to_json(*r, true) << "\n";
+                else
+                    print_run(*r, true);
                 return 0;
             }
             auto runs = store.list(limit);
@@ -120,8 +152,16 @@ int main(int argc, char** argv) {
         // One sync at a time per state directory.
         std::string lock_path = (std::filesystem::path(config.state_dir) / "agent.lock").string();
         int lock_fd = open(lock_path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
-        if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
-            std::cerr << "dingbridge-agent: another sync is running on " << config.state_dir << "\n";
+        if (lock_fd < 0) {
+            std::cerr << "dingbridge-agent: permission problem: cannot open " << lock_path << ": "
+                      << std::strerror(errno) << "\n";
+            return 1;
+        }
+        if (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+            if (errno == EWOULDBLOCK)
+                std::cerr << "dingbridge-agent: another sync is running on " << config.state_dir << "\n";
+            else
+                std::cerr << "dingbridge-agent: cannot lock " << lock_path << ": " << std::strerror(errno) << "\n";
             return 1;
         }
         SqliteTarget target(config.target_path);
