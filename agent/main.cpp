@@ -53,10 +53,6 @@ int main(int argc, char** argv) {
     std::string config_path = "/etc/dingbridge/agent.yaml";
     app.add_option("-c,--config", config_path, "agent.yaml (documented in configs/agent.yaml)");
     app.set_version_flag("--version", std::string("dingbridge-agent ") + DINGBRIDGE_VERSION);
-    // A word that is no command lands here, so that `synk` is named in the error instead of CLI11's
-    // "A subcommand is required".
-    std::string unknown_command;
-    app.add_option("command", unknown_command)->group("");
     app.require_subcommand(0, 1);
 
     auto* sync = app.add_subcommand("sync", "Run a full sync now");
@@ -78,12 +74,15 @@ int main(int argc, char** argv) {
     bool online = false;
     check->add_flag("--online", online, "Also call DingTalk through the proxy and diagnose the path");
 
+    // A word that is no command is kept (not refused by CLI11 with "A subcommand is required"), so
+    // that the error can name it. Set after the subcommands, which therefore still refuse extras.
+    app.allow_extras();
     CLI11_PARSE(app, argc, argv);
     if (app.get_subcommands().empty()) {
         std::string names;
         for (const auto* sub : app.get_subcommands({})) names += (names.empty() ? "" : ", ") + sub->get_name();
-        if (!unknown_command.empty())
-            std::cerr << "dingbridge-agent: unknown command '" << unknown_command << "' (commands: " << names
+        if (!app.remaining().empty())
+            std::cerr << "dingbridge-agent: unknown command '" << app.remaining().front() << "' (commands: " << names
                       << "; see --help)\n";
         else
             std::cerr << "dingbridge-agent: a command is required: " << names << " (see --help)\n";

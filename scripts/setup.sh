@@ -9,7 +9,9 @@ BUILD_DIR=${BUILD_DIR:-build}
 
 PACKAGES=(build-essential cmake ninja-build pkg-config git ca-certificates curl openssl python3 sqlite3
           libevent-dev libssl-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libboost-dev libboost-test-dev
-          libcli11-dev libsimdjson-dev libcurl4-openssl-dev libsqlite3-dev)
+          libcli11-dev libsimdjson-dev libcurl4-openssl-dev libsqlite3-dev
+          # packages and their checks (tests/package): man pages, lintian, rpm, rpmlint, logrotate -d
+          help2man man-db lintian rpm rpmlint logrotate)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
