@@ -11,7 +11,7 @@ def build(generator, out_dir, version=None):
     out_dir = Path(out_dir)
     cmd = ["cpack", "-G", generator, "--config", str(BUILD_DIR / "CPackConfig.cmake"), "-B", str(out_dir)]
     if version:
-        cmd += ["-D", f"CPACK_PACKAGE_VERSION={version}"]
+        cmd += ["-D", f"CPACK_PACKAGE_VERSION={version}", "-D", f"CPACK_DEBIAN_PACKAGE_VERSION={version}"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=BUILD_DIR)
     if p.returncode != 0:
         raise AssertionError(f"cpack -G {generator} failed:\n{p.stdout}\n{p.stderr}")
