@@ -20,7 +20,15 @@ function(static_archive var name)
   find_file(${var} NAMES lib${name}.a PATHS ${multiarch_lib} /usr/lib NO_DEFAULT_PATH REQUIRED)
 endfunction()
 
-add_link_options(-static-libstdc++ -static-libgcc)
+# libgcc stays shared (libgcc_s.so.1 is in every RHEL): GCC 12's static unwinder calls
+# _dl_find_object (glibc 2.35).
+add_link_options(-static-libstdc++)
+# No build-tree RPATH: the binaries must load the system libcurl, never the link-time stand-in.
+set(CMAKE_SKIP_BUILD_RPATH ON)
+enable_language(C)
+# arc4random/arc4random_buf (glibc 2.36), called by Debian's static libevent and by GCC 12's
+# static libstdc++ (std::random_device): an object file in every later target, so never libc's.
+add_library(dingbridge_glibc_compat OBJECT ${CMAKE_CURRENT_LIST_DIR}/glibc_compat.c)
 find_package(Threads REQUIRED)
 find_package(OpenSSL 3 REQUIRED)
 
@@ -63,10 +71,11 @@ foreach(sym ${curl_symbols})
   string(APPEND stub "void ${sym}(void) {}\n")
 endforeach()
 file(WRITE ${CMAKE_BINARY_DIR}/curl_stub/curl_stub.c "${stub}")
-enable_language(C)
 add_library(dingbridge_curl_stub SHARED ${CMAKE_BINARY_DIR}/curl_stub/curl_stub.c)
 set_target_properties(dingbridge_curl_stub PROPERTIES OUTPUT_NAME curl SOVERSION 4
   LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/curl_stub)
 add_library(CURL::libcurl INTERFACE IMPORTED GLOBAL)
 set_target_properties(CURL::libcurl PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${CURL_INCLUDE_DIRS}"
   INTERFACE_LINK_LIBRARIES dingbridge_curl_stub)
+
+link_libraries(dingbridge_glibc_compat)

@@ -8,7 +8,7 @@
 set -euo pipefail
 rpm_file=$(realpath "$1")
 MAX_GLIBC=2.34
-ALLOWED_LIBS="libc.so.6 libm.so.6 libpthread.so.0 libdl.so.2 librt.so.1 ld-linux-x86-64.so.2 libssl.so.3 libcrypto.so.3 libcurl.so.4 libz.so.1"
+ALLOWED_LIBS="libgcc_s.so.1 libc.so.6 libm.so.6 libpthread.so.0 libdl.so.2 librt.so.1 ld-linux-x86-64.so.2 libssl.so.3 libcrypto.so.3 libcurl.so.4 libz.so.1"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 (cd "$work" && rpm2cpio "$rpm_file" | cpio -idm --quiet)
@@ -24,7 +24,8 @@ for bin in "$work"/usr/bin/*; do
   while read -r ver; do
     case $ver in
       GLIBC_2.*) version_ok "${ver#GLIBC_}" || problem "$name imports a symbol of $ver (> GLIBC_$MAX_GLIBC)" ;;
-      OPENSSL_3.0.0 | GLIBC_PRIVATE) ;;
+      OPENSSL_3.0.0) ;;
+      GCC_[3-7].*) ;; # libgcc_s.so.1: RHEL 9's (GCC 11) has up to GCC_7.0.0 for x86_64
       OPENSSL_*) problem "$name imports $ver (RHEL 9 has OpenSSL 3.0)" ;;
       *) problem "$name imports a symbol of version $ver" ;;
     esac
@@ -36,13 +37,14 @@ done
 
 while read -r req; do
   case $req in
-    /bin/sh | /usr/sbin/useradd | /usr/sbin/groupadd | shadow-utils | rpmlib\(*) ;;
-    lib*.so*)
+    logrotate | /bin/sh | /usr/sbin/useradd | /usr/sbin/groupadd | shadow-utils | rpmlib\(* | rtld\(GNU_HASH\)) ;;
+    "config(dingbridge) = "*) ;;
+    lib*.so* | ld-linux-x86-64.so.2*)
       lib=${req%%(*}
       [[ " $ALLOWED_LIBS " == *" $lib "* ]] || problem "Requires: $req (not in RHEL 9's base)"
       if [[ $req =~ \(GLIBC_([0-9.]+)\) ]]; then
         version_ok "${BASH_REMATCH[1]}" || problem "Requires: $req (> GLIBC_$MAX_GLIBC)"
-      elif [[ $req =~ \(([A-Z][A-Za-z_]*_[0-9.]+)\) ]] && [[ ${BASH_REMATCH[1]} != OPENSSL_3.0.0 ]]; then
+      elif [[ $req =~ \(([A-Z][A-Za-z_]*_[0-9.]+)\) ]] && [[ ! ${BASH_REMATCH[1]} =~ ^(OPENSSL_3\.0\.0|GCC_[3-7]\..*)$ ]]; then
         problem "Requires: $req"
       fi
       ;;

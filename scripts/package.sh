@@ -41,5 +41,5 @@ if [[ $what == rpm || $what == all ]]; then
   rpm_file=$(ls build-rpm/*.rpm)
   ls -l "$rpm_file"
   scripts/check-rpm-deps.sh "$rpm_file"
-  rpmlint -r packaging/rpm/rpmlintrc "$rpm_file"
+  rpmlint -c packaging/rpm/rpmlint.toml "$rpm_file"
 fi

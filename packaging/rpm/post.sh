@@ -1,6 +1,6 @@
-# Like the .deb: state and log directories; on first install the proxy and the agent service are
-# enabled and started (the sync timer stays disabled); on upgrade %postun restarts them.
-install -d -o dingbridge -g dingbridge -m 0750 /var/lib/dingbridge /var/log/dingbridge
+# Like the .deb: on first install the proxy and the agent service are enabled and started (the
+# sync timer stays disabled); on upgrade %postun restarts them. The package owns
+# /var/lib/dingbridge and /var/log/dingbridge (0750 dingbridge).
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload >/dev/null 2>&1 || :
   if [ "$1" -eq 1 ]; then
