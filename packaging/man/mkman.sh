@@ -10,7 +10,9 @@ mkdir -p "$out"
 inc=$out/agent-commands.h2m
 {
 	echo "[COMMANDS]"
-	for cmd in sync history "history show" check-config; do
+	# Every command --help lists (so a new one appears without editing this), and `history show`.
+	commands=$("$agent" --help | sed -n '/^Subcommands:/,$p' | awk 'NR > 1 && NF {print $1}')
+	for cmd in $commands "history show"; do
 		echo ".SS $cmd"
 		echo ".nf"
 		# shellcheck disable=SC2086
