@@ -200,10 +200,19 @@ ProxyConfig parse_proxy_config(const ConfigNode& root) {
 
     if (auto af = root.find("auth_failures")) {
         if (auto m = af->find("max_failures")) cfg.auth_throttle.max_failures = static_cast<unsigned>(m->as_int(0, 1'000'000));
+        if (auto m = af->find("max_failures_per_user")) {
+            cfg.auth_throttle.max_failures_per_user = static_cast<unsigned>(m->as_int(0, 1'000'000));
+        }
         cfg.auth_throttle.window = af->get_duration("window", cfg.auth_throttle.window);
         cfg.auth_throttle.cooldown = af->get_duration("cooldown", cfg.auth_throttle.cooldown);
         af->reject_unknown();
     }
+    if (auto pc = root.find("password_checks")) {
+        if (auto m = pc->find("threads")) cfg.verify_threads = static_cast<unsigned>(m->as_int(0, 64));
+        if (auto m = pc->find("queue")) cfg.verify_queue = static_cast<std::size_t>(m->as_int(1, 100'000));
+        pc->reject_unknown();
+    }
+    if (cfg.verify_threads == 0) cfg.verify_threads = std::max(1u, std::thread::hardware_concurrency() / 2);
     if (auto admin = root.find("admin")) {
         cfg.admin_address = admin->get_string("address", "");
         if (!cfg.admin_address.empty()) {

@@ -44,6 +44,8 @@ struct ProxyConfig {
     std::chrono::milliseconds shutdown_grace{30'000};
     std::uint64_t max_connections = 0;  // 0 = unlimited
     AuthThrottleSettings auth_throttle;
+    unsigned verify_threads = 0;    // password-check threads; 0 = half the cores (at least 1). Restart to change.
+    std::size_t verify_queue = 16;  // checks waiting beyond that get 503 at once. Restart to change.
     std::string admin_address;  // empty = no admin endpoint
 
     std::optional<IpAddress> bind_v4;  // outgoing.bind_address (the egress IP)

@@ -53,6 +53,8 @@ const char* denial_name(Denial d) {
         case Denial::max_connections: return "max_connections";
         case Denial::loop: return "loop";
         case Denial::tls_required: return "tls_required";
+        case Denial::tls_handshake: return "tls_handshake";
+        case Denial::auth_busy: return "auth_busy";
         case Denial::count_: break;
     }
     return "unknown";
@@ -145,8 +147,9 @@ std::string Metrics::render_prometheus() const {
         line(out, "dingbridge_proxy_denials_total", std::string("reason=\"") + denial_name(static_cast<Denial>(i)) + "\"",
              static_cast<double>(denials_[i].load()));
     }
-    help(out, "dingbridge_proxy_auth_failures_total", "counter", "Failed proxy authentications.");
-    line(out, "dingbridge_proxy_auth_failures_total", "", static_cast<double>(denials_[static_cast<int>(Denial::auth)].load()));
+    help(out, "dingbridge_proxy_auth_failures_total", "counter",
+         "Failed proxy authentications (wrong password, unknown user, unusable credentials).");
+    line(out, "dingbridge_proxy_auth_failures_total", "", static_cast<double>(auth_failures_.load()));
     help(out, "dingbridge_proxy_dns_failures_total", "counter", "Destination names that could not be resolved.");
     line(out, "dingbridge_proxy_dns_failures_total", "", static_cast<double>(dns_failures_.load()));
     help(out, "dingbridge_proxy_reloads_total", "counter", "Configuration reloads by result.");

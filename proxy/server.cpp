@@ -88,6 +88,7 @@ std::shared_ptr<const ProxyConfig> Server::config() const { return config_.load(
 void Server::start() {
     const auto cfg = config();
     auto access = make_line_logger("access", cfg->access_log_file);
+    shared_.verifier = std::make_unique<VerifierPool>(cfg->verify_threads, cfg->verify_queue);
     for (unsigned i = 0; i < cfg->workers; ++i) {
         workers_.push_back(std::make_unique<Worker>(i, [this] { return config(); }, access, shared_));
     }
@@ -140,6 +141,8 @@ std::size_t Server::drain(std::chrono::milliseconds grace) {
 void Server::stop() {
     for (auto& w : workers_) w->stop();
     for (auto& w : workers_) w->join();
+    // Verification threads post results to workers: stop them before the workers go.
+    if (shared_.verifier) shared_.verifier->stop();
     workers_.clear();
     admin_.reset();
 }

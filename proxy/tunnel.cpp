@@ -2,6 +2,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
+#include <openssl/crypto.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -190,9 +191,11 @@ void Tunnel::handle_head() {
 
     SharedState& shared = worker_.shared();
     const auto& listener = config_->listeners[listener_index_];
+    sent_credentials_ = req.has_authorization;
     if (req.has_authorization) {
-        if (const int wait = shared.auth_throttle.blocked_for(source_ip_, config_->auth_throttle)) {
-            deny(Denial::auth_throttled, 429, "too many failed authentications from this address", wait);
+        const std::string* name = req.basic ? &req.basic->user : nullptr;
+        if (const int wait = shared.auth_throttle.blocked_for(source_ip_, name, config_->auth_throttle)) {
+            deny(Denial::auth_throttled, 429, "too many failed authentications", wait);
             return;
         }
     }
@@ -201,24 +204,62 @@ void Tunnel::handle_head() {
     if (!listener.tenant.empty()) client.listener_tenant = &listener.tenant;
     client.credentials_need_tls = listener.require_tls && !tls_client_;
     const Policy& policy = *config_->policy;
-    const AuthResult auth = policy.authenticate(source_ip_, req, client);
+    AuthResult auth = policy.check(source_ip_, req, client);
+    if (auth.outcome != AuthOutcome::verify_password) {
+        authenticated(auth);
+        return;
+    }
+    // The slow check runs on the verification pool; the event loop carries on with other
+    // tunnels. When the pool is saturated the client is told at once, never queued unboundedly.
     user_ = auth.user;
-    tenant_ = auth.tenant;
+    Worker* worker = &worker_;
+    std::shared_ptr<const ProxyConfig> config = config_;  // keeps the policy (and its users) alive
+    auto job = [worker, config, tunnel = this, pending = auth, password = req.basic->password]() mutable {
+        const bool ok = config->policy->verify_password(pending, password);
+        OPENSSL_cleanse(password.data(), password.size());
+        worker->post([tunnel, pending = std::move(pending), ok]() mutable { tunnel->password_checked(std::move(pending), ok); });
+    };
+    if (!shared.verifier || !shared.verifier->submit(std::move(job))) {
+        deny(Denial::auth_busy, 503, "too many credential checks in progress, retry shortly", 1);
+        return;
+    }
+    verify_pending_ = true;
+    state_ = State::verifying;
+}
+
+void Tunnel::password_checked(AuthResult pending, bool ok) {
+    verify_pending_ = false;
+    if (state_ != State::verifying) {
+        // Closed (client gone, timeout) while the check ran: the tunnel may be deleted now.
+        if (state_ == State::closed) worker_.retire(this);
+        return;
+    }
+    state_ = State::reading_head;
+    authenticated(config_->policy->finish_verification(source_ip_, std::move(pending), ok));
+}
+
+void Tunnel::authenticated(const AuthResult& auth) {
+    SharedState& shared = worker_.shared();
+    user_ = auth.user;
+    tenant_ = auth.outcome == AuthOutcome::bad_credentials ? nullptr : auth.tenant;
     switch (auth.outcome) {
         case AuthOutcome::need_credentials: deny(Denial::auth, 407, "proxy authentication required"); return;
-        case AuthOutcome::bad_credentials:
-            shared.auth_throttle.record_failure(source_ip_, config_->auth_throttle);
+        case AuthOutcome::bad_credentials: {
+            shared.metrics.count_auth_failure();
+            const std::string* name = user_.empty() ? nullptr : &user_;
+            shared.auth_throttle.record_failure(source_ip_, name, config_->auth_throttle);
             deny(Denial::auth, 407, "invalid credentials");
             return;
+        }
         case AuthOutcome::tls_required:
             deny(Denial::tls_required, 403, "credentials are accepted only over TLS on this listener");
             return;
         case AuthOutcome::source_not_allowed:
             deny(Denial::source, 403, "source address not allowed for this tenant");
             return;
+        case AuthOutcome::verify_password: close("internal error: unverified credentials"); return;
         case AuthOutcome::ok: break;
     }
-    if (req.basic) shared.auth_throttle.record_success(source_ip_);
     if (!Policy::destination_allowed(*tenant_, host_, port_)) {
         deny(Denial::destination, 403, "destination not allowed");
         return;
@@ -538,6 +579,9 @@ void Tunnel::on_client_event(bufferevent*, short what, void* arg) {
             case State::reading_head:
                 self->close("client closed before sending a complete request");
                 return;
+            case State::verifying:
+                self->close("client went away during the credential check");
+                return;
             case State::resolving:
             case State::connecting:
                 self->client_eof_ = true;  // forward after connecting; the FIN is remembered
@@ -554,7 +598,7 @@ void Tunnel::on_client_event(bufferevent*, short what, void* arg) {
     }
     if (what & BEV_EVENT_ERROR) {
         if (self->state_ == State::handshaking) {
-            self->worker_.shared().metrics.count_denial(Denial::auth);
+            self->worker_.shared().metrics.count_denial(Denial::tls_handshake);
             self->close("TLS handshake failed");
             return;
         }
@@ -592,6 +636,9 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
             return;
         case State::reading_head:
             self->deny(Denial::header_timeout, 408, "request head not received in time");
+            return;
+        case State::verifying:
+            self->deny(Denial::auth_busy, 503, "credential check did not finish in time", 1);
             return;
         case State::resolving:
             self->reply_error(504, "destination host name lookup timed out");

@@ -36,11 +36,12 @@ public:
     Tunnel& operator=(const Tunnel&) = delete;
 
     void start();
-    bool reapable() const { return state_ == State::closed && !dns_pending_; }
+    bool reapable() const { return state_ == State::closed && !dns_pending_ && !verify_pending_; }
 
 private:
     // handshaking: TLS listener only. replying: an error reply is being written, then we close.
-    enum class State { handshaking, reading_head, resolving, connecting, relaying, replying, closed };
+    // verifying: the password check runs on the verification pool; its result is posted back.
+    enum class State { handshaking, reading_head, verifying, resolving, connecting, relaying, replying, closed };
 
     static void on_client_read(bufferevent* bev, void* arg);
     static void on_client_write(bufferevent* bev, void* arg);
@@ -53,6 +54,8 @@ private:
 
     void handshake_done();
     void handle_head();
+    void authenticated(const AuthResult& auth);  // continues once the tenant is known (or refused)
+    void password_checked(AuthResult pending, bool ok);
     bool admit();  // per-tenant tunnel and rate limits; replies 429 itself when refusing
     void begin_resolve();
     void resolved(int result, evutil_addrinfo* addresses);
@@ -96,6 +99,8 @@ private:
 
     evdns_getaddrinfo_request* dns_request_ = nullptr;
     bool dns_pending_ = false;
+    bool verify_pending_ = false;  // a verification job holds a pointer to this tunnel
+    bool sent_credentials_ = false;
     evutil_addrinfo* addresses_ = nullptr;  // from evdns, freed with evutil_freeaddrinfo
     struct LiteralAddress;                  // an IP-literal target: no resolver involved
     std::unique_ptr<LiteralAddress> literal_;

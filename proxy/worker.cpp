@@ -36,6 +36,7 @@ Worker::Worker(unsigned index, ConfigSource config, std::shared_ptr<spdlog::logg
     resume_accept_ = evtimer_new(base_, &Worker::on_resume_accept, this);
     stop_event_ = event_new(base_, -1, 0, &Worker::on_stop, this);
     stop_accepting_event_ = event_new(base_, -1, 0, &Worker::on_stop_accepting, this);
+    inbox_event_ = event_new(base_, -1, 0, &Worker::on_inbox, this);
 }
 
 Worker::~Worker() {
@@ -47,7 +48,7 @@ Worker::~Worker() {
     live_.clear();
     for (auto& slot : listeners_)
         if (slot->listener) evconnlistener_free(slot->listener);
-    for (event* e : {reap_event_, resume_accept_, stop_event_, stop_accepting_event_})
+    for (event* e : {reap_event_, resume_accept_, stop_event_, stop_accepting_event_, inbox_event_})
         if (e) event_free(e);
     if (base_) event_base_free(base_);
 }
@@ -143,6 +144,24 @@ void Worker::retire(Tunnel* tunnel) {
     if (!tunnel->reapable()) return;
     retired_.push_back(tunnel);
     event_active(reap_event_, EV_READ, 0);
+}
+
+void Worker::post(std::function<void()> task) {
+    {
+        std::lock_guard<std::mutex> lock(inbox_mutex_);
+        inbox_.push_back(std::move(task));
+    }
+    event_active(inbox_event_, EV_READ, 0);
+}
+
+void Worker::on_inbox(evutil_socket_t, short, void* arg) {
+    auto* self = static_cast<Worker*>(arg);
+    std::vector<std::function<void()>> batch;
+    {
+        std::lock_guard<std::mutex> lock(self->inbox_mutex_);
+        batch.swap(self->inbox_);
+    }
+    for (auto& task : batch) task();
 }
 
 void Worker::on_reap(evutil_socket_t, short, void* arg) {
