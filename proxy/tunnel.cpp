@@ -168,15 +168,13 @@ void Tunnel::on_upstream_write(bufferevent*, void* arg) {
 void Tunnel::handle_head() {
     evbuffer* input = bufferevent_get_input(client_);
     const std::size_t available = evbuffer_get_length(input);
-    evbuffer_ptr found = evbuffer_search(input, "\r\n\r\n", 4, nullptr);
-    if (found.pos < 0 || static_cast<std::size_t>(found.pos) + 4 > config_->max_head_bytes) {
-        if (available > config_->max_head_bytes || found.pos >= 0) {
-            deny(Denial::head_too_large, 431, "request head too large");
-        }
+    const std::size_t window = std::min(available, config_->max_head_bytes);
+    const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, static_cast<ev_ssize_t>(window)));
+    const std::size_t head_len = data == nullptr ? std::string_view::npos : find_head_end(std::string_view(data, window));
+    if (head_len == std::string_view::npos) {
+        if (available > config_->max_head_bytes) deny(Denial::head_too_large, 431, "request head too large");
         return;
     }
-    const std::size_t head_len = static_cast<std::size_t>(found.pos) + 4;
-    const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, static_cast<ev_ssize_t>(head_len)));
     const HeadResult parsed = parse_connect_head(std::string_view(data, head_len));
     evbuffer_drain(input, head_len);
     bufferevent_disable(client_, EV_READ);

@@ -158,7 +158,7 @@ class TunnelThroughCurl(ProxyTestCase):
         for target in ["127.0.0.1", "[::1]", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[::127.0.0.1]",
                        "[64:ff9b::7f00:1]", "[0:0:0:0:0:0:0:1]", "2130706433", "0x7f.1", "0x7f000001", "127.1",
                        "0177.0.0.1", "017700000001", "127.0.0.1.", "[::]", "0.0.0.0", "169.254.169.254",
-                       "[::ffff:169.254.169.254]", "10.0.0.1", "192.168.1.1", "[fd00:ec2::254]"]:
+                       "[::ffff:169.254.169.254]", "[::ffff:0:127.0.0.1]", "[::ffff:0:a9fe:a9fe]", "10.0.0.1", "192.168.1.1", "[fd00:ec2::254]"]:
             status, _ = self.connect_status(f"{target}:{self.tls.port}", f"strict:{STRICT_PASSWORD}")
             refused[target] = status
         for target, status in refused.items():
@@ -178,6 +178,16 @@ class TunnelThroughCurl(ProxyTestCase):
         s.close()
         self.assertEqual(status, 400)
         self.assertNotIn(b"Bad Header Line", head + body)  # nothing of the request is echoed
+
+    def test_head_ending_in_bare_lf_gets_400_at_once(self):
+        for head in (b"CONNECT localhost:443 HTTP/1.1\n\n", b"CONNECT localhost:443 HTTP/1.1\r\nHost: x\n\n",
+                     b"CONNECT localhost:443 HTTP/1.1\r\nHost: x\r\n\n"):
+            s = socket.create_connection((self.proxy.host, self.proxy.port), timeout=10)
+            s.sendall(head)
+            status, _, _ = harness.read_response_head(s)
+            s.close()
+            # 400 as soon as the empty line arrived, not the 408 of header_timeout.
+            self.assertEqual(status, 400, head)
 
     def test_oversized_head_gets_431(self):
         s = socket.create_connection((self.proxy.host, self.proxy.port), timeout=5)
