@@ -1,6 +1,8 @@
 #include "proxy/splice_relay.h"
 
 #include <fcntl.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -91,6 +93,17 @@ void SpliceRelay::stop() {
     }
     ::close(client_fd_);
     ::close(upstream_fd_);
+}
+
+std::size_t socket_send_queue(int fd) {
+    int pending = 0;
+    if (fd < 0 || ioctl(fd, SIOCOUTQ, &pending) != 0 || pending < 0) return 0;
+    return static_cast<std::size_t>(pending);
+}
+
+std::size_t SpliceRelay::queued() const {
+    if (stopped_) return 0;
+    return up_.in_pipe + down_.in_pipe + socket_send_queue(client_fd_) + socket_send_queue(upstream_fd_);
 }
 
 void SpliceRelay::fail(const char* reason) {

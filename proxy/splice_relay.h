@@ -40,6 +40,9 @@ private:
     std::vector<Pipe> free_;
 };
 
+// Unsent bytes in a TCP socket's send queue (SIOCOUTQ); 0 when unknown.
+std::size_t socket_send_queue(int fd);
+
 class SpliceRelay {
 public:
     class Listener {
@@ -60,6 +63,9 @@ public:
 
     bool start();  // false when events could not be created
     void stop();   // idempotent
+    // Bytes accepted but not yet taken by a receiver: in the pipes and in both sockets' send
+    // queues. The idle timer uses it to tell a slow receiver still draining from a dead tunnel.
+    std::size_t queued() const;
 
 private:
     struct Direction {

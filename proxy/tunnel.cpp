@@ -3,6 +3,8 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -82,6 +84,10 @@ Tunnel::Tunnel(Worker& worker, std::shared_ptr<const ProxyConfig> config, evutil
     if (listener.tls_context) {
         SSL* ssl = SSL_new(listener.tls_context.get());
         if (ssl != nullptr) {
+            // A client that ends with a TCP FIN and no close_notify has ended its stream (see
+            // allow_dirty_shutdown in start()); OpenSSL 3 would report that as an error, and the
+            // tunnel would be cut before the last bytes reached upstream.
+            SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
             client_ = bufferevent_openssl_socket_new(worker_.base(), fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                                      BEV_OPT_CLOSE_ON_FREE);
             if (client_ == nullptr) SSL_free(ssl);
@@ -223,6 +229,9 @@ void Tunnel::handle_head() {
     }
     verify_pending_ = true;
     state_ = State::verifying;
+    // The head arrived in time; the check is our work, bounded by the queue, not the client's.
+    // This only guards against a check that never reports back.
+    arm_timer(std::chrono::seconds(60));
 }
 
 void Tunnel::password_checked(AuthResult pending, bool ok) {
@@ -528,6 +537,7 @@ void Tunnel::relay(bufferevent* from, bufferevent* to, std::uint64_t& counter) {
 }
 
 void Tunnel::drained(bufferevent* to) {
+    last_activity_ = Clock::now();  // the receiver took bytes: the tunnel is not idle
     bufferevent* from = to == client_ ? upstream_ : client_;
     const bool from_eof = from == client_ ? client_eof_ : upstream_eof_;
     const std::size_t pending = evbuffer_get_length(bufferevent_get_output(to));
@@ -540,12 +550,13 @@ void Tunnel::drained(bufferevent* to) {
         if (!shut) {
             shut = true;
             if (to == client_ && tls_client_) {
-                // A TLS stream cannot be half-closed toward the client; the tunnel ends here.
-                close("completed");
-                return;
+                // TLS half-close: close_notify ends the download; the client's upload goes on
+                // until it ends its side (a TCP FIN without close_notify is taken as its end).
+                send_close_notify();
+            } else {
+                // Half-close: the peer finished sending and everything reached `to`; pass the FIN on.
+                shutdown(bufferevent_getfd(to), SHUT_WR);
             }
-            // Half-close: the peer finished sending and everything reached `to`; pass the FIN on.
-            shutdown(bufferevent_getfd(to), SHUT_WR);
         }
         maybe_finish();
     }
@@ -559,6 +570,30 @@ void Tunnel::peer_eof(bufferevent* from) {
     // Move whatever is still in the input, then forward the FIN when the output drains.
     relay(from, from == client_ ? upstream_ : client_, from == client_ ? bytes_up_ : bytes_down_);
     drained(from == client_ ? upstream_ : client_);
+}
+
+void Tunnel::send_close_notify() {
+    if (!tls_client_ || client_ == nullptr || close_notify_sent_) return;
+    if (evbuffer_get_length(bufferevent_get_output(client_)) != 0) return;  // would cut data short
+    close_notify_sent_ = true;
+    SSL* ssl = bufferevent_openssl_get_ssl(client_);
+    // Non-blocking: a full socket leaves the alert unsent, which the client sees as a dirty
+    // close — never a hang. SSL_shutdown only ends our sending side; SSL_read goes on.
+    if (ssl != nullptr && SSL_is_init_finished(ssl)) {
+        ERR_clear_error();
+        (void)SSL_shutdown(ssl);
+        ERR_clear_error();
+    }
+}
+
+std::size_t Tunnel::bytes_waiting() const {
+    if (relay_) return relay_->queued();
+    std::size_t n = 0;
+    for (bufferevent* bev : {client_, upstream_}) {
+        if (bev == nullptr) continue;
+        n += evbuffer_get_length(bufferevent_get_output(bev)) + socket_send_queue(bufferevent_getfd(bev));
+    }
+    return n;
 }
 
 void Tunnel::maybe_finish() {
@@ -647,8 +682,19 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
             self->try_next_address();
             return;
         case State::relaying: {
-            const auto idle = Clock::now() - self->last_activity_;
+            const auto now = Clock::now();
+            const auto idle = now - self->last_activity_;
             if (idle >= self->config_->idle_timeout) {
+                // Bytes still queued toward a receiver that took some since the last check: a
+                // slow reader draining, not an idle tunnel. (A receiver that takes nothing for a
+                // whole idle_timeout is idle.)
+                const std::size_t waiting = self->bytes_waiting();
+                if (waiting > 0 && waiting != self->last_waiting_) {
+                    self->last_waiting_ = waiting;
+                    self->last_activity_ = now;
+                    self->arm_timer(self->config_->idle_timeout);
+                    return;
+                }
                 self->close("idle timeout");
             } else {
                 self->arm_timer(std::chrono::duration_cast<std::chrono::milliseconds>(self->config_->idle_timeout - idle) +
@@ -699,6 +745,7 @@ void Tunnel::close(const char* reason) {
     if (dns_pending_ && dns_request_) evdns_getaddrinfo_cancel(dns_request_);
     if (relay_) relay_->stop();  // deleted with the tunnel, not inside its own callback
     if (client_) {
+        send_close_notify();
         bufferevent_free(client_);
         client_ = nullptr;
     }

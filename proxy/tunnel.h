@@ -36,6 +36,9 @@ public:
     Tunnel& operator=(const Tunnel&) = delete;
 
     void start();
+    // Closes the tunnel now (access-log line with the reason): the shutdown deadline passed.
+    void cut_at_shutdown() { close("shutdown: cut at shutdown_grace"); }
+    bool waiting_for_dns() const { return dns_pending_; }
     bool reapable() const { return state_ == State::closed && !dns_pending_ && !verify_pending_; }
 
 private:
@@ -70,6 +73,10 @@ private:
     void drained(bufferevent* to);
     void peer_eof(bufferevent* from);
     void maybe_finish();
+    // TLS clients: send close_notify once everything toward the client is written, so a strict
+    // client can tell a complete stream from a truncated one. Reading from the client goes on.
+    void send_close_notify();
+    std::size_t bytes_waiting() const;  // accepted, not yet taken by a receiver (idle timer)
     void arm_timer(std::chrono::milliseconds after);
 
     // Sends a fixed error reply, then closes once it is written. `retry_after` > 0 adds Retry-After.
@@ -114,6 +121,8 @@ private:
     bool upstream_eof_ = false;   // upstream → client direction: upstream sent FIN
     bool client_shut_ = false;    // we shut down writing toward upstream
     bool upstream_shut_ = false;  // we shut down writing toward client
+    bool close_notify_sent_ = false;
+    std::size_t last_waiting_ = static_cast<std::size_t>(-1);  // bytes_waiting() at the last idle check
 
     int status_ = 0;
     const char* reason_ = "";

@@ -41,7 +41,15 @@ Worker::Worker(unsigned index, ConfigSource config, std::shared_ptr<spdlog::logg
 
 Worker::~Worker() {
     join();
-    // DNS first, without running callbacks: the tunnels they would call are deleted next.
+    // Cancelled lookups report back from deferred callbacks: run the loop until they have, so
+    // that evdns frees their requests (a lookup pending at exit would otherwise leak).
+    auto dns_pending = [this] {
+        for (Tunnel* t : live_)
+            if (t->waiting_for_dns()) return true;
+        return false;
+    };
+    for (int i = 0; i < 100 && dns_pending(); ++i) event_base_loop(base_, EVLOOP_NONBLOCK | EVLOOP_ONCE);
+    // Then DNS, without running callbacks: the tunnels they would call are deleted next.
     if (dns_) evdns_base_free(dns_, 0);
     dns_ = nullptr;
     for (Tunnel* t : live_) delete t;
@@ -76,6 +84,10 @@ void Worker::join() {
 
 void Worker::on_stop(evutil_socket_t, short, void* arg) {
     auto* self = static_cast<Worker*>(arg);
+    // Tunnels still open now are cut: each gets its access-log line, and pending DNS lookups are
+    // cancelled (their callbacks run from the loop turns in ~Worker).
+    const std::vector<Tunnel*> open(self->live_.begin(), self->live_.end());
+    for (Tunnel* t : open) t->cut_at_shutdown();
     event_base_loopexit(self->base_, nullptr);
 }
 

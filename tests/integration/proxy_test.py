@@ -373,6 +373,50 @@ class IdleTimeout(ProxyTestCase):
         finally:
             server.stop()
 
+    def test_a_slow_receiver_still_draining_is_not_idle(self):
+        total = 640 * 1024
+
+        def burst_then_wait(conn):
+            conn.sendall(b"d" * total)  # all at once, then silence while the client drains
+            conn.settimeout(15)
+            try:
+                conn.recv(1)
+            except OSError:
+                pass
+
+        server = harness.TcpServer(burst_then_wait)
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # the bytes wait in the proxy's queues
+            s.settimeout(10)
+            s.connect((self.proxy.host, self.proxy.port))
+            import base64
+            s.sendall(f"CONNECT 127.0.0.1:{server.port} HTTP/1.1\r\nProxy-Authorization: Basic ".encode() +
+                      base64.b64encode(f"agent:{AGENT_PASSWORD}".encode()) + b"\r\n\r\n")
+            status, _, got = harness.read_response_head(s)
+            self.assertEqual(status, 200)
+            got = len(got)
+            started = time.time()
+            while got < total:
+                d = s.recv(8192)
+                if not d:
+                    break
+                got += len(d)
+                # ~160 KiB/s: 4 s of draining, and a relay pipe (256 KiB) takes longer than
+                # idle_timeout (1 s) to empty, so the proxy reads nothing from upstream meanwhile.
+                time.sleep(0.05)
+            drained_s = time.time() - started
+            # The tunnel was open all along: no access-log line for it yet (when the relay lets go
+            # of the sockets early, the kernel may still deliver what was queued, but whatever
+            # the proxy still held in its pipe is lost).
+            closed = [l for l in self.proxy.access_log() if f"dst=127.0.0.1:{server.port}" in l]
+            s.close()
+            self.assertEqual(got, total, f"cut after {drained_s:.1f} s of draining")
+            self.assertGreater(drained_s, 2)
+            self.assertEqual(closed, [])
+        finally:
+            server.stop()
+
     def test_activity_keeps_the_tunnel_open(self):
         def echo(conn):
             while True:
