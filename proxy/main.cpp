@@ -81,6 +81,11 @@ int run(const std::string& config_path, const std::string& ready_file) {
         }
     }
 
+    if (cfg.fd_budget_connections != 0 && cfg.max_connections > cfg.fd_budget_connections) {
+        spdlog::warn("limits.max_connections {} exceeds what the descriptor limit carries ({} tunnels of 6 descriptors); "
+                     "busy tunnels may fail mid-transfer: raise the limit (LimitNOFILE) or lower max_connections",
+                     cfg.max_connections, cfg.fd_budget_connections);
+    }
     Server server(std::move(cfg));
     server.start();
     for (const auto& a : server.bound_addresses()) spdlog::info("listening on {}", a);

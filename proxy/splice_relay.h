@@ -32,6 +32,7 @@ public:
     PipePool(const PipePool&) = delete;
     PipePool& operator=(const PipePool&) = delete;
 
+    void set_keep(std::size_t keep) { keep_ = keep; }
     std::optional<Pipe> take();
     void give(Pipe pipe);  // only empty pipes; kept up to `keep`, closed beyond
 

@@ -96,5 +96,71 @@ class Shutdown(unittest.TestCase):
             work.cleanup()
 
 
+class DescriptorBudget(unittest.TestCase):
+    def test_small_descriptor_limit_refuses_new_clients_instead_of_killing_busy_tunnels(self):
+        global HASH
+        HASH = HASH or harness.hash_password(PASSWORD)
+        size = 512 * 1024
+        results = []
+
+        def push_then_read(conn):
+            # Both directions backed up: we send without reading until the client starts reading.
+            conn.sendall(b"d" * size)
+            got = 0
+            while got < size:
+                d = conn.recv(65536)
+                if not d:
+                    break
+                got += len(d)
+            results.append(got)
+
+        server = harness.TcpServer(push_then_read)
+        work = harness.Workdir()
+        try:
+            proxy = harness.Proxy(work.path, f"""
+listeners:
+  - address: "127.0.0.1:0"
+workers: 1
+tenants:
+  - name: agent
+    users: [{{name: agent, password_hash: "{HASH}"}}]
+    destinations: ["127.0.0.1:{server.port}"]
+    allow_internal_networks: ["127.0.0.0/8"]
+""", prefix=["prlimit", "--nofile=96:96"])
+            tunnels, refused = [], 0
+            for _ in range(16):
+                s, status, _, rest = open_tunnel(proxy.host, proxy.port, f"127.0.0.1:{server.port}",
+                                                 f"agent:{PASSWORD}", timeout=30)
+                if status == 200:
+                    s.setblocking(False)
+                    try:
+                        s.send(b"u" * size)  # as much as fits: the upload backs up too
+                    except BlockingIOError:
+                        pass
+                    s.setblocking(True)
+                    tunnels.append((s, len(rest)))
+                else:
+                    self.assertEqual(status, 503)
+                    refused += 1
+                    s.close()
+            time.sleep(0.5)
+            self.assertGreater(refused, 0, "16 busy tunnels under ulimit -n 96 were all admitted")
+            self.assertGreater(len(tunnels), 0)
+            for s, already in tunnels:
+                got = already
+                while got < size:
+                    d = s.recv(65536)
+                    self.assertTrue(d, "tunnel cut mid-transfer:\n" + "\n".join(proxy.access_log()))
+                    got += len(d)
+                s.close()
+            log = "\n".join(proxy.access_log())
+            self.assertNotIn("cannot create pipe", log)
+            self.assertNotIn("connection error", log)
+            proxy.stop()
+        finally:
+            server.stop()
+            work.cleanup()
+
+
 if __name__ == "__main__":
     unittest.main()
