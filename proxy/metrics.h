@@ -59,6 +59,7 @@ struct TenantRuntime {
     std::atomic<std::uint64_t> bytes_down{0};
     std::array<std::atomic<std::uint64_t>, kStatuses.size()> by_status{};  // lock-free per status
     RateBucket connect_rate;
+    std::array<std::atomic<std::uint64_t>, static_cast<int>(Denial::count_)> denials{};  // once the tenant is known
 };
 
 class Metrics {

@@ -711,6 +711,7 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
 
 void Tunnel::deny(Denial why, int status, const char* reason, int retry_after) {
     worker_.shared().metrics.count_denial(why);
+    if (tenant_ != nullptr) worker_.tenant_runtime(tenant_->name).denials[static_cast<int>(why)]++;
     reply_error(status, reason, retry_after);
 }
 

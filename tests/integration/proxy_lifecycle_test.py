@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from proxy_production_test import echo, open_tunnel  # noqa: E402
+from proxy_production_test import echo, metric, metrics_text, open_tunnel  # noqa: E402
 
 PASSWORD = "life-pw-3Vb"
 
@@ -159,6 +159,128 @@ tenants:
             proxy.stop()
         finally:
             server.stop()
+            work.cleanup()
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Operators(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        global HASH
+        HASH = HASH or harness.hash_password(PASSWORD)
+        cls.echo = harness.TcpServer(echo)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.echo.stop()
+
+    def tunnel_once(self, proxy, target=None):
+        s, status, _, _ = open_tunnel(proxy.host, proxy.port, target or f"127.0.0.1:{self.echo.port}", f"agent:{PASSWORD}")
+        s.close()
+        return status
+
+    def wait_for(self, predicate, what, timeout=10):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if predicate():
+                return
+            time.sleep(0.05)
+        self.fail("timed out waiting for " + what)
+
+    def test_sighup_reopens_the_access_log_and_follows_a_changed_file(self):
+        work = harness.Workdir()
+        try:
+            w = Path(work.path)
+            log, rotated, other = w / "access.log", w / "access.log.1", w / "other.log"
+            proxy = harness.Proxy(work.path, config(self.echo.port, f'access_log:\n  file: "{log}"'))
+            self.assertEqual(self.tunnel_once(proxy), 200)
+            self.wait_for(lambda: log.exists() and "status=200" in log.read_text(), "first line")
+            log.rename(rotated)  # what logrotate does before `systemctl reload`
+            proxy.proc.send_signal(signal.SIGHUP)
+            self.wait_for(lambda: log.exists(), "the access log to be reopened")
+            self.assertEqual(self.tunnel_once(proxy, "127.0.0.1:1"), 403)
+            self.wait_for(lambda: "status=403" in log.read_text(), "a line in the new file")
+            self.assertNotIn("status=403", rotated.read_text())
+            # A changed access_log.file is honoured on reload, not ignored.
+            proxy.config.write_text(config(self.echo.port, f'access_log:\n  file: "{other}"'))
+            proxy.proc.send_signal(signal.SIGHUP)
+            self.wait_for(lambda: other.exists(), "the new access log file")
+            self.assertEqual(self.tunnel_once(proxy), 200)
+            self.wait_for(lambda: "status=200" in other.read_text(), "a line in the changed file")
+            self.assertEqual(log.read_text().count("\n"), 1)
+            self.assertIn(f"access log now written to {other}", proxy.stderr_text())
+            proxy.stop()
+        finally:
+            work.cleanup()
+
+    def test_second_instance_on_the_same_port_is_refused(self):
+        work = harness.Workdir()
+        try:
+            port = free_port()
+            text = config(self.echo.port).replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"')
+            first = harness.Proxy(work.path, text, name="first")
+            with self.assertRaises(RuntimeError) as caught:
+                second = harness.Proxy(work.path, text, name="second")
+                second.stop()
+            self.assertIn("address already in use", str(caught.exception))
+            self.assertEqual(self.tunnel_once(first), 200)  # the first one keeps all clients
+            first.stop()
+        finally:
+            work.cleanup()
+
+    def test_busy_admin_port_fails_with_the_reason(self):
+        work = harness.Workdir()
+        busy = socket.socket()
+        try:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen(1)
+            admin = f"127.0.0.1:{busy.getsockname()[1]}"
+            with self.assertRaises(RuntimeError) as caught:
+                p = harness.Proxy(work.path, config(self.echo.port, f'admin:\n  address: "{admin}"'))
+                p.stop()
+            self.assertIn(f"cannot listen on admin address {admin}: Address already in use", str(caught.exception))
+        finally:
+            busy.close()
+            work.cleanup()
+
+    def test_check_config_refuses_addresses_this_host_does_not_have(self):
+        work = harness.Workdir()
+        try:
+            for extra, what in (("outgoing:\n  bind_address: \"192.0.2.1\"", "outgoing.bind_address 192.0.2.1"),
+                                ("", "listen address 192.0.2.1:3128")):
+                text = config(self.echo.port, extra)
+                if not extra:
+                    text = text.replace('"127.0.0.1:0"', '"192.0.2.1:3128"')
+                path = Path(work.path) / "check.yaml"
+                path.write_text(text)
+                r = subprocess.run([harness.PROXY_BIN, "--check-config", "-c", str(path)], capture_output=True, text=True)
+                self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+                self.assertIn(what + " is not usable on this host", r.stderr)
+            path.write_text(config(self.echo.port))
+            r = subprocess.run([harness.PROXY_BIN, "--check-config", "-c", str(path)], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        finally:
+            work.cleanup()
+
+    def test_metrics_have_build_info_and_tenant_labelled_denials(self):
+        work = harness.Workdir()
+        try:
+            proxy = harness.Proxy(work.path, config(self.echo.port, 'admin:\n  address: "127.0.0.1:0"'))
+            self.assertEqual(self.tunnel_once(proxy, "127.0.0.1:1"), 403)
+            text = metrics_text(proxy)
+            r = subprocess.run([harness.PROXY_BIN, "--version"], capture_output=True, text=True)
+            version = r.stdout.split()[-1]
+            self.assertEqual(metric(text, "dingbridge_proxy_build_info", version=version), 1)
+            self.assertEqual(metric(text, "dingbridge_proxy_tenant_denials_total", tenant="agent", reason="destination"), 1)
+            proxy.stop()
+        finally:
             work.cleanup()
 
 
