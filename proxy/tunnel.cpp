@@ -16,6 +16,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "proxy/reply.h"
 #include "proxy/request_head.h"
 #include "proxy/tls.h"
 #include "proxy/worker.h"
@@ -26,22 +27,6 @@ namespace dingbridge::proxy {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-const char* status_text(int status) {
-    switch (status) {
-        case 400: return "Bad Request";
-        case 403: return "Forbidden";
-        case 405: return "Method Not Allowed";
-        case 407: return "Proxy Authentication Required";
-        case 408: return "Request Timeout";
-        case 429: return "Too Many Requests";
-        case 431: return "Request Header Fields Too Large";
-        case 502: return "Bad Gateway";
-        case 503: return "Service Unavailable";
-        case 504: return "Gateway Timeout";
-        default: return "Error";
-    }
-}
 
 std::uint16_t port_of(const sockaddr* sa) {
     if (sa->sa_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(sa)->sin_port);
@@ -724,13 +709,7 @@ void Tunnel::reply_error(int status, const char* reason, int retry_after) {
         upstream_ = nullptr;
     }
     // Fixed texts only: nothing the client sent is ever reflected.
-    std::string body = std::string(reason) + "\n";
-    std::string head = "HTTP/1.1 " + std::to_string(status) + " " + status_text(status) + "\r\n";
-    if (status == 407) head += "Proxy-Authenticate: Basic realm=\"" + config_->realm + "\"\r\n";
-    if (status == 405) head += "Allow: CONNECT\r\n";
-    if (retry_after > 0) head += "Retry-After: " + std::to_string(retry_after) + "\r\n";
-    head += "Content-Type: text/plain; charset=utf-8\r\nContent-Length: " + std::to_string(body.size()) +
-            "\r\nConnection: close\r\n\r\n" + body;
+    const std::string head = error_reply(status, reason, config_->realm, retry_after);
     state_ = State::replying;
     bufferevent_disable(client_, EV_READ);
     bufferevent_write(client_, head.data(), head.size());
@@ -770,19 +749,22 @@ void Tunnel::write_access_log() {
     metrics.count_connection(runtime_ ? *runtime_ : worker_.tenant_runtime(tenant), status);
     const std::string source = endpoint(source_ip_, source_port_);
     const std::string destination = host_port(host_, port_);
-    auto& log = worker_.access_log();
-    if (config_->access_log_format == "json") {
-        log.info(R"({{"time":"{}","tenant":"{}","user":"{}","source":"{}","tls":{},"destination":"{}","resolved_ip":"{}","status":{},"bytes_up":{},"bytes_down":{},"setup_ms":{},"total_ms":{},"reason":"{}"}})",
-                 Worker::timestamp(), json_escape(tenant), json_escape(user_), source, tls_client_ ? "true" : "false",
-                 json_escape(destination), resolved_ip_, status, bytes_up_, bytes_down_, setup_ms, total_ms,
-                 json_escape(reason_));
-    } else {
-        auto or_dash = [](const std::string& s) { return s.empty() ? std::string("-") : s; };
-        // User names are client-supplied: escape them so a log line stays one line.
-        log.info("{} tenant={} user={} src={}{} dst={} ip={} status={} up={} down={} setup_ms={} total_ms={} reason=\"{}\"",
-                 Worker::timestamp(), or_dash(tenant), or_dash(json_escape(user_)), source, tls_client_ ? " tls" : "",
-                 destination, or_dash(resolved_ip_), status, bytes_up_, bytes_down_, setup_ms, total_ms, reason_);
-    }
+    const std::string timestamp = Worker::timestamp();
+    AccessRecord record;
+    record.time = timestamp;
+    record.tenant = tenant;
+    record.user = user_;
+    record.source = source;
+    record.tls = tls_client_;
+    record.destination = destination;
+    record.resolved_ip = resolved_ip_;
+    record.status = status;
+    record.bytes_up = bytes_up_;
+    record.bytes_down = bytes_down_;
+    record.setup_ms = setup_ms;
+    record.total_ms = total_ms;
+    record.reason = reason_;
+    worker_.access_log().info("{}", access_log_line(record, config_->access_log_format == "json"));
 }
 
 }  // namespace dingbridge::proxy
