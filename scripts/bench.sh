@@ -33,7 +33,7 @@ YAML
   auth=$(printf 'bench:bench-pw' | base64)
   B="$BUILD/tests/bench/proxy-bench --proxy 127.0.0.1:$port --auth $auth"
   calm=$($B --label calm tunnels --clients 16 --seconds "${SECONDS_PER_RUN:-5}")
-  flood=$($B --label flooded tunnels --clients 16 --seconds "${SECONDS_PER_RUN:-5}" --flood 8)
+  flood=$($B --label flooded tunnels --clients 16 --seconds "${SECONDS_PER_RUN:-5}" --flood "${FLOOD_THREADS:-32}")
   echo "$calm"; echo "$flood"
   python3 -c 'import json,sys; a,b=(json.loads(x) for x in sys.argv[1:]); print("flooded/unflooded tunnels/s: %.2f (%d / %d)" % (b["per_second"]/a["per_second"], b["per_second"], a["per_second"]))' "$calm" "$flood"
   exit 0
