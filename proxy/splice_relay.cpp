@@ -106,7 +106,7 @@ std::size_t SpliceRelay::queued() const {
     return up_.in_pipe + down_.in_pipe + socket_send_queue(client_fd_) + socket_send_queue(upstream_fd_);
 }
 
-void SpliceRelay::fail(const char* reason) {
+void SpliceRelay::fail(CloseReason reason) {
     stop();
     listener_.relay_finished(reason);
 }
@@ -135,7 +135,7 @@ bool SpliceRelay::pump(Direction& d) {
         if (!d.pipe) {
             d.pipe = pool_.take();
             if (!d.pipe) {
-                fail("cannot create pipe");
+                fail(CloseReason::no_pipe);
                 return false;
             }
         }
@@ -148,7 +148,7 @@ bool SpliceRelay::pump(Direction& d) {
             d.eof = true;
             event_del(d.readable);
         } else if (errno != EAGAIN && errno != EINTR) {
-            fail(d.upstream_bound ? "client connection error" : "upstream connection error");
+            fail(d.upstream_bound ? CloseReason::client_error : CloseReason::upstream_error);
             return false;
         }
         if (!flush(d)) return false;
@@ -174,7 +174,7 @@ bool SpliceRelay::flush(Direction& d) {
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
-        fail(d.upstream_bound ? "upstream connection error" : "client connection error");
+        fail(d.upstream_bound ? CloseReason::upstream_error : CloseReason::client_error);
         return false;
     }
     if (d.pipe) {
@@ -191,7 +191,7 @@ void SpliceRelay::finish_direction(Direction& d) {
     shutdown(d.to, SHUT_WR);
     if (up_.shut && down_.shut) {
         stop();
-        listener_.relay_finished("completed");
+        listener_.relay_finished(CloseReason::completed);
     }
 }
 

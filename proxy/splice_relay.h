@@ -11,6 +11,8 @@
 
 #include <event2/event.h>
 
+#include "proxy/close_reason.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -50,7 +52,7 @@ public:
     public:
         virtual void relay_progress(bool upstream_bound, std::size_t bytes) = 0;
         // Both directions finished (reason "completed") or an error ended the tunnel.
-        virtual void relay_finished(const char* reason) = 0;
+        virtual void relay_finished(CloseReason reason) = 0;
 
     protected:
         ~Listener() = default;
@@ -88,7 +90,7 @@ private:
     bool pump(Direction& d);
     bool flush(Direction& d);
     void finish_direction(Direction& d);
-    void fail(const char* reason);
+    void fail(CloseReason reason);
 
     event_base* base_;
     PipePool& pool_;

@@ -96,7 +96,7 @@ Tunnel::~Tunnel() {
 
 void Tunnel::start() {
     if (client_ == nullptr || timer_ == nullptr) {
-        close("out of memory");
+        close(CloseReason::out_of_memory);
         return;
     }
     int one = 1;
@@ -145,7 +145,7 @@ void Tunnel::on_upstream_read(bufferevent*, void* arg) {
 void Tunnel::on_client_write(bufferevent*, void* arg) {
     auto* self = static_cast<Tunnel*>(arg);
     if (self->state_ == State::replying) {
-        if (evbuffer_get_length(bufferevent_get_output(self->client_)) == 0) self->close(self->reason_);
+        if (evbuffer_get_length(bufferevent_get_output(self->client_)) == 0) self->close(CloseReason::reply_sent);
         return;
     }
     if (self->state_ == State::relaying) self->drained(self->client_);
@@ -249,7 +249,7 @@ void Tunnel::authenticated(const AuthResult& auth) {
         case AuthOutcome::source_not_allowed:
             deny(Denial::source, 403, "source address not allowed for this tenant");
             return;
-        case AuthOutcome::verify_password: close("internal error: unverified credentials"); return;
+        case AuthOutcome::verify_password: close(CloseReason::internal_error); return;
         case AuthOutcome::ok: break;
     }
     if (!Policy::destination_allowed(*tenant_, host_, port_)) {
@@ -494,7 +494,7 @@ bool Tunnel::start_splice_relay() {
     SpliceRelay::Listener& listener = *this;
     relay_ = std::make_unique<SpliceRelay>(worker_.base(), worker_.pipes(), client_fd, upstream_fd, listener);
     if (!relay_->start()) {
-        close("out of memory");
+        close(CloseReason::out_of_memory);
         return true;  // handled (closed)
     }
     return true;
@@ -506,7 +506,7 @@ void Tunnel::relay_progress(bool upstream_bound, std::size_t bytes) {
     last_activity_ = Clock::now();
 }
 
-void Tunnel::relay_finished(const char* reason) { close(reason); }
+void Tunnel::relay_finished(CloseReason reason) { close(reason); }
 
 void Tunnel::relay(bufferevent* from, bufferevent* to, std::uint64_t& counter) {
     evbuffer* in = bufferevent_get_input(from);
@@ -582,7 +582,7 @@ std::size_t Tunnel::bytes_waiting() const {
 }
 
 void Tunnel::maybe_finish() {
-    if (client_shut_ && upstream_shut_) close("completed");
+    if (client_shut_ && upstream_shut_) close(CloseReason::completed);
 }
 
 void Tunnel::on_client_event(bufferevent*, short what, void* arg) {
@@ -595,10 +595,10 @@ void Tunnel::on_client_event(bufferevent*, short what, void* arg) {
         switch (self->state_) {
             case State::handshaking:
             case State::reading_head:
-                self->close("client closed before sending a complete request");
+                self->close(CloseReason::client_gone_before_head);
                 return;
             case State::verifying:
-                self->close("client went away during the credential check");
+                self->close(CloseReason::client_gone_during_check);
                 return;
             case State::resolving:
             case State::connecting:
@@ -608,7 +608,7 @@ void Tunnel::on_client_event(bufferevent*, short what, void* arg) {
                 self->peer_eof(self->client_);
                 return;
             case State::replying:
-                self->close(self->reason_);
+                self->close(CloseReason::reply_sent);
                 return;
             case State::closed:
                 return;
@@ -617,10 +617,10 @@ void Tunnel::on_client_event(bufferevent*, short what, void* arg) {
     if (what & BEV_EVENT_ERROR) {
         if (self->state_ == State::handshaking) {
             self->worker_.shared().metrics.count_denial(Denial::tls_handshake);
-            self->close("TLS handshake failed");
+            self->close(CloseReason::tls_handshake_failed);
             return;
         }
-        self->close(self->state_ == State::relaying ? "client connection error" : "client went away");
+        self->close(self->state_ == State::relaying ? CloseReason::client_error : CloseReason::client_gone);
     }
 }
 
@@ -643,14 +643,14 @@ void Tunnel::on_upstream_event(bufferevent*, short what, void* arg) {
         self->peer_eof(self->upstream_);
         return;
     }
-    if (what & BEV_EVENT_ERROR) self->close("upstream connection error");
+    if (what & BEV_EVENT_ERROR) self->close(CloseReason::upstream_error);
 }
 
 void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
     auto* self = static_cast<Tunnel*>(arg);
     switch (self->state_) {
         case State::handshaking:
-            self->close("TLS handshake timed out");
+            self->close(CloseReason::tls_handshake_timeout);
             return;
         case State::reading_head:
             self->deny(Denial::header_timeout, 408, "request head not received in time");
@@ -680,7 +680,7 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
                     self->arm_timer(self->config_->idle_timeout);
                     return;
                 }
-                self->close("idle timeout");
+                self->close(CloseReason::idle_timeout);
             } else {
                 self->arm_timer(std::chrono::duration_cast<std::chrono::milliseconds>(self->config_->idle_timeout - idle) +
                                 std::chrono::milliseconds(1));
@@ -688,7 +688,7 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
             return;
         }
         case State::replying:
-            self->close(self->reason_);  // the client never read its error reply
+            self->close(CloseReason::reply_sent);  // the client never read its error reply
             return;
         case State::closed: return;
     }
@@ -717,10 +717,15 @@ void Tunnel::reply_error(int status, const char* reason, int retry_after) {
     arm_timer(std::chrono::seconds(5));
 }
 
-void Tunnel::close(const char* reason) {
+void Tunnel::close(CloseReason why) {
     if (state_ == State::closed) return;
-    if (status_ == 0 || reason_[0] == '\0') reason_ = reason;
-    if (status_ == 200 && std::string_view(reason) != "completed") reason_ = reason;
+    // An error reply keeps its own reason; otherwise the first cause, and for an established
+    // tunnel whatever ended it.
+    if (why != CloseReason::reply_sent) {
+        const char* text = close_reason_text(why);
+        if (status_ == 0 || reason_[0] == '\0') reason_ = text;
+        if (status_ == 200 && why != CloseReason::completed) reason_ = text;
+    }
     state_ = State::closed;
     if (dns_pending_ && dns_request_) evdns_getaddrinfo_cancel(dns_request_);
     if (relay_) relay_->stop();  // deleted with the tunnel, not inside its own callback

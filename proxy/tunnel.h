@@ -4,7 +4,7 @@
 // A Tunnel owns both sockets (client and upstream bufferevents), its one timer and its pending
 // DNS request, and moves through: reading_head → resolving → connecting → relaying → closed.
 // All callbacks run on the owning Worker's event loop thread and receive only the Tunnel.
-// `close()` is idempotent: it frees the sockets, writes the access-log line and hands the object
+// `close(CloseReason)` is idempotent: it frees the sockets, writes the access-log line and hands the object
 // to the worker, which deletes it from a zero-delay event (never inside a callback), and only
 // once an in-flight DNS lookup has reported back (evdns_getaddrinfo_cancel is asynchronous).
 
@@ -37,7 +37,7 @@ public:
 
     void start();
     // Closes the tunnel now (access-log line with the reason): the shutdown deadline passed.
-    void cut_at_shutdown() { close("shutdown: cut at shutdown_grace"); }
+    void cut_at_shutdown() { close(CloseReason::shutdown); }
     bool waiting_for_dns() const { return dns_pending_; }
     bool reapable() const { return state_ == State::closed && !dns_pending_ && !verify_pending_; }
 
@@ -68,7 +68,7 @@ private:
     // client sent early data) keep the buffered bufferevent relay.
     bool start_splice_relay();
     void relay_progress(bool upstream_bound, std::size_t bytes) override;
-    void relay_finished(const char* reason) override;
+    void relay_finished(CloseReason reason) override;
     void relay(bufferevent* from, bufferevent* to, std::uint64_t& counter);
     void drained(bufferevent* to);
     void peer_eof(bufferevent* from);
@@ -82,7 +82,7 @@ private:
     // Sends a fixed error reply, then closes once it is written. `retry_after` > 0 adds Retry-After.
     void reply_error(int status, const char* reason, int retry_after = 0);
     void deny(Denial why, int status, const char* reason, int retry_after = 0);
-    void close(const char* reason);
+    void close(CloseReason why);
     void write_access_log();
 
     Worker& worker_;
