@@ -4,6 +4,9 @@
 #include <event2/keyvalq_struct.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <cstring>
 #include <stdexcept>
@@ -24,7 +27,37 @@ AdminServer::AdminServer(const std::string& address, SharedState& shared) : shar
     evhttp_set_max_body_size(http_, 0);
     evhttp_set_timeout(http_, 10);
     evhttp_set_gencb(http_, &AdminServer::on_request, this);
-    evhttp_bound_socket* sock = evhttp_bind_socket_with_handle(http_, hp->host.c_str(), port);
+    evhttp_bound_socket* sock = nullptr;
+    if (auto ip = IpAddress::parse(hp->host)) {
+        // Bound here rather than by evhttp, so that a failure says why (e.g. address in use).
+        sockaddr_storage want{};
+        socklen_t want_len;
+        if (ip->is_v4()) {
+            auto* sin = reinterpret_cast<sockaddr_in*>(&want);
+            sin->sin_family = AF_INET;
+            sin->sin_port = htons(port);
+            sin->sin_addr.s_addr = htonl(ip->v4_value());
+            want_len = sizeof(sockaddr_in);
+        } else {
+            auto* sin6 = reinterpret_cast<sockaddr_in6*>(&want);
+            sin6->sin6_family = AF_INET6;
+            sin6->sin6_port = htons(port);
+            std::memcpy(&sin6->sin6_addr, ip->bytes().data(), 16);
+            want_len = sizeof(sockaddr_in6);
+        }
+        const int fd = socket(want.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int one = 1;
+        if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&want), want_len) != 0 || ::listen(fd, 128) != 0) {
+            const int err = errno;
+            if (fd >= 0) ::close(fd);
+            throw std::runtime_error("cannot listen on admin address " + address + ": " + std::strerror(err));
+        }
+        sock = evhttp_accept_socket_with_handle(http_, fd);
+        if (sock == nullptr) ::close(fd);
+    } else {
+        sock = evhttp_bind_socket_with_handle(http_, hp->host.c_str(), port);
+    }
     if (sock == nullptr) throw std::runtime_error("cannot listen on admin address " + address);
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;

@@ -1,51 +1,88 @@
 #include "proxy/auth_throttle.h"
 
+#include <algorithm>
 #include <cmath>
-#include <cstring>
 
 namespace dingbridge::proxy {
 
-std::size_t AuthThrottle::Hash::operator()(const IpAddress& a) const {
-    std::uint64_t x, y;
-    std::memcpy(&x, a.bytes().data(), 8);
-    std::memcpy(&y, a.bytes().data() + 8, 8);
-    return std::hash<std::uint64_t>()(x * 0x9E3779B97F4A7C15ULL ^ y);
-}
+namespace {
 
-int AuthThrottle::blocked_for(const IpAddress& source, const AuthThrottleSettings&, Clock::time_point now) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto it = entries_.find(source);
-    if (it == entries_.end() || it->second.blocked_until <= now) return 0;
-    const double seconds = std::chrono::duration<double>(it->second.blocked_until - now).count();
+int seconds_until(FailureTable::Clock::time_point until, FailureTable::Clock::time_point now) {
+    if (until <= now) return 0;
+    const double seconds = std::chrono::duration<double>(until - now).count();
     return std::max(1, static_cast<int>(std::ceil(seconds)));
 }
 
-void AuthThrottle::record_failure(const IpAddress& source, const AuthThrottleSettings& s, Clock::time_point now) {
-    if (s.max_failures == 0) return;  // throttling disabled
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (entries_.size() >= kMaxEntries && entries_.find(source) == entries_.end()) {
-        // Drop expired entries; if none expired, drop everything rather than grow without bound.
-        for (auto it = entries_.begin(); it != entries_.end();) {
-            if (it->second.blocked_until <= now && now - it->second.window_start > s.window) it = entries_.erase(it);
-            else ++it;
-        }
-        if (entries_.size() >= kMaxEntries) entries_.clear();
+}  // namespace
+
+int FailureTable::blocked_for(const std::string& key, Clock::time_point now) {
+    auto it = index_.find(key);
+    if (it == index_.end() || !it->second->blocked) return 0;
+    return seconds_until(it->second->blocked_until, now);
+}
+
+void FailureTable::make_room(Clock::time_point now) {
+    // Expired blocks go first, then the oldest counting entry, then (only when every entry is a
+    // live block) the oldest block: the table never forgets all blocks at once.
+    while (!blocked_.empty() && blocked_.front().blocked_until <= now && index_.size() >= max_entries_) {
+        index_.erase(blocked_.front().key);
+        blocked_.pop_front();
     }
-    Entry& e = entries_[source];
-    if (e.failures == 0 || now - e.window_start > s.window) {
-        e.failures = 0;
-        e.window_start = now;
+    if (index_.size() < max_entries_) return;
+    List& victim = counting_.empty() ? blocked_ : counting_;
+    index_.erase(victim.front().key);
+    victim.pop_front();
+}
+
+void FailureTable::record_failure(const std::string& key, unsigned max_failures, Clock::duration window,
+                                  Clock::duration cooldown, Clock::time_point now) {
+    if (max_failures == 0 || max_entries_ == 0) return;  // throttling disabled
+    auto found = index_.find(key);
+    if (found == index_.end()) {
+        make_room(now);
+        counting_.push_back(Entry{key, 0, now, {}, false});
+        found = index_.emplace(key, std::prev(counting_.end())).first;
     }
-    if (++e.failures >= s.max_failures) {
-        e.blocked_until = now + s.cooldown;
-        e.failures = 0;
+    List::iterator e = found->second;
+    if (e->blocked) {
+        if (e->blocked_until > now) return;  // still blocked: nothing to count
+        // The block expired: count afresh, as the newest counting entry.
+        e->blocked = false;
+        e->failures = 0;
+        counting_.splice(counting_.end(), blocked_, e);
+    }
+    if (e->failures == 0 || now - e->window_start > window) {
+        e->failures = 0;
+        e->window_start = now;
+    }
+    if (++e->failures >= max_failures) {
+        e->blocked = true;
+        e->blocked_until = now + cooldown;
+        e->failures = 0;
+        blocked_.splice(blocked_.end(), counting_, e);
     }
 }
 
-void AuthThrottle::record_success(const IpAddress& source) {
+std::string AuthThrottle::source_key(const IpAddress& source) {
+    const auto& b = source.bytes();
+    // IPv4 (stored v4-mapped): the whole address; IPv6: the first 64 bits.
+    if (source.is_v4()) return std::string("4") + std::string(reinterpret_cast<const char*>(b.data()) + 12, 4);
+    return std::string("6") + std::string(reinterpret_cast<const char*>(b.data()), 8);
+}
+
+int AuthThrottle::blocked_for(const IpAddress& source, const std::string* user, const AuthThrottleSettings&,
+                              Clock::time_point now) {
     std::lock_guard<std::mutex> lock(mutex_);
-    auto it = entries_.find(source);
-    if (it != entries_.end() && it->second.blocked_until <= Clock::now()) entries_.erase(it);
+    int wait = sources_.blocked_for(source_key(source), now);
+    if (user != nullptr) wait = std::max(wait, users_.blocked_for(*user, now));
+    return wait;
+}
+
+void AuthThrottle::record_failure(const IpAddress& source, const std::string* user, const AuthThrottleSettings& s,
+                                  Clock::time_point now) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    sources_.record_failure(source_key(source), s.max_failures, s.window, s.cooldown, now);
+    if (user != nullptr) users_.record_failure(*user, s.max_failures_per_user, s.window, s.cooldown, now);
 }
 
 }  // namespace dingbridge::proxy

@@ -1,12 +1,21 @@
 #pragma once
-// Throttles repeated authentication failures per client address: after `max_failures` failures
-// within `window`, the address is refused (429) without checking credentials until `cooldown`
-// has passed. This bounds both password guessing and the CPU an attacker can make us spend on
-// scrypt. Thread-safe; memory is bounded (oldest entries are dropped beyond a fixed size).
+// Throttles repeated authentication failures, keyed two ways: per client source (an IPv4
+// address, or the /64 an IPv6 address belongs to, since one host usually owns a whole /64) and
+// per user name (so guessing one user's password from many sources is bounded too). After
+// `max_failures` failures of a source (or `max_failures_per_user` of a name) within `window`,
+// it is refused (429) without checking credentials until `cooldown` has passed.
+//
+// A success never clears failures: a client holding valid credentials must not be able to
+// reset its own count and keep guessing other passwords. Memory is bounded: beyond a fixed
+// number of keys the oldest entries that are not blocked are evicted first; a block is only
+// dropped when the whole table is blocks, oldest first (never the table at once).
+// Thread-safe.
 
 #include <chrono>
 #include <cstdint>
+#include <list>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 
 #include "shared/net.h"
@@ -14,33 +23,61 @@
 namespace dingbridge::proxy {
 
 struct AuthThrottleSettings {
-    unsigned max_failures = 10;
+    unsigned max_failures = 10;           // per source (IPv4 address or IPv6 /64); 0 = off
+    unsigned max_failures_per_user = 50;  // per user name; 0 = off
     std::chrono::milliseconds window{60'000};
     std::chrono::milliseconds cooldown{300'000};
+};
+
+// A bounded table of failure counters for one kind of key.
+class FailureTable {
+public:
+    using Clock = std::chrono::steady_clock;
+    explicit FailureTable(std::size_t max_entries) : max_entries_(max_entries) {}
+
+    int blocked_for(const std::string& key, Clock::time_point now);
+    void record_failure(const std::string& key, unsigned max_failures, Clock::duration window, Clock::duration cooldown,
+                        Clock::time_point now);
+    std::size_t size() const { return index_.size(); }
+
+private:
+    struct Entry {
+        std::string key;
+        unsigned failures = 0;
+        Clock::time_point window_start;
+        Clock::time_point blocked_until;
+        bool blocked = false;  // in blocked_ rather than counting_
+    };
+    using List = std::list<Entry>;
+    void make_room(Clock::time_point now);
+
+    std::size_t max_entries_;
+    List counting_;  // oldest first: evicted first
+    List blocked_;   // oldest block first: evicted only when counting_ is empty
+    std::unordered_map<std::string, List::iterator> index_;
 };
 
 class AuthThrottle {
 public:
     using Clock = std::chrono::steady_clock;
+    static constexpr std::size_t kMaxEntries = 65536;  // per table
 
-    // Seconds the address must still wait, or 0 when it may try.
-    int blocked_for(const IpAddress& source, const AuthThrottleSettings& s, Clock::time_point now = Clock::now());
-    void record_failure(const IpAddress& source, const AuthThrottleSettings& s, Clock::time_point now = Clock::now());
-    void record_success(const IpAddress& source);
+    explicit AuthThrottle(std::size_t max_entries = kMaxEntries) : sources_(max_entries), users_(max_entries) {}
+
+    // Seconds the source (or, when `user` is non-null, that user name) must still wait; 0 = may try.
+    int blocked_for(const IpAddress& source, const std::string* user, const AuthThrottleSettings& s,
+                    Clock::time_point now = Clock::now());
+    // A real credential failure (wrong password, unknown user, unusable Proxy-Authorization).
+    void record_failure(const IpAddress& source, const std::string* user, const AuthThrottleSettings& s,
+                        Clock::time_point now = Clock::now());
+
+    // The throttle key of a source: the IPv4 address, or the IPv6 /64 prefix.
+    static std::string source_key(const IpAddress& source);
 
 private:
-    struct Entry {
-        unsigned failures = 0;
-        Clock::time_point window_start;
-        Clock::time_point blocked_until;
-    };
-    struct Hash {
-        std::size_t operator()(const IpAddress& a) const;
-    };
-    static constexpr std::size_t kMaxEntries = 65536;
-
     std::mutex mutex_;
-    std::unordered_map<IpAddress, Entry, Hash> entries_;
+    FailureTable sources_;
+    FailureTable users_;
 };
 
 }  // namespace dingbridge::proxy

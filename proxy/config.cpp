@@ -95,6 +95,19 @@ Tenant parse_tenant(const ConfigNode& node, std::set<std::string>& user_names) {
 
 }  // namespace
 
+FdBudget fd_budget(std::uint64_t fd_limit, unsigned workers, std::size_t listeners) {
+    constexpr std::uint64_t kPerTunnel = 6;      // client + upstream socket, a pipe (2) per direction
+    constexpr std::uint64_t kProcess = 24;       // stdio, log files, admin listener and clients, reads of config files
+    constexpr std::uint64_t kPerWorkerBase = 8;  // epoll, wakeup fds, resolver sockets
+    FdBudget b;
+    const std::uint64_t w = std::max(1u, workers);
+    // Spare pipes may use at most 1/8 of the limit, and no more than 64 per worker.
+    b.pipe_keep = static_cast<std::size_t>(std::min<std::uint64_t>(64, fd_limit / (16 * w)));
+    const std::uint64_t reserved = kProcess + w * (kPerWorkerBase + listeners + 2 * b.pipe_keep);
+    b.connections = fd_limit > reserved ? (fd_limit - reserved) / kPerTunnel : 0;
+    return b;
+}
+
 ProxyConfig load_proxy_config(const std::string& path) {
     return parse_proxy_config(ConfigNode::load_file(path));
 }
@@ -200,10 +213,19 @@ ProxyConfig parse_proxy_config(const ConfigNode& root) {
 
     if (auto af = root.find("auth_failures")) {
         if (auto m = af->find("max_failures")) cfg.auth_throttle.max_failures = static_cast<unsigned>(m->as_int(0, 1'000'000));
+        if (auto m = af->find("max_failures_per_user")) {
+            cfg.auth_throttle.max_failures_per_user = static_cast<unsigned>(m->as_int(0, 1'000'000));
+        }
         cfg.auth_throttle.window = af->get_duration("window", cfg.auth_throttle.window);
         cfg.auth_throttle.cooldown = af->get_duration("cooldown", cfg.auth_throttle.cooldown);
         af->reject_unknown();
     }
+    if (auto pc = root.find("password_checks")) {
+        if (auto m = pc->find("threads")) cfg.verify_threads = static_cast<unsigned>(m->as_int(0, 64));
+        if (auto m = pc->find("queue")) cfg.verify_queue = static_cast<std::size_t>(m->as_int(1, 100'000));
+        pc->reject_unknown();
+    }
+    if (cfg.verify_threads == 0) cfg.verify_threads = std::max(1u, std::thread::hardware_concurrency() / 2);
     if (auto admin = root.find("admin")) {
         cfg.admin_address = admin->get_string("address", "");
         if (!cfg.admin_address.empty()) {
@@ -256,14 +278,19 @@ ProxyConfig parse_proxy_config(const ConfigNode& root) {
         access->reject_unknown();
     }
     root.reject_unknown();
-    if (cfg.max_connections == 0) {
-        // Unset: stay below the descriptor limit (a tunnel holds two sockets, plus pipes while
-        // splicing), so that an exhausted limit refuses clients cleanly instead of failing
-        // upstream connects with EMFILE.
-        rlimit rl{};
-        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY) {
-            cfg.max_connections = std::max<std::uint64_t>(64, (static_cast<std::uint64_t>(rl.rlim_max) - 64) / 3);
+    // The descriptor limit the proxy will run with (it raises its soft limit to the hard one).
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY) {
+        const FdBudget budget = fd_budget(static_cast<std::uint64_t>(rl.rlim_max), cfg.workers, cfg.listeners.size());
+        if (budget.connections == 0) {
+            root.fail("the descriptor limit (ulimit -n " + std::to_string(rl.rlim_max) + ") is too small for " +
+                      std::to_string(cfg.workers) + " worker(s); raise it or lower workers");
         }
+        cfg.fd_budget_connections = budget.connections;
+        cfg.pipe_pool_keep = budget.pipe_keep;
+        // Unset: stay within the descriptors, so that an exhausted limit refuses new clients
+        // cleanly (503) instead of failing pipes or connects of tunnels already relaying.
+        if (cfg.max_connections == 0) cfg.max_connections = budget.connections;
     }
     cfg.policy = std::make_shared<const Policy>(std::move(tenants), std::move(deny));
     return cfg;

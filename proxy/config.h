@@ -43,7 +43,11 @@ struct ProxyConfig {
     std::chrono::milliseconds tls_handshake_timeout{10'000};
     std::chrono::milliseconds shutdown_grace{30'000};
     std::uint64_t max_connections = 0;  // 0 = unlimited
+    std::uint64_t fd_budget_connections = 0;  // what the descriptor limit allows (0 = no limit)
+    std::size_t pipe_pool_keep = 64;          // empty pipes each worker keeps for reuse
     AuthThrottleSettings auth_throttle;
+    unsigned verify_threads = 0;    // password-check threads; 0 = half the cores (at least 1). Restart to change.
+    std::size_t verify_queue = 16;  // checks waiting beyond that get 503 at once. Restart to change.
     std::string admin_address;  // empty = no admin endpoint
 
     std::optional<IpAddress> bind_v4;  // outgoing.bind_address (the egress IP)
@@ -55,6 +59,16 @@ struct ProxyConfig {
 
     std::shared_ptr<const Policy> policy;
 };
+
+// How many client connections a descriptor limit carries: a spliced tunnel with both directions
+// backed up holds 6 descriptors (2 sockets, 2 pipes); each worker keeps `pipe_keep` spare pipes
+// (2 each) and a few descriptors of its own (event loop, resolver, listeners); the process a few
+// more (logs, admin). `connections` is 0 when the limit can't carry even one tunnel.
+struct FdBudget {
+    std::uint64_t connections = 0;
+    std::size_t pipe_keep = 0;
+};
+FdBudget fd_budget(std::uint64_t fd_limit, unsigned workers, std::size_t listeners);
 
 ProxyConfig load_proxy_config(const std::string& path);
 ProxyConfig parse_proxy_config(const ConfigNode& root);

@@ -2,14 +2,20 @@
 
 #include <event2/thread.h>
 #include <sys/resource.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <termios.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -54,8 +60,50 @@ void raise_fd_limit() {
     }
 }
 
+// 0 when `ip` is an address of this host (a socket can bind to it), else the errno.
+int bind_error(const IpAddress& ip) {
+    sockaddr_storage ss{};
+    socklen_t len;
+    if (ip.is_v4()) {
+        auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
+        sin->sin_family = AF_INET;
+        sin->sin_addr.s_addr = htonl(ip.v4_value());
+        len = sizeof(sockaddr_in);
+    } else {
+        auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
+        sin6->sin6_family = AF_INET6;
+        std::memcpy(&sin6->sin6_addr, ip.bytes().data(), 16);
+        len = sizeof(sockaddr_in6);
+    }
+    const int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return errno;
+    const int rc = bind(fd, reinterpret_cast<sockaddr*>(&ss), len);  // port 0: nothing is taken
+    const int err = rc == 0 ? 0 : errno;
+    ::close(fd);
+    return err;
+}
+
+// Addresses in the configuration that this host does not have (listeners, admin, egress).
+std::vector<std::string> address_problems(const ProxyConfig& cfg) {
+    std::vector<std::string> problems;
+    auto check = [&](const std::string& what, const std::string& text, const std::optional<IpAddress>& ip) {
+        if (!ip) return;
+        if (const int err = bind_error(*ip)) {
+            problems.push_back(what + " " + text + " is not usable on this host: " + std::strerror(err));
+        }
+    };
+    for (const auto& l : cfg.listeners) check("listen address", l.address, IpAddress::parse(l.host));
+    if (!cfg.admin_address.empty()) {
+        if (auto hp = split_host_port(cfg.admin_address, true)) check("admin.address", cfg.admin_address, IpAddress::parse(hp->host));
+    }
+    if (cfg.bind_v4) check("outgoing.bind_address", cfg.bind_v4->to_string(), cfg.bind_v4);
+    if (cfg.bind_v6) check("outgoing.bind_address", cfg.bind_v6->to_string(), cfg.bind_v6);
+    return problems;
+}
+
 int run(const std::string& config_path, const std::string& ready_file) {
     ProxyConfig cfg = load_proxy_config(config_path);
+    if (const auto problems = address_problems(cfg); !problems.empty()) throw std::runtime_error(problems.front());
     configure_logging(cfg.log);
     raise_fd_limit();
     std::signal(SIGPIPE, SIG_IGN);
@@ -81,6 +129,11 @@ int run(const std::string& config_path, const std::string& ready_file) {
         }
     }
 
+    if (cfg.fd_budget_connections != 0 && cfg.max_connections > cfg.fd_budget_connections) {
+        spdlog::warn("limits.max_connections {} exceeds what the descriptor limit carries ({} tunnels of 6 descriptors); "
+                     "busy tunnels may fail mid-transfer: raise the limit (LimitNOFILE) or lower max_connections",
+                     cfg.max_connections, cfg.fd_budget_connections);
+    }
     Server server(std::move(cfg));
     server.start();
     for (const auto& a : server.bound_addresses()) spdlog::info("listening on {}", a);
@@ -111,6 +164,12 @@ int run(const std::string& config_path, const std::string& ready_file) {
             } catch (const std::exception& e) {
                 server.shared().metrics.count_reload(false);
                 spdlog::error("reload failed, keeping the running configuration: {}", e.what());
+                // Log rotation must not depend on the new file being valid: reopen the current one.
+                try {
+                    server.reopen_access_log(*server.config());
+                } catch (const std::exception& reopen) {
+                    spdlog::error("cannot reopen the access log, still writing to the old file: {}", reopen.what());
+                }
             }
             continue;
         }
@@ -161,6 +220,10 @@ int main(int argc, char** argv) {
     if (check_only) {
         try {
             const ProxyConfig cfg = load_proxy_config(config_path);
+            if (const auto problems = address_problems(cfg); !problems.empty()) {
+                for (const auto& p : problems) std::cerr << "dingbridge-proxy: " << config_path << ": " << p << "\n";
+                return 1;
+            }
             std::cout << config_path << ": configuration is valid (" << cfg.listeners.size() << " listener(s), "
                       << cfg.policy->tenants().size() << " tenant(s), " << cfg.workers << " worker(s))\n";
             return 0;

@@ -53,6 +53,8 @@ const char* denial_name(Denial d) {
         case Denial::max_connections: return "max_connections";
         case Denial::loop: return "loop";
         case Denial::tls_required: return "tls_required";
+        case Denial::tls_handshake: return "tls_handshake";
+        case Denial::auth_busy: return "auth_busy";
         case Denial::count_: break;
     }
     return "unknown";
@@ -145,8 +147,23 @@ std::string Metrics::render_prometheus() const {
         line(out, "dingbridge_proxy_denials_total", std::string("reason=\"") + denial_name(static_cast<Denial>(i)) + "\"",
              static_cast<double>(denials_[i].load()));
     }
-    help(out, "dingbridge_proxy_auth_failures_total", "counter", "Failed proxy authentications.");
-    line(out, "dingbridge_proxy_auth_failures_total", "", static_cast<double>(denials_[static_cast<int>(Denial::auth)].load()));
+    help(out, "dingbridge_proxy_tenant_denials_total", "counter",
+         "Refused requests of identified tenants, by tenant and reason (e.g. destination, tunnel_limit).");
+    for (const auto& [name, t] : tenants_) {
+        if (name.empty()) continue;
+        for (int i = 0; i < static_cast<int>(Denial::count_); ++i) {
+            const std::uint64_t n = t->denials[i].load(std::memory_order_relaxed);
+            if (n == 0) continue;
+            line(out, "dingbridge_proxy_tenant_denials_total",
+                 "tenant=\"" + label_value(name) + "\",reason=\"" + denial_name(static_cast<Denial>(i)) + "\"",
+                 static_cast<double>(n));
+        }
+    }
+    help(out, "dingbridge_proxy_build_info", "gauge", "Always 1; the version of the running binary as a label.");
+    line(out, "dingbridge_proxy_build_info", std::string("version=\"") + DINGBRIDGE_VERSION + "\"", 1);
+    help(out, "dingbridge_proxy_auth_failures_total", "counter",
+         "Failed proxy authentications (wrong password, unknown user, unusable credentials).");
+    line(out, "dingbridge_proxy_auth_failures_total", "", static_cast<double>(auth_failures_.load()));
     help(out, "dingbridge_proxy_dns_failures_total", "counter", "Destination names that could not be resolved.");
     line(out, "dingbridge_proxy_dns_failures_total", "", static_cast<double>(dns_failures_.load()));
     help(out, "dingbridge_proxy_reloads_total", "counter", "Configuration reloads by result.");

@@ -34,7 +34,7 @@ private:
 // Refusal reasons, one counter each (denials_total{reason=...}).
 enum class Denial {
     malformed, method, head_too_large, header_timeout, auth, source, destination, network, tunnel_limit, rate_limit,
-    auth_throttled, max_connections, loop, tls_required, count_
+    auth_throttled, max_connections, loop, tls_required, tls_handshake, auth_busy, count_
 };
 const char* denial_name(Denial d);
 
@@ -59,6 +59,7 @@ struct TenantRuntime {
     std::atomic<std::uint64_t> bytes_down{0};
     std::array<std::atomic<std::uint64_t>, kStatuses.size()> by_status{};  // lock-free per status
     RateBucket connect_rate;
+    std::array<std::atomic<std::uint64_t>, static_cast<int>(Denial::count_)> denials{};  // once the tenant is known
 };
 
 class Metrics {
@@ -67,6 +68,9 @@ public:
 
     void count_connection(TenantRuntime& t, int status);
     void count_denial(Denial d) { denials_[static_cast<int>(d)]++; }
+    // A real credential failure: a wrong password, an unknown user, an unusable Proxy-Authorization
+    // (not the first-round 407 of a client that sends credentials only when challenged).
+    void count_auth_failure() { auth_failures_++; }
     void count_dns_failure() { dns_failures_++; }
     void count_reload(bool ok) { (ok ? reloads_ok_ : reloads_failed_)++; }
     void connection_opened() { open_connections_++; }
@@ -82,6 +86,7 @@ private:
     mutable std::mutex tenants_mutex_;
     std::map<std::string, std::unique_ptr<TenantRuntime>> tenants_;
     std::array<std::atomic<std::uint64_t>, static_cast<int>(Denial::count_)> denials_{};
+    std::atomic<std::uint64_t> auth_failures_{0};
     std::atomic<std::uint64_t> dns_failures_{0};
     std::atomic<std::uint64_t> reloads_ok_{0};
     std::atomic<std::uint64_t> reloads_failed_{0};

@@ -142,8 +142,13 @@ bool Policy::CredentialCache::contains(const std::string& user, const std::strin
 void Policy::CredentialCache::insert(const std::string& user, const std::string& password) {
     const std::string d = digest(user, password);
     std::lock_guard<std::mutex> lock(mutex_);
-    if (entries_.size() >= kCredentialCacheMax) entries_.clear();
+    if (entries_.count(d) != 0) return;
+    if (order_.size() >= kCredentialCacheMax) {
+        entries_.erase(order_.front());  // the oldest verified credentials go first
+        order_.pop_front();
+    }
     entries_.insert(d);
+    order_.push_back(d);
 }
 
 Policy::Policy(std::vector<Tenant> tenants, NetworkSet deny_networks)
@@ -159,6 +164,19 @@ const Tenant* Policy::find_tenant(const std::string& name) const {
 
 AuthResult Policy::authenticate(const IpAddress& source, const ConnectRequest& request,
                                 const ClientContext& client) const {
+    AuthResult result = check(source, request, client);
+    if (result.outcome != AuthOutcome::verify_password) return result;
+    const bool ok = verify_password(result, request.basic->password);
+    return finish_verification(source, std::move(result), ok);
+}
+
+namespace {
+
+std::string cache_user_of(const Tenant& tenant, const TenantUser& user) { return tenant.name + "\n" + user.name; }
+
+}  // namespace
+
+AuthResult Policy::check(const IpAddress& source, const ConnectRequest& request, const ClientContext& client) const {
     AuthResult result;
     auto by_tenant = [&](const Tenant* t) {
         result.tenant = t;
@@ -195,24 +213,13 @@ AuthResult Policy::authenticate(const IpAddress& source, const ConnectRequest& r
             }
         }
         result.user = request.basic->user;
-        if (user == nullptr) {
-            // Same work as a real check, so response time doesn't reveal which user names exist.
-            static const PasswordHash dummy = PasswordHash::create("dingbridge-dummy", ScryptParams{});
-            (void)dummy.verify(request.basic->password);
-            result.outcome = AuthOutcome::bad_credentials;
-            return result;
+        result.tenant = tenant;
+        result.pending_user = user;
+        if (user != nullptr && cache_->contains(cache_user_of(*tenant, *user), request.basic->password)) {
+            return by_tenant(tenant);
         }
-        const std::string cache_user = tenant->name + "\n" + user->name;
-        bool ok = cache_->contains(cache_user, request.basic->password);
-        if (!ok) {
-            ok = user->hash.verify(request.basic->password);
-            if (ok) cache_->insert(cache_user, request.basic->password);
-        }
-        if (!ok) {
-            result.outcome = AuthOutcome::bad_credentials;
-            return result;
-        }
-        return by_tenant(tenant);
+        result.outcome = AuthOutcome::verify_password;
+        return result;
     }
     if (request.has_authorization) {
         // A Proxy-Authorization we cannot use (not Basic, bad base64) is a failed login.
@@ -228,6 +235,30 @@ AuthResult Policy::authenticate(const IpAddress& source, const ConnectRequest& r
     }
     result.outcome = AuthOutcome::need_credentials;
     return result;
+}
+
+bool Policy::verify_password(const AuthResult& pending, const std::string& password) const {
+    if (pending.pending_user == nullptr || pending.tenant == nullptr) {
+        // Same work as a real check, so response time doesn't reveal which user names exist.
+        static const PasswordHash dummy = PasswordHash::create("dingbridge-dummy", ScryptParams{});
+        (void)dummy.verify(password);
+        return false;
+    }
+    if (!pending.pending_user->hash.verify(password)) return false;
+    cache_->insert(cache_user_of(*pending.tenant, *pending.pending_user), password);
+    return true;
+}
+
+AuthResult Policy::finish_verification(const IpAddress& source, AuthResult pending, bool verified) const {
+    pending.pending_user = nullptr;
+    if (!verified || pending.tenant == nullptr) {
+        pending.outcome = AuthOutcome::bad_credentials;
+        pending.tenant = nullptr;
+        return pending;
+    }
+    pending.outcome =
+        pending.tenant->source_networks.contains(source) ? AuthOutcome::ok : AuthOutcome::source_not_allowed;
+    return pending;
 }
 
 bool Policy::destination_allowed(const Tenant& tenant, const std::string& host, std::uint16_t port) {

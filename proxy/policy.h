@@ -9,6 +9,7 @@
 // worker threads; the credential cache inside is internally synchronized.
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -68,20 +69,35 @@ struct ClientContext {
 // protocol assignments, NAT64/6to4 forms are checked via their embedded IPv4.
 NetworkSet default_deny_networks();
 
-enum class AuthOutcome { ok, need_credentials, bad_credentials, source_not_allowed, tls_required };
+// verify_password: the credentials are not in the cache of verified ones; the slow check
+// (`verify_password`) must run, off the event loop, before `finish_verification` decides.
+enum class AuthOutcome { ok, need_credentials, bad_credentials, source_not_allowed, tls_required, verify_password };
 
 struct AuthResult {
     AuthOutcome outcome = AuthOutcome::need_credentials;
     const Tenant* tenant = nullptr;
     std::string user;  // empty for credential-less tenants
+    // verify_password: the configured user whose hash to check; nullptr = unknown user name
+    // (a dummy check of the same cost runs, so timing doesn't reveal which names exist).
+    const TenantUser* pending_user = nullptr;
 };
 
 class Policy {
 public:
     Policy(std::vector<Tenant> tenants, NetworkSet deny_networks);
 
+    // Everything in one call, including the slow password check (tools and tests).
     AuthResult authenticate(const IpAddress& source, const ConnectRequest& request,
                             const ClientContext& client = ClientContext{}) const;
+    // The fast part: certificates, listeners, cached credentials. Never runs scrypt; returns
+    // verify_password when the password must be checked.
+    AuthResult check(const IpAddress& source, const ConnectRequest& request,
+                     const ClientContext& client = ClientContext{}) const;
+    // The slow part (scrypt), for a verification thread: true when `password` is right for
+    // `pending.pending_user`; a success is remembered in the credential cache. Thread-safe.
+    bool verify_password(const AuthResult& pending, const std::string& password) const;
+    // The outcome once `verify_password` answered (source networks checked on success).
+    AuthResult finish_verification(const IpAddress& source, AuthResult pending, bool verified) const;
     const Tenant* find_tenant(const std::string& name) const;
     static bool destination_allowed(const Tenant& tenant, const std::string& host, std::uint16_t port);
     bool address_allowed(const Tenant& tenant, const IpAddress& address) const;
@@ -92,7 +108,9 @@ public:
 private:
     // Remembers HMAC(key, tenant user, password) of credentials that verified, so that a
     // client reconnecting with the same credentials costs a hash lookup instead of an scrypt.
-    // Only successes are cached; the key is random per process.
+    // Only successes are cached, never a plaintext; the HMAC key is random per Policy, and a
+    // reload builds a new Policy, so a changed or removed password never passes from the cache.
+    // Bounded: the oldest entries are evicted first.
     class CredentialCache {
     public:
         CredentialCache();
@@ -104,6 +122,7 @@ private:
         std::string key_;
         mutable std::mutex mutex_;
         std::unordered_set<std::string> entries_;
+        std::deque<std::string> order_;  // insertion order, for eviction
     };
 
     std::vector<Tenant> tenants_;

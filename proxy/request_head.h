@@ -44,7 +44,8 @@ struct HeadResult {
 // `head` must contain the whole head including the terminating CRLF CRLF.
 HeadResult parse_connect_head(std::string_view head);
 
-// Finds the end of the head (index just past "\r\n\r\n") in `data`, or npos.
+// Finds the end of the head in `data`: the index just past the first empty line ("\r\n\r\n",
+// or a bare-LF form such as "\n\n", which parse_connect_head then refuses), or npos.
 std::size_t find_head_end(std::string_view data);
 
 // Standard base64 decode (with padding); nullopt on any invalid input.

@@ -22,7 +22,7 @@ struct BoundSocket {
     std::uint16_t port;
 };
 
-BoundSocket bind_listener(const ListenerConfig& l, std::uint16_t port) {
+BoundSocket bind_listener(const ListenerConfig& l, std::uint16_t port, bool shared_port) {
     const IpAddress ip = *IpAddress::parse(l.host);
     sockaddr_storage ss{};
     socklen_t len;
@@ -42,9 +42,26 @@ BoundSocket bind_listener(const ListenerConfig& l, std::uint16_t port) {
         len = sizeof(sockaddr_in6);
         family = AF_INET6;
     }
+    int one = 1;
+    if (port != 0 && !shared_port) {
+        // SO_REUSEPORT lets any process of the same user share the port and silently take half
+        // the clients. Our workers share it; another instance must not: a probe bound without
+        // SO_REUSEPORT fails while anyone listens there.
+        const int probe = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe >= 0) {
+            setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            if (family == AF_INET6) setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+            const int rc = bind(probe, reinterpret_cast<sockaddr*>(&ss), len);
+            const int err = errno;
+            ::close(probe);
+            if (rc != 0 && err == EADDRINUSE) {
+                throw std::runtime_error("cannot listen on " + l.address +
+                                         ": address already in use (is another dingbridge-proxy running?)");
+            }
+        }
+    }
     const int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
-    int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
@@ -87,7 +104,9 @@ std::shared_ptr<const ProxyConfig> Server::config() const { return config_.load(
 
 void Server::start() {
     const auto cfg = config();
-    auto access = make_line_logger("access", cfg->access_log_file);
+    access_log_ = std::make_unique<ReopenableLineLog>("access", cfg->access_log_file);
+    auto access = access_log_->logger();
+    shared_.verifier = std::make_unique<VerifierPool>(cfg->verify_threads, cfg->verify_queue);
     for (unsigned i = 0; i < cfg->workers; ++i) {
         workers_.push_back(std::make_unique<Worker>(i, [this] { return config(); }, access, shared_));
     }
@@ -95,9 +114,9 @@ void Server::start() {
         const auto& l = cfg->listeners[index];
         // The first socket fixes the port (port 0 = any free port); the other workers' sockets
         // share it through SO_REUSEPORT, so the kernel spreads connections across threads.
-        BoundSocket first = bind_listener(l, l.port);
+        BoundSocket first = bind_listener(l, l.port, false);
         workers_[0]->add_listener(first.fd, index);
-        for (unsigned i = 1; i < workers_.size(); ++i) workers_[i]->add_listener(bind_listener(l, first.port).fd, index);
+        for (unsigned i = 1; i < workers_.size(); ++i) workers_[i]->add_listener(bind_listener(l, first.port, true).fd, index);
         const IpAddress ip = *IpAddress::parse(l.host);
         bound_.push_back(ip.is_v4() ? l.host + ":" + std::to_string(first.port)
                                     : "[" + ip.to_string() + "]:" + std::to_string(first.port));
@@ -116,6 +135,15 @@ void Server::start() {
         }
     }
     for (auto& w : workers_) w->start();
+}
+
+void Server::reopen_access_log(const ProxyConfig& cfg) {
+    if (!access_log_) return;
+    const std::string previous = access_log_->file();
+    access_log_->reopen(cfg.access_log_file);
+    if (previous != cfg.access_log_file) {
+        spdlog::info("access log now written to {}", cfg.access_log_file.empty() ? "stdout" : cfg.access_log_file);
+    }
 }
 
 std::size_t Server::open_connections() const {
@@ -140,6 +168,8 @@ std::size_t Server::drain(std::chrono::milliseconds grace) {
 void Server::stop() {
     for (auto& w : workers_) w->stop();
     for (auto& w : workers_) w->join();
+    // Verification threads post results to workers: stop them before the workers go.
+    if (shared_.verifier) shared_.verifier->stop();
     workers_.clear();
     admin_.reset();
 }
@@ -156,6 +186,7 @@ void Server::reload(ProxyConfig next) {
     }
     if (!same) throw std::runtime_error("listener or admin address changes (or adding/removing tls) need a restart");
     if (fresh->workers != current->workers) spdlog::warn("reload: a new worker count takes effect after a restart");
+    reopen_access_log(*fresh);  // throws (nothing swapped) when the new file cannot be opened
     config_.store(std::move(fresh));
 }
 

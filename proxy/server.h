@@ -14,6 +14,7 @@
 #include "proxy/admin.h"
 #include "proxy/config.h"
 #include "proxy/worker.h"
+#include "shared/log.h"
 
 namespace dingbridge::proxy {
 
@@ -38,6 +39,9 @@ public:
     // Replaces the policy for new connections; listener address changes need a restart (logged).
     void reload(ProxyConfig next);
     SharedState& shared() { return shared_; }
+    // Reopens the access log (after rotation), or opens access_log.file of `cfg` when it changed.
+    // Throws (keeping the current file) when it cannot be opened.
+    void reopen_access_log(const ProxyConfig& cfg);
 
 private:
     std::size_t open_connections() const;
@@ -47,6 +51,7 @@ private:
     SharedState shared_;
     std::vector<std::unique_ptr<Worker>> workers_;
     std::unique_ptr<AdminServer> admin_;
+    std::unique_ptr<ReopenableLineLog> access_log_;
     std::vector<std::string> bound_;
 };
 

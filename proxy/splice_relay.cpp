@@ -1,6 +1,8 @@
 #include "proxy/splice_relay.h"
 
 #include <fcntl.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -93,7 +95,18 @@ void SpliceRelay::stop() {
     ::close(upstream_fd_);
 }
 
-void SpliceRelay::fail(const char* reason) {
+std::size_t socket_send_queue(int fd) {
+    int pending = 0;
+    if (fd < 0 || ioctl(fd, SIOCOUTQ, &pending) != 0 || pending < 0) return 0;
+    return static_cast<std::size_t>(pending);
+}
+
+std::size_t SpliceRelay::queued() const {
+    if (stopped_) return 0;
+    return up_.in_pipe + down_.in_pipe + socket_send_queue(client_fd_) + socket_send_queue(upstream_fd_);
+}
+
+void SpliceRelay::fail(CloseReason reason) {
     stop();
     listener_.relay_finished(reason);
 }
@@ -122,7 +135,7 @@ bool SpliceRelay::pump(Direction& d) {
         if (!d.pipe) {
             d.pipe = pool_.take();
             if (!d.pipe) {
-                fail("cannot create pipe");
+                fail(CloseReason::no_pipe);
                 return false;
             }
         }
@@ -135,7 +148,7 @@ bool SpliceRelay::pump(Direction& d) {
             d.eof = true;
             event_del(d.readable);
         } else if (errno != EAGAIN && errno != EINTR) {
-            fail(d.upstream_bound ? "client connection error" : "upstream connection error");
+            fail(d.upstream_bound ? CloseReason::client_error : CloseReason::upstream_error);
             return false;
         }
         if (!flush(d)) return false;
@@ -161,7 +174,7 @@ bool SpliceRelay::flush(Direction& d) {
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
-        fail(d.upstream_bound ? "upstream connection error" : "client connection error");
+        fail(d.upstream_bound ? CloseReason::upstream_error : CloseReason::client_error);
         return false;
     }
     if (d.pipe) {
@@ -178,7 +191,7 @@ void SpliceRelay::finish_direction(Direction& d) {
     shutdown(d.to, SHUT_WR);
     if (up_.shut && down_.shut) {
         stop();
-        listener_.relay_finished("completed");
+        listener_.relay_finished(CloseReason::completed);
     }
 }
 

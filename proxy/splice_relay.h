@@ -11,6 +11,8 @@
 
 #include <event2/event.h>
 
+#include "proxy/close_reason.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -32,6 +34,7 @@ public:
     PipePool(const PipePool&) = delete;
     PipePool& operator=(const PipePool&) = delete;
 
+    void set_keep(std::size_t keep) { keep_ = keep; }
     std::optional<Pipe> take();
     void give(Pipe pipe);  // only empty pipes; kept up to `keep`, closed beyond
 
@@ -40,13 +43,16 @@ private:
     std::vector<Pipe> free_;
 };
 
+// Unsent bytes in a TCP socket's send queue (SIOCOUTQ); 0 when unknown.
+std::size_t socket_send_queue(int fd);
+
 class SpliceRelay {
 public:
     class Listener {
     public:
         virtual void relay_progress(bool upstream_bound, std::size_t bytes) = 0;
         // Both directions finished (reason "completed") or an error ended the tunnel.
-        virtual void relay_finished(const char* reason) = 0;
+        virtual void relay_finished(CloseReason reason) = 0;
 
     protected:
         ~Listener() = default;
@@ -60,6 +66,9 @@ public:
 
     bool start();  // false when events could not be created
     void stop();   // idempotent
+    // Bytes accepted but not yet taken by a receiver: in the pipes and in both sockets' send
+    // queues. The idle timer uses it to tell a slow receiver still draining from a dead tunnel.
+    std::size_t queued() const;
 
 private:
     struct Direction {
@@ -81,7 +90,7 @@ private:
     bool pump(Direction& d);
     bool flush(Direction& d);
     void finish_direction(Direction& d);
-    void fail(const char* reason);
+    void fail(CloseReason reason);
 
     event_base* base_;
     PipePool& pool_;

@@ -2,6 +2,9 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -13,6 +16,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "proxy/reply.h"
 #include "proxy/request_head.h"
 #include "proxy/tls.h"
 #include "proxy/worker.h"
@@ -23,22 +27,6 @@ namespace dingbridge::proxy {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-const char* status_text(int status) {
-    switch (status) {
-        case 400: return "Bad Request";
-        case 403: return "Forbidden";
-        case 405: return "Method Not Allowed";
-        case 407: return "Proxy Authentication Required";
-        case 408: return "Request Timeout";
-        case 429: return "Too Many Requests";
-        case 431: return "Request Header Fields Too Large";
-        case 502: return "Bad Gateway";
-        case 503: return "Service Unavailable";
-        case 504: return "Gateway Timeout";
-        default: return "Error";
-    }
-}
 
 std::uint16_t port_of(const sockaddr* sa) {
     if (sa->sa_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(sa)->sin_port);
@@ -81,6 +69,10 @@ Tunnel::Tunnel(Worker& worker, std::shared_ptr<const ProxyConfig> config, evutil
     if (listener.tls_context) {
         SSL* ssl = SSL_new(listener.tls_context.get());
         if (ssl != nullptr) {
+            // A client that ends with a TCP FIN and no close_notify has ended its stream (see
+            // allow_dirty_shutdown in start()); OpenSSL 3 would report that as an error, and the
+            // tunnel would be cut before the last bytes reached upstream.
+            SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
             client_ = bufferevent_openssl_socket_new(worker_.base(), fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                                      BEV_OPT_CLOSE_ON_FREE);
             if (client_ == nullptr) SSL_free(ssl);
@@ -104,7 +96,7 @@ Tunnel::~Tunnel() {
 
 void Tunnel::start() {
     if (client_ == nullptr || timer_ == nullptr) {
-        close("out of memory");
+        close(CloseReason::out_of_memory);
         return;
     }
     int one = 1;
@@ -153,7 +145,7 @@ void Tunnel::on_upstream_read(bufferevent*, void* arg) {
 void Tunnel::on_client_write(bufferevent*, void* arg) {
     auto* self = static_cast<Tunnel*>(arg);
     if (self->state_ == State::replying) {
-        if (evbuffer_get_length(bufferevent_get_output(self->client_)) == 0) self->close(self->reason_);
+        if (evbuffer_get_length(bufferevent_get_output(self->client_)) == 0) self->close(CloseReason::reply_sent);
         return;
     }
     if (self->state_ == State::relaying) self->drained(self->client_);
@@ -167,15 +159,13 @@ void Tunnel::on_upstream_write(bufferevent*, void* arg) {
 void Tunnel::handle_head() {
     evbuffer* input = bufferevent_get_input(client_);
     const std::size_t available = evbuffer_get_length(input);
-    evbuffer_ptr found = evbuffer_search(input, "\r\n\r\n", 4, nullptr);
-    if (found.pos < 0 || static_cast<std::size_t>(found.pos) + 4 > config_->max_head_bytes) {
-        if (available > config_->max_head_bytes || found.pos >= 0) {
-            deny(Denial::head_too_large, 431, "request head too large");
-        }
+    const std::size_t window = std::min(available, config_->max_head_bytes);
+    const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, static_cast<ev_ssize_t>(window)));
+    const std::size_t head_len = data == nullptr ? std::string_view::npos : find_head_end(std::string_view(data, window));
+    if (head_len == std::string_view::npos) {
+        if (available > config_->max_head_bytes) deny(Denial::head_too_large, 431, "request head too large");
         return;
     }
-    const std::size_t head_len = static_cast<std::size_t>(found.pos) + 4;
-    const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, static_cast<ev_ssize_t>(head_len)));
     const HeadResult parsed = parse_connect_head(std::string_view(data, head_len));
     evbuffer_drain(input, head_len);
     bufferevent_disable(client_, EV_READ);
@@ -190,9 +180,11 @@ void Tunnel::handle_head() {
 
     SharedState& shared = worker_.shared();
     const auto& listener = config_->listeners[listener_index_];
+    sent_credentials_ = req.has_authorization;
     if (req.has_authorization) {
-        if (const int wait = shared.auth_throttle.blocked_for(source_ip_, config_->auth_throttle)) {
-            deny(Denial::auth_throttled, 429, "too many failed authentications from this address", wait);
+        const std::string* name = req.basic ? &req.basic->user : nullptr;
+        if (const int wait = shared.auth_throttle.blocked_for(source_ip_, name, config_->auth_throttle)) {
+            deny(Denial::auth_throttled, 429, "too many failed authentications", wait);
             return;
         }
     }
@@ -201,24 +193,65 @@ void Tunnel::handle_head() {
     if (!listener.tenant.empty()) client.listener_tenant = &listener.tenant;
     client.credentials_need_tls = listener.require_tls && !tls_client_;
     const Policy& policy = *config_->policy;
-    const AuthResult auth = policy.authenticate(source_ip_, req, client);
+    AuthResult auth = policy.check(source_ip_, req, client);
+    if (auth.outcome != AuthOutcome::verify_password) {
+        authenticated(auth);
+        return;
+    }
+    // The slow check runs on the verification pool; the event loop carries on with other
+    // tunnels. When the pool is saturated the client is told at once, never queued unboundedly.
     user_ = auth.user;
-    tenant_ = auth.tenant;
+    Worker* worker = &worker_;
+    std::shared_ptr<const ProxyConfig> config = config_;  // keeps the policy (and its users) alive
+    auto job = [worker, config, tunnel = this, pending = auth, password = req.basic->password]() mutable {
+        const bool ok = config->policy->verify_password(pending, password);
+        OPENSSL_cleanse(password.data(), password.size());
+        worker->post([tunnel, pending = std::move(pending), ok]() mutable { tunnel->password_checked(std::move(pending), ok); });
+    };
+    if (!shared.verifier || !shared.verifier->submit(std::move(job))) {
+        deny(Denial::auth_busy, 503, "too many credential checks in progress, retry shortly", 1);
+        return;
+    }
+    verify_pending_ = true;
+    state_ = State::verifying;
+    // The head arrived in time; the check is our work, bounded by the queue, not the client's.
+    // This only guards against a check that never reports back.
+    arm_timer(std::chrono::seconds(60));
+}
+
+void Tunnel::password_checked(AuthResult pending, bool ok) {
+    verify_pending_ = false;
+    if (state_ != State::verifying) {
+        // Closed (client gone, timeout) while the check ran: the tunnel may be deleted now.
+        if (state_ == State::closed) worker_.retire(this);
+        return;
+    }
+    state_ = State::reading_head;
+    authenticated(config_->policy->finish_verification(source_ip_, std::move(pending), ok));
+}
+
+void Tunnel::authenticated(const AuthResult& auth) {
+    SharedState& shared = worker_.shared();
+    user_ = auth.user;
+    tenant_ = auth.outcome == AuthOutcome::bad_credentials ? nullptr : auth.tenant;
     switch (auth.outcome) {
         case AuthOutcome::need_credentials: deny(Denial::auth, 407, "proxy authentication required"); return;
-        case AuthOutcome::bad_credentials:
-            shared.auth_throttle.record_failure(source_ip_, config_->auth_throttle);
+        case AuthOutcome::bad_credentials: {
+            shared.metrics.count_auth_failure();
+            const std::string* name = user_.empty() ? nullptr : &user_;
+            shared.auth_throttle.record_failure(source_ip_, name, config_->auth_throttle);
             deny(Denial::auth, 407, "invalid credentials");
             return;
+        }
         case AuthOutcome::tls_required:
             deny(Denial::tls_required, 403, "credentials are accepted only over TLS on this listener");
             return;
         case AuthOutcome::source_not_allowed:
             deny(Denial::source, 403, "source address not allowed for this tenant");
             return;
+        case AuthOutcome::verify_password: close(CloseReason::internal_error); return;
         case AuthOutcome::ok: break;
     }
-    if (req.basic) shared.auth_throttle.record_success(source_ip_);
     if (!Policy::destination_allowed(*tenant_, host_, port_)) {
         deny(Denial::destination, 403, "destination not allowed");
         return;
@@ -461,7 +494,7 @@ bool Tunnel::start_splice_relay() {
     SpliceRelay::Listener& listener = *this;
     relay_ = std::make_unique<SpliceRelay>(worker_.base(), worker_.pipes(), client_fd, upstream_fd, listener);
     if (!relay_->start()) {
-        close("out of memory");
+        close(CloseReason::out_of_memory);
         return true;  // handled (closed)
     }
     return true;
@@ -473,7 +506,7 @@ void Tunnel::relay_progress(bool upstream_bound, std::size_t bytes) {
     last_activity_ = Clock::now();
 }
 
-void Tunnel::relay_finished(const char* reason) { close(reason); }
+void Tunnel::relay_finished(CloseReason reason) { close(reason); }
 
 void Tunnel::relay(bufferevent* from, bufferevent* to, std::uint64_t& counter) {
     evbuffer* in = bufferevent_get_input(from);
@@ -489,6 +522,7 @@ void Tunnel::relay(bufferevent* from, bufferevent* to, std::uint64_t& counter) {
 }
 
 void Tunnel::drained(bufferevent* to) {
+    last_activity_ = Clock::now();  // the receiver took bytes: the tunnel is not idle
     bufferevent* from = to == client_ ? upstream_ : client_;
     const bool from_eof = from == client_ ? client_eof_ : upstream_eof_;
     const std::size_t pending = evbuffer_get_length(bufferevent_get_output(to));
@@ -501,12 +535,13 @@ void Tunnel::drained(bufferevent* to) {
         if (!shut) {
             shut = true;
             if (to == client_ && tls_client_) {
-                // A TLS stream cannot be half-closed toward the client; the tunnel ends here.
-                close("completed");
-                return;
+                // TLS half-close: close_notify ends the download; the client's upload goes on
+                // until it ends its side (a TCP FIN without close_notify is taken as its end).
+                send_close_notify();
+            } else {
+                // Half-close: the peer finished sending and everything reached `to`; pass the FIN on.
+                shutdown(bufferevent_getfd(to), SHUT_WR);
             }
-            // Half-close: the peer finished sending and everything reached `to`; pass the FIN on.
-            shutdown(bufferevent_getfd(to), SHUT_WR);
         }
         maybe_finish();
     }
@@ -522,8 +557,32 @@ void Tunnel::peer_eof(bufferevent* from) {
     drained(from == client_ ? upstream_ : client_);
 }
 
+void Tunnel::send_close_notify() {
+    if (!tls_client_ || client_ == nullptr || close_notify_sent_) return;
+    if (evbuffer_get_length(bufferevent_get_output(client_)) != 0) return;  // would cut data short
+    close_notify_sent_ = true;
+    SSL* ssl = bufferevent_openssl_get_ssl(client_);
+    // Non-blocking: a full socket leaves the alert unsent, which the client sees as a dirty
+    // close — never a hang. SSL_shutdown only ends our sending side; SSL_read goes on.
+    if (ssl != nullptr && SSL_is_init_finished(ssl)) {
+        ERR_clear_error();
+        (void)SSL_shutdown(ssl);
+        ERR_clear_error();
+    }
+}
+
+std::size_t Tunnel::bytes_waiting() const {
+    if (relay_) return relay_->queued();
+    std::size_t n = 0;
+    for (bufferevent* bev : {client_, upstream_}) {
+        if (bev == nullptr) continue;
+        n += evbuffer_get_length(bufferevent_get_output(bev)) + socket_send_queue(bufferevent_getfd(bev));
+    }
+    return n;
+}
+
 void Tunnel::maybe_finish() {
-    if (client_shut_ && upstream_shut_) close("completed");
+    if (client_shut_ && upstream_shut_) close(CloseReason::completed);
 }
 
 void Tunnel::on_client_event(bufferevent*, short what, void* arg) {
@@ -536,7 +595,10 @@ void Tunnel::on_client_event(bufferevent*, short what, void* arg) {
         switch (self->state_) {
             case State::handshaking:
             case State::reading_head:
-                self->close("client closed before sending a complete request");
+                self->close(CloseReason::client_gone_before_head);
+                return;
+            case State::verifying:
+                self->close(CloseReason::client_gone_during_check);
                 return;
             case State::resolving:
             case State::connecting:
@@ -546,7 +608,7 @@ void Tunnel::on_client_event(bufferevent*, short what, void* arg) {
                 self->peer_eof(self->client_);
                 return;
             case State::replying:
-                self->close(self->reason_);
+                self->close(CloseReason::reply_sent);
                 return;
             case State::closed:
                 return;
@@ -554,11 +616,11 @@ void Tunnel::on_client_event(bufferevent*, short what, void* arg) {
     }
     if (what & BEV_EVENT_ERROR) {
         if (self->state_ == State::handshaking) {
-            self->worker_.shared().metrics.count_denial(Denial::auth);
-            self->close("TLS handshake failed");
+            self->worker_.shared().metrics.count_denial(Denial::tls_handshake);
+            self->close(CloseReason::tls_handshake_failed);
             return;
         }
-        self->close(self->state_ == State::relaying ? "client connection error" : "client went away");
+        self->close(self->state_ == State::relaying ? CloseReason::client_error : CloseReason::client_gone);
     }
 }
 
@@ -581,17 +643,20 @@ void Tunnel::on_upstream_event(bufferevent*, short what, void* arg) {
         self->peer_eof(self->upstream_);
         return;
     }
-    if (what & BEV_EVENT_ERROR) self->close("upstream connection error");
+    if (what & BEV_EVENT_ERROR) self->close(CloseReason::upstream_error);
 }
 
 void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
     auto* self = static_cast<Tunnel*>(arg);
     switch (self->state_) {
         case State::handshaking:
-            self->close("TLS handshake timed out");
+            self->close(CloseReason::tls_handshake_timeout);
             return;
         case State::reading_head:
             self->deny(Denial::header_timeout, 408, "request head not received in time");
+            return;
+        case State::verifying:
+            self->deny(Denial::auth_busy, 503, "credential check did not finish in time", 1);
             return;
         case State::resolving:
             self->reply_error(504, "destination host name lookup timed out");
@@ -602,9 +667,20 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
             self->try_next_address();
             return;
         case State::relaying: {
-            const auto idle = Clock::now() - self->last_activity_;
+            const auto now = Clock::now();
+            const auto idle = now - self->last_activity_;
             if (idle >= self->config_->idle_timeout) {
-                self->close("idle timeout");
+                // Bytes still queued toward a receiver that took some since the last check: a
+                // slow reader draining, not an idle tunnel. (A receiver that takes nothing for a
+                // whole idle_timeout is idle.)
+                const std::size_t waiting = self->bytes_waiting();
+                if (waiting > 0 && waiting != self->last_waiting_) {
+                    self->last_waiting_ = waiting;
+                    self->last_activity_ = now;
+                    self->arm_timer(self->config_->idle_timeout);
+                    return;
+                }
+                self->close(CloseReason::idle_timeout);
             } else {
                 self->arm_timer(std::chrono::duration_cast<std::chrono::milliseconds>(self->config_->idle_timeout - idle) +
                                 std::chrono::milliseconds(1));
@@ -612,7 +688,7 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
             return;
         }
         case State::replying:
-            self->close(self->reason_);  // the client never read its error reply
+            self->close(CloseReason::reply_sent);  // the client never read its error reply
             return;
         case State::closed: return;
     }
@@ -620,6 +696,7 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
 
 void Tunnel::deny(Denial why, int status, const char* reason, int retry_after) {
     worker_.shared().metrics.count_denial(why);
+    if (tenant_ != nullptr) worker_.tenant_runtime(tenant_->name).denials[static_cast<int>(why)]++;
     reply_error(status, reason, retry_after);
 }
 
@@ -632,13 +709,7 @@ void Tunnel::reply_error(int status, const char* reason, int retry_after) {
         upstream_ = nullptr;
     }
     // Fixed texts only: nothing the client sent is ever reflected.
-    std::string body = std::string(reason) + "\n";
-    std::string head = "HTTP/1.1 " + std::to_string(status) + " " + status_text(status) + "\r\n";
-    if (status == 407) head += "Proxy-Authenticate: Basic realm=\"" + config_->realm + "\"\r\n";
-    if (status == 405) head += "Allow: CONNECT\r\n";
-    if (retry_after > 0) head += "Retry-After: " + std::to_string(retry_after) + "\r\n";
-    head += "Content-Type: text/plain; charset=utf-8\r\nContent-Length: " + std::to_string(body.size()) +
-            "\r\nConnection: close\r\n\r\n" + body;
+    const std::string head = error_reply(status, reason, config_->realm, retry_after);
     state_ = State::replying;
     bufferevent_disable(client_, EV_READ);
     bufferevent_write(client_, head.data(), head.size());
@@ -646,14 +717,20 @@ void Tunnel::reply_error(int status, const char* reason, int retry_after) {
     arm_timer(std::chrono::seconds(5));
 }
 
-void Tunnel::close(const char* reason) {
+void Tunnel::close(CloseReason why) {
     if (state_ == State::closed) return;
-    if (status_ == 0 || reason_[0] == '\0') reason_ = reason;
-    if (status_ == 200 && std::string_view(reason) != "completed") reason_ = reason;
+    // An error reply keeps its own reason; otherwise the first cause, and for an established
+    // tunnel whatever ended it.
+    if (why != CloseReason::reply_sent) {
+        const char* text = close_reason_text(why);
+        if (status_ == 0 || reason_[0] == '\0') reason_ = text;
+        if (status_ == 200 && why != CloseReason::completed) reason_ = text;
+    }
     state_ = State::closed;
     if (dns_pending_ && dns_request_) evdns_getaddrinfo_cancel(dns_request_);
     if (relay_) relay_->stop();  // deleted with the tunnel, not inside its own callback
     if (client_) {
+        send_close_notify();
         bufferevent_free(client_);
         client_ = nullptr;
     }
@@ -677,19 +754,22 @@ void Tunnel::write_access_log() {
     metrics.count_connection(runtime_ ? *runtime_ : worker_.tenant_runtime(tenant), status);
     const std::string source = endpoint(source_ip_, source_port_);
     const std::string destination = host_port(host_, port_);
-    auto& log = worker_.access_log();
-    if (config_->access_log_format == "json") {
-        log.info(R"({{"time":"{}","tenant":"{}","user":"{}","source":"{}","tls":{},"destination":"{}","resolved_ip":"{}","status":{},"bytes_up":{},"bytes_down":{},"setup_ms":{},"total_ms":{},"reason":"{}"}})",
-                 Worker::timestamp(), json_escape(tenant), json_escape(user_), source, tls_client_ ? "true" : "false",
-                 json_escape(destination), resolved_ip_, status, bytes_up_, bytes_down_, setup_ms, total_ms,
-                 json_escape(reason_));
-    } else {
-        auto or_dash = [](const std::string& s) { return s.empty() ? std::string("-") : s; };
-        // User names are client-supplied: escape them so a log line stays one line.
-        log.info("{} tenant={} user={} src={}{} dst={} ip={} status={} up={} down={} setup_ms={} total_ms={} reason=\"{}\"",
-                 Worker::timestamp(), or_dash(tenant), or_dash(json_escape(user_)), source, tls_client_ ? " tls" : "",
-                 destination, or_dash(resolved_ip_), status, bytes_up_, bytes_down_, setup_ms, total_ms, reason_);
-    }
+    const std::string timestamp = Worker::timestamp();
+    AccessRecord record;
+    record.time = timestamp;
+    record.tenant = tenant;
+    record.user = user_;
+    record.source = source;
+    record.tls = tls_client_;
+    record.destination = destination;
+    record.resolved_ip = resolved_ip_;
+    record.status = status;
+    record.bytes_up = bytes_up_;
+    record.bytes_down = bytes_down_;
+    record.setup_ms = setup_ms;
+    record.total_ms = total_ms;
+    record.reason = reason_;
+    worker_.access_log().info("{}", access_log_line(record, config_->access_log_format == "json"));
 }
 
 }  // namespace dingbridge::proxy

@@ -4,7 +4,7 @@
 // A Tunnel owns both sockets (client and upstream bufferevents), its one timer and its pending
 // DNS request, and moves through: reading_head → resolving → connecting → relaying → closed.
 // All callbacks run on the owning Worker's event loop thread and receive only the Tunnel.
-// `close()` is idempotent: it frees the sockets, writes the access-log line and hands the object
+// `close(CloseReason)` is idempotent: it frees the sockets, writes the access-log line and hands the object
 // to the worker, which deletes it from a zero-delay event (never inside a callback), and only
 // once an in-flight DNS lookup has reported back (evdns_getaddrinfo_cancel is asynchronous).
 
@@ -36,11 +36,15 @@ public:
     Tunnel& operator=(const Tunnel&) = delete;
 
     void start();
-    bool reapable() const { return state_ == State::closed && !dns_pending_; }
+    // Closes the tunnel now (access-log line with the reason): the shutdown deadline passed.
+    void cut_at_shutdown() { close(CloseReason::shutdown); }
+    bool waiting_for_dns() const { return dns_pending_; }
+    bool reapable() const { return state_ == State::closed && !dns_pending_ && !verify_pending_; }
 
 private:
     // handshaking: TLS listener only. replying: an error reply is being written, then we close.
-    enum class State { handshaking, reading_head, resolving, connecting, relaying, replying, closed };
+    // verifying: the password check runs on the verification pool; its result is posted back.
+    enum class State { handshaking, reading_head, verifying, resolving, connecting, relaying, replying, closed };
 
     static void on_client_read(bufferevent* bev, void* arg);
     static void on_client_write(bufferevent* bev, void* arg);
@@ -53,6 +57,8 @@ private:
 
     void handshake_done();
     void handle_head();
+    void authenticated(const AuthResult& auth);  // continues once the tenant is known (or refused)
+    void password_checked(AuthResult pending, bool ok);
     bool admit();  // per-tenant tunnel and rate limits; replies 429 itself when refusing
     void begin_resolve();
     void resolved(int result, evutil_addrinfo* addresses);
@@ -62,17 +68,21 @@ private:
     // client sent early data) keep the buffered bufferevent relay.
     bool start_splice_relay();
     void relay_progress(bool upstream_bound, std::size_t bytes) override;
-    void relay_finished(const char* reason) override;
+    void relay_finished(CloseReason reason) override;
     void relay(bufferevent* from, bufferevent* to, std::uint64_t& counter);
     void drained(bufferevent* to);
     void peer_eof(bufferevent* from);
     void maybe_finish();
+    // TLS clients: send close_notify once everything toward the client is written, so a strict
+    // client can tell a complete stream from a truncated one. Reading from the client goes on.
+    void send_close_notify();
+    std::size_t bytes_waiting() const;  // accepted, not yet taken by a receiver (idle timer)
     void arm_timer(std::chrono::milliseconds after);
 
     // Sends a fixed error reply, then closes once it is written. `retry_after` > 0 adds Retry-After.
     void reply_error(int status, const char* reason, int retry_after = 0);
     void deny(Denial why, int status, const char* reason, int retry_after = 0);
-    void close(const char* reason);
+    void close(CloseReason why);
     void write_access_log();
 
     Worker& worker_;
@@ -96,6 +106,8 @@ private:
 
     evdns_getaddrinfo_request* dns_request_ = nullptr;
     bool dns_pending_ = false;
+    bool verify_pending_ = false;  // a verification job holds a pointer to this tunnel
+    bool sent_credentials_ = false;
     evutil_addrinfo* addresses_ = nullptr;  // from evdns, freed with evutil_freeaddrinfo
     struct LiteralAddress;                  // an IP-literal target: no resolver involved
     std::unique_ptr<LiteralAddress> literal_;
@@ -109,6 +121,8 @@ private:
     bool upstream_eof_ = false;   // upstream → client direction: upstream sent FIN
     bool client_shut_ = false;    // we shut down writing toward upstream
     bool upstream_shut_ = false;  // we shut down writing toward client
+    bool close_notify_sent_ = false;
+    std::size_t last_waiting_ = static_cast<std::size_t>(-1);  // bytes_waiting() at the last idle check
 
     int status_ = 0;
     const char* reason_ = "";

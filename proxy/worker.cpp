@@ -29,6 +29,7 @@ Worker::Worker(unsigned index, ConfigSource config, std::shared_ptr<spdlog::logg
         if (index_ == 0) spdlog::warn("no name servers configured (/etc/resolv.conf); only /etc/hosts names resolve");
     }
     const auto cfg = config_();
+    pipes_.set_keep(cfg->pipe_pool_keep);
     const std::string timeout = std::to_string(std::max<long long>(1, cfg->dns_timeout.count() / 1000));
     evdns_base_set_option(dns_, "timeout:", timeout.c_str());
     evdns_base_set_option(dns_, "attempts:", "2");
@@ -36,18 +37,27 @@ Worker::Worker(unsigned index, ConfigSource config, std::shared_ptr<spdlog::logg
     resume_accept_ = evtimer_new(base_, &Worker::on_resume_accept, this);
     stop_event_ = event_new(base_, -1, 0, &Worker::on_stop, this);
     stop_accepting_event_ = event_new(base_, -1, 0, &Worker::on_stop_accepting, this);
+    inbox_event_ = event_new(base_, -1, 0, &Worker::on_inbox, this);
 }
 
 Worker::~Worker() {
     join();
-    // DNS first, without running callbacks: the tunnels they would call are deleted next.
+    // Cancelled lookups report back from deferred callbacks: run the loop until they have, so
+    // that evdns frees their requests (a lookup pending at exit would otherwise leak).
+    auto dns_pending = [this] {
+        for (Tunnel* t : live_)
+            if (t->waiting_for_dns()) return true;
+        return false;
+    };
+    for (int i = 0; i < 100 && dns_pending(); ++i) event_base_loop(base_, EVLOOP_NONBLOCK | EVLOOP_ONCE);
+    // Then DNS, without running callbacks: the tunnels they would call are deleted next.
     if (dns_) evdns_base_free(dns_, 0);
     dns_ = nullptr;
     for (Tunnel* t : live_) delete t;
     live_.clear();
     for (auto& slot : listeners_)
         if (slot->listener) evconnlistener_free(slot->listener);
-    for (event* e : {reap_event_, resume_accept_, stop_event_, stop_accepting_event_})
+    for (event* e : {reap_event_, resume_accept_, stop_event_, stop_accepting_event_, inbox_event_})
         if (e) event_free(e);
     if (base_) event_base_free(base_);
 }
@@ -75,6 +85,10 @@ void Worker::join() {
 
 void Worker::on_stop(evutil_socket_t, short, void* arg) {
     auto* self = static_cast<Worker*>(arg);
+    // Tunnels still open now are cut: each gets its access-log line, and pending DNS lookups are
+    // cancelled (their callbacks run from the loop turns in ~Worker).
+    const std::vector<Tunnel*> open(self->live_.begin(), self->live_.end());
+    for (Tunnel* t : open) t->cut_at_shutdown();
     event_base_loopexit(self->base_, nullptr);
 }
 
@@ -143,6 +157,24 @@ void Worker::retire(Tunnel* tunnel) {
     if (!tunnel->reapable()) return;
     retired_.push_back(tunnel);
     event_active(reap_event_, EV_READ, 0);
+}
+
+void Worker::post(std::function<void()> task) {
+    {
+        std::lock_guard<std::mutex> lock(inbox_mutex_);
+        inbox_.push_back(std::move(task));
+    }
+    event_active(inbox_event_, EV_READ, 0);
+}
+
+void Worker::on_inbox(evutil_socket_t, short, void* arg) {
+    auto* self = static_cast<Worker*>(arg);
+    std::vector<std::function<void()>> batch;
+    {
+        std::lock_guard<std::mutex> lock(self->inbox_mutex_);
+        batch.swap(self->inbox_);
+    }
+    for (auto& task : batch) task();
 }
 
 void Worker::on_reap(evutil_socket_t, short, void* arg) {

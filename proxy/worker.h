@@ -24,6 +24,8 @@
 #include "proxy/config.h"
 #include "proxy/metrics.h"
 #include "proxy/splice_relay.h"
+#include "proxy/verifier.h"
+#include <mutex>
 
 namespace dingbridge::proxy {
 
@@ -35,6 +37,7 @@ struct SharedState {
     AuthThrottle auth_throttle;
     std::vector<std::pair<IpAddress, std::uint16_t>> self_endpoints;  // our own listeners (loop guard)
     std::atomic<bool> draining{false};
+    std::unique_ptr<VerifierPool> verifier;  // password checks, off the event loops
 
     bool is_self(const IpAddress& ip, std::uint16_t port) const {
         for (const auto& [a, p] : self_endpoints)
@@ -69,6 +72,8 @@ public:
     TenantRuntime& tenant_runtime(const std::string& name);
 
     void retire(Tunnel* tunnel);
+    // Runs `task` on this worker's loop thread soon. Thread-safe (verification results).
+    void post(std::function<void()> task);
     std::size_t open_connections() const { return open_.load(); }
 
     static std::string timestamp();  // ISO 8601 UTC with milliseconds
@@ -80,6 +85,7 @@ private:
     static void on_resume_accept(evutil_socket_t, short, void* arg);
     static void on_stop(evutil_socket_t, short, void* arg);
     static void on_stop_accepting(evutil_socket_t, short, void* arg);
+    static void on_inbox(evutil_socket_t, short, void* arg);
 
     struct ListenerSlot {
         Worker* worker;
@@ -96,6 +102,9 @@ private:
     event* resume_accept_ = nullptr;
     event* stop_event_ = nullptr;
     event* stop_accepting_event_ = nullptr;
+    event* inbox_event_ = nullptr;
+    std::mutex inbox_mutex_;
+    std::vector<std::function<void()>> inbox_;
     SharedState& shared_;
     PipePool pipes_;  // declared before the tunnels are freed in ~Worker, destroyed after them
     std::vector<std::unique_ptr<ListenerSlot>> listeners_;

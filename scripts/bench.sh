@@ -1,12 +1,43 @@
 #!/usr/bin/env bash
 # Benchmarks (never run by the tests). Usage:
-#   scripts/bench.sh proxy    # dingbridge-proxy vs tinyproxy vs squid vs a direct connection
+#   scripts/bench.sh proxy       # dingbridge-proxy vs tinyproxy vs squid vs a direct connection
+#   scripts/bench.sh auth-flood  # tunnels/s of a tenant with valid credentials while other sources
+#                                # flood wrong passwords, as a ratio to the same run without flood
 # Installs the peers from Debian's packages, runs everything on loopback in one go, and writes
 # the results to build/bench/proxy.jsonl and the table in docs/BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-proxy}
-[[ $what == proxy ]] || { echo "usage: scripts/bench.sh proxy" >&2; exit 2; }
+[[ $what == proxy || $what == auth-flood ]] || { echo "usage: scripts/bench.sh proxy|auth-flood" >&2; exit 2; }
+if [[ $what == auth-flood ]]; then
+  BUILD=${BUILD_DIR:-build}
+  RUN=$(mktemp -d /tmp/dingbridge-bench.XXXXXX)
+  trap 'kill "$pid" 2>/dev/null; rm -rf "$RUN"' EXIT
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  hash=$(echo "bench-pw" | "$BUILD/proxy/dingbridge-proxy" hash-password)
+  cat > "$RUN/dingbridge.yaml" <<YAML
+listeners: ["127.0.0.1:$port"]
+workers: 2
+log: {level: warn}
+access_log: {file: /dev/null}
+limits: {header_timeout: 60s, max_connections: 12000}
+tenants:
+  - name: bench
+    users: [{name: bench, password_hash: "$hash"}]
+    destinations: ["127.0.0.1:*"]
+    allow_internal_networks: ["127.0.0.0/8"]
+YAML
+  "$BUILD/proxy/dingbridge-proxy" -c "$RUN/dingbridge.yaml" >/dev/null 2>"$RUN/dingbridge.log" &
+  pid=$!
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+  auth=$(printf 'bench:bench-pw' | base64)
+  B="$BUILD/tests/bench/proxy-bench --proxy 127.0.0.1:$port --auth $auth"
+  calm=$($B --label calm tunnels --clients 16 --seconds "${SECONDS_PER_RUN:-5}")
+  flood=$($B --label flooded tunnels --clients 16 --seconds "${SECONDS_PER_RUN:-5}" --flood "${FLOOD_THREADS:-32}")
+  echo "$calm"; echo "$flood"
+  python3 -c 'import json,sys; a,b=(json.loads(x) for x in sys.argv[1:]); print("flooded/unflooded tunnels/s: %.2f (%d / %d)" % (b["per_second"]/a["per_second"], b["per_second"], a["per_second"]))' "$calm" "$flood"
+  exit 0
+fi
 scripts/setup.sh >/dev/null
 for p in tinyproxy squid; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

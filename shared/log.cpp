@@ -2,6 +2,7 @@
 
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/dist_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
 #include <cstdio>
@@ -83,6 +84,36 @@ void configure_logging(const LogSettings& settings) {
     logger->set_level(spdlog::level::from_str(settings.level));
     logger->flush_on(spdlog::level::info);
     spdlog::set_default_logger(logger);
+}
+
+namespace {
+
+spdlog::sink_ptr make_line_sink(const std::string& name, const std::string& file) {
+    if (file.empty()) return std::make_shared<spdlog::sinks::stdout_sink_mt>();
+    try {
+        return std::make_shared<spdlog::sinks::basic_file_sink_mt>(file);
+    } catch (const spdlog::spdlog_ex& e) {
+        throw std::runtime_error("cannot open " + name + " file " + file + ": " + e.what());
+    }
+}
+
+}  // namespace
+
+ReopenableLineLog::ReopenableLineLog(const std::string& name, const std::string& file) : name_(name), file_(file) {
+    auto dist = std::make_shared<spdlog::sinks::dist_sink_mt>();
+    dist->add_sink(make_line_sink(name, file));
+    switch_ = dist;
+    logger_ = std::make_shared<spdlog::logger>(name, switch_);
+    logger_->set_pattern("%v");
+    logger_->set_level(spdlog::level::info);
+    logger_->flush_on(spdlog::level::info);
+}
+
+void ReopenableLineLog::reopen(const std::string& file) {
+    auto fresh = make_line_sink(name_, file);  // throws: the old destination stays
+    fresh->set_pattern("%v");
+    std::static_pointer_cast<spdlog::sinks::dist_sink_mt>(switch_)->set_sinks({fresh});
+    file_ = file;
 }
 
 std::shared_ptr<spdlog::logger> make_line_logger(const std::string& name, const std::string& file) {

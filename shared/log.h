@@ -26,6 +26,24 @@ void configure_logging(const LogSettings& settings);
 // `file` is empty. Thread-safe.
 std::shared_ptr<spdlog::logger> make_line_logger(const std::string& name, const std::string& file);
 
+// A line logger whose destination can be switched while other threads log through it (log
+// rotation: SIGHUP reopens the file, or opens a new one). Thread-safe.
+class ReopenableLineLog {
+public:
+    ReopenableLineLog(const std::string& name, const std::string& file);  // throws like make_line_logger
+    const std::shared_ptr<spdlog::logger>& logger() const { return logger_; }
+    // Opens `file` (empty = stdout) and switches to it; on failure throws and keeps logging to
+    // the previous destination.
+    void reopen(const std::string& file);
+    const std::string& file() const { return file_; }
+
+private:
+    std::string name_;
+    std::string file_;
+    std::shared_ptr<spdlog::sinks::sink> switch_;  // a dist_sink holding the current file sink
+    std::shared_ptr<spdlog::logger> logger_;
+};
+
 // Escapes a string for inclusion inside a JSON string literal (quotes not added).
 std::string json_escape(const std::string& text);
 

@@ -102,6 +102,9 @@ std::optional<IpAddress> IpAddress::embedded_v4() const {
     if (first12_zero) return tail(12);  // IPv4-compatible ::a.b.c.d (includes :: and ::1 → 0.0.0.x)
     static const std::uint8_t nat64[12] = {0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
     if (std::memcmp(bytes_.data(), nat64, 12) == 0) return tail(12);
+    // IPv4-translated ::ffff:0:a.b.c.d (::ffff:0:0/96, RFC 2765 SIIT).
+    static const std::uint8_t translated[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0};
+    if (std::memcmp(bytes_.data(), translated, 12) == 0) return tail(12);
     if (bytes_[0] == 0x20 && bytes_[1] == 0x02) return tail(2);  // 6to4
     return std::nullopt;
 }

@@ -170,6 +170,41 @@ int open_to(const Target& t, std::uint16_t port, const std::string& auth) {
     return fd;
 }
 
+// One CONNECT with a wrong password from loopback source `source` (host order, 127.x.y.z);
+// the reply is read and the connection closed. For the wrong-password flood while measuring.
+void wrong_password_attempt(const Target& t, std::uint16_t port, std::uint32_t source, unsigned n) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return;
+    sockaddr_in local{};
+    local.sin_family = AF_INET;
+    local.sin_addr.s_addr = htonl(source);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(t.port);
+    inet_pton(AF_INET, t.host.c_str(), &to.sin_addr);
+    if (bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) == 0 &&
+        connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0) {
+        // "guessN:wrong" in base64 changes with n, so no cache or per-user block short-cuts it.
+        static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        std::string user = "g" + std::to_string(n) + ":wrong";
+        while (user.size() % 3) user += 'x';
+        std::string b64;
+        for (std::size_t i = 0; i < user.size(); i += 3) {
+            const unsigned v = (static_cast<unsigned char>(user[i]) << 16) | (static_cast<unsigned char>(user[i + 1]) << 8) |
+                               static_cast<unsigned char>(user[i + 2]);
+            for (int k = 3; k >= 0; --k) b64 += kAlphabet[(v >> (6 * k)) & 63];
+        }
+        const std::string head = "CONNECT 127.0.0.1:" + std::to_string(port) + " HTTP/1.1\r\nProxy-Authorization: Basic " +
+                                 b64 + "\r\n\r\n";
+        if (send(fd, head.data(), head.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(head.size())) {
+            char buf[512];
+            while (recv(fd, buf, sizeof buf, 0) > 0) {
+            }
+        }
+    }
+    close(fd);
+}
+
 std::uint64_t parse_bytes(const std::string& s) {
     std::size_t i = 0;
     const std::uint64_t n = std::stoull(s, &i);
@@ -199,7 +234,7 @@ long total_rss_kib(const std::vector<int>& pids) {
 int main(int argc, char** argv) {
     CLI::App app{"proxy-bench: load client for CONNECT proxies (see scripts/bench.sh)"};
     std::string proxy = "direct", auth, bytes_text = "2GiB";
-    int clients = 1, seconds = 5, tunnels = 2000;
+    int clients = 1, seconds = 5, tunnels = 2000, flooders = 0;
     std::vector<int> pids;
     std::string label;
     app.add_option("--proxy", proxy, "proxy host:port, or 'direct'");
@@ -210,6 +245,8 @@ int main(int argc, char** argv) {
     auto* tn = app.add_subcommand("tunnels", "CONNECT, 64-byte echo, close, in a loop per client");
     tn->add_option("--clients", clients, "concurrent clients");
     tn->add_option("--seconds", seconds, "duration");
+    tn->add_option("--flood", flooders,
+                   "meanwhile, this many threads send wrong passwords from rotating 127.x.y.z sources");
     auto* idle = app.add_subcommand("idle", "open N tunnels and report the proxy's RSS per tunnel");
     idle->add_option("--tunnels", tunnels, "tunnels to hold open");
     idle->add_option("--pid", pids, "proxy process id(s) whose RSS is summed")->required();
@@ -257,6 +294,17 @@ int main(int argc, char** argv) {
         std::atomic<std::uint64_t> failures{0};
         std::vector<std::vector<double>> latencies(static_cast<std::size_t>(clients));
         std::vector<std::thread> threads;
+        std::atomic<std::uint64_t> flood_attempts{0};
+        for (int f = 0; f < flooders && !target.direct; ++f) {
+            threads.emplace_back([&, f] {
+                for (unsigned n = 0; !stop.load(std::memory_order_relaxed); ++n) {
+                    const std::uint32_t source = (127u << 24) | (static_cast<std::uint32_t>(10 + f) << 16) | (1 + n % 60000);
+                    wrong_password_attempt(target, servers.echo_port, source, n * 64 + static_cast<unsigned>(f));
+                    flood_attempts++;
+                }
+            });
+        }
+        if (flooders > 0) std::this_thread::sleep_for(std::chrono::milliseconds(500));  // let the flood build up
         const auto start = Clock::now();
         for (int i = 0; i < clients; ++i) {
             threads.emplace_back([&, i] {
@@ -291,10 +339,10 @@ int main(int argc, char** argv) {
         for (auto& l : latencies) all.insert(all.end(), l.begin(), l.end());
         std::sort(all.begin(), all.end());
         auto pct = [&](double p) { return all.empty() ? 0.0 : all[std::min(all.size() - 1, static_cast<std::size_t>(p * all.size()))]; };
-        std::printf("{\"mode\":\"tunnels\",\"label\":\"%s\",\"clients\":%d,\"tunnels\":%zu,\"failures\":%llu,"
-                    "\"per_second\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n",
-                    label.c_str(), clients, all.size(), static_cast<unsigned long long>(failures.load()),
-                    all.size() / secs, pct(0.50), pct(0.99));
+        std::printf("{\"mode\":\"tunnels\",\"label\":\"%s\",\"clients\":%d,\"flood_threads\":%d,\"flood_attempts\":%llu,"
+                    "\"tunnels\":%zu,\"failures\":%llu,\"per_second\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n",
+                    label.c_str(), clients, flooders, static_cast<unsigned long long>(flood_attempts.load()), all.size(),
+                    static_cast<unsigned long long>(failures.load()), all.size() / secs, pct(0.50), pct(0.99));
     } else if (idle->parsed()) {
         // Warm up with a few tunnels so that thread stacks and arenas exist before the baseline.
         for (int i = 0; i < 16; ++i) {

@@ -16,6 +16,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (result.error == dingbridge::proxy::HeadError::none) {
         const auto& r = result.request;
         if (r.port == 0 || r.host.empty()) __builtin_trap();
+        // Only a head ending in CRLF CRLF is ever accepted (bare-LF ends are refused).
+        if (head.size() < 4 || head.substr(head.size() - 4) != "\r\n\r\n") __builtin_trap();
         if (r.host_is_ip) {
             auto ip = dingbridge::IpAddress::parse(r.host);
             if (!ip || ip->to_string() != r.host) __builtin_trap();

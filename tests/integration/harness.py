@@ -55,14 +55,15 @@ def read_rss_kib(pid, field="VmRSS"):
 class Proxy:
     """The real dingbridge-proxy binary with a YAML config written from a dict-like text."""
 
-    def __init__(self, workdir, config_text, name="proxy"):
+    def __init__(self, workdir, config_text, name="proxy", prefix=()):
+        """`prefix`: a command the proxy runs under (e.g. unshare), which must exec it."""
         self.dir = Path(workdir)
         self.config = self.dir / f"{name}.yaml"
         self.config.write_text(config_text)
         self.ready = self.dir / f"{name}.ready"
         self.stdout = open(self.dir / f"{name}.stdout", "w+")
         self.stderr = open(self.dir / f"{name}.stderr", "w+")
-        self.proc = subprocess.Popen([PROXY_BIN, "-c", str(self.config), "--ready-file", str(self.ready)],
+        self.proc = subprocess.Popen(list(prefix) + [PROXY_BIN, "-c", str(self.config), "--ready-file", str(self.ready)],
                                      stdout=self.stdout, stderr=self.stderr)
         deadline = time.time() + 15
         while not self.ready.exists():

@@ -5,8 +5,10 @@ tunnels, broken reloads, SIGTERM drain, and the loop guard. Loopback only.
 """
 import os
 import re
+import select
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -193,6 +195,72 @@ tenants:
             self.assertNotEqual(r.returncode, 0)
         finally:
             tls_server.stop()
+
+    def test_tls_listener_keeps_the_upload_when_upstream_closes_first_and_sends_close_notify(self):
+        total = 20 * 1024 * 1024
+        received = []
+
+        def reply_then_fin_then_count(conn):
+            first = conn.recv(65536)
+            conn.sendall(b"reply")
+            conn.shutdown(socket.SHUT_WR)  # upstream is done sending while the upload goes on
+            n = len(first)
+            while True:
+                d = conn.recv(1 << 20)
+                if not d:
+                    break
+                n += len(d)
+            received.append(n)
+
+        server = harness.TcpServer(reply_then_fin_then_count)
+        try:
+            raw = socket.create_connection(("127.0.0.1", self.addr[0]), timeout=20)
+            ctx = ssl.create_default_context(cafile=self.ca)
+            # suppress_ragged_eofs=False: a stream that ends without close_notify raises.
+            tls = ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
+            import base64
+            tls.sendall(f"CONNECT 127.0.0.1:{server.port} HTTP/1.1\r\nProxy-Authorization: Basic ".encode() +
+                        base64.b64encode(f"agent:{PASSWORD}".encode()) + b"\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += tls.recv(1)
+            self.assertTrue(head.startswith(b"HTTP/1.1 200"), head)
+            tls.setblocking(False)
+            chunk = b"u" * 65536
+            sent, download, eof, clean_eof = 0, b"", False, None
+            deadline = time.time() + 60
+            while sent < total or not eof:
+                self.assertLess(time.time(), deadline, f"stuck: sent {sent}, eof {eof}")
+                want_write = [tls] if sent < total else []
+                r, w, _ = select.select([tls], want_write, [], 1)
+                if r or tls.pending():
+                    try:
+                        d = tls.recv(65536)
+                        if d:
+                            download += d
+                        else:
+                            eof, clean_eof = True, True  # close_notify
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        pass
+                    except ssl.SSLEOFError:
+                        eof, clean_eof = True, False  # TCP FIN without close_notify
+                if w:
+                    try:
+                        sent += tls.send(chunk[:min(len(chunk), total - sent)])
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        pass
+            # The upload is complete: end our side with a TCP FIN (the proxy allows that).
+            socket.socket.shutdown(tls, socket.SHUT_WR)
+            deadline = time.time() + 20
+            while not received and time.time() < deadline:
+                time.sleep(0.05)
+            tls.close()
+            self.assertEqual(download, b"reply")
+            self.assertTrue(clean_eof, "the proxy ended the download without TLS close_notify")
+            self.assertEqual(received, [total], "\n".join(self.proxy.access_log()[-3:]))
+            self.proxy.wait_for_log(lambda l: f"up={total}" in l and "reason=\"completed\"" in l)
+        finally:
+            server.stop()
 
     def test_require_tls_listener_refuses_credentials_in_clear(self):
         s, status, head, rest = open_tunnel("127.0.0.1", self.addr[1], f"127.0.0.1:{self.echo.port}", f"agent:{PASSWORD}")

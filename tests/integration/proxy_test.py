@@ -158,7 +158,7 @@ class TunnelThroughCurl(ProxyTestCase):
         for target in ["127.0.0.1", "[::1]", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[::127.0.0.1]",
                        "[64:ff9b::7f00:1]", "[0:0:0:0:0:0:0:1]", "2130706433", "0x7f.1", "0x7f000001", "127.1",
                        "0177.0.0.1", "017700000001", "127.0.0.1.", "[::]", "0.0.0.0", "169.254.169.254",
-                       "[::ffff:169.254.169.254]", "10.0.0.1", "192.168.1.1", "[fd00:ec2::254]"]:
+                       "[::ffff:169.254.169.254]", "[::ffff:0:127.0.0.1]", "[::ffff:0:a9fe:a9fe]", "10.0.0.1", "192.168.1.1", "[fd00:ec2::254]"]:
             status, _ = self.connect_status(f"{target}:{self.tls.port}", f"strict:{STRICT_PASSWORD}")
             refused[target] = status
         for target, status in refused.items():
@@ -178,6 +178,16 @@ class TunnelThroughCurl(ProxyTestCase):
         s.close()
         self.assertEqual(status, 400)
         self.assertNotIn(b"Bad Header Line", head + body)  # nothing of the request is echoed
+
+    def test_head_ending_in_bare_lf_gets_400_at_once(self):
+        for head in (b"CONNECT localhost:443 HTTP/1.1\n\n", b"CONNECT localhost:443 HTTP/1.1\r\nHost: x\n\n",
+                     b"CONNECT localhost:443 HTTP/1.1\r\nHost: x\r\n\n"):
+            s = socket.create_connection((self.proxy.host, self.proxy.port), timeout=10)
+            s.sendall(head)
+            status, _, _ = harness.read_response_head(s)
+            s.close()
+            # 400 as soon as the empty line arrived, not the 408 of header_timeout.
+            self.assertEqual(status, 400, head)
 
     def test_oversized_head_gets_431(self):
         s = socket.create_connection((self.proxy.host, self.proxy.port), timeout=5)
@@ -360,6 +370,50 @@ class IdleTimeout(ProxyTestCase):
             self.assertEqual(harness.recv_all(s), b"")  # proxy closes us after ~1s of silence
             s.close()
             self.proxy.wait_for_log(lambda l: "idle timeout" in l)
+        finally:
+            server.stop()
+
+    def test_a_slow_receiver_still_draining_is_not_idle(self):
+        total = 640 * 1024
+
+        def burst_then_wait(conn):
+            conn.sendall(b"d" * total)  # all at once, then silence while the client drains
+            conn.settimeout(15)
+            try:
+                conn.recv(1)
+            except OSError:
+                pass
+
+        server = harness.TcpServer(burst_then_wait)
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # the bytes wait in the proxy's queues
+            s.settimeout(10)
+            s.connect((self.proxy.host, self.proxy.port))
+            import base64
+            s.sendall(f"CONNECT 127.0.0.1:{server.port} HTTP/1.1\r\nProxy-Authorization: Basic ".encode() +
+                      base64.b64encode(f"agent:{AGENT_PASSWORD}".encode()) + b"\r\n\r\n")
+            status, _, got = harness.read_response_head(s)
+            self.assertEqual(status, 200)
+            got = len(got)
+            started = time.time()
+            while got < total:
+                d = s.recv(8192)
+                if not d:
+                    break
+                got += len(d)
+                # ~160 KiB/s: 4 s of draining, and a relay pipe (256 KiB) takes longer than
+                # idle_timeout (1 s) to empty, so the proxy reads nothing from upstream meanwhile.
+                time.sleep(0.05)
+            drained_s = time.time() - started
+            # The tunnel was open all along: no access-log line for it yet (when the relay lets go
+            # of the sockets early, the kernel may still deliver what was queued, but whatever
+            # the proxy still held in its pipe is lost).
+            closed = [l for l in self.proxy.access_log() if f"dst=127.0.0.1:{server.port}" in l]
+            s.close()
+            self.assertEqual(got, total, f"cut after {drained_s:.1f} s of draining")
+            self.assertGreater(drained_s, 2)
+            self.assertEqual(closed, [])
         finally:
             server.stop()
 

@@ -56,6 +56,8 @@ BOOST_AUTO_TEST_CASE(cidr_refuses_bad_input) {
 BOOST_AUTO_TEST_CASE(extracts_ipv4_embedded_in_transition_forms) {
     BOOST_TEST(IpAddress::parse("64:ff9b::7f00:1")->embedded_v4()->to_string() == "127.0.0.1");
     BOOST_TEST(IpAddress::parse("::127.0.0.1")->embedded_v4()->to_string() == "127.0.0.1");
+    BOOST_TEST(IpAddress::parse("::ffff:0:127.0.0.1")->embedded_v4()->to_string() == "127.0.0.1");
+    BOOST_TEST(IpAddress::parse("::ffff:0:a9fe:a9fe")->embedded_v4()->to_string() == "169.254.169.254");
     BOOST_TEST(IpAddress::parse("2002:a9fe:a9fe::1")->embedded_v4()->to_string() == "169.254.169.254");
     BOOST_TEST(!IpAddress::parse("2001:db8::1")->embedded_v4());
     BOOST_TEST(!IpAddress::parse("127.0.0.1")->embedded_v4());

@@ -95,4 +95,21 @@ BOOST_AUTO_TEST_CASE(bad_listener_is_refused) {
     BOOST_TEST(std::string(e.what()).find("listener address") != std::string::npos);
 }
 
+BOOST_AUTO_TEST_CASE(descriptor_budget_fits_busy_spliced_tunnels_and_spare_pipes) {
+    for (std::uint64_t limit : {64ull, 96ull, 256ull, 1024ull, 65536ull, 1048576ull}) {
+        for (unsigned workers : {1u, 2u, 8u}) {
+            const FdBudget b = fd_budget(limit, workers, 2);
+            // Every tunnel backed up both ways (6 descriptors) plus every worker's spare pipes
+            // stay within the limit, with room for the process's own descriptors.
+            BOOST_TEST(b.connections * 6 + workers * 2 * b.pipe_keep + 24 <= limit);
+            BOOST_TEST(b.pipe_keep <= 64u);
+        }
+    }
+    BOOST_TEST(fd_budget(65536, 2, 1).connections > 10000u);
+    // No floor above the limit: a tiny limit carries few tunnels, or none (a config error).
+    BOOST_TEST(fd_budget(96, 1, 1).connections < 16u);
+    BOOST_TEST(fd_budget(96, 1, 1).connections > 0u);
+    BOOST_TEST(fd_budget(20, 1, 1).connections == 0u);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

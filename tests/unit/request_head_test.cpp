@@ -98,6 +98,14 @@ BOOST_AUTO_TEST_CASE(base64_decoding_is_strict) {
 BOOST_AUTO_TEST_CASE(finds_end_of_head) {
     BOOST_TEST(find_head_end("CONNECT a:1 HTTP/1.1\r\n\r\nearly") == 24u);
     BOOST_TEST(find_head_end("CONNECT a:1 HTTP/1.1\r\n") == std::string_view::npos);
+    BOOST_TEST(find_head_end("CONNECT a:1 HTTP/1.1\r\nX: y\r\n\r") == std::string_view::npos);
+    // Bare LF line ends still end the head, so that the parser refuses it at once.
+    BOOST_TEST(find_head_end("CONNECT a:1 HTTP/1.1\n\nearly") == 22u);
+    BOOST_TEST(find_head_end("CONNECT a:1 HTTP/1.1\r\n\n") == 23u);
+    BOOST_TEST(find_head_end("CONNECT a:1 HTTP/1.1\n\r\n") == 23u);
+    const std::string_view bare = "CONNECT a:1 HTTP/1.1\n\n";
+    BOOST_TEST(static_cast<int>(parse_connect_head(bare.substr(0, find_head_end(bare))).error) ==
+               static_cast<int>(HeadError::malformed));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,288 @@
+"""Integration tests of dingbridge-proxy's process lifecycle (issue 14, defects 6, 7, 11): tunnels
+cut at shutdown_grace are logged, a pending DNS lookup at exit is freed, the access log is
+reopened on SIGHUP, a second instance on the same port is refused. Real binary, loopback only.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from proxy_production_test import echo, metric, metrics_text, open_tunnel  # noqa: E402
+
+PASSWORD = "life-pw-3Vb"
+
+
+def config(echo_port, extra=""):
+    return f"""
+listeners:
+  - address: "127.0.0.1:0"
+workers: 2
+limits:
+  shutdown_grace: 1s
+  dns_timeout: 20s
+{extra}
+tenants:
+  - name: agent
+    users: [{{name: agent, password_hash: "{HASH}"}}]
+    destinations: ["127.0.0.1:{echo_port}", "*.invalid:443"]
+    allow_internal_networks: ["127.0.0.0/8"]
+"""
+
+
+HASH = None
+
+
+class Shutdown(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        global HASH
+        HASH = HASH or harness.hash_password(PASSWORD)
+        cls.echo = harness.TcpServer(echo)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.echo.stop()
+
+    def test_tunnels_cut_at_shutdown_grace_are_logged_and_pending_lookups_freed(self):
+        work = harness.Workdir()
+        silent_dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a name server that never answers
+        silent_dns.bind(("127.0.0.1", 0))
+        try:
+            # Give the proxy that name server through a private mount namespace (unprivileged
+            # user namespaces); without them the lookup may be answered at once and the pending
+            # lookup part is not exercised.
+            resolv = Path(work.path) / "resolv.conf"
+            resolv.write_text(f"nameserver 127.0.0.1:{silent_dns.getsockname()[1]}\n")
+            pending_lookup = subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
+            if pending_lookup:
+                wrapper = Path(work.path) / "proxy-with-silent-dns"
+                wrapper.write_text(f"#!/bin/sh\nmount --bind {resolv} /etc/resolv.conf && exec \"$@\"\n")
+                wrapper.chmod(0o755)
+                proxy = harness.Proxy(work.path, config(self.echo.port), prefix=["unshare", "-rm", str(wrapper)])
+            else:
+                proxy = harness.Proxy(work.path, config(self.echo.port))
+            live, status, _, _ = open_tunnel(proxy.host, proxy.port, f"127.0.0.1:{self.echo.port}", f"agent:{PASSWORD}")
+            self.assertEqual(status, 200)
+            live.sendall(b"x" * 1000)
+            # A lookup that stays pending: the resolver of this machine never answers for
+            # *.invalid within dns_timeout, or answers NXDOMAIN (then it is just refused).
+            lookup = socket.create_connection((proxy.host, proxy.port), timeout=10)
+            import base64
+            lookup.sendall(b"CONNECT never.invalid:443 HTTP/1.1\r\nProxy-Authorization: Basic " +
+                           base64.b64encode(f"agent:{PASSWORD}".encode()) + b"\r\n\r\n")
+            time.sleep(0.5)
+            proxy.proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proxy.proc.wait(20), 0)
+            log = proxy.access_log()
+            cut = [l for l in log if "shutdown" in l]
+            self.assertTrue(any(f"dst=127.0.0.1:{self.echo.port}" in l and "status=200" in l and "up=1000" in l
+                                for l in cut), "\n".join(log))
+            err = proxy.stderr_text()
+            if pending_lookup:
+                self.assertTrue(any("dst=never.invalid:443" in l for l in cut), "\n".join(log))
+            self.assertNotIn("LeakSanitizer", err)
+            self.assertNotIn("ERROR: AddressSanitizer", err)
+            live.close()
+            lookup.close()
+            proxy.stop()
+        finally:
+            silent_dns.close()
+            work.cleanup()
+
+
+class DescriptorBudget(unittest.TestCase):
+    def test_small_descriptor_limit_refuses_new_clients_instead_of_killing_busy_tunnels(self):
+        global HASH
+        HASH = HASH or harness.hash_password(PASSWORD)
+        size = 512 * 1024
+        results = []
+
+        def push_then_read(conn):
+            # Both directions backed up: we send without reading until the client starts reading.
+            conn.sendall(b"d" * size)
+            got = 0
+            while got < size:
+                d = conn.recv(65536)
+                if not d:
+                    break
+                got += len(d)
+            results.append(got)
+
+        server = harness.TcpServer(push_then_read)
+        work = harness.Workdir()
+        try:
+            proxy = harness.Proxy(work.path, f"""
+listeners:
+  - address: "127.0.0.1:0"
+workers: 1
+tenants:
+  - name: agent
+    users: [{{name: agent, password_hash: "{HASH}"}}]
+    destinations: ["127.0.0.1:{server.port}"]
+    allow_internal_networks: ["127.0.0.0/8"]
+""", prefix=["prlimit", "--nofile=96:96"])
+            tunnels, refused = [], 0
+            for _ in range(16):
+                s, status, _, rest = open_tunnel(proxy.host, proxy.port, f"127.0.0.1:{server.port}",
+                                                 f"agent:{PASSWORD}", timeout=30)
+                if status == 200:
+                    s.setblocking(False)
+                    try:
+                        s.send(b"u" * size)  # as much as fits: the upload backs up too
+                    except BlockingIOError:
+                        pass
+                    s.setblocking(True)
+                    tunnels.append((s, len(rest)))
+                else:
+                    self.assertEqual(status, 503)
+                    refused += 1
+                    s.close()
+            time.sleep(0.5)
+            self.assertGreater(refused, 0, "16 busy tunnels under ulimit -n 96 were all admitted")
+            self.assertGreater(len(tunnels), 0)
+            for s, already in tunnels:
+                got = already
+                while got < size:
+                    d = s.recv(65536)
+                    self.assertTrue(d, "tunnel cut mid-transfer:\n" + "\n".join(proxy.access_log()))
+                    got += len(d)
+                s.close()
+            log = "\n".join(proxy.access_log())
+            self.assertNotIn("cannot create pipe", log)
+            self.assertNotIn("connection error", log)
+            proxy.stop()
+        finally:
+            server.stop()
+            work.cleanup()
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Operators(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        global HASH
+        HASH = HASH or harness.hash_password(PASSWORD)
+        cls.echo = harness.TcpServer(echo)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.echo.stop()
+
+    def tunnel_once(self, proxy, target=None):
+        s, status, _, _ = open_tunnel(proxy.host, proxy.port, target or f"127.0.0.1:{self.echo.port}", f"agent:{PASSWORD}")
+        s.close()
+        return status
+
+    def wait_for(self, predicate, what, timeout=10):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if predicate():
+                return
+            time.sleep(0.05)
+        self.fail("timed out waiting for " + what)
+
+    def test_sighup_reopens_the_access_log_and_follows_a_changed_file(self):
+        work = harness.Workdir()
+        try:
+            w = Path(work.path)
+            log, rotated, other = w / "access.log", w / "access.log.1", w / "other.log"
+            proxy = harness.Proxy(work.path, config(self.echo.port, f'access_log:\n  file: "{log}"'))
+            self.assertEqual(self.tunnel_once(proxy), 200)
+            self.wait_for(lambda: log.exists() and "status=200" in log.read_text(), "first line")
+            log.rename(rotated)  # what logrotate does before `systemctl reload`
+            proxy.proc.send_signal(signal.SIGHUP)
+            self.wait_for(lambda: log.exists(), "the access log to be reopened")
+            self.assertEqual(self.tunnel_once(proxy, "127.0.0.1:1"), 403)
+            self.wait_for(lambda: "status=403" in log.read_text(), "a line in the new file")
+            self.assertNotIn("status=403", rotated.read_text())
+            # A changed access_log.file is honoured on reload, not ignored.
+            proxy.config.write_text(config(self.echo.port, f'access_log:\n  file: "{other}"'))
+            proxy.proc.send_signal(signal.SIGHUP)
+            self.wait_for(lambda: other.exists(), "the new access log file")
+            self.assertEqual(self.tunnel_once(proxy), 200)
+            self.wait_for(lambda: "status=200" in other.read_text(), "a line in the changed file")
+            self.assertEqual(log.read_text().count("\n"), 1)
+            self.assertIn(f"access log now written to {other}", proxy.stderr_text())
+            proxy.stop()
+        finally:
+            work.cleanup()
+
+    def test_second_instance_on_the_same_port_is_refused(self):
+        work = harness.Workdir()
+        try:
+            port = free_port()
+            text = config(self.echo.port).replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"')
+            first = harness.Proxy(work.path, text, name="first")
+            with self.assertRaises(RuntimeError) as caught:
+                second = harness.Proxy(work.path, text, name="second")
+                second.stop()
+            self.assertIn("address already in use", str(caught.exception))
+            self.assertEqual(self.tunnel_once(first), 200)  # the first one keeps all clients
+            first.stop()
+        finally:
+            work.cleanup()
+
+    def test_busy_admin_port_fails_with_the_reason(self):
+        work = harness.Workdir()
+        busy = socket.socket()
+        try:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen(1)
+            admin = f"127.0.0.1:{busy.getsockname()[1]}"
+            with self.assertRaises(RuntimeError) as caught:
+                p = harness.Proxy(work.path, config(self.echo.port, f'admin:\n  address: "{admin}"'))
+                p.stop()
+            self.assertIn(f"cannot listen on admin address {admin}: Address already in use", str(caught.exception))
+        finally:
+            busy.close()
+            work.cleanup()
+
+    def test_check_config_refuses_addresses_this_host_does_not_have(self):
+        work = harness.Workdir()
+        try:
+            for extra, what in (("outgoing:\n  bind_address: \"192.0.2.1\"", "outgoing.bind_address 192.0.2.1"),
+                                ("", "listen address 192.0.2.1:3128")):
+                text = config(self.echo.port, extra)
+                if not extra:
+                    text = text.replace('"127.0.0.1:0"', '"192.0.2.1:3128"')
+                path = Path(work.path) / "check.yaml"
+                path.write_text(text)
+                r = subprocess.run([harness.PROXY_BIN, "--check-config", "-c", str(path)], capture_output=True, text=True)
+                self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+                self.assertIn(what + " is not usable on this host", r.stderr)
+            path.write_text(config(self.echo.port))
+            r = subprocess.run([harness.PROXY_BIN, "--check-config", "-c", str(path)], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        finally:
+            work.cleanup()
+
+    def test_metrics_have_build_info_and_tenant_labelled_denials(self):
+        work = harness.Workdir()
+        try:
+            proxy = harness.Proxy(work.path, config(self.echo.port, 'admin:\n  address: "127.0.0.1:0"'))
+            self.assertEqual(self.tunnel_once(proxy, "127.0.0.1:1"), 403)
+            text = metrics_text(proxy)
+            r = subprocess.run([harness.PROXY_BIN, "--version"], capture_output=True, text=True)
+            version = r.stdout.split()[-1]
+            self.assertEqual(metric(text, "dingbridge_proxy_build_info", version=version), 1)
+            self.assertEqual(metric(text, "dingbridge_proxy_tenant_denials_total", tenant="agent", reason="destination"), 1)
+            proxy.stop()
+        finally:
+            work.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main()

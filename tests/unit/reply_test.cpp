@@ -1,0 +1,44 @@
+#include "proxy/reply.h"
+
+#include <boost/test/unit_test.hpp>
+
+using namespace dingbridge::proxy;
+
+BOOST_AUTO_TEST_SUITE(reply)
+
+BOOST_AUTO_TEST_CASE(error_replies_carry_the_headers_their_status_needs) {
+    const std::string r407 = error_reply(407, "proxy authentication required", "corp", 0);
+    BOOST_TEST(r407.rfind("HTTP/1.1 407 Proxy Authentication Required\r\n", 0) == 0u);
+    BOOST_TEST(r407.find("Proxy-Authenticate: Basic realm=\"corp\"\r\n") != std::string::npos);
+    BOOST_TEST(r407.find("Retry-After") == std::string::npos);
+    const std::string r429 = error_reply(429, "too many failed authentications", "corp", 7);
+    BOOST_TEST(r429.find("Retry-After: 7\r\n") != std::string::npos);
+    BOOST_TEST(r429.find("Proxy-Authenticate") == std::string::npos);
+    BOOST_TEST(error_reply(405, "only CONNECT is supported", "corp", 0).find("Allow: CONNECT\r\n") !=
+               std::string::npos);
+    const std::string r503 = error_reply(503, "busy", "corp", 1);
+    const std::string body = "busy\n";
+    BOOST_TEST(r503.find("Content-Length: 5\r\nConnection: close\r\n\r\n" + body) != std::string::npos);
+    BOOST_TEST(r503.size() >= body.size());
+    BOOST_TEST(r503.compare(r503.size() - body.size(), body.size(), body) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(access_log_lines_stay_one_line_whatever_the_user_sent) {
+    AccessRecord r;
+    r.time = "2026-01-01T00:00:00.000Z";
+    r.user = "evil\nuser=\"x";
+    r.source = "127.0.0.1:5000";
+    r.destination = "api.dingtalk.com:443";
+    r.status = 407;
+    r.reason = "invalid credentials";
+    const std::string text = access_log_line(r, false);
+    BOOST_TEST(text.find('\n') == std::string::npos);
+    BOOST_TEST(text.find("tenant=- ") != std::string::npos);
+    BOOST_TEST(text.find("ip=- status=407") != std::string::npos);
+    const std::string json = access_log_line(r, true);
+    BOOST_TEST(json.find('\n') == std::string::npos);
+    BOOST_TEST(json.find(R"("user":"evil\nuser=\"x")") != std::string::npos);
+    BOOST_TEST(json.find(R"("tls":false)") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
