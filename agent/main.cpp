@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <iostream>
+#include <memory>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -15,6 +16,7 @@
 #include "agent/mapping/mapping.h"
 #include "agent/sync/full_sync.h"
 #include "agent/sync/history.h"
+#include "agent/targets/ldap_target.h"
 #include "agent/targets/sqlite_target.h"
 #include "shared/config.h"
 #include "shared/log.h"
@@ -124,11 +126,13 @@ int main(int argc, char** argv) {
             std::cerr << "dingbridge-agent: another sync is running on " << config.state_dir << "\n";
             return 1;
         }
-        SqliteTarget target(config.target_path);
+        std::unique_ptr<Target> target;
+        if (config.target_type == "ldap") target = std::make_unique<LdapTarget>(config.ldap);
+        else target = std::make_unique<SqliteTarget>(config.target_path);
         SyncOptions options;
         options.dry_run = dry_run;
         options.force = force;
-        SyncResult r = run_full_sync(config, *mapping, target, store, options, std::cout);
+        SyncResult r = run_full_sync(config, *mapping, *target, store, options, std::cout);
         std::cout << "run " << r.run_id << ": " << r.status << ": " << r.message << "\n";
         return r.exit_code();
     } catch (const std::exception& e) {
