@@ -1,10 +1,17 @@
 #include "agent/targets/ldap_target.h"
 
 #include <ldap.h>
+#include <netdb.h>
+#include <poll.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
 #include <ctime>
 
 namespace dingbridge::agent {
@@ -139,6 +146,37 @@ std::string diagnostic(LDAP* ld) {
         ldap_memfree(msg);
     }
     return out;
+}
+
+// Whether a TCP connection to the URL's host and port opens: tells a TLS failure of ldaps://
+// (reported by libldap as "can't contact") from a server that is not there.
+bool tcp_reachable(const std::string& url, std::chrono::milliseconds timeout) {
+    LDAPURLDesc* lud = nullptr;
+    if (ldap_url_parse(url.c_str(), &lud) != LDAP_URL_SUCCESS || !lud) return false;
+    std::string host = lud->lud_host && *lud->lud_host ? lud->lud_host : "localhost";
+    std::string port = std::to_string(lud->lud_port ? lud->lud_port : 636);
+    ldap_free_urldesc(lud);
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0) return false;
+    bool ok = false;
+    for (addrinfo* a = res; a && !ok; a = a->ai_next) {
+        int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0) continue;
+        if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0)
+            ok = true;
+        else if (errno == EINPROGRESS) {
+            pollfd p{fd, POLLOUT, 0};
+            int err = 0;
+            socklen_t len = sizeof err;
+            ok = poll(&p, 1, static_cast<int>(timeout.count())) == 1 &&
+                 getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
+        }
+        close(fd);
+    }
+    freeaddrinfo(res);
+    return ok;
 }
 
 bool connection_lost(int rc) { return rc == LDAP_SERVER_DOWN || rc == LDAP_CONNECT_ERROR || rc == LDAP_TIMEOUT; }
@@ -280,7 +318,7 @@ LdapHandle ldap_open_session(const LdapSettings& s, std::string& step, std::stri
         std::string l = lower(diag);
         bool tls = rc == LDAP_CONNECT_ERROR || l.find("tls") != std::string::npos ||
                    l.find("certificate") != std::string::npos || l.find("handshake") != std::string::npos ||
-                   (!ldaps && rc != LDAP_SERVER_DOWN);
+                   (!ldaps && rc != LDAP_SERVER_DOWN) || (ldaps && tcp_reachable(s.url, s.timeout));
         step = tls ? "TLS" : "connect";
         error = std::string(ldap_err2string(rc)) + (diag.empty() ? "" : " (" + diag + ")");
         return nullptr;
@@ -297,6 +335,9 @@ LdapHandle ldap_open_session(const LdapSettings& s, std::string& step, std::stri
 }
 
 LdapTarget::LdapTarget(LdapSettings settings) : s_(std::move(settings)) {
+    // libldap writes with plain write(): a server that went away would kill the agent with
+    // SIGPIPE instead of failing the change (and letting the run record it).
+    std::signal(SIGPIPE, SIG_IGN);
     for (auto* dn : {&s_.departments_dn, &s_.users_dn, &s_.removed_users_dn, &s_.empty_group_member})
         if (!dn->empty()) *dn = canonical_dn(*dn);
 }
