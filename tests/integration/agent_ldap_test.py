@@ -439,6 +439,16 @@ class Secrets(unittest.TestCase):
 
 
 class Config(unittest.TestCase):
+    def test_the_shipped_ldap_example_loads(self):
+        import subprocess
+        from agent_env import AGENT_BIN, REPO
+        env = dict(os.environ, DINGTALK_APP_SECRET="x" * 16, DINGBRIDGE_PROXY_PASSWORD="y" * 16,
+                   LDAP_BIND_PASSWORD="z" * 16)
+        p = subprocess.run([AGENT_BIN, "-c", str(REPO / "configs" / "agent-ldap.yaml"), "check-config"],
+                           capture_output=True, text=True, env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("configuration: ok", p.stdout)
+
     def test_plaintext_ldap_without_starttls_is_refused_at_load(self):
         env = LdapEnv("users=5,departments=1,depth=1,seed=1", ldap_extra="    start_tls: false\n")
         try:
