@@ -353,9 +353,17 @@ std::string LdapTarget::ldap_error(const std::string& what, int rc) const {
 
 std::optional<std::string> LdapTarget::connect() {
     if (ld_) return std::nullopt;
+    // A directory that just failed to answer is not tried again for every remaining change of
+    // the run (each try could wait for the whole timeout): those fail at once for a moment.
+    auto now = std::chrono::steady_clock::now();
+    if (now < down_until_) return down_error_;
     std::string step, error;
     LdapHandle h = ldap_open_session(s_, step, error);
-    if (!h) return "directory " + s_.url + ": " + step + " failed: " + error;
+    if (!h) {
+        down_error_ = "directory " + s_.url + ": " + step + " failed: " + error;
+        down_until_ = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+        return down_error_;
+    }
     ld_ = h.release();
     return std::nullopt;
 }
@@ -541,12 +549,17 @@ std::optional<OrgSnapshot> LdapTarget::read(std::string& error) {
             continue;
         }
         dept.group_dn = g->second.dn;
-        dept.members = std::move(g->second.members);
+        for (auto& m : g->second.members) {
+            if (is_placeholder(dept, m))
+                dept.placeholders.push_back(std::move(m));
+            else
+                dept.members.emplace(lower(m), std::move(m));
+        }
         dept.owners = std::move(g->second.owners);
         if (lower(parent_of(dept.group_dn)) != lower(dept.dn) || g->second.cn != d.name)
             d.custom[kDrift] = "group misplaced";
-        for (const auto& m : dept.members) {
-            auto u = user_by_dn_.find(lower(m));
+        for (const auto& [m, stored] : dept.members) {
+            auto u = user_by_dn_.find(m);
             if (u == user_by_dn_.end()) continue;
             auto su = snap.users.find(u->second);
             if (su == snap.users.end()) continue;  // a disabled user still in a group: not a membership
@@ -756,13 +769,19 @@ std::optional<std::string> LdapTarget::put_department(const OrgDepartment& d) {
             cur.group_dn.clear();
             return ldap_error("adding the group " + want_group, rc);
         }
-        if (rc == LDAP_SUCCESS)
-            cur.members = {placeholder(cur)};
-        else {
-            cur.members.clear();  // re-read what it holds
+        cur.members.clear();
+        cur.placeholders.clear();
+        if (rc == LDAP_SUCCESS) {
+            cur.placeholders.push_back(placeholder(cur));
+        } else {  // re-read what it holds
             (void)paged_search(ld_, want_group, LDAP_SCOPE_BASE, "(objectClass=*)", {s_.member_attribute(), "owner"}, 1,
                                [&](LDAPMessage* e) {
-                                   cur.members = values_of(ld_, e, s_.member_attribute());
+                                   for (auto& v : values_of(ld_, e, s_.member_attribute())) {
+                                       if (is_placeholder(cur, v))
+                                           cur.placeholders.push_back(std::move(v));
+                                       else
+                                           cur.members.emplace(lower(v), std::move(v));
+                                   }
                                    cur.owners = values_of(ld_, e, "owner");
                                });
         }
@@ -781,15 +800,11 @@ std::optional<std::string> LdapTarget::add_member(const std::string& dept_id, co
     if (it == depts_.end() || it->second.group_dn.empty())
         return "department " + dept_id + " has no group in the directory";
     Dept& d = it->second;
-    const std::string l = lower(user_dn);
-    for (const auto& m : d.members)
-        if (lower(m) == l) return std::nullopt;
-    std::vector<std::string> placeholders;
-    for (const auto& m : d.members)
-        if (is_placeholder(d, m)) placeholders.push_back(m);
+    std::string l = lower(user_dn);
+    if (d.members.count(l)) return std::nullopt;
     Mods mods;
     mods.put(LDAP_MOD_ADD, s_.member_attribute(), {user_dn});
-    if (!placeholders.empty()) mods.put(LDAP_MOD_DELETE, s_.member_attribute(), placeholders);
+    if (!d.placeholders.empty()) mods.put(LDAP_MOD_DELETE, s_.member_attribute(), d.placeholders);
     int rc = ldap_modify_ext_s(ld_, d.group_dn.c_str(), mods.build(), nullptr, nullptr);
     if (rc == LDAP_TYPE_OR_VALUE_EXISTS || rc == LDAP_NO_SUCH_ATTRIBUTE) {
         // The directory is ahead of our view (an interrupted run): add alone.
@@ -798,10 +813,10 @@ std::optional<std::string> LdapTarget::add_member(const std::string& dept_id, co
         rc = ldap_modify_ext_s(ld_, d.group_dn.c_str(), one.build(), nullptr, nullptr);
         if (rc == LDAP_TYPE_OR_VALUE_EXISTS) rc = LDAP_SUCCESS;
     } else if (rc == LDAP_SUCCESS) {
-        std::erase_if(d.members, [&](const std::string& m) { return is_placeholder(d, m); });
+        d.placeholders.clear();
     }
     if (rc != LDAP_SUCCESS) return ldap_error("adding " + user_dn + " to " + d.group_dn, rc);
-    d.members.push_back(user_dn);
+    d.members.emplace(std::move(l), user_dn);
     return std::nullopt;
 }
 
@@ -809,21 +824,18 @@ std::optional<std::string> LdapTarget::remove_member(const std::string& dept_id,
     auto it = depts_.find(dept_id);
     if (it == depts_.end() || it->second.group_dn.empty()) return std::nullopt;
     Dept& d = it->second;
-    const std::string l = lower(user_dn);
-    auto pos = std::find_if(d.members.begin(), d.members.end(), [&](const std::string& m) { return lower(m) == l; });
+    auto pos = d.members.find(lower(user_dn));
     if (pos == d.members.end()) return std::nullopt;
-    std::size_t real = 0;
-    for (const auto& m : d.members) real += is_placeholder(d, m) ? 0 : 1;
     // groupOfNames requires a member: the last one is replaced by the placeholder in the same operation.
-    bool last = real <= 1;
+    bool last = d.members.size() == 1 && d.placeholders.empty();
     Mods mods;
-    mods.put(LDAP_MOD_DELETE, s_.member_attribute(), {*pos});
+    mods.put(LDAP_MOD_DELETE, s_.member_attribute(), {pos->second});
     if (last) mods.put(LDAP_MOD_ADD, s_.member_attribute(), {placeholder(d)});
     int rc = ldap_modify_ext_s(ld_, d.group_dn.c_str(), mods.build(), nullptr, nullptr);
     if (rc == LDAP_NO_SUCH_ATTRIBUTE || rc == LDAP_TYPE_OR_VALUE_EXISTS) rc = LDAP_SUCCESS;
     if (rc != LDAP_SUCCESS) return ldap_error("removing " + user_dn + " from " + d.group_dn, rc);
     d.members.erase(pos);
-    if (last) d.members.push_back(placeholder(d));
+    if (last) d.placeholders.push_back(placeholder(d));
     return std::nullopt;
 }
 
@@ -833,17 +845,22 @@ std::optional<std::string> LdapTarget::rename_references(const std::string& old_
     const char* member = s_.member_attribute();
     for (auto& [id, d] : depts_) {
         if (d.group_dn.empty()) continue;
-        for (const char* attr : {member, "owner"}) {
-            auto& values = attr == member ? d.members : d.owners;
-            auto pos =
-                std::find_if(values.begin(), values.end(), [&](const std::string& v) { return lower(v) == old_lower; });
-            if (pos == values.end()) continue;
+        if (auto pos = d.members.find(old_lower); pos != d.members.end()) {
             Mods m;
-            m.put(LDAP_MOD_DELETE, attr, {*pos}).put(LDAP_MOD_ADD, attr, {new_dn});
+            m.put(LDAP_MOD_DELETE, member, {pos->second}).put(LDAP_MOD_ADD, member, {new_dn});
             int rc = ldap_modify_ext_s(ld_, d.group_dn.c_str(), m.build(), nullptr, nullptr);
-            if (rc != LDAP_SUCCESS) return ldap_error("rewriting " + std::string(attr) + " of " + d.group_dn, rc);
-            *pos = new_dn;
+            if (rc != LDAP_SUCCESS) return ldap_error("rewriting " + std::string(member) + " of " + d.group_dn, rc);
+            d.members.erase(pos);
+            d.members.emplace(lower(new_dn), new_dn);
         }
+        auto pos =
+            std::find_if(d.owners.begin(), d.owners.end(), [&](const std::string& v) { return lower(v) == old_lower; });
+        if (pos == d.owners.end()) continue;
+        Mods m;
+        m.put(LDAP_MOD_DELETE, "owner", {*pos}).put(LDAP_MOD_ADD, "owner", {new_dn});
+        int rc = ldap_modify_ext_s(ld_, d.group_dn.c_str(), m.build(), nullptr, nullptr);
+        if (rc != LDAP_SUCCESS) return ldap_error("rewriting owner of " + d.group_dn, rc);
+        *pos = new_dn;
     }
     if (s_.manager_attribute.empty()) return std::nullopt;
     for (auto& [id, u] : users_) {

@@ -14,6 +14,7 @@
 // org by normalize() so that a resync with no change in DingTalk plans nothing.
 // Not thread-safe; one connection.
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <set>
@@ -56,7 +57,10 @@ private:
         std::string dn;        // the organizationalUnit ("" = not in the directory)
         std::string group_dn;  // "" = no group
         std::string name;
-        std::vector<std::string> members;  // member values (DNs) as stored
+        // Member values: lower-cased DN -> as stored; placeholders (an empty group's value) apart,
+        // so that adding or removing one member costs O(1) however large the group.
+        std::unordered_map<std::string, std::string> members;
+        std::vector<std::string> placeholders;
         std::vector<std::string> owners;
     };
     struct User {
@@ -87,6 +91,8 @@ private:
 
     LdapSettings s_;
     LDAP* ld_ = nullptr;
+    std::chrono::steady_clock::time_point down_until_{};
+    std::string down_error_;
     std::unordered_map<std::string, Dept> depts_;
     std::unordered_map<std::string, User> users_;
     std::unordered_map<std::string, std::string> user_by_dn_;  // lower-cased DN -> id
