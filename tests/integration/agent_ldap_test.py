@@ -439,6 +439,28 @@ class Secrets(unittest.TestCase):
 
 
 class Config(unittest.TestCase):
+    def test_mistakes_in_target_ldap_are_reported_with_file_and_line(self):
+        env = LdapEnv("users=5,departments=1,depth=1,seed=1")
+        try:
+            good = env.config.read_text()
+            cases = [
+                ('    page_size: 200\n', '    page_size: 200\n    user_attributes: ["uid=username", "mail=emial"]\n',
+                 'unknown field "emial"'),
+                ('    page_size: 200\n', '    page_size: 200\n    user_attributes: ["cn=display_name"]\n',
+                 "user_rdn_attribute uid must be one of user_attributes"),
+                ('    page_size: 200\n', '    page_size: 200\n    group_class: posixGroup\n',
+                 "must be groupOfNames, groupOfUniqueNames or none"),
+                (f'url: "{env.slapd.url}"', 'url: "http://127.0.0.1:1"', "must start with ldap://"),
+                ('    page_size: 200\n', '    page_size: 200\n    bogus: 1\n', "bogus"),
+            ]
+            for old, new, message in cases:
+                env.config.write_text(good.replace(old, new))
+                p = env.agent("check-config", check=2)
+                self.assertIn(message, p.stderr)
+                self.assertRegex(p.stderr, r"agent\.yaml:\d+")
+        finally:
+            env.stop()
+
     def test_the_shipped_ldap_example_loads(self):
         import subprocess
         from agent_env import AGENT_BIN, REPO
