@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -117,6 +118,49 @@ private:
     std::vector<LDAPMod*> ptrs_;
 };
 
+// One search result entry decoded in a single pass over its BER encoding
+// (ldap_get_values_len would re-scan the entry for every attribute asked for).
+struct Entry {
+    std::string dn;
+    std::vector<std::pair<std::string, std::vector<std::string>>> attrs;
+
+    const std::vector<std::string>* find(const std::string& name) const {
+        for (const auto& [n, v] : attrs)
+            if (strcasecmp(n.c_str(), name.c_str()) == 0) return &v;
+        return nullptr;
+    }
+    std::string first(const std::string& name) const {
+        auto v = find(name);
+        return v && !v->empty() ? v->front() : std::string();
+    }
+    std::vector<std::string> all(const std::string& name) const {
+        auto v = find(name);
+        return v ? *v : std::vector<std::string>{};
+    }
+};
+
+bool decode_entry(LDAP* ld, LDAPMessage* e, Entry& out) {
+    out.dn.clear();
+    out.attrs.clear();
+    BerElement* ber = nullptr;
+    berval bv{0, nullptr};
+    if (ldap_get_dn_ber(ld, e, &ber, &bv) != LDAP_SUCCESS) {
+        if (ber) ber_free(ber, 0);
+        return false;
+    }
+    out.dn.assign(bv.bv_val, bv.bv_len);
+    berval* values = nullptr;
+    while (ldap_get_attribute_ber(ld, e, ber, &bv, &values) == LDAP_SUCCESS && bv.bv_val) {
+        auto& [name, list] = out.attrs.emplace_back(std::string(bv.bv_val, bv.bv_len), std::vector<std::string>{});
+        (void)name;
+        for (berval* v = values; v && v->bv_val; ++v) list.emplace_back(v->bv_val, v->bv_len);
+        if (values) ber_memfree(values);
+        values = nullptr;
+    }
+    if (ber) ber_free(ber, 0);
+    return true;
+}
+
 std::vector<std::string> values_of(LDAP* ld, LDAPMessage* e, const char* attr) {
     std::vector<std::string> out;
     berval** v = ldap_get_values_len(ld, e, attr);
@@ -129,13 +173,6 @@ std::vector<std::string> values_of(LDAP* ld, LDAPMessage* e, const char* attr) {
 std::string first_value(LDAP* ld, LDAPMessage* e, const char* attr) {
     auto v = values_of(ld, e, attr);
     return v.empty() ? std::string() : v.front();
-}
-
-std::string entry_dn(LDAP* ld, LDAPMessage* e) {
-    char* dn = ldap_get_dn(ld, e);
-    std::string out = dn ? dn : "";
-    if (dn) ldap_memfree(dn);
-    return canonical_dn(out);
 }
 
 std::string diagnostic(LDAP* ld) {
@@ -427,6 +464,7 @@ std::optional<OrgSnapshot> LdapTarget::read(std::string& error) {
     users_.clear();
     user_by_dn_.clear();
     OrgSnapshot snap;
+    Entry ent;  // reused from entry to entry
     const std::string& idattr = s_.department_id_attribute;
     const std::string member = s_.member_attribute();
     struct GroupRead {
@@ -437,31 +475,30 @@ std::optional<OrgSnapshot> LdapTarget::read(std::string& error) {
     std::unordered_map<std::string, std::string> dept_by_dn;  // lower DN -> id
     std::string filter = s_.groups() ? "(|(objectClass=organizationalUnit)(objectClass=" + s_.group_class + "))"
                                      : "(objectClass=organizationalUnit)";
-    int rc = paged_search(ld_, s_.departments_dn, LDAP_SCOPE_SUBTREE, filter,
-                          {"objectClass", idattr.c_str(), "cn", "description", member.c_str(), "owner"}, s_.page_size,
-                          [&](LDAPMessage* e) {
-                              std::string id = first_value(ld_, e, idattr.c_str());
-                              if (id.empty()) return;  // not ours
-                              std::string dn = entry_dn(ld_, e);
-                              bool ou = false;
-                              for (const auto& oc : values_of(ld_, e, "objectClass"))
-                                  ou = ou || lower(oc) == "organizationalunit";
-                              if (!ou) {
-                                  groups.emplace(
-                                      id, GroupRead{dn, first_value(ld_, e, "cn"), values_of(ld_, e, member.c_str()),
-                                                    values_of(ld_, e, "owner")});
-                                  return;
-                              }
-                              if (depts_.count(id)) return;  // a duplicate id: the first one wins
-                              OrgDepartment d;
-                              d.external_id = id;
-                              d.name = rdn_value(dn);
-                              d.description = first_value(ld_, e, "description");
-                              dept_by_dn[lower(dn)] = id;
-                              depts_[id].dn = dn;
-                              depts_[id].name = d.name;
-                              snap.departments.emplace(id, std::move(d));
-                          });
+    int rc = paged_search(
+        ld_, s_.departments_dn, LDAP_SCOPE_SUBTREE, filter,
+        {"objectClass", idattr.c_str(), "cn", "description", member.c_str(), "owner"}, s_.page_size,
+        [&](LDAPMessage* e) {
+            if (!decode_entry(ld_, e, ent)) return;
+            std::string id = ent.first(idattr.c_str());
+            if (id.empty()) return;  // not ours
+            std::string dn = canonical_dn(ent.dn);
+            bool ou = false;
+            for (const auto& oc : ent.all("objectClass")) ou = ou || lower(oc) == "organizationalunit";
+            if (!ou) {
+                groups.emplace(id, GroupRead{dn, ent.first("cn"), ent.all(member.c_str()), ent.all("owner")});
+                return;
+            }
+            if (depts_.count(id)) return;  // a duplicate id: the first one wins
+            OrgDepartment d;
+            d.external_id = id;
+            d.name = rdn_value(dn);
+            d.description = ent.first("description");
+            dept_by_dn[lower(dn)] = id;
+            depts_[id].dn = dn;
+            depts_[id].name = d.name;
+            snap.departments.emplace(id, std::move(d));
+        });
     if (rc != LDAP_SUCCESS && rc != LDAP_NO_SUCH_OBJECT) {
         error = ldap_error("searching " + s_.departments_dn, rc);
         if (rc == LDAP_SIZELIMIT_EXCEEDED)
@@ -488,23 +525,24 @@ std::optional<OrgSnapshot> LdapTarget::read(std::string& error) {
     const std::string removed_lower = lower(s_.removed_users_dn);
     std::unordered_map<std::string, std::string> manager_dn;
     auto on_user = [&](LDAPMessage* e) {
-        std::string id = first_value(ld_, e, s_.user_id_attribute.c_str());
+        if (!decode_entry(ld_, e, ent)) return;
+        std::string id = ent.first(s_.user_id_attribute.c_str());
         if (id.empty() || users_.count(id)) return;
-        std::string dn = entry_dn(ld_, e);
+        std::string dn = canonical_dn(ent.dn);
         std::string dn_lower = lower(dn);
         User& entry = users_[id];
         entry.dn = dn;
         user_by_dn_[dn_lower] = id;
         if (ends_with_dn(dn_lower, removed_lower)) {
             entry.removed = true;
-            snap.removed_users[id] = generalized_time(first_value(ld_, e, "modifyTimestamp"));
+            snap.removed_users[id] = generalized_time(ent.first("modifyTimestamp"));
             return;
         }
         OrgUser u;
         u.external_id = id;
         std::set<std::string> seen;
         for (const auto& a : s_.user_attributes) {
-            std::string v = first_value(ld_, e, a.attribute.c_str());
+            std::string v = ent.first(a.attribute.c_str());
             std::string* f = user_field(u, a.field);
             if (seen.insert(a.field).second)
                 *f = v;
@@ -514,7 +552,7 @@ std::optional<OrgSnapshot> LdapTarget::read(std::string& error) {
         // custom fields read back empty are absent in the desired org
         for (auto it = u.custom.begin(); it != u.custom.end();)
             it = it->second.empty() ? u.custom.erase(it) : std::next(it);
-        if (!s_.manager_attribute.empty()) manager_dn[id] = first_value(ld_, e, s_.manager_attribute.c_str());
+        if (!s_.manager_attribute.empty()) manager_dn[id] = ent.first(s_.manager_attribute.c_str());
         snap.users.emplace(id, std::move(u));
     };
     rc =
