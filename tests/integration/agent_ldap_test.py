@@ -327,6 +327,32 @@ class Faults(unittest.TestCase):
         finally:
             env.stop()
 
+    def test_agent_killed_mid_run_then_rerun_converges_without_duplicates(self):
+        env = LdapEnv("users=2500,departments=60,depth=4,seed=22")
+        try:
+            import signal
+            import subprocess
+            proc = subprocess.Popen([os.environ.get("DINGBRIDGE_AGENT", "dingbridge-agent"), "-c", str(env.config),
+                                     "sync"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env.env)
+            deadline = time.time() + 120
+            while time.time() < deadline and proc.poll() is None:
+                if len(env.slapd.search(PEOPLE, "(objectClass=inetOrgPerson)", ["1.1"])) > 300:
+                    break
+                time.sleep(0.05)
+            self.assertIsNone(proc.poll(), "the sync finished before it could be killed")
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            env.agent("sync", check=0)
+            self.assertEqual(env.history()[0]["status"], "succeeded")
+            people = env.slapd.search(PEOPLE, "(objectClass=inetOrgPerson)", ["employeeNumber"])
+            ids = [a["employeenumber"][0] for _, a in people]
+            self.assertEqual(len(ids), len(set(ids)))
+            self.assertEqual(diff_directory(expected_directory(env.sim.org()), actual_directory(env.slapd)), [])
+            env.agent("sync", check=0)
+            self.assertEqual(counts(env)["changes_planned"], 0)
+        finally:
+            env.stop()
+
     def test_a_value_the_schema_refuses_fails_one_user_and_the_run_goes_on(self):
         env = LdapEnv("users=40,departments=6,depth=2,seed=4")
         try:
