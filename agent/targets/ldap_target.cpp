@@ -587,11 +587,17 @@ std::optional<OrgSnapshot> LdapTarget::read(std::string& error) {
             continue;
         }
         dept.group_dn = g->second.dn;
+        const std::string users_lower = lower(s_.users_dn);
         for (auto& m : g->second.members) {
-            if (is_placeholder(dept, m))
+            std::string l = lower(m);
+            if (is_placeholder(dept, m)) {
                 dept.placeholders.push_back(std::move(m));
-            else
-                dept.members.emplace(lower(m), std::move(m));
+            } else if (!user_by_dn_.count(l) && (ends_with_dn(l, users_lower) || ends_with_dn(l, removed_lower))) {
+                dept.stale.push_back(std::move(m));
+                d.custom[kDrift] = "stale member";
+            } else {
+                dept.members.emplace(std::move(l), std::move(m));
+            }
         }
         dept.owners = std::move(g->second.owners);
         if (lower(parent_of(dept.group_dn)) != lower(dept.dn) || g->second.cn != d.name)
@@ -829,6 +835,17 @@ std::optional<std::string> LdapTarget::put_department(const OrgDepartment& d) {
                                nullptr);
         if (rc != LDAP_SUCCESS) return ldap_error("renaming the group " + cur.group_dn + " to " + want_group, rc);
         cur.group_dn = want_group;
+    }
+    if (!cur.stale.empty()) {
+        Mods m;
+        m.put(LDAP_MOD_DELETE, s_.member_attribute(), cur.stale);
+        bool empty = cur.members.empty() && cur.placeholders.empty();
+        if (empty) m.put(LDAP_MOD_ADD, s_.member_attribute(), {placeholder(cur)});
+        int rc = ldap_modify_ext_s(ld_, cur.group_dn.c_str(), m.build(), nullptr, nullptr);
+        if (rc != LDAP_SUCCESS && rc != LDAP_NO_SUCH_ATTRIBUTE)
+            return ldap_error("removing stale members of " + cur.group_dn, rc);
+        cur.stale.clear();
+        if (empty) cur.placeholders.push_back(placeholder(cur));
     }
     return set_owners(cur, d.leaders);
 }

@@ -61,6 +61,9 @@ private:
         // so that adding or removing one member costs O(1) however large the group.
         std::unordered_map<std::string, std::string> members;
         std::vector<std::string> placeholders;
+        // Values naming an entry under users_dn/removed_users_dn that is no user any more (left
+        // by a run stopped between a user's modrdn and the rewrite of its references).
+        std::vector<std::string> stale;
         std::vector<std::string> owners;
     };
     struct User {

@@ -282,6 +282,22 @@ class Mutations(unittest.TestCase):
             d = depts[d]["parent_id"]
         return False
 
+    def test_a_member_value_left_by_an_interrupted_rename_is_removed(self):
+        env = LdapEnv("users=20,departments=4,depth=2,seed=2")
+        try:
+            env.agent("sync", check=0)
+            group = env.slapd.search(DEPTS, "(objectClass=groupOfNames)", ["member"])[0][0]
+            ghost = f"uid=ghost,{PEOPLE}"
+            env.slapd.modify(f"dn: {group}\nchangetype: modify\nadd: member\nmember: {ghost}\n")
+            env.agent("sync", check=0)
+            self.assertEqual(counts(env)["update_department"], 1)
+            self.assertEqual(env.slapd.search(DEPTS, f"(member={ghost})"), [])
+            self.assertEqual(diff_directory(expected_directory(env.sim.org()), actual_directory(env.slapd)), [])
+            env.agent("sync", check=0)
+            self.assertEqual(counts(env)["changes_planned"], 0)
+        finally:
+            env.stop()
+
     def test_empty_department_keeps_a_placeholder_member(self):
         env = LdapEnv("users=20,departments=4,depth=2,seed=2")
         try:
