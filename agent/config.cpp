@@ -1,6 +1,8 @@
 #include "agent/config.h"
 
+#include <cctype>
 #include <filesystem>
+#include <utility>
 
 #include "shared/config.h"
 
@@ -22,12 +24,106 @@ void check_url(const ConfigNode& n, const std::string& url, bool allow_http) {
         n.fail(allow_http ? "must start with http:// or https://" : "must start with https://");
 }
 
+const char* const kUserFields[] = {"username", "display_name", "email",      "phone",    "employee_number",
+                                   "title",    "union_id",     "avatar_url", "hired_at", "primary_department"};
+
+bool valid_attribute_name(const std::string& a) {
+    if (a.empty() || !std::isalpha(static_cast<unsigned char>(a[0]))) return false;
+    for (char ch : a)
+        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-') return false;
+    return true;
+}
+
+// A DN given in the configuration: refuse what libldap would not parse, so that the error names
+// the key instead of failing every change of a run.
+void check_dn(const ConfigNode& n, const std::string& dn) {
+    if (dn.empty()) n.fail("must not be empty");
+    if (dn.find('=') == std::string::npos) n.fail("must be a DN such as ou=people,dc=example,dc=com");
+}
+
+void load_ldap(const ConfigNode& l, const std::string& path, LdapSettings& s) {
+    if (!l.is_map()) l.fail("must be a map");
+    s.url = l.get("url").as_string();
+    bool ldaps = s.url.rfind("ldaps://", 0) == 0;
+    if (!ldaps && s.url.rfind("ldap://", 0) != 0) l.get("url").fail("must start with ldap:// (StartTLS) or ldaps://");
+    // The bind password must never cross the network in clear: ldap:// always upgrades with StartTLS.
+    if (auto n = l.find("start_tls"))
+        if (!n->as_bool() && !ldaps)
+            n->fail("must be true: ldap:// without StartTLS would send the bind password in clear");
+    if (auto n = l.find("ca_file")) s.ca_file = resolve_relative(path, n->as_string());
+    s.bind_dn = l.get("bind_dn").as_string();
+    check_dn(l.get("bind_dn"), s.bind_dn);
+    s.bind_password = l.get("bind_password").as_secret();
+    if (s.bind_password.empty()) l.get("bind_password").fail("must not be empty");
+    s.base_dn = l.get("base_dn").as_string();
+    check_dn(l.get("base_dn"), s.base_dn);
+    s.departments_dn = l.get_string("departments_dn", "ou=departments," + s.base_dn);
+    if (auto n = l.find("departments_dn")) check_dn(*n, s.departments_dn);
+    s.users_dn = l.get_string("users_dn", "ou=people," + s.base_dn);
+    if (auto n = l.find("users_dn")) check_dn(*n, s.users_dn);
+    s.removed_users_dn = l.get_string("removed_users_dn", "ou=disabled," + s.base_dn);
+    if (auto n = l.find("removed_users_dn")) check_dn(*n, s.removed_users_dn);
+    if (s.removed_users_dn == s.users_dn) l.get("removed_users_dn").fail("must differ from users_dn");
+    s.group_class = l.get_string("group_class", "groupOfNames");
+    if (s.group_class != "groupOfNames" && s.group_class != "groupOfUniqueNames" && s.group_class != "none")
+        l.get("group_class").fail("must be groupOfNames, groupOfUniqueNames or none");
+    s.empty_group_member = l.get_string("empty_group_member", "");
+    if (auto n = l.find("empty_group_member"); n && !s.empty_group_member.empty()) check_dn(*n, s.empty_group_member);
+    for (auto [key, dst] : {std::pair<const char*, std::string*>{"department_id_attribute", &s.department_id_attribute},
+                            {"user_id_attribute", &s.user_id_attribute},
+                            {"user_rdn_attribute", &s.user_rdn_attribute},
+                            {"manager_attribute", &s.manager_attribute}}) {
+        if (auto n = l.find(key)) {
+            *dst = n->as_string();
+            if (!(dst->empty() && std::string(key) == "manager_attribute") && !valid_attribute_name(*dst))
+                n->fail("must be an LDAP attribute name");
+        }
+    }
+    if (auto n = l.find("user_attributes")) {
+        for (const auto& item : n->items()) {
+            std::string text = item.as_string();
+            auto eq = text.find('=');
+            LdapAttribute a{eq == std::string::npos ? "" : text.substr(0, eq),
+                            eq == std::string::npos ? "" : text.substr(eq + 1)};
+            if (!valid_attribute_name(a.attribute)) item.fail("must be ATTRIBUTE=FIELD, e.g. mail=email");
+            bool known = a.field.rfind("custom.", 0) == 0 && a.field.size() > 7;
+            for (const char* f : kUserFields) known = known || a.field == f;
+            if (!known)
+                item.fail("unknown field \"" + a.field +
+                          "\"; valid: username, display_name, email, phone, "
+                          "employee_number, title, union_id, avatar_url, hired_at, primary_department, custom.NAME");
+            auto lower = [](std::string v) {
+                for (auto& ch : v) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+                return v;
+            };
+            for (const auto& other : s.user_attributes)
+                if (lower(other.attribute) == lower(a.attribute))
+                    item.fail("attribute " + a.attribute + " is listed twice");
+            if (lower(a.attribute) == lower(s.user_id_attribute) || lower(a.attribute) == lower(s.manager_attribute))
+                item.fail(a.attribute + " is reserved (user_id_attribute or manager_attribute)");
+            s.user_attributes.push_back(std::move(a));
+        }
+    } else {
+        s.user_attributes = {{"uid", "username"},    {"cn", "display_name"},
+                             {"sn", "display_name"}, {"displayName", "display_name"},
+                             {"mail", "email"},      {"mobile", "phone"},
+                             {"title", "title"},     {"departmentNumber", "primary_department"}};
+    }
+    bool rdn_mapped = false;
+    for (const auto& a : s.user_attributes) rdn_mapped = rdn_mapped || a.attribute == s.user_rdn_attribute;
+    if (!rdn_mapped) l.fail("user_rdn_attribute " + s.user_rdn_attribute + " must be one of user_attributes");
+    if (auto n = l.find("page_size")) s.page_size = static_cast<int>(n->as_int(1, 100000));
+    s.timeout = l.get_duration("timeout", std::chrono::seconds(30));
+    l.reject_unknown();
+}
+
 }  // namespace
 
 std::vector<std::string> AgentConfig::secrets() const {
     std::vector<std::string> s;
     if (!client.app_secret.empty()) s.push_back(client.app_secret);
     if (!client.transport.proxy_password.empty()) s.push_back(client.transport.proxy_password);
+    if (!ldap.bind_password.empty()) s.push_back(ldap.bind_password);
     return s;
 }
 
@@ -97,9 +193,15 @@ AgentConfig AgentConfig::load(const std::string& path, Secrets secrets) {
     if (auto target = root.find("target")) {
         if (auto n = target->find("type")) {
             c.target_type = n->as_string();
-            if (c.target_type != "sqlite") n->fail("must be sqlite (scim is not available yet)");
+            if (c.target_type != "sqlite" && c.target_type != "ldap") n->fail("must be sqlite or ldap");
         }
         if (auto n = target->find("path")) c.target_path = resolve_relative(path, n->as_string());
+        if (c.target_type == "ldap") {
+            if (!target->has("ldap")) target->get("type").fail("type ldap needs a target.ldap section");
+            load_ldap(target->get("ldap"), path, c.ldap);
+        } else if (auto n = target->find("ldap")) {
+            n->fail("target.ldap is only read with type: ldap");
+        }
         target->reject_unknown();
     }
     if (c.target_path.empty()) c.target_path = (fs::path(c.state_dir) / "org.db").string();

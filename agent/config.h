@@ -11,6 +11,7 @@
 
 #include "agent/dingtalk/client.h"
 #include "agent/org/plan.h"
+#include "agent/targets/ldap_settings.h"
 #include "shared/log.h"
 
 namespace dingbridge::agent {
@@ -23,6 +24,7 @@ struct AgentConfig {
     std::int64_t root_department = 1;
     std::string target_type = "sqlite";
     std::string target_path;  // sqlite file
+    LdapSettings ldap;        // target_type == "ldap"
     std::string mapping_file;
     DeleteLimit max_deletes;
     std::string max_deletes_text = "10%";

@@ -3,6 +3,7 @@
 #include "agent/dingtalk/client.h"
 #include "agent/dingtalk/parse.h"
 #include "agent/sync/full_sync.h"
+#include "agent/targets/ldap_check.h"
 
 namespace dingbridge::agent {
 
@@ -29,7 +30,16 @@ const char* headline(const ApiFailure& f, bool via_proxy) {
 
 }  // namespace
 
+bool check_dingtalk(const AgentConfig& config, std::ostream& out);
+
 bool check_online(const AgentConfig& config, std::ostream& out) {
+    bool dingtalk_ok = check_dingtalk(config, out);
+    // The target is checked even when DingTalk fails: the operator sees every problem at once.
+    bool target_ok = config.target_type != "ldap" || check_ldap_online(config.ldap, out);
+    return dingtalk_ok && target_ok;
+}
+
+bool check_dingtalk(const AgentConfig& config, std::ostream& out) {
     const auto secrets = config.secrets();
     const bool via_proxy = !config.client.transport.proxy_url.empty();
     dingtalk::ClientSettings s = config.client;

@@ -3,7 +3,8 @@
 // TLS, token, contact permissions) and tells apart each failure with what to do: proxy
 // unreachable, proxy refused credentials (407) or destination (403), TLS/CA failure, wrong
 // AppKey/AppSecret, egress IP not allow-listed (with the IP DingTalk saw), missing contact
-// permission (checked with real contact calls: a token alone proves nothing).
+// permission (checked with real contact calls: a token alone proves nothing). With an LDAP
+// target, also the directory (connect, TLS, bind, base DN, schema; targets/ldap_check.h).
 
 #include <ostream>
 

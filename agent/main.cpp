@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 
 #include "agent/config.h"
 #include "agent/doctor.h"
@@ -17,6 +18,7 @@
 #include "agent/mapping/mapping.h"
 #include "agent/sync/full_sync.h"
 #include "agent/sync/history.h"
+#include "agent/targets/ldap_target.h"
 #include "agent/targets/sqlite_target.h"
 #include "shared/config.h"
 #include "shared/log.h"
@@ -163,11 +165,13 @@ int main(int argc, char** argv) {
                 std::cerr << "dingbridge-agent: cannot lock " << lock_path << ": " << std::strerror(errno) << "\n";
             return 1;
         }
-        SqliteTarget target(config.target_path);
+        std::unique_ptr<Target> target;
+        if (config.target_type == "ldap") target = make_ldap_target(config.ldap);
+        else target = std::make_unique<SqliteTarget>(config.target_path);
         SyncOptions options;
         options.dry_run = dry_run;
         options.force = force;
-        SyncResult r = run_full_sync(config, *mapping, target, store, options, std::cout);
+        SyncResult r = run_full_sync(config, *mapping, *target, store, options, std::cout);
         std::cout << "run " << r.run_id << ": " << r.status << ": " << r.message << "\n";
         return r.exit_code();
     } catch (const std::exception& e) {

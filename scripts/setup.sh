@@ -9,7 +9,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 
 PACKAGES=(build-essential cmake ninja-build pkg-config git ca-certificates curl openssl python3 sqlite3
           libevent-dev libssl-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libboost-dev libboost-test-dev
-          libcli11-dev libsimdjson-dev libcurl4-openssl-dev libsqlite3-dev
+          libcli11-dev libsimdjson-dev libcurl4-openssl-dev libsqlite3-dev libldap-dev slapd ldap-utils
           # packages and their checks (tests/package): man pages, lintian, rpm, rpmlint, logrotate -d
           help2man man-db lintian rpm rpmlint logrotate)
 
@@ -21,6 +21,8 @@ if ((${#missing[@]})); then
   echo "==> installing: ${missing[*]}"
   SUDO=""
   if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  # The LDAP tests start their own slapd; keep the packaged instance from starting.
+  if [[ " ${missing[*]} " == *" slapd "* ]]; then $SUDO mkdir -p /etc/ldap && $SUDO touch /etc/ldap/noslapd; fi
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi

@@ -267,6 +267,7 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
 
     // ---- diff + plan ----
     std::string error;
+    target.normalize(desired.snapshot);
     auto current = target.read(error);
     if (!current) return finish("failed", "cannot read the target: " + error);
     PlanOptions po;

@@ -18,6 +18,10 @@ namespace dingbridge::agent {
 class Target {
 public:
     virtual ~Target() = default;
+    // Drops from the desired org what this target cannot hold (e.g. an LDAP directory has no
+    // department order), so that the diff against read() plans nothing when nothing changed.
+    // Called once per run with the full desired org, before the plan is made.
+    virtual void normalize(OrgSnapshot& desired) { (void)desired; }
     // Current state; nullopt + error on failure.
     virtual std::optional<OrgSnapshot> read(std::string& error) = 0;
     virtual bool begin(std::string& error) = 0;

@@ -1,0 +1,108 @@
+#pragma once
+// LdapTarget: writes the identity org into an LDAP directory (OpenLDAP's libldap; docs/agent.md,
+// "LDAP target"). Departments are an organizationalUnit tree under departments_dn mirroring
+// DingTalk's; each department's members are a group (groupOfNames/groupOfUniqueNames) named
+// like it inside its OU; users are inetOrgPerson entries under users_dn. Every entry carries
+// its DingTalk id in an attribute (department_id_attribute, user_id_attribute) and is found by
+// it, never by name: a rename is a modrdn, a move a modrdn with newSuperior, and the group
+// member/owner and manager values that held an old DN are rewritten.
+//
+// A directory has no transaction across a run: begin()/commit() only open and check the
+// connection, and every apply() is idempotent (an add that finds its entry becomes a modify, a
+// delete that finds nothing succeeds), so a run stopped anywhere converges on the next.
+// What LDAP does not hold (order, custom fields not mapped, ...) is dropped from the desired
+// org by normalize() so that a resync with no change in DingTalk plans nothing.
+// Not thread-safe; one connection.
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "agent/targets/ldap_settings.h"
+#include "agent/targets/target.h"
+
+typedef struct ldap LDAP;
+
+namespace dingbridge::agent {
+
+// Connects, upgrades to TLS (StartTLS for ldap://) and binds. Returns nullptr and sets `error`
+// (prefixed with the step that failed: "connect", "TLS", "bind") on failure.
+struct LdapDeleter {
+    void operator()(LDAP* ld) const;
+};
+using LdapHandle = std::unique_ptr<LDAP, LdapDeleter>;
+LdapHandle ldap_open_session(const LdapSettings& s, std::string& step, std::string& error);
+
+// RFC 4514 escaping of one RDN value.
+std::string ldap_escape_rdn_value(const std::string& v);
+
+// The configured LDAP target; throws std::runtime_error when this build has none (ldap_absent.cpp).
+std::unique_ptr<Target> make_ldap_target(const LdapSettings& settings);
+
+class LdapTarget : public Target {
+public:
+    explicit LdapTarget(LdapSettings settings);
+    ~LdapTarget() override;
+
+    void normalize(OrgSnapshot& desired) override;
+    std::optional<OrgSnapshot> read(std::string& error) override;
+    bool begin(std::string& error) override;
+    std::optional<std::string> apply(const Change& change) override;
+    bool commit(std::string& error) override;
+    void rollback() override {}
+
+private:
+    struct Dept {
+        std::string dn;        // the organizationalUnit ("" = not in the directory)
+        std::string group_dn;  // "" = no group
+        std::string name;
+        // Member values: lower-cased DN -> as stored; placeholders (an empty group's value) apart,
+        // so that adding or removing one member costs O(1) however large the group.
+        std::unordered_map<std::string, std::string> members;
+        std::vector<std::string> placeholders;
+        // Values naming an entry under users_dn/removed_users_dn that is no user any more (left
+        // by a run stopped between a user's modrdn and the rewrite of its references).
+        std::vector<std::string> stale;
+        std::vector<std::string> owners;
+    };
+    struct User {
+        std::string dn;
+        bool removed = false;
+        std::set<std::string> groups;  // department ids
+        std::string manager_dn;
+    };
+
+    std::optional<std::string> connect();
+    void rollback_connection();  // drops a lost connection; the next call reconnects
+    std::optional<std::string> ensure_container(const std::string& dn);
+    std::optional<std::string> apply_inner(const Change& c);
+    std::optional<std::string> put_department(const OrgDepartment& d);
+    std::optional<std::string> put_user(const OrgUser& u);
+    std::optional<std::string> disable_user(const std::string& id);
+    std::optional<std::string> delete_user(const std::string& id);
+    std::optional<std::string> delete_department(const std::string& id);
+    std::optional<std::string> add_member(const std::string& dept_id, const std::string& user_dn);
+    std::optional<std::string> remove_member(const std::string& dept_id, const std::string& user_dn);
+    std::optional<std::string> rename_references(const std::string& old_dn, const std::string& new_dn);
+    std::optional<std::string> set_owners(Dept& d, const std::vector<std::string>& leaders);
+    std::string user_dn_for(const std::string& id) const;
+    std::string placeholder(const Dept& d) const;
+    bool is_placeholder(const Dept& d, const std::string& value) const;
+    // The last operation's error text with the server's diagnostic message.
+    std::string ldap_error(const std::string& what, int rc) const;
+
+    LdapSettings s_;
+    LDAP* ld_ = nullptr;
+    std::chrono::steady_clock::time_point down_until_{};
+    std::string down_error_;
+    std::unordered_map<std::string, Dept> depts_;
+    std::unordered_map<std::string, User> users_;
+    std::unordered_map<std::string, std::string> user_by_dn_;  // lower-cased DN -> id
+    std::unordered_map<std::string, std::string> desired_dn_;  // id -> DN for users of the desired org
+};
+
+}  // namespace dingbridge::agent
