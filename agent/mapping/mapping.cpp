@@ -601,6 +601,18 @@ Mapping Mapping::from_node(const ConfigNode& root, const YAML::Node& raw, const 
                 m.skip_.push_back(r);
             }
         }
+        if (auto policy = sync->find("conflict_policy")) {
+            std::string v = policy->as_string();
+            if (v == "clear_field") m.conflict_policy_ = ConflictPolicy::clear_field;
+            else if (v == "skip_user") m.conflict_policy_ = ConflictPolicy::skip_user;
+            else policy->fail("must be clear_field or skip_user");
+        }
+        if (auto source = sync->find("manager_source")) {
+            std::string v = source->as_string();
+            if (v == "leaders") m.manager_source_ = ManagerSource::leaders;
+            else if (v == "dingtalk") m.manager_source_ = ManagerSource::dingtalk;
+            else source->fail("must be leaders or dingtalk");
+        }
         sync->reject_unknown();
     }
     if (auto removed = root.find("removed_users")) {

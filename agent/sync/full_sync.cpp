@@ -274,6 +274,7 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
     po.delete_removed_users = mapping.removed_user_action() == RemovedUserAction::del;
     if (mapping.delete_after().count() > 0)
         po.delete_disabled_before = static_cast<std::int64_t>(std::time(nullptr)) - mapping.delete_after().count();
+    po.conflict_policy = mapping.conflict_policy();
     po.frozen_users = desired.frozen_users;
     po.frozen_departments = desired.frozen_departments;
     SyncPlan plan = make_plan(desired.snapshot, *current, po);
@@ -283,6 +284,10 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
     for (const auto& s : plan.skipped) {
         history.add_item(result.run_id, RunItem{"plan", s.object_type, s.external_id, "skip", s.reason});
         spdlog::warn("run {}: skipped {} {}: {}", result.run_id, s.object_type, s.external_id, s.reason);
+    }
+    for (const auto& s : plan.conflicts) {
+        history.add_item(result.run_id, RunItem{"plan", s.object_type, s.external_id, "conflict", s.reason});
+        spdlog::warn("run {}: conflict for {} {}: {}", result.run_id, s.object_type, s.external_id, s.reason);
     }
     std::string incomplete;
     if (!read_complete)
@@ -294,6 +299,9 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
     print_counts(out, plan.counts);
     if (!incomplete.empty()) out << "  note: " << incomplete << "\n";
     if (!plan.skipped.empty()) out << "  skipped: " << plan.skipped.size() << " (see history show " << result.run_id << ")\n";
+    if (!plan.conflicts.empty())
+        out << "  conflicts: " << plan.conflicts.size() << " unique values left empty (see history show "
+            << result.run_id << ")\n";
 
     auto existing = static_cast<int>(current->users.size() + current->departments.size());
     auto over = config.max_deletes.exceeded(plan.counts.removals(), existing);
@@ -357,6 +365,7 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
                           " changes applied";
     if (counters.items_failed > 0) summary += "; " + std::to_string(counters.items_failed) + " items failed";
     if (!plan.skipped.empty()) summary += "; " + std::to_string(plan.skipped.size()) + " skipped";
+    if (!plan.conflicts.empty()) summary += "; " + std::to_string(plan.conflicts.size()) + " conflicts";
     if (!incomplete.empty()) summary += "; " + incomplete;
     if (over) summary += "; safeguard overridden with --force";
     bool partial = counters.items_failed > 0 || !incomplete.empty();

@@ -126,10 +126,8 @@ std::optional<OrgSnapshot> SqliteTarget::read(std::string& error) {
     while (st.step() == SQLITE_ROW) {
         OrgUser u;
         u.external_id = st.text(0);
-        if (!st.is_null(14)) {
-            s.removed_users.emplace(u.external_id, st.integer(14));
-            continue;
-        }
+        const bool removed = !st.is_null(14);
+        if (removed) s.removed_users.emplace(u.external_id, st.integer(14));
         u.union_id = st.text(1);
         u.username = st.text(2);
         u.display_name = st.text(3);
@@ -143,8 +141,8 @@ std::optional<OrgSnapshot> SqliteTarget::read(std::string& error) {
         u.avatar_url = st.text(11);
         u.hired_at = st.text(12);
         u.custom = parse_json_string_map(st.text(13));
-        if (auto it = memberships.find(u.external_id); it != memberships.end()) u.departments = it->second;
-        s.users.emplace(u.external_id, std::move(u));
+        if (auto it = memberships.find(u.external_id); it != memberships.end()) u.departments = std::move(it->second);
+        (removed ? s.removed_user_rows : s.users).emplace(u.external_id, std::move(u));
     }
     return s;
 }
@@ -261,9 +259,24 @@ std::optional<std::string> SqliteTarget::apply_inner(const Change& c) {
             return std::nullopt;
         }
         case ChangeKind::disable_user: {
-            Stmt& st = cached("UPDATE users SET active=0, removed_at=?2, updated_at=?2 WHERE external_id=?1");
-            if (st.ok()) st.bind(1, c.external_id).bind(2, now_s());
-            return run(st);
+            // The row stays (removed_at kept from the first disable) without its memberships;
+            // c.user, when given, carries the unique values it keeps (released ones are empty).
+            if (c.user) {
+                Stmt& st = cached("UPDATE users SET active=0, removed_at=COALESCE(removed_at, ?2), updated_at=?2, "
+                                  "username=?3, email=?4, phone=?5 WHERE external_id=?1");
+                if (st.ok())
+                    st.bind(1, c.external_id).bind(2, now_s()).bind_nullable(3, c.user->username)
+                        .bind_nullable(4, c.user->email).bind_nullable(5, c.user->phone);
+                if (auto e = run(st)) return e;
+            } else {
+                Stmt& st = cached("UPDATE users SET active=0, removed_at=COALESCE(removed_at, ?2), updated_at=?2 "
+                                  "WHERE external_id=?1");
+                if (st.ok()) st.bind(1, c.external_id).bind(2, now_s());
+                if (auto e = run(st)) return e;
+            }
+            Stmt& m = cached("DELETE FROM user_departments WHERE user_external_id=?1");
+            if (m.ok()) m.bind(1, c.external_id);
+            return run(m);
         }
         case ChangeKind::delete_user: {
             Stmt& st = cached("DELETE FROM users WHERE external_id=?1");

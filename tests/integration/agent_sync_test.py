@@ -337,30 +337,6 @@ class RemovedUsers(unittest.TestCase):
             env.stop()
 
 
-class Conflicts(unittest.TestCase):
-    def test_two_users_with_the_same_email_skip_the_later_one_with_a_reason(self):
-        env = Env(generate="users=40,departments=5,depth=2,seed=3")
-        try:
-            env.agent("sync", check=0)
-            for uid in ("dup-a", "dup-b"):
-                env.sim.admin("POST", "/_sim/user/create", {"userid": uid, "name": uid, "dept_id_list": [1],
-                                                            "email": "same@example.com"})
-            p = env.agent("sync", check=0)
-            self.assertIn("skipped: 1", p.stdout)
-            run = env.history()[0]
-            self.assertEqual(run["counts"]["create_user"], 1)
-            self.assertEqual(run["counts"]["items_skipped"], 1)
-            items = env.run_detail(run["id"])["items"]
-            self.assertEqual([(i["external_id"], i["operation"]) for i in items], [("dup-b", "skip")])
-            # username comes from the e-mail's local part, so it is the first unique field to collide
-            self.assertIn("username 'same' is already used by user dup-a", items[0]["error"])
-            users = target_org(env.target_db())["users"]
-            self.assertIn("dup-a", users)
-            self.assertNotIn("dup-b", users)
-        finally:
-            env.stop()
-
-
 class Doctor(unittest.TestCase):
     """check-config --online tells each failure apart, with what to do."""
 

@@ -1,0 +1,166 @@
+"""dingbridge-agent, issue 8 (round 2): each class reproduces one defect against the real
+dingtalk-sim + dingbridge-proxy + dingbridge-agent (see agent_env.py). Each class is one ctest
+entry (agent_<Class>)."""
+import json
+import sqlite3
+import sys
+import threading
+import time
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import agent_env  # noqa: E402
+from agent_env import Env, expected_org, target_org, diff_orgs  # noqa: E402
+
+
+def rows(env, sql, *args):
+    con = sqlite3.connect(str(env.target_db()))
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+def mapping_with(extra_sync):
+    text = (agent_env.REPO / "configs" / "mapping.yaml").read_text()
+    assert text.count("\nsync:\n") == 1
+    return text.replace("\nsync:\n", "\nsync:\n" + extra_sync)
+
+
+class Rehire(unittest.TestCase):
+    """Defect 1: a departed user's unique values must not block a new hire forever."""
+
+    def test_new_hire_reusing_a_departed_users_email_phone_and_username(self):
+        env = Env(generate="users=30,departments=4,depth=2,seed=6")
+        try:
+            env.sim.admin("POST", "/_sim/user/create", {"userid": "leaver", "name": "Jo Old", "dept_id_list": [1],
+                                                        "email": "jo@example.com", "mobile": "13800000001"})
+            env.agent("sync", check=0)
+            env.sim.admin("POST", "/_sim/user/remove", {"userid": "leaver"})
+            env.agent("sync", check=0)
+            self.assertEqual(rows(env, "SELECT active FROM users WHERE external_id='leaver'"), [(0,)])
+            # The new hire gets the same e-mail (so the same derived username) and the recycled phone.
+            env.sim.admin("POST", "/_sim/user/create", {"userid": "hire", "name": "Jo New", "dept_id_list": [1],
+                                                        "email": "jo@example.com", "mobile": "13800000001"})
+            p = env.agent("sync")
+            run = env.history()[0]
+            self.assertEqual((p.returncode, run["status"]), (0, "succeeded"), p.stdout + p.stderr)
+            hire = target_org(env.target_db())["users"]["hire"]
+            self.assertEqual((hire["username"], hire["email"], hire["phone"]), ("jo", "jo@example.com", "+8613800000001"))
+            # The departed row stays disabled; it gave its values up.
+            self.assertEqual(rows(env, "SELECT active, username, email, phone FROM users WHERE external_id='leaver'"),
+                             [(0, None, None, None)])
+            self.assertEqual(diff_orgs(expected_org(env.sim.org()), target_org(env.target_db())), [])
+            env.agent("sync", check=0)
+            self.assertEqual(env.history()[0]["counts"]["changes_planned"], 0)
+        finally:
+            env.stop()
+
+
+class Swap(unittest.TestCase):
+    """Defect 2: two users swapping a unique value converge in one run."""
+
+    def test_two_users_swap_their_emails(self):
+        env = Env(generate="users=30,departments=4,depth=2,seed=6")
+        try:
+            for uid, mail in (("sw-a", "alpha@example.com"), ("sw-b", "beta@example.com")):
+                env.sim.admin("POST", "/_sim/user/create", {"userid": uid, "name": uid, "dept_id_list": [1],
+                                                            "email": mail, "mobile": "1390000000" + uid[-1:].replace("a", "1").replace("b", "2")})
+            env.agent("sync", check=0)
+            env.sim.admin("POST", "/_sim/user/update", {"userid": "sw-a", "email": "beta@example.com",
+                                                        "mobile": "13900000002"})
+            env.sim.admin("POST", "/_sim/user/update", {"userid": "sw-b", "email": "alpha@example.com",
+                                                        "mobile": "13900000001"})
+            p = env.agent("sync")
+            run = env.history()[0]
+            self.assertEqual((p.returncode, run["status"]), (0, "succeeded"), p.stdout + p.stderr)
+            users = target_org(env.target_db())["users"]
+            self.assertEqual((users["sw-a"]["email"], users["sw-a"]["username"]), ("beta@example.com", "beta"))
+            self.assertEqual((users["sw-b"]["email"], users["sw-b"]["username"]), ("alpha@example.com", "alpha"))
+            self.assertEqual(diff_orgs(expected_org(env.sim.org()), target_org(env.target_db())), [])
+            env.agent("sync", check=0)
+            self.assertEqual(env.history()[0]["counts"]["changes_planned"], 0)
+        finally:
+            env.stop()
+
+
+class DuplicateEmail(unittest.TestCase):
+    """Defect 3: the later user of a duplicate e-mail is imported with the field left empty, recorded."""
+
+    def _two(self, env):
+        env.agent("sync", check=0)
+        for uid in ("dup-a", "dup-b"):
+            env.sim.admin("POST", "/_sim/user/create", {"userid": uid, "name": uid, "dept_id_list": [1],
+                                                        "email": "same@example.com"})
+
+    def test_clear_field_is_the_default_and_recorded(self):
+        env = Env(generate="users=40,departments=5,depth=2,seed=3")
+        try:
+            self._two(env)
+            p = env.agent("sync", check=0)
+            self.assertIn("conflicts: 2", p.stdout)
+            run = env.history()[0]
+            self.assertEqual(run["counts"]["create_user"], 2)
+            items = env.run_detail(run["id"])["items"]
+            self.assertEqual(sorted((i["external_id"], i["operation"]) for i in items),
+                             [("dup-b", "conflict"), ("dup-b", "conflict")])
+            text = " ".join(i["error"] for i in items)
+            self.assertIn("username 'same' is already used by user dup-a", text)
+            self.assertIn("email 'same@example.com' is already used by user dup-a; email left empty", text)
+            users = target_org(env.target_db())["users"]
+            self.assertEqual(users["dup-a"]["email"], "same@example.com")
+            self.assertEqual((users["dup-b"]["email"], users["dup-b"]["username"]), ("", ""))
+            self.assertEqual(users["dup-b"]["display_name"], "dup-b")
+            # Recorded again on every run while the conflict lasts, with no change planned.
+            env.agent("sync", check=0)
+            run = env.history()[0]
+            self.assertEqual(run["counts"]["changes_planned"], 0)
+            self.assertEqual(len(env.run_detail(run["id"])["items"]), 2)
+        finally:
+            env.stop()
+
+    def test_skip_user_policy(self):
+        env = Env(generate="users=40,departments=5,depth=2,seed=3",
+                  mapping_text=mapping_with("  conflict_policy: skip_user\n").replace(
+                      "  conflict_policy: clear_field\n", ""))
+        try:
+            self._two(env)
+            p = env.agent("sync", check=0)
+            self.assertIn("skipped: 1", p.stdout)
+            items = env.run_detail(env.history()[0]["id"])["items"]
+            self.assertEqual([(i["external_id"], i["operation"]) for i in items], [("dup-b", "skip")])
+            self.assertNotIn("dup-b", target_org(env.target_db())["users"])
+        finally:
+            env.stop()
+
+
+class DisabledMemberships(unittest.TestCase):
+    """Defect 4: a disabled user keeps no department memberships."""
+
+    def test_disabled_user_is_no_longer_a_member(self):
+        env = Env(generate="users=30,departments=4,depth=2,seed=6")
+        try:
+            env.agent("sync", check=0)
+            victim = env.sim.org()["users"][2]["userid"]
+            self.assertTrue(rows(env, "SELECT 1 FROM user_departments WHERE user_external_id=?", victim))
+            env.sim.admin("POST", "/_sim/user/remove", {"userid": victim})
+            env.agent("sync", check=0)
+            self.assertEqual(rows(env, "SELECT active FROM users WHERE external_id=?", victim), [(0,)])
+            self.assertEqual(rows(env, "SELECT * FROM user_departments WHERE user_external_id=?", victim), [])
+            # A row an older version left with memberships loses them on the next run, and that
+            # is not counted as a removal.
+            con = sqlite3.connect(str(env.target_db()))
+            con.execute("INSERT INTO user_departments VALUES(?, '1', 0, 0, 0)", (victim,))
+            con.commit()
+            con.close()
+            env.agent("sync", check=0)
+            run = env.history()[0]
+            self.assertEqual((run["counts"]["disable_user"], run["counts"]["update_user"]), (0, 1))
+            self.assertEqual(rows(env, "SELECT * FROM user_departments WHERE user_external_id=?", victim), [])
+        finally:
+            env.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
