@@ -102,21 +102,28 @@ void DingTalkClient::start(Pending p) {
 }
 
 void DingTalkClient::retry_later(Pending p, const ApiFailure& f) {
-    ++p.attempt;
-    if (p.attempt >= settings_.max_attempts) {
-        spdlog::warn("{}: giving up after {} attempts: {}", p.api, p.attempt, f.message());
+    // Throttle answers mean "slower", not "broken": while the rate adapts they get a larger
+    // budget than other failures (still bounded: a throttle that never ends gives up).
+    if (f.kind == FailureKind::throttle) ++p.throttles;
+    else ++p.attempt;
+    if (p.attempt >= settings_.max_attempts || p.throttles >= 3 * settings_.max_attempts) {
+        spdlog::warn("{}: giving up after {} attempts: {}", p.api, p.attempt + p.throttles, f.message());
         p.failed(f);
         return;
     }
     ++stats_.retries;
     auto cap = std::min<std::int64_t>(settings_.backoff_max.count(),
-                                      settings_.backoff_base.count() << std::min(p.attempt, 16));
+                                      settings_.backoff_base.count() << std::min(p.attempt + p.throttles, 16));
     std::uniform_int_distribution<std::int64_t> jitter(cap / 2, std::max<std::int64_t>(cap, 1));
     std::int64_t delay = jitter(rng_);
     if (f.kind == FailureKind::throttle) {
         ++stats_.throttled;
         delay = std::max<std::int64_t>(delay, 1000);  // §4: sleep about 1 s
-        limiter_.penalize(p.api, Clock::now());
+        if (limiter_.on_throttle(p.api, Clock::now())) {
+            ++stats_.rate_cuts;
+            spdlog::warn("{}: DingTalk throttled the call ({}); lowering this API's rate to {:.1f}/s", p.api,
+                         f.sub_code.empty() ? std::to_string(f.errcode) : f.sub_code, limiter_.rate(p.api));
+        }
     }
     spdlog::debug("{}: retry {} in {} ms: {}", p.api, p.attempt, delay, f.message());
     p.not_before = Clock::now() + std::chrono::milliseconds(delay);
@@ -136,7 +143,10 @@ void DingTalkClient::on_response(Pending p, HttpResponse&& r) {
         return;
     }
     std::optional<ApiFailure> f = p.handler(r.body);
-    if (!f) return;
+    if (!f) {
+        limiter_.on_success(p.api);
+        return;
+    }
     if (f->request_id.empty()) f->request_id = request_id_of(r);
     if (r.status != 200 && f->kind == FailureKind::malformed) {
         f->kind = FailureKind::http_status;

@@ -52,7 +52,7 @@ struct MergedUser {
         bool leader = false;
     };
     std::vector<Place> places;   // one per department page that listed the user
-    std::string manager_userid;  // 直属主管, only from /topapi/v2/user/get (empty otherwise)
+    std::string manager_userid{};  // 直属主管, only from /topapi/v2/user/get (empty otherwise)
 };
 
 // /topapi/v2/user/get result (dingtalk-api.md §3): the list item's fields (item.dept_order and

@@ -130,6 +130,22 @@ error_code walk_envelope(std::string& body, Envelope& env, F&& on_result, std::s
     return simdjson::SUCCESS;
 }
 
+// The request id of a body that does not parse (DingTalk puts it last; a cut body may still
+// carry it when the break is elsewhere): "request_id":"<id>" found textually, else empty.
+std::string request_id_in_raw(std::string_view body) {
+    constexpr std::string_view key = "\"request_id\"";
+    auto p = body.rfind(key);
+    if (p == std::string_view::npos) return {};
+    p += key.size();
+    while (p < body.size() && (body[p] == ' ' || body[p] == ':')) ++p;
+    if (p >= body.size() || body[p] != '"') return {};
+    auto e = ++p;
+    while (e < body.size() && e - p < 64 && (std::isalnum(static_cast<unsigned char>(body[e])) || body[e] == '-' || body[e] == '_'))
+        ++e;
+    if (e >= body.size() || body[e] != '"' || e == p) return {};
+    return std::string(body.substr(p, e - p));
+}
+
 template <class T, class F>
 Outcome<T> parse_with(std::string_view api, std::string& body, bool need_result, F&& on_result) {
     Envelope env;
@@ -148,6 +164,7 @@ Outcome<T> parse_with(std::string_view api, std::string& body, bool need_result,
             return f;
         }
         f.kind = FailureKind::malformed;
+        if (f.request_id.empty()) f.request_id = request_id_in_raw(body);
         f.detail = std::string(simdjson::error_message(err));
         if (!where.empty()) f.detail += " in field '" + where + "'";
         return f;

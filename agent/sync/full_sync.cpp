@@ -88,9 +88,9 @@ std::string json_body_users(std::int64_t id, std::int64_t cursor) {
 class TreeWalk {
 public:
     TreeWalk(dingtalk::DingTalkClient& client, const Mapping& mapping, std::int64_t root, HistoryStore& history,
-             std::int64_t run_id, RunCounters& counters, const std::vector<std::string>& secrets)
+             std::int64_t run_id, RunCounters& counters, const std::vector<std::string>& secrets, bool& history_failed)
         : client_(client), mapping_(mapping), history_(history), run_id_(run_id), counters_(counters),
-          secrets_(secrets) {
+          secrets_(secrets), history_failed_(history_failed) {
         fetched_.root_id = root;
     }
 
@@ -103,7 +103,8 @@ private:
         ++counters_.items_failed;
         std::string msg = redact(f.message(), secrets_);
         spdlog::error("department {}: {}", dept, msg);
-        history_.add_item(run_id_, RunItem{"fetch", "department", std::to_string(dept), f.api, msg});
+        if (!history_.add_item(run_id_, RunItem{"fetch", "department", std::to_string(dept), f.api, msg}))
+            history_failed_ = true;
     }
 
     void visit(std::int64_t id) {
@@ -145,9 +146,9 @@ private:
                          auto& p = r.value();
                          if (p.has_more && (p.next_cursor <= cursor || p.next_cursor > 100000)) {
                              ApiFailure f;
-                             f.kind = FailureKind::malformed;
+                             f.kind = FailureKind::api;  // DingTalk answers the same again: not retried
                              f.api = "/topapi/v2/user/list";
-                             f.detail = "next_cursor " + std::to_string(p.next_cursor) + " does not advance from " +
+                             f.errmsg = "next_cursor " + std::to_string(p.next_cursor) + " does not advance from " +
                                         std::to_string(cursor);
                              return f;
                          }
@@ -165,6 +166,7 @@ private:
     std::int64_t run_id_;
     RunCounters& counters_;
     const std::vector<std::string>& secrets_;
+    bool& history_failed_;
     FetchedOrg fetched_;
     std::set<std::int64_t> seen_;
 };
@@ -195,11 +197,28 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
     RunCounters counters;
     const auto secrets = config.secrets();
     result.run_id = history.start_run("full", options.trigger, options.dry_run);
+    if (result.run_id == 0) {
+        // No record, no run: a sync must never change the target without its history.
+        result.status = "failed";
+        result.message = "cannot record the run in the state database (" + history.last_error() +
+                         "); nothing was fetched or applied";
+        spdlog::error("{}", result.message);
+        return result;
+    }
     spdlog::info("run {}: full sync{} started", result.run_id, options.dry_run ? " (dry run)" : "");
+    bool history_failed = false;  // some history write failed: apply nothing
+    auto record = [&](const RunItem& item) {
+        if (!history.add_item(result.run_id, item)) history_failed = true;
+    };
     auto finish = [&](const std::string& status, const std::string& message) {
         result.status = status;
         result.message = redact(message, secrets);
-        history.finish_run(result.run_id, status, result.message, counters);
+        if (!history.finish_run(result.run_id, status, result.message, counters)) {
+            spdlog::error("run {}: the outcome could not be recorded in the state database: {}", result.run_id,
+                          history.last_error());
+            result.message += " (not recorded in the history: " + history.last_error() + ")";
+            if (result.status == "succeeded") result.status = "partial";
+        }
         if (status == "succeeded") spdlog::info("run {}: {}: {}", result.run_id, status, result.message);
         else spdlog::error("run {}: {}: {}", result.run_id, status, result.message);
         return result;
@@ -207,7 +226,7 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
 
     // ---- fetch ----
     dingtalk::DingTalkClient client(config.client);
-    TreeWalk walk(client, mapping, config.root_department, history, result.run_id, counters, secrets);
+    TreeWalk walk(client, mapping, config.root_department, history, result.run_id, counters, secrets, history_failed);
     walk.start();
     const bool tty = isatty(STDERR_FILENO) != 0;
     auto last_log = Clock::now();
@@ -282,12 +301,22 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
     count_plan(plan, counters);
     counters.items_skipped = static_cast<std::int64_t>(plan.skipped.size());
     for (const auto& s : plan.skipped) {
-        history.add_item(result.run_id, RunItem{"plan", s.object_type, s.external_id, "skip", s.reason});
+        record(RunItem{"plan", s.object_type, s.external_id, "skip", s.reason});
         spdlog::warn("run {}: skipped {} {}: {}", result.run_id, s.object_type, s.external_id, s.reason);
     }
     for (const auto& s : plan.conflicts) {
-        history.add_item(result.run_id, RunItem{"plan", s.object_type, s.external_id, "conflict", s.reason});
+        record(RunItem{"plan", s.object_type, s.external_id, "conflict", s.reason});
         spdlog::warn("run {}: conflict for {} {}: {}", result.run_id, s.object_type, s.external_id, s.reason);
+    }
+    // A partial run names what it left alone: every department whose DingTalk state is unknown.
+    {
+        std::set<std::string> untouched(desired.frozen_departments.begin(), desired.frozen_departments.end());
+        if (!read_complete)  // below a failed read: never seen this time, kept as the target has them
+            for (const auto& [id, d] : current->departments)
+                if (!desired.snapshot.departments.count(id)) untouched.insert(id);
+        for (const auto& id : untouched)
+            record(RunItem{"plan", "department", id, "untouched",
+                           "not read completely from DingTalk; it and its members were left as they are in the target"});
     }
     std::string incomplete;
     if (!read_complete)
@@ -323,6 +352,10 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
     if (over && !options.force) return finish("aborted", *over);
 
     // ---- apply: one transaction, one savepoint per change ----
+    // Nothing is applied unless the history can hold its record (checked once more right here).
+    if (history_failed || !history.update_progress(result.run_id, counters))
+        return finish("failed", "cannot write the run's history to the state database (" + history.last_error() +
+                                    "); nothing was applied");
     if (!target.begin(error)) return finish("failed", "cannot start the target transaction: " + error);
     auto last_apply_log = Clock::now();
     constexpr std::size_t kBatch = 128;  // changes per target batch (one SAVEPOINT while none fails)
@@ -336,7 +369,7 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
             ++counters.items_failed;
             std::string msg = redact(*e, secrets);
             spdlog::error("run {}: {} {} failed: {}", result.run_id, change_kind_name(c.kind), c.external_id, msg);
-            history.add_item(result.run_id, RunItem{"apply",
+            record(RunItem{"apply",
                                                     c.kind == ChangeKind::create_department ||
                                                             c.kind == ChangeKind::update_department ||
                                                             c.kind == ChangeKind::delete_department
@@ -356,6 +389,13 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
         }
     }
     if (tty) std::fprintf(stderr, "\r\033[K");
+    // The record of what is about to be committed must be stored first.
+    if (history_failed || !history.update_progress(result.run_id, counters)) {
+        target.rollback();
+        counters.changes_applied = 0;
+        return finish("failed", "cannot write the run's history to the state database (" + history.last_error() +
+                                    "); the target transaction was rolled back, nothing was applied");
+    }
     if (!target.commit(error)) {
         target.rollback();
         counters.changes_applied = 0;

@@ -46,8 +46,13 @@ BOOST_AUTO_TEST_CASE(malformed_and_wrong_types_are_errors_not_crashes) {
         BOOST_TEST_INFO(body);
         BOOST_REQUIRE(!r.ok());
         BOOST_TEST((r.failure().kind == FailureKind::malformed));
-        BOOST_TEST(!r.failure().retryable());
+        BOOST_TEST(r.failure().retryable());  // truncated/garbled answers are retried like 5xx
     }
+    // The request id is named when the broken body still carries it.
+    std::string body = R"({"errcode":0,"result":{"list":[{"userid":<html>}]},"request_id":"req-77"})";
+    auto r = parse_user_list("/topapi/v2/user/list", body);
+    BOOST_REQUIRE(!r.ok());
+    BOOST_TEST(r.failure().message().find("request id req-77") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(per_ip_deny_page_is_named) {

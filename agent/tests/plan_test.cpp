@@ -308,4 +308,33 @@ BOOST_AUTO_TEST_CASE(limiter_never_exceeds_rate) {
     BOOST_TEST((ready - t == std::chrono::milliseconds(200)));
 }
 
+BOOST_AUTO_TEST_CASE(limiter_backs_off_on_throttle_and_recovers) {
+    using dingbridge::agent::dingtalk::RateLimiter;
+    RateLimiter l(20, 1);
+    auto t = std::chrono::steady_clock::time_point{} + std::chrono::seconds(100);
+    std::chrono::steady_clock::time_point ready;
+    BOOST_TEST(l.try_take("/a", t, ready));
+    BOOST_TEST(l.on_throttle("/a", t));
+    BOOST_TEST(l.rate("/a") == 10.0);
+    // The other answers of the same burst do not cut again within a second.
+    BOOST_TEST(!l.on_throttle("/a", t + std::chrono::milliseconds(300)));
+    BOOST_TEST(l.rate("/a") == 10.0);
+    BOOST_TEST(l.on_throttle("/a", t + std::chrono::milliseconds(1300)));
+    BOOST_TEST(l.rate("/a") == 5.0);
+    BOOST_TEST(l.rate("/b") == 20.0);  // per API
+    // Calls now come at the lowered rate: at most 5 in a second.
+    int taken = 0;
+    auto t2 = t + std::chrono::seconds(3);
+    for (int ms = 0; ms < 1000; ++ms)
+        if (l.try_take("/a", t2 + std::chrono::milliseconds(ms), ready)) ++taken;
+    BOOST_TEST(taken <= 6);
+    BOOST_TEST(taken >= 4);
+    // Never below the floor.
+    for (int i = 0; i < 20; ++i) (void)l.on_throttle("/a", t + std::chrono::seconds(10 + 2 * i));
+    BOOST_TEST(l.rate("/a") == RateLimiter::min_rate);
+    // Successes bring it back to the configured rate, not above.
+    for (int i = 0; i < 200; ++i) l.on_success("/a");
+    BOOST_TEST(l.rate("/a") == 20.0);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

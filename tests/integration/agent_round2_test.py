@@ -105,6 +105,8 @@ class DuplicateEmail(unittest.TestCase):
             items = env.run_detail(run["id"])["items"]
             self.assertEqual(sorted((i["external_id"], i["operation"]) for i in items),
                              [("dup-b", "conflict"), ("dup-b", "conflict")])
+            # Every item carries the time it was recorded.
+            self.assertTrue(all(len(i["at"]) == 24 and i["at"].endswith("Z") for i in items), items)
             text = " ".join(i["error"] for i in items)
             self.assertIn("username 'same' is already used by user dup-a", text)
             self.assertIn("email 'same@example.com' is already used by user dup-a; email left empty", text)
@@ -158,6 +160,98 @@ class DisabledMemberships(unittest.TestCase):
             run = env.history()[0]
             self.assertEqual((run["counts"]["disable_user"], run["counts"]["update_user"]), (0, 1))
             self.assertEqual(rows(env, "SELECT * FROM user_departments WHERE user_external_id=?", victim), [])
+        finally:
+            env.stop()
+
+
+class TruncatedRoot(unittest.TestCase):
+    """Defect 5: a truncated answer (here the root department's department/get) is retried like 5xx."""
+
+    def test_truncated_root_department_get_is_retried(self):
+        env = Env(generate="users=60,departments=8,depth=2,seed=5")
+        try:
+            # The root's department/get is the first one the agent sends.
+            env.sim.admin("POST", "/_sim/faults", [
+                {"path": "/topapi/v2/department/get", "kind": "truncated", "count": 1},
+                {"path": "/topapi/v2/user/list", "kind": "malformed", "count": 1}])
+            p = env.agent("sync")
+            run = env.history()[0]
+            self.assertEqual((p.returncode, run["status"]), (0, "succeeded"), p.stdout + p.stderr)
+            self.assertGreaterEqual(run["counts"]["retries"], 2)
+            self.assertEqual(env.run_detail(run["id"])["items"], [])
+            self.assertTrue(all(f["remaining"] == 0 for f in env.sim.admin("GET", "/_sim/faults")))
+            self.assertEqual(diff_orgs(expected_org(env.sim.org()), target_org(env.target_db())), [])
+        finally:
+            env.stop()
+
+
+class AdaptiveRate(unittest.TestCase):
+    """Defect 6: configured faster than DingTalk allows, the agent lowers its rate on 90018 and
+    the run ends with no department failed."""
+
+    def test_qps_above_dingtalks_limit_adapts(self):
+        env = Env(generate="users=300,departments=40,depth=3,seed=8", qps=4, agent_qps=20, concurrency=4)
+        try:
+            p = env.agent("sync")
+            run = env.history()[0]
+            items = env.run_detail(run["id"])["items"]
+            self.assertEqual((p.returncode, run["status"], items), (0, "succeeded", []), p.stderr[-3000:])
+            stats = env.sim.stats()
+            self.assertGreater(stats["throttled"], 0, "the simulator's limit was never reached")
+            self.assertIn("lowering this API's rate", p.stderr)
+            # Far fewer throttled answers than calls: the rate itself came down.
+            self.assertLess(stats["throttled"], stats["total_calls"] // 2, stats)
+            self.assertEqual(diff_orgs(expected_org(env.sim.org()), target_org(env.target_db())), [])
+        finally:
+            env.stop()
+
+
+class LockedStateDb(unittest.TestCase):
+    """Defect 7: no apply without its history record."""
+
+    def test_locked_state_database_applies_nothing(self):
+        env = Env(generate="users=40,departments=5,depth=2,seed=3")
+        try:
+            env.agent("history", check=0)  # creates state.db
+            con = sqlite3.connect(str(env.state / "state.db"), isolation_level=None)
+            con.execute("BEGIN EXCLUSIVE")
+            try:
+                p = env.agent("sync", timeout=120)
+            finally:
+                con.execute("ROLLBACK")
+                con.close()
+            self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+            self.assertIn("cannot record the run in the state database", p.stdout + p.stderr)
+            self.assertNotIn("run 0", p.stdout)
+            self.assertEqual(target_org(env.target_db())["users"], {})
+            self.assertEqual(env.history(), [])
+            env.agent("sync", check=0)
+            self.assertEqual(env.history()[0]["status"], "succeeded")
+            self.assertEqual(diff_orgs(expected_org(env.sim.org()), target_org(env.target_db())), [])
+        finally:
+            env.stop()
+
+
+class PartialRun(unittest.TestCase):
+    """Defect 9: a partial run lists the departments it left untouched."""
+
+    def test_untouched_departments_are_listed(self):
+        env = Env(generate="users=60,departments=8,depth=2,seed=5")
+        try:
+            env.agent("sync", check=0)
+            dept_ids = {str(d["dept_id"]) for d in env.sim.org()["departments"]}
+            sub = [d for d in env.sim.org()["departments"] if d.get("parent_id") == 1][0]
+            # Every listsub of that department fails: its subtree is unknown.
+            env.sim.admin("POST", "/_sim/faults", {"path": "/topapi/v2/department/listsub", "kind": "busy",
+                                                   "probability": 1.0})
+            p = env.agent("sync")
+            self.assertEqual(p.returncode, 3, p.stdout + p.stderr)
+            run = env.history()[0]
+            self.assertEqual(run["status"], "partial")
+            items = env.run_detail(run["id"])["items"]
+            untouched = {i["external_id"] for i in items if i["operation"] == "untouched"}
+            self.assertEqual(untouched, dept_ids)
+            self.assertTrue(str(sub["dept_id"]) in untouched)
         finally:
             env.stop()
 

@@ -201,15 +201,17 @@ class Faults(unittest.TestCase):
             # A user leaves; the next read is incomplete, so that removal must not be applied.
             victim = env.sim.org()["users"][3]["userid"]
             env.sim.admin("POST", "/_sim/user/remove", {"userid": victim})
-            env.sim.admin("POST", "/_sim/faults", {"path": "/topapi/v2/user/list", "kind": "malformed", "count": 1})
+            # Malformed answers are retried (issue 8); one that stays malformed fails its department.
+            env.sim.admin("POST", "/_sim/faults", {"path": "/topapi/v2/user/list", "kind": "malformed"})
             p = env.agent("sync")
+            env.sim.admin("DELETE", "/_sim/faults")
             self.assertIn(p.returncode, (1, 3), p.stdout + p.stderr)
             run = env.history()[0]
             self.assertIn(run["status"], ("partial", "failed"))
             self.assertIn("incomplete", run["message"])
             detail = env.run_detail(run["id"])
             errors = [i for i in detail["items"] if i["phase"] == "fetch"]
-            self.assertEqual(len(errors), 1, detail)
+            self.assertGreaterEqual(len(errors), 1, detail)
             self.assertIn("/topapi/v2/user/list", errors[0]["error"])
             self.assertIn("malformed", errors[0]["error"])
             self.assertIn("request id", errors[0]["error"])
