@@ -62,6 +62,7 @@ void DingTalkClient::call(const std::string& api, std::string json_body, Handler
     p.body = std::move(json_body);
     p.handler = std::move(handler);
     p.failed = std::move(failed);
+    ++stats_.calls_by_api[api];
     queues_[api].push_back(std::move(p));
 }
 
@@ -174,6 +175,7 @@ void DingTalkClient::start_token_fetch() {
     token_fetching_ = true;
     ++stats_.token_fetches;
     ++stats_.requests;
+    ++stats_.calls_by_api["/gettoken"];
     HttpRequest req;
     req.method = "GET";
     Clock::time_point ignored;

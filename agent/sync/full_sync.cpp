@@ -14,6 +14,7 @@
 #include "agent/dingtalk/parse.h"
 #include "agent/org/plan.h"
 #include "agent/sync/build.h"
+#include "shared/log.h"
 
 namespace dingbridge::agent {
 
@@ -251,15 +252,45 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
         }
     };
     auto fatal = client.run(tick);
+    FetchedOrg& fetched = walk.fetched();
+    // manager_source: dingtalk: 直属主管 is only in v2/user/get, one call per user.
+    if (!fatal && mapping.manager_source() == ManagerSource::dingtalk) {
+        for (auto& [userid, m] : fetched.users) {
+            client.call("/topapi/v2/user/get", "{\"userid\":\"" + json_escape(userid) + "\",\"language\":\"zh_CN\"}",
+                        [&m](std::string& body) -> std::optional<ApiFailure> {
+                            auto r = dingtalk::parse_user_get("/topapi/v2/user/get", body);
+                            if (!r.ok()) return r.failure();
+                            m.manager_userid = std::move(r.value().manager_userid);
+                            return std::nullopt;
+                        },
+                        [&, id = userid](const ApiFailure& f) {
+                            if (f.kind == FailureKind::not_found) return;  // left meanwhile: no manager
+                            fetched.failed_users.insert(id);
+                            ++counters.items_failed;
+                            record(RunItem{"fetch", "user", id, f.api, redact(f.message(), secrets)});
+                        });
+        }
+        fatal = client.run(tick);
+    }
     if (tty) std::fprintf(stderr, "\r\033[K");
     tick();
     if (fatal) return finish("failed", explain_failure(*fatal, config));
-    FetchedOrg& fetched = walk.fetched();
     if (!fetched.departments.count(config.root_department))
         return finish("failed", "the root department " + std::to_string(config.root_department) +
                                     " could not be read; nothing was applied");
     spdlog::info("run {}: fetched {} departments, {} users in {} requests", result.run_id, fetched.departments.size(),
                  fetched.users.size(), client.stats().requests);
+    {
+        // What a full sync with this mapping costs in metered DingTalk calls (retries aside).
+        std::uint64_t total = 0;
+        std::string by_api;
+        for (const auto& [api, n] : client.stats().calls_by_api) {
+            total += n;
+            by_api += (by_api.empty() ? "" : ", ") + api + " " + std::to_string(n);
+        }
+        out << "DingTalk calls for a full sync: " << total << " (" << by_api << "); this run sent "
+            << client.stats().requests << " requests including retries\n";
+    }
 
     // ---- build + validate ----
     if (!fetched.problems.empty()) {
@@ -267,7 +298,7 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
         if (fetched.problems.size() > 1) m += " (and " + std::to_string(fetched.problems.size() - 1) + " more)";
         return finish("failed", m + "; nothing was applied");
     }
-    const bool read_complete = fetched.complete();
+    const bool read_complete = fetched.complete() && fetched.failed_users.empty();
     const std::size_t failed_departments = fetched.failed_departments.size();
     // Frees each fetched user once mapped: the raw and mapped users are never both held in full.
     DesiredOrg desired = build_desired(std::move(fetched), mapping);

@@ -256,5 +256,60 @@ class PartialRun(unittest.TestCase):
             env.stop()
 
 
+class ManagerFromDingTalk(unittest.TestCase):
+    """Point 8: manager_source: dingtalk takes 直属主管 (manager_userid) from v2/user/get, cycles
+    kept; leaders (the default) costs no user/get call."""
+
+    ORG = {
+        "departments": [{"dept_id": 1, "name": "Root"}, {"dept_id": 2, "name": "研发部", "parent_id": 1}],
+        "users": [
+            {"userid": "boss", "name": "Boss", "dept_id_list": [1], "leader_in_dept": [{"dept_id": 1, "leader": True}]},
+            {"userid": "a", "name": "A", "dept_id_list": [2], "manager_userid": "b"},
+            {"userid": "b", "name": "B", "dept_id_list": [2], "manager_userid": "a"},
+            {"userid": "c", "name": "C 🚀", "dept_id_list": [2, 1], "manager_userid": "a"},
+            {"userid": "d", "name": "D", "dept_id_list": [2], "manager_userid": "ghost"},
+            {"userid": "e", "name": "E", "dept_id_list": [2]},
+        ],
+    }
+
+    def _env(self, source):
+        import tempfile
+        self.fixture = Path(tempfile.mkdtemp()) / "org.json"
+        self.fixture.write_text(json.dumps(self.ORG))
+        return Env(generate=None, sim_extra=("--org", str(self.fixture)),
+                   mapping_text=mapping_with(f"  manager_source: {source}\n").replace(
+                       "  manager_source: leaders\n", ""))
+
+    def test_manager_from_dingtalk_with_a_cycle(self):
+        env = self._env("dingtalk")
+        try:
+            p = env.agent("sync", check=0)
+            users = target_org(env.target_db())["users"]
+            managers = {u: users[u]["manager"] for u in users}
+            self.assertEqual(managers, {"boss": "", "a": "b", "b": "a", "c": "a", "d": "", "e": ""})
+            stats = env.sim.stats()
+            self.assertEqual(stats["apis"]["/topapi/v2/user/get"]["calls"], 6)  # one per user
+            self.assertIn("/topapi/v2/user/get 6", p.stdout)
+            # A change of 直属主管 in DingTalk reaches the target; nothing else changes.
+            env.sim.admin("POST", "/_sim/user/update", {"userid": "e", "manager_userid": "c"})
+            env.agent("sync", check=0)
+            run = env.history()[0]
+            self.assertEqual(run["counts"]["update_user"], 1)
+            self.assertEqual(target_org(env.target_db())["users"]["e"]["manager"], "c")
+        finally:
+            env.stop()
+
+    def test_manager_from_leaders_costs_no_user_get(self):
+        env = self._env("leaders")
+        try:
+            env.agent("sync", check=0)
+            users = target_org(env.target_db())["users"]
+            self.assertEqual(users["a"]["manager"], "boss")
+            self.assertEqual(users["boss"]["manager"], "")
+            self.assertNotIn("/topapi/v2/user/get", env.sim.stats()["apis"])
+        finally:
+            env.stop()
+
+
 if __name__ == "__main__":
     unittest.main()
