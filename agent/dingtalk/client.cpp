@@ -66,6 +66,17 @@ void DingTalkClient::call(const std::string& api, std::string json_body, Handler
     queues_[api].push_back(std::move(p));
 }
 
+void DingTalkClient::call_get(const std::string& api, std::string query, Handler handler, Failed failed) {
+    Pending p;
+    p.api = api;
+    p.query = std::move(query);
+    p.get = true;
+    p.handler = std::move(handler);
+    p.failed = std::move(failed);
+    ++stats_.calls_by_api[api];
+    queues_[api].push_back(std::move(p));
+}
+
 ApiFailure DingTalkClient::transport_failure(const std::string& api, const HttpResponse& r) const {
     ApiFailure f;
     f.api = api;
@@ -94,9 +105,13 @@ ApiFailure DingTalkClient::transport_failure(const std::string& api, const HttpR
 
 void DingTalkClient::start(Pending p) {
     HttpRequest req;
-    req.method = "POST";
+    req.method = p.get ? "GET" : "POST";
     req.url = url_for(p.api);
-    req.body = p.body;
+    if (p.get) {
+        if (!p.query.empty()) req.url += "&" + p.query;
+    } else {
+        req.body = p.body;
+    }
     ++stats_.requests;
     auto holder = std::make_shared<Pending>(std::move(p));
     transport_.submit(std::move(req), [this, holder](HttpResponse&& r) { on_response(std::move(*holder), std::move(r)); });

@@ -58,6 +58,9 @@ public:
 
     // Queues a topapi POST with a JSON body.
     void call(const std::string& api, std::string json_body, Handler handler, Failed failed);
+    // Queues a GET of a plain oapi path (e.g. /department/list); `query` is appended after the
+    // access token ("id=1&fetch_child=true").
+    void call_get(const std::string& api, std::string query, Handler handler, Failed failed);
 
     // Runs queued calls until none is left; `tick` is called about every 200 ms. Returns the
     // fatal failure that stopped the run, if any (pending calls are then dropped).
@@ -74,6 +77,8 @@ private:
     struct Pending {
         std::string api;
         std::string body;
+        std::string query;  // GET only
+        bool get = false;
         Handler handler;
         Failed failed;
         int attempt = 0;

@@ -87,7 +87,8 @@ struct Envelope {
 
 // Walks the top-level object once; `on_result` parses the "result" value in place.
 template <class F>
-error_code walk_envelope(std::string& body, Envelope& env, F&& on_result, std::string& where) {
+error_code walk_envelope(std::string& body, Envelope& env, F&& on_result, std::string& where,
+                         std::string_view result_key = "result") {
     body.reserve(body.size() + simdjson::SIMDJSON_PADDING);
     simdjson::padded_string_view view(body.data(), body.size(), body.capacity());
     od::document doc;
@@ -121,7 +122,7 @@ error_code walk_envelope(std::string& body, Envelope& env, F&& on_result, std::s
             DB_TRY(read_string(v, env.sub_msg));
         } else if (key == "request_id") {
             DB_TRY(read_string(v, env.request_id));
-        } else if (key == "result") {
+        } else if (key == result_key) {
             env.has_result = true;
             DB_TRY(on_result(v));
         }
@@ -147,10 +148,11 @@ std::string request_id_in_raw(std::string_view body) {
 }
 
 template <class T, class F>
-Outcome<T> parse_with(std::string_view api, std::string& body, bool need_result, F&& on_result) {
+Outcome<T> parse_with(std::string_view api, std::string& body, bool need_result, F&& on_result,
+                      std::string_view result_key = "result") {
     Envelope env;
     std::string where;
-    error_code err = walk_envelope(body, env, on_result, where);
+    error_code err = walk_envelope(body, env, on_result, where, result_key);
     ApiFailure f;
     f.api = std::string(api);
     f.request_id = env.request_id;
@@ -404,6 +406,36 @@ Outcome<std::vector<DeptSummary>> parse_listsub(std::string_view api, std::strin
         return simdjson::SUCCESS;
     };
     auto r = parse_with<std::vector<DeptSummary>>(api, body, true, on_result);
+    if (!r.ok()) return r.failure();
+    return out;
+}
+
+Outcome<std::vector<DeptSummary>> parse_legacy_department_list(std::string_view api, std::string& body) {
+    std::vector<DeptSummary> out;
+    auto on_result = [&](od::value v) -> error_code {
+        od::array a;
+        DB_TRY(v.get_array().get(a));
+        for (auto ir : a) {
+            od::value iv;
+            DB_TRY(std::move(ir).get(iv));
+            od::object o;
+            DB_TRY(iv.get_object().get(o));
+            DeptSummary d;
+            for (auto fr : o) {
+                od::field f;
+                DB_TRY(std::move(fr).get(f));
+                std::string_view k;
+                DB_TRY(f.unescaped_key().get(k));
+                if (k == "id") DB_TRY(read_int(f.value(), d.dept_id));
+                else if (k == "name") DB_TRY(read_string(f.value(), d.name));
+                else if (k == "parentid") DB_TRY(read_int(f.value(), d.parent_id));
+            }
+            if (d.dept_id <= 0 || d.parent_id <= 0) return simdjson::INCORRECT_TYPE;
+            out.push_back(std::move(d));
+        }
+        return simdjson::SUCCESS;
+    };
+    auto r = parse_with<std::vector<DeptSummary>>(api, body, true, on_result, "department");
     if (!r.ok()) return r.failure();
     return out;
 }

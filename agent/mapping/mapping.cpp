@@ -632,6 +632,18 @@ Mapping Mapping::from_node(const ConfigNode& root, const YAML::Node& raw, const 
     return m;
 }
 
+bool Mapping::needs_department_get() const {
+    // kDeptFields: 0 dept_id, 1 name, 2 parent_id are in every department listing.
+    for (const auto& [field, t] : dept_)
+        for (const auto& part : t.parts) {
+            if (!part.expr) continue;
+            if (part.expr->field > 2) return true;
+            for (const auto& f : part.expr->filters)
+                if (f.op == Filter::Op::default_field && f.field > 2) return true;
+        }
+    return false;
+}
+
 OrgDepartment Mapping::map_department(const dingtalk::DeptDetail& d) const {
     auto get = [&](int id) { return dept_field(d, id); };
     OrgDepartment o;

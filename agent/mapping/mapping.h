@@ -96,6 +96,10 @@ public:
     // With `disable`: delete users disabled longer than this (0 = never).
     std::chrono::seconds delete_after() const { return delete_after_; }
     ConflictPolicy conflict_policy() const { return conflict_policy_; }
+    // Whether the department templates read a field only /topapi/v2/department/get carries
+    // (anything but dept_id, name, parent_id). When not, a full sync skips department/get and
+    // takes department leaders from the user pages' leader flags.
+    bool needs_department_get() const;
     ManagerSource manager_source() const { return manager_source_; }
 
 private:

@@ -69,7 +69,12 @@ DesiredOrg build(FetchedOrg& fetched, const Mapping& mapping, bool drain) {
             od.parent_external_id = std::to_string(d.parent_id);
         }
         if (!include_all && tops.count(id)) od.parent_external_id.clear();
-        od.leaders = d.manager_userids;
+        if (fetched.leaders_from_pages) {
+            auto pl = fetched.page_leaders.find(id);
+            if (pl != fetched.page_leaders.end()) od.leaders = pl->second;
+        } else {
+            od.leaders = d.manager_userids;
+        }
         out.snapshot.departments.emplace(od.external_id, std::move(od));
     }
 

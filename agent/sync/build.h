@@ -27,7 +27,10 @@ struct FetchedOrg {
     std::unordered_map<std::string, dingtalk::MergedUser> users;
     std::set<std::int64_t> failed_departments;  // get, listsub or a user page failed
     std::set<std::string> failed_users;         // their v2/user/get failed: left as they are
-    std::vector<std::string> problems;          // duplicates seen while walking
+    // Without department/get: leaders from the user pages' leader flags, in page order.
+    bool leaders_from_pages = false;
+    std::map<std::int64_t, std::vector<std::string>> page_leaders;
+    std::vector<std::string> problems;  // duplicates seen while walking
     bool complete() const { return failed_departments.empty(); }
 };
 

@@ -95,7 +95,42 @@ public:
         fetched_.root_id = root;
     }
 
-    void start() { visit(fetched_.root_id); }
+    // The tree with the fewest calls: the legacy recursive /department/list (one call) checked
+    // against listsub of the root; when they disagree (or the list fails) the walk falls back to
+    // listsub per department. department/get only when the mapping needs it (and for the root).
+    void start() {
+        need_get_ = mapping_.needs_department_get();
+        fetched_.leaders_from_pages = !need_get_;
+        const std::int64_t root = fetched_.root_id;
+        detail(root, true);
+        page(root, 0);
+        client_.call_get("/department/list", "id=" + std::to_string(root) + "&fetch_child=true&lang=zh_CN",
+                         [this](std::string& body) -> std::optional<ApiFailure> {
+                             auto r = dingtalk::parse_legacy_department_list("/department/list", body);
+                             if (!r.ok()) return r.failure();
+                             legacy_ = std::move(r.value());
+                             legacy_ok_ = true;
+                             tree_check_done();
+                             return std::nullopt;
+                         },
+                         [this](const ApiFailure& f) {
+                             spdlog::warn("{}; reading the tree with listsub instead", f.message());
+                             tree_check_done();
+                         });
+        client_.call("/topapi/v2/department/listsub", json_body_dept(root),
+                     [this](std::string& body) -> std::optional<ApiFailure> {
+                         auto r = dingtalk::parse_listsub("/topapi/v2/department/listsub", body);
+                         if (!r.ok()) return r.failure();
+                         root_kids_ = std::move(r.value());
+                         root_listsub_ok_ = true;
+                         tree_check_done();
+                         return std::nullopt;
+                     },
+                     [this, root](const ApiFailure& f) {
+                         fail(root, f);
+                         tree_check_done();
+                     });
+    }
     FetchedOrg& fetched() { return fetched_; }
 
 private:
@@ -108,7 +143,61 @@ private:
             history_failed_ = true;
     }
 
-    void visit(std::int64_t id) {
+    void tree_check_done() {
+        if (++tree_answers_ < 2 || !root_listsub_ok_) return;  // root listsub failed: subtree unknown
+        std::set<std::int64_t> from_list, from_listsub;
+        for (const auto& d : legacy_)
+            if (d.parent_id == fetched_.root_id) from_list.insert(d.dept_id);
+        for (const auto& d : root_kids_) from_listsub.insert(d.dept_id);
+        if (legacy_ok_ && from_list == from_listsub) {
+            std::map<std::int64_t, std::vector<const dingtalk::DeptSummary*>> kids;
+            for (const auto& d : legacy_) kids[d.parent_id].push_back(&d);
+            // Breadth first from the root, as the listsub walk would visit them.
+            std::vector<std::int64_t> queue{fetched_.root_id};
+            for (std::size_t i = 0; i < queue.size(); ++i) {
+                const std::int64_t id = queue[i];
+                auto& mine = fetched_.children[id];
+                for (const auto* d : kids[id]) {
+                    if (!seen_.insert(d->dept_id).second) {
+                        fetched_.problems.push_back("department " + std::to_string(d->dept_id) +
+                                                    " is listed twice (under " + std::to_string(id) + ")");
+                        continue;
+                    }
+                    mine.push_back(d->dept_id);
+                    if (mapping_.exclude_departments().count(d->dept_id)) continue;
+                    summaries_[d->dept_id] = *d;
+                    detail(d->dept_id, false);
+                    page(d->dept_id, 0);
+                    queue.push_back(d->dept_id);
+                }
+            }
+            legacy_.clear();
+            return;
+        }
+        if (legacy_ok_)
+            spdlog::warn("/department/list and listsub disagree on the children of department {} ({} vs {}); "
+                         "reading the tree with listsub",
+                         fetched_.root_id, from_list.size(), from_listsub.size());
+        legacy_.clear();
+        children_of(fetched_.root_id, root_kids_);
+    }
+
+    // department/get when the mapping needs it (always for the root: its name); otherwise the
+    // listing's id/name/parent is all the mapping reads.
+    void detail(std::int64_t id, bool force) {
+        if (!force && !need_get_) {
+            auto s = summaries_.find(id);
+            if (s != summaries_.end()) {
+                dingtalk::DeptDetail d;
+                d.dept_id = s->second.dept_id;
+                d.name = s->second.name;
+                d.parent_id = s->second.parent_id;
+                fetched_.departments[id] = std::move(d);
+                summaries_.erase(s);
+                ++counters_.departments_fetched;
+                return;
+            }
+        }
         client_.call("/topapi/v2/department/get", json_body_dept(id),
                      [this, id](std::string& body) -> std::optional<ApiFailure> {
                          auto r = dingtalk::parse_dept_get("/topapi/v2/department/get", body);
@@ -118,21 +207,31 @@ private:
                          return std::nullopt;
                      },
                      [this, id](const ApiFailure& f) { fail(id, f); });
+    }
+
+    void children_of(std::int64_t id, const std::vector<dingtalk::DeptSummary>& list) {
+        auto& kids = fetched_.children[id];
+        for (const auto& d : list) {
+            if (!seen_.insert(d.dept_id).second) {
+                fetched_.problems.push_back("department " + std::to_string(d.dept_id) + " is listed twice (under " +
+                                            std::to_string(id) + ")");
+                continue;
+            }
+            kids.push_back(d.dept_id);
+            if (mapping_.exclude_departments().count(d.dept_id)) continue;
+            summaries_[d.dept_id] = d;
+            visit(d.dept_id);
+        }
+    }
+
+    // The listsub walk (fallback): get, listsub and user pages of one department.
+    void visit(std::int64_t id) {
+        detail(id, false);
         client_.call("/topapi/v2/department/listsub", json_body_dept(id),
                      [this, id](std::string& body) -> std::optional<ApiFailure> {
                          auto r = dingtalk::parse_listsub("/topapi/v2/department/listsub", body);
                          if (!r.ok()) return r.failure();
-                         auto& kids = fetched_.children[id];
-                         for (const auto& d : r.value()) {
-                             if (!seen_.insert(d.dept_id).second) {
-                                 fetched_.problems.push_back("department " + std::to_string(d.dept_id) +
-                                                             " is listed twice (under " + std::to_string(id) + ")");
-                                 continue;
-                             }
-                             kids.push_back(d.dept_id);
-                             if (mapping_.exclude_departments().count(d.dept_id)) continue;
-                             visit(d.dept_id);
-                         }
+                         children_of(id, r.value());
                          return std::nullopt;
                      },
                      [this, id](const ApiFailure& f) { fail(id, f); });
@@ -154,7 +253,10 @@ private:
                              return f;
                          }
                          counters_.users_fetched += static_cast<std::int64_t>(p.users.size());
-                         for (auto& u : p.users) merge_user_item(fetched_.users, id, std::move(u));
+                         for (auto& u : p.users) {
+                             if (u.leader && fetched_.leaders_from_pages) fetched_.page_leaders[id].push_back(u.userid);
+                             merge_user_item(fetched_.users, id, std::move(u));
+                         }
                          if (p.has_more) page(id, p.next_cursor);
                          return std::nullopt;
                      },
@@ -170,6 +272,11 @@ private:
     bool& history_failed_;
     FetchedOrg fetched_;
     std::set<std::int64_t> seen_;
+    bool need_get_ = true;
+    std::map<std::int64_t, dingtalk::DeptSummary> summaries_;  // listed, department/get skipped
+    std::vector<dingtalk::DeptSummary> legacy_, root_kids_;
+    bool legacy_ok_ = false, root_listsub_ok_ = false;
+    int tree_answers_ = 0;
 };
 
 void count_plan(const SyncPlan& plan, RunCounters& c) {

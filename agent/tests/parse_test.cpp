@@ -123,4 +123,20 @@ BOOST_AUTO_TEST_CASE(user_get_without_manager_or_lists_and_errors) {
     }
 }
 
+BOOST_AUTO_TEST_CASE(legacy_recursive_department_list) {
+    std::string body = R"({"errcode":0,"errmsg":"ok","department":[{"id":2,"name":"研发部","parentid":1,
+      "createDeptGroup":true,"autoAddUser":true},{"id":3000000007,"name":"x","parentid":2}]})";
+    auto r = parse_legacy_department_list("/department/list", body);
+    BOOST_REQUIRE(r.ok());
+    BOOST_REQUIRE_EQUAL(r.value().size(), 2u);
+    BOOST_TEST(r.value()[1].dept_id == 3000000007LL);
+    BOOST_TEST(r.value()[1].parent_id == 2);
+    std::string bad_token = R"({"errcode":40014,"errmsg":"不合法的access_token"})";
+    auto t = parse_legacy_department_list("/department/list", bad_token);
+    BOOST_REQUIRE(!t.ok());
+    BOOST_TEST((t.failure().kind == FailureKind::token));
+    std::string no_parent = R"({"errcode":0,"department":[{"id":2,"name":"x"}]})";
+    BOOST_TEST(!parse_legacy_department_list("/department/list", no_parent).ok());
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -311,5 +311,74 @@ class ManagerFromDingTalk(unittest.TestCase):
             env.stop()
 
 
+def expected_pages(dump):
+    members = {}
+    for u in dump["users"]:
+        for d in u["dept_id_list"]:
+            members[d] = members.get(d, 0) + 1
+    return sum(max(1, -(-members.get(d["dept_id"], 0) // 100)) for d in dump["departments"])
+
+
+class CallBudget(unittest.TestCase):
+    """Fetch only what the mapping needs: the tree in one /department/list call (checked against
+    listsub of the root), department/get only when the mapping reads get-only fields."""
+
+    def test_default_mapping(self):
+        env = Env(generate="users=900,departments=40,depth=3,seed=12")
+        try:
+            dump = env.sim.org()
+            p = env.agent("sync", "--dry-run", check=0)
+            apis = {k: v["calls"] for k, v in env.sim.stats()["apis"].items()}
+            n_depts = len(dump["departments"])
+            want = {"/gettoken": 1, "/department/list": 1, "/topapi/v2/department/listsub": 1,
+                    "/topapi/v2/department/get": n_depts, "/topapi/v2/user/list": expected_pages(dump)}
+            self.assertEqual(apis, want)
+            self.assertIn(f"DingTalk calls for a full sync: {sum(want.values())} ", p.stdout)
+            env.agent("sync", check=0)
+            self.assertEqual(diff_orgs(expected_org(dump), target_org(env.target_db())), [])
+        finally:
+            env.stop()
+
+    def test_mapping_without_order_and_get_only_fields_skips_department_get(self):
+        text = (agent_env.REPO / "configs" / "mapping.yaml").read_text()
+        text = text.replace('  description: "{{ brief }}"\n', '  description: ""\n').replace(
+            '  order: "{{ order }}"\n', '  order: 0\n')
+        env = Env(generate="users=900,departments=40,depth=3,seed=12", mapping_text=text)
+        try:
+            dump = env.sim.org()
+            env.agent("sync", check=0)
+            apis = {k: v["calls"] for k, v in env.sim.stats()["apis"].items()}
+            self.assertEqual(apis["/topapi/v2/department/get"], 1)  # the root's name only
+            self.assertEqual(apis["/topapi/v2/department/listsub"], 1)
+            exp = expected_org(dump)
+            for d in exp["departments"].values():
+                d["description"], d["order"] = "", 0
+            # Leaders (and the managers derived from them) come from the pages' leader flags.
+            self.assertEqual(diff_orgs(exp, target_org(env.target_db())), [])
+        finally:
+            env.stop()
+
+    def test_falls_back_to_listsub_when_the_recursive_list_disagrees(self):
+        import tempfile
+        org = {"departments": [{"dept_id": 1, "name": "Root"},
+                               {"dept_id": 2, "name": "Hidden", "parent_id": 1, "hide_dept": True},
+                               {"dept_id": 3, "name": "Open", "parent_id": 1},
+                               {"dept_id": 4, "name": "Sub", "parent_id": 3}],
+               "users": [{"userid": "u1", "name": "U1", "dept_id_list": [4]},
+                         {"userid": "u2", "name": "U2", "dept_id_list": [1]}]}
+        fixture = Path(tempfile.mkdtemp()) / "org.json"
+        fixture.write_text(json.dumps(org))
+        env = Env(generate=None, sim_extra=("--org", str(fixture), "--listsub-hide-hidden"))
+        try:
+            p = env.agent("sync", check=0)
+            self.assertIn("reading the tree with listsub", p.stderr)
+            apis = {k: v["calls"] for k, v in env.sim.stats()["apis"].items()}
+            self.assertGreater(apis["/topapi/v2/department/listsub"], 1)
+            depts = target_org(env.target_db())["departments"]
+            self.assertEqual(sorted(depts), ["1", "3", "4"])  # what listsub shows
+        finally:
+            env.stop()
+
+
 if __name__ == "__main__":
     unittest.main()
