@@ -89,7 +89,7 @@ int main(int argc, char** argv) {
     if (*check) {
         std::cout << "configuration: ok (" << config_path << ", " << config.mapping_file << ")\n";
         if (!online) return 0;
-        return check_online(config, std::cout) ? 0 : 1;
+        return check_online(config, std::cout, &*mapping) ? 0 : 1;
     }
 
     try {

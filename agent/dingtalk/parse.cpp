@@ -440,6 +440,25 @@ Outcome<std::vector<DeptSummary>> parse_legacy_department_list(std::string_view 
     return out;
 }
 
+Outcome<std::int64_t> parse_user_count(std::string_view api, std::string& body) {
+    std::int64_t count = -1;
+    auto on_result = [&](od::value v) -> error_code {
+        od::object o;
+        DB_TRY(v.get_object().get(o));
+        for (auto fr : o) {
+            od::field f;
+            DB_TRY(std::move(fr).get(f));
+            std::string_view k;
+            DB_TRY(f.unescaped_key().get(k));
+            if (k == "count") DB_TRY(read_int(f.value(), count));
+        }
+        return count < 0 ? simdjson::NO_SUCH_FIELD : simdjson::SUCCESS;
+    };
+    auto r = parse_with<std::int64_t>(api, body, true, on_result);
+    if (!r.ok()) return r.failure();
+    return count;
+}
+
 Outcome<DeptDetail> parse_dept_get(std::string_view api, std::string& body) {
     DeptDetail d;
     auto on_result = [&](od::value v) -> error_code {

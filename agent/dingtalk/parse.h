@@ -29,6 +29,8 @@ Outcome<UserPage> parse_user_list(std::string_view api, std::string& body);
 // Legacy GET /department/list?id=&fetch_child=true (§2): every descendant, keys id/name/parentid
 // under "department" (plain errcodes).
 Outcome<std::vector<DeptSummary>> parse_legacy_department_list(std::string_view api, std::string& body);
+// /topapi/user/count: result.count.
+Outcome<std::int64_t> parse_user_count(std::string_view api, std::string& body);
 // /topapi/v2/user/get; an unknown or departed user (60121) is FailureKind::not_found.
 Outcome<UserDetail> parse_user_get(std::string_view api, std::string& body);
 

@@ -336,6 +336,11 @@ class CallBudget(unittest.TestCase):
             self.assertIn(f"DingTalk calls for a full sync: {sum(want.values())} ", p.stdout)
             env.agent("sync", check=0)
             self.assertEqual(diff_orgs(expected_org(dump), target_org(env.target_db())), [])
+            # check-config --online estimates the same from two calls (/department/list, user/count).
+            pages_max = n_depts + -(-len(dump["users"]) // 100)
+            est = env.agent("check-config", "--online", check=0).stdout
+            self.assertIn(f"estimated DingTalk calls for a full sync: about {3 + n_depts + pages_max} ", est)
+            self.assertLessEqual(sum(want.values()), 3 + n_depts + pages_max)
         finally:
             env.stop()
 
