@@ -298,6 +298,61 @@ void print_counts(std::ostream& out, const PlanCounts& c) {
 
 }  // namespace
 
+std::optional<std::string> apply_plan(const SyncPlan& plan, Target& target, HistoryStore& history, std::int64_t run_id,
+                                      RunCounters& counters, const std::vector<std::string>& secrets, bool history_ok) {
+    using Clock = std::chrono::steady_clock;
+    const bool tty = isatty(STDERR_FILENO) != 0;
+    std::string error;
+    // Nothing is applied unless the history can hold its record (checked once more right here).
+    if (!history_ok || !history.update_progress(run_id, counters))
+        return "cannot write the run's history to the state database (" + history.last_error() +
+               "); nothing was applied";
+    if (!target.begin(error)) return "cannot start the target transaction: " + error;
+    auto last_apply_log = Clock::now();
+    constexpr std::size_t kBatch = 128;  // changes per target batch (one SAVEPOINT while none fails)
+    std::vector<std::optional<std::string>> errors;
+    for (std::size_t i = 0; i < plan.changes.size(); ++i) {
+        const std::size_t in_batch = i % kBatch;
+        if (in_batch == 0)
+            target.apply_batch(plan.changes.data() + i, std::min(kBatch, plan.changes.size() - i), errors);
+        const Change& c = plan.changes[i];
+        if (auto& e = errors[in_batch]) {
+            ++counters.items_failed;
+            std::string msg = redact(*e, secrets);
+            spdlog::error("run {}: {} {} failed: {}", run_id, change_kind_name(c.kind), c.external_id, msg);
+            const bool dept = c.kind == ChangeKind::create_department || c.kind == ChangeKind::update_department ||
+                              c.kind == ChangeKind::delete_department;
+            if (!history.add_item(run_id, RunItem{"apply", dept ? "department" : "user", c.external_id,
+                                                  change_kind_name(c.kind), msg}))
+                history_ok = false;
+        } else {
+            ++counters.changes_applied;
+        }
+        auto now = Clock::now();
+        if (now - last_apply_log >= std::chrono::seconds(1)) {
+            last_apply_log = now;
+            history.update_progress(run_id, counters);
+            if (tty)
+                std::fprintf(stderr, "\r\033[Kapplying: %lld/%lld", static_cast<long long>(counters.changes_applied),
+                             static_cast<long long>(counters.changes_planned));
+        }
+    }
+    if (tty) std::fprintf(stderr, "\r\033[K");
+    // The record of what is about to be committed must be stored first.
+    if (!history_ok || !history.update_progress(run_id, counters)) {
+        target.rollback();
+        counters.changes_applied = 0;
+        return "cannot write the run's history to the state database (" + history.last_error() +
+               "); the target transaction was rolled back, nothing was applied";
+    }
+    if (!target.commit(error)) {
+        target.rollback();
+        counters.changes_applied = 0;
+        return "cannot commit the target transaction (nothing applied): " + error;
+    }
+    return std::nullopt;
+}
+
 SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Target& target, HistoryStore& history,
                          const SyncOptions& options, std::ostream& out) {
     using Clock = std::chrono::steady_clock;
@@ -489,56 +544,9 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
     }
     if (over && !options.force) return finish("aborted", *over);
 
-    // ---- apply: one transaction, one savepoint per change ----
-    // Nothing is applied unless the history can hold its record (checked once more right here).
-    if (history_failed || !history.update_progress(result.run_id, counters))
-        return finish("failed", "cannot write the run's history to the state database (" + history.last_error() +
-                                    "); nothing was applied");
-    if (!target.begin(error)) return finish("failed", "cannot start the target transaction: " + error);
-    auto last_apply_log = Clock::now();
-    constexpr std::size_t kBatch = 128;  // changes per target batch (one SAVEPOINT while none fails)
-    std::vector<std::optional<std::string>> errors;
-    for (std::size_t i = 0; i < plan.changes.size(); ++i) {
-        const std::size_t in_batch = i % kBatch;
-        if (in_batch == 0)
-            target.apply_batch(plan.changes.data() + i, std::min(kBatch, plan.changes.size() - i), errors);
-        const Change& c = plan.changes[i];
-        if (auto& e = errors[in_batch]) {
-            ++counters.items_failed;
-            std::string msg = redact(*e, secrets);
-            spdlog::error("run {}: {} {} failed: {}", result.run_id, change_kind_name(c.kind), c.external_id, msg);
-            record(RunItem{"apply",
-                                                    c.kind == ChangeKind::create_department ||
-                                                            c.kind == ChangeKind::update_department ||
-                                                            c.kind == ChangeKind::delete_department
-                                                        ? "department"
-                                                        : "user",
-                                                    c.external_id, change_kind_name(c.kind), msg});
-        } else {
-            ++counters.changes_applied;
-        }
-        auto now = Clock::now();
-        if (now - last_apply_log >= std::chrono::seconds(1)) {
-            last_apply_log = now;
-            history.update_progress(result.run_id, counters);
-            if (tty)
-                std::fprintf(stderr, "\r\033[Kapplying: %lld/%lld", static_cast<long long>(counters.changes_applied),
-                             static_cast<long long>(counters.changes_planned));
-        }
-    }
-    if (tty) std::fprintf(stderr, "\r\033[K");
-    // The record of what is about to be committed must be stored first.
-    if (history_failed || !history.update_progress(result.run_id, counters)) {
-        target.rollback();
-        counters.changes_applied = 0;
-        return finish("failed", "cannot write the run's history to the state database (" + history.last_error() +
-                                    "); the target transaction was rolled back, nothing was applied");
-    }
-    if (!target.commit(error)) {
-        target.rollback();
-        counters.changes_applied = 0;
-        return finish("failed", "cannot commit the target transaction (nothing applied): " + error);
-    }
+    // ---- apply + record ----
+    if (auto e = apply_plan(plan, target, history, result.run_id, counters, secrets, !history_failed))
+        return finish("failed", *e);
     std::string summary = std::to_string(counters.changes_applied) + " of " + std::to_string(plan.counts.total()) +
                           " changes applied";
     if (counters.items_failed > 0) summary += "; " + std::to_string(counters.items_failed) + " items failed";
