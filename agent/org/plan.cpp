@@ -213,9 +213,10 @@ SyncPlan make_plan(const OrgSnapshot& desired, const OrgSnapshot& current, const
             }
             if (!reason.empty()) {
                 if (current.users.count(id)) {
-                    kept_as_is.insert(u->external_id);  // its current row stays: its values too
+                    // Its current row stays, and so do its values: recompute once this pass is done.
+                    kept_as_is.insert(u->external_id);
                     again = true;
-                    break;
+                    continue;
                 }
                 skipped.push_back({"user", id, reason});
                 continue;

@@ -82,6 +82,21 @@ BOOST_AUTO_TEST_CASE(unique_conflict_skips_the_later_user) {
     BOOST_TEST(p.skipped[0].reason.find("already used by user b") != std::string::npos);
 }
 
+BOOST_AUTO_TEST_CASE(skip_user_keeps_an_existing_user_and_its_values) {
+    OrgSnapshot desired, current;
+    desired.departments = current.departments = {{"1", dept("1", "", "root")}};
+    current.users = {{"a", user("a", "1", "a@x")}, {"b", user("b", "1", "b@x")}};
+    // a wants b's e-mail (b keeps it): a stays as it is, so its own a@x stays taken too.
+    desired.users = {{"a", user("a", "1", "b@x")}, {"b", user("b", "1", "b@x")}, {"c", user("c", "1", "a@x")}};
+    PlanOptions skip;
+    skip.conflict_policy = ConflictPolicy::skip_user;
+    SyncPlan p = make_plan(desired, current, skip);
+    BOOST_TEST(p.changes.empty());
+    BOOST_REQUIRE_EQUAL(p.skipped.size(), 2u);
+    std::set<std::string> ids{p.skipped[0].external_id, p.skipped[1].external_id};
+    BOOST_TEST((ids == std::set<std::string>{"a", "c"}));
+}
+
 BOOST_AUTO_TEST_CASE(unique_conflict_clears_the_field_by_default_and_records_it) {
     OrgSnapshot desired, current;
     desired.departments = current.departments = {{"1", dept("1", "", "root")}};
