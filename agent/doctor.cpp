@@ -94,22 +94,24 @@ bool check_online(const AgentConfig& config, std::ostream& out, const Mapping* m
         // The cost of a full sync with this mapping: departments from the recursive list, users
         // from user/count; each department costs at least one user/list page.
         std::int64_t depts = -1, users = -1;
-        client.call_get("/department/list", "id=" + root + "&fetch_child=true&lang=zh_CN",
-                        [&](std::string& body) -> std::optional<ApiFailure> {
-                            auto r = dingtalk::parse_legacy_department_list("/department/list", body);
-                            if (!r.ok()) return r.failure();
-                            depts = static_cast<std::int64_t>(r.value().size()) + 1;
-                            return std::nullopt;
-                        },
-                        [](const ApiFailure&) {});
-        client.call("/topapi/user/count", "{\"only_active\":false}",
-                    [&](std::string& body) -> std::optional<ApiFailure> {
-                        auto r = dingtalk::parse_user_count("/topapi/user/count", body);
-                        if (!r.ok()) return r.failure();
-                        users = r.value();
-                        return std::nullopt;
-                    },
-                    [](const ApiFailure&) {});
+        client.call_get(
+            "/department/list", "id=" + root + "&fetch_child=true&lang=zh_CN",
+            [&](std::string& body) -> std::optional<ApiFailure> {
+                auto r = dingtalk::parse_legacy_department_list("/department/list", body);
+                if (!r.ok()) return r.failure();
+                depts = static_cast<std::int64_t>(r.value().size()) + 1;
+                return std::nullopt;
+            },
+            [](const ApiFailure&) {});
+        client.call(
+            "/topapi/user/count", "{\"only_active\":false}",
+            [&](std::string& body) -> std::optional<ApiFailure> {
+                auto r = dingtalk::parse_user_count("/topapi/user/count", body);
+                if (!r.ok()) return r.failure();
+                users = r.value();
+                return std::nullopt;
+            },
+            [](const ApiFailure&) {});
         (void)client.run();
         if (depts > 0 && users >= 0) {
             const std::int64_t gets = mapping->needs_department_get() ? depts : 1;

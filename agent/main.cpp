@@ -38,8 +38,8 @@ void print_run(const RunRecord& r, bool items) {
     if (!r.message.empty()) std::cout << "  message  " << r.message << "\n";
     if (items)
         for (const auto& it : r.items)
-            std::cout << "  - " << it.at << " [" << it.phase << "] " << it.object_type << " " << it.external_id << " " << it.operation
-                      << ": " << it.error << "\n";
+            std::cout << "  - " << it.at << " [" << it.phase << "] " << it.object_type << " " << it.external_id << " "
+                      << it.operation << ": " << it.error << "\n";
 }
 
 }  // namespace
@@ -129,8 +129,10 @@ int main(int argc, char** argv) {
         options.dry_run = dry_run;
         options.force = force;
         SyncResult r = run_full_sync(config, *mapping, target, store, options, std::cout);
-        if (r.run_id == 0) std::cerr << "dingbridge-agent: sync " << r.status << ": " << r.message << "\n";
-        else std::cout << "run " << r.run_id << ": " << r.status << ": " << r.message << "\n";
+        if (r.run_id == 0)
+            std::cerr << "dingbridge-agent: sync " << r.status << ": " << r.message << "\n";
+        else
+            std::cout << "run " << r.run_id << ": " << r.status << ": " << r.message << "\n";
         return r.exit_code();
     } catch (const std::exception& e) {
         std::cerr << "dingbridge-agent: " << redact(e.what(), config.secrets()) << "\n";

@@ -120,16 +120,18 @@ void DingTalkClient::start(Pending p) {
 void DingTalkClient::retry_later(Pending p, const ApiFailure& f) {
     // Throttle answers mean "slower", not "broken": while the rate adapts they get a larger
     // budget than other failures (still bounded: a throttle that never ends gives up).
-    if (f.kind == FailureKind::throttle) ++p.throttles;
-    else ++p.attempt;
+    if (f.kind == FailureKind::throttle)
+        ++p.throttles;
+    else
+        ++p.attempt;
     if (p.attempt >= settings_.max_attempts || p.throttles >= 3 * settings_.max_attempts) {
         spdlog::warn("{}: giving up after {} attempts: {}", p.api, p.attempt + p.throttles, f.message());
         p.failed(f);
         return;
     }
     ++stats_.retries;
-    auto cap = std::min<std::int64_t>(settings_.backoff_max.count(),
-                                      settings_.backoff_base.count() << std::min(p.attempt + p.throttles, 16));
+    auto cap = std::min<std::int64_t>(settings_.backoff_max.count(), settings_.backoff_base.count()
+                                                                         << std::min(p.attempt + p.throttles, 16));
     std::uniform_int_distribution<std::int64_t> jitter(cap / 2, std::max<std::int64_t>(cap, 1));
     std::int64_t delay = jitter(rng_);
     if (f.kind == FailureKind::throttle) {

@@ -603,15 +603,21 @@ Mapping Mapping::from_node(const ConfigNode& root, const YAML::Node& raw, const 
         }
         if (auto policy = sync->find("conflict_policy")) {
             std::string v = policy->as_string();
-            if (v == "clear_field") m.conflict_policy_ = ConflictPolicy::clear_field;
-            else if (v == "skip_user") m.conflict_policy_ = ConflictPolicy::skip_user;
-            else policy->fail("must be clear_field or skip_user");
+            if (v == "clear_field")
+                m.conflict_policy_ = ConflictPolicy::clear_field;
+            else if (v == "skip_user")
+                m.conflict_policy_ = ConflictPolicy::skip_user;
+            else
+                policy->fail("must be clear_field or skip_user");
         }
         if (auto source = sync->find("manager_source")) {
             std::string v = source->as_string();
-            if (v == "leaders") m.manager_source_ = ManagerSource::leaders;
-            else if (v == "dingtalk") m.manager_source_ = ManagerSource::dingtalk;
-            else source->fail("must be leaders or dingtalk");
+            if (v == "leaders")
+                m.manager_source_ = ManagerSource::leaders;
+            else if (v == "dingtalk")
+                m.manager_source_ = ManagerSource::dingtalk;
+            else
+                source->fail("must be leaders or dingtalk");
         }
         sync->reject_unknown();
     }

@@ -1,5 +1,6 @@
 #include "agent/sync/full_sync.h"
 
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -7,8 +8,6 @@
 #include <cstdio>
 #include <ctime>
 #include <memory>
-
-#include <spdlog/spdlog.h>
 
 #include "agent/dingtalk/client.h"
 #include "agent/dingtalk/parse.h"
@@ -90,8 +89,13 @@ class TreeWalk {
 public:
     TreeWalk(dingtalk::DingTalkClient& client, const Mapping& mapping, std::int64_t root, HistoryStore& history,
              std::int64_t run_id, RunCounters& counters, const std::vector<std::string>& secrets, bool& history_failed)
-        : client_(client), mapping_(mapping), history_(history), run_id_(run_id), counters_(counters),
-          secrets_(secrets), history_failed_(history_failed) {
+        : client_(client),
+          mapping_(mapping),
+          history_(history),
+          run_id_(run_id),
+          counters_(counters),
+          secrets_(secrets),
+          history_failed_(history_failed) {
         fetched_.root_id = root;
     }
 
@@ -104,32 +108,34 @@ public:
         const std::int64_t root = fetched_.root_id;
         detail(root, true);
         page(root, 0);
-        client_.call_get("/department/list", "id=" + std::to_string(root) + "&fetch_child=true&lang=zh_CN",
-                         [this](std::string& body) -> std::optional<ApiFailure> {
-                             auto r = dingtalk::parse_legacy_department_list("/department/list", body);
-                             if (!r.ok()) return r.failure();
-                             legacy_ = std::move(r.value());
-                             legacy_ok_ = true;
-                             tree_check_done();
-                             return std::nullopt;
-                         },
-                         [this](const ApiFailure& f) {
-                             spdlog::warn("{}; reading the tree with listsub instead", f.message());
-                             tree_check_done();
-                         });
-        client_.call("/topapi/v2/department/listsub", json_body_dept(root),
-                     [this](std::string& body) -> std::optional<ApiFailure> {
-                         auto r = dingtalk::parse_listsub("/topapi/v2/department/listsub", body);
-                         if (!r.ok()) return r.failure();
-                         root_kids_ = std::move(r.value());
-                         root_listsub_ok_ = true;
-                         tree_check_done();
-                         return std::nullopt;
-                     },
-                     [this, root](const ApiFailure& f) {
-                         fail(root, f);
-                         tree_check_done();
-                     });
+        client_.call_get(
+            "/department/list", "id=" + std::to_string(root) + "&fetch_child=true&lang=zh_CN",
+            [this](std::string& body) -> std::optional<ApiFailure> {
+                auto r = dingtalk::parse_legacy_department_list("/department/list", body);
+                if (!r.ok()) return r.failure();
+                legacy_ = std::move(r.value());
+                legacy_ok_ = true;
+                tree_check_done();
+                return std::nullopt;
+            },
+            [this](const ApiFailure& f) {
+                spdlog::warn("{}; reading the tree with listsub instead", f.message());
+                tree_check_done();
+            });
+        client_.call(
+            "/topapi/v2/department/listsub", json_body_dept(root),
+            [this](std::string& body) -> std::optional<ApiFailure> {
+                auto r = dingtalk::parse_listsub("/topapi/v2/department/listsub", body);
+                if (!r.ok()) return r.failure();
+                root_kids_ = std::move(r.value());
+                root_listsub_ok_ = true;
+                tree_check_done();
+                return std::nullopt;
+            },
+            [this, root](const ApiFailure& f) {
+                fail(root, f);
+                tree_check_done();
+            });
     }
     FetchedOrg& fetched() { return fetched_; }
 
@@ -175,9 +181,10 @@ private:
             return;
         }
         if (legacy_ok_)
-            spdlog::warn("/department/list and listsub disagree on the children of department {} ({} vs {}); "
-                         "reading the tree with listsub",
-                         fetched_.root_id, from_list.size(), from_listsub.size());
+            spdlog::warn(
+                "/department/list and listsub disagree on the children of department {} ({} vs {}); "
+                "reading the tree with listsub",
+                fetched_.root_id, from_list.size(), from_listsub.size());
         legacy_.clear();
         children_of(fetched_.root_id, root_kids_);
     }
@@ -418,19 +425,20 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
     // manager_source: dingtalk: 直属主管 is only in v2/user/get, one call per user.
     if (!fatal && mapping.manager_source() == ManagerSource::dingtalk) {
         for (auto& [userid, m] : fetched.users) {
-            client.call("/topapi/v2/user/get", "{\"userid\":\"" + json_escape(userid) + "\",\"language\":\"zh_CN\"}",
-                        [&m](std::string& body) -> std::optional<ApiFailure> {
-                            auto r = dingtalk::parse_user_get("/topapi/v2/user/get", body);
-                            if (!r.ok()) return r.failure();
-                            m.manager_userid = std::move(r.value().manager_userid);
-                            return std::nullopt;
-                        },
-                        [&, id = userid](const ApiFailure& f) {
-                            if (f.kind == FailureKind::not_found) return;  // left meanwhile: no manager
-                            fetched.failed_users.insert(id);
-                            ++counters.items_failed;
-                            record(RunItem{"fetch", "user", id, f.api, redact(f.message(), secrets)});
-                        });
+            client.call(
+                "/topapi/v2/user/get", "{\"userid\":\"" + json_escape(userid) + "\",\"language\":\"zh_CN\"}",
+                [&m](std::string& body) -> std::optional<ApiFailure> {
+                    auto r = dingtalk::parse_user_get("/topapi/v2/user/get", body);
+                    if (!r.ok()) return r.failure();
+                    m.manager_userid = std::move(r.value().manager_userid);
+                    return std::nullopt;
+                },
+                [&, id = userid](const ApiFailure& f) {
+                    if (f.kind == FailureKind::not_found) return;  // left meanwhile: no manager
+                    fetched.failed_users.insert(id);
+                    ++counters.items_failed;
+                    record(RunItem{"fetch", "user", id, f.api, redact(f.message(), secrets)});
+                });
         }
         fatal = client.run(tick);
     }
@@ -508,8 +516,9 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
             for (const auto& [id, d] : current->departments)
                 if (!desired.snapshot.departments.count(id)) untouched.insert(id);
         for (const auto& id : untouched)
-            record(RunItem{"plan", "department", id, "untouched",
-                           "not read completely from DingTalk; it and its members were left as they are in the target"});
+            record(
+                RunItem{"plan", "department", id, "untouched",
+                        "not read completely from DingTalk; it and its members were left as they are in the target"});
     }
     std::string incomplete;
     if (!read_complete)

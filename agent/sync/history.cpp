@@ -128,7 +128,10 @@ bool HistoryStore::step_done(Stmt& st) {
 std::int64_t HistoryStore::start_run(const std::string& kind, const std::string& trigger, bool dry_run) {
     Stmt st(db_, "INSERT INTO runs(kind, trigger, dry_run, started_at, status, pid) VALUES(?1,?2,?3,?4,'running',?5)");
     if (st.ok())
-        st.bind(1, kind).bind(2, trigger).bind(3, static_cast<std::int64_t>(dry_run)).bind(4, now_iso())
+        st.bind(1, kind)
+            .bind(2, trigger)
+            .bind(3, static_cast<std::int64_t>(dry_run))
+            .bind(4, now_iso())
             .bind(5, static_cast<std::int64_t>(getpid()));
     if (!step_done(st) || sqlite3_changes(db_) != 1) return 0;
     return sqlite3_last_insert_rowid(db_);
@@ -151,8 +154,13 @@ bool HistoryStore::add_item(std::int64_t id, const RunItem& item) {
     Stmt st(db_, "INSERT INTO run_items(run_id, phase, object_type, external_id, operation, error, created_at) "
                  "VALUES(?1,?2,?3,?4,?5,?6,?7)");
     if (st.ok())
-        st.bind(1, id).bind(2, item.phase).bind(3, item.object_type).bind(4, item.external_id).bind(5, item.operation)
-            .bind(6, item.error).bind(7, now_iso());
+        st.bind(1, id)
+            .bind(2, item.phase)
+            .bind(3, item.object_type)
+            .bind(4, item.external_id)
+            .bind(5, item.operation)
+            .bind(6, item.error)
+            .bind(7, now_iso());
     return step_done(st);
 }
 
@@ -192,8 +200,9 @@ std::optional<RunRecord> HistoryStore::get(std::int64_t id) {
     st.bind(1, id);
     if (!st.ok() || st.step() != SQLITE_ROW) return std::nullopt;
     RunRecord r = read_run_row(st);
-    Stmt items(db_, "SELECT phase, object_type, external_id, operation, error, created_at FROM run_items WHERE "
-                    "run_id=?1 ORDER BY rowid");
+    Stmt items(db_,
+               "SELECT phase, object_type, external_id, operation, error, created_at FROM run_items WHERE "
+               "run_id=?1 ORDER BY rowid");
     items.bind(1, id);
     while (items.ok() && items.step() == SQLITE_ROW)
         r.items.push_back(

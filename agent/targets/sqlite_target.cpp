@@ -262,15 +262,20 @@ std::optional<std::string> SqliteTarget::apply_inner(const Change& c) {
             // The row stays (removed_at kept from the first disable) without its memberships;
             // c.user, when given, carries the unique values it keeps (released ones are empty).
             if (c.user) {
-                Stmt& st = cached("UPDATE users SET active=0, removed_at=COALESCE(removed_at, ?2), updated_at=?2, "
-                                  "username=?3, email=?4, phone=?5 WHERE external_id=?1");
+                Stmt& st = cached(
+                    "UPDATE users SET active=0, removed_at=COALESCE(removed_at, ?2), updated_at=?2, "
+                    "username=?3, email=?4, phone=?5 WHERE external_id=?1");
                 if (st.ok())
-                    st.bind(1, c.external_id).bind(2, now_s()).bind_nullable(3, c.user->username)
-                        .bind_nullable(4, c.user->email).bind_nullable(5, c.user->phone);
+                    st.bind(1, c.external_id)
+                        .bind(2, now_s())
+                        .bind_nullable(3, c.user->username)
+                        .bind_nullable(4, c.user->email)
+                        .bind_nullable(5, c.user->phone);
                 if (auto e = run(st)) return e;
             } else {
-                Stmt& st = cached("UPDATE users SET active=0, removed_at=COALESCE(removed_at, ?2), updated_at=?2 "
-                                  "WHERE external_id=?1");
+                Stmt& st = cached(
+                    "UPDATE users SET active=0, removed_at=COALESCE(removed_at, ?2), updated_at=?2 "
+                    "WHERE external_id=?1");
                 if (st.ok()) st.bind(1, c.external_id).bind(2, now_s());
                 if (auto e = run(st)) return e;
             }
