@@ -30,16 +30,16 @@ const char* headline(const ApiFailure& f, bool via_proxy) {
 
 }  // namespace
 
-bool check_dingtalk(const AgentConfig& config, std::ostream& out);
+bool check_dingtalk(const AgentConfig& config, std::ostream& out, const Mapping* mapping);
 
-bool check_online(const AgentConfig& config, std::ostream& out) {
-    bool dingtalk_ok = check_dingtalk(config, out);
+bool check_online(const AgentConfig& config, std::ostream& out, const Mapping* mapping) {
+    bool dingtalk_ok = check_dingtalk(config, out, mapping);
     // The target is checked even when DingTalk fails: the operator sees every problem at once.
     bool target_ok = config.target_type != "ldap" || check_ldap_online(config.ldap, out);
     return dingtalk_ok && target_ok;
 }
 
-bool check_dingtalk(const AgentConfig& config, std::ostream& out) {
+bool check_dingtalk(const AgentConfig& config, std::ostream& out, const Mapping* mapping) {
     const auto secrets = config.secrets();
     const bool via_proxy = !config.client.transport.proxy_url.empty();
     dingtalk::ClientSettings s = config.client;
@@ -98,6 +98,41 @@ bool check_dingtalk(const AgentConfig& config, std::ostream& out) {
             report(probes[i].api, *results[i]);
         } else {
             out << probes[i].api << ": ok\n";
+        }
+    }
+    if (ok && mapping) {
+        // The cost of a full sync with this mapping: departments from the recursive list, users
+        // from user/count; each department costs at least one user/list page.
+        std::int64_t depts = -1, users = -1;
+        client.call_get(
+            "/department/list", "id=" + root + "&fetch_child=true&lang=zh_CN",
+            [&](std::string& body) -> std::optional<ApiFailure> {
+                auto r = dingtalk::parse_legacy_department_list("/department/list", body);
+                if (!r.ok()) return r.failure();
+                depts = static_cast<std::int64_t>(r.value().size()) + 1;
+                return std::nullopt;
+            },
+            [](const ApiFailure&) {});
+        client.call(
+            "/topapi/user/count", "{\"only_active\":false}",
+            [&](std::string& body) -> std::optional<ApiFailure> {
+                auto r = dingtalk::parse_user_count("/topapi/user/count", body);
+                if (!r.ok()) return r.failure();
+                users = r.value();
+                return std::nullopt;
+            },
+            [](const ApiFailure&) {});
+        (void)client.run();
+        if (depts > 0 && users >= 0) {
+            const std::int64_t gets = mapping->needs_department_get() ? depts : 1;
+            const std::int64_t pages_min = depts, pages_max = depts + (users + 99) / 100;
+            const std::int64_t user_gets = mapping->manager_source() == ManagerSource::dingtalk ? users : 0;
+            const std::int64_t fixed = 3;  // gettoken, /department/list, listsub of the root
+            out << "estimated DingTalk calls for a full sync: about " << fixed + gets + pages_max + user_gets << " ("
+                << depts << " departments, " << users << " users: department/get " << gets << ", user/list "
+                << pages_min << ".." << pages_max << " pages, user/get " << user_gets << ", plus 3)\n";
+        } else {
+            out << "estimated DingTalk calls: unknown (/department/list or /topapi/user/count did not answer)\n";
         }
     }
     return ok;

@@ -9,10 +9,12 @@
 #include <ostream>
 
 #include "agent/config.h"
+#include "agent/mapping/mapping.h"
 
 namespace dingbridge::agent {
 
-// Returns true when every check passed.
-bool check_online(const AgentConfig& config, std::ostream& out);
+// Returns true when every check passed. With the mapping, also prints the estimated number of
+// DingTalk calls of a full sync (two more calls: /department/list and /topapi/user/count).
+bool check_online(const AgentConfig& config, std::ostream& out, const Mapping* mapping = nullptr);
 
 }  // namespace dingbridge::agent

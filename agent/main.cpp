@@ -42,8 +42,8 @@ void print_run(const RunRecord& r, bool items) {
     if (!r.message.empty()) std::cout << "  message  " << r.message << "\n";
     if (items)
         for (const auto& it : r.items)
-            std::cout << "  - [" << it.phase << "] " << it.object_type << " " << it.external_id << " " << it.operation
-                      << ": " << it.error << "\n";
+            std::cout << "  - " << it.at << " [" << it.phase << "] " << it.object_type << " " << it.external_id << " "
+                      << it.operation << ": " << it.error << "\n";
 }
 
 }  // namespace
@@ -111,7 +111,7 @@ int main(int argc, char** argv) {
         if (!problems.empty()) return 2;
         std::cout << "configuration: ok (" << config_path << ", " << config.mapping_file << ")\n";
         if (!online) return 0;
-        return check_online(config, std::cout) ? 0 : 1;
+        return check_online(config, std::cout, &*mapping) ? 0 : 1;
     }
 
     if (!*history) {
@@ -172,7 +172,10 @@ int main(int argc, char** argv) {
         options.dry_run = dry_run;
         options.force = force;
         SyncResult r = run_full_sync(config, *mapping, *target, store, options, std::cout);
-        std::cout << "run " << r.run_id << ": " << r.status << ": " << r.message << "\n";
+        if (r.run_id == 0)
+            std::cerr << "dingbridge-agent: sync " << r.status << ": " << r.message << "\n";
+        else
+            std::cout << "run " << r.run_id << ": " << r.status << ": " << r.message << "\n";
         return r.exit_code();
     } catch (const std::exception& e) {
         std::cerr << "dingbridge-agent: " << redact(e.what(), config.secrets()) << "\n";

@@ -62,6 +62,18 @@ void DingTalkClient::call(const std::string& api, std::string json_body, Handler
     p.body = std::move(json_body);
     p.handler = std::move(handler);
     p.failed = std::move(failed);
+    ++stats_.calls_by_api[api];
+    queues_[api].push_back(std::move(p));
+}
+
+void DingTalkClient::call_get(const std::string& api, std::string query, Handler handler, Failed failed) {
+    Pending p;
+    p.api = api;
+    p.query = std::move(query);
+    p.get = true;
+    p.handler = std::move(handler);
+    p.failed = std::move(failed);
+    ++stats_.calls_by_api[api];
     queues_[api].push_back(std::move(p));
 }
 
@@ -93,30 +105,43 @@ ApiFailure DingTalkClient::transport_failure(const std::string& api, const HttpR
 
 void DingTalkClient::start(Pending p) {
     HttpRequest req;
-    req.method = "POST";
+    req.method = p.get ? "GET" : "POST";
     req.url = url_for(p.api);
-    req.body = p.body;
+    if (p.get) {
+        if (!p.query.empty()) req.url += "&" + p.query;
+    } else {
+        req.body = p.body;
+    }
     ++stats_.requests;
     auto holder = std::make_shared<Pending>(std::move(p));
     transport_.submit(std::move(req), [this, holder](HttpResponse&& r) { on_response(std::move(*holder), std::move(r)); });
 }
 
 void DingTalkClient::retry_later(Pending p, const ApiFailure& f) {
-    ++p.attempt;
-    if (p.attempt >= settings_.max_attempts) {
-        spdlog::warn("{}: giving up after {} attempts: {}", p.api, p.attempt, f.message());
+    // Throttle answers mean "slower", not "broken": while the rate adapts they get a larger
+    // budget than other failures (still bounded: a throttle that never ends gives up).
+    if (f.kind == FailureKind::throttle)
+        ++p.throttles;
+    else
+        ++p.attempt;
+    if (p.attempt >= settings_.max_attempts || p.throttles >= 3 * settings_.max_attempts) {
+        spdlog::warn("{}: giving up after {} attempts: {}", p.api, p.attempt + p.throttles, f.message());
         p.failed(f);
         return;
     }
     ++stats_.retries;
-    auto cap = std::min<std::int64_t>(settings_.backoff_max.count(),
-                                      settings_.backoff_base.count() << std::min(p.attempt, 16));
+    auto cap = std::min<std::int64_t>(settings_.backoff_max.count(), settings_.backoff_base.count()
+                                                                         << std::min(p.attempt + p.throttles, 16));
     std::uniform_int_distribution<std::int64_t> jitter(cap / 2, std::max<std::int64_t>(cap, 1));
     std::int64_t delay = jitter(rng_);
     if (f.kind == FailureKind::throttle) {
         ++stats_.throttled;
         delay = std::max<std::int64_t>(delay, 1000);  // §4: sleep about 1 s
-        limiter_.penalize(p.api, Clock::now());
+        if (limiter_.on_throttle(p.api, Clock::now())) {
+            ++stats_.rate_cuts;
+            spdlog::warn("{}: DingTalk throttled the call ({}); lowering this API's rate to {:.1f}/s", p.api,
+                         f.sub_code.empty() ? std::to_string(f.errcode) : f.sub_code, limiter_.rate(p.api));
+        }
     }
     spdlog::debug("{}: retry {} in {} ms: {}", p.api, p.attempt, delay, f.message());
     p.not_before = Clock::now() + std::chrono::milliseconds(delay);
@@ -136,7 +161,10 @@ void DingTalkClient::on_response(Pending p, HttpResponse&& r) {
         return;
     }
     std::optional<ApiFailure> f = p.handler(r.body);
-    if (!f) return;
+    if (!f) {
+        limiter_.on_success(p.api);
+        return;
+    }
     if (f->request_id.empty()) f->request_id = request_id_of(r);
     if (r.status != 200 && f->kind == FailureKind::malformed) {
         f->kind = FailureKind::http_status;
@@ -164,6 +192,7 @@ void DingTalkClient::start_token_fetch() {
     token_fetching_ = true;
     ++stats_.token_fetches;
     ++stats_.requests;
+    ++stats_.calls_by_api["/gettoken"];
     HttpRequest req;
     req.method = "GET";
     Clock::time_point ignored;

@@ -4,7 +4,8 @@
 // in flight and (c) a valid access token is held. The token is fetched on first use, refreshed
 // 5 minutes before expiry and after a token error (the call is retried once, §1). Busy,
 // throttle, 5xx and network failures are retried with exponential backoff and full jitter, at
-// most `max_attempts` times; throttle answers wait at least 1 s (§4). Failures that no retry can
+// most `max_attempts` times; throttle answers wait at least 1 s (§4), lower that API's rate
+// (AIMD, see limiter.h) and may be retried up to 3 * max_attempts times. Failures that no retry can
 // fix (IP not allow-listed, bad AppKey/AppSecret, missing permission, proxy refusal, TLS) stop
 // run() and are returned. Single-threaded: handlers run inside run() and may queue more calls.
 
@@ -42,6 +43,9 @@ struct ClientStats {
     std::uint64_t retries = 0;
     std::uint64_t throttled = 0;
     std::uint64_t token_fetches = 0;
+    std::uint64_t rate_cuts = 0;  // times a throttle answer lowered an API's rate
+    // Calls asked for per API path (one per call(), plus each token fetch; retries not counted).
+    std::map<std::string, std::uint64_t> calls_by_api;
 };
 
 class DingTalkClient {
@@ -54,6 +58,9 @@ public:
 
     // Queues a topapi POST with a JSON body.
     void call(const std::string& api, std::string json_body, Handler handler, Failed failed);
+    // Queues a GET of a plain oapi path (e.g. /department/list); `query` is appended after the
+    // access token ("id=1&fetch_child=true").
+    void call_get(const std::string& api, std::string query, Handler handler, Failed failed);
 
     // Runs queued calls until none is left; `tick` is called about every 200 ms. Returns the
     // fatal failure that stopped the run, if any (pending calls are then dropped).
@@ -70,9 +77,12 @@ private:
     struct Pending {
         std::string api;
         std::string body;
+        std::string query;  // GET only
+        bool get = false;
         Handler handler;
         Failed failed;
         int attempt = 0;
+        int throttles = 0;
         bool token_retried = false;
         Clock::time_point not_before{};
     };

@@ -26,7 +26,11 @@ bool ApiFailure::retryable() const {
     switch (kind) {
         case FailureKind::network:
         case FailureKind::busy:
-        case FailureKind::throttle: return true;
+        case FailureKind::throttle:
+        // Truncated or garbled answers are nearly always transient (a cut connection, a gateway
+        // hiccup): retried like 5xx, within max_attempts.
+        case FailureKind::malformed:
+            return true;
         case FailureKind::http_status: return http_status >= 500 || http_status == 429;
         default: return false;
     }

@@ -24,7 +24,7 @@ enum class FailureKind {
     bad_credentials,  // 40096
     quota,        // 90020: the monthly API quota is used up: fatal until next month
     not_found,    // 60003 / 60121: the object vanished meanwhile
-    malformed,    // unparseable or unexpected JSON: not retried (a bug or a corrupted page)
+    malformed,    // unparseable or unexpected JSON (truncated, garbled): retried like 5xx
     api,          // any other errcode
 };
 

@@ -3,6 +3,11 @@
 // DingTalk's per-app per-API QPS (dingtalk-api.md §4: 20/s on standard orgs; a full sync at the
 // limit must see no throttle errors). Tokens refill continuously at `rate` per second up to
 // `burst`. Time is passed in, so the logic is unit-tested without sleeping. Single-threaded.
+//
+// The rate adapts (AIMD) when DingTalk's real limit is lower than the configured one (a
+// different edition, other apps sharing it): a throttle answer halves the key's rate (at most
+// once per second, so the answers of one burst count once; never below `min_rate`), and every
+// successful call adds back rate/`recover_calls` until the configured rate is reached again.
 
 #include <chrono>
 #include <map>
@@ -25,14 +30,26 @@ public:
 
     // After a throttle answer: empty the bucket so that the next call waits a full interval.
     void penalize(const std::string& key, Clock::time_point now);
+    // A throttle answer: penalize and cut the key's rate (multiplicative decrease). Returns
+    // true when the rate was cut.
+    bool on_throttle(const std::string& key, Clock::time_point now);
+    // A successful call: raise the key's rate a little (additive increase) up to the configured one.
+    void on_success(const std::string& key);
 
     double rate() const { return rate_; }
+    // The key's current (adapted) rate.
+    double rate(const std::string& key) const;
+
+    static constexpr double min_rate = 0.5;      // calls per second
+    static constexpr double recover_calls = 50;  // successes to climb back by the full rate
 
 private:
     struct Bucket {
         double tokens = 0;
         Clock::time_point last{};
         bool init = false;
+        double rate = -1;  // adapted rate; <0 = the configured one
+        Clock::time_point last_cut{};
     };
     void refill(Bucket& b, Clock::time_point now) const;
 

@@ -601,6 +601,24 @@ Mapping Mapping::from_node(const ConfigNode& root, const YAML::Node& raw, const 
                 m.skip_.push_back(r);
             }
         }
+        if (auto policy = sync->find("conflict_policy")) {
+            std::string v = policy->as_string();
+            if (v == "clear_field")
+                m.conflict_policy_ = ConflictPolicy::clear_field;
+            else if (v == "skip_user")
+                m.conflict_policy_ = ConflictPolicy::skip_user;
+            else
+                policy->fail("must be clear_field or skip_user");
+        }
+        if (auto source = sync->find("manager_source")) {
+            std::string v = source->as_string();
+            if (v == "leaders")
+                m.manager_source_ = ManagerSource::leaders;
+            else if (v == "dingtalk")
+                m.manager_source_ = ManagerSource::dingtalk;
+            else
+                source->fail("must be leaders or dingtalk");
+        }
         sync->reject_unknown();
     }
     if (auto removed = root.find("removed_users")) {
@@ -618,6 +636,18 @@ Mapping Mapping::from_node(const ConfigNode& root, const YAML::Node& raw, const 
     }
     root.reject_unknown();
     return m;
+}
+
+bool Mapping::needs_department_get() const {
+    // kDeptFields: 0 dept_id, 1 name, 2 parent_id are in every department listing.
+    for (const auto& [field, t] : dept_)
+        for (const auto& part : t.parts) {
+            if (!part.expr) continue;
+            if (part.expr->field > 2) return true;
+            for (const auto& f : part.expr->filters)
+                if (f.op == Filter::Op::default_field && f.field > 2) return true;
+        }
+    return false;
 }
 
 OrgDepartment Mapping::map_department(const dingtalk::DeptDetail& d) const {

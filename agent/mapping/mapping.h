@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "agent/dingtalk/model.h"
+#include "agent/org/plan.h"
 #include "agent/org/schema.h"
 #include "shared/config.h"
 
@@ -29,7 +30,20 @@ enum class ValueType { string, integer, boolean, list };
 using Value = std::variant<std::string, std::int64_t, bool, std::vector<std::string>>;
 
 struct Filter {
-    enum class Op { lower, upper, trim, email_local, e164, date, default_field, default_literal, json_key, join, first, count };
+    enum class Op {
+        lower,
+        upper,
+        trim,
+        email_local,
+        e164,
+        date,
+        default_field,
+        default_literal,
+        json_key,
+        join,
+        first,
+        count
+    };
     Op op = Op::lower;
     int field = -1;       // default_field
     std::string literal;  // default_literal, date format, e164 country code, json key, join separator
@@ -53,6 +67,12 @@ struct Template {
 
 enum class RemovedUserAction { disable, del };
 
+// Where a user's manager comes from (sync.manager_source).
+enum class ManagerSource {
+    leaders,   // the first leader of the primary department (or the nearest ancestor with one)
+    dingtalk,  // DingTalk's manager_userid (直属主管), one /topapi/v2/user/get per user
+};
+
 struct SkipRule {
     int field = -1;
     std::string equals;
@@ -75,6 +95,12 @@ public:
     RemovedUserAction removed_user_action() const { return removed_action_; }
     // With `disable`: delete users disabled longer than this (0 = never).
     std::chrono::seconds delete_after() const { return delete_after_; }
+    ConflictPolicy conflict_policy() const { return conflict_policy_; }
+    // Whether the department templates read a field only /topapi/v2/department/get carries
+    // (anything but dept_id, name, parent_id). When not, a full sync skips department/get and
+    // takes department leaders from the user pages' leader flags.
+    bool needs_department_get() const;
+    ManagerSource manager_source() const { return manager_source_; }
 
 private:
     std::map<std::string, Template> dept_;  // schema field (or custom.NAME) -> template
@@ -84,6 +110,8 @@ private:
     std::set<std::int64_t> exclude_;
     RemovedUserAction removed_action_ = RemovedUserAction::disable;
     std::chrono::seconds delete_after_{0};
+    ConflictPolicy conflict_policy_ = ConflictPolicy::clear_field;
+    ManagerSource manager_source_ = ManagerSource::leaders;
     std::string default_country_ = "86";
     int tz_offset_minutes_ = 8 * 60;  // DingTalk timestamps are midnight China time
     friend struct MappingCompiler;

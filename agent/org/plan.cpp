@@ -11,13 +11,20 @@ namespace dingbridge::agent {
 
 const char* change_kind_name(ChangeKind kind) {
     switch (kind) {
-        case ChangeKind::create_department: return "create_department";
-        case ChangeKind::update_department: return "update_department";
-        case ChangeKind::create_user: return "create_user";
-        case ChangeKind::update_user: return "update_user";
-        case ChangeKind::disable_user: return "disable_user";
-        case ChangeKind::delete_user: return "delete_user";
-        case ChangeKind::delete_department: return "delete_department";
+        case ChangeKind::create_department:
+            return "create_department";
+        case ChangeKind::update_department:
+            return "update_department";
+        case ChangeKind::create_user:
+            return "create_user";
+        case ChangeKind::update_user:
+            return "update_user";
+        case ChangeKind::disable_user:
+            return "disable_user";
+        case ChangeKind::delete_user:
+            return "delete_user";
+        case ChangeKind::delete_department:
+            return "delete_department";
     }
     return "?";
 }
@@ -78,8 +85,8 @@ SyncPlan make_plan(const OrgSnapshot& desired, const OrgSnapshot& current, const
         if (options.frozen_departments.count(id)) continue;
         auto it = current.departments.find(id);
         if (it == current.departments.end()) {
-            dept_changes.push_back({depth_of(desired.departments, id),
-                                    Change{ChangeKind::create_department, id, &d, nullptr, "new"}});
+            dept_changes.push_back(
+                {depth_of(desired.departments, id), Change{ChangeKind::create_department, id, &d, nullptr, "new"}});
         } else if (!(it->second == d)) {
             dept_changes.push_back({depth_of(desired.departments, id),
                                     Change{ChangeKind::update_department, id, &d, nullptr, dept_diff(it->second, d)}});
@@ -88,14 +95,18 @@ SyncPlan make_plan(const OrgSnapshot& desired, const OrgSnapshot& current, const
     std::stable_sort(dept_changes.begin(), dept_changes.end(),
                      [](const auto& a, const auto& b) { return a.first < b.first; });
     for (auto& [depth, c] : dept_changes) {
-        if (c.kind == ChangeKind::create_department) ++plan.counts.create_department;
-        else ++plan.counts.update_department;
+        if (c.kind == ChangeKind::create_department)
+            ++plan.counts.create_department;
+        else
+            ++plan.counts.update_department;
         plan.changes.push_back(std::move(c));
     }
 
-    // ---- removals that are due (computed first: they free unique values only when deleted) ----
-    std::vector<Change> user_removals;
+    // ---- users ----
+    // Removals that are due. Deleted rows free their values (deletions are applied first).
+    std::vector<Change> deletions, disables;
     std::set<std::string> deleted_users;
+    std::vector<const OrgUser*> disabled_rows;  // current users disabled by this plan
     int suppressed = 0;
     for (const auto& [id, u] : current.users) {
         if (desired.users.count(id) || options.frozen_users.count(id)) continue;
@@ -104,10 +115,10 @@ SyncPlan make_plan(const OrgSnapshot& desired, const OrgSnapshot& current, const
             continue;
         }
         if (options.delete_removed_users) {
-            user_removals.push_back(Change{ChangeKind::delete_user, id, nullptr, &u, "no longer in DingTalk"});
+            deletions.push_back(Change{ChangeKind::delete_user, id, nullptr, nullptr, "no longer in DingTalk"});
             deleted_users.insert(id);
         } else {
-            user_removals.push_back(Change{ChangeKind::disable_user, id, nullptr, &u, "no longer in DingTalk"});
+            disabled_rows.push_back(&u);
         }
     }
     for (const auto& [id, removed_at] : current.removed_users) {
@@ -115,65 +126,199 @@ SyncPlan make_plan(const OrgSnapshot& desired, const OrgSnapshot& current, const
         if (!options.allow_removals) continue;
         if (options.delete_removed_users ||
             (options.delete_disabled_before > 0 && removed_at > 0 && removed_at < options.delete_disabled_before)) {
-            user_removals.push_back(Change{ChangeKind::delete_user, id, nullptr, nullptr,
-                                           options.delete_removed_users ? "removed earlier; action is delete"
-                                                                        : "disabled longer than delete_after"});
+            deletions.push_back(Change{ChangeKind::delete_user, id, nullptr, nullptr,
+                                       options.delete_removed_users ? "removed earlier; action is delete"
+                                                                    : "disabled longer than delete_after"});
             deleted_users.insert(id);
         }
     }
 
-    // ---- users: creates and updates, with unique-field conflicts skipped ----
-    // Claims: values held in the target by users that stay there (not deleted by this plan).
-    // Views into `desired`/`current`, which outlive this function: no copy per user and field.
-    std::unordered_map<std::string_view, std::string_view> claims[3];  // username, email, phone -> holder
-    for (auto& c : claims) c.reserve(desired.users.size() + current.users.size());
+    // Final unique values. Claims: value -> the row that holds it once the plan is applied. Views
+    // into `desired`/`current`/`plan.staged`, which outlive this function.
+    using Claims = std::unordered_map<std::string_view, std::string_view>;
+    Claims claims[3];  // username, email, phone
     auto values = [](const OrgUser& u) { return std::array<const std::string*, 3>{&u.username, &u.email, &u.phone}; };
     static const char* kFieldNames[3] = {"username", "email", "phone"};
-    for (const auto& [id, u] : current.users) {
-        if (desired.users.count(id) || deleted_users.count(id)) continue;
-        auto v = values(u);
-        for (int i = 0; i < 3; ++i)
-            if (!v[i]->empty()) claims[i].emplace(*v[i], id);
-    }
-    // Users already in the target claim first, so that a newcomer never takes a value away.
+    auto clear_value = [](OrgUser& u, int i) {
+        if (i == 0)
+            u.username.clear();
+        else if (i == 1)
+            u.email.clear();
+        else
+            u.phone.clear();
+    };
+    // Existing users first (their unchanged values before anything else), so that a newcomer
+    // never takes a value away from the user who holds it.
     std::vector<const OrgUser*> order;
+    order.reserve(desired.users.size());
     for (const auto& [id, u] : desired.users)
         if (current.users.count(id)) order.push_back(&u);
     for (const auto& [id, u] : desired.users)
         if (!current.users.count(id)) order.push_back(&u);
-    for (const OrgUser* u : order) {
-        const std::string& id = u->external_id;
-        if (options.frozen_users.count(id)) continue;
-        auto v = values(*u);
-        std::string conflict;
-        for (int i = 0; i < 3 && conflict.empty(); ++i) {
+    // skip_user: an existing user left out keeps its current values; recompute until stable.
+    std::set<std::string_view> kept_as_is;
+    std::unordered_map<std::string_view, const OrgUser*> final_user;  // id -> state to write
+    std::vector<SkippedItem> conflicts, skipped;
+    for (bool again = true; again;) {
+        again = false;
+        for (auto& c : claims) {
+            c.clear();
+            c.reserve(desired.users.size() + current.users.size());
+        }
+        final_user.clear();
+        conflicts.clear();
+        skipped.clear();
+        plan.staged.clear();
+        auto hold_current = [&](std::string_view id) {
+            auto it = current.users.find(std::string(id));
+            if (it == current.users.end()) return;
+            auto v = values(it->second);
+            for (int i = 0; i < 3; ++i)
+                if (!v[i]->empty()) claims[i].emplace(*v[i], it->first);
+        };
+        for (const auto& id : options.frozen_users) hold_current(id);
+        for (auto id : kept_as_is) hold_current(id);
+        for (const OrgUser* u : order) {
+            const std::string& id = u->external_id;
+            if (options.frozen_users.count(id) || kept_as_is.count(id)) continue;
+            auto cur = current.users.find(id);
+            if (cur == current.users.end()) break;  // existing users come first
+            auto v = values(*u);
+            auto cv = values(cur->second);
+            for (int i = 0; i < 3; ++i)
+                if (!v[i]->empty() && *v[i] == *cv[i]) claims[i].emplace(*v[i], cur->first);
+        }
+        for (const OrgUser* u : order) {
+            const std::string& id = u->external_id;
+            if (options.frozen_users.count(id) || kept_as_is.count(id)) continue;
+            auto v = values(*u);
+            std::string reason;
+            OrgUser* copy = nullptr;
+            for (int i = 0; i < 3; ++i) {
+                if (v[i]->empty()) continue;
+                auto it = claims[i].find(*v[i]);
+                if (it == claims[i].end() || it->second == id) continue;
+                std::string why =
+                    std::string(kFieldNames[i]) + " '" + *v[i] + "' is already used by user " + std::string(it->second);
+                if (options.conflict_policy == ConflictPolicy::skip_user) {
+                    reason = why;
+                    break;
+                }
+                if (!copy) {
+                    plan.staged.push_back(std::make_unique<OrgUser>(*u));
+                    copy = plan.staged.back().get();
+                }
+                clear_value(*copy, i);
+                conflicts.push_back({"user", id, why + "; " + kFieldNames[i] + " left empty"});
+            }
+            if (!reason.empty()) {
+                if (current.users.count(id)) {
+                    // Its current row stays, and so do its values: recompute once this pass is done.
+                    kept_as_is.insert(u->external_id);
+                    again = true;
+                    continue;
+                }
+                skipped.push_back({"user", id, reason});
+                continue;
+            }
+            const OrgUser& fin = copy ? *copy : *u;
+            auto fv = values(fin);
+            for (int i = 0; i < 3; ++i)
+                if (!fv[i]->empty()) claims[i].emplace(*fv[i], fin.external_id);
+            final_user.emplace(u->external_id, &fin);
+        }
+    }
+    for (auto id : kept_as_is)
+        skipped.push_back({"user", std::string(id),
+                           "a unique value conflicts (sync.conflict_policy: skip_user); "
+                           "the user is left as it is in the target"});
+    for (auto& s : skipped) plan.skipped.push_back(std::move(s));
+    plan.conflicts = std::move(conflicts);
+
+    // Which fields a row must give up before the others are written.
+    auto releases = [&](const OrgUser& row) {
+        std::array<bool, 3> r{false, false, false};
+        auto v = values(row);
+        for (int i = 0; i < 3; ++i) {
             if (v[i]->empty()) continue;
             auto it = claims[i].find(*v[i]);
-            if (it != claims[i].end() && it->second != id)
-                conflict = std::string(kFieldNames[i]) + " '" + *v[i] + "' is already used by user " +
-                           std::string(it->second);
+            r[i] = it != claims[i].end() && it->second != row.external_id;
         }
-        if (!conflict.empty()) {
-            plan.skipped.push_back({"user", id, conflict});
-            continue;
-        }
+        return r;
+    };
+    auto staged_copy = [&](const OrgUser& row, const std::array<bool, 3>& rel, bool removed) {
+        plan.staged.push_back(std::make_unique<OrgUser>(row));
+        OrgUser* s = plan.staged.back().get();
         for (int i = 0; i < 3; ++i)
-            if (!v[i]->empty()) claims[i].emplace(*v[i], id);
+            if (rel[i]) clear_value(*s, i);
+        if (removed) {
+            s->departments.clear();
+            s->active = false;
+        }
+        return s;
+    };
+    auto released_names = [&](const std::array<bool, 3>& rel) {
+        std::string n;
+        for (int i = 0; i < 3; ++i)
+            if (rel[i]) n += (n.empty() ? "" : ", ") + std::string(kFieldNames[i]);
+        return n;
+    };
+    std::vector<Change> release_changes, late_changes;
+    // Active users that give a value to another user: written first with the field empty.
+    for (const auto& [id, row] : current.users) {
+        if (!final_user.count(id)) continue;  // frozen, kept as is, or removed (below)
+        auto rel = releases(row);
+        if (!rel[0] && !rel[1] && !rel[2]) continue;
+        release_changes.push_back(Change{ChangeKind::update_user, id, nullptr, staged_copy(row, rel, false),
+                                         "releases " + released_names(rel) + " for another user (staged)"});
+        ++plan.counts.update_user;
+    }
+    // Users disabled now: no memberships; values another user takes are released first.
+    for (const OrgUser* row : disabled_rows) {
+        auto rel = releases(*row);
+        bool early = rel[0] || rel[1] || rel[2];
+        Change c{ChangeKind::disable_user, row->external_id, nullptr, staged_copy(*row, rel, true),
+                 "no longer in DingTalk"};
+        if (early) c.detail += "; releases " + released_names(rel);
+        (early ? release_changes : disables).push_back(std::move(c));
+        ++plan.counts.disable_user;
+    }
+    // Rows removed earlier: they give values up to active users, and keep no memberships.
+    for (const auto& [id, row] : current.removed_user_rows) {
+        if (desired.users.count(id) || deleted_users.count(id) || !current.removed_users.count(id)) continue;
+        auto rel = releases(row);
+        bool early = rel[0] || rel[1] || rel[2];
+        if (!early && row.departments.empty()) continue;
+        Change c{ChangeKind::disable_user, id, nullptr, staged_copy(row, rel, true),
+                 early ? "removed earlier; releases " + released_names(rel)
+                       : std::string("removed earlier; drops its department memberships")};
+        (early ? release_changes : late_changes).push_back(std::move(c));
+        ++plan.counts.update_user;  // not a removal: the safeguard does not count it
+    }
+
+    for (auto& c : deletions) {
+        ++plan.counts.delete_user;
+        plan.changes.push_back(std::move(c));
+    }
+    for (auto& c : release_changes) plan.changes.push_back(std::move(c));
+    for (const OrgUser* u : order) {
+        auto f = final_user.find(u->external_id);
+        if (f == final_user.end()) continue;
+        const OrgUser& fin = *f->second;
+        const std::string& id = u->external_id;
         auto it = current.users.find(id);
         if (it == current.users.end()) {
             bool was_removed = current.removed_users.count(id) > 0;
-            plan.changes.push_back(Change{ChangeKind::create_user, id, nullptr, u, was_removed ? "back in DingTalk" : "new"});
+            plan.changes.push_back(
+                Change{ChangeKind::create_user, id, nullptr, &fin, was_removed ? "back in DingTalk" : "new"});
             ++plan.counts.create_user;
-        } else if (!(it->second == *u)) {
-            plan.changes.push_back(Change{ChangeKind::update_user, id, nullptr, u, user_diff(it->second, *u)});
+        } else if (!(it->second == fin)) {
+            plan.changes.push_back(Change{ChangeKind::update_user, id, nullptr, &fin, user_diff(it->second, fin)});
             ++plan.counts.update_user;
         }
     }
-    for (auto& c : user_removals) {
-        if (c.kind == ChangeKind::delete_user) ++plan.counts.delete_user;
-        else ++plan.counts.disable_user;
-        plan.changes.push_back(std::move(c));
-    }
+    for (auto& c : disables) plan.changes.push_back(std::move(c));
+    for (auto& c : late_changes) plan.changes.push_back(std::move(c));
 
     // ---- department removals, children first ----
     std::vector<std::pair<int, Change>> dept_removals;
@@ -233,7 +378,8 @@ std::vector<std::string> validate_tree(const std::map<std::string, OrgDepartment
             continue;
         }
         if (!departments.count(d.parent_external_id)) {
-            problems.push_back("department " + id + " names a parent " + d.parent_external_id + " that was not fetched");
+            problems.push_back("department " + id + " names a parent " + d.parent_external_id +
+                               " that was not fetched");
             continue;
         }
         // Walk up: reaching the root within |departments| steps, else a cycle.

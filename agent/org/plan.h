@@ -3,11 +3,21 @@
 // with the target's current state by external_id — never by name, so a rename or a move is an
 // update of the same object — and orders the changes so that every step is valid on its own:
 // department creates and updates parents-first, user creates/updates, user removals (disable or
-// delete), department removals children-first. Also applies the unique-field conflict rule
-// (the later user is skipped with a reason), the "no removals from an incomplete read" rule and
-// the deletion safeguard. No I/O; unit-tested directly.
+// delete), department removals children-first. Also applies the unique-field conflict policy
+// (clear_field: the later user is written without the contested value; skip_user: the later
+// user is left out; both recorded), the "no removals from an incomplete read" rule and the
+// deletion safeguard.
+//
+// Unique values (username, email, phone) are checked against every row that holds one in the
+// target, active or removed. A removed (disabled) row gives its value up to an active user. Every
+// step is valid on its own under UNIQUE constraints: user deletions come first, then "release"
+// writes (a row that gives a value to another row is first written with that field empty: a
+// removed row stays removed, an active row is written again with its final state later), then
+// creates and updates, then disables. That stages swaps (A takes B's e-mail while B takes A's).
+// A disabled user keeps no department memberships. No I/O; unit-tested directly.
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -31,11 +41,13 @@ const char* change_kind_name(ChangeKind kind);
 struct Change {
     ChangeKind kind = ChangeKind::create_department;
     std::string external_id;
-    // The desired state for creates/updates, the current one for removals (nullptr for a user
-    // removed earlier). Points into the snapshots given to make_plan, which must outlive the plan.
+    // The state to write for creates/updates; for disable_user the row as it stays (active=false,
+    // no memberships, released unique values empty); the current one for delete_department;
+    // nullptr for delete_user. Points into the snapshots given to make_plan (which must outlive
+    // the plan) or into the plan's own `staged` rows.
     const OrgDepartment* department = nullptr;
     const OrgUser* user = nullptr;
-    std::string detail;        // fields that change, or why it is removed
+    std::string detail;  // fields that change, or why it is removed
 };
 
 struct SkippedItem {
@@ -44,9 +56,17 @@ struct SkippedItem {
     std::string reason;
 };
 
+// What happens to a user whose username/email/phone is already held by another user
+// (mapping.yaml sync.conflict_policy).
+enum class ConflictPolicy {
+    clear_field,  // write the user without the contested value (Entra Connect's PropertyConflict)
+    skip_user,    // leave the user out (a user already in the target stays as it is)
+};
+
 struct PlanOptions {
-    bool allow_removals = true;  // false after an incomplete read
-    bool delete_removed_users = false;  // removed_users.action: delete
+    ConflictPolicy conflict_policy = ConflictPolicy::clear_field;
+    bool allow_removals = true;               // false after an incomplete read
+    bool delete_removed_users = false;        // removed_users.action: delete
     std::int64_t delete_disabled_before = 0;  // Unix s; disabled users removed before this are deleted (0 = never)
     // Objects whose DingTalk state is unknown after a failed read: neither updated nor removed.
     std::set<std::string> frozen_users;
@@ -58,14 +78,20 @@ struct PlanCounts {
     int create_user = 0, update_user = 0, disable_user = 0, delete_user = 0;
     int removals() const { return delete_department + disable_user + delete_user; }
     int total() const {
-        return create_department + update_department + delete_department + create_user + update_user +
-               disable_user + delete_user;
+        return create_department + update_department + delete_department + create_user + update_user + disable_user +
+               delete_user;
     }
 };
 
 struct SyncPlan {
     std::vector<Change> changes;
     std::vector<SkippedItem> skipped;
+    // Unique-value conflicts resolved by clearing the field (object_type "user"); skip_user
+    // conflicts are in `skipped`.
+    std::vector<SkippedItem> conflicts;
+    // Rows the plan writes that are in neither snapshot (staged releases, cleared conflicts,
+    // disabled rows); Change::user points here.
+    std::vector<std::unique_ptr<OrgUser>> staged;
     PlanCounts counts;
     bool removals_suppressed = false;  // removals were due but the read was incomplete
     int suppressed_removals = 0;

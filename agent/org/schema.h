@@ -60,6 +60,11 @@ struct OrgSnapshot {
     // Users the target keeps but marked removed (disabled by an earlier sync): external id ->
     // removal time (Unix seconds). Such users are not in `users`.
     std::map<std::string, std::int64_t> removed_users;
+    // The rows of those removed users as the target holds them (unique values, memberships left
+    // by older versions), keyed like removed_users. The plan needs them: a removed row still holds
+    // its username/email/phone and must release a value an active user takes (re-hire, recycled
+    // phone). A target that keeps no values for removed users leaves it empty.
+    std::map<std::string, OrgUser> removed_user_rows;
 };
 
 }  // namespace dingbridge::agent

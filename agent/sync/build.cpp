@@ -69,7 +69,12 @@ DesiredOrg build(FetchedOrg& fetched, const Mapping& mapping, bool drain) {
             od.parent_external_id = std::to_string(d.parent_id);
         }
         if (!include_all && tops.count(id)) od.parent_external_id.clear();
-        od.leaders = d.manager_userids;
+        if (fetched.leaders_from_pages) {
+            auto pl = fetched.page_leaders.find(id);
+            if (pl != fetched.page_leaders.end()) od.leaders = pl->second;
+        } else {
+            od.leaders = d.manager_userids;
+        }
         out.snapshot.departments.emplace(od.external_id, std::move(od));
     }
 
@@ -115,7 +120,7 @@ DesiredOrg build(FetchedOrg& fetched, const Mapping& mapping, bool drain) {
             if (std::none_of(places.begin(), places.end(), [&](const Membership& x) { return x.department == id; }))
                 places.push_back({id, pl.order, pl.leader});
         }
-        if (frozen) {
+        if (frozen || fetched.failed_users.count(userid)) {
             out.frozen_users.insert(userid);
             continue;
         }
@@ -125,6 +130,7 @@ DesiredOrg build(FetchedOrg& fetched, const Mapping& mapping, bool drain) {
             continue;
         }
         OrgUser u = mapping.map_user(m.item);
+        if (mapping.manager_source() == ManagerSource::dingtalk) u.manager = m.manager_userid;
         u.departments = std::move(places);
         u.primary_department = u.departments.front().department;
         out.snapshot.users.emplace(userid, std::move(u));
@@ -133,9 +139,16 @@ DesiredOrg build(FetchedOrg& fetched, const Mapping& mapping, bool drain) {
     auto known = [&](const std::string& id) {
         return trust_all || out.snapshot.users.count(id) > 0 || out.frozen_users.count(id) > 0;
     };
-    // Manager: the first leader of the primary department other than the user, else of the
-    // nearest ancestor with one (user/list has no manager_userid; see docs/agent.md).
+    // Manager from DingTalk (manager_userid, fetched by v2/user/get): kept when it names a synced
+    // user; a cycle (a manages b manages a) is kept as DingTalk has it, never followed.
+    if (mapping.manager_source() == ManagerSource::dingtalk) {
+        for (auto& [userid, u] : out.snapshot.users)
+            if (!u.manager.empty() && (u.manager == userid || !known(u.manager))) u.manager.clear();
+    }
+    // Manager from leaders: the first leader of the primary department other than the user, else
+    // of the nearest ancestor with one (user/list has no manager_userid; see docs/agent.md).
     for (auto& [userid, u] : out.snapshot.users) {
+        if (mapping.manager_source() == ManagerSource::dingtalk) break;
         std::string dept = u.primary_department;
         for (size_t guard = 0; !dept.empty() && guard < out.snapshot.departments.size(); ++guard) {
             auto it = out.snapshot.departments.find(dept);

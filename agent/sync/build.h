@@ -20,13 +20,17 @@ namespace dingbridge::agent {
 
 struct FetchedOrg {
     std::int64_t root_id = 1;
-    std::map<std::int64_t, dingtalk::DeptDetail> departments;       // department/get results
-    std::map<std::int64_t, std::vector<std::int64_t>> children;      // listsub results
+    std::map<std::int64_t, dingtalk::DeptDetail> departments;    // department/get results
+    std::map<std::int64_t, std::vector<std::int64_t>> children;  // listsub results
     // Hashed: a full sync merges one entry per user per department page (§7); build_desired
     // visits them in userid order.
     std::unordered_map<std::string, dingtalk::MergedUser> users;
     std::set<std::int64_t> failed_departments;  // get, listsub or a user page failed
-    std::vector<std::string> problems;          // duplicates seen while walking
+    std::set<std::string> failed_users;         // their v2/user/get failed: left as they are
+    // Without department/get: leaders from the user pages' leader flags, in page order.
+    bool leaders_from_pages = false;
+    std::map<std::int64_t, std::vector<std::string>> page_leaders;
+    std::vector<std::string> problems;  // duplicates seen while walking
     bool complete() const { return failed_departments.empty(); }
 };
 

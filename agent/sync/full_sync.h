@@ -6,8 +6,10 @@
 // history. Runs on the calling thread (the client's loop); writes the human summary to `out`.
 
 #include <cstdint>
+#include <optional>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "agent/config.h"
 #include "agent/mapping/mapping.h"
@@ -31,6 +33,14 @@ struct SyncResult {
 
 SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Target& target, HistoryStore& history,
                          const SyncOptions& options, std::ostream& out);
+
+// The apply stage of a sync, shared with event-driven updates: applies `plan` in one target
+// transaction (batches of savepoints; a failed change is undone alone), records every failed
+// item in the history of run `run_id` and updates counters.changes_applied/items_failed.
+// Nothing is committed unless the history took its record (`history_ok` false: some earlier
+// write of this run failed). Returns why nothing was applied, or nullopt.
+std::optional<std::string> apply_plan(const SyncPlan& plan, Target& target, HistoryStore& history, std::int64_t run_id,
+                                      RunCounters& counters, const std::vector<std::string>& secrets, bool history_ok);
 
 // Operator guidance for a fatal DingTalk/proxy failure ("what to do").
 std::string explain_failure(const dingtalk::ApiFailure& f, const AgentConfig& config);

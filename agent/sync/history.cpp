@@ -114,15 +114,30 @@ HistoryStore::~HistoryStore() {
     if (db_) sqlite3_close(db_);
 }
 
+bool HistoryStore::step_done(Stmt& st) {
+    if (!st.ok()) {
+        last_error_ = st.prepare_error();
+        return false;
+    }
+    int rc = st.step();
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW) return true;
+    last_error_ = sqlite3_errmsg(db_);
+    return false;
+}
+
 std::int64_t HistoryStore::start_run(const std::string& kind, const std::string& trigger, bool dry_run) {
     Stmt st(db_, "INSERT INTO runs(kind, trigger, dry_run, started_at, status, pid) VALUES(?1,?2,?3,?4,'running',?5)");
-    st.bind(1, kind).bind(2, trigger).bind(3, static_cast<std::int64_t>(dry_run)).bind(4, now_iso())
-        .bind(5, static_cast<std::int64_t>(getpid()));
-    (void)st.step();
+    if (st.ok())
+        st.bind(1, kind)
+            .bind(2, trigger)
+            .bind(3, static_cast<std::int64_t>(dry_run))
+            .bind(4, now_iso())
+            .bind(5, static_cast<std::int64_t>(getpid()));
+    if (!step_done(st) || sqlite3_changes(db_) != 1) return 0;
     return sqlite3_last_insert_rowid(db_);
 }
 
-void HistoryStore::update_progress(std::int64_t id, const RunCounters& c) {
+bool HistoryStore::update_progress(std::int64_t id, const RunCounters& c) {
     std::string sql = "UPDATE runs SET ";
     for (size_t i = 0; i < std::size(kCounterNames); ++i) sql += (i ? ", " : "") + std::string(kCounterNames[i]) + "=?" + std::to_string(i + 2);
     sql += " WHERE id=?1";
@@ -130,24 +145,40 @@ void HistoryStore::update_progress(std::int64_t id, const RunCounters& c) {
     st.bind(1, id);
     RunCounters copy = c;
     auto f = counter_fields(copy);
-    for (size_t i = 0; i < f.size(); ++i) st.bind(static_cast<int>(i + 2), *f[i]);
-    (void)st.step();
+    if (st.ok())
+        for (size_t i = 0; i < f.size(); ++i) st.bind(static_cast<int>(i + 2), *f[i]);
+    return step_done(st);
 }
 
-void HistoryStore::add_item(std::int64_t id, const RunItem& item) {
+bool HistoryStore::add_item(std::int64_t id, const RunItem& item) {
     Stmt st(db_, "INSERT INTO run_items(run_id, phase, object_type, external_id, operation, error, created_at) "
                  "VALUES(?1,?2,?3,?4,?5,?6,?7)");
-    st.bind(1, id).bind(2, item.phase).bind(3, item.object_type).bind(4, item.external_id).bind(5, item.operation)
-        .bind(6, item.error).bind(7, now_iso());
-    (void)st.step();
+    if (st.ok())
+        st.bind(1, id)
+            .bind(2, item.phase)
+            .bind(3, item.object_type)
+            .bind(4, item.external_id)
+            .bind(5, item.operation)
+            .bind(6, item.error)
+            .bind(7, now_iso());
+    return step_done(st);
 }
 
-void HistoryStore::finish_run(std::int64_t id, const std::string& status, const std::string& message,
+bool HistoryStore::finish_run(std::int64_t id, const std::string& status, const std::string& message,
                               const RunCounters& c) {
-    update_progress(id, c);
-    Stmt st(db_, "UPDATE runs SET status=?2, message=?3, finished_at=?4 WHERE id=?1");
-    st.bind(1, id).bind(2, status).bind(3, message).bind(4, now_iso());
-    (void)st.step();
+    // One statement: counters and status together.
+    std::string sql = "UPDATE runs SET status=?2, message=?3, finished_at=?4";
+    for (size_t i = 0; i < std::size(kCounterNames); ++i)
+        sql += ", " + std::string(kCounterNames[i]) + "=?" + std::to_string(i + 5);
+    sql += " WHERE id=?1";
+    Stmt st(db_, sql.c_str());
+    RunCounters copy = c;
+    auto f = counter_fields(copy);
+    if (st.ok()) {
+        st.bind(1, id).bind(2, status).bind(3, message).bind(4, now_iso());
+        for (size_t i = 0; i < f.size(); ++i) st.bind(static_cast<int>(i + 5), *f[i]);
+    }
+    return step_done(st);
 }
 
 std::vector<RunRecord> HistoryStore::list(int limit) {
@@ -169,10 +200,13 @@ std::optional<RunRecord> HistoryStore::get(std::int64_t id) {
     st.bind(1, id);
     if (!st.ok() || st.step() != SQLITE_ROW) return std::nullopt;
     RunRecord r = read_run_row(st);
-    Stmt items(db_, "SELECT phase, object_type, external_id, operation, error FROM run_items WHERE run_id=?1 ORDER BY rowid");
+    Stmt items(db_,
+               "SELECT phase, object_type, external_id, operation, error, created_at FROM run_items WHERE "
+               "run_id=?1 ORDER BY rowid");
     items.bind(1, id);
     while (items.ok() && items.step() == SQLITE_ROW)
-        r.items.push_back(RunItem{items.text(0), items.text(1), items.text(2), items.text(3), items.text(4)});
+        r.items.push_back(
+            RunItem{items.text(0), items.text(1), items.text(2), items.text(3), items.text(4), items.text(5)});
     return r;
 }
 
@@ -194,7 +228,8 @@ std::string run_to_json(const RunRecord& r, bool with_items) {
             const auto& it = r.items[i];
             s += (i ? "," : "") + std::string("{\"phase\":\"") + json_escape(it.phase) + "\",\"object_type\":\"" +
                  json_escape(it.object_type) + "\",\"external_id\":\"" + json_escape(it.external_id) +
-                 "\",\"operation\":\"" + json_escape(it.operation) + "\",\"error\":\"" + json_escape(it.error) + "\"}";
+                 "\",\"operation\":\"" + json_escape(it.operation) + "\",\"error\":\"" + json_escape(it.error) +
+                 "\",\"at\":\"" + json_escape(it.at) + "\"}";
         }
         s += "]";
     }

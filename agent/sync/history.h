@@ -13,6 +13,10 @@
 struct sqlite3;
 
 namespace dingbridge::agent {
+class Stmt;
+}
+
+namespace dingbridge::agent {
 
 struct RunCounters {
     std::int64_t departments_fetched = 0;
@@ -32,8 +36,9 @@ struct RunItem {
     std::string phase;        // fetch, apply, plan
     std::string object_type;  // department, user, page
     std::string external_id;
-    std::string operation;    // e.g. update_user, /topapi/v2/user/list
+    std::string operation;  // e.g. update_user, /topapi/v2/user/list
     std::string error;
+    std::string at{};  // when it was recorded (ISO-8601 UTC); filled by get()
 };
 
 struct RunRecord {
@@ -42,7 +47,7 @@ struct RunRecord {
     std::string trigger;  // cli
     bool dry_run = false;
     std::string started_at, finished_at;  // ISO-8601 UTC
-    std::string status;   // running, succeeded, partial, failed, aborted
+    std::string status;                   // running, succeeded, partial, failed, aborted
     std::string message;
     RunCounters counters;
     std::vector<RunItem> items;  // filled by get()
@@ -55,16 +60,24 @@ public:
     HistoryStore(const HistoryStore&) = delete;
     HistoryStore& operator=(const HistoryStore&) = delete;
 
-    std::int64_t start_run(const std::string& kind, const std::string& trigger, bool dry_run);
-    void update_progress(std::int64_t id, const RunCounters& c);
-    void add_item(std::int64_t id, const RunItem& item);
-    void finish_run(std::int64_t id, const std::string& status, const std::string& message, const RunCounters& c);
+    // Every write says whether it was stored (a locked or full state database fails after the
+    // busy timeout); last_error() tells why. A sync applies nothing it could not record.
+    // The new run's id, or 0 when it could not be recorded.
+    [[nodiscard]] std::int64_t start_run(const std::string& kind, const std::string& trigger, bool dry_run);
+    bool update_progress(std::int64_t id, const RunCounters& c);  // progress only: may be ignored
+    [[nodiscard]] bool add_item(std::int64_t id, const RunItem& item);
+    [[nodiscard]] bool finish_run(std::int64_t id, const std::string& status, const std::string& message,
+                                  const RunCounters& c);
+    const std::string& last_error() const { return last_error_; }
 
     std::vector<RunRecord> list(int limit);
     std::optional<RunRecord> get(std::int64_t id);
 
 private:
+    bool step_done(Stmt& st);
+
     sqlite3* db_ = nullptr;
+    std::string last_error_;
 };
 
 std::string run_to_json(const RunRecord& r, bool with_items);

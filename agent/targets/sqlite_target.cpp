@@ -112,39 +112,56 @@ std::optional<OrgSnapshot> SqliteTarget::read(std::string& error) {
             s.departments.emplace(d.external_id, std::move(d));
         }
     }
-    std::map<std::string, std::vector<Membership>> memberships;
     {
-        Stmt st(db_, "SELECT user_external_id, department_external_id, sort_order, is_leader FROM user_departments "
-                     "ORDER BY user_external_id, position");
-        if (!st.ok()) { error = st.prepare_error(); return std::nullopt; }
-        while (st.step() == SQLITE_ROW)
-            memberships[st.text(0)].push_back(Membership{st.text(1), st.integer(2), st.integer(3) != 0});
-    }
-    Stmt st(db_, "SELECT external_id, union_id, username, display_name, email, phone, employee_number, title, "
-                 "primary_department, manager, active, avatar_url, hired_at, custom, removed_at FROM users");
-    if (!st.ok()) { error = st.prepare_error(); return std::nullopt; }
-    while (st.step() == SQLITE_ROW) {
-        OrgUser u;
-        u.external_id = st.text(0);
-        if (!st.is_null(14)) {
-            s.removed_users.emplace(u.external_id, st.integer(14));
-            continue;
+        Stmt st(db_, "SELECT external_id, union_id, username, display_name, email, phone, employee_number, title, "
+                     "primary_department, manager, active, avatar_url, hired_at, custom, removed_at FROM users");
+        if (!st.ok()) {
+            error = st.prepare_error();
+            return std::nullopt;
         }
-        u.union_id = st.text(1);
-        u.username = st.text(2);
-        u.display_name = st.text(3);
-        u.email = st.text(4);
-        u.phone = st.text(5);
-        u.employee_number = st.text(6);
-        u.title = st.text(7);
-        u.primary_department = st.text(8);
-        u.manager = st.text(9);
-        u.active = st.integer(10) != 0;
-        u.avatar_url = st.text(11);
-        u.hired_at = st.text(12);
-        u.custom = parse_json_string_map(st.text(13));
-        if (auto it = memberships.find(u.external_id); it != memberships.end()) u.departments = it->second;
-        s.users.emplace(u.external_id, std::move(u));
+        while (st.step() == SQLITE_ROW) {
+            OrgUser u;
+            u.external_id = st.text(0);
+            const bool removed = !st.is_null(14);
+            if (removed) s.removed_users.emplace(u.external_id, st.integer(14));
+            u.union_id = st.text(1);
+            u.username = st.text(2);
+            u.display_name = st.text(3);
+            u.email = st.text(4);
+            u.phone = st.text(5);
+            u.employee_number = st.text(6);
+            u.title = st.text(7);
+            u.primary_department = st.text(8);
+            u.manager = st.text(9);
+            u.active = st.integer(10) != 0;
+            u.avatar_url = st.text(11);
+            u.hired_at = st.text(12);
+            u.custom = parse_json_string_map(st.text(13));
+            (removed ? s.removed_user_rows : s.users).emplace(u.external_id, std::move(u));
+        }
+    }
+    // Memberships straight into their users (no temporary map of every membership: it was a
+    // sizeable part of a no-op resync's peak memory).
+    Stmt st(db_, "SELECT user_external_id, department_external_id, sort_order, is_leader FROM user_departments "
+                 "ORDER BY user_external_id, position");
+    if (!st.ok()) {
+        error = st.prepare_error();
+        return std::nullopt;
+    }
+    OrgUser* cur = nullptr;
+    while (st.step() == SQLITE_ROW) {
+        std::string id = st.text(0);
+        if (!cur || cur->external_id != id) {
+            auto it = s.users.find(id);
+            if (it != s.users.end()) {
+                cur = &it->second;
+            } else {
+                auto r = s.removed_user_rows.find(id);
+                cur = r != s.removed_user_rows.end() ? &r->second : nullptr;
+            }
+            if (!cur) continue;  // a membership without its user row: ignored as before
+        }
+        cur->departments.push_back(Membership{st.text(1), st.integer(2), st.integer(3) != 0});
     }
     return s;
 }
@@ -261,9 +278,29 @@ std::optional<std::string> SqliteTarget::apply_inner(const Change& c) {
             return std::nullopt;
         }
         case ChangeKind::disable_user: {
-            Stmt& st = cached("UPDATE users SET active=0, removed_at=?2, updated_at=?2 WHERE external_id=?1");
-            if (st.ok()) st.bind(1, c.external_id).bind(2, now_s());
-            return run(st);
+            // The row stays (removed_at kept from the first disable) without its memberships;
+            // c.user, when given, carries the unique values it keeps (released ones are empty).
+            if (c.user) {
+                Stmt& st = cached(
+                    "UPDATE users SET active=0, removed_at=COALESCE(removed_at, ?2), updated_at=?2, "
+                    "username=?3, email=?4, phone=?5 WHERE external_id=?1");
+                if (st.ok())
+                    st.bind(1, c.external_id)
+                        .bind(2, now_s())
+                        .bind_nullable(3, c.user->username)
+                        .bind_nullable(4, c.user->email)
+                        .bind_nullable(5, c.user->phone);
+                if (auto e = run(st)) return e;
+            } else {
+                Stmt& st = cached(
+                    "UPDATE users SET active=0, removed_at=COALESCE(removed_at, ?2), updated_at=?2 "
+                    "WHERE external_id=?1");
+                if (st.ok()) st.bind(1, c.external_id).bind(2, now_s());
+                if (auto e = run(st)) return e;
+            }
+            Stmt& m = cached("DELETE FROM user_departments WHERE user_external_id=?1");
+            if (m.ok()) m.bind(1, c.external_id);
+            return run(m);
         }
         case ChangeKind::delete_user: {
             Stmt& st = cached("DELETE FROM users WHERE external_id=?1");

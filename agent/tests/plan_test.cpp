@@ -1,7 +1,8 @@
+#include "agent/org/plan.h"
+
 #include <boost/test/unit_test.hpp>
 
 #include "agent/dingtalk/limiter.h"
-#include "agent/org/plan.h"
 #include "agent/sync/build.h"
 
 using namespace dingbridge::agent;
@@ -72,11 +73,114 @@ BOOST_AUTO_TEST_CASE(unique_conflict_skips_the_later_user) {
     desired.departments = current.departments = {{"1", dept("1", "", "root")}};
     current.users = {{"b", user("b", "1", "same@x")}};
     desired.users = {{"a", user("a", "1", "same@x")}, {"b", user("b", "1", "same@x")}};
-    SyncPlan p = make_plan(desired, current, {});
+    PlanOptions skip;
+    skip.conflict_policy = ConflictPolicy::skip_user;
+    SyncPlan p = make_plan(desired, current, skip);
     BOOST_TEST(p.changes.empty());
     BOOST_REQUIRE_EQUAL(p.skipped.size(), 1u);
     BOOST_TEST(p.skipped[0].external_id == "a");
     BOOST_TEST(p.skipped[0].reason.find("already used by user b") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(skip_user_keeps_an_existing_user_and_its_values) {
+    OrgSnapshot desired, current;
+    desired.departments = current.departments = {{"1", dept("1", "", "root")}};
+    current.users = {{"a", user("a", "1", "a@x")}, {"b", user("b", "1", "b@x")}};
+    // a wants b's e-mail (b keeps it): a stays as it is, so its own a@x stays taken too.
+    desired.users = {{"a", user("a", "1", "b@x")}, {"b", user("b", "1", "b@x")}, {"c", user("c", "1", "a@x")}};
+    PlanOptions skip;
+    skip.conflict_policy = ConflictPolicy::skip_user;
+    SyncPlan p = make_plan(desired, current, skip);
+    BOOST_TEST(p.changes.empty());
+    BOOST_REQUIRE_EQUAL(p.skipped.size(), 2u);
+    std::set<std::string> ids{p.skipped[0].external_id, p.skipped[1].external_id};
+    BOOST_TEST((ids == std::set<std::string>{"a", "c"}));
+}
+
+BOOST_AUTO_TEST_CASE(unique_conflict_clears_the_field_by_default_and_records_it) {
+    OrgSnapshot desired, current;
+    desired.departments = current.departments = {{"1", dept("1", "", "root")}};
+    current.users = {{"b", user("b", "1", "same@x")}};
+    desired.users = {{"a", user("a", "1", "same@x")}, {"b", user("b", "1", "same@x")}};
+    SyncPlan p = make_plan(desired, current, {});
+    BOOST_REQUIRE_EQUAL(p.changes.size(), 1u);
+    BOOST_TEST((p.changes[0].kind == ChangeKind::create_user));
+    BOOST_TEST(p.changes[0].user->email.empty());
+    BOOST_TEST(p.changes[0].user->username == "a");
+    BOOST_TEST(p.skipped.empty());
+    BOOST_REQUIRE_EQUAL(p.conflicts.size(), 1u);
+    BOOST_TEST(p.conflicts[0].reason.find("email 'same@x' is already used by user b; email left empty") !=
+               std::string::npos);
+}
+
+// Applies a plan to a map of rows under UNIQUE(username, email, phone) like the SQLite target:
+// returns the first step that would violate it.
+std::string replay(const SyncPlan& p, std::map<std::string, OrgUser> rows) {
+    for (const auto& c : p.changes) {
+        if (c.kind == ChangeKind::delete_user) {
+            rows.erase(c.external_id);
+            continue;
+        }
+        if (!c.user) continue;
+        OrgUser next = *c.user;
+        for (const auto& [id, r] : rows) {
+            if (id == c.external_id) continue;
+            if ((!next.email.empty() && r.email == next.email) ||
+                (!next.username.empty() && r.username == next.username) ||
+                (!next.phone.empty() && r.phone == next.phone))
+                return std::string(change_kind_name(c.kind)) + " " + c.external_id + " collides with " + id;
+        }
+        rows[c.external_id] = next;
+    }
+    return {};
+}
+
+BOOST_AUTO_TEST_CASE(a_removed_row_gives_its_values_to_a_new_hire) {
+    OrgSnapshot desired, current;
+    desired.departments = current.departments = {{"1", dept("1", "", "root")}};
+    OrgUser gone = user("old", "1", "jo@x");
+    gone.username = "jo";
+    gone.phone = "+8613800000000";
+    gone.active = false;
+    current.removed_users["old"] = 100;
+    current.removed_user_rows["old"] = gone;
+    OrgUser hire = user("new", "1", "jo@x");
+    hire.username = "jo";
+    hire.phone = "+8613800000000";
+    desired.users = {{"new", hire}};
+    SyncPlan p = make_plan(desired, current, {});
+    BOOST_TEST(p.conflicts.empty());
+    BOOST_TEST(p.skipped.empty());
+    BOOST_REQUIRE_EQUAL(p.changes.size(), 2u);
+    BOOST_TEST((p.changes[0].kind == ChangeKind::disable_user));
+    BOOST_TEST(p.changes[0].user->email.empty());
+    BOOST_TEST(p.changes[0].user->username.empty());
+    BOOST_TEST((p.changes[1].kind == ChangeKind::create_user));
+    BOOST_TEST(p.changes[1].user->email == "jo@x");
+    BOOST_TEST(p.counts.removals() == 0);
+    BOOST_TEST(replay(p, {{"old", gone}}) == "");
+}
+
+BOOST_AUTO_TEST_CASE(a_swap_of_unique_values_is_staged) {
+    OrgSnapshot desired, current;
+    desired.departments = current.departments = {{"1", dept("1", "", "root")}};
+    current.users = {{"a", user("a", "1", "a@x")}, {"b", user("b", "1", "b@x")}};
+    desired.users = {{"a", user("a", "1", "b@x")}, {"b", user("b", "1", "a@x")}};
+    SyncPlan p = make_plan(desired, current, {});
+    BOOST_TEST(p.conflicts.empty());
+    BOOST_TEST(replay(p, current.users) == "");
+    // The final writes carry the swapped values.
+    std::map<std::string, std::string> last;
+    for (const auto& c : p.changes) last[c.external_id] = c.user->email;
+    BOOST_TEST(last["a"] == "b@x");
+    BOOST_TEST(last["b"] == "a@x");
+    // A disabled user keeps no memberships.
+    desired.users.erase("b");
+    desired.users["a"] = user("a", "1", "a@x");
+    SyncPlan d = make_plan(desired, current, {});
+    BOOST_REQUIRE_EQUAL(d.changes.size(), 1u);
+    BOOST_TEST((d.changes[0].kind == ChangeKind::disable_user));
+    BOOST_TEST(d.changes[0].user->departments.empty());
 }
 
 BOOST_AUTO_TEST_CASE(removed_users_are_disabled_once) {
@@ -88,6 +192,14 @@ BOOST_AUTO_TEST_CASE(removed_users_are_disabled_once) {
     BOOST_TEST((p.changes[0].kind == ChangeKind::disable_user));
     current.users.clear();
     current.removed_users["a"] = 100;
+    BOOST_TEST(make_plan(desired, current, {}).changes.empty());
+    // A row left with memberships (older versions) loses them once, not counted as a removal.
+    current.removed_user_rows["a"] = user("a", "1", "a@x");
+    SyncPlan m = make_plan(desired, current, {});
+    BOOST_REQUIRE_EQUAL(m.changes.size(), 1u);
+    BOOST_TEST(m.changes[0].user->departments.empty());
+    BOOST_TEST(m.counts.removals() == 0);
+    current.removed_user_rows["a"].departments.clear();
     BOOST_TEST(make_plan(desired, current, {}).changes.empty());
     PlanOptions o;
     o.delete_disabled_before = 200;
@@ -187,8 +299,8 @@ BOOST_AUTO_TEST_CASE(excluded_subtrees_and_include_roots) {
     BOOST_TEST(in.snapshot.departments.at("2").parent_external_id == "");
     BOOST_TEST(in.snapshot.departments.at("4").parent_external_id == "2");
     BOOST_TEST(in.snapshot.users.at("in4").primary_department == "4");
-    DesiredOrg skip = build_desired(
-        f, Mapping::load_string("sync:\n  skip_users:\n    - field: userid\n      equals: in4\n"));
+    DesiredOrg skip =
+        build_desired(f, Mapping::load_string("sync:\n  skip_users:\n    - field: userid\n      equals: in4\n"));
     BOOST_TEST(skip.snapshot.users.empty());
     BOOST_TEST(skip.skipped.size() == 1u);
 }
@@ -209,6 +321,35 @@ BOOST_AUTO_TEST_CASE(limiter_never_exceeds_rate) {
     BOOST_TEST(total.try_take("*", t, ready));
     BOOST_TEST(!total.available("*", t, ready));
     BOOST_TEST((ready - t == std::chrono::milliseconds(200)));
+}
+
+BOOST_AUTO_TEST_CASE(limiter_backs_off_on_throttle_and_recovers) {
+    using dingbridge::agent::dingtalk::RateLimiter;
+    RateLimiter l(20, 1);
+    auto t = std::chrono::steady_clock::time_point{} + std::chrono::seconds(100);
+    std::chrono::steady_clock::time_point ready;
+    BOOST_TEST(l.try_take("/a", t, ready));
+    BOOST_TEST(l.on_throttle("/a", t));
+    BOOST_TEST(l.rate("/a") == 10.0);
+    // The other answers of the same burst do not cut again within a second.
+    BOOST_TEST(!l.on_throttle("/a", t + std::chrono::milliseconds(300)));
+    BOOST_TEST(l.rate("/a") == 10.0);
+    BOOST_TEST(l.on_throttle("/a", t + std::chrono::milliseconds(1300)));
+    BOOST_TEST(l.rate("/a") == 5.0);
+    BOOST_TEST(l.rate("/b") == 20.0);  // per API
+    // Calls now come at the lowered rate: at most 5 in a second.
+    int taken = 0;
+    auto t2 = t + std::chrono::seconds(3);
+    for (int ms = 0; ms < 1000; ++ms)
+        if (l.try_take("/a", t2 + std::chrono::milliseconds(ms), ready)) ++taken;
+    BOOST_TEST(taken <= 6);
+    BOOST_TEST(taken >= 4);
+    // Never below the floor.
+    for (int i = 0; i < 20; ++i) (void)l.on_throttle("/a", t + std::chrono::seconds(10 + 2 * i));
+    BOOST_TEST(l.rate("/a") == RateLimiter::min_rate);
+    // Successes bring it back to the configured rate, not above.
+    for (int i = 0; i < 200; ++i) l.on_success("/a");
+    BOOST_TEST(l.rate("/a") == 20.0);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -30,10 +30,18 @@ def main():
     ap.add_argument("--agent-qps-total", type=int, default=400, help="dingtalk.qps_total (all APIs)")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--lean-mapping", action="store_true",
+                    help="department description and order not mapped (no department/get per department)")
+    ap.add_argument("--resync", action="store_true", help="also measure a second, no-op sync")
     a = ap.parse_args()
+    mapping_text = None
+    if a.lean_mapping:
+        mapping_text = (agent_env.REPO / "configs" / "mapping.yaml").read_text()
+        mapping_text = mapping_text.replace('  description: "{{ brief }}"\n', '  description: ""\n').replace(
+            '  order: "{{ order }}"\n', '  order: 0\n')
     env = agent_env.Env(generate=f"users={a.users},departments={a.departments},depth={a.depth},seed=42",
                         qps=a.sim_qps, agent_qps=a.agent_qps, concurrency=a.concurrency,
-                        agent_qps_total=a.agent_qps_total)
+                        agent_qps_total=a.agent_qps_total, mapping_text=mapping_text)
     try:
         cfg = env.config.read_text().replace("level: info", "level: warn")
         env.config.write_text(cfg)
@@ -61,6 +69,18 @@ def main():
         }
         if a.sim_qps:
             result["busiest_api_rate_vs_limit"] = round(busiest[1]["calls"] / wall / a.sim_qps, 3)
+        result["calls_by_api"] = {k: v["calls"] for k, v in stats["apis"].items()}
+        if a.resync and p.returncode == 0:
+            t0 = time.monotonic()
+            q = subprocess.Popen([agent_env.AGENT_BIN, "-c", str(env.config), "sync"], env=env.env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            _, status2, ru2 = os.wait4(q.pid, 0)
+            q.stdout.read(), q.stderr.read()
+            run2 = env.history()[0]
+            result.update({"resync_status": run2["status"], "resync_changes": run2["counts"]["changes_planned"],
+                           "resync_wall_s": round(time.monotonic() - t0, 1),
+                           "resync_cpu_s": round(ru2.ru_utime + ru2.ru_stime, 2),
+                           "resync_peak_rss_mib": round(ru2.ru_maxrss / 1024, 1)})
         if a.json:
             print(json.dumps(result))
         else:

@@ -34,7 +34,8 @@ class Sim:
         self.log = open(self.dir / "sim.log", "w+")
         cmd = [SIM_BIN, "--listen", "127.0.0.1:0", "--port-file", str(self.port_file), "--cert", cert, "--key", key,
                "--app-key", APP_KEY, "--app-secret", APP_SECRET, "--allow-source", EGRESS,
-               "--generate", generate, "--qps", str(qps), "--source-limit", "0", "--log-level", "warn", *extra]
+               *(("--generate", generate) if generate else ()), "--qps", str(qps), "--source-limit", "0",
+               "--log-level", "warn", *extra]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 60
         while not (self.port_file.exists() and self.port_file.read_text().strip()):

@@ -201,15 +201,17 @@ class Faults(unittest.TestCase):
             # A user leaves; the next read is incomplete, so that removal must not be applied.
             victim = env.sim.org()["users"][3]["userid"]
             env.sim.admin("POST", "/_sim/user/remove", {"userid": victim})
-            env.sim.admin("POST", "/_sim/faults", {"path": "/topapi/v2/user/list", "kind": "malformed", "count": 1})
+            # Malformed answers are retried (issue 8); one that stays malformed fails its department.
+            env.sim.admin("POST", "/_sim/faults", {"path": "/topapi/v2/user/list", "kind": "malformed"})
             p = env.agent("sync")
+            env.sim.admin("DELETE", "/_sim/faults")
             self.assertIn(p.returncode, (1, 3), p.stdout + p.stderr)
             run = env.history()[0]
             self.assertIn(run["status"], ("partial", "failed"))
             self.assertIn("incomplete", run["message"])
             detail = env.run_detail(run["id"])
             errors = [i for i in detail["items"] if i["phase"] == "fetch"]
-            self.assertEqual(len(errors), 1, detail)
+            self.assertGreaterEqual(len(errors), 1, detail)
             self.assertIn("/topapi/v2/user/list", errors[0]["error"])
             self.assertIn("malformed", errors[0]["error"])
             self.assertIn("request id", errors[0]["error"])
@@ -333,30 +335,6 @@ class RemovedUsers(unittest.TestCase):
             env.agent("sync", check=0)
             self.assertEqual(env.history()[0]["counts"]["create_user"], 1)
             self.assertEqual(self._user(env, gone["userid"]), (1, None))
-        finally:
-            env.stop()
-
-
-class Conflicts(unittest.TestCase):
-    def test_two_users_with_the_same_email_skip_the_later_one_with_a_reason(self):
-        env = Env(generate="users=40,departments=5,depth=2,seed=3")
-        try:
-            env.agent("sync", check=0)
-            for uid in ("dup-a", "dup-b"):
-                env.sim.admin("POST", "/_sim/user/create", {"userid": uid, "name": uid, "dept_id_list": [1],
-                                                            "email": "same@example.com"})
-            p = env.agent("sync", check=0)
-            self.assertIn("skipped: 1", p.stdout)
-            run = env.history()[0]
-            self.assertEqual(run["counts"]["create_user"], 1)
-            self.assertEqual(run["counts"]["items_skipped"], 1)
-            items = env.run_detail(run["id"])["items"]
-            self.assertEqual([(i["external_id"], i["operation"]) for i in items], [("dup-b", "skip")])
-            # username comes from the e-mail's local part, so it is the first unique field to collide
-            self.assertIn("username 'same' is already used by user dup-a", items[0]["error"])
-            users = target_org(env.target_db())["users"]
-            self.assertIn("dup-a", users)
-            self.assertNotIn("dup-b", users)
         finally:
             env.stop()
 
