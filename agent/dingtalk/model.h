@@ -27,8 +27,8 @@ struct DeptDetail {  // /topapi/v2/department/get result
 };
 
 struct UserItem {  // a /topapi/v2/user/list item
-    std::string userid, unionid, name, avatar, state_code, mobile, telephone, job_number, title,
-        email, org_email, work_place, remark, extension, exclusive_account_type, login_id;
+    std::string userid, unionid, name, avatar, state_code, mobile, telephone, job_number, title, email, org_email,
+        work_place, remark, extension, exclusive_account_type, login_id;
     std::vector<std::int64_t> dept_id_list;
     std::int64_t dept_order = 0;  // in the queried department
     bool leader = false;          // of the queried department
@@ -51,7 +51,20 @@ struct MergedUser {
         std::int64_t order = 0;
         bool leader = false;
     };
-    std::vector<Place> places;  // one per department page that listed the user
+    std::vector<Place> places;   // one per department page that listed the user
+    std::string manager_userid;  // 直属主管, only from /topapi/v2/user/get (empty otherwise)
+};
+
+// /topapi/v2/user/get result (dingtalk-api.md §3): the list item's fields (item.dept_order and
+// item.leader stay unset: get has no queried department) plus what only get carries.
+// `places` holds one entry per department in dept_id_list, its order from dept_order_list and
+// its leader flag from leader_in_dept, i.e. what the list pages would give for the same user.
+struct UserDetail {
+    UserItem item;
+    std::string manager_userid;  // empty when DingTalk has none (or for ISV apps)
+    std::vector<MergedUser::Place> places;
+
+    MergedUser merged() const { return MergedUser{item, places, manager_userid}; }
 };
 
 }  // namespace dingbridge::agent::dingtalk

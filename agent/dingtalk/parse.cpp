@@ -1,8 +1,8 @@
 #include "agent/dingtalk/parse.h"
 
-#include <cctype>
-
 #include <simdjson.h>
+
+#include <cctype>
 
 namespace dingbridge::agent::dingtalk {
 
@@ -16,8 +16,8 @@ od::parser& thread_parser() {
     return parser;
 }
 
-#define DB_TRY(expr)                                    \
-    do {                                                \
+#define DB_TRY(expr)                                                    \
+    do {                                                                \
         if (error_code e_ = (expr); e_ != simdjson::SUCCESS) return e_; \
     } while (0)
 
@@ -156,8 +156,9 @@ Outcome<T> parse_with(std::string_view api, std::string& body, bool need_result,
         // The per-source-IP limit answers with a deny page, not the envelope (§4); say so.
         if (body.find("\"punish\"") != std::string::npos) {
             f.kind = FailureKind::api;
-            f.errmsg = "DingTalk's per-IP limit (10000 calls per 20 s) banned the egress IP for about 5 minutes "
-                       "(deny page); lower dingtalk.qps and rerun later";
+            f.errmsg =
+                "DingTalk's per-IP limit (10000 calls per 20 s) banned the egress IP for about 5 minutes "
+                "(deny page); lower dingtalk.qps and rerun later";
             return f;
         }
         f.kind = FailureKind::malformed;
@@ -179,7 +180,9 @@ Outcome<T> parse_with(std::string_view api, std::string& body, bool need_result,
     return Outcome<T>(T{});
 }
 
-error_code parse_user_item(od::value v, UserItem& u) {
+// `extra(key, value, handled)` sees every field first (for user/get's own fields).
+template <class Extra>
+error_code parse_user_object(od::value v, UserItem& u, Extra&& extra) {
     od::object o;
     DB_TRY(v.get_object().get(o));
     for (auto fr : o) {
@@ -188,35 +191,103 @@ error_code parse_user_item(od::value v, UserItem& u) {
         std::string_view k;
         DB_TRY(f.unescaped_key().get(k));
         od::value x = f.value();
-        if (k == "userid") DB_TRY(read_string(x, u.userid));
-        else if (k == "unionid") DB_TRY(read_string(x, u.unionid));
-        else if (k == "name") DB_TRY(read_string(x, u.name));
-        else if (k == "avatar") DB_TRY(read_string(x, u.avatar));
-        else if (k == "state_code") DB_TRY(read_string(x, u.state_code));
-        else if (k == "mobile") DB_TRY(read_string(x, u.mobile));
-        else if (k == "telephone") DB_TRY(read_string(x, u.telephone));
-        else if (k == "job_number") DB_TRY(read_string(x, u.job_number));
-        else if (k == "title") DB_TRY(read_string(x, u.title));
-        else if (k == "email") DB_TRY(read_string(x, u.email));
-        else if (k == "org_email") DB_TRY(read_string(x, u.org_email));
-        else if (k == "work_place") DB_TRY(read_string(x, u.work_place));
-        else if (k == "remark") DB_TRY(read_string(x, u.remark));
-        else if (k == "extension") DB_TRY(read_string(x, u.extension));
-        else if (k == "exclusive_account_type") DB_TRY(read_string(x, u.exclusive_account_type));
-        else if (k == "login_id") DB_TRY(read_string(x, u.login_id));
-        else if (k == "dept_id_list") DB_TRY(read_int_list(x, u.dept_id_list));
-        else if (k == "dept_order") DB_TRY(read_int(x, u.dept_order));
-        else if (k == "leader") DB_TRY(read_bool(x, u.leader));
+        bool handled = false;
+        DB_TRY(extra(k, x, handled));
+        if (handled) continue;
+        if (k == "userid")
+            DB_TRY(read_string(x, u.userid));
+        else if (k == "unionid")
+            DB_TRY(read_string(x, u.unionid));
+        else if (k == "name")
+            DB_TRY(read_string(x, u.name));
+        else if (k == "avatar")
+            DB_TRY(read_string(x, u.avatar));
+        else if (k == "state_code")
+            DB_TRY(read_string(x, u.state_code));
+        else if (k == "mobile")
+            DB_TRY(read_string(x, u.mobile));
+        else if (k == "telephone")
+            DB_TRY(read_string(x, u.telephone));
+        else if (k == "job_number")
+            DB_TRY(read_string(x, u.job_number));
+        else if (k == "title")
+            DB_TRY(read_string(x, u.title));
+        else if (k == "email")
+            DB_TRY(read_string(x, u.email));
+        else if (k == "org_email")
+            DB_TRY(read_string(x, u.org_email));
+        else if (k == "work_place")
+            DB_TRY(read_string(x, u.work_place));
+        else if (k == "remark")
+            DB_TRY(read_string(x, u.remark));
+        else if (k == "extension")
+            DB_TRY(read_string(x, u.extension));
+        else if (k == "exclusive_account_type")
+            DB_TRY(read_string(x, u.exclusive_account_type));
+        else if (k == "login_id")
+            DB_TRY(read_string(x, u.login_id));
+        else if (k == "dept_id_list")
+            DB_TRY(read_int_list(x, u.dept_id_list));
+        else if (k == "dept_order")
+            DB_TRY(read_int(x, u.dept_order));
+        else if (k == "leader")
+            DB_TRY(read_bool(x, u.leader));
         else if (k == "hired_date") {
             DB_TRY(read_int(x, u.hired_date));
             u.has_hired_date = u.hired_date != 0;
-        } else if (k == "active") DB_TRY(read_bool(x, u.active));
-        else if (k == "admin") DB_TRY(read_bool(x, u.admin));
-        else if (k == "boss") DB_TRY(read_bool(x, u.boss));
-        else if (k == "hide_mobile") DB_TRY(read_bool(x, u.hide_mobile));
-        else if (k == "exclusive_account") DB_TRY(read_bool(x, u.exclusive_account));
+        } else if (k == "active")
+            DB_TRY(read_bool(x, u.active));
+        else if (k == "admin")
+            DB_TRY(read_bool(x, u.admin));
+        else if (k == "boss")
+            DB_TRY(read_bool(x, u.boss));
+        else if (k == "hide_mobile")
+            DB_TRY(read_bool(x, u.hide_mobile));
+        else if (k == "exclusive_account")
+            DB_TRY(read_bool(x, u.exclusive_account));
     }
     if (u.userid.empty()) return simdjson::INCORRECT_TYPE;  // a user without an id is unusable
+    return simdjson::SUCCESS;
+}
+
+error_code parse_user_item(od::value v, UserItem& u) {
+    return parse_user_object(v, u, [](std::string_view, od::value, bool&) { return simdjson::SUCCESS; });
+}
+
+// [{"dept_id":2,"<key>":...}, ...] -> calls on_item(dept_id, value of <key>)
+template <class F>
+error_code read_dept_pairs(od::value v, std::string_view key, F&& on_item) {
+    bool null = false;
+    DB_TRY(v.is_null().get(null));
+    if (null) return simdjson::SUCCESS;
+    od::array a;
+    DB_TRY(v.get_array().get(a));
+    for (auto ir : a) {
+        od::value iv;
+        DB_TRY(std::move(ir).get(iv));
+        od::object o;
+        DB_TRY(iv.get_object().get(o));
+        std::int64_t dept_id = 0;
+        std::int64_t order = 0;
+        bool leader = false, seen = false;
+        for (auto fr : o) {
+            od::field f;
+            DB_TRY(std::move(fr).get(f));
+            std::string_view k;
+            DB_TRY(f.unescaped_key().get(k));
+            if (k == "dept_id") {
+                DB_TRY(read_int(f.value(), dept_id));
+            } else if (k == key) {
+                seen = true;
+                if (key == "order")
+                    DB_TRY(read_int(f.value(), order));
+                else
+                    DB_TRY(read_bool(f.value(), leader));
+            }
+        }
+        if (dept_id <= 0) return simdjson::INCORRECT_TYPE;
+        if (seen) on_item(dept_id, order, leader);
+    }
     return simdjson::SUCCESS;
 }
 
@@ -225,8 +296,7 @@ error_code parse_user_item(od::value v, UserItem& u) {
 FailureKind classify_errcode(std::int64_t errcode, std::string_view sub_code) {
     auto by_code = [](std::string_view c) -> std::optional<FailureKind> {
         if (c == "-1") return FailureKind::busy;
-        if (c == "90018" || c == "90002" || c == "90006" || c == "90005" || c == "90019")
-            return FailureKind::throttle;
+        if (c == "90018" || c == "90002" || c == "90006" || c == "90005" || c == "90019") return FailureKind::throttle;
         if (c == "40014" || c == "42001" || c == "40001" || c == "33001") return FailureKind::token;
         if (c == "60020") return FailureKind::ip_denied;
         if (c == "60011") return FailureKind::permission;
@@ -269,8 +339,10 @@ Outcome<TokenReply> parse_gettoken(std::string_view api, std::string& body) {
             if ((err = std::move(fr).get(fd))) break;
             std::string_view k;
             if ((err = fd.unescaped_key().get(k))) break;
-            if (k == "access_token") err = read_string(fd.value(), reply.access_token);
-            else if (k == "expires_in") err = read_int(fd.value(), reply.expires_in);
+            if (k == "access_token")
+                err = read_string(fd.value(), reply.access_token);
+            else if (k == "expires_in")
+                err = read_int(fd.value(), reply.expires_in);
             if (err) break;
         }
     }
@@ -302,9 +374,12 @@ Outcome<std::vector<DeptSummary>> parse_listsub(std::string_view api, std::strin
                 DB_TRY(std::move(fr).get(f));
                 std::string_view k;
                 DB_TRY(f.unescaped_key().get(k));
-                if (k == "dept_id") DB_TRY(read_int(f.value(), d.dept_id));
-                else if (k == "name") DB_TRY(read_string(f.value(), d.name));
-                else if (k == "parent_id") DB_TRY(read_int(f.value(), d.parent_id));
+                if (k == "dept_id")
+                    DB_TRY(read_int(f.value(), d.dept_id));
+                else if (k == "name")
+                    DB_TRY(read_string(f.value(), d.name));
+                else if (k == "parent_id")
+                    DB_TRY(read_int(f.value(), d.parent_id));
             }
             if (d.dept_id <= 0) return simdjson::INCORRECT_TYPE;
             out.push_back(std::move(d));
@@ -327,20 +402,34 @@ Outcome<DeptDetail> parse_dept_get(std::string_view api, std::string& body) {
             std::string_view k;
             DB_TRY(f.unescaped_key().get(k));
             od::value x = f.value();
-            if (k == "dept_id") DB_TRY(read_int(x, d.dept_id));
-            else if (k == "name") DB_TRY(read_string(x, d.name));
-            else if (k == "parent_id") DB_TRY(read_int(x, d.parent_id));
-            else if (k == "order") DB_TRY(read_int(x, d.order));
-            else if (k == "source_identifier") DB_TRY(read_string(x, d.source_identifier));
-            else if (k == "brief") DB_TRY(read_string(x, d.brief));
-            else if (k == "telephone") DB_TRY(read_string(x, d.telephone));
-            else if (k == "tags") DB_TRY(read_string(x, d.tags));
-            else if (k == "extention") DB_TRY(read_string(x, d.extention));
-            else if (k == "org_dept_owner") DB_TRY(read_string(x, d.org_dept_owner));
-            else if (k == "dept_manager_userid_list") DB_TRY(read_string_list(x, d.manager_userids));
-            else if (k == "hide_dept") DB_TRY(read_bool(x, d.hide_dept));
-            else if (k == "outer_dept") DB_TRY(read_bool(x, d.outer_dept));
-            else if (k == "from_union_org") DB_TRY(read_bool(x, d.from_union_org));
+            if (k == "dept_id")
+                DB_TRY(read_int(x, d.dept_id));
+            else if (k == "name")
+                DB_TRY(read_string(x, d.name));
+            else if (k == "parent_id")
+                DB_TRY(read_int(x, d.parent_id));
+            else if (k == "order")
+                DB_TRY(read_int(x, d.order));
+            else if (k == "source_identifier")
+                DB_TRY(read_string(x, d.source_identifier));
+            else if (k == "brief")
+                DB_TRY(read_string(x, d.brief));
+            else if (k == "telephone")
+                DB_TRY(read_string(x, d.telephone));
+            else if (k == "tags")
+                DB_TRY(read_string(x, d.tags));
+            else if (k == "extention")
+                DB_TRY(read_string(x, d.extention));
+            else if (k == "org_dept_owner")
+                DB_TRY(read_string(x, d.org_dept_owner));
+            else if (k == "dept_manager_userid_list")
+                DB_TRY(read_string_list(x, d.manager_userids));
+            else if (k == "hide_dept")
+                DB_TRY(read_bool(x, d.hide_dept));
+            else if (k == "outer_dept")
+                DB_TRY(read_bool(x, d.outer_dept));
+            else if (k == "from_union_org")
+                DB_TRY(read_bool(x, d.from_union_org));
         }
         if (d.dept_id <= 0) return simdjson::INCORRECT_TYPE;
         return simdjson::SUCCESS;
@@ -362,8 +451,10 @@ Outcome<UserPage> parse_user_list(std::string_view api, std::string& body) {
             std::string_view k;
             DB_TRY(f.unescaped_key().get(k));
             od::value x = f.value();
-            if (k == "has_more") DB_TRY(read_bool(x, page.has_more));
-            else if (k == "next_cursor") DB_TRY(read_int(x, page.next_cursor));
+            if (k == "has_more")
+                DB_TRY(read_bool(x, page.has_more));
+            else if (k == "next_cursor")
+                DB_TRY(read_int(x, page.next_cursor));
             else if (k == "list") {
                 has_list = true;
                 od::array a;
@@ -385,13 +476,50 @@ Outcome<UserPage> parse_user_list(std::string_view api, std::string& body) {
     return page;
 }
 
+Outcome<UserDetail> parse_user_get(std::string_view api, std::string& body) {
+    UserDetail d;
+    std::vector<std::pair<std::int64_t, std::int64_t>> orders;
+    std::vector<std::pair<std::int64_t, bool>> leaders;
+    auto extra = [&](std::string_view k, od::value x, bool& handled) -> error_code {
+        if (k == "manager_userid") {
+            handled = true;
+            return read_string(x, d.manager_userid);
+        }
+        if (k == "dept_order_list") {
+            handled = true;
+            return read_dept_pairs(x, "order",
+                                   [&](std::int64_t id, std::int64_t o, bool) { orders.emplace_back(id, o); });
+        }
+        if (k == "leader_in_dept") {
+            handled = true;
+            return read_dept_pairs(x, "leader",
+                                   [&](std::int64_t id, std::int64_t, bool l) { leaders.emplace_back(id, l); });
+        }
+        return simdjson::SUCCESS;
+    };
+    auto on_result = [&](od::value v) -> error_code { return parse_user_object(v, d.item, extra); };
+    auto r = parse_with<UserDetail>(api, body, true, on_result);
+    if (!r.ok()) return r.failure();
+    // One place per department the user is in, as the list pages of those departments give it.
+    auto place_for = [&](std::int64_t id) -> MergedUser::Place& {
+        for (auto& p : d.places)
+            if (p.dept_id == id) return p;
+        d.places.push_back(MergedUser::Place{id, 0, false});
+        return d.places.back();
+    };
+    for (auto id : d.item.dept_id_list) place_for(id);
+    for (auto [id, o] : orders) place_for(id).order = o;
+    for (auto [id, l] : leaders) place_for(id).leader = l;
+    return d;
+}
+
 std::string ip_from_allowlist_message(std::string_view errmsg) {
     auto p = errmsg.find("request ip=");
     if (p == std::string_view::npos) return {};
     p += 11;
     auto e = p;
-    while (e < errmsg.size() && (std::isxdigit(static_cast<unsigned char>(errmsg[e])) || errmsg[e] == '.' ||
-                                 errmsg[e] == ':'))
+    while (e < errmsg.size() &&
+           (std::isxdigit(static_cast<unsigned char>(errmsg[e])) || errmsg[e] == '.' || errmsg[e] == ':'))
         ++e;
     return std::string(errmsg.substr(p, e - p));
 }

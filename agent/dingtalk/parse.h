@@ -26,6 +26,8 @@ Outcome<TokenReply> parse_gettoken(std::string_view api, std::string& body);
 Outcome<std::vector<DeptSummary>> parse_listsub(std::string_view api, std::string& body);
 Outcome<DeptDetail> parse_dept_get(std::string_view api, std::string& body);
 Outcome<UserPage> parse_user_list(std::string_view api, std::string& body);
+// /topapi/v2/user/get; an unknown or departed user (60121) is FailureKind::not_found.
+Outcome<UserDetail> parse_user_get(std::string_view api, std::string& body);
 
 // The IP DingTalk saw, from "...request ip=1.2.3.4 appKey(...)" (60020 messages); empty if none.
 std::string ip_from_allowlist_message(std::string_view errmsg);

@@ -1,6 +1,6 @@
-#include <boost/test/unit_test.hpp>
-
 #include "agent/dingtalk/parse.h"
+
+#include <boost/test/unit_test.hpp>
 
 using namespace dingbridge::agent::dingtalk;
 
@@ -20,7 +20,8 @@ BOOST_AUTO_TEST_CASE(user_page_parses_and_ignores_unknown_fields) {
 }
 
 BOOST_AUTO_TEST_CASE(errors_are_classified_with_request_id) {
-    std::string body = R"({"errcode":88,"sub_code":"90018","sub_msg":"qps","errmsg":"ding talk error[subcode=90018]","request_id":"abc"})";
+    std::string body =
+        R"({"errcode":88,"sub_code":"90018","sub_msg":"qps","errmsg":"ding talk error[subcode=90018]","request_id":"abc"})";
     auto r = parse_listsub("/topapi/v2/department/listsub", body);
     BOOST_REQUIRE(!r.ok());
     BOOST_TEST((r.failure().kind == FailureKind::throttle));
@@ -57,10 +58,64 @@ BOOST_AUTO_TEST_CASE(per_ip_deny_page_is_named) {
 }
 
 BOOST_AUTO_TEST_CASE(allowlist_ip_and_scopes_are_extracted) {
-    BOOST_TEST(ip_from_allowlist_message("ding talk error[subcode=60020,submsg=访问ip不在白名单之中,request ip=14.153.172.241 appKey(x)]") ==
+    BOOST_TEST(ip_from_allowlist_message(
+                   "ding talk error[subcode=60020,submsg=访问ip不在白名单之中,request ip=14.153.172.241 appKey(x)]") ==
                "14.153.172.241");
     BOOST_TEST(scopes_from_permission_message("no permission {requiredScopes=[qyapi_get_department_list]}") ==
                "qyapi_get_department_list");
+}
+
+BOOST_AUTO_TEST_CASE(user_get_gives_the_same_places_as_the_list_pages_plus_manager) {
+    std::string body = R"({"errcode":0,"errmsg":"ok","result":{"userid":"u1","name":"李四 🚀","email":"l@x.cn",
+      "dept_id_list":[2,3000000007],"dept_order_list":[{"dept_id":2,"order":7},{"dept_id":3000000007,"order":-3}],
+      "leader_in_dept":[{"dept_id":2,"leader":false},{"dept_id":3000000007,"leader":true}],
+      "manager_userid":"boss1","role_list":[{"id":1,"name":"r","group_name":"g"}],"senior":false,
+      "union_emp_ext":{"userid":"u1","corp_id":"c","union_emp_map_list":[]},"active":true},"request_id":"r9"})";
+    auto r = parse_user_get("/topapi/v2/user/get", body);
+    BOOST_REQUIRE(r.ok());
+    const auto& d = r.value();
+    BOOST_TEST(d.item.userid == "u1");
+    BOOST_TEST(d.item.email == "l@x.cn");
+    BOOST_TEST(d.manager_userid == "boss1");
+    BOOST_REQUIRE_EQUAL(d.places.size(), 2u);
+    BOOST_TEST(d.places[0].dept_id == 2);
+    BOOST_TEST(d.places[0].order == 7);
+    BOOST_TEST(!d.places[0].leader);
+    BOOST_TEST(d.places[1].dept_id == 3000000007LL);
+    BOOST_TEST(d.places[1].order == -3);
+    BOOST_TEST(d.places[1].leader);
+    auto m = d.merged();
+    BOOST_TEST(m.manager_userid == "boss1");
+    BOOST_TEST(m.places.size() == 2u);
+    BOOST_TEST(m.item.name == "李四 🚀");
+}
+
+BOOST_AUTO_TEST_CASE(user_get_without_manager_or_lists_and_errors) {
+    std::string body = R"({"errcode":0,"result":{"userid":"u2","name":"n","dept_id_list":[1],"manager_userid":null}})";
+    auto r = parse_user_get("/topapi/v2/user/get", body);
+    BOOST_REQUIRE(r.ok());
+    BOOST_TEST(r.value().manager_userid.empty());
+    BOOST_REQUIRE_EQUAL(r.value().places.size(), 1u);
+    BOOST_TEST(r.value().places[0].dept_id == 1);
+    BOOST_TEST(r.value().places[0].order == 0);
+
+    std::string gone = R"({"errcode":60121,"errmsg":"找不到该用户","request_id":"q1"})";
+    auto g = parse_user_get("/topapi/v2/user/get", gone);
+    BOOST_REQUIRE(!g.ok());
+    BOOST_TEST((g.failure().kind == FailureKind::not_found));
+    BOOST_TEST(!g.failure().retryable());
+    BOOST_TEST(g.failure().message().find("request id q1") != std::string::npos);
+
+    for (std::string bad : {std::string(R"({"errcode":0,"result":{"name":"no id"}})"),
+                            std::string(R"({"errcode":0,"result":{"userid":"u","dept_order_list":[{"order":1}]}})"),
+                            std::string(R"({"errcode":0,"result":{"userid":"u","leader_in_dept":{"dept_id":1}}})"),
+                            std::string(R"({"errcode":0,"result":{"userid":"u","manager_userid":5}})"),
+                            std::string(R"({"errcode":0,"result":{"userid":"u","dept_id_list":[1)")}) {
+        BOOST_TEST_INFO(bad);
+        auto b = parse_user_get("/topapi/v2/user/get", bad);
+        BOOST_REQUIRE(!b.ok());
+        BOOST_TEST((b.failure().kind == FailureKind::malformed));
+    }
 }
 
 BOOST_AUTO_TEST_SUITE_END()
