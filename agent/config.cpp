@@ -28,6 +28,8 @@ std::vector<std::string> AgentConfig::secrets() const {
     std::vector<std::string> s;
     if (!client.app_secret.empty()) s.push_back(client.app_secret);
     if (!client.transport.proxy_password.empty()) s.push_back(client.transport.proxy_password);
+    if (!events.push_token.empty()) s.push_back(events.push_token);
+    if (!events.push_aes_key.empty()) s.push_back(events.push_aes_key);
     return s;
 }
 
@@ -69,6 +71,7 @@ AgentConfig AgentConfig::load(const std::string& path) {
     c.client.transport.request_timeout = dt.get_duration("request_timeout", std::chrono::seconds(30));
     c.client.backoff_base = dt.get_duration("backoff_base", std::chrono::milliseconds(200));
     c.client.backoff_max = dt.get_duration("backoff_max", std::chrono::seconds(8));
+    if (auto n = dt.find("monthly_call_budget")) c.monthly_call_budget = n->as_int(0, INT64_MAX);
     dt.reject_unknown();
 
     if (auto proxy = root.find("proxy")) {
@@ -123,6 +126,33 @@ AgentConfig AgentConfig::load(const std::string& path) {
         if (c.log.format != "text" && c.log.format != "json") log->get("format").fail("must be text or json");
         if (auto f = log->find("file")) c.log.file = resolve_relative(path, f->as_string());
         log->reject_unknown();
+    }
+    if (auto ev = root.find("events")) {
+        auto& e = c.events;
+        if (auto n = ev->find("mode")) {
+            e.mode = n->as_string();
+            if (e.mode != "stream" && e.mode != "http") n->fail("must be stream or http");
+        }
+        e.coalesce = ev->get_duration("coalesce", e.coalesce);
+        e.reconcile_interval =
+            std::chrono::duration_cast<std::chrono::seconds>(ev->get_duration("reconcile_interval", e.reconcile_interval));
+        e.catch_up_after =
+            std::chrono::duration_cast<std::chrono::seconds>(ev->get_duration("catch_up_after", e.catch_up_after));
+        e.reconnect_min = ev->get_duration("reconnect_min", e.reconnect_min);
+        e.reconnect_max = ev->get_duration("reconnect_max", e.reconnect_max);
+        e.keepalive = std::chrono::duration_cast<std::chrono::seconds>(ev->get_duration("keepalive", e.keepalive));
+        if (e.keepalive.count() < 2) ev->get("keepalive").fail("must be at least 2s");
+        if (auto n = ev->find("give_up_after")) e.give_up_after = static_cast<int>(n->as_int(1, 1000));
+        e.http_listen = ev->get_string("http_listen", "");
+        if (auto n = ev->find("push_token")) e.push_token = n->as_secret();
+        if (auto n = ev->find("push_aes_key")) {
+            e.push_aes_key = n->as_secret();
+            if (e.push_aes_key.size() != 43) n->fail("must be the 43-character aes_key from the console");
+        }
+        if (e.mode == "http" && (e.http_listen.empty() || e.push_token.empty() || e.push_aes_key.empty()))
+            ev->fail("mode http needs http_listen, push_token and push_aes_key");
+        e.status_listen = ev->get_string("status_listen", "");
+        ev->reject_unknown();
     }
     root.reject_unknown();
     return c;

@@ -13,6 +13,8 @@
 #include "agent/config.h"
 #include "agent/doctor.h"
 #include "agent/mapping/mapping.h"
+#include "agent/run.h"
+#include "agent/events/journal.h"
 #include "agent/sync/full_sync.h"
 #include "agent/sync/history.h"
 #include "agent/targets/sqlite_target.h"
@@ -55,6 +57,8 @@ int main(int argc, char** argv) {
     bool dry_run = false, force = false;
     sync->add_flag("--dry-run", dry_run, "Print the plan (counts, then each change) and apply nothing");
     sync->add_flag("--force", force, "Apply even when the removals exceed safeguard.max_deletes");
+
+    auto* run = app.add_subcommand("run", "Follow DingTalk's events and apply them as they happen (the service)");
 
     auto* history = app.add_subcommand("history", "List recent runs, or show one with `history show ID`");
     bool json = false;
@@ -125,6 +129,7 @@ int main(int argc, char** argv) {
             return 1;
         }
         SqliteTarget target(config.target_path);
+        if (*run) return run_agent(config, *mapping, target, store, std::cout);
         SyncOptions options;
         options.dry_run = dry_run;
         options.force = force;

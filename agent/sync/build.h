@@ -43,6 +43,11 @@ void merge_user_item(std::unordered_map<std::string, dingtalk::MergedUser>& user
                      dingtalk::UserItem item);
 
 DesiredOrg build_desired(const FetchedOrg& fetched, const Mapping& mapping);
+// The structural rules shared by the full and the event-driven sync: each user's manager is the
+// first leader of the primary department other than the user, else of the nearest ancestor with
+// one; leaders that are not synced users are dropped (kept when `trust_all`: after an incomplete
+// read a leader may simply not have been seen). Users' `manager` must be empty on entry.
+void derive_managers(OrgSnapshot& snapshot, const std::set<std::string>& frozen_users, bool trust_all);
 // The same, but frees each fetched user as soon as it is mapped (fetched.users ends empty), so
 // that the raw and the mapped copies of the users are never both alive: the peak of a full sync.
 DesiredOrg build_desired(FetchedOrg&& fetched, const Mapping& mapping);
