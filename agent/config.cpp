@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "shared/config.h"
+#include "shared/net.h"
 
 namespace dingbridge::agent {
 
@@ -131,7 +132,8 @@ AgentConfig AgentConfig::load(const std::string& path) {
         auto& e = c.events;
         if (auto n = ev->find("mode")) {
             e.mode = n->as_string();
-            if (e.mode != "stream" && e.mode != "http") n->fail("must be stream or http");
+            if (e.mode == "http") n->fail("http push mode is not available yet; use stream");
+            if (e.mode != "stream") n->fail("must be stream");
         }
         e.coalesce = ev->get_duration("coalesce", e.coalesce);
         e.reconcile_interval =
@@ -143,15 +145,9 @@ AgentConfig AgentConfig::load(const std::string& path) {
         e.keepalive = std::chrono::duration_cast<std::chrono::seconds>(ev->get_duration("keepalive", e.keepalive));
         if (e.keepalive.count() < 2) ev->get("keepalive").fail("must be at least 2s");
         if (auto n = ev->find("give_up_after")) e.give_up_after = static_cast<int>(n->as_int(1, 1000));
-        e.http_listen = ev->get_string("http_listen", "");
-        if (auto n = ev->find("push_token")) e.push_token = n->as_secret();
-        if (auto n = ev->find("push_aes_key")) {
-            e.push_aes_key = n->as_secret();
-            if (e.push_aes_key.size() != 43) n->fail("must be the 43-character aes_key from the console");
-        }
-        if (e.mode == "http" && (e.http_listen.empty() || e.push_token.empty() || e.push_aes_key.empty()))
-            ev->fail("mode http needs http_listen, push_token and push_aes_key");
         e.status_listen = ev->get_string("status_listen", "");
+        if (!e.status_listen.empty() && !split_host_port(e.status_listen, true))
+            ev->get("status_listen").fail("must be IP:port, e.g. 127.0.0.1:9464");
         ev->reject_unknown();
     }
     root.reject_unknown();

@@ -33,7 +33,7 @@ struct AgentConfig {
 
     // `run` (events: section; docs/agent.md "Run mode").
     struct Events {
-        std::string mode = "stream";  // stream or http
+        std::string mode = "stream";  // stream (http push: not yet)
         std::chrono::milliseconds coalesce{50};
         std::chrono::seconds reconcile_interval{7 * 24 * 3600};
         std::chrono::seconds catch_up_after{24 * 3600};  // away longer: full sync on start
@@ -41,8 +41,7 @@ struct AgentConfig {
         std::chrono::milliseconds reconnect_max{60000};
         std::chrono::seconds keepalive{60};
         int give_up_after = 5;  // attempts per journaled event before it is left to the reconcile
-        std::string http_listen;  // http mode: address:port of the push endpoint
-        std::string push_token, push_aes_key;  // secrets
+        std::string push_token, push_aes_key;  // secrets (http push mode, not yet)
         std::string status_listen;  // /healthz and /metrics; empty = off
     } events;
 

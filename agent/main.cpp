@@ -111,11 +111,24 @@ int main(int argc, char** argv) {
                 return 0;
             }
             auto runs = store.list(limit);
+            std::int64_t calls = 0, calls_full = 0, calls_event = 0;
+            {
+                events::Journal journal((std::filesystem::path(config.state_dir) / "state.db").string());
+                auto month = events::Journal::this_month();
+                calls = journal.calls_in_month(month);
+                calls_full = journal.calls_in_month(month, "full");
+                calls_event = journal.calls_in_month(month, "event");
+            }
             if (json) {
                 std::cout << "[";
                 for (size_t i = 0; i < runs.size(); ++i) std::cout << (i ? "," : "") << run_to_json(runs[i], false);
                 std::cout << "]\n";
             } else {
+                std::cout << "calls this month: " << calls << " (full syncs " << calls_full << ", events " << calls_event
+                          << ")";
+                if (config.monthly_call_budget > 0)
+                    std::cout << " of dingtalk.monthly_call_budget " << config.monthly_call_budget;
+                std::cout << "\n";
                 if (runs.empty()) std::cout << "no runs yet\n";
                 for (const auto& r : runs) print_run(r, false);
             }

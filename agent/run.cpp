@@ -1,11 +1,14 @@
 #include "agent/run.h"
 
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 
 #include <spdlog/spdlog.h>
 
+#include "agent/events/http_server.h"
 #include "agent/events/journal.h"
 #include "agent/events/processor.h"
 #include "agent/events/stream.h"
@@ -79,6 +82,7 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
             (void)journal.mark_covered_by_full(started, r.run_id);
             return true;
         }
+        journal.set("reconcile_deferred_ms", std::to_string(now_ms()));  // retry later, not in a loop
         return false;
     };
     auto budget_left = [&]() -> std::int64_t {
@@ -106,18 +110,7 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
         (void)full_sync(trigger);
     };
 
-    std::int64_t last_full = parse_i64(journal.get("last_full_ms"));
-    std::int64_t last_alive = parse_i64(journal.get("last_alive_ms"));
-    if (last_full == 0) {
-        spdlog::info("run: no full sync yet; reading the whole organization once before following events");
-        reconcile("first-start", true);
-    } else if (last_alive > 0 && now_ms() - last_alive > config.events.catch_up_after.count() * 1000) {
-        spdlog::info("run: the agent was away for {} s (more than events.catch_up_after): catching up with a full sync",
-                     (now_ms() - last_alive) / 1000);
-        reconcile("catch-up", false);
-    }
-
-    // ---- receiving ----
+    // ---- receiving (started first: events that arrive during a full sync are journaled) ----
     std::unique_ptr<StreamClient> stream;
     if (config.events.mode == "stream") {
         StreamSettings ss;
@@ -137,12 +130,74 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
                 spdlog::error("journal: cannot record event {}: {} (answered LATER)", e.dedup_key, error);
                 return false;
             }
-            if (r == RecordResult::inserted) notifier.notify();
+            if (r == RecordResult::inserted) {
+                failpoint("after-journal");
+                notifier.notify();
+            }
             return true;
         });
         stream->start();
     }
+    std::int64_t last_full = parse_i64(journal.get("last_full_ms"));
+    std::int64_t last_alive = parse_i64(journal.get("last_alive_ms"));
+    if (last_full == 0) {
+        spdlog::info("run: no full sync yet; reading the whole organization once before following events");
+        reconcile("first-start", true);
+    } else if (last_alive > 0 && now_ms() - last_alive > config.events.catch_up_after.count() * 1000) {
+        spdlog::info("run: the agent was away for {} s (more than events.catch_up_after): catching up with a full sync",
+                     (now_ms() - last_alive) / 1000);
+        reconcile("catch-up", false);
+    }
+
     spdlog::info("run: following DingTalk events ({} mode)", config.events.mode);
+
+    // ---- /healthz and /metrics ----
+    std::atomic<std::int64_t> calls_month{journal.calls_in_month(Journal::this_month())};
+    std::atomic<std::int64_t> last_full_s{parse_i64(journal.get("last_full_ms")) / 1000};
+    std::atomic<std::int64_t> pending_rows{journal.pending_count()};
+    std::unique_ptr<HttpServer> status;
+    if (!config.events.status_listen.empty()) {
+        status = std::make_unique<HttpServer>(config.events.status_listen, [&](const HttpRequestView& r) {
+            HttpReply rep;
+            if (r.method != "GET") return HttpReply{405, "text/plain; charset=utf-8", "GET only\n"};
+            const bool connected = !stream || stream->stats().connected.load();
+            if (r.target == "/healthz") {
+                rep.status = connected ? 200 : 503;
+                rep.body = connected ? "ok\n" : "stream not connected\n";
+                return rep;
+            }
+            if (r.target != "/metrics") return HttpReply{404, "text/plain; charset=utf-8", "not found\n"};
+            rep.content_type = "text/plain; version=0.0.4; charset=utf-8";
+            auto m = [&](const char* name, const char* type, const char* help, auto value) {
+                rep.body += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name +
+                            " " + std::to_string(value) + "\n";
+            };
+            std::uint64_t received = stream ? stream->stats().events.load() : 0;
+            m("dingbridge_agent_events_received_total", "counter", "Events received from DingTalk.", received);
+            m("dingbridge_agent_events_applied_total", "counter", "Journaled events applied to the target.",
+              pstats.events_applied.load());
+            m("dingbridge_agent_events_failed_total", "counter", "Event attempts that failed (retried later).",
+              pstats.events_failed.load());
+            m("dingbridge_agent_events_pending", "gauge", "Journaled events not applied yet.", pending_rows.load());
+            m("dingbridge_agent_apply_lag_seconds", "gauge", "Journal to target commit time of the last batch.",
+              static_cast<double>(pstats.last_lag_ms.load()) / 1000.0);
+            m("dingbridge_agent_stream_connected", "gauge", "1 while the stream WebSocket is open.",
+              stream && stream->stats().connected.load() ? 1 : 0);
+            m("dingbridge_agent_stream_reconnects_total", "counter", "Stream reconnections.",
+              stream ? stream->stats().reconnects.load() : 0);
+            m("dingbridge_agent_calls_this_month", "gauge", "Metered DingTalk calls this calendar month (UTC).",
+              calls_month.load());
+            m("dingbridge_agent_monthly_call_budget", "gauge", "dingtalk.monthly_call_budget (0 = unlimited).",
+              config.monthly_call_budget);
+            m("dingbridge_agent_last_full_sync_timestamp_seconds", "gauge", "When the last full sync started.",
+              last_full_s.load());
+            m("dingbridge_agent_quota_exhausted", "gauge", "1 after DingTalk answered 90020 this month.",
+              pstats.quota_exhausted.load() ? 1 : 0);
+            return rep;
+        });
+        status->start();
+        spdlog::info("run: /healthz and /metrics on {} (port {})", config.events.status_listen, status->port());
+    }
 
     // ---- applying ----
     auto next_alive = Clock::now();
@@ -169,16 +224,20 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
                 if (rows.size() < 1000) break;
             }
         }
+        calls_month = journal.calls_in_month(Journal::this_month());
+        last_full_s = parse_i64(journal.get("last_full_ms")) / 1000;
+        pending_rows = journal.pending_count();
         // Scheduled reconcile.
         std::int64_t since_full = now_ms() - parse_i64(journal.get("last_full_ms"));
         std::int64_t deferred = parse_i64(journal.get("reconcile_deferred_ms"));
         if (config.events.reconcile_interval.count() > 0 &&
             since_full >= config.events.reconcile_interval.count() * 1000 &&
-            now_ms() - deferred >= std::min<std::int64_t>(config.events.reconcile_interval.count() * 1000, 86400000))
+            now_ms() - deferred >= std::min<std::int64_t>(config.events.reconcile_interval.count() * 1000, 3600000))
             reconcile("schedule", false);
     }
     spdlog::info("run: stopping");
     if (stream) stream->stop();
+    if (status) status->stop();
     journal.set("last_alive_ms", std::to_string(now_ms()));
     return 0;
 }

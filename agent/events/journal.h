@@ -63,4 +63,8 @@ private:
 
 std::int64_t now_ms();
 
+// Test failpoint (crash-safety tests): when DINGBRIDGE_AGENT_FAILPOINT equals `name`, the
+// process kills itself with SIGKILL right there, as a crash or `kill -9` would.
+void failpoint(const char* name);
+
 }  // namespace dingbridge::agent::events

@@ -237,6 +237,7 @@ BatchOutcome EventProcessor::process(const std::vector<JournalEvent>& rows) {
     else cache_.reset();
 
     // ---- journal rows ----
+    failpoint("after-apply");
     if (!journal_.mark_done(done_rows, run_id)) {
         out.retry_later = true;  // applied; a rerun plans nothing for them (idempotent)
     } else {

@@ -105,7 +105,11 @@ void StreamClient::start() { thread_ = std::thread([this] { thread_main(); }); }
 void StreamClient::stop() {
     stopping_ = true;
     cv_.notify_all();
-    impl_->io.stop();
+    // The thread may be just about to restart the io_context: stop it until the thread is out.
+    while (thread_.joinable() && !finished_) {
+        impl_->io.stop();
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
     if (thread_.joinable()) thread_.join();
 }
 
@@ -383,6 +387,7 @@ void StreamClient::thread_main() {
         if (!sleep_for(wait)) break;
     }
     stats_.connected = false;
+    finished_ = true;
 }
 
 }  // namespace dingbridge::agent::events

@@ -60,6 +60,7 @@ private:
     OnEvent on_event_;
     StreamStats stats_;
     std::atomic<bool> stopping_{false};
+    std::atomic<bool> finished_{false};
     std::mutex mu_;
     std::condition_variable cv_;
     std::thread thread_;
