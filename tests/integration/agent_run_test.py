@@ -59,10 +59,10 @@ class RunEnv(Env):
             self.log.close()
             self.log = None
 
-    def wait(self, predicate, what, timeout=60):
+    def wait(self, predicate, what, timeout=60, exit_expected=False):
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
+            if not exit_expected and self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"the agent exited ({self.proc.returncode}) while waiting for {what}:\n"
                                      + self.agent_log()[-4000:])
             v = predicate()
@@ -264,7 +264,8 @@ class CrashSafety(unittest.TestCase):
             env.start_agent({"DINGBRIDGE_AGENT_FAILPOINT": "after-apply"})
             env.wait_connected()
             env.sim.admin("POST", "/_sim/user/update", {"userid": "crash-1", "name": "Crash Two"})
-            env.wait(lambda: env.proc.poll() is not None, "the failpoint to kill the agent", timeout=60)
+            env.wait(lambda: env.proc.poll() is not None, "the failpoint to kill the agent", timeout=60,
+                     exit_expected=True)
             self.assertEqual(env.proc.returncode, -signal.SIGKILL)
             self.assertEqual(target_org(env.target_db())["users"]["crash-1"]["display_name"], "Crash Two")
             pending = [k for k, t, s in env.journal() if s == "pending"]
@@ -281,7 +282,8 @@ class CrashSafety(unittest.TestCase):
             env.start_agent({"DINGBRIDGE_AGENT_FAILPOINT": "after-journal"})
             env.wait_connected()
             env.sim.admin("POST", "/_sim/user/update", {"userid": "crash-1", "name": "Crash Three"})
-            env.wait(lambda: env.proc.poll() is not None, "the failpoint to kill the agent", timeout=60)
+            env.wait(lambda: env.proc.poll() is not None, "the failpoint to kill the agent", timeout=60,
+                     exit_expected=True)
             env.log.close()
             env.log = None
             env.start_agent()
