@@ -1,12 +1,12 @@
 #include "agent/run.h"
 
+#include <spdlog/spdlog.h>
+
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
-
-#include <spdlog/spdlog.h>
 
 #include "agent/events/http_server.h"
 #include "agent/events/journal.h"

@@ -1,8 +1,8 @@
 #include "agent/events/event_parse.h"
 
-#include <charconv>
-
 #include <simdjson.h>
+
+#include <charconv>
 
 namespace dingbridge::agent::events {
 
@@ -44,17 +44,23 @@ bool id_list(dom::object o, std::string_view key, std::vector<std::string>& out)
         // A single id instead of a list.
         std::string_view s;
         std::int64_t i = 0;
-        if (el.get_string().get(s) == simdjson::SUCCESS) out.emplace_back(s);
-        else if (el.get_int64().get(i) == simdjson::SUCCESS) out.push_back(std::to_string(i));
-        else return false;
+        if (el.get_string().get(s) == simdjson::SUCCESS)
+            out.emplace_back(s);
+        else if (el.get_int64().get(i) == simdjson::SUCCESS)
+            out.push_back(std::to_string(i));
+        else
+            return false;
         return true;
     }
     for (dom::element x : a) {
         std::string_view s;
         std::int64_t i = 0;
-        if (x.get_string().get(s) == simdjson::SUCCESS) out.emplace_back(s);
-        else if (x.get_int64().get(i) == simdjson::SUCCESS) out.push_back(std::to_string(i));
-        else return false;
+        if (x.get_string().get(s) == simdjson::SUCCESS)
+            out.emplace_back(s);
+        else if (x.get_int64().get(i) == simdjson::SUCCESS)
+            out.push_back(std::to_string(i));
+        else
+            return false;
     }
     return true;
 }
@@ -72,11 +78,21 @@ std::string json_quote(std::string_view s) {
     std::string out = "\"";
     for (unsigned char c : s) {
         switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
+            case '"':
+                out += "\\\"";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\r':
+                out += "\\r";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
             default:
                 if (c < 0x20) {
                     char buf[8];
@@ -181,9 +197,9 @@ std::string event_object_kind(const std::string& t) {
 }
 
 std::string stream_ack(const std::string& message_id, int code, const std::string& data) {
-    return "{\"code\":" + std::to_string(code) + ",\"headers\":{\"contentType\":\"application/json\",\"messageId\":" +
-           json_quote(message_id) + "},\"message\":\"" + (code == 200 ? "OK" : "LATER") +
-           "\",\"data\":" + json_quote(data) + "}";
+    return "{\"code\":" + std::to_string(code) +
+           ",\"headers\":{\"contentType\":\"application/json\",\"messageId\":" + json_quote(message_id) +
+           "},\"message\":\"" + (code == 200 ? "OK" : "LATER") + "\",\"data\":" + json_quote(data) + "}";
 }
 
 }  // namespace dingbridge::agent::events

@@ -1,7 +1,6 @@
 #include "agent/events/http_server.h"
 
-#include <stdexcept>
-#include <utility>
+#include <spdlog/spdlog.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -10,7 +9,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <spdlog/spdlog.h>
+#include <stdexcept>
+#include <utility>
 
 #include "shared/net.h"
 

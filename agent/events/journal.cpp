@@ -1,9 +1,9 @@
 #include "agent/events/journal.h"
 
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
-#include <chrono>
 #include <ctime>
 #include <stdexcept>
 
@@ -44,8 +44,8 @@ void failpoint(const char* name) {
 }
 
 Journal::Journal(const std::string& path) {
-    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) !=
-        SQLITE_OK) {
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        nullptr) != SQLITE_OK) {
         std::string e = db_ ? sqlite3_errmsg(db_) : "out of memory";
         sqlite3_close(db_);
         db_ = nullptr;
@@ -71,8 +71,13 @@ RecordResult Journal::record(const JournalEvent& e, std::string& error) {
         error = st.prepare_error();
         return RecordResult::error;
     }
-    st.bind(1, e.dedup_key).bind(2, e.source).bind(3, e.event_type).bind(4, json_string_list(e.user_ids))
-        .bind(5, json_string_list(e.dept_ids)).bind(6, e.born_ms).bind(7, e.received_ms ? e.received_ms : now_ms());
+    st.bind(1, e.dedup_key)
+        .bind(2, e.source)
+        .bind(3, e.event_type)
+        .bind(4, json_string_list(e.user_ids))
+        .bind(5, json_string_list(e.dept_ids))
+        .bind(6, e.born_ms)
+        .bind(7, e.received_ms ? e.received_ms : now_ms());
     if (st.step() != SQLITE_DONE) {
         error = sqlite3_errmsg(db_);
         return RecordResult::error;
@@ -195,7 +200,8 @@ std::optional<std::string> Journal::get(const std::string& key) {
 }
 
 void Journal::set(const std::string& key, const std::string& value) {
-    Stmt st(db_, "INSERT INTO agent_state(key, value) VALUES(?1,?2) ON CONFLICT(key) DO UPDATE SET value=excluded.value");
+    Stmt st(db_,
+            "INSERT INTO agent_state(key, value) VALUES(?1,?2) ON CONFLICT(key) DO UPDATE SET value=excluded.value");
     st.bind(1, key).bind(2, value);
     (void)st.step();
 }

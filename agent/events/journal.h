@@ -16,14 +16,14 @@ struct sqlite3;
 namespace dingbridge::agent::events {
 
 struct JournalEvent {
-    std::int64_t id = 0;          // row id (filled by pending())
-    std::string dedup_key;        // eventId, else messageId
-    std::string source;           // stream, push, failrecord
-    std::string event_type;       // e.g. user_modify_org
+    std::int64_t id = 0;     // row id (filled by pending())
+    std::string dedup_key;   // eventId, else messageId
+    std::string source;      // stream, push, failrecord
+    std::string event_type;  // e.g. user_modify_org
     std::vector<std::string> user_ids;
     std::vector<std::string> dept_ids;
-    std::int64_t born_ms = 0;     // when DingTalk says the event happened (0 = unknown)
-    std::int64_t received_ms = 0; // when the agent committed it
+    std::int64_t born_ms = 0;      // when DingTalk says the event happened (0 = unknown)
+    std::int64_t received_ms = 0;  // when the agent committed it
     int attempts = 0;
 };
 

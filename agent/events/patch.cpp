@@ -37,8 +37,10 @@ PatchResult patch_desired(const OrgSnapshot& current, const EventFetch& fetched,
             continue;
         }
         OrgDepartment od = mapping.map_department(*detail);
-        if (id == root_id || tops.count(id)) od.parent_external_id.clear();
-        else od.parent_external_id = std::to_string(detail->parent_id);
+        if (id == root_id || tops.count(id))
+            od.parent_external_id.clear();
+        else
+            od.parent_external_id = std::to_string(detail->parent_id);
         od.leaders = detail->manager_userids;
         d.departments[key] = std::move(od);
     }
@@ -67,8 +69,10 @@ PatchResult patch_desired(const OrgSnapshot& current, const EventFetch& fetched,
     }
     for (auto it = d.departments.begin(); it != d.departments.end();) {
         auto v = valid.find(it->first);
-        if (v == valid.end() || !v->second) it = d.departments.erase(it);  // unresolved = a cycle
-        else ++it;
+        if (v == valid.end() || !v->second)
+            it = d.departments.erase(it);  // unresolved = a cycle
+        else
+            ++it;
     }
 
     for (const auto& [userid, m] : fetched.users) {

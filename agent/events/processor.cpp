@@ -1,10 +1,10 @@
 #include "agent/events/processor.h"
 
+#include <spdlog/spdlog.h>
+
 #include <charconv>
 #include <chrono>
 #include <set>
-
-#include <spdlog/spdlog.h>
 
 #include "agent/dingtalk/parse.h"
 #include "agent/events/event_parse.h"
@@ -32,9 +32,14 @@ bool is_department_change(ChangeKind k) {
 
 }  // namespace
 
-EventProcessor::EventProcessor(const AgentConfig& config, const Mapping& mapping, Target& target,
-                               HistoryStore& history, Journal& journal, ProcessorStats& stats)
-    : config_(config), mapping_(mapping), target_(target), history_(history), journal_(journal), stats_(stats),
+EventProcessor::EventProcessor(const AgentConfig& config, const Mapping& mapping, Target& target, HistoryStore& history,
+                               Journal& journal, ProcessorStats& stats)
+    : config_(config),
+      mapping_(mapping),
+      target_(target),
+      history_(history),
+      journal_(journal),
+      stats_(stats),
       client_(config.client) {}
 
 BatchOutcome EventProcessor::process(const std::vector<JournalEvent>& rows) {
@@ -73,8 +78,10 @@ BatchOutcome EventProcessor::process(const std::vector<JournalEvent>& rows) {
         journal_.add_calls(counters.requests, "event");
         calls_counted_ = client_.stats().requests;
         history_.finish_run(run_id, status, redact(message, secrets), counters);
-        if (status == "succeeded") spdlog::info("run {}: event batch {}: {}", run_id, status, message);
-        else spdlog::warn("run {}: event batch {}: {}", run_id, status, redact(message, secrets));
+        if (status == "succeeded")
+            spdlog::info("run {}: event batch {}: {}", run_id, status, message);
+        else
+            spdlog::warn("run {}: event batch {}: {}", run_id, status, redact(message, secrets));
     };
 
     // ---- fetch by id ----
@@ -233,8 +240,10 @@ BatchOutcome EventProcessor::process(const std::vector<JournalEvent>& rows) {
             return out;
         }
     }
-    if (ok && cacheable) cache_ = std::move(patched.desired);
-    else cache_.reset();
+    if (ok && cacheable)
+        cache_ = std::move(patched.desired);
+    else
+        cache_.reset();
 
     // ---- journal rows ----
     failpoint("after-apply");

@@ -31,7 +31,7 @@ struct ProcessorStats {
 };
 
 struct BatchOutcome {
-    std::size_t handled = 0;  // rows marked done or failed
+    std::size_t handled = 0;   // rows marked done or failed
     bool retry_later = false;  // some rows stay pending (fetch failed, quota, target error)
 };
 

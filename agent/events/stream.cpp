@@ -2,9 +2,8 @@
 
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
-
-#include <random>
-#include <utility>
+#include <simdjson.h>
+#include <spdlog/spdlog.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -17,8 +16,8 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
-#include <spdlog/spdlog.h>
-#include <simdjson.h>
+#include <random>
+#include <utility>
 
 #include "agent/events/event_parse.h"
 
@@ -65,7 +64,8 @@ std::string url_encode(const std::string& s) {
     static const char* hex = "0123456789ABCDEF";
     std::string out;
     for (unsigned char c : s) {
-        if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') out += static_cast<char>(c);
+        if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~')
+            out += static_cast<char>(c);
         else {
             out += '%';
             out += hex[c >> 4];
@@ -77,8 +77,8 @@ std::string url_encode(const std::string& s) {
 
 std::string base64(const std::string& s) {
     std::string out(4 * ((s.size() + 2) / 3) + 1, '\0');
-    int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), reinterpret_cast<const unsigned char*>(s.data()),
-                            static_cast<int>(s.size()));
+    int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                            reinterpret_cast<const unsigned char*>(s.data()), static_cast<int>(s.size()));
     out.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
     return out;
 }
@@ -100,7 +100,9 @@ StreamClient::StreamClient(StreamSettings settings, OnEvent on_event)
 
 StreamClient::~StreamClient() { stop(); }
 
-void StreamClient::start() { thread_ = std::thread([this] { thread_main(); }); }
+void StreamClient::start() {
+    thread_ = std::thread([this] { thread_main(); });
+}
 
 void StreamClient::stop() {
     stopping_ = true;
@@ -125,7 +127,8 @@ bool StreamClient::open(std::string& endpoint, std::string& ticket, std::string&
     dingtalk::HttpRequest req;
     req.method = "POST";
     req.url = settings_.api_base + "/v1.0/gateway/connections/open";
-    req.body = "{\"clientId\":" + json_quote(settings_.app_key) + ",\"clientSecret\":" + json_quote(settings_.app_secret) +
+    req.body = "{\"clientId\":" + json_quote(settings_.app_key) +
+               ",\"clientSecret\":" + json_quote(settings_.app_secret) +
                ",\"subscriptions\":[{\"type\":\"EVENT\",\"topic\":\"*\"}],\"ua\":\"dingbridge-agent/0.1\"}";
     bool done = false;
     dingtalk::HttpResponse resp;
@@ -240,8 +243,10 @@ net::awaitable<void> session(SessionArgs a) {
     }
     ssl::context ctx(ssl::context::tls_client);
     ctx.set_verify_mode(ssl::verify_peer);
-    if (!s.transport.ca_file.empty()) ctx.load_verify_file(s.transport.ca_file, ec);
-    else ctx.set_default_verify_paths(ec);
+    if (!s.transport.ca_file.empty())
+        ctx.load_verify_file(s.transport.ca_file, ec);
+    else
+        ctx.set_default_verify_paths(ec);
     if (ec) co_return fail("cannot load the CA for DingTalk");
     websocket::stream<beast::ssl_stream<beast::tcp_stream>> ws(std::move(tcp_s), ctx);
     if (!is_ip_literal(a.endpoint.host))
@@ -266,7 +271,8 @@ net::awaitable<void> session(SessionArgs a) {
     *a.was_connected = true;
     a.stats->connected = true;
     ++a.stats->connects;
-    spdlog::info("stream: connected to {} through {}", a.endpoint.host, via_proxy ? "the proxy" : "a direct connection");
+    spdlog::info("stream: connected to {} through {}", a.endpoint.host,
+                 via_proxy ? "the proxy" : "a direct connection");
     ws.text(true);
     beast::flat_buffer buf;
     for (;;) {
@@ -325,7 +331,8 @@ net::awaitable<void> session(SessionArgs a) {
                     reply = stream_ack(f->message_id, 200, "{\"status\":\"SUCCESS\",\"message\":\"success\"}");
                 } else {
                     ++a.stats->later;
-                    reply = stream_ack(f->message_id, 200, "{\"status\":\"LATER\",\"message\":\"journal unavailable\"}");
+                    reply =
+                        stream_ack(f->message_id, 200, "{\"status\":\"LATER\",\"message\":\"journal unavailable\"}");
                 }
             }
         } else {

@@ -1,8 +1,7 @@
 #include <unistd.h>
 
-#include <filesystem>
-
 #include <boost/test/unit_test.hpp>
+#include <filesystem>
 
 #include "agent/events/event_parse.h"
 #include "agent/events/journal.h"
@@ -36,8 +35,8 @@ BOOST_AUTO_TEST_CASE(stream_frame_and_camel_case_payload) {
 BOOST_AUTO_TEST_CASE(push_payload_pascal_case_and_bad_input) {
     std::string error;
     JournalEvent e;
-    BOOST_TEST(parse_event_payload(R"({"EventType":"org_dept_remove","DeptId":[581208264],"TimeStamp":"1640669222083"})",
-                                   e, error));
+    BOOST_TEST(parse_event_payload(
+        R"({"EventType":"org_dept_remove","DeptId":[581208264],"TimeStamp":"1640669222083"})", e, error));
     BOOST_TEST(e.dept_ids == (std::vector<std::string>{"581208264"}));
     BOOST_TEST(e.born_ms == 1640669222083);
     BOOST_TEST(event_object_kind(e.event_type) == "department");
