@@ -34,7 +34,7 @@ struct AgentConfig {
     // `run` (events: section; docs/agent.md "Run mode").
     struct Events {
         std::string mode = "stream";  // stream (http push: not yet)
-        std::chrono::milliseconds coalesce{50};
+        std::chrono::milliseconds coalesce{10};
         std::chrono::seconds reconcile_interval{7 * 24 * 3600};
         std::chrono::seconds catch_up_after{24 * 3600};  // away longer: full sync on start
         std::chrono::milliseconds reconnect_min{1000};

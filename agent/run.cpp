@@ -22,6 +22,9 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 std::atomic<bool> g_stop{false};
+// Journal rows per batch: enough to coalesce a burst, few enough that a burst (fetched at
+// DingTalk's per-API rate) commits in steps instead of all at its end.
+constexpr std::size_t kBatchRows = 100;
 void on_signal(int) { g_stop = true; }
 
 // Wakes the main loop when the receiving thread journaled something.
@@ -214,14 +217,14 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
             // Coalesce: let a burst finish arriving, then fetch each object once.
             std::this_thread::sleep_for(config.events.coalesce);
             for (;;) {
-                auto rows = journal.pending(1000);
+                auto rows = journal.pending(kBatchRows);
                 if (rows.empty()) break;
                 auto o = processor.process(rows);
                 if (o.retry_later) {
                     retry_at = Clock::now() + std::chrono::seconds(pstats.quota_exhausted ? 3600 : 5);
                     break;
                 }
-                if (rows.size() < 1000) break;
+                if (rows.size() < kBatchRows) break;
             }
         }
         calls_month = journal.calls_in_month(Journal::this_month());

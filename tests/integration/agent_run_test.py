@@ -21,7 +21,7 @@ from agent_env import Env, expected_org, target_org, diff_orgs  # noqa: E402
 
 EVENTS_YAML = """events:
   mode: stream
-  coalesce: 50ms
+  coalesce: 10ms
   reconnect_min: 100ms
   reconnect_max: 1s
   keepalive: 10s
