@@ -2,11 +2,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <set>
 
 #include "agent/events/http_server.h"
 #include "agent/events/journal.h"
@@ -22,9 +24,43 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 std::atomic<bool> g_stop{false};
-// Journal rows per batch: enough to coalesce a burst, few enough that a burst (fetched at
-// DingTalk's per-API rate) commits in steps instead of all at its end.
-constexpr std::size_t kBatchRows = 100;
+// Objects fetched per batch: a burst (fetched at DingTalk's per-API rate) commits in steps
+// instead of all at its end. Every pending row about those objects joins the batch (one fetch
+// covers them all: it happens after they were journaled).
+constexpr std::size_t kBatchObjects = 100;
+constexpr int kPendingWindow = 20000;
+
+std::vector<std::string> row_objects(const JournalEvent& r) {
+    std::vector<std::string> out;
+    for (const auto& u : r.user_ids) out.push_back("u:" + u);
+    for (const auto& d : r.dept_ids) out.push_back("d:" + d);
+    return out;
+}
+
+// The next batch: the oldest rows up to kBatchObjects distinct objects, plus every later
+// pending row whose objects are all among them.
+std::vector<JournalEvent> next_batch(std::vector<JournalEvent>&& pending) {
+    std::set<std::string> objects;
+    std::size_t prefix = 0;
+    for (; prefix < pending.size(); ++prefix) {
+        auto objs = row_objects(pending[prefix]);
+        std::size_t added = 0;
+        for (const auto& o : objs) added += objects.count(o) ? 0 : 1;
+        if (prefix > 0 && objects.size() + added > kBatchObjects) break;
+        objects.insert(objs.begin(), objs.end());
+    }
+    std::vector<JournalEvent> batch;
+    for (std::size_t i = 0; i < pending.size(); ++i) {
+        bool in = i < prefix;
+        if (!in) {
+            auto objs = row_objects(pending[i]);
+            in = !objs.empty() &&
+                 std::all_of(objs.begin(), objs.end(), [&](const std::string& o) { return objects.count(o) > 0; });
+        }
+        if (in) batch.push_back(std::move(pending[i]));
+    }
+    return batch;
+}
 void on_signal(int) { g_stop = true; }
 
 // Wakes the main loop when the receiving thread journaled something.
@@ -217,14 +253,16 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
             // Coalesce: let a burst finish arriving, then fetch each object once.
             std::this_thread::sleep_for(config.events.coalesce);
             for (;;) {
-                auto rows = journal.pending(kBatchRows);
-                if (rows.empty()) break;
+                auto pending = journal.pending(kPendingWindow);
+                if (pending.empty()) break;
+                const std::size_t pending_n = pending.size();
+                auto rows = next_batch(std::move(pending));
                 auto o = processor.process(rows);
                 if (o.retry_later) {
                     retry_at = Clock::now() + std::chrono::seconds(pstats.quota_exhausted ? 3600 : 5);
                     break;
                 }
-                if (rows.size() < kBatchRows) break;
+                if (rows.size() == pending_n) break;
             }
         }
         calls_month = journal.calls_in_month(Journal::this_month());
