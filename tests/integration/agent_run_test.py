@@ -321,6 +321,32 @@ class CatchUpAndBudget(unittest.TestCase):
         finally:
             env.stop()
 
+    def test_budget_defers_the_scheduled_reconcile(self):
+        env = RunEnv(extra_events="  reconcile_interval: 2s\n")
+        try:
+            # The first full sync of this org costs ~40 calls; a budget of 60 cannot pay a second.
+            env.config.write_text(env.config.read_text().replace("  qps:", "  monthly_call_budget: 60\n  qps:", 1))
+            env.start_agent()
+            env.wait_connected()
+            env.wait(lambda: any(r["status"] == "deferred" for r in env.history()), "a deferred reconcile")
+            runs = env.history()
+            deferred = [r for r in runs if r["status"] == "deferred"][0]
+            self.assertEqual((deferred["kind"], deferred["trigger"]), ("full", "schedule"))
+            self.assertIn("monthly_call_budget", deferred["message"])
+            self.assertEqual(len([r for r in runs if r["kind"] == "full" and r["status"] == "succeeded"]), 1)
+            # Events are still applied (one call each).
+            env.sim.admin("POST", "/_sim/user/create", {"userid": "budget-1", "name": "B", "dept_id_list": [1]})
+            env.wait_converged("an event while reconciles are deferred")
+            env.stop_agent()
+            p = env.agent("history", check=0)
+            m = re.search(r"calls this month: (\d+) \(full syncs (\d+), events (\d+)\) of "
+                          r"dingtalk.monthly_call_budget 60", p.stdout)
+            self.assertIsNotNone(m, p.stdout)
+            self.assertGreaterEqual(int(m.group(3)), 1)
+            self.assertEqual(int(m.group(1)), int(m.group(2)) + int(m.group(3)))
+        finally:
+            env.stop()
+
 
 if __name__ == "__main__":
     unittest.main()
