@@ -348,5 +348,32 @@ class CatchUpAndBudget(unittest.TestCase):
             env.stop()
 
 
+class Quota(unittest.TestCase):
+    """90020 (monthly quota used up) stops fetching but events are still journaled and ACKed."""
+
+    def test_quota_stops_fetching_keeps_journaling(self):
+        env = RunEnv()
+        try:
+            env.start_agent()
+            env.wait_connected()
+            env.wait_converged("first sync")
+            env.sim.admin("POST", "/_sim/faults", {"path": "/topapi/v2/user/get", "kind": "quota"})
+            env.sim.admin("POST", "/_sim/user/create", {"userid": "q-1", "name": "Q1", "dept_id_list": [1]})
+            env.wait(lambda: any(r["kind"] == "event" and r["status"] == "failed" and "quota" in r["message"]
+                                 for r in env.history()), "the 90020 answer")
+            fired = lambda: env.sim.stats()["faults_fired"]  # faulted calls are not in "apis"
+            calls = fired()
+            self.assertGreaterEqual(calls, 1)
+            env.sim.admin("POST", "/_sim/user/create", {"userid": "q-2", "name": "Q2", "dept_id_list": [1]})
+            env.wait(lambda: len([1 for k, t, s in env.journal() if s == "pending"]) == 2, "both events journaled")
+            time.sleep(7)  # past the agent's retry delay: it must not fetch again this month
+            self.assertEqual(fired(), calls, "the agent called DingTalk again after 90020")
+            ev = env.sim.admin("GET", "/_sim/events")["stream"]
+            self.assertEqual(ev["pending"], 0, "events must still be ACKed (journaled) during the quota stop")
+            self.assertNotIn("q-1", target_org(env.target_db())["users"])
+        finally:
+            env.stop()
+
+
 if __name__ == "__main__":
     unittest.main()

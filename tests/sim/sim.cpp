@@ -321,6 +321,11 @@ ApiResponse Simulator::handle(const ApiRequest& req) {
                      : oapi_sub_error("40014", "不合法的access_token");
         r.delay_ms = fault->delay_ms;
         return r;
+      case FaultKind::quota:  // the org's monthly call quota is used up (§4: 90020)
+        r = api_host ? api_error(403, "Forbidden.AccessDenied.ApiCountLimitForOrg", "调用量:10001次,额度:10000次")
+                     : oapi_error(90020, "调用量:10001次,额度:10000次");
+        r.delay_ms = fault->delay_ms;
+        return r;
       default: break;
     }
   }
