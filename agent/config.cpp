@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "shared/config.h"
+#include "shared/net.h"
 
 namespace dingbridge::agent {
 
@@ -123,6 +124,8 @@ std::vector<std::string> AgentConfig::secrets() const {
     std::vector<std::string> s;
     if (!client.app_secret.empty()) s.push_back(client.app_secret);
     if (!client.transport.proxy_password.empty()) s.push_back(client.transport.proxy_password);
+    if (!events.push_token.empty()) s.push_back(events.push_token);
+    if (!events.push_aes_key.empty()) s.push_back(events.push_aes_key);
     if (!ldap.bind_password.empty()) s.push_back(ldap.bind_password);
     return s;
 }
@@ -166,6 +169,7 @@ AgentConfig AgentConfig::load(const std::string& path, Secrets secrets) {
     c.client.transport.request_timeout = dt.get_duration("request_timeout", std::chrono::seconds(30));
     c.client.backoff_base = dt.get_duration("backoff_base", std::chrono::milliseconds(200));
     c.client.backoff_max = dt.get_duration("backoff_max", std::chrono::seconds(8));
+    if (auto n = dt.find("monthly_call_budget")) c.monthly_call_budget = n->as_int(0, INT64_MAX);
     dt.reject_unknown();
 
     if (auto proxy = root.find("proxy")) {
@@ -227,6 +231,28 @@ AgentConfig AgentConfig::load(const std::string& path, Secrets secrets) {
         if (c.log.format != "text" && c.log.format != "json") log->get("format").fail("must be text or json");
         if (auto f = log->find("file")) c.log.file = resolve_relative(path, f->as_string());
         log->reject_unknown();
+    }
+    if (auto ev = root.find("events")) {
+        auto& e = c.events;
+        if (auto n = ev->find("mode")) {
+            e.mode = n->as_string();
+            if (e.mode == "http") n->fail("http push mode is not available yet; use stream");
+            if (e.mode != "stream") n->fail("must be stream");
+        }
+        e.coalesce = ev->get_duration("coalesce", e.coalesce);
+        e.reconcile_interval =
+            std::chrono::duration_cast<std::chrono::seconds>(ev->get_duration("reconcile_interval", e.reconcile_interval));
+        e.catch_up_after =
+            std::chrono::duration_cast<std::chrono::seconds>(ev->get_duration("catch_up_after", e.catch_up_after));
+        e.reconnect_min = ev->get_duration("reconnect_min", e.reconnect_min);
+        e.reconnect_max = ev->get_duration("reconnect_max", e.reconnect_max);
+        e.keepalive = std::chrono::duration_cast<std::chrono::seconds>(ev->get_duration("keepalive", e.keepalive));
+        if (e.keepalive.count() < 2) ev->get("keepalive").fail("must be at least 2s");
+        if (auto n = ev->find("give_up_after")) e.give_up_after = static_cast<int>(n->as_int(1, 1000));
+        e.status_listen = ev->get_string("status_listen", "");
+        if (!e.status_listen.empty() && !split_host_port(e.status_listen, true))
+            ev->get("status_listen").fail("must be IP:port, e.g. 127.0.0.1:9464");
+        ev->reject_unknown();
     }
     root.reject_unknown();
     return c;

@@ -31,6 +31,21 @@ struct AgentConfig {
     std::string state_dir;
     std::chrono::milliseconds progress_interval{5000};
     LogSettings log;
+    std::int64_t monthly_call_budget = 10000;  // 0 = unlimited
+
+    // `run` (events: section; docs/agent.md "Run mode").
+    struct Events {
+        std::string mode = "stream";  // stream (http push: not yet)
+        std::chrono::milliseconds coalesce{10};
+        std::chrono::seconds reconcile_interval{7 * 24 * 3600};
+        std::chrono::seconds catch_up_after{24 * 3600};  // away longer: full sync on start
+        std::chrono::milliseconds reconnect_min{1000};
+        std::chrono::milliseconds reconnect_max{60000};
+        std::chrono::seconds keepalive{60};
+        int give_up_after = 5;  // attempts per journaled event before it is left to the reconcile
+        std::string push_token, push_aes_key;  // secrets (http push mode, not yet)
+        std::string status_listen;  // /healthz and /metrics; empty = off
+    } events;
 
     std::vector<std::string> secrets() const;
 

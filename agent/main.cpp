@@ -16,6 +16,8 @@
 #include "agent/doctor.h"
 #include "agent/host_check.h"
 #include "agent/mapping/mapping.h"
+#include "agent/run.h"
+#include "agent/events/journal.h"
 #include "agent/sync/full_sync.h"
 #include "agent/sync/history.h"
 #include "agent/targets/ldap_target.h"
@@ -61,6 +63,8 @@ int main(int argc, char** argv) {
     bool dry_run = false, force = false;
     sync->add_flag("--dry-run", dry_run, "Print the plan (counts, then each change) and apply nothing");
     sync->add_flag("--force", force, "Apply even when the removals exceed safeguard.max_deletes");
+
+    auto* run = app.add_subcommand("run", "Follow DingTalk's events and apply them as they happen (the service)");
 
     auto* history = app.add_subcommand("history", "List recent runs, or show one with `history show ID`");
     bool json = false;
@@ -140,11 +144,24 @@ int main(int argc, char** argv) {
                 return 0;
             }
             auto runs = store.list(limit);
+            std::int64_t calls = 0, calls_full = 0, calls_event = 0;
+            {
+                events::Journal journal((std::filesystem::path(config.state_dir) / "state.db").string());
+                auto month = events::Journal::this_month();
+                calls = journal.calls_in_month(month);
+                calls_full = journal.calls_in_month(month, "full");
+                calls_event = journal.calls_in_month(month, "event");
+            }
             if (json) {
                 std::cout << "[";
                 for (size_t i = 0; i < runs.size(); ++i) std::cout << (i ? "," : "") << run_to_json(runs[i], false);
                 std::cout << "]\n";
             } else {
+                std::cout << "calls this month: " << calls << " (full syncs " << calls_full << ", events " << calls_event
+                          << ")";
+                if (config.monthly_call_budget > 0)
+                    std::cout << " of dingtalk.monthly_call_budget " << config.monthly_call_budget;
+                std::cout << "\n";
                 if (runs.empty()) std::cout << "no runs yet\n";
                 for (const auto& r : runs) print_run(r, false);
             }
@@ -168,6 +185,7 @@ int main(int argc, char** argv) {
         std::unique_ptr<Target> target;
         if (config.target_type == "ldap") target = make_ldap_target(config.ldap);
         else target = std::make_unique<SqliteTarget>(config.target_path);
+        if (*run) return run_agent(config, *mapping, *target, store, std::cout);
         SyncOptions options;
         options.dry_run = dry_run;
         options.force = force;

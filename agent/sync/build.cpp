@@ -15,6 +15,44 @@ void merge_user_item(std::unordered_map<std::string, dingtalk::MergedUser>& user
     if (inserted) m.item = std::move(item);
 }
 
+void derive_managers(OrgSnapshot& snapshot, const std::set<std::string>& frozen_users, bool trust_all,
+                     ManagerSource source) {
+    // After an incomplete read a leader may simply not have been seen: keep such references.
+    auto known = [&](const std::string& id) {
+        return trust_all || snapshot.users.count(id) > 0 || frozen_users.count(id) > 0;
+    };
+    if (source == ManagerSource::dingtalk) {
+        // Manager from DingTalk (manager_userid, fetched by v2/user/get): kept when it names a
+        // synced user; a cycle (a manages b manages a) is kept as DingTalk has it, never followed.
+        for (auto& [userid, u] : snapshot.users)
+            if (!u.manager.empty() && (u.manager == userid || !known(u.manager))) u.manager.clear();
+    } else {
+        // Manager from leaders: the first leader of the primary department other than the user,
+        // else of the nearest ancestor with one (user/list has no manager_userid; docs/agent.md).
+        for (auto& [userid, u] : snapshot.users) {
+            std::string dept = u.primary_department;
+            for (size_t guard = 0; !dept.empty() && guard < snapshot.departments.size(); ++guard) {
+                auto it = snapshot.departments.find(dept);
+                if (it == snapshot.departments.end()) break;
+                for (const auto& l : it->second.leaders)
+                    if (l != userid && known(l)) {
+                        u.manager = l;
+                        break;
+                    }
+                if (!u.manager.empty()) break;
+                dept = it->second.parent_external_id;
+            }
+        }
+    }
+    // Leaders that are not synced users are dropped, so the target never points at nobody.
+    for (auto& [id, d] : snapshot.departments) {
+        std::vector<std::string> keep;
+        for (auto& l : d.leaders)
+            if (known(l)) keep.push_back(l);
+        d.leaders = std::move(keep);
+    }
+}
+
 namespace {
 
 // `drain`: erase each user from fetched.users once mapped; otherwise `fetched` is not modified.
@@ -135,40 +173,7 @@ DesiredOrg build(FetchedOrg& fetched, const Mapping& mapping, bool drain) {
         u.primary_department = u.departments.front().department;
         out.snapshot.users.emplace(userid, std::move(u));
     }
-    // After an incomplete read a leader may simply not have been seen: keep such references.
-    auto known = [&](const std::string& id) {
-        return trust_all || out.snapshot.users.count(id) > 0 || out.frozen_users.count(id) > 0;
-    };
-    // Manager from DingTalk (manager_userid, fetched by v2/user/get): kept when it names a synced
-    // user; a cycle (a manages b manages a) is kept as DingTalk has it, never followed.
-    if (mapping.manager_source() == ManagerSource::dingtalk) {
-        for (auto& [userid, u] : out.snapshot.users)
-            if (!u.manager.empty() && (u.manager == userid || !known(u.manager))) u.manager.clear();
-    }
-    // Manager from leaders: the first leader of the primary department other than the user, else
-    // of the nearest ancestor with one (user/list has no manager_userid; see docs/agent.md).
-    for (auto& [userid, u] : out.snapshot.users) {
-        if (mapping.manager_source() == ManagerSource::dingtalk) break;
-        std::string dept = u.primary_department;
-        for (size_t guard = 0; !dept.empty() && guard < out.snapshot.departments.size(); ++guard) {
-            auto it = out.snapshot.departments.find(dept);
-            if (it == out.snapshot.departments.end()) break;
-            for (const auto& l : it->second.leaders)
-                if (l != userid && known(l)) {
-                    u.manager = l;
-                    break;
-                }
-            if (!u.manager.empty()) break;
-            dept = it->second.parent_external_id;
-        }
-    }
-    // Leaders that are not synced users are dropped, so the target never points at nobody.
-    for (auto& [id, d] : out.snapshot.departments) {
-        std::vector<std::string> keep;
-        for (auto& l : d.leaders)
-            if (known(l)) keep.push_back(l);
-        d.leaders = std::move(keep);
-    }
+    derive_managers(out.snapshot, out.frozen_users, trust_all, mapping.manager_source());
     return out;
 }
 

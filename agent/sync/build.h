@@ -47,6 +47,14 @@ void merge_user_item(std::unordered_map<std::string, dingtalk::MergedUser>& user
                      dingtalk::UserItem item);
 
 DesiredOrg build_desired(const FetchedOrg& fetched, const Mapping& mapping);
+// The structural rules shared by the full and the event-driven sync. With ManagerSource::leaders
+// each user's manager is the first leader of the primary department other than the user, else of
+// the nearest ancestor with one (users' `manager` must be empty on entry); with ::dingtalk the
+// manager_userid already set is kept when it names a synced user. Leaders that are not synced
+// users are dropped (kept when `trust_all`: after an incomplete read a leader may simply not have
+// been seen).
+void derive_managers(OrgSnapshot& snapshot, const std::set<std::string>& frozen_users, bool trust_all,
+                     ManagerSource source);
 // The same, but frees each fetched user as soon as it is mapped (fetched.users ends empty), so
 // that the raw and the mapped copies of the users are never both alive: the peak of a full sync.
 DesiredOrg build_desired(FetchedOrg&& fetched, const Mapping& mapping);

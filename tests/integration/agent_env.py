@@ -76,8 +76,8 @@ class Sim:
         self.log.close()
 
 
-def proxy_config(sim_port, password_hash, tls=None):
-    listener = '  - address: "127.0.0.1:0"\n'
+def proxy_config(sim_port, password_hash, tls=None, listen_port=0, stream_host=None):
+    listener = f'  - address: "127.0.0.1:{listen_port}"\n'
     if tls:
         listener += f'    tls:\n      certificate: "{tls[0]}"\n      key: "{tls[1]}"\n'
     return f"""
@@ -91,7 +91,7 @@ tenants:
       - name: agent
         password_hash: "{password_hash}"
     source_networks: ["127.0.0.0/8"]
-    destinations: ["127.0.0.1:{sim_port}"]
+    destinations: ["127.0.0.1:{sim_port}"{f', "{stream_host}:{sim_port}"' if stream_host else ""}]
     allow_internal_networks: ["127.0.0.0/8"]
 log:
   level: info
@@ -105,7 +105,7 @@ class Env:
 
     def __init__(self, generate="users=60,departments=12,depth=3,seed=7", qps=0, agent_qps=50, concurrency=4,
                  mapping_text=None, sim_extra=(), with_proxy=True, max_deletes="50%", extra_yaml="",
-                 proxy_tls=False, agent_qps_total=400):
+                 proxy_tls=False, agent_qps_total=400, stream_host=None):
         self.work = harness.Workdir()
         self.dir = Path(self.work.path)
         self.ca, cert, key = harness.make_ca_and_cert(self.dir)
@@ -114,7 +114,10 @@ class Env:
         self.proxy_tls = proxy_tls
         if with_proxy:
             self.proxy = harness.Proxy(self.dir, proxy_config(self.sim.port, harness.hash_password(PROXY_PASSWORD),
-                                                              (cert, key) if proxy_tls else None))
+                                                              (cert, key) if proxy_tls else None,
+                                                              stream_host=stream_host))
+        self.stream_host = stream_host
+        self._tls = (cert, key) if proxy_tls else None
         self.state = self.dir / "state"
         self.mapping = self.dir / "mapping.yaml"
         self.mapping.write_text(mapping_text if mapping_text is not None else (REPO / "configs" / "mapping.yaml").read_text())
@@ -141,6 +144,7 @@ class Env:
   app_key: {APP_KEY}
   app_secret: "${{env:SIM_APP_SECRET}}"
   oapi_base_url: "{self.sim.base}"
+  api_base_url: "{self.sim.base}"
   ca_file: "{self.ca}"
   qps: {agent_qps}
   qps_total: {getattr(self, "agent_qps_total", 400)}
@@ -158,6 +162,14 @@ progress_interval: 1s
 log:
   level: info
 {extra_yaml}""")
+
+    def restart_proxy(self):
+        """Stops the proxy and starts it again on the same port (a proxy restart)."""
+        port = self.proxy.port
+        self.proxy.stop()
+        self.proxy = harness.Proxy(self.dir, proxy_config(self.sim.port, harness.hash_password(PROXY_PASSWORD),
+                                                          self._tls, listen_port=port, stream_host=self.stream_host),
+                                   name="proxy2")
 
     def agent(self, *args, timeout=240, check=None):
         p = subprocess.run([AGENT_BIN, "-c", str(self.config), *args], capture_output=True, text=True,

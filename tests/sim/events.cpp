@@ -40,6 +40,14 @@ public:
     if (!writing_) do_write();
   }
 
+  // Abrupt loss of the connection (network, proxy restart): no close frame.
+  void cut() {
+    if (closed_) return;
+    beast::error_code ec;
+    beast::get_lowest_layer(ws_).socket().shutdown(net::ip::tcp::socket::shutdown_both, ec);
+    beast::get_lowest_layer(ws_).socket().close(ec);
+  }
+
   void close() {
     if (closing_ || closed_) return;
     closing_ = true;
@@ -139,8 +147,26 @@ void EventHub::accept_stream(TlsStream stream, http::request<http::string_body> 
   c->start(std::move(req));
 }
 
+void EventHub::cut_connections() {
+  for (auto& [id, c] : conns_) {
+    if (c->closed_) continue;
+    c->cut();
+    ++cuts_;
+  }
+}
+
+void EventHub::set_event_faults(int drop_next, int delay_ms) {
+  drop_next_ = drop_next;
+  delay_ms_ = delay_ms;
+}
+
 void EventHub::publish(const OrgEvent& e) {
   const int64_t now = wall_ms();
+  if (drop_next_ > 0) {  // lost on DingTalk's side: neither stream nor push will see it
+    --drop_next_;
+    ++dropped_;
+    return;
+  }
   const std::string event_id = crypto::random_alnum(32);
   // Stream data: camelCase, ids as arrays, timeStamp a string (§6).
   {
@@ -156,7 +182,7 @@ void EventHub::publish(const OrgEvent& e) {
     se.type = e.event_type;
     se.data = d.take();
     se.born_ms = now;
-    se.next_at = Clock::now();
+    se.next_at = Clock::now() + std::chrono::milliseconds(delay_ms_);
     events_.push_back(std::move(se));
     pending_.insert(events_.size() - 1);
   }
@@ -349,7 +375,7 @@ void EventHub::write_status(JsonWriter& w) const {
   w.kv("connections_open", static_cast<int64_t>(conns_.size())).kv("connections_total", connections_total_);
   w.kv("pings_sent", pings_sent_).kv("pongs", pongs_).kv("acks", acks_).kv("laters", laters_);
   w.kv("redeliveries", redeliveries_).kv("disconnects_sent", disconnects_sent_);
-  w.kv("pending", static_cast<int64_t>(pending_.size()));
+  w.kv("pending", static_cast<int64_t>(pending_.size())).kv("dropped", dropped_).kv("cuts", cuts_);
   w.key("connections").begin_array();
   for (const auto& [id, c] : conns_)
     w.begin_object().kv("id", id).kv("connection_id", c->connection_id_).kv("open", c->open_ && !c->closed_)

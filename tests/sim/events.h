@@ -59,6 +59,8 @@ public:
   void publish(const OrgEvent& e) override;
   void write_status(JsonWriter& w) const override;
   void force_disconnect(std::string_view reason) override;
+  void cut_connections() override;
+  void set_event_faults(int drop_next, int delay_ms) override;
 
   // Called by StreamConn.
   void on_frame(StreamConn& c, const std::string& text);
@@ -96,6 +98,8 @@ private:
   uint64_t rr_ = 0;
   std::deque<StreamEvent> events_;
   std::set<size_t> pending_;  // indexes into events_ not yet acked
+  int drop_next_ = 0, delay_ms_ = 0;
+  uint64_t dropped_ = 0, cuts_ = 0;
   uint64_t pings_sent_ = 0, pongs_ = 0, disconnects_sent_ = 0, acks_ = 0, laters_ = 0, redeliveries_ = 0;
   uint64_t connections_total_ = 0;
   bool stopped_ = false;

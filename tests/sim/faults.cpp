@@ -34,6 +34,7 @@ std::optional<FaultKind> parse_fault_kind(std::string_view s) {
   if (s == "truncated") return FaultKind::truncated;
   if (s == "drop") return FaultKind::drop;
   if (s == "token_invalid") return FaultKind::token_invalid;
+  if (s == "quota") return FaultKind::quota;
   return std::nullopt;
 }
 
@@ -47,6 +48,7 @@ const char* fault_kind_name(FaultKind k) {
     case FaultKind::truncated: return "truncated";
     case FaultKind::drop: return "drop";
     case FaultKind::token_invalid: return "token_invalid";
+    case FaultKind::quota: return "quota";
   }
   return "?";
 }
@@ -77,7 +79,7 @@ bool FaultTable::add_one(simdjson::dom::object o, std::string& error, std::vecto
   }
   r.pattern = std::string(s);
   if (o["kind"].get(s) != simdjson::SUCCESS) {
-    error = "fault needs \"kind\": http_status, busy, throttle, slow, malformed, truncated, drop, token_invalid";
+    error = "fault needs \"kind\": http_status, busy, throttle, slow, malformed, truncated, drop, token_invalid, quota";
     return false;
   }
   auto k = parse_fault_kind(s);

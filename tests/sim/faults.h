@@ -18,7 +18,7 @@
 
 namespace sim {
 
-enum class FaultKind { http_status, busy, throttle, slow, malformed, truncated, drop, token_invalid };
+enum class FaultKind { http_status, busy, throttle, slow, malformed, truncated, drop, token_invalid, quota };
 
 struct FaultRule {
   uint64_t id = 0;

@@ -95,6 +95,8 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--stream-disconnect-grace", eo.disconnect_grace_s, "Seconds between disconnect frame and close")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--stream-endpoint-host", so.stream_endpoint_host,
+                 "Host name in the connections/open endpoint (default: the request's Host), e.g. localhost");
   app.add_option("--stream-fanout", fanout, "Deliver each EVENT to all connections or to one (round-robin)")
       ->check(CLI::IsMember({"all", "one"}));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off");

@@ -321,6 +321,11 @@ ApiResponse Simulator::handle(const ApiRequest& req) {
                      : oapi_sub_error("40014", "不合法的access_token");
         r.delay_ms = fault->delay_ms;
         return r;
+      case FaultKind::quota:  // the org's monthly call quota is used up (§4: 90020)
+        r = api_host ? api_error(403, "Forbidden.AccessDenied.ApiCountLimitForOrg", "调用量:10001次,额度:10000次")
+                     : oapi_error(90020, "调用量:10001次,额度:10000次");
+        r.delay_ms = fault->delay_ms;
+        return r;
       default: break;
     }
   }
@@ -439,7 +444,15 @@ ApiResponse Simulator::open_connection(const ApiRequest& req) {
   std::string ticket = crypto::random_alnum(32);
   tickets_.emplace(ticket, std::move(t));
   JsonWriter w;
-  w.begin_object().kv("endpoint", "wss://" + (req.host.empty() ? std::string("127.0.0.1") : req.host) + "/connect");
+  std::string host = req.host.empty() ? std::string("127.0.0.1") : req.host;
+  if (!opts_.stream_endpoint_host.empty()) {
+    // Keep the port the client reached us on; replace the host name (§6: the real endpoint
+    // host differs from the api host, and the proxy must allow it).
+    auto colon = host.rfind(':');
+    std::string port = colon != std::string::npos && host.find(']', colon) == std::string::npos ? host.substr(colon) : "";
+    host = opts_.stream_endpoint_host + port;
+  }
+  w.begin_object().kv("endpoint", "wss://" + host + "/connect");
   w.kv("ticket", ticket).end_object();
   ApiResponse r;
   r.body = w.take();
@@ -767,6 +780,10 @@ ApiResponse Simulator::handle_admin(const ApiRequest& req, std::string_view path
     else w.begin_object().end_object();
     return reply(200, w.take());
   }
+  if (post && path == "/_sim/stream/cut") {
+    if (sink_) sink_->cut_connections();
+    return reply(200, "{\"ok\":true}");
+  }
   if (post && path == "/_sim/stream/disconnect") {
     if (sink_) sink_->force_disconnect("simulated disconnect");
     return reply(200, "{\"ok\":true}");
@@ -776,6 +793,18 @@ ApiResponse Simulator::handle_admin(const ApiRequest& req, std::string_view path
   element doc;
   if (parser_.parse(req.body.empty() ? std::string("{}") : req.body).get(doc) != simdjson::SUCCESS)
     return fail(400, "body must be JSON");
+  if (path == "/_sim/stream/events") {
+    // {"drop": N, "delay_ms": D}: the next N events are lost; new events wait D ms.
+    int64_t drop = 0, delay = 0;
+    if (doc.type() != element_type::OBJECT) return fail(400, "body must be a JSON object");
+    if (auto v = doc.at_key("drop"); v.error() == simdjson::SUCCESS && v.get_int64().get(drop) != simdjson::SUCCESS)
+      return fail(400, "drop must be an integer");
+    if (auto v = doc.at_key("delay_ms"); v.error() == simdjson::SUCCESS && v.get_int64().get(delay) != simdjson::SUCCESS)
+      return fail(400, "delay_ms must be an integer");
+    if (drop < 0 || drop > 1000000 || delay < 0 || delay > 3600000) return fail(400, "drop or delay_ms out of range");
+    if (sink_) sink_->set_event_faults(static_cast<int>(drop), static_cast<int>(delay));
+    return reply(200, "{\"ok\":true}");
+  }
   if (path == "/_sim/faults") {
     std::string error;
     std::vector<uint64_t> ids;

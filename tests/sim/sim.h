@@ -42,6 +42,9 @@ struct SimOptions {
   bool listsub_hide_hidden = false;  // §9: whether listsub omits hide_dept departments
   int emp_leave_max_results = 50;
   uint64_t seed = 1;
+  // Host put in the connections/open endpoint (real DingTalk: wss-open-connection.dingtalk.com);
+  // empty = the request's Host header. The port is the one the request came to.
+  std::string stream_endpoint_host;
 };
 
 struct ApiRequest {
@@ -71,6 +74,10 @@ public:
   virtual void publish(const OrgEvent& e) = 0;
   virtual void write_status(JsonWriter& w) const = 0;  // for GET /_sim/events
   virtual void force_disconnect(std::string_view reason) = 0;
+  // Test knobs: close every stream connection abruptly (no disconnect frame); drop the next
+  // `drop_next` events (never delivered by stream or push); hold new events `delay_ms`.
+  virtual void cut_connections() = 0;
+  virtual void set_event_faults(int drop_next, int delay_ms) = 0;
 };
 
 struct StreamTicket {

@@ -1,0 +1,112 @@
+#include "agent/events/http_server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <stdexcept>
+#include <utility>
+
+#include "shared/net.h"
+
+namespace dingbridge::agent::events {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+
+struct HttpServer::Impl {
+    net::io_context io;
+    tcp::acceptor acceptor{io};
+    Handler handler;
+};
+
+namespace {
+
+net::awaitable<void> serve(tcp::socket socket, HttpServer::Handler* handler) {
+    boost::system::error_code ec;
+    auto tok = net::redirect_error(net::use_awaitable, ec);
+    beast::tcp_stream stream(std::move(socket));
+    beast::flat_buffer buf;
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(16 * 1024);
+    parser.body_limit(1024 * 1024);
+    stream.expires_after(std::chrono::seconds(5));
+    co_await http::async_read(stream, buf, parser, tok);
+    http::response<http::string_body> res;
+    if (ec) {
+        if (ec == http::error::body_limit || ec == http::error::header_limit) {
+            res.result(http::status::payload_too_large);
+        } else if (ec == beast::error::timeout || ec == http::error::end_of_stream || ec == net::error::eof) {
+            co_return;
+        } else {
+            res.result(http::status::bad_request);
+        }
+        res.body() = "bad request\n";
+    } else {
+        const auto& req = parser.get();
+        HttpRequestView v{std::string(req.method_string()), std::string(req.target()), req.body()};
+        HttpReply r = (*handler)(v);
+        res.result(static_cast<unsigned>(r.status));
+        res.set(http::field::content_type, r.content_type);
+        res.body() = std::move(r.body);
+    }
+    res.version(11);
+    res.keep_alive(false);
+    res.prepare_payload();
+    stream.expires_after(std::chrono::seconds(5));
+    co_await http::async_write(stream, res, tok);
+    stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+}
+
+net::awaitable<void> accept_loop(tcp::acceptor& acceptor, HttpServer::Handler* handler) {
+    for (;;) {
+        boost::system::error_code ec;
+        tcp::socket s = co_await acceptor.async_accept(net::redirect_error(net::use_awaitable, ec));
+        if (ec) {
+            if (ec == net::error::operation_aborted || !acceptor.is_open()) co_return;
+            spdlog::warn("http server: accept failed: {}", ec.message());
+            continue;
+        }
+        net::co_spawn(acceptor.get_executor(), serve(std::move(s), handler), net::detached);
+    }
+}
+
+}  // namespace
+
+HttpServer::HttpServer(const std::string& listen, Handler handler) : impl_(std::make_unique<Impl>()) {
+    impl_->handler = std::move(handler);
+    auto hp = split_host_port(listen, true);
+    if (!hp) throw std::runtime_error("bad listen address " + listen + " (expected host:port)");
+    boost::system::error_code ec;
+    auto addr = net::ip::make_address(hp->host, ec);
+    if (ec) throw std::runtime_error("bad listen address " + listen + ": the host must be an IP address");
+    tcp::endpoint ep(addr, hp->port);
+    impl_->acceptor.open(ep.protocol(), ec);
+    if (!ec) impl_->acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) impl_->acceptor.bind(ep, ec);
+    if (!ec) impl_->acceptor.listen(net::socket_base::max_listen_connections, ec);
+    if (ec) throw std::runtime_error("cannot listen on " + listen + ": " + ec.message());
+}
+
+HttpServer::~HttpServer() { stop(); }
+
+unsigned short HttpServer::port() const { return impl_->acceptor.local_endpoint().port(); }
+
+void HttpServer::start() {
+    net::co_spawn(impl_->io, accept_loop(impl_->acceptor, &impl_->handler), net::detached);
+    thread_ = std::thread([this] { impl_->io.run(); });
+}
+
+void HttpServer::stop() {
+    impl_->io.stop();
+    if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace dingbridge::agent::events

@@ -1,0 +1,40 @@
+#pragma once
+// HttpServer: a small Boost.Beast HTTP/1.1 server on its own thread for `run`'s local endpoints
+// (/healthz, /metrics; and the HTTP push receiver). One request per connection read with a
+// deadline (a slow or silent client cannot hold the server), bodies capped at 1 MiB, every
+// request answered by `handler` (called on the server thread). The bound address (with the
+// port the kernel chose for ":0") is written to `port_file` when given.
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+namespace dingbridge::agent::events {
+
+struct HttpRequestView {
+    std::string method, target, body;
+};
+struct HttpReply {
+    int status = 200;
+    std::string content_type = "text/plain; charset=utf-8";
+    std::string body;
+};
+
+class HttpServer {
+public:
+    using Handler = std::function<HttpReply(const HttpRequestView&)>;
+    // Binds now (throws std::runtime_error with the address on failure: startup only).
+    HttpServer(const std::string& listen, Handler handler);
+    ~HttpServer();
+    void start();
+    void stop();
+    unsigned short port() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+    std::thread thread_;
+};
+
+}  // namespace dingbridge::agent::events

@@ -1,0 +1,147 @@
+#include "agent/events/patch.h"
+
+#include <algorithm>
+#include <charconv>
+#include <set>
+
+#include "agent/sync/build.h"
+
+namespace dingbridge::agent::events {
+
+namespace {
+
+std::optional<std::int64_t> to_id(const std::string& s) {
+    std::int64_t v = 0;
+    auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (r.ec != std::errc() || r.ptr != s.data() + s.size()) return std::nullopt;
+    return v;
+}
+
+}  // namespace
+
+PatchResult patch_desired(const OrgSnapshot& current, const EventFetch& fetched, const Mapping& mapping,
+                          std::int64_t root_id) {
+    PatchResult out;
+    OrgSnapshot& d = out.desired;
+    d.departments = current.departments;
+    d.users = current.users;
+    const auto& includes = mapping.include_departments();
+    const bool include_all = includes.empty();
+    std::set<std::int64_t> tops(includes.begin(), includes.end());
+    if (include_all) tops.insert(root_id);
+
+    for (const auto& [id, detail] : fetched.departments) {
+        std::string key = std::to_string(id);
+        if (!detail || mapping.exclude_departments().count(id)) {
+            d.departments.erase(key);
+            continue;
+        }
+        OrgDepartment od = mapping.map_department(*detail);
+        if (id == root_id || tops.count(id))
+            od.parent_external_id.clear();
+        else
+            od.parent_external_id = std::to_string(detail->parent_id);
+        od.leaders = detail->manager_userids;
+        d.departments[key] = std::move(od);
+    }
+    // Keep only departments that hang under a synced top (a moved or new department under a
+    // department that is not synced is not synced either, as in a full sync).
+    std::map<std::string, bool> valid;
+    for (bool changed = true; changed;) {
+        changed = false;
+        for (const auto& [key, dep] : d.departments) {
+            if (valid.count(key)) continue;
+            auto id = to_id(key);
+            if (id && tops.count(*id)) {
+                valid[key] = true;
+                changed = true;
+                continue;
+            }
+            auto p = valid.find(dep.parent_external_id);
+            if (p != valid.end()) {
+                valid[key] = p->second;
+                changed = true;
+            } else if (dep.parent_external_id.empty() || !d.departments.count(dep.parent_external_id)) {
+                valid[key] = false;
+                changed = true;
+            }
+        }
+    }
+    for (auto it = d.departments.begin(); it != d.departments.end();) {
+        auto v = valid.find(it->first);
+        if (v == valid.end() || !v->second)
+            it = d.departments.erase(it);  // unresolved = a cycle
+        else
+            ++it;
+    }
+
+    for (const auto& [userid, m] : fetched.users) {
+        d.users.erase(userid);
+        if (!m) continue;
+        std::vector<Membership> places;
+        for (auto dept : m->item.dept_id_list) {
+            std::string key = std::to_string(dept);
+            if (!d.departments.count(key)) continue;
+            Membership p{key, 0, false};
+            for (const auto& pl : m->places)
+                if (pl.dept_id == dept) {
+                    p.order = pl.order;
+                    p.leader = pl.leader;
+                }
+            places.push_back(p);
+        }
+        for (const auto& pl : m->places) {
+            std::string key = std::to_string(pl.dept_id);
+            if (!d.departments.count(key)) continue;
+            if (std::none_of(places.begin(), places.end(), [&](const Membership& x) { return x.department == key; }))
+                places.push_back({key, pl.order, pl.leader});
+        }
+        if (places.empty()) continue;
+        if (mapping.skip_user(m->item)) {
+            out.skipped.push_back({"user", userid, "skipped by mapping sync.skip_users"});
+            continue;
+        }
+        OrgUser u = mapping.map_user(m->item);
+        if (mapping.manager_source() == ManagerSource::dingtalk) u.manager = m->manager_userid;
+        u.departments = std::move(places);
+        u.primary_department = u.departments.front().department;
+        d.users[userid] = std::move(u);
+    }
+    // Memberships in departments that left; users left with none leave too.
+    for (auto it = d.users.begin(); it != d.users.end();) {
+        auto& u = it->second;
+        std::erase_if(u.departments, [&](const Membership& x) { return !d.departments.count(x.department); });
+        if (u.departments.empty()) {
+            it = d.users.erase(it);
+            continue;
+        }
+        u.primary_department = u.departments.front().department;
+        if (mapping.manager_source() == ManagerSource::leaders) u.manager.clear();
+        ++it;
+    }
+    derive_managers(d, {}, false, mapping.manager_source());
+    return out;
+}
+
+std::vector<std::int64_t> leader_changes(const OrgSnapshot& current, const EventFetch& fetched) {
+    std::set<std::int64_t> out;
+    for (const auto& [userid, m] : fetched.users) {
+        if (!m) continue;  // a removed leader drops out of every leader list by itself
+        std::map<std::string, bool> before, after;
+        if (auto it = current.users.find(userid); it != current.users.end())
+            for (const auto& x : it->second.departments) before[x.department] = x.leader;
+        for (const auto& pl : m->places) after[std::to_string(pl.dept_id)] = pl.leader;
+        std::set<std::string> all;
+        for (auto& [k, v] : before) all.insert(k);
+        for (auto& [k, v] : after) all.insert(k);
+        for (const auto& k : all) {
+            bool b = before.count(k) && before[k], a = after.count(k) && after[k];
+            if (a == b) continue;
+            auto id = to_id(k);
+            if (id && !fetched.departments.count(*id)) out.insert(*id);
+        }
+    }
+    return {out.begin(), out.end()};
+}
+
+}  // namespace dingbridge::agent::events

@@ -1,0 +1,39 @@
+#pragma once
+// The desired org after a batch of events (pure): the target's current state with the objects
+// that were fetched by id put in place — departments from department/get, users from user/get,
+// nullopt meaning DingTalk no longer has it (60003 / 60121) — using the same mapping and the same
+// structural rules as a full sync (include/exclude subtrees, memberships only in synced
+// departments, primary department first, managers and leaders via derive_managers). A
+// department whose parent is no longer synced leaves with its subtree, and memberships in it go.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/dingtalk/model.h"
+#include "agent/mapping/mapping.h"
+#include "agent/org/plan.h"
+#include "agent/org/schema.h"
+
+namespace dingbridge::agent::events {
+
+struct EventFetch {
+    std::map<std::int64_t, std::optional<dingtalk::DeptDetail>> departments;
+    std::map<std::string, std::optional<dingtalk::MergedUser>> users;
+};
+
+struct PatchResult {
+    OrgSnapshot desired;
+    std::vector<SkippedItem> skipped;
+};
+
+PatchResult patch_desired(const OrgSnapshot& current, const EventFetch& fetched, const Mapping& mapping,
+                          std::int64_t root_id);
+
+// Departments whose leader flag of a fetched user differs from what the target holds: their
+// leader list (and so managers) must be read again with department/get.
+std::vector<std::int64_t> leader_changes(const OrgSnapshot& current, const EventFetch& fetched);
+
+}  // namespace dingbridge::agent::events

@@ -1,0 +1,57 @@
+#pragma once
+// EventProcessor: turns journaled events into target changes (ARCHITECTURE.md "Incremental
+// sync"): the pending rows of one batch are coalesced per object (any number of events for one
+// user or department → one fetch), each object is read by id (v2/user/get, v2/department/get;
+// 60121/60003 = removed), departments whose leaders changed are read again, then the same map →
+// plan → safeguard → apply stages as a full sync run on the target's current state with only
+// those objects replaced. The batch is one history run of kind `event`; its rows are marked done
+// after the target committed (apply is idempotent: a crash between the two re-applies nothing).
+// Holds one DingTalkClient so the access token is reused and refreshed across batches.
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "agent/config.h"
+#include "agent/dingtalk/client.h"
+#include "agent/events/journal.h"
+#include "agent/mapping/mapping.h"
+#include "agent/org/schema.h"
+#include "agent/sync/history.h"
+#include "agent/targets/target.h"
+
+namespace dingbridge::agent::events {
+
+struct ProcessorStats {
+    std::atomic<std::uint64_t> batches{0}, events_applied{0}, events_failed{0}, changes_applied{0};
+    std::atomic<std::int64_t> last_lag_ms{0};  // journal → target commit of the newest batch
+    std::atomic<bool> quota_exhausted{false};
+};
+
+struct BatchOutcome {
+    std::size_t handled = 0;   // rows marked done or failed
+    bool retry_later = false;  // some rows stay pending (fetch failed, quota, target error)
+};
+
+class EventProcessor {
+public:
+    EventProcessor(const AgentConfig& config, const Mapping& mapping, Target& target, HistoryStore& history,
+                   Journal& journal, ProcessorStats& stats);
+    [[nodiscard]] BatchOutcome process(const std::vector<JournalEvent>& rows);
+    void invalidate() { cache_.reset(); }  // the target changed behind our back (full sync)
+
+private:
+    const AgentConfig& config_;
+    const Mapping& mapping_;
+    Target& target_;
+    HistoryStore& history_;
+    Journal& journal_;
+    ProcessorStats& stats_;
+    dingtalk::DingTalkClient client_;
+    std::uint64_t calls_counted_ = 0;
+    std::optional<OrgSnapshot> cache_;  // the target's state after our last fully applied batch
+};
+
+}  // namespace dingbridge::agent::events

@@ -1,0 +1,379 @@
+"""dingbridge-agent run (incremental sync from DingTalk's events) end to end: the real dingtalk-sim
+(allow-listing only the proxy's egress address), dingbridge-proxy and `dingbridge-agent run` in
+stream mode. The stream endpoint is announced under the host name "localhost" (as real DingTalk
+announces wss-open-connection.dingtalk.com), so the proxy must allow that host too and the agent
+verifies TLS for it. Each class is one ctest entry (agent_run_<Class>)."""
+import json
+import re
+import urllib.request
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import agent_env  # noqa: E402
+from agent_env import Env, expected_org, target_org, diff_orgs  # noqa: E402
+
+EVENTS_YAML = """events:
+  mode: stream
+  coalesce: 10ms
+  reconnect_min: 100ms
+  reconnect_max: 1s
+  keepalive: 10s
+  status_listen: "127.0.0.1:0"
+"""
+
+
+class RunEnv(Env):
+    def __init__(self, extra_events="", sim_extra=(), generate="users=60,departments=12,depth=3,seed=7", **kw):
+        super().__init__(generate=generate, stream_host="localhost",
+                         sim_extra=("--stream-endpoint-host", "localhost", "--stream-ack-timeout-ms", "3000",
+                                    "--stream-later-delay-ms", "500", *sim_extra),
+                         extra_yaml=EVENTS_YAML + extra_events, **kw)
+        self.proc = None
+        self.log = None
+
+    def start_agent(self, extra_env=None):
+        self.log = open(self.dir / "agent-run.log", "a")
+        env = dict(self.env, **(extra_env or {}))
+        self.proc = subprocess.Popen([agent_env.AGENT_BIN, "-c", str(self.config), "run"], stdout=self.log,
+                                     stderr=subprocess.STDOUT, env=env)
+
+    def agent_log(self):
+        return (self.dir / "agent-run.log").read_text()
+
+    def stop_agent(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.log:
+            self.log.close()
+            self.log = None
+
+    def wait(self, predicate, what, timeout=60, exit_expected=False):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if not exit_expected and self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"the agent exited ({self.proc.returncode}) while waiting for {what}:\n"
+                                     + self.agent_log()[-4000:])
+            v = predicate()
+            if v:
+                return v
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}; agent log:\n" + self.agent_log()[-4000:])
+
+    def connections(self):
+        return self.sim.admin("GET", "/_sim/events")["stream"]["connections_open"]
+
+    def wait_connected(self):
+        self.wait(lambda: self.connections() >= 1, "a stream connection")
+
+    def converged(self):
+        return diff_orgs(expected_org(self.sim.org()), target_org(self.target_db())) == []
+
+    def wait_converged(self, what, timeout=60):
+        try:
+            self.wait(self.converged, what, timeout)
+        except AssertionError:
+            problems = diff_orgs(expected_org(self.sim.org()), target_org(self.target_db()))
+            raise AssertionError(f"{what}: the target differs from the simulator's org:\n" + "\n".join(problems)
+                                 + "\nagent log:\n" + self.agent_log()[-4000:])
+
+    def journal(self):
+        con = sqlite3.connect(str(self.state / "state.db"))
+        try:
+            return con.execute("SELECT dedup_key, event_type, status FROM event_journal ORDER BY id").fetchall()
+        finally:
+            con.close()
+
+    def stop(self):
+        self.stop_agent()
+        super().stop()
+
+
+def some_user(dump, leader=False):
+    for u in dump["users"]:
+        if len(u["dept_id_list"]) == 1 and any(x.get("leader") for x in u.get("leader_in_dept", [])) == leader:
+            return u
+    raise AssertionError("no such user in the generated org")
+
+
+def leaf_depts(dump):
+    parents = {d.get("parent_id") for d in dump["departments"]}
+    return [d for d in dump["departments"] if d["dept_id"] not in parents and d["dept_id"] != 1]
+
+
+class EveryChangeThroughStream(unittest.TestCase):
+    """First start → full sync; then every kind of change arrives as a stream event through the proxy
+    and the target equals what a full sync gives; one metered call per changed object."""
+
+    def test_user_and_department_changes(self):
+        env = RunEnv()
+        try:
+            env.start_agent()
+            env.wait(lambda: any(r["kind"] == "full" and r["status"] == "succeeded" for r in env.history()),
+                     "the first full sync")
+            env.wait_connected()
+            env.wait_converged("after the first full sync")
+            env.sim.admin("POST", "/_sim/stats/reset")
+            dump = env.sim.org()
+            depts = [d for d in dump["departments"] if d["dept_id"] != 1]
+            a, b = depts[0], depts[1]
+
+            # Department create, rename, move.
+            r = env.sim.admin("POST", "/_sim/dept/create", {"name": "新部门 Events", "parent_id": a["dept_id"]})
+            new_dept = r["dept_id"]
+            env.wait_converged("department create")
+            env.sim.admin("POST", "/_sim/dept/update", {"dept_id": new_dept, "name": "改名 Renamed"})
+            env.wait_converged("department rename")
+            env.sim.admin("POST", "/_sim/dept/update", {"dept_id": new_dept, "parent_id": b["dept_id"]})
+            env.wait_converged("department move")
+
+            # User add (into the new department), modify, leave, re-join.
+            env.sim.admin("POST", "/_sim/user/create", {"userid": "evt-user-1", "name": "事件 用户",
+                                                        "dept_id_list": [new_dept], "email": "evt1@example.com"})
+            env.wait_converged("user add")
+            env.sim.admin("POST", "/_sim/user/update", {"userid": "evt-user-1", "name": "Renamed User",
+                                                        "title": "工程师"})
+            env.wait_converged("user modify")
+            u = some_user(env.sim.org())
+            env.sim.admin("POST", "/_sim/user/update", {"userid": u["userid"], "dept_id_list": [new_dept]})
+            env.wait_converged("user moved to another department")
+            env.sim.admin("POST", "/_sim/user/remove", {"userid": "evt-user-1"})
+            env.wait_converged("user leave")
+            removed = target_org(env.target_db(), include_removed=True)["users"]["evt-user-1"]
+            self.assertFalse(removed["active"], "a user who left is disabled (removed_users: disable)")
+            env.sim.admin("POST", "/_sim/user/create", {"userid": "evt-user-1", "name": "回来了",
+                                                        "dept_id_list": [new_dept]})
+            env.wait_converged("user re-join")
+            # A leader change moves managers (department/get re-read for the leader list).
+            leader_place = {"userid": u["userid"], "leader_in_dept": [{"dept_id": new_dept, "leader": True}]}
+            env.sim.admin("POST", "/_sim/user/update", leader_place)
+            env.wait_converged("user became a leader")
+            self.assertEqual(target_org(env.target_db())["users"]["evt-user-1"]["manager"], u["userid"])
+
+            # Department remove (after emptying it).
+            env.sim.admin("POST", "/_sim/user/update", {"userid": u["userid"], "dept_id_list": [a["dept_id"]]})
+            env.sim.admin("POST", "/_sim/user/update", {"userid": "evt-user-1", "dept_id_list": [a["dept_id"]]})
+            env.sim.admin("POST", "/_sim/dept/remove", {"dept_id": new_dept})
+            env.wait_converged("department remove")
+            self.assertNotIn(str(new_dept), target_org(env.target_db())["departments"])
+
+            # Cost: one get per changed object (coalescing may make it fewer), never a re-read.
+            stats = env.sim.stats()["apis"]
+            self.assertNotIn("/topapi/v2/user/list", stats, "an event triggered a list call")
+            self.assertNotIn("/topapi/v2/department/listsub", stats)
+            gets = stats.get("/topapi/v2/user/get", {}).get("calls", 0) + \
+                stats.get("/topapi/v2/department/get", {}).get("calls", 0)
+            self.assertLessEqual(gets, 20, stats)
+            runs = env.history()
+            self.assertTrue(any(r["kind"] == "event" for r in runs))
+            # Every journaled event was applied.
+            statuses = {s for _, _, s in env.journal()}
+            self.assertEqual(statuses, {"done"}, env.journal())
+
+            # /healthz and /metrics (Prometheus text) on the configured local address.
+            port = int(re.search(r"/healthz and /metrics on \S+ \(port (\d+)\)", env.agent_log()).group(1))
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+                self.assertEqual(r.status, 200)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                metrics = r.read().decode()
+            self.assertIn("dingbridge_agent_stream_connected 1", metrics)
+            applied = int(re.search(r"^dingbridge_agent_events_applied_total (\d+)", metrics, re.M).group(1))
+            self.assertGreaterEqual(applied, 10, metrics)
+            self.assertRegex(metrics, r"(?m)^dingbridge_agent_calls_this_month [1-9]")
+
+            # A full sync now finds nothing to change: the events gave the same target.
+            env.stop_agent()
+            p = env.agent("sync", "--dry-run", check=0)
+            self.assertIn("Plan (dry run, nothing applied): 0 changes", p.stdout)
+        finally:
+            env.stop()
+
+
+class Reconnects(unittest.TestCase):
+    """A cut WebSocket, a SYSTEM disconnect and a proxy restart: the agent reconnects (fresh
+    ticket) and no event is lost; an expired access token mid-stream is refreshed."""
+
+    def test_cut_disconnect_proxy_restart_token_expiry(self):
+        env = RunEnv()
+        try:
+            env.start_agent()
+            env.wait_connected()
+            env.wait_converged("first sync")
+            opens = lambda: env.sim.stats()["apis"]["/v1.0/gateway/connections/open"]["calls"]
+            n0 = opens()
+
+            env.sim.admin("POST", "/_sim/stream/cut")
+            env.sim.admin("POST", "/_sim/user/create", {"userid": "cut-1", "name": "Cut One", "dept_id_list": [1]})
+            env.wait(lambda: opens() > n0, "a new connections/open after the cut")
+            env.wait_converged("event sent while the connection was cut")
+
+            env.sim.admin("POST", "/_sim/stream/disconnect")
+            env.sim.admin("POST", "/_sim/user/update", {"userid": "cut-1", "name": "After Disconnect"})
+            env.wait_converged("event around a SYSTEM disconnect")
+
+            env.restart_proxy()
+            env.sim.admin("POST", "/_sim/user/update", {"userid": "cut-1", "name": "After Proxy Restart"})
+            env.wait_converged("event after a proxy restart")
+
+            env.sim.admin("POST", "/_sim/tokens/expire")
+            env.sim.admin("POST", "/_sim/user/update", {"userid": "cut-1", "name": "After Token Expiry"})
+            env.wait_converged("event after the access token expired")
+            self.assertGreaterEqual(opens(), n0 + 3)
+            self.assertEqual({s for _, _, s in env.journal()}, {"done"})
+        finally:
+            env.stop()
+
+
+class CrashSafety(unittest.TestCase):
+    """kill -9 between journaling and applying, and between applying and marking the journal:
+    after a restart nothing is lost and nothing is applied twice; a redelivery is deduplicated."""
+
+    def test_kill_between_steps(self):
+        env = RunEnv()
+        try:
+            env.start_agent()
+            env.wait_connected()
+            env.wait_converged("first sync")
+
+            # 1. Journaled and ACKed, fetch in progress (user/get is slow) → kill -9.
+            env.sim.admin("POST", "/_sim/faults", {"path": "/topapi/v2/user/get", "kind": "slow", "delay_ms": 4000,
+                                                   "count": 1})
+            env.sim.admin("POST", "/_sim/user/create", {"userid": "crash-1", "name": "Crash One",
+                                                        "dept_id_list": [1]})
+            env.wait(lambda: any(k for k, t, s in env.journal() if t == "user_add_org" and s == "pending"),
+                     "the event journaled")
+            env.stop_agent(signal.SIGKILL)
+            self.assertNotIn("crash-1", target_org(env.target_db())["users"])
+            env.start_agent()
+            env.wait_converged("after restart (killed before apply)")
+
+            # 2. Applied, killed before the journal row is marked done (failpoint) → restart
+            #    re-processes the row and plans nothing: applied once.
+            env.stop_agent()
+            env.start_agent({"DINGBRIDGE_AGENT_FAILPOINT": "after-apply"})
+            env.wait_connected()
+            env.sim.admin("POST", "/_sim/user/update", {"userid": "crash-1", "name": "Crash Two"})
+            env.wait(lambda: env.proc.poll() is not None, "the failpoint to kill the agent", timeout=60,
+                     exit_expected=True)
+            self.assertEqual(env.proc.returncode, -signal.SIGKILL)
+            self.assertEqual(target_org(env.target_db())["users"]["crash-1"]["display_name"], "Crash Two")
+            pending = [k for k, t, s in env.journal() if s == "pending"]
+            self.assertEqual(len(pending), 1, env.journal())
+            env.log.close()
+            env.log = None
+            env.start_agent()
+            env.wait(lambda: not [k for k, t, s in env.journal() if s == "pending"], "the journal drained")
+            runs = [r for r in env.history() if r["kind"] == "event"]
+            self.assertEqual(runs[0]["counts"]["update_user"], 0, "the change was applied a second time")
+
+            # 3. Killed after journaling, before the ACK → DingTalk re-pushes → deduplicated.
+            env.stop_agent()
+            env.start_agent({"DINGBRIDGE_AGENT_FAILPOINT": "after-journal"})
+            env.wait_connected()
+            env.sim.admin("POST", "/_sim/user/update", {"userid": "crash-1", "name": "Crash Three"})
+            env.wait(lambda: env.proc.poll() is not None, "the failpoint to kill the agent", timeout=60,
+                     exit_expected=True)
+            env.log.close()
+            env.log = None
+            env.start_agent()
+            env.wait_converged("after restart (killed before ACK)")
+            keys = [k for k, t, s in env.journal()]
+            self.assertEqual(len(keys), len(set(keys)))
+            ev = env.sim.admin("GET", "/_sim/events")["stream"]
+            self.assertGreaterEqual(ev["redeliveries"], 1, ev)
+            env.wait(lambda: env.sim.admin("GET", "/_sim/events")["stream"]["pending"] == 0, "every event ACKed")
+        finally:
+            env.stop()
+
+
+class CatchUpAndBudget(unittest.TestCase):
+    """Events missed while the agent was away longer than catch_up_after are repaired by a full
+    sync on start; history tells event runs from full ones and shows this month's calls."""
+
+    def test_catch_up(self):
+        env = RunEnv(extra_events="  catch_up_after: 1s\n")
+        try:
+            env.start_agent()
+            env.wait_connected()
+            env.wait_converged("first sync")
+            env.stop_agent()
+            # DingTalk lost this event (never delivered): only a reconcile can repair it.
+            env.sim.admin("POST", "/_sim/stream/events", {"drop": 1})
+            env.sim.admin("POST", "/_sim/user/create", {"userid": "lost-1", "name": "Lost", "dept_id_list": [1]})
+            time.sleep(2)
+            env.start_agent()
+            env.wait_converged("catch-up after an absence")
+            kinds = [(r["kind"], r["trigger"]) for r in env.history()]
+            self.assertIn(("full", "catch-up"), kinds)
+            p = env.agent("history", check=0)
+            self.assertIn("calls this month", p.stdout)
+        finally:
+            env.stop()
+
+    def test_budget_defers_the_scheduled_reconcile(self):
+        env = RunEnv(extra_events="  reconcile_interval: 2s\n")
+        try:
+            # The first full sync of this org costs ~40 calls; a budget of 60 cannot pay a second.
+            env.config.write_text(env.config.read_text().replace("  qps:", "  monthly_call_budget: 60\n  qps:", 1))
+            env.start_agent()
+            env.wait_connected()
+            env.wait(lambda: any(r["status"] == "deferred" for r in env.history()), "a deferred reconcile")
+            runs = env.history()
+            deferred = [r for r in runs if r["status"] == "deferred"][0]
+            self.assertEqual((deferred["kind"], deferred["trigger"]), ("full", "schedule"))
+            self.assertIn("monthly_call_budget", deferred["message"])
+            self.assertEqual(len([r for r in runs if r["kind"] == "full" and r["status"] == "succeeded"]), 1)
+            # Events are still applied (one call each).
+            env.sim.admin("POST", "/_sim/user/create", {"userid": "budget-1", "name": "B", "dept_id_list": [1]})
+            env.wait_converged("an event while reconciles are deferred")
+            env.stop_agent()
+            p = env.agent("history", check=0)
+            m = re.search(r"calls this month: (\d+) \(full syncs (\d+), events (\d+)\) of "
+                          r"dingtalk.monthly_call_budget 60", p.stdout)
+            self.assertIsNotNone(m, p.stdout)
+            self.assertGreaterEqual(int(m.group(3)), 1)
+            self.assertEqual(int(m.group(1)), int(m.group(2)) + int(m.group(3)))
+        finally:
+            env.stop()
+
+
+class Quota(unittest.TestCase):
+    """90020 (monthly quota used up) stops fetching but events are still journaled and ACKed."""
+
+    def test_quota_stops_fetching_keeps_journaling(self):
+        env = RunEnv()
+        try:
+            env.start_agent()
+            env.wait_connected()
+            env.wait_converged("first sync")
+            env.sim.admin("POST", "/_sim/faults", {"path": "/topapi/v2/user/get", "kind": "quota"})
+            env.sim.admin("POST", "/_sim/user/create", {"userid": "q-1", "name": "Q1", "dept_id_list": [1]})
+            env.wait(lambda: any(r["kind"] == "event" and r["status"] == "failed" and "quota" in r["message"]
+                                 for r in env.history()), "the 90020 answer")
+            fired = lambda: env.sim.stats()["faults_fired"]  # faulted calls are not in "apis"
+            calls = fired()
+            self.assertGreaterEqual(calls, 1)
+            env.sim.admin("POST", "/_sim/user/create", {"userid": "q-2", "name": "Q2", "dept_id_list": [1]})
+            env.wait(lambda: len([1 for k, t, s in env.journal() if s == "pending"]) == 2, "both events journaled")
+            time.sleep(7)  # past the agent's retry delay: it must not fetch again this month
+            self.assertEqual(fired(), calls, "the agent called DingTalk again after 90020")
+            ev = env.sim.admin("GET", "/_sim/events")["stream"]
+            self.assertEqual(ev["pending"], 0, "events must still be ACKed (journaled) during the quota stop")
+            self.assertNotIn("q-1", target_org(env.target_db())["users"])
+        finally:
+            env.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
