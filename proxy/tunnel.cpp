@@ -670,11 +670,11 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
             const auto now = Clock::now();
             const auto idle = now - self->last_activity_;
             if (idle >= self->config_->idle_timeout) {
-                // Bytes still queued toward a receiver that took some since the last check: a
-                // slow reader draining, not an idle tunnel. (A receiver that takes nothing for a
-                // whole idle_timeout is idle.)
+                // The queue toward a receiver changed since the last check (it took bytes, maybe
+                // the last ones): a slow reader draining, not an idle tunnel. (A receiver that
+                // takes nothing for a whole idle_timeout is idle.)
                 const std::size_t waiting = self->bytes_waiting();
-                if (waiting > 0 && waiting != self->last_waiting_) {
+                if (waiting != self->last_waiting_) {
                     self->last_waiting_ = waiting;
                     self->last_activity_ = now;
                     self->arm_timer(self->config_->idle_timeout);
