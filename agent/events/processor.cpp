@@ -183,14 +183,7 @@ BatchOutcome EventProcessor::process(const std::vector<JournalEvent>& rows) {
     for (const auto& s : patched.skipped) plan.skipped.push_back(s);
     for (const auto& s : plan.conflicts)
         record(RunItem{"plan", s.object_type, s.external_id, "conflict", s.reason});
-    counters.changes_planned = plan.counts.total();
-    counters.create_department = plan.counts.create_department;
-    counters.update_department = plan.counts.update_department;
-    counters.delete_department = plan.counts.delete_department;
-    counters.create_user = plan.counts.create_user;
-    counters.update_user = plan.counts.update_user;
-    counters.disable_user = plan.counts.disable_user;
-    counters.delete_user = plan.counts.delete_user;
+    count_plan(plan, counters);
     counters.items_skipped = static_cast<std::int64_t>(plan.skipped.size());
     for (const auto& s : plan.skipped)
         record(RunItem{"plan", s.object_type, s.external_id, "skip", s.reason});

@@ -286,6 +286,14 @@ private:
     int tree_answers_ = 0;
 };
 
+void print_counts(std::ostream& out, const PlanCounts& c) {
+    out << "  departments: +" << c.create_department << " ~" << c.update_department << " -" << c.delete_department
+        << "\n  users:       +" << c.create_user << " ~" << c.update_user << " disable " << c.disable_user << " delete "
+        << c.delete_user << "\n";
+}
+
+}  // namespace
+
 void count_plan(const SyncPlan& plan, RunCounters& c) {
     c.changes_planned = plan.counts.total();
     c.create_department = plan.counts.create_department;
@@ -296,14 +304,6 @@ void count_plan(const SyncPlan& plan, RunCounters& c) {
     c.disable_user = plan.counts.disable_user;
     c.delete_user = plan.counts.delete_user;
 }
-
-void print_counts(std::ostream& out, const PlanCounts& c) {
-    out << "  departments: +" << c.create_department << " ~" << c.update_department << " -" << c.delete_department
-        << "\n  users:       +" << c.create_user << " ~" << c.update_user << " disable " << c.disable_user << " delete "
-        << c.delete_user << "\n";
-}
-
-}  // namespace
 
 std::optional<std::string> apply_plan(const SyncPlan& plan, Target& target, HistoryStore& history, std::int64_t run_id,
                                       RunCounters& counters, const std::vector<std::string>& secrets, bool history_ok) {

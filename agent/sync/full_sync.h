@@ -34,6 +34,9 @@ struct SyncResult {
 SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Target& target, HistoryStore& history,
                          const SyncOptions& options, std::ostream& out);
 
+// The plan's counts into the run counters (changes_planned and one counter per change kind).
+void count_plan(const SyncPlan& plan, RunCounters& counters);
+
 // The apply stage of a sync, shared with event-driven updates: applies `plan` in one target
 // transaction (batches of savepoints; a failed change is undone alone), records every failed
 // item in the history of run `run_id` and updates counters.changes_applied/items_failed.
