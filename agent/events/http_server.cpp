@@ -53,7 +53,13 @@ net::awaitable<void> serve(tcp::socket socket, HttpServer::Handler* handler, std
     } else {
         const auto& req = parser.get();
         HttpRequestView v{std::string(req.method_string()), std::string(req.target()), req.body()};
-        HttpReply r = (*handler)(v);
+        HttpReply r;
+        try {
+            r = (*handler)(v);
+        } catch (const std::exception& e) {  // a handler's bug must not end the server thread
+            spdlog::error("http server: request failed: {}", e.what());
+            r = HttpReply{500, "text/plain; charset=utf-8", "internal error\n"};
+        }
         res.result(static_cast<unsigned>(r.status));
         res.set(http::field::content_type, r.content_type);
         res.body() = std::move(r.body);
