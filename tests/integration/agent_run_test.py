@@ -450,6 +450,32 @@ class PushMode(unittest.TestCase):
         q = f"{names[0]}={push_sign(ts, nonce, enc, token)}&{names[1]}={ts}&nonce={nonce}"
         return self.post(port, q, json.dumps({"encrypt": enc}).encode())
 
+    def test_config_errors(self):
+        """mode http without its keys, or with an aes_key that is not the console's, is refused at
+        start with file:line; the bad key's value is not echoed."""
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            cfg = Path(d) / "agent.yaml"
+            base = ("dingtalk:\n  app_key: k\n  app_secret: \"${env:SIM_APP_SECRET}\"\n"
+                    f"state_dir: \"{d}/state\"\nmapping: \"{agent_env.REPO / 'configs' / 'mapping.yaml'}\"\n")
+            env = dict(os.environ, SIM_APP_SECRET="x" * 12, SIM_PUSH_TOKEN=PUSH_TOKEN, SIM_PUSH_AES_KEY="tooShortKey123")
+            cases = [
+                ("events:\n  mode: http\n", r"agent.yaml:7:\d+: .*mode http needs events.push_listen"),
+                ("events:\n  mode: http\n  push_listen: \"127.0.0.1:0\"\n",
+                 r"agent.yaml:7:\d+: .*mode http needs events.push_token"),
+                ("events:\n  mode: http\n  push_listen: \"127.0.0.1:0\"\n  push_token: \"${env:SIM_PUSH_TOKEN}\"\n"
+                 "  push_aes_key: \"${env:SIM_PUSH_AES_KEY}\"\n", r"agent.yaml:10:\d+: .*43 characters"),
+                ("events:\n  mode: http\n  push_listen: \"127.0.0.1:0\"\n  push_path: nope\n",
+                 r"agent.yaml:9:\d+: .*must be a path"),
+            ]
+            for extra, pattern in cases:
+                cfg.write_text(base + extra)
+                p = subprocess.run([agent_env.AGENT_BIN, "-c", str(cfg), "run"], capture_output=True, text=True,
+                                   env=env, timeout=30)
+                self.assertNotEqual(p.returncode, 0, extra)
+                self.assertRegex(p.stderr, pattern)
+                self.assertNotIn("tooShortKey123", p.stderr)
+
     def test_every_change_and_refusals(self):
         port = free_port()
         url = f"http://127.0.0.1:{port}/dingtalk/events"
