@@ -88,8 +88,19 @@ PushReceiver::PushReceiver(PushSettings settings, OnEvent on_event)
 
 HttpReply PushReceiver::reject(int status, const std::string& why) {
     ++stats_.rejected;
-    // `why` never holds the token, the key or the request's content: only what was wrong.
-    spdlog::warn("push: refused a request ({}): {}", status, why);
+    // `why` never holds the token, the key or the request's content: only what was wrong. A flood
+    // of bad requests is logged at most kLogPerMinute times a minute (the metric counts them all).
+    const std::int64_t minute = now_ms() / 60000;
+    if (minute != log_minute_) {
+        if (log_suppressed_ > 0) spdlog::warn("push: {} more refused requests were not logged", log_suppressed_);
+        log_minute_ = minute;
+        log_count_ = 0;
+        log_suppressed_ = 0;
+    }
+    if (++log_count_ <= kLogPerMinute)
+        spdlog::warn("push: refused a request ({}): {}", status, why);
+    else
+        ++log_suppressed_;
     return json_reply(status, "{\"error\":" + json_quote(why) + "}");
 }
 

@@ -8,6 +8,7 @@
 // check_url is answered at once; an event is answered with the encrypted "success" only after
 // `on_event` says it is durably journaled (dedup by eventId, else a hash of the decrypted
 // payload), else 503 so that DingTalk pushes it again. Never throws; never logs the secrets.
+// Not thread-safe: called from the HttpServer's one thread.
 
 #include <atomic>
 #include <chrono>
@@ -43,6 +44,10 @@ public:
 
 private:
     HttpReply reject(int status, const std::string& why);
+    static constexpr int kLogPerMinute = 20;
+    std::int64_t log_minute_ = 0;
+    int log_count_ = 0;
+    std::int64_t log_suppressed_ = 0;
     PushSettings s_;
     OnEvent on_event_;
     PushStats stats_;
