@@ -476,6 +476,43 @@ class PushMode(unittest.TestCase):
                 self.assertRegex(p.stderr, pattern)
                 self.assertNotIn("tooShortKey123", p.stderr)
 
+    def push_env(self):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/dingtalk/events"
+        env = RunEnv(events_yaml=PUSH_YAML.format(port=port),
+                     sim_extra=("--push-url", url, "--push-token", PUSH_TOKEN, "--push-aes-key", PUSH_AES_KEY,
+                                "--push-retry-ms", "100", "--push-retry-max-ms", "1000"))
+        env.env.update(SIM_PUSH_TOKEN=PUSH_TOKEN, SIM_PUSH_AES_KEY=PUSH_AES_KEY)
+        return env, port
+
+    def test_kill_after_journal_before_reply(self):
+        """SIGKILL after the push is journaled but before it is answered: DingTalk (the simulator)
+        pushes it again after the restart; it is deduplicated and applied once."""
+        env, _ = self.push_env()
+        try:
+            env.start_agent()
+            pushed = lambda: env.sim.admin("GET", "/_sim/events")["push"]["items"]
+            env.wait(lambda: pushed() and all(i["delivered"] for i in pushed()), "check_url answered")
+            env.wait_converged("first sync")
+            env.stop_agent()
+            env.start_agent({"DINGBRIDGE_AGENT_FAILPOINT": "after-journal"})
+            env.sim.admin("POST", "/_sim/user/create", {"userid": "pcrash-1", "name": "Push Crash",
+                                                        "dept_id_list": [1]})
+            env.wait(lambda: env.proc.poll() is not None, "the failpoint to kill the agent", exit_expected=True)
+            self.assertEqual(env.proc.returncode, -signal.SIGKILL)
+            adds = lambda: [k for k, t, s in env.journal() if t == "user_add_org"]
+            self.assertEqual(len(adds()), 1, env.journal())
+            self.assertFalse(pushed()[-1]["delivered"], "the push was answered although the agent died")
+            env.log.close()
+            env.log = None
+            env.start_agent()
+            env.wait(lambda: all(i["delivered"] for i in pushed()), "the push delivered again after the restart")
+            env.wait_converged("after the restart")
+            self.assertEqual(len(adds()), 1, "the re-push was journaled twice: " + repr(env.journal()))
+            self.assertEqual({s for _, _, s in env.journal()}, {"done"}, env.journal())
+        finally:
+            env.stop()
+
     def test_every_change_and_refusals(self):
         port = free_port()
         url = f"http://127.0.0.1:{port}/dingtalk/events"
