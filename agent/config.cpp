@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "shared/config.h"
+#include "shared/dingtalk_crypto.h"
 #include "shared/net.h"
 
 namespace dingbridge::agent {
@@ -236,12 +237,34 @@ AgentConfig AgentConfig::load(const std::string& path, Secrets secrets) {
         auto& e = c.events;
         if (auto n = ev->find("mode")) {
             e.mode = n->as_string();
-            if (e.mode == "http") n->fail("http push mode is not available yet; use stream");
-            if (e.mode != "stream") n->fail("must be stream");
+            if (e.mode != "stream" && e.mode != "http") n->fail("must be stream or http");
+        }
+        e.push_listen = ev->get_string("push_listen", "");
+        if (!e.push_listen.empty() && !split_host_port(e.push_listen, true))
+            ev->get("push_listen").fail("must be IP:port, e.g. 127.0.0.1:8080");
+        if (auto n = ev->find("push_path")) e.push_path = n->as_string();
+        if (e.push_path.empty() || e.push_path[0] != '/' || e.push_path.find_first_of("?# ") != std::string::npos)
+            ev->get("push_path").fail("must be a path starting with / (no query)");
+        if (auto n = ev->find("push_token")) e.push_token = secret(*n);
+        if (auto n = ev->find("push_aes_key")) {
+            e.push_aes_key = secret(*n);
+            if (secrets == Secrets::resolve && !dingtalk_crypto::valid_aes_key(e.push_aes_key))
+                n->fail("must be the console's aes_key: 43 characters of [A-Za-z0-9]");
+        }
+        e.push_owner_key = ev->get_string("push_owner_key", "");
+        e.push_max_skew =
+            std::chrono::duration_cast<std::chrono::seconds>(ev->get_duration("push_max_skew", e.push_max_skew));
+        if (e.push_max_skew.count() < 1) ev->get("push_max_skew").fail("must be at least 1s");
+        if (e.mode == "http") {
+            if (e.push_listen.empty()) ev->get("mode").fail("mode http needs events.push_listen");
+            if (e.push_token.empty() && secrets == Secrets::resolve)
+                ev->get("mode").fail("mode http needs events.push_token (the console's token)");
+            if (e.push_aes_key.empty() && secrets == Secrets::resolve)
+                ev->get("mode").fail("mode http needs events.push_aes_key (the console's aes_key)");
         }
         e.coalesce = ev->get_duration("coalesce", e.coalesce);
-        e.reconcile_interval =
-            std::chrono::duration_cast<std::chrono::seconds>(ev->get_duration("reconcile_interval", e.reconcile_interval));
+        e.reconcile_interval = std::chrono::duration_cast<std::chrono::seconds>(
+            ev->get_duration("reconcile_interval", e.reconcile_interval));
         e.catch_up_after =
             std::chrono::duration_cast<std::chrono::seconds>(ev->get_duration("catch_up_after", e.catch_up_after));
         e.reconnect_min = ev->get_duration("reconnect_min", e.reconnect_min);

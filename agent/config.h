@@ -35,7 +35,7 @@ struct AgentConfig {
 
     // `run` (events: section; docs/agent.md "Run mode").
     struct Events {
-        std::string mode = "stream";  // stream (http push: not yet)
+        std::string mode = "stream";  // stream or http (push)
         std::chrono::milliseconds coalesce{10};
         std::chrono::seconds reconcile_interval{7 * 24 * 3600};
         std::chrono::seconds catch_up_after{24 * 3600};  // away longer: full sync on start
@@ -43,7 +43,13 @@ struct AgentConfig {
         std::chrono::milliseconds reconnect_max{60000};
         std::chrono::seconds keepalive{60};
         int give_up_after = 5;  // attempts per journaled event before it is left to the reconcile
-        std::string push_token, push_aes_key;  // secrets (http push mode, not yet)
+        // http (push) mode: the receiver's address and path, the console's token and aes_key
+        // (secrets), the owner key the payload must end with (default: the AppKey), and how far a
+        // push's timestamp may be from now.
+        std::string push_listen, push_path = "/dingtalk/push";
+        std::string push_token, push_aes_key;
+        std::string push_owner_key;  // empty = dingtalk.app_key
+        std::chrono::seconds push_max_skew{300};
         std::string status_listen;  // /healthz and /metrics; empty = off
     } events;
 

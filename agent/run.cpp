@@ -13,6 +13,7 @@
 #include "agent/events/http_server.h"
 #include "agent/events/journal.h"
 #include "agent/events/processor.h"
+#include "agent/events/push.h"
 #include "agent/events/stream.h"
 #include "agent/sync/full_sync.h"
 
@@ -29,6 +30,8 @@ std::atomic<bool> g_stop{false};
 // covers them all: it happens after they were journaled).
 constexpr std::size_t kBatchObjects = 100;
 constexpr int kPendingWindow = 20000;
+// A DingTalk push is a few hundred bytes; anything much larger is refused (413) unread.
+constexpr std::size_t kPushBodyLimit = 64 * 1024;
 
 std::vector<std::string> row_objects(const JournalEvent& r) {
     std::vector<std::string> out;
@@ -178,6 +181,37 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
         });
         stream->start();
     }
+    std::unique_ptr<PushReceiver> push;
+    std::unique_ptr<HttpServer> push_server;
+    if (config.events.mode == "http") {
+        PushSettings ps;
+        ps.path = config.events.push_path;
+        ps.token = config.events.push_token;
+        ps.aes_key = config.events.push_aes_key;
+        ps.owner_key = config.events.push_owner_key.empty() ? config.client.app_key : config.events.push_owner_key;
+        ps.max_skew = config.events.push_max_skew;
+        // The server thread's own connection (the receiver journals on it, before answering).
+        auto push_journal = std::make_shared<Journal>(db_path);
+        push = std::make_unique<PushReceiver>(ps, [push_journal, &notifier](JournalEvent&& e) {
+            std::string error;
+            e.received_ms = now_ms();
+            auto r = push_journal->record(e, error);
+            if (r == RecordResult::error) {
+                spdlog::error("journal: cannot record event {}: {} (answered 503)", e.dedup_key, error);
+                return false;
+            }
+            if (r == RecordResult::inserted) {
+                failpoint("after-journal");
+                notifier.notify();
+            }
+            return true;
+        });
+        push_server = std::make_unique<HttpServer>(
+            config.events.push_listen, [&push](const HttpRequestView& r) { return push->handle(r); }, kPushBodyLimit);
+        push_server->start();
+        spdlog::info("run: receiving DingTalk's HTTP push on {} (port {}) at {}", config.events.push_listen,
+                     push_server->port(), config.events.push_path);
+    }
     std::int64_t last_full = parse_i64(journal.get("last_full_ms"));
     std::int64_t last_alive = parse_i64(journal.get("last_alive_ms"));
     if (last_full == 0) {
@@ -212,7 +246,7 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
                 rep.body += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name +
                             " " + std::to_string(value) + "\n";
             };
-            std::uint64_t received = stream ? stream->stats().events.load() : 0;
+            std::uint64_t received = stream ? stream->stats().events.load() : (push ? push->stats().events.load() : 0);
             m("dingbridge_agent_events_received_total", "counter", "Events received from DingTalk.", received);
             m("dingbridge_agent_events_applied_total", "counter", "Journaled events applied to the target.",
               pstats.events_applied.load());
@@ -223,6 +257,9 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
               static_cast<double>(pstats.last_lag_ms.load()) / 1000.0);
             m("dingbridge_agent_stream_connected", "gauge", "1 while the stream WebSocket is open.",
               stream && stream->stats().connected.load() ? 1 : 0);
+            m("dingbridge_agent_push_rejected_total", "counter",
+              "HTTP pushes refused (4xx: unsigned, forged, stale, malformed).",
+              push ? push->stats().rejected.load() : 0);
             m("dingbridge_agent_stream_reconnects_total", "counter", "Stream reconnections.",
               stream ? stream->stats().reconnects.load() : 0);
             m("dingbridge_agent_calls_this_month", "gauge", "Metered DingTalk calls this calendar month (UTC).",
@@ -279,6 +316,7 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
     }
     spdlog::info("run: stopping");
     if (stream) stream->stop();
+    if (push_server) push_server->stop();
     if (status) status->stop();
     journal.set("last_alive_ms", std::to_string(now_ms()));
     return 0;

@@ -25,18 +25,19 @@ struct HttpServer::Impl {
     net::io_context io;
     tcp::acceptor acceptor{io};
     Handler handler;
+    std::size_t body_limit = 1024 * 1024;
 };
 
 namespace {
 
-net::awaitable<void> serve(tcp::socket socket, HttpServer::Handler* handler) {
+net::awaitable<void> serve(tcp::socket socket, HttpServer::Handler* handler, std::size_t body_limit) {
     boost::system::error_code ec;
     auto tok = net::redirect_error(net::use_awaitable, ec);
     beast::tcp_stream stream(std::move(socket));
     beast::flat_buffer buf;
     http::request_parser<http::string_body> parser;
     parser.header_limit(16 * 1024);
-    parser.body_limit(1024 * 1024);
+    parser.body_limit(body_limit);
     stream.expires_after(std::chrono::seconds(5));
     co_await http::async_read(stream, buf, parser, tok);
     http::response<http::string_body> res;
@@ -52,7 +53,13 @@ net::awaitable<void> serve(tcp::socket socket, HttpServer::Handler* handler) {
     } else {
         const auto& req = parser.get();
         HttpRequestView v{std::string(req.method_string()), std::string(req.target()), req.body()};
-        HttpReply r = (*handler)(v);
+        HttpReply r;
+        try {
+            r = (*handler)(v);
+        } catch (const std::exception& e) {  // a handler's bug must not end the server thread
+            spdlog::error("http server: request failed: {}", e.what());
+            r = HttpReply{500, "text/plain; charset=utf-8", "internal error\n"};
+        }
         res.result(static_cast<unsigned>(r.status));
         res.set(http::field::content_type, r.content_type);
         res.body() = std::move(r.body);
@@ -65,7 +72,7 @@ net::awaitable<void> serve(tcp::socket socket, HttpServer::Handler* handler) {
     stream.socket().shutdown(tcp::socket::shutdown_both, ec);
 }
 
-net::awaitable<void> accept_loop(tcp::acceptor& acceptor, HttpServer::Handler* handler) {
+net::awaitable<void> accept_loop(tcp::acceptor& acceptor, HttpServer::Handler* handler, std::size_t body_limit) {
     for (;;) {
         boost::system::error_code ec;
         tcp::socket s = co_await acceptor.async_accept(net::redirect_error(net::use_awaitable, ec));
@@ -74,14 +81,16 @@ net::awaitable<void> accept_loop(tcp::acceptor& acceptor, HttpServer::Handler* h
             spdlog::warn("http server: accept failed: {}", ec.message());
             continue;
         }
-        net::co_spawn(acceptor.get_executor(), serve(std::move(s), handler), net::detached);
+        net::co_spawn(acceptor.get_executor(), serve(std::move(s), handler, body_limit), net::detached);
     }
 }
 
 }  // namespace
 
-HttpServer::HttpServer(const std::string& listen, Handler handler) : impl_(std::make_unique<Impl>()) {
+HttpServer::HttpServer(const std::string& listen, Handler handler, std::size_t body_limit)
+    : impl_(std::make_unique<Impl>()) {
     impl_->handler = std::move(handler);
+    impl_->body_limit = body_limit;
     auto hp = split_host_port(listen, true);
     if (!hp) throw std::runtime_error("bad listen address " + listen + " (expected host:port)");
     boost::system::error_code ec;
@@ -100,7 +109,7 @@ HttpServer::~HttpServer() { stop(); }
 unsigned short HttpServer::port() const { return impl_->acceptor.local_endpoint().port(); }
 
 void HttpServer::start() {
-    net::co_spawn(impl_->io, accept_loop(impl_->acceptor, &impl_->handler), net::detached);
+    net::co_spawn(impl_->io, accept_loop(impl_->acceptor, &impl_->handler, impl_->body_limit), net::detached);
     thread_ = std::thread([this] { impl_->io.run(); });
 }
 

@@ -1,10 +1,11 @@
 #pragma once
 // HttpServer: a small Boost.Beast HTTP/1.1 server on its own thread for `run`'s local endpoints
 // (/healthz, /metrics; and the HTTP push receiver). One request per connection read with a
-// deadline (a slow or silent client cannot hold the server), bodies capped at 1 MiB, every
-// request answered by `handler` (called on the server thread). The bound address (with the
-// port the kernel chose for ":0") is written to `port_file` when given.
+// deadline (a slow or silent client cannot hold the server), bodies capped at body_limit (default 1 MiB, 413 beyond),
+// every request answered by `handler` (called on the server thread). The bound address (with the port the kernel chose
+// for ":0") is written to `port_file` when given.
 
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <string>
@@ -25,7 +26,7 @@ class HttpServer {
 public:
     using Handler = std::function<HttpReply(const HttpRequestView&)>;
     // Binds now (throws std::runtime_error with the address on failure: startup only).
-    HttpServer(const std::string& listen, Handler handler);
+    HttpServer(const std::string& listen, Handler handler, std::size_t body_limit = 1024 * 1024);
     ~HttpServer();
     void start();
     void stop();

@@ -1,3 +1,4 @@
+#include <simdjson.h>
 #include <unistd.h>
 
 #include <boost/test/unit_test.hpp>
@@ -6,7 +7,9 @@
 #include "agent/events/event_parse.h"
 #include "agent/events/journal.h"
 #include "agent/events/patch.h"
+#include "agent/events/push.h"
 #include "agent/mapping/mapping.h"
+#include "shared/dingtalk_crypto.h"
 
 using namespace dingbridge;
 using namespace dingbridge::agent;
@@ -147,6 +150,110 @@ BOOST_AUTO_TEST_CASE(leader_flag_change_rereads_the_department) {
     BOOST_TEST(leader_changes(cur, f) == std::vector<std::int64_t>{3});
     f.users["u1"]->places = {{3, 0, false}};
     BOOST_TEST(leader_changes(cur, f).empty());
+}
+
+namespace {
+namespace dc = dingbridge::dingtalk_crypto;
+const std::string kPushToken = "tok3nForPush";
+const std::string kPushKey = "abcdefghijABCDEFGHIJ0123456789abcdefghijABC";
+const std::string kOwner = "dingappkey";
+
+HttpRequestView signed_push(const std::string& msg, std::int64_t ts_ms, const std::string& path = "/p") {
+    auto enc = dc::encrypt(kPushKey, kOwner, msg);
+    const std::string ts = std::to_string(ts_ms), nonce = "n0nce";
+    return {
+        "POST",
+        path + "?msg_signature=" + dc::signature(kPushToken, ts, nonce, *enc) + "&timeStamp=" + ts + "&nonce=" + nonce,
+        "{\"encrypt\":\"" + *enc + "\"}"};
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(push_official_vector_and_staleness) {
+    // dingtalk-api.md §5's vector (timestamp in seconds, plaintext "success", not an event).
+    PushSettings s{"/p", "123456", "1234567890123456789012345678901234567890123", "dingsnotzck6pm5veliw",
+                   std::chrono::seconds(3600LL * 24 * 365 * 30)};
+    int called = 0;
+    PushReceiver r(s, [&](JournalEvent&&) { return ++called > 0; });
+    HttpRequestView v{
+        "POST", "/p?signature=9a95a004dd16f5c307e849b994173f76aa26e5eb&timestamp=1614767836&nonce=A7Co0cJLMzIDtMMI",
+        R"({"encrypt":"YvkvaGe4hQxd3VxRmEty0dVlnCOAqwf56xwTRHDHoOURqhalbmBJQk5FNcRk42Gl5T0YQXZNwpwWSm1xAFJ5ZA=="})"};
+    BOOST_TEST(r.handle(v).status == 200);
+    BOOST_TEST(called == 0);  // "success" is no event
+    s.max_skew = std::chrono::seconds(300);
+    PushReceiver fresh(s, [&](JournalEvent&&) { return true; });
+    BOOST_TEST(fresh.handle(v).status == 403);  // from 2021: stale
+    BOOST_TEST(fresh.stats().rejected.load() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(push_event_is_journaled_before_the_encrypted_success) {
+    PushSettings s{"/p", kPushToken, kPushKey, kOwner, std::chrono::seconds(300)};
+    std::vector<JournalEvent> got;
+    bool journal_ok = true;
+    PushReceiver r(s, [&](JournalEvent&& e) {
+        got.push_back(e);
+        return journal_ok;
+    });
+    const std::string ev = R"({"EventType":"user_modify_org","UserId":["u1"],"TimeStamp":"1640921671286"})";
+    auto rep = r.handle(signed_push(ev, now_ms()));
+    BOOST_TEST_REQUIRE(rep.status == 200, rep.body);
+    BOOST_TEST_REQUIRE(got.size() == 1u);
+    BOOST_TEST(got[0].source == "push");
+    BOOST_TEST(got[0].user_ids == (std::vector<std::string>{"u1"}));
+    BOOST_TEST(got[0].dedup_key.rfind("push:", 0) == 0u);  // no eventId: a hash of the event
+    // The reply: signed with the token, decrypting to "success" with the owner key.
+    simdjson::dom::parser p;
+    simdjson::dom::element root;
+    BOOST_TEST_REQUIRE(p.parse(rep.body).get(root) == simdjson::SUCCESS);
+    std::string_view sig, ts, nonce, enc;
+    BOOST_TEST_REQUIRE(
+        (root["msg_signature"].get(sig) == simdjson::SUCCESS && root["timeStamp"].get(ts) == simdjson::SUCCESS &&
+         root["nonce"].get(nonce) == simdjson::SUCCESS && root["encrypt"].get(enc) == simdjson::SUCCESS));
+    BOOST_TEST(dc::signature(kPushToken, ts, nonce, enc) == std::string(sig));
+    std::string err;
+    BOOST_TEST(dc::decrypt(kPushKey, enc, kOwner, err).value_or("") == "success");
+    // The same event again: the same dedup key (the journal makes it a no-op).
+    BOOST_TEST(r.handle(signed_push(ev, now_ms())).status == 200);
+    BOOST_TEST_REQUIRE(got.size() == 2u);
+    BOOST_TEST(got[1].dedup_key == got[0].dedup_key);
+    // eventId wins.
+    BOOST_TEST(
+        r.handle(signed_push(R"({"EventType":"org_dept_create","DeptId":[5],"eventId":"E9"})", now_ms())).status ==
+        200);
+    BOOST_TEST(got.back().dedup_key == "event:E9");
+    // Journal unavailable: 503, no success (DingTalk pushes again).
+    journal_ok = false;
+    rep = r.handle(signed_push(ev, now_ms()));
+    BOOST_TEST(rep.status == 503);
+    BOOST_TEST(rep.body.find("encrypt") == std::string::npos);
+    // check_url is answered without journaling.
+    journal_ok = true;
+    got.clear();
+    BOOST_TEST(r.handle(signed_push(R"({"EventType":"check_url"})", now_ms())).status == 200);
+    BOOST_TEST(got.empty());
+}
+
+BOOST_AUTO_TEST_CASE(push_refusals) {
+    PushSettings s{"/p", kPushToken, kPushKey, kOwner, std::chrono::seconds(300)};
+    int called = 0;
+    PushReceiver r(s, [&](JournalEvent&&) { return ++called > 0; });
+    const std::string ev = R"({"EventType":"user_add_org","UserId":["u1"]})";
+    auto good = signed_push(ev, now_ms());
+    BOOST_TEST(r.handle(signed_push(ev, now_ms(), "/other")).status == 404);
+    BOOST_TEST(r.handle({"GET", good.target, good.body}).status == 405);
+    BOOST_TEST(r.handle({"POST", "/p", good.body}).status == 400);                  // unsigned
+    BOOST_TEST(r.handle({"POST", good.target, "{"}).status == 400);                 // not JSON
+    BOOST_TEST(r.handle({"POST", good.target, R"({"encrypt":5})"}).status == 400);  // wrong type
+    auto forged = good;
+    forged.target[forged.target.find("msg_signature=") + 14] ^= 1;
+    BOOST_TEST(r.handle(forged).status == 403);
+    BOOST_TEST(r.handle(signed_push(ev, now_ms() - 301000)).status == 403);  // stale
+    BOOST_TEST(r.handle(signed_push(ev, now_ms() + 301000)).status == 403);  // from the future
+    auto bad_ts = good;
+    bad_ts.target.replace(bad_ts.target.find("timeStamp=") + 10, 1, "x");
+    BOOST_TEST(r.handle(bad_ts).status == 400);
+    BOOST_TEST(called == 0);
+    BOOST_TEST(r.handle(good).status == 200);
+    BOOST_TEST(called == 1);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -3,8 +3,12 @@
 stream mode. The stream endpoint is announced under the host name "localhost" (as real DingTalk
 announces wss-open-connection.dingtalk.com), so the proxy must allow that host too and the agent
 verifies TLS for it. Each class is one ctest entry (agent_run_<Class>)."""
+import base64
+import hashlib
 import json
 import re
+import socket
+import struct
 import urllib.request
 import os
 import signal
@@ -30,11 +34,12 @@ EVENTS_YAML = """events:
 
 
 class RunEnv(Env):
-    def __init__(self, extra_events="", sim_extra=(), generate="users=60,departments=12,depth=3,seed=7", **kw):
+    def __init__(self, extra_events="", sim_extra=(), generate="users=60,departments=12,depth=3,seed=7",
+                 events_yaml=EVENTS_YAML, **kw):
         super().__init__(generate=generate, stream_host="localhost",
                          sim_extra=("--stream-endpoint-host", "localhost", "--stream-ack-timeout-ms", "3000",
                                     "--stream-later-delay-ms", "500", *sim_extra),
-                         extra_yaml=EVENTS_YAML + extra_events, **kw)
+                         extra_yaml=events_yaml + extra_events, **kw)
         self.proc = None
         self.log = None
 
@@ -372,6 +377,246 @@ class Quota(unittest.TestCase):
             ev = env.sim.admin("GET", "/_sim/events")["stream"]
             self.assertEqual(ev["pending"], 0, "events must still be ACKed (journaled) during the quota stop")
             self.assertNotIn("q-1", target_org(env.target_db())["users"])
+        finally:
+            env.stop()
+
+
+# ---- HTTP push mode ----
+
+PUSH_TOKEN = "pushTok3nSecretA9"
+PUSH_AES_KEY = "Qw3rTy7uIoP1aSdFgHjKl9zXcVbNm2QwErTy5uIoP8a"
+assert len(PUSH_AES_KEY) == 43
+PUSH_YAML = """events:
+  mode: http
+  coalesce: 10ms
+  push_listen: "127.0.0.1:{port}"
+  push_path: /dingtalk/events
+  push_token: "${{env:SIM_PUSH_TOKEN}}"
+  push_aes_key: "${{env:SIM_PUSH_AES_KEY}}"
+  push_max_skew: 5m
+  status_listen: "127.0.0.1:0"
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def push_encrypt(msg, owner=agent_env.APP_KEY, aes_key=PUSH_AES_KEY):
+    """DingTalk's callback encryption (§5) with the openssl CLI, independent of the C++ code."""
+    key = base64.b64decode(aes_key + "=")
+    m = msg.encode()
+    pt = b"R" * 16 + struct.pack(">I", len(m)) + m + owner.encode()
+    pad = 32 - len(pt) % 32
+    ct = subprocess.run(["openssl", "enc", "-aes-256-cbc", "-K", key.hex(), "-iv", key[:16].hex(), "-nopad"],
+                        input=pt + bytes([pad]) * pad, capture_output=True, check=True).stdout
+    return base64.b64encode(ct).decode()
+
+
+def push_decrypt(enc, aes_key=PUSH_AES_KEY):
+    key = base64.b64decode(aes_key + "=")
+    pt = subprocess.run(["openssl", "enc", "-d", "-aes-256-cbc", "-K", key.hex(), "-iv", key[:16].hex(), "-nopad"],
+                        input=base64.b64decode(enc), capture_output=True, check=True).stdout
+    pt = pt[:-pt[-1]]
+    n = struct.unpack(">I", pt[16:20])[0]
+    return pt[20:20 + n].decode(), pt[20 + n:].decode()
+
+
+def push_sign(ts, nonce, enc, token=PUSH_TOKEN):
+    return hashlib.sha1("".join(sorted([token, ts, nonce, enc])).encode()).hexdigest()
+
+
+class PushMode(unittest.TestCase):
+    """events.mode http: the simulator pushes every change (signed, AES-encrypted) to the agent's
+    receiver; the target follows; forged, stale, unsigned, malformed and oversized pushes get 4xx and
+    change nothing; the token and aes_key appear in no log."""
+
+    def post(self, port, query, body, headers=None):
+        url = f"http://127.0.0.1:{port}/dingtalk/events" + (("?" + query) if query is not None else "")
+        req = urllib.request.Request(url, data=body, method="POST",
+                                     headers=dict({"Content-Type": "application/json"}, **(headers or {})))
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def signed(self, port, event, ts=None, token=PUSH_TOKEN, owner=agent_env.APP_KEY, names=("msg_signature", "timeStamp")):
+        enc = push_encrypt(json.dumps(event), owner=owner)
+        ts = ts or str(int(time.time() * 1000))
+        nonce = "nOnce" + str(int(time.time() * 1e6) % 100000)
+        q = f"{names[0]}={push_sign(ts, nonce, enc, token)}&{names[1]}={ts}&nonce={nonce}"
+        return self.post(port, q, json.dumps({"encrypt": enc}).encode())
+
+    def test_config_errors(self):
+        """mode http without its keys, or with an aes_key that is not the console's, is refused at
+        start with file:line; the bad key's value is not echoed."""
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            cfg = Path(d) / "agent.yaml"
+            base = ("dingtalk:\n  app_key: k\n  app_secret: \"${env:SIM_APP_SECRET}\"\n"
+                    f"state_dir: \"{d}/state\"\nmapping: \"{agent_env.REPO / 'configs' / 'mapping.yaml'}\"\n")
+            env = dict(os.environ, SIM_APP_SECRET="x" * 12, SIM_PUSH_TOKEN=PUSH_TOKEN, SIM_PUSH_AES_KEY="tooShortKey123")
+            cases = [
+                ("events:\n  mode: http\n", r"agent.yaml:7:\d+: .*mode http needs events.push_listen"),
+                ("events:\n  mode: http\n  push_listen: \"127.0.0.1:0\"\n",
+                 r"agent.yaml:7:\d+: .*mode http needs events.push_token"),
+                ("events:\n  mode: http\n  push_listen: \"127.0.0.1:0\"\n  push_token: \"${env:SIM_PUSH_TOKEN}\"\n"
+                 "  push_aes_key: \"${env:SIM_PUSH_AES_KEY}\"\n", r"agent.yaml:10:\d+: .*43 characters"),
+                ("events:\n  mode: http\n  push_listen: \"127.0.0.1:0\"\n  push_path: nope\n",
+                 r"agent.yaml:9:\d+: .*must be a path"),
+            ]
+            for extra, pattern in cases:
+                cfg.write_text(base + extra)
+                p = subprocess.run([agent_env.AGENT_BIN, "-c", str(cfg), "run"], capture_output=True, text=True,
+                                   env=env, timeout=30)
+                self.assertNotEqual(p.returncode, 0, extra)
+                self.assertRegex(p.stderr, pattern)
+                self.assertNotIn("tooShortKey123", p.stderr)
+
+    def push_env(self):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/dingtalk/events"
+        env = RunEnv(events_yaml=PUSH_YAML.format(port=port),
+                     sim_extra=("--push-url", url, "--push-token", PUSH_TOKEN, "--push-aes-key", PUSH_AES_KEY,
+                                "--push-retry-ms", "100", "--push-retry-max-ms", "1000"))
+        env.env.update(SIM_PUSH_TOKEN=PUSH_TOKEN, SIM_PUSH_AES_KEY=PUSH_AES_KEY)
+        return env, port
+
+    def test_kill_after_journal_before_reply(self):
+        """SIGKILL after the push is journaled but before it is answered: DingTalk (the simulator)
+        pushes it again after the restart; it is deduplicated and applied once."""
+        env, _ = self.push_env()
+        try:
+            env.start_agent()
+            pushed = lambda: env.sim.admin("GET", "/_sim/events")["push"]["items"]
+            env.wait(lambda: pushed() and all(i["delivered"] for i in pushed()), "check_url answered")
+            env.wait_converged("first sync")
+            env.stop_agent()
+            env.start_agent({"DINGBRIDGE_AGENT_FAILPOINT": "after-journal"})
+            env.sim.admin("POST", "/_sim/user/create", {"userid": "pcrash-1", "name": "Push Crash",
+                                                        "dept_id_list": [1]})
+            env.wait(lambda: env.proc.poll() is not None, "the failpoint to kill the agent", exit_expected=True)
+            self.assertEqual(env.proc.returncode, -signal.SIGKILL)
+            adds = lambda: [k for k, t, s in env.journal() if t == "user_add_org"]
+            self.assertEqual(len(adds()), 1, env.journal())
+            self.assertFalse(pushed()[-1]["delivered"], "the push was answered although the agent died")
+            env.log.close()
+            env.log = None
+            env.start_agent()
+            env.wait(lambda: all(i["delivered"] for i in pushed()), "the push delivered again after the restart")
+            env.wait_converged("after the restart")
+            self.assertEqual(len(adds()), 1, "the re-push was journaled twice: " + repr(env.journal()))
+            self.assertEqual({s for _, _, s in env.journal()}, {"done"}, env.journal())
+        finally:
+            env.stop()
+
+    def test_every_change_and_refusals(self):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/dingtalk/events"
+        env = RunEnv(events_yaml=PUSH_YAML.format(port=port),
+                     sim_extra=("--push-url", url, "--push-token", PUSH_TOKEN, "--push-aes-key", PUSH_AES_KEY,
+                                "--push-retry-ms", "100", "--push-retry-max-ms", "1000"))
+        env.env.update(SIM_PUSH_TOKEN=PUSH_TOKEN, SIM_PUSH_AES_KEY=PUSH_AES_KEY)
+        try:
+            env.start_agent()
+            env.wait(lambda: any(r["kind"] == "full" and r["status"] == "succeeded" for r in env.history()),
+                     "the first full sync")
+            pushed = lambda: env.sim.admin("GET", "/_sim/events")["push"]["items"]
+            env.wait(lambda: pushed() and all(i["delivered"] for i in pushed()), "check_url answered")
+            self.assertEqual(pushed()[0]["type"], "check_url")
+            env.wait_converged("after the first full sync")
+            env.sim.admin("POST", "/_sim/stats/reset")
+            dump = env.sim.org()
+            a = [d for d in dump["departments"] if d["dept_id"] != 1][0]
+
+            r = env.sim.admin("POST", "/_sim/dept/create", {"name": "推送 Push", "parent_id": a["dept_id"]})
+            new_dept = r["dept_id"]
+            env.wait_converged("department create (push)")
+            env.sim.admin("POST", "/_sim/dept/update", {"dept_id": new_dept, "name": "改名 Push Renamed"})
+            env.wait_converged("department rename (push)")
+            env.sim.admin("POST", "/_sim/user/create", {"userid": "push-user-1", "name": "推送 用户",
+                                                        "dept_id_list": [new_dept], "email": "push1@example.com"})
+            env.wait_converged("user add (push)")
+            env.sim.admin("POST", "/_sim/user/update", {"userid": "push-user-1", "name": "Pushed Renamed",
+                                                        "title": "工程师"})
+            env.wait_converged("user modify (push)")
+            env.sim.admin("POST", "/_sim/user/update", {"userid": "push-user-1", "dept_id_list": [a["dept_id"]]})
+            env.sim.admin("POST", "/_sim/user/remove", {"userid": "push-user-1"})
+            env.wait_converged("user leave (push)")
+            removed = target_org(env.target_db(), include_removed=True)["users"]["push-user-1"]
+            self.assertFalse(removed["active"], "a user who left is disabled")
+            env.sim.admin("POST", "/_sim/dept/remove", {"dept_id": new_dept})
+            env.wait_converged("department remove (push)")
+            self.assertNotIn(str(new_dept), target_org(env.target_db())["departments"])
+            env.wait(lambda: all(i["delivered"] for i in pushed()), "every push answered with success")
+            rows = env.journal()
+            self.assertGreaterEqual(len(rows), 6, rows)
+            self.assertEqual({s for _, _, s in rows}, {"done"}, rows)
+            stats = env.sim.stats()["apis"]
+            self.assertNotIn("/topapi/v2/user/list", stats, "a push triggered a list call")
+
+            # A push the test signs and encrypts itself (openssl): accepted, with the encrypted success.
+            some = some_user(env.sim.org())
+            good = {"EventType": "user_modify_org", "UserId": [some["userid"]], "CorpId": "dingsimcorp",
+                    "TimeStamp": str(int(time.time() * 1000)), "eventId": "test-control-1"}
+            code, body = self.signed(port, good, names=("signature", "timestamp"))
+            self.assertEqual(code, 200, body)
+            reply = json.loads(body)
+            self.assertEqual(push_sign(reply["timeStamp"], reply["nonce"], reply["encrypt"]), reply["msg_signature"])
+            self.assertEqual(push_decrypt(reply["encrypt"]), ("success", agent_env.APP_KEY))
+            env.wait(lambda: any(k == "event:test-control-1" and s == "done" for k, _, s in env.journal()),
+                     "the control push applied")
+
+            before_rows, before_org = env.journal(), target_org(env.target_db(), include_removed=True)
+            victim = {"EventType": "org_dept_remove", "DeptId": [a["dept_id"]], "TimeStamp": "1", "eventId": "forged"}
+            code, _ = self.signed(port, dict(victim, eventId="forged-sig"), token="wrongToken99")
+            self.assertEqual(code, 403, "a bad signature")
+            stale = str(int((time.time() - 600) * 1000))
+            code, body = self.signed(port, dict(victim, eventId="forged-stale"), ts=stale)
+            self.assertEqual(code, 403, "a stale (10 minutes old) push: " + body)
+            code, _ = self.signed(port, dict(victim, eventId="forged-owner"), owner="dingotherapp")
+            self.assertEqual(code, 400, "encrypted for another app (ownerKey)")
+            code, _ = self.post(port, None, json.dumps({"encrypt": push_encrypt("{}")}).encode())
+            self.assertEqual(code, 400, "unsigned")
+            ts, nonce = str(int(time.time() * 1000)), "abc"
+            code, _ = self.post(port, f"msg_signature={push_sign(ts, nonce, 'x')}&timeStamp={ts}&nonce={nonce}",
+                                b"not json at all")
+            self.assertEqual(code, 400, "malformed body")
+            code, _ = self.post(port, f"msg_signature={push_sign(ts, nonce, '%%%')}&timeStamp={ts}&nonce={nonce}",
+                                json.dumps({"encrypt": "%%%"}).encode())
+            self.assertEqual(code, 400, "signed garbage that is not base64 AES")
+            # Oversized: refused from the Content-Length alone (the body is never read).
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(f"POST /dingtalk/events?msg_signature=a&timeStamp={ts}&nonce=b HTTP/1.1\r\n"
+                          f"Host: x\r\nContent-Type: application/json\r\nContent-Length: {8 << 20}\r\n\r\n"
+                          .encode())
+                s.sendall(b"{" * 4096)
+                head = s.recv(4096).decode(errors="replace")
+            self.assertRegex(head, r"^HTTP/1.1 413", "an oversized body")
+            # Still serving after all of that.
+            code, _ = self.signed(port, dict(good, eventId="test-control-2"))
+            self.assertEqual(code, 200)
+            env.wait(lambda: any(k == "event:test-control-2" and s == "done" for k, _, s in env.journal()),
+                     "the second control push applied")
+            after = [r for r in env.journal() if r[0] != "event:test-control-2"]
+            self.assertEqual(after, before_rows, "a refused push reached the journal")
+            self.assertEqual(target_org(env.target_db(), include_removed=True), before_org)
+            self.assertTrue(env.converged())
+
+            sport = int(re.search(r"/healthz and /metrics on \S+ \(port (\d+)\)", env.agent_log()).group(1))
+            with urllib.request.urlopen(f"http://127.0.0.1:{sport}/metrics", timeout=10) as r:
+                metrics = r.read().decode()
+            rejected = int(re.search(r"(?m)^dingbridge_agent_push_rejected_total (\d+)", metrics).group(1))
+            self.assertGreaterEqual(rejected, 6, metrics)
+
+            env.stop_agent()
+            logs = env.agent_log() + json.dumps(env.history())
+            for secret in (PUSH_TOKEN, PUSH_AES_KEY):
+                self.assertNotIn(secret, logs, "a push secret in the agent's log or history")
+            self.assertIn("check_url answered", logs)
         finally:
             env.stop()
 

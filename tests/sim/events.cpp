@@ -2,9 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
-#include "tests/sim/crypto.h"
+#include "shared/dingtalk_crypto.h"
 
 namespace sim {
+namespace crypto = dingbridge::dingtalk_crypto;  // shared/dingtalk_crypto.h
 
 using Clock = std::chrono::steady_clock;
 

@@ -8,7 +8,7 @@
 // configured, a periodic SYSTEM disconnect followed by closing the socket after a grace period.
 // All stream state lives on the io_context thread; a 100 ms tick drives the timers.
 //
-// HTTP push mode: a dedicated thread POSTs each event (signed and AES-encrypted, crypto.h) to
+// HTTP push mode: a dedicated thread POSTs each event (signed and AES-encrypted, shared/dingtalk_crypto.h) to
 // the configured URL, one at a time and in order, retrying with exponential backoff until the
 // receiver answers with an encrypted "success". A check_url event is sent first. The push thread
 // shares only its queue and counters with the loop thread, under push_mutex_.

@@ -9,7 +9,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
-#include "tests/sim/crypto.h"
+#include "shared/dingtalk_crypto.h"
 #include "tests/sim/events.h"
 #include "tests/sim/server.h"
 #include "tests/sim/sim.h"
@@ -140,7 +140,7 @@ int main(int argc, char** argv) {
     std::cerr << "dingtalk-sim: --cert and --key are required to serve\n";
     return 2;
   }
-  if (!eo.push_url.empty() && !sim::crypto::valid_aes_key(eo.push_aes_key)) {
+  if (!eo.push_url.empty() && !dingbridge::dingtalk_crypto::valid_aes_key(eo.push_aes_key)) {
     std::cerr << "dingtalk-sim: --push-aes-key must be 43 characters of [A-Za-z0-9]\n";
     return 2;
   }

@@ -4,9 +4,10 @@
 #include <charconv>
 #include <fstream>
 
-#include "tests/sim/crypto.h"
+#include "shared/dingtalk_crypto.h"
 
 namespace sim {
+namespace crypto = dingbridge::dingtalk_crypto;  // shared/dingtalk_crypto.h
 
 using simdjson::dom::element;
 using simdjson::dom::element_type;

@@ -4,7 +4,7 @@
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
 
-#include "tests/sim/crypto.h"
+#include "shared/dingtalk_crypto.h"
 #include "tests/sim/faults.h"
 #include "tests/sim/json.h"
 #include "tests/sim/org.h"
@@ -21,32 +21,32 @@ const char* kEncrypt = "YvkvaGe4hQxd3VxRmEty0dVlnCOAqwf56xwTRHDHoOURqhalbmBJQk5F
 BOOST_AUTO_TEST_SUITE(callback_crypto)
 
 BOOST_AUTO_TEST_CASE(signature_matches_official_test_vector) {
-  BOOST_TEST(sim::crypto::signature(kToken, kTimestamp, kNonce, kEncrypt) ==
+  BOOST_TEST(dingbridge::dingtalk_crypto::signature(kToken, kTimestamp, kNonce, kEncrypt) ==
              "9a95a004dd16f5c307e849b994173f76aa26e5eb");
 }
 
 BOOST_AUTO_TEST_CASE(official_test_vector_decrypts_to_success) {
   std::string error;
-  auto msg = sim::crypto::decrypt(kAesKey, kEncrypt, kOwner, error);
+  auto msg = dingbridge::dingtalk_crypto::decrypt(kAesKey, kEncrypt, kOwner, error);
   BOOST_REQUIRE_MESSAGE(msg.has_value(), error);
   BOOST_TEST(*msg == "success");
 }
 
 BOOST_AUTO_TEST_CASE(wrong_owner_key_is_rejected) {
   std::string error;
-  BOOST_TEST(!sim::crypto::decrypt(kAesKey, kEncrypt, "dingother", error).has_value());
+  BOOST_TEST(!dingbridge::dingtalk_crypto::decrypt(kAesKey, kEncrypt, "dingother", error).has_value());
   BOOST_TEST(error.find("ownerKey") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(encrypt_round_trips_and_pads_to_32_bytes) {
   for (std::string msg : {std::string(), std::string("success"), std::string(12, 'x'), std::string(300, 'y')}) {
-    auto enc = sim::crypto::encrypt(kAesKey, kOwner, msg);
+    auto enc = dingbridge::dingtalk_crypto::encrypt(kAesKey, kOwner, msg);
     BOOST_REQUIRE(enc.has_value());
-    auto raw = sim::crypto::base64_decode(*enc);
+    auto raw = dingbridge::dingtalk_crypto::base64_decode(*enc);
     BOOST_REQUIRE(raw.has_value());
     BOOST_TEST(raw->size() % 32 == 0u);
     std::string error;
-    auto back = sim::crypto::decrypt(kAesKey, *enc, kOwner, error);
+    auto back = dingbridge::dingtalk_crypto::decrypt(kAesKey, *enc, kOwner, error);
     BOOST_REQUIRE_MESSAGE(back.has_value(), error);
     BOOST_TEST(*back == msg);
   }
@@ -55,16 +55,16 @@ BOOST_AUTO_TEST_CASE(encrypt_round_trips_and_pads_to_32_bytes) {
 BOOST_AUTO_TEST_CASE(fixed_random_prefix_reproduces_official_ciphertext) {
   // The official vector's plaintext is 64 bytes with pad 17: 16 + 4 + 7 + 20 = 47.
   std::string error;
-  auto enc = sim::crypto::encrypt(kAesKey, kOwner, "success", "0000000000000000");
+  auto enc = dingbridge::dingtalk_crypto::encrypt(kAesKey, kOwner, "success", "0000000000000000");
   BOOST_REQUIRE(enc.has_value());
-  BOOST_TEST(sim::crypto::base64_decode(*enc)->size() == 64u);
+  BOOST_TEST(dingbridge::dingtalk_crypto::base64_decode(*enc)->size() == 64u);
 }
 
 BOOST_AUTO_TEST_CASE(garbage_ciphertext_fails_without_crashing) {
   std::string error;
   for (const char* bad : {"", "abc", "!!!!", "AAAAAAAAAAAAAAAAAAAAAA==", "YvkvaGe4hQxd3VxRmEty0dVlnCOAqwf56xwTRHDHoOU="})
-    BOOST_TEST(!sim::crypto::decrypt(kAesKey, bad, kOwner, error).has_value());
-  BOOST_TEST(!sim::crypto::decrypt("short", kEncrypt, kOwner, error).has_value());
+    BOOST_TEST(!dingbridge::dingtalk_crypto::decrypt(kAesKey, bad, kOwner, error).has_value());
+  BOOST_TEST(!dingbridge::dingtalk_crypto::decrypt("short", kEncrypt, kOwner, error).has_value());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-namespace sim::crypto {
+namespace dingbridge::dingtalk_crypto {
 
 // Lowercase hex SHA-1 of the lexicographically sorted concatenation.
 std::string signature(std::string_view token, std::string_view timestamp, std::string_view nonce,
@@ -17,8 +17,8 @@ std::string signature(std::string_view token, std::string_view timestamp, std::s
 
 // aes_key is the 43-character console key. random16 must be 16 bytes (tests pass a fixed one;
 // empty = generate). Returns base64 ciphertext, or nullopt when the key is malformed.
-std::optional<std::string> encrypt(std::string_view aes_key, std::string_view owner_key,
-                                   std::string_view msg, std::string_view random16 = {});
+std::optional<std::string> encrypt(std::string_view aes_key, std::string_view owner_key, std::string_view msg,
+                                   std::string_view random16 = {});
 
 // Returns the message, or nullopt with error set (bad key, base64, padding, length, ownerKey).
 std::optional<std::string> decrypt(std::string_view aes_key, std::string_view encrypt_b64,
@@ -29,4 +29,4 @@ std::string random_alnum(size_t n);
 std::string base64_encode(std::string_view in);
 std::optional<std::string> base64_decode(std::string_view in);
 
-}  // namespace sim::crypto
+}  // namespace dingbridge::dingtalk_crypto
