@@ -424,7 +424,8 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
     FetchedOrg& fetched = walk.fetched();
     // manager_source: dingtalk: 直属主管 is only in v2/user/get, one call per user.
     if (!fatal && mapping.manager_source() == ManagerSource::dingtalk) {
-        for (auto& [userid, m] : fetched.users) {
+        for (auto& [userid, merged] : fetched.users) {
+            auto& m = merged;  // clang 14 (the fuzz build) cannot capture a structured binding
             client.call(
                 "/topapi/v2/user/get", "{\"userid\":\"" + json_escape(userid) + "\",\"language\":\"zh_CN\"}",
                 [&m](std::string& body) -> std::optional<ApiFailure> {
