@@ -190,6 +190,17 @@ int main(int argc, char** argv) {
         options.dry_run = dry_run;
         options.force = force;
         SyncResult r = run_full_sync(config, *mapping, *target, store, options, std::cout);
+        // Every DingTalk call spends the month's quota, a sync run by hand or by the timer too:
+        // counted with run mode's calls, so `history` and the reconcile budget see them.
+        if (r.run_id != 0) {
+            auto rec = store.get(r.run_id);
+            if (rec && rec->counters.requests > 0) try {
+                    events::Journal((std::filesystem::path(config.state_dir) / "state.db").string())
+                        .add_calls(rec->counters.requests, "full");
+                } catch (const std::exception& e) {
+                    spdlog::warn("run {}: its DingTalk calls could not be counted: {}", r.run_id, e.what());
+                }
+        }
         if (r.run_id == 0)
             std::cerr << "dingbridge-agent: sync " << r.status << ": " << r.message << "\n";
         else

@@ -6,6 +6,7 @@ import sqlite3
 import sys
 import threading
 import time
+import re
 import unittest
 from pathlib import Path
 
@@ -336,6 +337,15 @@ class CallBudget(unittest.TestCase):
             self.assertIn(f"DingTalk calls for a full sync: {sum(want.values())} ", p.stdout)
             env.agent("sync", check=0)
             self.assertEqual(diff_orgs(expected_org(dump), target_org(env.target_db())), [])
+            # Both syncs, the dry run too, spent the month's quota: `history` counts them (the
+            # simulator saw every call; token fetches may be left out of a run's own count).
+            sim_calls = sum(v["calls"] for v in env.sim.stats()["apis"].values())
+            h = env.agent("history", check=0).stdout
+            m = re.search(r"calls this month: (\d+) \(full syncs (\d+), events 0\)", h)
+            self.assertIsNotNone(m, h)
+            self.assertEqual(m.group(1), m.group(2))
+            self.assertLessEqual(int(m.group(1)), sim_calls)
+            self.assertGreaterEqual(int(m.group(1)), sim_calls - 2)
             # check-config --online estimates the same from two calls (/department/list, user/count).
             pages_max = n_depts + -(-len(dump["users"]) // 100)
             est = env.agent("check-config", "--online", check=0).stdout
