@@ -537,6 +537,9 @@ class PushMode(unittest.TestCase):
             env.wait_converged("department create (push)")
             env.sim.admin("POST", "/_sim/dept/update", {"dept_id": new_dept, "name": "改名 Push Renamed"})
             env.wait_converged("department rename (push)")
+            other = [d for d in dump["departments"] if d["dept_id"] not in (1, a["dept_id"])][0]
+            env.sim.admin("POST", "/_sim/dept/update", {"dept_id": new_dept, "parent_id": other["dept_id"]})
+            env.wait_converged("department move (push)")
             env.sim.admin("POST", "/_sim/user/create", {"userid": "push-user-1", "name": "推送 用户",
                                                         "dept_id_list": [new_dept], "email": "push1@example.com"})
             env.wait_converged("user add (push)")
@@ -548,6 +551,12 @@ class PushMode(unittest.TestCase):
             env.wait_converged("user leave (push)")
             removed = target_org(env.target_db(), include_removed=True)["users"]["push-user-1"]
             self.assertFalse(removed["active"], "a user who left is disabled")
+            env.sim.admin("POST", "/_sim/user/create", {"userid": "push-user-1", "name": "回来了 Push",
+                                                        "dept_id_list": [new_dept]})
+            env.wait_converged("user re-join (push)")
+            self.assertTrue(target_org(env.target_db())["users"]["push-user-1"]["active"], "re-joined")
+            env.sim.admin("POST", "/_sim/user/remove", {"userid": "push-user-1"})
+            env.wait_converged("user leaves again (push)")
             env.sim.admin("POST", "/_sim/dept/remove", {"dept_id": new_dept})
             env.wait_converged("department remove (push)")
             self.assertNotIn(str(new_dept), target_org(env.target_db())["departments"])
