@@ -89,11 +89,16 @@ std::string signature(std::string_view token, std::string_view timestamp, std::s
     for (auto p : parts) joined += p;
     unsigned char md[SHA_DIGEST_LENGTH];
     SHA1(reinterpret_cast<const unsigned char*>(joined.data()), joined.size(), md);
+    return hex_lower(md, sizeof md);
+}
+
+std::string hex_lower(const unsigned char* data, std::size_t n) {
     static const char hex[] = "0123456789abcdef";
     std::string out;
-    for (unsigned char c : md) {
-        out.push_back(hex[c >> 4]);
-        out.push_back(hex[c & 15]);
+    out.reserve(2 * n);
+    for (std::size_t i = 0; i < n; ++i) {
+        out.push_back(hex[data[i] >> 4]);
+        out.push_back(hex[data[i] & 15]);
     }
     return out;
 }

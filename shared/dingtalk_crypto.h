@@ -5,6 +5,7 @@
 // Pure functions over values (OpenSSL EVP inside); safe from any thread. Decrypt never trusts
 // its input: every length is checked and failures come back as an error string.
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -26,6 +27,8 @@ std::optional<std::string> decrypt(std::string_view aes_key, std::string_view en
 
 bool valid_aes_key(std::string_view aes_key);
 std::string random_alnum(size_t n);
+// Lower-case hex of a digest (signatures, dedup keys).
+std::string hex_lower(const unsigned char* data, std::size_t n);
 std::string base64_encode(std::string_view in);
 std::optional<std::string> base64_decode(std::string_view in);
 

@@ -70,13 +70,7 @@ bool bounded_token(const std::string& s, std::size_t max) {
 std::string sha256_hex(std::string_view s) {
     unsigned char md[SHA256_DIGEST_LENGTH];
     SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), md);
-    static const char hex[] = "0123456789abcdef";
-    std::string out;
-    for (unsigned char c : md) {
-        out.push_back(hex[c >> 4]);
-        out.push_back(hex[c & 15]);
-    }
-    return out;
+    return crypto::hex_lower(md, sizeof md);
 }
 
 HttpReply json_reply(int status, std::string body) { return HttpReply{status, "application/json", std::move(body)}; }
