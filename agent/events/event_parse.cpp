@@ -1,5 +1,7 @@
 #include "agent/events/event_parse.h"
 
+#include "shared/log.h"
+
 #include <simdjson.h>
 
 #include <charconv>
@@ -74,37 +76,7 @@ bool valid_id(const std::string& s) {
 
 }  // namespace
 
-std::string json_quote(std::string_view s) {
-    std::string out = "\"";
-    for (unsigned char c : s) {
-        switch (c) {
-            case '"':
-                out += "\\\"";
-                break;
-            case '\\':
-                out += "\\\\";
-                break;
-            case '\n':
-                out += "\\n";
-                break;
-            case '\r':
-                out += "\\r";
-                break;
-            case '\t':
-                out += "\\t";
-                break;
-            default:
-                if (c < 0x20) {
-                    char buf[8];
-                    std::snprintf(buf, sizeof buf, "\\u%04x", c);
-                    out += buf;
-                } else {
-                    out += static_cast<char>(c);
-                }
-        }
-    }
-    return out + "\"";
-}
+std::string json_quote(std::string_view s) { return "\"" + json_escape(std::string(s)) + "\""; }
 
 std::optional<StreamFrame> parse_stream_frame(std::string_view text, std::string& error) {
     dom::element root;
