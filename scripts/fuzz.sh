@@ -19,8 +19,8 @@ CXX=clang++ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInf
 TARGETS=(
   "tests/fuzz/request_head_fuzz:tests/fuzz/corpus/request_head"   # proxy: CONNECT request heads
   "tests/fuzz/config_fuzz:tests/fuzz/corpus/config"               # proxy: configuration loader
-  "agent/dingtalk_parse_fuzz:agent/fuzz/corpus/dingtalk_parse_fuzz"  # agent: DingTalk responses
-  "agent/mapping_fuzz:agent/fuzz/corpus/mapping_fuzz"             # agent: mapping.yaml loader
+  "tests/fuzz/dingtalk_parse_fuzz:tests/fuzz/corpus/dingtalk_parse"  # agent: DingTalk responses
+  "tests/fuzz/mapping_fuzz:tests/fuzz/corpus/mapping"             # agent: mapping.yaml loader
 )
 names=()
 for t in "${TARGETS[@]}"; do names+=("$(basename "${t%%:*}")"); done

@@ -2,7 +2,7 @@
 
 #include "proxy/policy.h"
 #include "proxy/request_head.h"
-#include "tests/unit/printers.h"
+#include "tests/unit/proxy/printers.h"
 
 using namespace dingbridge;
 using namespace dingbridge::proxy;

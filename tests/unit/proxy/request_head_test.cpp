@@ -1,7 +1,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "proxy/request_head.h"
-#include "tests/unit/printers.h"
+#include "tests/unit/proxy/printers.h"
 
 using namespace dingbridge::proxy;
 
