@@ -29,6 +29,7 @@ enable_language(C)
 # arc4random/arc4random_buf (glibc 2.36), called by Debian's static libevent and by GCC 12's
 # static libstdc++ (std::random_device): an object file in every later target, so never libc's.
 add_library(dingbridge_glibc_compat OBJECT ${CMAKE_CURRENT_LIST_DIR}/glibc_compat.c)
+target_link_libraries(dingbridge_glibc_compat PRIVATE dingbridge_warnings)  # ours, defined at the top level
 find_package(Threads REQUIRED)
 find_package(OpenSSL 3 REQUIRED)
 
