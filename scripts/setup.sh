@@ -3,6 +3,7 @@
 # Idempotent: re-running only rebuilds what changed.
 #   BUILD_DIR   build directory (default: build)
 #   CMAKE_ARGS  extra arguments for cmake, e.g. -DDINGBRIDGE_SANITIZE=address,undefined
+#   scripts/setup.sh --packages-only   installs the packages, builds nothing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
@@ -11,7 +12,9 @@ PACKAGES=(build-essential cmake ninja-build pkg-config git ca-certificates curl 
           libevent-dev libssl-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libboost-dev libboost-test-dev
           libcli11-dev libsimdjson-dev libcurl4-openssl-dev libsqlite3-dev libldap-dev slapd ldap-utils
           # packages and their checks (tests/package): man pages, lintian, rpm, rpmlint, logrotate -d
-          help2man man-db lintian rpm rpmlint logrotate)
+          help2man man-db lintian rpm rpmlint logrotate
+          # scripts/check-format.sh (the version .clang-format is checked with)
+          clang-format-14)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -27,6 +30,7 @@ if ((${#missing[@]})); then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+if [[ ${1:-} == --packages-only ]]; then exit 0; fi
 echo "==> configuring ($BUILD_DIR)"
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo} ${CMAKE_ARGS:-} >/dev/null
 echo "==> building"
