@@ -9,12 +9,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-proxy}
 [[ $what == proxy || $what == auth-flood ]] || { echo "usage: scripts/bench.sh proxy|auth-flood" >&2; exit 2; }
-if [[ $what == auth-flood ]]; then
-  BUILD=${BUILD_DIR:-build}
-  RUN=$(mktemp -d /tmp/dingbridge-bench.XXXXXX)
-  trap 'kill "$pid" 2>/dev/null; rm -rf "$RUN"' EXIT
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  hash=$(echo "bench-pw" | "$BUILD/proxy/dingbridge-proxy" hash-password)
+BUILD=${BUILD_DIR:-build}
+BENCH=$BUILD/tests/bench/proxy-bench
+RUN=$(mktemp -d /tmp/dingbridge-bench.XXXXXX)
+chmod 755 "$RUN"
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+pid=""
+addr=""
+stop_peer() { [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; pid=""; true; }
+trap 'stop_peer; rm -rf "$RUN"' EXIT
+
+start_dingbridge() {  # tenant access: the YAML lines of the bench tenant that say who may use it
+  local port; port=$(free_port)
   cat > "$RUN/dingbridge.yaml" <<YAML
 listeners: ["127.0.0.1:$port"]
 workers: 2
@@ -23,17 +31,21 @@ access_log: {file: /dev/null}
 limits: {header_timeout: 60s, max_connections: 12000}
 tenants:
   - name: bench
-    users: [{name: bench, password_hash: "$hash"}]
+$1
     destinations: ["127.0.0.1:*"]
     allow_internal_networks: ["127.0.0.0/8"]
 YAML
   "$BUILD/proxy/dingbridge-proxy" -c "$RUN/dingbridge.yaml" >/dev/null 2>"$RUN/dingbridge.log" &
-  pid=$!
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+  pid=$!; wait_port "$port"; addr="127.0.0.1:$port"
+}
+
+if [[ $what == auth-flood ]]; then
+  hash=$(echo "bench-pw" | "$BUILD/proxy/dingbridge-proxy" hash-password)
+  start_dingbridge "    users: [{name: bench, password_hash: \"$hash\"}]"
   auth=$(printf 'bench:bench-pw' | base64)
-  B="$BUILD/tests/bench/proxy-bench --proxy 127.0.0.1:$port --auth $auth"
-  calm=$($B --label calm tunnels --clients 16 --seconds "${SECONDS_PER_RUN:-5}")
-  flood=$($B --label flooded tunnels --clients 16 --seconds "${SECONDS_PER_RUN:-5}" --flood "${FLOOD_THREADS:-32}")
+  B="$BENCH --proxy $addr --auth $auth"
+  calm=$($B --label calm tunnels --clients 16 --seconds "$SECONDS_PER_RUN")
+  flood=$($B --label flooded tunnels --clients 16 --seconds "$SECONDS_PER_RUN" --flood "${FLOOD_THREADS:-32}")
   echo "$calm"; echo "$flood"
   python3 -c 'import json,sys; a,b=(json.loads(x) for x in sys.argv[1:]); print("flooded/unflooded tunnels/s: %.2f (%d / %d)" % (b["per_second"]/a["per_second"], b["per_second"], a["per_second"]))' "$calm" "$flood"
   exit 0
@@ -50,41 +62,11 @@ ulimit -n "$(ulimit -Hn)" || true
 # A proxy holds two descriptors per tunnel; the larger idle run is capped by the hard limit.
 IDLE_MAX=$(( $(ulimit -n) / 2 - 500 )); (( IDLE_MAX > 10000 )) && IDLE_MAX=10000
 
-BUILD=${BUILD_DIR:-build}
-BENCH=$BUILD/tests/bench/proxy-bench
 OUT=$BUILD/bench
-RUN=$(mktemp -d /tmp/dingbridge-bench.XXXXXX)
-chmod 755 "$RUN"
 mkdir -p "$OUT"
 RESULTS=$OUT/proxy.jsonl
 : > "$RESULTS"
 THROUGHPUT_BYTES=${THROUGHPUT_BYTES:-4GiB}
-SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-pid=""
-addr=""
-stop_peer() { [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; pid=""; true; }
-trap 'stop_peer; rm -rf "$RUN"' EXIT
-
-start_dingbridge() {
-  local port; port=$(free_port)
-  cat > "$RUN/dingbridge.yaml" <<YAML
-listeners: ["127.0.0.1:$port"]
-workers: 2
-log: {level: warn}
-access_log: {file: /dev/null}
-limits: {header_timeout: 60s, max_connections: 12000}
-tenants:
-  - name: bench
-    allow_without_credentials: true
-    source_networks: ["127.0.0.0/8"]
-    destinations: ["127.0.0.1:*"]
-    allow_internal_networks: ["127.0.0.0/8"]
-YAML
-  "$BUILD/proxy/dingbridge-proxy" -c "$RUN/dingbridge.yaml" >/dev/null 2>"$RUN/dingbridge.log" &
-  pid=$!; wait_port "$port"; addr="127.0.0.1:$port"
-}
 
 start_tinyproxy() {
   local port; port=$(free_port)
@@ -138,7 +120,9 @@ measure() {  # name address
 measure direct direct
 # The start_* functions set $pid and $addr in this shell (no command substitution: the peer
 # would inherit its stdout and keep it open).
-start_dingbridge; measure dingbridge-proxy "$addr"; stop_peer
+start_dingbridge "    allow_without_credentials: true
+    source_networks: [\"127.0.0.0/8\"]"
+measure dingbridge-proxy "$addr"; stop_peer
 start_tinyproxy; measure "tinyproxy $(tinyproxy -v | awk '{print $2}')" "$addr"; stop_peer
 start_squid; measure "squid $(squid -v | head -1 | awk '{print $4}')" "$addr"; stop_peer
 

@@ -40,13 +40,7 @@ wait_for_file() {  # file, pid, what
 }
 
 echo "==> test certificates ($DEMO)"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $DEMO/ca.key -out $DEMO/ca.pem \
-  -days 2 -subj "/CN=dingbridge demo CA" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $DEMO/server.key -out $DEMO/server.csr \
-  -subj "/CN=localhost" 2>/dev/null
-printf "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n" > $DEMO/ext.cnf
-openssl x509 -req -in $DEMO/server.csr -CA $DEMO/ca.pem -CAkey $DEMO/ca.key -CAcreateserial -out $DEMO/server.pem \
-  -days 2 -extfile $DEMO/ext.cnf 2>/dev/null
+tests/sim/make-test-certs.sh "$DEMO" >/dev/null
 
 # Demo-only secrets, passed to the agent as ${env:...} references.
 export DEMO_APP_SECRET="demo-app-secret-$RANDOM$RANDOM"

@@ -13,13 +13,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 echo "==> test certificates ($DEMO)"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $DEMO/ca.key -out $DEMO/ca.pem \
-  -days 2 -subj "/CN=dingbridge demo CA" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $DEMO/server.key -out $DEMO/server.csr \
-  -subj "/CN=localhost" 2>/dev/null
-printf "subjectAltName=DNS:localhost,IP:127.0.0.1\n" > $DEMO/ext.cnf
-openssl x509 -req -in $DEMO/server.csr -CA $DEMO/ca.pem -CAkey $DEMO/ca.key -CAcreateserial -out $DEMO/server.pem \
-  -days 2 -extfile $DEMO/ext.cnf 2>/dev/null
+tests/sim/make-test-certs.sh "$DEMO" >/dev/null
 
 echo "==> local HTTPS server (openssl s_server) standing in for a destination"
 TLS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

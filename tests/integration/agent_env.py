@@ -6,10 +6,8 @@ Binary paths come from DINGTALK_SIM, DINGBRIDGE_PROXY and DINGBRIDGE_AGENT.
 """
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import ssl
 from pathlib import Path
@@ -37,13 +35,8 @@ class Sim:
                *(("--generate", generate) if generate else ()), "--qps", str(qps), "--source-limit", "0",
                "--log-level", "warn", *extra]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 60
-        while not (self.port_file.exists() and self.port_file.read_text().strip()):
-            if self.proc.poll() is not None:
-                raise RuntimeError("dingtalk-sim exited: " + Path(self.log.name).read_text())
-            if time.time() > deadline:
-                raise RuntimeError("dingtalk-sim did not start")
-            time.sleep(0.05)
+        harness.wait_until(lambda: self.port_file.exists() and self.port_file.read_text().strip(), self.proc,
+                           "dingtalk-sim", 60, lambda: Path(self.log.name).read_text(), interval=0.05)
         self.port = int(self.port_file.read_text().strip())
         self.base = f"https://127.0.0.1:{self.port}"
         self.ctx = ssl.create_default_context(cafile=ca)
@@ -66,13 +59,7 @@ class Sim:
         return self.admin("GET", "/_sim/stats")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        harness.stop_process(self.proc)
         self.log.close()
 
 

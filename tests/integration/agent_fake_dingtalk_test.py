@@ -4,10 +4,8 @@ department listed under two parents, a department whose parent was never listed.
 connects directly (no proxy): these tests are about what the agent does with the answers."""
 import json
 import os
-import ssl
 import subprocess
 import sys
-import threading
 import unittest
 import http.server
 from pathlib import Path
@@ -24,7 +22,7 @@ def ok(result):
     return {"errcode": 0, "errmsg": "ok", "result": result, "request_id": "fake-req"}
 
 
-class FakeDingTalk:
+class FakeDingTalk(harness.HttpsServer):
     """Answers each topapi path from `routes[path](body_dict)`; /gettoken always succeeds."""
 
     def __init__(self, cert, key, routes):
@@ -56,16 +54,7 @@ class FakeDingTalk:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(cert, key)
-        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler, cert, key)
 
 
 def tree(children, parents=None):

@@ -203,6 +203,13 @@ def counts(env):
     return env.history()[0]["counts"]
 
 
+def assert_converged(test, env):
+    """The directory equals the simulator's org entry by entry, and the next sync plans nothing."""
+    test.assertEqual(diff_directory(expected_directory(env.sim.org()), actual_directory(env.slapd)), [])
+    env.agent("sync", check=0)
+    test.assertEqual(counts(env)["changes_planned"], 0)
+
+
 class Mutations(unittest.TestCase):
     def test_every_mutation_kind_converges_and_the_next_run_writes_nothing(self):
         env = LdapEnv("users=150,departments=25,depth=4,seed=5")
@@ -268,9 +275,7 @@ class Mutations(unittest.TestCase):
             env.agent("sync", check=0)
             self.assertEqual(counts(env)["create_user"], 1)
             self.assertEqual(env.slapd.search(DISABLED, "(objectClass=inetOrgPerson)"), [])
-            self.assertEqual(diff_directory(expected_directory(env.sim.org()), actual_directory(env.slapd)), [])
-            env.agent("sync", check=0)
-            self.assertEqual(counts(env)["changes_planned"], 0)
+            assert_converged(self, env)
         finally:
             env.stop()
 
@@ -292,9 +297,7 @@ class Mutations(unittest.TestCase):
             env.agent("sync", check=0)
             self.assertEqual(counts(env)["update_department"], 1)
             self.assertEqual(env.slapd.search(DEPTS, f"(member={ghost})"), [])
-            self.assertEqual(diff_directory(expected_directory(env.sim.org()), actual_directory(env.slapd)), [])
-            env.agent("sync", check=0)
-            self.assertEqual(counts(env)["changes_planned"], 0)
+            assert_converged(self, env)
         finally:
             env.stop()
 
@@ -337,9 +340,7 @@ class Faults(unittest.TestCase):
             env.slapd.start()
             env.agent("sync", check=0)
             self.assertEqual(env.history()[0]["status"], "succeeded")
-            self.assertEqual(diff_directory(expected_directory(env.sim.org()), actual_directory(env.slapd)), [])
-            env.agent("sync", check=0)
-            self.assertEqual(counts(env)["changes_planned"], 0)
+            assert_converged(self, env)
         finally:
             env.stop()
 
@@ -363,9 +364,7 @@ class Faults(unittest.TestCase):
             people = env.slapd.search(PEOPLE, "(objectClass=inetOrgPerson)", ["employeeNumber"])
             ids = [a["employeenumber"][0] for _, a in people]
             self.assertEqual(len(ids), len(set(ids)))
-            self.assertEqual(diff_directory(expected_directory(env.sim.org()), actual_directory(env.slapd)), [])
-            env.agent("sync", check=0)
-            self.assertEqual(counts(env)["changes_planned"], 0)
+            assert_converged(self, env)
         finally:
             env.stop()
 

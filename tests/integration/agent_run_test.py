@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import agent_env  # noqa: E402
 from agent_env import Env, expected_org, target_org, diff_orgs  # noqa: E402
+from harness import free_port  # noqa: E402
 
 EVENTS_YAML = """events:
   mode: stream
@@ -60,9 +61,37 @@ class RunEnv(Env):
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.close_log()
+
+    def close_log(self):
         if self.log:
             self.log.close()
             self.log = None
+
+    def start_and_sync(self):
+        """Starts `run`, waits for the stream connection and the first full sync's result."""
+        self.start_agent()
+        self.wait_connected()
+        self.wait_converged("first sync")
+
+    def wait_first_full_sync(self):
+        self.wait(lambda: any(r["kind"] == "full" and r["status"] == "succeeded" for r in self.history()),
+                  "the first full sync")
+
+    def wait_failpoint_kill(self):
+        """Waits for DINGBRIDGE_AGENT_FAILPOINT to SIGKILL the agent; returns its exit status."""
+        self.wait(lambda: self.proc.poll() is not None, "the failpoint to kill the agent", timeout=60,
+                  exit_expected=True)
+        self.close_log()
+        return self.proc.returncode
+
+    def metrics_port(self):
+        """The port of /healthz and /metrics (status_listen port 0), from the agent's log."""
+        return int(re.search(r"/healthz and /metrics on \S+ \(port (\d+)\)", self.agent_log()).group(1))
+
+    def metrics(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port()}/metrics", timeout=10) as r:
+            return r.read().decode()
 
     def wait(self, predicate, what, timeout=60, exit_expected=False):
         deadline = time.time() + timeout
@@ -105,6 +134,35 @@ class RunEnv(Env):
         super().stop()
 
 
+def department_and_user_changes(env, parent, new_parent, userid, tag):
+    """Department create (under `parent`), rename and move (under `new_parent`), then user `userid`
+    added into it and modified; the target must equal the simulator's org after each. Returns the
+    new department's id."""
+    new_dept = env.sim.admin("POST", "/_sim/dept/create", {"name": f"新部门 {tag}", "parent_id": parent})["dept_id"]
+    env.wait_converged(f"department create ({tag})")
+    env.sim.admin("POST", "/_sim/dept/update", {"dept_id": new_dept, "name": f"改名 {tag} Renamed"})
+    env.wait_converged(f"department rename ({tag})")
+    env.sim.admin("POST", "/_sim/dept/update", {"dept_id": new_dept, "parent_id": new_parent})
+    env.wait_converged(f"department move ({tag})")
+    env.sim.admin("POST", "/_sim/user/create", {"userid": userid, "name": f"{tag} 用户", "dept_id_list": [new_dept],
+                                                "email": f"{userid}@example.com"})
+    env.wait_converged(f"user add ({tag})")
+    env.sim.admin("POST", "/_sim/user/update", {"userid": userid, "name": f"{tag} Renamed User", "title": "工程师"})
+    env.wait_converged(f"user modify ({tag})")
+    return new_dept
+
+
+def leave_and_rejoin(test, env, userid, dept, tag):
+    """User `userid` leaves (disabled in the target), then re-joins into `dept` (active again)."""
+    env.sim.admin("POST", "/_sim/user/remove", {"userid": userid})
+    env.wait_converged(f"user leave ({tag})")
+    removed = target_org(env.target_db(), include_removed=True)["users"][userid]
+    test.assertFalse(removed["active"], "a user who left is disabled (removed_users: disable)")
+    env.sim.admin("POST", "/_sim/user/create", {"userid": userid, "name": f"回来了 {tag}", "dept_id_list": [dept]})
+    env.wait_converged(f"user re-join ({tag})")
+    test.assertTrue(target_org(env.target_db())["users"][userid]["active"], "re-joined")
+
+
 def some_user(dump, leader=False):
     for u in dump["users"]:
         if len(u["dept_id_list"]) == 1 and any(x.get("leader") for x in u.get("leader_in_dept", [])) == leader:
@@ -125,8 +183,7 @@ class EveryChangeThroughStream(unittest.TestCase):
         env = RunEnv()
         try:
             env.start_agent()
-            env.wait(lambda: any(r["kind"] == "full" and r["status"] == "succeeded" for r in env.history()),
-                     "the first full sync")
+            env.wait_first_full_sync()
             env.wait_connected()
             env.wait_converged("after the first full sync")
             env.sim.admin("POST", "/_sim/stats/reset")
@@ -134,32 +191,13 @@ class EveryChangeThroughStream(unittest.TestCase):
             depts = [d for d in dump["departments"] if d["dept_id"] != 1]
             a, b = depts[0], depts[1]
 
-            # Department create, rename, move.
-            r = env.sim.admin("POST", "/_sim/dept/create", {"name": "新部门 Events", "parent_id": a["dept_id"]})
-            new_dept = r["dept_id"]
-            env.wait_converged("department create")
-            env.sim.admin("POST", "/_sim/dept/update", {"dept_id": new_dept, "name": "改名 Renamed"})
-            env.wait_converged("department rename")
-            env.sim.admin("POST", "/_sim/dept/update", {"dept_id": new_dept, "parent_id": b["dept_id"]})
-            env.wait_converged("department move")
-
-            # User add (into the new department), modify, leave, re-join.
-            env.sim.admin("POST", "/_sim/user/create", {"userid": "evt-user-1", "name": "事件 用户",
-                                                        "dept_id_list": [new_dept], "email": "evt1@example.com"})
-            env.wait_converged("user add")
-            env.sim.admin("POST", "/_sim/user/update", {"userid": "evt-user-1", "name": "Renamed User",
-                                                        "title": "工程师"})
-            env.wait_converged("user modify")
+            # Department create, rename, move; user add (into the new department), modify, move,
+            # leave, re-join.
+            new_dept = department_and_user_changes(env, a["dept_id"], b["dept_id"], "evt-user-1", "stream")
             u = some_user(env.sim.org())
             env.sim.admin("POST", "/_sim/user/update", {"userid": u["userid"], "dept_id_list": [new_dept]})
             env.wait_converged("user moved to another department")
-            env.sim.admin("POST", "/_sim/user/remove", {"userid": "evt-user-1"})
-            env.wait_converged("user leave")
-            removed = target_org(env.target_db(), include_removed=True)["users"]["evt-user-1"]
-            self.assertFalse(removed["active"], "a user who left is disabled (removed_users: disable)")
-            env.sim.admin("POST", "/_sim/user/create", {"userid": "evt-user-1", "name": "回来了",
-                                                        "dept_id_list": [new_dept]})
-            env.wait_converged("user re-join")
+            leave_and_rejoin(self, env, "evt-user-1", new_dept, "stream")
             # A leader change moves managers (department/get re-read for the leader list).
             leader_place = {"userid": u["userid"], "leader_in_dept": [{"dept_id": new_dept, "leader": True}]}
             env.sim.admin("POST", "/_sim/user/update", leader_place)
@@ -187,11 +225,9 @@ class EveryChangeThroughStream(unittest.TestCase):
             self.assertEqual(statuses, {"done"}, env.journal())
 
             # /healthz and /metrics (Prometheus text) on the configured local address.
-            port = int(re.search(r"/healthz and /metrics on \S+ \(port (\d+)\)", env.agent_log()).group(1))
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{env.metrics_port()}/healthz", timeout=10) as r:
                 self.assertEqual(r.status, 200)
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-                metrics = r.read().decode()
+            metrics = env.metrics()
             self.assertIn("dingbridge_agent_stream_connected 1", metrics)
             applied = int(re.search(r"^dingbridge_agent_events_applied_total (\d+)", metrics, re.M).group(1))
             self.assertGreaterEqual(applied, 10, metrics)
@@ -212,9 +248,7 @@ class Reconnects(unittest.TestCase):
     def test_cut_disconnect_proxy_restart_token_expiry(self):
         env = RunEnv()
         try:
-            env.start_agent()
-            env.wait_connected()
-            env.wait_converged("first sync")
+            env.start_and_sync()
             opens = lambda: env.sim.stats()["apis"]["/v1.0/gateway/connections/open"]["calls"]
             n0 = opens()
 
@@ -247,9 +281,7 @@ class CrashSafety(unittest.TestCase):
     def test_kill_between_steps(self):
         env = RunEnv()
         try:
-            env.start_agent()
-            env.wait_connected()
-            env.wait_converged("first sync")
+            env.start_and_sync()
 
             # 1. Journaled and ACKed, fetch in progress (user/get is slow) → kill -9.
             env.sim.admin("POST", "/_sim/faults", {"path": "/topapi/v2/user/get", "kind": "slow", "delay_ms": 4000,
@@ -269,14 +301,10 @@ class CrashSafety(unittest.TestCase):
             env.start_agent({"DINGBRIDGE_AGENT_FAILPOINT": "after-apply"})
             env.wait_connected()
             env.sim.admin("POST", "/_sim/user/update", {"userid": "crash-1", "name": "Crash Two"})
-            env.wait(lambda: env.proc.poll() is not None, "the failpoint to kill the agent", timeout=60,
-                     exit_expected=True)
-            self.assertEqual(env.proc.returncode, -signal.SIGKILL)
+            self.assertEqual(env.wait_failpoint_kill(), -signal.SIGKILL)
             self.assertEqual(target_org(env.target_db())["users"]["crash-1"]["display_name"], "Crash Two")
             pending = [k for k, t, s in env.journal() if s == "pending"]
             self.assertEqual(len(pending), 1, env.journal())
-            env.log.close()
-            env.log = None
             env.start_agent()
             env.wait(lambda: not [k for k, t, s in env.journal() if s == "pending"], "the journal drained")
             runs = [r for r in env.history() if r["kind"] == "event"]
@@ -287,10 +315,7 @@ class CrashSafety(unittest.TestCase):
             env.start_agent({"DINGBRIDGE_AGENT_FAILPOINT": "after-journal"})
             env.wait_connected()
             env.sim.admin("POST", "/_sim/user/update", {"userid": "crash-1", "name": "Crash Three"})
-            env.wait(lambda: env.proc.poll() is not None, "the failpoint to kill the agent", timeout=60,
-                     exit_expected=True)
-            env.log.close()
-            env.log = None
+            env.wait_failpoint_kill()
             env.start_agent()
             env.wait_converged("after restart (killed before ACK)")
             keys = [k for k, t, s in env.journal()]
@@ -309,9 +334,7 @@ class CatchUpAndBudget(unittest.TestCase):
     def test_catch_up(self):
         env = RunEnv(extra_events="  catch_up_after: 1s\n")
         try:
-            env.start_agent()
-            env.wait_connected()
-            env.wait_converged("first sync")
+            env.start_and_sync()
             env.stop_agent()
             # DingTalk lost this event (never delivered): only a reconcile can repair it.
             env.sim.admin("POST", "/_sim/stream/events", {"drop": 1})
@@ -360,9 +383,7 @@ class Quota(unittest.TestCase):
     def test_quota_stops_fetching_keeps_journaling(self):
         env = RunEnv()
         try:
-            env.start_agent()
-            env.wait_connected()
-            env.wait_converged("first sync")
+            env.start_and_sync()
             env.sim.admin("POST", "/_sim/faults", {"path": "/topapi/v2/user/get", "kind": "quota"})
             env.sim.admin("POST", "/_sim/user/create", {"userid": "q-1", "name": "Q1", "dept_id_list": [1]})
             env.wait(lambda: any(r["kind"] == "event" and r["status"] == "failed" and "quota" in r["message"]
@@ -396,12 +417,6 @@ PUSH_YAML = """events:
   push_max_skew: 5m
   status_listen: "127.0.0.1:0"
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def push_encrypt(msg, owner=agent_env.APP_KEY, aes_key=PUSH_AES_KEY):
@@ -498,13 +513,10 @@ class PushMode(unittest.TestCase):
             env.start_agent({"DINGBRIDGE_AGENT_FAILPOINT": "after-journal"})
             env.sim.admin("POST", "/_sim/user/create", {"userid": "pcrash-1", "name": "Push Crash",
                                                         "dept_id_list": [1]})
-            env.wait(lambda: env.proc.poll() is not None, "the failpoint to kill the agent", exit_expected=True)
-            self.assertEqual(env.proc.returncode, -signal.SIGKILL)
+            self.assertEqual(env.wait_failpoint_kill(), -signal.SIGKILL)
             adds = lambda: [k for k, t, s in env.journal() if t == "user_add_org"]
             self.assertEqual(len(adds()), 1, env.journal())
             self.assertFalse(pushed()[-1]["delivered"], "the push was answered although the agent died")
-            env.log.close()
-            env.log = None
             env.start_agent()
             env.wait(lambda: all(i["delivered"] for i in pushed()), "the push delivered again after the restart")
             env.wait_converged("after the restart")
@@ -514,16 +526,10 @@ class PushMode(unittest.TestCase):
             env.stop()
 
     def test_every_change_and_refusals(self):
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/dingtalk/events"
-        env = RunEnv(events_yaml=PUSH_YAML.format(port=port),
-                     sim_extra=("--push-url", url, "--push-token", PUSH_TOKEN, "--push-aes-key", PUSH_AES_KEY,
-                                "--push-retry-ms", "100", "--push-retry-max-ms", "1000"))
-        env.env.update(SIM_PUSH_TOKEN=PUSH_TOKEN, SIM_PUSH_AES_KEY=PUSH_AES_KEY)
+        env, port = self.push_env()
         try:
             env.start_agent()
-            env.wait(lambda: any(r["kind"] == "full" and r["status"] == "succeeded" for r in env.history()),
-                     "the first full sync")
+            env.wait_first_full_sync()
             pushed = lambda: env.sim.admin("GET", "/_sim/events")["push"]["items"]
             env.wait(lambda: pushed() and all(i["delivered"] for i in pushed()), "check_url answered")
             self.assertEqual(pushed()[0]["type"], "check_url")
@@ -532,29 +538,10 @@ class PushMode(unittest.TestCase):
             dump = env.sim.org()
             a = [d for d in dump["departments"] if d["dept_id"] != 1][0]
 
-            r = env.sim.admin("POST", "/_sim/dept/create", {"name": "推送 Push", "parent_id": a["dept_id"]})
-            new_dept = r["dept_id"]
-            env.wait_converged("department create (push)")
-            env.sim.admin("POST", "/_sim/dept/update", {"dept_id": new_dept, "name": "改名 Push Renamed"})
-            env.wait_converged("department rename (push)")
             other = [d for d in dump["departments"] if d["dept_id"] not in (1, a["dept_id"])][0]
-            env.sim.admin("POST", "/_sim/dept/update", {"dept_id": new_dept, "parent_id": other["dept_id"]})
-            env.wait_converged("department move (push)")
-            env.sim.admin("POST", "/_sim/user/create", {"userid": "push-user-1", "name": "推送 用户",
-                                                        "dept_id_list": [new_dept], "email": "push1@example.com"})
-            env.wait_converged("user add (push)")
-            env.sim.admin("POST", "/_sim/user/update", {"userid": "push-user-1", "name": "Pushed Renamed",
-                                                        "title": "工程师"})
-            env.wait_converged("user modify (push)")
+            new_dept = department_and_user_changes(env, a["dept_id"], other["dept_id"], "push-user-1", "push")
             env.sim.admin("POST", "/_sim/user/update", {"userid": "push-user-1", "dept_id_list": [a["dept_id"]]})
-            env.sim.admin("POST", "/_sim/user/remove", {"userid": "push-user-1"})
-            env.wait_converged("user leave (push)")
-            removed = target_org(env.target_db(), include_removed=True)["users"]["push-user-1"]
-            self.assertFalse(removed["active"], "a user who left is disabled")
-            env.sim.admin("POST", "/_sim/user/create", {"userid": "push-user-1", "name": "回来了 Push",
-                                                        "dept_id_list": [new_dept]})
-            env.wait_converged("user re-join (push)")
-            self.assertTrue(target_org(env.target_db())["users"]["push-user-1"]["active"], "re-joined")
+            leave_and_rejoin(self, env, "push-user-1", new_dept, "push")
             env.sim.admin("POST", "/_sim/user/remove", {"userid": "push-user-1"})
             env.wait_converged("user leaves again (push)")
             env.sim.admin("POST", "/_sim/dept/remove", {"dept_id": new_dept})
@@ -615,9 +602,7 @@ class PushMode(unittest.TestCase):
             self.assertEqual(target_org(env.target_db(), include_removed=True), before_org)
             self.assertTrue(env.converged())
 
-            sport = int(re.search(r"/healthz and /metrics on \S+ \(port (\d+)\)", env.agent_log()).group(1))
-            with urllib.request.urlopen(f"http://127.0.0.1:{sport}/metrics", timeout=10) as r:
-                metrics = r.read().decode()
+            metrics = env.metrics()
             rejected = int(re.search(r"(?m)^dingbridge_agent_push_rejected_total (\d+)", metrics).group(1))
             self.assertGreaterEqual(rejected, 6, metrics)
 

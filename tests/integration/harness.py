@@ -39,6 +39,48 @@ def make_ca_and_cert(directory, names=("localhost",), ips=("127.0.0.1", "::1")):
     return str(ca), str(cert), str(key)
 
 
+def free_port(host="127.0.0.1"):
+    """A TCP port that is free on `host` now (bound to port 0, read, released)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_open(port, host="127.0.0.1"):
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(ready, proc, what, timeout, log=lambda: "", interval=0.02):
+    """Polls `ready()` until it is true; raises RuntimeError (with `log()`) when the process `proc`
+    exits first or after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {log()}")
+        if time.time() > deadline:
+            raise RuntimeError(f"{what} did not become ready in {timeout} s: {log()}")
+        time.sleep(interval)
+
+
+def stop_process(proc, timeout=10):
+    """SIGTERM, then SIGKILL after `timeout` seconds; returns False when SIGTERM was not enough."""
+    if proc.poll() is not None:
+        return True
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
+
+
 def hash_password(password):
     out = subprocess.run([PROXY_BIN, "hash-password"], input=password + "\n", capture_output=True, text=True, check=True)
     return out.stdout.strip()
@@ -65,13 +107,7 @@ class Proxy:
         self.stderr = open(self.dir / f"{name}.stderr", "w+")
         self.proc = subprocess.Popen(list(prefix) + [PROXY_BIN, "-c", str(self.config), "--ready-file", str(self.ready)],
                                      stdout=self.stdout, stderr=self.stderr)
-        deadline = time.time() + 15
-        while not self.ready.exists():
-            if self.proc.poll() is not None:
-                raise RuntimeError("proxy exited: " + self.stderr_text())
-            if time.time() > deadline:
-                raise RuntimeError("proxy did not become ready: " + self.stderr_text())
-            time.sleep(0.02)
+        wait_until(self.ready.exists, self.proc, "proxy", 15, self.stderr_text)
         self.addresses = self.ready.read_text().split()
         host, port = self.addresses[0].rsplit(":", 1)
         self.host, self.port = host, int(port)
@@ -79,6 +115,10 @@ class Proxy:
     def stderr_text(self):
         self.stderr.flush()
         return Path(self.stderr.name).read_text()
+
+    def logs(self):
+        """Everything the proxy wrote (access log and diagnostics), for checks that a secret is absent."""
+        return Path(self.stdout.name).read_text() + Path(self.stderr.name).read_text()
 
     def access_log(self):
         """Access-log lines (stdout)."""
@@ -95,18 +135,29 @@ class Proxy:
         raise AssertionError("no matching access-log line; log was:\n" + "\n".join(self.access_log()))
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.stdout.close()
         self.stderr.close()
 
 
-class TlsServer:
+class HttpsServer:
+    """A threading HTTPS server on 127.0.0.1:0 serving `handler` (a BaseHTTPRequestHandler class)."""
+
+    def __init__(self, handler, cert, key):
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class TlsServer(HttpsServer):
     """An HTTPS server on 127.0.0.1 that answers GET / with a fixed body."""
 
     BODY = b"hello from the TLS upstream\n"
@@ -125,17 +176,7 @@ class TlsServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(cert, key)
-        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler, cert, key)
 
 
 class TcpServer:
@@ -170,6 +211,15 @@ class TcpServer:
 
     def stop(self):
         self.sock.close()
+
+
+def echo(conn):
+    """A TcpServer handler that sends back everything it receives."""
+    while True:
+        d = conn.recv(65536)
+        if not d:
+            return
+        conn.sendall(d)
 
 
 def connect_through(proxy, target, credentials=None, extra=b"", timeout=10):

@@ -38,7 +38,9 @@ tenants:
 HASH = None
 
 
-class Shutdown(unittest.TestCase):
+class WithEcho(unittest.TestCase):
+    """Hashes PASSWORD once (config() reads HASH) and runs an echo server for the class."""
+
     @classmethod
     def setUpClass(cls):
         global HASH
@@ -48,6 +50,9 @@ class Shutdown(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.echo.stop()
+
+
+class Shutdown(WithEcho):
 
     def test_tunnels_cut_at_shutdown_grace_are_logged_and_pending_lookups_freed(self):
         work = harness.Workdir()
@@ -162,24 +167,7 @@ tenants:
             work.cleanup()
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Operators(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        global HASH
-        HASH = HASH or harness.hash_password(PASSWORD)
-        cls.echo = harness.TcpServer(echo)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.echo.stop()
+class Operators(WithEcho):
 
     def tunnel_once(self, proxy, target=None):
         s, status, _, _ = open_tunnel(proxy.host, proxy.port, target or f"127.0.0.1:{self.echo.port}", f"agent:{PASSWORD}")
@@ -223,7 +211,7 @@ class Operators(unittest.TestCase):
     def test_second_instance_on_the_same_port_is_refused(self):
         work = harness.Workdir()
         try:
-            port = free_port()
+            port = harness.free_port()
             text = config(self.echo.port).replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"')
             first = harness.Proxy(work.path, text, name="first")
             with self.assertRaises(RuntimeError) as caught:

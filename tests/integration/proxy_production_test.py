@@ -11,7 +11,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 import unittest
 import urllib.request
@@ -19,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+from harness import echo  # noqa: E402,F401  (proxy_lifecycle_test imports it from here)
 
 PASSWORD = "prod-pw-7Hk"
 CONNECTOR_SUBJECT = "CN=connector.test,O=dingbridge tests"
@@ -47,22 +47,18 @@ def reply_world(conn):
     conn.sendall(b"world")
 
 
-def echo(conn):
-    while True:
-        d = conn.recv(65536)
-        if not d:
-            return
-        conn.sendall(d)
+def admin_address(proxy):
+    """The admin listener's address, from the ready file's admin= entry."""
+    return next(a for a in proxy.ready.read_text().split() if a.startswith("admin="))[len("admin="):]
 
 
 def metrics_text(proxy):
-    admin = next(a for a in proxy.ready.read_text().split() if a.startswith("admin="))[len("admin="):]
-    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=5) as r:
+    with urllib.request.urlopen(f"http://{admin_address(proxy)}/metrics", timeout=5) as r:
         return r.read().decode()
 
 
 def healthz(proxy):
-    admin = next(a for a in proxy.ready.read_text().split() if a.startswith("admin="))[len("admin="):]
+    admin = admin_address(proxy)
     try:
         with urllib.request.urlopen(f"http://{admin}/healthz", timeout=5) as r:
             return r.status
@@ -75,6 +71,14 @@ def metric(text, name, **labels):
     pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" (\S+)"
     m = re.search("^" + pattern + "$", text, re.M)
     return float(m.group(1)) if m else 0.0
+
+
+def wait_metric(test, proxy, name, value, **labels):
+    """Polls the proxy's /metrics until name{labels} equals value (at most 5 s)."""
+    deadline = time.time() + 5
+    while metric(metrics_text(proxy), name, **labels) != value:
+        test.assertLess(time.time(), deadline, f"{name} never reached {value}")
+        time.sleep(0.05)
 
 
 def open_tunnel(host, port, target, credentials=None, source=None, timeout=10):
@@ -175,8 +179,7 @@ tenants:
         cls.proxy.stop()
         cls.world.stop()
         cls.echo.stop()
-        logs = Path(cls.proxy.stdout.name).read_text() + Path(cls.proxy.stderr.name).read_text()
-        assert PASSWORD not in logs
+        assert PASSWORD not in cls.proxy.logs()
         cls.work.cleanup()
 
     def test_curl_through_https_proxy_verifies_both_certificates(self):
@@ -317,10 +320,7 @@ tenants:
         self.assertEqual(status, 429)
         self.assertIn(b"Retry-After: 1", head)
         held.pop().close()
-        deadline = time.time() + 5
-        while metric(metrics_text(self.proxy), "dingbridge_proxy_active_tunnels", tenant="limited") != 1:
-            self.assertLess(time.time(), deadline)
-            time.sleep(0.05)
+        wait_metric(self, self.proxy, "dingbridge_proxy_active_tunnels", 1, tenant="limited")
         s, status, _, _ = open_tunnel("127.0.0.1", self.addr[4], f"127.0.0.1:{self.echo.port}", f"limited:{PASSWORD}")
         self.assertEqual(status, 200)
         s.close()
@@ -468,10 +468,7 @@ tenants:
         return got
 
     def wait_metric(self, name, value, **labels):
-        deadline = time.time() + 5
-        while metric(metrics_text(self.proxy), name, **labels) != value:
-            self.assertLess(time.time(), deadline, f"{name} never reached {value}")
-            time.sleep(0.05)
+        wait_metric(self, self.proxy, name, value, **labels)
 
     def test_reload_keeps_live_tunnels_and_applies_to_new_connections(self):
         live, status, _, _ = open_tunnel(self.proxy.host, self.proxy.port, f"127.0.0.1:{self.echo.port}", f"agent:{PASSWORD}")
@@ -559,19 +556,13 @@ tenants:
                 live_cert.write_bytes(Path(cert_b).read_bytes())
                 live_key.write_bytes(Path(key_b).read_bytes())
                 proxy.proc.send_signal(signal.SIGHUP)
-                deadline = time.time() + 5
-                while metric(metrics_text(proxy), "dingbridge_proxy_reloads_total", result="success") != 1:
-                    self.assertLess(time.time(), deadline)
-                    time.sleep(0.05)
+                wait_metric(self, proxy, "dingbridge_proxy_reloads_total", 1, result="success")
                 self.assertTrue(handshake_ok(ca_b))   # new connections get the new certificate
                 self.assertFalse(handshake_ok(ca_a))
                 # A key that does not match its certificate is refused and the running one stays.
                 live_key.write_bytes(Path(key_a).read_bytes())
                 proxy.proc.send_signal(signal.SIGHUP)
-                deadline = time.time() + 5
-                while metric(metrics_text(proxy), "dingbridge_proxy_reloads_total", result="failure") != 1:
-                    self.assertLess(time.time(), deadline)
-                    time.sleep(0.05)
+                wait_metric(self, proxy, "dingbridge_proxy_reloads_total", 1, result="failure")
                 self.assertRegex(proxy.stderr_text(), r"proxy.yaml:4:10: listeners\[0\]\.tls: cannot load private key .*mismatch")
                 self.assertTrue(handshake_ok(ca_b))
             finally:

@@ -5,7 +5,6 @@ Refusals of internal destinations use targets the proxy refuses before connectin
 addresses ever dialed are 127.0.0.1 and ::1.
 """
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -67,7 +66,7 @@ class ProxyTestCase(unittest.TestCase):
         cls.proxy.stop()
         cls.tls.stop()
         # Credentials never appear in any log.
-        logs = Path(cls.proxy.stdout.name).read_text() + Path(cls.proxy.stderr.name).read_text()
+        logs = cls.proxy.logs()
         for secret in (AGENT_PASSWORD, STRICT_PASSWORD):
             assert secret not in logs, "a password appeared in the proxy's logs"
         cls.work.cleanup()
@@ -418,14 +417,7 @@ class IdleTimeout(ProxyTestCase):
             server.stop()
 
     def test_activity_keeps_the_tunnel_open(self):
-        def echo(conn):
-            while True:
-                d = conn.recv(1024)
-                if not d:
-                    return
-                conn.sendall(d)
-
-        server = harness.TcpServer(echo)
+        server = harness.TcpServer(harness.echo)
         try:
             s, status, _, _ = harness.connect_through(self.proxy, f"127.0.0.1:{server.port}", f"agent:{AGENT_PASSWORD}")
             self.assertEqual(status, 200)

@@ -7,10 +7,12 @@ the agent must page its searches.
 """
 import os
 import shutil
-import socket
 import subprocess
-import time
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import free_port, port_open, stop_process, wait_until  # noqa: E402
 
 SUFFIX = "dc=example,dc=com"
 ROOT_DN = "cn=admin," + SUFFIX
@@ -19,12 +21,6 @@ AGENT_DN = "cn=agent," + SUFFIX
 AGENT_PW = "Ldap-Bind-Pw-9e27c1"
 SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
 SLAPADD = shutil.which("slapadd") or "/usr/sbin/slapadd"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Slapd:
@@ -84,27 +80,12 @@ userPassword: {AGENT_PW}
         self.log = open(self.dir / "slapd.log", "a")
         self.proc = subprocess.Popen([SLAPD, "-d", "0", "-f", str(self.conf), "-h", f"{self.url}/ {self.ldaps_url}/"],
                                      stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError("slapd exited: " + (self.dir / "slapd.log").read_text()[-3000:])
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    with socket.create_connection(("127.0.0.1", self.tls_port), timeout=1):
-                        break
-            except OSError:
-                if time.time() > deadline:
-                    raise RuntimeError("slapd did not start")
-                time.sleep(0.05)
+        wait_until(lambda: port_open(self.port) and port_open(self.tls_port), self.proc, "slapd", 30,
+                   lambda: (self.dir / "slapd.log").read_text()[-3000:], interval=0.05)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_process(self.proc, timeout=20)
         self.proc = None
         self.log.close()
 

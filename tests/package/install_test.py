@@ -9,13 +9,10 @@ import grp
 import json
 import os
 import pwd
-import shutil
-import socket
 import stat
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 from pathlib import Path
 
@@ -96,12 +93,6 @@ def owner_mode(path):
     return f"{pwd.getpwuid(st.st_uid).pw_name}:{grp.getgrgid(st.st_gid).gr_name} {stat.S_IMODE(st.st_mode):04o}"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @unittest.skipUnless(os.geteuid() == 0 and os.environ.get("DINGBRIDGE_PACKAGE_INSTALL_TEST") == "1",
                      "changes the machine: root and DINGBRIDGE_PACKAGE_INSTALL_TEST=1 only (CI)")
 class InstallUpgradePurge(unittest.TestCase):
@@ -132,16 +123,12 @@ class InstallUpgradePurge(unittest.TestCase):
         self.assertEqual(pre.returncode, 0, pre.stdout + pre.stderr)
         proc = as_unit("dingbridge-proxy.service", popen=True, stdout=log)
         self.procs.append(proc)
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.proxy_port), timeout=1).close()
-                return proc
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    log.seek(0)
-                    raise AssertionError("proxy did not start: " + log.read())
-                time.sleep(0.1)
+        try:
+            harness.wait_until(lambda: harness.port_open(self.proxy_port), proc, "proxy", 30, interval=0.1)
+        except RuntimeError as e:
+            log.seek(0)
+            raise AssertionError(f"proxy did not start ({e}): " + log.read())
+        return proc
 
     def stop(self, proc):
         proc.terminate()
@@ -158,7 +145,7 @@ class InstallUpgradePurge(unittest.TestCase):
     def configure(self, ca):
         """What docs/install.md tells an administrator to do: proxy.yaml, agent.yaml, the env files."""
         harness.PROXY_BIN = "/usr/bin/dingbridge-proxy"
-        self.proxy_port = free_port()
+        self.proxy_port = harness.free_port()
         proxy_yaml = agent_env.proxy_config(self.sim.port, "${env:DINGBRIDGE_AGENT_PASSWORD_HASH}")
         proxy_yaml = proxy_yaml.replace('"127.0.0.1:0"', f'"127.0.0.1:{self.proxy_port}"')
         proxy_yaml += '  file: "/var/log/dingbridge/access.log"\n'

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Conformance tests for dingtalk-sim: drive the real binary over real HTTPS (and WebSocket)
-on loopback, with certificates made by a throw-away test CA. Stdlib only (+ the openssl CLI).
+on loopback, with certificates made by a throw-away test CA. Stdlib only (+ the openssl CLI and
+tests/integration/harness.py).
 
 Usage: DINGTALK_SIM=/path/to/dingtalk-sim conformance_test.py GROUP
 Groups: tokens directory users allowlist throttle faults mutations stream push
@@ -21,6 +22,9 @@ import threading
 import time
 import urllib.parse
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+import harness  # noqa: E402  (certificates, processes: the integration tests' helpers)
+
 SIM = os.environ.get("DINGTALK_SIM", "dingtalk-sim")
 APP_KEY, APP_SECRET, CORP_ID = "dingtestkey", "testsecret", "dingtestcorp"
 
@@ -40,20 +44,7 @@ class Certs:
 
     def __init__(self, d):
         self.dir = d
-        self.ca = os.path.join(d, "ca.pem")
-        self.cert = os.path.join(d, "server.pem")
-        self.key = os.path.join(d, "server.key")
-
-        def run(*args):
-            subprocess.run(["openssl", *args], check=True, cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-        run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=dingtalk-sim test CA")
-        run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
-        with open(os.path.join(d, "ext.cnf"), "w") as f:
-            f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
-        run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+        self.ca, self.cert, self.key = harness.make_ca_and_cert(d, names=("localhost",), ips=("127.0.0.1",))
         self.ctx = ssl.create_default_context(cafile=self.ca)
 
 
@@ -72,13 +63,8 @@ class Sim:
         args += list(extra)
         self.log = open(os.path.join(tmp, f"sim-{os.path.basename(self.port_file)}.log"), "w")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 20
-        while not os.path.exists(self.port_file):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"dingtalk-sim exited with {self.proc.returncode}; see {self.log.name}")
-            if time.time() > deadline:
-                raise RuntimeError("dingtalk-sim did not start")
-            time.sleep(0.02)
+        harness.wait_until(lambda: os.path.exists(self.port_file), self.proc, "dingtalk-sim", 20,
+                           lambda: f"see {self.log.name}")
         self.port = int(open(self.port_file).read())
         self.conns = {}
 
@@ -86,12 +72,7 @@ class Sim:
         """SIGTERM must end the simulator cleanly (exit 0, no sanitizer report)."""
         for c in self.conns.values():
             c.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if not harness.stop_process(self.proc, timeout=20):
             raise AssertionError("dingtalk-sim ignored SIGTERM")
         self.log.close()
         log = open(self.log.name, errors="replace").read()

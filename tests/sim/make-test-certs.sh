@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Makes a throw-away test CA and a server certificate for dingtalk-sim in DIR (default ./sim-certs):
+# Makes a throw-away test CA and a server certificate for dingtalk-sim (and the demos) in DIR
+# (default ./sim-certs):
 #   DIR/ca.pem (trust this in clients), DIR/server.pem + DIR/server.key (pass to --cert/--key).
 # The server certificate covers localhost, 127.0.0.1, 127.0.0.2, oapi.dingtalk.com and
 # api.dingtalk.com (for setups that point DingTalk's names at the simulator).
