@@ -172,31 +172,27 @@ class FullSync(unittest.TestCase):
     def test_full_sync_over_starttls_equals_the_org_entry_by_entry_and_resync_writes_nothing(self):
         # 600 users > the server's 500-entry size limit for the agent's (non-root) bind: paging.
         env = LdapEnv("users=600,departments=40,depth=4,seed=11")
-        try:
-            p = env.agent("sync", check=0)
-            self.assertIn("succeeded", p.stdout)
-            org = env.sim.org()
-            self.assertEqual(diff_directory(expected_directory(org), actual_directory(env.slapd)), [])
-            self.assertEqual(len(actual_directory(env.slapd)[1]), len(org["users"]))
-            before = env.slapd.search(SUFFIX, "(objectClass=*)", ["entryCSN"])
-            env.agent("sync", check=0)
-            run = env.history()[0]
-            self.assertEqual(run["status"], "succeeded")
-            self.assertEqual(run["counts"]["changes_planned"], 0)
-            self.assertEqual(env.slapd.search(SUFFIX, "(objectClass=*)", ["entryCSN"]), before)
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        p = env.agent("sync", check=0)
+        self.assertIn("succeeded", p.stdout)
+        org = env.sim.org()
+        self.assertEqual(diff_directory(expected_directory(org), actual_directory(env.slapd)), [])
+        self.assertEqual(len(actual_directory(env.slapd)[1]), len(org["users"]))
+        before = env.slapd.search(SUFFIX, "(objectClass=*)", ["entryCSN"])
+        env.agent("sync", check=0)
+        run = env.history()[0]
+        self.assertEqual(run["status"], "succeeded")
+        self.assertEqual(run["counts"]["changes_planned"], 0)
+        self.assertEqual(env.slapd.search(SUFFIX, "(objectClass=*)", ["entryCSN"]), before)
 
     def test_ldaps_url_works_and_dry_run_writes_nothing(self):
         env = LdapEnv("users=30,departments=6,depth=2,seed=3", use_ldaps=True)
-        try:
-            p = env.agent("sync", "--dry-run", check=0)
-            self.assertIn("create_user", p.stdout)
-            self.assertEqual(env.slapd.search(PEOPLE), [])
-            env.agent("sync", check=0)
-            self.assertEqual(diff_directory(expected_directory(env.sim.org()), actual_directory(env.slapd)), [])
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        p = env.agent("sync", "--dry-run", check=0)
+        self.assertIn("create_user", p.stdout)
+        self.assertEqual(env.slapd.search(PEOPLE), [])
+        env.agent("sync", check=0)
+        self.assertEqual(diff_directory(expected_directory(env.sim.org()), actual_directory(env.slapd)), [])
 
 
 def counts(env):
@@ -213,71 +209,69 @@ def assert_converged(test, env):
 class Mutations(unittest.TestCase):
     def test_every_mutation_kind_converges_and_the_next_run_writes_nothing(self):
         env = LdapEnv("users=150,departments=25,depth=4,seed=5")
-        try:
-            env.agent("sync", check=0)
-            org = env.sim.org()
-            self.assertEqual(diff_directory(expected_directory(org), actual_directory(env.slapd)), [])
-            depts = {d["dept_id"]: d for d in org["departments"]}
-            children = {}
-            for d in org["departments"]:
-                if d["dept_id"] != 1:
-                    children.setdefault(d["parent_id"], []).append(d["dept_id"])
-            members = {}
-            for u in org["users"]:
-                for d in u["dept_id_list"]:
-                    members.setdefault(d, []).append(u["userid"])
-            # a subtree (a department with children) moves under another branch and is renamed
-            inner = next(d for d in children if d != 1 and depts[d]["parent_id"] != 1)
-            target_parent = next(d for d in children.get(1, []) if d != inner and d != depts[inner]["parent_id"]
-                                 and not self._under(depts, d, inner))
-            entries_before = len(env.slapd.search(DEPTS))
-            env.sim.admin("POST", "/_sim/dept/update", {"dept_id": inner, "parent_id": target_parent,
-                                                        "name": "Moved, \"renamed\" +1"})
-            # a leaf department is removed after its members moved out
-            leaf = next(d for d in depts if d != 1 and d not in children and d not in (inner, target_parent)
-                        and not self._under(depts, d, inner))
-            for uid in members.get(leaf, []):
-                u = next(x for x in org["users"] if x["userid"] == uid)
-                rest = [d for d in u["dept_id_list"] if d != leaf] or [1]
-                env.sim.admin("POST", "/_sim/user/update", {"userid": uid, "dept_id_list": rest})
-            env.sim.admin("POST", "/_sim/dept/remove", {"dept_id": leaf})
-            # a department leader is renamed (new username -> new DN): members, owners, managers follow
-            exp = expected_org(org)
-            leader = next(u for u in org["users"] if any(exp["users"][x]["manager"] == u["userid"]
-                                                         for x in exp["users"]) and u.get("email")
-                          and not u.get("org_email"))
-            env.sim.admin("POST", "/_sim/user/update", {"userid": leader["userid"], "email": "renamed.leader@example.com"})
-            # a user moves between departments; a user leaves; a user left earlier comes back
-            mover = next(u for u in org["users"] if u["userid"] != leader["userid"] and leaf not in u["dept_id_list"])
-            env.sim.admin("POST", "/_sim/user/update", {"userid": mover["userid"], "dept_id_list": [target_parent]})
-            leaver = next(u for u in org["users"] if u["userid"] not in (leader["userid"], mover["userid"])
-                          and leaf not in u["dept_id_list"])
-            env.sim.admin("POST", "/_sim/user/remove", {"userid": leaver["userid"]})
-            env.agent("sync", check=0)
-            org2 = env.sim.org()
-            self.assertEqual(diff_directory(expected_directory(org2), actual_directory(env.slapd)), [])
-            c = counts(env)
-            self.assertEqual(c["disable_user"], 1)
-            self.assertEqual(c["delete_department"], 1)
-            self.assertEqual(c["items_failed"], 0)
-            # the leaver is disabled: out of ou=people and of every group, kept in ou=disabled
-            gone = env.slapd.search(DISABLED, f"(employeeNumber={leaver['userid']})")
-            self.assertEqual(len(gone), 1)
-            self.assertEqual(env.slapd.search(DEPTS, f"(member={gone[0][0]})"), [])
-            # the move was a modrdn: the subtree kept its entries (one department less: the removed leaf)
-            self.assertEqual(len(env.slapd.search(DEPTS)), entries_before - 2)
-            env.agent("sync", check=0)
-            self.assertEqual(counts(env)["changes_planned"], 0)
+        self.addCleanup(env.stop)
+        env.agent("sync", check=0)
+        org = env.sim.org()
+        self.assertEqual(diff_directory(expected_directory(org), actual_directory(env.slapd)), [])
+        depts = {d["dept_id"]: d for d in org["departments"]}
+        children = {}
+        for d in org["departments"]:
+            if d["dept_id"] != 1:
+                children.setdefault(d["parent_id"], []).append(d["dept_id"])
+        members = {}
+        for u in org["users"]:
+            for d in u["dept_id_list"]:
+                members.setdefault(d, []).append(u["userid"])
+        # a subtree (a department with children) moves under another branch and is renamed
+        inner = next(d for d in children if d != 1 and depts[d]["parent_id"] != 1)
+        target_parent = next(d for d in children.get(1, []) if d != inner and d != depts[inner]["parent_id"]
+                             and not self._under(depts, d, inner))
+        entries_before = len(env.slapd.search(DEPTS))
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": inner, "parent_id": target_parent,
+                                                    "name": "Moved, \"renamed\" +1"})
+        # a leaf department is removed after its members moved out
+        leaf = next(d for d in depts if d != 1 and d not in children and d not in (inner, target_parent)
+                    and not self._under(depts, d, inner))
+        for uid in members.get(leaf, []):
+            u = next(x for x in org["users"] if x["userid"] == uid)
+            rest = [d for d in u["dept_id_list"] if d != leaf] or [1]
+            env.sim.admin("POST", "/_sim/user/update", {"userid": uid, "dept_id_list": rest})
+        env.sim.admin("POST", "/_sim/dept/remove", {"dept_id": leaf})
+        # a department leader is renamed (new username -> new DN): members, owners, managers follow
+        exp = expected_org(org)
+        leader = next(u for u in org["users"] if any(exp["users"][x]["manager"] == u["userid"]
+                                                     for x in exp["users"]) and u.get("email")
+                      and not u.get("org_email"))
+        env.sim.admin("POST", "/_sim/user/update", {"userid": leader["userid"], "email": "renamed.leader@example.com"})
+        # a user moves between departments; a user leaves; a user left earlier comes back
+        mover = next(u for u in org["users"] if u["userid"] != leader["userid"] and leaf not in u["dept_id_list"])
+        env.sim.admin("POST", "/_sim/user/update", {"userid": mover["userid"], "dept_id_list": [target_parent]})
+        leaver = next(u for u in org["users"] if u["userid"] not in (leader["userid"], mover["userid"])
+                      and leaf not in u["dept_id_list"])
+        env.sim.admin("POST", "/_sim/user/remove", {"userid": leaver["userid"]})
+        env.agent("sync", check=0)
+        org2 = env.sim.org()
+        self.assertEqual(diff_directory(expected_directory(org2), actual_directory(env.slapd)), [])
+        c = counts(env)
+        self.assertEqual(c["disable_user"], 1)
+        self.assertEqual(c["delete_department"], 1)
+        self.assertEqual(c["items_failed"], 0)
+        # the leaver is disabled: out of ou=people and of every group, kept in ou=disabled
+        gone = env.slapd.search(DISABLED, f"(employeeNumber={leaver['userid']})")
+        self.assertEqual(len(gone), 1)
+        self.assertEqual(env.slapd.search(DEPTS, f"(member={gone[0][0]})"), [])
+        # the move was a modrdn: the subtree kept its entries (one department less: the removed leaf)
+        self.assertEqual(len(env.slapd.search(DEPTS)), entries_before - 2)
+        env.agent("sync", check=0)
+        self.assertEqual(counts(env)["changes_planned"], 0)
 
-            # re-join: the leaver is back with the same userid
-            env.sim.admin("POST", "/_sim/user/create", {"userid": leaver["userid"], "name": leaver["name"],
-                                                        "dept_id_list": [1], "email": leaver.get("email", "")})
-            env.agent("sync", check=0)
-            self.assertEqual(counts(env)["create_user"], 1)
-            self.assertEqual(env.slapd.search(DISABLED, "(objectClass=inetOrgPerson)"), [])
-            assert_converged(self, env)
-        finally:
-            env.stop()
+        # re-join: the leaver is back with the same userid
+        env.sim.admin("POST", "/_sim/user/create", {"userid": leaver["userid"], "name": leaver["name"],
+                                                    "dept_id_list": [1], "email": leaver.get("email", "")})
+        env.agent("sync", check=0)
+        self.assertEqual(counts(env)["create_user"], 1)
+        self.assertEqual(env.slapd.search(DISABLED, "(objectClass=inetOrgPerson)"), [])
+        assert_converged(self, env)
 
     @staticmethod
     def _under(depts, d, ancestor):
@@ -289,218 +283,200 @@ class Mutations(unittest.TestCase):
 
     def test_a_member_value_left_by_an_interrupted_rename_is_removed(self):
         env = LdapEnv("users=20,departments=4,depth=2,seed=2")
-        try:
-            env.agent("sync", check=0)
-            group = env.slapd.search(DEPTS, "(objectClass=groupOfNames)", ["member"])[0][0]
-            ghost = f"uid=ghost,{PEOPLE}"
-            env.slapd.modify(f"dn: {group}\nchangetype: modify\nadd: member\nmember: {ghost}\n")
-            env.agent("sync", check=0)
-            self.assertEqual(counts(env)["update_department"], 1)
-            self.assertEqual(env.slapd.search(DEPTS, f"(member={ghost})"), [])
-            assert_converged(self, env)
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        env.agent("sync", check=0)
+        group = env.slapd.search(DEPTS, "(objectClass=groupOfNames)", ["member"])[0][0]
+        ghost = f"uid=ghost,{PEOPLE}"
+        env.slapd.modify(f"dn: {group}\nchangetype: modify\nadd: member\nmember: {ghost}\n")
+        env.agent("sync", check=0)
+        self.assertEqual(counts(env)["update_department"], 1)
+        self.assertEqual(env.slapd.search(DEPTS, f"(member={ghost})"), [])
+        assert_converged(self, env)
 
     def test_empty_department_keeps_a_placeholder_member(self):
         env = LdapEnv("users=20,departments=4,depth=2,seed=2")
-        try:
-            env.sim.admin("POST", "/_sim/dept/create", {"name": "Empty", "parent_id": 1, "order": 1})
-            env.agent("sync", check=0)
-            g = env.slapd.search(DEPTS, "(&(objectClass=groupOfNames)(cn=Empty))", ["member"])
-            self.assertEqual(len(g), 1)
-            self.assertEqual(g[0][1]["member"], [g[0][0]])  # its own DN
-            env.agent("sync", check=0)
-            self.assertEqual(counts(env)["changes_planned"], 0)
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        env.sim.admin("POST", "/_sim/dept/create", {"name": "Empty", "parent_id": 1, "order": 1})
+        env.agent("sync", check=0)
+        g = env.slapd.search(DEPTS, "(&(objectClass=groupOfNames)(cn=Empty))", ["member"])
+        self.assertEqual(len(g), 1)
+        self.assertEqual(g[0][1]["member"], [g[0][0]])  # its own DN
+        env.agent("sync", check=0)
+        self.assertEqual(counts(env)["changes_planned"], 0)
 
 
 class Faults(unittest.TestCase):
     def test_slapd_stopped_mid_run_ends_partial_and_the_rerun_converges(self):
         env = LdapEnv("users=2500,departments=60,depth=4,seed=21")
-        try:
-            import subprocess
-            proc = subprocess.Popen([os.environ.get("DINGBRIDGE_AGENT", "dingbridge-agent"), "-c", str(env.config),
-                                     "sync"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env.env)
-            deadline = time.time() + 120
-            while time.time() < deadline:
-                got = env.slapd.search(PEOPLE, "(objectClass=inetOrgPerson)", ["1.1"])
-                if len(got) > 200:
-                    break
-                time.sleep(0.05)
-            env.slapd.stop()
-            out, err = proc.communicate(timeout=240)
-            self.assertNotEqual(proc.returncode, 0, out)
-            run = env.history()[0]
-            self.assertEqual(run["status"], "partial", run["message"] + out)
-            detail = env.run_detail(run["id"])
-            self.assertGreater(len(detail["items"]), 0)
-            self.assertTrue(any("Can't contact LDAP server" in i["error"] or "connect failed" in i["error"]
-                                for i in detail["items"]), detail["items"][:3])
-            env.slapd.start()
-            env.agent("sync", check=0)
-            self.assertEqual(env.history()[0]["status"], "succeeded")
-            assert_converged(self, env)
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        import subprocess
+        proc = subprocess.Popen([os.environ.get("DINGBRIDGE_AGENT", "dingbridge-agent"), "-c", str(env.config),
+                                 "sync"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env.env)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            got = env.slapd.search(PEOPLE, "(objectClass=inetOrgPerson)", ["1.1"])
+            if len(got) > 200:
+                break
+            time.sleep(0.05)
+        env.slapd.stop()
+        out, err = proc.communicate(timeout=240)
+        self.assertNotEqual(proc.returncode, 0, out)
+        run = env.history()[0]
+        self.assertEqual(run["status"], "partial", run["message"] + out)
+        detail = env.run_detail(run["id"])
+        self.assertGreater(len(detail["items"]), 0)
+        self.assertTrue(any("Can't contact LDAP server" in i["error"] or "connect failed" in i["error"]
+                            for i in detail["items"]), detail["items"][:3])
+        env.slapd.start()
+        env.agent("sync", check=0)
+        self.assertEqual(env.history()[0]["status"], "succeeded")
+        assert_converged(self, env)
 
     def test_agent_killed_mid_run_then_rerun_converges_without_duplicates(self):
         env = LdapEnv("users=2500,departments=60,depth=4,seed=22")
-        try:
-            import signal
-            import subprocess
-            proc = subprocess.Popen([os.environ.get("DINGBRIDGE_AGENT", "dingbridge-agent"), "-c", str(env.config),
-                                     "sync"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env.env)
-            deadline = time.time() + 120
-            while time.time() < deadline and proc.poll() is None:
-                if len(env.slapd.search(PEOPLE, "(objectClass=inetOrgPerson)", ["1.1"])) > 300:
-                    break
-                time.sleep(0.05)
-            self.assertIsNone(proc.poll(), "the sync finished before it could be killed")
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            env.agent("sync", check=0)
-            self.assertEqual(env.history()[0]["status"], "succeeded")
-            people = env.slapd.search(PEOPLE, "(objectClass=inetOrgPerson)", ["employeeNumber"])
-            ids = [a["employeenumber"][0] for _, a in people]
-            self.assertEqual(len(ids), len(set(ids)))
-            assert_converged(self, env)
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        import signal
+        import subprocess
+        proc = subprocess.Popen([os.environ.get("DINGBRIDGE_AGENT", "dingbridge-agent"), "-c", str(env.config),
+                                 "sync"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env.env)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if len(env.slapd.search(PEOPLE, "(objectClass=inetOrgPerson)", ["1.1"])) > 300:
+                break
+            time.sleep(0.05)
+        self.assertIsNone(proc.poll(), "the sync finished before it could be killed")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        env.agent("sync", check=0)
+        self.assertEqual(env.history()[0]["status"], "succeeded")
+        people = env.slapd.search(PEOPLE, "(objectClass=inetOrgPerson)", ["employeeNumber"])
+        ids = [a["employeenumber"][0] for _, a in people]
+        self.assertEqual(len(ids), len(set(ids)))
+        assert_converged(self, env)
 
     def test_a_value_the_schema_refuses_fails_one_user_and_the_run_goes_on(self):
         env = LdapEnv("users=40,departments=6,depth=2,seed=4")
-        try:
-            org = env.sim.org()
-            victim = next(u for u in org["users"] if u.get("email") and not u.get("org_email"))
-            # mail is an IA5String: a non-ASCII address is refused by the server's schema
-            env.sim.admin("POST", "/_sim/user/update", {"userid": victim["userid"], "email": "jürgen@example.com"})
-            p = env.agent("sync", check=None)
-            run = env.history()[0]
-            self.assertEqual(run["status"], "partial", p.stdout)
-            self.assertEqual(run["counts"]["items_failed"], 1)
-            items = env.run_detail(run["id"])["items"]
-            self.assertEqual([i["external_id"] for i in items], [victim["userid"]])
-            self.assertIn("syntax", items[0]["error"].lower())
-            self.assertEqual(len(actual_directory(env.slapd)[1]), len(org["users"]) - 1)
-            env.sim.admin("POST", "/_sim/user/update", {"userid": victim["userid"], "email": "jurgen@example.com"})
-            env.agent("sync", check=0)
-            self.assertEqual(diff_directory(expected_directory(env.sim.org()), actual_directory(env.slapd)), [])
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        org = env.sim.org()
+        victim = next(u for u in org["users"] if u.get("email") and not u.get("org_email"))
+        # mail is an IA5String: a non-ASCII address is refused by the server's schema
+        env.sim.admin("POST", "/_sim/user/update", {"userid": victim["userid"], "email": "jürgen@example.com"})
+        p = env.agent("sync", check=None)
+        run = env.history()[0]
+        self.assertEqual(run["status"], "partial", p.stdout)
+        self.assertEqual(run["counts"]["items_failed"], 1)
+        items = env.run_detail(run["id"])["items"]
+        self.assertEqual([i["external_id"] for i in items], [victim["userid"]])
+        self.assertIn("syntax", items[0]["error"].lower())
+        self.assertEqual(len(actual_directory(env.slapd)[1]), len(org["users"]) - 1)
+        env.sim.admin("POST", "/_sim/user/update", {"userid": victim["userid"], "email": "jurgen@example.com"})
+        env.agent("sync", check=0)
+        self.assertEqual(diff_directory(expected_directory(env.sim.org()), actual_directory(env.slapd)), [])
 
     def test_an_entry_someone_else_owns_at_the_users_dn_is_reported_not_overwritten(self):
         env = LdapEnv("users=20,departments=3,depth=1,seed=8")
-        try:
-            org = expected_org(env.sim.org())
-            uid, u = next(iter(sorted(org["users"].items())))
-            env.agent("sync", "--dry-run", check=0)  # nothing written, the containers do not exist yet
-            env.slapd.modify(f"dn: {PEOPLE}\nchangetype: add\nobjectClass: organizationalUnit\nou: people\n\n"
-                             f"dn: uid={u['username']},{PEOPLE}\nchangetype: add\nobjectClass: inetOrgPerson\n"
-                             f"cn: someone\nsn: else\nuid: {u['username']}\n")
-            env.agent("sync", check=None)
-            run = env.history()[0]
-            self.assertEqual(run["status"], "partial")
-            items = env.run_detail(run["id"])["items"]
-            self.assertEqual([i["external_id"] for i in items], [uid])
-            self.assertIn("already exists and is not user", items[0]["error"])
-            other = env.slapd.search(f"uid={u['username']},{PEOPLE}", scope="base")
-            self.assertEqual(other[0][1]["cn"], ["someone"])
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        org = expected_org(env.sim.org())
+        uid, u = next(iter(sorted(org["users"].items())))
+        env.agent("sync", "--dry-run", check=0)  # nothing written, the containers do not exist yet
+        env.slapd.modify(f"dn: {PEOPLE}\nchangetype: add\nobjectClass: organizationalUnit\nou: people\n\n"
+                         f"dn: uid={u['username']},{PEOPLE}\nchangetype: add\nobjectClass: inetOrgPerson\n"
+                         f"cn: someone\nsn: else\nuid: {u['username']}\n")
+        env.agent("sync", check=None)
+        run = env.history()[0]
+        self.assertEqual(run["status"], "partial")
+        items = env.run_detail(run["id"])["items"]
+        self.assertEqual([i["external_id"] for i in items], [uid])
+        self.assertIn("already exists and is not user", items[0]["error"])
+        other = env.slapd.search(f"uid={u['username']},{PEOPLE}", scope="base")
+        self.assertEqual(other[0][1]["cn"], ["someone"])
 
 
 class Doctor(unittest.TestCase):
     def test_online_check_names_the_failing_step(self):
         env = LdapEnv("users=10,departments=2,depth=1,seed=1")
-        try:
-            p = env.agent("check-config", "--online", check=0)
-            for step in ("ldap connect: ok", "ldap TLS: ok", "ldap bind: ok", "ldap base DN: ok", "ldap schema: ok"):
-                self.assertIn(step, p.stdout)
-            # nothing listening
-            env.set_target(f"ldap://127.0.0.1:{slapd_mod.free_port()}")
+        self.addCleanup(env.stop)
+        p = env.agent("check-config", "--online", check=0)
+        for step in ("ldap connect: ok", "ldap TLS: ok", "ldap bind: ok", "ldap base DN: ok", "ldap schema: ok"):
+            self.assertIn(step, p.stdout)
+        # nothing listening
+        env.set_target(f"ldap://127.0.0.1:{slapd_mod.free_port()}")
+        p = env.agent("check-config", "--online", check=1)
+        self.assertIn("ldap connect: FAIL", p.stdout)
+        # a CA that did not sign the server's certificate
+        import harness
+        other = env.dir / "other"
+        other.mkdir()
+        other_ca = harness.make_ca_and_cert(other)[0]
+        for url in (env.slapd.url, env.slapd.ldaps_url):
+            text = env.config.read_text()
+            env.set_target(url)
+            env.config.write_text(env.config.read_text().replace(f'ca_file: "{env.ca}"\n    bind_dn',
+                                                                 f'ca_file: "{other_ca}"\n    bind_dn'))
             p = env.agent("check-config", "--online", check=1)
-            self.assertIn("ldap connect: FAIL", p.stdout)
-            # a CA that did not sign the server's certificate
-            import harness
-            other = env.dir / "other"
-            other.mkdir()
-            other_ca = harness.make_ca_and_cert(other)[0]
-            for url in (env.slapd.url, env.slapd.ldaps_url):
-                text = env.config.read_text()
-                env.set_target(url)
-                env.config.write_text(env.config.read_text().replace(f'ca_file: "{env.ca}"\n    bind_dn',
-                                                                     f'ca_file: "{other_ca}"\n    bind_dn'))
-                p = env.agent("check-config", "--online", check=1)
-                self.assertIn("ldap TLS: FAIL", p.stdout, url)
-            # wrong password
-            env.set_target(env.slapd.url)
-            env.env["LDAP_BIND_PASSWORD"] = "wrong-password-1234"
-            p = env.agent("check-config", "--online", check=1)
-            self.assertIn("ldap bind: FAIL", p.stdout)
-            self.assertIn("Invalid credentials", p.stdout)
-            env.env["LDAP_BIND_PASSWORD"] = AGENT_PW
-            # missing base DN
-            env.config.write_text(env.config.read_text().replace(f'base_dn: "{SUFFIX}"', 'base_dn: "ou=nowhere,dc=example,dc=com"'))
-            p = env.agent("check-config", "--online", check=1)
-            self.assertIn("ldap base DN: FAIL", p.stdout)
-            # an attribute the schema does not have
-            env.set_target(env.slapd.url, extra='    user_attributes: ["uid=username", "cn=display_name", '
-                                                '"sn=display_name", "employeeID=employee_number"]\n')
-            p = env.agent("check-config", "--online", check=1)
-            self.assertIn("ldap schema: FAIL", p.stdout)
-            self.assertIn("attribute employeeID", p.stdout)
-        finally:
-            env.stop()
+            self.assertIn("ldap TLS: FAIL", p.stdout, url)
+        # wrong password
+        env.set_target(env.slapd.url)
+        env.env["LDAP_BIND_PASSWORD"] = "wrong-password-1234"
+        p = env.agent("check-config", "--online", check=1)
+        self.assertIn("ldap bind: FAIL", p.stdout)
+        self.assertIn("Invalid credentials", p.stdout)
+        env.env["LDAP_BIND_PASSWORD"] = AGENT_PW
+        # missing base DN
+        env.config.write_text(env.config.read_text().replace(f'base_dn: "{SUFFIX}"', 'base_dn: "ou=nowhere,dc=example,dc=com"'))
+        p = env.agent("check-config", "--online", check=1)
+        self.assertIn("ldap base DN: FAIL", p.stdout)
+        # an attribute the schema does not have
+        env.set_target(env.slapd.url, extra='    user_attributes: ["uid=username", "cn=display_name", '
+                                            '"sn=display_name", "employeeID=employee_number"]\n')
+        p = env.agent("check-config", "--online", check=1)
+        self.assertIn("ldap schema: FAIL", p.stdout)
+        self.assertIn("attribute employeeID", p.stdout)
 
 
 class Secrets(unittest.TestCase):
     def test_the_bind_password_appears_in_no_output_log_or_history(self):
         env = LdapEnv("users=30,departments=4,depth=2,seed=6")
-        try:
-            log = env.dir / "agent.log"
-            text = env.config.read_text().replace("log:\n  level: info\n", f'log:\n  level: trace\n  file: "{log}"\n')
-            env.config.write_text(text)
-            outputs = []
-            for args in (("sync",), ("sync", "--dry-run"), ("check-config", "--online"), ("history", "--json")):
-                p = env.agent(*args, check=None)
-                outputs += [p.stdout, p.stderr]
-            env.slapd.stop()  # failures quote the server and the URL, never the password
-            p = env.agent("sync", check=None)
+        self.addCleanup(env.stop)
+        log = env.dir / "agent.log"
+        text = env.config.read_text().replace("log:\n  level: info\n", f'log:\n  level: trace\n  file: "{log}"\n')
+        env.config.write_text(text)
+        outputs = []
+        for args in (("sync",), ("sync", "--dry-run"), ("check-config", "--online"), ("history", "--json")):
+            p = env.agent(*args, check=None)
             outputs += [p.stdout, p.stderr]
-            for r in env.history():
-                outputs.append(str(env.run_detail(r["id"])))
-            outputs.append(log.read_text())
-            outputs.append((env.state / "state.db").read_bytes().decode("latin-1"))
-            for o in outputs:
-                self.assertNotIn(AGENT_PW, o)
-            self.assertIn("cn=agent", "".join(outputs))  # the bind DN is fine to show
-        finally:
-            env.stop()
+        env.slapd.stop()  # failures quote the server and the URL, never the password
+        p = env.agent("sync", check=None)
+        outputs += [p.stdout, p.stderr]
+        for r in env.history():
+            outputs.append(str(env.run_detail(r["id"])))
+        outputs.append(log.read_text())
+        outputs.append((env.state / "state.db").read_bytes().decode("latin-1"))
+        for o in outputs:
+            self.assertNotIn(AGENT_PW, o)
+        self.assertIn("cn=agent", "".join(outputs))  # the bind DN is fine to show
 
 
 class Config(unittest.TestCase):
     def test_mistakes_in_target_ldap_are_reported_with_file_and_line(self):
         env = LdapEnv("users=5,departments=1,depth=1,seed=1")
-        try:
-            good = env.config.read_text()
-            cases = [
-                ('    page_size: 200\n', '    page_size: 200\n    user_attributes: ["uid=username", "mail=emial"]\n',
-                 'unknown field "emial"'),
-                ('    page_size: 200\n', '    page_size: 200\n    user_attributes: ["cn=display_name"]\n',
-                 "user_rdn_attribute uid must be one of user_attributes"),
-                ('    page_size: 200\n', '    page_size: 200\n    group_class: posixGroup\n',
-                 "must be groupOfNames, groupOfUniqueNames or none"),
-                (f'url: "{env.slapd.url}"', 'url: "http://127.0.0.1:1"', "must start with ldap://"),
-                ('    page_size: 200\n', '    page_size: 200\n    bogus: 1\n', "bogus"),
-            ]
-            for old, new, message in cases:
-                env.config.write_text(good.replace(old, new))
-                p = env.agent("check-config", check=2)
-                self.assertIn(message, p.stderr)
-                self.assertRegex(p.stderr, r"agent\.yaml:\d+")
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        good = env.config.read_text()
+        cases = [
+            ('    page_size: 200\n', '    page_size: 200\n    user_attributes: ["uid=username", "mail=emial"]\n',
+             'unknown field "emial"'),
+            ('    page_size: 200\n', '    page_size: 200\n    user_attributes: ["cn=display_name"]\n',
+             "user_rdn_attribute uid must be one of user_attributes"),
+            ('    page_size: 200\n', '    page_size: 200\n    group_class: posixGroup\n',
+             "must be groupOfNames, groupOfUniqueNames or none"),
+            (f'url: "{env.slapd.url}"', 'url: "http://127.0.0.1:1"', "must start with ldap://"),
+            ('    page_size: 200\n', '    page_size: 200\n    bogus: 1\n', "bogus"),
+        ]
+        for old, new, message in cases:
+            env.config.write_text(good.replace(old, new))
+            p = env.agent("check-config", check=2)
+            self.assertIn(message, p.stderr)
+            self.assertRegex(p.stderr, r"agent\.yaml:\d+")
 
     def test_the_shipped_ldap_example_loads(self):
         import subprocess
@@ -514,12 +490,10 @@ class Config(unittest.TestCase):
 
     def test_plaintext_ldap_without_starttls_is_refused_at_load(self):
         env = LdapEnv("users=5,departments=1,depth=1,seed=1", ldap_extra="    start_tls: false\n")
-        try:
-            p = env.agent("check-config", check=2)
-            self.assertIn("start_tls", p.stderr)
-            self.assertIn("in clear", p.stderr)
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        p = env.agent("check-config", check=2)
+        self.assertIn("start_tls", p.stderr)
+        self.assertIn("in clear", p.stderr)
 
 
 if __name__ == "__main__":

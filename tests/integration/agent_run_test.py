@@ -181,64 +181,62 @@ class EveryChangeThroughStream(unittest.TestCase):
 
     def test_user_and_department_changes(self):
         env = RunEnv()
-        try:
-            env.start_agent()
-            env.wait_first_full_sync()
-            env.wait_connected()
-            env.wait_converged("after the first full sync")
-            env.sim.admin("POST", "/_sim/stats/reset")
-            dump = env.sim.org()
-            depts = [d for d in dump["departments"] if d["dept_id"] != 1]
-            a, b = depts[0], depts[1]
+        self.addCleanup(env.stop)
+        env.start_agent()
+        env.wait_first_full_sync()
+        env.wait_connected()
+        env.wait_converged("after the first full sync")
+        env.sim.admin("POST", "/_sim/stats/reset")
+        dump = env.sim.org()
+        depts = [d for d in dump["departments"] if d["dept_id"] != 1]
+        a, b = depts[0], depts[1]
 
-            # Department create, rename, move; user add (into the new department), modify, move,
-            # leave, re-join.
-            new_dept = department_and_user_changes(env, a["dept_id"], b["dept_id"], "evt-user-1", "stream")
-            u = some_user(env.sim.org())
-            env.sim.admin("POST", "/_sim/user/update", {"userid": u["userid"], "dept_id_list": [new_dept]})
-            env.wait_converged("user moved to another department")
-            leave_and_rejoin(self, env, "evt-user-1", new_dept, "stream")
-            # A leader change moves managers (department/get re-read for the leader list).
-            leader_place = {"userid": u["userid"], "leader_in_dept": [{"dept_id": new_dept, "leader": True}]}
-            env.sim.admin("POST", "/_sim/user/update", leader_place)
-            env.wait_converged("user became a leader")
-            self.assertEqual(target_org(env.target_db())["users"]["evt-user-1"]["manager"], u["userid"])
+        # Department create, rename, move; user add (into the new department), modify, move,
+        # leave, re-join.
+        new_dept = department_and_user_changes(env, a["dept_id"], b["dept_id"], "evt-user-1", "stream")
+        u = some_user(env.sim.org())
+        env.sim.admin("POST", "/_sim/user/update", {"userid": u["userid"], "dept_id_list": [new_dept]})
+        env.wait_converged("user moved to another department")
+        leave_and_rejoin(self, env, "evt-user-1", new_dept, "stream")
+        # A leader change moves managers (department/get re-read for the leader list).
+        leader_place = {"userid": u["userid"], "leader_in_dept": [{"dept_id": new_dept, "leader": True}]}
+        env.sim.admin("POST", "/_sim/user/update", leader_place)
+        env.wait_converged("user became a leader")
+        self.assertEqual(target_org(env.target_db())["users"]["evt-user-1"]["manager"], u["userid"])
 
-            # Department remove (after emptying it).
-            env.sim.admin("POST", "/_sim/user/update", {"userid": u["userid"], "dept_id_list": [a["dept_id"]]})
-            env.sim.admin("POST", "/_sim/user/update", {"userid": "evt-user-1", "dept_id_list": [a["dept_id"]]})
-            env.sim.admin("POST", "/_sim/dept/remove", {"dept_id": new_dept})
-            env.wait_converged("department remove")
-            self.assertNotIn(str(new_dept), target_org(env.target_db())["departments"])
+        # Department remove (after emptying it).
+        env.sim.admin("POST", "/_sim/user/update", {"userid": u["userid"], "dept_id_list": [a["dept_id"]]})
+        env.sim.admin("POST", "/_sim/user/update", {"userid": "evt-user-1", "dept_id_list": [a["dept_id"]]})
+        env.sim.admin("POST", "/_sim/dept/remove", {"dept_id": new_dept})
+        env.wait_converged("department remove")
+        self.assertNotIn(str(new_dept), target_org(env.target_db())["departments"])
 
-            # Cost: one get per changed object (coalescing may make it fewer), never a re-read.
-            stats = env.sim.stats()["apis"]
-            self.assertNotIn("/topapi/v2/user/list", stats, "an event triggered a list call")
-            self.assertNotIn("/topapi/v2/department/listsub", stats)
-            gets = stats.get("/topapi/v2/user/get", {}).get("calls", 0) + \
-                stats.get("/topapi/v2/department/get", {}).get("calls", 0)
-            self.assertLessEqual(gets, 20, stats)
-            runs = env.history()
-            self.assertTrue(any(r["kind"] == "event" for r in runs))
-            # Every journaled event was applied.
-            statuses = {s for _, _, s in env.journal()}
-            self.assertEqual(statuses, {"done"}, env.journal())
+        # Cost: one get per changed object (coalescing may make it fewer), never a re-read.
+        stats = env.sim.stats()["apis"]
+        self.assertNotIn("/topapi/v2/user/list", stats, "an event triggered a list call")
+        self.assertNotIn("/topapi/v2/department/listsub", stats)
+        gets = stats.get("/topapi/v2/user/get", {}).get("calls", 0) + \
+            stats.get("/topapi/v2/department/get", {}).get("calls", 0)
+        self.assertLessEqual(gets, 20, stats)
+        runs = env.history()
+        self.assertTrue(any(r["kind"] == "event" for r in runs))
+        # Every journaled event was applied.
+        statuses = {s for _, _, s in env.journal()}
+        self.assertEqual(statuses, {"done"}, env.journal())
 
-            # /healthz and /metrics (Prometheus text) on the configured local address.
-            with urllib.request.urlopen(f"http://127.0.0.1:{env.metrics_port()}/healthz", timeout=10) as r:
-                self.assertEqual(r.status, 200)
-            metrics = env.metrics()
-            self.assertIn("dingbridge_agent_stream_connected 1", metrics)
-            applied = int(re.search(r"^dingbridge_agent_events_applied_total (\d+)", metrics, re.M).group(1))
-            self.assertGreaterEqual(applied, 10, metrics)
-            self.assertRegex(metrics, r"(?m)^dingbridge_agent_calls_this_month [1-9]")
+        # /healthz and /metrics (Prometheus text) on the configured local address.
+        with urllib.request.urlopen(f"http://127.0.0.1:{env.metrics_port()}/healthz", timeout=10) as r:
+            self.assertEqual(r.status, 200)
+        metrics = env.metrics()
+        self.assertIn("dingbridge_agent_stream_connected 1", metrics)
+        applied = int(re.search(r"^dingbridge_agent_events_applied_total (\d+)", metrics, re.M).group(1))
+        self.assertGreaterEqual(applied, 10, metrics)
+        self.assertRegex(metrics, r"(?m)^dingbridge_agent_calls_this_month [1-9]")
 
-            # A full sync now finds nothing to change: the events gave the same target.
-            env.stop_agent()
-            p = env.agent("sync", "--dry-run", check=0)
-            self.assertIn("Plan (dry run, nothing applied): 0 changes", p.stdout)
-        finally:
-            env.stop()
+        # A full sync now finds nothing to change: the events gave the same target.
+        env.stop_agent()
+        p = env.agent("sync", "--dry-run", check=0)
+        self.assertIn("Plan (dry run, nothing applied): 0 changes", p.stdout)
 
 
 class Reconnects(unittest.TestCase):
@@ -247,31 +245,29 @@ class Reconnects(unittest.TestCase):
 
     def test_cut_disconnect_proxy_restart_token_expiry(self):
         env = RunEnv()
-        try:
-            env.start_and_sync()
-            opens = lambda: env.sim.stats()["apis"]["/v1.0/gateway/connections/open"]["calls"]
-            n0 = opens()
+        self.addCleanup(env.stop)
+        env.start_and_sync()
+        opens = lambda: env.sim.stats()["apis"]["/v1.0/gateway/connections/open"]["calls"]
+        n0 = opens()
 
-            env.sim.admin("POST", "/_sim/stream/cut")
-            env.sim.admin("POST", "/_sim/user/create", {"userid": "cut-1", "name": "Cut One", "dept_id_list": [1]})
-            env.wait(lambda: opens() > n0, "a new connections/open after the cut")
-            env.wait_converged("event sent while the connection was cut")
+        env.sim.admin("POST", "/_sim/stream/cut")
+        env.sim.admin("POST", "/_sim/user/create", {"userid": "cut-1", "name": "Cut One", "dept_id_list": [1]})
+        env.wait(lambda: opens() > n0, "a new connections/open after the cut")
+        env.wait_converged("event sent while the connection was cut")
 
-            env.sim.admin("POST", "/_sim/stream/disconnect")
-            env.sim.admin("POST", "/_sim/user/update", {"userid": "cut-1", "name": "After Disconnect"})
-            env.wait_converged("event around a SYSTEM disconnect")
+        env.sim.admin("POST", "/_sim/stream/disconnect")
+        env.sim.admin("POST", "/_sim/user/update", {"userid": "cut-1", "name": "After Disconnect"})
+        env.wait_converged("event around a SYSTEM disconnect")
 
-            env.restart_proxy()
-            env.sim.admin("POST", "/_sim/user/update", {"userid": "cut-1", "name": "After Proxy Restart"})
-            env.wait_converged("event after a proxy restart")
+        env.restart_proxy()
+        env.sim.admin("POST", "/_sim/user/update", {"userid": "cut-1", "name": "After Proxy Restart"})
+        env.wait_converged("event after a proxy restart")
 
-            env.sim.admin("POST", "/_sim/tokens/expire")
-            env.sim.admin("POST", "/_sim/user/update", {"userid": "cut-1", "name": "After Token Expiry"})
-            env.wait_converged("event after the access token expired")
-            self.assertGreaterEqual(opens(), n0 + 3)
-            self.assertEqual({s for _, _, s in env.journal()}, {"done"})
-        finally:
-            env.stop()
+        env.sim.admin("POST", "/_sim/tokens/expire")
+        env.sim.admin("POST", "/_sim/user/update", {"userid": "cut-1", "name": "After Token Expiry"})
+        env.wait_converged("event after the access token expired")
+        self.assertGreaterEqual(opens(), n0 + 3)
+        self.assertEqual({s for _, _, s in env.journal()}, {"done"})
 
 
 class CrashSafety(unittest.TestCase):
@@ -280,51 +276,49 @@ class CrashSafety(unittest.TestCase):
 
     def test_kill_between_steps(self):
         env = RunEnv()
-        try:
-            env.start_and_sync()
+        self.addCleanup(env.stop)
+        env.start_and_sync()
 
-            # 1. Journaled and ACKed, fetch in progress (user/get is slow) → kill -9.
-            env.sim.admin("POST", "/_sim/faults", {"path": "/topapi/v2/user/get", "kind": "slow", "delay_ms": 4000,
-                                                   "count": 1})
-            env.sim.admin("POST", "/_sim/user/create", {"userid": "crash-1", "name": "Crash One",
-                                                        "dept_id_list": [1]})
-            env.wait(lambda: any(k for k, t, s in env.journal() if t == "user_add_org" and s == "pending"),
-                     "the event journaled")
-            env.stop_agent(signal.SIGKILL)
-            self.assertNotIn("crash-1", target_org(env.target_db())["users"])
-            env.start_agent()
-            env.wait_converged("after restart (killed before apply)")
+        # 1. Journaled and ACKed, fetch in progress (user/get is slow) → kill -9.
+        env.sim.admin("POST", "/_sim/faults", {"path": "/topapi/v2/user/get", "kind": "slow", "delay_ms": 4000,
+                                               "count": 1})
+        env.sim.admin("POST", "/_sim/user/create", {"userid": "crash-1", "name": "Crash One",
+                                                    "dept_id_list": [1]})
+        env.wait(lambda: any(k for k, t, s in env.journal() if t == "user_add_org" and s == "pending"),
+                 "the event journaled")
+        env.stop_agent(signal.SIGKILL)
+        self.assertNotIn("crash-1", target_org(env.target_db())["users"])
+        env.start_agent()
+        env.wait_converged("after restart (killed before apply)")
 
-            # 2. Applied, killed before the journal row is marked done (failpoint) → restart
-            #    re-processes the row and plans nothing: applied once.
-            env.stop_agent()
-            env.start_agent({"DINGBRIDGE_AGENT_FAILPOINT": "after-apply"})
-            env.wait_connected()
-            env.sim.admin("POST", "/_sim/user/update", {"userid": "crash-1", "name": "Crash Two"})
-            self.assertEqual(env.wait_failpoint_kill(), -signal.SIGKILL)
-            self.assertEqual(target_org(env.target_db())["users"]["crash-1"]["display_name"], "Crash Two")
-            pending = [k for k, t, s in env.journal() if s == "pending"]
-            self.assertEqual(len(pending), 1, env.journal())
-            env.start_agent()
-            env.wait(lambda: not [k for k, t, s in env.journal() if s == "pending"], "the journal drained")
-            runs = [r for r in env.history() if r["kind"] == "event"]
-            self.assertEqual(runs[0]["counts"]["update_user"], 0, "the change was applied a second time")
+        # 2. Applied, killed before the journal row is marked done (failpoint) → restart
+        #    re-processes the row and plans nothing: applied once.
+        env.stop_agent()
+        env.start_agent({"DINGBRIDGE_AGENT_FAILPOINT": "after-apply"})
+        env.wait_connected()
+        env.sim.admin("POST", "/_sim/user/update", {"userid": "crash-1", "name": "Crash Two"})
+        self.assertEqual(env.wait_failpoint_kill(), -signal.SIGKILL)
+        self.assertEqual(target_org(env.target_db())["users"]["crash-1"]["display_name"], "Crash Two")
+        pending = [k for k, t, s in env.journal() if s == "pending"]
+        self.assertEqual(len(pending), 1, env.journal())
+        env.start_agent()
+        env.wait(lambda: not [k for k, t, s in env.journal() if s == "pending"], "the journal drained")
+        runs = [r for r in env.history() if r["kind"] == "event"]
+        self.assertEqual(runs[0]["counts"]["update_user"], 0, "the change was applied a second time")
 
-            # 3. Killed after journaling, before the ACK → DingTalk re-pushes → deduplicated.
-            env.stop_agent()
-            env.start_agent({"DINGBRIDGE_AGENT_FAILPOINT": "after-journal"})
-            env.wait_connected()
-            env.sim.admin("POST", "/_sim/user/update", {"userid": "crash-1", "name": "Crash Three"})
-            env.wait_failpoint_kill()
-            env.start_agent()
-            env.wait_converged("after restart (killed before ACK)")
-            keys = [k for k, t, s in env.journal()]
-            self.assertEqual(len(keys), len(set(keys)))
-            ev = env.sim.admin("GET", "/_sim/events")["stream"]
-            self.assertGreaterEqual(ev["redeliveries"], 1, ev)
-            env.wait(lambda: env.sim.admin("GET", "/_sim/events")["stream"]["pending"] == 0, "every event ACKed")
-        finally:
-            env.stop()
+        # 3. Killed after journaling, before the ACK → DingTalk re-pushes → deduplicated.
+        env.stop_agent()
+        env.start_agent({"DINGBRIDGE_AGENT_FAILPOINT": "after-journal"})
+        env.wait_connected()
+        env.sim.admin("POST", "/_sim/user/update", {"userid": "crash-1", "name": "Crash Three"})
+        env.wait_failpoint_kill()
+        env.start_agent()
+        env.wait_converged("after restart (killed before ACK)")
+        keys = [k for k, t, s in env.journal()]
+        self.assertEqual(len(keys), len(set(keys)))
+        ev = env.sim.admin("GET", "/_sim/events")["stream"]
+        self.assertGreaterEqual(ev["redeliveries"], 1, ev)
+        env.wait(lambda: env.sim.admin("GET", "/_sim/events")["stream"]["pending"] == 0, "every event ACKed")
 
 
 class CatchUpAndBudget(unittest.TestCase):
@@ -333,48 +327,44 @@ class CatchUpAndBudget(unittest.TestCase):
 
     def test_catch_up(self):
         env = RunEnv(extra_events="  catch_up_after: 1s\n")
-        try:
-            env.start_and_sync()
-            env.stop_agent()
-            # DingTalk lost this event (never delivered): only a reconcile can repair it.
-            env.sim.admin("POST", "/_sim/stream/events", {"drop": 1})
-            env.sim.admin("POST", "/_sim/user/create", {"userid": "lost-1", "name": "Lost", "dept_id_list": [1]})
-            time.sleep(2)
-            env.start_agent()
-            env.wait_converged("catch-up after an absence")
-            kinds = [(r["kind"], r["trigger"]) for r in env.history()]
-            self.assertIn(("full", "catch-up"), kinds)
-            p = env.agent("history", check=0)
-            self.assertIn("calls this month", p.stdout)
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        env.start_and_sync()
+        env.stop_agent()
+        # DingTalk lost this event (never delivered): only a reconcile can repair it.
+        env.sim.admin("POST", "/_sim/stream/events", {"drop": 1})
+        env.sim.admin("POST", "/_sim/user/create", {"userid": "lost-1", "name": "Lost", "dept_id_list": [1]})
+        time.sleep(2)
+        env.start_agent()
+        env.wait_converged("catch-up after an absence")
+        kinds = [(r["kind"], r["trigger"]) for r in env.history()]
+        self.assertIn(("full", "catch-up"), kinds)
+        p = env.agent("history", check=0)
+        self.assertIn("calls this month", p.stdout)
 
     def test_budget_defers_the_scheduled_reconcile(self):
         env = RunEnv(extra_events="  reconcile_interval: 2s\n")
-        try:
-            # Any full sync of this org costs more than 6 calls, so a budget of 12 cannot pay a second one
-            # (the first start always syncs: there is no estimate yet).
-            env.config.write_text(env.config.read_text().replace("  qps:", "  monthly_call_budget: 12\n  qps:", 1))
-            env.start_agent()
-            env.wait_connected()
-            env.wait(lambda: any(r["status"] == "deferred" for r in env.history()), "a deferred reconcile")
-            runs = env.history()
-            deferred = [r for r in runs if r["status"] == "deferred"][0]
-            self.assertEqual((deferred["kind"], deferred["trigger"]), ("full", "schedule"))
-            self.assertIn("monthly_call_budget", deferred["message"])
-            self.assertEqual(len([r for r in runs if r["kind"] == "full" and r["status"] == "succeeded"]), 1)
-            # Events are still applied (one call each).
-            env.sim.admin("POST", "/_sim/user/create", {"userid": "budget-1", "name": "B", "dept_id_list": [1]})
-            env.wait_converged("an event while reconciles are deferred")
-            env.stop_agent()
-            p = env.agent("history", check=0)
-            m = re.search(r"calls this month: (\d+) \(full syncs (\d+), events (\d+)\) of "
-                          r"dingtalk.monthly_call_budget 12", p.stdout)
-            self.assertIsNotNone(m, p.stdout)
-            self.assertGreaterEqual(int(m.group(3)), 1)
-            self.assertEqual(int(m.group(1)), int(m.group(2)) + int(m.group(3)))
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        # Any full sync of this org costs more than 6 calls, so a budget of 12 cannot pay a second one
+        # (the first start always syncs: there is no estimate yet).
+        env.config.write_text(env.config.read_text().replace("  qps:", "  monthly_call_budget: 12\n  qps:", 1))
+        env.start_agent()
+        env.wait_connected()
+        env.wait(lambda: any(r["status"] == "deferred" for r in env.history()), "a deferred reconcile")
+        runs = env.history()
+        deferred = [r for r in runs if r["status"] == "deferred"][0]
+        self.assertEqual((deferred["kind"], deferred["trigger"]), ("full", "schedule"))
+        self.assertIn("monthly_call_budget", deferred["message"])
+        self.assertEqual(len([r for r in runs if r["kind"] == "full" and r["status"] == "succeeded"]), 1)
+        # Events are still applied (one call each).
+        env.sim.admin("POST", "/_sim/user/create", {"userid": "budget-1", "name": "B", "dept_id_list": [1]})
+        env.wait_converged("an event while reconciles are deferred")
+        env.stop_agent()
+        p = env.agent("history", check=0)
+        m = re.search(r"calls this month: (\d+) \(full syncs (\d+), events (\d+)\) of "
+                      r"dingtalk.monthly_call_budget 12", p.stdout)
+        self.assertIsNotNone(m, p.stdout)
+        self.assertGreaterEqual(int(m.group(3)), 1)
+        self.assertEqual(int(m.group(1)), int(m.group(2)) + int(m.group(3)))
 
 
 class Quota(unittest.TestCase):
@@ -382,24 +372,22 @@ class Quota(unittest.TestCase):
 
     def test_quota_stops_fetching_keeps_journaling(self):
         env = RunEnv()
-        try:
-            env.start_and_sync()
-            env.sim.admin("POST", "/_sim/faults", {"path": "/topapi/v2/user/get", "kind": "quota"})
-            env.sim.admin("POST", "/_sim/user/create", {"userid": "q-1", "name": "Q1", "dept_id_list": [1]})
-            env.wait(lambda: any(r["kind"] == "event" and r["status"] == "failed" and "quota" in r["message"]
-                                 for r in env.history()), "the 90020 answer")
-            fired = lambda: env.sim.stats()["faults_fired"]  # faulted calls are not in "apis"
-            calls = fired()
-            self.assertGreaterEqual(calls, 1)
-            env.sim.admin("POST", "/_sim/user/create", {"userid": "q-2", "name": "Q2", "dept_id_list": [1]})
-            env.wait(lambda: len([1 for k, t, s in env.journal() if s == "pending"]) == 2, "both events journaled")
-            time.sleep(7)  # past the agent's retry delay: it must not fetch again this month
-            self.assertEqual(fired(), calls, "the agent called DingTalk again after 90020")
-            ev = env.sim.admin("GET", "/_sim/events")["stream"]
-            self.assertEqual(ev["pending"], 0, "events must still be ACKed (journaled) during the quota stop")
-            self.assertNotIn("q-1", target_org(env.target_db())["users"])
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        env.start_and_sync()
+        env.sim.admin("POST", "/_sim/faults", {"path": "/topapi/v2/user/get", "kind": "quota"})
+        env.sim.admin("POST", "/_sim/user/create", {"userid": "q-1", "name": "Q1", "dept_id_list": [1]})
+        env.wait(lambda: any(r["kind"] == "event" and r["status"] == "failed" and "quota" in r["message"]
+                             for r in env.history()), "the 90020 answer")
+        fired = lambda: env.sim.stats()["faults_fired"]  # faulted calls are not in "apis"
+        calls = fired()
+        self.assertGreaterEqual(calls, 1)
+        env.sim.admin("POST", "/_sim/user/create", {"userid": "q-2", "name": "Q2", "dept_id_list": [1]})
+        env.wait(lambda: len([1 for k, t, s in env.journal() if s == "pending"]) == 2, "both events journaled")
+        time.sleep(7)  # past the agent's retry delay: it must not fetch again this month
+        self.assertEqual(fired(), calls, "the agent called DingTalk again after 90020")
+        ev = env.sim.admin("GET", "/_sim/events")["stream"]
+        self.assertEqual(ev["pending"], 0, "events must still be ACKed (journaled) during the quota stop")
+        self.assertNotIn("q-1", target_org(env.target_db())["users"])
 
 
 # ---- HTTP push mode ----

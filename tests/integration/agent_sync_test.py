@@ -71,221 +71,207 @@ class LargeOrgThroughProxy(unittest.TestCase):
 class HttpsProxy(unittest.TestCase):
     def test_sync_through_an_https_proxy_listener(self):
         env = Env(proxy_tls=True)
-        try:
-            env.agent("sync", check=0)
-            self.assertEqual(diff_orgs(expected_org(env.sim.org()), target_org(env.target_db())), [])
-            # The proxy's certificate is verified: a wrong proxy CA is a TLS failure, not a silent success.
-            env.config.write_text(env.config.read_text().replace(f'  ca_file: "{env.ca}"\ntarget',
-                                                                 '  ca_file: "/etc/ssl/certs/ca-certificates.crt"\ntarget'))
-            p = env.agent("check-config", "--online", check=1)
-            self.assertIn("TLS/CA failure", p.stdout)
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        env.agent("sync", check=0)
+        self.assertEqual(diff_orgs(expected_org(env.sim.org()), target_org(env.target_db())), [])
+        # The proxy's certificate is verified: a wrong proxy CA is a TLS failure, not a silent success.
+        env.config.write_text(env.config.read_text().replace(f'  ca_file: "{env.ca}"\ntarget',
+                                                             '  ca_file: "/etc/ssl/certs/ca-certificates.crt"\ntarget'))
+        p = env.agent("check-config", "--online", check=1)
+        self.assertIn("TLS/CA failure", p.stdout)
 
 
 class WithoutProxy(unittest.TestCase):
     def test_direct_call_fails_with_the_allow_list_error(self):
         env = Env(with_proxy=False)
-        try:
-            p = env.agent("sync", check=1)
-            text = p.stdout + p.stderr
-            self.assertIn("not on the app's server egress IP allow-list", text)
-            self.assertIn("127.0.0.1", text)  # the IP DingTalk saw
-            self.assertIn("proxy.url", text)  # what to do
-            run = env.history()[0]
-            self.assertEqual(run["status"], "failed")
-            self.assertIn("60020", run["message"])
-            self.assertEqual(target_org(env.target_db())["users"], {})
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        p = env.agent("sync", check=1)
+        text = p.stdout + p.stderr
+        self.assertIn("not on the app's server egress IP allow-list", text)
+        self.assertIn("127.0.0.1", text)  # the IP DingTalk saw
+        self.assertIn("proxy.url", text)  # what to do
+        run = env.history()[0]
+        self.assertEqual(run["status"], "failed")
+        self.assertIn("60020", run["message"])
+        self.assertEqual(target_org(env.target_db())["users"], {})
 
 
 class Mutations(unittest.TestCase):
     def test_second_sync_applies_exactly_the_mutations_and_third_applies_nothing(self):
         env = Env(generate="users=150,departments=25,depth=4,seed=5")
-        try:
-            env.agent("sync", check=0)
-            before = expected_org(env.sim.org())
-            self.assertEqual(diff_orgs(before, target_org(env.target_db())), [])
-            org = env.sim.org()
-            depts = {d["dept_id"]: d for d in org["departments"]}
-            members = {}
-            for u in org["users"]:
-                for d in u["dept_id_list"]:
-                    members.setdefault(d, []).append(u["userid"])
-            children = {}
-            for d in org["departments"]:
-                if d["dept_id"] != 1:
-                    children.setdefault(d["parent_id"], []).append(d["dept_id"])
-            non_root = [d for d in depts if d != 1]
-            # department added, sub-department added
-            new = env.sim.admin("POST", "/_sim/dept/create", {"name": "新部门 New", "parent_id": 1, "order": 5})["dept_id"]
-            env.sim.admin("POST", "/_sim/dept/create", {"name": "子部门", "parent_id": new, "order": 1})
-            # removed: a leaf; its members move to the root first (those user updates are expected)
-            leaf = next(d for d in non_root if d not in children)
-            for uid in members.get(leaf, []):
-                u = next(x for x in org["users"] if x["userid"] == uid)
-                rest = [d for d in u["dept_id_list"] if d != leaf] or [1]
-                env.sim.admin("POST", "/_sim/user/update", {"userid": uid, "dept_id_list": rest})
-            env.sim.admin("POST", "/_sim/dept/remove", {"dept_id": leaf})
-            # renamed, moved (under the new department)
-            others = [d for d in non_root if d != leaf]
-            env.sim.admin("POST", "/_sim/dept/update", {"dept_id": others[0], "name": "Renamed 改名"})
-            env.sim.admin("POST", "/_sim/dept/update", {"dept_id": others[1], "parent_id": new})
-            # user added, removed, renamed, moved between departments
-            env.sim.admin("POST", "/_sim/user/create", {"userid": "newbie1", "name": "新人", "dept_id_list": [new],
-                                                        "email": "newbie1@example.com", "mobile": "13900001111",
-                                                        "state_code": "86"})
-            users = [u for u in org["users"] if leaf not in u["dept_id_list"]]
-            env.sim.admin("POST", "/_sim/user/remove", {"userid": users[0]["userid"]})
-            env.sim.admin("POST", "/_sim/user/update", {"userid": users[1]["userid"], "name": "改名 Renamed"})
-            env.sim.admin("POST", "/_sim/user/update", {"userid": users[2]["userid"], "dept_id_list": [others[2]]})
+        self.addCleanup(env.stop)
+        env.agent("sync", check=0)
+        before = expected_org(env.sim.org())
+        self.assertEqual(diff_orgs(before, target_org(env.target_db())), [])
+        org = env.sim.org()
+        depts = {d["dept_id"]: d for d in org["departments"]}
+        members = {}
+        for u in org["users"]:
+            for d in u["dept_id_list"]:
+                members.setdefault(d, []).append(u["userid"])
+        children = {}
+        for d in org["departments"]:
+            if d["dept_id"] != 1:
+                children.setdefault(d["parent_id"], []).append(d["dept_id"])
+        non_root = [d for d in depts if d != 1]
+        # department added, sub-department added
+        new = env.sim.admin("POST", "/_sim/dept/create", {"name": "新部门 New", "parent_id": 1, "order": 5})["dept_id"]
+        env.sim.admin("POST", "/_sim/dept/create", {"name": "子部门", "parent_id": new, "order": 1})
+        # removed: a leaf; its members move to the root first (those user updates are expected)
+        leaf = next(d for d in non_root if d not in children)
+        for uid in members.get(leaf, []):
+            u = next(x for x in org["users"] if x["userid"] == uid)
+            rest = [d for d in u["dept_id_list"] if d != leaf] or [1]
+            env.sim.admin("POST", "/_sim/user/update", {"userid": uid, "dept_id_list": rest})
+        env.sim.admin("POST", "/_sim/dept/remove", {"dept_id": leaf})
+        # renamed, moved (under the new department)
+        others = [d for d in non_root if d != leaf]
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": others[0], "name": "Renamed 改名"})
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": others[1], "parent_id": new})
+        # user added, removed, renamed, moved between departments
+        env.sim.admin("POST", "/_sim/user/create", {"userid": "newbie1", "name": "新人", "dept_id_list": [new],
+                                                    "email": "newbie1@example.com", "mobile": "13900001111",
+                                                    "state_code": "86"})
+        users = [u for u in org["users"] if leaf not in u["dept_id_list"]]
+        env.sim.admin("POST", "/_sim/user/remove", {"userid": users[0]["userid"]})
+        env.sim.admin("POST", "/_sim/user/update", {"userid": users[1]["userid"], "name": "改名 Renamed"})
+        env.sim.admin("POST", "/_sim/user/update", {"userid": users[2]["userid"], "dept_id_list": [others[2]]})
 
-            after = expected_org(env.sim.org())
-            want = expected_changes(before, after)
-            env.agent("sync", check=0)
-            self.assertEqual(diff_orgs(after, target_org(env.target_db())), [])
-            run = env.history()[0]
-            got = {k: run["counts"][k] for k in want}
-            self.assertEqual(got, want)
-            self.assertEqual(run["counts"]["changes_applied"], sum(want.values()))
-            self.assertGreaterEqual(want["create_department"], 2)
-            self.assertEqual(want["delete_department"], 1)
-            self.assertEqual(want["disable_user"], 1)
-            # the removed user is disabled, not gone
-            con = sqlite3.connect(str(env.target_db()))
-            active, removed_at = con.execute("SELECT active, removed_at FROM users WHERE external_id=?",
-                                             (users[0]["userid"],)).fetchone()
-            con.close()
-            self.assertEqual(active, 0)
-            self.assertIsNotNone(removed_at)
+        after = expected_org(env.sim.org())
+        want = expected_changes(before, after)
+        env.agent("sync", check=0)
+        self.assertEqual(diff_orgs(after, target_org(env.target_db())), [])
+        run = env.history()[0]
+        got = {k: run["counts"][k] for k in want}
+        self.assertEqual(got, want)
+        self.assertEqual(run["counts"]["changes_applied"], sum(want.values()))
+        self.assertGreaterEqual(want["create_department"], 2)
+        self.assertEqual(want["delete_department"], 1)
+        self.assertEqual(want["disable_user"], 1)
+        # the removed user is disabled, not gone
+        con = sqlite3.connect(str(env.target_db()))
+        active, removed_at = con.execute("SELECT active, removed_at FROM users WHERE external_id=?",
+                                         (users[0]["userid"],)).fetchone()
+        con.close()
+        self.assertEqual(active, 0)
+        self.assertIsNotNone(removed_at)
 
-            env.agent("sync", check=0)
-            third = env.history()[0]
-            self.assertEqual(third["counts"]["changes_planned"], 0)
-            self.assertEqual(third["status"], "succeeded")
-        finally:
-            env.stop()
+        env.agent("sync", check=0)
+        third = env.history()[0]
+        self.assertEqual(third["counts"]["changes_planned"], 0)
+        self.assertEqual(third["status"], "succeeded")
 
 
 class Faults(unittest.TestCase):
     def test_sync_converges_through_5xx_busy_throttle_slow_drop_and_token_errors(self):
         env = Env(generate="users=200,departments=30,depth=4,seed=9")
-        try:
-            env.sim.admin("POST", "/_sim/faults", [
-                {"path": "/topapi/v2/department/listsub", "kind": "5xx", "status": 503, "count": 3},
-                {"path": "/topapi/v2/department/get", "kind": "busy", "count": 3},
-                {"path": "/topapi/v2/user/list", "kind": "throttle", "count": 3},
-                {"path": "/topapi/v2/user/list", "kind": "slow", "delay_ms": 1500, "count": 2},
-                {"path": "/topapi/v2/department/get", "kind": "drop", "count": 2},
-                {"path": "/topapi/v2/department/listsub", "kind": "token_invalid", "count": 1},
-                {"path": "/gettoken", "kind": "5xx", "status": 502, "count": 1},
-            ])
-            env.agent("sync", check=0)
-            self.assertEqual(diff_orgs(expected_org(env.sim.org()), target_org(env.target_db())), [])
-            run = env.history()[0]
-            self.assertEqual(run["status"], "succeeded")
-            # 5xx, busy and throttle answers are always retried by the agent (a dropped connection may
-            # be retried inside libcurl when it was a reused one).
-            self.assertGreaterEqual(run["counts"]["retries"], 9)
-            faults = env.sim.admin("GET", "/_sim/faults")
-            self.assertTrue(all(f["remaining"] == 0 for f in faults), faults)
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        env.sim.admin("POST", "/_sim/faults", [
+            {"path": "/topapi/v2/department/listsub", "kind": "5xx", "status": 503, "count": 3},
+            {"path": "/topapi/v2/department/get", "kind": "busy", "count": 3},
+            {"path": "/topapi/v2/user/list", "kind": "throttle", "count": 3},
+            {"path": "/topapi/v2/user/list", "kind": "slow", "delay_ms": 1500, "count": 2},
+            {"path": "/topapi/v2/department/get", "kind": "drop", "count": 2},
+            {"path": "/topapi/v2/department/listsub", "kind": "token_invalid", "count": 1},
+            {"path": "/gettoken", "kind": "5xx", "status": 502, "count": 1},
+        ])
+        env.agent("sync", check=0)
+        self.assertEqual(diff_orgs(expected_org(env.sim.org()), target_org(env.target_db())), [])
+        run = env.history()[0]
+        self.assertEqual(run["status"], "succeeded")
+        # 5xx, busy and throttle answers are always retried by the agent (a dropped connection may
+        # be retried inside libcurl when it was a reused one).
+        self.assertGreaterEqual(run["counts"]["retries"], 9)
+        faults = env.sim.admin("GET", "/_sim/faults")
+        self.assertTrue(all(f["remaining"] == 0 for f in faults), faults)
 
     def test_malformed_page_ends_partial_and_keeps_the_target(self):
         env = Env(generate="users=120,departments=15,depth=3,seed=4")
-        try:
-            env.agent("sync", check=0)
-            rows = db_rows(env.target_db())
-            # A user leaves; the next read is incomplete, so that removal must not be applied.
-            victim = env.sim.org()["users"][3]["userid"]
-            env.sim.admin("POST", "/_sim/user/remove", {"userid": victim})
-            # Malformed answers are retried (issue 8); one that stays malformed fails its department.
-            env.sim.admin("POST", "/_sim/faults", {"path": "/topapi/v2/user/list", "kind": "malformed"})
-            p = env.agent("sync")
-            env.sim.admin("DELETE", "/_sim/faults")
-            self.assertIn(p.returncode, (1, 3), p.stdout + p.stderr)
-            run = env.history()[0]
-            self.assertIn(run["status"], ("partial", "failed"))
-            self.assertIn("incomplete", run["message"])
-            detail = env.run_detail(run["id"])
-            errors = [i for i in detail["items"] if i["phase"] == "fetch"]
-            self.assertGreaterEqual(len(errors), 1, detail)
-            self.assertIn("/topapi/v2/user/list", errors[0]["error"])
-            self.assertIn("malformed", errors[0]["error"])
-            self.assertIn("request id", errors[0]["error"])
-            self.assertEqual(db_rows(env.target_db()), rows)
-            # Once the page reads fine again the removal goes through.
-            env.agent("sync", check=0)
-            self.assertFalse(target_org(env.target_db())["users"].get(victim))
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        env.agent("sync", check=0)
+        rows = db_rows(env.target_db())
+        # A user leaves; the next read is incomplete, so that removal must not be applied.
+        victim = env.sim.org()["users"][3]["userid"]
+        env.sim.admin("POST", "/_sim/user/remove", {"userid": victim})
+        # Malformed answers are retried (issue 8); one that stays malformed fails its department.
+        env.sim.admin("POST", "/_sim/faults", {"path": "/topapi/v2/user/list", "kind": "malformed"})
+        p = env.agent("sync")
+        env.sim.admin("DELETE", "/_sim/faults")
+        self.assertIn(p.returncode, (1, 3), p.stdout + p.stderr)
+        run = env.history()[0]
+        self.assertIn(run["status"], ("partial", "failed"))
+        self.assertIn("incomplete", run["message"])
+        detail = env.run_detail(run["id"])
+        errors = [i for i in detail["items"] if i["phase"] == "fetch"]
+        self.assertGreaterEqual(len(errors), 1, detail)
+        self.assertIn("/topapi/v2/user/list", errors[0]["error"])
+        self.assertIn("malformed", errors[0]["error"])
+        self.assertIn("request id", errors[0]["error"])
+        self.assertEqual(db_rows(env.target_db()), rows)
+        # Once the page reads fine again the removal goes through.
+        env.agent("sync", check=0)
+        self.assertFalse(target_org(env.target_db())["users"].get(victim))
 
 
 class KillAndRerun(unittest.TestCase):
     def test_sigkill_mid_sync_then_rerun_converges_without_duplicates(self):
         env = Env(generate="users=1500,departments=120,depth=5,seed=21", qps=20, agent_qps=18)
-        try:
-            proc = subprocess.Popen([agent_env.AGENT_BIN, "-c", str(env.config), "sync"], env=env.env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            # Kill once the fetch is well under way (progress is in the history while it runs).
-            deadline = time.time() + 60
-            while time.time() < deadline:
-                time.sleep(0.3)
-                try:
-                    runs = env.history()
-                except Exception:
-                    continue
-                if runs and runs[0]["counts"]["departments_fetched"] >= 30:
-                    break
-            self.assertIsNone(proc.poll(), "the sync ended before it could be killed")
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            proc.stdout.close()
-            proc.stderr.close()
-            self.assertEqual(target_org(env.target_db())["users"], {})
-            env.agent("sync", check=0)
-            runs = env.history()
-            self.assertEqual(runs[1]["status"], "failed")  # the killed run, closed on the next start
-            self.assertIn("stopped", runs[1]["message"])
-            self.assertEqual(runs[0]["status"], "succeeded")
-            self.assertEqual(diff_orgs(expected_org(env.sim.org()), target_org(env.target_db())), [])
-            con = sqlite3.connect(str(env.target_db()))
-            n_users, = con.execute("SELECT count(*) FROM users").fetchone()
-            n_dup, = con.execute("SELECT count(*) FROM (SELECT user_external_id, department_external_id, count(*) c "
-                                 "FROM user_departments GROUP BY 1, 2 HAVING c > 1)").fetchone()
-            con.close()
-            self.assertEqual(n_users, 1500)
-            self.assertEqual(n_dup, 0)
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        proc = subprocess.Popen([agent_env.AGENT_BIN, "-c", str(env.config), "sync"], env=env.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # Kill once the fetch is well under way (progress is in the history while it runs).
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            time.sleep(0.3)
+            try:
+                runs = env.history()
+            except Exception:
+                continue
+            if runs and runs[0]["counts"]["departments_fetched"] >= 30:
+                break
+        self.assertIsNone(proc.poll(), "the sync ended before it could be killed")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+        self.assertEqual(target_org(env.target_db())["users"], {})
+        env.agent("sync", check=0)
+        runs = env.history()
+        self.assertEqual(runs[1]["status"], "failed")  # the killed run, closed on the next start
+        self.assertIn("stopped", runs[1]["message"])
+        self.assertEqual(runs[0]["status"], "succeeded")
+        self.assertEqual(diff_orgs(expected_org(env.sim.org()), target_org(env.target_db())), [])
+        con = sqlite3.connect(str(env.target_db()))
+        n_users, = con.execute("SELECT count(*) FROM users").fetchone()
+        n_dup, = con.execute("SELECT count(*) FROM (SELECT user_external_id, department_external_id, count(*) c "
+                             "FROM user_departments GROUP BY 1, 2 HAVING c > 1)").fetchone()
+        con.close()
+        self.assertEqual(n_users, 1500)
+        self.assertEqual(n_dup, 0)
 
 
 class Safeguard(unittest.TestCase):
     def test_removal_above_max_deletes_aborts_and_force_applies(self):
         env = Env(generate="users=100,departments=10,depth=3,seed=2", max_deletes="10%")
-        try:
-            env.agent("sync", check=0)
-            rows = db_rows(env.target_db())
-            gone = [u["userid"] for u in env.sim.org()["users"][:20]]
-            for uid in gone:
-                env.sim.admin("POST", "/_sim/user/remove", {"userid": uid})
-            dry = env.agent("sync", "--dry-run", check=0)
-            self.assertIn("disable_user", dry.stdout)
-            self.assertIn("would abort", dry.stdout)
-            self.assertEqual(db_rows(env.target_db()), rows)
-            p = env.agent("sync", check=4)
-            self.assertIn("max_deletes", p.stdout + p.stderr)
-            self.assertIn("--force", p.stdout + p.stderr)
-            self.assertEqual(env.history()[0]["status"], "aborted")
-            self.assertEqual(db_rows(env.target_db()), rows)
-            env.agent("sync", "--force", check=0)
-            run = env.history()[0]
-            self.assertEqual(run["counts"]["disable_user"], 20)
-            self.assertEqual(diff_orgs(expected_org(env.sim.org()), target_org(env.target_db())), [])
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        env.agent("sync", check=0)
+        rows = db_rows(env.target_db())
+        gone = [u["userid"] for u in env.sim.org()["users"][:20]]
+        for uid in gone:
+            env.sim.admin("POST", "/_sim/user/remove", {"userid": uid})
+        dry = env.agent("sync", "--dry-run", check=0)
+        self.assertIn("disable_user", dry.stdout)
+        self.assertIn("would abort", dry.stdout)
+        self.assertEqual(db_rows(env.target_db()), rows)
+        p = env.agent("sync", check=4)
+        self.assertIn("max_deletes", p.stdout + p.stderr)
+        self.assertIn("--force", p.stdout + p.stderr)
+        self.assertEqual(env.history()[0]["status"], "aborted")
+        self.assertEqual(db_rows(env.target_db()), rows)
+        env.agent("sync", "--force", check=0)
+        run = env.history()[0]
+        self.assertEqual(run["counts"]["disable_user"], 20)
+        self.assertEqual(diff_orgs(expected_org(env.sim.org()), target_org(env.target_db())), [])
 
 
 class RemovedUsers(unittest.TestCase):
@@ -344,98 +330,94 @@ class Doctor(unittest.TestCase):
 
     def test_online_checks(self):
         env = Env()
-        try:
-            ok = env.agent("check-config", "--online", check=0)
-            self.assertIn("token: ok", ok.stdout)
-            self.assertIn("/topapi/v2/user/list: ok", ok.stdout)
+        self.addCleanup(env.stop)
+        ok = env.agent("check-config", "--online", check=0)
+        self.assertIn("token: ok", ok.stdout)
+        self.assertIn("/topapi/v2/user/list: ok", ok.stdout)
 
-            env.write_config(password_ref="wrong-password")
-            p = env.agent("check-config", "--online", check=1)
-            self.assertIn("407", p.stdout)
-            self.assertIn("proxy.password", p.stdout)
+        env.write_config(password_ref="wrong-password")
+        p = env.agent("check-config", "--online", check=1)
+        self.assertIn("407", p.stdout)
+        self.assertIn("proxy.password", p.stdout)
 
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            dead_port = s.getsockname()[1]
-            s.close()
-            env.write_config(proxy_url=f"http://127.0.0.1:{dead_port}")
-            p = env.agent("check-config", "--online", check=1)
-            self.assertIn("proxy unreachable", p.stdout)
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+        s.close()
+        env.write_config(proxy_url=f"http://127.0.0.1:{dead_port}")
+        p = env.agent("check-config", "--online", check=1)
+        self.assertIn("proxy unreachable", p.stdout)
 
-            env.write_config(extra_yaml="")
-            good = env.config.read_text()
-            env.config.write_text(good.replace(f"127.0.0.1:{env.sim.port}\"", f"127.0.0.1:{dead_port}\"", 1))
-            p = env.agent("check-config", "--online", check=1)
-            self.assertIn("403", p.stdout)
+        env.write_config(extra_yaml="")
+        good = env.config.read_text()
+        env.config.write_text(good.replace(f"127.0.0.1:{env.sim.port}\"", f"127.0.0.1:{dead_port}\"", 1))
+        p = env.agent("check-config", "--online", check=1)
+        self.assertIn("403", p.stdout)
 
-            env.config.write_text(good.replace(f'ca_file: "{env.ca}"', 'ca_file: "/etc/ssl/certs/ca-certificates.crt"'))
-            p = env.agent("check-config", "--online", check=1)
-            self.assertIn("TLS/CA failure", p.stdout)
+        env.config.write_text(good.replace(f'ca_file: "{env.ca}"', 'ca_file: "/etc/ssl/certs/ca-certificates.crt"'))
+        p = env.agent("check-config", "--online", check=1)
+        self.assertIn("TLS/CA failure", p.stdout)
 
-            env.env["SIM_APP_SECRET"] = "not-the-secret"
-            env.config.write_text(good)
-            p = env.agent("check-config", "--online", check=1)
-            self.assertIn("wrong AppKey/AppSecret", p.stdout)
-            env.env["SIM_APP_SECRET"] = agent_env.APP_SECRET
+        env.env["SIM_APP_SECRET"] = "not-the-secret"
+        env.config.write_text(good)
+        p = env.agent("check-config", "--online", check=1)
+        self.assertIn("wrong AppKey/AppSecret", p.stdout)
+        env.env["SIM_APP_SECRET"] = agent_env.APP_SECRET
 
-            env.write_config(with_proxy=False)
-            p = env.agent("check-config", "--online", check=1)
-            self.assertIn("egress IP not on DingTalk's allow-list", p.stdout)
-            self.assertIn("127.0.0.1", p.stdout)
+        env.write_config(with_proxy=False)
+        p = env.agent("check-config", "--online", check=1)
+        self.assertIn("egress IP not on DingTalk's allow-list", p.stdout)
+        self.assertIn("127.0.0.1", p.stdout)
 
-            # The documented example configuration loads as shipped.
-            example = agent_env.REPO / "configs" / "agent.yaml"
-            p = subprocess.run([agent_env.AGENT_BIN, "-c", str(example), "check-config"], capture_output=True,
-                               text=True, env=dict(env.env, DINGTALK_APP_SECRET="x", DINGBRIDGE_PROXY_PASSWORD="y"))
-            self.assertEqual(p.returncode, 0, p.stderr)
-            p = subprocess.run([agent_env.AGENT_BIN, "-c", str(example), "check-config"], capture_output=True,
-                               text=True, env={k: v for k, v in env.env.items() if k != "DINGTALK_APP_SECRET"})
-            self.assertEqual(p.returncode, 2)
-            self.assertRegex(p.stderr, r"agent\.yaml:\d+:\d+: dingtalk\.app_secret: environment variable "
-                                       r"DINGTALK_APP_SECRET is not set")
+        # The documented example configuration loads as shipped.
+        example = agent_env.REPO / "configs" / "agent.yaml"
+        p = subprocess.run([agent_env.AGENT_BIN, "-c", str(example), "check-config"], capture_output=True,
+                           text=True, env=dict(env.env, DINGTALK_APP_SECRET="x", DINGBRIDGE_PROXY_PASSWORD="y"))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = subprocess.run([agent_env.AGENT_BIN, "-c", str(example), "check-config"], capture_output=True,
+                           text=True, env={k: v for k, v in env.env.items() if k != "DINGTALK_APP_SECRET"})
+        self.assertEqual(p.returncode, 2)
+        self.assertRegex(p.stderr, r"agent\.yaml:\d+:\d+: dingtalk\.app_secret: environment variable "
+                                   r"DINGTALK_APP_SECRET is not set")
 
-            env.config.write_text(good + "bogus_key: 1\n")
-            p = env.agent("check-config", check=2)
-            self.assertRegex(p.stderr, r"agent\.yaml:\d+:\d+")
-            env.config.write_text(good)
-            env.mapping.write_text('user:\n  title: "{{ titel }}"\n')
-            p = env.agent("check-config", check=2)
-            self.assertIn("mapping.yaml:2:14", p.stderr)
-            self.assertIn("unknown source field 'titel'", p.stderr)
-        finally:
-            env.stop()
+        env.config.write_text(good + "bogus_key: 1\n")
+        p = env.agent("check-config", check=2)
+        self.assertRegex(p.stderr, r"agent\.yaml:\d+:\d+")
+        env.config.write_text(good)
+        env.mapping.write_text('user:\n  title: "{{ titel }}"\n')
+        p = env.agent("check-config", check=2)
+        self.assertIn("mapping.yaml:2:14", p.stderr)
+        self.assertIn("unknown source field 'titel'", p.stderr)
 
 
 class Secrets(unittest.TestCase):
     def test_secrets_never_appear_in_logs_history_or_errors(self):
         env = Env(extra_yaml="")
-        try:
-            outputs = []
-            cfg = env.config.read_text().replace("level: info", "level: trace")
-            env.config.write_text(cfg)
-            outputs.append(env.agent("sync", check=0))
-            outputs.append(env.agent("check-config", "--online", check=0))
-            env.env["SIM_PROXY_PASSWORD"] = agent_env.PROXY_PASSWORD + "x"   # wrong: 407
-            outputs.append(env.agent("sync"))
-            outputs.append(env.agent("check-config", "--online"))
-            env.env["SIM_PROXY_PASSWORD"] = agent_env.PROXY_PASSWORD
-            env.env["SIM_APP_SECRET"] = agent_env.APP_SECRET + "x"            # wrong: 40096
-            outputs.append(env.agent("sync"))
-            outputs.append(env.agent("history", "--json"))
-            for r in env.history():
-                outputs.append(env.agent("history", "show", str(r["id"]), "--json"))
-            blobs = [o.stdout + o.stderr for o in outputs]
-            for f in env.state.iterdir():
-                blobs.append(f.read_bytes().decode("latin-1"))
-            blobs.append(env.proxy.stderr_text())
-            blobs.append("\n".join(env.proxy.access_log()))
-            for secret in (agent_env.APP_SECRET, agent_env.PROXY_PASSWORD):
-                for b in blobs:
-                    self.assertNotIn(secret, b)
-            self.assertTrue(any("407" in b for b in blobs))
-            self.assertTrue(any("40096" in b for b in blobs))
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        outputs = []
+        cfg = env.config.read_text().replace("level: info", "level: trace")
+        env.config.write_text(cfg)
+        outputs.append(env.agent("sync", check=0))
+        outputs.append(env.agent("check-config", "--online", check=0))
+        env.env["SIM_PROXY_PASSWORD"] = agent_env.PROXY_PASSWORD + "x"   # wrong: 407
+        outputs.append(env.agent("sync"))
+        outputs.append(env.agent("check-config", "--online"))
+        env.env["SIM_PROXY_PASSWORD"] = agent_env.PROXY_PASSWORD
+        env.env["SIM_APP_SECRET"] = agent_env.APP_SECRET + "x"            # wrong: 40096
+        outputs.append(env.agent("sync"))
+        outputs.append(env.agent("history", "--json"))
+        for r in env.history():
+            outputs.append(env.agent("history", "show", str(r["id"]), "--json"))
+        blobs = [o.stdout + o.stderr for o in outputs]
+        for f in env.state.iterdir():
+            blobs.append(f.read_bytes().decode("latin-1"))
+        blobs.append(env.proxy.stderr_text())
+        blobs.append("\n".join(env.proxy.access_log()))
+        for secret in (agent_env.APP_SECRET, agent_env.PROXY_PASSWORD):
+            for b in blobs:
+                self.assertNotIn(secret, b)
+        self.assertTrue(any("407" in b for b in blobs))
+        self.assertTrue(any("40096" in b for b in blobs))
 
 
 if __name__ == "__main__":
