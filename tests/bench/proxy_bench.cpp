@@ -18,20 +18,19 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <csignal>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <CLI/CLI.hpp>
 
 namespace {
 
@@ -148,7 +147,8 @@ int open_to(const Target& t, std::uint16_t port, const std::string& auth) {
     if (t.direct) return dial("127.0.0.1", port);
     const int fd = dial(t.host, t.port);
     if (fd < 0) return -1;
-    std::string head = "CONNECT 127.0.0.1:" + std::to_string(port) + " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) + "\r\n";
+    std::string head =
+        "CONNECT 127.0.0.1:" + std::to_string(port) + " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) + "\r\n";
     if (!auth.empty()) head += "Proxy-Authorization: Basic " + auth + "\r\n";
     head += "\r\n";
     if (send(fd, head.data(), head.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(head.size())) {
@@ -190,12 +190,12 @@ void wrong_password_attempt(const Target& t, std::uint16_t port, std::uint32_t s
         while (user.size() % 3) user += 'x';
         std::string b64;
         for (std::size_t i = 0; i < user.size(); i += 3) {
-            const unsigned v = (static_cast<unsigned char>(user[i]) << 16) | (static_cast<unsigned char>(user[i + 1]) << 8) |
-                               static_cast<unsigned char>(user[i + 2]);
+            const unsigned v = (static_cast<unsigned char>(user[i]) << 16) |
+                               (static_cast<unsigned char>(user[i + 1]) << 8) | static_cast<unsigned char>(user[i + 2]);
             for (int k = 3; k >= 0; --k) b64 += kAlphabet[(v >> (6 * k)) & 63];
         }
-        const std::string head = "CONNECT 127.0.0.1:" + std::to_string(port) + " HTTP/1.1\r\nProxy-Authorization: Basic " +
-                                 b64 + "\r\n\r\n";
+        const std::string head =
+            "CONNECT 127.0.0.1:" + std::to_string(port) + " HTTP/1.1\r\nProxy-Authorization: Basic " + b64 + "\r\n\r\n";
         if (send(fd, head.data(), head.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(head.size())) {
             char buf[512];
             while (recv(fd, buf, sizeof buf, 0) > 0) {
@@ -298,7 +298,8 @@ int main(int argc, char** argv) {
         for (int f = 0; f < flooders && !target.direct; ++f) {
             threads.emplace_back([&, f] {
                 for (unsigned n = 0; !stop.load(std::memory_order_relaxed); ++n) {
-                    const std::uint32_t source = (127u << 24) | (static_cast<std::uint32_t>(10 + f) << 16) | (1 + n % 60000);
+                    const std::uint32_t source =
+                        (127u << 24) | (static_cast<std::uint32_t>(10 + f) << 16) | (1 + n % 60000);
                     wrong_password_attempt(target, servers.echo_port, source, n * 64 + static_cast<unsigned>(f));
                     flood_attempts++;
                 }
@@ -338,11 +339,14 @@ int main(int argc, char** argv) {
         std::vector<double> all;
         for (auto& l : latencies) all.insert(all.end(), l.begin(), l.end());
         std::sort(all.begin(), all.end());
-        auto pct = [&](double p) { return all.empty() ? 0.0 : all[std::min(all.size() - 1, static_cast<std::size_t>(p * all.size()))]; };
-        std::printf("{\"mode\":\"tunnels\",\"label\":\"%s\",\"clients\":%d,\"flood_threads\":%d,\"flood_attempts\":%llu,"
-                    "\"tunnels\":%zu,\"failures\":%llu,\"per_second\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n",
-                    label.c_str(), clients, flooders, static_cast<unsigned long long>(flood_attempts.load()), all.size(),
-                    static_cast<unsigned long long>(failures.load()), all.size() / secs, pct(0.50), pct(0.99));
+        auto pct = [&](double p) {
+            return all.empty() ? 0.0 : all[std::min(all.size() - 1, static_cast<std::size_t>(p * all.size()))];
+        };
+        std::printf(
+            "{\"mode\":\"tunnels\",\"label\":\"%s\",\"clients\":%d,\"flood_threads\":%d,\"flood_attempts\":%llu,"
+            "\"tunnels\":%zu,\"failures\":%llu,\"per_second\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n",
+            label.c_str(), clients, flooders, static_cast<unsigned long long>(flood_attempts.load()), all.size(),
+            static_cast<unsigned long long>(failures.load()), all.size() / secs, pct(0.50), pct(0.99));
     } else if (idle->parsed()) {
         // Warm up with a few tunnels so that thread stacks and arenas exist before the baseline.
         for (int i = 0; i < 16; ++i) {
@@ -359,7 +363,8 @@ int main(int argc, char** argv) {
             const int fd = open_to(target, servers.echo_port, auth);
             if (fd < 0) break;
             // One round trip, so the tunnel has carried data like a real idle connection.
-            if (send(fd, payload, sizeof payload, MSG_NOSIGNAL) != sizeof payload || !read_exact(fd, back, sizeof back)) {
+            if (send(fd, payload, sizeof payload, MSG_NOSIGNAL) != sizeof payload ||
+                !read_exact(fd, back, sizeof back)) {
                 close(fd);
                 break;
             }
@@ -367,10 +372,11 @@ int main(int argc, char** argv) {
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(500));
         const long after = total_rss_kib(pids);
-        std::printf("{\"mode\":\"idle\",\"label\":\"%s\",\"tunnels\":%zu,\"rss_before_kib\":%ld,\"rss_after_kib\":%ld,"
-                    "\"kib_per_tunnel\":%.2f}\n",
-                    label.c_str(), fds.size(), before, after,
-                    fds.empty() ? 0.0 : static_cast<double>(after - before) / static_cast<double>(fds.size()));
+        std::printf(
+            "{\"mode\":\"idle\",\"label\":\"%s\",\"tunnels\":%zu,\"rss_before_kib\":%ld,\"rss_after_kib\":%ld,"
+            "\"kib_per_tunnel\":%.2f}\n",
+            label.c_str(), fds.size(), before, after,
+            fds.empty() ? 0.0 : static_cast<double>(after - before) / static_cast<double>(fds.size()));
         for (int fd : fds) close(fd);
     }
     std::fflush(stdout);

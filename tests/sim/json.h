@@ -14,53 +14,59 @@ namespace sim {
 
 class JsonWriter {
 public:
-  JsonWriter() { out_.reserve(256); }
+    JsonWriter() { out_.reserve(256); }
 
-  JsonWriter& begin_object();
-  JsonWriter& end_object();
-  JsonWriter& begin_array();
-  JsonWriter& end_array();
-  // Object member name; must be followed by exactly one value or begin_*.
-  JsonWriter& key(std::string_view k);
+    JsonWriter& begin_object();
+    JsonWriter& end_object();
+    JsonWriter& begin_array();
+    JsonWriter& end_array();
+    // Object member name; must be followed by exactly one value or begin_*.
+    JsonWriter& key(std::string_view k);
 
-  JsonWriter& value(std::string_view s);
-  JsonWriter& value(const char* s) { return value(std::string_view(s)); }
-  JsonWriter& value(const std::string& s) { return value(std::string_view(s)); }
-  JsonWriter& value(int64_t v);
-  JsonWriter& value(int v) { return value(static_cast<int64_t>(v)); }
-  JsonWriter& value(uint64_t v);
-  JsonWriter& value(double v);
-  JsonWriter& value(bool v);
-  JsonWriter& null();
-  // Inserts already-serialized JSON as one value.
-  JsonWriter& raw(std::string_view json);
+    JsonWriter& value(std::string_view s);
+    JsonWriter& value(const char* s) { return value(std::string_view(s)); }
+    JsonWriter& value(const std::string& s) { return value(std::string_view(s)); }
+    JsonWriter& value(int64_t v);
+    JsonWriter& value(int v) { return value(static_cast<int64_t>(v)); }
+    JsonWriter& value(uint64_t v);
+    JsonWriter& value(double v);
+    JsonWriter& value(bool v);
+    JsonWriter& null();
+    // Inserts already-serialized JSON as one value.
+    JsonWriter& raw(std::string_view json);
 
-  // Shorthands for "key": value.
-  template <class T>
-  JsonWriter& kv(std::string_view k, const T& v) {
-    key(k);
-    return value(v);
-  }
-  JsonWriter& kv(std::string_view k, const char* v) {
-    key(k);
-    return value(std::string_view(v));
-  }
-  // Only when non-empty: DingTalk omits optional fields that are not set.
-  JsonWriter& kv_opt(std::string_view k, const std::string& v) {
-    if (!v.empty()) kv(k, v);
-    return *this;
-  }
-  JsonWriter& kv_list(std::string_view k, const std::vector<std::string>& v);
-  JsonWriter& kv_list(std::string_view k, const std::vector<int64_t>& v);
+    // Shorthands for "key": value.
+    template <class T>
+    JsonWriter& kv(std::string_view k, const T& v) {
+        key(k);
+        return value(v);
+    }
+    JsonWriter& kv(std::string_view k, const char* v) {
+        key(k);
+        return value(std::string_view(v));
+    }
+    // Only when non-empty: DingTalk omits optional fields that are not set.
+    JsonWriter& kv_opt(std::string_view k, const std::string& v) {
+        if (!v.empty()) kv(k, v);
+        return *this;
+    }
+    JsonWriter& kv_list(std::string_view k, const std::vector<std::string>& v);
+    JsonWriter& kv_list(std::string_view k, const std::vector<int64_t>& v);
 
-  const std::string& str() const { return out_; }
-  std::string take() { return std::move(out_); }
+    const std::string& str() const { return out_; }
+    std::string take() { return std::move(out_); }
 
 private:
-  void sep();
-  std::string out_;
-  std::vector<bool> first_;  // one entry per open container: no member written yet
-  bool after_key_ = false;
+    void sep();
+    JsonWriter& open(char bracket);
+    JsonWriter& close(char bracket);
+    template <class Integer>
+    JsonWriter& integer(Integer v);
+    template <class T>
+    JsonWriter& list(std::string_view k, const std::vector<T>& v);
+    std::string out_;
+    std::vector<bool> first_;  // one entry per open container: no member written yet
+    bool after_key_ = false;
 };
 
 // Appends s to out as a quoted, escaped JSON string.

@@ -2,7 +2,9 @@
 // Boost.Beast / Asio aliases shared by the server and the event hub. Only the I/O files include
 // this (Beast headers are heavy to compile); the DingTalk logic in sim.* never does.
 
+// clang-format off: must come first (include sorting would move it)
 #include <utility>  // Boost 1.74 asio/awaitable.hpp uses std::exchange without including it
+// clang-format on
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>

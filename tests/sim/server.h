@@ -16,20 +16,20 @@ namespace sim {
 
 class HttpsServer {
 public:
-  HttpsServer(net::io_context& io, ssl::context& tls, Simulator& sim, EventHub& hub);
-  // Binds and starts accepting; returns the bound port (useful with port 0). Throws on failure
-  // (startup only).
-  unsigned short listen(const std::string& host, unsigned short port);
-  void close();
+    HttpsServer(net::io_context& io, ssl::context& tls, Simulator& sim, EventHub& hub);
+    // Binds and starts accepting; returns the bound port (useful with port 0). Throws on failure
+    // (startup only).
+    unsigned short listen(const std::string& host, unsigned short port);
+    void close();
 
 private:
-  void do_accept();
+    void do_accept();
 
-  net::io_context& io_;
-  ssl::context& tls_;
-  Simulator& sim_;
-  EventHub& hub_;
-  tcp::acceptor acceptor_;
+    net::io_context& io_;
+    ssl::context& tls_;
+    Simulator& sim_;
+    EventHub& hub_;
+    tcp::acceptor acceptor_;
 };
 
 }  // namespace sim

@@ -1,6 +1,6 @@
-#include <boost/test/unit_test.hpp>
-
 #include "agent/mapping/mapping.h"
+
+#include <boost/test/unit_test.hpp>
 
 using namespace dingbridge;
 using namespace dingbridge::agent;

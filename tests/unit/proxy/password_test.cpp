@@ -1,6 +1,6 @@
-#include <boost/test/unit_test.hpp>
-
 #include "proxy/password.h"
+
+#include <boost/test/unit_test.hpp>
 
 using namespace dingbridge::proxy;
 

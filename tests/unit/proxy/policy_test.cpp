@@ -1,6 +1,7 @@
+#include "proxy/policy.h"
+
 #include <boost/test/unit_test.hpp>
 
-#include "proxy/policy.h"
 #include "proxy/request_head.h"
 #include "tests/unit/proxy/printers.h"
 
@@ -74,15 +75,36 @@ BOOST_AUTO_TEST_CASE(bad_rules_are_refused) {
 BOOST_AUTO_TEST_CASE(default_deny_covers_internal_ranges_in_every_spelling) {
     Policy policy({}, default_deny_networks());
     Tenant t = tenant_with({"*:*"});
-    for (const char* denied :
-         {"127.0.0.1", "127.255.255.254", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.169.254",
-          "100.64.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255", "::1", "::", "fe80::1", "fc00::1", "fd00:ec2::254",
-          "ff02::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "::ffff:10.0.0.1", "::127.0.0.1",
-          "64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1", "2002:7f00:1::", "2002:c0a8:101::1", "::ffff:7f00:1"}) {
+    for (const char* denied : {"127.0.0.1",
+                               "127.255.255.254",
+                               "10.1.2.3",
+                               "172.16.0.1",
+                               "172.31.255.255",
+                               "192.168.1.1",
+                               "169.254.169.254",
+                               "100.64.0.1",
+                               "0.0.0.0",
+                               "224.0.0.1",
+                               "255.255.255.255",
+                               "::1",
+                               "::",
+                               "fe80::1",
+                               "fc00::1",
+                               "fd00:ec2::254",
+                               "ff02::1",
+                               "::ffff:127.0.0.1",
+                               "::ffff:169.254.169.254",
+                               "::ffff:10.0.0.1",
+                               "::127.0.0.1",
+                               "64:ff9b::a9fe:a9fe",
+                               "64:ff9b::7f00:1",
+                               "2002:7f00:1::",
+                               "2002:c0a8:101::1",
+                               "::ffff:7f00:1"}) {
         BOOST_TEST(!policy.address_allowed(t, ip(denied)), denied);
     }
-    for (const char* allowed : {"8.8.8.8", "203.119.1.1", "172.32.0.1", "100.128.0.1", "2400:3200::1", "64:ff9b::808:808",
-                                "2002:808:808::1"}) {
+    for (const char* allowed : {"8.8.8.8", "203.119.1.1", "172.32.0.1", "100.128.0.1", "2400:3200::1",
+                                "64:ff9b::808:808", "2002:808:808::1"}) {
         BOOST_TEST(policy.address_allowed(t, ip(allowed)), allowed);
     }
 }
@@ -91,9 +113,10 @@ BOOST_AUTO_TEST_CASE(spellings_in_connect_targets_never_reach_loopback) {
     // Every spelling either fails to parse or parses to an address the deny list covers.
     Policy policy({}, default_deny_networks());
     Tenant t = tenant_with({"*:*"});
-    for (const char* target : {"127.0.0.1", "[::1]", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[0:0:0:0:0:ffff:127.0.0.1]",
-                               "[::127.0.0.1]", "[64:ff9b::127.0.0.1]", "[0::1]", "[::0:1]", "2130706433", "0x7f.1",
-                               "017700000001", "127.1", "0177.0.0.1", "[::]", "0.0.0.0", "0", "127.0.0.1."}) {
+    for (const char* target :
+         {"127.0.0.1", "[::1]", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[0:0:0:0:0:ffff:127.0.0.1]", "[::127.0.0.1]",
+          "[64:ff9b::127.0.0.1]", "[0::1]", "[::0:1]", "2130706433", "0x7f.1", "017700000001", "127.1", "0177.0.0.1",
+          "[::]", "0.0.0.0", "0", "127.0.0.1."}) {
         auto r = parse_connect_head(std::string("CONNECT ") + target + ":443 HTTP/1.1\r\n\r\n");
         if (r.error != HeadError::none) continue;
         BOOST_TEST_REQUIRE(r.request.host_is_ip, target);

@@ -6,6 +6,10 @@
 #include "proxy/request_head.h"
 
 namespace dingbridge::proxy {
-inline std::ostream& operator<<(std::ostream& out, HeadError e) { return out << "HeadError(" << static_cast<int>(e) << ")"; }
-inline std::ostream& operator<<(std::ostream& out, AuthOutcome e) { return out << "AuthOutcome(" << static_cast<int>(e) << ")"; }
+inline std::ostream& operator<<(std::ostream& out, HeadError e) {
+    return out << "HeadError(" << static_cast<int>(e) << ")";
+}
+inline std::ostream& operator<<(std::ostream& out, AuthOutcome e) {
+    return out << "AuthOutcome(" << static_cast<int>(e) << ")";
+}
 }  // namespace dingbridge::proxy

@@ -45,15 +45,17 @@ BOOST_AUTO_TEST_CASE(minimal_config_loads_with_defaults) {
 }
 
 BOOST_AUTO_TEST_CASE(plain_password_is_refused_with_a_hint) {
-    auto e = load_error("listeners: [\"127.0.0.1:3128\"]\ntenants:\n  - name: a\n    users:\n      - name: u\n"
-                        "        password: hunter2\n    destinations: [\"*:443\"]\n");
+    auto e = load_error(
+        "listeners: [\"127.0.0.1:3128\"]\ntenants:\n  - name: a\n    users:\n      - name: u\n"
+        "        password: hunter2\n    destinations: [\"*:443\"]\n");
     BOOST_TEST(e.line() == 6);
     BOOST_TEST(std::string(e.what()).find("hash-password") != std::string::npos);
     BOOST_TEST(std::string(e.what()).find("hunter2") == std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(errors_point_at_the_offending_line) {
-    auto bad_rule = load_error(base_config("", "").replace(base_config().find("*.dingtalk.com:443"), 18, "*.dingtalk.com"));
+    auto bad_rule =
+        load_error(base_config("", "").replace(base_config().find("*.dingtalk.com:443"), 18, "*.dingtalk.com"));
     BOOST_TEST(bad_rule.line() == 9);
     BOOST_TEST(bad_rule.key() == "tenants[0].destinations[0]");
 
@@ -71,13 +73,15 @@ BOOST_AUTO_TEST_CASE(errors_point_at_the_offending_line) {
 }
 
 BOOST_AUTO_TEST_CASE(credentialless_tenant_must_name_its_networks) {
-    auto e = load_error("listeners: [\"127.0.0.1:3128\"]\ntenants:\n  - name: java\n    allow_without_credentials: true\n"
-                        "    destinations: [\"*:443\"]\n");
+    auto e = load_error(
+        "listeners: [\"127.0.0.1:3128\"]\ntenants:\n  - name: java\n    allow_without_credentials: true\n"
+        "    destinations: [\"*:443\"]\n");
     BOOST_TEST(std::string(e.what()).find("source_networks") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(duplicate_users_and_tenants_are_refused) {
-    const std::string dup = base_config() + "  - name: other\n    users:\n      - name: alice\n        password_hash: \"" +
+    const std::string dup = base_config() +
+                            "  - name: other\n    users:\n      - name: alice\n        password_hash: \"" +
                             hash_of_pw() + "\"\n    destinations: [\"*:443\"]\n";
     BOOST_TEST(std::string(load_error(dup).what()).find("defined twice") != std::string::npos);
 }

@@ -1,6 +1,7 @@
+#include "proxy/request_head.h"
+
 #include <boost/test/unit_test.hpp>
 
-#include "proxy/request_head.h"
 #include "tests/unit/proxy/printers.h"
 
 using namespace dingbridge::proxy;
@@ -13,8 +14,9 @@ BOOST_AUTO_TEST_SUITE(request_head)
 
 BOOST_AUTO_TEST_CASE(accepts_connect_with_basic_credentials) {
     // "alice:s3cret:with:colons" — the password may contain colons.
-    auto r = parse("CONNECT oapi.DingTalk.com:443 HTTP/1.1\r\nHost: oapi.dingtalk.com:443\r\n"
-                   "Proxy-Authorization: Basic YWxpY2U6czNjcmV0OndpdGg6Y29sb25z\r\n\r\n");
+    auto r = parse(
+        "CONNECT oapi.DingTalk.com:443 HTTP/1.1\r\nHost: oapi.dingtalk.com:443\r\n"
+        "Proxy-Authorization: Basic YWxpY2U6czNjcmV0OndpdGg6Y29sb25z\r\n\r\n");
     BOOST_TEST(static_cast<int>(r.error) == static_cast<int>(HeadError::none));
     BOOST_TEST(r.request.host == "oapi.dingtalk.com");
     BOOST_TEST(r.request.port == 443);
@@ -42,22 +44,24 @@ BOOST_AUTO_TEST_CASE(refuses_numeric_spellings_of_addresses) {
 }
 
 BOOST_AUTO_TEST_CASE(other_methods_get_method_not_allowed) {
-    BOOST_TEST(parse("GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n").error == HeadError::method_not_allowed);
+    BOOST_TEST(parse("GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n").error ==
+               HeadError::method_not_allowed);
     BOOST_TEST(parse("connect example.com:443 HTTP/1.1\r\n\r\n").error == HeadError::method_not_allowed);
 }
 
 BOOST_AUTO_TEST_CASE(refuses_malformed_heads) {
     const char* cases[] = {
-        "CONNECT example.com:443 HTTP/1.1\n\r\n",                        // bare LF
-        "CONNECT example.com:443\r\n\r\n",                               // no version
-        "CONNECT  example.com:443 HTTP/1.1\r\n\r\n",                     // double space
-        "CONNECT example.com:443 HTTP/2.0\r\n\r\n",                      // version
-        "CONNECT example.com:443 HTTP/1.1\r\nX: a\r\n b\r\n\r\n",        // obs-fold
+        "CONNECT example.com:443 HTTP/1.1\n\r\n",                  // bare LF
+        "CONNECT example.com:443\r\n\r\n",                         // no version
+        "CONNECT  example.com:443 HTTP/1.1\r\n\r\n",               // double space
+        "CONNECT example.com:443 HTTP/2.0\r\n\r\n",                // version
+        "CONNECT example.com:443 HTTP/1.1\r\nX: a\r\n b\r\n\r\n",  // obs-fold
         "CONNECT example.com:443 HTTP/1.1\r\nNo colon\r\n\r\n",
         "CONNECT example.com:443 HTTP/1.1\r\nBad Name: x\r\n\r\n",
         "CONNECT example.com:443 HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
         "CONNECT example.com:443 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-        "CONNECT example.com:443 HTTP/1.1\r\nProxy-Authorization: Basic YTpi\r\nProxy-Authorization: Basic YTpi\r\n\r\n",
+        "CONNECT example.com:443 HTTP/1.1\r\nProxy-Authorization: Basic YTpi\r\nProxy-Authorization: Basic "
+        "YTpi\r\n\r\n",
         "\r\n\r\n",
         "CONNECT example.com:443 HTTP/1.1\r\n",
     };

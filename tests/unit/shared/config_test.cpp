@@ -1,12 +1,28 @@
-#include <boost/test/unit_test.hpp>
+#include "shared/config.h"
 
+#include <boost/test/unit_test.hpp>
 #include <cstdlib>
 #include <fstream>
-
-#include "shared/config.h"
+#include <optional>
 
 using namespace dingbridge;
 using namespace std::chrono_literals;
+
+namespace {
+// Runs `f`, which must throw a ConfigError, and returns that error; the test case stops with
+// `accepted` when it throws none.
+template <class F>
+ConfigError config_error(F f, const char* accepted) {
+    std::optional<ConfigError> error;
+    try {
+        f();
+    } catch (const ConfigError& e) {
+        error = e;
+    }
+    BOOST_REQUIRE_MESSAGE(error.has_value(), accepted);
+    return *error;
+}
+}  // namespace
 
 BOOST_AUTO_TEST_SUITE(config)
 
@@ -38,60 +54,43 @@ BOOST_AUTO_TEST_CASE(unknown_key_names_file_line_column_and_key) {
     auto root = ConfigNode::load_string("limits:\n  header_timeout: 10s\n  heder_timeout: 5s\n", "proxy.yaml");
     auto limits = root.get("limits");
     limits.get_duration("header_timeout", 1s);
-    try {
-        limits.reject_unknown();
-        BOOST_FAIL("unknown key accepted");
-    } catch (const ConfigError& e) {
-        BOOST_TEST(e.file() == "proxy.yaml");
-        BOOST_TEST(e.line() == 3);
-        BOOST_TEST(e.column() == 3);
-        BOOST_TEST(std::string(e.what()).find("heder_timeout") != std::string::npos);
-        BOOST_TEST(std::string(e.what()).find("proxy.yaml:3:3") == 0);
-    }
+    const ConfigError e = config_error([&] { limits.reject_unknown(); }, "unknown key accepted");
+    BOOST_TEST(e.file() == "proxy.yaml");
+    BOOST_TEST(e.line() == 3);
+    BOOST_TEST(e.column() == 3);
+    BOOST_TEST(std::string(e.what()).find("heder_timeout") != std::string::npos);
+    BOOST_TEST(std::string(e.what()).find("proxy.yaml:3:3") == 0);
 }
 
 BOOST_AUTO_TEST_CASE(bad_value_reports_its_position_and_what_is_valid) {
     auto root = ConfigNode::load_string("a: 1\ntimeout: 30\n", "x.yaml");
-    try {
-        root.get("timeout").as_duration();
-        BOOST_FAIL("bare number accepted as duration");
-    } catch (const ConfigError& e) {
-        BOOST_TEST(e.line() == 2);
-        BOOST_TEST(e.key() == "timeout");
-        BOOST_TEST(std::string(e.what()).find("30s") != std::string::npos);
-    }
+    const ConfigError e = config_error([&] { root.get("timeout").as_duration(); }, "bare number accepted as duration");
+    BOOST_TEST(e.line() == 2);
+    BOOST_TEST(e.key() == "timeout");
+    BOOST_TEST(std::string(e.what()).find("30s") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(yaml_syntax_error_has_position) {
-    try {
-        ConfigNode::load_string("a: 1\nb: [1, 2\nc: 3\n", "broken.yaml");
-        BOOST_FAIL("syntax error accepted");
-    } catch (const ConfigError& e) {
-        BOOST_TEST(e.file() == "broken.yaml");
-        BOOST_TEST(e.line() >= 2);
-        BOOST_TEST(std::string(e.what()).find("YAML syntax error") != std::string::npos);
-    }
+    const ConfigError e =
+        config_error([] { ConfigNode::load_string("a: 1\nb: [1, 2\nc: 3\n", "broken.yaml"); }, "syntax error accepted");
+    BOOST_TEST(e.file() == "broken.yaml");
+    BOOST_TEST(e.line() >= 2);
+    BOOST_TEST(std::string(e.what()).find("YAML syntax error") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(duplicate_keys_are_refused_not_silently_dropped) {
-    try {
-        ConfigNode::load_string("limits:\n  a: 1\nother: 2\nlimits:\n  a: 2\n", "dup.yaml");
-        BOOST_FAIL("duplicate key accepted");
-    } catch (const ConfigError& e) {
-        BOOST_TEST(e.line() == 4);
-        BOOST_TEST(std::string(e.what()).find("duplicate key 'limits'") != std::string::npos);
-    }
+    const ConfigError e =
+        config_error([] { ConfigNode::load_string("limits:\n  a: 1\nother: 2\nlimits:\n  a: 2\n", "dup.yaml"); },
+                     "duplicate key accepted");
+    BOOST_TEST(e.line() == 4);
+    BOOST_TEST(std::string(e.what()).find("duplicate key 'limits'") != std::string::npos);
     BOOST_CHECK_THROW(ConfigNode::load_string("t:\n  - name: a\n    name: b\n", "dup.yaml"), ConfigError);
 }
 
 BOOST_AUTO_TEST_CASE(missing_required_key_is_named) {
     auto root = ConfigNode::load_string("a: 1\n", "x.yaml");
-    try {
-        root.get("tenants");
-        BOOST_FAIL("missing key accepted");
-    } catch (const ConfigError& e) {
-        BOOST_TEST(std::string(e.what()).find("missing required key 'tenants'") != std::string::npos);
-    }
+    const ConfigError e = config_error([&] { root.get("tenants"); }, "missing key accepted");
+    BOOST_TEST(std::string(e.what()).find("missing required key 'tenants'") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(secret_references_resolve_without_leaking_values) {
@@ -99,9 +98,7 @@ BOOST_AUTO_TEST_CASE(secret_references_resolve_without_leaking_values) {
     BOOST_TEST(resolve_secret("${env:DINGBRIDGE_TEST_SECRET}") == "s3cr3t-value");
     BOOST_TEST(resolve_secret("plain") == "plain");
     const std::string path = "/tmp/dingbridge-unit-secret-" + std::to_string(::getpid());
-    {
-        std::ofstream(path) << "from-file\n";
-    }
+    { std::ofstream(path) << "from-file\n"; }
     BOOST_TEST(resolve_secret("${file:" + path + "}") == "from-file");
     std::remove(path.c_str());
     try {

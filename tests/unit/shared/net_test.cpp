@@ -1,6 +1,6 @@
-#include <boost/test/unit_test.hpp>
-
 #include "shared/net.h"
+
+#include <boost/test/unit_test.hpp>
 
 using namespace dingbridge;
 
@@ -17,8 +17,9 @@ BOOST_AUTO_TEST_CASE(parses_canonical_ipv4_and_ipv6) {
 }
 
 BOOST_AUTO_TEST_CASE(refuses_alternative_ipv4_spellings) {
-    for (const char* s : {"2130706433", "0x7f.1", "0x7f000001", "127.1", "127.0.1", "0177.0.0.1", "127.000.000.001",
-                          "127.0.0.1.", "1.2.3.256", " 127.0.0.1", "127.0.0.1 ", "", "fe80::1%eth0", "[::1]", "::ffff:127.1"}) {
+    for (const char* s :
+         {"2130706433", "0x7f.1", "0x7f000001", "127.1", "127.0.1", "0177.0.0.1", "127.000.000.001", "127.0.0.1.",
+          "1.2.3.256", " 127.0.0.1", "127.0.0.1 ", "", "fe80::1%eth0", "[::1]", "::ffff:127.1"}) {
         BOOST_TEST(!IpAddress::parse(s), s);
     }
 }
