@@ -121,15 +121,13 @@ class DuplicateEmail(unittest.TestCase):
         env = Env(generate="users=40,departments=5,depth=2,seed=3",
                   mapping_text=mapping_with("  conflict_policy: skip_user\n").replace(
                       "  conflict_policy: clear_field\n", ""))
-        try:
-            self._two(env)
-            p = env.agent("sync", check=0)
-            self.assertIn("skipped: 1", p.stdout)
-            items = env.run_detail(env.history()[0]["id"])["items"]
-            self.assertEqual([(i["external_id"], i["operation"]) for i in items], [("dup-b", "skip")])
-            self.assertNotIn("dup-b", target_org(env.target_db())["users"])
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        self._two(env)
+        p = env.agent("sync", check=0)
+        self.assertIn("skipped: 1", p.stdout)
+        items = env.run_detail(env.history()[0]["id"])["items"]
+        self.assertEqual([(i["external_id"], i["operation"]) for i in items], [("dup-b", "skip")])
+        self.assertNotIn("dup-b", target_org(env.target_db())["users"])
 
 
 class DisabledMemberships(unittest.TestCase):

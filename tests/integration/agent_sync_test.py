@@ -38,34 +38,32 @@ class LargeOrgThroughProxy(unittest.TestCase):
         # on a loaded machine, so "no throttle answer" is deterministic.
         env = Env(generate="users=5000,departments=300,depth=7,seed=11", qps=20, agent_qps=15, concurrency=4,
                   sim_extra=("--token-ttl", "4"))
-        try:
-            dump = env.sim.org()
-            self.assertGreaterEqual(len(dump["users"]), 5000)
-            self.assertGreaterEqual(len(dump["departments"]), 300)
-            self.assertGreaterEqual(max_depth(dump), 6)
-            t0 = time.time()
-            p = env.agent("sync", check=0)
-            wall = time.time() - t0
-            problems = diff_orgs(expected_org(dump), target_org(env.target_db()))
-            self.assertEqual(problems, [], "\n".join(problems))
-            stats = env.sim.stats()
-            self.assertEqual(stats["throttled"], 0, f"the agent exceeded the simulator's QPS limit: {stats}")
-            # The simulator allow-lists only the proxy's egress address: nothing was refused.
-            self.assertEqual(stats["denied_ip"], 0)
-            run = env.history()[0]
-            self.assertEqual(run["status"], "succeeded")
-            self.assertEqual(run["counts"]["create_user"], 5000)
-            self.assertGreaterEqual(stats["apis"]["/gettoken"]["calls"], 3, "the token was not refreshed before expiry")
-            print(f"\nfull sync: {wall:.1f}s wall, {stats['total_calls']} calls, peak per-API QPS "
-                  f"{max(a['peak_qps'] for a in stats['apis'].values())}, limit 20", file=sys.stderr)
-            # Users can be queried with the sqlite3 tool too.
-            if shutil.which("sqlite3"):
-                out = subprocess.run(["sqlite3", str(env.target_db()), "SELECT count(*) FROM users"],
-                                     capture_output=True, text=True)
-                self.assertEqual(out.stdout.strip(), "5000")
-            self.assertIn("Plan: ", p.stdout)
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        dump = env.sim.org()
+        self.assertGreaterEqual(len(dump["users"]), 5000)
+        self.assertGreaterEqual(len(dump["departments"]), 300)
+        self.assertGreaterEqual(max_depth(dump), 6)
+        t0 = time.time()
+        p = env.agent("sync", check=0)
+        wall = time.time() - t0
+        problems = diff_orgs(expected_org(dump), target_org(env.target_db()))
+        self.assertEqual(problems, [], "\n".join(problems))
+        stats = env.sim.stats()
+        self.assertEqual(stats["throttled"], 0, f"the agent exceeded the simulator's QPS limit: {stats}")
+        # The simulator allow-lists only the proxy's egress address: nothing was refused.
+        self.assertEqual(stats["denied_ip"], 0)
+        run = env.history()[0]
+        self.assertEqual(run["status"], "succeeded")
+        self.assertEqual(run["counts"]["create_user"], 5000)
+        self.assertGreaterEqual(stats["apis"]["/gettoken"]["calls"], 3, "the token was not refreshed before expiry")
+        print(f"\nfull sync: {wall:.1f}s wall, {stats['total_calls']} calls, peak per-API QPS "
+              f"{max(a['peak_qps'] for a in stats['apis'].values())}, limit 20", file=sys.stderr)
+        # Users can be queried with the sqlite3 tool too.
+        if shutil.which("sqlite3"):
+            out = subprocess.run(["sqlite3", str(env.target_db()), "SELECT count(*) FROM users"],
+                                 capture_output=True, text=True)
+            self.assertEqual(out.stdout.strip(), "5000")
+        self.assertIn("Plan: ", p.stdout)
 
 
 class HttpsProxy(unittest.TestCase):
@@ -290,39 +288,35 @@ class RemovedUsers(unittest.TestCase):
     def test_disable_then_delete_after_the_grace_period(self):
         env = Env(generate="users=30,departments=4,depth=2,seed=6",
                   mapping_text=self._mapping("  action: disable\n  delete_after: 2s\n"))
-        try:
-            env.agent("sync", check=0)
-            uid = env.sim.org()["users"][0]["userid"]
-            env.sim.admin("POST", "/_sim/user/remove", {"userid": uid})
-            env.agent("sync", check=0)
-            self.assertEqual(self._user(env, uid)[0], 0)
-            env.agent("sync", check=0)  # within the grace period: nothing
-            self.assertEqual(env.history()[0]["counts"]["changes_planned"], 0)
-            time.sleep(3.1)
-            env.agent("sync", check=0)
-            self.assertEqual(env.history()[0]["counts"]["delete_user"], 1)
-            self.assertIsNone(self._user(env, uid))
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        env.agent("sync", check=0)
+        uid = env.sim.org()["users"][0]["userid"]
+        env.sim.admin("POST", "/_sim/user/remove", {"userid": uid})
+        env.agent("sync", check=0)
+        self.assertEqual(self._user(env, uid)[0], 0)
+        env.agent("sync", check=0)  # within the grace period: nothing
+        self.assertEqual(env.history()[0]["counts"]["changes_planned"], 0)
+        time.sleep(3.1)
+        env.agent("sync", check=0)
+        self.assertEqual(env.history()[0]["counts"]["delete_user"], 1)
+        self.assertIsNone(self._user(env, uid))
 
     def test_delete_action_and_a_user_who_comes_back(self):
         env = Env(generate="users=30,departments=4,depth=2,seed=6",
                   mapping_text=self._mapping("  action: delete\n"))
-        try:
-            env.agent("sync", check=0)
-            org = env.sim.org()
-            gone = org["users"][1]
-            env.sim.admin("POST", "/_sim/user/remove", {"userid": gone["userid"]})
-            env.agent("sync", check=0)
-            self.assertEqual(env.history()[0]["counts"]["delete_user"], 1)
-            self.assertIsNone(self._user(env, gone["userid"]))
-            env.sim.admin("POST", "/_sim/user/create", {"userid": gone["userid"], "name": gone["name"],
-                                                        "dept_id_list": gone["dept_id_list"]})
-            env.agent("sync", check=0)
-            self.assertEqual(env.history()[0]["counts"]["create_user"], 1)
-            self.assertEqual(self._user(env, gone["userid"]), (1, None))
-        finally:
-            env.stop()
+        self.addCleanup(env.stop)
+        env.agent("sync", check=0)
+        org = env.sim.org()
+        gone = org["users"][1]
+        env.sim.admin("POST", "/_sim/user/remove", {"userid": gone["userid"]})
+        env.agent("sync", check=0)
+        self.assertEqual(env.history()[0]["counts"]["delete_user"], 1)
+        self.assertIsNone(self._user(env, gone["userid"]))
+        env.sim.admin("POST", "/_sim/user/create", {"userid": gone["userid"], "name": gone["name"],
+                                                    "dept_id_list": gone["dept_id_list"]})
+        env.agent("sync", check=0)
+        self.assertEqual(env.history()[0]["counts"]["create_user"], 1)
+        self.assertEqual(self._user(env, gone["userid"]), (1, None))
 
 
 class Doctor(unittest.TestCase):
