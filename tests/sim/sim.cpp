@@ -78,9 +78,14 @@ bool is_loopback(std::string_view ip) {
 // Parameter readers for topapi bodies. Return false and set err when present but malformed.
 enum class Param { absent, ok, bad };
 
+// o[k] into e; false when k is absent or null (both mean "not given").
+bool present(object o, std::string_view k, element& e) {
+    return o.at_key(k).get(e) == simdjson::SUCCESS && e.type() != element_type::NULL_VALUE;
+}
+
 Param p_int(object o, std::string_view k, int64_t& out) {
     element e;
-    if (o.at_key(k).get(e) != simdjson::SUCCESS || e.type() == element_type::NULL_VALUE) return Param::absent;
+    if (!present(o, k, e)) return Param::absent;
     if (e.type() == element_type::INT64) {
         out = int64_t(e);
         return Param::ok;
@@ -100,7 +105,7 @@ Param p_int(object o, std::string_view k, int64_t& out) {
 
 Param p_str(object o, std::string_view k, std::string& out) {
     element e;
-    if (o.at_key(k).get(e) != simdjson::SUCCESS || e.type() == element_type::NULL_VALUE) return Param::absent;
+    if (!present(o, k, e)) return Param::absent;
     if (e.type() != element_type::STRING) return Param::bad;
     out = std::string(std::string_view(e));
     return Param::ok;
@@ -108,7 +113,7 @@ Param p_str(object o, std::string_view k, std::string& out) {
 
 Param p_bool(object o, std::string_view k, bool& out) {
     element e;
-    if (o.at_key(k).get(e) != simdjson::SUCCESS || e.type() == element_type::NULL_VALUE) return Param::absent;
+    if (!present(o, k, e)) return Param::absent;
     if (e.type() == element_type::BOOL) {
         out = bool(e);
         return Param::ok;
