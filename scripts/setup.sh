@@ -11,7 +11,9 @@ PACKAGES=(build-essential cmake ninja-build pkg-config git ca-certificates curl 
           libevent-dev libssl-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libboost-dev libboost-test-dev
           libcli11-dev libsimdjson-dev libcurl4-openssl-dev libsqlite3-dev libldap-dev slapd ldap-utils
           # packages and their checks (tests/package): man pages, lintian, rpm, rpmlint, logrotate -d
-          help2man man-db lintian rpm rpmlint logrotate)
+          help2man man-db lintian rpm rpmlint logrotate
+          # the agent's web console in a real browser, and its metrics checked by promtool
+          chromium chromium-driver python3-selenium prometheus)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
