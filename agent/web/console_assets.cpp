@@ -78,7 +78,7 @@ header a{color:#fff;text-decoration:none}.brand{font-weight:600;font-size:16px}
 main{padding:16px 24px;max-width:1400px}h1{font-size:20px}h2{font-size:16px;margin:18px 0 8px}
 table{border-collapse:collapse;width:100%;background:#fff}th,td{border-bottom:1px solid #e3e6eb;padding:5px 8px;text-align:left;vertical-align:top}
 th{background:#eef1f5;font-weight:600}td.num{text-align:right}td.bad,.bad{color:#b42318;font-weight:600}.ok{color:#067647;font-weight:600}
-td.msg{max-width:420px;word-break:break-word;color:#444}code{font-size:12px}
+td.msg{min-width:260px;max-width:480px;word-break:break-word;color:#444}code{font-size:12px}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;background:#e3e6eb}
 .s-succeeded{background:#d1fadf;color:#05603a}.s-partial{background:#fef0c7;color:#93370d}.s-failed{background:#fee4e2;color:#912018}
 .s-aborted{background:#fbe8ff;color:#821890}.s-running{background:#d1e9ff;color:#1849a9}.s-deferred{background:#eaecf0}

@@ -114,7 +114,8 @@ WebReply run_page(const ConsoleContext& ctx, Lang lang, const std::string& lang_
          t("started") + "</dt><dd>" + html_escape(r->started_at) + "</dd></div><div><dt>" + t("finished") +
          "</dt><dd data-finished>" + html_escape(r->finished_at) + "</dd></div><div><dt>" + t("message") +
          "</dt><dd>" + html_escape(r->message) + "</dd></div></dl>";
-    s += "<section><h2>" + t("live") + "</h2>" + console_live(lang, *r) + "</section>";
+    s += "<section><h2>" + t(r->status == "running" ? "live" : "progress") + "</h2>" + console_live(lang, *r) +
+         "</section>";
     s += "<section><h2>" + t("plan") + "</h2>" + plan_table(lang, *r) + "</section>";
     s += "<section><h2>" + t("errors") + "</h2>";
     if (rows.empty()) s += "<p class=\"empty\">" + t("no_items") + "</p>";

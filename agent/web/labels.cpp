@@ -55,6 +55,7 @@ const std::map<std::string, Pair>& table() {
         {"never", {"never", "从未"}},
         {"chart", {"Runs over time (bar height: duration)", "同步趋势 (柱高：耗时)"}},
         {"live", {"Running now", "正在运行"}},
+        {"progress", {"Progress", "进度"}},
         {"plan", {"Plan", "计划"}},
         {"errors", {"Item errors", "条目错误"}},
         {"search", {"Search", "搜索"}},
