@@ -23,19 +23,23 @@ struct Page {
 
 std::map<std::string, std::string> parse_query(const std::string& q) {
     std::map<std::string, std::string> out;
-    auto unhex = [](char c) { return std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : (std::tolower(c) - 'a' + 10); };
+    auto unhex = [](char c) {
+        return std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : (std::tolower(c) - 'a' + 10);
+    };
     std::size_t pos = 0;
     while (pos <= q.size()) {
         std::size_t amp = q.find('&', pos);
         std::string kv = q.substr(pos, amp == std::string::npos ? std::string::npos : amp - pos);
         std::string decoded;
         for (std::size_t i = 0; i < kv.size(); ++i) {
-            if (kv[i] == '+') decoded += ' ';
+            if (kv[i] == '+')
+                decoded += ' ';
             else if (kv[i] == '%' && i + 2 < kv.size() + 0 && std::isxdigit(static_cast<unsigned char>(kv[i + 1])) &&
                      std::isxdigit(static_cast<unsigned char>(kv[i + 2]))) {
                 decoded += static_cast<char>(unhex(kv[i + 1]) * 16 + unhex(kv[i + 2]));
                 i += 2;
-            } else decoded += kv[i];
+            } else
+                decoded += kv[i];
         }
         const std::size_t eq = decoded.find('=');
         if (!decoded.empty()) out[decoded.substr(0, eq)] = eq == std::string::npos ? "" : decoded.substr(eq + 1);
@@ -52,8 +56,11 @@ std::string status_key(const std::string& s) { return s == "failed" ? "failed_st
 std::string fmt_duration(std::int64_t ms) {
     if (ms < 0) return "";
     char b[64];
-    if (ms < 60000) std::snprintf(b, sizeof b, "%.1f s", static_cast<double>(ms) / 1000.0);
-    else std::snprintf(b, sizeof b, "%lld min %lld s", static_cast<long long>(ms / 60000), static_cast<long long>(ms % 60000 / 1000));
+    if (ms < 60000)
+        std::snprintf(b, sizeof b, "%.1f s", static_cast<double>(ms) / 1000.0);
+    else
+        std::snprintf(b, sizeof b, "%lld min %lld s", static_cast<long long>(ms / 60000),
+                      static_cast<long long>(ms % 60000 / 1000));
     return b;
 }
 
@@ -73,7 +80,9 @@ std::string console_head(Lang lang, const std::string& lang_q, const std::string
     auto t = [&](const char* k) { return html_escape(label(lang, k)); };
     return "<!DOCTYPE html><html lang=\"" + std::string(lang == Lang::zh ? "zh-CN" : "en") +
            "\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">"
-           "<title>" + html_escape(title) + "</title><link rel=\"stylesheet\" href=\"/static/console.css\">"
+           "<title>" +
+           html_escape(title) +
+           "</title><link rel=\"stylesheet\" href=\"/static/console.css\">"
            "<script src=\"/static/console.js\" defer></script></head><body><header><a class=\"brand\" href=\"/?" +
            lang_q + "\">" + t("title") + "</a><a class=\"lang\" href=\"?lang=" + (lang == Lang::zh ? "en" : "zh") +
            "\">" + t("language") + "</a></header><main>";
@@ -92,10 +101,12 @@ std::string console_live(Lang lang, const RunRecord& r) {
     auto t = [&](const char* k) { return html_escape(label(lang, k)); };
     std::string s = "<div class=\"live\" data-live-run=\"" + std::to_string(r.id) + "\" data-run-status=\"" +
                     html_escape(r.status) + "\"><dl>";
-    const std::pair<const char*, std::int64_t> cs[] = {
-        {"departments_fetched", r.counters.departments_fetched}, {"users_fetched", r.counters.users_fetched},
-        {"requests", r.counters.requests},           {"changes_planned", r.counters.changes_planned},
-        {"changes_applied", r.counters.changes_applied}, {"items_failed", r.counters.items_failed}};
+    const std::pair<const char*, std::int64_t> cs[] = {{"departments_fetched", r.counters.departments_fetched},
+                                                       {"users_fetched", r.counters.users_fetched},
+                                                       {"requests", r.counters.requests},
+                                                       {"changes_planned", r.counters.changes_planned},
+                                                       {"changes_applied", r.counters.changes_applied},
+                                                       {"items_failed", r.counters.items_failed}};
     for (const auto& [k, v] : cs)
         s += "<div><dt>" + t(k) + "</dt><dd data-count=\"" + k + "\">" + std::to_string(v) + "</dd></div>";
     return s + "</dl><p class=\"elapsed\" data-elapsed>" + html_escape(fmt_duration(run_ms(r))) + "</p></div>";
@@ -132,19 +143,21 @@ std::string runs_chart(const Page& p, std::vector<RunRecord> runs) {
     if (runs.size() > 60) runs.erase(runs.begin(), runs.end() - 60);
     std::int64_t longest = 1;
     for (const auto& r : runs) longest = std::max(longest, run_ms(r));
-    const int w = 720, h = 160, bw = std::max(4, std::min(24, (w - 40) / std::max<int>(1, static_cast<int>(runs.size()))));
+    const int w = 720, h = 160,
+              bw = std::max(4, std::min(24, (w - 40) / std::max<int>(1, static_cast<int>(runs.size()))));
     std::string s = "<svg class=\"chart\" viewBox=\"0 0 " + std::to_string(w) + " " + std::to_string(h + 30) +
                     "\" role=\"img\" aria-label=\"" + p.t("chart") + "\"><line class=\"axis\" x1=\"30\" y1=\"" +
                     std::to_string(h) + "\" x2=\"" + std::to_string(w) + "\" y2=\"" + std::to_string(h) + "\"/>";
     s += "<text class=\"tick\" x=\"0\" y=\"12\">" + html_escape(fmt_duration(longest)) + "</text>";
     int x = 34;
     for (const auto& r : runs) {
-        const int bh = std::max(2, static_cast<int>(static_cast<double>(std::max<std::int64_t>(0, run_ms(r))) / static_cast<double>(longest) * (h - 10)));
-        s += "<a href=\"/runs/" + std::to_string(r.id) + "?" + p.lang_q + "\"><rect class=\"bar s-" + html_escape(r.status) +
-             "\" x=\"" + std::to_string(x) + "\" y=\"" + std::to_string(h - bh) + "\" width=\"" + std::to_string(bw - 2) +
-             "\" height=\"" + std::to_string(bh) + "\"><title>#" + std::to_string(r.id) + " " + p.t(r.kind) + " " +
-             p.t(status_key(r.status)) + " " + html_escape(r.started_at) + " " + html_escape(fmt_duration(run_ms(r))) +
-             "</title></rect></a>";
+        const int bh = std::max(2, static_cast<int>(static_cast<double>(std::max<std::int64_t>(0, run_ms(r))) /
+                                                    static_cast<double>(longest) * (h - 10)));
+        s += "<a href=\"/runs/" + std::to_string(r.id) + "?" + p.lang_q + "\"><rect class=\"bar s-" +
+             html_escape(r.status) + "\" x=\"" + std::to_string(x) + "\" y=\"" + std::to_string(h - bh) +
+             "\" width=\"" + std::to_string(bw - 2) + "\" height=\"" + std::to_string(bh) + "\"><title>#" +
+             std::to_string(r.id) + " " + p.t(r.kind) + " " + p.t(status_key(r.status)) + " " +
+             html_escape(r.started_at) + " " + html_escape(fmt_duration(run_ms(r))) + "</title></rect></a>";
         if (runs.size() <= 30 || r.id % 5 == 0)
             s += "<text class=\"tick\" x=\"" + std::to_string(x) + "\" y=\"" + std::to_string(h + 16) + "\">" +
                  std::to_string(r.id) + "</text>";
@@ -166,7 +179,8 @@ std::string events_panel(const Page& p, HistoryView& view) {
              "</dt><dd>" + html_escape(ago(e.last_alive_ms, p.lang)) + "</dd></div>";
     }
     s += "<div><dt>" + p.t("lag") + "</dt><dd data-lag>" +
-         (e.oldest_pending_ms ? html_escape(fmt_duration(events::now_ms() - e.oldest_pending_ms)) : "0 s") + "</dd></div>";
+         (e.oldest_pending_ms ? html_escape(fmt_duration(events::now_ms() - e.oldest_pending_ms)) : "0 s") +
+         "</dd></div>";
     s += "<div><dt>" + p.t("pending") + "</dt><dd>" + std::to_string(e.pending) + "</dd></div><div><dt>" +
          p.t("given_up") + "</dt><dd>" + std::to_string(e.given_up) + "</dd></div><div><dt>" + p.t("last_event") +
          "</dt><dd>" + html_escape(ago(e.newest_received_ms, p.lang)) + "</dd></div>";
@@ -181,8 +195,8 @@ std::string budget_panel(const Page& p, HistoryView& view) {
     if (budget > 0) {
         s += "<meter min=\"0\" max=\"" + std::to_string(budget) + "\" low=\"" + std::to_string(budget * 7 / 10) +
              "\" high=\"" + std::to_string(budget * 9 / 10) + "\" optimum=\"0\" value=\"" +
-             std::to_string(std::min(used, budget)) + "\"></meter><p>" +
-             std::to_string(used * 100 / budget) + "% " + p.t("of_budget") + "</p>";
+             std::to_string(std::min(used, budget)) + "\"></meter><p>" + std::to_string(used * 100 / budget) + "% " +
+             p.t("of_budget") + "</p>";
     } else {
         s += "<p>" + p.t("unlimited") + "</p>";
     }
@@ -218,12 +232,23 @@ std::string html_escape(const std::string& text) {
     out.reserve(text.size() + 16);
     for (char c : text) {
         switch (c) {
-            case '&': out += "&amp;"; break;
-            case '<': out += "&lt;"; break;
-            case '>': out += "&gt;"; break;
-            case '"': out += "&quot;"; break;
-            case '\'': out += "&#39;"; break;
-            default: out += c;
+            case '&':
+                out += "&amp;";
+                break;
+            case '<':
+                out += "&lt;";
+                break;
+            case '>':
+                out += "&gt;";
+                break;
+            case '"':
+                out += "&quot;";
+                break;
+            case '\'':
+                out += "&#39;";
+                break;
+            default:
+                out += c;
         }
     }
     return out;
@@ -246,12 +271,14 @@ WebReply handle_console(const ConsoleContext& ctx, const WebRequest& req) {
     char extra = 0;
     if (std::sscanf(path.c_str(), "/runs/%lld%c", reinterpret_cast<long long*>(&id), &extra) == 1 && id > 0)
         return run_page(ctx, lang, lang_q, id, query);
-    if (path == "/api/runs" || std::sscanf(path.c_str(), "/api/runs/%lld%c", reinterpret_cast<long long*>(&id), &extra) == 1) {
+    if (path == "/api/runs" ||
+        std::sscanf(path.c_str(), "/api/runs/%lld%c", reinterpret_cast<long long*>(&id), &extra) == 1) {
         HistoryView view(ctx.state_db);
         std::string body;
         if (path == "/api/runs") {
             body = "[";
-            for (const auto& r : view.runs(ctx.config->web.runs_shown)) body += (body.size() > 1 ? "," : "") + run_to_json(r, false);
+            for (const auto& r : view.runs(ctx.config->web.runs_shown))
+                body += (body.size() > 1 ? "," : "") + run_to_json(r, false);
             body += "]";
         } else if (auto r = view.run(id)) {
             body = run_to_json(*r, true);

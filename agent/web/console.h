@@ -17,7 +17,7 @@
 
 namespace dingbridge::agent::web {
 
-struct LiveState {  // run mode only
+struct LiveState {     // run mode only
     std::string mode;  // stream or http
     bool connected = false;
     std::uint64_t events_received = 0;
@@ -26,9 +26,9 @@ struct LiveState {  // run mode only
 
 struct ConsoleContext {
     const AgentConfig* config = nullptr;
-    std::string state_db, target_db;  // target_db: the SQLite target, for object names ("" = none)
-    std::function<LiveState()> live;                 // empty for `dingbridge-agent web`
-    std::function<std::string()> live_metrics;       // run mode's own metrics text
+    std::string state_db, target_db;            // target_db: the SQLite target, for object names ("" = none)
+    std::function<LiveState()> live;            // empty for `dingbridge-agent web`
+    std::function<std::string()> live_metrics;  // run mode's own metrics text
 };
 
 ConsoleContext make_context(const AgentConfig& config);

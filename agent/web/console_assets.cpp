@@ -72,7 +72,8 @@ const char* kScript = R"JS('use strict';
 })();
 )JS";
 
-const char* kStyle = R"CSS(body{font:14px/1.45 system-ui,"Noto Sans CJK SC","PingFang SC",sans-serif;margin:0;color:#1d2330;background:#f5f6f8}
+const char* kStyle =
+    R"CSS(body{font:14px/1.45 system-ui,"Noto Sans CJK SC","PingFang SC",sans-serif;margin:0;color:#1d2330;background:#f5f6f8}
 header{display:flex;justify-content:space-between;align-items:center;padding:10px 24px;background:#1d3b6f;color:#fff}
 header a{color:#fff;text-decoration:none}.brand{font-weight:600;font-size:16px}
 main{padding:16px 24px;max-width:1400px}h1{font-size:20px}h2{font-size:16px;margin:18px 0 8px}
@@ -96,9 +97,12 @@ form.filter{margin:8px 0}.count{color:#667085}.name{color:#1d3b6f}
 
 WebReply static_asset(const std::string& path) {
     WebReply r;
-    if (path == "/static/console.js") r = {200, "text/javascript; charset=utf-8", kScript, {}};
-    else if (path == "/static/console.css") r = {200, "text/css; charset=utf-8", kStyle, {}};
-    else return {404, "text/plain; charset=utf-8", "not found\n", {}};
+    if (path == "/static/console.js")
+        r = {200, "text/javascript; charset=utf-8", kScript, {}};
+    else if (path == "/static/console.css")
+        r = {200, "text/css; charset=utf-8", kStyle, {}};
+    else
+        return {404, "text/plain; charset=utf-8", "not found\n", {}};
     return r;
 }
 

@@ -22,8 +22,10 @@ std::string label_value(const std::string& v) {
     std::string out;
     for (char c : v) {
         if (c == '\\' || c == '"') out += '\\';
-        if (c == '\n') out += "\\n";
-        else out += c;
+        if (c == '\n')
+            out += "\\n";
+        else
+            out += c;
     }
     return out;
 }
@@ -61,7 +63,8 @@ std::string history_metrics(const AgentConfig& config, const std::string& state_
            "Age of the oldest journaled event not applied yet (0 = none pending).");
     sample("dingbridge_agent_events_lag_seconds",
            seconds_text(e.oldest_pending_ms ? std::max<std::int64_t>(0, events::now_ms() - e.oldest_pending_ms) : 0));
-    family("dingbridge_agent_last_event_timestamp_seconds", "gauge", "When the newest event was journaled (0 = never).");
+    family("dingbridge_agent_last_event_timestamp_seconds", "gauge",
+           "When the newest event was journaled (0 = never).");
     sample("dingbridge_agent_last_event_timestamp_seconds", seconds_text(e.newest_received_ms));
     if (!with_calls) return out;
     family("dingbridge_agent_calls_this_month", "gauge", "Metered DingTalk calls this calendar month (UTC).");

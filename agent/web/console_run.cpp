@@ -36,10 +36,10 @@ std::string plan_table(Lang lang, const RunRecord& r) {
     const auto& c = r.counters;
     auto n = [](std::int64_t v) { return "<td class=\"num\">" + std::to_string(v) + "</td>"; };
     return "<table id=\"plan\"><thead><tr><th></th><th>" + t("create") + "</th><th>" + t("update") + "</th><th>" +
-           t("disable") + "</th><th>" + t("delete") + "</th></tr></thead><tbody><tr><th>" + t("departments") +
-           "</th>" + n(c.create_department) + n(c.update_department) + "<td>-</td>" + n(c.delete_department) +
-           "</tr><tr><th>" + t("users") + "</th>" + n(c.create_user) + n(c.update_user) + n(c.disable_user) +
-           n(c.delete_user) + "</tr></tbody></table>";
+           t("disable") + "</th><th>" + t("delete") + "</th></tr></thead><tbody><tr><th>" + t("departments") + "</th>" +
+           n(c.create_department) + n(c.update_department) + "<td>-</td>" + n(c.delete_department) + "</tr><tr><th>" +
+           t("users") + "</th>" + n(c.create_user) + n(c.update_user) + n(c.disable_user) + n(c.delete_user) +
+           "</tr></tbody></table>";
 }
 
 std::string select(Lang lang, const char* name, const std::set<std::string>& options, const std::string& chosen) {
@@ -58,21 +58,21 @@ std::string filter_form(Lang lang, const std::string& lang_q, const std::vector<
         phases.insert(r.e.item.phase);
         types.insert(r.e.item.object_type);
     }
-    return "<form method=\"get\" class=\"filter\"><input type=\"hidden\" name=\"lang\" value=\"" +
-           lang_q.substr(5) + "\"><label>" + html_escape(label(lang, "search")) +
+    return "<form method=\"get\" class=\"filter\"><input type=\"hidden\" name=\"lang\" value=\"" + lang_q.substr(5) +
+           "\"><label>" + html_escape(label(lang, "search")) +
            " <input type=\"search\" name=\"q\" id=\"filter-q\" value=\"" + html_escape(query["q"]) +
            "\"></label> <label>" + html_escape(label(lang, "phase")) + " " +
-           select(lang, "phase", phases, query["phase"]) + "</label> <label>" +
-           html_escape(label(lang, "object")) + " " + select(lang, "type", types, query["type"]) +
-           "</label> <button type=\"submit\">" + html_escape(label(lang, "filter")) + "</button></form>";
+           select(lang, "phase", phases, query["phase"]) + "</label> <label>" + html_escape(label(lang, "object")) +
+           " " + select(lang, "type", types, query["type"]) + "</label> <button type=\"submit\">" +
+           html_escape(label(lang, "filter")) + "</button></form>";
 }
 
 std::string items_table(Lang lang, const std::vector<Row>& rows, std::map<std::string, std::string>& query) {
     auto t = [&](const char* k) { return html_escape(label(lang, k)); };
     std::string s = "<table id=\"items\"><thead><tr><th>" + t("time") + "</th><th>" + t("phase") + "</th><th>" +
-                    t("object") + "</th><th>" + t("operation") + "</th><th>" + t("api") + "</th><th>" +
-                    t("errcode") + "</th><th>" + t("errmsg") + "</th><th>" + t("request_id") + "</th><th>" +
-                    t("message") + "</th></tr></thead><tbody>";
+                    t("object") + "</th><th>" + t("operation") + "</th><th>" + t("api") + "</th><th>" + t("errcode") +
+                    "</th><th>" + t("errmsg") + "</th><th>" + t("request_id") + "</th><th>" + t("message") +
+                    "</th></tr></thead><tbody>";
     std::size_t shown = 0;
     for (const auto& r : rows) {
         const bool keep = matches(r, query["q"], query["phase"], query["type"]);
@@ -81,13 +81,14 @@ std::string items_table(Lang lang, const std::vector<Row>& rows, std::map<std::s
         s += std::string("<tr") + (keep ? "" : " hidden") + " data-phase=\"" + html_escape(it.phase) +
              "\" data-type=\"" + html_escape(it.object_type) + "\"><td>" + html_escape(it.at) + "</td><td>" +
              html_escape(it.phase) + "</td><td>" + html_escape(it.object_type) + " <code>" +
-             html_escape(it.external_id) + "</code>" + (r.name.empty() ? "" : " <span class=\"name\">" + html_escape(r.name) + "</span>") +
-             "</td><td>" + html_escape(it.operation) + "</td><td><code>" + html_escape(r.e.api) + "</code></td><td>" +
+             html_escape(it.external_id) + "</code>" +
+             (r.name.empty() ? "" : " <span class=\"name\">" + html_escape(r.name) + "</span>") + "</td><td>" +
+             html_escape(it.operation) + "</td><td><code>" + html_escape(r.e.api) + "</code></td><td>" +
              html_escape(r.e.errcode) + "</td><td>" + html_escape(r.e.errmsg) + "</td><td><code>" +
              html_escape(r.e.request_id) + "</code></td><td class=\"msg\">" + html_escape(it.error) + "</td></tr>";
     }
-    return "<p class=\"count\"><span id=\"shown\">" + std::to_string(shown) + "</span> / " + std::to_string(rows.size()) +
-           " " + t("shown") + "</p>" + s + "</tbody></table>";
+    return "<p class=\"count\"><span id=\"shown\">" + std::to_string(shown) + "</span> / " +
+           std::to_string(rows.size()) + " " + t("shown") + "</p>" + s + "</tbody></table>";
 }
 
 }  // namespace
@@ -112,14 +113,16 @@ WebReply run_page(const ConsoleContext& ctx, Lang lang, const std::string& lang_
          t("kind") + "</dt><dd>" + t(r->kind.c_str()) + (r->dry_run ? " (" + t("dry_run") + ")" : "") +
          "</dd></div><div><dt>" + t("trigger") + "</dt><dd>" + html_escape(r->trigger) + "</dd></div><div><dt>" +
          t("started") + "</dt><dd>" + html_escape(r->started_at) + "</dd></div><div><dt>" + t("finished") +
-         "</dt><dd data-finished>" + html_escape(r->finished_at) + "</dd></div><div><dt>" + t("message") +
-         "</dt><dd>" + html_escape(r->message) + "</dd></div></dl>";
+         "</dt><dd data-finished>" + html_escape(r->finished_at) + "</dd></div><div><dt>" + t("message") + "</dt><dd>" +
+         html_escape(r->message) + "</dd></div></dl>";
     s += "<section><h2>" + t(r->status == "running" ? "live" : "progress") + "</h2>" + console_live(lang, *r) +
          "</section>";
     s += "<section><h2>" + t("plan") + "</h2>" + plan_table(lang, *r) + "</section>";
     s += "<section><h2>" + t("errors") + "</h2>";
-    if (rows.empty()) s += "<p class=\"empty\">" + t("no_items") + "</p>";
-    else s += filter_form(lang, lang_q, rows, query) + items_table(lang, rows, query);
+    if (rows.empty())
+        s += "<p class=\"empty\">" + t("no_items") + "</p>";
+    else
+        s += filter_form(lang, lang_q, rows, query) + items_table(lang, rows, query);
     return {200, "text/html; charset=utf-8", s + "</section></main></body></html>\n", {}};
 }
 

@@ -50,15 +50,24 @@ void set_field(RunRecord& r, const char* name, sqlite3_stmt* st, int col) {
         {"disable_user", &RunCounters::disable_user},
         {"delete_user", &RunCounters::delete_user}};
     const std::string n = name;
-    if (n == "id") r.id = v;
-    else if (n == "kind") r.kind = text();
-    else if (n == "trigger") r.trigger = text();
-    else if (n == "dry_run") r.dry_run = v != 0;
-    else if (n == "started_at") r.started_at = text();
-    else if (n == "finished_at") r.finished_at = text();
-    else if (n == "status") r.status = text();
-    else if (n == "message") r.message = text();
-    else if (auto it = counters.find(n); it != counters.end()) r.counters.*(it->second) = v;
+    if (n == "id")
+        r.id = v;
+    else if (n == "kind")
+        r.kind = text();
+    else if (n == "trigger")
+        r.trigger = text();
+    else if (n == "dry_run")
+        r.dry_run = v != 0;
+    else if (n == "started_at")
+        r.started_at = text();
+    else if (n == "finished_at")
+        r.finished_at = text();
+    else if (n == "status")
+        r.status = text();
+    else if (n == "message")
+        r.message = text();
+    else if (auto it = counters.find(n); it != counters.end())
+        r.counters.*(it->second) = v;
 }
 
 RunRecord read_run(Stmt& st) {
@@ -76,8 +85,10 @@ ItemError parse_item_error(const RunItem& item) {
     static const std::regex code_re(R"(errcode (-?\d+)(?: sub_code \S+)?: (.*?)(?: \(request id|$))");
     static const std::regex rid_re(R"(\(request id ([^)\s]+)\)\s*$)");
     std::smatch m;
-    if (std::regex_search(item.error, m, api_re)) e.api = m[1];
-    else if (!item.operation.empty() && item.operation[0] == '/') e.api = item.operation;
+    if (std::regex_search(item.error, m, api_re))
+        e.api = m[1];
+    else if (!item.operation.empty() && item.operation[0] == '/')
+        e.api = item.operation;
     if (std::regex_search(item.error, m, code_re)) {
         e.errcode = m[1];
         e.errmsg = m[2];
@@ -89,8 +100,8 @@ ItemError parse_item_error(const RunItem& item) {
 std::int64_t iso_to_ms(const std::string& iso) {
     std::tm tm{};
     int ms = 0;
-    if (iso.size() < 19 || std::sscanf(iso.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d.%3d", &tm.tm_year, &tm.tm_mon,
-                                       &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) < 6)
+    if (iso.size() < 19 || std::sscanf(iso.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d.%3d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                                       &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) < 6)
         return 0;
     tm.tm_year -= 1900;
     tm.tm_mon -= 1;
@@ -124,8 +135,9 @@ std::optional<RunRecord> HistoryView::run(std::int64_t id) {
     st.bind(1, id);
     if (!st.ok() || st.step() != SQLITE_ROW) return std::nullopt;
     RunRecord r = read_run(st);
-    Stmt items(db_, "SELECT phase, object_type, external_id, operation, error, created_at FROM run_items "
-                    "WHERE run_id=?1 ORDER BY rowid");
+    Stmt items(db_,
+               "SELECT phase, object_type, external_id, operation, error, created_at FROM run_items "
+               "WHERE run_id=?1 ORDER BY rowid");
     items.bind(1, id);
     while (items.ok() && items.step() == SQLITE_ROW)
         r.items.push_back(
@@ -135,8 +147,9 @@ std::optional<RunRecord> HistoryView::run(std::int64_t id) {
 
 std::optional<RunRecord> HistoryView::last_full() {
     if (!db_ || !has_table("runs")) return std::nullopt;
-    Stmt st(db_, "SELECT * FROM runs WHERE kind='full' AND dry_run=0 AND status IN ('succeeded','partial') "
-                 "ORDER BY id DESC LIMIT 1");
+    Stmt st(db_,
+            "SELECT * FROM runs WHERE kind='full' AND dry_run=0 AND status IN ('succeeded','partial') "
+            "ORDER BY id DESC LIMIT 1");
     if (!st.ok() || st.step() != SQLITE_ROW) return std::nullopt;
     return read_run(st);
 }
@@ -159,8 +172,9 @@ std::optional<std::string> HistoryView::state(const std::string& key) {
 EventState HistoryView::events() {
     EventState s;
     if (!db_ || !has_table("event_journal")) return s;
-    Stmt st(db_, "SELECT SUM(status='pending'), SUM(status='failed'), MIN(CASE WHEN status='pending' THEN "
-                 "received_ms END), MAX(received_ms) FROM event_journal");
+    Stmt st(db_,
+            "SELECT SUM(status='pending'), SUM(status='failed'), MIN(CASE WHEN status='pending' THEN "
+            "received_ms END), MAX(received_ms) FROM event_journal");
     if (st.ok() && st.step() == SQLITE_ROW) {
         s.pending = st.integer(0);
         s.given_up = st.integer(1);

@@ -52,9 +52,9 @@ public:
     bool ok() const { return db_ != nullptr; }
     const std::string& error() const { return error_; }
 
-    std::vector<RunRecord> runs(int limit);       // newest first, without items
+    std::vector<RunRecord> runs(int limit);         // newest first, without items
     std::optional<RunRecord> run(std::int64_t id);  // with every item
-    std::optional<RunRecord> last_full();         // newest finished full run that read the org
+    std::optional<RunRecord> last_full();           // newest finished full run that read the org
     std::int64_t calls_in_month(const std::string& month);
     std::optional<std::string> state(const std::string& key);
     EventState events();

@@ -89,8 +89,8 @@ const std::map<std::string, Pair>& table() {
         {"retries", {"retries", "重试"}},
         {"throttled", {"throttled", "限流"}},
         {"dry_run", {"dry run", "演练"}},
-        {"state_missing", {"The state database is not readable yet (no sync has run?)",
-                           "状态数据库尚不可读（还没有同步过？）"}},
+        {"state_missing",
+         {"The state database is not readable yet (no sync has run?)", "状态数据库尚不可读（还没有同步过？）"}},
         {"language", {"中文", "English"}},
     };
     return t;

@@ -102,7 +102,8 @@ WebReply WebServer::Impl::answer(const http::request<http::string_body>& req,
     const auto authz = req[http::field::authorization];
     auto user = authenticate(std::string_view(authz.data(), authz.size()), subject);
     if (!user) {
-        WebReply r{401, "text/html; charset=utf-8",
+        WebReply r{401,
+                   "text/html; charset=utf-8",
                    "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>401</title></head><body>"
                    "<h1>Login required / 需要登录</h1><p>dingbridge-agent console: credentials are required."
                    "</p><p>钉钉同步控制台：请提供用户名和密码。</p></body></html>\n",
@@ -138,7 +139,8 @@ net::awaitable<void> exchange(Stream& stream, WebServer::Impl& impl, const std::
     beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(10));
     co_await http::async_read(stream, buf, parser, tok);
     if (ec == beast::error::timeout || ec == http::error::end_of_stream || ec == net::error::eof) co_return;
-    WebReply r = ec ? WebReply{400, "text/plain; charset=utf-8", "bad request\n", {}} : impl.answer(parser.get(), subject);
+    WebReply r =
+        ec ? WebReply{400, "text/plain; charset=utf-8", "bad request\n", {}} : impl.answer(parser.get(), subject);
     http::response<http::string_body> res{static_cast<http::status>(r.status), 11};
     res.set(http::field::content_type, r.content_type);
     res.set("Content-Security-Policy", kContentSecurityPolicy);
@@ -151,8 +153,10 @@ net::awaitable<void> exchange(Stream& stream, WebServer::Impl& impl, const std::
     res.keep_alive(false);
     res.prepare_payload();
     http::response_serializer<http::string_body> sr{res};
-    if (!ec && parser.get().method() == http::verb::head) co_await http::async_write_header(stream, sr, tok);
-    else co_await http::async_write(stream, sr, tok);
+    if (!ec && parser.get().method() == http::verb::head)
+        co_await http::async_write_header(stream, sr, tok);
+    else
+        co_await http::async_write(stream, sr, tok);
 }
 
 net::awaitable<void> serve(tcp::socket socket, WebServer::Impl* impl) {
