@@ -77,6 +77,21 @@ RunRecord read_run(Stmt& st) {
     return r;
 }
 
+std::vector<RunItem> read_items(sqlite3* db, std::int64_t run_id) {
+    std::vector<RunItem> out;
+    Stmt st(db,
+            "SELECT phase, object_type, external_id, operation, error, created_at FROM run_items "
+            "WHERE run_id=?1 ORDER BY rowid");
+    st.bind(1, run_id);
+    while (st.ok() && st.step() == SQLITE_ROW) {
+        RunItem it;
+        std::string* fields[] = {&it.phase, &it.object_type, &it.external_id, &it.operation, &it.error, &it.at};
+        for (int i = 0; i < 6; ++i) *fields[i] = st.text(i);
+        out.push_back(std::move(it));
+    }
+    return out;
+}
+
 }  // namespace
 
 ItemError parse_item_error(const RunItem& item) {
@@ -135,13 +150,7 @@ std::optional<RunRecord> HistoryView::run(std::int64_t id) {
     st.bind(1, id);
     if (!st.ok() || st.step() != SQLITE_ROW) return std::nullopt;
     RunRecord r = read_run(st);
-    Stmt items(db_,
-               "SELECT phase, object_type, external_id, operation, error, created_at FROM run_items "
-               "WHERE run_id=?1 ORDER BY rowid");
-    items.bind(1, id);
-    while (items.ok() && items.step() == SQLITE_ROW)
-        r.items.push_back(
-            RunItem{items.text(0), items.text(1), items.text(2), items.text(3), items.text(4), items.text(5)});
+    r.items = read_items(db_, id);
     return r;
 }
 

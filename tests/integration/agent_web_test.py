@@ -36,6 +36,11 @@ def free_port():
         return s.getsockname()[1]
 
 
+def port_open(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def agent_hash(password):
     p = subprocess.run([agent_env.AGENT_BIN, "hash-password"], input=password + "\n", capture_output=True, text=True,
                        timeout=60)
@@ -274,8 +279,7 @@ class WebConsole(unittest.TestCase):
         self.assertEqual(status, 200)
         promtool = shutil.which("promtool")
         self.assertIsNotNone(promtool, "promtool (Debian package prometheus) is required")
-        p = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
-        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        promtool_check(self, text)
         self.assertIn('dingbridge_agent_runs{kind="full",status="partial"} 1', text)
         self.assertIn('dingbridge_agent_runs{kind="full",status="succeeded"} 3', text)
         self.assertIn("dingbridge_agent_run_items_failed_total 1", text)
@@ -286,6 +290,52 @@ class WebConsole(unittest.TestCase):
         for rules in (agent_env.REPO / "packaging" / "prometheus").glob("*.yml"):
             p = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
             self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
+
+def promtool_check(test, text):
+    p = subprocess.run([shutil.which("promtool") or "promtool", "check", "metrics"], input=text, capture_output=True,
+                       text=True, timeout=60)
+    test.assertEqual(p.returncode, 0, p.stdout + p.stderr + text)
+
+
+class RunMode(unittest.TestCase):
+    """`dingbridge-agent run` serves the console too, with the stream's live state and event runs."""
+
+    def test_console_in_run_mode(self):
+        import re
+        from agent_run_test import RunEnv
+        port = free_port()
+        env = RunEnv(generate="users=20,departments=4,depth=2,seed=5", extra_events=web_yaml(port))
+        try:
+            env.start_agent()
+            env.wait(lambda: port_open(port), "the console", timeout=60)
+            console = Console.__new__(Console)
+            console.base = f"http://127.0.0.1:{port}"
+
+            def runs():
+                return json.loads(console.get("/api/runs")[2])
+
+            env.wait(lambda: runs() and runs()[0]["status"] == "succeeded", "the first full sync", timeout=90)
+            env.wait_connected()
+            dept = env.sim.org()["departments"][1]["dept_id"]
+            env.sim.admin("POST", "/_sim/user/create", {"userid": "webnew1", "name": "Web New", "dept_id_list": [dept]})
+            env.wait(lambda: any(r["kind"] == "event" and r["status"] == "succeeded" for r in runs()),
+                     "an event-driven run", timeout=60)
+            page = console.get("/?lang=en")[2]
+            self.assertIn("Connected (stream)", page)
+            self.assertRegex(page, r"<td>event</td>")
+            status, _, text = console.get("/metrics")
+            self.assertEqual(status, 200)
+            promtool_check(self, text)
+            self.assertIn("dingbridge_agent_stream_connected 1", text)
+            self.assertIn('dingbridge_agent_runs{kind="event",status="succeeded"}', text)
+            sport = int(re.search(r"/healthz and /metrics on \S+ \(port (\d+)\)", env.agent_log()).group(1))
+            with urllib.request.urlopen(f"http://127.0.0.1:{sport}/metrics", timeout=30) as r:
+                status_text = r.read().decode()
+            promtool_check(self, status_text)
+            self.assertIn("dingbridge_agent_safeguard_aborts_total 0", status_text)
+        finally:
+            env.stop()
 
 
 class Refusals(unittest.TestCase):
