@@ -39,6 +39,10 @@ namespace {
 
 constexpr auto kRememberVerified = std::chrono::minutes(5);
 constexpr std::size_t kMaxRemembered = 1000;
+// Each refused password costs a scrypt (tens of ms, 32 MiB) on the server thread: beyond this
+// many refusals in a minute, further unknown credentials are answered 429 without hashing
+// (credentials verified before keep working).
+constexpr int kMaxRefusalsPerMinute = 20;
 
 std::string sha256(const std::string& text) {
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -57,6 +61,9 @@ struct WebServer::Impl {
     std::vector<std::pair<std::string, proxy::PasswordHash>> users;
     bool certificates = false;
     std::map<std::string, std::pair<std::string, Clock::time_point>> remembered;  // digest -> user, expiry
+    Clock::time_point refusals_since{};
+    int refusals = 0;
+    bool throttled = false;  // set by authenticate()
 
     bool open() const { return users.empty() && !certificates; }
     std::optional<std::string> authenticate(std::string_view authorization, const std::optional<std::string>& subject);
@@ -76,12 +83,22 @@ std::optional<std::string> WebServer::Impl::authenticate(std::string_view author
         if (Clock::now() < it->second.second) return it->second.first;
         remembered.erase(it);
     }
+    if (Clock::now() - refusals_since > std::chrono::minutes(1)) {
+        refusals_since = Clock::now();
+        refusals = 0;
+    }
+    if (refusals >= kMaxRefusalsPerMinute) {
+        throttled = true;
+        return std::nullopt;
+    }
+    ++refusals;  // taken back below when the password is right
     auto decoded = proxy::base64_decode(authorization.substr(scheme.size()));
     const std::size_t colon = decoded ? decoded->find(':') : std::string::npos;
     if (colon == std::string::npos) return std::nullopt;
     const std::string name = decoded->substr(0, colon), password = decoded->substr(colon + 1);
     for (const auto& [user, hash] : users) {
         if (user != name || !hash.verify(password)) continue;
+        --refusals;
         if (remembered.size() >= kMaxRemembered) remembered.clear();
         remembered[digest] = {user, Clock::now() + kRememberVerified};
         return user;
@@ -100,7 +117,13 @@ WebReply WebServer::Impl::answer(const http::request<http::string_body>& req,
     const std::string target(req.target());
     if (target.empty() || target[0] != '/') return {400, "text/plain; charset=utf-8", "bad request\n", {}};
     const auto authz = req[http::field::authorization];
+    throttled = false;
     auto user = authenticate(std::string_view(authz.data(), authz.size()), subject);
+    if (!user && throttled) {
+        WebReply r{429, "text/plain; charset=utf-8", "too many refused logins; try again in a minute\n", {}};
+        r.headers.emplace_back("Retry-After", "60");
+        return r;
+    }
     if (!user) {
         WebReply r{401,
                    "text/html; charset=utf-8",

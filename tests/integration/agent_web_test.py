@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -336,6 +337,66 @@ class RunMode(unittest.TestCase):
             self.assertIn("dingbridge_agent_safeguard_aborts_total 0", status_text)
         finally:
             env.stop()
+
+
+class Tls(unittest.TestCase):
+    """HTTPS with the proxy's TLS context: a client certificate logs in; basic credentials over TLS;
+    refused passwords are throttled (429) before they cost a scrypt each."""
+
+    def setUp(self):
+        self.env = Env(generate="users=5,departments=2,depth=1,seed=2")
+        self.env.agent("sync", timeout=120, check=0)
+        self.base_yaml = self.env.config.read_text()
+        self.ca = str(self.env.dir / "ca.pem")
+
+    def tearDown(self):
+        self.env.stop()
+
+    def https_get(self, port, path="/api/runs", cert=None, auth=None):
+        ctx = ssl.create_default_context(cafile=self.ca)
+        if cert:
+            ctx.load_cert_chain(*cert)
+        req = urllib.request.Request(f"https://127.0.0.1:{port}{path}", headers={"Authorization": auth} if auth else {})
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=30) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def start(self, extra):
+        port = free_port()
+        self.env.config.write_text(self.base_yaml + f'web:\n  listen: "127.0.0.1:{port}"\n' + extra)
+        return Console(self.env, port)
+
+    def test_client_certificate_required(self):
+        from proxy_production_test import make_client_cert
+        d = self.env.dir
+        tls = f"  tls:\n    certificate: {d}/server.pem\n    key: {d}/server.key\n    client_ca: {self.ca}\n"
+        c = self.start(tls)
+        try:
+            cert = make_client_cert(d, self.ca, str(d / "ca.key"), "hr", "/CN=hr-console")
+            status, body = self.https_get(c.port, cert=cert)
+            self.assertEqual(status, 200)
+            self.assertEqual(json.loads(body)[0]["status"], "succeeded")
+            with self.assertRaises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
+                self.https_get(c.port)  # no certificate: the handshake fails
+        finally:
+            c.stop()
+
+    def test_basic_credentials_over_tls_and_refusals_throttled(self):
+        d = self.env.dir
+        tls = f"  tls:\n    certificate: {d}/server.pem\n    key: {d}/server.key\n"
+        users = f'  users:\n    - name: {USER}\n      password_hash: "{agent_hash(PASSWORD)}"\n'
+        c = self.start(users + tls)
+        try:
+            self.assertEqual(self.https_get(c.port, auth=basic())[0], 200)
+            self.assertEqual(self.https_get(c.port)[0], 401)
+            codes = [self.https_get(c.port, auth=basic(password=f"guess{i}"))[0] for i in range(22)]
+            self.assertEqual(codes[:20], [401] * 20)
+            self.assertEqual(codes[20:], [429, 429])
+            self.assertEqual(self.https_get(c.port, auth=basic())[0], 200, "a verified login keeps working")
+        finally:
+            c.stop()
 
 
 class Refusals(unittest.TestCase):
