@@ -277,6 +277,7 @@ AgentConfig AgentConfig::load(const std::string& path, Secrets secrets) {
             ev->get("status_listen").fail("must be IP:port, e.g. 127.0.0.1:9464");
         ev->reject_unknown();
     }
+    if (auto w = root.find("web")) load_web_section(*w, c.web, path);
     root.reject_unknown();
     return c;
 }

@@ -14,6 +14,10 @@
 #include "agent/targets/ldap_settings.h"
 #include "shared/log.h"
 
+namespace dingbridge {
+class ConfigNode;
+}
+
 namespace dingbridge::agent {
 
 struct AgentConfig {
@@ -53,6 +57,17 @@ struct AgentConfig {
         std::string status_listen;  // /healthz and /metrics; empty = off
     } events;
 
+    // The read-only web console and metrics (web: section; docs/console.md). Empty listen = off.
+    struct Web {
+        std::string listen;
+        struct User {
+            std::string name, password_hash;  // $scrypt$... (`dingbridge-agent hash-password`)
+        };
+        std::vector<User> users;
+        std::string tls_certificate, tls_key, client_ca;  // PEM files; client_ca = client certificates
+        int runs_shown = 100;
+    } web;
+
     std::vector<std::string> secrets() const;
 
     // `history` reads only the state database: it loads with Secrets::leave, so that it runs
@@ -60,6 +75,9 @@ struct AgentConfig {
     enum class Secrets { resolve, leave };
     static AgentConfig load(const std::string& path, Secrets secrets = Secrets::resolve);  // throws ConfigError
 };
+
+// Reads the web: section (agent/config_web.cpp); `file` resolves relative paths.
+void load_web_section(const dingbridge::ConfigNode& node, AgentConfig::Web& web, const std::string& file);
 
 // Replaces every occurrence of each secret (non-empty, length >= 4) with "***".
 std::string redact(std::string text, const std::vector<std::string>& secrets);

@@ -22,6 +22,7 @@
 #include "agent/sync/history.h"
 #include "agent/targets/ldap_target.h"
 #include "agent/targets/sqlite_target.h"
+#include "agent/web/console.h"
 #include "shared/config.h"
 #include "shared/log.h"
 
@@ -76,6 +77,10 @@ int main(int argc, char** argv) {
     show->add_option("id", show_id, "Run id")->required();
     show->add_flag("--json", json, "JSON output");
 
+    auto* web = app.add_subcommand("web", "Serve the read-only web console and metrics alone (web: in agent.yaml)");
+    auto* hash_password = app.add_subcommand(
+        "hash-password", "Read a password (prompt or one line on stdin) and print the $scrypt$ hash for web.users");
+
     auto* check = app.add_subcommand("check-config", "Validate agent.yaml and mapping.yaml");
     bool online = false;
     check->add_flag("--online", online, "Also call DingTalk through the proxy and diagnose the path");
@@ -95,12 +100,21 @@ int main(int argc, char** argv) {
         return 2;
     }
 
+    if (*hash_password) try {
+            return web::hash_password_command();
+        } catch (const std::exception& e) {
+            std::cerr << "dingbridge-agent: " << e.what() << "\n";
+            return 1;
+        }
+
     AgentConfig config;
     std::optional<Mapping> mapping;
     try {
-        config = AgentConfig::load(config_path, *history ? AgentConfig::Secrets::leave : AgentConfig::Secrets::resolve);
+        // `history` and `web` only read the state database: no secret is needed (nor resolved).
+        config = AgentConfig::load(config_path, *history || *web ? AgentConfig::Secrets::leave
+                                                                 : AgentConfig::Secrets::resolve);
         configure_logging(config.log);
-        if (!*history) mapping = Mapping::load_file(config.mapping_file);
+        if (!*history && !*web) mapping = Mapping::load_file(config.mapping_file);
     } catch (const ConfigError& e) {
         std::cerr << "dingbridge-agent: " << e.what() << "\n";
         return 2;
@@ -108,6 +122,8 @@ int main(int argc, char** argv) {
         std::cerr << "dingbridge-agent: " << e.what() << "\n";
         return 2;
     }
+
+    if (*web) return web::run_console_command(config);
 
     if (*check) {
         auto problems = check_host(config);

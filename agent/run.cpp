@@ -16,6 +16,7 @@
 #include "agent/events/push.h"
 #include "agent/events/stream.h"
 #include "agent/sync/full_sync.h"
+#include "agent/web/console.h"
 
 namespace dingbridge::agent {
 
@@ -212,39 +213,17 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
         spdlog::info("run: receiving DingTalk's HTTP push on {} (port {}) at {}", config.events.push_listen,
                      push_server->port(), config.events.push_path);
     }
-    std::int64_t last_full = parse_i64(journal.get("last_full_ms"));
-    std::int64_t last_alive = parse_i64(journal.get("last_alive_ms"));
-    if (last_full == 0) {
-        spdlog::info("run: no full sync yet; reading the whole organization once before following events");
-        reconcile("first-start", true);
-    } else if (last_alive > 0 && now_ms() - last_alive > config.events.catch_up_after.count() * 1000) {
-        spdlog::info("run: the agent was away for {} s (more than events.catch_up_after): catching up with a full sync",
-                     (now_ms() - last_alive) / 1000);
-        reconcile("catch-up", false);
-    }
-
-    spdlog::info("run: following DingTalk events ({} mode)", config.events.mode);
 
     // ---- /healthz and /metrics ----
     std::atomic<std::int64_t> calls_month{journal.calls_in_month(Journal::this_month())};
     std::atomic<std::int64_t> last_full_s{parse_i64(journal.get("last_full_ms")) / 1000};
     std::atomic<std::int64_t> pending_rows{journal.pending_count()};
-    std::unique_ptr<HttpServer> status;
-    if (!config.events.status_listen.empty()) {
-        status = std::make_unique<HttpServer>(config.events.status_listen, [&](const HttpRequestView& r) {
-            HttpReply rep;
-            if (r.method != "GET") return HttpReply{405, "text/plain; charset=utf-8", "GET only\n"};
-            const bool connected = !stream || stream->stats().connected.load();
-            if (r.target == "/healthz") {
-                rep.status = connected ? 200 : 503;
-                rep.body = connected ? "ok\n" : "stream not connected\n";
-                return rep;
-            }
-            if (r.target != "/metrics") return HttpReply{404, "text/plain; charset=utf-8", "not found\n"};
-            rep.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    auto live_metrics = [&] {
+        std::string body;
+        {
             auto m = [&](const char* name, const char* type, const char* help, auto value) {
-                rep.body += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name +
-                            " " + std::to_string(value) + "\n";
+                body += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name +
+                        " " + std::to_string(value) + "\n";
             };
             std::uint64_t received = stream ? stream->stats().events.load() : (push ? push->stats().events.load() : 0);
             m("dingbridge_agent_events_received_total", "counter", "Events received from DingTalk.", received);
@@ -270,11 +249,51 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
               last_full_s.load());
             m("dingbridge_agent_quota_exhausted", "gauge", "1 after DingTalk answered 90020 this month.",
               pstats.quota_exhausted.load() ? 1 : 0);
+        }
+        return body;
+    };
+    std::unique_ptr<HttpServer> status;
+    if (!config.events.status_listen.empty()) {
+        status = std::make_unique<HttpServer>(config.events.status_listen, [&](const HttpRequestView& r) {
+            HttpReply rep;
+            if (r.method != "GET") return HttpReply{405, "text/plain; charset=utf-8", "GET only\n"};
+            const bool connected = !stream || stream->stats().connected.load();
+            if (r.target == "/healthz") {
+                rep.status = connected ? 200 : 503;
+                rep.body = connected ? "ok\n" : "stream not connected\n";
+                return rep;
+            }
+            if (r.target != "/metrics") return HttpReply{404, "text/plain; charset=utf-8", "not found\n"};
+            rep.content_type = "text/plain; version=0.0.4; charset=utf-8";
+            rep.body = live_metrics() + web::history_metrics(config, db_path, false);
             return rep;
         });
         status->start();
         spdlog::info("run: /healthz and /metrics on {} (port {})", config.events.status_listen, status->port());
     }
+
+    // ---- the read-only web console (web.listen), with this process's live state ----
+    auto console_ctx = web::make_context(config);
+    console_ctx.live = [&] {
+        return web::LiveState{config.events.mode, !stream || stream->stats().connected.load(),
+                              stream ? stream->stats().events.load() : (push ? push->stats().events.load() : 0),
+                              static_cast<double>(pstats.last_lag_ms.load()) / 1000.0};
+    };
+    console_ctx.live_metrics = live_metrics;
+    auto console = web::start_console(console_ctx);
+
+    std::int64_t last_full = parse_i64(journal.get("last_full_ms"));
+    std::int64_t last_alive = parse_i64(journal.get("last_alive_ms"));
+    if (last_full == 0) {
+        spdlog::info("run: no full sync yet; reading the whole organization once before following events");
+        reconcile("first-start", true);
+    } else if (last_alive > 0 && now_ms() - last_alive > config.events.catch_up_after.count() * 1000) {
+        spdlog::info("run: the agent was away for {} s (more than events.catch_up_after): catching up with a full sync",
+                     (now_ms() - last_alive) / 1000);
+        reconcile("catch-up", false);
+    }
+
+    spdlog::info("run: following DingTalk events ({} mode)", config.events.mode);
 
     // ---- applying ----
     auto next_alive = Clock::now();
@@ -318,6 +337,7 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
     if (stream) stream->stop();
     if (push_server) push_server->stop();
     if (status) status->stop();
+    if (console) console->stop();
     journal.set("last_alive_ms", std::to_string(now_ms()));
     return 0;
 }

@@ -1,0 +1,260 @@
+#include "agent/web/web_server.h"
+
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <chrono>
+#include <map>
+#include <stdexcept>
+
+#include "proxy/password.h"
+#include "proxy/request_head.h"
+#include "proxy/tls.h"
+#include "shared/net.h"
+
+namespace dingbridge::agent::web {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = net::ssl;
+using tcp = net::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+const char* const kContentSecurityPolicy =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+namespace {
+
+constexpr auto kRememberVerified = std::chrono::minutes(5);
+constexpr std::size_t kMaxRemembered = 1000;
+// Each refused password costs a scrypt (tens of ms, 32 MiB) on the server thread: beyond this
+// many refusals in a minute, further unknown credentials are answered 429 without hashing
+// (credentials verified before keep working).
+constexpr int kMaxRefusalsPerMinute = 20;
+
+std::string sha256(const std::string& text) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    EVP_Digest(text.data(), text.size(), md, &n, EVP_sha256(), nullptr);
+    return std::string(reinterpret_cast<char*>(md), n);
+}
+
+}  // namespace
+
+struct WebServer::Impl {
+    net::io_context io;
+    tcp::acceptor acceptor{io};
+    std::optional<ssl::context> tls;
+    Handler handler;
+    std::vector<std::pair<std::string, proxy::PasswordHash>> users;
+    bool certificates = false;
+    std::map<std::string, std::pair<std::string, Clock::time_point>> remembered;  // digest -> user, expiry
+    Clock::time_point refusals_since{};
+    int refusals = 0;
+    bool throttled = false;  // set by authenticate()
+
+    bool open() const { return users.empty() && !certificates; }
+    std::optional<std::string> authenticate(std::string_view authorization, const std::optional<std::string>& subject);
+    WebReply answer(const http::request<http::string_body>& req, const std::optional<std::string>& subject);
+};
+
+std::optional<std::string> WebServer::Impl::authenticate(std::string_view authorization,
+                                                         const std::optional<std::string>& subject) {
+    if (open()) return std::string();
+    if (certificates && subject) return *subject;
+    constexpr std::string_view scheme = "Basic ";
+    if (users.empty() || authorization.size() <= scheme.size() || authorization.size() > 1024 ||
+        !beast::iequals(std::string(authorization.substr(0, scheme.size())), std::string(scheme)))
+        return std::nullopt;
+    const std::string digest = sha256(std::string(authorization));
+    if (auto it = remembered.find(digest); it != remembered.end()) {
+        if (Clock::now() < it->second.second) return it->second.first;
+        remembered.erase(it);
+    }
+    if (Clock::now() - refusals_since > std::chrono::minutes(1)) {
+        refusals_since = Clock::now();
+        refusals = 0;
+    }
+    if (refusals >= kMaxRefusalsPerMinute) {
+        throttled = true;
+        return std::nullopt;
+    }
+    ++refusals;  // taken back below when the password is right
+    auto decoded = proxy::base64_decode(authorization.substr(scheme.size()));
+    const std::size_t colon = decoded ? decoded->find(':') : std::string::npos;
+    if (colon == std::string::npos) return std::nullopt;
+    const std::string name = decoded->substr(0, colon), password = decoded->substr(colon + 1);
+    for (const auto& [user, hash] : users) {
+        if (user != name || !hash.verify(password)) continue;
+        --refusals;
+        if (remembered.size() >= kMaxRemembered) remembered.clear();
+        remembered[digest] = {user, Clock::now() + kRememberVerified};
+        return user;
+    }
+    spdlog::warn("web: refused credentials for user '{}'", name.size() > 64 ? name.substr(0, 64) : name);
+    return std::nullopt;
+}
+
+WebReply WebServer::Impl::answer(const http::request<http::string_body>& req,
+                                 const std::optional<std::string>& subject) {
+    if (req.method() != http::verb::get && req.method() != http::verb::head) {
+        WebReply r{405, "text/plain; charset=utf-8", "read-only console: GET and HEAD only\n", {}};
+        r.headers.emplace_back("Allow", "GET, HEAD");
+        return r;
+    }
+    const std::string target(req.target());
+    if (target.empty() || target[0] != '/') return {400, "text/plain; charset=utf-8", "bad request\n", {}};
+    const auto authz = req[http::field::authorization];
+    throttled = false;
+    auto user = authenticate(std::string_view(authz.data(), authz.size()), subject);
+    if (!user && throttled) {
+        WebReply r{429, "text/plain; charset=utf-8", "too many refused logins; try again in a minute\n", {}};
+        r.headers.emplace_back("Retry-After", "60");
+        return r;
+    }
+    if (!user) {
+        WebReply r{401,
+                   "text/html; charset=utf-8",
+                   "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>401</title></head><body>"
+                   "<h1>Login required / 需要登录</h1><p>dingbridge-agent console: credentials are required."
+                   "</p><p>钉钉同步控制台：请提供用户名和密码。</p></body></html>\n",
+                   {}};
+        r.headers.emplace_back("WWW-Authenticate", "Basic realm=\"dingbridge-agent\", charset=\"UTF-8\"");
+        return r;
+    }
+    WebRequest w;
+    w.method = std::string(req.method_string());
+    const std::size_t q = target.find('?');
+    w.path = target.substr(0, q);
+    w.query = q == std::string::npos ? "" : target.substr(q + 1);
+    w.accept_language = std::string(req[http::field::accept_language]);
+    w.user = *user;
+    try {
+        return handler(w);
+    } catch (const std::exception& e) {  // a page's bug must not end the server thread
+        spdlog::error("web: {} failed: {}", w.path, e.what());
+        return {500, "text/plain; charset=utf-8", "internal error\n", {}};
+    }
+}
+
+namespace {
+
+template <class Stream>
+net::awaitable<void> exchange(Stream& stream, WebServer::Impl& impl, const std::optional<std::string>& subject) {
+    boost::system::error_code ec;
+    auto tok = net::redirect_error(net::use_awaitable, ec);
+    beast::flat_buffer buf;
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(16 * 1024);
+    parser.body_limit(8 * 1024);
+    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(10));
+    co_await http::async_read(stream, buf, parser, tok);
+    if (ec == beast::error::timeout || ec == http::error::end_of_stream || ec == net::error::eof) co_return;
+    WebReply r =
+        ec ? WebReply{400, "text/plain; charset=utf-8", "bad request\n", {}} : impl.answer(parser.get(), subject);
+    http::response<http::string_body> res{static_cast<http::status>(r.status), 11};
+    res.set(http::field::content_type, r.content_type);
+    res.set("Content-Security-Policy", kContentSecurityPolicy);
+    res.set("X-Content-Type-Options", "nosniff");
+    res.set("X-Frame-Options", "DENY");
+    res.set("Referrer-Policy", "no-referrer");
+    res.set(http::field::cache_control, "no-store");
+    for (const auto& [k, v] : r.headers) res.set(k, v);
+    res.body() = std::move(r.body);
+    res.keep_alive(false);
+    res.prepare_payload();
+    http::response_serializer<http::string_body> sr{res};
+    if (!ec && parser.get().method() == http::verb::head)
+        co_await http::async_write_header(stream, sr, tok);
+    else
+        co_await http::async_write(stream, sr, tok);
+}
+
+net::awaitable<void> serve(tcp::socket socket, WebServer::Impl* impl) {
+    boost::system::error_code ec;
+    auto tok = net::redirect_error(net::use_awaitable, ec);
+    if (!impl->tls) {
+        beast::tcp_stream stream(std::move(socket));
+        co_await exchange(stream, *impl, std::nullopt);
+        stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+        co_return;
+    }
+    beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), *impl->tls);
+    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(10));
+    co_await stream.async_handshake(ssl::stream_base::server, tok);
+    if (ec) co_return;  // no certificate when one is required, or not TLS at all
+    co_await exchange(stream, *impl, proxy::verified_peer_subject(stream.native_handle()));
+    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
+    co_await stream.async_shutdown(tok);
+}
+
+net::awaitable<void> accept_loop(WebServer::Impl* impl) {
+    for (;;) {
+        boost::system::error_code ec;
+        tcp::socket s = co_await impl->acceptor.async_accept(net::redirect_error(net::use_awaitable, ec));
+        if (ec) {
+            if (ec == net::error::operation_aborted || !impl->acceptor.is_open()) co_return;
+            spdlog::warn("web: accept failed: {}", ec.message());
+            continue;
+        }
+        net::co_spawn(impl->acceptor.get_executor(), serve(std::move(s), impl), net::detached);
+    }
+}
+
+}  // namespace
+
+WebServer::WebServer(const AgentConfig::Web& config, Handler handler) : impl_(std::make_unique<Impl>()) {
+    impl_->handler = std::move(handler);
+    for (const auto& u : config.users) {
+        std::string error;
+        auto h = proxy::PasswordHash::parse(u.password_hash, &error);
+        if (!h) throw std::runtime_error("web.users " + u.name + ": " + error);
+        impl_->users.emplace_back(u.name, *h);
+    }
+    if (!config.tls_certificate.empty()) {
+        proxy::TlsSettings ts{config.tls_certificate, config.tls_key, config.client_ca, config.users.empty()};
+        auto ctx = proxy::make_server_context(ts);
+        SSL_CTX_up_ref(ctx.get());  // asio's context takes its own reference
+        impl_->tls.emplace(ctx.get());
+        impl_->certificates = !config.client_ca.empty();
+    }
+    auto hp = split_host_port(config.listen, true);
+    boost::system::error_code ec;
+    auto addr = hp ? net::ip::make_address(hp->host, ec) : net::ip::address();
+    if (!hp || ec) throw std::runtime_error("web.listen " + config.listen + ": expected IP:port");
+    tcp::endpoint ep(addr, hp->port);
+    impl_->acceptor.open(ep.protocol(), ec);
+    if (!ec) impl_->acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) impl_->acceptor.bind(ep, ec);
+    if (!ec) impl_->acceptor.listen(net::socket_base::max_listen_connections, ec);
+    if (ec) throw std::runtime_error("web console: cannot listen on " + config.listen + ": " + ec.message());
+}
+
+WebServer::~WebServer() { stop(); }
+
+unsigned short WebServer::port() const { return impl_->acceptor.local_endpoint().port(); }
+bool WebServer::tls() const { return impl_->tls.has_value(); }
+
+void WebServer::start() {
+    net::co_spawn(impl_->io, accept_loop(impl_.get()), net::detached);
+    thread_ = std::thread([this] { impl_->io.run(); });
+}
+
+void WebServer::stop() {
+    impl_->io.stop();
+    if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace dingbridge::agent::web

@@ -1,0 +1,439 @@
+"""The agent's read-only web console (issue 12), in a real browser: Debian's chromium driven by
+python3-selenium (headless), against `dingbridge-agent web` reading the state of an agent that
+synced the DingTalk simulator's org through the proxy (one failed item from the simulator's
+busy fault, then a department renamed to a <script> name, then a slowed sync that is watched
+while it runs). Plus the metrics checked by `promtool check metrics`, and the console's refusals.
+Run with /usr/bin/python3 (Debian's selenium). Loopback only.
+
+Screenshots: DINGBRIDGE_CONSOLE_SCREENSHOTS=DIR writes console-*.png there (docs/ holds a set).
+"""
+import base64
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import unittest
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import agent_env  # noqa: E402
+from agent_env import Env  # noqa: E402
+
+USER, PASSWORD = "helpdesk", "Console-Pa55-Value-4c1e"
+XSS_NAME = "<script>window.__owned=1</script>Ops & \"R&D\""
+SHOTS = os.environ.get("DINGBRIDGE_CONSOLE_SCREENSHOTS")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def agent_hash(password):
+    p = subprocess.run([agent_env.AGENT_BIN, "hash-password"], input=password + "\n", capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip()
+
+
+def web_yaml(port, users=True, listen_host="127.0.0.1"):
+    s = f'web:\n  listen: "{listen_host}:{port}"\n'
+    if users:
+        s += f'  users:\n    - name: {USER}\n      password_hash: "{agent_hash(PASSWORD)}"\n'
+    return s
+
+
+def basic(user=USER, password=PASSWORD):
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+class Console:
+    """`dingbridge-agent web` on a free port."""
+
+    def __init__(self, env, port):
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.log = open(env.dir / f"web-{port}.log", "w+")
+        self.proc = subprocess.Popen([agent_env.AGENT_BIN, "-c", str(env.config), "web"], stdout=self.log,
+                                     stderr=subprocess.STDOUT, env={k: v for k, v in env.env.items()
+                                                                    if k != "SIM_APP_SECRET"})
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    self.log.seek(0)
+                    raise AssertionError("console did not start: " + self.log.read())
+                time.sleep(0.1)
+
+    def get(self, path, auth=True, method="GET"):
+        req = urllib.request.Request(self.base + path, method=method, headers={"Authorization": basic()} if auth else {})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, dict(r.headers), r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read().decode()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(15)
+        self.log.close()
+
+
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        opts.add_argument(a)
+    opts.binary_location = "/usr/bin/chromium"
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # to see the HTTP status the browser got
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+
+
+class WebConsole(unittest.TestCase):
+    """One org, synced three times; the console and the browser shared by the tests (in order)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.port = free_port()
+        cls.env = Env(generate="users=40,departments=14,depth=2,seed=11", extra_yaml=web_yaml(cls.port))
+        # One request at a time and two attempts: a fault on three calls fails exactly one page.
+        text = cls.env.config.read_text().replace("  concurrency: 4\n", "  concurrency: 1\n  max_attempts: 2\n")
+        cls.env.config.write_text(text)
+        cls.env.agent("sync", timeout=120, check=0)
+        # The token refused on three calls: the first department's member page fails (errcode 88).
+        cls.env.sim.admin("POST", "/_sim/faults", {"path": "/topapi/v2/user/list", "kind": "token_invalid", "count": 3})
+        cls.env.agent("sync", timeout=120, check=3)
+        cls.env.sim.admin("DELETE", "/_sim/faults")
+        cls.failed_run = cls.env.history()[0]["id"]
+        item = next(i for i in cls.env.run_detail(cls.failed_run)["items"] if i["phase"] == "fetch")
+        cls.failed_dept = item["external_id"]
+        # The department the failure is about gets a name an attacker would choose.
+        cls.env.sim.admin("POST", "/_sim/dept/update", {"dept_id": int(cls.failed_dept), "name": XSS_NAME})
+        cls.env.agent("sync", timeout=120, check=0)
+        cls.console = Console(cls.env, cls.port)
+        cls.driver = browser()
+        cls.driver.set_page_load_timeout(30)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.driver.quit()
+        cls.console.stop()
+        cls.env.stop()
+
+    def login(self):
+        self.driver.execute_cdp_cmd("Network.enable", {})
+        self.driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": basic()}})
+
+    def logout(self):
+        self.driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})
+
+    def shot(self, name):
+        if SHOTS:
+            Path(SHOTS).mkdir(parents=True, exist_ok=True)
+            self.driver.save_screenshot(str(Path(SHOTS) / f"console-{name}.png"))
+
+    def wait(self, cond, timeout=30):
+        from selenium.webdriver.support.ui import WebDriverWait
+        return WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(cond)
+
+    def test_1_login_refused_without_credentials(self):
+        from selenium.webdriver.common.by import By
+        self.logout()
+        self.driver.get_log("performance")  # drop what came before
+        self.driver.get(self.console.base + "/?lang=en")
+        # Headless Chromium leaves a 401 with WWW-Authenticate on its (invisible) login prompt: the
+        # status the browser received is read from its network log, and nothing of the console shows.
+        statuses = []
+        for entry in self.driver.get_log("performance"):
+            msg = json.loads(entry["message"])["message"]
+            if msg.get("method") == "Network.responseReceived" and msg["params"]["response"]["url"].startswith(
+                    self.console.base):
+                statuses.append(msg["params"]["response"]["status"])
+        self.assertEqual(statuses, [401])
+        self.assertFalse(self.driver.find_elements(By.ID, "runs"), "the runs list must not be shown")
+        self.assertNotIn("Runs", self.driver.find_element(By.TAG_NAME, "body").text)
+        for path in ("/", "/runs/1", "/api/runs", "/metrics", "/static/console.js"):
+            status, headers, _ = self.console.get(path, auth=False)
+            self.assertEqual(status, 401, path)
+            self.assertIn("Basic", headers.get("WWW-Authenticate", ""))
+        req = urllib.request.Request(self.console.base + "/", headers={"Authorization": basic(password="wrong")})
+        with self.assertRaises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=30)
+        self.assertEqual(e.exception.code, 401)
+
+    def test_2_runs_list(self):
+        from selenium.webdriver.common.by import By
+        self.login()
+        self.driver.get(self.console.base + "/?lang=en")
+        rows = self.driver.find_elements(By.CSS_SELECTOR, "#runs tbody tr")
+        self.assertEqual(len(rows), 3)
+        by_id = {r.get_attribute("data-run"): r.text for r in rows}
+        self.assertIn("succeeded", by_id[str(self.failed_run - 1)])
+        self.assertIn("partial", by_id[str(self.failed_run)])
+        self.assertIn("succeeded", by_id[str(self.failed_run + 1)])
+        cells = self.driver.find_elements(By.CSS_SELECTOR, f'#runs tr[data-run="{self.failed_run}"] td')
+        self.assertEqual(cells[8].text, "1", "one item failed")
+        self.assertEqual(len(self.driver.find_elements(By.CSS_SELECTOR, "svg.chart rect.bar")), 3)
+        budget = self.driver.find_element(By.ID, "budget").text
+        calls = sum(r["counts"]["requests"] for r in self.env.history())
+        self.assertIn(f"{calls} / 10000", budget)
+        self.assertIn(f"#{self.failed_run + 1}", self.driver.find_element(By.ID, "last-full").text)
+        self.assertIn("Event stream", self.driver.find_element(By.ID, "events").text)
+        self.shot("runs")
+        self.driver.get(self.console.base + "/?lang=zh")
+        self.assertIn("同步记录", self.driver.find_element(By.TAG_NAME, "body").text)
+        self.assertIn("部分失败", self.driver.find_element(By.ID, "runs").text)
+        self.shot("runs-zh")
+
+    def test_3_run_errors_filterable_and_script_name_is_text(self):
+        from selenium.webdriver.common.by import By
+        self.login()
+        self.driver.get(f"{self.console.base}/runs/{self.failed_run}?lang=en")
+        rows = self.driver.find_elements(By.CSS_SELECTOR, "#items tbody tr")
+        failed = [r for r in rows if "/topapi/v2/user/list" in r.text]
+        self.assertEqual(len(failed), 1, [r.text for r in rows])
+        cells = [c.text for c in failed[0].find_elements(By.TAG_NAME, "td")]
+        self.assertEqual(cells[1], "fetch")
+        self.assertIn(self.failed_dept, cells[2])
+        self.assertIn(XSS_NAME, cells[2], "the <script> name is shown as text")
+        self.assertEqual(cells[4], "/topapi/v2/user/list")
+        self.assertEqual(cells[5], "88")
+        self.assertIn("40014", cells[6])
+        self.assertRegex(cells[7], r"^[0-9a-z]{6,}$", "DingTalk's request id")
+        self.assertIn(cells[7], cells[8])
+        self.assertRegex(cells[0], r"^\d{4}-\d\d-\d\dT")
+        self.assertIsNone(self.driver.execute_script("return window.__owned"), "the name's script must not run")
+        self.assertEqual(self.driver.find_elements(By.CSS_SELECTOR, "main script"), [])
+        self.shot("run-errors")
+        # Typing narrows the rows (console.js); the same filter works server side.
+        total = len(rows)
+        box = self.driver.find_element(By.ID, "filter-q")
+        box.send_keys("no-such-text")
+        self.wait(lambda d: d.find_element(By.ID, "shown").text == "0")
+        box.clear()
+        box.send_keys("request id")
+        self.wait(lambda d: d.find_element(By.ID, "shown").text == "1")
+        self.driver.get(f"{self.console.base}/runs/{self.failed_run}?lang=en&q=no-such-text")
+        self.assertEqual(self.driver.find_element(By.ID, "shown").text, "0")
+        self.assertEqual(len(self.driver.find_elements(By.CSS_SELECTOR, "#items tbody tr")), total)
+        # The page carries the console's protections.
+        status, headers, body = self.console.get(f"/runs/{self.failed_run}")
+        csp = headers["Content-Security-Policy"]
+        self.assertNotIn("unsafe-inline", csp)
+        self.assertIn("frame-ancestors 'none'", csp)
+        self.assertEqual(headers["X-Content-Type-Options"], "nosniff")
+        self.assertNotIn("<script>window", body)
+        for secret in (agent_env.APP_SECRET, agent_env.PROXY_PASSWORD, PASSWORD):
+            self.assertNotIn(secret, body)
+        status, headers, _ = self.console.get("/", method="POST")
+        self.assertEqual(status, 405)
+
+    def test_4_live_progress_of_a_running_sync(self):
+        from selenium.webdriver.common.by import By
+        self.login()
+        self.env.sim.admin("POST", "/_sim/faults", {"path": "/topapi/v2/user/list", "kind": "slow", "delay_ms": 600})
+        sync = subprocess.Popen([agent_env.AGENT_BIN, "-c", str(self.env.config), "sync"], env=self.env.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.time() + 30
+            running = None
+            while running is None and time.time() < deadline:
+                runs = json.loads(self.console.get("/api/runs")[2])
+                running = next((r["id"] for r in runs if r["status"] == "running"), None)
+                time.sleep(0.1)
+            self.assertIsNotNone(running, "the sync never showed as running")
+            self.driver.get(f"{self.console.base}/runs/{running}?lang=en")
+            block = self.driver.find_element(By.CSS_SELECTOR, "[data-live-run]")
+
+            def fetched():
+                return int(block.find_element(By.CSS_SELECTOR, '[data-count="departments_fetched"]').text)
+
+            first = fetched()
+            self.wait(lambda d: fetched() > first, timeout=40)  # advanced without reloading the page
+            self.shot("live-progress")
+            self.wait(lambda d: block.get_attribute("data-run-status") == "succeeded", timeout=90)
+            self.assertIn("succeeded", self.driver.find_element(By.CSS_SELECTOR, "h1 .badge").text)
+            self.assertGreater(int(block.get_attribute("data-polls")), 1)
+        finally:
+            sync.wait(120)
+            self.env.sim.admin("DELETE", "/_sim/faults")
+
+    def test_5_metrics_pass_promtool(self):
+        status, headers, text = self.console.get("/metrics")
+        self.assertEqual(status, 200)
+        promtool = shutil.which("promtool")
+        self.assertIsNotNone(promtool, "promtool (Debian package prometheus) is required")
+        promtool_check(self, text)
+        self.assertIn('dingbridge_agent_runs{kind="full",status="partial"} 1', text)
+        self.assertIn('dingbridge_agent_runs{kind="full",status="succeeded"} 3', text)
+        self.assertIn("dingbridge_agent_run_items_failed_total 1", text)
+        self.assertIn("dingbridge_agent_safeguard_aborts_total 0", text)
+        self.assertIn("dingbridge_agent_monthly_call_budget 10000", text)
+        last_success = float(text.split("\ndingbridge_agent_last_success_timestamp_seconds ")[1].split()[0])
+        self.assertLess(abs(last_success - time.time()), 600)
+        for rules in (agent_env.REPO / "packaging" / "prometheus").glob("*.yml"):
+            p = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
+
+def promtool_check(test, text):
+    p = subprocess.run([shutil.which("promtool") or "promtool", "check", "metrics"], input=text, capture_output=True,
+                       text=True, timeout=60)
+    test.assertEqual(p.returncode, 0, p.stdout + p.stderr + text)
+
+
+class RunMode(unittest.TestCase):
+    """`dingbridge-agent run` serves the console too, with the stream's live state and event runs."""
+
+    def test_console_in_run_mode(self):
+        import re
+        from agent_run_test import RunEnv
+        port = free_port()
+        env = RunEnv(generate="users=20,departments=4,depth=2,seed=5", extra_events=web_yaml(port))
+        try:
+            env.start_agent()
+            env.wait(lambda: port_open(port), "the console", timeout=60)
+            console = Console.__new__(Console)
+            console.base = f"http://127.0.0.1:{port}"
+
+            def runs():
+                return json.loads(console.get("/api/runs")[2])
+
+            env.wait(lambda: runs() and runs()[0]["status"] == "succeeded", "the first full sync", timeout=90)
+            env.wait_connected()
+            dept = env.sim.org()["departments"][1]["dept_id"]
+            env.sim.admin("POST", "/_sim/user/create", {"userid": "webnew1", "name": "Web New", "dept_id_list": [dept]})
+            env.wait(lambda: any(r["kind"] == "event" and r["status"] == "succeeded" for r in runs()),
+                     "an event-driven run", timeout=60)
+            page = console.get("/?lang=en")[2]
+            self.assertIn("Connected (stream)", page)
+            self.assertRegex(page, r"<td>event</td>")
+            status, _, text = console.get("/metrics")
+            self.assertEqual(status, 200)
+            promtool_check(self, text)
+            self.assertIn("dingbridge_agent_stream_connected 1", text)
+            self.assertIn('dingbridge_agent_runs{kind="event",status="succeeded"}', text)
+            sport = int(re.search(r"/healthz and /metrics on \S+ \(port (\d+)\)", env.agent_log()).group(1))
+            with urllib.request.urlopen(f"http://127.0.0.1:{sport}/metrics", timeout=30) as r:
+                status_text = r.read().decode()
+            promtool_check(self, status_text)
+            self.assertIn("dingbridge_agent_safeguard_aborts_total 0", status_text)
+        finally:
+            env.stop()
+
+
+class Tls(unittest.TestCase):
+    """HTTPS with the proxy's TLS context: a client certificate logs in; basic credentials over TLS;
+    refused passwords are throttled (429) before they cost a scrypt each."""
+
+    def setUp(self):
+        self.env = Env(generate="users=5,departments=2,depth=1,seed=2")
+        self.env.agent("sync", timeout=120, check=0)
+        self.base_yaml = self.env.config.read_text()
+        self.ca = str(self.env.dir / "ca.pem")
+
+    def tearDown(self):
+        self.env.stop()
+
+    def https_get(self, port, path="/api/runs", cert=None, auth=None):
+        ctx = ssl.create_default_context(cafile=self.ca)
+        if cert:
+            ctx.load_cert_chain(*cert)
+        req = urllib.request.Request(f"https://127.0.0.1:{port}{path}", headers={"Authorization": auth} if auth else {})
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=30) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def start(self, extra):
+        port = free_port()
+        self.env.config.write_text(self.base_yaml + f'web:\n  listen: "127.0.0.1:{port}"\n' + extra)
+        return Console(self.env, port)
+
+    def test_client_certificate_required(self):
+        from proxy_production_test import make_client_cert
+        d = self.env.dir
+        tls = f"  tls:\n    certificate: {d}/server.pem\n    key: {d}/server.key\n    client_ca: {self.ca}\n"
+        c = self.start(tls)
+        try:
+            cert = make_client_cert(d, self.ca, str(d / "ca.key"), "hr", "/CN=hr-console")
+            status, body = self.https_get(c.port, cert=cert)
+            self.assertEqual(status, 200)
+            self.assertEqual(json.loads(body)[0]["status"], "succeeded")
+            with self.assertRaises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
+                self.https_get(c.port)  # no certificate: the handshake fails
+        finally:
+            c.stop()
+
+    def test_basic_credentials_over_tls_and_refusals_throttled(self):
+        d = self.env.dir
+        tls = f"  tls:\n    certificate: {d}/server.pem\n    key: {d}/server.key\n"
+        users = f'  users:\n    - name: {USER}\n      password_hash: "{agent_hash(PASSWORD)}"\n'
+        c = self.start(users + tls)
+        try:
+            self.assertEqual(self.https_get(c.port, auth=basic())[0], 200)
+            self.assertEqual(self.https_get(c.port)[0], 401)
+            codes = [self.https_get(c.port, auth=basic(password=f"guess{i}"))[0] for i in range(22)]
+            self.assertEqual(codes[:20], [401] * 20)
+            self.assertEqual(codes[20:], [429, 429])
+            self.assertEqual(self.https_get(c.port, auth=basic())[0], 200, "a verified login keeps working")
+        finally:
+            c.stop()
+
+
+class Refusals(unittest.TestCase):
+    def setUp(self):
+        self.env = Env(generate="users=5,departments=2,depth=1,seed=1")
+
+    def tearDown(self):
+        self.env.stop()
+
+    def test_non_loopback_without_credentials_refused(self):
+        base = self.env.config.read_text()
+        self.env.config.write_text(base + web_yaml(free_port(), users=False, listen_host="0.0.0.0"))
+        p = self.env.agent("web", timeout=30)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("web.listen", p.stderr)
+        self.assertIn("not a loopback address", p.stderr)
+        p = self.env.agent("check-config", timeout=30)
+        self.assertEqual(p.returncode, 2, "check-config says the same")
+        # With credentials the same address is accepted by the configuration check.
+        self.env.config.write_text(base + web_yaml(free_port(), users=True, listen_host="0.0.0.0"))
+        self.assertEqual(self.env.agent("check-config", timeout=30).returncode, 0)
+
+    def test_loopback_console_without_users_is_open_and_read_only(self):
+        port = free_port()
+        self.env.config.write_text(self.env.config.read_text() + web_yaml(port, users=False))
+        self.env.agent("sync", timeout=120, check=0)
+        c = Console(self.env, port)
+        try:
+            status, headers, body = c.get("/api/runs", auth=False)
+            self.assertEqual(status, 200)
+            self.assertEqual(json.loads(body)[0]["status"], "succeeded")
+            for method in ("POST", "PUT", "DELETE"):
+                self.assertEqual(c.get("/", auth=False, method=method)[0], 405, method)
+            self.assertEqual(c.get("/", auth=False, method="HEAD")[0], 200)
+        finally:
+            c.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
