@@ -22,7 +22,11 @@ int64_t wall_ms() {
 namespace {
 
 // A 200 answer whose body is w's JSON.
-ApiResponse json_ok(JsonWriter& w) { return json_ok(w); }
+ApiResponse json_ok(JsonWriter& w) {
+    ApiResponse r;
+    r.body = w.take();
+    return r;
+}
 
 // Parses body as a JSON object into o (valid until parser's next parse); false if it is not one.
 bool parse_object(simdjson::dom::parser& parser, std::string_view body, object& o) {
