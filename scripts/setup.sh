@@ -15,7 +15,6 @@ PACKAGES=(build-essential cmake ninja-build pkg-config git ca-certificates curl 
           help2man man-db lintian rpm rpmlint logrotate
           # scripts/check-format.sh (the version .clang-format is checked with)
           clang-format-14
-
           # the agent's web console in a real browser, and its metrics checked by promtool
           chromium chromium-driver python3-selenium prometheus fonts-wqy-zenhei)
 
