@@ -12,6 +12,10 @@ PACKAGES=(build-essential cmake ninja-build pkg-config git ca-certificates curl 
           libcli11-dev libsimdjson-dev libcurl4-openssl-dev libsqlite3-dev libldap-dev slapd ldap-utils
           # packages and their checks (tests/package): man pages, lintian, rpm, rpmlint, logrotate -d
           help2man man-db lintian rpm rpmlint logrotate)
+# The SCIM test server (tests/scim: scimmy, scimmy-routers, express 4 from npm) runs on node; a
+# node from elsewhere (NodeSource bundles npm) is kept.
+command -v node >/dev/null || PACKAGES+=(nodejs)
+command -v npm >/dev/null || PACKAGES+=(npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -25,6 +29,12 @@ if ((${#missing[@]})); then
   if [[ " ${missing[*]} " == *" slapd "* ]]; then $SUDO mkdir -p /etc/ldap && $SUDO touch /etc/ldap/noslapd; fi
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The SCIM target's tests run a real SCIM server built from pinned npm packages (package-lock.json).
+if [[ ! -d tests/scim/node_modules ]] || [[ tests/scim/package-lock.json -nt tests/scim/node_modules ]]; then
+  echo "==> npm ci (tests/scim)"
+  (cd tests/scim && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 echo "==> configuring ($BUILD_DIR)"

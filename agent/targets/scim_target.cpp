@@ -101,7 +101,9 @@ void ScimTarget::normalize(OrgSnapshot& desired) {
         n.title = u.title;
         n.employee_number = u.employee_number;
         n.primary_department = u.primary_department;
-        n.active = u.active;
+        // SCIM's active is "not removed from DingTalk" (false = disabled by the sync, read back as
+        // removed); DingTalk's own activation flag has no SCIM attribute and is not written.
+        n.active = true;
         if (desired.users.count(u.manager) && u.manager != id) n.manager = u.manager;
         for (const auto& m : u.departments)
             if (desired.departments.count(m.department)) n.departments.push_back(Membership{m.department, 0, false});
@@ -181,7 +183,11 @@ std::optional<std::string> ScimTarget::read_groups(OrgSnapshot& snap) {
     const std::string parent_key = s_.parent_attribute;
     return read_all(client_, "/Groups", s_.page_size, [&](dom::element e) {
         std::string ext = str(e, "externalId");
-        if (ext.empty() || groups_.count(ext)) return;  // not ours, or a duplicate: the first wins
+        if (ext.empty()) return;   // not ours
+        if (groups_.count(ext)) {  // the first one wins
+            duplicate_groups_[ext].push_back(str(e, "id"));
+            return;
+        }
         Group& g = groups_[ext];
         g.id = str(e, "id");
         g.row.external_id = ext;
@@ -199,7 +205,11 @@ std::optional<std::string> ScimTarget::read_users(OrgSnapshot& snap) {
     std::unordered_map<std::string, std::string> manager_ids;  // DingTalk id -> manager's SCIM id
     auto e = read_all(client_, "/Users", s_.page_size, [&](dom::element e) {
         std::string ext = str(e, "externalId");
-        if (ext.empty() || users_.count(ext)) return;
+        if (ext.empty()) return;
+        if (users_.count(ext)) {
+            duplicate_users_[ext].push_back(str(e, "id"));
+            return;
+        }
         User& u = users_[ext];
         u.id = str(e, "id");
         user_by_id_[u.id] = ext;
@@ -235,6 +245,8 @@ std::optional<OrgSnapshot> ScimTarget::read(std::string& error) {
     users_.clear();
     user_by_id_.clear();
     waiting_for_manager_.clear();
+    duplicate_groups_.clear();
+    duplicate_users_.clear();
     OrgSnapshot snap;
     std::optional<std::string> e = discover();
     if (!e) e = read_groups(snap);
@@ -255,6 +267,10 @@ std::optional<OrgSnapshot> ScimTarget::read(std::string& error) {
         else
             snap.removed_user_rows[ext] = u.row;
     }
+    // A custom key no mapping produces (normalize() drops custom fields): the plan updates them.
+    for (const auto& [ext, ids] : duplicate_groups_) snap.departments[ext].custom["\x01scim"] = "duplicate";
+    for (const auto& [ext, ids] : duplicate_users_)
+        if (auto it = snap.users.find(ext); it != snap.users.end()) it->second.custom["\x01scim"] = "duplicate";
     spdlog::info("scim target: read {} groups, {} users ({} disabled) from {}", snap.departments.size(),
                  snap.users.size(), snap.removed_users.size(), s_.base_url);
     return snap;
@@ -316,6 +332,19 @@ std::string ScimTarget::find_by_external_id(const std::string& endpoint, const s
     for (dom::element e : list)
         if (str(e, "externalId") == external_id) return str(e, "id");
     return {};
+}
+
+std::optional<std::string> ScimTarget::delete_duplicates(const std::string& endpoint, const std::string& external_id) {
+    auto& all = endpoint == "/Groups" ? duplicate_groups_ : duplicate_users_;
+    auto it = all.find(external_id);
+    if (it == all.end()) return std::nullopt;
+    for (const auto& id : it->second) {
+        if (auto e = delete_resource(endpoint, id)) return "deleting a duplicate: " + *e;
+        spdlog::info("scim target: deleted {}/{}, a second resource with externalId {}", endpoint, id, external_id);
+        for (auto& [dept, g] : groups_) g.members.erase(id);
+    }
+    all.erase(it);
+    return std::nullopt;
 }
 
 std::optional<std::string> ScimTarget::delete_resource(const std::string& endpoint, const std::string& id) {
@@ -404,6 +433,7 @@ std::string ScimTarget::group_json(const Group& g, const OrgDepartment& d) const
 }
 
 std::optional<std::string> ScimTarget::put_department(const OrgDepartment& d) {
+    if (auto e = delete_duplicates("/Groups", d.external_id)) return e;
     auto it = groups_.find(d.external_id);
     if (it == groups_.end()) {
         Group g;
@@ -526,6 +556,7 @@ std::optional<std::string> ScimTarget::write_user(const OrgUser& u, const std::s
 }
 
 std::optional<std::string> ScimTarget::put_user(const OrgUser& u) {
+    if (auto e = delete_duplicates("/Users", u.external_id)) return e;
     bool conflict = false;
     std::optional<std::string> outcome = write_user(u, u.username, conflict);
     if (outcome && conflict) {

@@ -93,6 +93,11 @@ private:
     // Users written without their manager because the manager had no SCIM id yet:
     // manager's DingTalk id -> the users waiting for it.
     std::unordered_map<std::string, std::vector<std::string>> waiting_for_manager_;
+    // Second resources with an externalId already seen (a create applied after its request timed
+    // out and was retried): DingTalk id -> SCIM ids. read() marks the first one changed so that the
+    // plan updates it, and the update deletes them.
+    std::unordered_map<std::string, std::vector<std::string>> duplicate_groups_, duplicate_users_;
+    std::optional<std::string> delete_duplicates(const std::string& endpoint, const std::string& external_id);
 };
 
 std::unique_ptr<Target> make_scim_target(const ScimSettings& settings, ConflictPolicy conflict_policy);

@@ -11,7 +11,7 @@
 //   POST /admin/faults {"mode": "429"|"500"|"slow", "count": N, "retry_after": S, "delay_ms": MS,
 //                       "methods": ["POST", ...], "skip": K}  -> the next N matching requests
 //                       (after skipping K) fail or are slowed
-//   GET  /admin/stats  -> {"requests": N, "writes": N, "by_method": {...}}
+//   GET  /admin/stats  -> {"requests": N, "writes": N, "faults": N, "by_method": {...}}
 //   POST /admin/stats/reset
 // SIGTERM/SIGINT flush the store and exit.
 "use strict";
@@ -68,14 +68,6 @@ function reindex() {
 reindex();
 
 // ---- SCIMMY: resource types, schemas, service provider config ----
-SCIMMY.Config.set({
-    patch: args.patch,
-    filter: {supported: true, maxResults: 1000},
-    sort: false,
-    bulk: {supported: false, maxPayloadSize: 64 * 1024 * 1024},
-    changePassword: false,
-    etag: false,
-});
 SCIMMY.Resources.declare(SCIMMY.Resources.User).extend(SCIMMY.Schemas.EnterpriseUser, false);
 const department = new SCIMMY.Types.SchemaDefinition("Department", DEPARTMENT, "DingTalk department", [
     new SCIMMY.Types.Attribute("string", "parent", {description: "externalId of the parent department"}),
@@ -193,7 +185,7 @@ SCIMMY.Resources.Group.degress((resource) => {
 
 // ---- express app ----
 const app = express();
-const stats = {requests: 0, writes: 0, by_method: {}};
+const stats = {requests: 0, writes: 0, faults: 0, by_method: {}};
 let faults = null;
 
 const scimError = (res, status, detail, scimType) =>
@@ -212,7 +204,7 @@ function authorized(req) {
 }
 
 const admin = express.Router();
-admin.use(express.json());
+admin.use(express.json({type: ["application/json", "application/scim+json"]}));
 admin.use((req, res, next) => (authorized(req) ? next() : scimError(res, 401, "bad token")));
 admin.post("/faults", (req, res) => {
     faults = {mode: "500", count: 1, skip: 0, retry_after: 1, delay_ms: 2000, methods: null, ...req.body};
@@ -222,6 +214,7 @@ admin.get("/stats", (req, res) => res.json(stats));
 admin.post("/stats/reset", (req, res) => {
     stats.requests = 0;
     stats.writes = 0;
+    stats.faults = 0;
     stats.by_method = {};
     res.json(stats);
 });
@@ -239,6 +232,7 @@ app.use((req, res, next) => {
             faults.skip -= 1;
         } else {
             faults.count -= 1;
+            stats.faults += 1;
             if (faults.mode === "429") {
                 res.set("Retry-After", String(faults.retry_after));
                 return scimError(res, 429, "Too many requests (fault switch)");
@@ -255,6 +249,7 @@ app.use((req, res, next) => {
     if (!resource || !["POST", "PUT", "PATCH"].includes(req.method)) return next();
     const schemas = Array.isArray(body?.schemas) ? body.schemas : null;
     if (!schemas) return scimError(res, 400, "the request has no \"schemas\" attribute", "invalidSyntax");
+    if (req.method === "PATCH" && !args.patch) return scimError(res, 501, "PATCH is not supported by this server");
     if (req.method === "PATCH") {
         if (!schemas.includes(PATCHOP)) return scimError(res, 400, `PATCH needs the schema ${PATCHOP}`, "invalidSyntax");
         return next();
@@ -273,6 +268,15 @@ app.use("/", new SCIMMYRouters({
     handler: () => "admin",
     context: () => ({}),
 }));
+// After the routers: their constructor announces patch, sort and bulk as supported.
+SCIMMY.Config.set({
+    patch: args.patch,
+    filter: {supported: true, maxResults: 1000},
+    sort: false,
+    bulk: {supported: false, maxPayloadSize: 64 * 1024 * 1024},
+    changePassword: false,
+    etag: false,
+});
 
 let server;
 if (args.cert) {
