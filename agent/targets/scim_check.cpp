@@ -3,9 +3,11 @@
 #include <simdjson.h>
 
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "agent/config.h"
 #include "agent/targets/scim_client.h"
 #include "agent/targets/scim_target.h"
 
@@ -85,9 +87,7 @@ bool first_step(ScimClient& client, const ScimSettings& s, std::ostream& out) {
     return true;
 }
 
-}  // namespace
-
-bool check_scim_online(const ScimSettings& settings, std::ostream& out) {
+bool check_steps(const ScimSettings& settings, std::ostream& out) {
     ScimSettings s = settings;
     s.max_attempts = 2;
     s.backoff_base = std::chrono::milliseconds(200);
@@ -133,6 +133,16 @@ bool check_scim_online(const ScimSettings& settings, std::ostream& out) {
     }
     out << "scim schemas: ok (User + enterprise extension, Group + " << s.department_schema << ")\n";
     return true;
+}
+
+}  // namespace
+
+bool check_scim_online(const ScimSettings& s, std::ostream& out) {
+    // The server's error details are printed: scrubbed of the token, should a server echo it.
+    std::ostringstream text;
+    bool ok = check_steps(s, text);
+    out << redact(text.str(), {s.token});
+    return ok;
 }
 
 }  // namespace dingbridge::agent

@@ -627,28 +627,89 @@ std::optional<std::string> ScimTarget::change_member(const std::string& dept, co
         return add ? std::optional<std::string>("department " + dept + " has no group on the SCIM server")
                    : std::nullopt;
     Group& g = it->second;
+    if (auto pending = pending_adds_.find(dept); pending != pending_adds_.end()) {
+        auto& list = pending->second;
+        auto p = std::find_if(list.begin(), list.end(), [&](const auto& x) { return x.first == user_id; });
+        if (p != list.end()) {
+            if (!add) list.erase(p);  // added and removed inside one batch: nothing to send
+            return std::nullopt;
+        }
+    }
     if (g.members.count(user_id) == (add ? 1u : 0u)) return std::nullopt;
+    if (add && batching_) {
+        pending_adds_[dept].emplace_back(user_id, batch_index_);
+        return std::nullopt;
+    }
+    if (add) return send_members(dept, {user_id});
     ScimResponse r;
     if (patch_) {
-        std::string op = add ? R"({"op":"add","path":"members","value":[{"value":)" + quote(user_id) + "}]}"
-                             : R"({"op":"remove","path":)" + quote("members[value eq \"" + user_id + "\"]") + "}";
+        std::string op = R"({"op":"remove","path":)" + quote("members[value eq \"" + user_id + "\"]") + "}";
         r = client_.send({"PATCH", "/Groups/" + g.id, patch_body({op})});
     } else {
         Group next = g;
-        if (add)
-            next.members.insert(user_id);
-        else
-            next.members.erase(user_id);
+        next.members.erase(user_id);
         r = client_.send({"PUT", "/Groups/" + g.id, group_json(next, g.row)});
     }
     if (!r.ok())
-        return r.error("SCIM " + std::string(patch_ ? "PATCH" : "PUT") + " /Groups/" + g.id + " (" +
-                       (add ? "adding a member to" : "removing a member from") + " department " + dept + ")");
-    if (add)
-        g.members.insert(user_id);
-    else
-        g.members.erase(user_id);
+        return r.error("SCIM " + std::string(patch_ ? "PATCH" : "PUT") + " /Groups/" + g.id +
+                       " (removing a member from department " + dept + ")");
+    g.members.erase(user_id);
     return std::nullopt;
+}
+
+std::optional<std::string> ScimTarget::send_members(const std::string& dept, const std::vector<std::string>& user_ids) {
+    Group& g = groups_[dept];
+    ScimResponse r;
+    if (patch_) {
+        std::string values;
+        for (const auto& id : user_ids) values += (values.empty() ? "{\"value\":" : ",{\"value\":") + quote(id) + "}";
+        std::string op = R"({"op":"add","path":"members","value":[)" + values + "]}";
+        r = client_.send({"PATCH", "/Groups/" + g.id, patch_body({op})});
+    } else {
+        Group next = g;
+        next.members.insert(user_ids.begin(), user_ids.end());
+        r = client_.send({"PUT", "/Groups/" + g.id, group_json(next, g.row)});
+    }
+    if (!r.ok())
+        return r.error("SCIM " + std::string(patch_ ? "PATCH" : "PUT") + " /Groups/" + g.id +
+                       " (adding members to department " + dept + ")");
+    g.members.insert(user_ids.begin(), user_ids.end());
+    return std::nullopt;
+}
+
+void ScimTarget::flush_member_adds(std::vector<std::optional<std::string>>& errors) {
+    auto pending = std::move(pending_adds_);
+    pending_adds_.clear();
+    for (auto& [dept, adds] : pending) {
+        if (adds.empty()) continue;
+        std::vector<std::string> ids;
+        for (const auto& add : adds) ids.push_back(add.first);
+        if (!send_members(dept, ids)) continue;
+        // One by one, so that only the member the server refuses fails its change.
+        for (const auto& [id, index] : adds) {
+            auto e = send_members(dept, {id});
+            if (!e) continue;
+            if (!errors[index]) errors[index] = e;
+            if (auto u = user_by_id_.find(id); u != user_by_id_.end())
+                std::erase_if(users_[u->second].row.departments,
+                              [&](const Membership& m) { return m.department == dept; });
+        }
+    }
+}
+
+void ScimTarget::apply_batch(const Change* changes, std::size_t n, std::vector<std::optional<std::string>>& errors) {
+    errors.assign(n, std::nullopt);
+    batching_ = true;
+    for (std::size_t i = 0; i < n; ++i) {
+        // Only user creates/updates add members; any other change sees the memberships sent.
+        const bool user_write =
+            changes[i].kind == ChangeKind::create_user || changes[i].kind == ChangeKind::update_user;
+        if (!user_write) flush_member_adds(errors);
+        batch_index_ = i;
+        errors[i] = apply(changes[i]);
+    }
+    flush_member_adds(errors);
+    batching_ = false;
 }
 
 }  // namespace dingbridge::agent

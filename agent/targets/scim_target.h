@@ -17,6 +17,7 @@
 // with its DingTalk id as userName, skip_user leaves it out; both are recorded as the change's
 // error. Not thread-safe.
 
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -42,6 +43,9 @@ public:
     std::optional<OrgSnapshot> read(std::string& error) override;
     bool begin(std::string& error) override;
     std::optional<std::string> apply(const Change& change) override;
+    // Member additions of consecutive user creates/updates are sent as one PATCH (or PUT) per
+    // group at the end of the batch; a failed group falls back to one request per member.
+    void apply_batch(const Change* changes, std::size_t n, std::vector<std::optional<std::string>>& errors) override;
     bool commit(std::string& error) override;
     void rollback() override {}
 
@@ -70,6 +74,8 @@ private:
     std::vector<std::string> user_patch(const OrgUser& cur, const OrgUser& want) const;
     std::optional<std::string> set_memberships(User& cur, const OrgUser& u);
     std::optional<std::string> change_member(const std::string& dept, const std::string& user_id, bool add);
+    std::optional<std::string> send_members(const std::string& dept, const std::vector<std::string>& user_ids);
+    void flush_member_adds(std::vector<std::optional<std::string>>& errors);
     std::optional<std::string> link_waiting_reports(const std::string& manager_external_id);
     std::optional<std::string> delete_resource(const std::string& endpoint, const std::string& id);
     std::optional<std::string> delete_user(const std::string& external_id);
@@ -98,6 +104,10 @@ private:
     // plan updates it, and the update deletes them.
     std::unordered_map<std::string, std::vector<std::string>> duplicate_groups_, duplicate_users_;
     std::optional<std::string> delete_duplicates(const std::string& endpoint, const std::string& external_id);
+    // Inside apply_batch(): department -> (user SCIM id, index of the change that added it).
+    bool batching_ = false;
+    std::size_t batch_index_ = 0;
+    std::map<std::string, std::vector<std::pair<std::string, std::size_t>>> pending_adds_;
 };
 
 std::unique_ptr<Target> make_scim_target(const ScimSettings& settings, ConflictPolicy conflict_policy);

@@ -42,7 +42,7 @@ function parseArgs(argv) {
 const args = parseArgs(process.argv);
 const token = fs.readFileSync(args["token-file"], "utf8").trim();
 
-// ---- store: {users: {id: resource}, groups: {id: resource}}, written at most every 200 ms ----
+// ---- store: {users: {id: resource}, groups: {id: resource}}, written at most once a second ----
 let store = {users: {}, groups: {}};
 if (fs.existsSync(args.store)) store = JSON.parse(fs.readFileSync(args.store, "utf8"));
 let flushTimer = null;
@@ -53,7 +53,7 @@ function flush() {
     fs.renameSync(args.store + ".tmp", args.store);
 }
 function dirty() {
-    if (!flushTimer) flushTimer = setTimeout(flush, 200);
+    if (!flushTimer) flushTimer = setTimeout(flush, 1000);
 }
 // Indexes: lower-cased userName -> id, externalId -> id (per type).
 const index = {userName: new Map(), users: new Map(), groups: new Map()};
