@@ -64,6 +64,14 @@ def counts(env):
     return env.history()[0]["counts"]
 
 
+def assert_noop_resync(test, env):
+    """Another sync plans nothing and makes no write on the server."""
+    env.scim.reset_stats()
+    env.agent("sync", check=0)
+    test.assertEqual(counts(env)["changes_planned"], 0)
+    test.assertEqual(env.scim.stats()["writes"], 0)
+
+
 def assert_no_token_anywhere(test, env, *outputs):
     for text in outputs:
         test.assertNotIn(TOKEN, text)
@@ -110,10 +118,7 @@ class FullSync(unittest.TestCase):
             self.assertNotIn("PATCH", by_method)
             self.assertGreater(by_method.get("PUT", 0), 0)
             self.assertEqual(diff(env), [])
-            env.scim.reset_stats()
-            env.agent("sync", check=0)
-            self.assertEqual(counts(env)["changes_planned"], 0)
-            self.assertEqual(env.scim.stats()["writes"], 0)
+            assert_noop_resync(self, env)
         finally:
             env.stop()
 
@@ -179,10 +184,7 @@ class Mutations(unittest.TestCase):
             self.assertIn(leaver["userid"], users)
             self.assertFalse(active[leaver["userid"]])
             self.assertFalse(any(leaver["userid"] in g[2] for g in groups.values()))
-            env.scim.reset_stats()
-            env.agent("sync", check=0)
-            self.assertEqual(counts(env)["changes_planned"], 0)
-            self.assertEqual(env.scim.stats()["writes"], 0)
+            assert_noop_resync(self, env)
 
             # re-join: the leaver is back with the same userid
             env.sim.admin("POST", "/_sim/user/create", {"userid": leaver["userid"], "name": leaver["name"],
@@ -278,10 +280,7 @@ class Faults(unittest.TestCase):
             for endpoint in ("/Users", "/Groups"):
                 ext = [r.get("externalId") for r in env.scim.all(endpoint) if r.get("externalId")]
                 self.assertEqual(len(ext), len(set(ext)), endpoint)
-            env.scim.reset_stats()
-            env.agent("sync", check=0)
-            self.assertEqual(counts(env)["changes_planned"], 0)
-            self.assertEqual(env.scim.stats()["writes"], 0)
+            assert_noop_resync(self, env)
         finally:
             env.stop()
 
@@ -294,10 +293,7 @@ class Faults(unittest.TestCase):
             self.assertNotEqual(p.returncode, 0)
             self.assertNotIn(TOKEN, p.stdout + p.stderr)
             env.scim.start()  # same port, same store
-            env.scim.reset_stats()
-            env.agent("sync", check=0)
-            self.assertEqual(counts(env)["changes_planned"], 0)
-            self.assertEqual(env.scim.stats()["writes"], 0)
+            assert_noop_resync(self, env)
             self.assertEqual(diff(env), [])
         finally:
             env.stop()
