@@ -61,6 +61,7 @@ def main():
         text = env.config.read_text().replace("level: info", "level: warn")
         env.config.write_text(text.replace("page_size: 100\n", "page_size: 1000\n"))
         result["scim_full"] = timed_sync(env)
+        print(json.dumps({"scim_full": result["scim_full"]}), file=sys.stderr, flush=True)
         result["scim_noop"] = timed_sync(env)
         result["store_mib"] = round(env.scim.store.stat().st_size / 2**20, 1)
     finally:

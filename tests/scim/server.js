@@ -42,18 +42,22 @@ function parseArgs(argv) {
 const args = parseArgs(process.argv);
 const token = fs.readFileSync(args["token-file"], "utf8").trim();
 
-// ---- store: {users: {id: resource}, groups: {id: resource}}, written at most once a second ----
+// ---- store: {users: {id: resource}, groups: {id: resource}}, written a second after a change,
+// or later for a large store (at most ~5% of the time spent writing it) ----
 let store = {users: {}, groups: {}};
 if (fs.existsSync(args.store)) store = JSON.parse(fs.readFileSync(args.store, "utf8"));
 let flushTimer = null;
+let flushCost = 0;
 function flush() {
     if (flushTimer) clearTimeout(flushTimer);
     flushTimer = null;
+    const t0 = Date.now();
     fs.writeFileSync(args.store + ".tmp", JSON.stringify(store));
     fs.renameSync(args.store + ".tmp", args.store);
+    flushCost = Date.now() - t0;
 }
 function dirty() {
-    if (!flushTimer) flushTimer = setTimeout(flush, 1000);
+    if (!flushTimer) flushTimer = setTimeout(flush, Math.max(1000, 20 * flushCost));
 }
 // Indexes: lower-cased userName -> id, externalId -> id (per type).
 const index = {userName: new Map(), users: new Map(), groups: new Map()};
