@@ -15,7 +15,11 @@ std::string relative_to(const std::string& config_file, const std::string& p) {
 bool loopback_url(const std::string& url) {
     auto rest = url.substr(url.find("//") + 2);
     auto host = rest.substr(0, rest.find_first_of("/?#"));
-    return host.rfind("127.", 0) == 0 || host.rfind("localhost", 0) == 0 || host.rfind("[::1]", 0) == 0;
+    if (host.rfind("[::1]", 0) == 0) return host.size() == 5 || host[5] == ':';
+    host = host.substr(0, host.find(':'));
+    if (host == "localhost") return true;
+    // 127.x.y.z, digits and dots only (not 127.example.com)
+    return host.rfind("127.", 0) == 0 && host.find_first_not_of("0123456789.") == std::string::npos;
 }
 
 void check_base_url(const ConfigNode& n, const std::string& url) {

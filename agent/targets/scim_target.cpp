@@ -229,7 +229,7 @@ std::optional<std::string> ScimTarget::read_users(OrgSnapshot& snap) {
             if (!x["manager"].get(m)) manager_ids[ext] = str(m, "value");
         }
         dom::element meta;
-        if (!r.active && !e["meta"].get(meta)) snap.removed_users[ext] = iso_time(str(meta, "lastModified"));
+        if (!r.active) snap.removed_users[ext] = e["meta"].get(meta) ? 0 : iso_time(str(meta, "lastModified"));
     });
     if (e) return e;
     for (auto& [ext, id] : manager_ids) {
