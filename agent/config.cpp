@@ -128,6 +128,7 @@ std::vector<std::string> AgentConfig::secrets() const {
     if (!events.push_token.empty()) s.push_back(events.push_token);
     if (!events.push_aes_key.empty()) s.push_back(events.push_aes_key);
     if (!ldap.bind_password.empty()) s.push_back(ldap.bind_password);
+    if (!scim.token.empty()) s.push_back(scim.token);
     return s;
 }
 
@@ -198,7 +199,8 @@ AgentConfig AgentConfig::load(const std::string& path, Secrets secrets) {
     if (auto target = root.find("target")) {
         if (auto n = target->find("type")) {
             c.target_type = n->as_string();
-            if (c.target_type != "sqlite" && c.target_type != "ldap") n->fail("must be sqlite or ldap");
+            if (c.target_type != "sqlite" && c.target_type != "ldap" && c.target_type != "scim")
+                n->fail("must be sqlite, ldap or scim");
         }
         if (auto n = target->find("path")) c.target_path = resolve_relative(path, n->as_string());
         if (c.target_type == "ldap") {
@@ -206,6 +208,12 @@ AgentConfig AgentConfig::load(const std::string& path, Secrets secrets) {
             load_ldap(target->get("ldap"), path, c.ldap);
         } else if (auto n = target->find("ldap")) {
             n->fail("target.ldap is only read with type: ldap");
+        }
+        if (c.target_type == "scim") {
+            if (!target->has("scim")) target->get("type").fail("type scim needs a target.scim section");
+            load_scim_settings(target->get("scim"), path, secrets == Secrets::resolve, c.scim);
+        } else if (auto n = target->find("scim")) {
+            n->fail("target.scim is only read with type: scim");
         }
         target->reject_unknown();
     }

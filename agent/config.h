@@ -12,6 +12,7 @@
 #include "agent/dingtalk/client.h"
 #include "agent/org/plan.h"
 #include "agent/targets/ldap_settings.h"
+#include "agent/targets/scim_settings.h"
 #include "shared/log.h"
 
 namespace dingbridge {
@@ -29,6 +30,7 @@ struct AgentConfig {
     std::string target_type = "sqlite";
     std::string target_path;  // sqlite file
     LdapSettings ldap;        // target_type == "ldap"
+    ScimSettings scim;        // target_type == "scim"
     std::string mapping_file;
     DeleteLimit max_deletes;
     std::string max_deletes_text = "10%";

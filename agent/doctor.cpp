@@ -4,6 +4,7 @@
 #include "agent/dingtalk/parse.h"
 #include "agent/sync/full_sync.h"
 #include "agent/targets/ldap_check.h"
+#include "agent/targets/scim_check.h"
 
 namespace dingbridge::agent {
 
@@ -36,6 +37,7 @@ bool check_online(const AgentConfig& config, std::ostream& out, const Mapping* m
     bool dingtalk_ok = check_dingtalk(config, out, mapping);
     // The target is checked even when DingTalk fails: the operator sees every problem at once.
     bool target_ok = config.target_type != "ldap" || check_ldap_online(config.ldap, out);
+    if (config.target_type == "scim") target_ok = check_scim_online(config.scim, out);
     return dingtalk_ok && target_ok;
 }
 

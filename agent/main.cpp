@@ -21,6 +21,7 @@
 #include "agent/sync/full_sync.h"
 #include "agent/sync/history.h"
 #include "agent/targets/ldap_target.h"
+#include "agent/targets/scim_target.h"
 #include "agent/targets/sqlite_target.h"
 #include "agent/web/console.h"
 #include "shared/config.h"
@@ -200,6 +201,7 @@ int main(int argc, char** argv) {
         }
         std::unique_ptr<Target> target;
         if (config.target_type == "ldap") target = make_ldap_target(config.ldap);
+        else if (config.target_type == "scim") target = make_scim_target(config.scim, mapping->conflict_policy());
         else target = std::make_unique<SqliteTarget>(config.target_path);
         if (*run) return run_agent(config, *mapping, *target, store, std::cout);
         SyncOptions options;

@@ -17,6 +17,10 @@ PACKAGES=(build-essential cmake ninja-build pkg-config git ca-certificates curl 
           clang-format-14
           # the agent's web console in a real browser, and its metrics checked by promtool
           chromium chromium-driver python3-selenium prometheus fonts-wqy-zenhei)
+# The SCIM test server (tests/scim: scimmy, scimmy-routers, express 4 from npm) runs on node; a
+# node from elsewhere (NodeSource bundles npm) is kept.
+command -v node >/dev/null || PACKAGES+=(nodejs)
+command -v npm >/dev/null || PACKAGES+=(npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -33,6 +37,13 @@ if ((${#missing[@]})); then
 fi
 
 if [[ ${1:-} == --packages-only ]]; then exit 0; fi
+
+# The SCIM target's tests run a real SCIM server built from pinned npm packages (package-lock.json).
+if [[ ! -d tests/scim/node_modules ]] || [[ tests/scim/package-lock.json -nt tests/scim/node_modules ]]; then
+  echo "==> npm ci (tests/scim)"
+  (cd tests/scim && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 echo "==> configuring ($BUILD_DIR)"
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo} ${CMAKE_ARGS:-} >/dev/null
 echo "==> building"
