@@ -3,6 +3,8 @@
 #include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -10,8 +12,6 @@
 #include <cstring>
 #include <stdexcept>
 #include <thread>
-
-#include <spdlog/spdlog.h>
 
 namespace dingbridge::proxy {
 
@@ -65,6 +65,8 @@ BoundSocket bind_listener(const ListenerConfig& l, std::uint16_t port, bool shar
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    // Accepted sockets inherit TCP_NODELAY: one call here instead of one per client.
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || listen(fd, 4096) != 0) {
         const int err = errno;
         ::close(fd);
@@ -85,7 +87,8 @@ std::vector<IpAddress> local_addresses(bool v4) {
     if (getifaddrs(&list) != 0) return out;
     for (ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
         if (i->ifa_addr == nullptr) continue;
-        if ((i->ifa_addr->sa_family == AF_INET) != v4 || (i->ifa_addr->sa_family != AF_INET && i->ifa_addr->sa_family != AF_INET6)) {
+        if ((i->ifa_addr->sa_family == AF_INET) != v4 ||
+            (i->ifa_addr->sa_family != AF_INET && i->ifa_addr->sa_family != AF_INET6)) {
             continue;
         }
         if (auto ip = IpAddress::from_sockaddr(i->ifa_addr)) out.push_back(*ip);
@@ -108,7 +111,8 @@ void Server::start() {
     auto access = access_log_->logger();
     shared_.verifier = std::make_unique<VerifierPool>(cfg->verify_threads, cfg->verify_queue);
     for (unsigned i = 0; i < cfg->workers; ++i) {
-        workers_.push_back(std::make_unique<Worker>(i, [this] { return config(); }, access, shared_));
+        workers_.push_back(std::make_unique<Worker>(
+            i, [this] { return config(); }, access, shared_));
     }
     for (unsigned index = 0; index < cfg->listeners.size(); ++index) {
         const auto& l = cfg->listeners[index];
@@ -116,13 +120,15 @@ void Server::start() {
         // share it through SO_REUSEPORT, so the kernel spreads connections across threads.
         BoundSocket first = bind_listener(l, l.port, false);
         workers_[0]->add_listener(first.fd, index);
-        for (unsigned i = 1; i < workers_.size(); ++i) workers_[i]->add_listener(bind_listener(l, first.port, true).fd, index);
+        for (unsigned i = 1; i < workers_.size(); ++i)
+            workers_[i]->add_listener(bind_listener(l, first.port, true).fd, index);
         const IpAddress ip = *IpAddress::parse(l.host);
         bound_.push_back(ip.is_v4() ? l.host + ":" + std::to_string(first.port)
                                     : "[" + ip.to_string() + "]:" + std::to_string(first.port));
         const bool wildcard = ip == *IpAddress::parse("0.0.0.0") || ip == *IpAddress::parse("::");
         if (wildcard) {
-            for (const auto& local : local_addresses(ip.is_v4())) shared_.self_endpoints.emplace_back(local, first.port);
+            for (const auto& local : local_addresses(ip.is_v4()))
+                shared_.self_endpoints.emplace_back(local, first.port);
         } else {
             shared_.self_endpoints.emplace_back(ip, first.port);
         }

@@ -2,19 +2,18 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <string_view>
-
-#include <spdlog/spdlog.h>
 
 #include "proxy/reply.h"
 #include "proxy/request_head.h"
@@ -35,12 +34,14 @@ std::uint16_t port_of(const sockaddr* sa) {
 }
 
 std::string endpoint(const IpAddress& ip, std::uint16_t port) {
-    return ip.is_v4() ? ip.to_string() + ":" + std::to_string(port) : "[" + ip.to_string() + "]:" + std::to_string(port);
+    return ip.is_v4() ? ip.to_string() + ":" + std::to_string(port)
+                      : "[" + ip.to_string() + "]:" + std::to_string(port);
 }
 
 std::string host_port(const std::string& host, std::uint16_t port) {
     if (host.empty()) return "-";
-    return host.find(':') != std::string::npos ? "[" + host + "]:" + std::to_string(port) : host + ":" + std::to_string(port);
+    return host.find(':') != std::string::npos ? "[" + host + "]:" + std::to_string(port)
+                                               : host + ":" + std::to_string(port);
 }
 
 long long ms_between(Clock::time_point a, Clock::time_point b) {
@@ -99,8 +100,7 @@ void Tunnel::start() {
         close(CloseReason::out_of_memory);
         return;
     }
-    int one = 1;
-    setsockopt(bufferevent_getfd(client_), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    // TCP_NODELAY is inherited from the listening socket (server.cpp).
     bufferevent_setcb(client_, &Tunnel::on_client_read, &Tunnel::on_client_write, &Tunnel::on_client_event, this);
     // Stop reading at the head limit: a head that has not ended by then is refused with 431.
     bufferevent_setwatermark(client_, EV_READ, 0, config_->max_head_bytes + 1);
@@ -111,7 +111,9 @@ void Tunnel::start() {
     } else {
         arm_timer(config_->header_timeout);
     }
-    bufferevent_enable(client_, EV_READ | EV_WRITE);
+    // Only reading: the write event is added by libevent when output is queued (enabling
+    // EV_WRITE with nothing to write would cost two epoll_ctl calls per tunnel).
+    bufferevent_enable(client_, EV_READ);
 }
 
 void Tunnel::arm_timer(std::chrono::milliseconds after) {
@@ -131,9 +133,14 @@ void Tunnel::handshake_done() {
 void Tunnel::on_client_read(bufferevent*, void* arg) {
     auto* self = static_cast<Tunnel*>(arg);
     switch (self->state_) {
-        case State::reading_head: self->handle_head(); break;
-        case State::relaying: self->relay(self->client_, self->upstream_, self->bytes_up_); break;
-        default: break;  // early data waits in the input buffer until the tunnel is up
+        case State::reading_head:
+            self->handle_head();
+            break;
+        case State::relaying:
+            self->relay(self->client_, self->upstream_, self->bytes_up_);
+            break;
+        default:
+            break;  // early data waits in the input buffer until the tunnel is up
     }
 }
 
@@ -161,17 +168,21 @@ void Tunnel::handle_head() {
     const std::size_t available = evbuffer_get_length(input);
     const std::size_t window = std::min(available, config_->max_head_bytes);
     const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, static_cast<ev_ssize_t>(window)));
-    const std::size_t head_len = data == nullptr ? std::string_view::npos : find_head_end(std::string_view(data, window));
+    const std::size_t head_len =
+        data == nullptr ? std::string_view::npos : find_head_end(std::string_view(data, window));
     if (head_len == std::string_view::npos) {
         if (available > config_->max_head_bytes) deny(Denial::head_too_large, 431, "request head too large");
         return;
     }
     const HeadResult parsed = parse_connect_head(std::string_view(data, head_len));
     evbuffer_drain(input, head_len);
-    bufferevent_disable(client_, EV_READ);
+    // Reading stays enabled while the tunnel is set up synchronously (a disable/enable pair is
+    // two epoll_ctl calls); error replies and the asynchronous password check disable it.
     if (parsed.error != HeadError::none) {
-        if (parsed.error == HeadError::method_not_allowed) deny(Denial::method, 405, parsed.reason);
-        else deny(Denial::malformed, 400, parsed.reason);
+        if (parsed.error == HeadError::method_not_allowed)
+            deny(Denial::method, 405, parsed.reason);
+        else
+            deny(Denial::malformed, 400, parsed.reason);
         return;
     }
     const ConnectRequest& req = parsed.request;
@@ -206,12 +217,14 @@ void Tunnel::handle_head() {
     auto job = [worker, config, tunnel = this, pending = auth, password = req.basic->password]() mutable {
         const bool ok = config->policy->verify_password(pending, password);
         OPENSSL_cleanse(password.data(), password.size());
-        worker->post([tunnel, pending = std::move(pending), ok]() mutable { tunnel->password_checked(std::move(pending), ok); });
+        worker->post(
+            [tunnel, pending = std::move(pending), ok]() mutable { tunnel->password_checked(std::move(pending), ok); });
     };
     if (!shared.verifier || !shared.verifier->submit(std::move(job))) {
         deny(Denial::auth_busy, 503, "too many credential checks in progress, retry shortly", 1);
         return;
     }
+    bufferevent_disable(client_, EV_READ);
     verify_pending_ = true;
     state_ = State::verifying;
     // The head arrived in time; the check is our work, bounded by the queue, not the client's.
@@ -235,7 +248,9 @@ void Tunnel::authenticated(const AuthResult& auth) {
     user_ = auth.user;
     tenant_ = auth.outcome == AuthOutcome::bad_credentials ? nullptr : auth.tenant;
     switch (auth.outcome) {
-        case AuthOutcome::need_credentials: deny(Denial::auth, 407, "proxy authentication required"); return;
+        case AuthOutcome::need_credentials:
+            deny(Denial::auth, 407, "proxy authentication required");
+            return;
         case AuthOutcome::bad_credentials: {
             shared.metrics.count_auth_failure();
             const std::string* name = user_.empty() ? nullptr : &user_;
@@ -249,8 +264,11 @@ void Tunnel::authenticated(const AuthResult& auth) {
         case AuthOutcome::source_not_allowed:
             deny(Denial::source, 403, "source address not allowed for this tenant");
             return;
-        case AuthOutcome::verify_password: close(CloseReason::internal_error); return;
-        case AuthOutcome::ok: break;
+        case AuthOutcome::verify_password:
+            close(CloseReason::internal_error);
+            return;
+        case AuthOutcome::ok:
+            break;
     }
     if (!Policy::destination_allowed(*tenant_, host_, port_)) {
         deny(Denial::destination, 403, "destination not allowed");
@@ -415,7 +433,8 @@ void Tunnel::try_next_address() {
             last_connect_error_ = "out of memory";
             continue;
         }
-        bufferevent_setcb(upstream_, &Tunnel::on_upstream_read, &Tunnel::on_upstream_write, &Tunnel::on_upstream_event, this);
+        bufferevent_setcb(upstream_, &Tunnel::on_upstream_read, &Tunnel::on_upstream_write, &Tunnel::on_upstream_event,
+                          this);
         arm_timer(config_->connect_timeout);
         connect_started_ = Clock::now();
         if (bufferevent_socket_connect(upstream_, ai->ai_addr, static_cast<int>(ai->ai_addrlen)) != 0) {
@@ -471,8 +490,10 @@ void Tunnel::upstream_connected() {
     // Bytes the client sent right after the CONNECT head go first.
     if (evbuffer_get_length(bufferevent_get_input(client_)) > 0) relay(client_, upstream_, bytes_up_);
     if (state_ != State::relaying) return;
-    if (client_eof_) peer_eof(client_);
-    else bufferevent_enable(client_, EV_READ);
+    if (client_eof_)
+        peer_eof(client_);
+    else
+        bufferevent_enable(client_, EV_READ);
 }
 
 bool Tunnel::start_splice_relay() {
@@ -485,19 +506,19 @@ bool Tunnel::start_splice_relay() {
         static_cast<ssize_t>(kEstablished.size())) {
         return false;
     }
+    SpliceRelay::Listener& listener = *this;
+    relay_ = std::make_unique<SpliceRelay>(worker_.base(), worker_.pipes(), client_fd, upstream_fd, listener);
+    // The relay's read events go in before the bufferevents' come out: the client socket stays
+    // registered with epoll throughout (no DEL + ADD pair per tunnel).
+    const bool started = relay_->start();
     for (bufferevent** bev : {&client_, &upstream_}) {
         bufferevent_disable(*bev, EV_READ | EV_WRITE);
         bufferevent_setfd(*bev, -1);  // detach: the relay owns the descriptor now
         bufferevent_free(*bev);
         *bev = nullptr;
     }
-    SpliceRelay::Listener& listener = *this;
-    relay_ = std::make_unique<SpliceRelay>(worker_.base(), worker_.pipes(), client_fd, upstream_fd, listener);
-    if (!relay_->start()) {
-        close(CloseReason::out_of_memory);
-        return true;  // handled (closed)
-    }
-    return true;
+    if (!started) close(CloseReason::out_of_memory);
+    return true;  // handled (relaying, or closed)
 }
 
 void Tunnel::relay_progress(bool upstream_bound, std::size_t bytes) {
@@ -548,8 +569,10 @@ void Tunnel::drained(bufferevent* to) {
 }
 
 void Tunnel::peer_eof(bufferevent* from) {
-    if (from == client_) client_eof_ = true;
-    else upstream_eof_ = true;
+    if (from == client_)
+        client_eof_ = true;
+    else
+        upstream_eof_ = true;
     last_activity_ = Clock::now();
     if (state_ != State::relaying) return;
     // Move whatever is still in the input, then forward the FIN when the output drains.
@@ -682,15 +705,17 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
                 }
                 self->close(CloseReason::idle_timeout);
             } else {
-                self->arm_timer(std::chrono::duration_cast<std::chrono::milliseconds>(self->config_->idle_timeout - idle) +
-                                std::chrono::milliseconds(1));
+                self->arm_timer(
+                    std::chrono::duration_cast<std::chrono::milliseconds>(self->config_->idle_timeout - idle) +
+                    std::chrono::milliseconds(1));
             }
             return;
         }
         case State::replying:
             self->close(CloseReason::reply_sent);  // the client never read its error reply
             return;
-        case State::closed: return;
+        case State::closed:
+            return;
     }
 }
 
@@ -746,7 +771,8 @@ void Tunnel::close(CloseReason why) {
 
 void Tunnel::write_access_log() {
     const auto now = Clock::now();
-    const long long setup_ms = established_at_.time_since_epoch().count() ? ms_between(accepted_at_, established_at_) : -1;
+    const long long setup_ms =
+        established_at_.time_since_epoch().count() ? ms_between(accepted_at_, established_at_) : -1;
     const long long total_ms = ms_between(accepted_at_, now);
     const int status = status_ == 0 ? 499 : status_;  // 499: closed before any reply (nginx's convention)
     const std::string tenant = tenant_ ? tenant_->name : "";
