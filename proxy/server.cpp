@@ -140,6 +140,9 @@ void Server::start() {
             if (auto ip = IpAddress::parse(hp->host)) shared_.self_endpoints.emplace_back(*ip, hp->port);
         }
     }
+    std::vector<Worker*> all;
+    for (auto& w : workers_) all.push_back(w.get());
+    for (auto& w : workers_) w->set_siblings(all);
     for (auto& w : workers_) w->start();
 }
 
