@@ -23,25 +23,8 @@ struct BoundSocket {
 };
 
 BoundSocket bind_listener(const ListenerConfig& l, std::uint16_t port, bool shared_port) {
-    const IpAddress ip = *IpAddress::parse(l.host);
-    sockaddr_storage ss{};
-    socklen_t len;
-    int family;
-    if (ip.is_v4()) {
-        auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(port);
-        sin->sin_addr.s_addr = htonl(ip.v4_value());
-        len = sizeof(sockaddr_in);
-        family = AF_INET;
-    } else {
-        auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(port);
-        std::memcpy(&sin6->sin6_addr, ip.bytes().data(), 16);
-        len = sizeof(sockaddr_in6);
-        family = AF_INET6;
-    }
+    const SocketAddress sa = SocketAddress::of(*IpAddress::parse(l.host), port);
+    const int family = sa.family();
     int one = 1;
     if (port != 0 && !shared_port) {
         // SO_REUSEPORT lets any process of the same user share the port and silently take half
@@ -51,7 +34,7 @@ BoundSocket bind_listener(const ListenerConfig& l, std::uint16_t port, bool shar
         if (probe >= 0) {
             setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
             if (family == AF_INET6) setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-            const int rc = bind(probe, reinterpret_cast<sockaddr*>(&ss), len);
+            const int rc = bind(probe, sa.get(), sa.length);
             const int err = errno;
             ::close(probe);
             if (rc != 0 && err == EADDRINUSE) {
@@ -67,7 +50,7 @@ BoundSocket bind_listener(const ListenerConfig& l, std::uint16_t port, bool shar
     if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     // Accepted sockets inherit TCP_NODELAY: one call here instead of one per client.
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || listen(fd, 4096) != 0) {
+    if (bind(fd, sa.get(), sa.length) != 0 || listen(fd, 4096) != 0) {
         const int err = errno;
         ::close(fd);
         throw std::runtime_error("cannot listen on " + l.address + ": " + std::strerror(err));
@@ -75,9 +58,7 @@ BoundSocket bind_listener(const ListenerConfig& l, std::uint16_t port, bool shar
     sockaddr_storage actual{};
     socklen_t alen = sizeof actual;
     getsockname(fd, reinterpret_cast<sockaddr*>(&actual), &alen);
-    const std::uint16_t bound_port = family == AF_INET ? ntohs(reinterpret_cast<sockaddr_in*>(&actual)->sin_port)
-                                                       : ntohs(reinterpret_cast<sockaddr_in6*>(&actual)->sin6_port);
-    return {fd, bound_port};
+    return {fd, port_of(reinterpret_cast<sockaddr*>(&actual))};
 }
 
 // Every local address a wildcard listener answers on, for the loop guard.

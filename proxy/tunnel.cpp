@@ -27,12 +27,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::uint16_t port_of(const sockaddr* sa) {
-    if (sa->sa_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(sa)->sin_port);
-    if (sa->sa_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(sa)->sin6_port);
-    return 0;
-}
-
 std::string endpoint(const IpAddress& ip, std::uint16_t port) {
     return ip.is_v4() ? ip.to_string() + ":" + std::to_string(port)
                       : "[" + ip.to_string() + "]:" + std::to_string(port);
@@ -56,7 +50,7 @@ std::chrono::microseconds us_between(Clock::time_point a, Clock::time_point b) {
 
 struct Tunnel::LiteralAddress {
     evutil_addrinfo info{};
-    sockaddr_storage address{};
+    SocketAddress address;
 };
 
 Tunnel::Tunnel(Worker& worker, std::shared_ptr<const ProxyConfig> config, evutil_socket_t fd, const sockaddr* source,
@@ -304,25 +298,13 @@ void Tunnel::begin_resolve() {
         // An IP literal needs no resolver: build the one address ourselves (evdns would parse it
         // with sscanf and allocate a result list).
         literal_ = std::make_unique<LiteralAddress>();
+        literal_->address = SocketAddress::of(*ip, port_);
         auto& info = literal_->info;
         info.ai_socktype = SOCK_STREAM;
         info.ai_protocol = IPPROTO_TCP;
-        info.ai_addr = reinterpret_cast<sockaddr*>(&literal_->address);
-        if (ip->is_v4()) {
-            auto* sin = reinterpret_cast<sockaddr_in*>(&literal_->address);
-            sin->sin_family = AF_INET;
-            sin->sin_port = htons(port_);
-            sin->sin_addr.s_addr = htonl(ip->v4_value());
-            info.ai_family = AF_INET;
-            info.ai_addrlen = sizeof(sockaddr_in);
-        } else {
-            auto* sin6 = reinterpret_cast<sockaddr_in6*>(&literal_->address);
-            sin6->sin6_family = AF_INET6;
-            sin6->sin6_port = htons(port_);
-            std::memcpy(&sin6->sin6_addr, ip->bytes().data(), 16);
-            info.ai_family = AF_INET6;
-            info.ai_addrlen = sizeof(sockaddr_in6);
-        }
+        info.ai_family = literal_->address.family();
+        info.ai_addr = reinterpret_cast<sockaddr*>(&literal_->address.storage);
+        info.ai_addrlen = literal_->address.length;
         next_address_ = &info;
         state_ = State::connecting;
         try_next_address();
@@ -405,20 +387,8 @@ void Tunnel::try_next_address() {
             continue;
         }
         if (bind) {
-            sockaddr_storage local{};
-            socklen_t len;
-            if (ai->ai_family == AF_INET) {
-                auto* sin = reinterpret_cast<sockaddr_in*>(&local);
-                sin->sin_family = AF_INET;
-                sin->sin_addr.s_addr = htonl(bind->v4_value());
-                len = sizeof(sockaddr_in);
-            } else {
-                auto* sin6 = reinterpret_cast<sockaddr_in6*>(&local);
-                sin6->sin6_family = AF_INET6;
-                std::memcpy(&sin6->sin6_addr, bind->bytes().data(), 16);
-                len = sizeof(sockaddr_in6);
-            }
-            if (::bind(fd, reinterpret_cast<sockaddr*>(&local), len) != 0) {
+            const SocketAddress local = SocketAddress::of(*bind, 0);
+            if (::bind(fd, local.get(), local.length) != 0) {
                 spdlog::error("cannot bind outgoing socket to {}: {}", bind->to_string(), std::strerror(errno));
                 last_connect_error_ = "cannot bind the outgoing address";
                 ::close(fd);
