@@ -48,11 +48,6 @@ std::chrono::microseconds us_between(Clock::time_point a, Clock::time_point b) {
 
 }  // namespace
 
-struct Tunnel::LiteralAddress {
-    evutil_addrinfo info{};
-    SocketAddress address;
-};
-
 Tunnel::Tunnel(Worker& worker, std::shared_ptr<const ProxyConfig> config, evutil_socket_t fd, const sockaddr* source,
                unsigned listener_index)
     : worker_(worker), config_(std::move(config)), listener_index_(listener_index) {
@@ -86,7 +81,6 @@ Tunnel::~Tunnel() {
     if (client_) bufferevent_free(client_);
     if (upstream_) bufferevent_free(upstream_);
     if (timer_) event_free(timer_);
-    if (addresses_) evutil_freeaddrinfo(addresses_);
 }
 
 void Tunnel::start() {
@@ -272,7 +266,7 @@ void Tunnel::authenticated(const AuthResult& auth) {
     // Keep reading (bounded by the watermark) so that a client FIN sent with early data is seen.
     bufferevent_setwatermark(client_, EV_READ, 0, config_->buffer_size);
     bufferevent_enable(client_, EV_READ);
-    begin_resolve();
+    begin_connect();
 }
 
 bool Tunnel::admit() {
@@ -293,151 +287,38 @@ bool Tunnel::admit() {
     return true;
 }
 
-void Tunnel::begin_resolve() {
-    if (const auto ip = IpAddress::parse(host_)) {
-        // An IP literal needs no resolver: build the one address ourselves (evdns would parse it
-        // with sscanf and allocate a result list).
-        literal_ = std::make_unique<LiteralAddress>();
-        literal_->address = SocketAddress::of(*ip, port_);
-        auto& info = literal_->info;
-        info.ai_socktype = SOCK_STREAM;
-        info.ai_protocol = IPPROTO_TCP;
-        info.ai_family = literal_->address.family();
-        info.ai_addr = reinterpret_cast<sockaddr*>(&literal_->address.storage);
-        info.ai_addrlen = literal_->address.length;
-        next_address_ = &info;
-        state_ = State::connecting;
-        try_next_address();
-        return;
-    }
-    state_ = State::resolving;
-    arm_timer(config_->dns_timeout);
-    evutil_addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_protocol = IPPROTO_TCP;
-    // No AI_ADDRCONFIG: libevent implements it by probing routes to public addresses.
-    const std::string port = std::to_string(port_);
-    dns_pending_ = true;
-    evdns_getaddrinfo_request* req =
-        evdns_getaddrinfo(worker_.dns(), host_.c_str(), port.c_str(), &hints, &Tunnel::on_resolved, this);
-    // The callback may already have run (numeric hosts, hosts file); then req is null.
-    if (dns_pending_) dns_request_ = req;
-}
-
-void Tunnel::on_resolved(int result, evutil_addrinfo* addresses, void* arg) {
-    auto* self = static_cast<Tunnel*>(arg);
-    self->dns_pending_ = false;
-    self->dns_request_ = nullptr;
-    if (self->state_ != State::resolving) {
-        // Cancelled (timeout or close); if closed, the worker may reap us once we return.
-        if (addresses) evutil_freeaddrinfo(addresses);
-        self->worker_.retire(self);
-        return;
-    }
-    self->resolved(result, addresses);
-}
-
-void Tunnel::resolved(int result, evutil_addrinfo* addresses) {
-    if (result != 0 || addresses == nullptr) {
-        if (addresses) evutil_freeaddrinfo(addresses);
-        spdlog::debug("dns lookup of {} failed: {}", host_, evutil_gai_strerror(result));
-        worker_.shared().metrics.count_dns_failure();
-        reply_error(502, "destination host name could not be resolved");
-        return;
-    }
-    addresses_ = addresses;
-    next_address_ = addresses;
+void Tunnel::begin_connect() {
+    evtimer_del(timer_);  // the connector has its own lookup and connect deadlines
     state_ = State::connecting;
-    try_next_address();
+    UpstreamConnector::Listener& listener = *this;
+    connector_ = std::make_unique<UpstreamConnector>(worker_, config_, *tenant_, host_, port_, listener);
+    connector_->start();
 }
 
-void Tunnel::try_next_address() {
-    if (upstream_) {
-        bufferevent_free(upstream_);
-        upstream_ = nullptr;
-    }
-    bool loop = false;
-    while (next_address_ != nullptr) {
-        evutil_addrinfo* ai = next_address_;
-        next_address_ = ai->ai_next;
-        auto ip = IpAddress::from_sockaddr(ai->ai_addr);
-        if (!ip) continue;
-        // The SSRF guard: decided on the resolved address, whatever the name or spelling was.
-        if (!config_->policy->address_allowed(*tenant_, *ip)) {
-            any_address_denied_ = true;
-            resolved_ip_ = ip->to_string();
-            continue;
-        }
-        // A tunnel to our own listener would loop through the proxy and multiply connections.
-        if (worker_.shared().is_self(*ip, port_)) {
-            loop = true;
-            resolved_ip_ = ip->to_string();
-            continue;
-        }
-        const std::optional<IpAddress>& bind = ai->ai_family == AF_INET ? config_->bind_v4 : config_->bind_v6;
-        if ((config_->bind_v4 || config_->bind_v6) && !bind) continue;  // no egress address of this family
-        any_address_allowed_ = true;
-        resolved_ip_ = ip->to_string();
-
-        const evutil_socket_t fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
-        if (fd < 0) {
-            last_connect_error_ = "cannot create socket";
-            spdlog::warn("socket() failed: {}", std::strerror(errno));
-            continue;
-        }
-        if (bind) {
-            const SocketAddress local = SocketAddress::of(*bind, 0);
-            if (::bind(fd, local.get(), local.length) != 0) {
-                spdlog::error("cannot bind outgoing socket to {}: {}", bind->to_string(), std::strerror(errno));
-                last_connect_error_ = "cannot bind the outgoing address";
-                ::close(fd);
-                continue;
-            }
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        upstream_ = bufferevent_socket_new(worker_.base(), fd, BEV_OPT_CLOSE_ON_FREE);
-        if (upstream_ == nullptr) {
-            ::close(fd);
-            last_connect_error_ = "out of memory";
-            continue;
-        }
-        bufferevent_setcb(upstream_, &Tunnel::on_upstream_read, &Tunnel::on_upstream_write, &Tunnel::on_upstream_event,
-                          this);
-        arm_timer(config_->connect_timeout);
-        connect_started_ = Clock::now();
-        if (bufferevent_socket_connect(upstream_, ai->ai_addr, static_cast<int>(ai->ai_addrlen)) != 0) {
-            last_connect_error_ = "connection failed";
-            bufferevent_free(upstream_);
-            upstream_ = nullptr;
-            continue;
-        }
-        return;  // wait for BEV_EVENT_CONNECTED / ERROR / timer
-    }
-    if (!any_address_allowed_ && loop) {
-        deny(Denial::loop, 403, "destination is this proxy");
-    } else if (!any_address_allowed_ && any_address_denied_) {
-        deny(Denial::network, 403, "destination address is in a denied network");
-    } else if (last_connect_error_ == nullptr) {
-        reply_error(502, "no usable address for the destination");
-    } else if (std::string_view(last_connect_error_) == "connect timeout") {
-        reply_error(504, "upstream connect timed out");
-    } else {
-        reply_error(502, "upstream connection failed");
-    }
+void Tunnel::upstream_failed(UpstreamConnector::Failure why) {
+    resolved_ip_ = connector_->resolved_ip();
+    const ConnectFailureReply reply = connect_failure_reply(why);
+    if (reply.denial)
+        deny(*reply.denial, reply.status, reply.reason);
+    else
+        reply_error(reply.status, reply.reason);
 }
 
-void Tunnel::upstream_connected() {
+void Tunnel::lookup_released() { worker_.retire(this); }
+
+void Tunnel::upstream_connected(bufferevent* upstream) {
+    upstream_ = upstream;
+    bufferevent_setcb(upstream_, &Tunnel::on_upstream_read, &Tunnel::on_upstream_write, &Tunnel::on_upstream_event,
+                      this);
+    resolved_ip_ = connector_->resolved_ip();
+    connect_started_ = connector_->connect_started();
+    connector_.reset();  // called from its last callback; it touches nothing after
     state_ = State::relaying;
     established_at_ = Clock::now();
     last_activity_ = established_at_;
     Metrics& metrics = worker_.shared().metrics;
     metrics.connect_latency.observe(us_between(connect_started_, established_at_));
     metrics.setup_latency.observe(us_between(accepted_at_, established_at_));
-    if (addresses_) evutil_freeaddrinfo(addresses_);
-    addresses_ = next_address_ = nullptr;
-    literal_.reset();
     status_ = 200;
     arm_timer(config_->idle_timeout);
     if (config_->splice && !tls_client_ && !client_eof_ && evbuffer_get_length(bufferevent_get_input(client_)) == 0 &&
@@ -593,7 +474,6 @@ void Tunnel::on_client_event(bufferevent*, short what, void* arg) {
             case State::verifying:
                 self->close(CloseReason::client_gone_during_check);
                 return;
-            case State::resolving:
             case State::connecting:
                 self->client_eof_ = true;  // forward after connecting; the FIN is remembered
                 return;
@@ -619,18 +499,6 @@ void Tunnel::on_client_event(bufferevent*, short what, void* arg) {
 
 void Tunnel::on_upstream_event(bufferevent*, short what, void* arg) {
     auto* self = static_cast<Tunnel*>(arg);
-    if (self->state_ == State::connecting) {
-        if (what & BEV_EVENT_CONNECTED) {
-            self->upstream_connected();
-            return;
-        }
-        const int err = EVUTIL_SOCKET_ERROR();
-        spdlog::debug("connect to {} ({}) failed: {}", host_port(self->host_, self->port_), self->resolved_ip_,
-                      evutil_socket_error_to_string(err));
-        self->last_connect_error_ = "connection refused or unreachable";
-        self->try_next_address();
-        return;
-    }
     if (self->state_ != State::relaying) return;
     if (what & BEV_EVENT_EOF) {
         self->peer_eof(self->upstream_);
@@ -651,14 +519,8 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
         case State::verifying:
             self->deny(Denial::auth_busy, 503, "credential check did not finish in time", 1);
             return;
-        case State::resolving:
-            self->reply_error(504, "destination host name lookup timed out");
-            return;
         case State::connecting:
-            self->last_connect_error_ = "connect timeout";
-            // A silent address times out; the next resolved address still gets its chance.
-            self->try_next_address();
-            return;
+            return;  // the connector keeps its own deadlines
         case State::relaying: {
             const auto now = Clock::now();
             const auto idle = now - self->last_activity_;
@@ -698,7 +560,7 @@ void Tunnel::deny(Denial why, int status, const char* reason, int retry_after) {
 void Tunnel::reply_error(int status, const char* reason, int retry_after) {
     status_ = status;
     reason_ = reason;
-    if (dns_pending_ && dns_request_) evdns_getaddrinfo_cancel(dns_request_);
+    if (connector_) connector_->cancel();
     if (upstream_) {
         bufferevent_free(upstream_);
         upstream_ = nullptr;
@@ -722,8 +584,8 @@ void Tunnel::close(CloseReason why) {
         if (status_ == 200 && why != CloseReason::completed) reason_ = text;
     }
     state_ = State::closed;
-    if (dns_pending_ && dns_request_) evdns_getaddrinfo_cancel(dns_request_);
-    if (relay_) relay_->stop();  // deleted with the tunnel, not inside its own callback
+    if (connector_) connector_->cancel();  // a pending lookup still reports back (lookup_released)
+    if (relay_) relay_->stop();            // deleted with the tunnel, not inside its own callback
     if (client_) {
         send_close_notify();
         bufferevent_free(client_);
