@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-
 #include <cstring>
 #include <stdexcept>
 
@@ -30,25 +29,11 @@ AdminServer::AdminServer(const std::string& address, SharedState& shared) : shar
     evhttp_bound_socket* sock = nullptr;
     if (auto ip = IpAddress::parse(hp->host)) {
         // Bound here rather than by evhttp, so that a failure says why (e.g. address in use).
-        sockaddr_storage want{};
-        socklen_t want_len;
-        if (ip->is_v4()) {
-            auto* sin = reinterpret_cast<sockaddr_in*>(&want);
-            sin->sin_family = AF_INET;
-            sin->sin_port = htons(port);
-            sin->sin_addr.s_addr = htonl(ip->v4_value());
-            want_len = sizeof(sockaddr_in);
-        } else {
-            auto* sin6 = reinterpret_cast<sockaddr_in6*>(&want);
-            sin6->sin6_family = AF_INET6;
-            sin6->sin6_port = htons(port);
-            std::memcpy(&sin6->sin6_addr, ip->bytes().data(), 16);
-            want_len = sizeof(sockaddr_in6);
-        }
-        const int fd = socket(want.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        const SocketAddress want = SocketAddress::of(*ip, port);
+        const int fd = socket(want.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         int one = 1;
         if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&want), want_len) != 0 || ::listen(fd, 128) != 0) {
+        if (fd < 0 || ::bind(fd, want.get(), want.length) != 0 || ::listen(fd, 128) != 0) {
             const int err = errno;
             if (fd >= 0) ::close(fd);
             throw std::runtime_error("cannot listen on admin address " + address + ": " + std::strerror(err));
@@ -63,8 +48,7 @@ AdminServer::AdminServer(const std::string& address, SharedState& shared) : shar
     socklen_t len = sizeof ss;
     getsockname(evhttp_bound_socket_get_fd(sock), reinterpret_cast<sockaddr*>(&ss), &len);
     auto ip = IpAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
-    const std::uint16_t bound_port = ss.ss_family == AF_INET ? ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port)
-                                                             : ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+    const std::uint16_t bound_port = port_of(reinterpret_cast<sockaddr*>(&ss));
     bound_ = (ip && !ip->is_v4() ? "[" + ip->to_string() + "]" : (ip ? ip->to_string() : hp->host)) + ":" +
              std::to_string(bound_port);
     thread_ = std::thread([this] { event_base_dispatch(base_); });

@@ -112,49 +112,50 @@ ProxyConfig load_proxy_config(const std::string& path) {
     return parse_proxy_config(ConfigNode::load_file(path));
 }
 
-ProxyConfig parse_proxy_config(const ConfigNode& root) {
-    ProxyConfig cfg;
-    const ConfigNode listeners = root.get("listeners");
-    for (const auto& l : listeners.items()) {
-        ListenerConfig lc;
-        const ConfigNode addr = l.is_map() ? l.get("address") : l;
-        lc.address = addr.as_string();
-        auto hp = split_host_port(lc.address, true);
-        if (!hp || !IpAddress::parse(hp->host)) {
-            addr.fail("listener address must be ip:port or [ipv6]:port, got '" + lc.address + "'");
-        }
-        lc.host = hp->host;
-        lc.port = hp->port;
-        if (l.is_map()) {
-            if (auto tls = l.find("tls")) {
-                TlsSettings t;
-                t.certificate = tls->get("certificate").as_string();
-                t.key = tls->get("key").as_string();
-                t.client_ca = tls->get_string("client_ca", "");
-                const std::string mode = tls->get_string("client_certificate", t.client_ca.empty() ? "none" : "require");
-                if (mode != "require" && mode != "optional" && mode != "none") {
-                    tls->get("client_certificate").fail("must be require, optional or none");
-                }
-                if (mode != "none" && t.client_ca.empty()) tls->get("client_certificate").fail("needs client_ca");
-                if (mode == "none") t.client_ca.clear();
-                t.require_client_certificate = mode == "require";
-                try {
-                    lc.tls_context = make_server_context(t);
-                } catch (const std::exception& e) {
-                    tls->fail(e.what());
-                }
-                lc.tls = t;
-                tls->reject_unknown();
-            }
-            lc.require_tls = l.get_bool("require_tls", false);
-            if (lc.require_tls && lc.tls) l.get("require_tls").fail("require_tls applies to plain listeners; this one has tls");
-            lc.tenant = l.get_string("tenant", "");
-            l.reject_unknown();
-        }
-        cfg.listeners.push_back(lc);
-    }
-    if (cfg.listeners.empty()) listeners.fail("at least one listener is required");
+namespace {
 
+void parse_listener_tls(const ConfigNode& tls, ListenerConfig& lc) {
+    TlsSettings t;
+    t.certificate = tls.get("certificate").as_string();
+    t.key = tls.get("key").as_string();
+    t.client_ca = tls.get_string("client_ca", "");
+    const std::string mode = tls.get_string("client_certificate", t.client_ca.empty() ? "none" : "require");
+    if (mode != "require" && mode != "optional" && mode != "none") {
+        tls.get("client_certificate").fail("must be require, optional or none");
+    }
+    if (mode != "none" && t.client_ca.empty()) tls.get("client_certificate").fail("needs client_ca");
+    if (mode == "none") t.client_ca.clear();
+    t.require_client_certificate = mode == "require";
+    try {
+        lc.tls_context = make_server_context(t);
+    } catch (const std::exception& e) {
+        tls.fail(e.what());
+    }
+    lc.tls = t;
+    tls.reject_unknown();
+}
+
+ListenerConfig parse_listener(const ConfigNode& l) {
+    ListenerConfig lc;
+    const ConfigNode addr = l.is_map() ? l.get("address") : l;
+    lc.address = addr.as_string();
+    auto hp = split_host_port(lc.address, true);
+    if (!hp || !IpAddress::parse(hp->host)) {
+        addr.fail("listener address must be ip:port or [ipv6]:port, got '" + lc.address + "'");
+    }
+    lc.host = hp->host;
+    lc.port = hp->port;
+    if (l.is_map()) {
+        if (auto tls = l.find("tls")) parse_listener_tls(*tls, lc);
+        lc.require_tls = l.get_bool("require_tls", false);
+        if (lc.require_tls && lc.tls) l.get("require_tls").fail("require_tls applies to plain listeners; this one has tls");
+        lc.tenant = l.get_string("tenant", "");
+        l.reject_unknown();
+    }
+    return lc;
+}
+
+void parse_workers_and_relay(const ConfigNode& root, ProxyConfig& cfg) {
     if (auto w = root.find("workers")) {
         if (w->as_string() == "auto") {
             cfg.workers = std::max(1u, std::thread::hardware_concurrency());
@@ -173,7 +174,9 @@ ProxyConfig parse_proxy_config(const ConfigNode& root) {
     for (char c : cfg.realm) {
         if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20) root.get("realm").fail("realm must not contain quotes, backslashes or control characters");
     }
+}
 
+void parse_limits(const ConfigNode& root, ProxyConfig& cfg) {
     if (auto limits = root.find("limits")) {
         cfg.max_head_bytes = limits->get_size("max_head_bytes", cfg.max_head_bytes);
         if (cfg.max_head_bytes < 512 || cfg.max_head_bytes > 1024 * 1024) {
@@ -195,7 +198,9 @@ ProxyConfig parse_proxy_config(const ConfigNode& root) {
         }
         limits->reject_unknown();
     }
+}
 
+void parse_outgoing(const ConfigNode& root, ProxyConfig& cfg) {
     if (auto out = root.find("outgoing")) {
         if (auto b = out->find("bind_address")) {
             const std::vector<ConfigNode> items = b->is_sequence() ? b->items() : std::vector<ConfigNode>{*b};
@@ -210,7 +215,9 @@ ProxyConfig parse_proxy_config(const ConfigNode& root) {
         }
         out->reject_unknown();
     }
+}
 
+void parse_auth_and_admin(const ConfigNode& root, ProxyConfig& cfg) {
     if (auto af = root.find("auth_failures")) {
         if (auto m = af->find("max_failures")) cfg.auth_throttle.max_failures = static_cast<unsigned>(m->as_int(0, 1'000'000));
         if (auto m = af->find("max_failures_per_user")) {
@@ -234,10 +241,9 @@ ProxyConfig parse_proxy_config(const ConfigNode& root) {
         }
         admin->reject_unknown();
     }
+}
 
-    NetworkSet deny = default_deny_networks();
-    if (auto d = root.find("deny_networks")) deny = parse_networks(*d, true);
-
+std::vector<Tenant> parse_tenants(const ConfigNode& root, const ConfigNode& listeners, const ProxyConfig& cfg) {
     std::vector<Tenant> tenants;
     std::set<std::string> tenant_names, user_names;
     const ConfigNode tnode = root.get("tenants");
@@ -262,7 +268,10 @@ ProxyConfig parse_proxy_config(const ConfigNode& root) {
                                  "allow_without_credentials or a dedicated listener");
         }
     }
+    return tenants;
+}
 
+void parse_logs(const ConfigNode& root, ProxyConfig& cfg) {
     if (auto log = root.find("log")) {
         cfg.log.level = log->get_string("level", cfg.log.level);
         if (!valid_log_level(cfg.log.level)) log->get("level").fail("unknown level (trace, debug, info, warn, error, critical, off)");
@@ -277,7 +286,9 @@ ProxyConfig parse_proxy_config(const ConfigNode& root) {
         cfg.access_log_file = access->get_string("file", "");
         access->reject_unknown();
     }
-    root.reject_unknown();
+}
+
+void apply_fd_budget(const ConfigNode& root, ProxyConfig& cfg) {
     // The descriptor limit the proxy will run with (it raises its soft limit to the hard one).
     rlimit rl{};
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY) {
@@ -292,6 +303,25 @@ ProxyConfig parse_proxy_config(const ConfigNode& root) {
         // cleanly (503) instead of failing pipes or connects of tunnels already relaying.
         if (cfg.max_connections == 0) cfg.max_connections = budget.connections;
     }
+}
+
+}  // namespace
+
+ProxyConfig parse_proxy_config(const ConfigNode& root) {
+    ProxyConfig cfg;
+    const ConfigNode listeners = root.get("listeners");
+    for (const auto& l : listeners.items()) cfg.listeners.push_back(parse_listener(l));
+    if (cfg.listeners.empty()) listeners.fail("at least one listener is required");
+    parse_workers_and_relay(root, cfg);
+    parse_limits(root, cfg);
+    parse_outgoing(root, cfg);
+    parse_auth_and_admin(root, cfg);
+    NetworkSet deny = default_deny_networks();
+    if (auto d = root.find("deny_networks")) deny = parse_networks(*d, true);
+    std::vector<Tenant> tenants = parse_tenants(root, listeners, cfg);
+    parse_logs(root, cfg);
+    root.reject_unknown();
+    apply_fd_budget(root, cfg);
     cfg.policy = std::make_shared<const Policy>(std::move(tenants), std::move(deny));
     return cfg;
 }

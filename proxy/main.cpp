@@ -1,24 +1,23 @@
 // dingbridge-proxy: command line, configuration, signals; the work happens in Server/Worker/Tunnel.
 
 #include <event2/thread.h>
-#include <sys/resource.h>
 #include <netinet/in.h>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <termios.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cerrno>
 #include <csignal>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
 
 #include "proxy/config.h"
 #include "proxy/password.h"
@@ -62,22 +61,10 @@ void raise_fd_limit() {
 
 // 0 when `ip` is an address of this host (a socket can bind to it), else the errno.
 int bind_error(const IpAddress& ip) {
-    sockaddr_storage ss{};
-    socklen_t len;
-    if (ip.is_v4()) {
-        auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
-        sin->sin_family = AF_INET;
-        sin->sin_addr.s_addr = htonl(ip.v4_value());
-        len = sizeof(sockaddr_in);
-    } else {
-        auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
-        sin6->sin6_family = AF_INET6;
-        std::memcpy(&sin6->sin6_addr, ip.bytes().data(), 16);
-        len = sizeof(sockaddr_in6);
-    }
-    const int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const SocketAddress sa = SocketAddress::of(ip, 0);
+    const int fd = socket(sa.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return errno;
-    const int rc = bind(fd, reinterpret_cast<sockaddr*>(&ss), len);  // port 0: nothing is taken
+    const int rc = bind(fd, sa.get(), sa.length);  // port 0: nothing is taken
     const int err = rc == 0 ? 0 : errno;
     ::close(fd);
     return err;
@@ -94,7 +81,8 @@ std::vector<std::string> address_problems(const ProxyConfig& cfg) {
     };
     for (const auto& l : cfg.listeners) check("listen address", l.address, IpAddress::parse(l.host));
     if (!cfg.admin_address.empty()) {
-        if (auto hp = split_host_port(cfg.admin_address, true)) check("admin.address", cfg.admin_address, IpAddress::parse(hp->host));
+        if (auto hp = split_host_port(cfg.admin_address, true))
+            check("admin.address", cfg.admin_address, IpAddress::parse(hp->host));
     }
     if (cfg.bind_v4) check("outgoing.bind_address", cfg.bind_v4->to_string(), cfg.bind_v4);
     if (cfg.bind_v6) check("outgoing.bind_address", cfg.bind_v6->to_string(), cfg.bind_v6);
@@ -123,23 +111,25 @@ int run(const std::string& config_path, const std::string& ready_file) {
         bool has_passwords = false;
         for (const auto& t : policy.tenants()) has_passwords = has_passwords || !t.users.empty();
         if (!loopback && has_passwords && !l.tls && !l.require_tls) {
-            spdlog::warn("listener {} is plain TCP and not loopback: proxy passwords cross the network in clear "
-                         "(add tls, or require_tls to refuse credentials on it)",
-                         l.address);
+            spdlog::warn(
+                "listener {} is plain TCP and not loopback: proxy passwords cross the network in clear "
+                "(add tls, or require_tls to refuse credentials on it)",
+                l.address);
         }
     }
 
     if (cfg.fd_budget_connections != 0 && cfg.max_connections > cfg.fd_budget_connections) {
-        spdlog::warn("limits.max_connections {} exceeds what the descriptor limit carries ({} tunnels of 6 descriptors); "
-                     "busy tunnels may fail mid-transfer: raise the limit (LimitNOFILE) or lower max_connections",
-                     cfg.max_connections, cfg.fd_budget_connections);
+        spdlog::warn(
+            "limits.max_connections {} exceeds what the descriptor limit carries ({} tunnels of 6 descriptors); "
+            "busy tunnels may fail mid-transfer: raise the limit (LimitNOFILE) or lower max_connections",
+            cfg.max_connections, cfg.fd_budget_connections);
     }
     Server server(std::move(cfg));
     server.start();
     for (const auto& a : server.bound_addresses()) spdlog::info("listening on {}", a);
     if (!server.admin_address().empty()) spdlog::info("admin endpoint on http://{}/metrics", server.admin_address());
-    spdlog::info("dingbridge-proxy started with {} worker(s), {} tenant(s), max_connections {}", server.config()->workers,
-                 server.config()->policy->tenants().size(), server.config()->max_connections);
+    spdlog::info("dingbridge-proxy started with {} worker(s), {} tenant(s), max_connections {}",
+                 server.config()->workers, server.config()->policy->tenants().size(), server.config()->max_connections);
     if (!ready_file.empty()) {
         const std::string tmp = ready_file + ".tmp";
         {
@@ -192,7 +182,8 @@ int main(int argc, char** argv) {
     bool check_only = false;
     std::string ready_file;
     app.add_option("-c,--config", config_path, "configuration file (YAML)")->capture_default_str();
-    app.add_flag("--check-config", check_only, "validate the configuration file, print the result and exit 0 (valid) or 1");
+    app.add_flag("--check-config", check_only,
+                 "validate the configuration file, print the result and exit 0 (valid) or 1");
     app.add_option("--ready-file", ready_file, "write the bound listener addresses to this file once listening");
 
     auto* hash = app.add_subcommand("hash-password",

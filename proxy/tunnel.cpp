@@ -2,19 +2,18 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <string_view>
-
-#include <spdlog/spdlog.h>
 
 #include "proxy/reply.h"
 #include "proxy/request_head.h"
@@ -28,19 +27,15 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::uint16_t port_of(const sockaddr* sa) {
-    if (sa->sa_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(sa)->sin_port);
-    if (sa->sa_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(sa)->sin6_port);
-    return 0;
-}
-
 std::string endpoint(const IpAddress& ip, std::uint16_t port) {
-    return ip.is_v4() ? ip.to_string() + ":" + std::to_string(port) : "[" + ip.to_string() + "]:" + std::to_string(port);
+    return ip.is_v4() ? ip.to_string() + ":" + std::to_string(port)
+                      : "[" + ip.to_string() + "]:" + std::to_string(port);
 }
 
 std::string host_port(const std::string& host, std::uint16_t port) {
     if (host.empty()) return "-";
-    return host.find(':') != std::string::npos ? "[" + host + "]:" + std::to_string(port) : host + ":" + std::to_string(port);
+    return host.find(':') != std::string::npos ? "[" + host + "]:" + std::to_string(port)
+                                               : host + ":" + std::to_string(port);
 }
 
 long long ms_between(Clock::time_point a, Clock::time_point b) {
@@ -52,11 +47,6 @@ std::chrono::microseconds us_between(Clock::time_point a, Clock::time_point b) {
 }
 
 }  // namespace
-
-struct Tunnel::LiteralAddress {
-    evutil_addrinfo info{};
-    sockaddr_storage address{};
-};
 
 Tunnel::Tunnel(Worker& worker, std::shared_ptr<const ProxyConfig> config, evutil_socket_t fd, const sockaddr* source,
                unsigned listener_index)
@@ -91,7 +81,6 @@ Tunnel::~Tunnel() {
     if (client_) bufferevent_free(client_);
     if (upstream_) bufferevent_free(upstream_);
     if (timer_) event_free(timer_);
-    if (addresses_) evutil_freeaddrinfo(addresses_);
 }
 
 void Tunnel::start() {
@@ -99,8 +88,7 @@ void Tunnel::start() {
         close(CloseReason::out_of_memory);
         return;
     }
-    int one = 1;
-    setsockopt(bufferevent_getfd(client_), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    // TCP_NODELAY is inherited from the listening socket (server.cpp).
     bufferevent_setcb(client_, &Tunnel::on_client_read, &Tunnel::on_client_write, &Tunnel::on_client_event, this);
     // Stop reading at the head limit: a head that has not ended by then is refused with 431.
     bufferevent_setwatermark(client_, EV_READ, 0, config_->max_head_bytes + 1);
@@ -111,7 +99,9 @@ void Tunnel::start() {
     } else {
         arm_timer(config_->header_timeout);
     }
-    bufferevent_enable(client_, EV_READ | EV_WRITE);
+    // Only reading: the write event is added by libevent when output is queued (enabling
+    // EV_WRITE with nothing to write would cost two epoll_ctl calls per tunnel).
+    bufferevent_enable(client_, EV_READ);
 }
 
 void Tunnel::arm_timer(std::chrono::milliseconds after) {
@@ -131,9 +121,14 @@ void Tunnel::handshake_done() {
 void Tunnel::on_client_read(bufferevent*, void* arg) {
     auto* self = static_cast<Tunnel*>(arg);
     switch (self->state_) {
-        case State::reading_head: self->handle_head(); break;
-        case State::relaying: self->relay(self->client_, self->upstream_, self->bytes_up_); break;
-        default: break;  // early data waits in the input buffer until the tunnel is up
+        case State::reading_head:
+            self->handle_head();
+            break;
+        case State::relaying:
+            self->relay(self->client_, self->upstream_, self->bytes_up_);
+            break;
+        default:
+            break;  // early data waits in the input buffer until the tunnel is up
     }
 }
 
@@ -161,17 +156,21 @@ void Tunnel::handle_head() {
     const std::size_t available = evbuffer_get_length(input);
     const std::size_t window = std::min(available, config_->max_head_bytes);
     const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, static_cast<ev_ssize_t>(window)));
-    const std::size_t head_len = data == nullptr ? std::string_view::npos : find_head_end(std::string_view(data, window));
+    const std::size_t head_len =
+        data == nullptr ? std::string_view::npos : find_head_end(std::string_view(data, window));
     if (head_len == std::string_view::npos) {
         if (available > config_->max_head_bytes) deny(Denial::head_too_large, 431, "request head too large");
         return;
     }
     const HeadResult parsed = parse_connect_head(std::string_view(data, head_len));
     evbuffer_drain(input, head_len);
-    bufferevent_disable(client_, EV_READ);
+    // Reading stays enabled while the tunnel is set up synchronously (a disable/enable pair is
+    // two epoll_ctl calls); error replies and the asynchronous password check disable it.
     if (parsed.error != HeadError::none) {
-        if (parsed.error == HeadError::method_not_allowed) deny(Denial::method, 405, parsed.reason);
-        else deny(Denial::malformed, 400, parsed.reason);
+        if (parsed.error == HeadError::method_not_allowed)
+            deny(Denial::method, 405, parsed.reason);
+        else
+            deny(Denial::malformed, 400, parsed.reason);
         return;
     }
     const ConnectRequest& req = parsed.request;
@@ -206,12 +205,14 @@ void Tunnel::handle_head() {
     auto job = [worker, config, tunnel = this, pending = auth, password = req.basic->password]() mutable {
         const bool ok = config->policy->verify_password(pending, password);
         OPENSSL_cleanse(password.data(), password.size());
-        worker->post([tunnel, pending = std::move(pending), ok]() mutable { tunnel->password_checked(std::move(pending), ok); });
+        worker->post(
+            [tunnel, pending = std::move(pending), ok]() mutable { tunnel->password_checked(std::move(pending), ok); });
     };
     if (!shared.verifier || !shared.verifier->submit(std::move(job))) {
         deny(Denial::auth_busy, 503, "too many credential checks in progress, retry shortly", 1);
         return;
     }
+    bufferevent_disable(client_, EV_READ);
     verify_pending_ = true;
     state_ = State::verifying;
     // The head arrived in time; the check is our work, bounded by the queue, not the client's.
@@ -235,7 +236,9 @@ void Tunnel::authenticated(const AuthResult& auth) {
     user_ = auth.user;
     tenant_ = auth.outcome == AuthOutcome::bad_credentials ? nullptr : auth.tenant;
     switch (auth.outcome) {
-        case AuthOutcome::need_credentials: deny(Denial::auth, 407, "proxy authentication required"); return;
+        case AuthOutcome::need_credentials:
+            deny(Denial::auth, 407, "proxy authentication required");
+            return;
         case AuthOutcome::bad_credentials: {
             shared.metrics.count_auth_failure();
             const std::string* name = user_.empty() ? nullptr : &user_;
@@ -249,8 +252,11 @@ void Tunnel::authenticated(const AuthResult& auth) {
         case AuthOutcome::source_not_allowed:
             deny(Denial::source, 403, "source address not allowed for this tenant");
             return;
-        case AuthOutcome::verify_password: close(CloseReason::internal_error); return;
-        case AuthOutcome::ok: break;
+        case AuthOutcome::verify_password:
+            close(CloseReason::internal_error);
+            return;
+        case AuthOutcome::ok:
+            break;
     }
     if (!Policy::destination_allowed(*tenant_, host_, port_)) {
         deny(Denial::destination, 403, "destination not allowed");
@@ -260,7 +266,7 @@ void Tunnel::authenticated(const AuthResult& auth) {
     // Keep reading (bounded by the watermark) so that a client FIN sent with early data is seen.
     bufferevent_setwatermark(client_, EV_READ, 0, config_->buffer_size);
     bufferevent_enable(client_, EV_READ);
-    begin_resolve();
+    begin_connect();
 }
 
 bool Tunnel::admit() {
@@ -281,174 +287,38 @@ bool Tunnel::admit() {
     return true;
 }
 
-void Tunnel::begin_resolve() {
-    if (const auto ip = IpAddress::parse(host_)) {
-        // An IP literal needs no resolver: build the one address ourselves (evdns would parse it
-        // with sscanf and allocate a result list).
-        literal_ = std::make_unique<LiteralAddress>();
-        auto& info = literal_->info;
-        info.ai_socktype = SOCK_STREAM;
-        info.ai_protocol = IPPROTO_TCP;
-        info.ai_addr = reinterpret_cast<sockaddr*>(&literal_->address);
-        if (ip->is_v4()) {
-            auto* sin = reinterpret_cast<sockaddr_in*>(&literal_->address);
-            sin->sin_family = AF_INET;
-            sin->sin_port = htons(port_);
-            sin->sin_addr.s_addr = htonl(ip->v4_value());
-            info.ai_family = AF_INET;
-            info.ai_addrlen = sizeof(sockaddr_in);
-        } else {
-            auto* sin6 = reinterpret_cast<sockaddr_in6*>(&literal_->address);
-            sin6->sin6_family = AF_INET6;
-            sin6->sin6_port = htons(port_);
-            std::memcpy(&sin6->sin6_addr, ip->bytes().data(), 16);
-            info.ai_family = AF_INET6;
-            info.ai_addrlen = sizeof(sockaddr_in6);
-        }
-        next_address_ = &info;
-        state_ = State::connecting;
-        try_next_address();
-        return;
-    }
-    state_ = State::resolving;
-    arm_timer(config_->dns_timeout);
-    evutil_addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_protocol = IPPROTO_TCP;
-    // No AI_ADDRCONFIG: libevent implements it by probing routes to public addresses.
-    const std::string port = std::to_string(port_);
-    dns_pending_ = true;
-    evdns_getaddrinfo_request* req =
-        evdns_getaddrinfo(worker_.dns(), host_.c_str(), port.c_str(), &hints, &Tunnel::on_resolved, this);
-    // The callback may already have run (numeric hosts, hosts file); then req is null.
-    if (dns_pending_) dns_request_ = req;
-}
-
-void Tunnel::on_resolved(int result, evutil_addrinfo* addresses, void* arg) {
-    auto* self = static_cast<Tunnel*>(arg);
-    self->dns_pending_ = false;
-    self->dns_request_ = nullptr;
-    if (self->state_ != State::resolving) {
-        // Cancelled (timeout or close); if closed, the worker may reap us once we return.
-        if (addresses) evutil_freeaddrinfo(addresses);
-        self->worker_.retire(self);
-        return;
-    }
-    self->resolved(result, addresses);
-}
-
-void Tunnel::resolved(int result, evutil_addrinfo* addresses) {
-    if (result != 0 || addresses == nullptr) {
-        if (addresses) evutil_freeaddrinfo(addresses);
-        spdlog::debug("dns lookup of {} failed: {}", host_, evutil_gai_strerror(result));
-        worker_.shared().metrics.count_dns_failure();
-        reply_error(502, "destination host name could not be resolved");
-        return;
-    }
-    addresses_ = addresses;
-    next_address_ = addresses;
+void Tunnel::begin_connect() {
+    evtimer_del(timer_);  // the connector has its own lookup and connect deadlines
     state_ = State::connecting;
-    try_next_address();
+    UpstreamConnector::Listener& listener = *this;
+    connector_ = std::make_unique<UpstreamConnector>(worker_, config_, *tenant_, host_, port_, listener);
+    connector_->start();
 }
 
-void Tunnel::try_next_address() {
-    if (upstream_) {
-        bufferevent_free(upstream_);
-        upstream_ = nullptr;
-    }
-    bool loop = false;
-    while (next_address_ != nullptr) {
-        evutil_addrinfo* ai = next_address_;
-        next_address_ = ai->ai_next;
-        auto ip = IpAddress::from_sockaddr(ai->ai_addr);
-        if (!ip) continue;
-        // The SSRF guard: decided on the resolved address, whatever the name or spelling was.
-        if (!config_->policy->address_allowed(*tenant_, *ip)) {
-            any_address_denied_ = true;
-            resolved_ip_ = ip->to_string();
-            continue;
-        }
-        // A tunnel to our own listener would loop through the proxy and multiply connections.
-        if (worker_.shared().is_self(*ip, port_)) {
-            loop = true;
-            resolved_ip_ = ip->to_string();
-            continue;
-        }
-        const std::optional<IpAddress>& bind = ai->ai_family == AF_INET ? config_->bind_v4 : config_->bind_v6;
-        if ((config_->bind_v4 || config_->bind_v6) && !bind) continue;  // no egress address of this family
-        any_address_allowed_ = true;
-        resolved_ip_ = ip->to_string();
-
-        const evutil_socket_t fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
-        if (fd < 0) {
-            last_connect_error_ = "cannot create socket";
-            spdlog::warn("socket() failed: {}", std::strerror(errno));
-            continue;
-        }
-        if (bind) {
-            sockaddr_storage local{};
-            socklen_t len;
-            if (ai->ai_family == AF_INET) {
-                auto* sin = reinterpret_cast<sockaddr_in*>(&local);
-                sin->sin_family = AF_INET;
-                sin->sin_addr.s_addr = htonl(bind->v4_value());
-                len = sizeof(sockaddr_in);
-            } else {
-                auto* sin6 = reinterpret_cast<sockaddr_in6*>(&local);
-                sin6->sin6_family = AF_INET6;
-                std::memcpy(&sin6->sin6_addr, bind->bytes().data(), 16);
-                len = sizeof(sockaddr_in6);
-            }
-            if (::bind(fd, reinterpret_cast<sockaddr*>(&local), len) != 0) {
-                spdlog::error("cannot bind outgoing socket to {}: {}", bind->to_string(), std::strerror(errno));
-                last_connect_error_ = "cannot bind the outgoing address";
-                ::close(fd);
-                continue;
-            }
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        upstream_ = bufferevent_socket_new(worker_.base(), fd, BEV_OPT_CLOSE_ON_FREE);
-        if (upstream_ == nullptr) {
-            ::close(fd);
-            last_connect_error_ = "out of memory";
-            continue;
-        }
-        bufferevent_setcb(upstream_, &Tunnel::on_upstream_read, &Tunnel::on_upstream_write, &Tunnel::on_upstream_event, this);
-        arm_timer(config_->connect_timeout);
-        connect_started_ = Clock::now();
-        if (bufferevent_socket_connect(upstream_, ai->ai_addr, static_cast<int>(ai->ai_addrlen)) != 0) {
-            last_connect_error_ = "connection failed";
-            bufferevent_free(upstream_);
-            upstream_ = nullptr;
-            continue;
-        }
-        return;  // wait for BEV_EVENT_CONNECTED / ERROR / timer
-    }
-    if (!any_address_allowed_ && loop) {
-        deny(Denial::loop, 403, "destination is this proxy");
-    } else if (!any_address_allowed_ && any_address_denied_) {
-        deny(Denial::network, 403, "destination address is in a denied network");
-    } else if (last_connect_error_ == nullptr) {
-        reply_error(502, "no usable address for the destination");
-    } else if (std::string_view(last_connect_error_) == "connect timeout") {
-        reply_error(504, "upstream connect timed out");
-    } else {
-        reply_error(502, "upstream connection failed");
-    }
+void Tunnel::upstream_failed(UpstreamConnector::Failure why) {
+    resolved_ip_ = connector_->resolved_ip();
+    const ConnectFailureReply reply = connect_failure_reply(why);
+    if (reply.denial)
+        deny(*reply.denial, reply.status, reply.reason);
+    else
+        reply_error(reply.status, reply.reason);
 }
 
-void Tunnel::upstream_connected() {
+void Tunnel::lookup_released() { worker_.retire(this); }
+
+void Tunnel::upstream_connected(bufferevent* upstream) {
+    upstream_ = upstream;
+    bufferevent_setcb(upstream_, &Tunnel::on_upstream_read, &Tunnel::on_upstream_write, &Tunnel::on_upstream_event,
+                      this);
+    resolved_ip_ = connector_->resolved_ip();
+    connect_started_ = connector_->connect_started();
+    connector_.reset();  // called from its last callback; it touches nothing after
     state_ = State::relaying;
     established_at_ = Clock::now();
     last_activity_ = established_at_;
     Metrics& metrics = worker_.shared().metrics;
     metrics.connect_latency.observe(us_between(connect_started_, established_at_));
     metrics.setup_latency.observe(us_between(accepted_at_, established_at_));
-    if (addresses_) evutil_freeaddrinfo(addresses_);
-    addresses_ = next_address_ = nullptr;
-    literal_.reset();
     status_ = 200;
     arm_timer(config_->idle_timeout);
     if (config_->splice && !tls_client_ && !client_eof_ && evbuffer_get_length(bufferevent_get_input(client_)) == 0 &&
@@ -471,8 +341,10 @@ void Tunnel::upstream_connected() {
     // Bytes the client sent right after the CONNECT head go first.
     if (evbuffer_get_length(bufferevent_get_input(client_)) > 0) relay(client_, upstream_, bytes_up_);
     if (state_ != State::relaying) return;
-    if (client_eof_) peer_eof(client_);
-    else bufferevent_enable(client_, EV_READ);
+    if (client_eof_)
+        peer_eof(client_);
+    else
+        bufferevent_enable(client_, EV_READ);
 }
 
 bool Tunnel::start_splice_relay() {
@@ -485,19 +357,19 @@ bool Tunnel::start_splice_relay() {
         static_cast<ssize_t>(kEstablished.size())) {
         return false;
     }
+    SpliceRelay::Listener& listener = *this;
+    relay_ = std::make_unique<SpliceRelay>(worker_.base(), worker_.pipes(), client_fd, upstream_fd, listener);
+    // The relay's read events go in before the bufferevents' come out: the client socket stays
+    // registered with epoll throughout (no DEL + ADD pair per tunnel).
+    const bool started = relay_->start();
     for (bufferevent** bev : {&client_, &upstream_}) {
         bufferevent_disable(*bev, EV_READ | EV_WRITE);
         bufferevent_setfd(*bev, -1);  // detach: the relay owns the descriptor now
         bufferevent_free(*bev);
         *bev = nullptr;
     }
-    SpliceRelay::Listener& listener = *this;
-    relay_ = std::make_unique<SpliceRelay>(worker_.base(), worker_.pipes(), client_fd, upstream_fd, listener);
-    if (!relay_->start()) {
-        close(CloseReason::out_of_memory);
-        return true;  // handled (closed)
-    }
-    return true;
+    if (!started) close(CloseReason::out_of_memory);
+    return true;  // handled (relaying, or closed)
 }
 
 void Tunnel::relay_progress(bool upstream_bound, std::size_t bytes) {
@@ -548,8 +420,10 @@ void Tunnel::drained(bufferevent* to) {
 }
 
 void Tunnel::peer_eof(bufferevent* from) {
-    if (from == client_) client_eof_ = true;
-    else upstream_eof_ = true;
+    if (from == client_)
+        client_eof_ = true;
+    else
+        upstream_eof_ = true;
     last_activity_ = Clock::now();
     if (state_ != State::relaying) return;
     // Move whatever is still in the input, then forward the FIN when the output drains.
@@ -600,7 +474,6 @@ void Tunnel::on_client_event(bufferevent*, short what, void* arg) {
             case State::verifying:
                 self->close(CloseReason::client_gone_during_check);
                 return;
-            case State::resolving:
             case State::connecting:
                 self->client_eof_ = true;  // forward after connecting; the FIN is remembered
                 return;
@@ -626,18 +499,6 @@ void Tunnel::on_client_event(bufferevent*, short what, void* arg) {
 
 void Tunnel::on_upstream_event(bufferevent*, short what, void* arg) {
     auto* self = static_cast<Tunnel*>(arg);
-    if (self->state_ == State::connecting) {
-        if (what & BEV_EVENT_CONNECTED) {
-            self->upstream_connected();
-            return;
-        }
-        const int err = EVUTIL_SOCKET_ERROR();
-        spdlog::debug("connect to {} ({}) failed: {}", host_port(self->host_, self->port_), self->resolved_ip_,
-                      evutil_socket_error_to_string(err));
-        self->last_connect_error_ = "connection refused or unreachable";
-        self->try_next_address();
-        return;
-    }
     if (self->state_ != State::relaying) return;
     if (what & BEV_EVENT_EOF) {
         self->peer_eof(self->upstream_);
@@ -658,14 +519,8 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
         case State::verifying:
             self->deny(Denial::auth_busy, 503, "credential check did not finish in time", 1);
             return;
-        case State::resolving:
-            self->reply_error(504, "destination host name lookup timed out");
-            return;
         case State::connecting:
-            self->last_connect_error_ = "connect timeout";
-            // A silent address times out; the next resolved address still gets its chance.
-            self->try_next_address();
-            return;
+            return;  // the connector keeps its own deadlines
         case State::relaying: {
             const auto now = Clock::now();
             const auto idle = now - self->last_activity_;
@@ -682,15 +537,17 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
                 }
                 self->close(CloseReason::idle_timeout);
             } else {
-                self->arm_timer(std::chrono::duration_cast<std::chrono::milliseconds>(self->config_->idle_timeout - idle) +
-                                std::chrono::milliseconds(1));
+                self->arm_timer(
+                    std::chrono::duration_cast<std::chrono::milliseconds>(self->config_->idle_timeout - idle) +
+                    std::chrono::milliseconds(1));
             }
             return;
         }
         case State::replying:
             self->close(CloseReason::reply_sent);  // the client never read its error reply
             return;
-        case State::closed: return;
+        case State::closed:
+            return;
     }
 }
 
@@ -703,7 +560,7 @@ void Tunnel::deny(Denial why, int status, const char* reason, int retry_after) {
 void Tunnel::reply_error(int status, const char* reason, int retry_after) {
     status_ = status;
     reason_ = reason;
-    if (dns_pending_ && dns_request_) evdns_getaddrinfo_cancel(dns_request_);
+    if (connector_) connector_->cancel();
     if (upstream_) {
         bufferevent_free(upstream_);
         upstream_ = nullptr;
@@ -727,8 +584,8 @@ void Tunnel::close(CloseReason why) {
         if (status_ == 200 && why != CloseReason::completed) reason_ = text;
     }
     state_ = State::closed;
-    if (dns_pending_ && dns_request_) evdns_getaddrinfo_cancel(dns_request_);
-    if (relay_) relay_->stop();  // deleted with the tunnel, not inside its own callback
+    if (connector_) connector_->cancel();  // a pending lookup still reports back (lookup_released)
+    if (relay_) relay_->stop();            // deleted with the tunnel, not inside its own callback
     if (client_) {
         send_close_notify();
         bufferevent_free(client_);
@@ -746,7 +603,8 @@ void Tunnel::close(CloseReason why) {
 
 void Tunnel::write_access_log() {
     const auto now = Clock::now();
-    const long long setup_ms = established_at_.time_since_epoch().count() ? ms_between(accepted_at_, established_at_) : -1;
+    const long long setup_ms =
+        established_at_.time_since_epoch().count() ? ms_between(accepted_at_, established_at_) : -1;
     const long long total_ms = ms_between(accepted_at_, now);
     const int status = status_ == 0 ? 499 : status_;  // 499: closed before any reply (nginx's convention)
     const std::string tenant = tenant_ ? tenant_->name : "";

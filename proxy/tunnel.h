@@ -1,8 +1,10 @@
 #pragma once
 // One client connection of dingbridge-proxy, from accept to close (ARCHITECTURE.md, request path).
 //
-// A Tunnel owns both sockets (client and upstream bufferevents), its one timer and its pending
-// DNS request, and moves through: reading_head → resolving → connecting → relaying → closed.
+// A Tunnel owns the client socket, its timer, the UpstreamConnector while connecting (lookup,
+// address guards, connect) and then the relay (splice, or buffered through both bufferevents). It
+// moves through: reading_head → (verifying) → connecting → relaying → closed; the phases'
+// work lives in those units and in the pure reply/log-line functions (reply.h).
 // All callbacks run on the owning Worker's event loop thread and receive only the Tunnel.
 // `close(CloseReason)` is idempotent: it frees the sockets, writes the access-log line and hands the object
 // to the worker, which deletes it from a zero-delay event (never inside a callback), and only
@@ -21,13 +23,14 @@
 #include "proxy/config.h"
 #include "proxy/metrics.h"
 #include "proxy/splice_relay.h"
+#include "proxy/upstream_connector.h"
 #include "shared/net.h"
 
 namespace dingbridge::proxy {
 
 class Worker;
 
-class Tunnel final : private SpliceRelay::Listener {
+class Tunnel final : private SpliceRelay::Listener, private UpstreamConnector::Listener {
 public:
     Tunnel(Worker& worker, std::shared_ptr<const ProxyConfig> config, evutil_socket_t fd, const sockaddr* source,
            unsigned listener_index);
@@ -38,13 +41,13 @@ public:
     void start();
     // Closes the tunnel now (access-log line with the reason): the shutdown deadline passed.
     void cut_at_shutdown() { close(CloseReason::shutdown); }
-    bool waiting_for_dns() const { return dns_pending_; }
-    bool reapable() const { return state_ == State::closed && !dns_pending_ && !verify_pending_; }
+    bool waiting_for_dns() const { return connector_ && connector_->lookup_pending(); }
+    bool reapable() const { return state_ == State::closed && !waiting_for_dns() && !verify_pending_; }
 
 private:
     // handshaking: TLS listener only. replying: an error reply is being written, then we close.
     // verifying: the password check runs on the verification pool; its result is posted back.
-    enum class State { handshaking, reading_head, verifying, resolving, connecting, relaying, replying, closed };
+    enum class State { handshaking, reading_head, verifying, connecting, relaying, replying, closed };
 
     static void on_client_read(bufferevent* bev, void* arg);
     static void on_client_write(bufferevent* bev, void* arg);
@@ -53,17 +56,16 @@ private:
     static void on_upstream_write(bufferevent* bev, void* arg);
     static void on_upstream_event(bufferevent* bev, short what, void* arg);
     static void on_timer(evutil_socket_t, short, void* arg);
-    static void on_resolved(int result, evutil_addrinfo* addresses, void* arg);
 
     void handshake_done();
     void handle_head();
     void authenticated(const AuthResult& auth);  // continues once the tenant is known (or refused)
     void password_checked(AuthResult pending, bool ok);
-    bool admit();  // per-tenant tunnel and rate limits; replies 429 itself when refusing
-    void begin_resolve();
-    void resolved(int result, evutil_addrinfo* addresses);
-    void try_next_address();
-    void upstream_connected();
+    bool admit();          // per-tenant tunnel and rate limits; replies 429 itself when refusing
+    void begin_connect();  // resolve, guard and connect through the UpstreamConnector
+    void upstream_connected(bufferevent* upstream) override;
+    void upstream_failed(UpstreamConnector::Failure why) override;
+    void lookup_released() override;
     // Plain tunnels relay with splice(2) once established; TLS clients (and tunnels whose
     // client sent early data) keep the buffered bufferevent relay.
     bool start_splice_relay();
@@ -104,18 +106,10 @@ private:
     std::string user_;
     std::string client_subject_;
 
-    evdns_getaddrinfo_request* dns_request_ = nullptr;
-    bool dns_pending_ = false;
-    bool verify_pending_ = false;  // a verification job holds a pointer to this tunnel
+    std::unique_ptr<UpstreamConnector> connector_;  // while connecting (and until a cancelled lookup reports)
+    bool verify_pending_ = false;                   // a verification job holds a pointer to this tunnel
     bool sent_credentials_ = false;
-    evutil_addrinfo* addresses_ = nullptr;  // from evdns, freed with evutil_freeaddrinfo
-    struct LiteralAddress;                  // an IP-literal target: no resolver involved
-    std::unique_ptr<LiteralAddress> literal_;
-    evutil_addrinfo* next_address_ = nullptr;
-    bool any_address_denied_ = false;
-    bool any_address_allowed_ = false;
     std::string resolved_ip_;
-    const char* last_connect_error_ = nullptr;
 
     bool client_eof_ = false;     // client → upstream direction: client sent FIN
     bool upstream_eof_ = false;   // upstream → client direction: upstream sent FIN

@@ -1,5 +1,6 @@
 #include "proxy/worker.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -8,8 +9,7 @@
 #include <cstring>
 #include <ctime>
 #include <stdexcept>
-
-#include <spdlog/spdlog.h>
+#include <utility>
 
 #include "proxy/tunnel.h"
 
@@ -101,7 +101,7 @@ void Worker::on_stop_accepting(evutil_socket_t, short, void* arg) {
     }
 }
 
-void Worker::on_accept(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int, void* arg) {
+void Worker::on_accept(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int len, void* arg) {
     auto* slot = static_cast<ListenerSlot*>(arg);
     Worker* self = slot->worker;
     auto config = self->config_();
@@ -116,10 +116,55 @@ void Worker::on_accept(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int,
         metrics.count_denial(Denial::max_connections);
         return;
     }
-    auto* tunnel = new Tunnel(*self, std::move(config), fd, addr, slot->index);
-    self->live_.insert(tunnel);
-    self->open_++;
+    Worker* target = self->least_busy();
+    target->open_++;
     metrics.connection_opened();
+    if (target == self) {
+        self->adopt(fd, addr, slot->index, std::move(config));
+        return;
+    }
+    // The descriptor travels with the task; a task dropped unrun (its worker stopped) closes it.
+    struct Handoff {
+        int fd = -1;
+        sockaddr_storage address{};
+        unsigned index = 0;
+        Handoff() = default;
+        Handoff(const Handoff&) = delete;
+        Handoff& operator=(const Handoff&) = delete;
+        ~Handoff() {
+            if (fd >= 0) ::close(fd);
+        }
+    };
+    auto handoff = std::make_shared<Handoff>();
+    handoff->fd = fd;
+    handoff->index = slot->index;
+    std::memcpy(&handoff->address, addr,
+                std::min<std::size_t>(static_cast<std::size_t>(len), sizeof(sockaddr_storage)));
+    target->post([target, handoff] {
+        const int taken = std::exchange(handoff->fd, -1);
+        target->adopt(taken, reinterpret_cast<const sockaddr*>(&handoff->address), handoff->index, target->config_());
+    });
+}
+
+Worker* Worker::least_busy() {
+    const std::size_t mine = open_.load(std::memory_order_relaxed);
+    Worker* best = this;
+    std::size_t fewest = mine;
+    for (Worker* w : siblings_) {
+        const std::size_t n = w->open_.load(std::memory_order_relaxed);
+        if (n < fewest) {
+            best = w;
+            fewest = n;
+        }
+    }
+    // A hand-off costs a cross-thread wakeup: only for a clear imbalance (any with a few
+    // tunnels, an eighth with many), never for the jitter of short-lived connections.
+    return mine > fewest + (mine + fewest) / 8 ? best : this;
+}
+
+void Worker::adopt(int fd, const sockaddr* addr, unsigned listener_index, std::shared_ptr<const ProxyConfig> config) {
+    auto* tunnel = new Tunnel(*this, std::move(config), fd, addr, listener_index);
+    live_.insert(tunnel);
     tunnel->start();
 }
 

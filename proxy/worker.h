@@ -8,24 +8,23 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <spdlog/logger.h>
 
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
-#include <spdlog/logger.h>
-
 #include "proxy/auth_throttle.h"
 #include "proxy/config.h"
 #include "proxy/metrics.h"
 #include "proxy/splice_relay.h"
 #include "proxy/verifier.h"
-#include <mutex>
 
 namespace dingbridge::proxy {
 
@@ -71,6 +70,9 @@ public:
     // takes no global lock.
     TenantRuntime& tenant_runtime(const std::string& name);
 
+    // All workers of the process (this one included), for handing new clients to a less busy one.
+    void set_siblings(std::vector<Worker*> all) { siblings_ = std::move(all); }
+
     void retire(Tunnel* tunnel);
     // Runs `task` on this worker's loop thread soon. Thread-safe (verification results).
     void post(std::function<void()> task);
@@ -86,6 +88,11 @@ private:
     static void on_stop(evutil_socket_t, short, void* arg);
     static void on_stop_accepting(evutil_socket_t, short, void* arg);
     static void on_inbox(evutil_socket_t, short, void* arg);
+    // The worker that should take a new client: this one, or a sibling with clearly fewer open
+    // connections (SO_REUSEPORT spreads clients by a hash, which can leave 3 of 4 busy tunnels on
+    // one thread).
+    Worker* least_busy();
+    void adopt(int fd, const sockaddr* addr, unsigned listener_index, std::shared_ptr<const ProxyConfig> config);
 
     struct ListenerSlot {
         Worker* worker;
@@ -108,6 +115,7 @@ private:
     SharedState& shared_;
     PipePool pipes_;  // declared before the tunnels are freed in ~Worker, destroyed after them
     std::vector<std::unique_ptr<ListenerSlot>> listeners_;
+    std::vector<Worker*> siblings_;
     std::unordered_set<Tunnel*> live_;
     std::unordered_map<std::string, TenantRuntime*> runtimes_;
     std::vector<Tunnel*> retired_;

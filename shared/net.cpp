@@ -80,6 +80,31 @@ std::optional<IpAddress> IpAddress::from_sockaddr(const struct sockaddr* sa) {
     return std::nullopt;
 }
 
+SocketAddress SocketAddress::of(const IpAddress& ip, std::uint16_t port) {
+    SocketAddress out;
+    if (ip.is_v4()) {
+        auto* sin = reinterpret_cast<sockaddr_in*>(&out.storage);
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(port);
+        sin->sin_addr.s_addr = htonl(ip.v4_value());
+        out.length = sizeof(sockaddr_in);
+    } else {
+        auto* sin6 = reinterpret_cast<sockaddr_in6*>(&out.storage);
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(port);
+        std::memcpy(&sin6->sin6_addr, ip.bytes().data(), 16);
+        out.length = sizeof(sockaddr_in6);
+    }
+    return out;
+}
+
+std::uint16_t port_of(const sockaddr* sa) {
+    if (sa == nullptr) return 0;
+    if (sa->sa_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(sa)->sin_port);
+    if (sa->sa_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(sa)->sin6_port);
+    return 0;
+}
+
 bool IpAddress::is_v4() const {
     for (int i = 0; i < 10; ++i)
         if (bytes_[i] != 0) return false;
@@ -87,8 +112,8 @@ bool IpAddress::is_v4() const {
 }
 
 std::uint32_t IpAddress::v4_value() const {
-    return (std::uint32_t(bytes_[12]) << 24) | (std::uint32_t(bytes_[13]) << 16) |
-           (std::uint32_t(bytes_[14]) << 8) | std::uint32_t(bytes_[15]);
+    return (std::uint32_t(bytes_[12]) << 24) | (std::uint32_t(bytes_[13]) << 16) | (std::uint32_t(bytes_[14]) << 8) |
+           std::uint32_t(bytes_[15]);
 }
 
 std::optional<IpAddress> IpAddress::embedded_v4() const {
@@ -215,7 +240,8 @@ bool is_valid_hostname(std::string_view host) {
     bool last_all_numeric = false;
     while (start <= host.size()) {
         size_t dot = host.find('.', start);
-        std::string_view label = host.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
+        std::string_view label =
+            host.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
         if (label.empty() || label.size() > 63) return false;
         if (label.front() == '-' || label.back() == '-') return false;
         bool numeric = true;
@@ -232,7 +258,8 @@ bool is_valid_hostname(std::string_view host) {
     // "0x7f.1"-style hex spellings are refused by glibc's resolver only sometimes; refuse them here.
     if (host.size() > 2 && host[0] == '0' && (host[1] == 'x' || host[1] == 'X')) {
         bool hexish = true;
-        for (char c : host) hexish = hexish && (std::isxdigit(static_cast<unsigned char>(c)) || c == '.' || c == 'x' || c == 'X');
+        for (char c : host)
+            hexish = hexish && (std::isxdigit(static_cast<unsigned char>(c)) || c == '.' || c == 'x' || c == 'X');
         if (hexish) return false;
     }
     return true;

@@ -8,14 +8,14 @@
 // address, which is what keeps alternative spellings from sneaking past the deny networks.
 // Pure values; safe to share between threads.
 
+#include <sys/socket.h>
+
 #include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-struct sockaddr;
 
 namespace dingbridge {
 
@@ -27,7 +27,7 @@ public:
     static std::optional<IpAddress> from_sockaddr(const struct sockaddr* sa);
     static IpAddress v4(std::uint32_t host_order);
 
-    bool is_v4() const;  // IPv4 or IPv4-mapped
+    bool is_v4() const;              // IPv4 or IPv4-mapped
     std::uint32_t v4_value() const;  // host order; only when is_v4()
     // The IPv4 address embedded in IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96) or 6to4
     // (2002:AABB:CCDD::/48) forms; these reach IPv4 hosts too, so the deny check looks at them.
@@ -40,6 +40,20 @@ public:
 private:
     std::array<std::uint8_t, 16> bytes_{};
 };
+
+// A socket address built from an IpAddress and a port: AF_INET for IPv4 (and IPv4-mapped)
+// addresses, AF_INET6 otherwise. The one place that turns addresses into sockaddrs.
+struct SocketAddress {
+    sockaddr_storage storage{};
+    socklen_t length = 0;
+
+    static SocketAddress of(const IpAddress& ip, std::uint16_t port);
+    int family() const { return storage.ss_family; }
+    const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage); }
+};
+
+// The port of an AF_INET / AF_INET6 socket address (host order); 0 for other families.
+std::uint16_t port_of(const sockaddr* sa);
 
 class Cidr {
 public:

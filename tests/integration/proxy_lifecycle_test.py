@@ -192,14 +192,18 @@ class Operators(WithEcho):
             self.wait_for(lambda: log.exists() and "status=200" in log.read_text(), "first line")
             log.rename(rotated)  # what logrotate does before `systemctl reload`
             proxy.proc.send_signal(signal.SIGHUP)
-            self.wait_for(lambda: log.exists(), "the access log to be reopened")
+            # The file appears when the new sink is opened, a moment before lines go to it: a
+            # tunnel in between is rightly logged to the rotated file. Wait for the reload's end.
+            self.wait_for(lambda: "configuration reloaded" in proxy.stderr_text(), "the access log to be reopened")
+            self.assertTrue(log.exists())
             self.assertEqual(self.tunnel_once(proxy, "127.0.0.1:1"), 403)
             self.wait_for(lambda: "status=403" in log.read_text(), "a line in the new file")
             self.assertNotIn("status=403", rotated.read_text())
             # A changed access_log.file is honoured on reload, not ignored.
             proxy.config.write_text(config(self.echo.port, f'access_log:\n  file: "{other}"'))
             proxy.proc.send_signal(signal.SIGHUP)
-            self.wait_for(lambda: other.exists(), "the new access log file")
+            self.wait_for(lambda: proxy.stderr_text().count("configuration reloaded") == 2, "the new access log file")
+            self.assertTrue(other.exists())
             self.assertEqual(self.tunnel_once(proxy), 200)
             self.wait_for(lambda: "status=200" in other.read_text(), "a line in the changed file")
             self.assertEqual(log.read_text().count("\n"), 1)

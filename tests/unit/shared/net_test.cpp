@@ -1,5 +1,7 @@
 #include "shared/net.h"
 
+#include <netinet/in.h>
+
 #include <boost/test/unit_test.hpp>
 
 using namespace dingbridge;
@@ -86,6 +88,19 @@ BOOST_AUTO_TEST_CASE(hostnames_are_rfc1123_names_not_numbers) {
         BOOST_TEST(!is_valid_hostname(s), s);
     }
     BOOST_TEST(!is_valid_hostname(std::string(64, 'a') + ".com"));
+}
+
+BOOST_AUTO_TEST_CASE(socket_addresses_round_trip_both_families) {
+    // IPv4 (and IPv4-mapped) become AF_INET, so a v4 listener or egress bind works on a v4 socket.
+    for (const char* text : {"127.0.0.1", "::ffff:10.1.2.3", "::1", "2001:db8::7"}) {
+        const IpAddress ip = *IpAddress::parse(text);
+        const SocketAddress sa = SocketAddress::of(ip, 8443);
+        BOOST_TEST(sa.family() == (ip.is_v4() ? AF_INET : AF_INET6), text);
+        BOOST_TEST(sa.length == (ip.is_v4() ? sizeof(sockaddr_in) : sizeof(sockaddr_in6)), text);
+        BOOST_TEST(port_of(sa.get()) == 8443, text);
+        BOOST_TEST((*IpAddress::from_sockaddr(sa.get()) == ip), text);
+    }
+    BOOST_TEST(port_of(nullptr) == 0);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
