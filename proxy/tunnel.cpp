@@ -19,6 +19,7 @@
 #include "proxy/buffered_relay.h"
 #include "proxy/reply.h"
 #include "proxy/request_head.h"
+#include "proxy/timer.h"
 #include "proxy/tls.h"
 #include "proxy/worker.h"
 #include "shared/log.h"
@@ -105,12 +106,7 @@ void Tunnel::start() {
     bufferevent_enable(client_, EV_READ);
 }
 
-void Tunnel::arm_timer(std::chrono::milliseconds after) {
-    timeval tv{};
-    tv.tv_sec = static_cast<time_t>(after.count() / 1000);
-    tv.tv_usec = static_cast<suseconds_t>((after.count() % 1000) * 1000);
-    evtimer_add(timer_, &tv);
-}
+void Tunnel::arm_timer(std::chrono::milliseconds after) { proxy::arm_timer(timer_, after); }
 
 void Tunnel::handshake_done() {
     state_ = State::reading_head;
