@@ -89,21 +89,8 @@ std::vector<std::string> address_problems(const ProxyConfig& cfg) {
     return problems;
 }
 
-int run(const std::string& config_path, const std::string& ready_file) {
-    ProxyConfig cfg = load_proxy_config(config_path);
-    if (const auto problems = address_problems(cfg); !problems.empty()) throw std::runtime_error(problems.front());
-    configure_logging(cfg.log);
-    raise_fd_limit();
-    std::signal(SIGPIPE, SIG_IGN);
-
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGTERM);
-    sigaddset(&signals, SIGINT);
-    sigaddset(&signals, SIGHUP);
-    // Blocked before the workers start, so only sigwait below ever sees them.
-    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-
+// Warnings about a configuration that works but exposes passwords or may fail under load.
+void warn_about_risky_settings(const ProxyConfig& cfg) {
     const auto& policy = *cfg.policy;
     for (const auto& l : cfg.listeners) {
         const IpAddress ip = *IpAddress::parse(l.host);
@@ -124,43 +111,68 @@ int run(const std::string& config_path, const std::string& ready_file) {
             "busy tunnels may fail mid-transfer: raise the limit (LimitNOFILE) or lower max_connections",
             cfg.max_connections, cfg.fd_budget_connections);
     }
+}
+
+// The bound addresses, one a line (and admin=...), written atomically for supervisors and tests.
+void write_ready_file(const Server& server, const std::string& ready_file) {
+    const std::string tmp = ready_file + ".tmp";
+    {
+        std::ofstream out(tmp);
+        for (const auto& a : server.bound_addresses()) out << a << "\n";
+        if (!server.admin_address().empty()) out << "admin=" << server.admin_address() << "\n";
+    }
+    std::rename(tmp.c_str(), ready_file.c_str());
+}
+
+// SIGHUP: reload the configuration and reopen the access log (also when the new file is invalid).
+void reload(Server& server, const std::string& config_path) {
+    try {
+        ProxyConfig next = load_proxy_config(config_path);
+        const LogSettings log = next.log;
+        server.reload(std::move(next));
+        configure_logging(log);
+        server.shared().metrics.count_reload(true);
+        spdlog::info("configuration reloaded from {}", config_path);
+    } catch (const std::exception& e) {
+        server.shared().metrics.count_reload(false);
+        spdlog::error("reload failed, keeping the running configuration: {}", e.what());
+        // Log rotation must not depend on the new file being valid: reopen the current one.
+        try {
+            server.reopen_access_log(*server.config());
+        } catch (const std::exception& reopen) {
+            spdlog::error("cannot reopen the access log, still writing to the old file: {}", reopen.what());
+        }
+    }
+}
+
+int run(const std::string& config_path, const std::string& ready_file) {
+    ProxyConfig cfg = load_proxy_config(config_path);
+    if (const auto problems = address_problems(cfg); !problems.empty()) throw std::runtime_error(problems.front());
+    configure_logging(cfg.log);
+    raise_fd_limit();
+    std::signal(SIGPIPE, SIG_IGN);
+
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGHUP);
+    // Blocked before the workers start, so only sigwait below ever sees them.
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+    warn_about_risky_settings(cfg);
     Server server(std::move(cfg));
     server.start();
     for (const auto& a : server.bound_addresses()) spdlog::info("listening on {}", a);
     if (!server.admin_address().empty()) spdlog::info("admin endpoint on http://{}/metrics", server.admin_address());
     spdlog::info("dingbridge-proxy started with {} worker(s), {} tenant(s), max_connections {}",
                  server.config()->workers, server.config()->policy->tenants().size(), server.config()->max_connections);
-    if (!ready_file.empty()) {
-        const std::string tmp = ready_file + ".tmp";
-        {
-            std::ofstream out(tmp);
-            for (const auto& a : server.bound_addresses()) out << a << "\n";
-            if (!server.admin_address().empty()) out << "admin=" << server.admin_address() << "\n";
-        }
-        std::rename(tmp.c_str(), ready_file.c_str());
-    }
-
+    if (!ready_file.empty()) write_ready_file(server, ready_file);
     while (true) {
         int sig = 0;
         if (sigwait(&signals, &sig) != 0) continue;
         if (sig == SIGHUP) {
-            try {
-                ProxyConfig next = load_proxy_config(config_path);
-                const LogSettings log = next.log;
-                server.reload(std::move(next));
-                configure_logging(log);
-                server.shared().metrics.count_reload(true);
-                spdlog::info("configuration reloaded from {}", config_path);
-            } catch (const std::exception& e) {
-                server.shared().metrics.count_reload(false);
-                spdlog::error("reload failed, keeping the running configuration: {}", e.what());
-                // Log rotation must not depend on the new file being valid: reopen the current one.
-                try {
-                    server.reopen_access_log(*server.config());
-                } catch (const std::exception& reopen) {
-                    spdlog::error("cannot reopen the access log, still writing to the old file: {}", reopen.what());
-                }
-            }
+            reload(server, config_path);
             continue;
         }
         break;

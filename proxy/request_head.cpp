@@ -1,6 +1,7 @@
 #include "proxy/request_head.h"
 
 #include <cctype>
+#include <optional>
 #include <vector>
 
 #include "shared/net.h"
@@ -92,12 +93,14 @@ std::optional<std::string> base64_decode(std::string_view text) {
     return out;
 }
 
-HeadResult parse_connect_head(std::string_view head) {
+namespace {
+
+// The head's lines without their CRLF. A bare CR or LF anywhere else is malformed (request
+// smuggling vector). Returns a failure, or nothing when `lines` is filled.
+std::optional<HeadResult> split_lines(std::string_view head, std::vector<std::string_view>& lines) {
     if (head.size() < 4 || head.substr(head.size() - 4) != "\r\n\r\n") {
         return fail(HeadError::malformed, "incomplete request head");
     }
-    // Split lines on CRLF; a bare CR or LF anywhere else is malformed (request smuggling vector).
-    std::vector<std::string_view> lines;
     std::size_t start = 0;
     const std::string_view body = head.substr(0, head.size() - 2);  // keep the last line's CRLF
     while (start < body.size()) {
@@ -115,15 +118,17 @@ HeadResult parse_connect_head(std::string_view head) {
     }
     if (lines.empty()) return fail(HeadError::malformed, "empty request");
     if (lines.size() - 1 > kMaxHeaders) return fail(HeadError::malformed, "too many header fields");
+    return std::nullopt;
+}
 
-    // Request line: method SP request-target SP HTTP-version
-    const std::string_view request_line = lines[0];
+// Request line: method SP request-target SP HTTP-version; only CONNECT is accepted.
+std::optional<HeadResult> check_request_line(std::string_view request_line, std::string_view& target) {
     const std::size_t sp1 = request_line.find(' ');
     if (sp1 == std::string_view::npos || sp1 == 0) return fail(HeadError::malformed, "malformed request line");
     const std::size_t sp2 = request_line.find(' ', sp1 + 1);
     if (sp2 == std::string_view::npos || sp2 == sp1 + 1) return fail(HeadError::malformed, "malformed request line");
     const std::string_view method = request_line.substr(0, sp1);
-    const std::string_view target = request_line.substr(sp1 + 1, sp2 - sp1 - 1);
+    target = request_line.substr(sp1 + 1, sp2 - sp1 - 1);
     const std::string_view version = request_line.substr(sp2 + 1);
     for (char c : method)
         if (!is_tchar(c)) return fail(HeadError::malformed, "malformed method");
@@ -132,9 +137,11 @@ HeadResult parse_connect_head(std::string_view head) {
         return fail(HeadError::malformed, "malformed request line");
     }
     if (method != "CONNECT") return fail(HeadError::method_not_allowed, "only CONNECT is supported");
+    return std::nullopt;
+}
 
-    HeadResult result;
-    ConnectRequest& req = result.request;
+// host:port, [v6]:port; addresses in canonical form, names lower-cased without the final dot.
+std::optional<HeadResult> parse_target(std::string_view target, ConnectRequest& req) {
     auto hp = split_host_port(target);
     if (!hp) return fail(HeadError::bad_target, "CONNECT target must be host:port");
     std::string host = hp->host;
@@ -154,34 +161,49 @@ HeadResult parse_connect_head(std::string_view head) {
         req.host = host;
     }
     req.port = hp->port;
+    return std::nullopt;
+}
 
+void parse_proxy_authorization(std::string_view value, ConnectRequest& req) {
+    const std::size_t space = value.find(' ');
+    if (space == std::string_view::npos || !iequals(value.substr(0, space), "Basic")) return;
+    auto decoded = base64_decode(trim_ows(value.substr(space + 1)));
+    if (!decoded) return;
+    const std::size_t sep = decoded->find(':');
+    if (sep != std::string::npos) req.basic = BasicCredentials{decoded->substr(0, sep), decoded->substr(sep + 1)};
+}
+
+std::optional<HeadResult> parse_field(std::string_view line, ConnectRequest& req) {
+    if (line.empty()) return fail(HeadError::malformed, "unexpected empty line");
+    if (line[0] == ' ' || line[0] == '\t') return fail(HeadError::malformed, "obsolete line folding");
+    const std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos || colon == 0) return fail(HeadError::malformed, "malformed header field");
+    const std::string_view name = line.substr(0, colon);
+    for (char c : name)
+        if (!is_tchar(c)) return fail(HeadError::malformed, "malformed header field name");
+    const std::string_view value = trim_ows(line.substr(colon + 1));
+    if (iequals(name, "Content-Length") || iequals(name, "Transfer-Encoding")) {
+        return fail(HeadError::malformed, "CONNECT request must not carry a body");
+    }
+    if (iequals(name, "Proxy-Authorization")) {
+        if (req.has_authorization) return fail(HeadError::malformed, "duplicate Proxy-Authorization");
+        req.has_authorization = true;
+        parse_proxy_authorization(value, req);
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+HeadResult parse_connect_head(std::string_view head) {
+    std::vector<std::string_view> lines;
+    if (auto failed = split_lines(head, lines)) return *failed;
+    std::string_view target;
+    if (auto failed = check_request_line(lines[0], target)) return *failed;
+    HeadResult result;
+    if (auto failed = parse_target(target, result.request)) return *failed;
     for (std::size_t i = 1; i < lines.size(); ++i) {
-        const std::string_view line = lines[i];
-        if (line.empty()) return fail(HeadError::malformed, "unexpected empty line");
-        if (line[0] == ' ' || line[0] == '\t') return fail(HeadError::malformed, "obsolete line folding");
-        const std::size_t colon = line.find(':');
-        if (colon == std::string_view::npos || colon == 0) return fail(HeadError::malformed, "malformed header field");
-        const std::string_view name = line.substr(0, colon);
-        for (char c : name)
-            if (!is_tchar(c)) return fail(HeadError::malformed, "malformed header field name");
-        const std::string_view value = trim_ows(line.substr(colon + 1));
-        if (iequals(name, "Content-Length") || iequals(name, "Transfer-Encoding")) {
-            return fail(HeadError::malformed, "CONNECT request must not carry a body");
-        }
-        if (iequals(name, "Proxy-Authorization")) {
-            if (req.has_authorization) return fail(HeadError::malformed, "duplicate Proxy-Authorization");
-            req.has_authorization = true;
-            const std::size_t space = value.find(' ');
-            if (space != std::string_view::npos && iequals(value.substr(0, space), "Basic")) {
-                auto decoded = base64_decode(trim_ows(value.substr(space + 1)));
-                if (decoded) {
-                    const std::size_t sep = decoded->find(':');
-                    if (sep != std::string::npos) {
-                        req.basic = BasicCredentials{decoded->substr(0, sep), decoded->substr(sep + 1)};
-                    }
-                }
-            }
-        }
+        if (auto failed = parse_field(lines[i], result.request)) return *failed;
     }
     return result;
 }

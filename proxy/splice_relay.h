@@ -12,6 +12,7 @@
 #include <event2/event.h>
 
 #include "proxy/close_reason.h"
+#include "proxy/relay.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -43,32 +44,19 @@ private:
     std::vector<Pipe> free_;
 };
 
-// Unsent bytes in a TCP socket's send queue (SIOCOUTQ); 0 when unknown.
-std::size_t socket_send_queue(int fd);
-
-class SpliceRelay {
+class SpliceRelay final : public Relay {
 public:
-    class Listener {
-    public:
-        virtual void relay_progress(bool upstream_bound, std::size_t bytes) = 0;
-        // Both directions finished (reason "completed") or an error ended the tunnel.
-        virtual void relay_finished(CloseReason reason) = 0;
-
-    protected:
-        ~Listener() = default;
-    };
+    using Listener = Relay::Listener;
 
     // Takes ownership of both sockets.
     SpliceRelay(event_base* base, PipePool& pool, int client_fd, int upstream_fd, Listener& listener);
-    ~SpliceRelay();
+    ~SpliceRelay() override;
     SpliceRelay(const SpliceRelay&) = delete;
     SpliceRelay& operator=(const SpliceRelay&) = delete;
 
     bool start();  // false when events could not be created
-    void stop();   // idempotent
-    // Bytes accepted but not yet taken by a receiver: in the pipes and in both sockets' send
-    // queues. The idle timer uses it to tell a slow receiver still draining from a dead tunnel.
-    std::size_t queued() const;
+    void stop() override;
+    std::size_t queued() const override;
 
 private:
     struct Direction {

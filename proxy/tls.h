@@ -9,6 +9,8 @@
 #include <optional>
 #include <string>
 
+struct bufferevent;
+
 namespace dingbridge::proxy {
 
 struct TlsSettings {
@@ -23,5 +25,11 @@ std::shared_ptr<SSL_CTX> make_server_context(const TlsSettings& settings);
 
 // RFC 2253 subject of the verified peer certificate, or nullopt when there is none.
 std::optional<std::string> verified_peer_subject(SSL* ssl);
+
+// Ends our sending side of a TLS client connection with close_notify, once nothing is left to
+// write toward the client (false, nothing sent, while output is pending: it would cut data
+// short). Non-blocking: a full socket leaves the alert unsent, which the client sees as a dirty
+// close, never a hang. Reading from the client goes on.
+bool send_close_notify(bufferevent* client);
 
 }  // namespace dingbridge::proxy

@@ -14,9 +14,12 @@
 #include <cerrno>
 #include <cstring>
 #include <string_view>
+#include <utility>
 
+#include "proxy/buffered_relay.h"
 #include "proxy/reply.h"
 #include "proxy/request_head.h"
+#include "proxy/timer.h"
 #include "proxy/tls.h"
 #include "proxy/worker.h"
 #include "shared/log.h"
@@ -79,7 +82,6 @@ Tunnel::Tunnel(Worker& worker, std::shared_ptr<const ProxyConfig> config, evutil
 
 Tunnel::~Tunnel() {
     if (client_) bufferevent_free(client_);
-    if (upstream_) bufferevent_free(upstream_);
     if (timer_) event_free(timer_);
 }
 
@@ -104,12 +106,7 @@ void Tunnel::start() {
     bufferevent_enable(client_, EV_READ);
 }
 
-void Tunnel::arm_timer(std::chrono::milliseconds after) {
-    timeval tv{};
-    tv.tv_sec = static_cast<time_t>(after.count() / 1000);
-    tv.tv_usec = static_cast<suseconds_t>((after.count() % 1000) * 1000);
-    evtimer_add(timer_, &tv);
-}
+void Tunnel::arm_timer(std::chrono::milliseconds after) { proxy::arm_timer(timer_, after); }
 
 void Tunnel::handshake_done() {
     state_ = State::reading_head;
@@ -124,17 +121,9 @@ void Tunnel::on_client_read(bufferevent*, void* arg) {
         case State::reading_head:
             self->handle_head();
             break;
-        case State::relaying:
-            self->relay(self->client_, self->upstream_, self->bytes_up_);
-            break;
         default:
             break;  // early data waits in the input buffer until the tunnel is up
     }
-}
-
-void Tunnel::on_upstream_read(bufferevent*, void* arg) {
-    auto* self = static_cast<Tunnel*>(arg);
-    if (self->state_ == State::relaying) self->relay(self->upstream_, self->client_, self->bytes_down_);
 }
 
 void Tunnel::on_client_write(bufferevent*, void* arg) {
@@ -143,12 +132,6 @@ void Tunnel::on_client_write(bufferevent*, void* arg) {
         if (evbuffer_get_length(bufferevent_get_output(self->client_)) == 0) self->close(CloseReason::reply_sent);
         return;
     }
-    if (self->state_ == State::relaying) self->drained(self->client_);
-}
-
-void Tunnel::on_upstream_write(bufferevent*, void* arg) {
-    auto* self = static_cast<Tunnel*>(arg);
-    if (self->state_ == State::relaying) self->drained(self->upstream_);
 }
 
 void Tunnel::handle_head() {
@@ -307,9 +290,6 @@ void Tunnel::upstream_failed(UpstreamConnector::Failure why) {
 void Tunnel::lookup_released() { worker_.retire(this); }
 
 void Tunnel::upstream_connected(bufferevent* upstream) {
-    upstream_ = upstream;
-    bufferevent_setcb(upstream_, &Tunnel::on_upstream_read, &Tunnel::on_upstream_write, &Tunnel::on_upstream_event,
-                      this);
     resolved_ip_ = connector_->resolved_ip();
     connect_started_ = connector_->connect_started();
     connector_.reset();  // called from its last callback; it touches nothing after
@@ -322,35 +302,21 @@ void Tunnel::upstream_connected(bufferevent* upstream) {
     status_ = 200;
     arm_timer(config_->idle_timeout);
     if (config_->splice && !tls_client_ && !client_eof_ && evbuffer_get_length(bufferevent_get_input(client_)) == 0 &&
-        start_splice_relay()) {
+        start_splice_relay(upstream)) {
         return;
     }
-    static constexpr std::string_view kEstablished = "HTTP/1.1 200 Connection established\r\n\r\n";
-    bufferevent_write(client_, kEstablished.data(), kEstablished.size());
-    const std::size_t high = config_->buffer_size;
-    for (bufferevent* bev : {client_, upstream_}) {
-        bufferevent_set_max_single_read(bev, high);
-        bufferevent_set_max_single_write(bev, high);
-    }
-    bufferevent_setwatermark(client_, EV_READ, 0, high);
-    bufferevent_setwatermark(upstream_, EV_READ, 0, high);
-    // Writable callbacks fire when the peer's output falls to half: that resumes a paused reader.
-    bufferevent_setwatermark(client_, EV_WRITE, high / 2, 0);
-    bufferevent_setwatermark(upstream_, EV_WRITE, high / 2, 0);
-    bufferevent_enable(upstream_, EV_READ | EV_WRITE);
-    // Bytes the client sent right after the CONNECT head go first.
-    if (evbuffer_get_length(bufferevent_get_input(client_)) > 0) relay(client_, upstream_, bytes_up_);
-    if (state_ != State::relaying) return;
-    if (client_eof_)
-        peer_eof(client_);
-    else
-        bufferevent_enable(client_, EV_READ);
+    Relay::Listener& listener = *this;
+    auto buffered = std::make_unique<BufferedRelay>(std::exchange(client_, nullptr), upstream, tls_client_,
+                                                    config_->buffer_size, listener);
+    BufferedRelay& relay = *buffered;
+    relay_ = std::move(buffered);
+    relay.start(client_eof_);
 }
 
-bool Tunnel::start_splice_relay() {
+bool Tunnel::start_splice_relay(bufferevent* upstream) {
     static constexpr std::string_view kEstablished = "HTTP/1.1 200 Connection established\r\n\r\n";
     const int client_fd = bufferevent_getfd(client_);
-    const int upstream_fd = bufferevent_getfd(upstream_);
+    const int upstream_fd = bufferevent_getfd(upstream);
     // The client's send buffer is empty at this point, so the short reply goes out in one call;
     // anything else (EAGAIN, partial) falls back to the buffered relay before touching state.
     if (::send(client_fd, kEstablished.data(), kEstablished.size(), MSG_NOSIGNAL | MSG_DONTWAIT) !=
@@ -358,15 +324,15 @@ bool Tunnel::start_splice_relay() {
         return false;
     }
     SpliceRelay::Listener& listener = *this;
-    relay_ = std::make_unique<SpliceRelay>(worker_.base(), worker_.pipes(), client_fd, upstream_fd, listener);
+    auto splice = std::make_unique<SpliceRelay>(worker_.base(), worker_.pipes(), client_fd, upstream_fd, listener);
     // The relay's read events go in before the bufferevents' come out: the client socket stays
     // registered with epoll throughout (no DEL + ADD pair per tunnel).
-    const bool started = relay_->start();
-    for (bufferevent** bev : {&client_, &upstream_}) {
-        bufferevent_disable(*bev, EV_READ | EV_WRITE);
-        bufferevent_setfd(*bev, -1);  // detach: the relay owns the descriptor now
-        bufferevent_free(*bev);
-        *bev = nullptr;
+    const bool started = splice->start();
+    relay_ = std::move(splice);
+    for (bufferevent* bev : {std::exchange(client_, nullptr), upstream}) {
+        bufferevent_disable(bev, EV_READ | EV_WRITE);
+        bufferevent_setfd(bev, -1);  // detach: the relay owns the descriptor now
+        bufferevent_free(bev);
     }
     if (!started) close(CloseReason::out_of_memory);
     return true;  // handled (relaying, or closed)
@@ -379,85 +345,6 @@ void Tunnel::relay_progress(bool upstream_bound, std::size_t bytes) {
 }
 
 void Tunnel::relay_finished(CloseReason reason) { close(reason); }
-
-void Tunnel::relay(bufferevent* from, bufferevent* to, std::uint64_t& counter) {
-    evbuffer* in = bufferevent_get_input(from);
-    evbuffer* out = bufferevent_get_output(to);
-    const std::size_t n = evbuffer_get_length(in);
-    if (n == 0) return;
-    counter += n;
-    if (runtime_) (from == client_ ? runtime_->bytes_up : runtime_->bytes_down) += n;
-    last_activity_ = Clock::now();
-    evbuffer_add_buffer(out, in);
-    // Backpressure: the receiving side is slower; stop reading until it drains to half.
-    if (evbuffer_get_length(out) >= config_->buffer_size) bufferevent_disable(from, EV_READ);
-}
-
-void Tunnel::drained(bufferevent* to) {
-    last_activity_ = Clock::now();  // the receiver took bytes: the tunnel is not idle
-    bufferevent* from = to == client_ ? upstream_ : client_;
-    const bool from_eof = from == client_ ? client_eof_ : upstream_eof_;
-    const std::size_t pending = evbuffer_get_length(bufferevent_get_output(to));
-    if (!from_eof) {
-        if (pending <= config_->buffer_size / 2) bufferevent_enable(from, EV_READ);
-        return;
-    }
-    if (pending == 0) {
-        bool& shut = to == upstream_ ? client_shut_ : upstream_shut_;
-        if (!shut) {
-            shut = true;
-            if (to == client_ && tls_client_) {
-                // TLS half-close: close_notify ends the download; the client's upload goes on
-                // until it ends its side (a TCP FIN without close_notify is taken as its end).
-                send_close_notify();
-            } else {
-                // Half-close: the peer finished sending and everything reached `to`; pass the FIN on.
-                shutdown(bufferevent_getfd(to), SHUT_WR);
-            }
-        }
-        maybe_finish();
-    }
-}
-
-void Tunnel::peer_eof(bufferevent* from) {
-    if (from == client_)
-        client_eof_ = true;
-    else
-        upstream_eof_ = true;
-    last_activity_ = Clock::now();
-    if (state_ != State::relaying) return;
-    // Move whatever is still in the input, then forward the FIN when the output drains.
-    relay(from, from == client_ ? upstream_ : client_, from == client_ ? bytes_up_ : bytes_down_);
-    drained(from == client_ ? upstream_ : client_);
-}
-
-void Tunnel::send_close_notify() {
-    if (!tls_client_ || client_ == nullptr || close_notify_sent_) return;
-    if (evbuffer_get_length(bufferevent_get_output(client_)) != 0) return;  // would cut data short
-    close_notify_sent_ = true;
-    SSL* ssl = bufferevent_openssl_get_ssl(client_);
-    // Non-blocking: a full socket leaves the alert unsent, which the client sees as a dirty
-    // close — never a hang. SSL_shutdown only ends our sending side; SSL_read goes on.
-    if (ssl != nullptr && SSL_is_init_finished(ssl)) {
-        ERR_clear_error();
-        (void)SSL_shutdown(ssl);
-        ERR_clear_error();
-    }
-}
-
-std::size_t Tunnel::bytes_waiting() const {
-    if (relay_) return relay_->queued();
-    std::size_t n = 0;
-    for (bufferevent* bev : {client_, upstream_}) {
-        if (bev == nullptr) continue;
-        n += evbuffer_get_length(bufferevent_get_output(bev)) + socket_send_queue(bufferevent_getfd(bev));
-    }
-    return n;
-}
-
-void Tunnel::maybe_finish() {
-    if (client_shut_ && upstream_shut_) close(CloseReason::completed);
-}
 
 void Tunnel::on_client_event(bufferevent*, short what, void* arg) {
     auto* self = static_cast<Tunnel*>(arg);
@@ -477,8 +364,7 @@ void Tunnel::on_client_event(bufferevent*, short what, void* arg) {
             case State::connecting:
                 self->client_eof_ = true;  // forward after connecting; the FIN is remembered
                 return;
-            case State::relaying:
-                self->peer_eof(self->client_);
+            case State::relaying:  // the relay has its own callbacks
                 return;
             case State::replying:
                 self->close(CloseReason::reply_sent);
@@ -495,16 +381,6 @@ void Tunnel::on_client_event(bufferevent*, short what, void* arg) {
         }
         self->close(self->state_ == State::relaying ? CloseReason::client_error : CloseReason::client_gone);
     }
-}
-
-void Tunnel::on_upstream_event(bufferevent*, short what, void* arg) {
-    auto* self = static_cast<Tunnel*>(arg);
-    if (self->state_ != State::relaying) return;
-    if (what & BEV_EVENT_EOF) {
-        self->peer_eof(self->upstream_);
-        return;
-    }
-    if (what & BEV_EVENT_ERROR) self->close(CloseReason::upstream_error);
 }
 
 void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
@@ -528,7 +404,7 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
                 // The queue toward a receiver changed since the last check (it took bytes, maybe
                 // the last ones): a slow reader draining, not an idle tunnel. (A receiver that
                 // takes nothing for a whole idle_timeout is idle.)
-                const std::size_t waiting = self->bytes_waiting();
+                const std::size_t waiting = self->relay_ ? self->relay_->queued() : 0;
                 if (waiting != self->last_waiting_) {
                     self->last_waiting_ = waiting;
                     self->last_activity_ = now;
@@ -561,10 +437,6 @@ void Tunnel::reply_error(int status, const char* reason, int retry_after) {
     status_ = status;
     reason_ = reason;
     if (connector_) connector_->cancel();
-    if (upstream_) {
-        bufferevent_free(upstream_);
-        upstream_ = nullptr;
-    }
     // Fixed texts only: nothing the client sent is ever reflected.
     const std::string head = error_reply(status, reason, config_->realm, retry_after);
     state_ = State::replying;
@@ -587,13 +459,9 @@ void Tunnel::close(CloseReason why) {
     if (connector_) connector_->cancel();  // a pending lookup still reports back (lookup_released)
     if (relay_) relay_->stop();            // deleted with the tunnel, not inside its own callback
     if (client_) {
-        send_close_notify();
+        if (tls_client_) send_close_notify(client_);  // after an error reply
         bufferevent_free(client_);
         client_ = nullptr;
-    }
-    if (upstream_) {
-        bufferevent_free(upstream_);
-        upstream_ = nullptr;
     }
     evtimer_del(timer_);
     if (runtime_) --runtime_->active;

@@ -30,7 +30,7 @@ namespace dingbridge::proxy {
 
 class Worker;
 
-class Tunnel final : private SpliceRelay::Listener, private UpstreamConnector::Listener {
+class Tunnel final : private Relay::Listener, private UpstreamConnector::Listener {
 public:
     Tunnel(Worker& worker, std::shared_ptr<const ProxyConfig> config, evutil_socket_t fd, const sockaddr* source,
            unsigned listener_index);
@@ -52,9 +52,6 @@ private:
     static void on_client_read(bufferevent* bev, void* arg);
     static void on_client_write(bufferevent* bev, void* arg);
     static void on_client_event(bufferevent* bev, short what, void* arg);
-    static void on_upstream_read(bufferevent* bev, void* arg);
-    static void on_upstream_write(bufferevent* bev, void* arg);
-    static void on_upstream_event(bufferevent* bev, short what, void* arg);
     static void on_timer(evutil_socket_t, short, void* arg);
 
     void handshake_done();
@@ -67,18 +64,10 @@ private:
     void upstream_failed(UpstreamConnector::Failure why) override;
     void lookup_released() override;
     // Plain tunnels relay with splice(2) once established; TLS clients (and tunnels whose
-    // client sent early data) keep the buffered bufferevent relay.
-    bool start_splice_relay();
+    // client sent early data) use the BufferedRelay. Both report through Relay::Listener.
+    bool start_splice_relay(bufferevent* upstream);  // false: not possible, nothing changed
     void relay_progress(bool upstream_bound, std::size_t bytes) override;
     void relay_finished(CloseReason reason) override;
-    void relay(bufferevent* from, bufferevent* to, std::uint64_t& counter);
-    void drained(bufferevent* to);
-    void peer_eof(bufferevent* from);
-    void maybe_finish();
-    // TLS clients: send close_notify once everything toward the client is written, so a strict
-    // client can tell a complete stream from a truncated one. Reading from the client goes on.
-    void send_close_notify();
-    std::size_t bytes_waiting() const;  // accepted, not yet taken by a receiver (idle timer)
     void arm_timer(std::chrono::milliseconds after);
 
     // Sends a fixed error reply, then closes once it is written. `retry_after` > 0 adds Retry-After.
@@ -91,8 +80,7 @@ private:
     std::shared_ptr<const ProxyConfig> config_;
     State state_ = State::reading_head;
     bufferevent* client_ = nullptr;
-    bufferevent* upstream_ = nullptr;
-    std::unique_ptr<SpliceRelay> relay_;  // replaces both bufferevents while splicing
+    std::unique_ptr<Relay> relay_;  // owns both connections while relaying
     event* timer_ = nullptr;
 
     IpAddress source_ip_;
@@ -111,12 +99,8 @@ private:
     bool sent_credentials_ = false;
     std::string resolved_ip_;
 
-    bool client_eof_ = false;     // client → upstream direction: client sent FIN
-    bool upstream_eof_ = false;   // upstream → client direction: upstream sent FIN
-    bool client_shut_ = false;    // we shut down writing toward upstream
-    bool upstream_shut_ = false;  // we shut down writing toward client
-    bool close_notify_sent_ = false;
-    std::size_t last_waiting_ = static_cast<std::size_t>(-1);  // bytes_waiting() at the last idle check
+    bool client_eof_ = false;                                  // the client sent FIN while the tunnel was being set up
+    std::size_t last_waiting_ = static_cast<std::size_t>(-1);  // relay_->queued() at the last idle check
 
     int status_ = 0;
     const char* reason_ = "";

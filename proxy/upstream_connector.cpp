@@ -10,6 +10,7 @@
 #include <cstring>
 #include <utility>
 
+#include "proxy/timer.h"
 #include "proxy/worker.h"
 
 namespace dingbridge::proxy {
@@ -234,12 +235,7 @@ void UpstreamConnector::cancel() {
     if (lookup_pending_ && lookup_) evdns_getaddrinfo_cancel(lookup_);
 }
 
-void UpstreamConnector::arm_timer(std::chrono::milliseconds after) {
-    timeval tv{};
-    tv.tv_sec = static_cast<time_t>(after.count() / 1000);
-    tv.tv_usec = static_cast<suseconds_t>((after.count() % 1000) * 1000);
-    evtimer_add(timer_, &tv);
-}
+void UpstreamConnector::arm_timer(std::chrono::milliseconds after) { proxy::arm_timer(timer_, after); }
 
 void UpstreamConnector::free_upstream() {
     if (upstream_) bufferevent_free(upstream_);

@@ -2,6 +2,8 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include "proxy/upstream_connector.h"
+
 using namespace dingbridge::proxy;
 
 BOOST_AUTO_TEST_SUITE(reply)
@@ -39,6 +41,26 @@ BOOST_AUTO_TEST_CASE(access_log_lines_stay_one_line_whatever_the_user_sent) {
     BOOST_TEST(json.find('\n') == std::string::npos);
     BOOST_TEST(json.find(R"("user":"evil\nuser=\"x")") != std::string::npos);
     BOOST_TEST(json.find(R"("tls":false)") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(unreachable_upstreams_get_distinct_statuses_and_policy_refusals_count_as_denials) {
+    using F = UpstreamConnector::Failure;
+    struct Want {
+        F failure;
+        int status;
+        bool denial;
+    };
+    for (const Want& w :
+         {Want{F::name_not_resolved, 502, false}, Want{F::lookup_timeout, 504, false}, Want{F::loop, 403, true},
+          Want{F::denied_network, 403, true}, Want{F::no_usable_address, 502, false},
+          Want{F::connect_timeout, 504, false}, Want{F::connect_failed, 502, false}}) {
+        const ConnectFailureReply r = connect_failure_reply(w.failure);
+        BOOST_TEST(r.status == w.status);
+        BOOST_TEST(r.denial.has_value() == w.denial);
+        BOOST_TEST(std::string(r.reason).size() > 0u);
+    }
+    BOOST_TEST((*connect_failure_reply(F::loop).denial == Denial::loop));
+    BOOST_TEST((*connect_failure_reply(F::denied_network).denial == Denial::network));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,37 @@
+#pragma once
+// What a tunnel's relay phase looks like from the Tunnel: bytes move both ways until both
+// directions are done (half-closes forwarded) or one side fails. Two implementations: SpliceRelay
+// (plain tunnels, zero-copy through pipes) and BufferedRelay (TLS clients and clients that sent
+// bytes before the 200, through the two bufferevents). Both run on the worker's thread, report
+// through Relay::Listener, and are deleted with their tunnel, never inside their own callbacks.
+
+#include <cstddef>
+
+#include "proxy/close_reason.h"
+
+namespace dingbridge::proxy {
+
+class Relay {
+public:
+    class Listener {
+    public:
+        // `bytes` were accepted from one side (0: a receiver took queued bytes; still activity).
+        virtual void relay_progress(bool upstream_bound, std::size_t bytes) = 0;
+        // Both directions finished (CloseReason::completed) or an error ended the tunnel.
+        virtual void relay_finished(CloseReason reason) = 0;
+
+    protected:
+        ~Listener() = default;
+    };
+
+    virtual ~Relay() = default;
+    virtual void stop() = 0;  // idempotent: detaches events, closes both sockets
+    // Bytes accepted but not yet taken by a receiver (buffers, pipes and both sockets' send
+    // queues). The idle timer uses it to tell a slow receiver still draining from a dead tunnel.
+    virtual std::size_t queued() const = 0;
+};
+
+// Unsent bytes in a TCP socket's send queue (SIOCOUTQ); 0 when unknown.
+std::size_t socket_send_queue(int fd);
+
+}  // namespace dingbridge::proxy
