@@ -6,10 +6,12 @@
 #include <chrono>
 #include <set>
 
-#include "agent/dingtalk/parse.h"
+#include "agent/dingtalk/contacts_api.h"
+#include "agent/dingtalk/explain.h"
 #include "agent/events/event_parse.h"
 #include "agent/events/patch.h"
-#include "agent/sync/full_sync.h"
+#include "agent/sync/apply.h"
+#include "agent/sync/run_reporter.h"
 
 namespace dingbridge::agent::events {
 
@@ -23,11 +25,6 @@ std::optional<std::int64_t> to_id(const std::string& s) {
     auto r = std::from_chars(s.data(), s.data() + s.size(), v);
     if (r.ec != std::errc() || r.ptr != s.data() + s.size() || v <= 0) return std::nullopt;
     return v;
-}
-
-bool is_department_change(ChangeKind k) {
-    return k == ChangeKind::create_department || k == ChangeKind::update_department ||
-           k == ChangeKind::delete_department;
 }
 
 }  // namespace
@@ -70,47 +67,38 @@ BatchOutcome EventProcessor::process(const std::vector<JournalEvent>& rows) {
     }
     stats_.quota_exhausted = false;
 
-    RunCounters counters;
-    std::int64_t run_id = history_.start_run("event", rows.front().source, false);
-    if (run_id == 0) {
+    RunReporter reporter(history_, secrets, config_.progress_interval);
+    if (auto r = reporter.start("event", rows.front().source, false); !r) {
         // No apply without its history record (issue 8): the events stay journaled.
-        spdlog::warn("event batch not started: cannot record a history run: {}", history_.last_error());
+        spdlog::warn("event batch not started: cannot record a history run: {}", r.error());
         out.retry_later = true;
         return out;
     }
-    bool history_ok = true;
-    auto record = [&](const RunItem& item) { history_ok = history_.add_item(run_id, item) && history_ok; };
-    auto finish = [&](const std::string& status, const std::string& message) {
+    const std::int64_t run_id = reporter.run_id();
+    RunCounters& counters = reporter.counters();
+    auto record = [&](const RunItem& item) { reporter.record(item); };
+    auto finish = [&](RunStatus status, const std::string& message) {
         counters.requests = static_cast<std::int64_t>(client_.stats().requests - calls_counted_);
         counters.retries = static_cast<std::int64_t>(client_.stats().retries);
         journal_.add_calls(counters.requests, "event");
         calls_counted_ = client_.stats().requests;
-        if (!history_.finish_run(run_id, status, redact(message, secrets), counters))
-            spdlog::warn("run {}: cannot record its end: {}", run_id, history_.last_error());
-        if (status == "succeeded")
-            spdlog::info("run {}: event batch {}: {}", run_id, status, message);
-        else
-            spdlog::warn("run {}: event batch {}: {}", run_id, status, redact(message, secrets));
+        (void)reporter.finish(status, message);  // logs the outcome; a failed store is logged there
     };
 
     // ---- fetch by id ----
     EventFetch fetched;
     std::set<std::string> failed_users;
     std::set<std::int64_t> failed_depts;
+    dingtalk::ContactsApi api(client_);
     auto fail_item = [&](const std::string& type, const std::string& id, const ApiFailure& f) {
-        ++counters.items_failed;
-        std::string msg = redact(f.message(), secrets);
-        record(RunItem{"fetch", type, id, f.api, msg});
+        reporter.item_failed(RunItem{"fetch", type, id, f.api, f.message()});
     };
     auto fetch_dept = [&](std::int64_t id) {
-        client_.call(
-            "/topapi/v2/department/get", "{\"dept_id\":" + std::to_string(id) + ",\"language\":\"zh_CN\"}",
-            [&, id](std::string& body) -> std::optional<ApiFailure> {
-                auto r = dingtalk::parse_dept_get("/topapi/v2/department/get", body);
-                if (!r.ok()) return r.failure();
-                fetched.departments[id] = std::move(r.value());
+        api.department_get(
+            id,
+            [&, id](dingtalk::DeptDetail&& d) {
+                fetched.departments[id] = std::move(d);
                 ++counters.departments_fetched;
-                return std::nullopt;
             },
             [&, id](const ApiFailure& f) {
                 if (f.kind == FailureKind::not_found) {
@@ -123,14 +111,11 @@ BatchOutcome EventProcessor::process(const std::vector<JournalEvent>& rows) {
     };
     for (auto id : depts) fetch_dept(id);
     for (const auto& u : users) {
-        client_.call(
-            "/topapi/v2/user/get", "{\"userid\":" + json_quote(u) + ",\"language\":\"zh_CN\"}",
-            [&, u](std::string& body) -> std::optional<ApiFailure> {
-                auto r = dingtalk::parse_user_get("/topapi/v2/user/get", body);
-                if (!r.ok()) return r.failure();
-                fetched.users[u] = r.value().merged();
+        api.user_get(
+            u,
+            [&, u](dingtalk::UserDetail&& d) {
+                fetched.users[u] = d.merged();
                 ++counters.users_fetched;
-                return std::nullopt;
             },
             [&, u](const ApiFailure& f) {
                 if (f.kind == FailureKind::not_found) {
@@ -143,14 +128,14 @@ BatchOutcome EventProcessor::process(const std::vector<JournalEvent>& rows) {
     }
     auto fatal = client_.run();
 
-    std::string error;
     if (!fatal && !cache_) {
-        cache_ = target_.read(error);
-        if (!cache_) {
+        auto current = target_.read();
+        if (!current) {
             out.retry_later = true;
-            finish("failed", "cannot read the target: " + error);
+            finish(RunStatus::failed, "cannot read the target: " + current.error());
             return out;
         }
+        cache_ = std::move(*current);
     }
     if (!fatal) {
         // Leader flags that changed: the departments' leader lists (and so managers) changed too.
@@ -165,7 +150,9 @@ BatchOutcome EventProcessor::process(const std::vector<JournalEvent>& rows) {
             stats_.quota_exhausted = true;
         }
         out.retry_later = true;
-        finish("failed", explain_failure(*fatal, config_) + "; the events stay journaled and are applied later");
+        finish(RunStatus::failed,
+               dingtalk::explain_failure(*fatal, !config_.client.transport.proxy_url.empty()) +
+                   "; the events stay journaled and are applied later");
         return out;
     }
 
@@ -206,14 +193,14 @@ BatchOutcome EventProcessor::process(const std::vector<JournalEvent>& rows) {
     if (auto over = config_.max_deletes.exceeded(plan.counts.removals(), existing)) {
         (void)journal_.mark_attempt(done_rows, "safeguard: " + *over, config_.events.give_up_after);
         out.retry_later = true;
-        finish("aborted", *over + " (the events stay journaled; run `dingbridge-agent sync --force` after checking)");
+        finish(RunStatus::aborted, *over + " (the events stay journaled; run `dingbridge-agent sync --force` after checking)");
         return out;
     }
 
-    if (!history_ok) {
+    if (auto r = reporter.checkpoint(); !r) {
         out.retry_later = true;
-        finish("failed", "cannot record the run in the history (nothing applied; the events stay journaled): " +
-                             history_.last_error());
+        finish(RunStatus::failed,
+               "cannot record the run in the history (nothing applied; the events stay journaled): " + r.error());
         return out;
     }
 
@@ -221,36 +208,20 @@ BatchOutcome EventProcessor::process(const std::vector<JournalEvent>& rows) {
     bool ok = true;
     bool cacheable = true;
     if (!plan.changes.empty()) {
-        if (!target_.begin(error)) {
-            out.retry_later = true;
+        // The same apply stage as a full sync; outcomes[i] tells what became of change i.
+        std::vector<Status> outcomes;
+        if (auto r = apply_plan(plan, target_, reporter, &outcomes); !r) {
             cache_.reset();
-            finish("failed", "cannot start the target transaction: " + error);
+            out.retry_later = true;
+            finish(RunStatus::failed, r.error());
             return out;
         }
-        std::vector<std::optional<std::string>> errors;
-        target_.apply_batch(plan.changes.data(), plan.changes.size(), errors);
         for (std::size_t i = 0; i < plan.changes.size(); ++i) {
             const Change& c = plan.changes[i];
             if (c.kind == ChangeKind::disable_user || c.kind == ChangeKind::delete_user ||
                 current.removed_users.count(c.external_id))
                 cacheable = false;
-            if (errors[i]) {
-                ok = false;
-                ++counters.items_failed;
-                std::string msg = redact(*errors[i], secrets);
-                record(RunItem{"apply", is_department_change(c.kind) ? "department" : "user", c.external_id,
-                               change_kind_name(c.kind), msg});
-            } else {
-                ++counters.changes_applied;
-            }
-        }
-        if (!target_.commit(error)) {
-            target_.rollback();
-            cache_.reset();
-            counters.changes_applied = 0;
-            out.retry_later = true;
-            finish("failed", "cannot commit the target transaction (nothing applied): " + error);
-            return out;
+            if (!outcomes[i]) ok = false;
         }
     }
     if (ok && cacheable)
@@ -281,7 +252,7 @@ BatchOutcome EventProcessor::process(const std::vector<JournalEvent>& rows) {
                           std::to_string(counters.changes_applied) + " of " + std::to_string(plan.counts.total()) +
                           " changes applied";
     if (counters.items_failed) summary += "; " + std::to_string(counters.items_failed) + " items failed";
-    finish(counters.items_failed ? "partial" : "succeeded", summary);
+    finish(counters.items_failed ? RunStatus::partial : RunStatus::succeeded, summary);
     return out;
 }
 
