@@ -22,7 +22,7 @@ inline Error fail(std::string message) { return Error{std::move(message)}; }
 template <class T = void>
 class [[nodiscard]] Result {
 public:
-    Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor): `return value;`
+    Result(T value) : v_(std::move(value)) {}      // NOLINT(google-explicit-constructor): `return value;`
     Result(Error error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor): `return fail(..);`
 
     bool ok() const { return v_.index() == 0; }

@@ -25,10 +25,10 @@ DingTalkClient::Handler handler(const char* api, Parse parse, ContactsApi::Done<
 }  // namespace
 
 void ContactsApi::department_tree(std::int64_t root, Done<std::vector<DeptSummary>> done, Failed failed) {
-    client_.call_get(api::kDepartmentList, "id=" + std::to_string(root) + "&fetch_child=true&lang=zh_CN",
-                     handler<std::vector<DeptSummary>>(api::kDepartmentList, parse_legacy_department_list,
-                                                       std::move(done)),
-                     std::move(failed));
+    client_.call_get(
+        api::kDepartmentList, "id=" + std::to_string(root) + "&fetch_child=true&lang=zh_CN",
+        handler<std::vector<DeptSummary>>(api::kDepartmentList, parse_legacy_department_list, std::move(done)),
+        std::move(failed));
 }
 
 void ContactsApi::listsub(std::int64_t id, Done<std::vector<DeptSummary>> done, Failed failed) {
@@ -37,8 +37,8 @@ void ContactsApi::listsub(std::int64_t id, Done<std::vector<DeptSummary>> done, 
 }
 
 void ContactsApi::department_get(std::int64_t id, Done<DeptDetail> done, Failed failed) {
-    client_.call(api::kDepartmentGet, dept_body(id), handler<DeptDetail>(api::kDepartmentGet, parse_dept_get, std::move(done)),
-                 std::move(failed));
+    client_.call(api::kDepartmentGet, dept_body(id),
+                 handler<DeptDetail>(api::kDepartmentGet, parse_dept_get, std::move(done)), std::move(failed));
 }
 
 void ContactsApi::user_page(std::int64_t id, std::int64_t cursor, Done<UserPage> done, Failed failed) {

@@ -1,9 +1,9 @@
 #include "agent/mapping/filters.h"
 
+#include <simdjson.h>
+
 #include <cctype>
 #include <cstdlib>
-
-#include <simdjson.h>
 
 namespace dingbridge::agent {
 
@@ -73,7 +73,9 @@ Value eval_expr(const Expr& e, const std::function<Value(int)>& get, const std::
                 for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
                 break;
             }
-            case Filter::Op::trim: v = trim_copy(std::get<std::string>(v)); break;
+            case Filter::Op::trim:
+                v = trim_copy(std::get<std::string>(v));
+                break;
             case Filter::Op::email_local: {
                 auto s = std::get<std::string>(v);
                 auto at = s.find('@');
@@ -85,15 +87,21 @@ Value eval_expr(const Expr& e, const std::function<Value(int)>& get, const std::
                 v = phone_to_e164(std::get<std::string>(v), cc);
                 break;
             }
-            case Filter::Op::date: v = format_ms_date(std::get<std::int64_t>(v), tz, f.literal); break;
+            case Filter::Op::date:
+                v = format_ms_date(std::get<std::int64_t>(v), tz, f.literal);
+                break;
             case Filter::Op::default_field:
                 if (is_empty(v)) v = get(f.field);
                 break;
             case Filter::Op::default_literal:
                 if (is_empty(v)) v = f.literal;
                 break;
-            case Filter::Op::json_key: v = json_member(std::get<std::string>(v), f.literal); break;
-            case Filter::Op::join: v = join(std::get<std::vector<std::string>>(v), f.literal); break;
+            case Filter::Op::json_key:
+                v = json_member(std::get<std::string>(v), f.literal);
+                break;
+            case Filter::Op::join:
+                v = join(std::get<std::vector<std::string>>(v), f.literal);
+                break;
             case Filter::Op::first: {
                 const auto& l = std::get<std::vector<std::string>>(v);
                 v = l.empty() ? std::string() : l.front();
@@ -150,14 +158,22 @@ std::string format_ms_date(std::int64_t ms, int tz_offset_minutes, const std::st
     for (size_t i = 0; i < format.size(); ++i) {
         if (format[i] == '%' && i + 1 < format.size()) {
             char c = format[++i];
-            if (c == 'Y') out += std::to_string(y);
-            else if (c == 'm') out += two(m);
-            else if (c == 'd') out += two(d);
-            else if (c == 'H') out += two(static_cast<unsigned>(sod / 3600));
-            else if (c == 'M') out += two(static_cast<unsigned>(sod / 60 % 60));
-            else if (c == 'S') out += two(static_cast<unsigned>(sod % 60));
-            else if (c == '%') out += '%';
-            else out += std::string("%") + c;
+            if (c == 'Y')
+                out += std::to_string(y);
+            else if (c == 'm')
+                out += two(m);
+            else if (c == 'd')
+                out += two(d);
+            else if (c == 'H')
+                out += two(static_cast<unsigned>(sod / 3600));
+            else if (c == 'M')
+                out += two(static_cast<unsigned>(sod / 60 % 60));
+            else if (c == 'S')
+                out += two(static_cast<unsigned>(sod % 60));
+            else if (c == '%')
+                out += '%';
+            else
+                out += std::string("%") + c;
         } else {
             out.push_back(format[i]);
         }

@@ -13,9 +13,9 @@
 namespace dingbridge::agent {
 
 struct EvalContext {
-    std::string state_code;            // the user's phone country code, "" for departments
+    std::string state_code;              // the user's phone country code, "" for departments
     std::string default_country = "86";  // phone.default_country_code
-    int tz_offset_minutes = 8 * 60;    // dates.utc_offset
+    int tz_offset_minutes = 8 * 60;      // dates.utc_offset
 };
 
 // `get(id)`: the value of source field `id` of the record.

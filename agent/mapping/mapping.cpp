@@ -1,12 +1,12 @@
 #include "agent/mapping/mapping.h"
 
+#include <yaml-cpp/yaml.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
-
-#include <yaml-cpp/yaml.h>
 
 #include "agent/dingtalk/fields.h"
 
@@ -26,7 +26,8 @@ const std::map<std::string, std::pair<ValueType, const char*>>& dept_schema() {
 const std::map<std::string, std::pair<ValueType, const char*>>& user_schema() {
     static const std::map<std::string, std::pair<ValueType, const char*>> m = {
         {"union_id", {ValueType::string, "{{ unionid }}"}},
-        {"username", {ValueType::string, "{{ email | email_local | default(job_number) | default(userid) | lower | trim }}"}},
+        {"username",
+         {ValueType::string, "{{ email | email_local | default(job_number) | default(userid) | lower | trim }}"}},
         {"display_name", {ValueType::string, "{{ name | trim }}"}},
         {"email", {ValueType::string, "{{ org_email | default(email) | lower | trim }}"}},
         {"phone", {ValueType::string, "{{ mobile | e164 }}"}},
@@ -138,9 +139,12 @@ struct MappingLoader {
     static void load_removed_users(const ConfigNode& removed, Mapping& m) {
         if (auto action = removed.find("action")) {
             std::string a = action->as_string();
-            if (a == "disable") m.removed_action_ = RemovedUserAction::disable;
-            else if (a == "delete") m.removed_action_ = RemovedUserAction::del;
-            else action->fail("must be disable or delete");
+            if (a == "disable")
+                m.removed_action_ = RemovedUserAction::disable;
+            else if (a == "delete")
+                m.removed_action_ = RemovedUserAction::del;
+            else
+                action->fail("must be disable or delete");
         }
         if (auto after = removed.find("delete_after")) {
             if (m.removed_action_ != RemovedUserAction::disable) after->fail("delete_after applies to action: disable");
@@ -182,9 +186,12 @@ OrgDepartment Mapping::map_department(const dingtalk::DeptDetail& d) const {
     o.external_id = std::to_string(d.dept_id);
     for (const auto& [field, t] : dept_) {
         Value v = evaluate(t, get, eval_);
-        if (field == "name") o.name = to_text(std::move(v));
-        else if (field == "description") o.description = to_text(std::move(v));
-        else if (field == "order") o.order = std::get_if<std::int64_t>(&v) ? std::get<std::int64_t>(v) : 0;
+        if (field == "name")
+            o.name = to_text(std::move(v));
+        else if (field == "description")
+            o.description = to_text(std::move(v));
+        else if (field == "order")
+            o.order = std::get_if<std::int64_t>(&v) ? std::get<std::int64_t>(v) : 0;
         else if (field.rfind("custom.", 0) == 0) {
             std::string s = to_text(std::move(v));
             if (!s.empty()) o.custom[field.substr(7)] = std::move(s);
@@ -206,15 +213,24 @@ OrgUser Mapping::map_user(const dingtalk::UserItem& u) const {
             continue;
         }
         std::string s = to_text(std::move(v));
-        if (field == "union_id") o.union_id = std::move(s);
-        else if (field == "username") o.username = std::move(s);
-        else if (field == "display_name") o.display_name = std::move(s);
-        else if (field == "email") o.email = std::move(s);
-        else if (field == "phone") o.phone = std::move(s);
-        else if (field == "employee_number") o.employee_number = std::move(s);
-        else if (field == "title") o.title = std::move(s);
-        else if (field == "avatar_url") o.avatar_url = std::move(s);
-        else if (field == "hired_at") o.hired_at = std::move(s);
+        if (field == "union_id")
+            o.union_id = std::move(s);
+        else if (field == "username")
+            o.username = std::move(s);
+        else if (field == "display_name")
+            o.display_name = std::move(s);
+        else if (field == "email")
+            o.email = std::move(s);
+        else if (field == "phone")
+            o.phone = std::move(s);
+        else if (field == "employee_number")
+            o.employee_number = std::move(s);
+        else if (field == "title")
+            o.title = std::move(s);
+        else if (field == "avatar_url")
+            o.avatar_url = std::move(s);
+        else if (field == "hired_at")
+            o.hired_at = std::move(s);
         else if (field.rfind("custom.", 0) == 0) {
             if (!s.empty()) o.custom[field.substr(7)] = std::move(s);
         }

@@ -14,10 +14,14 @@ namespace {
 template <class Record>
 ValueType value_type(const dingtalk::FieldMember<Record>& member) {
     switch (member.index()) {
-        case 0: return ValueType::string;
-        case 1: return ValueType::integer;
-        case 2: return ValueType::boolean;
-        default: return ValueType::list;  // ids or strings: a list of strings to the templates
+        case 0:
+            return ValueType::string;
+        case 1:
+            return ValueType::integer;
+        case 2:
+            return ValueType::boolean;
+        default:
+            return ValueType::list;  // ids or strings: a list of strings to the templates
     }
 }
 
@@ -46,10 +50,14 @@ Value source_field(const dingtalk::SourceField<Record> (&table)[N], const Record
 
 const char* type_name(ValueType t) {
     switch (t) {
-        case ValueType::string: return "string";
-        case ValueType::integer: return "integer";
-        case ValueType::boolean: return "boolean";
-        case ValueType::list: return "list";
+        case ValueType::string:
+            return "string";
+        case ValueType::integer:
+            return "integer";
+        case ValueType::boolean:
+            return "boolean";
+        case ValueType::list:
+            return "list";
     }
     return "?";
 }
@@ -175,7 +183,8 @@ Filter TemplateCompiler::compile_filter(const ConfigNode& node, const FilterCall
     const auto& arg = call.arg;
     const size_t npos = base + call.name_pos, apos = base + call.arg_pos;
     auto need = [&](ValueType t) {
-        if (e.type != t) fail_at(node, npos, "filter '" + name + "' needs " + a_type(t) + " value, got " + a_type(e.type));
+        if (e.type != t)
+            fail_at(node, npos, "filter '" + name + "' needs " + a_type(t) + " value, got " + a_type(e.type));
     };
     auto no_arg = [&] {
         if (arg) fail_at(node, apos, "filter '" + name + "' takes no argument");
@@ -235,18 +244,19 @@ Filter TemplateCompiler::compile_default(const ConfigNode& node, const FilterCal
     Filter f;
     if (call.arg_quoted) {
         if (e.type != ValueType::string)
-            fail_at(node, npos, "filter 'default' needs " + a_type(ValueType::string) + " value, got " + a_type(e.type));
+            fail_at(node, npos,
+                    "filter 'default' needs " + a_type(ValueType::string) + " value, got " + a_type(e.type));
         f.op = Filter::Op::default_literal;
         f.literal = *call.arg;
         return f;
     }
     f.op = Filter::Op::default_field;
     f.field = field_id(*call.arg);
-    if (f.field < 0)
-        fail_at(node, apos, "unknown source field '" + *call.arg + "' (known: " + field_list() + ")");
+    if (f.field < 0) fail_at(node, apos, "unknown source field '" + *call.arg + "' (known: " + field_list() + ")");
     if (fields_[f.field].type != e.type)
-        fail_at(node, apos, "default(" + *call.arg + ") is " + a_type(fields_[f.field].type) + " but the value is " +
-                                a_type(e.type));
+        fail_at(
+            node, apos,
+            "default(" + *call.arg + ") is " + a_type(fields_[f.field].type) + " but the value is " + a_type(e.type));
     return f;
 }
 
@@ -295,8 +305,9 @@ void TemplateCompiler::check_type(const ConfigNode& node, const Template& t, Val
         return;
     }
     if (!single || type != want)
-        fail_at(node, 0, "must be " + a_type(want) + " (a single {{ }} of " + a_type(want) +
-                             " field), but this template gives " + a_type(type));
+        fail_at(node, 0,
+                "must be " + a_type(want) + " (a single {{ }} of " + a_type(want) +
+                    " field), but this template gives " + a_type(type));
 }
 
 }  // namespace dingbridge::agent

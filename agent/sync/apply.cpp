@@ -27,7 +27,8 @@ void apply_changes(const SyncPlan& plan, Target& target, RunReporter& reporter, 
     outcomes.clear();
     for (std::size_t i = 0; i < plan.changes.size(); ++i) {
         const std::size_t in_batch = i % kBatch;
-        if (in_batch == 0) target.apply_batch(plan.changes.data() + i, std::min(kBatch, plan.changes.size() - i), batch);
+        if (in_batch == 0)
+            target.apply_batch(plan.changes.data() + i, std::min(kBatch, plan.changes.size() - i), batch);
         const Change& c = plan.changes[i];
         const Status& outcome = batch[in_batch];
         if (!outcome)

@@ -90,8 +90,9 @@ void record_plan_notes(const SyncState& s, RunReporter& reporter) {
         for (const auto& [id, d] : s.current.departments)
             if (!s.desired.snapshot.departments.count(id)) untouched.insert(id);
     for (const auto& id : untouched)
-        reporter.record(RunItem{"plan", "department", id, "untouched",
-                                "not read completely from DingTalk; it and its members were left as they are in the target"});
+        reporter.record(
+            RunItem{"plan", "department", id, "untouched",
+                    "not read completely from DingTalk; it and its members were left as they are in the target"});
 }
 
 // ---- plan: diff the desired org against the target ----
@@ -106,10 +107,10 @@ Status plan_stage(const Mapping& mapping, Target& target, SyncState& s, RunRepor
     reporter.counters().items_skipped = static_cast<std::int64_t>(s.plan.skipped.size());
     record_plan_notes(s, reporter);
     if (!s.read_complete)
-        s.incomplete = "the read was incomplete (" + std::to_string(s.failed_departments) +
-                       " departments could not be fully read); no removals were computed" +
-                       (s.plan.suppressed_removals ? " (" + std::to_string(s.plan.suppressed_removals) + " held back)"
-                                                   : "");
+        s.incomplete =
+            "the read was incomplete (" + std::to_string(s.failed_departments) +
+            " departments could not be fully read); no removals were computed" +
+            (s.plan.suppressed_removals ? " (" + std::to_string(s.plan.suppressed_removals) + " held back)" : "");
     return {};
 }
 
@@ -123,7 +124,8 @@ void print_plan(std::ostream& out, const SyncState& s, bool dry_run, std::int64_
     out << (dry_run ? "Plan (dry run, nothing applied): " : "Plan: ") << s.plan.counts.total() << " changes\n";
     print_counts(out, s.plan.counts);
     if (!s.incomplete.empty()) out << "  note: " << s.incomplete << "\n";
-    if (!s.plan.skipped.empty()) out << "  skipped: " << s.plan.skipped.size() << " (see history show " << run_id << ")\n";
+    if (!s.plan.skipped.empty())
+        out << "  skipped: " << s.plan.skipped.size() << " (see history show " << run_id << ")\n";
     if (!s.plan.conflicts.empty())
         out << "  conflicts: " << s.plan.conflicts.size() << " unique values left empty (see history show " << run_id
             << ")\n";
@@ -142,8 +144,8 @@ void print_changes(std::ostream& out, const SyncPlan& plan) {
 }
 
 std::string apply_summary(const SyncState& s, const RunCounters& counters, bool forced) {
-    std::string summary = std::to_string(counters.changes_applied) + " of " + std::to_string(s.plan.counts.total()) +
-                          " changes applied";
+    std::string summary =
+        std::to_string(counters.changes_applied) + " of " + std::to_string(s.plan.counts.total()) + " changes applied";
     if (counters.items_failed > 0) summary += "; " + std::to_string(counters.items_failed) + " items failed";
     if (!s.plan.skipped.empty()) summary += "; " + std::to_string(s.plan.skipped.size()) + " skipped";
     if (!s.plan.conflicts.empty()) summary += "; " + std::to_string(s.plan.conflicts.size()) + " conflicts";
@@ -158,8 +160,8 @@ RunReporter::Outcome sync_stages(const AgentConfig& config, const Mapping& mappi
     auto finish = [&](RunStatus status, const std::string& message) { return reporter.finish(status, message); };
     dingtalk::DingTalkClient client(config.client);
     dingtalk::ContactsApi api(client);
-    auto fetched = fetch_org(api, mapping, {config.root_department, !config.client.transport.proxy_url.empty()},
-                             reporter);
+    auto fetched =
+        fetch_org(api, mapping, {config.root_department, !config.client.transport.proxy_url.empty()}, reporter);
     if (!fetched) return finish(RunStatus::failed, fetched.error());
     spdlog::info("run {}: fetched {} departments, {} users in {} requests", reporter.run_id(),
                  fetched->departments.size(), fetched->users.size(), client.stats().requests);
@@ -196,7 +198,8 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
     RunReporter reporter(history, config.secrets(), config.progress_interval);
     if (auto r = reporter.start("full", options.trigger, options.dry_run); !r) {
         // No record, no run: a sync must never change the target without its history.
-        result.message = "cannot record the run in the state database (" + r.error() + "); nothing was fetched or applied";
+        result.message =
+            "cannot record the run in the state database (" + r.error() + "); nothing was fetched or applied";
         spdlog::error("{}", result.message);
         return result;
     }

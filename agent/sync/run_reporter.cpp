@@ -11,26 +11,37 @@ namespace dingbridge::agent {
 
 const char* run_status_name(RunStatus status) {
     switch (status) {
-        case RunStatus::running: return "running";
-        case RunStatus::succeeded: return "succeeded";
-        case RunStatus::partial: return "partial";
-        case RunStatus::failed: return "failed";
-        case RunStatus::aborted: return "aborted";
-        case RunStatus::deferred: return "deferred";
+        case RunStatus::running:
+            return "running";
+        case RunStatus::succeeded:
+            return "succeeded";
+        case RunStatus::partial:
+            return "partial";
+        case RunStatus::failed:
+            return "failed";
+        case RunStatus::aborted:
+            return "aborted";
+        case RunStatus::deferred:
+            return "deferred";
     }
     return "failed";
 }
 
 int run_status_exit_code(RunStatus status) {
     switch (status) {
-        case RunStatus::succeeded: return 0;
-        case RunStatus::partial: return 3;
-        case RunStatus::aborted: return 4;
-        default: return 1;
+        case RunStatus::succeeded:
+            return 0;
+        case RunStatus::partial:
+            return 3;
+        case RunStatus::aborted:
+            return 4;
+        default:
+            return 1;
     }
 }
 
-RunReporter::RunReporter(HistoryStore& history, std::vector<std::string> secrets, std::chrono::milliseconds log_interval)
+RunReporter::RunReporter(HistoryStore& history, std::vector<std::string> secrets,
+                         std::chrono::milliseconds log_interval)
     : history_(history),
       secrets_(std::move(secrets)),
       log_interval_(log_interval),
@@ -86,8 +97,10 @@ RunReporter::Outcome RunReporter::finish(RunStatus status, const std::string& me
         o.message += " (not recorded in the history: " + r.error() + ")";
         if (o.status == RunStatus::succeeded) o.status = RunStatus::partial;
     }
-    if (status == RunStatus::succeeded) spdlog::info("run {}: {}: {}", run_id_, run_status_name(status), o.message);
-    else spdlog::error("run {}: {}: {}", run_id_, run_status_name(status), o.message);
+    if (status == RunStatus::succeeded)
+        spdlog::info("run {}: {}: {}", run_id_, run_status_name(status), o.message);
+    else
+        spdlog::error("run {}: {}: {}", run_id_, run_status_name(status), o.message);
     return o;
 }
 
