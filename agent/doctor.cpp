@@ -2,7 +2,7 @@
 
 #include "agent/dingtalk/client.h"
 #include "agent/dingtalk/parse.h"
-#include "agent/sync/full_sync.h"
+#include "agent/dingtalk/explain.h"
 #include "agent/targets/ldap_check.h"
 #include "agent/targets/scim_check.h"
 
@@ -51,7 +51,7 @@ bool check_dingtalk(const AgentConfig& config, std::ostream& out, const Mapping*
     out << "path: " << (via_proxy ? "through proxy " + redact(config.client.transport.proxy_url, secrets) : std::string("direct"))
         << " to " << config.client.oapi_base << "\n";
     auto report = [&](const char* step, const ApiFailure& f) {
-        out << step << ": FAIL: " << headline(f, via_proxy) << "\n  " << redact(explain_failure(f, config), secrets) << "\n";
+        out << step << ": FAIL: " << headline(f, via_proxy) << "\n  " << redact(dingtalk::explain_failure(f, via_proxy), secrets) << "\n";
     };
     if (auto f = client.ensure_token()) {
         report("token", *f);

@@ -220,9 +220,9 @@ int main(int argc, char** argv) {
                 }
         }
         if (r.run_id == 0)
-            std::cerr << "dingbridge-agent: sync " << r.status << ": " << r.message << "\n";
+            std::cerr << "dingbridge-agent: sync " << run_status_name(r.status) << ": " << r.message << "\n";
         else
-            std::cout << "run " << r.run_id << ": " << r.status << ": " << r.message << "\n";
+            std::cout << "run " << r.run_id << ": " << run_status_name(r.status) << ": " << r.message << "\n";
         return r.exit_code();
     } catch (const std::exception& e) {
         std::cerr << "dingbridge-agent: " << redact(e.what(), config.secrets()) << "\n";

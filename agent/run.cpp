@@ -118,7 +118,7 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
         std::int64_t calls = 0;
         if (auto rec = history.get(r.run_id)) calls = rec->counters.requests;
         journal.add_calls(calls, "full");
-        if (r.status == "succeeded" || r.status == "partial") {
+        if (r.status == RunStatus::succeeded || r.status == RunStatus::partial) {
             journal.set("last_full_ms", std::to_string(started));
             journal.set("last_full_calls", std::to_string(calls));
             // Every event received before this read began is covered by it.
@@ -141,8 +141,9 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
                               ") are left this month";
             spdlog::warn("{}", msg);
             auto id = history.start_run("full", trigger, false);
-            if (id == 0 || !history.finish_run(id, "deferred", msg, RunCounters{}))
-                spdlog::warn("cannot record the deferral in the history: {}", history.last_error());
+            Status stored = id ? history.finish_run(*id, run_status_name(RunStatus::deferred), msg, RunCounters{})
+                               : Status(fail(id.error()));
+            if (!stored) spdlog::warn("cannot record the deferral in the history: {}", stored.error());
             journal.set("reconcile_deferred_ms", std::to_string(now_ms()));
             return;
         }

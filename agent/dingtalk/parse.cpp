@@ -4,6 +4,8 @@
 
 #include <cctype>
 
+#include "agent/dingtalk/fields.h"
+
 namespace dingbridge::agent::dingtalk {
 
 namespace od = simdjson::ondemand;
@@ -74,6 +76,46 @@ error_code read_string_list(od::value v, std::vector<std::string>& out) {
         DB_TRY(item.get(iv));
         DB_TRY(iv.get_string().get(s));
         out.emplace_back(s);
+    }
+    return simdjson::SUCCESS;
+}
+
+error_code read_value(od::value v, std::string& out) { return read_string(v, out); }
+error_code read_value(od::value v, std::int64_t& out) { return read_int(v, out); }
+error_code read_value(od::value v, bool& out) { return read_bool(v, out); }
+error_code read_value(od::value v, std::vector<std::int64_t>& out) { return read_int_list(v, out); }
+error_code read_value(od::value v, std::vector<std::string>& out) { return read_string_list(v, out); }
+
+// Reads `v` into the member of `record` that the table entry `field` names.
+template <class Record>
+error_code read_field(od::value v, const SourceField<Record>& field, Record& record) {
+    return std::visit([&](auto member) { return read_value(v, record.*member); }, field.member);
+}
+
+// Calls on_field(key, value) for every field of the object `v`, in document order.
+template <class F>
+error_code for_each_field(od::value v, F&& on_field) {
+    od::object o;
+    DB_TRY(v.get_object().get(o));
+    for (auto fr : o) {
+        od::field f;
+        DB_TRY(std::move(fr).get(f));
+        std::string_view k;
+        DB_TRY(f.unescaped_key().get(k));
+        DB_TRY(on_field(k, f.value()));
+    }
+    return simdjson::SUCCESS;
+}
+
+// Calls on_item(value) for every element of the array `v`.
+template <class F>
+error_code for_each_item(od::value v, F&& on_item) {
+    od::array a;
+    DB_TRY(v.get_array().get(a));
+    for (auto ir : a) {
+        od::value iv;
+        DB_TRY(std::move(ir).get(iv));
+        DB_TRY(on_item(iv));
     }
     return simdjson::SUCCESS;
 }
@@ -202,69 +244,15 @@ Outcome<T> parse_with(std::string_view api, std::string& body, bool need_result,
 // `extra(key, value, handled)` sees every field first (for user/get's own fields).
 template <class Extra>
 error_code parse_user_object(od::value v, UserItem& u, Extra&& extra) {
-    od::object o;
-    DB_TRY(v.get_object().get(o));
-    for (auto fr : o) {
-        od::field f;
-        DB_TRY(std::move(fr).get(f));
-        std::string_view k;
-        DB_TRY(f.unescaped_key().get(k));
-        od::value x = f.value();
+    DB_TRY(for_each_field(v, [&](std::string_view k, od::value x) -> error_code {
         bool handled = false;
         DB_TRY(extra(k, x, handled));
-        if (handled) continue;
-        if (k == "userid")
-            DB_TRY(read_string(x, u.userid));
-        else if (k == "unionid")
-            DB_TRY(read_string(x, u.unionid));
-        else if (k == "name")
-            DB_TRY(read_string(x, u.name));
-        else if (k == "avatar")
-            DB_TRY(read_string(x, u.avatar));
-        else if (k == "state_code")
-            DB_TRY(read_string(x, u.state_code));
-        else if (k == "mobile")
-            DB_TRY(read_string(x, u.mobile));
-        else if (k == "telephone")
-            DB_TRY(read_string(x, u.telephone));
-        else if (k == "job_number")
-            DB_TRY(read_string(x, u.job_number));
-        else if (k == "title")
-            DB_TRY(read_string(x, u.title));
-        else if (k == "email")
-            DB_TRY(read_string(x, u.email));
-        else if (k == "org_email")
-            DB_TRY(read_string(x, u.org_email));
-        else if (k == "work_place")
-            DB_TRY(read_string(x, u.work_place));
-        else if (k == "remark")
-            DB_TRY(read_string(x, u.remark));
-        else if (k == "extension")
-            DB_TRY(read_string(x, u.extension));
-        else if (k == "exclusive_account_type")
-            DB_TRY(read_string(x, u.exclusive_account_type));
-        else if (k == "login_id")
-            DB_TRY(read_string(x, u.login_id));
-        else if (k == "dept_id_list")
-            DB_TRY(read_int_list(x, u.dept_id_list));
-        else if (k == "dept_order")
-            DB_TRY(read_int(x, u.dept_order));
-        else if (k == "leader")
-            DB_TRY(read_bool(x, u.leader));
-        else if (k == "hired_date") {
-            DB_TRY(read_int(x, u.hired_date));
-            u.has_hired_date = u.hired_date != 0;
-        } else if (k == "active")
-            DB_TRY(read_bool(x, u.active));
-        else if (k == "admin")
-            DB_TRY(read_bool(x, u.admin));
-        else if (k == "boss")
-            DB_TRY(read_bool(x, u.boss));
-        else if (k == "hide_mobile")
-            DB_TRY(read_bool(x, u.hide_mobile));
-        else if (k == "exclusive_account")
-            DB_TRY(read_bool(x, u.exclusive_account));
-    }
+        if (handled) return simdjson::SUCCESS;
+        const auto* field = find_field(kUserFields, k);
+        if (!field) field = find_field(kUserPageFields, k);
+        return field ? read_field(x, *field, u) : simdjson::SUCCESS;
+    }));
+    u.has_hired_date = u.hired_date != 0;
     if (u.userid.empty()) return simdjson::INCORRECT_TYPE;  // a user without an id is unusable
     return simdjson::SUCCESS;
 }
@@ -279,35 +267,30 @@ error_code read_dept_pairs(od::value v, std::string_view key, F&& on_item) {
     bool null = false;
     DB_TRY(v.is_null().get(null));
     if (null) return simdjson::SUCCESS;
-    od::array a;
-    DB_TRY(v.get_array().get(a));
-    for (auto ir : a) {
-        od::value iv;
-        DB_TRY(std::move(ir).get(iv));
-        od::object o;
-        DB_TRY(iv.get_object().get(o));
+    return for_each_item(v, [&](od::value iv) -> error_code {
         std::int64_t dept_id = 0;
         std::int64_t order = 0;
         bool leader = false, seen = false;
-        for (auto fr : o) {
-            od::field f;
-            DB_TRY(std::move(fr).get(f));
-            std::string_view k;
-            DB_TRY(f.unescaped_key().get(k));
-            if (k == "dept_id") {
-                DB_TRY(read_int(f.value(), dept_id));
-            } else if (k == key) {
-                seen = true;
-                if (key == "order")
-                    DB_TRY(read_int(f.value(), order));
-                else
-                    DB_TRY(read_bool(f.value(), leader));
-            }
-        }
+        DB_TRY(for_each_field(iv, [&](std::string_view k, od::value x) -> error_code {
+            if (k == "dept_id") return read_int(x, dept_id);
+            if (k != key) return simdjson::SUCCESS;
+            seen = true;
+            return key == "order" ? read_int(x, order) : read_bool(x, leader);
+        }));
         if (dept_id <= 0) return simdjson::INCORRECT_TYPE;
         if (seen) on_item(dept_id, order, leader);
-    }
-    return simdjson::SUCCESS;
+        return simdjson::SUCCESS;
+    });
+}
+
+// A department listing item: keys for id, name, parent (listsub and the legacy list differ).
+error_code read_dept_summary(od::value v, DeptSummary& d, std::string_view id_key, std::string_view parent_key) {
+    return for_each_field(v, [&](std::string_view k, od::value x) -> error_code {
+        if (k == id_key) return read_int(x, d.dept_id);
+        if (k == "name") return read_string(x, d.name);
+        if (k == parent_key) return read_int(x, d.parent_id);
+        return simdjson::SUCCESS;
+    });
 }
 
 }  // namespace
@@ -377,81 +360,44 @@ Outcome<TokenReply> parse_gettoken(std::string_view api, std::string& body) {
     return reply;
 }
 
-Outcome<std::vector<DeptSummary>> parse_listsub(std::string_view api, std::string& body) {
+namespace {
+
+// A department listing: an array of {id, name, parent} under `result_key`; with `need_parent`
+// an item without a parent is malformed (the legacy list never omits it).
+Outcome<std::vector<DeptSummary>> parse_dept_listing(std::string_view api, std::string& body, std::string_view id_key,
+                                                     std::string_view parent_key, bool need_parent,
+                                                     std::string_view result_key) {
     std::vector<DeptSummary> out;
     auto on_result = [&](od::value v) -> error_code {
-        od::array a;
-        DB_TRY(v.get_array().get(a));
-        for (auto ir : a) {
-            od::value iv;
-            DB_TRY(std::move(ir).get(iv));
-            od::object o;
-            DB_TRY(iv.get_object().get(o));
+        return for_each_item(v, [&](od::value iv) -> error_code {
             DeptSummary d;
-            for (auto fr : o) {
-                od::field f;
-                DB_TRY(std::move(fr).get(f));
-                std::string_view k;
-                DB_TRY(f.unescaped_key().get(k));
-                if (k == "dept_id")
-                    DB_TRY(read_int(f.value(), d.dept_id));
-                else if (k == "name")
-                    DB_TRY(read_string(f.value(), d.name));
-                else if (k == "parent_id")
-                    DB_TRY(read_int(f.value(), d.parent_id));
-            }
-            if (d.dept_id <= 0) return simdjson::INCORRECT_TYPE;
+            DB_TRY(read_dept_summary(iv, d, id_key, parent_key));
+            if (d.dept_id <= 0 || (need_parent && d.parent_id <= 0)) return simdjson::INCORRECT_TYPE;
             out.push_back(std::move(d));
-        }
-        return simdjson::SUCCESS;
+            return simdjson::SUCCESS;
+        });
     };
-    auto r = parse_with<std::vector<DeptSummary>>(api, body, true, on_result);
+    auto r = parse_with<std::vector<DeptSummary>>(api, body, true, on_result, result_key);
     if (!r.ok()) return r.failure();
     return out;
 }
 
+}  // namespace
+
+Outcome<std::vector<DeptSummary>> parse_listsub(std::string_view api, std::string& body) {
+    return parse_dept_listing(api, body, "dept_id", "parent_id", false, "result");
+}
+
 Outcome<std::vector<DeptSummary>> parse_legacy_department_list(std::string_view api, std::string& body) {
-    std::vector<DeptSummary> out;
-    auto on_result = [&](od::value v) -> error_code {
-        od::array a;
-        DB_TRY(v.get_array().get(a));
-        for (auto ir : a) {
-            od::value iv;
-            DB_TRY(std::move(ir).get(iv));
-            od::object o;
-            DB_TRY(iv.get_object().get(o));
-            DeptSummary d;
-            for (auto fr : o) {
-                od::field f;
-                DB_TRY(std::move(fr).get(f));
-                std::string_view k;
-                DB_TRY(f.unescaped_key().get(k));
-                if (k == "id") DB_TRY(read_int(f.value(), d.dept_id));
-                else if (k == "name") DB_TRY(read_string(f.value(), d.name));
-                else if (k == "parentid") DB_TRY(read_int(f.value(), d.parent_id));
-            }
-            if (d.dept_id <= 0 || d.parent_id <= 0) return simdjson::INCORRECT_TYPE;
-            out.push_back(std::move(d));
-        }
-        return simdjson::SUCCESS;
-    };
-    auto r = parse_with<std::vector<DeptSummary>>(api, body, true, on_result, "department");
-    if (!r.ok()) return r.failure();
-    return out;
+    return parse_dept_listing(api, body, "id", "parentid", true, "department");
 }
 
 Outcome<std::int64_t> parse_user_count(std::string_view api, std::string& body) {
     std::int64_t count = -1;
     auto on_result = [&](od::value v) -> error_code {
-        od::object o;
-        DB_TRY(v.get_object().get(o));
-        for (auto fr : o) {
-            od::field f;
-            DB_TRY(std::move(fr).get(f));
-            std::string_view k;
-            DB_TRY(f.unescaped_key().get(k));
-            if (k == "count") DB_TRY(read_int(f.value(), count));
-        }
+        DB_TRY(for_each_field(v, [&](std::string_view k, od::value x) -> error_code {
+            return k == "count" ? read_int(x, count) : simdjson::SUCCESS;
+        }));
         return count < 0 ? simdjson::NO_SUCH_FIELD : simdjson::SUCCESS;
     };
     auto r = parse_with<std::int64_t>(api, body, true, on_result);
@@ -462,45 +408,11 @@ Outcome<std::int64_t> parse_user_count(std::string_view api, std::string& body) 
 Outcome<DeptDetail> parse_dept_get(std::string_view api, std::string& body) {
     DeptDetail d;
     auto on_result = [&](od::value v) -> error_code {
-        od::object o;
-        DB_TRY(v.get_object().get(o));
-        for (auto fr : o) {
-            od::field f;
-            DB_TRY(std::move(fr).get(f));
-            std::string_view k;
-            DB_TRY(f.unescaped_key().get(k));
-            od::value x = f.value();
-            if (k == "dept_id")
-                DB_TRY(read_int(x, d.dept_id));
-            else if (k == "name")
-                DB_TRY(read_string(x, d.name));
-            else if (k == "parent_id")
-                DB_TRY(read_int(x, d.parent_id));
-            else if (k == "order")
-                DB_TRY(read_int(x, d.order));
-            else if (k == "source_identifier")
-                DB_TRY(read_string(x, d.source_identifier));
-            else if (k == "brief")
-                DB_TRY(read_string(x, d.brief));
-            else if (k == "telephone")
-                DB_TRY(read_string(x, d.telephone));
-            else if (k == "tags")
-                DB_TRY(read_string(x, d.tags));
-            else if (k == "extention")
-                DB_TRY(read_string(x, d.extention));
-            else if (k == "org_dept_owner")
-                DB_TRY(read_string(x, d.org_dept_owner));
-            else if (k == "dept_manager_userid_list")
-                DB_TRY(read_string_list(x, d.manager_userids));
-            else if (k == "hide_dept")
-                DB_TRY(read_bool(x, d.hide_dept));
-            else if (k == "outer_dept")
-                DB_TRY(read_bool(x, d.outer_dept));
-            else if (k == "from_union_org")
-                DB_TRY(read_bool(x, d.from_union_org));
-        }
-        if (d.dept_id <= 0) return simdjson::INCORRECT_TYPE;
-        return simdjson::SUCCESS;
+        DB_TRY(for_each_field(v, [&](std::string_view k, od::value x) -> error_code {
+            const auto* field = find_field(kDeptFields, k);
+            return field ? read_field(x, *field, d) : simdjson::SUCCESS;
+        }));
+        return d.dept_id <= 0 ? simdjson::INCORRECT_TYPE : simdjson::SUCCESS;
     };
     auto r = parse_with<DeptDetail>(api, body, true, on_result);
     if (!r.ok()) return r.failure();
@@ -510,32 +422,19 @@ Outcome<DeptDetail> parse_dept_get(std::string_view api, std::string& body) {
 Outcome<UserPage> parse_user_list(std::string_view api, std::string& body) {
     UserPage page;
     auto on_result = [&](od::value v) -> error_code {
-        od::object o;
-        DB_TRY(v.get_object().get(o));
         bool has_list = false;
-        for (auto fr : o) {
-            od::field f;
-            DB_TRY(std::move(fr).get(f));
-            std::string_view k;
-            DB_TRY(f.unescaped_key().get(k));
-            od::value x = f.value();
-            if (k == "has_more")
-                DB_TRY(read_bool(x, page.has_more));
-            else if (k == "next_cursor")
-                DB_TRY(read_int(x, page.next_cursor));
-            else if (k == "list") {
-                has_list = true;
-                od::array a;
-                DB_TRY(x.get_array().get(a));
-                for (auto ir : a) {
-                    od::value iv;
-                    DB_TRY(std::move(ir).get(iv));
-                    UserItem u;
-                    DB_TRY(parse_user_item(iv, u));
-                    page.users.push_back(std::move(u));
-                }
-            }
-        }
+        DB_TRY(for_each_field(v, [&](std::string_view k, od::value x) -> error_code {
+            if (k == "has_more") return read_bool(x, page.has_more);
+            if (k == "next_cursor") return read_int(x, page.next_cursor);
+            if (k != "list") return simdjson::SUCCESS;
+            has_list = true;
+            return for_each_item(x, [&](od::value iv) -> error_code {
+                UserItem u;
+                DB_TRY(parse_user_item(iv, u));
+                page.users.push_back(std::move(u));
+                return simdjson::SUCCESS;
+            });
+        }));
         if (!has_list && page.has_more) return simdjson::NO_SUCH_FIELD;
         return simdjson::SUCCESS;
     };

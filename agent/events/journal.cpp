@@ -55,8 +55,8 @@ Journal::Journal(const std::string& path) {
     (void)sqlite_util::exec(db_, "PRAGMA journal_mode=WAL");
     // A journaled event must survive a power loss before it is ACKed.
     (void)sqlite_util::exec(db_, "PRAGMA synchronous=FULL");
-    if (auto e = sqlite_util::exec(db_, kSchema); !e.empty())
-        throw std::runtime_error("cannot create the event journal in " + path + ": " + e);
+    if (auto r = sqlite_util::exec(db_, kSchema); !r)
+        throw std::runtime_error("cannot create the event journal in " + path + ": " + r.error());
 }
 
 Journal::~Journal() {
@@ -114,7 +114,7 @@ std::int64_t Journal::pending_count() {
 
 bool Journal::mark_done(const std::vector<std::int64_t>& ids, std::int64_t run_id) {
     if (ids.empty()) return true;
-    if (!sqlite_util::exec(db_, "BEGIN IMMEDIATE").empty()) return false;
+    if (!sqlite_util::exec(db_, "BEGIN IMMEDIATE")) return false;
     Stmt st(db_, "UPDATE event_journal SET status='done', run_id=?2, done_ms=?3 WHERE id=?1");
     bool ok = st.ok();
     for (auto id : ids) {
@@ -127,12 +127,12 @@ bool Journal::mark_done(const std::vector<std::int64_t>& ids, std::int64_t run_i
         (void)sqlite_util::exec(db_, "ROLLBACK");
         return false;
     }
-    return sqlite_util::exec(db_, "COMMIT").empty();
+    return sqlite_util::exec(db_, "COMMIT").ok();
 }
 
 bool Journal::mark_attempt(const std::vector<std::int64_t>& ids, const std::string& error, int give_up_after) {
     if (ids.empty()) return true;
-    if (!sqlite_util::exec(db_, "BEGIN IMMEDIATE").empty()) return false;
+    if (!sqlite_util::exec(db_, "BEGIN IMMEDIATE")) return false;
     Stmt st(db_,
             "UPDATE event_journal SET attempts=attempts+1, error=?2, "
             "status=CASE WHEN attempts+1>=?3 THEN 'failed' ELSE status END, done_ms=?4 WHERE id=?1");
@@ -147,7 +147,7 @@ bool Journal::mark_attempt(const std::vector<std::int64_t>& ids, const std::stri
         (void)sqlite_util::exec(db_, "ROLLBACK");
         return false;
     }
-    return sqlite_util::exec(db_, "COMMIT").empty();
+    return sqlite_util::exec(db_, "COMMIT").ok();
 }
 
 bool Journal::mark_covered_by_full(std::int64_t received_before_ms, std::int64_t run_id) {

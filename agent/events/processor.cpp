@@ -6,10 +6,12 @@
 #include <chrono>
 #include <set>
 
-#include "agent/dingtalk/parse.h"
+#include "agent/dingtalk/contacts_api.h"
+#include "agent/dingtalk/explain.h"
 #include "agent/events/event_parse.h"
 #include "agent/events/patch.h"
-#include "agent/sync/full_sync.h"
+#include "agent/sync/apply.h"
+#include "agent/sync/run_reporter.h"
 
 namespace dingbridge::agent::events {
 
@@ -25,12 +27,242 @@ std::optional<std::int64_t> to_id(const std::string& s) {
     return v;
 }
 
-bool is_department_change(ChangeKind k) {
-    return k == ChangeKind::create_department || k == ChangeKind::update_department ||
-           k == ChangeKind::delete_department;
+// Which objects a batch of journal rows is about; rows about nothing the sync keeps are done at once.
+struct BatchObjects {
+    std::set<std::string> users;
+    std::set<std::int64_t> depts;
+    std::vector<std::int64_t> nothing;
+    std::map<std::int64_t, const JournalEvent*> by_id;
+};
+
+BatchObjects objects_of(const std::vector<JournalEvent>& rows) {
+    BatchObjects b;
+    for (const auto& r : rows) {
+        b.by_id[r.id] = &r;
+        std::string kind = event_object_kind(r.event_type);
+        if (kind == "user") b.users.insert(r.user_ids.begin(), r.user_ids.end());
+        if (kind == "department")
+            for (const auto& d : r.dept_ids)
+                if (auto id = to_id(d)) b.depts.insert(*id);
+        if (kind.empty() || (r.user_ids.empty() && r.dept_ids.empty())) b.nothing.push_back(r.id);
+    }
+    return b;
 }
 
 }  // namespace
+
+// One batch: fetch by id -> patch the cached org -> plan -> apply (the full sync's stages) ->
+// journal rows. Holds the batch's state; the processor keeps what outlives it (client, cache).
+class EventBatch {
+public:
+    EventBatch(EventProcessor& p, const std::vector<JournalEvent>& rows, BatchObjects objects, RunReporter& reporter)
+        : p_(p), rows_(rows), b_(std::move(objects)), reporter_(reporter), api_(p.client_) {}
+
+    BatchOutcome run() {
+        if (!fetch()) return out_;
+        const OrgSnapshot& current = *p_.cache_;
+        PatchResult patched = patch_desired(current, fetched_, p_.mapping_, p_.config_.root_department);
+        SyncPlan plan = plan_batch(current, patched);
+        sort_rows();
+        auto existing = static_cast<int>(current.users.size() + current.departments.size());
+        if (auto over = p_.config_.max_deletes.exceeded(plan.counts.removals(), existing)) {
+            (void)p_.journal_.mark_attempt(done_rows_, "safeguard: " + *over, p_.config_.events.give_up_after);
+            return fail(RunStatus::aborted,
+                        *over + " (the events stay journaled; run `dingbridge-agent sync --force` after checking)");
+        }
+        if (auto r = reporter_.checkpoint(); !r)
+            return fail(RunStatus::failed,
+                        "cannot record the run in the history (nothing applied; the events stay journaled): " + r.error());
+        if (!apply(plan, current, patched)) return out_;
+        failpoint("after-apply");
+        mark_rows();
+        return summarize(plan);
+    }
+
+private:
+    BatchOutcome fail(RunStatus status, const std::string& message) {
+        out_.retry_later = true;
+        finish(status, message);
+        return out_;
+    }
+
+    void finish(RunStatus status, const std::string& message) {
+        RunCounters& counters = reporter_.counters();
+        const auto& stats = p_.client_.stats();
+        counters.requests = static_cast<std::int64_t>(stats.requests - p_.calls_counted_);
+        counters.retries = static_cast<std::int64_t>(stats.retries);
+        p_.journal_.add_calls(counters.requests, "event");
+        p_.calls_counted_ = stats.requests;
+        (void)reporter_.finish(status, message);  // logs the outcome; a failed store is logged there
+    }
+
+    void fetch_dept(std::int64_t id) {
+        api_.department_get(
+            id,
+            [this, id](dingtalk::DeptDetail&& d) {
+                fetched_.departments[id] = std::move(d);
+                ++reporter_.counters().departments_fetched;
+            },
+            [this, id](const ApiFailure& f) {
+                if (f.kind == FailureKind::not_found) {
+                    fetched_.departments[id] = std::nullopt;
+                    return;
+                }
+                failed_depts_.insert(id);
+                reporter_.item_failed(RunItem{"fetch", "department", std::to_string(id), f.api, f.message()});
+            });
+    }
+
+    void fetch_user(const std::string& u) {
+        api_.user_get(
+            u,
+            [this, u](dingtalk::UserDetail&& d) {
+                fetched_.users[u] = d.merged();
+                ++reporter_.counters().users_fetched;
+            },
+            [this, u](const ApiFailure& f) {
+                if (f.kind == FailureKind::not_found) {
+                    fetched_.users[u] = std::nullopt;
+                    return;
+                }
+                failed_users_.insert(u);
+                reporter_.item_failed(RunItem{"fetch", "user", u, f.api, f.message()});
+            });
+    }
+
+    // ---- fetch by id (and the target's state when not cached); false: the batch ended ----
+    bool fetch() {
+        for (auto id : b_.depts) fetch_dept(id);
+        for (const auto& u : b_.users) fetch_user(u);
+        auto fatal = api_.run();
+        if (!fatal && !p_.cache_) {
+            auto current = p_.target_.read();
+            if (!current) {
+                fail(RunStatus::failed, "cannot read the target: " + current.error());
+                return false;
+            }
+            p_.cache_ = std::move(*current);
+        }
+        if (!fatal) {
+            // Leader flags that changed: the departments' leader lists (and so managers) changed too.
+            auto again = leader_changes(*p_.cache_, fetched_);
+            for (auto id : again)
+                if (!failed_depts_.count(id)) fetch_dept(id);
+            if (!again.empty()) fatal = api_.run();
+        }
+        if (!fatal) return true;
+        if (fatal->kind == FailureKind::quota) {
+            p_.journal_.set("quota_exhausted_month", Journal::this_month());
+            p_.stats_.quota_exhausted = true;
+        }
+        fail(RunStatus::failed, dingtalk::explain_failure(*fatal, !p_.config_.client.transport.proxy_url.empty()) +
+                                    "; the events stay journaled and are applied later");
+        return false;
+    }
+
+    // ---- map + plan: the same rules as a full sync ----
+    SyncPlan plan_batch(const OrgSnapshot& current, PatchResult& patched) {
+        const Mapping& mapping = p_.mapping_;
+        PlanOptions po;
+        po.allow_removals = true;
+        po.delete_removed_users = mapping.removed_user_action() == RemovedUserAction::del;
+        po.conflict_policy = mapping.conflict_policy();
+        for (const auto& u : failed_users_) po.frozen_users.insert(u);
+        for (auto d : failed_depts_) po.frozen_departments.insert(std::to_string(d));
+        p_.target_.normalize(patched.desired);  // what the target can hold, as the full sync compares it
+        SyncPlan plan = make_plan(patched.desired, current, po);
+        for (const auto& s : patched.skipped) plan.skipped.push_back(s);
+        for (const auto& s : plan.conflicts)
+            reporter_.record(RunItem{"plan", s.object_type, s.external_id, "conflict", s.reason});
+        count_plan(plan, reporter_.counters());
+        reporter_.counters().items_skipped = static_cast<std::int64_t>(plan.skipped.size());
+        for (const auto& s : plan.skipped) reporter_.record(RunItem{"plan", s.object_type, s.external_id, "skip", s.reason});
+        return plan;
+    }
+
+    // Rows whose objects were all fetched are done once applied; the others are tried again.
+    void sort_rows() {
+        auto row_failed = [&](const JournalEvent& r) {
+            for (const auto& u : r.user_ids)
+                if (failed_users_.count(u)) return true;
+            for (const auto& d : r.dept_ids)
+                if (auto id = to_id(d); id && failed_depts_.count(*id)) return true;
+            return false;
+        };
+        std::set<std::int64_t> nothing_set(b_.nothing.begin(), b_.nothing.end());
+        for (const auto& [id, r] : b_.by_id) {
+            if (nothing_set.count(id)) continue;
+            (row_failed(*r) ? retry_rows_ : done_rows_).push_back(id);
+        }
+    }
+
+    // ---- apply (apply_plan, as a full sync); the cache holds the result when all went through ----
+    bool apply(const SyncPlan& plan, const OrgSnapshot& current, PatchResult& patched) {
+        bool ok = true, cacheable = true;
+        if (!plan.changes.empty()) {
+            std::vector<Status> outcomes;  // outcomes[i]: what became of change i
+            if (auto r = apply_plan(plan, p_.target_, reporter_, &outcomes); !r) {
+                p_.cache_.reset();
+                fail(RunStatus::failed, r.error());
+                return false;
+            }
+            for (std::size_t i = 0; i < plan.changes.size(); ++i) {
+                const Change& c = plan.changes[i];
+                if (c.kind == ChangeKind::disable_user || c.kind == ChangeKind::delete_user ||
+                    current.removed_users.count(c.external_id))
+                    cacheable = false;
+                if (!outcomes[i]) ok = false;
+            }
+        }
+        if (ok && cacheable)
+            p_.cache_ = std::move(patched.desired);
+        else
+            p_.cache_.reset();
+        return true;
+    }
+
+    // ---- journal rows ----
+    void mark_rows() {
+        if (!p_.journal_.mark_done(done_rows_, reporter_.run_id()))
+            out_.retry_later = true;  // applied; a rerun plans nothing for them (idempotent)
+        else
+            out_.handled += done_rows_.size();
+        if (!retry_rows_.empty()) {
+            (void)p_.journal_.mark_attempt(retry_rows_, "fetch failed", p_.config_.events.give_up_after);
+            out_.retry_later = true;
+        }
+    }
+
+    BatchOutcome summarize(const SyncPlan& plan) {
+        const RunCounters& counters = reporter_.counters();
+        std::int64_t oldest = 0;
+        for (const auto& r : rows_) oldest = oldest ? std::min(oldest, r.received_ms) : r.received_ms;
+        auto& stats = p_.stats_;
+        stats.last_lag_ms = now_ms() - oldest;
+        stats.batches++;
+        stats.events_applied += done_rows_.size();
+        stats.events_failed += retry_rows_.size();
+        stats.changes_applied += static_cast<std::uint64_t>(counters.changes_applied);
+        std::string summary = std::to_string(rows_.size()) + " events, " + std::to_string(b_.users.size()) +
+                              " users and " + std::to_string(b_.depts.size()) + " departments fetched, " +
+                              std::to_string(counters.changes_applied) + " of " + std::to_string(plan.counts.total()) +
+                              " changes applied";
+        if (counters.items_failed) summary += "; " + std::to_string(counters.items_failed) + " items failed";
+        finish(counters.items_failed ? RunStatus::partial : RunStatus::succeeded, summary);
+        return out_;
+    }
+
+    EventProcessor& p_;
+    const std::vector<JournalEvent>& rows_;
+    BatchObjects b_;
+    RunReporter& reporter_;
+    dingtalk::ContactsApi api_;
+    EventFetch fetched_;
+    std::set<std::string> failed_users_;
+    std::set<std::int64_t> failed_depts_;
+    std::vector<std::int64_t> done_rows_, retry_rows_;
+    BatchOutcome out_;
+};
 
 EventProcessor::EventProcessor(const AgentConfig& config, const Mapping& mapping, Target& target, HistoryStore& history,
                                Journal& journal, ProcessorStats& stats)
@@ -45,23 +277,9 @@ EventProcessor::EventProcessor(const AgentConfig& config, const Mapping& mapping
 BatchOutcome EventProcessor::process(const std::vector<JournalEvent>& rows) {
     BatchOutcome out;
     if (rows.empty()) return out;
-    const auto secrets = config_.secrets();
-    // Which objects the batch is about; rows about nothing the sync keeps are done at once.
-    std::set<std::string> users;
-    std::set<std::int64_t> depts;
-    std::vector<std::int64_t> nothing;
-    std::map<std::int64_t, const JournalEvent*> by_id;
-    for (const auto& r : rows) {
-        by_id[r.id] = &r;
-        std::string kind = event_object_kind(r.event_type);
-        if (kind == "user") users.insert(r.user_ids.begin(), r.user_ids.end());
-        if (kind == "department")
-            for (const auto& d : r.dept_ids)
-                if (auto id = to_id(d)) depts.insert(*id);
-        if (kind.empty() || (r.user_ids.empty() && r.dept_ids.empty())) nothing.push_back(r.id);
-    }
-    if (!nothing.empty() && journal_.mark_done(nothing, 0)) out.handled += nothing.size();
-    if (users.empty() && depts.empty()) return out;
+    BatchObjects objects = objects_of(rows);
+    if (!objects.nothing.empty() && journal_.mark_done(objects.nothing, 0)) out.handled += objects.nothing.size();
+    if (objects.users.empty() && objects.depts.empty()) return out;
 
     if (journal_.get("quota_exhausted_month").value_or("") == Journal::this_month()) {
         stats_.quota_exhausted = true;
@@ -70,219 +288,16 @@ BatchOutcome EventProcessor::process(const std::vector<JournalEvent>& rows) {
     }
     stats_.quota_exhausted = false;
 
-    RunCounters counters;
-    std::int64_t run_id = history_.start_run("event", rows.front().source, false);
-    if (run_id == 0) {
+    RunReporter reporter(history_, config_.secrets(), config_.progress_interval);
+    if (auto r = reporter.start("event", rows.front().source, false); !r) {
         // No apply without its history record (issue 8): the events stay journaled.
-        spdlog::warn("event batch not started: cannot record a history run: {}", history_.last_error());
+        spdlog::warn("event batch not started: cannot record a history run: {}", r.error());
         out.retry_later = true;
         return out;
     }
-    bool history_ok = true;
-    auto record = [&](const RunItem& item) { history_ok = history_.add_item(run_id, item) && history_ok; };
-    auto finish = [&](const std::string& status, const std::string& message) {
-        counters.requests = static_cast<std::int64_t>(client_.stats().requests - calls_counted_);
-        counters.retries = static_cast<std::int64_t>(client_.stats().retries);
-        journal_.add_calls(counters.requests, "event");
-        calls_counted_ = client_.stats().requests;
-        if (!history_.finish_run(run_id, status, redact(message, secrets), counters))
-            spdlog::warn("run {}: cannot record its end: {}", run_id, history_.last_error());
-        if (status == "succeeded")
-            spdlog::info("run {}: event batch {}: {}", run_id, status, message);
-        else
-            spdlog::warn("run {}: event batch {}: {}", run_id, status, redact(message, secrets));
-    };
-
-    // ---- fetch by id ----
-    EventFetch fetched;
-    std::set<std::string> failed_users;
-    std::set<std::int64_t> failed_depts;
-    auto fail_item = [&](const std::string& type, const std::string& id, const ApiFailure& f) {
-        ++counters.items_failed;
-        std::string msg = redact(f.message(), secrets);
-        record(RunItem{"fetch", type, id, f.api, msg});
-    };
-    auto fetch_dept = [&](std::int64_t id) {
-        client_.call(
-            "/topapi/v2/department/get", "{\"dept_id\":" + std::to_string(id) + ",\"language\":\"zh_CN\"}",
-            [&, id](std::string& body) -> std::optional<ApiFailure> {
-                auto r = dingtalk::parse_dept_get("/topapi/v2/department/get", body);
-                if (!r.ok()) return r.failure();
-                fetched.departments[id] = std::move(r.value());
-                ++counters.departments_fetched;
-                return std::nullopt;
-            },
-            [&, id](const ApiFailure& f) {
-                if (f.kind == FailureKind::not_found) {
-                    fetched.departments[id] = std::nullopt;
-                    return;
-                }
-                failed_depts.insert(id);
-                fail_item("department", std::to_string(id), f);
-            });
-    };
-    for (auto id : depts) fetch_dept(id);
-    for (const auto& u : users) {
-        client_.call(
-            "/topapi/v2/user/get", "{\"userid\":" + json_quote(u) + ",\"language\":\"zh_CN\"}",
-            [&, u](std::string& body) -> std::optional<ApiFailure> {
-                auto r = dingtalk::parse_user_get("/topapi/v2/user/get", body);
-                if (!r.ok()) return r.failure();
-                fetched.users[u] = r.value().merged();
-                ++counters.users_fetched;
-                return std::nullopt;
-            },
-            [&, u](const ApiFailure& f) {
-                if (f.kind == FailureKind::not_found) {
-                    fetched.users[u] = std::nullopt;
-                    return;
-                }
-                failed_users.insert(u);
-                fail_item("user", u, f);
-            });
-    }
-    auto fatal = client_.run();
-
-    std::string error;
-    if (!fatal && !cache_) {
-        cache_ = target_.read(error);
-        if (!cache_) {
-            out.retry_later = true;
-            finish("failed", "cannot read the target: " + error);
-            return out;
-        }
-    }
-    if (!fatal) {
-        // Leader flags that changed: the departments' leader lists (and so managers) changed too.
-        auto again = leader_changes(*cache_, fetched);
-        for (auto id : again)
-            if (!failed_depts.count(id)) fetch_dept(id);
-        if (!again.empty()) fatal = client_.run();
-    }
-    if (fatal) {
-        if (fatal->kind == FailureKind::quota) {
-            journal_.set("quota_exhausted_month", Journal::this_month());
-            stats_.quota_exhausted = true;
-        }
-        out.retry_later = true;
-        finish("failed", explain_failure(*fatal, config_) + "; the events stay journaled and are applied later");
-        return out;
-    }
-
-    // ---- map + plan + safeguard ----
-    const OrgSnapshot& current = *cache_;
-    PatchResult patched = patch_desired(current, fetched, mapping_, config_.root_department);
-    PlanOptions po;
-    po.allow_removals = true;
-    po.delete_removed_users = mapping_.removed_user_action() == RemovedUserAction::del;
-    po.conflict_policy = mapping_.conflict_policy();  // the same rules as a full sync
-    for (const auto& u : failed_users) po.frozen_users.insert(u);
-    for (auto d : failed_depts) po.frozen_departments.insert(std::to_string(d));
-    target_.normalize(patched.desired);  // what the target can hold, as the full sync compares it
-    SyncPlan plan = make_plan(patched.desired, current, po);
-    for (const auto& s : patched.skipped) plan.skipped.push_back(s);
-    for (const auto& s : plan.conflicts)
-        record(RunItem{"plan", s.object_type, s.external_id, "conflict", s.reason});
-    count_plan(plan, counters);
-    counters.items_skipped = static_cast<std::int64_t>(plan.skipped.size());
-    for (const auto& s : plan.skipped)
-        record(RunItem{"plan", s.object_type, s.external_id, "skip", s.reason});
-
-    std::vector<std::int64_t> done_rows, retry_rows;
-    auto row_failed = [&](const JournalEvent& r) {
-        for (const auto& u : r.user_ids)
-            if (failed_users.count(u)) return true;
-        for (const auto& d : r.dept_ids)
-            if (auto id = to_id(d); id && failed_depts.count(*id)) return true;
-        return false;
-    };
-    std::set<std::int64_t> nothing_set(nothing.begin(), nothing.end());
-    for (const auto& [id, r] : by_id) {
-        if (nothing_set.count(id)) continue;
-        (row_failed(*r) ? retry_rows : done_rows).push_back(id);
-    }
-
-    auto existing = static_cast<int>(current.users.size() + current.departments.size());
-    if (auto over = config_.max_deletes.exceeded(plan.counts.removals(), existing)) {
-        (void)journal_.mark_attempt(done_rows, "safeguard: " + *over, config_.events.give_up_after);
-        out.retry_later = true;
-        finish("aborted", *over + " (the events stay journaled; run `dingbridge-agent sync --force` after checking)");
-        return out;
-    }
-
-    if (!history_ok) {
-        out.retry_later = true;
-        finish("failed", "cannot record the run in the history (nothing applied; the events stay journaled): " +
-                             history_.last_error());
-        return out;
-    }
-
-    // ---- apply ----
-    bool ok = true;
-    bool cacheable = true;
-    if (!plan.changes.empty()) {
-        if (!target_.begin(error)) {
-            out.retry_later = true;
-            cache_.reset();
-            finish("failed", "cannot start the target transaction: " + error);
-            return out;
-        }
-        std::vector<std::optional<std::string>> errors;
-        target_.apply_batch(plan.changes.data(), plan.changes.size(), errors);
-        for (std::size_t i = 0; i < plan.changes.size(); ++i) {
-            const Change& c = plan.changes[i];
-            if (c.kind == ChangeKind::disable_user || c.kind == ChangeKind::delete_user ||
-                current.removed_users.count(c.external_id))
-                cacheable = false;
-            if (errors[i]) {
-                ok = false;
-                ++counters.items_failed;
-                std::string msg = redact(*errors[i], secrets);
-                record(RunItem{"apply", is_department_change(c.kind) ? "department" : "user", c.external_id,
-                               change_kind_name(c.kind), msg});
-            } else {
-                ++counters.changes_applied;
-            }
-        }
-        if (!target_.commit(error)) {
-            target_.rollback();
-            cache_.reset();
-            counters.changes_applied = 0;
-            out.retry_later = true;
-            finish("failed", "cannot commit the target transaction (nothing applied): " + error);
-            return out;
-        }
-    }
-    if (ok && cacheable)
-        cache_ = std::move(patched.desired);
-    else
-        cache_.reset();
-
-    // ---- journal rows ----
-    failpoint("after-apply");
-    if (!journal_.mark_done(done_rows, run_id)) {
-        out.retry_later = true;  // applied; a rerun plans nothing for them (idempotent)
-    } else {
-        out.handled += done_rows.size();
-    }
-    if (!retry_rows.empty()) {
-        (void)journal_.mark_attempt(retry_rows, "fetch failed", config_.events.give_up_after);
-        out.retry_later = true;
-    }
-    std::int64_t oldest = 0;
-    for (const auto& r : rows) oldest = oldest ? std::min(oldest, r.received_ms) : r.received_ms;
-    stats_.last_lag_ms = now_ms() - oldest;
-    stats_.batches++;
-    stats_.events_applied += done_rows.size();
-    stats_.events_failed += retry_rows.size();
-    stats_.changes_applied += static_cast<std::uint64_t>(counters.changes_applied);
-    std::string summary = std::to_string(rows.size()) + " events, " + std::to_string(users.size()) + " users and " +
-                          std::to_string(depts.size()) + " departments fetched, " +
-                          std::to_string(counters.changes_applied) + " of " + std::to_string(plan.counts.total()) +
-                          " changes applied";
-    if (counters.items_failed) summary += "; " + std::to_string(counters.items_failed) + " items failed";
-    finish(counters.items_failed ? "partial" : "succeeded", summary);
-    return out;
+    BatchOutcome batch = EventBatch(*this, rows, std::move(objects), reporter).run();
+    batch.handled += out.handled;
+    return batch;
 }
 
 }  // namespace dingbridge::agent::events

@@ -24,6 +24,8 @@
 
 namespace dingbridge::agent::events {
 
+class EventBatch;
+
 struct ProcessorStats {
     std::atomic<std::uint64_t> batches{0}, events_applied{0}, events_failed{0}, changes_applied{0};
     std::atomic<std::int64_t> last_lag_ms{0};  // journal → target commit of the newest batch
@@ -43,6 +45,7 @@ public:
     void invalidate() { cache_.reset(); }  // the target changed behind our back (full sync)
 
 private:
+    friend class EventBatch;  // one batch's stages (processor.cpp)
     const AgentConfig& config_;
     const Mapping& mapping_;
     Target& target_;

@@ -4,6 +4,8 @@
 #include <array>
 #include <cmath>
 #include <map>
+#include <memory>
+#include <set>
 #include <string_view>
 #include <unordered_map>
 
@@ -77,269 +79,326 @@ std::string user_diff(const OrgUser& a, const OrgUser& b) {
 
 }  // namespace
 
-SyncPlan make_plan(const OrgSnapshot& desired, const OrgSnapshot& current, const PlanOptions& options) {
-    SyncPlan plan;
-    // ---- departments: creates and updates, parents first ----
-    std::vector<std::pair<int, Change>> dept_changes;
-    for (const auto& [id, d] : desired.departments) {
-        if (options.frozen_departments.count(id)) continue;
-        auto it = current.departments.find(id);
-        if (it == current.departments.end()) {
-            dept_changes.push_back(
-                {depth_of(desired.departments, id), Change{ChangeKind::create_department, id, &d, nullptr, "new"}});
-        } else if (!(it->second == d)) {
-            dept_changes.push_back({depth_of(desired.departments, id),
-                                    Change{ChangeKind::update_department, id, &d, nullptr, dept_diff(it->second, d)}});
-        }
-    }
-    std::stable_sort(dept_changes.begin(), dept_changes.end(),
-                     [](const auto& a, const auto& b) { return a.first < b.first; });
-    for (auto& [depth, c] : dept_changes) {
-        if (c.kind == ChangeKind::create_department)
-            ++plan.counts.create_department;
-        else
-            ++plan.counts.update_department;
-        plan.changes.push_back(std::move(c));
+namespace {
+
+constexpr const char* kUniqueFieldNames[3] = {"username", "email", "phone"};
+using Releases = std::array<bool, 3>;  // per unique field: the row must give its value up
+
+std::array<const std::string*, 3> unique_values(const OrgUser& u) { return {&u.username, &u.email, &u.phone}; }
+
+void clear_unique_value(OrgUser& u, int i) {
+    if (i == 0)
+        u.username.clear();
+    else if (i == 1)
+        u.email.clear();
+    else
+        u.phone.clear();
+}
+
+bool any(const Releases& r) { return r[0] || r[1] || r[2]; }
+
+std::string released_names(const Releases& rel) {
+    std::string n;
+    for (int i = 0; i < 3; ++i)
+        if (rel[i]) n += (n.empty() ? "" : ", ") + std::string(kUniqueFieldNames[i]);
+    return n;
+}
+
+// One make_plan call, stage by stage (the order of the resulting changes is described in plan.h).
+class Planner {
+public:
+    Planner(const OrgSnapshot& desired, const OrgSnapshot& current, const PlanOptions& options)
+        : desired_(desired), current_(current), options_(options) {}
+
+    SyncPlan run() {
+        plan_department_writes();
+        collect_user_removals();
+        order_users();
+        claim_unique_values();
+        stage_releases();
+        emit_user_changes();
+        plan_department_removals();
+        plan_.suppressed_removals = suppressed_;
+        plan_.removals_suppressed = suppressed_ > 0;
+        return std::move(plan_);
     }
 
-    // ---- users ----
-    // Removals that are due. Deleted rows free their values (deletions are applied first).
-    std::vector<Change> deletions, disables;
-    std::set<std::string> deleted_users;
-    std::vector<const OrgUser*> disabled_rows;  // current users disabled by this plan
-    int suppressed = 0;
-    for (const auto& [id, u] : current.users) {
-        if (desired.users.count(id) || options.frozen_users.count(id)) continue;
-        if (!options.allow_removals) {
-            ++suppressed;
-            continue;
+private:
+    // ---- departments: creates and updates, parents first ----
+    void plan_department_writes() {
+        std::vector<std::pair<int, Change>> dept_changes;
+        for (const auto& [id, d] : desired_.departments) {
+            if (options_.frozen_departments.count(id)) continue;
+            auto it = current_.departments.find(id);
+            if (it == current_.departments.end())
+                dept_changes.push_back(
+                    {depth_of(desired_.departments, id), Change{ChangeKind::create_department, id, &d, nullptr, "new"}});
+            else if (!(it->second == d))
+                dept_changes.push_back({depth_of(desired_.departments, id),
+                                        Change{ChangeKind::update_department, id, &d, nullptr, dept_diff(it->second, d)}});
         }
-        if (options.delete_removed_users) {
-            deletions.push_back(Change{ChangeKind::delete_user, id, nullptr, nullptr, "no longer in DingTalk"});
-            deleted_users.insert(id);
-        } else {
-            disabled_rows.push_back(&u);
+        std::stable_sort(dept_changes.begin(), dept_changes.end(),
+                         [](const auto& a, const auto& b) { return a.first < b.first; });
+        for (auto& [depth, c] : dept_changes) {
+            if (c.kind == ChangeKind::create_department)
+                ++plan_.counts.create_department;
+            else
+                ++plan_.counts.update_department;
+            plan_.changes.push_back(std::move(c));
         }
     }
-    for (const auto& [id, removed_at] : current.removed_users) {
-        if (desired.users.count(id)) continue;  // came back: handled as an update/create below
-        if (!options.allow_removals) continue;
-        if (options.delete_removed_users ||
-            (options.delete_disabled_before > 0 && removed_at > 0 && removed_at < options.delete_disabled_before)) {
-            deletions.push_back(Change{ChangeKind::delete_user, id, nullptr, nullptr,
-                                       options.delete_removed_users ? "removed earlier; action is delete"
-                                                                    : "disabled longer than delete_after"});
-            deleted_users.insert(id);
+
+    // Removals that are due. Deleted rows free their values (deletions are applied first).
+    void collect_user_removals() {
+        for (const auto& [id, u] : current_.users) {
+            if (desired_.users.count(id) || options_.frozen_users.count(id)) continue;
+            if (!options_.allow_removals) {
+                ++suppressed_;
+                continue;
+            }
+            if (options_.delete_removed_users) {
+                deletions_.push_back(Change{ChangeKind::delete_user, id, nullptr, nullptr, "no longer in DingTalk"});
+                deleted_users_.insert(id);
+            } else {
+                disabled_rows_.push_back(&u);
+            }
         }
+        for (const auto& [id, removed_at] : current_.removed_users) {
+            if (desired_.users.count(id)) continue;  // came back: handled as an update/create below
+            if (!options_.allow_removals) continue;
+            if (options_.delete_removed_users || (options_.delete_disabled_before > 0 && removed_at > 0 &&
+                                                  removed_at < options_.delete_disabled_before)) {
+                deletions_.push_back(Change{ChangeKind::delete_user, id, nullptr, nullptr,
+                                            options_.delete_removed_users ? "removed earlier; action is delete"
+                                                                          : "disabled longer than delete_after"});
+                deleted_users_.insert(id);
+            }
+        }
+    }
+
+    // Existing users first (their unchanged values before anything else), so that a newcomer
+    // never takes a value away from the user who holds it.
+    void order_users() {
+        order_.reserve(desired_.users.size());
+        for (const auto& [id, u] : desired_.users)
+            if (current_.users.count(id)) order_.push_back(&u);
+        for (const auto& [id, u] : desired_.users)
+            if (!current_.users.count(id)) order_.push_back(&u);
     }
 
     // Final unique values. Claims: value -> the row that holds it once the plan is applied. Views
-    // into `desired`/`current`/`plan.staged`, which outlive this function.
-    using Claims = std::unordered_map<std::string_view, std::string_view>;
-    Claims claims[3];  // username, email, phone
-    auto values = [](const OrgUser& u) { return std::array<const std::string*, 3>{&u.username, &u.email, &u.phone}; };
-    static const char* kFieldNames[3] = {"username", "email", "phone"};
-    auto clear_value = [](OrgUser& u, int i) {
-        if (i == 0)
-            u.username.clear();
-        else if (i == 1)
-            u.email.clear();
-        else
-            u.phone.clear();
-    };
-    // Existing users first (their unchanged values before anything else), so that a newcomer
-    // never takes a value away from the user who holds it.
-    std::vector<const OrgUser*> order;
-    order.reserve(desired.users.size());
-    for (const auto& [id, u] : desired.users)
-        if (current.users.count(id)) order.push_back(&u);
-    for (const auto& [id, u] : desired.users)
-        if (!current.users.count(id)) order.push_back(&u);
-    // skip_user: an existing user left out keeps its current values; recompute until stable.
-    std::set<std::string_view> kept_as_is;
-    std::unordered_map<std::string_view, const OrgUser*> final_user;  // id -> state to write
-    std::vector<SkippedItem> conflicts, skipped;
-    for (bool again = true; again;) {
-        again = false;
-        for (auto& c : claims) {
-            c.clear();
-            c.reserve(desired.users.size() + current.users.size());
+    // into `desired`/`current`/`plan.staged`, which outlive the plan. skip_user: an existing user
+    // left out keeps its current values; recompute until stable.
+    void claim_unique_values() {
+        while (claim_pass()) {
         }
-        final_user.clear();
-        conflicts.clear();
-        skipped.clear();
-        plan.staged.clear();
-        auto hold_current = [&](std::string_view id) {
-            auto it = current.users.find(std::string(id));
-            if (it == current.users.end()) return;
-            auto v = values(it->second);
-            for (int i = 0; i < 3; ++i)
-                if (!v[i]->empty()) claims[i].emplace(*v[i], it->first);
-        };
-        for (const auto& id : options.frozen_users) hold_current(id);
-        for (auto id : kept_as_is) hold_current(id);
-        for (const OrgUser* u : order) {
-            const std::string& id = u->external_id;
-            if (options.frozen_users.count(id) || kept_as_is.count(id)) continue;
-            auto cur = current.users.find(id);
-            if (cur == current.users.end()) break;  // existing users come first
-            auto v = values(*u);
-            auto cv = values(cur->second);
-            for (int i = 0; i < 3; ++i)
-                if (!v[i]->empty() && *v[i] == *cv[i]) claims[i].emplace(*v[i], cur->first);
-        }
-        for (const OrgUser* u : order) {
-            const std::string& id = u->external_id;
-            if (options.frozen_users.count(id) || kept_as_is.count(id)) continue;
-            auto v = values(*u);
-            std::string reason;
-            OrgUser* copy = nullptr;
-            for (int i = 0; i < 3; ++i) {
-                if (v[i]->empty()) continue;
-                auto it = claims[i].find(*v[i]);
-                if (it == claims[i].end() || it->second == id) continue;
-                std::string why =
-                    std::string(kFieldNames[i]) + " '" + *v[i] + "' is already used by user " + std::string(it->second);
-                if (options.conflict_policy == ConflictPolicy::skip_user) {
-                    reason = why;
-                    break;
-                }
-                if (!copy) {
-                    plan.staged.push_back(std::make_unique<OrgUser>(*u));
-                    copy = plan.staged.back().get();
-                }
-                clear_value(*copy, i);
-                conflicts.push_back({"user", id, why + "; " + kFieldNames[i] + " left empty"});
-            }
-            if (!reason.empty()) {
-                if (current.users.count(id)) {
-                    // Its current row stays, and so do its values: recompute once this pass is done.
-                    kept_as_is.insert(u->external_id);
-                    again = true;
-                    continue;
-                }
-                skipped.push_back({"user", id, reason});
-                continue;
-            }
-            const OrgUser& fin = copy ? *copy : *u;
-            auto fv = values(fin);
-            for (int i = 0; i < 3; ++i)
-                if (!fv[i]->empty()) claims[i].emplace(*fv[i], fin.external_id);
-            final_user.emplace(u->external_id, &fin);
-        }
+        for (auto id : kept_as_is_)
+            skipped_.push_back({"user", std::string(id),
+                                "a unique value conflicts (sync.conflict_policy: skip_user); "
+                                "the user is left as it is in the target"});
+        for (auto& s : skipped_) plan_.skipped.push_back(std::move(s));
+        plan_.conflicts = std::move(conflicts_);
     }
-    for (auto id : kept_as_is)
-        skipped.push_back({"user", std::string(id),
-                           "a unique value conflicts (sync.conflict_policy: skip_user); "
-                           "the user is left as it is in the target"});
-    for (auto& s : skipped) plan.skipped.push_back(std::move(s));
-    plan.conflicts = std::move(conflicts);
 
-    // Which fields a row must give up before the others are written.
-    auto releases = [&](const OrgUser& row) {
-        std::array<bool, 3> r{false, false, false};
-        auto v = values(row);
+    void hold_current(std::string_view id) {
+        auto it = current_.users.find(std::string(id));
+        if (it == current_.users.end()) return;
+        auto v = unique_values(it->second);
+        for (int i = 0; i < 3; ++i)
+            if (!v[i]->empty()) claims_[i].emplace(*v[i], it->first);
+    }
+
+    bool settled(const std::string& id) const { return options_.frozen_users.count(id) || kept_as_is_.count(id); }
+
+    // One pass over the users; true when a skipped existing user means the pass must be redone.
+    bool claim_pass() {
+        for (auto& c : claims_) {
+            c.clear();
+            c.reserve(desired_.users.size() + current_.users.size());
+        }
+        final_user_.clear();
+        conflicts_.clear();
+        skipped_.clear();
+        plan_.staged.clear();
+        for (const auto& id : options_.frozen_users) hold_current(id);
+        for (auto id : kept_as_is_) hold_current(id);
+        for (const OrgUser* u : order_) {
+            if (settled(u->external_id)) continue;
+            auto cur = current_.users.find(u->external_id);
+            if (cur == current_.users.end()) break;  // existing users come first
+            auto v = unique_values(*u);
+            auto cv = unique_values(cur->second);
+            for (int i = 0; i < 3; ++i)
+                if (!v[i]->empty() && *v[i] == *cv[i]) claims_[i].emplace(*v[i], cur->first);
+        }
+        bool again = false;
+        for (const OrgUser* u : order_)
+            if (!settled(u->external_id) && !claim_user(*u)) again = true;
+        return again;
+    }
+
+    // Claims the user's values (clearing or skipping on a conflict); false when an existing
+    // user is now kept as it is and the pass must be redone.
+    bool claim_user(const OrgUser& u) {
+        const std::string& id = u.external_id;
+        auto v = unique_values(u);
+        std::string reason;
+        OrgUser* copy = nullptr;
         for (int i = 0; i < 3; ++i) {
             if (v[i]->empty()) continue;
-            auto it = claims[i].find(*v[i]);
-            r[i] = it != claims[i].end() && it->second != row.external_id;
+            auto it = claims_[i].find(*v[i]);
+            if (it == claims_[i].end() || it->second == id) continue;
+            std::string why =
+                std::string(kUniqueFieldNames[i]) + " '" + *v[i] + "' is already used by user " + std::string(it->second);
+            if (options_.conflict_policy == ConflictPolicy::skip_user) {
+                reason = why;
+                break;
+            }
+            if (!copy) {
+                plan_.staged.push_back(std::make_unique<OrgUser>(u));
+                copy = plan_.staged.back().get();
+            }
+            clear_unique_value(*copy, i);
+            conflicts_.push_back({"user", id, why + "; " + kUniqueFieldNames[i] + " left empty"});
+        }
+        if (!reason.empty()) {
+            if (current_.users.count(id)) {
+                // Its current row stays, and so do its values: recompute once this pass is done.
+                kept_as_is_.insert(u.external_id);
+                return false;
+            }
+            skipped_.push_back({"user", id, reason});
+            return true;
+        }
+        const OrgUser& fin = copy ? *copy : u;
+        auto fv = unique_values(fin);
+        for (int i = 0; i < 3; ++i)
+            if (!fv[i]->empty()) claims_[i].emplace(*fv[i], fin.external_id);
+        final_user_.emplace(u.external_id, &fin);
+        return true;
+    }
+
+    // Which fields a row must give up before the others are written.
+    Releases releases(const OrgUser& row) const {
+        Releases r{false, false, false};
+        auto v = unique_values(row);
+        for (int i = 0; i < 3; ++i) {
+            if (v[i]->empty()) continue;
+            auto it = claims_[i].find(*v[i]);
+            r[i] = it != claims_[i].end() && it->second != row.external_id;
         }
         return r;
-    };
-    auto staged_copy = [&](const OrgUser& row, const std::array<bool, 3>& rel, bool removed) {
-        plan.staged.push_back(std::make_unique<OrgUser>(row));
-        OrgUser* s = plan.staged.back().get();
+    }
+
+    const OrgUser* staged_copy(const OrgUser& row, const Releases& rel, bool removed) {
+        plan_.staged.push_back(std::make_unique<OrgUser>(row));
+        OrgUser* s = plan_.staged.back().get();
         for (int i = 0; i < 3; ++i)
-            if (rel[i]) clear_value(*s, i);
+            if (rel[i]) clear_unique_value(*s, i);
         if (removed) {
             s->departments.clear();
             s->active = false;
         }
         return s;
-    };
-    auto released_names = [&](const std::array<bool, 3>& rel) {
-        std::string n;
-        for (int i = 0; i < 3; ++i)
-            if (rel[i]) n += (n.empty() ? "" : ", ") + std::string(kFieldNames[i]);
-        return n;
-    };
-    std::vector<Change> release_changes, late_changes;
-    // Active users that give a value to another user: written first with the field empty.
-    for (const auto& [id, row] : current.users) {
-        if (!final_user.count(id)) continue;  // frozen, kept as is, or removed (below)
-        auto rel = releases(row);
-        if (!rel[0] && !rel[1] && !rel[2]) continue;
-        release_changes.push_back(Change{ChangeKind::update_user, id, nullptr, staged_copy(row, rel, false),
-                                         "releases " + released_names(rel) + " for another user (staged)"});
-        ++plan.counts.update_user;
-    }
-    // Users disabled now: no memberships; values another user takes are released first.
-    for (const OrgUser* row : disabled_rows) {
-        auto rel = releases(*row);
-        bool early = rel[0] || rel[1] || rel[2];
-        Change c{ChangeKind::disable_user, row->external_id, nullptr, staged_copy(*row, rel, true),
-                 "no longer in DingTalk"};
-        if (early) c.detail += "; releases " + released_names(rel);
-        (early ? release_changes : disables).push_back(std::move(c));
-        ++plan.counts.disable_user;
-    }
-    // Rows removed earlier: they give values up to active users, and keep no memberships.
-    for (const auto& [id, row] : current.removed_user_rows) {
-        if (desired.users.count(id) || deleted_users.count(id) || !current.removed_users.count(id)) continue;
-        auto rel = releases(row);
-        bool early = rel[0] || rel[1] || rel[2];
-        if (!early && row.departments.empty()) continue;
-        Change c{ChangeKind::disable_user, id, nullptr, staged_copy(row, rel, true),
-                 early ? "removed earlier; releases " + released_names(rel)
-                       : std::string("removed earlier; drops its department memberships")};
-        (early ? release_changes : late_changes).push_back(std::move(c));
-        ++plan.counts.update_user;  // not a removal: the safeguard does not count it
     }
 
-    for (auto& c : deletions) {
-        ++plan.counts.delete_user;
-        plan.changes.push_back(std::move(c));
-    }
-    for (auto& c : release_changes) plan.changes.push_back(std::move(c));
-    for (const OrgUser* u : order) {
-        auto f = final_user.find(u->external_id);
-        if (f == final_user.end()) continue;
-        const OrgUser& fin = *f->second;
-        const std::string& id = u->external_id;
-        auto it = current.users.find(id);
-        if (it == current.users.end()) {
-            bool was_removed = current.removed_users.count(id) > 0;
-            plan.changes.push_back(
-                Change{ChangeKind::create_user, id, nullptr, &fin, was_removed ? "back in DingTalk" : "new"});
-            ++plan.counts.create_user;
-        } else if (!(it->second == fin)) {
-            plan.changes.push_back(Change{ChangeKind::update_user, id, nullptr, &fin, user_diff(it->second, fin)});
-            ++plan.counts.update_user;
+    void stage_releases() {
+        // Active users that give a value to another user: written first with the field empty.
+        for (const auto& [id, row] : current_.users) {
+            if (!final_user_.count(id)) continue;  // frozen, kept as is, or removed (below)
+            auto rel = releases(row);
+            if (!any(rel)) continue;
+            release_changes_.push_back(Change{ChangeKind::update_user, id, nullptr, staged_copy(row, rel, false),
+                                              "releases " + released_names(rel) + " for another user (staged)"});
+            ++plan_.counts.update_user;
+        }
+        // Users disabled now: no memberships; values another user takes are released first.
+        for (const OrgUser* row : disabled_rows_) {
+            auto rel = releases(*row);
+            Change c{ChangeKind::disable_user, row->external_id, nullptr, staged_copy(*row, rel, true),
+                     "no longer in DingTalk"};
+            if (any(rel)) c.detail += "; releases " + released_names(rel);
+            (any(rel) ? release_changes_ : disables_).push_back(std::move(c));
+            ++plan_.counts.disable_user;
+        }
+        // Rows removed earlier: they give values up to active users, and keep no memberships.
+        for (const auto& [id, row] : current_.removed_user_rows) {
+            if (desired_.users.count(id) || deleted_users_.count(id) || !current_.removed_users.count(id)) continue;
+            auto rel = releases(row);
+            if (!any(rel) && row.departments.empty()) continue;
+            Change c{ChangeKind::disable_user, id, nullptr, staged_copy(row, rel, true),
+                     any(rel) ? "removed earlier; releases " + released_names(rel)
+                              : std::string("removed earlier; drops its department memberships")};
+            (any(rel) ? release_changes_ : late_changes_).push_back(std::move(c));
+            ++plan_.counts.update_user;  // not a removal: the safeguard does not count it
         }
     }
-    for (auto& c : disables) plan.changes.push_back(std::move(c));
-    for (auto& c : late_changes) plan.changes.push_back(std::move(c));
+
+    void emit_user_changes() {
+        for (auto& c : deletions_) {
+            ++plan_.counts.delete_user;
+            plan_.changes.push_back(std::move(c));
+        }
+        for (auto& c : release_changes_) plan_.changes.push_back(std::move(c));
+        for (const OrgUser* u : order_) {
+            auto f = final_user_.find(u->external_id);
+            if (f == final_user_.end()) continue;
+            const OrgUser& fin = *f->second;
+            const std::string& id = u->external_id;
+            auto it = current_.users.find(id);
+            if (it == current_.users.end()) {
+                bool was_removed = current_.removed_users.count(id) > 0;
+                plan_.changes.push_back(
+                    Change{ChangeKind::create_user, id, nullptr, &fin, was_removed ? "back in DingTalk" : "new"});
+                ++plan_.counts.create_user;
+            } else if (!(it->second == fin)) {
+                plan_.changes.push_back(Change{ChangeKind::update_user, id, nullptr, &fin, user_diff(it->second, fin)});
+                ++plan_.counts.update_user;
+            }
+        }
+        for (auto& c : disables_) plan_.changes.push_back(std::move(c));
+        for (auto& c : late_changes_) plan_.changes.push_back(std::move(c));
+    }
 
     // ---- department removals, children first ----
-    std::vector<std::pair<int, Change>> dept_removals;
-    for (const auto& [id, d] : current.departments) {
-        if (desired.departments.count(id) || options.frozen_departments.count(id)) continue;
-        if (!options.allow_removals) {
-            ++suppressed;
-            continue;
+    void plan_department_removals() {
+        std::vector<std::pair<int, Change>> dept_removals;
+        for (const auto& [id, d] : current_.departments) {
+            if (desired_.departments.count(id) || options_.frozen_departments.count(id)) continue;
+            if (!options_.allow_removals) {
+                ++suppressed_;
+                continue;
+            }
+            dept_removals.push_back({depth_of(current_.departments, id),
+                                     Change{ChangeKind::delete_department, id, &d, nullptr, "no longer in DingTalk"}});
         }
-        dept_removals.push_back({depth_of(current.departments, id),
-                                 Change{ChangeKind::delete_department, id, &d, nullptr, "no longer in DingTalk"}});
+        std::stable_sort(dept_removals.begin(), dept_removals.end(),
+                         [](const auto& a, const auto& b) { return a.first > b.first; });
+        for (auto& [depth, c] : dept_removals) {
+            ++plan_.counts.delete_department;
+            plan_.changes.push_back(std::move(c));
+        }
     }
-    std::stable_sort(dept_removals.begin(), dept_removals.end(),
-                     [](const auto& a, const auto& b) { return a.first > b.first; });
-    for (auto& [depth, c] : dept_removals) {
-        ++plan.counts.delete_department;
-        plan.changes.push_back(std::move(c));
-    }
-    plan.suppressed_removals = suppressed;
-    plan.removals_suppressed = suppressed > 0;
-    return plan;
+
+    const OrgSnapshot& desired_;
+    const OrgSnapshot& current_;
+    const PlanOptions& options_;
+    SyncPlan plan_;
+    int suppressed_ = 0;
+    std::vector<Change> deletions_, disables_, release_changes_, late_changes_;
+    std::set<std::string> deleted_users_;
+    std::vector<const OrgUser*> disabled_rows_;  // current users disabled by this plan
+    std::vector<const OrgUser*> order_;
+    std::unordered_map<std::string_view, std::string_view> claims_[3];  // username, email, phone
+    std::set<std::string_view> kept_as_is_;
+    std::unordered_map<std::string_view, const OrgUser*> final_user_;  // id -> state to write
+    std::vector<SkippedItem> conflicts_, skipped_;
+};
+
+}  // namespace
+
+SyncPlan make_plan(const OrgSnapshot& desired, const OrgSnapshot& current, const PlanOptions& options) {
+    return Planner(desired, current, options).run();
 }
 
 std::optional<DeleteLimit> DeleteLimit::parse(const std::string& text) {

@@ -73,13 +73,26 @@ struct PlanOptions {
     std::set<std::string> frozen_departments;
 };
 
+// The change kinds counted per plan and per run, in history column order (one list: the plan's
+// counts, the run counters, the history columns and the printed summaries come from it).
+#define DINGBRIDGE_CHANGE_COUNTERS(X) \
+    X(create_department)              \
+    X(update_department)              \
+    X(delete_department)              \
+    X(create_user)                    \
+    X(update_user)                    \
+    X(disable_user)                   \
+    X(delete_user)
+
 struct PlanCounts {
-    int create_department = 0, update_department = 0, delete_department = 0;
-    int create_user = 0, update_user = 0, disable_user = 0, delete_user = 0;
+#define DINGBRIDGE_PLAN_COUNT(name) int name = 0;
+    DINGBRIDGE_CHANGE_COUNTERS(DINGBRIDGE_PLAN_COUNT)
+#undef DINGBRIDGE_PLAN_COUNT
     int removals() const { return delete_department + disable_user + delete_user; }
     int total() const {
-        return create_department + update_department + delete_department + create_user + update_user + disable_user +
-               delete_user;
+#define DINGBRIDGE_PLAN_SUM(name) +name
+        return 0 DINGBRIDGE_CHANGE_COUNTERS(DINGBRIDGE_PLAN_SUM);
+#undef DINGBRIDGE_PLAN_SUM
     }
 };
 

@@ -7,7 +7,8 @@
 #include <ctime>
 #include <stdexcept>
 
-#include "agent/targets/sqlite_target.h"
+#include <spdlog/spdlog.h>
+
 #include "agent/targets/sqlite_util.h"
 #include "shared/log.h"
 
@@ -15,20 +16,13 @@ namespace dingbridge::agent {
 
 namespace {
 
+#define DINGBRIDGE_COUNTER_COLUMN(name) ",\n  " #name " INTEGER NOT NULL DEFAULT 0"
 const char* kSchema = R"SQL(
 CREATE TABLE IF NOT EXISTS runs (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   kind TEXT NOT NULL, trigger TEXT NOT NULL, dry_run INTEGER NOT NULL DEFAULT 0,
   started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL, message TEXT NOT NULL DEFAULT '',
-  pid INTEGER,
-  departments_fetched INTEGER NOT NULL DEFAULT 0, users_fetched INTEGER NOT NULL DEFAULT 0,
-  requests INTEGER NOT NULL DEFAULT 0, retries INTEGER NOT NULL DEFAULT 0, throttled INTEGER NOT NULL DEFAULT 0,
-  changes_planned INTEGER NOT NULL DEFAULT 0, changes_applied INTEGER NOT NULL DEFAULT 0,
-  items_failed INTEGER NOT NULL DEFAULT 0, items_skipped INTEGER NOT NULL DEFAULT 0,
-  create_department INTEGER NOT NULL DEFAULT 0, update_department INTEGER NOT NULL DEFAULT 0,
-  delete_department INTEGER NOT NULL DEFAULT 0, create_user INTEGER NOT NULL DEFAULT 0,
-  update_user INTEGER NOT NULL DEFAULT 0, disable_user INTEGER NOT NULL DEFAULT 0,
-  delete_user INTEGER NOT NULL DEFAULT 0
+  pid INTEGER)SQL" DINGBRIDGE_RUN_COUNTERS(DINGBRIDGE_COUNTER_COLUMN) R"SQL(
 );
 CREATE TABLE IF NOT EXISTS run_items (
   run_id INTEGER NOT NULL, phase TEXT NOT NULL, object_type TEXT NOT NULL, external_id TEXT NOT NULL,
@@ -36,6 +30,7 @@ CREATE TABLE IF NOT EXISTS run_items (
 );
 CREATE INDEX IF NOT EXISTS run_items_run ON run_items(run_id);
 )SQL";
+#undef DINGBRIDGE_COUNTER_COLUMN
 
 std::string now_iso() {
     auto t = std::chrono::system_clock::now();
@@ -49,23 +44,30 @@ std::string now_iso() {
     return buf;
 }
 
-const char* kCounterColumns =
-    "departments_fetched, users_fetched, requests, retries, throttled, changes_planned, changes_applied, "
-    "items_failed, items_skipped, create_department, update_department, delete_department, create_user, "
-    "update_user, disable_user, delete_user";
-
-std::vector<std::int64_t*> counter_fields(RunCounters& c) {
-    return {&c.departments_fetched, &c.users_fetched, &c.requests, &c.retries, &c.throttled, &c.changes_planned,
-            &c.changes_applied, &c.items_failed, &c.items_skipped, &c.create_department, &c.update_department,
-            &c.delete_department, &c.create_user, &c.update_user, &c.disable_user, &c.delete_user};
+// "departments_fetched, users_fetched, ...": the counter columns in order.
+std::string counter_columns() {
+    std::string s;
+    for (const char* name : kRunCounterNames) s += (s.empty() ? "" : ", ") + std::string(name);
+    return s;
 }
-const char* kCounterNames[] = {"departments_fetched", "users_fetched", "requests", "retries", "throttled",
-                               "changes_planned", "changes_applied", "items_failed", "items_skipped",
-                               "create_department", "update_department", "delete_department", "create_user",
-                               "update_user", "disable_user", "delete_user"};
+
+// Binds every counter from parameter `first` on, in column order.
+void bind_counters(Stmt& st, int first, const RunCounters& c) {
+    int i = first;
+    for_each_counter(c, [&](const char*, std::int64_t v) { st.bind(i++, v); });
+}
+
+// "name=?first, name=?first+1, ...": the counters as SET assignments.
+std::string counter_assignments(int first) {
+    std::string s;
+    int i = first;
+    for (const char* name : kRunCounterNames)
+        s += (s.empty() ? "" : ", ") + std::string(name) + "=?" + std::to_string(i++);
+    return s;
+}
 
 // One `runs` row selected as: id, kind, trigger, dry_run, started_at, finished_at, status,
-// message, then kCounterColumns.
+// message, then the counter columns.
 RunRecord read_run_row(Stmt& st) {
     RunRecord r;
     r.id = st.integer(0);
@@ -76,8 +78,8 @@ RunRecord read_run_row(Stmt& st) {
     r.finished_at = st.text(5);
     r.status = st.text(6);
     r.message = st.text(7);
-    auto f = counter_fields(r.counters);
-    for (size_t i = 0; i < f.size(); ++i) *f[i] = st.integer(static_cast<int>(8 + i));
+    int col = 8;
+    for_each_counter(r.counters, [&](const char*, std::int64_t& v) { v = st.integer(col++); });
     return r;
 }
 
@@ -92,9 +94,9 @@ HistoryStore::HistoryStore(const std::string& path) {
         throw std::runtime_error("cannot open the state database " + path + ": " + e);
     }
     sqlite3_busy_timeout(db_, 10000);
-    (void)sqlite_util::exec(db_, "PRAGMA journal_mode=WAL");
-    if (auto e = sqlite_util::exec(db_, kSchema); !e.empty())
-        throw std::runtime_error("cannot create the history schema in " + path + ": " + e);
+    (void)sqlite_util::exec(db_, "PRAGMA journal_mode=WAL");  // best effort: readers then wait instead
+    if (auto r = sqlite_util::exec(db_, kSchema); !r)
+        throw std::runtime_error("cannot create the history schema in " + path + ": " + r.error());
     // Close runs whose process is gone.
     Stmt st(db_, "SELECT id, pid FROM runs WHERE status='running'");
     std::vector<std::int64_t> dead;
@@ -106,7 +108,7 @@ HistoryStore::HistoryStore(const std::string& path) {
         Stmt up(db_, "UPDATE runs SET status='failed', finished_at=?2, message='the agent stopped during this run "
                      "(killed or crashed); the target kept its previous state' WHERE id=?1");
         up.bind(1, id).bind(2, now_iso());
-        (void)up.step();
+        if (auto r = up.run(); !r) spdlog::warn("cannot close the abandoned run {}: {}", id, r.error());
     }
 }
 
@@ -114,18 +116,7 @@ HistoryStore::~HistoryStore() {
     if (db_) sqlite3_close(db_);
 }
 
-bool HistoryStore::step_done(Stmt& st) {
-    if (!st.ok()) {
-        last_error_ = st.prepare_error();
-        return false;
-    }
-    int rc = st.step();
-    if (rc == SQLITE_DONE || rc == SQLITE_ROW) return true;
-    last_error_ = sqlite3_errmsg(db_);
-    return false;
-}
-
-std::int64_t HistoryStore::start_run(const std::string& kind, const std::string& trigger, bool dry_run) {
+Result<std::int64_t> HistoryStore::start_run(const std::string& kind, const std::string& trigger, bool dry_run) {
     Stmt st(db_, "INSERT INTO runs(kind, trigger, dry_run, started_at, status, pid) VALUES(?1,?2,?3,?4,'running',?5)");
     if (st.ok())
         st.bind(1, kind)
@@ -133,24 +124,22 @@ std::int64_t HistoryStore::start_run(const std::string& kind, const std::string&
             .bind(3, static_cast<std::int64_t>(dry_run))
             .bind(4, now_iso())
             .bind(5, static_cast<std::int64_t>(getpid()));
-    if (!step_done(st) || sqlite3_changes(db_) != 1) return 0;
-    return sqlite3_last_insert_rowid(db_);
+    if (auto r = st.run(); !r) return fail(r.error());
+    if (sqlite3_changes(db_) != 1) return fail("the run row was not inserted");
+    return static_cast<std::int64_t>(sqlite3_last_insert_rowid(db_));
 }
 
-bool HistoryStore::update_progress(std::int64_t id, const RunCounters& c) {
-    std::string sql = "UPDATE runs SET ";
-    for (size_t i = 0; i < std::size(kCounterNames); ++i) sql += (i ? ", " : "") + std::string(kCounterNames[i]) + "=?" + std::to_string(i + 2);
-    sql += " WHERE id=?1";
+Status HistoryStore::update_progress(std::int64_t id, const RunCounters& c) {
+    std::string sql = "UPDATE runs SET " + counter_assignments(2) + " WHERE id=?1";
     Stmt st(db_, sql.c_str());
-    st.bind(1, id);
-    RunCounters copy = c;
-    auto f = counter_fields(copy);
-    if (st.ok())
-        for (size_t i = 0; i < f.size(); ++i) st.bind(static_cast<int>(i + 2), *f[i]);
-    return step_done(st);
+    if (st.ok()) {
+        st.bind(1, id);
+        bind_counters(st, 2, c);
+    }
+    return st.run();
 }
 
-bool HistoryStore::add_item(std::int64_t id, const RunItem& item) {
+Status HistoryStore::add_item(std::int64_t id, const RunItem& item) {
     Stmt st(db_, "INSERT INTO run_items(run_id, phase, object_type, external_id, operation, error, created_at) "
                  "VALUES(?1,?2,?3,?4,?5,?6,?7)");
     if (st.ok())
@@ -161,30 +150,25 @@ bool HistoryStore::add_item(std::int64_t id, const RunItem& item) {
             .bind(5, item.operation)
             .bind(6, item.error)
             .bind(7, now_iso());
-    return step_done(st);
+    return st.run();
 }
 
-bool HistoryStore::finish_run(std::int64_t id, const std::string& status, const std::string& message,
+Status HistoryStore::finish_run(std::int64_t id, const std::string& status, const std::string& message,
                               const RunCounters& c) {
     // One statement: counters and status together.
-    std::string sql = "UPDATE runs SET status=?2, message=?3, finished_at=?4";
-    for (size_t i = 0; i < std::size(kCounterNames); ++i)
-        sql += ", " + std::string(kCounterNames[i]) + "=?" + std::to_string(i + 5);
-    sql += " WHERE id=?1";
+    std::string sql = "UPDATE runs SET status=?2, message=?3, finished_at=?4, " + counter_assignments(5) + " WHERE id=?1";
     Stmt st(db_, sql.c_str());
-    RunCounters copy = c;
-    auto f = counter_fields(copy);
     if (st.ok()) {
         st.bind(1, id).bind(2, status).bind(3, message).bind(4, now_iso());
-        for (size_t i = 0; i < f.size(); ++i) st.bind(static_cast<int>(i + 5), *f[i]);
+        bind_counters(st, 5, c);
     }
-    return step_done(st);
+    return st.run();
 }
 
 std::vector<RunRecord> HistoryStore::list(int limit) {
     std::vector<RunRecord> out;
     std::string sql = std::string("SELECT id, kind, trigger, dry_run, started_at, finished_at, status, message, ") +
-                      kCounterColumns + " FROM runs ORDER BY id DESC LIMIT ?1";
+                      counter_columns() + " FROM runs ORDER BY id DESC LIMIT ?1";
     Stmt st(db_, sql.c_str());
     st.bind(1, static_cast<std::int64_t>(limit));
     while (st.ok() && st.step() == SQLITE_ROW) {
@@ -195,7 +179,7 @@ std::vector<RunRecord> HistoryStore::list(int limit) {
 
 std::optional<RunRecord> HistoryStore::get(std::int64_t id) {
     std::string sql = std::string("SELECT id, kind, trigger, dry_run, started_at, finished_at, status, message, ") +
-                      kCounterColumns + " FROM runs WHERE id=?1";
+                      counter_columns() + " FROM runs WHERE id=?1";
     Stmt st(db_, sql.c_str());
     st.bind(1, id);
     if (!st.ok() || st.step() != SQLITE_ROW) return std::nullopt;
@@ -217,10 +201,11 @@ std::string run_to_json(const RunRecord& r, bool with_items) {
                     (r.finished_at.empty() ? std::string("null") : "\"" + json_escape(r.finished_at) + "\"") +
                     ",\"status\":\"" + json_escape(r.status) + "\",\"message\":\"" + json_escape(r.message) +
                     "\",\"counts\":{";
-    RunCounters c = r.counters;
-    auto f = counter_fields(c);
-    for (size_t i = 0; i < f.size(); ++i)
-        s += (i ? ",\"" : "\"") + std::string(kCounterNames[i]) + "\":" + std::to_string(*f[i]);
+    bool first = true;
+    for_each_counter(r.counters, [&](const char* name, std::int64_t v) {
+        s += (first ? "\"" : ",\"") + std::string(name) + "\":" + std::to_string(v);
+        first = false;
+    });
     s += "}";
     if (with_items) {
         s += ",\"items\":[";

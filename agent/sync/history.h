@@ -10,6 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "agent/org/plan.h"
+#include "shared/result.h"
+
 struct sqlite3;
 
 namespace dingbridge::agent {
@@ -18,19 +21,40 @@ class Stmt;
 
 namespace dingbridge::agent {
 
+// The run counters, in `runs` column order: the one list behind RunCounters, the history
+// columns, `history --json` and the summaries (the change kinds come from org/plan.h).
+#define DINGBRIDGE_RUN_COUNTERS(X) \
+    X(departments_fetched)         \
+    X(users_fetched)               \
+    X(requests)                    \
+    X(retries)                     \
+    X(throttled)                   \
+    X(changes_planned)             \
+    X(changes_applied)             \
+    X(items_failed)                \
+    X(items_skipped)               \
+    DINGBRIDGE_CHANGE_COUNTERS(X)
+
 struct RunCounters {
-    std::int64_t departments_fetched = 0;
-    std::int64_t users_fetched = 0;
-    std::int64_t requests = 0;
-    std::int64_t retries = 0;
-    std::int64_t throttled = 0;
-    std::int64_t changes_planned = 0;
-    std::int64_t changes_applied = 0;
-    std::int64_t items_failed = 0;
-    std::int64_t items_skipped = 0;
-    std::int64_t create_department = 0, update_department = 0, delete_department = 0;
-    std::int64_t create_user = 0, update_user = 0, disable_user = 0, delete_user = 0;
+#define DINGBRIDGE_RUN_COUNTER(name) std::int64_t name = 0;
+    DINGBRIDGE_RUN_COUNTERS(DINGBRIDGE_RUN_COUNTER)
+#undef DINGBRIDGE_RUN_COUNTER
 };
+
+// The counters' column names, in the same order as for_each_counter visits them.
+inline constexpr const char* kRunCounterNames[] = {
+#define DINGBRIDGE_RUN_COUNTER_NAME(name) #name,
+    DINGBRIDGE_RUN_COUNTERS(DINGBRIDGE_RUN_COUNTER_NAME)
+#undef DINGBRIDGE_RUN_COUNTER_NAME
+};
+
+// Calls f(name, value) for every counter in column order (value is a reference into `c`).
+template <class Counters, class F>
+void for_each_counter(Counters& c, F&& f) {
+#define DINGBRIDGE_RUN_COUNTER_VISIT(name) f(#name, c.name);
+    DINGBRIDGE_RUN_COUNTERS(DINGBRIDGE_RUN_COUNTER_VISIT)
+#undef DINGBRIDGE_RUN_COUNTER_VISIT
+}
 
 struct RunItem {
     std::string phase;        // fetch, apply, plan
@@ -61,23 +85,18 @@ public:
     HistoryStore& operator=(const HistoryStore&) = delete;
 
     // Every write says whether it was stored (a locked or full state database fails after the
-    // busy timeout); last_error() tells why. A sync applies nothing it could not record.
-    // The new run's id, or 0 when it could not be recorded.
-    [[nodiscard]] std::int64_t start_run(const std::string& kind, const std::string& trigger, bool dry_run);
-    bool update_progress(std::int64_t id, const RunCounters& c);  // progress only: may be ignored
-    [[nodiscard]] bool add_item(std::int64_t id, const RunItem& item);
-    [[nodiscard]] bool finish_run(std::int64_t id, const std::string& status, const std::string& message,
-                                  const RunCounters& c);
-    const std::string& last_error() const { return last_error_; }
+    // busy timeout) and why not. A sync applies nothing it could not record.
+    // The new run's id.
+    Result<std::int64_t> start_run(const std::string& kind, const std::string& trigger, bool dry_run);
+    Status update_progress(std::int64_t id, const RunCounters& c);
+    Status add_item(std::int64_t id, const RunItem& item);
+    Status finish_run(std::int64_t id, const std::string& status, const std::string& message, const RunCounters& c);
 
     std::vector<RunRecord> list(int limit);
     std::optional<RunRecord> get(std::int64_t id);
 
 private:
-    bool step_done(Stmt& st);
-
     sqlite3* db_ = nullptr;
-    std::string last_error_;
 };
 
 std::string run_to_json(const RunRecord& r, bool with_items);

@@ -392,21 +392,21 @@ std::string LdapTarget::ldap_error(const std::string& what, int rc) const {
     return what + ": " + ldap_err2string(rc) + (diag.empty() ? "" : " (" + diag + ")");
 }
 
-std::optional<std::string> LdapTarget::connect() {
-    if (ld_) return std::nullopt;
+Status LdapTarget::connect() {
+    if (ld_) return {};
     // A directory that just failed to answer is not tried again for every remaining change of
     // the run (each try could wait for the whole timeout): those fail at once for a moment.
     auto now = std::chrono::steady_clock::now();
-    if (now < down_until_) return down_error_;
+    if (now < down_until_) return fail(down_error_);
     std::string step, error;
     LdapHandle h = ldap_open_session(s_, step, error);
     if (!h) {
         down_error_ = "directory " + s_.url + ": " + step + " failed: " + error;
         down_until_ = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-        return down_error_;
+        return fail(down_error_);
     }
     ld_ = h.release();
-    return std::nullopt;
+    return {};
 }
 
 // ---- desired org: keep only what the directory holds ----
@@ -459,11 +459,8 @@ void LdapTarget::normalize(OrgSnapshot& desired) {
 
 // ---- read ----
 
-std::optional<OrgSnapshot> LdapTarget::read(std::string& error) {
-    if (auto e = connect()) {
-        error = *e;
-        return std::nullopt;
-    }
+Result<OrgSnapshot> LdapTarget::read() {
+    if (auto r = connect(); !r) return fail(r.error());
     depts_.clear();
     users_.clear();
     user_by_dn_.clear();
@@ -504,12 +501,8 @@ std::optional<OrgSnapshot> LdapTarget::read(std::string& error) {
             snap.departments.emplace(id, std::move(d));
         });
     if (rc != LDAP_SUCCESS && rc != LDAP_NO_SUCH_OBJECT) {
-        error = ldap_error("searching " + s_.departments_dn, rc);
-        if (rc == LDAP_SIZELIMIT_EXCEEDED)
-            error += "; the bind DN's size limit caps paged searches too (OpenLDAP: limits dn.exact=\"" + s_.bind_dn +
-                     "\" size.prtotal=unlimited)";
         if (connection_lost(rc)) rollback_connection();
-        return std::nullopt;
+        return fail(search_error(s_.departments_dn, rc));
     }
     const std::string departments_lower = lower(s_.departments_dn);
     for (auto& [id, d] : snap.departments) {
@@ -567,12 +560,8 @@ std::optional<OrgSnapshot> LdapTarget::read(std::string& error) {
                               s_.page_size, on_user);
     }
     if (rc != LDAP_SUCCESS && rc != LDAP_NO_SUCH_OBJECT) {
-        error = ldap_error("searching " + s_.users_dn, rc);
-        if (rc == LDAP_SIZELIMIT_EXCEEDED)
-            error += "; the bind DN's size limit caps paged searches too (OpenLDAP: limits dn.exact=\"" + s_.bind_dn +
-                     "\" size.prtotal=unlimited)";
         if (connection_lost(rc)) rollback_connection();
-        return std::nullopt;
+        return fail(search_error(s_.users_dn, rc));
     }
     for (auto& [id, dn] : manager_dn) {
         if (dn.empty()) continue;
@@ -628,6 +617,14 @@ std::optional<OrgSnapshot> LdapTarget::read(std::string& error) {
     return snap;
 }
 
+std::string LdapTarget::search_error(const std::string& base, int rc) const {
+    std::string error = ldap_error("searching " + base, rc);
+    if (rc == LDAP_SIZELIMIT_EXCEEDED)
+        error += "; the bind DN's size limit caps paged searches too (OpenLDAP: limits dn.exact=\"" + s_.bind_dn +
+                 "\" size.prtotal=unlimited)";
+    return error;
+}
+
 void LdapTarget::rollback_connection() {
     if (ld_) ldap_unbind_ext_s(ld_, nullptr, nullptr);
     ld_ = nullptr;
@@ -635,57 +632,50 @@ void LdapTarget::rollback_connection() {
 
 // ---- run ----
 
-std::optional<std::string> LdapTarget::ensure_container(const std::string& dn) {
+Status LdapTarget::ensure_container(const std::string& dn) {
     int rc = paged_search(ld_, dn, LDAP_SCOPE_BASE, "(objectClass=*)", {"1.1"}, s_.page_size, [](LDAPMessage*) {});
-    if (rc == LDAP_SUCCESS) return std::nullopt;
-    if (rc != LDAP_NO_SUCH_OBJECT) return ldap_error("reading " + dn, rc);
-    if (lower(first_rdn(dn)).rfind("ou=", 0) != 0) return dn + " does not exist (create it, or use an ou= DN)";
+    if (rc == LDAP_SUCCESS) return {};
+    if (rc != LDAP_NO_SUCH_OBJECT) return fail(ldap_error("reading " + dn, rc));
+    if (lower(first_rdn(dn)).rfind("ou=", 0) != 0) return fail(dn + " does not exist (create it, or use an ou= DN)");
     Mods m;
     m.put(LDAP_MOD_ADD, "objectClass", {"top", "organizationalUnit"}).put(LDAP_MOD_ADD, "ou", {rdn_value(dn)});
     rc = ldap_add_ext_s(ld_, dn.c_str(), m.build(), nullptr, nullptr);
-    if (rc != LDAP_SUCCESS && rc != LDAP_ALREADY_EXISTS) return ldap_error("creating " + dn, rc);
-    return std::nullopt;
+    if (rc != LDAP_SUCCESS && rc != LDAP_ALREADY_EXISTS) return fail(ldap_error("creating " + dn, rc));
+    return {};
 }
 
-bool LdapTarget::begin(std::string& error) {
-    if (auto e = connect()) {
-        error = *e;
-        return false;
-    }
+Status LdapTarget::begin() {
+    if (auto r = connect(); !r) return r;
     for (const auto* dn : {&s_.departments_dn, &s_.users_dn, &s_.removed_users_dn})
-        if (auto e = ensure_container(*dn)) {
-            error = *e;
-            return false;
-        }
-    return true;
+        if (auto r = ensure_container(*dn); !r) return r;
+    return {};
 }
 
-bool LdapTarget::commit(std::string& error) {
-    (void)error;  // every change is already in the directory
-    return true;
+Status LdapTarget::commit() {
+    return {};  // every change is already in the directory
 }
 
-std::optional<std::string> LdapTarget::apply(const Change& change) {
-    if (auto e = connect()) return e;
-    auto err = apply_inner(change);
+Status LdapTarget::apply(const Change& change) {
+    if (auto r = connect(); !r) return r;
+    auto outcome = apply_inner(change);
     // The connection is gone (server stopped, network): reconnect on the next change.
-    if (err && ld_) {
+    if (!outcome && ld_) {
         int rc = LDAP_SUCCESS;
         ldap_get_option(ld_, LDAP_OPT_RESULT_CODE, &rc);
         if (connection_lost(rc)) rollback_connection();
     }
-    return err;
+    return outcome;
 }
 
-std::optional<std::string> LdapTarget::apply_inner(const Change& c) {
+Status LdapTarget::apply_inner(const Change& c) {
     switch (c.kind) {
         case ChangeKind::create_department:
         case ChangeKind::update_department:
-            if (!c.department) return std::string("no department in the change");
+            if (!c.department) return fail("no department in the change");
             return put_department(*c.department);
         case ChangeKind::create_user:
         case ChangeKind::update_user:
-            if (!c.user) return std::string("no user in the change");
+            if (!c.user) return fail("no user in the change");
             return put_user(*c.user);
         case ChangeKind::disable_user:
             return disable_user(c.external_id);
@@ -694,7 +684,7 @@ std::optional<std::string> LdapTarget::apply_inner(const Change& c) {
         case ChangeKind::delete_department:
             return delete_department(c.external_id);
     }
-    return std::string("unknown change");
+    return fail("unknown change");
 }
 
 std::string LdapTarget::user_dn_for(const std::string& id) const {
@@ -713,7 +703,7 @@ bool LdapTarget::is_placeholder(const Dept& d, const std::string& value) const {
     return v == lower(placeholder(d)) || ends_with_dn(v, lower(s_.departments_dn));
 }
 
-std::optional<std::string> LdapTarget::set_owners(Dept& d, const std::vector<std::string>& leaders) {
+Status LdapTarget::set_owners(Dept& d, const std::vector<std::string>& leaders) {
     std::vector<std::string> want;
     for (const auto& id : leaders)
         if (auto dn = user_dn_for(id); !dn.empty()) want.push_back(dn);
@@ -722,24 +712,24 @@ std::optional<std::string> LdapTarget::set_owners(Dept& d, const std::vector<std
         std::sort(v.begin(), v.end());
         return v;
     };
-    if (norm(want) == norm(d.owners)) return std::nullopt;
+    if (norm(want) == norm(d.owners)) return {};
     Mods m;
     m.put(LDAP_MOD_REPLACE, "owner", want);
     int rc = ldap_modify_ext_s(ld_, d.group_dn.c_str(), m.build(), nullptr, nullptr);
-    if (rc != LDAP_SUCCESS) return ldap_error("setting the owners of " + d.group_dn, rc);
+    if (rc != LDAP_SUCCESS) return fail(ldap_error("setting the owners of " + d.group_dn, rc));
     d.owners = std::move(want);
-    return std::nullopt;
+    return {};
 }
 
-std::optional<std::string> LdapTarget::put_department(const OrgDepartment& d) {
+Status LdapTarget::put_department(const OrgDepartment& d) {
     std::string parent_dn = s_.departments_dn;
     if (!d.parent_external_id.empty()) {
         auto p = depts_.find(d.parent_external_id);
         if (p == depts_.end() || p->second.dn.empty())
-            return "parent department " + d.parent_external_id + " is not in the directory";
+            return fail("parent department " + d.parent_external_id + " is not in the directory");
         parent_dn = p->second.dn;
     }
-    if (d.name.empty()) return std::string("a department needs a name (its ou)");
+    if (d.name.empty()) return fail("a department needs a name (its ou)");
     const std::string rdn = "ou=" + ldap_escape_rdn_value(d.name);
     const std::string want = canonical_dn(rdn + "," + parent_dn);
     const std::string& idattr = s_.department_id_attribute;
@@ -760,12 +750,12 @@ std::optional<std::string> LdapTarget::put_department(const OrgDepartment& d) {
                                [&](LDAPMessage* e) { owner = first_value(ld_, e, idattr.c_str()); });
             if (owner != d.external_id) {
                 depts_.erase(d.external_id);
-                return want + " already exists and is not department " + d.external_id + " (" + idattr + ": " +
-                       (owner.empty() ? "none" : owner) + ")";
+                return fail(want + " already exists and is not department " + d.external_id + " (" + idattr + ": " +
+                       (owner.empty() ? "none" : owner) + ")");
             }
         } else if (rc != LDAP_SUCCESS) {
             depts_.erase(d.external_id);
-            return ldap_error("adding " + want, rc);
+            return fail(ldap_error("adding " + want, rc));
         }
         cur.dn = want;
         if (rc == LDAP_SUCCESS)
@@ -774,14 +764,14 @@ std::optional<std::string> LdapTarget::put_department(const OrgDepartment& d) {
             Mods fix;
             fix.put(LDAP_MOD_REPLACE, "description", desc);
             if ((rc = ldap_modify_ext_s(ld_, want.c_str(), fix.build(), nullptr, nullptr)) != LDAP_SUCCESS)
-                return ldap_error("updating " + want, rc);
+                return fail(ldap_error("updating " + want, rc));
         }
     } else {
         if (lower(cur.dn) != lower(want)) {
             bool move = lower(parent_of(cur.dn)) != lower(parent_dn);
             int rc = ldap_rename_s(ld_, cur.dn.c_str(), rdn.c_str(), move ? parent_dn.c_str() : nullptr, 1, nullptr,
                                    nullptr);
-            if (rc != LDAP_SUCCESS) return ldap_error((move ? "moving " : "renaming ") + cur.dn + " to " + want, rc);
+            if (rc != LDAP_SUCCESS) return fail(ldap_error((move ? "moving " : "renaming ") + cur.dn + " to " + want, rc));
             // The subtree moved with it (no refint needed: nothing refers to department DNs).
             const std::string old = lower(cur.dn);
             for (auto& [id, other] : depts_) {
@@ -798,10 +788,10 @@ std::optional<std::string> LdapTarget::put_department(const OrgDepartment& d) {
         Mods m;
         m.put(LDAP_MOD_REPLACE, "description", desc);
         int rc = ldap_modify_ext_s(ld_, want.c_str(), m.build(), nullptr, nullptr);
-        if (rc != LDAP_SUCCESS) return ldap_error("updating " + want, rc);
+        if (rc != LDAP_SUCCESS) return fail(ldap_error("updating " + want, rc));
     }
     cur.name = d.name;
-    if (!s_.groups()) return std::nullopt;
+    if (!s_.groups()) return {};
 
     const std::string group_rdn = "cn=" + ldap_escape_rdn_value(d.name);
     const std::string want_group = canonical_dn(group_rdn + "," + cur.dn);
@@ -815,7 +805,7 @@ std::optional<std::string> LdapTarget::put_department(const OrgDepartment& d) {
         int rc = ldap_add_ext_s(ld_, want_group.c_str(), m.build(), nullptr, nullptr);
         if (rc != LDAP_SUCCESS && rc != LDAP_ALREADY_EXISTS) {
             cur.group_dn.clear();
-            return ldap_error("adding the group " + want_group, rc);
+            return fail(ldap_error("adding the group " + want_group, rc));
         }
         cur.members.clear();
         cur.placeholders.clear();
@@ -837,7 +827,7 @@ std::optional<std::string> LdapTarget::put_department(const OrgDepartment& d) {
         int rc = ldap_rename_s(ld_, cur.group_dn.c_str(), group_rdn.c_str(),
                                lower(parent_of(cur.group_dn)) != lower(cur.dn) ? cur.dn.c_str() : nullptr, 1, nullptr,
                                nullptr);
-        if (rc != LDAP_SUCCESS) return ldap_error("renaming the group " + cur.group_dn + " to " + want_group, rc);
+        if (rc != LDAP_SUCCESS) return fail(ldap_error("renaming the group " + cur.group_dn + " to " + want_group, rc));
         cur.group_dn = want_group;
     }
     if (!cur.stale.empty()) {
@@ -847,20 +837,20 @@ std::optional<std::string> LdapTarget::put_department(const OrgDepartment& d) {
         if (empty) m.put(LDAP_MOD_ADD, s_.member_attribute(), {placeholder(cur)});
         int rc = ldap_modify_ext_s(ld_, cur.group_dn.c_str(), m.build(), nullptr, nullptr);
         if (rc != LDAP_SUCCESS && rc != LDAP_NO_SUCH_ATTRIBUTE)
-            return ldap_error("removing stale members of " + cur.group_dn, rc);
+            return fail(ldap_error("removing stale members of " + cur.group_dn, rc));
         cur.stale.clear();
         if (empty) cur.placeholders.push_back(placeholder(cur));
     }
     return set_owners(cur, d.leaders);
 }
 
-std::optional<std::string> LdapTarget::add_member(const std::string& dept_id, const std::string& user_dn) {
+Status LdapTarget::add_member(const std::string& dept_id, const std::string& user_dn) {
     auto it = depts_.find(dept_id);
     if (it == depts_.end() || it->second.group_dn.empty())
-        return "department " + dept_id + " has no group in the directory";
+        return fail("department " + dept_id + " has no group in the directory");
     Dept& d = it->second;
     std::string l = lower(user_dn);
-    if (d.members.count(l)) return std::nullopt;
+    if (d.members.count(l)) return {};
     Mods mods;
     mods.put(LDAP_MOD_ADD, s_.member_attribute(), {user_dn});
     if (!d.placeholders.empty()) mods.put(LDAP_MOD_DELETE, s_.member_attribute(), d.placeholders);
@@ -874,17 +864,17 @@ std::optional<std::string> LdapTarget::add_member(const std::string& dept_id, co
     } else if (rc == LDAP_SUCCESS) {
         d.placeholders.clear();
     }
-    if (rc != LDAP_SUCCESS) return ldap_error("adding " + user_dn + " to " + d.group_dn, rc);
+    if (rc != LDAP_SUCCESS) return fail(ldap_error("adding " + user_dn + " to " + d.group_dn, rc));
     d.members.emplace(std::move(l), user_dn);
-    return std::nullopt;
+    return {};
 }
 
-std::optional<std::string> LdapTarget::remove_member(const std::string& dept_id, const std::string& user_dn) {
+Status LdapTarget::remove_member(const std::string& dept_id, const std::string& user_dn) {
     auto it = depts_.find(dept_id);
-    if (it == depts_.end() || it->second.group_dn.empty()) return std::nullopt;
+    if (it == depts_.end() || it->second.group_dn.empty()) return {};
     Dept& d = it->second;
     auto pos = d.members.find(lower(user_dn));
-    if (pos == d.members.end()) return std::nullopt;
+    if (pos == d.members.end()) return {};
     // groupOfNames requires a member: the last one is replaced by the placeholder in the same operation.
     bool last = d.members.size() == 1 && d.placeholders.empty();
     Mods mods;
@@ -892,13 +882,13 @@ std::optional<std::string> LdapTarget::remove_member(const std::string& dept_id,
     if (last) mods.put(LDAP_MOD_ADD, s_.member_attribute(), {placeholder(d)});
     int rc = ldap_modify_ext_s(ld_, d.group_dn.c_str(), mods.build(), nullptr, nullptr);
     if (rc == LDAP_NO_SUCH_ATTRIBUTE || rc == LDAP_TYPE_OR_VALUE_EXISTS) rc = LDAP_SUCCESS;
-    if (rc != LDAP_SUCCESS) return ldap_error("removing " + user_dn + " from " + d.group_dn, rc);
+    if (rc != LDAP_SUCCESS) return fail(ldap_error("removing " + user_dn + " from " + d.group_dn, rc));
     d.members.erase(pos);
     if (last) d.placeholders.push_back(placeholder(d));
-    return std::nullopt;
+    return {};
 }
 
-std::optional<std::string> LdapTarget::rename_references(const std::string& old_dn, const std::string& new_dn) {
+Status LdapTarget::rename_references(const std::string& old_dn, const std::string& new_dn) {
     // No refint overlay is assumed: member, owner and manager values keep the old DN otherwise.
     const std::string old_lower = lower(old_dn);
     const char* member = s_.member_attribute();
@@ -908,7 +898,7 @@ std::optional<std::string> LdapTarget::rename_references(const std::string& old_
             Mods m;
             m.put(LDAP_MOD_DELETE, member, {pos->second}).put(LDAP_MOD_ADD, member, {new_dn});
             int rc = ldap_modify_ext_s(ld_, d.group_dn.c_str(), m.build(), nullptr, nullptr);
-            if (rc != LDAP_SUCCESS) return ldap_error("rewriting " + std::string(member) + " of " + d.group_dn, rc);
+            if (rc != LDAP_SUCCESS) return fail(ldap_error("rewriting " + std::string(member) + " of " + d.group_dn, rc));
             d.members.erase(pos);
             d.members.emplace(lower(new_dn), new_dn);
         }
@@ -918,22 +908,22 @@ std::optional<std::string> LdapTarget::rename_references(const std::string& old_
         Mods m;
         m.put(LDAP_MOD_DELETE, "owner", {*pos}).put(LDAP_MOD_ADD, "owner", {new_dn});
         int rc = ldap_modify_ext_s(ld_, d.group_dn.c_str(), m.build(), nullptr, nullptr);
-        if (rc != LDAP_SUCCESS) return ldap_error("rewriting owner of " + d.group_dn, rc);
+        if (rc != LDAP_SUCCESS) return fail(ldap_error("rewriting owner of " + d.group_dn, rc));
         *pos = new_dn;
     }
-    if (s_.manager_attribute.empty()) return std::nullopt;
+    if (s_.manager_attribute.empty()) return {};
     for (auto& [id, u] : users_) {
         if (lower(u.manager_dn) != old_lower) continue;
         Mods m;
         m.put(LDAP_MOD_REPLACE, s_.manager_attribute, {new_dn});
         int rc = ldap_modify_ext_s(ld_, u.dn.c_str(), m.build(), nullptr, nullptr);
-        if (rc != LDAP_SUCCESS) return ldap_error("rewriting the manager of " + u.dn, rc);
+        if (rc != LDAP_SUCCESS) return fail(ldap_error("rewriting the manager of " + u.dn, rc));
         u.manager_dn = new_dn;
     }
-    return std::nullopt;
+    return {};
 }
 
-std::optional<std::string> LdapTarget::put_user(const OrgUser& u) {
+Status LdapTarget::put_user(const OrgUser& u) {
     std::string want = user_dn_for(u.external_id);
     auto known = users_.find(u.external_id);
     if (known != users_.end() && desired_dn_.count(u.external_id) == 0) want.clear();
@@ -946,7 +936,7 @@ std::optional<std::string> LdapTarget::put_user(const OrgUser& u) {
     std::string rdn_value_text;
     for (const auto& a : s_.user_attributes)
         if (a.attribute == s_.user_rdn_attribute) rdn_value_text = user_value(u, a.field);
-    if (rdn_value_text.empty()) return "the user has no value for the RDN attribute " + s_.user_rdn_attribute;
+    if (rdn_value_text.empty()) return fail("the user has no value for the RDN attribute " + s_.user_rdn_attribute);
     const std::string rdn = s_.user_rdn_attribute + "=" + ldap_escape_rdn_value(rdn_value_text);
     std::string manager = u.manager.empty() ? std::string() : user_dn_for(u.manager);
 
@@ -973,10 +963,10 @@ std::optional<std::string> LdapTarget::put_user(const OrgUser& u) {
             (void)paged_search(ld_, want, LDAP_SCOPE_BASE, "(objectClass=*)", {s_.user_id_attribute.c_str()}, 1,
                                [&](LDAPMessage* e) { owner = first_value(ld_, e, s_.user_id_attribute.c_str()); });
             if (owner != u.external_id)
-                return want + " already exists and is not user " + u.external_id + " (" + s_.user_id_attribute + ": " +
-                       (owner.empty() ? "none" : owner) + ")";
+                return fail(want + " already exists and is not user " + u.external_id + " (" + s_.user_id_attribute + ": " +
+                       (owner.empty() ? "none" : owner) + ")");
         } else if (rc != LDAP_SUCCESS) {
-            return ldap_error("adding " + want, rc);
+            return fail(ldap_error("adding " + want, rc));
         } else {
             modify = false;
         }
@@ -987,30 +977,30 @@ std::optional<std::string> LdapTarget::put_user(const OrgUser& u) {
         bool move = lower(parent_of(cur.dn)) != lower(s_.users_dn);
         int rc =
             ldap_rename_s(ld_, cur.dn.c_str(), rdn.c_str(), move ? s_.users_dn.c_str() : nullptr, 1, nullptr, nullptr);
-        if (rc != LDAP_SUCCESS) return ldap_error((move ? "moving " : "renaming ") + cur.dn + " to " + want, rc);
+        if (rc != LDAP_SUCCESS) return fail(ldap_error((move ? "moving " : "renaming ") + cur.dn + " to " + want, rc));
         const std::string old = cur.dn;
         user_by_dn_.erase(lower(old));
         user_by_dn_[lower(want)] = u.external_id;
         cur.dn = want;
         cur.removed = false;
-        if (auto e = rename_references(old, want)) return e;
+        if (auto r = rename_references(old, want); !r) return r;
     }
     User& cur = known->second;
     if (modify) {
         int rc = ldap_modify_ext_s(ld_, cur.dn.c_str(), attrs.build(), nullptr, nullptr);
-        if (rc != LDAP_SUCCESS) return ldap_error("updating " + cur.dn, rc);
+        if (rc != LDAP_SUCCESS) return fail(ldap_error("updating " + cur.dn, rc));
         cur.manager_dn = manager;
     }
     std::set<std::string> want_groups;
     for (const auto& m : u.departments) want_groups.insert(m.department);
-    std::optional<std::string> first_error;
+    Status first_error;  // the first membership change that failed; the others are still tried
     for (auto it = cur.groups.begin(); it != cur.groups.end();) {
         if (want_groups.count(*it)) {
             ++it;
             continue;
         }
-        if (auto e = remove_member(*it, cur.dn)) {
-            if (!first_error) first_error = e;
+        if (auto r = remove_member(*it, cur.dn); !r) {
+            if (first_error) first_error = r;
             ++it;
         } else {
             it = cur.groups.erase(it);
@@ -1018,8 +1008,8 @@ std::optional<std::string> LdapTarget::put_user(const OrgUser& u) {
     }
     for (const auto& g : want_groups) {
         if (cur.groups.count(g)) continue;
-        if (auto e = add_member(g, cur.dn)) {
-            if (!first_error) first_error = e;
+        if (auto r = add_member(g, cur.dn); !r) {
+            if (first_error) first_error = r;
         } else {
             cur.groups.insert(g);
         }
@@ -1027,58 +1017,58 @@ std::optional<std::string> LdapTarget::put_user(const OrgUser& u) {
     return first_error;
 }
 
-std::optional<std::string> LdapTarget::disable_user(const std::string& id) {
+Status LdapTarget::disable_user(const std::string& id) {
     auto it = users_.find(id);
-    if (it == users_.end() || it->second.removed) return std::nullopt;
+    if (it == users_.end() || it->second.removed) return {};
     User& cur = it->second;
     for (auto g = cur.groups.begin(); g != cur.groups.end();) {
-        if (auto e = remove_member(*g, cur.dn)) return e;
+        if (auto r = remove_member(*g, cur.dn); !r) return r;
         g = cur.groups.erase(g);
     }
     const std::string rdn = first_rdn(cur.dn);
     const std::string want = canonical_dn(rdn + "," + s_.removed_users_dn);
     int rc = ldap_rename_s(ld_, cur.dn.c_str(), rdn.c_str(), s_.removed_users_dn.c_str(), 1, nullptr, nullptr);
-    if (rc != LDAP_SUCCESS) return ldap_error("moving " + cur.dn + " to " + s_.removed_users_dn, rc);
+    if (rc != LDAP_SUCCESS) return fail(ldap_error("moving " + cur.dn + " to " + s_.removed_users_dn, rc));
     user_by_dn_.erase(lower(cur.dn));
     user_by_dn_[lower(want)] = id;
     cur.dn = want;
     cur.removed = true;
-    return std::nullopt;
+    return {};
 }
 
-std::optional<std::string> LdapTarget::delete_user(const std::string& id) {
+Status LdapTarget::delete_user(const std::string& id) {
     auto it = users_.find(id);
-    if (it == users_.end()) return std::nullopt;
+    if (it == users_.end()) return {};
     User& cur = it->second;
     for (auto g = cur.groups.begin(); g != cur.groups.end();) {
-        if (auto e = remove_member(*g, cur.dn)) return e;
+        if (auto r = remove_member(*g, cur.dn); !r) return r;
         g = cur.groups.erase(g);
     }
     int rc = ldap_delete_ext_s(ld_, cur.dn.c_str(), nullptr, nullptr);
-    if (rc != LDAP_SUCCESS && rc != LDAP_NO_SUCH_OBJECT) return ldap_error("deleting " + cur.dn, rc);
+    if (rc != LDAP_SUCCESS && rc != LDAP_NO_SUCH_OBJECT) return fail(ldap_error("deleting " + cur.dn, rc));
     user_by_dn_.erase(lower(cur.dn));
     users_.erase(it);
-    return std::nullopt;
+    return {};
 }
 
-std::optional<std::string> LdapTarget::delete_department(const std::string& id) {
+Status LdapTarget::delete_department(const std::string& id) {
     auto it = depts_.find(id);
-    if (it == depts_.end()) return std::nullopt;
+    if (it == depts_.end()) return {};
     Dept& d = it->second;
     if (!d.group_dn.empty()) {
         int rc = ldap_delete_ext_s(ld_, d.group_dn.c_str(), nullptr, nullptr);
-        if (rc != LDAP_SUCCESS && rc != LDAP_NO_SUCH_OBJECT) return ldap_error("deleting the group " + d.group_dn, rc);
+        if (rc != LDAP_SUCCESS && rc != LDAP_NO_SUCH_OBJECT) return fail(ldap_error("deleting the group " + d.group_dn, rc));
         d.group_dn.clear();
         for (auto& [uid, u] : users_) u.groups.erase(id);
     }
     if (!d.dn.empty()) {
         int rc = ldap_delete_ext_s(ld_, d.dn.c_str(), nullptr, nullptr);
         if (rc == LDAP_NOT_ALLOWED_ON_NONLEAF)
-            return d.dn + " still holds entries dingbridge does not manage; move or delete them first";
-        if (rc != LDAP_SUCCESS && rc != LDAP_NO_SUCH_OBJECT) return ldap_error("deleting " + d.dn, rc);
+            return fail(d.dn + " still holds entries dingbridge does not manage; move or delete them first");
+        if (rc != LDAP_SUCCESS && rc != LDAP_NO_SUCH_OBJECT) return fail(ldap_error("deleting " + d.dn, rc));
     }
     depts_.erase(it);
-    return std::nullopt;
+    return {};
 }
 
 }  // namespace dingbridge::agent

@@ -49,10 +49,10 @@ public:
     ~LdapTarget() override;
 
     void normalize(OrgSnapshot& desired) override;
-    std::optional<OrgSnapshot> read(std::string& error) override;
-    bool begin(std::string& error) override;
-    std::optional<std::string> apply(const Change& change) override;
-    bool commit(std::string& error) override;
+    Result<OrgSnapshot> read() override;
+    Status begin() override;
+    Status apply(const Change& change) override;
+    Status commit() override;
     void rollback() override {}
 
 private:
@@ -76,19 +76,21 @@ private:
         std::string manager_dn;
     };
 
-    std::optional<std::string> connect();
-    void rollback_connection();  // drops a lost connection; the next call reconnects
-    std::optional<std::string> ensure_container(const std::string& dn);
-    std::optional<std::string> apply_inner(const Change& c);
-    std::optional<std::string> put_department(const OrgDepartment& d);
-    std::optional<std::string> put_user(const OrgUser& u);
-    std::optional<std::string> disable_user(const std::string& id);
-    std::optional<std::string> delete_user(const std::string& id);
-    std::optional<std::string> delete_department(const std::string& id);
-    std::optional<std::string> add_member(const std::string& dept_id, const std::string& user_dn);
-    std::optional<std::string> remove_member(const std::string& dept_id, const std::string& user_dn);
-    std::optional<std::string> rename_references(const std::string& old_dn, const std::string& new_dn);
-    std::optional<std::string> set_owners(Dept& d, const std::vector<std::string>& leaders);
+    Status connect();
+    void rollback_connection();
+    // The message for a failed search of `base` (with the size-limit hint).
+    std::string search_error(const std::string& base, int rc) const;  // drops a lost connection; the next call reconnects
+    Status ensure_container(const std::string& dn);
+    Status apply_inner(const Change& c);
+    Status put_department(const OrgDepartment& d);
+    Status put_user(const OrgUser& u);
+    Status disable_user(const std::string& id);
+    Status delete_user(const std::string& id);
+    Status delete_department(const std::string& id);
+    Status add_member(const std::string& dept_id, const std::string& user_dn);
+    Status remove_member(const std::string& dept_id, const std::string& user_dn);
+    Status rename_references(const std::string& old_dn, const std::string& new_dn);
+    Status set_owners(Dept& d, const std::vector<std::string>& leaders);
     std::string user_dn_for(const std::string& id) const;
     std::string placeholder(const Dept& d) const;
     bool is_placeholder(const Dept& d, const std::string& value) const;

@@ -7,18 +7,6 @@
 
 namespace dingbridge::agent {
 
-namespace sqlite_util {
-std::string exec(sqlite3* db, const std::string& sql) {
-    char* err = nullptr;
-    if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
-        std::string e = err ? err : "unknown error";
-        sqlite3_free(err);
-        return e;
-    }
-    return {};
-}
-}  // namespace sqlite_util
-
 namespace {
 
 const char* kSchema = R"SQL(
@@ -62,6 +50,9 @@ CREATE TABLE IF NOT EXISTS user_departments (
 CREATE INDEX IF NOT EXISTS user_departments_dept ON user_departments(department_external_id);
 )SQL";
 
+// The same literal everywhere: cached() keys prepared statements by the SQL's address.
+constexpr const char* kDeleteUserMemberships = "DELETE FROM user_departments WHERE user_external_id=?1";
+
 std::int64_t now_s() { return static_cast<std::int64_t>(std::time(nullptr)); }
 
 }  // namespace
@@ -78,9 +69,9 @@ SqliteTarget::SqliteTarget(const std::string& path) {
     // temp_store=MEMORY keeps each change's SAVEPOINT sub-journal in memory: on a file it costs a
     // temp-file write of every page the change touches (GBs of pwrite for a 100k-user first sync).
     for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA temp_store=MEMORY"})
-        (void)sqlite_util::exec(db_, pragma);
-    if (auto e = sqlite_util::exec(db_, kSchema); !e.empty())
-        throw std::runtime_error("cannot create the target schema in " + path + ": " + e);
+        (void)sqlite_util::exec(db_, pragma);  // best effort: the defaults are correct, only slower
+    if (auto r = sqlite_util::exec(db_, kSchema); !r)
+        throw std::runtime_error("cannot create the target schema in " + path + ": " + r.error());
 }
 
 SqliteTarget::~SqliteTarget() {
@@ -95,59 +86,56 @@ Stmt& SqliteTarget::cached(const char* sql) {
     return *slot;
 }
 
-std::optional<OrgSnapshot> SqliteTarget::read(std::string& error) {
-    OrgSnapshot s;
-    {
-        Stmt st(db_, "SELECT external_id, name, parent_external_id, sort_order, description, leaders, custom FROM departments");
-        if (!st.ok()) { error = st.prepare_error(); return std::nullopt; }
-        while (st.step() == SQLITE_ROW) {
-            OrgDepartment d;
-            d.external_id = st.text(0);
-            d.name = st.text(1);
-            d.parent_external_id = st.text(2);
-            d.order = st.integer(3);
-            d.description = st.text(4);
-            d.leaders = parse_json_string_list(st.text(5));
-            d.custom = parse_json_string_map(st.text(6));
-            s.departments.emplace(d.external_id, std::move(d));
-        }
+Status SqliteTarget::read_departments(OrgSnapshot& s) {
+    Stmt st(db_, "SELECT external_id, name, parent_external_id, sort_order, description, leaders, custom FROM departments");
+    if (!st.ok()) return fail(st.prepare_error());
+    while (st.step() == SQLITE_ROW) {
+        OrgDepartment d;
+        d.external_id = st.text(0);
+        d.name = st.text(1);
+        d.parent_external_id = st.text(2);
+        d.order = st.integer(3);
+        d.description = st.text(4);
+        d.leaders = parse_json_string_list(st.text(5));
+        d.custom = parse_json_string_map(st.text(6));
+        s.departments.emplace(d.external_id, std::move(d));
     }
-    {
-        Stmt st(db_, "SELECT external_id, union_id, username, display_name, email, phone, employee_number, title, "
-                     "primary_department, manager, active, avatar_url, hired_at, custom, removed_at FROM users");
-        if (!st.ok()) {
-            error = st.prepare_error();
-            return std::nullopt;
-        }
-        while (st.step() == SQLITE_ROW) {
-            OrgUser u;
-            u.external_id = st.text(0);
-            const bool removed = !st.is_null(14);
-            if (removed) s.removed_users.emplace(u.external_id, st.integer(14));
-            u.union_id = st.text(1);
-            u.username = st.text(2);
-            u.display_name = st.text(3);
-            u.email = st.text(4);
-            u.phone = st.text(5);
-            u.employee_number = st.text(6);
-            u.title = st.text(7);
-            u.primary_department = st.text(8);
-            u.manager = st.text(9);
-            u.active = st.integer(10) != 0;
-            u.avatar_url = st.text(11);
-            u.hired_at = st.text(12);
-            u.custom = parse_json_string_map(st.text(13));
-            (removed ? s.removed_user_rows : s.users).emplace(u.external_id, std::move(u));
-        }
+    return {};
+}
+
+Status SqliteTarget::read_users(OrgSnapshot& s) {
+    Stmt st(db_, "SELECT external_id, union_id, username, display_name, email, phone, employee_number, title, "
+                 "primary_department, manager, active, avatar_url, hired_at, custom, removed_at FROM users");
+    if (!st.ok()) return fail(st.prepare_error());
+    while (st.step() == SQLITE_ROW) {
+        OrgUser u;
+        u.external_id = st.text(0);
+        const bool removed = !st.is_null(14);
+        if (removed) s.removed_users.emplace(u.external_id, st.integer(14));
+        u.union_id = st.text(1);
+        u.username = st.text(2);
+        u.display_name = st.text(3);
+        u.email = st.text(4);
+        u.phone = st.text(5);
+        u.employee_number = st.text(6);
+        u.title = st.text(7);
+        u.primary_department = st.text(8);
+        u.manager = st.text(9);
+        u.active = st.integer(10) != 0;
+        u.avatar_url = st.text(11);
+        u.hired_at = st.text(12);
+        u.custom = parse_json_string_map(st.text(13));
+        (removed ? s.removed_user_rows : s.users).emplace(u.external_id, std::move(u));
     }
-    // Memberships straight into their users (no temporary map of every membership: it was a
-    // sizeable part of a no-op resync's peak memory).
+    return {};
+}
+
+// Memberships straight into their users (no temporary map of every membership: it was a
+// sizeable part of a no-op resync's peak memory).
+Status SqliteTarget::read_memberships(OrgSnapshot& s) {
     Stmt st(db_, "SELECT user_external_id, department_external_id, sort_order, is_leader FROM user_departments "
                  "ORDER BY user_external_id, position");
-    if (!st.ok()) {
-        error = st.prepare_error();
-        return std::nullopt;
-    }
+    if (!st.ok()) return fail(st.prepare_error());
     OrgUser* cur = nullptr;
     while (st.step() == SQLITE_ROW) {
         std::string id = st.text(0);
@@ -163,155 +151,169 @@ std::optional<OrgSnapshot> SqliteTarget::read(std::string& error) {
         }
         cur->departments.push_back(Membership{st.text(1), st.integer(2), st.integer(3) != 0});
     }
+    return {};
+}
+
+Result<OrgSnapshot> SqliteTarget::read() {
+    OrgSnapshot s;
+    if (auto r = read_departments(s); !r) return fail(r.error());
+    if (auto r = read_users(s); !r) return fail(r.error());
+    if (auto r = read_memberships(s); !r) return fail(r.error());
     return s;
 }
 
-bool SqliteTarget::begin(std::string& error) {
-    error = sqlite_util::exec(db_, "BEGIN IMMEDIATE");
-    return error.empty();
-}
+Status SqliteTarget::begin() { return sqlite_util::exec(db_, "BEGIN IMMEDIATE"); }
 
-bool SqliteTarget::commit(std::string& error) {
+Status SqliteTarget::commit() {
     for (auto& [sql, st] : statements_) st->reset();
-    error = sqlite_util::exec(db_, "COMMIT");
-    return error.empty();
+    return sqlite_util::exec(db_, "COMMIT");
 }
 
 void SqliteTarget::rollback() {
     for (auto& [sql, st] : statements_) st->reset();
-    (void)sqlite_util::exec(db_, "ROLLBACK");
+    (void)sqlite_util::exec(db_, "ROLLBACK");  // nothing left to undo when it fails: no transaction open
 }
 
-std::optional<std::string> SqliteTarget::apply(const Change& change) {
+Status SqliteTarget::apply(const Change& change) {
     Stmt& savepoint = cached("SAVEPOINT item");
-    if (!savepoint.ok()) return savepoint.prepare_error();
-    if (savepoint.step() != SQLITE_DONE) return std::string(sqlite3_errmsg(db_));
-    auto err = apply_inner(change);
-    if (err) (void)cached("ROLLBACK TO item").step();
-    (void)cached("RELEASE item").step();
-    return err;
+    if (auto r = savepoint.run(); !r) return r;
+    auto outcome = apply_inner(change);
+    // Best effort: if even these fail, the run's COMMIT fails and nothing is applied.
+    if (!outcome) (void)cached("ROLLBACK TO item").run();
+    (void)cached("RELEASE item").run();
+    return outcome;
 }
 
-void SqliteTarget::apply_batch(const Change* changes, std::size_t n, std::vector<std::optional<std::string>>& errors) {
-    errors.assign(n, std::nullopt);
+void SqliteTarget::apply_batch(const Change* changes, std::size_t n, std::vector<Status>& outcomes) {
+    outcomes.assign(n, Status{});
     // A per-change SAVEPOINT copies every page the change touches into the sub-journal and
     // back; sharing one between the changes of a batch pays that once per page per batch.
     Stmt& savepoint = cached("SAVEPOINT batch");
-    bool clean = savepoint.ok() && savepoint.step() == SQLITE_DONE;
+    bool clean = savepoint.run().ok();
     for (std::size_t i = 0; clean && i < n; ++i)
-        if (apply_inner(changes[i])) clean = false;
-    if (clean) {
-        if (cached("RELEASE batch").step() == SQLITE_DONE) return;
-        clean = false;
-    }
+        if (!apply_inner(changes[i])) clean = false;
+    if (clean && cached("RELEASE batch").run()) return;
     if (savepoint.ok()) {
-        (void)cached("ROLLBACK TO batch").step();
-        (void)cached("RELEASE batch").step();
+        (void)cached("ROLLBACK TO batch").run();
+        (void)cached("RELEASE batch").run();
     }
-    for (std::size_t i = 0; i < n; ++i) errors[i] = apply(changes[i]);
+    outcomes.clear();
+    for (std::size_t i = 0; i < n; ++i) outcomes.push_back(apply(changes[i]));
 }
 
-std::optional<std::string> SqliteTarget::apply_inner(const Change& c) {
-    auto run = [&](Stmt& st) -> std::optional<std::string> {
-        if (!st.ok()) return st.prepare_error();
-        int rc = st.step();
-        if (rc != SQLITE_DONE && rc != SQLITE_ROW) return std::string(sqlite3_errmsg(db_));
-        return std::nullopt;
-    };
+Status SqliteTarget::put_department(const OrgDepartment& d) {
+    Stmt& st = cached(
+        "INSERT INTO departments(external_id, name, parent_external_id, sort_order, description, leaders, "
+        "custom, updated_at) VALUES(?1,?2,?3,?4,?5,?6,?7,?8) ON CONFLICT(external_id) DO UPDATE SET "
+        "name=excluded.name, parent_external_id=excluded.parent_external_id, sort_order=excluded.sort_order, "
+        "description=excluded.description, leaders=excluded.leaders, custom=excluded.custom, "
+        "updated_at=excluded.updated_at");
+    if (st.ok())
+        st.bind(1, d.external_id)
+            .bind(2, d.name)
+            .bind_nullable(3, d.parent_external_id)
+            .bind(4, d.order)
+            .bind(5, d.description)
+            .bind(6, json_string_list(d.leaders))
+            .bind(7, json_string_map(d.custom))
+            .bind(8, now_s());
+    return st.run();
+}
+
+Status SqliteTarget::delete_rows(const char* sql, const std::string& external_id) {
+    Stmt& st = cached(sql);
+    if (st.ok()) st.bind(1, external_id);
+    return st.run();
+}
+
+Status SqliteTarget::put_user(const OrgUser& u) {
+    Stmt& st = cached(
+        "INSERT INTO users(external_id, union_id, username, display_name, email, phone, employee_number, "
+        "title, primary_department, manager, active, avatar_url, hired_at, custom, removed_at, updated_at) "
+        "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,NULL,?15) ON CONFLICT(external_id) DO UPDATE SET "
+        "union_id=excluded.union_id, username=excluded.username, display_name=excluded.display_name, "
+        "email=excluded.email, phone=excluded.phone, employee_number=excluded.employee_number, "
+        "title=excluded.title, primary_department=excluded.primary_department, manager=excluded.manager, "
+        "active=excluded.active, avatar_url=excluded.avatar_url, hired_at=excluded.hired_at, "
+        "custom=excluded.custom, removed_at=NULL, updated_at=excluded.updated_at");
+    if (st.ok())
+        st.bind(1, u.external_id)
+            .bind(2, u.union_id)
+            .bind_nullable(3, u.username)
+            .bind(4, u.display_name)
+            .bind_nullable(5, u.email)
+            .bind_nullable(6, u.phone)
+            .bind(7, u.employee_number)
+            .bind(8, u.title)
+            .bind_nullable(9, u.primary_department)
+            .bind_nullable(10, u.manager)
+            .bind(11, static_cast<std::int64_t>(u.active ? 1 : 0))
+            .bind(12, u.avatar_url)
+            .bind(13, u.hired_at)
+            .bind(14, json_string_map(u.custom))
+            .bind(15, now_s());
+    if (auto r = st.run(); !r) return r;
+    if (auto r = delete_rows(kDeleteUserMemberships, u.external_id); !r) return r;
+    Stmt& ins = cached(
+        "INSERT INTO user_departments(user_external_id, department_external_id, position, sort_order, "
+        "is_leader) VALUES(?1,?2,?3,?4,?5)");
+    if (!ins.ok()) return fail(ins.prepare_error());
+    for (size_t i = 0; i < u.departments.size(); ++i) {
+        const auto& m = u.departments[i];
+        ins.bind(1, u.external_id)
+            .bind(2, m.department)
+            .bind(3, static_cast<std::int64_t>(i))
+            .bind(4, m.order)
+            .bind(5, static_cast<std::int64_t>(m.leader ? 1 : 0));
+        if (auto r = ins.run(); !r) return r;
+        ins.reset();
+    }
+    return {};
+}
+
+// The row stays (removed_at kept from the first disable) without its memberships; `kept`, when
+// given, carries the unique values it keeps (released ones are empty).
+Status SqliteTarget::disable_user(const std::string& external_id, const OrgUser* kept) {
+    if (kept) {
+        Stmt& st = cached(
+            "UPDATE users SET active=0, removed_at=COALESCE(removed_at, ?2), updated_at=?2, "
+            "username=?3, email=?4, phone=?5 WHERE external_id=?1");
+        if (st.ok())
+            st.bind(1, external_id)
+                .bind(2, now_s())
+                .bind_nullable(3, kept->username)
+                .bind_nullable(4, kept->email)
+                .bind_nullable(5, kept->phone);
+        if (auto r = st.run(); !r) return r;
+    } else {
+        Stmt& st = cached(
+            "UPDATE users SET active=0, removed_at=COALESCE(removed_at, ?2), updated_at=?2 "
+            "WHERE external_id=?1");
+        if (st.ok()) st.bind(1, external_id).bind(2, now_s());
+        if (auto r = st.run(); !r) return r;
+    }
+    return delete_rows(kDeleteUserMemberships, external_id);
+}
+
+Status SqliteTarget::apply_inner(const Change& c) {
     switch (c.kind) {
         case ChangeKind::create_department:
-        case ChangeKind::update_department: {
-            if (!c.department) return std::string("no department in the change");
-            const auto& d = *c.department;
-            Stmt& st = cached("INSERT INTO departments(external_id, name, parent_external_id, sort_order, description, leaders, "
-                         "custom, updated_at) VALUES(?1,?2,?3,?4,?5,?6,?7,?8) ON CONFLICT(external_id) DO UPDATE SET "
-                         "name=excluded.name, parent_external_id=excluded.parent_external_id, sort_order=excluded.sort_order, "
-                         "description=excluded.description, leaders=excluded.leaders, custom=excluded.custom, "
-                         "updated_at=excluded.updated_at");
-            if (st.ok())
-                st.bind(1, d.external_id).bind(2, d.name).bind_nullable(3, d.parent_external_id).bind(4, d.order)
-                    .bind(5, d.description).bind(6, json_string_list(d.leaders)).bind(7, json_string_map(d.custom))
-                    .bind(8, now_s());
-            return run(st);
-        }
-        case ChangeKind::delete_department: {
-            Stmt& st = cached("DELETE FROM departments WHERE external_id=?1");
-            if (st.ok()) st.bind(1, c.external_id);
-            if (auto e = run(st)) return e;
-            Stmt& m = cached("DELETE FROM user_departments WHERE department_external_id=?1");
-            if (m.ok()) m.bind(1, c.external_id);
-            return run(m);
-        }
+        case ChangeKind::update_department:
+            if (!c.department) return fail("no department in the change");
+            return put_department(*c.department);
+        case ChangeKind::delete_department:
+            if (auto r = delete_rows("DELETE FROM departments WHERE external_id=?1", c.external_id); !r) return r;
+            return delete_rows("DELETE FROM user_departments WHERE department_external_id=?1", c.external_id);
         case ChangeKind::create_user:
-        case ChangeKind::update_user: {
-            if (!c.user) return std::string("no user in the change");
-            const auto& u = *c.user;
-            Stmt& st = cached("INSERT INTO users(external_id, union_id, username, display_name, email, phone, employee_number, "
-                         "title, primary_department, manager, active, avatar_url, hired_at, custom, removed_at, updated_at) "
-                         "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,NULL,?15) ON CONFLICT(external_id) DO UPDATE SET "
-                         "union_id=excluded.union_id, username=excluded.username, display_name=excluded.display_name, "
-                         "email=excluded.email, phone=excluded.phone, employee_number=excluded.employee_number, "
-                         "title=excluded.title, primary_department=excluded.primary_department, manager=excluded.manager, "
-                         "active=excluded.active, avatar_url=excluded.avatar_url, hired_at=excluded.hired_at, "
-                         "custom=excluded.custom, removed_at=NULL, updated_at=excluded.updated_at");
-            if (st.ok())
-                st.bind(1, u.external_id).bind(2, u.union_id).bind_nullable(3, u.username).bind(4, u.display_name)
-                    .bind_nullable(5, u.email).bind_nullable(6, u.phone).bind(7, u.employee_number).bind(8, u.title)
-                    .bind_nullable(9, u.primary_department).bind_nullable(10, u.manager)
-                    .bind(11, static_cast<std::int64_t>(u.active ? 1 : 0)).bind(12, u.avatar_url).bind(13, u.hired_at)
-                    .bind(14, json_string_map(u.custom)).bind(15, now_s());
-            if (auto e = run(st)) return e;
-            Stmt& del = cached("DELETE FROM user_departments WHERE user_external_id=?1");
-            if (del.ok()) del.bind(1, u.external_id);
-            if (auto e = run(del)) return e;
-            Stmt& ins = cached("INSERT INTO user_departments(user_external_id, department_external_id, position, sort_order, "
-                          "is_leader) VALUES(?1,?2,?3,?4,?5)");
-            if (!ins.ok()) return ins.prepare_error();
-            for (size_t i = 0; i < u.departments.size(); ++i) {
-                const auto& m = u.departments[i];
-                ins.bind(1, u.external_id).bind(2, m.department).bind(3, static_cast<std::int64_t>(i)).bind(4, m.order)
-                    .bind(5, static_cast<std::int64_t>(m.leader ? 1 : 0));
-                int rc = ins.step();
-                if (rc != SQLITE_DONE) return std::string(sqlite3_errmsg(db_));
-                ins.reset();
-            }
-            return std::nullopt;
-        }
-        case ChangeKind::disable_user: {
-            // The row stays (removed_at kept from the first disable) without its memberships;
-            // c.user, when given, carries the unique values it keeps (released ones are empty).
-            if (c.user) {
-                Stmt& st = cached(
-                    "UPDATE users SET active=0, removed_at=COALESCE(removed_at, ?2), updated_at=?2, "
-                    "username=?3, email=?4, phone=?5 WHERE external_id=?1");
-                if (st.ok())
-                    st.bind(1, c.external_id)
-                        .bind(2, now_s())
-                        .bind_nullable(3, c.user->username)
-                        .bind_nullable(4, c.user->email)
-                        .bind_nullable(5, c.user->phone);
-                if (auto e = run(st)) return e;
-            } else {
-                Stmt& st = cached(
-                    "UPDATE users SET active=0, removed_at=COALESCE(removed_at, ?2), updated_at=?2 "
-                    "WHERE external_id=?1");
-                if (st.ok()) st.bind(1, c.external_id).bind(2, now_s());
-                if (auto e = run(st)) return e;
-            }
-            Stmt& m = cached("DELETE FROM user_departments WHERE user_external_id=?1");
-            if (m.ok()) m.bind(1, c.external_id);
-            return run(m);
-        }
-        case ChangeKind::delete_user: {
-            Stmt& st = cached("DELETE FROM users WHERE external_id=?1");
-            if (st.ok()) st.bind(1, c.external_id);
-            if (auto e = run(st)) return e;
-            Stmt& m = cached("DELETE FROM user_departments WHERE user_external_id=?1");
-            if (m.ok()) m.bind(1, c.external_id);
-            return run(m);
-        }
+        case ChangeKind::update_user:
+            if (!c.user) return fail("no user in the change");
+            return put_user(*c.user);
+        case ChangeKind::disable_user: return disable_user(c.external_id, c.user);
+        case ChangeKind::delete_user:
+            if (auto r = delete_rows("DELETE FROM users WHERE external_id=?1", c.external_id); !r) return r;
+            return delete_rows(kDeleteUserMemberships, c.external_id);
     }
-    return std::string("unknown change");
+    return fail("unknown change");
 }
 
 }  // namespace dingbridge::agent

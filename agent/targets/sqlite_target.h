@@ -24,26 +24,29 @@ public:
     explicit SqliteTarget(const std::string& path);
     ~SqliteTarget() override;
 
-    std::optional<OrgSnapshot> read(std::string& error) override;
-    bool begin(std::string& error) override;
-    std::optional<std::string> apply(const Change& change) override;
+    Result<OrgSnapshot> read() override;
+    Status begin() override;
+    Status apply(const Change& change) override;
     // One SAVEPOINT around the whole batch; if any change fails, the batch is rolled back and
     // replayed one change per SAVEPOINT, so the outcome is that of apply() on each.
-    void apply_batch(const Change* changes, std::size_t n, std::vector<std::optional<std::string>>& errors) override;
-    bool commit(std::string& error) override;
+    void apply_batch(const Change* changes, std::size_t n, std::vector<Status>& outcomes) override;
+    Status commit() override;
     void rollback() override;
 
 private:
-    std::optional<std::string> apply_inner(const Change& change);
+    Status read_departments(OrgSnapshot& s);
+    Status read_users(OrgSnapshot& s);
+    Status read_memberships(OrgSnapshot& s);
+    Status apply_inner(const Change& change);
+    Status put_department(const OrgDepartment& d);
+    Status put_user(const OrgUser& u);
+    Status disable_user(const std::string& external_id, const OrgUser* kept);
+    // Runs a cached one-parameter statement (`sql` a literal) with ?1 = external_id.
+    Status delete_rows(const char* sql, const std::string& external_id);
     // Prepared once per connection, reset before each use (keyed by the SQL literal's address).
     Stmt& cached(const char* sql);
     sqlite3* db_ = nullptr;
     std::map<const char*, std::unique_ptr<Stmt>> statements_;
 };
-
-// Small SQLite helpers shared with the history store.
-namespace sqlite_util {
-std::string exec(sqlite3* db, const std::string& sql);  // returns an error or ""
-}
 
 }  // namespace dingbridge::agent

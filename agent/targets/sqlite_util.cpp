@@ -40,6 +40,25 @@ Stmt& Stmt::bind_null(int i) {
 
 int Stmt::step() { return sqlite3_step(stmt_); }
 
+Status Stmt::run() {
+    if (!stmt_) return fail(error_);
+    const int rc = sqlite3_step(stmt_);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) return fail(sqlite3_errmsg(db_));
+    return {};
+}
+
+namespace sqlite_util {
+Status exec(sqlite3* db, const std::string& sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+        std::string e = err ? err : "unknown error";
+        sqlite3_free(err);
+        return fail(std::move(e));
+    }
+    return {};
+}
+}  // namespace sqlite_util
+
 void Stmt::reset() {
     sqlite3_reset(stmt_);
     sqlite3_clear_bindings(stmt_);

@@ -10,6 +10,8 @@
 
 #include <sqlite3.h>
 
+#include "shared/result.h"
+
 namespace dingbridge::agent {
 
 class Stmt {
@@ -27,6 +29,9 @@ public:
     Stmt& bind_null(int i);
     // SQLITE_ROW, SQLITE_DONE or an error code.
     int step();
+    // One step of a statement that returns no rows (or whose first row is ignored): ok on
+    // SQLITE_DONE/SQLITE_ROW, else SQLite's message (or the prepare error).
+    Status run();
     void reset();
     std::string text(int col) const;
     std::int64_t integer(int col) const;
@@ -38,6 +43,11 @@ private:
     sqlite3_stmt* stmt_ = nullptr;
     std::string error_;
 };
+
+namespace sqlite_util {
+// sqlite3_exec of one or more statements without results.
+Status exec(sqlite3* db, const std::string& sql);
+}  // namespace sqlite_util
 
 std::string json_string_list(const std::vector<std::string>& items);
 std::string json_string_map(const std::map<std::string, std::string>& items);

@@ -1,0 +1,74 @@
+#include "agent/sync/apply.h"
+
+#include <algorithm>
+#include <string>
+
+namespace dingbridge::agent {
+
+void count_plan(const SyncPlan& plan, RunCounters& c) {
+    c.changes_planned = plan.counts.total();
+#define DINGBRIDGE_COPY_COUNT(name) c.name = plan.counts.name;
+    DINGBRIDGE_CHANGE_COUNTERS(DINGBRIDGE_COPY_COUNT)
+#undef DINGBRIDGE_COPY_COUNT
+}
+
+namespace {
+
+bool is_department(ChangeKind kind) {
+    return kind == ChangeKind::create_department || kind == ChangeKind::update_department ||
+           kind == ChangeKind::delete_department;
+}
+
+// Applies every change of the plan inside the open transaction; outcomes[i] for change i.
+void apply_changes(const SyncPlan& plan, Target& target, RunReporter& reporter, std::vector<Status>& outcomes) {
+    constexpr std::size_t kBatch = 128;  // changes per target batch (one SAVEPOINT while none fails)
+    RunCounters& counters = reporter.counters();
+    std::vector<Status> batch;
+    outcomes.clear();
+    for (std::size_t i = 0; i < plan.changes.size(); ++i) {
+        const std::size_t in_batch = i % kBatch;
+        if (in_batch == 0)
+            target.apply_batch(plan.changes.data() + i, std::min(kBatch, plan.changes.size() - i), batch);
+        const Change& c = plan.changes[i];
+        const Status& outcome = batch[in_batch];
+        if (!outcome)
+            reporter.item_failed(RunItem{"apply", is_department(c.kind) ? "department" : "user", c.external_id,
+                                         change_kind_name(c.kind), outcome.error()});
+        else
+            ++counters.changes_applied;
+        outcomes.push_back(outcome);
+        if (i % 256 == 0)  // the reporter throttles further: a tty line / history write a second
+            reporter.progress("applying: " + std::to_string(counters.changes_applied) + "/" +
+                                  std::to_string(counters.changes_planned),
+                              "");
+    }
+    reporter.clear_line();
+}
+
+}  // namespace
+
+Status apply_plan(const SyncPlan& plan, Target& target, RunReporter& reporter, std::vector<Status>* outcomes) {
+    RunCounters& counters = reporter.counters();
+    // Nothing is applied unless the history can hold its record (checked once more right here).
+    if (auto r = reporter.checkpoint(); !r)
+        return fail("cannot write the run's history to the state database (" + r.error() + "); nothing was applied");
+    if (auto r = target.begin(); !r) return fail("cannot start the target transaction: " + r.error());
+    std::vector<Status> own;
+    std::vector<Status>& results = outcomes ? *outcomes : own;
+    apply_changes(plan, target, reporter, results);
+    // The record of what is about to be committed must be stored first.
+    if (auto r = reporter.checkpoint(); !r) {
+        target.rollback();
+        counters.changes_applied = 0;
+        return fail("cannot write the run's history to the state database (" + r.error() +
+                    "); the target transaction was rolled back, nothing was applied");
+    }
+    if (auto r = target.commit(); !r) {
+        target.rollback();
+        counters.changes_applied = 0;
+        return fail("cannot commit the target transaction (nothing applied): " + r.error());
+    }
+    return {};
+}
+
+}  // namespace dingbridge::agent
