@@ -1,8 +1,5 @@
 #include "proxy/tls.h"
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
@@ -65,17 +62,6 @@ std::optional<std::string> verified_peer_subject(SSL* ssl) {
     std::string subject(data, static_cast<std::size_t>(len));
     BIO_free(bio);
     return subject;
-}
-
-bool send_close_notify(bufferevent* client) {
-    if (client == nullptr || evbuffer_get_length(bufferevent_get_output(client)) != 0) return false;
-    SSL* ssl = bufferevent_openssl_get_ssl(client);
-    if (ssl != nullptr && SSL_is_init_finished(ssl)) {
-        ERR_clear_error();
-        (void)SSL_shutdown(ssl);
-        ERR_clear_error();
-    }
-    return true;
 }
 
 }  // namespace dingbridge::proxy

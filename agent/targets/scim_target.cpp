@@ -240,7 +240,7 @@ std::optional<std::string> ScimTarget::read_users(OrgSnapshot& snap) {
     return std::nullopt;
 }
 
-std::optional<OrgSnapshot> ScimTarget::read(std::string& error) {
+Result<OrgSnapshot> ScimTarget::read() {
     groups_.clear();
     users_.clear();
     user_by_id_.clear();
@@ -251,10 +251,7 @@ std::optional<OrgSnapshot> ScimTarget::read(std::string& error) {
     std::optional<std::string> e = discover();
     if (!e) e = read_groups(snap);
     if (!e) e = read_users(snap);
-    if (e) {
-        error = *e;
-        return std::nullopt;
-    }
+    if (e) return fail(*e);
     for (auto& [dept, g] : groups_)
         for (const auto& member : g.members)
             if (auto it = user_by_id_.find(member); it != user_by_id_.end())
@@ -278,20 +275,21 @@ std::optional<OrgSnapshot> ScimTarget::read(std::string& error) {
 
 // ---- run ----
 
-bool ScimTarget::begin(std::string& error) {
-    if (auto e = discover()) {
-        error = *e;
-        return false;
-    }
-    return true;
+Status ScimTarget::begin() {
+    if (auto e = discover()) return fail(*e);
+    return {};
 }
 
-bool ScimTarget::commit(std::string& error) {
-    (void)error;  // every change is already on the server
-    return true;
+Status ScimTarget::commit() {
+    return {};  // every change is already on the server
 }
 
-std::optional<std::string> ScimTarget::apply(const Change& c) {
+Status ScimTarget::apply(const Change& c) {
+    if (auto e = apply_change(c)) return fail(*e);
+    return {};
+}
+
+std::optional<std::string> ScimTarget::apply_change(const Change& c) {
     switch (c.kind) {
         case ChangeKind::create_department:
         case ChangeKind::update_department:
@@ -697,8 +695,8 @@ void ScimTarget::flush_member_adds(std::vector<std::optional<std::string>>& erro
     }
 }
 
-void ScimTarget::apply_batch(const Change* changes, std::size_t n, std::vector<std::optional<std::string>>& errors) {
-    errors.assign(n, std::nullopt);
+void ScimTarget::apply_batch(const Change* changes, std::size_t n, std::vector<Status>& outcomes) {
+    std::vector<std::optional<std::string>> errors(n);
     batching_ = true;
     for (std::size_t i = 0; i < n; ++i) {
         // Only user creates/updates add members; any other change sees the memberships sent.
@@ -706,10 +704,12 @@ void ScimTarget::apply_batch(const Change* changes, std::size_t n, std::vector<s
             changes[i].kind == ChangeKind::create_user || changes[i].kind == ChangeKind::update_user;
         if (!user_write) flush_member_adds(errors);
         batch_index_ = i;
-        errors[i] = apply(changes[i]);
+        errors[i] = apply_change(changes[i]);
     }
     flush_member_adds(errors);
     batching_ = false;
+    outcomes.clear();
+    for (auto& e : errors) outcomes.push_back(e ? Status(fail(std::move(*e))) : Status());
 }
 
 }  // namespace dingbridge::agent

@@ -40,13 +40,13 @@ public:
     ScimTarget(ScimSettings settings, ConflictPolicy conflict_policy);
 
     void normalize(OrgSnapshot& desired) override;
-    std::optional<OrgSnapshot> read(std::string& error) override;
-    bool begin(std::string& error) override;
-    std::optional<std::string> apply(const Change& change) override;
+    Result<OrgSnapshot> read() override;
+    Status begin() override;
+    Status apply(const Change& change) override;
     // Member additions of consecutive user creates/updates are sent as one PATCH (or PUT) per
     // group at the end of the batch; a failed group falls back to one request per member.
-    void apply_batch(const Change* changes, std::size_t n, std::vector<std::optional<std::string>>& errors) override;
-    bool commit(std::string& error) override;
+    void apply_batch(const Change* changes, std::size_t n, std::vector<Status>& outcomes) override;
+    Status commit() override;
     void rollback() override {}
 
     std::uint64_t requests_made() const { return client_.requests_made(); }
@@ -76,6 +76,8 @@ private:
     std::optional<std::string> change_member(const std::string& dept, const std::string& user_id, bool add);
     std::optional<std::string> send_members(const std::string& dept, const std::vector<std::string>& user_ids);
     void flush_member_adds(std::vector<std::optional<std::string>>& errors);
+    // One change; the error message, or nullopt on success (apply() and apply_batch() wrap it).
+    std::optional<std::string> apply_change(const Change& change);
     std::optional<std::string> link_waiting_reports(const std::string& manager_external_id);
     std::optional<std::string> delete_resource(const std::string& endpoint, const std::string& id);
     std::optional<std::string> delete_user(const std::string& external_id);

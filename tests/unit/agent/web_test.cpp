@@ -93,20 +93,22 @@ BOOST_AUTO_TEST_CASE(history_view_reads_while_a_run_is_being_written) {
         BOOST_TEST(!std::filesystem::exists(db));
     }
     HistoryStore store(db);
-    const auto id = store.start_run("full", "cli", false);
+    const auto started = store.start_run("full", "cli", false);
+    BOOST_REQUIRE(started.ok());
+    const std::int64_t id = *started;
     BOOST_REQUIRE(id > 0);
     RunCounters c;
     c.users_fetched = 7;
-    BOOST_TEST(store.update_progress(id, c));
+    BOOST_TEST(store.update_progress(id, c).ok());
     HistoryView view(db);
     BOOST_REQUIRE(view.ok());
     auto r = view.run(id);
     BOOST_REQUIRE(r.has_value());
     BOOST_TEST(r->status == "running");
     BOOST_TEST(r->counters.users_fetched == 7);
-    BOOST_TEST(store.add_item(id, RunItem{"apply", "user", "<u>", "update_user", "boom"}));
+    BOOST_TEST(store.add_item(id, RunItem{"apply", "user", "<u>", "update_user", "boom"}).ok());
     c.items_failed = 1;
-    BOOST_TEST(store.finish_run(id, "partial", "done", c));  // the writer is not blocked by the reader
+    BOOST_TEST(store.finish_run(id, "partial", "done", c).ok());  // the writer is not blocked by the reader
     auto done = HistoryView(db).run(id);
     BOOST_TEST(done->status == "partial");
     BOOST_REQUIRE(done->items.size() == 1u);
