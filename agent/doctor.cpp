@@ -1,8 +1,8 @@
 #include "agent/doctor.h"
 
 #include "agent/dingtalk/client.h"
-#include "agent/dingtalk/parse.h"
 #include "agent/dingtalk/explain.h"
+#include "agent/dingtalk/parse.h"
 #include "agent/targets/ldap_check.h"
 #include "agent/targets/scim_check.h"
 
@@ -15,17 +15,24 @@ namespace {
 
 const char* headline(const ApiFailure& f, bool via_proxy) {
     switch (f.kind) {
-        case FailureKind::network: return via_proxy ? "proxy unreachable" : "DingTalk unreachable";
+        case FailureKind::network:
+            return via_proxy ? "proxy unreachable" : "DingTalk unreachable";
         case FailureKind::proxy_refused:
-            return f.proxy_status == 407 ? "proxy refused the credentials (407)"
+            return f.proxy_status == 407   ? "proxy refused the credentials (407)"
                    : f.proxy_status == 403 ? "proxy refused the destination (403)"
                                            : "proxy could not open the tunnel";
-        case FailureKind::tls: return "TLS/CA failure";
-        case FailureKind::bad_credentials: return "wrong AppKey/AppSecret";
-        case FailureKind::ip_denied: return "egress IP not on DingTalk's allow-list";
-        case FailureKind::permission: return "missing contact permission";
-        case FailureKind::quota: return "monthly API quota exhausted";
-        default: return "DingTalk error";
+        case FailureKind::tls:
+            return "TLS/CA failure";
+        case FailureKind::bad_credentials:
+            return "wrong AppKey/AppSecret";
+        case FailureKind::ip_denied:
+            return "egress IP not on DingTalk's allow-list";
+        case FailureKind::permission:
+            return "missing contact permission";
+        case FailureKind::quota:
+            return "monthly API quota exhausted";
+        default:
+            return "DingTalk error";
     }
 }
 
@@ -48,10 +55,12 @@ bool check_dingtalk(const AgentConfig& config, std::ostream& out, const Mapping*
     s.max_attempts = 2;
     s.backoff_base = std::chrono::milliseconds(100);
     dingtalk::DingTalkClient client(s);
-    out << "path: " << (via_proxy ? "through proxy " + redact(config.client.transport.proxy_url, secrets) : std::string("direct"))
+    out << "path: "
+        << (via_proxy ? "through proxy " + redact(config.client.transport.proxy_url, secrets) : std::string("direct"))
         << " to " << config.client.oapi_base << "\n";
     auto report = [&](const char* step, const ApiFailure& f) {
-        out << step << ": FAIL: " << headline(f, via_proxy) << "\n  " << redact(dingtalk::explain_failure(f, via_proxy), secrets) << "\n";
+        out << step << ": FAIL: " << headline(f, via_proxy) << "\n  "
+            << redact(dingtalk::explain_failure(f, via_proxy), secrets) << "\n";
     };
     if (auto f = client.ensure_token()) {
         report("token", *f);
@@ -74,21 +83,22 @@ bool check_dingtalk(const AgentConfig& config, std::ostream& out, const Mapping*
     std::vector<std::optional<ApiFailure>> results(std::size(probes));
     for (size_t i = 0; i < std::size(probes); ++i) {
         std::string api = probes[i].api;
-        client.call(api, probes[i].body,
-                    [api](std::string& body) -> std::optional<ApiFailure> {
-                        // Any well-formed success proves the permission; parse to check the envelope.
-                        if (api == "/topapi/v2/user/list") {
-                            auto r = dingtalk::parse_user_list(api, body);
-                            return r.ok() ? std::nullopt : std::optional<ApiFailure>(r.failure());
-                        }
-                        if (api == "/topapi/v2/department/get") {
-                            auto r = dingtalk::parse_dept_get(api, body);
-                            return r.ok() ? std::nullopt : std::optional<ApiFailure>(r.failure());
-                        }
-                        auto r = dingtalk::parse_listsub(api, body);
-                        return r.ok() ? std::nullopt : std::optional<ApiFailure>(r.failure());
-                    },
-                    [&results, i](const ApiFailure& f) { results[i] = f; });
+        client.call(
+            api, probes[i].body,
+            [api](std::string& body) -> std::optional<ApiFailure> {
+                // Any well-formed success proves the permission; parse to check the envelope.
+                if (api == "/topapi/v2/user/list") {
+                    auto r = dingtalk::parse_user_list(api, body);
+                    return r.ok() ? std::nullopt : std::optional<ApiFailure>(r.failure());
+                }
+                if (api == "/topapi/v2/department/get") {
+                    auto r = dingtalk::parse_dept_get(api, body);
+                    return r.ok() ? std::nullopt : std::optional<ApiFailure>(r.failure());
+                }
+                auto r = dingtalk::parse_listsub(api, body);
+                return r.ok() ? std::nullopt : std::optional<ApiFailure>(r.failure());
+            },
+            [&results, i](const ApiFailure& f) { results[i] = f; });
     }
     if (auto f = client.run()) {
         report("contacts", *f);

@@ -14,10 +14,10 @@
 
 #include "agent/config.h"
 #include "agent/doctor.h"
+#include "agent/events/journal.h"
 #include "agent/host_check.h"
 #include "agent/mapping/mapping.h"
 #include "agent/run.h"
-#include "agent/events/journal.h"
 #include "agent/sync/full_sync.h"
 #include "agent/sync/history.h"
 #include "agent/targets/ldap_target.h"
@@ -112,8 +112,8 @@ int main(int argc, char** argv) {
     std::optional<Mapping> mapping;
     try {
         // `history` and `web` only read the state database: no secret is needed (nor resolved).
-        config = AgentConfig::load(config_path, *history || *web ? AgentConfig::Secrets::leave
-                                                                 : AgentConfig::Secrets::resolve);
+        config = AgentConfig::load(config_path,
+                                   *history || *web ? AgentConfig::Secrets::leave : AgentConfig::Secrets::resolve);
         configure_logging(config.log);
         if (!*history && !*web) mapping = Mapping::load_file(config.mapping_file);
     } catch (const ConfigError& e) {
@@ -174,8 +174,8 @@ int main(int argc, char** argv) {
                 for (size_t i = 0; i < runs.size(); ++i) std::cout << (i ? "," : "") << run_to_json(runs[i], false);
                 std::cout << "]\n";
             } else {
-                std::cout << "calls this month: " << calls << " (full syncs " << calls_full << ", events " << calls_event
-                          << ")";
+                std::cout << "calls this month: " << calls << " (full syncs " << calls_full << ", events "
+                          << calls_event << ")";
                 if (config.monthly_call_budget > 0)
                     std::cout << " of dingtalk.monthly_call_budget " << config.monthly_call_budget;
                 std::cout << "\n";
@@ -200,9 +200,12 @@ int main(int argc, char** argv) {
             return 1;
         }
         std::unique_ptr<Target> target;
-        if (config.target_type == "ldap") target = make_ldap_target(config.ldap);
-        else if (config.target_type == "scim") target = make_scim_target(config.scim, mapping->conflict_policy());
-        else target = std::make_unique<SqliteTarget>(config.target_path);
+        if (config.target_type == "ldap")
+            target = make_ldap_target(config.ldap);
+        else if (config.target_type == "scim")
+            target = make_scim_target(config.scim, mapping->conflict_policy());
+        else
+            target = std::make_unique<SqliteTarget>(config.target_path);
         if (*run) return run_agent(config, *mapping, *target, store, std::cout);
         SyncOptions options;
         options.dry_run = dry_run;

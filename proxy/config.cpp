@@ -42,7 +42,10 @@ Tenant parse_tenant(const ConfigNode& node, std::set<std::string>& user_names) {
                 u.get("name").fail("user '" + user.name + "' is defined twice (user names are unique across tenants)");
             }
             if (u.has("password")) {
-                u.get("password").fail("plain passwords are not accepted; store `password_hash` from `dingbridge-proxy hash-password`");
+                u.get("password")
+                    .fail(
+                        "plain passwords are not accepted; store `password_hash` from `dingbridge-proxy "
+                        "hash-password`");
             }
             const ConfigNode hash_node = u.get("password_hash");
             std::string error;
@@ -78,8 +81,12 @@ Tenant parse_tenant(const ConfigNode& node, std::set<std::string>& user_names) {
         // "20/s", "600/m" or a plain number per second.
         std::string text = rate->as_string();
         double per = 1.0;
-        if (text.size() > 2 && text.substr(text.size() - 2) == "/s") text.resize(text.size() - 2);
-        else if (text.size() > 2 && text.substr(text.size() - 2) == "/m") { text.resize(text.size() - 2); per = 60.0; }
+        if (text.size() > 2 && text.substr(text.size() - 2) == "/s")
+            text.resize(text.size() - 2);
+        else if (text.size() > 2 && text.substr(text.size() - 2) == "/m") {
+            text.resize(text.size() - 2);
+            per = 60.0;
+        }
         char* end = nullptr;
         const double v = std::strtod(text.c_str(), &end);
         if (text.empty() || end == nullptr || *end != '\0' || !(v >= 0) || v > 1e7) {
@@ -108,9 +115,7 @@ FdBudget fd_budget(std::uint64_t fd_limit, unsigned workers, std::size_t listene
     return b;
 }
 
-ProxyConfig load_proxy_config(const std::string& path) {
-    return parse_proxy_config(ConfigNode::load_file(path));
-}
+ProxyConfig load_proxy_config(const std::string& path) { return parse_proxy_config(ConfigNode::load_file(path)); }
 
 namespace {
 
@@ -148,7 +153,8 @@ ListenerConfig parse_listener(const ConfigNode& l) {
     if (l.is_map()) {
         if (auto tls = l.find("tls")) parse_listener_tls(*tls, lc);
         lc.require_tls = l.get_bool("require_tls", false);
-        if (lc.require_tls && lc.tls) l.get("require_tls").fail("require_tls applies to plain listeners; this one has tls");
+        if (lc.require_tls && lc.tls)
+            l.get("require_tls").fail("require_tls applies to plain listeners; this one has tls");
         lc.tenant = l.get_string("tenant", "");
         l.reject_unknown();
     }
@@ -172,7 +178,8 @@ void parse_workers_and_relay(const ConfigNode& root, ProxyConfig& cfg) {
         cfg.splice = mode == "splice";
     }
     for (char c : cfg.realm) {
-        if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20) root.get("realm").fail("realm must not contain quotes, backslashes or control characters");
+        if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20)
+            root.get("realm").fail("realm must not contain quotes, backslashes or control characters");
     }
 }
 
@@ -192,8 +199,10 @@ void parse_limits(const ConfigNode& root, ProxyConfig& cfg) {
         }
         cfg.tls_handshake_timeout = limits->get_duration("tls_handshake_timeout", cfg.tls_handshake_timeout);
         cfg.shutdown_grace = limits->get_duration("shutdown_grace", cfg.shutdown_grace);
-        if (auto m = limits->find("max_connections")) cfg.max_connections = static_cast<std::uint64_t>(m->as_int(1, 10'000'000));
-        for (const char* key : {"header_timeout", "dns_timeout", "connect_timeout", "idle_timeout", "tls_handshake_timeout"}) {
+        if (auto m = limits->find("max_connections"))
+            cfg.max_connections = static_cast<std::uint64_t>(m->as_int(1, 10'000'000));
+        for (const char* key :
+             {"header_timeout", "dns_timeout", "connect_timeout", "idle_timeout", "tls_handshake_timeout"}) {
             if (auto n = limits->find(key); n && n->as_duration().count() == 0) n->fail("must be greater than zero");
         }
         limits->reject_unknown();
@@ -219,7 +228,8 @@ void parse_outgoing(const ConfigNode& root, ProxyConfig& cfg) {
 
 void parse_auth_and_admin(const ConfigNode& root, ProxyConfig& cfg) {
     if (auto af = root.find("auth_failures")) {
-        if (auto m = af->find("max_failures")) cfg.auth_throttle.max_failures = static_cast<unsigned>(m->as_int(0, 1'000'000));
+        if (auto m = af->find("max_failures"))
+            cfg.auth_throttle.max_failures = static_cast<unsigned>(m->as_int(0, 1'000'000));
         if (auto m = af->find("max_failures_per_user")) {
             cfg.auth_throttle.max_failures_per_user = static_cast<unsigned>(m->as_int(0, 1'000'000));
         }
@@ -264,7 +274,8 @@ std::vector<Tenant> parse_tenants(const ConfigNode& root, const ConfigNode& list
         bool dedicated = false;
         for (const auto& lc : cfg.listeners) dedicated = dedicated || lc.tenant == t.name;
         if (t.users.empty() && !t.allow_without_credentials && t.client_certificates.empty() && !dedicated) {
-            tenant_items[i].fail("tenant '" + t.name + "' cannot be reached: give it users, client_certificates, "
+            tenant_items[i].fail("tenant '" + t.name +
+                                 "' cannot be reached: give it users, client_certificates, "
                                  "allow_without_credentials or a dedicated listener");
         }
     }
@@ -274,7 +285,8 @@ std::vector<Tenant> parse_tenants(const ConfigNode& root, const ConfigNode& list
 void parse_logs(const ConfigNode& root, ProxyConfig& cfg) {
     if (auto log = root.find("log")) {
         cfg.log.level = log->get_string("level", cfg.log.level);
-        if (!valid_log_level(cfg.log.level)) log->get("level").fail("unknown level (trace, debug, info, warn, error, critical, off)");
+        if (!valid_log_level(cfg.log.level))
+            log->get("level").fail("unknown level (trace, debug, info, warn, error, critical, off)");
         cfg.log.format = log->get_string("format", cfg.log.format);
         if (cfg.log.format != "text" && cfg.log.format != "json") log->get("format").fail("must be text or json");
         cfg.log.file = log->get_string("file", "");
@@ -282,7 +294,8 @@ void parse_logs(const ConfigNode& root, ProxyConfig& cfg) {
     }
     if (auto access = root.find("access_log")) {
         cfg.access_log_format = access->get_string("format", cfg.access_log_format);
-        if (cfg.access_log_format != "text" && cfg.access_log_format != "json") access->get("format").fail("must be text or json");
+        if (cfg.access_log_format != "text" && cfg.access_log_format != "json")
+            access->get("format").fail("must be text or json");
         cfg.access_log_file = access->get_string("file", "");
         access->reject_unknown();
     }

@@ -42,13 +42,13 @@ struct ProxyConfig {
     bool splice = true;                   // relay plain tunnels with splice(2)
     std::chrono::milliseconds tls_handshake_timeout{10'000};
     std::chrono::milliseconds shutdown_grace{30'000};
-    std::uint64_t max_connections = 0;  // 0 = unlimited
+    std::uint64_t max_connections = 0;        // 0 = unlimited
     std::uint64_t fd_budget_connections = 0;  // what the descriptor limit allows (0 = no limit)
     std::size_t pipe_pool_keep = 64;          // empty pipes each worker keeps for reuse
     AuthThrottleSettings auth_throttle;
     unsigned verify_threads = 0;    // password-check threads; 0 = half the cores (at least 1). Restart to change.
     std::size_t verify_queue = 16;  // checks waiting beyond that get 503 at once. Restart to change.
-    std::string admin_address;  // empty = no admin endpoint
+    std::string admin_address;      // empty = no admin endpoint
 
     std::optional<IpAddress> bind_v4;  // outgoing.bind_address (the egress IP)
     std::optional<IpAddress> bind_v6;

@@ -12,18 +12,24 @@ std::string label_value(const std::string& v) {
     // Prometheus text format: escape backslash, quote and newline in label values.
     std::string out;
     for (char c : v) {
-        if (c == '\\') out += "\\\\";
-        else if (c == '"') out += "\\\"";
-        else if (c == '\n') out += "\\n";
-        else out += c;
+        if (c == '\\')
+            out += "\\\\";
+        else if (c == '"')
+            out += "\\\"";
+        else if (c == '\n')
+            out += "\\n";
+        else
+            out += c;
     }
     return out;
 }
 
 void line(std::string& out, const std::string& name, const std::string& labels, double value) {
     char buf[64];
-    if (value == std::floor(value) && std::fabs(value) < 1e15) std::snprintf(buf, sizeof buf, "%.0f", value);
-    else std::snprintf(buf, sizeof buf, "%.6f", value);
+    if (value == std::floor(value) && std::fabs(value) < 1e15)
+        std::snprintf(buf, sizeof buf, "%.0f", value);
+    else
+        std::snprintf(buf, sizeof buf, "%.6f", value);
     out += name;
     if (!labels.empty()) out += "{" + labels + "}";
     out += " ";
@@ -39,23 +45,40 @@ void help(std::string& out, const char* name, const char* type, const char* text
 
 const char* denial_name(Denial d) {
     switch (d) {
-        case Denial::malformed: return "malformed";
-        case Denial::method: return "method";
-        case Denial::head_too_large: return "head_too_large";
-        case Denial::header_timeout: return "header_timeout";
-        case Denial::auth: return "auth";
-        case Denial::source: return "source";
-        case Denial::destination: return "destination";
-        case Denial::network: return "network";
-        case Denial::tunnel_limit: return "tunnel_limit";
-        case Denial::rate_limit: return "rate_limit";
-        case Denial::auth_throttled: return "auth_throttled";
-        case Denial::max_connections: return "max_connections";
-        case Denial::loop: return "loop";
-        case Denial::tls_required: return "tls_required";
-        case Denial::tls_handshake: return "tls_handshake";
-        case Denial::auth_busy: return "auth_busy";
-        case Denial::count_: break;
+        case Denial::malformed:
+            return "malformed";
+        case Denial::method:
+            return "method";
+        case Denial::head_too_large:
+            return "head_too_large";
+        case Denial::header_timeout:
+            return "header_timeout";
+        case Denial::auth:
+            return "auth";
+        case Denial::source:
+            return "source";
+        case Denial::destination:
+            return "destination";
+        case Denial::network:
+            return "network";
+        case Denial::tunnel_limit:
+            return "tunnel_limit";
+        case Denial::rate_limit:
+            return "rate_limit";
+        case Denial::auth_throttled:
+            return "auth_throttled";
+        case Denial::max_connections:
+            return "max_connections";
+        case Denial::loop:
+            return "loop";
+        case Denial::tls_required:
+            return "tls_required";
+        case Denial::tls_handshake:
+            return "tls_handshake";
+        case Denial::auth_busy:
+            return "auth_busy";
+        case Denial::count_:
+            break;
     }
     return "unknown";
 }
@@ -126,15 +149,18 @@ std::string Metrics::render_prometheus() const {
             const std::uint64_t n = t->by_status[i].load(std::memory_order_relaxed);
             if (n == 0) continue;
             line(out, "dingbridge_proxy_connections_total",
-                 "tenant=\"" + label_value(name) + "\",status=\"" + std::to_string(kStatuses[i]) + "\"", static_cast<double>(n));
+                 "tenant=\"" + label_value(name) + "\",status=\"" + std::to_string(kStatuses[i]) + "\"",
+                 static_cast<double>(n));
         }
     }
     help(out, "dingbridge_proxy_active_tunnels", "gauge", "Tunnels currently relaying, by tenant.");
     for (const auto& [name, t] : tenants_) {
         if (name.empty()) continue;
-        line(out, "dingbridge_proxy_active_tunnels", "tenant=\"" + label_value(name) + "\"", static_cast<double>(t->active.load()));
+        line(out, "dingbridge_proxy_active_tunnels", "tenant=\"" + label_value(name) + "\"",
+             static_cast<double>(t->active.load()));
     }
-    help(out, "dingbridge_proxy_bytes_total", "counter", "Bytes relayed, by tenant and direction (up = client to destination).");
+    help(out, "dingbridge_proxy_bytes_total", "counter",
+         "Bytes relayed, by tenant and direction (up = client to destination).");
     for (const auto& [name, t] : tenants_) {
         if (name.empty()) continue;
         line(out, "dingbridge_proxy_bytes_total", "tenant=\"" + label_value(name) + "\",direction=\"up\"",
@@ -144,7 +170,8 @@ std::string Metrics::render_prometheus() const {
     }
     help(out, "dingbridge_proxy_denials_total", "counter", "Refused requests by reason.");
     for (int i = 0; i < static_cast<int>(Denial::count_); ++i) {
-        line(out, "dingbridge_proxy_denials_total", std::string("reason=\"") + denial_name(static_cast<Denial>(i)) + "\"",
+        line(out, "dingbridge_proxy_denials_total",
+             std::string("reason=\"") + denial_name(static_cast<Denial>(i)) + "\"",
              static_cast<double>(denials_[i].load()));
     }
     help(out, "dingbridge_proxy_tenant_denials_total", "counter",

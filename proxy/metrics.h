@@ -33,8 +33,23 @@ private:
 
 // Refusal reasons, one counter each (denials_total{reason=...}).
 enum class Denial {
-    malformed, method, head_too_large, header_timeout, auth, source, destination, network, tunnel_limit, rate_limit,
-    auth_throttled, max_connections, loop, tls_required, tls_handshake, auth_busy, count_
+    malformed,
+    method,
+    head_too_large,
+    header_timeout,
+    auth,
+    source,
+    destination,
+    network,
+    tunnel_limit,
+    rate_limit,
+    auth_throttled,
+    max_connections,
+    loop,
+    tls_required,
+    tls_handshake,
+    auth_busy,
+    count_
 };
 const char* denial_name(Denial d);
 

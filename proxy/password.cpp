@@ -44,7 +44,8 @@ bool parse_int(const std::string& s, int& out, int min, int max) {
 
 std::string base64_encode(const std::string& data) {
     std::vector<unsigned char> out(4 * ((data.size() + 2) / 3) + 1);
-    const int n = EVP_EncodeBlock(out.data(), reinterpret_cast<const unsigned char*>(data.data()), static_cast<int>(data.size()));
+    const int n =
+        EVP_EncodeBlock(out.data(), reinterpret_cast<const unsigned char*>(data.data()), static_cast<int>(data.size()));
     return std::string(reinterpret_cast<char*>(out.data()), static_cast<std::size_t>(n));
 }
 
@@ -77,10 +78,14 @@ std::optional<PasswordHash> PasswordHash::parse(const std::string& text, std::st
         const std::size_t eq = kv.find('=');
         if (eq == std::string::npos) return bad("malformed scrypt parameters");
         const std::string k = kv.substr(0, eq), v = kv.substr(eq + 1);
-        if (k == "ln" && parse_int(v, h.params_.log2_n, 10, 20)) seen |= 1;
-        else if (k == "r" && parse_int(v, h.params_.r, 1, 32)) seen |= 2;
-        else if (k == "p" && parse_int(v, h.params_.p, 1, 16)) seen |= 4;
-        else return bad("unsupported scrypt parameter (ln 10..20, r 1..32, p 1..16)");
+        if (k == "ln" && parse_int(v, h.params_.log2_n, 10, 20))
+            seen |= 1;
+        else if (k == "r" && parse_int(v, h.params_.r, 1, 32))
+            seen |= 2;
+        else if (k == "p" && parse_int(v, h.params_.p, 1, 16))
+            seen |= 4;
+        else
+            return bad("unsupported scrypt parameter (ln 10..20, r 1..32, p 1..16)");
         if (comma == std::string::npos) break;
         pos = comma + 1;
     }
@@ -109,7 +114,8 @@ PasswordHash PasswordHash::create(const std::string& password, const ScryptParam
 
 bool PasswordHash::verify(const std::string& password) const {
     auto derived = derive(password, salt_, params_);
-    return derived && derived->size() == hash_.size() && CRYPTO_memcmp(derived->data(), hash_.data(), hash_.size()) == 0;
+    return derived && derived->size() == hash_.size() &&
+           CRYPTO_memcmp(derived->data(), hash_.data(), hash_.size()) == 0;
 }
 
 std::string PasswordHash::to_string() const {

@@ -68,7 +68,8 @@ std::optional<DestinationRule> DestinationRule::parse(const std::string& text, s
     } else if (host.rfind("*.", 0) == 0) {
         rule.wildcard_ = true;
         rule.host_ = host.substr(1);  // ".dingtalk.com"
-        if (!is_valid_hostname(host.substr(2)) && !IpAddress::parse(host.substr(2))) return bad("invalid domain after '*.'");
+        if (!is_valid_hostname(host.substr(2)) && !IpAddress::parse(host.substr(2)))
+            return bad("invalid domain after '*.'");
     } else if (auto ip = IpAddress::parse(host)) {
         rule.host_ = ip->to_string();
     } else {
@@ -127,8 +128,8 @@ std::string Policy::CredentialCache::digest(const std::string& user, const std::
     message += password;
     unsigned char out[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
-    HMAC(EVP_sha256(), key_.data(), static_cast<int>(key_.size()), reinterpret_cast<const unsigned char*>(message.data()),
-         message.size(), out, &len);
+    HMAC(EVP_sha256(), key_.data(), static_cast<int>(key_.size()),
+         reinterpret_cast<const unsigned char*>(message.data()), message.size(), out, &len);
     OPENSSL_cleanse(message.data(), message.size());
     return std::string(reinterpret_cast<char*>(out), len);
 }
@@ -152,9 +153,7 @@ void Policy::CredentialCache::insert(const std::string& user, const std::string&
 }
 
 Policy::Policy(std::vector<Tenant> tenants, NetworkSet deny_networks)
-    : tenants_(std::move(tenants)),
-      deny_(std::move(deny_networks)),
-      cache_(std::make_unique<CredentialCache>()) {}
+    : tenants_(std::move(tenants)), deny_(std::move(deny_networks)), cache_(std::make_unique<CredentialCache>()) {}
 
 const Tenant* Policy::find_tenant(const std::string& name) const {
     for (const auto& t : tenants_)

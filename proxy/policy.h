@@ -33,7 +33,7 @@ public:
 
 private:
     std::string text_;
-    std::string host_;     // exact host, or the suffix after "*." (with a leading dot)
+    std::string host_;       // exact host, or the suffix after "*." (with a leading dot)
     bool wildcard_ = false;  // "*.suffix"
     bool any_host_ = false;  // "*"
     std::uint16_t port_lo_ = 0, port_hi_ = 0;
@@ -48,12 +48,12 @@ struct Tenant {
     std::string name;
     std::vector<TenantUser> users;
     bool allow_without_credentials = false;  // identified by source network alone
-    NetworkSet source_networks;               // where its clients may connect from
+    NetworkSet source_networks;              // where its clients may connect from
     std::vector<DestinationRule> destinations;
-    NetworkSet allow_internal;                // deny-network exceptions (e.g. loopback in tests)
+    NetworkSet allow_internal;                     // deny-network exceptions (e.g. loopback in tests)
     std::vector<std::string> client_certificates;  // TLS client certificate subjects (RFC 2253)
-    unsigned max_tunnels = 0;                 // concurrent tunnels; 0 = unlimited
-    double connect_rate = 0;                  // new tunnels per second; 0 = unlimited
+    unsigned max_tunnels = 0;                      // concurrent tunnels; 0 = unlimited
+    double connect_rate = 0;                       // new tunnels per second; 0 = unlimited
     double connect_burst = 0;
 };
 

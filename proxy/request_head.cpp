@@ -16,8 +16,21 @@ bool is_tchar(char c) {
     // RFC 9110 §5.6.2 token characters.
     if (std::isalnum(static_cast<unsigned char>(c))) return true;
     switch (c) {
-        case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+': case '-':
-        case '.': case '^': case '_': case '`': case '|': case '~':
+        case '!':
+        case '#':
+        case '$':
+        case '%':
+        case '&':
+        case '\'':
+        case '*':
+        case '+':
+        case '-':
+        case '.':
+        case '^':
+        case '_':
+        case '`':
+        case '|':
+        case '~':
             return true;
         default:
             return false;
@@ -27,7 +40,8 @@ bool is_tchar(char c) {
 bool iequals(std::string_view a, std::string_view b) {
     if (a.size() != b.size()) return false;
     for (std::size_t i = 0; i < a.size(); ++i) {
-        if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
+        if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i])))
+            return false;
     }
     return true;
 }
@@ -85,7 +99,8 @@ std::optional<std::string> base64_decode(std::string_view text) {
                 if (v[j] < 0) return std::nullopt;
             }
         }
-        const unsigned triple = (unsigned(v[0]) << 18) | (unsigned(v[1]) << 12) | (unsigned(v[2]) << 6) | unsigned(v[3]);
+        const unsigned triple =
+            (unsigned(v[0]) << 18) | (unsigned(v[1]) << 12) | (unsigned(v[2]) << 6) | unsigned(v[3]);
         out += static_cast<char>((triple >> 16) & 0xff);
         if (pad < 2) out += static_cast<char>((triple >> 8) & 0xff);
         if (pad < 1) out += static_cast<char>(triple & 0xff);

@@ -31,8 +31,8 @@ struct ConnectRequest {
     std::string host;  // lowercase, no brackets, no trailing dot
     std::uint16_t port = 0;
     bool host_is_ip = false;
-    bool has_authorization = false;            // a Proxy-Authorization header was present
-    std::optional<BasicCredentials> basic;     // decoded when the scheme is Basic and well formed
+    bool has_authorization = false;         // a Proxy-Authorization header was present
+    std::optional<BasicCredentials> basic;  // decoded when the scheme is Basic and well formed
 };
 
 struct HeadResult {

@@ -46,7 +46,7 @@ public:
 private:
     std::size_t open_connections() const;
 
-    mutable std::mutex mutex_;  // serializes reloads
+    mutable std::mutex mutex_;                                // serializes reloads
     std::atomic<std::shared_ptr<const ProxyConfig>> config_;  // read on every accept, lock-free
     SharedState shared_;
     std::vector<std::unique_ptr<Worker>> workers_;

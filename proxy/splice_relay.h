@@ -11,13 +11,13 @@
 
 #include <event2/event.h>
 
-#include "proxy/close_reason.h"
-#include "proxy/relay.h"
-
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <vector>
+
+#include "proxy/close_reason.h"
+#include "proxy/relay.h"
 
 namespace dingbridge::proxy {
 

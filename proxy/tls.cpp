@@ -42,9 +42,8 @@ std::shared_ptr<SSL_CTX> make_server_context(const TlsSettings& s) {
         }
         STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(s.client_ca.c_str());
         if (names != nullptr) SSL_CTX_set_client_CA_list(ctx.get(), names);
-        SSL_CTX_set_verify(ctx.get(),
-                           SSL_VERIFY_PEER | (s.require_client_certificate ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
-                           nullptr);
+        SSL_CTX_set_verify(
+            ctx.get(), SSL_VERIFY_PEER | (s.require_client_certificate ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), nullptr);
         SSL_CTX_set_verify_depth(ctx.get(), 4);
     }
     return ctx;

@@ -14,9 +14,9 @@ struct bufferevent;
 namespace dingbridge::proxy {
 
 struct TlsSettings {
-    std::string certificate;  // PEM chain
-    std::string key;          // PEM private key
-    std::string client_ca;    // PEM CAs for client certificates; empty = no client certificates
+    std::string certificate;                 // PEM chain
+    std::string key;                         // PEM private key
+    std::string client_ca;                   // PEM CAs for client certificates; empty = no client certificates
     bool require_client_certificate = true;  // only with client_ca
 };
 

@@ -76,12 +76,18 @@ std::optional<std::chrono::milliseconds> parse_duration(const std::string& input
         while (i < text.size() && std::isalpha(static_cast<unsigned char>(text[i]))) ++i;
         const std::string unit = text.substr(unit_start, i - unit_start);
         std::uint64_t factor;
-        if (unit == "ms") factor = 1;
-        else if (unit == "s") factor = 1000;
-        else if (unit == "m") factor = 60 * 1000;
-        else if (unit == "h") factor = 3600 * 1000;
-        else if (unit == "d") factor = 86400 * 1000;
-        else return std::nullopt;
+        if (unit == "ms")
+            factor = 1;
+        else if (unit == "s")
+            factor = 1000;
+        else if (unit == "m")
+            factor = 60 * 1000;
+        else if (unit == "h")
+            factor = 3600 * 1000;
+        else if (unit == "d")
+            factor = 86400 * 1000;
+        else
+            return std::nullopt;
         total_ms += number * factor;
         if (total_ms > 100ULL * 365 * 86400 * 1000) return std::nullopt;
     }
@@ -100,14 +106,22 @@ std::optional<std::uint64_t> parse_size(const std::string& input) {
     }
     std::string unit = trim(text.substr(i));
     std::uint64_t factor;
-    if (unit.empty() || unit == "B") factor = 1;
-    else if (unit == "KiB") factor = 1ULL << 10;
-    else if (unit == "MiB") factor = 1ULL << 20;
-    else if (unit == "GiB") factor = 1ULL << 30;
-    else if (unit == "KB" || unit == "kB") factor = 1000;
-    else if (unit == "MB") factor = 1000 * 1000;
-    else if (unit == "GB") factor = 1000 * 1000 * 1000;
-    else return std::nullopt;
+    if (unit.empty() || unit == "B")
+        factor = 1;
+    else if (unit == "KiB")
+        factor = 1ULL << 10;
+    else if (unit == "MiB")
+        factor = 1ULL << 20;
+    else if (unit == "GiB")
+        factor = 1ULL << 30;
+    else if (unit == "KB" || unit == "kB")
+        factor = 1000;
+    else if (unit == "MB")
+        factor = 1000 * 1000;
+    else if (unit == "GB")
+        factor = 1000 * 1000 * 1000;
+    else
+        return std::nullopt;
     if (number > std::numeric_limits<std::uint64_t>::max() / factor) return std::nullopt;
     return number * factor;
 }
@@ -168,13 +182,14 @@ int ConfigNode::column() const { return node_.IsDefined() ? node_.Mark().column 
 
 void ConfigNode::fail(const std::string& reason) const {
     int l = line(), c = column();
-    if (l <= 0) { l = 0; c = 0; }
+    if (l <= 0) {
+        l = 0;
+        c = 0;
+    }
     throw ConfigError(*file_, l, c, path_, reason);
 }
 
-std::string ConfigNode::child_path(const std::string& key) const {
-    return path_.empty() ? key : path_ + "." + key;
-}
+std::string ConfigNode::child_path(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
 
 bool ConfigNode::has(const std::string& key) const {
     seen_->insert(key);
@@ -225,7 +240,10 @@ std::int64_t ConfigNode::as_int(std::int64_t min, std::int64_t max) const {
     std::int64_t value = 0;
     size_t i = 0;
     bool negative = false;
-    if (!s.empty() && s[0] == '-') { negative = true; i = 1; }
+    if (!s.empty() && s[0] == '-') {
+        negative = true;
+        i = 1;
+    }
     if (i >= s.size()) fail("expected an integer, got '" + s + "'");
     for (; i < s.size(); ++i) {
         if (!std::isdigit(static_cast<unsigned char>(s[i]))) fail("expected an integer, got '" + s + "'");

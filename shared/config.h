@@ -7,6 +7,8 @@
 // ConfigNode wraps a yaml-cpp node together with its file and key path; reading a key marks it
 // used so that `reject_unknown()` can refuse typos. Not thread-safe; used only while loading.
 
+#include <yaml-cpp/yaml.h>
+
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -15,8 +17,6 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <yaml-cpp/yaml.h>
 
 namespace dingbridge {
 

@@ -37,11 +37,21 @@ std::string json_escape(const std::string& text) {
     out.reserve(text.size() + 8);
     for (unsigned char c : text) {
         switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
+            case '"':
+                out += "\\\"";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\r':
+                out += "\\r";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
             default:
                 if (c < 0x20 || c == 0x7f) {
                     char buf[8];
@@ -57,7 +67,8 @@ std::string json_escape(const std::string& text) {
 
 void configure_logging(const LogSettings& settings) {
     if (!valid_log_level(settings.level)) {
-        throw std::runtime_error("unknown log level '" + settings.level + "' (trace, debug, info, warn, error, critical, off)");
+        throw std::runtime_error("unknown log level '" + settings.level +
+                                 "' (trace, debug, info, warn, error, critical, off)");
     }
     if (settings.format != "text" && settings.format != "json") {
         throw std::runtime_error("unknown log format '" + settings.format + "' (text or json)");

@@ -6,10 +6,10 @@
 // level. Call it once at start and again on reload. Messages must never contain secrets: code
 // logs names and references, never values.
 
+#include <spdlog/spdlog.h>
+
 #include <memory>
 #include <string>
-
-#include <spdlog/spdlog.h>
 
 namespace dingbridge {
 

@@ -1,9 +1,9 @@
 #include "agent/dingtalk/client.h"
 
-#include <algorithm>
-
 #include <curl/curl.h>
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
 
 #include "agent/dingtalk/parse.h"
 
@@ -47,8 +47,10 @@ bool DingTalkClient::fatal(const ApiFailure& f) {
         case FailureKind::bad_credentials:
         case FailureKind::quota:
         case FailureKind::proxy_refused:
-        case FailureKind::tls: return true;
-        default: return false;
+        case FailureKind::tls:
+            return true;
+        default:
+            return false;
     }
 }
 
@@ -93,8 +95,12 @@ ApiFailure DingTalkClient::transport_failure(const std::string& api, const HttpR
             case CURLE_SSL_CACERT_BADFILE:
             case CURLE_SSL_CERTPROBLEM:
             case CURLE_SSL_ISSUER_ERROR:
-            case CURLE_SSL_PINNEDPUBKEYNOTMATCH: f.kind = FailureKind::tls; break;
-            default: f.kind = FailureKind::network; break;
+            case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+                f.kind = FailureKind::tls;
+                break;
+            default:
+                f.kind = FailureKind::network;
+                break;
         }
         return f;
     }
@@ -114,7 +120,8 @@ void DingTalkClient::start(Pending p) {
     }
     ++stats_.requests;
     auto holder = std::make_shared<Pending>(std::move(p));
-    transport_.submit(std::move(req), [this, holder](HttpResponse&& r) { on_response(std::move(*holder), std::move(r)); });
+    transport_.submit(std::move(req),
+                      [this, holder](HttpResponse&& r) { on_response(std::move(*holder), std::move(r)); });
 }
 
 void DingTalkClient::retry_later(Pending p, const ApiFailure& f) {
@@ -156,8 +163,10 @@ void DingTalkClient::on_response(Pending p, HttpResponse&& r) {
             if (!fatal_) fatal_ = f;
             return;
         }
-        if (f.retryable()) retry_later(std::move(p), f);
-        else p.failed(f);
+        if (f.retryable())
+            retry_later(std::move(p), f);
+        else
+            p.failed(f);
         return;
     }
     std::optional<ApiFailure> f = p.handler(r.body);
@@ -184,8 +193,10 @@ void DingTalkClient::on_response(Pending p, HttpResponse&& r) {
         if (!fatal_) fatal_ = *f;
         return;
     }
-    if (f->retryable()) retry_later(std::move(p), *f);
-    else p.failed(*f);
+    if (f->retryable())
+        retry_later(std::move(p), *f);
+    else
+        p.failed(*f);
 }
 
 void DingTalkClient::start_token_fetch() {
@@ -207,7 +218,8 @@ void DingTalkClient::start_token_fetch() {
             if (fatal(f) || !f.retryable() || ++token_failures_ >= settings_.max_attempts) {
                 if (!fatal_) fatal_ = f;
             } else {
-                token_retry_at_ = Clock::now() + std::chrono::milliseconds(settings_.backoff_base.count() << token_failures_);
+                token_retry_at_ =
+                    Clock::now() + std::chrono::milliseconds(settings_.backoff_base.count() << token_failures_);
             }
             return;
         }
@@ -285,7 +297,9 @@ std::optional<ApiFailure> DingTalkClient::run(const std::function<void()>& tick)
         if (transport_.in_flight() > 0) {
             transport_.poll(wait);
         } else {
-            struct timespec ts{0, static_cast<long>(wait.count()) * 1000000L};
+            struct timespec ts {
+                0, static_cast<long>(wait.count()) * 1000000L
+            };
             nanosleep(&ts, nullptr);
         }
         if (tick && Clock::now() - last_tick >= std::chrono::milliseconds(200)) {

@@ -4,20 +4,34 @@ namespace dingbridge::agent::dingtalk {
 
 const char* failure_kind_name(FailureKind kind) {
     switch (kind) {
-        case FailureKind::network: return "network";
-        case FailureKind::proxy_refused: return "proxy_refused";
-        case FailureKind::tls: return "tls";
-        case FailureKind::http_status: return "http";
-        case FailureKind::busy: return "busy";
-        case FailureKind::throttle: return "throttle";
-        case FailureKind::token: return "token";
-        case FailureKind::ip_denied: return "ip_not_allowed";
-        case FailureKind::permission: return "permission";
-        case FailureKind::bad_credentials: return "bad_credentials";
-        case FailureKind::quota: return "quota";
-        case FailureKind::not_found: return "not_found";
-        case FailureKind::malformed: return "malformed";
-        case FailureKind::api: return "api";
+        case FailureKind::network:
+            return "network";
+        case FailureKind::proxy_refused:
+            return "proxy_refused";
+        case FailureKind::tls:
+            return "tls";
+        case FailureKind::http_status:
+            return "http";
+        case FailureKind::busy:
+            return "busy";
+        case FailureKind::throttle:
+            return "throttle";
+        case FailureKind::token:
+            return "token";
+        case FailureKind::ip_denied:
+            return "ip_not_allowed";
+        case FailureKind::permission:
+            return "permission";
+        case FailureKind::bad_credentials:
+            return "bad_credentials";
+        case FailureKind::quota:
+            return "quota";
+        case FailureKind::not_found:
+            return "not_found";
+        case FailureKind::malformed:
+            return "malformed";
+        case FailureKind::api:
+            return "api";
     }
     return "?";
 }
@@ -31,8 +45,10 @@ bool ApiFailure::retryable() const {
         // hiccup): retried like 5xx, within max_attempts.
         case FailureKind::malformed:
             return true;
-        case FailureKind::http_status: return http_status >= 500 || http_status == 429;
-        default: return false;
+        case FailureKind::http_status:
+            return http_status >= 500 || http_status == 429;
+        default:
+            return false;
     }
 }
 

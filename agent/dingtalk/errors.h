@@ -12,20 +12,20 @@
 namespace dingbridge::agent::dingtalk {
 
 enum class FailureKind {
-    network,      // curl error (connect refused, timeout, reset): retried
-    proxy_refused,  // the proxy answered CONNECT with 407/403/...: fatal
-    tls,          // certificate verification / CA bundle: fatal
-    http_status,  // non-2xx HTTP without a DingTalk envelope (5xx retried)
-    busy,         // errcode -1: retried with backoff
-    throttle,     // 90018, 88+90018/90002, 9000x: retried after >= 1 s
-    token,        // 40014/42001/40001/33001: refetch token, retry once
-    ip_denied,    // 88+60020 / 60020: fatal, names the IP DingTalk saw
-    permission,   // 88+60011: fatal, names the required scopes
+    network,          // curl error (connect refused, timeout, reset): retried
+    proxy_refused,    // the proxy answered CONNECT with 407/403/...: fatal
+    tls,              // certificate verification / CA bundle: fatal
+    http_status,      // non-2xx HTTP without a DingTalk envelope (5xx retried)
+    busy,             // errcode -1: retried with backoff
+    throttle,         // 90018, 88+90018/90002, 9000x: retried after >= 1 s
+    token,            // 40014/42001/40001/33001: refetch token, retry once
+    ip_denied,        // 88+60020 / 60020: fatal, names the IP DingTalk saw
+    permission,       // 88+60011: fatal, names the required scopes
     bad_credentials,  // 40096
-    quota,        // 90020: the monthly API quota is used up: fatal until next month
-    not_found,    // 60003 / 60121: the object vanished meanwhile
-    malformed,    // unparseable or unexpected JSON (truncated, garbled): retried like 5xx
-    api,          // any other errcode
+    quota,            // 90020: the monthly API quota is used up: fatal until next month
+    not_found,        // 60003 / 60121: the object vanished meanwhile
+    malformed,        // unparseable or unexpected JSON (truncated, garbled): retried like 5xx
+    api,              // any other errcode
 };
 
 const char* failure_kind_name(FailureKind kind);
@@ -39,7 +39,7 @@ struct ApiFailure {
     std::string request_id;
     int http_status = 0;
     int proxy_status = 0;  // CONNECT answer when the proxy refused
-    std::string detail;  // curl's message or the parser's, without URLs
+    std::string detail;    // curl's message or the parser's, without URLs
 
     bool retryable() const;
     // "/topapi/v2/user/list: errcode 88 sub_code 90018: <errmsg> (request id abc)"

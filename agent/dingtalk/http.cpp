@@ -1,10 +1,10 @@
 #include "agent/dingtalk/http.h"
 
+#include <curl/curl.h>
+
 #include <cstring>
 #include <map>
 #include <vector>
-
-#include <curl/curl.h>
 
 namespace dingbridge::agent::dingtalk {
 

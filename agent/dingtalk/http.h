@@ -35,7 +35,7 @@ struct HttpResponse {
 struct HttpRequest {
     std::string method = "POST";  // GET or POST
     std::string url;
-    std::string body;             // JSON for POST
+    std::string body;  // JSON for POST
 };
 
 class HttpTransport {

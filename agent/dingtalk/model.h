@@ -51,7 +51,7 @@ struct MergedUser {
         std::int64_t order = 0;
         bool leader = false;
     };
-    std::vector<Place> places;   // one per department page that listed the user
+    std::vector<Place> places;     // one per department page that listed the user
     std::string manager_userid{};  // 直属主管, only from /topapi/v2/user/get (empty otherwise)
 };
 

@@ -183,7 +183,8 @@ std::string request_id_in_raw(std::string_view body) {
     while (p < body.size() && (body[p] == ' ' || body[p] == ':')) ++p;
     if (p >= body.size() || body[p] != '"') return {};
     auto e = ++p;
-    while (e < body.size() && e - p < 64 && (std::isalnum(static_cast<unsigned char>(body[e])) || body[e] == '-' || body[e] == '_'))
+    while (e < body.size() && e - p < 64 &&
+           (std::isalnum(static_cast<unsigned char>(body[e])) || body[e] == '-' || body[e] == '_'))
         ++e;
     if (e >= body.size() || body[e] != '"' || e == p) return {};
     return std::string(body.substr(p, e - p));

@@ -1,10 +1,10 @@
 #include "agent/events/event_parse.h"
 
-#include "shared/log.h"
-
 #include <simdjson.h>
 
 #include <charconv>
+
+#include "shared/log.h"
 
 namespace dingbridge::agent::events {
 

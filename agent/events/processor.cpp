@@ -71,8 +71,9 @@ public:
                         *over + " (the events stay journaled; run `dingbridge-agent sync --force` after checking)");
         }
         if (auto r = reporter_.checkpoint(); !r)
-            return fail(RunStatus::failed,
-                        "cannot record the run in the history (nothing applied; the events stay journaled): " + r.error());
+            return fail(
+                RunStatus::failed,
+                "cannot record the run in the history (nothing applied; the events stay journaled): " + r.error());
         if (!apply(plan, current, patched)) return out_;
         failpoint("after-apply");
         mark_rows();
@@ -176,7 +177,8 @@ private:
             reporter_.record(RunItem{"plan", s.object_type, s.external_id, "conflict", s.reason});
         count_plan(plan, reporter_.counters());
         reporter_.counters().items_skipped = static_cast<std::int64_t>(plan.skipped.size());
-        for (const auto& s : plan.skipped) reporter_.record(RunItem{"plan", s.object_type, s.external_id, "skip", s.reason});
+        for (const auto& s : plan.skipped)
+            reporter_.record(RunItem{"plan", s.object_type, s.external_id, "skip", s.reason});
         return plan;
     }
 

@@ -131,11 +131,12 @@ private:
             if (options_.frozen_departments.count(id)) continue;
             auto it = current_.departments.find(id);
             if (it == current_.departments.end())
-                dept_changes.push_back(
-                    {depth_of(desired_.departments, id), Change{ChangeKind::create_department, id, &d, nullptr, "new"}});
-            else if (!(it->second == d))
                 dept_changes.push_back({depth_of(desired_.departments, id),
-                                        Change{ChangeKind::update_department, id, &d, nullptr, dept_diff(it->second, d)}});
+                                        Change{ChangeKind::create_department, id, &d, nullptr, "new"}});
+            else if (!(it->second == d))
+                dept_changes.push_back(
+                    {depth_of(desired_.departments, id),
+                     Change{ChangeKind::update_department, id, &d, nullptr, dept_diff(it->second, d)}});
         }
         std::stable_sort(dept_changes.begin(), dept_changes.end(),
                          [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -248,8 +249,8 @@ private:
             if (v[i]->empty()) continue;
             auto it = claims_[i].find(*v[i]);
             if (it == claims_[i].end() || it->second == id) continue;
-            std::string why =
-                std::string(kUniqueFieldNames[i]) + " '" + *v[i] + "' is already used by user " + std::string(it->second);
+            std::string why = std::string(kUniqueFieldNames[i]) + " '" + *v[i] + "' is already used by user " +
+                              std::string(it->second);
             if (options_.conflict_policy == ConflictPolicy::skip_user) {
                 reason = why;
                 break;

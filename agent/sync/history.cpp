@@ -1,13 +1,12 @@
 #include "agent/sync/history.h"
 
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <ctime>
 #include <stdexcept>
-
-#include <spdlog/spdlog.h>
 
 #include "agent/targets/sqlite_util.h"
 #include "shared/log.h"
@@ -86,8 +85,8 @@ RunRecord read_run_row(Stmt& st) {
 }  // namespace
 
 HistoryStore::HistoryStore(const std::string& path) {
-    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) !=
-        SQLITE_OK) {
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        nullptr) != SQLITE_OK) {
         std::string e = db_ ? sqlite3_errmsg(db_) : "out of memory";
         sqlite3_close(db_);
         db_ = nullptr;
@@ -105,8 +104,9 @@ HistoryStore::HistoryStore(const std::string& path) {
         if (pid <= 0 || (kill(pid, 0) != 0 && errno == ESRCH)) dead.push_back(st.integer(0));
     }
     for (auto id : dead) {
-        Stmt up(db_, "UPDATE runs SET status='failed', finished_at=?2, message='the agent stopped during this run "
-                     "(killed or crashed); the target kept its previous state' WHERE id=?1");
+        Stmt up(db_,
+                "UPDATE runs SET status='failed', finished_at=?2, message='the agent stopped during this run "
+                "(killed or crashed); the target kept its previous state' WHERE id=?1");
         up.bind(1, id).bind(2, now_iso());
         if (auto r = up.run(); !r) spdlog::warn("cannot close the abandoned run {}: {}", id, r.error());
     }
@@ -140,8 +140,9 @@ Status HistoryStore::update_progress(std::int64_t id, const RunCounters& c) {
 }
 
 Status HistoryStore::add_item(std::int64_t id, const RunItem& item) {
-    Stmt st(db_, "INSERT INTO run_items(run_id, phase, object_type, external_id, operation, error, created_at) "
-                 "VALUES(?1,?2,?3,?4,?5,?6,?7)");
+    Stmt st(db_,
+            "INSERT INTO run_items(run_id, phase, object_type, external_id, operation, error, created_at) "
+            "VALUES(?1,?2,?3,?4,?5,?6,?7)");
     if (st.ok())
         st.bind(1, id)
             .bind(2, item.phase)
@@ -154,9 +155,10 @@ Status HistoryStore::add_item(std::int64_t id, const RunItem& item) {
 }
 
 Status HistoryStore::finish_run(std::int64_t id, const std::string& status, const std::string& message,
-                              const RunCounters& c) {
+                                const RunCounters& c) {
     // One statement: counters and status together.
-    std::string sql = "UPDATE runs SET status=?2, message=?3, finished_at=?4, " + counter_assignments(5) + " WHERE id=?1";
+    std::string sql =
+        "UPDATE runs SET status=?2, message=?3, finished_at=?4, " + counter_assignments(5) + " WHERE id=?1";
     Stmt st(db_, sql.c_str());
     if (st.ok()) {
         st.bind(1, id).bind(2, status).bind(3, message).bind(4, now_iso());
@@ -196,8 +198,8 @@ std::optional<RunRecord> HistoryStore::get(std::int64_t id) {
 
 std::string run_to_json(const RunRecord& r, bool with_items) {
     std::string s = "{\"id\":" + std::to_string(r.id) + ",\"kind\":\"" + json_escape(r.kind) + "\",\"trigger\":\"" +
-                    json_escape(r.trigger) + "\",\"dry_run\":" + (r.dry_run ? "true" : "false") +
-                    ",\"started_at\":\"" + json_escape(r.started_at) + "\",\"finished_at\":" +
+                    json_escape(r.trigger) + "\",\"dry_run\":" + (r.dry_run ? "true" : "false") + ",\"started_at\":\"" +
+                    json_escape(r.started_at) + "\",\"finished_at\":" +
                     (r.finished_at.empty() ? std::string("null") : "\"" + json_escape(r.finished_at) + "\"") +
                     ",\"status\":\"" + json_escape(r.status) + "\",\"message\":\"" + json_escape(r.message) +
                     "\",\"counts\":{";

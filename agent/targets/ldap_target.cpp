@@ -751,7 +751,7 @@ Status LdapTarget::put_department(const OrgDepartment& d) {
             if (owner != d.external_id) {
                 depts_.erase(d.external_id);
                 return fail(want + " already exists and is not department " + d.external_id + " (" + idattr + ": " +
-                       (owner.empty() ? "none" : owner) + ")");
+                            (owner.empty() ? "none" : owner) + ")");
             }
         } else if (rc != LDAP_SUCCESS) {
             depts_.erase(d.external_id);
@@ -771,7 +771,8 @@ Status LdapTarget::put_department(const OrgDepartment& d) {
             bool move = lower(parent_of(cur.dn)) != lower(parent_dn);
             int rc = ldap_rename_s(ld_, cur.dn.c_str(), rdn.c_str(), move ? parent_dn.c_str() : nullptr, 1, nullptr,
                                    nullptr);
-            if (rc != LDAP_SUCCESS) return fail(ldap_error((move ? "moving " : "renaming ") + cur.dn + " to " + want, rc));
+            if (rc != LDAP_SUCCESS)
+                return fail(ldap_error((move ? "moving " : "renaming ") + cur.dn + " to " + want, rc));
             // The subtree moved with it (no refint needed: nothing refers to department DNs).
             const std::string old = lower(cur.dn);
             for (auto& [id, other] : depts_) {
@@ -898,7 +899,8 @@ Status LdapTarget::rename_references(const std::string& old_dn, const std::strin
             Mods m;
             m.put(LDAP_MOD_DELETE, member, {pos->second}).put(LDAP_MOD_ADD, member, {new_dn});
             int rc = ldap_modify_ext_s(ld_, d.group_dn.c_str(), m.build(), nullptr, nullptr);
-            if (rc != LDAP_SUCCESS) return fail(ldap_error("rewriting " + std::string(member) + " of " + d.group_dn, rc));
+            if (rc != LDAP_SUCCESS)
+                return fail(ldap_error("rewriting " + std::string(member) + " of " + d.group_dn, rc));
             d.members.erase(pos);
             d.members.emplace(lower(new_dn), new_dn);
         }
@@ -963,8 +965,8 @@ Status LdapTarget::put_user(const OrgUser& u) {
             (void)paged_search(ld_, want, LDAP_SCOPE_BASE, "(objectClass=*)", {s_.user_id_attribute.c_str()}, 1,
                                [&](LDAPMessage* e) { owner = first_value(ld_, e, s_.user_id_attribute.c_str()); });
             if (owner != u.external_id)
-                return fail(want + " already exists and is not user " + u.external_id + " (" + s_.user_id_attribute + ": " +
-                       (owner.empty() ? "none" : owner) + ")");
+                return fail(want + " already exists and is not user " + u.external_id + " (" + s_.user_id_attribute +
+                            ": " + (owner.empty() ? "none" : owner) + ")");
         } else if (rc != LDAP_SUCCESS) {
             return fail(ldap_error("adding " + want, rc));
         } else {
@@ -1057,7 +1059,8 @@ Status LdapTarget::delete_department(const std::string& id) {
     Dept& d = it->second;
     if (!d.group_dn.empty()) {
         int rc = ldap_delete_ext_s(ld_, d.group_dn.c_str(), nullptr, nullptr);
-        if (rc != LDAP_SUCCESS && rc != LDAP_NO_SUCH_OBJECT) return fail(ldap_error("deleting the group " + d.group_dn, rc));
+        if (rc != LDAP_SUCCESS && rc != LDAP_NO_SUCH_OBJECT)
+            return fail(ldap_error("deleting the group " + d.group_dn, rc));
         d.group_dn.clear();
         for (auto& [uid, u] : users_) u.groups.erase(id);
     }

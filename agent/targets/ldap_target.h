@@ -79,7 +79,8 @@ private:
     Status connect();
     void rollback_connection();
     // The message for a failed search of `base` (with the size-limit hint).
-    std::string search_error(const std::string& base, int rc) const;  // drops a lost connection; the next call reconnects
+    std::string search_error(const std::string& base,
+                             int rc) const;  // drops a lost connection; the next call reconnects
     Status ensure_container(const std::string& dn);
     Status apply_inner(const Change& c);
     Status put_department(const OrgDepartment& d);

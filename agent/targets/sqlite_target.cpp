@@ -58,8 +58,8 @@ std::int64_t now_s() { return static_cast<std::int64_t>(std::time(nullptr)); }
 }  // namespace
 
 SqliteTarget::SqliteTarget(const std::string& path) {
-    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) !=
-        SQLITE_OK) {
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        nullptr) != SQLITE_OK) {
         std::string e = db_ ? sqlite3_errmsg(db_) : "out of memory";
         sqlite3_close(db_);
         db_ = nullptr;
@@ -81,13 +81,16 @@ SqliteTarget::~SqliteTarget() {
 
 Stmt& SqliteTarget::cached(const char* sql) {
     auto& slot = statements_[sql];
-    if (!slot) slot = std::make_unique<Stmt>(db_, sql);
-    else slot->reset();
+    if (!slot)
+        slot = std::make_unique<Stmt>(db_, sql);
+    else
+        slot->reset();
     return *slot;
 }
 
 Status SqliteTarget::read_departments(OrgSnapshot& s) {
-    Stmt st(db_, "SELECT external_id, name, parent_external_id, sort_order, description, leaders, custom FROM departments");
+    Stmt st(db_,
+            "SELECT external_id, name, parent_external_id, sort_order, description, leaders, custom FROM departments");
     if (!st.ok()) return fail(st.prepare_error());
     while (st.step() == SQLITE_ROW) {
         OrgDepartment d;
@@ -104,8 +107,9 @@ Status SqliteTarget::read_departments(OrgSnapshot& s) {
 }
 
 Status SqliteTarget::read_users(OrgSnapshot& s) {
-    Stmt st(db_, "SELECT external_id, union_id, username, display_name, email, phone, employee_number, title, "
-                 "primary_department, manager, active, avatar_url, hired_at, custom, removed_at FROM users");
+    Stmt st(db_,
+            "SELECT external_id, union_id, username, display_name, email, phone, employee_number, title, "
+            "primary_department, manager, active, avatar_url, hired_at, custom, removed_at FROM users");
     if (!st.ok()) return fail(st.prepare_error());
     while (st.step() == SQLITE_ROW) {
         OrgUser u;
@@ -133,8 +137,9 @@ Status SqliteTarget::read_users(OrgSnapshot& s) {
 // Memberships straight into their users (no temporary map of every membership: it was a
 // sizeable part of a no-op resync's peak memory).
 Status SqliteTarget::read_memberships(OrgSnapshot& s) {
-    Stmt st(db_, "SELECT user_external_id, department_external_id, sort_order, is_leader FROM user_departments "
-                 "ORDER BY user_external_id, position");
+    Stmt st(db_,
+            "SELECT user_external_id, department_external_id, sort_order, is_leader FROM user_departments "
+            "ORDER BY user_external_id, position");
     if (!st.ok()) return fail(st.prepare_error());
     OrgUser* cur = nullptr;
     while (st.step() == SQLITE_ROW) {
@@ -308,7 +313,8 @@ Status SqliteTarget::apply_inner(const Change& c) {
         case ChangeKind::update_user:
             if (!c.user) return fail("no user in the change");
             return put_user(*c.user);
-        case ChangeKind::disable_user: return disable_user(c.external_id, c.user);
+        case ChangeKind::disable_user:
+            return disable_user(c.external_id, c.user);
         case ChangeKind::delete_user:
             if (auto r = delete_rows("DELETE FROM users WHERE external_id=?1", c.external_id); !r) return r;
             return delete_rows(kDeleteUserMemberships, c.external_id);

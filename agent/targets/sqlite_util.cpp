@@ -23,8 +23,10 @@ Stmt& Stmt::bind(int i, const std::string& v) {
 }
 
 Stmt& Stmt::bind_nullable(int i, const std::string& v) {
-    if (v.empty()) sqlite3_bind_null(stmt_, i);
-    else bind(i, v);
+    if (v.empty())
+        sqlite3_bind_null(stmt_, i);
+    else
+        bind(i, v);
     return *this;
 }
 

@@ -3,12 +3,12 @@
 // encoders/decoders for the list/map columns. Used by the SQLite target and the history store.
 // A Stmt belongs to the thread that owns its connection.
 
+#include <sqlite3.h>
+
 #include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
-
-#include <sqlite3.h>
 
 #include "shared/result.h"
 
