@@ -55,18 +55,26 @@ void derive_managers(OrgSnapshot& snapshot, const std::set<std::string>& frozen_
 
 namespace {
 
-// `drain`: erase each user from fetched.users once mapped; otherwise `fetched` is not modified.
-DesiredOrg build(FetchedOrg& fetched, const Mapping& mapping, bool drain) {
-    DesiredOrg out;
-    // Which fetched departments are synced: the include subtrees (default: everything under
-    // the root), minus the exclude subtrees. Departments under a failed one are unknown.
+// Which fetched departments are synced, and which are unknown (under a failed one).
+struct DepartmentSelection {
     std::set<std::int64_t> kept;
     std::set<std::int64_t> unknown;
+    std::set<std::int64_t> tops;
+    bool include_all = false;
+};
+
+DepartmentSelection select_departments(const FetchedOrg& fetched, const Mapping& mapping) {
+    DepartmentSelection sel;
+    // Which fetched departments are synced: the include subtrees (default: everything under
+    // the root), minus the exclude subtrees. Departments under a failed one are unknown.
+    std::set<std::int64_t>& kept = sel.kept;
+    std::set<std::int64_t>& unknown = sel.unknown;
     std::vector<std::int64_t> starts = mapping.include_departments();
-    const bool include_all = starts.empty();
+    sel.include_all = starts.empty();
+    const bool include_all = sel.include_all;
     if (include_all) starts.push_back(fetched.root_id);
-    std::set<std::int64_t> tops(starts.begin(), starts.end());
-    std::deque<std::int64_t> queue;
+    sel.tops = std::set<std::int64_t>(starts.begin(), starts.end());
+    const std::set<std::int64_t>& tops = sel.tops;
     // Walk the whole fetched tree once from the root, tracking whether we are inside an include.
     std::deque<std::pair<std::int64_t, bool>> walk{{fetched.root_id, include_all || tops.count(fetched.root_id) > 0}};
     std::set<std::int64_t> visited;
@@ -94,19 +102,20 @@ DesiredOrg build(FetchedOrg& fetched, const Mapping& mapping, bool drain) {
                 for (auto c : kids)
                     if (unknown.insert(c).second) grew = true;
     }
-    for (auto id : unknown) {
-        kept.erase(id);
-        out.frozen_departments.insert(std::to_string(id));
-    }
+    for (auto id : unknown) kept.erase(id);
+    return sel;
+}
 
-    for (auto id : kept) {
+void add_departments(const FetchedOrg& fetched, const Mapping& mapping, const DepartmentSelection& sel,
+                     DesiredOrg& out) {
+    for (auto id : sel.kept) {
         const auto& d = fetched.departments.at(id);
         OrgDepartment od = mapping.map_department(d);
-        if (id != fetched.root_id && !(tops.count(id) && !include_all)) {
+        if (id != fetched.root_id && !(sel.tops.count(id) && !sel.include_all)) {
             // The parent is kept unless this is the top of an include subtree.
             od.parent_external_id = std::to_string(d.parent_id);
         }
-        if (!include_all && tops.count(id)) od.parent_external_id.clear();
+        if (!sel.include_all && sel.tops.count(id)) od.parent_external_id.clear();
         if (fetched.leaders_from_pages) {
             auto pl = fetched.page_leaders.find(id);
             if (pl != fetched.page_leaders.end()) od.leaders = pl->second;
@@ -115,6 +124,39 @@ DesiredOrg build(FetchedOrg& fetched, const Mapping& mapping, bool drain) {
         }
         out.snapshot.departments.emplace(od.external_id, std::move(od));
     }
+}
+
+// A user's memberships in kept departments; `frozen` is set when one is in an unknown department.
+std::vector<Membership> user_places(const dingtalk::MergedUser& m, const DepartmentSelection& sel, bool& frozen) {
+    // Memberships in the order DingTalk lists them (dept_id_list: main department first).
+    std::vector<Membership> places;
+    for (auto dept : m.item.dept_id_list) {
+        if (sel.unknown.count(dept)) frozen = true;
+        if (!sel.kept.count(dept)) continue;
+        Membership p{std::to_string(dept), 0, false};
+        for (const auto& pl : m.places)
+            if (pl.dept_id == dept) {
+                p.order = pl.order;
+                p.leader = pl.leader;
+            }
+        places.push_back(p);
+    }
+    // A page listed the user in a department missing from dept_id_list: keep it too.
+    for (const auto& pl : m.places) {
+        if (!sel.kept.count(pl.dept_id)) continue;
+        std::string id = std::to_string(pl.dept_id);
+        if (std::none_of(places.begin(), places.end(), [&](const Membership& x) { return x.department == id; }))
+            places.push_back({id, pl.order, pl.leader});
+    }
+    return places;
+}
+
+// `drain`: erase each user from fetched.users once mapped; otherwise `fetched` is not modified.
+DesiredOrg build(FetchedOrg& fetched, const Mapping& mapping, bool drain) {
+    DesiredOrg out;
+    const DepartmentSelection sel = select_departments(fetched, mapping);
+    for (auto id : sel.unknown) out.frozen_departments.insert(std::to_string(id));
+    add_departments(fetched, mapping, sel, out);
 
     // Read before draining: the leader check below needs to know whether the read was complete.
     const bool trust_all = !fetched.complete();
@@ -137,27 +179,8 @@ DesiredOrg build(FetchedOrg& fetched, const Mapping& mapping, bool drain) {
         const UserIt it = by_id[k];
         const std::string& userid = it->first;
         const dingtalk::MergedUser& m = it->second;
-        // Memberships in the order DingTalk lists them (dept_id_list: main department first).
-        std::vector<Membership> places;
         bool frozen = false;
-        for (auto dept : m.item.dept_id_list) {
-            if (unknown.count(dept)) frozen = true;
-            if (!kept.count(dept)) continue;
-            Membership p{std::to_string(dept), 0, false};
-            for (const auto& pl : m.places)
-                if (pl.dept_id == dept) {
-                    p.order = pl.order;
-                    p.leader = pl.leader;
-                }
-            places.push_back(p);
-        }
-        // A page listed the user in a department missing from dept_id_list: keep it too.
-        for (const auto& pl : m.places) {
-            if (!kept.count(pl.dept_id)) continue;
-            std::string id = std::to_string(pl.dept_id);
-            if (std::none_of(places.begin(), places.end(), [&](const Membership& x) { return x.department == id; }))
-                places.push_back({id, pl.order, pl.leader});
-        }
+        std::vector<Membership> places = user_places(m, sel, frozen);
         if (frozen || fetched.failed_users.count(userid)) {
             out.frozen_users.insert(userid);
             continue;
