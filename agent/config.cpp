@@ -119,6 +119,126 @@ void load_ldap(const ConfigNode& l, const std::string& path, LdapSettings& s) {
     l.reject_unknown();
 }
 
+std::string read_secret(AgentConfig::Secrets secrets, const ConfigNode& n) {
+    return secrets == AgentConfig::Secrets::resolve ? n.as_secret() : n.as_string();
+}
+
+void load_dingtalk_section(const ConfigNode& dt, const std::string& path, AgentConfig::Secrets secrets,
+                           AgentConfig& c) {
+    c.corp_id = dt.get_string("corp_id", "");
+    c.client.app_key = dt.get("app_key").as_string();
+    if (c.client.app_key.empty()) dt.get("app_key").fail("must not be empty");
+    c.client.app_secret = read_secret(secrets, dt.get("app_secret"));
+    if (c.client.app_secret.empty()) dt.get("app_secret").fail("must not be empty");
+    if (auto n = dt.find("oapi_base_url")) {
+        c.client.oapi_base = n->as_string();
+        check_url(*n, c.client.oapi_base, false);
+    }
+    if (auto n = dt.find("api_base_url")) {
+        c.api_base_url = n->as_string();
+        check_url(*n, c.api_base_url, false);
+    }
+    if (auto n = dt.find("ca_file")) c.client.transport.ca_file = resolve_relative(path, n->as_string());
+    if (auto n = dt.find("root_department")) c.root_department = n->as_int(1, INT64_MAX);
+    if (auto n = dt.find("qps")) c.client.qps = static_cast<double>(n->as_int(1, 1000));
+    if (auto n = dt.find("qps_total")) c.client.qps_total = static_cast<double>(n->as_int(1, 10000));
+    if (auto n = dt.find("concurrency")) c.client.transport.max_in_flight = static_cast<int>(n->as_int(1, 64));
+    if (auto n = dt.find("max_attempts")) c.client.max_attempts = static_cast<int>(n->as_int(1, 20));
+    c.client.transport.connect_timeout = dt.get_duration("connect_timeout", std::chrono::seconds(10));
+    c.client.transport.request_timeout = dt.get_duration("request_timeout", std::chrono::seconds(30));
+    c.client.backoff_base = dt.get_duration("backoff_base", std::chrono::milliseconds(200));
+    c.client.backoff_max = dt.get_duration("backoff_max", std::chrono::seconds(8));
+    if (auto n = dt.find("monthly_call_budget")) c.monthly_call_budget = n->as_int(0, INT64_MAX);
+    dt.reject_unknown();
+}
+
+void load_proxy_section(const ConfigNode& proxy, const std::string& path, AgentConfig::Secrets secrets,
+                        AgentConfig& c) {
+    if (auto n = proxy.find("url")) {
+        c.client.transport.proxy_url = n->as_string();
+        if (!c.client.transport.proxy_url.empty()) {
+            check_url(*n, c.client.transport.proxy_url, true);
+            // Credentials inside the URL would be printed wherever the URL is; they have keys.
+            auto rest = c.client.transport.proxy_url.substr(c.client.transport.proxy_url.find("//") + 2);
+            if (rest.substr(0, rest.find('/')).find('@') != std::string::npos)
+                n->fail("put the proxy credentials in proxy.username and proxy.password, not in the URL");
+        }
+    }
+    c.client.transport.proxy_username = proxy.get_string("username", "");
+    if (auto n = proxy.find("password")) c.client.transport.proxy_password = read_secret(secrets, *n);
+    if (!c.client.transport.proxy_password.empty() && c.client.transport.proxy_username.empty())
+        proxy.get("password").fail("a password needs a username");
+    if (auto n = proxy.find("ca_file")) c.client.transport.proxy_ca_file = resolve_relative(path, n->as_string());
+    proxy.reject_unknown();
+}
+
+void load_target_section(const ConfigNode& target, const std::string& path, AgentConfig::Secrets secrets,
+                         AgentConfig& c) {
+    if (auto n = target.find("type")) {
+        c.target_type = n->as_string();
+        if (c.target_type != "sqlite" && c.target_type != "ldap" && c.target_type != "scim")
+            n->fail("must be sqlite, ldap or scim");
+    }
+    if (auto n = target.find("path")) c.target_path = resolve_relative(path, n->as_string());
+    if (c.target_type == "ldap") {
+        if (!target.has("ldap")) target.get("type").fail("type ldap needs a target.ldap section");
+        load_ldap(target.get("ldap"), path, c.ldap);
+    } else if (auto n = target.find("ldap")) {
+        n->fail("target.ldap is only read with type: ldap");
+    }
+    if (c.target_type == "scim") {
+        if (!target.has("scim")) target.get("type").fail("type scim needs a target.scim section");
+        load_scim_settings(target.get("scim"), path, secrets == AgentConfig::Secrets::resolve, c.scim);
+    } else if (auto n = target.find("scim")) {
+        n->fail("target.scim is only read with type: scim");
+    }
+    target.reject_unknown();
+}
+
+void load_events_section(const ConfigNode& ev, AgentConfig::Secrets secrets, AgentConfig::Events& e) {
+    if (auto n = ev.find("mode")) {
+        e.mode = n->as_string();
+        if (e.mode != "stream" && e.mode != "http") n->fail("must be stream or http");
+    }
+    e.push_listen = ev.get_string("push_listen", "");
+    if (!e.push_listen.empty() && !split_host_port(e.push_listen, true))
+        ev.get("push_listen").fail("must be IP:port, e.g. 127.0.0.1:8080");
+    if (auto n = ev.find("push_path")) e.push_path = n->as_string();
+    if (e.push_path.empty() || e.push_path[0] != '/' || e.push_path.find_first_of("?# ") != std::string::npos)
+        ev.get("push_path").fail("must be a path starting with / (no query)");
+    if (auto n = ev.find("push_token")) e.push_token = read_secret(secrets, *n);
+    if (auto n = ev.find("push_aes_key")) {
+        e.push_aes_key = read_secret(secrets, *n);
+        if (secrets == AgentConfig::Secrets::resolve && !dingtalk_crypto::valid_aes_key(e.push_aes_key))
+            n->fail("must be the console's aes_key: 43 characters of [A-Za-z0-9]");
+    }
+    e.push_owner_key = ev.get_string("push_owner_key", "");
+    e.push_max_skew =
+        std::chrono::duration_cast<std::chrono::seconds>(ev.get_duration("push_max_skew", e.push_max_skew));
+    if (e.push_max_skew.count() < 1) ev.get("push_max_skew").fail("must be at least 1s");
+    if (e.mode == "http") {
+        if (e.push_listen.empty()) ev.get("mode").fail("mode http needs events.push_listen");
+        if (e.push_token.empty() && secrets == AgentConfig::Secrets::resolve)
+            ev.get("mode").fail("mode http needs events.push_token (the console's token)");
+        if (e.push_aes_key.empty() && secrets == AgentConfig::Secrets::resolve)
+            ev.get("mode").fail("mode http needs events.push_aes_key (the console's aes_key)");
+    }
+    e.coalesce = ev.get_duration("coalesce", e.coalesce);
+    e.reconcile_interval =
+        std::chrono::duration_cast<std::chrono::seconds>(ev.get_duration("reconcile_interval", e.reconcile_interval));
+    e.catch_up_after =
+        std::chrono::duration_cast<std::chrono::seconds>(ev.get_duration("catch_up_after", e.catch_up_after));
+    e.reconnect_min = ev.get_duration("reconnect_min", e.reconnect_min);
+    e.reconnect_max = ev.get_duration("reconnect_max", e.reconnect_max);
+    e.keepalive = std::chrono::duration_cast<std::chrono::seconds>(ev.get_duration("keepalive", e.keepalive));
+    if (e.keepalive.count() < 2) ev.get("keepalive").fail("must be at least 2s");
+    if (auto n = ev.find("give_up_after")) e.give_up_after = static_cast<int>(n->as_int(1, 1000));
+    e.status_listen = ev.get_string("status_listen", "");
+    if (!e.status_listen.empty() && !split_host_port(e.status_listen, true))
+        ev.get("status_listen").fail("must be IP:port, e.g. 127.0.0.1:9464");
+    ev.reject_unknown();
+}
+
 }  // namespace
 
 std::vector<std::string> AgentConfig::secrets() const {
@@ -141,82 +261,19 @@ std::string redact(std::string text, const std::vector<std::string>& secrets) {
 }
 
 AgentConfig AgentConfig::load(const std::string& path, Secrets secrets) {
-    auto secret = [&](const ConfigNode& n) { return secrets == Secrets::resolve ? n.as_secret() : n.as_string(); };
     AgentConfig c;
     c.file = path;
     ConfigNode root = ConfigNode::load_file(path);
     if (!root.is_map()) root.fail("agent.yaml must be a YAML map");
 
-    ConfigNode dt = root.get("dingtalk");
-    c.corp_id = dt.get_string("corp_id", "");
-    c.client.app_key = dt.get("app_key").as_string();
-    if (c.client.app_key.empty()) dt.get("app_key").fail("must not be empty");
-    c.client.app_secret = secret(dt.get("app_secret"));
-    if (c.client.app_secret.empty()) dt.get("app_secret").fail("must not be empty");
-    if (auto n = dt.find("oapi_base_url")) {
-        c.client.oapi_base = n->as_string();
-        check_url(*n, c.client.oapi_base, false);
-    }
-    if (auto n = dt.find("api_base_url")) {
-        c.api_base_url = n->as_string();
-        check_url(*n, c.api_base_url, false);
-    }
-    if (auto n = dt.find("ca_file")) c.client.transport.ca_file = resolve_relative(path, n->as_string());
-    if (auto n = dt.find("root_department")) c.root_department = n->as_int(1, INT64_MAX);
-    if (auto n = dt.find("qps")) c.client.qps = static_cast<double>(n->as_int(1, 1000));
-    if (auto n = dt.find("qps_total")) c.client.qps_total = static_cast<double>(n->as_int(1, 10000));
-    if (auto n = dt.find("concurrency")) c.client.transport.max_in_flight = static_cast<int>(n->as_int(1, 64));
-    if (auto n = dt.find("max_attempts")) c.client.max_attempts = static_cast<int>(n->as_int(1, 20));
-    c.client.transport.connect_timeout = dt.get_duration("connect_timeout", std::chrono::seconds(10));
-    c.client.transport.request_timeout = dt.get_duration("request_timeout", std::chrono::seconds(30));
-    c.client.backoff_base = dt.get_duration("backoff_base", std::chrono::milliseconds(200));
-    c.client.backoff_max = dt.get_duration("backoff_max", std::chrono::seconds(8));
-    if (auto n = dt.find("monthly_call_budget")) c.monthly_call_budget = n->as_int(0, INT64_MAX);
-    dt.reject_unknown();
+    load_dingtalk_section(root.get("dingtalk"), path, secrets, c);
 
-    if (auto proxy = root.find("proxy")) {
-        if (auto n = proxy->find("url")) {
-            c.client.transport.proxy_url = n->as_string();
-            if (!c.client.transport.proxy_url.empty()) {
-                check_url(*n, c.client.transport.proxy_url, true);
-                // Credentials inside the URL would be printed wherever the URL is; they have keys.
-                auto rest = c.client.transport.proxy_url.substr(c.client.transport.proxy_url.find("//") + 2);
-                if (rest.substr(0, rest.find('/')).find('@') != std::string::npos)
-                    n->fail("put the proxy credentials in proxy.username and proxy.password, not in the URL");
-            }
-        }
-        c.client.transport.proxy_username = proxy->get_string("username", "");
-        if (auto n = proxy->find("password")) c.client.transport.proxy_password = secret(*n);
-        if (!c.client.transport.proxy_password.empty() && c.client.transport.proxy_username.empty())
-            proxy->get("password").fail("a password needs a username");
-        if (auto n = proxy->find("ca_file")) c.client.transport.proxy_ca_file = resolve_relative(path, n->as_string());
-        proxy->reject_unknown();
-    }
+    if (auto proxy = root.find("proxy")) load_proxy_section(*proxy, path, secrets, c);
 
     c.state_dir = resolve_relative(path, root.get("state_dir").as_string());
     if (c.state_dir.empty()) root.get("state_dir").fail("must not be empty");
 
-    if (auto target = root.find("target")) {
-        if (auto n = target->find("type")) {
-            c.target_type = n->as_string();
-            if (c.target_type != "sqlite" && c.target_type != "ldap" && c.target_type != "scim")
-                n->fail("must be sqlite, ldap or scim");
-        }
-        if (auto n = target->find("path")) c.target_path = resolve_relative(path, n->as_string());
-        if (c.target_type == "ldap") {
-            if (!target->has("ldap")) target->get("type").fail("type ldap needs a target.ldap section");
-            load_ldap(target->get("ldap"), path, c.ldap);
-        } else if (auto n = target->find("ldap")) {
-            n->fail("target.ldap is only read with type: ldap");
-        }
-        if (c.target_type == "scim") {
-            if (!target->has("scim")) target->get("type").fail("type scim needs a target.scim section");
-            load_scim_settings(target->get("scim"), path, secrets == Secrets::resolve, c.scim);
-        } else if (auto n = target->find("scim")) {
-            n->fail("target.scim is only read with type: scim");
-        }
-        target->reject_unknown();
-    }
+    if (auto target = root.find("target")) load_target_section(*target, path, secrets, c);
     if (c.target_path.empty()) c.target_path = (fs::path(c.state_dir) / "org.db").string();
 
     c.mapping_file = resolve_relative(path, root.get("mapping").as_string());
@@ -241,50 +298,7 @@ AgentConfig AgentConfig::load(const std::string& path, Secrets secrets) {
         if (auto f = log->find("file")) c.log.file = resolve_relative(path, f->as_string());
         log->reject_unknown();
     }
-    if (auto ev = root.find("events")) {
-        auto& e = c.events;
-        if (auto n = ev->find("mode")) {
-            e.mode = n->as_string();
-            if (e.mode != "stream" && e.mode != "http") n->fail("must be stream or http");
-        }
-        e.push_listen = ev->get_string("push_listen", "");
-        if (!e.push_listen.empty() && !split_host_port(e.push_listen, true))
-            ev->get("push_listen").fail("must be IP:port, e.g. 127.0.0.1:8080");
-        if (auto n = ev->find("push_path")) e.push_path = n->as_string();
-        if (e.push_path.empty() || e.push_path[0] != '/' || e.push_path.find_first_of("?# ") != std::string::npos)
-            ev->get("push_path").fail("must be a path starting with / (no query)");
-        if (auto n = ev->find("push_token")) e.push_token = secret(*n);
-        if (auto n = ev->find("push_aes_key")) {
-            e.push_aes_key = secret(*n);
-            if (secrets == Secrets::resolve && !dingtalk_crypto::valid_aes_key(e.push_aes_key))
-                n->fail("must be the console's aes_key: 43 characters of [A-Za-z0-9]");
-        }
-        e.push_owner_key = ev->get_string("push_owner_key", "");
-        e.push_max_skew =
-            std::chrono::duration_cast<std::chrono::seconds>(ev->get_duration("push_max_skew", e.push_max_skew));
-        if (e.push_max_skew.count() < 1) ev->get("push_max_skew").fail("must be at least 1s");
-        if (e.mode == "http") {
-            if (e.push_listen.empty()) ev->get("mode").fail("mode http needs events.push_listen");
-            if (e.push_token.empty() && secrets == Secrets::resolve)
-                ev->get("mode").fail("mode http needs events.push_token (the console's token)");
-            if (e.push_aes_key.empty() && secrets == Secrets::resolve)
-                ev->get("mode").fail("mode http needs events.push_aes_key (the console's aes_key)");
-        }
-        e.coalesce = ev->get_duration("coalesce", e.coalesce);
-        e.reconcile_interval = std::chrono::duration_cast<std::chrono::seconds>(
-            ev->get_duration("reconcile_interval", e.reconcile_interval));
-        e.catch_up_after =
-            std::chrono::duration_cast<std::chrono::seconds>(ev->get_duration("catch_up_after", e.catch_up_after));
-        e.reconnect_min = ev->get_duration("reconnect_min", e.reconnect_min);
-        e.reconnect_max = ev->get_duration("reconnect_max", e.reconnect_max);
-        e.keepalive = std::chrono::duration_cast<std::chrono::seconds>(ev->get_duration("keepalive", e.keepalive));
-        if (e.keepalive.count() < 2) ev->get("keepalive").fail("must be at least 2s");
-        if (auto n = ev->find("give_up_after")) e.give_up_after = static_cast<int>(n->as_int(1, 1000));
-        e.status_listen = ev->get_string("status_listen", "");
-        if (!e.status_listen.empty() && !split_host_port(e.status_listen, true))
-            ev->get("status_listen").fail("must be IP:port, e.g. 127.0.0.1:9464");
-        ev->reject_unknown();
-    }
+    if (auto ev = root.find("events")) load_events_section(*ev, secrets, c.events);
     if (auto w = root.find("web")) load_web_section(*w, c.web, path);
     root.reject_unknown();
     return c;
