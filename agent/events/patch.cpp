@@ -17,33 +17,7 @@ std::optional<std::int64_t> to_id(const std::string& s) {
     return v;
 }
 
-}  // namespace
-
-PatchResult patch_desired(const OrgSnapshot& current, const EventFetch& fetched, const Mapping& mapping,
-                          std::int64_t root_id) {
-    PatchResult out;
-    OrgSnapshot& d = out.desired;
-    d.departments = current.departments;
-    d.users = current.users;
-    const auto& includes = mapping.include_departments();
-    const bool include_all = includes.empty();
-    std::set<std::int64_t> tops(includes.begin(), includes.end());
-    if (include_all) tops.insert(root_id);
-
-    for (const auto& [id, detail] : fetched.departments) {
-        std::string key = std::to_string(id);
-        if (!detail || mapping.exclude_departments().count(id)) {
-            d.departments.erase(key);
-            continue;
-        }
-        OrgDepartment od = mapping.map_department(*detail);
-        if (id == root_id || tops.count(id))
-            od.parent_external_id.clear();
-        else
-            od.parent_external_id = std::to_string(detail->parent_id);
-        od.leaders = detail->manager_userids;
-        d.departments[key] = std::move(od);
-    }
+void keep_synced_departments(OrgSnapshot& d, const std::set<std::int64_t>& tops) {
     // Keep only departments that hang under a synced top (a moved or new department under a
     // department that is not synced is not synced either, as in a full sync).
     std::map<std::string, bool> valid;
@@ -74,39 +48,32 @@ PatchResult patch_desired(const OrgSnapshot& current, const EventFetch& fetched,
         else
             ++it;
     }
+}
 
-    for (const auto& [userid, m] : fetched.users) {
-        d.users.erase(userid);
-        if (!m) continue;
-        std::vector<Membership> places;
-        for (auto dept : m->item.dept_id_list) {
-            std::string key = std::to_string(dept);
-            if (!d.departments.count(key)) continue;
-            Membership p{key, 0, false};
-            for (const auto& pl : m->places)
-                if (pl.dept_id == dept) {
-                    p.order = pl.order;
-                    p.leader = pl.leader;
-                }
-            places.push_back(p);
-        }
-        for (const auto& pl : m->places) {
-            std::string key = std::to_string(pl.dept_id);
-            if (!d.departments.count(key)) continue;
-            if (std::none_of(places.begin(), places.end(), [&](const Membership& x) { return x.department == key; }))
-                places.push_back({key, pl.order, pl.leader});
-        }
-        if (places.empty()) continue;
-        if (mapping.skip_user(m->item)) {
-            out.skipped.push_back({"user", userid, "skipped by mapping sync.skip_users"});
-            continue;
-        }
-        OrgUser u = mapping.map_user(m->item);
-        if (mapping.manager_source() == ManagerSource::dingtalk) u.manager = m->manager_userid;
-        u.departments = std::move(places);
-        u.primary_department = u.departments.front().department;
-        d.users[userid] = std::move(u);
+// The user's memberships in departments of `d`, in DingTalk's order, then any only a page listed.
+std::vector<Membership> patched_places(const dingtalk::MergedUser& m, const OrgSnapshot& d) {
+    std::vector<Membership> places;
+    for (auto dept : m.item.dept_id_list) {
+        std::string key = std::to_string(dept);
+        if (!d.departments.count(key)) continue;
+        Membership p{key, 0, false};
+        for (const auto& pl : m.places)
+            if (pl.dept_id == dept) {
+                p.order = pl.order;
+                p.leader = pl.leader;
+            }
+        places.push_back(p);
     }
+    for (const auto& pl : m.places) {
+        std::string key = std::to_string(pl.dept_id);
+        if (!d.departments.count(key)) continue;
+        if (std::none_of(places.begin(), places.end(), [&](const Membership& x) { return x.department == key; }))
+            places.push_back({key, pl.order, pl.leader});
+    }
+    return places;
+}
+
+void drop_departed_memberships(OrgSnapshot& d, const Mapping& mapping) {
     // Memberships in departments that left; users left with none leave too.
     for (auto it = d.users.begin(); it != d.users.end();) {
         auto& u = it->second;
@@ -119,6 +86,53 @@ PatchResult patch_desired(const OrgSnapshot& current, const EventFetch& fetched,
         if (mapping.manager_source() == ManagerSource::leaders) u.manager.clear();
         ++it;
     }
+}
+
+}  // namespace
+
+PatchResult patch_desired(const OrgSnapshot& current, const EventFetch& fetched, const Mapping& mapping,
+                          std::int64_t root_id) {
+    PatchResult out;
+    OrgSnapshot& d = out.desired;
+    d.departments = current.departments;
+    d.users = current.users;
+    const auto& includes = mapping.include_departments();
+    const bool include_all = includes.empty();
+    std::set<std::int64_t> tops(includes.begin(), includes.end());
+    if (include_all) tops.insert(root_id);
+
+    for (const auto& [id, detail] : fetched.departments) {
+        std::string key = std::to_string(id);
+        if (!detail || mapping.exclude_departments().count(id)) {
+            d.departments.erase(key);
+            continue;
+        }
+        OrgDepartment od = mapping.map_department(*detail);
+        if (id == root_id || tops.count(id))
+            od.parent_external_id.clear();
+        else
+            od.parent_external_id = std::to_string(detail->parent_id);
+        od.leaders = detail->manager_userids;
+        d.departments[key] = std::move(od);
+    }
+    keep_synced_departments(d, tops);
+
+    for (const auto& [userid, m] : fetched.users) {
+        d.users.erase(userid);
+        if (!m) continue;
+        std::vector<Membership> places = patched_places(*m, d);
+        if (places.empty()) continue;
+        if (mapping.skip_user(m->item)) {
+            out.skipped.push_back({"user", userid, "skipped by mapping sync.skip_users"});
+            continue;
+        }
+        OrgUser u = mapping.map_user(m->item);
+        if (mapping.manager_source() == ManagerSource::dingtalk) u.manager = m->manager_userid;
+        u.departments = std::move(places);
+        u.primary_department = u.departments.front().department;
+        d.users[userid] = std::move(u);
+    }
+    drop_departed_memberships(d, mapping);
     derive_managers(d, {}, false, mapping.manager_source());
     return out;
 }
