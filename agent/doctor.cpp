@@ -36,6 +36,58 @@ const char* headline(const ApiFailure& f, bool via_proxy) {
     }
 }
 
+// Whether a probe's answer is a well-formed success.
+std::optional<ApiFailure> check_probe_answer(const std::string& api, std::string& body) {
+    // Any well-formed success proves the permission; parse to check the envelope.
+    if (api == "/topapi/v2/user/list") {
+        auto r = dingtalk::parse_user_list(api, body);
+        return r.ok() ? std::nullopt : std::optional<ApiFailure>(r.failure());
+    }
+    if (api == "/topapi/v2/department/get") {
+        auto r = dingtalk::parse_dept_get(api, body);
+        return r.ok() ? std::nullopt : std::optional<ApiFailure>(r.failure());
+    }
+    auto r = dingtalk::parse_listsub(api, body);
+    return r.ok() ? std::nullopt : std::optional<ApiFailure>(r.failure());
+}
+
+void estimate_full_sync(dingtalk::DingTalkClient& client, const std::string& root, const Mapping& mapping,
+                        std::ostream& out) {
+    // The cost of a full sync with this mapping: departments from the recursive list, users
+    // from user/count; each department costs at least one user/list page.
+    std::int64_t depts = -1, users = -1;
+    client.call_get(
+        "/department/list", "id=" + root + "&fetch_child=true&lang=zh_CN",
+        [&](std::string& body) -> std::optional<ApiFailure> {
+            auto r = dingtalk::parse_legacy_department_list("/department/list", body);
+            if (!r.ok()) return r.failure();
+            depts = static_cast<std::int64_t>(r.value().size()) + 1;
+            return std::nullopt;
+        },
+        [](const ApiFailure&) {});
+    client.call(
+        "/topapi/user/count", "{\"only_active\":false}",
+        [&](std::string& body) -> std::optional<ApiFailure> {
+            auto r = dingtalk::parse_user_count("/topapi/user/count", body);
+            if (!r.ok()) return r.failure();
+            users = r.value();
+            return std::nullopt;
+        },
+        [](const ApiFailure&) {});
+    (void)client.run();
+    if (depts > 0 && users >= 0) {
+        const std::int64_t gets = mapping.needs_department_get() ? depts : 1;
+        const std::int64_t pages_min = depts, pages_max = depts + (users + 99) / 100;
+        const std::int64_t user_gets = mapping.manager_source() == ManagerSource::dingtalk ? users : 0;
+        const std::int64_t fixed = 3;  // gettoken, /department/list, listsub of the root
+        out << "estimated DingTalk calls for a full sync: about " << fixed + gets + pages_max + user_gets << " ("
+            << depts << " departments, " << users << " users: department/get " << gets << ", user/list " << pages_min
+            << ".." << pages_max << " pages, user/get " << user_gets << ", plus 3)\n";
+    } else {
+        out << "estimated DingTalk calls: unknown (/department/list or /topapi/user/count did not answer)\n";
+    }
+}
+
 }  // namespace
 
 bool check_dingtalk(const AgentConfig& config, std::ostream& out, const Mapping* mapping);
@@ -85,19 +137,7 @@ bool check_dingtalk(const AgentConfig& config, std::ostream& out, const Mapping*
         std::string api = probes[i].api;
         client.call(
             api, probes[i].body,
-            [api](std::string& body) -> std::optional<ApiFailure> {
-                // Any well-formed success proves the permission; parse to check the envelope.
-                if (api == "/topapi/v2/user/list") {
-                    auto r = dingtalk::parse_user_list(api, body);
-                    return r.ok() ? std::nullopt : std::optional<ApiFailure>(r.failure());
-                }
-                if (api == "/topapi/v2/department/get") {
-                    auto r = dingtalk::parse_dept_get(api, body);
-                    return r.ok() ? std::nullopt : std::optional<ApiFailure>(r.failure());
-                }
-                auto r = dingtalk::parse_listsub(api, body);
-                return r.ok() ? std::nullopt : std::optional<ApiFailure>(r.failure());
-            },
+            [api](std::string& body) -> std::optional<ApiFailure> { return check_probe_answer(api, body); },
             [&results, i](const ApiFailure& f) { results[i] = f; });
     }
     if (auto f = client.run()) {
@@ -113,39 +153,7 @@ bool check_dingtalk(const AgentConfig& config, std::ostream& out, const Mapping*
         }
     }
     if (ok && mapping) {
-        // The cost of a full sync with this mapping: departments from the recursive list, users
-        // from user/count; each department costs at least one user/list page.
-        std::int64_t depts = -1, users = -1;
-        client.call_get(
-            "/department/list", "id=" + root + "&fetch_child=true&lang=zh_CN",
-            [&](std::string& body) -> std::optional<ApiFailure> {
-                auto r = dingtalk::parse_legacy_department_list("/department/list", body);
-                if (!r.ok()) return r.failure();
-                depts = static_cast<std::int64_t>(r.value().size()) + 1;
-                return std::nullopt;
-            },
-            [](const ApiFailure&) {});
-        client.call(
-            "/topapi/user/count", "{\"only_active\":false}",
-            [&](std::string& body) -> std::optional<ApiFailure> {
-                auto r = dingtalk::parse_user_count("/topapi/user/count", body);
-                if (!r.ok()) return r.failure();
-                users = r.value();
-                return std::nullopt;
-            },
-            [](const ApiFailure&) {});
-        (void)client.run();
-        if (depts > 0 && users >= 0) {
-            const std::int64_t gets = mapping->needs_department_get() ? depts : 1;
-            const std::int64_t pages_min = depts, pages_max = depts + (users + 99) / 100;
-            const std::int64_t user_gets = mapping->manager_source() == ManagerSource::dingtalk ? users : 0;
-            const std::int64_t fixed = 3;  // gettoken, /department/list, listsub of the root
-            out << "estimated DingTalk calls for a full sync: about " << fixed + gets + pages_max + user_gets << " ("
-                << depts << " departments, " << users << " users: department/get " << gets << ", user/list "
-                << pages_min << ".." << pages_max << " pages, user/get " << user_gets << ", plus 3)\n";
-        } else {
-            out << "estimated DingTalk calls: unknown (/department/list or /topapi/user/count did not answer)\n";
-        }
+        estimate_full_sync(client, root, *mapping, out);
     }
     return ok;
 }
