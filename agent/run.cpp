@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <set>
 
@@ -95,6 +96,215 @@ std::int64_t parse_i64(const std::optional<std::string>& s) {
     }
 }
 
+// What a full sync and a reconcile need.
+struct SyncContext {
+    const AgentConfig& config;
+    const Mapping& mapping;
+    Target& target;
+    HistoryStore& history;
+    std::ostream& out;
+    EventProcessor& processor;
+    Journal& journal;
+};
+
+// ---- full sync (first start, long absence, schedule) ----
+bool full_sync(SyncContext& c, const std::string& trigger) {
+    std::int64_t started = now_ms();
+    SyncOptions o;
+    o.trigger = trigger;
+    SyncResult r = run_full_sync(c.config, c.mapping, c.target, c.history, o, c.out);
+    c.processor.invalidate();
+    std::int64_t calls = 0;
+    if (auto rec = c.history.get(r.run_id)) calls = rec->counters.requests;
+    c.journal.add_calls(calls, "full");
+    if (r.status == RunStatus::succeeded || r.status == RunStatus::partial) {
+        c.journal.set("last_full_ms", std::to_string(started));
+        c.journal.set("last_full_calls", std::to_string(calls));
+        // Every event received before this read began is covered by it.
+        (void)c.journal.mark_covered_by_full(started, r.run_id);
+        return true;
+    }
+    c.journal.set("reconcile_deferred_ms", std::to_string(now_ms()));  // retry later, not in a loop
+    return false;
+}
+
+std::int64_t budget_left(const AgentConfig& config, Journal& journal) {
+    if (config.monthly_call_budget <= 0) return INT64_MAX;
+    return config.monthly_call_budget - journal.calls_in_month(Journal::this_month());
+}
+
+void reconcile(SyncContext& c, const std::string& trigger, bool forced) {
+    std::int64_t estimate = parse_i64(c.journal.get("last_full_calls"));
+    if (!forced && estimate > 0 && estimate > budget_left(c.config, c.journal)) {
+        std::string msg = "reconcile deferred: it would cost about " + std::to_string(estimate) + " calls and only " +
+                          std::to_string(std::max<std::int64_t>(0, budget_left(c.config, c.journal))) +
+                          " of dingtalk.monthly_call_budget (" + std::to_string(c.config.monthly_call_budget) +
+                          ") are left this month";
+        spdlog::warn("{}", msg);
+        auto id = c.history.start_run("full", trigger, false);
+        Status stored = id ? c.history.finish_run(*id, run_status_name(RunStatus::deferred), msg, RunCounters{})
+                           : Status(fail(id.error()));
+        if (!stored) spdlog::warn("cannot record the deferral in the history: {}", stored.error());
+        c.journal.set("reconcile_deferred_ms", std::to_string(now_ms()));
+        return;
+    }
+    if (c.journal.get("quota_exhausted_month").value_or("") == Journal::this_month()) {
+        spdlog::warn("reconcile skipped: DingTalk's monthly quota is used up (90020) until next month");
+        c.journal.set("reconcile_deferred_ms", std::to_string(now_ms()));
+        return;
+    }
+    (void)full_sync(c, trigger);
+}
+
+// Journals a received event on `journal` and wakes the main loop; `answer` names what the sender
+// is told when the event cannot be journaled.
+auto journal_event(std::shared_ptr<Journal> journal, Notifier& notifier, const char* answer) {
+    return [journal, &notifier, answer](JournalEvent&& e) {
+        std::string error;
+        e.received_ms = now_ms();
+        auto r = journal->record(e, error);
+        if (r == RecordResult::error) {
+            spdlog::error("journal: cannot record event {}: {} (answered {})", e.dedup_key, error, answer);
+            return false;
+        }
+        if (r == RecordResult::inserted) {
+            failpoint("after-journal");
+            notifier.notify();
+        }
+        return true;
+    };
+}
+
+std::unique_ptr<StreamClient> start_stream(const AgentConfig& config, const std::string& db_path, Notifier& notifier) {
+    StreamSettings ss;
+    ss.api_base = config.api_base_url;
+    ss.app_key = config.client.app_key;
+    ss.app_secret = config.client.app_secret;
+    ss.transport = config.client.transport;
+    ss.backoff_min = config.events.reconnect_min;
+    ss.backoff_max = config.events.reconnect_max;
+    ss.idle_timeout = config.events.keepalive;
+    auto stream_journal = std::make_shared<Journal>(db_path);
+    auto stream = std::make_unique<StreamClient>(ss, journal_event(stream_journal, notifier, "LATER"));
+    stream->start();
+    return stream;
+}
+
+void start_push(const AgentConfig& config, const std::string& db_path, Notifier& notifier,
+                std::unique_ptr<PushReceiver>& push, std::unique_ptr<HttpServer>& push_server) {
+    PushSettings ps;
+    ps.path = config.events.push_path;
+    ps.token = config.events.push_token;
+    ps.aes_key = config.events.push_aes_key;
+    ps.owner_key = config.events.push_owner_key.empty() ? config.client.app_key : config.events.push_owner_key;
+    ps.max_skew = config.events.push_max_skew;
+    // The server thread's own connection (the receiver journals on it, before answering).
+    auto push_journal = std::make_shared<Journal>(db_path);
+    push = std::make_unique<PushReceiver>(ps, journal_event(push_journal, notifier, "503"));
+    push_server = std::make_unique<HttpServer>(
+        config.events.push_listen, [&push](const HttpRequestView& r) { return push->handle(r); }, kPushBodyLimit);
+    push_server->start();
+    spdlog::info("run: receiving DingTalk's HTTP push on {} (port {}) at {}", config.events.push_listen,
+                 push_server->port(), config.events.push_path);
+}
+
+// The gauges /metrics shows that the main loop refreshes.
+struct LiveGauges {
+    std::atomic<std::int64_t> calls_month;
+    std::atomic<std::int64_t> last_full_s;
+    std::atomic<std::int64_t> pending_rows;
+};
+
+std::string live_metrics_text(const AgentConfig& config, StreamClient* stream, const PushReceiver* push,
+                              const ProcessorStats& pstats, const LiveGauges& g) {
+    std::string body;
+    {
+        auto m = [&](const char* name, const char* type, const char* help, auto value) {
+            body += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " +
+                    std::to_string(value) + "\n";
+        };
+        std::uint64_t received = stream ? stream->stats().events.load() : (push ? push->stats().events.load() : 0);
+        m("dingbridge_agent_events_received_total", "counter", "Events received from DingTalk.", received);
+        m("dingbridge_agent_events_applied_total", "counter", "Journaled events applied to the target.",
+          pstats.events_applied.load());
+        m("dingbridge_agent_events_failed_total", "counter", "Event attempts that failed (retried later).",
+          pstats.events_failed.load());
+        m("dingbridge_agent_events_pending", "gauge", "Journaled events not applied yet.", g.pending_rows.load());
+        m("dingbridge_agent_apply_lag_seconds", "gauge", "Journal to target commit time of the last batch.",
+          static_cast<double>(pstats.last_lag_ms.load()) / 1000.0);
+        m("dingbridge_agent_stream_connected", "gauge", "1 while the stream WebSocket is open.",
+          stream && stream->stats().connected.load() ? 1 : 0);
+        m("dingbridge_agent_push_rejected_total", "counter",
+          "HTTP pushes refused (4xx: unsigned, forged, stale, malformed).", push ? push->stats().rejected.load() : 0);
+        m("dingbridge_agent_stream_reconnects_total", "counter", "Stream reconnections.",
+          stream ? stream->stats().reconnects.load() : 0);
+        m("dingbridge_agent_calls_this_month", "gauge", "Metered DingTalk calls this calendar month (UTC).",
+          g.calls_month.load());
+        m("dingbridge_agent_monthly_call_budget", "gauge", "dingtalk.monthly_call_budget (0 = unlimited).",
+          config.monthly_call_budget);
+        m("dingbridge_agent_last_full_sync_timestamp_seconds", "gauge", "When the last full sync started.",
+          g.last_full_s.load());
+        m("dingbridge_agent_quota_exhausted", "gauge", "1 after DingTalk answered 90020 this month.",
+          pstats.quota_exhausted.load() ? 1 : 0);
+    }
+    return body;
+}
+
+// /healthz and /metrics.
+HttpReply status_reply(const HttpRequestView& r, StreamClient* stream, const std::function<std::string()>& metrics) {
+    HttpReply rep;
+    if (r.method != "GET") return HttpReply{405, "text/plain; charset=utf-8", "GET only\n"};
+    const bool connected = !stream || stream->stats().connected.load();
+    if (r.target == "/healthz") {
+        rep.status = connected ? 200 : 503;
+        rep.body = connected ? "ok\n" : "stream not connected\n";
+        return rep;
+    }
+    if (r.target != "/metrics") return HttpReply{404, "text/plain; charset=utf-8", "not found\n"};
+    rep.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    rep.body = metrics();
+    return rep;
+}
+
+// A first full sync, or one to catch up after a long absence.
+void reconcile_on_start(SyncContext& c) {
+    std::int64_t last_full = parse_i64(c.journal.get("last_full_ms"));
+    std::int64_t last_alive = parse_i64(c.journal.get("last_alive_ms"));
+    if (last_full == 0) {
+        spdlog::info("run: no full sync yet; reading the whole organization once before following events");
+        reconcile(c, "first-start", true);
+    } else if (last_alive > 0 && now_ms() - last_alive > c.config.events.catch_up_after.count() * 1000) {
+        spdlog::info("run: the agent was away for {} s (more than events.catch_up_after): catching up with a full sync",
+                     (now_ms() - last_alive) / 1000);
+        reconcile(c, "catch-up", false);
+    }
+}
+
+// Applies the pending rows batch by batch; sets `retry_at` when some must wait.
+void apply_pending(Journal& journal, EventProcessor& processor, const ProcessorStats& pstats,
+                   Clock::time_point& retry_at) {
+    for (;;) {
+        auto pending = journal.pending(kPendingWindow);
+        if (pending.empty()) break;
+        const std::size_t pending_n = pending.size();
+        auto rows = next_batch(std::move(pending));
+        auto o = processor.process(rows);
+        if (o.retry_later) {
+            retry_at = Clock::now() + std::chrono::seconds(pstats.quota_exhausted ? 3600 : 5);
+            break;
+        }
+        if (rows.size() == pending_n) break;
+    }
+}
+
+bool reconcile_due(const AgentConfig& config, Journal& journal) {
+    std::int64_t since_full = now_ms() - parse_i64(journal.get("last_full_ms"));
+    std::int64_t deferred = parse_i64(journal.get("reconcile_deferred_ms"));
+    return config.events.reconcile_interval.count() > 0 &&
+           since_full >= config.events.reconcile_interval.count() * 1000 &&
+           now_ms() - deferred >= std::min<std::int64_t>(config.events.reconcile_interval.count() * 1000, 3600000);
+}
+
 }  // namespace
 
 int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target, HistoryStore& history,
@@ -104,170 +314,28 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
     ProcessorStats pstats;
     EventProcessor processor(config, mapping, target, history, journal, pstats);
     Notifier notifier;
+    SyncContext sync_ctx{config, mapping, target, history, out, processor, journal};
 
     std::signal(SIGTERM, on_signal);
     std::signal(SIGINT, on_signal);
 
-    // ---- full sync (first start, long absence, schedule) ----
-    auto full_sync = [&](const std::string& trigger) -> bool {
-        std::int64_t started = now_ms();
-        SyncOptions o;
-        o.trigger = trigger;
-        SyncResult r = run_full_sync(config, mapping, target, history, o, out);
-        processor.invalidate();
-        std::int64_t calls = 0;
-        if (auto rec = history.get(r.run_id)) calls = rec->counters.requests;
-        journal.add_calls(calls, "full");
-        if (r.status == RunStatus::succeeded || r.status == RunStatus::partial) {
-            journal.set("last_full_ms", std::to_string(started));
-            journal.set("last_full_calls", std::to_string(calls));
-            // Every event received before this read began is covered by it.
-            (void)journal.mark_covered_by_full(started, r.run_id);
-            return true;
-        }
-        journal.set("reconcile_deferred_ms", std::to_string(now_ms()));  // retry later, not in a loop
-        return false;
-    };
-    auto budget_left = [&]() -> std::int64_t {
-        if (config.monthly_call_budget <= 0) return INT64_MAX;
-        return config.monthly_call_budget - journal.calls_in_month(Journal::this_month());
-    };
-    auto reconcile = [&](const std::string& trigger, bool forced) {
-        std::int64_t estimate = parse_i64(journal.get("last_full_calls"));
-        if (!forced && estimate > 0 && estimate > budget_left()) {
-            std::string msg = "reconcile deferred: it would cost about " + std::to_string(estimate) +
-                              " calls and only " + std::to_string(std::max<std::int64_t>(0, budget_left())) +
-                              " of dingtalk.monthly_call_budget (" + std::to_string(config.monthly_call_budget) +
-                              ") are left this month";
-            spdlog::warn("{}", msg);
-            auto id = history.start_run("full", trigger, false);
-            Status stored = id ? history.finish_run(*id, run_status_name(RunStatus::deferred), msg, RunCounters{})
-                               : Status(fail(id.error()));
-            if (!stored) spdlog::warn("cannot record the deferral in the history: {}", stored.error());
-            journal.set("reconcile_deferred_ms", std::to_string(now_ms()));
-            return;
-        }
-        if (journal.get("quota_exhausted_month").value_or("") == Journal::this_month()) {
-            spdlog::warn("reconcile skipped: DingTalk's monthly quota is used up (90020) until next month");
-            journal.set("reconcile_deferred_ms", std::to_string(now_ms()));
-            return;
-        }
-        (void)full_sync(trigger);
-    };
-
     // ---- receiving (started first: events that arrive during a full sync are journaled) ----
     std::unique_ptr<StreamClient> stream;
-    if (config.events.mode == "stream") {
-        StreamSettings ss;
-        ss.api_base = config.api_base_url;
-        ss.app_key = config.client.app_key;
-        ss.app_secret = config.client.app_secret;
-        ss.transport = config.client.transport;
-        ss.backoff_min = config.events.reconnect_min;
-        ss.backoff_max = config.events.reconnect_max;
-        ss.idle_timeout = config.events.keepalive;
-        auto stream_journal = std::make_shared<Journal>(db_path);
-        stream = std::make_unique<StreamClient>(ss, [stream_journal, &notifier](JournalEvent&& e) {
-            std::string error;
-            e.received_ms = now_ms();
-            auto r = stream_journal->record(e, error);
-            if (r == RecordResult::error) {
-                spdlog::error("journal: cannot record event {}: {} (answered LATER)", e.dedup_key, error);
-                return false;
-            }
-            if (r == RecordResult::inserted) {
-                failpoint("after-journal");
-                notifier.notify();
-            }
-            return true;
-        });
-        stream->start();
-    }
+    if (config.events.mode == "stream") stream = start_stream(config, db_path, notifier);
     std::unique_ptr<PushReceiver> push;
     std::unique_ptr<HttpServer> push_server;
-    if (config.events.mode == "http") {
-        PushSettings ps;
-        ps.path = config.events.push_path;
-        ps.token = config.events.push_token;
-        ps.aes_key = config.events.push_aes_key;
-        ps.owner_key = config.events.push_owner_key.empty() ? config.client.app_key : config.events.push_owner_key;
-        ps.max_skew = config.events.push_max_skew;
-        // The server thread's own connection (the receiver journals on it, before answering).
-        auto push_journal = std::make_shared<Journal>(db_path);
-        push = std::make_unique<PushReceiver>(ps, [push_journal, &notifier](JournalEvent&& e) {
-            std::string error;
-            e.received_ms = now_ms();
-            auto r = push_journal->record(e, error);
-            if (r == RecordResult::error) {
-                spdlog::error("journal: cannot record event {}: {} (answered 503)", e.dedup_key, error);
-                return false;
-            }
-            if (r == RecordResult::inserted) {
-                failpoint("after-journal");
-                notifier.notify();
-            }
-            return true;
-        });
-        push_server = std::make_unique<HttpServer>(
-            config.events.push_listen, [&push](const HttpRequestView& r) { return push->handle(r); }, kPushBodyLimit);
-        push_server->start();
-        spdlog::info("run: receiving DingTalk's HTTP push on {} (port {}) at {}", config.events.push_listen,
-                     push_server->port(), config.events.push_path);
-    }
+    if (config.events.mode == "http") start_push(config, db_path, notifier, push, push_server);
 
     // ---- /healthz and /metrics ----
-    std::atomic<std::int64_t> calls_month{journal.calls_in_month(Journal::this_month())};
-    std::atomic<std::int64_t> last_full_s{parse_i64(journal.get("last_full_ms")) / 1000};
-    std::atomic<std::int64_t> pending_rows{journal.pending_count()};
-    auto live_metrics = [&] {
-        std::string body;
-        {
-            auto m = [&](const char* name, const char* type, const char* help, auto value) {
-                body += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name +
-                        " " + std::to_string(value) + "\n";
-            };
-            std::uint64_t received = stream ? stream->stats().events.load() : (push ? push->stats().events.load() : 0);
-            m("dingbridge_agent_events_received_total", "counter", "Events received from DingTalk.", received);
-            m("dingbridge_agent_events_applied_total", "counter", "Journaled events applied to the target.",
-              pstats.events_applied.load());
-            m("dingbridge_agent_events_failed_total", "counter", "Event attempts that failed (retried later).",
-              pstats.events_failed.load());
-            m("dingbridge_agent_events_pending", "gauge", "Journaled events not applied yet.", pending_rows.load());
-            m("dingbridge_agent_apply_lag_seconds", "gauge", "Journal to target commit time of the last batch.",
-              static_cast<double>(pstats.last_lag_ms.load()) / 1000.0);
-            m("dingbridge_agent_stream_connected", "gauge", "1 while the stream WebSocket is open.",
-              stream && stream->stats().connected.load() ? 1 : 0);
-            m("dingbridge_agent_push_rejected_total", "counter",
-              "HTTP pushes refused (4xx: unsigned, forged, stale, malformed).",
-              push ? push->stats().rejected.load() : 0);
-            m("dingbridge_agent_stream_reconnects_total", "counter", "Stream reconnections.",
-              stream ? stream->stats().reconnects.load() : 0);
-            m("dingbridge_agent_calls_this_month", "gauge", "Metered DingTalk calls this calendar month (UTC).",
-              calls_month.load());
-            m("dingbridge_agent_monthly_call_budget", "gauge", "dingtalk.monthly_call_budget (0 = unlimited).",
-              config.monthly_call_budget);
-            m("dingbridge_agent_last_full_sync_timestamp_seconds", "gauge", "When the last full sync started.",
-              last_full_s.load());
-            m("dingbridge_agent_quota_exhausted", "gauge", "1 after DingTalk answered 90020 this month.",
-              pstats.quota_exhausted.load() ? 1 : 0);
-        }
-        return body;
-    };
+    LiveGauges gauges{{journal.calls_in_month(Journal::this_month())},
+                      {parse_i64(journal.get("last_full_ms")) / 1000},
+                      {journal.pending_count()}};
+    auto live_metrics = [&] { return live_metrics_text(config, stream.get(), push.get(), pstats, gauges); };
     std::unique_ptr<HttpServer> status;
     if (!config.events.status_listen.empty()) {
         status = std::make_unique<HttpServer>(config.events.status_listen, [&](const HttpRequestView& r) {
-            HttpReply rep;
-            if (r.method != "GET") return HttpReply{405, "text/plain; charset=utf-8", "GET only\n"};
-            const bool connected = !stream || stream->stats().connected.load();
-            if (r.target == "/healthz") {
-                rep.status = connected ? 200 : 503;
-                rep.body = connected ? "ok\n" : "stream not connected\n";
-                return rep;
-            }
-            if (r.target != "/metrics") return HttpReply{404, "text/plain; charset=utf-8", "not found\n"};
-            rep.content_type = "text/plain; version=0.0.4; charset=utf-8";
-            rep.body = live_metrics() + web::history_metrics(config, db_path, false);
-            return rep;
+            return status_reply(r, stream.get(),
+                                [&] { return live_metrics() + web::history_metrics(config, db_path, false); });
         });
         status->start();
         spdlog::info("run: /healthz and /metrics on {} (port {})", config.events.status_listen, status->port());
@@ -283,16 +351,7 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
     console_ctx.live_metrics = live_metrics;
     auto console = web::start_console(console_ctx);
 
-    std::int64_t last_full = parse_i64(journal.get("last_full_ms"));
-    std::int64_t last_alive = parse_i64(journal.get("last_alive_ms"));
-    if (last_full == 0) {
-        spdlog::info("run: no full sync yet; reading the whole organization once before following events");
-        reconcile("first-start", true);
-    } else if (last_alive > 0 && now_ms() - last_alive > config.events.catch_up_after.count() * 1000) {
-        spdlog::info("run: the agent was away for {} s (more than events.catch_up_after): catching up with a full sync",
-                     (now_ms() - last_alive) / 1000);
-        reconcile("catch-up", false);
-    }
+    reconcile_on_start(sync_ctx);
 
     spdlog::info("run: following DingTalk events ({} mode)", config.events.mode);
 
@@ -310,29 +369,13 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
         if (now >= retry_at && journal.pending_count() > 0) {
             // Coalesce: let a burst finish arriving, then fetch each object once.
             std::this_thread::sleep_for(config.events.coalesce);
-            for (;;) {
-                auto pending = journal.pending(kPendingWindow);
-                if (pending.empty()) break;
-                const std::size_t pending_n = pending.size();
-                auto rows = next_batch(std::move(pending));
-                auto o = processor.process(rows);
-                if (o.retry_later) {
-                    retry_at = Clock::now() + std::chrono::seconds(pstats.quota_exhausted ? 3600 : 5);
-                    break;
-                }
-                if (rows.size() == pending_n) break;
-            }
+            apply_pending(journal, processor, pstats, retry_at);
         }
-        calls_month = journal.calls_in_month(Journal::this_month());
-        last_full_s = parse_i64(journal.get("last_full_ms")) / 1000;
-        pending_rows = journal.pending_count();
+        gauges.calls_month = journal.calls_in_month(Journal::this_month());
+        gauges.last_full_s = parse_i64(journal.get("last_full_ms")) / 1000;
+        gauges.pending_rows = journal.pending_count();
         // Scheduled reconcile.
-        std::int64_t since_full = now_ms() - parse_i64(journal.get("last_full_ms"));
-        std::int64_t deferred = parse_i64(journal.get("reconcile_deferred_ms"));
-        if (config.events.reconcile_interval.count() > 0 &&
-            since_full >= config.events.reconcile_interval.count() * 1000 &&
-            now_ms() - deferred >= std::min<std::int64_t>(config.events.reconcile_interval.count() * 1000, 3600000))
-            reconcile("schedule", false);
+        if (reconcile_due(config, journal)) reconcile(sync_ctx, "schedule", false);
     }
     spdlog::info("run: stopping");
     if (stream) stream->stop();
