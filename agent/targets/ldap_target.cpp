@@ -459,20 +459,16 @@ void LdapTarget::normalize(OrgSnapshot& desired) {
 
 // ---- read ----
 
-Result<OrgSnapshot> LdapTarget::read() {
-    if (auto r = connect(); !r) return fail(r.error());
-    depts_.clear();
-    users_.clear();
-    user_by_dn_.clear();
-    OrgSnapshot snap;
+struct LdapTarget::GroupRead {
+    std::string dn, cn;
+    std::vector<std::string> members, owners;
+};
+
+// The departments (organizational units) and, with groups, their groups by department id.
+Status LdapTarget::read_departments(OrgSnapshot& snap, std::unordered_map<std::string, GroupRead>& groups) {
     Entry ent;  // reused from entry to entry
     const std::string& idattr = s_.department_id_attribute;
     const std::string member = s_.member_attribute();
-    struct GroupRead {
-        std::string dn, cn;
-        std::vector<std::string> members, owners;
-    };
-    std::unordered_map<std::string, GroupRead> groups;
     std::unordered_map<std::string, std::string> dept_by_dn;  // lower DN -> id
     std::string filter = s_.groups() ? "(|(objectClass=organizationalUnit)(objectClass=" + s_.group_class + "))"
                                      : "(objectClass=organizationalUnit)";
@@ -515,6 +511,11 @@ Result<OrgSnapshot> LdapTarget::read() {
             d.parent_external_id = "?" + parent;  // somewhere else: the next update moves it back
     }
 
+    return {};
+}
+
+Status LdapTarget::read_users(OrgSnapshot& snap) {
+    Entry ent;  // reused from entry to entry
     // Users (active under users_dn, disabled under removed_users_dn).
     std::vector<const char*> attrs = {s_.user_id_attribute.c_str(), "modifyTimestamp"};
     for (const auto& a : s_.user_attributes) attrs.push_back(a.attribute.c_str());
@@ -552,7 +553,7 @@ Result<OrgSnapshot> LdapTarget::read() {
         if (!s_.manager_attribute.empty()) manager_dn[id] = ent.first(s_.manager_attribute.c_str());
         snap.users.emplace(id, std::move(u));
     };
-    rc =
+    int rc =
         paged_search(ld_, s_.users_dn, LDAP_SCOPE_SUBTREE, "(objectClass=inetOrgPerson)", attrs, s_.page_size, on_user);
     if (rc == LDAP_SUCCESS || rc == LDAP_NO_SUCH_OBJECT) {
         if (!ends_with_dn(removed_lower, lower(s_.users_dn)))
@@ -570,7 +571,12 @@ Result<OrgSnapshot> LdapTarget::read() {
         snap.users[id].manager = it != user_by_dn_.end() ? it->second : "?" + dn;
     }
 
-    // Groups: members and owners back to ids; a group out of place makes its department drift.
+    return {};
+}
+
+// Groups: members and owners back to ids; a group out of place makes its department drift.
+void LdapTarget::read_groups(OrgSnapshot& snap, std::unordered_map<std::string, GroupRead>& groups) {
+    const std::string removed_lower = lower(s_.removed_users_dn);
     for (auto& [id, d] : snap.departments) {
         Dept& dept = depts_[id];
         auto g = groups.find(id);
@@ -609,6 +615,18 @@ Result<OrgSnapshot> LdapTarget::read() {
         }
         std::sort(d.leaders.begin(), d.leaders.end());
     }
+}
+
+Result<OrgSnapshot> LdapTarget::read() {
+    if (auto r = connect(); !r) return fail(r.error());
+    depts_.clear();
+    users_.clear();
+    user_by_dn_.clear();
+    OrgSnapshot snap;
+    std::unordered_map<std::string, GroupRead> groups;
+    if (auto r = read_departments(snap, groups); !r) return fail(r.error());
+    if (auto r = read_users(snap); !r) return fail(r.error());
+    read_groups(snap, groups);
     for (auto& [id, u] : snap.users)
         std::sort(u.departments.begin(), u.departments.end(),
                   [](const Membership& a, const Membership& b) { return a.department < b.department; });
@@ -721,79 +739,73 @@ Status LdapTarget::set_owners(Dept& d, const std::vector<std::string>& leaders) 
     return {};
 }
 
-Status LdapTarget::put_department(const OrgDepartment& d) {
-    std::string parent_dn = s_.departments_dn;
-    if (!d.parent_external_id.empty()) {
-        auto p = depts_.find(d.parent_external_id);
-        if (p == depts_.end() || p->second.dn.empty())
-            return fail("parent department " + d.parent_external_id + " is not in the directory");
-        parent_dn = p->second.dn;
-    }
-    if (d.name.empty()) return fail("a department needs a name (its ou)");
-    const std::string rdn = "ou=" + ldap_escape_rdn_value(d.name);
-    const std::string want = canonical_dn(rdn + "," + parent_dn);
+// Adds the department's organizationalUnit at `want`, or takes over one an interrupted run left.
+Status LdapTarget::add_department_entry(const OrgDepartment& d, Dept& cur, const std::string& want,
+                                        std::vector<std::string>& desc) {
     const std::string& idattr = s_.department_id_attribute;
-    Dept& cur = depts_[d.external_id];
-    std::vector<std::string> desc;
-    if (!d.description.empty()) desc.push_back(d.description);
-    if (cur.dn.empty()) {
-        Mods m;
-        m.put(LDAP_MOD_ADD, "objectClass", {"top", "organizationalUnit"})
-            .put(LDAP_MOD_ADD, "ou", {d.name})
-            .put(LDAP_MOD_ADD, idattr, {d.external_id});
-        if (!desc.empty()) m.put(LDAP_MOD_ADD, "description", desc);
-        int rc = ldap_add_ext_s(ld_, want.c_str(), m.build(), nullptr, nullptr);
-        if (rc == LDAP_ALREADY_EXISTS) {
-            // From an earlier, interrupted run — or someone else's entry, which we leave alone.
-            std::string owner;
-            (void)paged_search(ld_, want, LDAP_SCOPE_BASE, "(objectClass=*)", {idattr.c_str()}, 1,
-                               [&](LDAPMessage* e) { owner = first_value(ld_, e, idattr.c_str()); });
-            if (owner != d.external_id) {
-                depts_.erase(d.external_id);
-                return fail(want + " already exists and is not department " + d.external_id + " (" + idattr + ": " +
-                            (owner.empty() ? "none" : owner) + ")");
-            }
-        } else if (rc != LDAP_SUCCESS) {
+    Mods m;
+    m.put(LDAP_MOD_ADD, "objectClass", {"top", "organizationalUnit"})
+        .put(LDAP_MOD_ADD, "ou", {d.name})
+        .put(LDAP_MOD_ADD, idattr, {d.external_id});
+    if (!desc.empty()) m.put(LDAP_MOD_ADD, "description", desc);
+    int rc = ldap_add_ext_s(ld_, want.c_str(), m.build(), nullptr, nullptr);
+    if (rc == LDAP_ALREADY_EXISTS) {
+        // From an earlier, interrupted run — or someone else's entry, which we leave alone.
+        std::string owner;
+        (void)paged_search(ld_, want, LDAP_SCOPE_BASE, "(objectClass=*)", {idattr.c_str()}, 1,
+                           [&](LDAPMessage* e) { owner = first_value(ld_, e, idattr.c_str()); });
+        if (owner != d.external_id) {
             depts_.erase(d.external_id);
-            return fail(ldap_error("adding " + want, rc));
+            return fail(want + " already exists and is not department " + d.external_id + " (" + idattr + ": " +
+                        (owner.empty() ? "none" : owner) + ")");
+        }
+    } else if (rc != LDAP_SUCCESS) {
+        depts_.erase(d.external_id);
+        return fail(ldap_error("adding " + want, rc));
+    }
+    cur.dn = want;
+    if (rc == LDAP_SUCCESS)
+        desc.clear();  // already written
+    else {
+        Mods fix;
+        fix.put(LDAP_MOD_REPLACE, "description", desc);
+        if ((rc = ldap_modify_ext_s(ld_, want.c_str(), fix.build(), nullptr, nullptr)) != LDAP_SUCCESS)
+            return fail(ldap_error("updating " + want, rc));
+    }
+    return {};
+}
+
+// Renames or moves the department's organizationalUnit to `want`, then rewrites its description.
+Status LdapTarget::update_department_entry(Dept& cur, const std::string& rdn, const std::string& parent_dn,
+                                           const std::string& want, const std::vector<std::string>& desc) {
+    if (lower(cur.dn) != lower(want)) {
+        bool move = lower(parent_of(cur.dn)) != lower(parent_dn);
+        int rc =
+            ldap_rename_s(ld_, cur.dn.c_str(), rdn.c_str(), move ? parent_dn.c_str() : nullptr, 1, nullptr, nullptr);
+        if (rc != LDAP_SUCCESS) return fail(ldap_error((move ? "moving " : "renaming ") + cur.dn + " to " + want, rc));
+        // The subtree moved with it (no refint needed: nothing refers to department DNs).
+        const std::string old = lower(cur.dn);
+        for (auto& [id, other] : depts_) {
+            for (std::string* dn : {&other.dn, &other.group_dn}) {
+                std::string l = lower(*dn);
+                if (l == old)
+                    *dn = want;
+                else if (ends_with_dn(l, old))
+                    *dn = dn->substr(0, dn->size() - old.size()) + want;
+            }
         }
         cur.dn = want;
-        if (rc == LDAP_SUCCESS)
-            desc.clear();  // already written
-        else {
-            Mods fix;
-            fix.put(LDAP_MOD_REPLACE, "description", desc);
-            if ((rc = ldap_modify_ext_s(ld_, want.c_str(), fix.build(), nullptr, nullptr)) != LDAP_SUCCESS)
-                return fail(ldap_error("updating " + want, rc));
-        }
-    } else {
-        if (lower(cur.dn) != lower(want)) {
-            bool move = lower(parent_of(cur.dn)) != lower(parent_dn);
-            int rc = ldap_rename_s(ld_, cur.dn.c_str(), rdn.c_str(), move ? parent_dn.c_str() : nullptr, 1, nullptr,
-                                   nullptr);
-            if (rc != LDAP_SUCCESS)
-                return fail(ldap_error((move ? "moving " : "renaming ") + cur.dn + " to " + want, rc));
-            // The subtree moved with it (no refint needed: nothing refers to department DNs).
-            const std::string old = lower(cur.dn);
-            for (auto& [id, other] : depts_) {
-                for (std::string* dn : {&other.dn, &other.group_dn}) {
-                    std::string l = lower(*dn);
-                    if (l == old)
-                        *dn = want;
-                    else if (ends_with_dn(l, old))
-                        *dn = dn->substr(0, dn->size() - old.size()) + want;
-                }
-            }
-            cur.dn = want;
-        }
-        Mods m;
-        m.put(LDAP_MOD_REPLACE, "description", desc);
-        int rc = ldap_modify_ext_s(ld_, want.c_str(), m.build(), nullptr, nullptr);
-        if (rc != LDAP_SUCCESS) return fail(ldap_error("updating " + want, rc));
     }
-    cur.name = d.name;
-    if (!s_.groups()) return {};
+    Mods m;
+    m.put(LDAP_MOD_REPLACE, "description", desc);
+    int rc = ldap_modify_ext_s(ld_, want.c_str(), m.build(), nullptr, nullptr);
+    if (rc != LDAP_SUCCESS) return fail(ldap_error("updating " + want, rc));
+    return {};
+}
 
+// The department's group: added, or renamed to follow the department; stale members dropped.
+Status LdapTarget::put_department_group(const OrgDepartment& d, Dept& cur) {
+    const std::string& idattr = s_.department_id_attribute;
     const std::string group_rdn = "cn=" + ldap_escape_rdn_value(d.name);
     const std::string want_group = canonical_dn(group_rdn + "," + cur.dn);
     if (cur.group_dn.empty()) {
@@ -843,6 +855,30 @@ Status LdapTarget::put_department(const OrgDepartment& d) {
         if (empty) cur.placeholders.push_back(placeholder(cur));
     }
     return set_owners(cur, d.leaders);
+}
+
+Status LdapTarget::put_department(const OrgDepartment& d) {
+    std::string parent_dn = s_.departments_dn;
+    if (!d.parent_external_id.empty()) {
+        auto p = depts_.find(d.parent_external_id);
+        if (p == depts_.end() || p->second.dn.empty())
+            return fail("parent department " + d.parent_external_id + " is not in the directory");
+        parent_dn = p->second.dn;
+    }
+    if (d.name.empty()) return fail("a department needs a name (its ou)");
+    const std::string rdn = "ou=" + ldap_escape_rdn_value(d.name);
+    const std::string want = canonical_dn(rdn + "," + parent_dn);
+    Dept& cur = depts_[d.external_id];
+    std::vector<std::string> desc;
+    if (!d.description.empty()) desc.push_back(d.description);
+    if (cur.dn.empty()) {
+        if (auto r = add_department_entry(d, cur, want, desc); !r) return r;
+    } else {
+        if (auto r = update_department_entry(cur, rdn, parent_dn, want, desc); !r) return r;
+    }
+    cur.name = d.name;
+    if (!s_.groups()) return {};
+    return put_department_group(d, cur);
 }
 
 Status LdapTarget::add_member(const std::string& dept_id, const std::string& user_dn) {
@@ -925,6 +961,34 @@ Status LdapTarget::rename_references(const std::string& old_dn, const std::strin
     return {};
 }
 
+// The user's group memberships made those of `u`; every change is tried, the first failure returned.
+Status LdapTarget::put_memberships(User& cur, const OrgUser& u) {
+    std::set<std::string> want_groups;
+    for (const auto& m : u.departments) want_groups.insert(m.department);
+    Status first_error;  // the first membership change that failed; the others are still tried
+    for (auto it = cur.groups.begin(); it != cur.groups.end();) {
+        if (want_groups.count(*it)) {
+            ++it;
+            continue;
+        }
+        if (auto r = remove_member(*it, cur.dn); !r) {
+            if (first_error) first_error = r;
+            ++it;
+        } else {
+            it = cur.groups.erase(it);
+        }
+    }
+    for (const auto& g : want_groups) {
+        if (cur.groups.count(g)) continue;
+        if (auto r = add_member(g, cur.dn); !r) {
+            if (first_error) first_error = r;
+        } else {
+            cur.groups.insert(g);
+        }
+    }
+    return first_error;
+}
+
 Status LdapTarget::put_user(const OrgUser& u) {
     std::string want = user_dn_for(u.external_id);
     auto known = users_.find(u.external_id);
@@ -993,30 +1057,7 @@ Status LdapTarget::put_user(const OrgUser& u) {
         if (rc != LDAP_SUCCESS) return fail(ldap_error("updating " + cur.dn, rc));
         cur.manager_dn = manager;
     }
-    std::set<std::string> want_groups;
-    for (const auto& m : u.departments) want_groups.insert(m.department);
-    Status first_error;  // the first membership change that failed; the others are still tried
-    for (auto it = cur.groups.begin(); it != cur.groups.end();) {
-        if (want_groups.count(*it)) {
-            ++it;
-            continue;
-        }
-        if (auto r = remove_member(*it, cur.dn); !r) {
-            if (first_error) first_error = r;
-            ++it;
-        } else {
-            it = cur.groups.erase(it);
-        }
-    }
-    for (const auto& g : want_groups) {
-        if (cur.groups.count(g)) continue;
-        if (auto r = add_member(g, cur.dn); !r) {
-            if (first_error) first_error = r;
-        } else {
-            cur.groups.insert(g);
-        }
-    }
-    return first_error;
+    return put_memberships(cur, u);
 }
 
 Status LdapTarget::disable_user(const std::string& id) {

@@ -76,15 +76,26 @@ private:
         std::string manager_dn;
     };
 
+    struct GroupRead;  // a group entry as read, before its members are resolved
+
     Status connect();
     void rollback_connection();
+    Status read_departments(OrgSnapshot& snap, std::unordered_map<std::string, GroupRead>& groups);
+    Status read_users(OrgSnapshot& snap);
+    void read_groups(OrgSnapshot& snap, std::unordered_map<std::string, GroupRead>& groups);
     // The message for a failed search of `base` (with the size-limit hint).
     std::string search_error(const std::string& base,
                              int rc) const;  // drops a lost connection; the next call reconnects
     Status ensure_container(const std::string& dn);
     Status apply_inner(const Change& c);
     Status put_department(const OrgDepartment& d);
+    Status add_department_entry(const OrgDepartment& d, Dept& cur, const std::string& want,
+                                std::vector<std::string>& desc);
+    Status update_department_entry(Dept& cur, const std::string& rdn, const std::string& parent_dn,
+                                   const std::string& want, const std::vector<std::string>& desc);
+    Status put_department_group(const OrgDepartment& d, Dept& cur);
     Status put_user(const OrgUser& u);
+    Status put_memberships(User& cur, const OrgUser& u);
     Status disable_user(const std::string& id);
     Status delete_user(const std::string& id);
     Status delete_department(const std::string& id);
