@@ -189,6 +189,122 @@ struct SessionArgs {
     bool* was_connected;
 };
 
+// host:port, with an IPv6 host in brackets.
+std::string authority_of(const Url& endpoint) {
+    return endpoint.host.find(':') != std::string::npos ? "[" + endpoint.host + "]:" + endpoint.port
+                                                        : endpoint.host + ":" + endpoint.port;
+}
+
+void load_ca(ssl::context& ctx, const StreamSettings& s, boost::system::error_code& ec) {
+    ctx.set_verify_mode(ssl::verify_peer);
+    if (!s.transport.ca_file.empty())
+        ctx.load_verify_file(s.transport.ca_file, ec);
+    else
+        ctx.set_default_verify_paths(ec);
+}
+
+websocket::stream_base::timeout websocket_timeouts(const StreamSettings& s) {
+    websocket::stream_base::timeout t{};
+    t.handshake_timeout = s.transport.connect_timeout;
+    t.idle_timeout = s.idle_timeout;
+    t.keep_alive_pings = true;
+    return t;
+}
+
+// The endpoint's target with the ticket added to its query.
+std::string handshake_target(const Url& endpoint, const std::string& ticket) {
+    std::string target = endpoint.target;
+    target += (target.find('?') == std::string::npos ? "?" : "&");
+    target += "ticket=" + url_encode(ticket);
+    return target;
+}
+
+// The reply to one frame; nullopt for a frame that cannot be parsed (ignored). `disconnect` is set
+// when DingTalk asked to reconnect.
+std::optional<std::string> frame_reply(const std::string& text, SessionArgs& a, bool& disconnect) {
+    std::string perr;
+    auto f = parse_stream_frame(text, perr);
+    if (!f) {
+        ++a.stats->bad_frames;
+        spdlog::warn("stream: ignored a bad frame: {}", perr);
+        return std::nullopt;
+    }
+    std::string reply;
+    if (f->type == "SYSTEM") {
+        if (f->topic == "ping") {
+            ++a.stats->pings;
+            reply = stream_ack(f->message_id, 200, f->data);
+        } else if (f->topic == "disconnect") {
+            ++a.stats->disconnects;
+            spdlog::info("stream: DingTalk asked to reconnect");
+            reply = stream_ack(f->message_id, 200, "{}");
+            disconnect = true;
+        } else {
+            reply = stream_ack(f->message_id, 200, "{}");
+        }
+    } else if (f->type == "EVENT") {
+        JournalEvent e;
+        e.source = "stream";
+        e.event_type = f->event_type;
+        e.born_ms = f->born_ms;
+        if (!f->event_id.empty()) e.dedup_key = "event:" + f->event_id;
+        std::string eerr;
+        bool ok = parse_event_payload(f->data, e, eerr);
+        if (e.dedup_key.empty()) e.dedup_key = "message:" + f->message_id;
+        if (!ok) {
+            // Not an event the agent can use: ACK it so DingTalk does not re-push it forever,
+            // and say so (a reconcile repairs whatever it was about).
+            ++a.stats->bad_frames;
+            spdlog::warn("stream: event {} ignored: {}", f->message_id, eerr);
+            reply = stream_ack(f->message_id, 200, "{\"status\":\"SUCCESS\",\"message\":\"ignored\"}");
+        } else {
+            ++a.stats->events;
+            bool journaled = (*a.on_event)(std::move(e));
+            if (journaled) {
+                reply = stream_ack(f->message_id, 200, "{\"status\":\"SUCCESS\",\"message\":\"success\"}");
+            } else {
+                ++a.stats->later;
+                reply = stream_ack(f->message_id, 200, "{\"status\":\"LATER\",\"message\":\"journal unavailable\"}");
+            }
+        }
+    } else {
+        reply = stream_ack(f->message_id, 404, "{}");
+    }
+    return reply;
+}
+
+// Opens the tunnel to `authority` through the proxy tcp_s is connected to: "" once it is open, else
+// what failed (`ec` then says why, when it was an I/O error).
+net::awaitable<std::string> proxy_connect(beast::tcp_stream& tcp_s, const std::string& authority,
+                                          const StreamSettings& s, boost::system::error_code& ec) {
+    auto tok = net::redirect_error(net::use_awaitable, ec);
+    http::request<http::empty_body> req{http::verb::connect, authority, 11};
+    req.set(http::field::host, authority);
+    req.set(http::field::user_agent, "dingbridge-agent/0.1");
+    if (!s.transport.proxy_username.empty())
+        req.set(http::field::proxy_authorization,
+                "Basic " + base64(s.transport.proxy_username + ":" + s.transport.proxy_password));
+    tcp_s.expires_after(s.transport.connect_timeout);
+    co_await http::async_write(tcp_s, req, tok);
+    if (ec) co_return std::string("CONNECT to the proxy failed");
+    beast::flat_buffer buf;
+    http::response_parser<http::empty_body> parser;
+    parser.skip(true);  // a CONNECT reply has no body: the tunnel starts right after the head
+    co_await http::async_read_header(tcp_s, buf, parser, tok);
+    if (ec) co_return std::string("no answer from the proxy to CONNECT");
+    if (parser.get().result_int() != 200) {
+        ec = {};
+        co_return std::string("the proxy refused CONNECT " + authority + " with " +
+                              std::to_string(parser.get().result_int()) +
+                              (parser.get().result_int() == 407 ? " (check proxy.username/password)"
+                               : parser.get().result_int() == 403
+                                   ? " (allow this host in the proxy's destinations for the agent's tenant)"
+                                   : ""));
+    }
+    if (buf.size() != 0) co_return std::string("the proxy sent data before the TLS handshake");
+    co_return std::string();
+}
+
 net::awaitable<void> session(SessionArgs a) {
     auto ex = co_await net::this_coro::executor;
     boost::system::error_code ec;
@@ -212,41 +328,13 @@ net::awaitable<void> session(SessionArgs a) {
     tcp_s.expires_after(s.transport.connect_timeout);
     co_await tcp_s.async_connect(eps, tok);
     if (ec) co_return fail(via_proxy ? "cannot connect to the proxy" : "cannot connect to " + a.endpoint.host);
-    const std::string authority = a.endpoint.host.find(':') != std::string::npos
-                                      ? "[" + a.endpoint.host + "]:" + a.endpoint.port
-                                      : a.endpoint.host + ":" + a.endpoint.port;
+    const std::string authority = authority_of(a.endpoint);
     if (via_proxy) {
-        http::request<http::empty_body> req{http::verb::connect, authority, 11};
-        req.set(http::field::host, authority);
-        req.set(http::field::user_agent, "dingbridge-agent/0.1");
-        if (!s.transport.proxy_username.empty())
-            req.set(http::field::proxy_authorization,
-                    "Basic " + base64(s.transport.proxy_username + ":" + s.transport.proxy_password));
-        tcp_s.expires_after(s.transport.connect_timeout);
-        co_await http::async_write(tcp_s, req, tok);
-        if (ec) co_return fail("CONNECT to the proxy failed");
-        beast::flat_buffer buf;
-        http::response_parser<http::empty_body> parser;
-        parser.skip(true);  // a CONNECT reply has no body: the tunnel starts right after the head
-        co_await http::async_read_header(tcp_s, buf, parser, tok);
-        if (ec) co_return fail("no answer from the proxy to CONNECT");
-        if (parser.get().result_int() != 200) {
-            ec = {};
-            co_return fail("the proxy refused CONNECT " + authority + " with " +
-                           std::to_string(parser.get().result_int()) +
-                           (parser.get().result_int() == 407 ? " (check proxy.username/password)"
-                            : parser.get().result_int() == 403
-                                ? " (allow this host in the proxy's destinations for the agent's tenant)"
-                                : ""));
-        }
-        if (buf.size() != 0) co_return fail("the proxy sent data before the TLS handshake");
+        std::string why = co_await proxy_connect(tcp_s, authority, s, ec);
+        if (!why.empty()) co_return fail(why);
     }
     ssl::context ctx(ssl::context::tls_client);
-    ctx.set_verify_mode(ssl::verify_peer);
-    if (!s.transport.ca_file.empty())
-        ctx.load_verify_file(s.transport.ca_file, ec);
-    else
-        ctx.set_default_verify_paths(ec);
+    load_ca(ctx, s, ec);
     if (ec) co_return fail("cannot load the CA for DingTalk");
     websocket::stream<beast::ssl_stream<beast::tcp_stream>> ws(std::move(tcp_s), ctx);
     if (!is_ip_literal(a.endpoint.host))
@@ -256,17 +344,10 @@ net::awaitable<void> session(SessionArgs a) {
     co_await ws.next_layer().async_handshake(ssl::stream_base::client, tok);
     if (ec) co_return fail("TLS handshake with " + a.endpoint.host + " failed (check dingtalk.ca_file)");
     beast::get_lowest_layer(ws).expires_never();
-    websocket::stream_base::timeout t{};
-    t.handshake_timeout = s.transport.connect_timeout;
-    t.idle_timeout = s.idle_timeout;
-    t.keep_alive_pings = true;
-    ws.set_option(t);
+    ws.set_option(websocket_timeouts(s));
     ws.read_message_max(1 << 20);
     std::string host_header = a.endpoint.port == "443" ? a.endpoint.host : authority;
-    std::string target = a.endpoint.target;
-    target += (target.find('?') == std::string::npos ? "?" : "&");
-    target += "ticket=" + url_encode(a.ticket);
-    co_await ws.async_handshake(host_header, target, tok);
+    co_await ws.async_handshake(host_header, handshake_target(a.endpoint, a.ticket), tok);
     if (ec) co_return fail("WebSocket handshake with " + a.endpoint.host + " failed");
     *a.was_connected = true;
     a.stats->connected = true;
@@ -287,58 +368,10 @@ net::awaitable<void> session(SessionArgs a) {
             co_return fail("stream connection lost");
         }
         ++a.stats->frames;
-        std::string text = beast::buffers_to_string(buf.data());
-        std::string perr;
-        auto f = parse_stream_frame(text, perr);
-        if (!f) {
-            ++a.stats->bad_frames;
-            spdlog::warn("stream: ignored a bad frame: {}", perr);
-            continue;
-        }
-        std::string reply;
         bool disconnect = false;
-        if (f->type == "SYSTEM") {
-            if (f->topic == "ping") {
-                ++a.stats->pings;
-                reply = stream_ack(f->message_id, 200, f->data);
-            } else if (f->topic == "disconnect") {
-                ++a.stats->disconnects;
-                spdlog::info("stream: DingTalk asked to reconnect");
-                reply = stream_ack(f->message_id, 200, "{}");
-                disconnect = true;
-            } else {
-                reply = stream_ack(f->message_id, 200, "{}");
-            }
-        } else if (f->type == "EVENT") {
-            JournalEvent e;
-            e.source = "stream";
-            e.event_type = f->event_type;
-            e.born_ms = f->born_ms;
-            if (!f->event_id.empty()) e.dedup_key = "event:" + f->event_id;
-            std::string eerr;
-            bool ok = parse_event_payload(f->data, e, eerr);
-            if (e.dedup_key.empty()) e.dedup_key = "message:" + f->message_id;
-            if (!ok) {
-                // Not an event the agent can use: ACK it so DingTalk does not re-push it forever,
-                // and say so (a reconcile repairs whatever it was about).
-                ++a.stats->bad_frames;
-                spdlog::warn("stream: event {} ignored: {}", f->message_id, eerr);
-                reply = stream_ack(f->message_id, 200, "{\"status\":\"SUCCESS\",\"message\":\"ignored\"}");
-            } else {
-                ++a.stats->events;
-                bool journaled = (*a.on_event)(std::move(e));
-                if (journaled) {
-                    reply = stream_ack(f->message_id, 200, "{\"status\":\"SUCCESS\",\"message\":\"success\"}");
-                } else {
-                    ++a.stats->later;
-                    reply =
-                        stream_ack(f->message_id, 200, "{\"status\":\"LATER\",\"message\":\"journal unavailable\"}");
-                }
-            }
-        } else {
-            reply = stream_ack(f->message_id, 404, "{}");
-        }
-        co_await ws.async_write(net::buffer(reply), tok);
+        auto reply = frame_reply(beast::buffers_to_string(buf.data()), a, disconnect);
+        if (!reply) continue;
+        co_await ws.async_write(net::buffer(*reply), tok);
         if (ec) {
             a.stats->connected = false;
             co_return fail("stream connection lost while acknowledging");
