@@ -688,9 +688,11 @@ void ScimTarget::flush_member_adds(std::vector<std::optional<std::string>>& erro
             auto e = send_members(dept, {id});
             if (!e) continue;
             if (!errors[index]) errors[index] = e;
+            // (a named copy: clang 14 cannot capture a structured binding in a lambda)
+            const std::string& group = dept;
             if (auto u = user_by_id_.find(id); u != user_by_id_.end())
                 std::erase_if(users_[u->second].row.departments,
-                              [&](const Membership& m) { return m.department == dept; });
+                              [&group](const Membership& m) { return m.department == group; });
         }
     }
 }
