@@ -96,12 +96,20 @@ std::optional<std::string> WebServer::Impl::authenticate(std::string_view author
     const std::size_t colon = decoded ? decoded->find(':') : std::string::npos;
     if (colon == std::string::npos) return std::nullopt;
     const std::string name = decoded->substr(0, colon), password = decoded->substr(colon + 1);
+    bool known = false;
     for (const auto& [user, hash] : users) {
-        if (user != name || !hash.verify(password)) continue;
+        if (user != name) continue;
+        known = true;
+        if (!hash.verify(password)) continue;
         --refusals;
         if (remembered.size() >= kMaxRemembered) remembered.clear();
         remembered[digest] = {user, Clock::now() + kRememberVerified};
         return user;
+    }
+    if (!known) {
+        // Like the proxy: an unknown name costs the same scrypt, so timing doesn't tell which names exist.
+        static const proxy::PasswordHash dummy = proxy::PasswordHash::create("dingbridge-dummy", proxy::ScryptParams{});
+        (void)dummy.verify(password);
     }
     spdlog::warn("web: refused credentials for user '{}'", name.size() > 64 ? name.substr(0, 64) : name);
     return std::nullopt;
