@@ -6,18 +6,11 @@
 #include <map>
 #include <vector>
 
+#include "agent/dingtalk/curl_util.h"
+
 namespace dingbridge::agent::dingtalk {
 
 namespace {
-
-struct GlobalInit {
-    GlobalInit() { curl_global_init(CURL_GLOBAL_DEFAULT); }
-};
-
-size_t write_body(char* data, size_t size, size_t n, void* user) {
-    static_cast<std::string*>(user)->append(data, size * n);
-    return size * n;
-}
 
 size_t read_header(char* data, size_t size, size_t n, void* user) {
     std::string_view line(data, size * n);
@@ -86,7 +79,7 @@ struct HttpTransport::Impl {
         curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
         curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
         curl_easy_setopt(e, CURLOPT_USERAGENT, "dingbridge-agent/0.1");
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_body);
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, curl_append_body);
         curl_easy_setopt(e, CURLOPT_WRITEDATA, &t.response.body);
         curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, read_header);
         curl_easy_setopt(e, CURLOPT_HEADERDATA, &t.response.request_id_header);
@@ -104,7 +97,7 @@ struct HttpTransport::Impl {
 };
 
 HttpTransport::HttpTransport(TransportSettings settings) : impl_(std::make_unique<Impl>()) {
-    static GlobalInit init;
+    curl_global_once();
     impl_->settings = std::move(settings);
     if (impl_->settings.max_in_flight < 1) impl_->settings.max_in_flight = 1;
     impl_->multi = curl_multi_init();

@@ -10,20 +10,13 @@
 #include <random>
 #include <thread>
 
+#include "agent/dingtalk/curl_util.h"
+
 namespace dingbridge::agent {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-struct GlobalInit {
-    GlobalInit() { curl_global_init(CURL_GLOBAL_DEFAULT); }
-};
-
-size_t write_body(char* data, size_t size, size_t n, void* user) {
-    static_cast<std::string*>(user)->append(data, size * n);
-    return size * n;
-}
 
 // Retry-After in seconds (an HTTP date is treated as absent: the backoff applies).
 size_t read_header(char* data, size_t size, size_t n, void* user) {
@@ -137,7 +130,7 @@ struct ScimClient::Impl {
         curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
         curl_easy_setopt(e, CURLOPT_USERAGENT, "dingbridge-agent/0.1");
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_body);
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, curl_append_body);
         curl_easy_setopt(e, CURLOPT_WRITEDATA, &t.response.body);
         curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, read_header);
         curl_easy_setopt(e, CURLOPT_HEADERDATA, &t.retry_after);
@@ -263,7 +256,7 @@ void ScimClient::Impl::run(const std::vector<ScimRequest>& reqs, std::vector<Tra
 }
 
 ScimClient::ScimClient(const ScimSettings& settings) : impl_(std::make_unique<Impl>()) {
-    static GlobalInit init;
+    curl_global_once();
     impl_->s = settings;
     while (!impl_->s.base_url.empty() && impl_->s.base_url.back() == '/') impl_->s.base_url.pop_back();
     if (impl_->s.concurrency < 1) impl_->s.concurrency = 1;
