@@ -17,6 +17,8 @@ namespace dingbridge::proxy {
 
 class VerifierPool {
 public:
+    static constexpr int kCheckNice = 10;  // added to the process's nice value in the pool threads (see run())
+
     VerifierPool(unsigned threads, std::size_t queue_limit);
     ~VerifierPool();
     VerifierPool(const VerifierPool&) = delete;

@@ -234,7 +234,7 @@ long total_rss_kib(const std::vector<int>& pids) {
 int main(int argc, char** argv) {
     CLI::App app{"proxy-bench: load client for CONNECT proxies (see scripts/bench.sh)"};
     std::string proxy = "direct", auth, bytes_text = "2GiB";
-    int clients = 1, seconds = 5, tunnels = 2000, flooders = 0;
+    int clients = 1, seconds = 5, tunnels = 2000, flooders = 0, flood_sources = 60000;
     std::vector<int> pids;
     std::string label;
     app.add_option("--proxy", proxy, "proxy host:port, or 'direct'");
@@ -247,6 +247,9 @@ int main(int argc, char** argv) {
     tn->add_option("--seconds", seconds, "duration");
     tn->add_option("--flood", flooders,
                    "meanwhile, this many threads send wrong passwords from rotating 127.x.y.z sources");
+    tn->add_option("--flood-sources", flood_sources,
+                   "source addresses each flood thread rotates through (1: one attacking address per thread)")
+        ->check(CLI::Range(1, 60000));
     auto* idle = app.add_subcommand("idle", "open N tunnels and report the proxy's RSS per tunnel");
     idle->add_option("--tunnels", tunnels, "tunnels to hold open");
     idle->add_option("--pid", pids, "proxy process id(s) whose RSS is summed")->required();
@@ -298,8 +301,8 @@ int main(int argc, char** argv) {
         for (int f = 0; f < flooders && !target.direct; ++f) {
             threads.emplace_back([&, f] {
                 for (unsigned n = 0; !stop.load(std::memory_order_relaxed); ++n) {
-                    const std::uint32_t source =
-                        (127u << 24) | (static_cast<std::uint32_t>(10 + f) << 16) | (1 + n % 60000);
+                    const std::uint32_t source = (127u << 24) | (static_cast<std::uint32_t>(10 + f) << 16) |
+                                                 (1 + n % static_cast<unsigned>(flood_sources));
                     wrong_password_attempt(target, servers.echo_port, source, n * 64 + static_cast<unsigned>(f));
                     flood_attempts++;
                 }
@@ -343,10 +346,11 @@ int main(int argc, char** argv) {
             return all.empty() ? 0.0 : all[std::min(all.size() - 1, static_cast<std::size_t>(p * all.size()))];
         };
         std::printf(
-            "{\"mode\":\"tunnels\",\"label\":\"%s\",\"clients\":%d,\"flood_threads\":%d,\"flood_attempts\":%llu,"
+            "{\"mode\":\"tunnels\",\"label\":\"%s\",\"clients\":%d,\"flood_threads\":%d,\"flood_sources\":%d,\"flood_"
+            "attempts\":%llu,"
             "\"tunnels\":%zu,\"failures\":%llu,\"per_second\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n",
-            label.c_str(), clients, flooders, static_cast<unsigned long long>(flood_attempts.load()), all.size(),
-            static_cast<unsigned long long>(failures.load()), all.size() / secs, pct(0.50), pct(0.99));
+            label.c_str(), clients, flooders, flood_sources, static_cast<unsigned long long>(flood_attempts.load()),
+            all.size(), static_cast<unsigned long long>(failures.load()), all.size() / secs, pct(0.50), pct(0.99));
     } else if (idle->parsed()) {
         // Warm up with a few tunnels so that thread stacks and arenas exist before the baseline.
         for (int i = 0; i < 16; ++i) {

@@ -1,5 +1,9 @@
 #include "proxy/auth_throttle.h"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <boost/test/unit_test.hpp>
 #include <chrono>
@@ -115,6 +119,17 @@ BOOST_AUTO_TEST_CASE(verifier_pool_refuses_beyond_its_queue) {
     BOOST_TEST(done.load() == 3);
     pool.stop();
     BOOST_TEST(!pool.submit(job));
+}
+
+// Checks run below the event loops' priority, so a wrong-password flood takes spare CPU only.
+BOOST_AUTO_TEST_CASE(verifier_pool_checks_run_at_lower_priority) {
+    const int ours = getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)));
+    VerifierPool pool(1, 2);
+    std::atomic<int> seen{-100};
+    BOOST_REQUIRE(pool.submit([&] { seen = getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid))); }));
+    for (int i = 0; i < 5000 && seen == -100; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    BOOST_TEST(seen.load() == std::min(19, ours + VerifierPool::kCheckNice));
+    BOOST_TEST(getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid))) == ours);  // the caller keeps its own
 }
 
 BOOST_AUTO_TEST_SUITE_END()
