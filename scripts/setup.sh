@@ -45,6 +45,11 @@ if [[ ! -d tests/scim/node_modules ]] || [[ tests/scim/package-lock.json -nt tes
 fi
 
 echo "==> configuring ($BUILD_DIR)"
-cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo} ${CMAKE_ARGS:-} >/dev/null
+# Line tables (-g1) instead of full debug information: backtraces and gdb still show file:line,
+# and the Boost.Beast-heavy files compile faster and in less memory (agent/events/stream.cpp,
+# same loaded machine: 157 s and 2.4 GB with -g, 118 s and 1.7 GB with -g1), which keeps CI
+# within its time budget on 2 cores.
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo} \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" ${CMAKE_ARGS:-} >/dev/null
 echo "==> building"
 cmake --build "$BUILD_DIR" -j "${JOBS:-2}"
