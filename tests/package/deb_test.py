@@ -40,6 +40,7 @@ class Deb(unittest.TestCase):
                      "/lib/systemd/system/dingbridge-proxy.service", "/lib/systemd/system/dingbridge-agent.service",
                      "/lib/systemd/system/dingbridge-agent-sync.service",
                      "/lib/systemd/system/dingbridge-agent-sync.timer",
+                     "/lib/systemd/system/dingbridge-agent-web.service",
                      "/usr/share/man/man1/dingbridge-proxy.1.gz", "/usr/share/man/man1/dingbridge-agent.1.gz",
                      "/usr/share/man/man5/dingbridge-proxy.yaml.5.gz",
                      "/usr/share/man/man5/dingbridge-agent.yaml.5.gz",

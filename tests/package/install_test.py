@@ -27,7 +27,7 @@ ETC = Path("/etc/dingbridge")
 UNIT_DIR = Path("/lib/systemd/system")
 DSH = Path("/var/lib/systemd/deb-systemd-helper-enabled")
 ENABLED = ["dingbridge-proxy.service", "dingbridge-agent.service"]
-ALL_UNITS = ENABLED + ["dingbridge-agent-sync.service", "dingbridge-agent-sync.timer"]
+ALL_UNITS = ENABLED + ["dingbridge-agent-sync.service", "dingbridge-agent-sync.timer", "dingbridge-agent-web.service"]
 SECRET_FILES = ["proxy.yaml", "agent.yaml", "mapping.yaml", "proxy.env", "agent.env"]
 
 
@@ -190,6 +190,7 @@ state_dir: /var/lib/dingbridge
         for name in ENABLED:  # enabled like a Debian daemon; the timer is not
             self.assertTrue(Path("/etc/systemd/system/multi-user.target.wants", name).is_symlink(), name)
         self.assertFalse(Path("/etc/systemd/system/timers.target.wants/dingbridge-agent-sync.timer").exists())
+        self.assertFalse(Path("/etc/systemd/system/multi-user.target.wants/dingbridge-agent-web.service").exists())
         sh("logrotate", "-d", "/etc/logrotate.d/dingbridge")
         listed = sh("dpkg", "-L", "dingbridge").stdout.split()
         for page in ("/usr/share/man/man1/dingbridge-agent.1.gz", "/usr/share/man/man5/dingbridge-proxy.yaml.5.gz",

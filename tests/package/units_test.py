@@ -36,7 +36,8 @@ class Units(unittest.TestCase):
     def test_exposure_at_most_2(self):
         services = sorted(UNITS.glob("*.service"))
         self.assertEqual([s.name for s in services],
-                         ["dingbridge-agent-sync.service", "dingbridge-agent.service", "dingbridge-proxy.service"])
+                         ["dingbridge-agent-sync.service", "dingbridge-agent-web.service", "dingbridge-agent.service",
+                          "dingbridge-proxy.service"])
         for unit in services:
             with self.subTest(unit=unit.name):
                 level = exposure(unit)
@@ -67,7 +68,8 @@ class Units(unittest.TestCase):
         self.assertEqual(proxy["LogsDirectory"], ["dingbridge"])
         self.assertEqual(proxy["ConfigurationDirectory"], ["dingbridge"])
         self.assertIn("HUP", proxy["ExecReload"][0])
-        for name, command in (("dingbridge-agent.service", "run"), ("dingbridge-agent-sync.service", "sync")):
+        for name, command in (("dingbridge-agent.service", "run"), ("dingbridge-agent-sync.service", "sync"),
+                              ("dingbridge-agent-web.service", "web")):
             agent = settings(UNITS / name)
             self.assertEqual(agent["User"], ["dingbridge"])
             self.assertEqual(agent["EnvironmentFile"], ["-/etc/dingbridge/agent.env"])
@@ -75,6 +77,8 @@ class Units(unittest.TestCase):
             self.assertEqual(agent["StateDirectory"], ["dingbridge"])
             self.assertEqual(agent["LogsDirectory"], ["dingbridge"])
             self.assertEqual(agent["ConfigurationDirectory"], ["dingbridge"])
+        # The console alone is for timer-driven installs; `run` serves it itself, on the same port.
+        self.assertEqual(settings(UNITS / "dingbridge-agent-web.service")["Conflicts"], ["dingbridge-agent.service"])
         timer = settings(UNITS / "dingbridge-agent-sync.timer")
         self.assertNotIn("Unit", timer)  # runs dingbridge-agent-sync.service, the unit of the same name
 
