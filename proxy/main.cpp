@@ -20,8 +20,8 @@
 #include <vector>
 
 #include "proxy/config.h"
-#include "proxy/password.h"
 #include "proxy/server.h"
+#include "shared/password.h"
 
 using namespace dingbridge;
 using namespace dingbridge::proxy;

@@ -17,9 +17,9 @@
 #include <unordered_set>
 #include <vector>
 
-#include "proxy/password.h"
 #include "proxy/request_head.h"
 #include "shared/net.h"
+#include "shared/password.h"
 
 namespace dingbridge::proxy {
 

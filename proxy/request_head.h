@@ -48,7 +48,4 @@ HeadResult parse_connect_head(std::string_view head);
 // or a bare-LF form such as "\n\n", which parse_connect_head then refuses), or npos.
 std::size_t find_head_end(std::string_view data);
 
-// Standard base64 decode (with padding); nullopt on any invalid input.
-std::optional<std::string> base64_decode(std::string_view text);
-
 }  // namespace dingbridge::proxy

@@ -1,7 +1,6 @@
 #pragma once
-// TLS for proxy listeners ("HTTPS proxy": clients speak TLS to the proxy, then CONNECT inside).
-// Contexts are built while loading configuration, so a reload with a broken certificate fails
-// before anything is swapped. Contexts are immutable once built and shared between threads.
+// TLS for proxy listeners ("HTTPS proxy": clients speak TLS to the proxy, then CONNECT inside):
+// the contexts are shared/tls_server.h's; what is proxy-only (libevent) is here.
 
 #include <openssl/ssl.h>
 
@@ -9,22 +8,11 @@
 #include <optional>
 #include <string>
 
+#include "shared/tls_server.h"
+
 struct bufferevent;
 
 namespace dingbridge::proxy {
-
-struct TlsSettings {
-    std::string certificate;                 // PEM chain
-    std::string key;                         // PEM private key
-    std::string client_ca;                   // PEM CAs for client certificates; empty = no client certificates
-    bool require_client_certificate = true;  // only with client_ca
-};
-
-// Throws std::runtime_error with OpenSSL's reason when a file is missing or does not match.
-std::shared_ptr<SSL_CTX> make_server_context(const TlsSettings& settings);
-
-// RFC 2253 subject of the verified peer certificate, or nullopt when there is none.
-std::optional<std::string> verified_peer_subject(SSL* ssl);
 
 // Ends our sending side of a TLS client connection with close_notify, once nothing is left to
 // write toward the client (false, nothing sent, while output is pending: it would cut data

@@ -51,27 +51,6 @@ bool valid_aes_key(std::string_view k) {
            });
 }
 
-std::string base64_encode(std::string_view in) {
-    std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
-    int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                            reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
-    out.resize(static_cast<size_t>(n));
-    return out;
-}
-
-std::optional<std::string> base64_decode(std::string_view in) {
-    if (in.size() % 4 != 0) return std::nullopt;
-    std::string out(in.size() / 4 * 3 + 1, '\0');
-    int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                            reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
-    if (n < 0) return std::nullopt;
-    size_t pad = 0;
-    if (!in.empty() && in.back() == '=') ++pad;
-    if (in.size() > 1 && in[in.size() - 2] == '=') ++pad;
-    out.resize(static_cast<size_t>(n) - pad);
-    return out;
-}
-
 std::string random_alnum(size_t n) {
     static const char k[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     std::vector<unsigned char> r(n);

@@ -10,6 +10,8 @@
 #include <string>
 #include <string_view>
 
+#include "shared/base64.h"
+
 namespace dingbridge::dingtalk_crypto {
 
 // Lowercase hex SHA-1 of the lexicographically sorted concatenation.
@@ -29,7 +31,7 @@ bool valid_aes_key(std::string_view aes_key);
 std::string random_alnum(size_t n);
 // Lower-case hex of a digest (signatures, dedup keys).
 std::string hex_lower(const unsigned char* data, std::size_t n);
-std::string base64_encode(std::string_view in);
-std::optional<std::string> base64_decode(std::string_view in);
+using dingbridge::base64_decode;  // shared/base64.h
+using dingbridge::base64_encode;
 
 }  // namespace dingbridge::dingtalk_crypto

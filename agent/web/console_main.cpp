@@ -12,7 +12,7 @@
 
 #include "agent/events/journal.h"
 #include "agent/web/console_parts.h"
-#include "proxy/password.h"
+#include "shared/password.h"
 
 namespace dingbridge::agent::web {
 
@@ -144,7 +144,7 @@ int hash_password_command() {
         std::cerr << "dingbridge-agent: empty password refused\n";
         return 1;
     }
-    std::cout << proxy::PasswordHash::create(password).to_string() << "\n";
+    std::cout << PasswordHash::create(password).to_string() << "\n";
     return 0;
 }
 

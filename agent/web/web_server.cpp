@@ -17,10 +17,10 @@
 #include <map>
 #include <stdexcept>
 
-#include "proxy/password.h"
-#include "proxy/request_head.h"
-#include "proxy/tls.h"
+#include "shared/base64.h"
 #include "shared/net.h"
+#include "shared/password.h"
+#include "shared/tls_server.h"
 
 namespace dingbridge::agent::web {
 
@@ -58,7 +58,7 @@ struct WebServer::Impl {
     tcp::acceptor acceptor{io};
     std::optional<ssl::context> tls;
     Handler handler;
-    std::vector<std::pair<std::string, proxy::PasswordHash>> users;
+    std::vector<std::pair<std::string, PasswordHash>> users;
     bool certificates = false;
     std::map<std::string, std::pair<std::string, Clock::time_point>> remembered;  // digest -> user, expiry
     Clock::time_point refusals_since{};
@@ -92,7 +92,7 @@ std::optional<std::string> WebServer::Impl::authenticate(std::string_view author
         return std::nullopt;
     }
     ++refusals;  // taken back below when the password is right
-    auto decoded = proxy::base64_decode(authorization.substr(scheme.size()));
+    auto decoded = base64_decode(authorization.substr(scheme.size()));
     const std::size_t colon = decoded ? decoded->find(':') : std::string::npos;
     if (colon == std::string::npos) return std::nullopt;
     const std::string name = decoded->substr(0, colon), password = decoded->substr(colon + 1);
@@ -108,7 +108,7 @@ std::optional<std::string> WebServer::Impl::authenticate(std::string_view author
     }
     if (!known) {
         // Like the proxy: an unknown name costs the same scrypt, so timing doesn't tell which names exist.
-        static const proxy::PasswordHash dummy = proxy::PasswordHash::create("dingbridge-dummy", proxy::ScryptParams{});
+        static const PasswordHash dummy = PasswordHash::create("dingbridge-dummy", ScryptParams{});
         (void)dummy.verify(password);
     }
     spdlog::warn("web: refused credentials for user '{}'", name.size() > 64 ? name.substr(0, 64) : name);
@@ -203,7 +203,7 @@ net::awaitable<void> serve(tcp::socket socket, WebServer::Impl* impl) {
     beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(10));
     co_await stream.async_handshake(ssl::stream_base::server, tok);
     if (ec) co_return;  // no certificate when one is required, or not TLS at all
-    co_await exchange(stream, *impl, proxy::verified_peer_subject(stream.native_handle()));
+    co_await exchange(stream, *impl, verified_peer_subject(stream.native_handle()));
     beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
     co_await stream.async_shutdown(tok);
 }
@@ -227,13 +227,13 @@ WebServer::WebServer(const AgentConfig::Web& config, Handler handler) : impl_(st
     impl_->handler = std::move(handler);
     for (const auto& u : config.users) {
         std::string error;
-        auto h = proxy::PasswordHash::parse(u.password_hash, &error);
+        auto h = PasswordHash::parse(u.password_hash, &error);
         if (!h) throw std::runtime_error("web.users " + u.name + ": " + error);
         impl_->users.emplace_back(u.name, *h);
     }
     if (!config.tls_certificate.empty()) {
-        proxy::TlsSettings ts{config.tls_certificate, config.tls_key, config.client_ca, config.users.empty()};
-        auto ctx = proxy::make_server_context(ts);
+        TlsSettings ts{config.tls_certificate, config.tls_key, config.client_ca, config.users.empty()};
+        auto ctx = make_server_context(ts);
         SSL_CTX_up_ref(ctx.get());  // asio's context takes its own reference
         impl_->tls.emplace(ctx.get());
         impl_->certificates = !config.client_ca.empty();

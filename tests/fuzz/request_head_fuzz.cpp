@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "proxy/request_head.h"
+#include "shared/base64.h"
 #include "shared/net.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -25,7 +26,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             __builtin_trap();
         }
     }
-    (void)dingbridge::proxy::base64_decode(input);
+    (void)dingbridge::base64_decode(input);
     (void)dingbridge::Cidr::parse(input);
     return 0;
 }

@@ -1,11 +1,11 @@
-#include "proxy/tls.h"
+#include "shared/tls_server.h"
 
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
 #include <stdexcept>
 
-namespace dingbridge::proxy {
+namespace dingbridge {
 
 namespace {
 
@@ -63,4 +63,4 @@ std::optional<std::string> verified_peer_subject(SSL* ssl) {
     return subject;
 }
 
-}  // namespace dingbridge::proxy
+}  // namespace dingbridge

@@ -1,5 +1,5 @@
 #pragma once
-// Salted, slow password hashes for proxy users (scrypt from OpenSSL, RFC 7914).
+// Salted, slow password hashes for proxy users and console users (scrypt from OpenSSL, RFC 7914).
 //
 // Stored form: `$scrypt$ln=15,r=8,p=1$<salt base64>$<hash base64>`. Verification recomputes
 // the hash with the stored parameters and compares in constant time (CRYPTO_memcmp). Pure
@@ -8,7 +8,7 @@
 #include <optional>
 #include <string>
 
-namespace dingbridge::proxy {
+namespace dingbridge {
 
 struct ScryptParams {
     int log2_n = 15;  // N = 32768: ~32 MiB and tens of ms per hash
@@ -31,7 +31,4 @@ private:
     std::string hash_;
 };
 
-// Base64 (standard alphabet, with padding).
-std::string base64_encode(const std::string& data);
-
-}  // namespace dingbridge::proxy
+}  // namespace dingbridge

@@ -1,8 +1,8 @@
-#include "proxy/password.h"
+#include "shared/password.h"
 
 #include <boost/test/unit_test.hpp>
 
-using namespace dingbridge::proxy;
+using namespace dingbridge;
 
 BOOST_AUTO_TEST_SUITE(password)
 

@@ -1,4 +1,4 @@
-#include "proxy/password.h"
+#include "shared/password.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -7,9 +7,9 @@
 #include <stdexcept>
 #include <vector>
 
-#include "proxy/request_head.h"
+#include "shared/base64.h"
 
-namespace dingbridge::proxy {
+namespace dingbridge {
 
 namespace {
 
@@ -41,13 +41,6 @@ bool parse_int(const std::string& s, int& out, int min, int max) {
 }
 
 }  // namespace
-
-std::string base64_encode(const std::string& data) {
-    std::vector<unsigned char> out(4 * ((data.size() + 2) / 3) + 1);
-    const int n =
-        EVP_EncodeBlock(out.data(), reinterpret_cast<const unsigned char*>(data.data()), static_cast<int>(data.size()));
-    return std::string(reinterpret_cast<char*>(out.data()), static_cast<std::size_t>(n));
-}
 
 std::optional<PasswordHash> PasswordHash::parse(const std::string& text, std::string* error) {
     auto bad = [&](const char* why) {
@@ -123,4 +116,4 @@ std::string PasswordHash::to_string() const {
            ",p=" + std::to_string(params_.p) + "$" + base64_encode(salt_) + "$" + base64_encode(hash_);
 }
 
-}  // namespace dingbridge::proxy
+}  // namespace dingbridge
