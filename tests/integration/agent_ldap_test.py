@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slapd as slapd_mod  # noqa: E402
 from agent_env import Env, APP_SECRET, PROXY_PASSWORD, expected_org  # noqa: E402
 from slapd import SUFFIX, AGENT_DN, AGENT_PW, Slapd  # noqa: E402
+from target_env import TargetEnv  # noqa: E402
 
 DEPTS = "ou=departments," + SUFFIX
 PEOPLE = "ou=people," + SUFFIX
@@ -31,25 +32,18 @@ def ldap_block(url, ca, removed="disable", extra=""):
 {extra}"""
 
 
-class LdapEnv(Env):
+class LdapEnv(TargetEnv):
     def __init__(self, generate, use_ldaps=False, ldap_extra="", **kw):
         super().__init__(generate=generate, **kw)
-        self.slapd = Slapd(self.dir, self.ca, *self._server_cert())
+        self.slapd = Slapd(self.dir, self.ca, *self.server_cert())
         self.env["LDAP_BIND_PASSWORD"] = AGENT_PW
         self.set_target(self.slapd.ldaps_url if use_ldaps else self.slapd.url, ldap_extra)
 
-    def _server_cert(self):
-        return str(self.dir / "server.pem"), str(self.dir / "server.key")
-
     def set_target(self, url, extra=""):
-        text = self.config.read_text()
-        start = text.index("target:\n")
-        end = text.index("mapping:")
-        self.config.write_text(text[:start] + ldap_block(url, self.ca, extra=extra) + text[end:])
+        self.replace_target(ldap_block(url, self.ca, extra=extra))
 
-    def stop(self):
+    def stop_target(self):
         self.slapd.stop()
-        super().stop()
 
 
 def escape_rdn(v):
