@@ -18,7 +18,7 @@ from agent_env import expected_org  # noqa: E402
 from agent_round2_test import mapping_with  # noqa: E402
 from agent_run_test import RunEnv, department_and_user_changes, some_user  # noqa: E402
 from scim import ScimServer, TOKEN, scim_state, expected_scim  # noqa: E402
-from target_env import TargetEnv, TargetCase  # noqa: E402
+from target_env import TargetEnv, TargetCase, org_index, under  # noqa: E402
 
 
 def scim_block(url, ca, extra=""):
@@ -129,15 +129,7 @@ class Mutations(ScimCase):
         env.agent("sync", check=0)
         org = env.sim.org()
         self.assertEqual(diff(env), [])
-        depts = {d["dept_id"]: d for d in org["departments"]}
-        children = {}
-        for d in org["departments"]:
-            if d["dept_id"] != 1:
-                children.setdefault(d["parent_id"], []).append(d["dept_id"])
-        members = {}
-        for u in org["users"]:
-            for d in u["dept_id_list"]:
-                members.setdefault(d, []).append(u["userid"])
+        depts, children, members = org_index(org)
         # a department with children moves under another branch and is renamed
         inner = next(d for d in children if d != 1 and depts[d]["parent_id"] != 1)
         target_parent = next(d for d in children.get(1, []) if d != inner and d != depts[inner]["parent_id"]
@@ -192,14 +184,6 @@ class Mutations(ScimCase):
         self.assertEqual(counts(env)["create_user"], 1)
         self.assertEqual(diff(env), [])
         self.assertEqual(len([u for u in env.scim.all("/Users") if u.get("externalId") == leaver["userid"]]), 1)
-
-
-def under(depts, d, ancestor):
-    while d and d != 1:
-        if d == ancestor:
-            return True
-        d = depts[d]["parent_id"]
-    return False
 
 
 class Conflicts(ScimCase):

@@ -35,6 +35,29 @@ class TargetEnv(Env):
         super().stop()
 
 
+def org_index(org):
+    """The simulator's org (Sim.org()) indexed: {dept_id: department}, {parent_id: [child ids]}
+    (the root excluded), {dept_id: [member userids]}."""
+    depts = {d["dept_id"]: d for d in org["departments"]}
+    children, members = {}, {}
+    for d in org["departments"]:
+        if d["dept_id"] != 1:
+            children.setdefault(d["parent_id"], []).append(d["dept_id"])
+    for u in org["users"]:
+        for d in u["dept_id_list"]:
+            members.setdefault(d, []).append(u["userid"])
+    return depts, children, members
+
+
+def under(depts, d, ancestor):
+    """Is department d inside ancestor's subtree (depts as org_index gives it)?"""
+    while d and d != 1:
+        if d == ancestor:
+            return True
+        d = depts[d]["parent_id"]
+    return False
+
+
 class TargetCase(unittest.TestCase):
     """A TestCase whose environments are stopped when the test ends (pass or fail)."""
 
