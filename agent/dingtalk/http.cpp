@@ -74,13 +74,7 @@ struct HttpTransport::Impl {
             curl_easy_setopt(e, CURLOPT_PROXY_SSL_VERIFYPEER, 1L);
             curl_easy_setopt(e, CURLOPT_PROXY_SSL_VERIFYHOST, 2L);
         }
-        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(settings.connect_timeout.count()));
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(settings.request_timeout.count()));
-        curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-        curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-        curl_easy_setopt(e, CURLOPT_USERAGENT, "dingbridge-agent/0.1");
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, curl_append_body);
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, &t.response.body);
+        curl_common_options(e, settings.connect_timeout, settings.request_timeout, &t.response.body);
         curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, read_header);
         curl_easy_setopt(e, CURLOPT_HEADERDATA, &t.response.request_id_header);
         curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t.error);

@@ -19,6 +19,11 @@ bool is_department(ChangeKind kind) {
            kind == ChangeKind::delete_department;
 }
 
+void record_failure(RunReporter& reporter, const Change& c, const std::string& error) {
+    reporter.item_failed(RunItem{"apply", is_department(c.kind) ? "department" : "user", c.external_id,
+                                 change_kind_name(c.kind), error});
+}
+
 // Applies every change of the plan inside the open transaction; outcomes[i] for change i.
 void apply_changes(const SyncPlan& plan, Target& target, RunReporter& reporter, std::vector<Status>& outcomes) {
     constexpr std::size_t kBatch = 128;  // changes per target batch (one SAVEPOINT while none fails)
@@ -29,11 +34,9 @@ void apply_changes(const SyncPlan& plan, Target& target, RunReporter& reporter, 
         const std::size_t in_batch = i % kBatch;
         if (in_batch == 0)
             target.apply_batch(plan.changes.data() + i, std::min(kBatch, plan.changes.size() - i), batch);
-        const Change& c = plan.changes[i];
         const Status& outcome = batch[in_batch];
         if (!outcome)
-            reporter.item_failed(RunItem{"apply", is_department(c.kind) ? "department" : "user", c.external_id,
-                                         change_kind_name(c.kind), outcome.error()});
+            record_failure(reporter, plan.changes[i], outcome.error());
         else
             ++counters.changes_applied;
         outcomes.push_back(outcome);
@@ -41,6 +44,15 @@ void apply_changes(const SyncPlan& plan, Target& target, RunReporter& reporter, 
             reporter.progress("applying: " + std::to_string(counters.changes_applied) + "/" +
                                   std::to_string(counters.changes_planned),
                               "");
+    }
+    // What the target deferred over the whole run (SCIM memberships) and failed: those changes
+    // fail after all (a change that had already failed is recorded once).
+    for (auto& [change, error] : target.finish_batches()) {
+        const auto i = static_cast<std::size_t>(change - plan.changes.data());
+        if (i >= outcomes.size() || !outcomes[i]) continue;
+        outcomes[i] = fail(error);
+        --counters.changes_applied;
+        record_failure(reporter, *change, error);
     }
     reporter.clear_line();
 }

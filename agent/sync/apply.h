@@ -1,9 +1,10 @@
 #pragma once
 // The apply stage, shared by the full sync and the event processor: applies a plan in one target
 // transaction (batches of savepoints; a failed change is undone alone), records every failed
-// change as an item of the run and counts changes_applied/items_failed. Nothing is committed
-// unless the history holds the run's record (checked before the transaction and again before
-// the commit); then the transaction is rolled back and changes_applied is 0.
+// change as an item of the run and counts changes_applied/items_failed (including the changes
+// whose part a target deferred to the end of the run and which failed there: finish_batches()).
+// Nothing is committed unless the history holds the run's record (checked before the transaction
+// and again before the commit); then the transaction is rolled back and changes_applied is 0.
 
 #include <vector>
 

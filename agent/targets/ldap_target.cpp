@@ -15,6 +15,8 @@
 #include <csignal>
 #include <ctime>
 
+#include "agent/targets/utc_time.h"
+
 namespace dingbridge::agent {
 
 namespace {
@@ -217,17 +219,6 @@ bool tcp_reachable(const std::string& url, std::chrono::milliseconds timeout) {
 }
 
 bool connection_lost(int rc) { return rc == LDAP_SERVER_DOWN || rc == LDAP_CONNECT_ERROR || rc == LDAP_TIMEOUT; }
-
-// "20261130041700Z" -> Unix seconds (0 when unparsable).
-std::int64_t generalized_time(const std::string& t) {
-    std::tm tm{};
-    if (t.size() < 14 || sscanf(t.c_str(), "%4d%2d%2d%2d%2d%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
-                                &tm.tm_min, &tm.tm_sec) != 6)
-        return 0;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    return static_cast<std::int64_t>(timegm(&tm));
-}
 
 std::string* user_field(OrgUser& u, const std::string& field) {
     if (field == "username") return &u.username;
@@ -533,7 +524,7 @@ Status LdapTarget::read_users(OrgSnapshot& snap) {
         user_by_dn_[dn_lower] = id;
         if (ends_with_dn(dn_lower, removed_lower)) {
             entry.removed = true;
-            snap.removed_users[id] = generalized_time(ent.first("modifyTimestamp"));
+            snap.removed_users[id] = utc_seconds(ent.first("modifyTimestamp"), "%4d%2d%2d%2d%2d%2d", 14);
             return;
         }
         OrgUser u;

@@ -124,14 +124,8 @@ struct ScimClient::Impl {
             curl_easy_setopt(e, CURLOPT_HTTPPROXYTUNNEL, 1L);
             if (!s.proxy_ca_file.empty()) curl_easy_setopt(e, CURLOPT_PROXY_CAINFO, s.proxy_ca_file.c_str());
         }
-        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(s.connect_timeout.count()));
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(s.timeout.count()));
-        curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-        curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-        curl_easy_setopt(e, CURLOPT_USERAGENT, "dingbridge-agent/0.1");
+        curl_common_options(e, s.connect_timeout, s.timeout, &t.response.body);
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, curl_append_body);
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, &t.response.body);
         curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, read_header);
         curl_easy_setopt(e, CURLOPT_HEADERDATA, &t.retry_after);
         curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t.error);

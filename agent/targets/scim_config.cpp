@@ -61,6 +61,7 @@ void load_scim_settings(const ConfigNode& l, const std::string& path, bool resol
     s.backoff_base = l.get_duration("backoff_base", s.backoff_base);
     s.backoff_max = l.get_duration("backoff_max", s.backoff_max);
     if (auto n = l.find("page_size")) s.page_size = static_cast<int>(n->as_int(1, 10000));
+    if (auto n = l.find("members_per_request")) s.members_per_request = static_cast<int>(n->as_int(1, 10000));
     s.update_method = l.get_string("update_method", s.update_method);
     if (s.update_method != "auto" && s.update_method != "patch" && s.update_method != "put")
         l.get("update_method").fail("must be auto, patch or put");

@@ -22,6 +22,8 @@ struct ScimSettings {
     std::chrono::milliseconds backoff_base{500};
     std::chrono::milliseconds backoff_max{30000};  // also caps a server's Retry-After
     int page_size = 500;
+    // Group member additions/removals per PATCH (or PUT); grouped per group over a whole run.
+    int members_per_request = 1000;
     std::string update_method = "auto";  // auto (PATCH when /ServiceProviderConfig says so), patch or put
     // Where a department Group keeps its parent's DingTalk id: an extension schema and attribute.
     std::string department_schema = "urn:ietf:params:scim:schemas:extension:dingbridge:2.0:Department";

@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <ctime>
 #include <functional>
+#include <utility>
 
+#include "agent/targets/utc_time.h"
 #include "shared/log.h"
 
 namespace dingbridge::agent {
@@ -40,17 +42,6 @@ std::string primary_value(dom::element e, const char* key) {
         if (first.empty()) first = v;
     }
     return first;
-}
-
-// "2026-11-30T07:07:04.773Z" -> Unix seconds (0 when unparsable).
-std::int64_t iso_time(const std::string& t) {
-    std::tm tm{};
-    if (t.size() < 19 || sscanf(t.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
-                                &tm.tm_min, &tm.tm_sec) != 6)
-        return 0;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    return static_cast<std::int64_t>(timegm(&tm));
 }
 
 // One PATCH operation: replace (or remove when `value` is empty) of `path`.
@@ -229,7 +220,9 @@ std::optional<std::string> ScimTarget::read_users(OrgSnapshot& snap) {
             if (!x["manager"].get(m)) manager_ids[ext] = str(m, "value");
         }
         dom::element meta;
-        if (!r.active) snap.removed_users[ext] = e["meta"].get(meta) ? 0 : iso_time(str(meta, "lastModified"));
+        if (!r.active)
+            snap.removed_users[ext] =
+                e["meta"].get(meta) ? 0 : utc_seconds(str(meta, "lastModified"), "%4d-%2d-%2dT%2d:%2d:%2d", 19);
     });
     if (e) return e;
     for (auto& [ext, id] : manager_ids) {
@@ -276,6 +269,7 @@ Result<OrgSnapshot> ScimTarget::read() {
 // ---- run ----
 
 Status ScimTarget::begin() {
+    rollback();  // nothing left over from an earlier run
     if (auto e = discover()) return fail(*e);
     return {};
 }
@@ -624,94 +618,137 @@ std::optional<std::string> ScimTarget::change_member(const std::string& dept, co
     if (it == groups_.end())
         return add ? std::optional<std::string>("department " + dept + " has no group on the SCIM server")
                    : std::nullopt;
-    Group& g = it->second;
-    if (auto pending = pending_adds_.find(dept); pending != pending_adds_.end()) {
-        auto& list = pending->second;
-        auto p = std::find_if(list.begin(), list.end(), [&](const auto& x) { return x.first == user_id; });
-        if (p != list.end()) {
-            if (!add) list.erase(p);  // added and removed inside one batch: nothing to send
+    if (auto w = pending_members_.find(dept); batching_ && w != pending_members_.end()) {
+        if (auto p = w->second.find(user_id); p != w->second.end()) {
+            if (p->second.add != add) w->second.erase(p);  // undone within the run: nothing to send
             return std::nullopt;
         }
     }
-    if (g.members.count(user_id) == (add ? 1u : 0u)) return std::nullopt;
-    if (add && batching_) {
-        pending_adds_[dept].emplace_back(user_id, batch_index_);
-        return std::nullopt;
+    if (it->second.members.count(user_id) == (add ? 1u : 0u)) return std::nullopt;
+    MemberChange m{user_id, add, current_};
+    if (!batching_) {
+        long status = 0;
+        return send_member_changes(dept, &m, 1, status);
     }
-    if (add) return send_members(dept, {user_id});
-    ScimResponse r;
-    if (patch_) {
-        std::string op = R"({"op":"remove","path":)" + quote("members[value eq \"" + user_id + "\"]") + "}";
-        r = client_.send({"PATCH", "/Groups/" + g.id, patch_body({op})});
-    } else {
-        Group next = g;
-        next.members.erase(user_id);
-        r = client_.send({"PUT", "/Groups/" + g.id, group_json(next, g.row)});
-    }
-    if (!r.ok())
-        return r.error("SCIM " + std::string(patch_ ? "PATCH" : "PUT") + " /Groups/" + g.id +
-                       " (removing a member from department " + dept + ")");
-    g.members.erase(user_id);
+    auto& waiting = pending_members_[dept];
+    waiting.emplace(user_id, std::move(m));
+    if (waiting.size() >= static_cast<std::size_t>(std::max(s_.members_per_request, 1))) flush_group(dept);
     return std::nullopt;
 }
 
-std::optional<std::string> ScimTarget::send_members(const std::string& dept, const std::vector<std::string>& user_ids) {
-    Group& g = groups_[dept];
+std::optional<std::string> ScimTarget::send_member_changes(const std::string& dept, const MemberChange* list,
+                                                           std::size_t n, long& status) {
+    status = 0;
+    auto it = groups_.find(dept);
+    if (it == groups_.end()) return "department " + dept + " has no group on the SCIM server";
+    Group& g = it->second;
+    auto apply_to = [list, n](std::set<std::string>& members) {
+        for (std::size_t i = 0; i < n; ++i) {
+            if (list[i].add)
+                members.insert(list[i].user_id);
+            else
+                members.erase(list[i].user_id);
+        }
+    };
     ScimResponse r;
     if (patch_) {
         std::string values;
-        for (const auto& id : user_ids) values += (values.empty() ? "{\"value\":" : ",{\"value\":") + quote(id) + "}";
-        std::string op = R"({"op":"add","path":"members","value":[)" + values + "]}";
-        r = client_.send({"PATCH", "/Groups/" + g.id, patch_body({op})});
+        std::vector<std::string> ops;
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::string member = quote(list[i].user_id);
+            if (list[i].add)
+                values += (values.empty() ? "{\"value\":" : ",{\"value\":") + member + "}";
+            else
+                ops.push_back(R"({"op":"remove","path":)" + quote("members[value eq " + member + "]") + "}");
+        }
+        if (!values.empty()) ops.insert(ops.begin(), R"({"op":"add","path":"members","value":[)" + values + "]}");
+        r = client_.send({"PATCH", "/Groups/" + g.id, patch_body(ops)});
     } else {
         Group next = g;
-        next.members.insert(user_ids.begin(), user_ids.end());
+        apply_to(next.members);
         r = client_.send({"PUT", "/Groups/" + g.id, group_json(next, g.row)});
     }
+    status = r.status;
     if (!r.ok())
-        return r.error("SCIM " + std::string(patch_ ? "PATCH" : "PUT") + " /Groups/" + g.id +
-                       " (adding members to department " + dept + ")");
-    g.members.insert(user_ids.begin(), user_ids.end());
+        return r.error("SCIM " + std::string(patch_ ? "PATCH" : "PUT") + " /Groups/" + g.id + " (" + std::to_string(n) +
+                       " member change" + (n == 1 ? "" : "s") + " in department " + dept + ")");
+    apply_to(g.members);
     return std::nullopt;
 }
 
-void ScimTarget::flush_member_adds(std::vector<std::optional<std::string>>& errors) {
-    auto pending = std::move(pending_adds_);
-    pending_adds_.clear();
-    for (auto& [dept, adds] : pending) {
-        if (adds.empty()) continue;
-        std::vector<std::string> ids;
-        for (const auto& add : adds) ids.push_back(add.first);
-        if (!send_members(dept, ids)) continue;
-        // One by one, so that only the member the server refuses fails its change.
-        for (const auto& [id, index] : adds) {
-            auto e = send_members(dept, {id});
-            if (!e) continue;
-            if (!errors[index]) errors[index] = e;
-            // (a named copy: clang 14 cannot capture a structured binding in a lambda)
-            const std::string& group = dept;
-            if (auto u = user_by_id_.find(id); u != user_by_id_.end())
-                std::erase_if(users_[u->second].row.departments,
-                              [&group](const Membership& m) { return m.department == group; });
+void ScimTarget::send_or_split(const std::string& dept, const MemberChange* list, std::size_t n) {
+    long status = 0;
+    auto e = send_member_changes(dept, list, n, status);
+    if (!e) return;
+    // A refusal may concern one member (400 invalidValue, 404, a 500 on bad input): halves until
+    // it is found. Not for a server that is unavailable (429, 502-504, network errors): retried
+    // by the client already, they fail every change of the request and the next run resends.
+    const bool refused = (status >= 400 && status < 500 && status != 429) || status == 500;
+    if (refused && n > 1) {
+        send_or_split(dept, list, n / 2);
+        send_or_split(dept, list + n / 2, n - n / 2);
+        return;
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+        const MemberChange& m = list[i];
+        // The user's row as the server holds it (set_memberships recorded the change as done).
+        if (auto u = user_by_id_.find(m.user_id); u != user_by_id_.end()) {
+            auto& departments = users_[u->second].row.departments;
+            std::erase_if(departments, [&dept](const Membership& x) { return x.department == dept; });
+            if (!m.add) {
+                departments.push_back(Membership{dept, 0, false});
+                std::sort(departments.begin(), departments.end(),
+                          [](const Membership& a, const Membership& b) { return a.department < b.department; });
+            }
         }
+        if (m.change) late_failures_.emplace_back(m.change, *e);
+    }
+}
+
+void ScimTarget::flush_group(const std::string& dept) {
+    auto node = pending_members_.extract(dept);
+    if (node.empty()) return;
+    std::vector<MemberChange> list;
+    list.reserve(node.mapped().size());
+    for (auto& [id, m] : node.mapped()) list.push_back(std::move(m));
+    const std::size_t chunk = static_cast<std::size_t>(std::max(s_.members_per_request, 1));
+    for (std::size_t i = 0; i < list.size(); i += chunk)
+        send_or_split(node.key(), list.data() + i, std::min(chunk, list.size() - i));
+}
+
+void ScimTarget::flush_members() {
+    while (!pending_members_.empty()) {
+        const std::string dept = pending_members_.begin()->first;
+        flush_group(dept);
     }
 }
 
 void ScimTarget::apply_batch(const Change* changes, std::size_t n, std::vector<Status>& outcomes) {
-    std::vector<std::optional<std::string>> errors(n);
     batching_ = true;
-    for (std::size_t i = 0; i < n; ++i) {
-        // Only user creates/updates add members; any other change sees the memberships sent.
-        const bool user_write =
-            changes[i].kind == ChangeKind::create_user || changes[i].kind == ChangeKind::update_user;
-        if (!user_write) flush_member_adds(errors);
-        batch_index_ = i;
-        errors[i] = apply_change(changes[i]);
-    }
-    flush_member_adds(errors);
-    batching_ = false;
     outcomes.clear();
-    for (auto& e : errors) outcomes.push_back(e ? Status(fail(std::move(*e))) : Status());
+    for (std::size_t i = 0; i < n; ++i) {
+        // Only user writes change memberships; any other change sees the memberships sent.
+        const ChangeKind kind = changes[i].kind;
+        if (kind != ChangeKind::create_user && kind != ChangeKind::update_user && kind != ChangeKind::disable_user)
+            flush_members();
+        current_ = changes + i;
+        auto e = apply_change(changes[i]);
+        outcomes.push_back(e ? Status(fail(std::move(*e))) : Status());
+    }
+    current_ = nullptr;
+}
+
+std::vector<std::pair<const Change*, std::string>> ScimTarget::finish_batches() {
+    flush_members();
+    batching_ = false;
+    return std::exchange(late_failures_, {});
+}
+
+void ScimTarget::rollback() {
+    // Nothing to undo on the server (no transaction); what still waits is dropped.
+    pending_members_.clear();
+    late_failures_.clear();
+    batching_ = false;
 }
 
 }  // namespace dingbridge::agent

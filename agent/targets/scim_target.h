@@ -22,6 +22,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "agent/org/plan.h"
@@ -43,11 +44,15 @@ public:
     Result<OrgSnapshot> read() override;
     Status begin() override;
     Status apply(const Change& change) override;
-    // Member additions of consecutive user creates/updates are sent as one PATCH (or PUT) per
-    // group at the end of the batch; a failed group falls back to one request per member.
+    // The member additions and removals of user creates/updates/disables are deferred and sent
+    // per group over the whole run (members_per_request per PATCH or PUT): before any other kind
+    // of change, when a group has that many waiting, and at finish_batches(). A request the server
+    // refuses (4xx, 500) is split in halves until the refused members are found: only their
+    // changes fail (reported by finish_batches()).
     void apply_batch(const Change* changes, std::size_t n, std::vector<Status>& outcomes) override;
+    std::vector<std::pair<const Change*, std::string>> finish_batches() override;
     Status commit() override;
-    void rollback() override {}
+    void rollback() override;
 
     std::uint64_t requests_made() const { return client_.requests_made(); }
 
@@ -74,8 +79,19 @@ private:
     std::vector<std::string> user_patch(const OrgUser& cur, const OrgUser& want) const;
     std::optional<std::string> set_memberships(User& cur, const OrgUser& u);
     std::optional<std::string> change_member(const std::string& dept, const std::string& user_id, bool add);
-    std::optional<std::string> send_members(const std::string& dept, const std::vector<std::string>& user_ids);
-    void flush_member_adds(std::vector<std::optional<std::string>>& errors);
+    // A member change waiting to be sent: add or remove `user_id`, for `change` (of apply_batch()).
+    struct MemberChange {
+        std::string user_id;
+        bool add = true;
+        const Change* change = nullptr;
+    };
+    // One PATCH (or PUT) with these member changes of a group; the error and the HTTP status.
+    std::optional<std::string> send_member_changes(const std::string& dept, const MemberChange* list, std::size_t n,
+                                                   long& status);
+    // Sends list[0..n), splitting a refused request in halves; failures go to late_failures_.
+    void send_or_split(const std::string& dept, const MemberChange* list, std::size_t n);
+    void flush_group(const std::string& dept);
+    void flush_members();
     // One change; the error message, or nullopt on success (apply() and apply_batch() wrap it).
     std::optional<std::string> apply_change(const Change& change);
     std::optional<std::string> link_waiting_reports(const std::string& manager_external_id);
@@ -106,10 +122,12 @@ private:
     // plan updates it, and the update deletes them.
     std::unordered_map<std::string, std::vector<std::string>> duplicate_groups_, duplicate_users_;
     std::optional<std::string> delete_duplicates(const std::string& endpoint, const std::string& external_id);
-    // Inside apply_batch(): department -> (user SCIM id, index of the change that added it).
+    // Between the first apply_batch() and finish_batches(): member changes wait per group
+    // (department -> user SCIM id -> change), and deferred failures are collected.
     bool batching_ = false;
-    std::size_t batch_index_ = 0;
-    std::map<std::string, std::vector<std::pair<std::string, std::size_t>>> pending_adds_;
+    const Change* current_ = nullptr;  // the change being applied
+    std::map<std::string, std::map<std::string, MemberChange>> pending_members_;
+    std::vector<std::pair<const Change*, std::string>> late_failures_;
 };
 
 std::unique_ptr<Target> make_scim_target(const ScimSettings& settings, ConflictPolicy conflict_policy);

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "agent/org/plan.h"
@@ -36,6 +37,11 @@ public:
         outcomes.clear();
         for (std::size_t i = 0; i < n; ++i) outcomes.push_back(apply(changes[i]));
     }
+    // Called once after the last apply_batch() of a run (before commit()). A target that defers
+    // part of its changes over the whole run (SCIM: group memberships, sent per group) sends it
+    // now and returns the changes whose deferred part failed — pointers into the arrays given to
+    // apply_batch(), with the error — although apply_batch() reported them as applied.
+    virtual std::vector<std::pair<const Change*, std::string>> finish_batches() { return {}; }
     virtual Status commit() = 0;
     virtual void rollback() = 0;
 };

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slapd as slapd_mod  # noqa: E402
 from agent_env import Env, APP_SECRET, PROXY_PASSWORD, expected_org  # noqa: E402
 from slapd import SUFFIX, AGENT_DN, AGENT_PW, Slapd  # noqa: E402
+from target_env import TargetEnv, org_index, under  # noqa: E402
 
 DEPTS = "ou=departments," + SUFFIX
 PEOPLE = "ou=people," + SUFFIX
@@ -31,25 +32,18 @@ def ldap_block(url, ca, removed="disable", extra=""):
 {extra}"""
 
 
-class LdapEnv(Env):
+class LdapEnv(TargetEnv):
     def __init__(self, generate, use_ldaps=False, ldap_extra="", **kw):
         super().__init__(generate=generate, **kw)
-        self.slapd = Slapd(self.dir, self.ca, *self._server_cert())
+        self.slapd = Slapd(self.dir, self.ca, *self.server_cert())
         self.env["LDAP_BIND_PASSWORD"] = AGENT_PW
         self.set_target(self.slapd.ldaps_url if use_ldaps else self.slapd.url, ldap_extra)
 
-    def _server_cert(self):
-        return str(self.dir / "server.pem"), str(self.dir / "server.key")
-
     def set_target(self, url, extra=""):
-        text = self.config.read_text()
-        start = text.index("target:\n")
-        end = text.index("mapping:")
-        self.config.write_text(text[:start] + ldap_block(url, self.ca, extra=extra) + text[end:])
+        self.replace_target(ldap_block(url, self.ca, extra=extra))
 
-    def stop(self):
+    def stop_target(self):
         self.slapd.stop()
-        super().stop()
 
 
 def escape_rdn(v):
@@ -213,25 +207,17 @@ class Mutations(unittest.TestCase):
         env.agent("sync", check=0)
         org = env.sim.org()
         self.assertEqual(diff_directory(expected_directory(org), actual_directory(env.slapd)), [])
-        depts = {d["dept_id"]: d for d in org["departments"]}
-        children = {}
-        for d in org["departments"]:
-            if d["dept_id"] != 1:
-                children.setdefault(d["parent_id"], []).append(d["dept_id"])
-        members = {}
-        for u in org["users"]:
-            for d in u["dept_id_list"]:
-                members.setdefault(d, []).append(u["userid"])
+        depts, children, members = org_index(org)
         # a subtree (a department with children) moves under another branch and is renamed
         inner = next(d for d in children if d != 1 and depts[d]["parent_id"] != 1)
         target_parent = next(d for d in children.get(1, []) if d != inner and d != depts[inner]["parent_id"]
-                             and not self._under(depts, d, inner))
+                             and not under(depts, d, inner))
         entries_before = len(env.slapd.search(DEPTS))
         env.sim.admin("POST", "/_sim/dept/update", {"dept_id": inner, "parent_id": target_parent,
                                                     "name": "Moved, \"renamed\" +1"})
         # a leaf department is removed after its members moved out
         leaf = next(d for d in depts if d != 1 and d not in children and d not in (inner, target_parent)
-                    and not self._under(depts, d, inner))
+                    and not under(depts, d, inner))
         for uid in members.get(leaf, []):
             u = next(x for x in org["users"] if x["userid"] == uid)
             rest = [d for d in u["dept_id_list"] if d != leaf] or [1]
@@ -272,14 +258,6 @@ class Mutations(unittest.TestCase):
         self.assertEqual(counts(env)["create_user"], 1)
         self.assertEqual(env.slapd.search(DISABLED, "(objectClass=inetOrgPerson)"), [])
         assert_converged(self, env)
-
-    @staticmethod
-    def _under(depts, d, ancestor):
-        while d and d != 1:
-            if d == ancestor:
-                return True
-            d = depts[d]["parent_id"]
-        return False
 
     def test_a_member_value_left_by_an_interrupted_rename_is_removed(self):
         env = LdapEnv("users=20,departments=4,depth=2,seed=2")

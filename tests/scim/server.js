@@ -8,10 +8,15 @@
 //                  [--cert PEM --key PEM] [--no-patch]
 // Prints one line `{"port": N}` on stdout once listening. The bearer token is read from a file
 // (never from argv, which `ps` shows). Admin endpoints (same token):
-//   POST /admin/faults {"mode": "429"|"500"|"slow", "count": N, "retry_after": S, "delay_ms": MS,
-//                       "methods": ["POST", ...], "skip": K}  -> the next N matching requests
-//                       (after skipping K) fail or are slowed
-//   GET  /admin/stats  -> {"requests": N, "writes": N, "faults": N, "by_method": {...}}
+//   POST /admin/faults {"mode": "429"|"500"|"slow"|"refuse_member", "count": N, "retry_after": S,
+//                       "delay_ms": MS, "methods": ["POST", ...], "path": "/Groups", "skip": K,
+//                       "external_id": X}
+//                       -> the next N matching requests (method, path prefix; after skipping K)
+//                       fail or are slowed;
+//                       refuse_member: the Groups writes that name the user with externalId X as
+//                       a member are refused (400 invalidValue), as a server's policy may
+//   GET  /admin/stats  -> {"requests": N, "writes": N, "faults": N, "by_method": {...},
+//                          "by_endpoint": {"PATCH /Groups": N, ...}, "peers": {"127.0.0.1": N}}
 //   POST /admin/stats/reset
 // SIGTERM/SIGINT flush the store and exit.
 "use strict";
@@ -61,15 +66,6 @@ function dirty() {
 }
 // Indexes: lower-cased userName -> id, externalId -> id (per type).
 const index = {userName: new Map(), users: new Map(), groups: new Map()};
-function reindex() {
-    for (const m of Object.values(index)) m.clear();
-    for (const [id, u] of Object.entries(store.users)) {
-        index.userName.set(String(u.userName).toLowerCase(), id);
-        if (u.externalId) index.users.set(u.externalId, id);
-    }
-    for (const [id, g] of Object.entries(store.groups)) if (g.externalId) index.groups.set(g.externalId, id);
-}
-reindex();
 
 // ---- SCIMMY: resource types, schemas, service provider config ----
 SCIMMY.Resources.declare(SCIMMY.Resources.User).extend(SCIMMY.Schemas.EnterpriseUser, false);
@@ -94,10 +90,7 @@ function simpleEq(filter) {
 function egress(kind) {
     return (resource) => {
         const all = store[kind];
-        if (resource.id) {
-            if (!all[resource.id]) throw new SCIMMY.Types.Error(404, null, `Resource ${resource.id} not found`);
-            return [all[resource.id]];
-        }
+        if (resource.id) return [existing(kind, resource.id)];
         let list;
         const eq = simpleEq(resource.filter);
         if (eq && (eq.attr === "externalid" || eq.attr === "id" || (kind === "users" && eq.attr === "username"))) {
@@ -125,6 +118,54 @@ function stamp(kind, id, body, created) {
     return {...body, id, meta: {resourceType: type, created: created ?? now, lastModified: now}};
 }
 
+function existing(kind, id) {
+    const old = store[kind][id];
+    if (!old) throw new SCIMMY.Types.Error(404, null, `Resource ${id} not found`);
+    return old;
+}
+
+// Index maintenance per kind: drop(resource) and add(resource) for the lookups above.
+const indexing = {
+    users: {
+        drop: (u) => {
+            index.userName.delete(String(u.userName).toLowerCase());
+            if (u.externalId) index.users.delete(u.externalId);
+        },
+        add: (u) => {
+            index.userName.set(String(u.userName).toLowerCase(), u.id);
+            if (u.externalId) index.users.set(u.externalId, u.id);
+        },
+    },
+    groups: {
+        drop: (g) => g.externalId && index.groups.delete(g.externalId),
+        add: (g) => g.externalId && index.groups.set(g.externalId, g.id),
+    },
+};
+
+for (const kind of ["users", "groups"]) for (const r of Object.values(store[kind])) indexing[kind].add(r);
+
+// POST (a new id) or PUT/PATCH (resource.id, which must exist) of `body`.
+function save(kind, resource, body) {
+    let created;
+    if (resource.id) {
+        const old = existing(kind, resource.id);
+        created = old.meta?.created;
+        indexing[kind].drop(old);
+    }
+    const id = resource.id ?? crypto.randomUUID();
+    const saved = (store[kind][id] = stamp(kind, id, body, created));
+    indexing[kind].add(saved);
+    dirty();
+    return saved;
+}
+
+function remove(kind, id) {
+    const old = existing(kind, id);
+    delete store[kind][id];
+    indexing[kind].drop(old);
+    dirty();
+}
+
 SCIMMY.Resources.User.egress(egress("users"));
 SCIMMY.Resources.User.ingress((resource, instance) => {
     const body = plain(instance);
@@ -133,30 +174,12 @@ SCIMMY.Resources.User.ingress((resource, instance) => {
     const holder = index.userName.get(String(body.userName).toLowerCase());
     if (holder && holder !== resource.id)
         throw new SCIMMY.Types.Error(409, "uniqueness", `userName "${body.userName}" is already in use`);
-    let created;
-    if (resource.id) {
-        const old = store.users[resource.id];
-        if (!old) throw new SCIMMY.Types.Error(404, null, `Resource ${resource.id} not found`);
-        created = old.meta?.created;
-        index.userName.delete(String(old.userName).toLowerCase());
-        if (old.externalId) index.users.delete(old.externalId);
-    }
-    const id = resource.id ?? crypto.randomUUID();
-    const user = (store.users[id] = stamp("users", id, body, created));
-    index.userName.set(String(user.userName).toLowerCase(), id);
-    if (user.externalId) index.users.set(user.externalId, id);
-    dirty();
-    return user;
+    return save("users", resource, body);
 });
 SCIMMY.Resources.User.degress((resource) => {
-    const old = store.users[resource.id];
-    if (!old) throw new SCIMMY.Types.Error(404, null, `Resource ${resource.id} not found`);
-    delete store.users[resource.id];
-    index.userName.delete(String(old.userName).toLowerCase());
-    if (old.externalId) index.users.delete(old.externalId);
+    remove("users", resource.id);
     for (const g of Object.values(store.groups))
         if (g.members) g.members = g.members.filter((m) => m.value !== resource.id);
-    dirty();
 });
 
 SCIMMY.Resources.Group.egress(egress("groups"));
@@ -166,30 +189,13 @@ SCIMMY.Resources.Group.ingress((resource, instance) => {
     for (const m of body.members ?? [])
         if (!store.users[m.value] && !store.groups[m.value])
             throw new SCIMMY.Types.Error(400, "invalidValue", `member ${m.value} does not exist`);
-    let created;
-    if (resource.id) {
-        const old = store.groups[resource.id];
-        if (!old) throw new SCIMMY.Types.Error(404, null, `Resource ${resource.id} not found`);
-        created = old.meta?.created;
-        if (old.externalId) index.groups.delete(old.externalId);
-    }
-    const id = resource.id ?? crypto.randomUUID();
-    const group = (store.groups[id] = stamp("groups", id, body, created));
-    if (group.externalId) index.groups.set(group.externalId, id);
-    dirty();
-    return group;
+    return save("groups", resource, body);
 });
-SCIMMY.Resources.Group.degress((resource) => {
-    const old = store.groups[resource.id];
-    if (!old) throw new SCIMMY.Types.Error(404, null, `Resource ${resource.id} not found`);
-    delete store.groups[resource.id];
-    if (old.externalId) index.groups.delete(old.externalId);
-    dirty();
-});
+SCIMMY.Resources.Group.degress((resource) => remove("groups", resource.id));
 
 // ---- express app ----
 const app = express();
-const stats = {requests: 0, writes: 0, faults: 0, by_method: {}};
+const stats = {requests: 0, writes: 0, faults: 0, by_method: {}, by_endpoint: {}, peers: {}};
 let faults = null;
 
 const scimError = (res, status, detail, scimType) =>
@@ -216,22 +222,32 @@ admin.post("/faults", (req, res) => {
 });
 admin.get("/stats", (req, res) => res.json(stats));
 admin.post("/stats/reset", (req, res) => {
-    stats.requests = 0;
-    stats.writes = 0;
-    stats.faults = 0;
-    stats.by_method = {};
+    Object.assign(stats, {requests: 0, writes: 0, faults: 0, by_method: {}, by_endpoint: {}, peers: {}});
     res.json(stats);
 });
 app.use("/admin", admin);
 
 // Counting, faults and the strictness scimmy does not have: before scimmy-routers.
 app.use(express.json({type: ["application/scim+json", "application/json"], limit: "64mb"}));
+// Does the fault switch apply to this request?
+function faulty(req) {
+    if (!faults || faults.count <= 0 || (faults.methods && !faults.methods.includes(req.method))) return false;
+    if (faults.path && !req.path.startsWith(faults.path)) return false;
+    if (faults.mode !== "refuse_member") return true;
+    const id = index.users.get(String(faults.external_id));
+    return /^\/Groups\/./.test(req.path) && !!id && JSON.stringify(req.body ?? {}).includes(id);
+}
+
 app.use((req, res, next) => {
+    const endpoint = `${req.method} /${req.path.split("/")[1] ?? ""}`;
     stats.requests += 1;
     stats.by_method[req.method] = (stats.by_method[req.method] ?? 0) + 1;
+    stats.by_endpoint[endpoint] = (stats.by_endpoint[endpoint] ?? 0) + 1;
+    const peer = req.socket.remoteAddress;
+    stats.peers[peer] = (stats.peers[peer] ?? 0) + 1;
     if (req.method !== "GET") stats.writes += 1;
     if (!authorized(req)) return scimError(res, 401, "Authorization failure: a valid bearer token is required");
-    if (faults && faults.count > 0 && (!faults.methods || faults.methods.includes(req.method))) {
+    if (faulty(req)) {
         if (faults.skip > 0) {
             faults.skip -= 1;
         } else {
@@ -242,6 +258,8 @@ app.use((req, res, next) => {
                 return scimError(res, 429, "Too many requests (fault switch)");
             }
             if (faults.mode === "500") return scimError(res, 500, "Internal error (fault switch)");
+            if (faults.mode === "refuse_member")
+                return scimError(res, 400, `member ${faults.external_id} refused (fault switch)`, "invalidValue");
             if (faults.mode === "slow") return setTimeout(next, faults.delay_ms);
         }
     }
