@@ -1,8 +1,11 @@
 #include "agent/doctor.h"
 
+#include <optional>
+#include <vector>
+
 #include "agent/dingtalk/client.h"
+#include "agent/dingtalk/contacts_api.h"
 #include "agent/dingtalk/explain.h"
-#include "agent/dingtalk/parse.h"
 #include "agent/targets/ldap_check.h"
 #include "agent/targets/scim_check.h"
 
@@ -36,45 +39,16 @@ const char* headline(const ApiFailure& f, bool via_proxy) {
     }
 }
 
-// Whether a probe's answer is a well-formed success.
-std::optional<ApiFailure> check_probe_answer(const std::string& api, std::string& body) {
-    // Any well-formed success proves the permission; parse to check the envelope.
-    if (api == "/topapi/v2/user/list") {
-        auto r = dingtalk::parse_user_list(api, body);
-        return r.ok() ? std::nullopt : std::optional<ApiFailure>(r.failure());
-    }
-    if (api == "/topapi/v2/department/get") {
-        auto r = dingtalk::parse_dept_get(api, body);
-        return r.ok() ? std::nullopt : std::optional<ApiFailure>(r.failure());
-    }
-    auto r = dingtalk::parse_listsub(api, body);
-    return r.ok() ? std::nullopt : std::optional<ApiFailure>(r.failure());
-}
-
-void estimate_full_sync(dingtalk::DingTalkClient& client, const std::string& root, const Mapping& mapping,
-                        std::ostream& out) {
+void estimate_full_sync(dingtalk::ContactsApi& api, std::int64_t root, const Mapping& mapping, std::ostream& out) {
     // The cost of a full sync with this mapping: departments from the recursive list, users
     // from user/count; each department costs at least one user/list page.
     std::int64_t depts = -1, users = -1;
-    client.call_get(
-        "/department/list", "id=" + root + "&fetch_child=true&lang=zh_CN",
-        [&](std::string& body) -> std::optional<ApiFailure> {
-            auto r = dingtalk::parse_legacy_department_list("/department/list", body);
-            if (!r.ok()) return r.failure();
-            depts = static_cast<std::int64_t>(r.value().size()) + 1;
-            return std::nullopt;
-        },
-        [](const ApiFailure&) {});
-    client.call(
-        "/topapi/user/count", "{\"only_active\":false}",
-        [&](std::string& body) -> std::optional<ApiFailure> {
-            auto r = dingtalk::parse_user_count("/topapi/user/count", body);
-            if (!r.ok()) return r.failure();
-            users = r.value();
-            return std::nullopt;
-        },
-        [](const ApiFailure&) {});
-    (void)client.run();
+    auto ignore = [](const ApiFailure&) {};
+    api.department_tree(
+        root, [&](std::vector<dingtalk::DeptSummary>&& all) { depts = static_cast<std::int64_t>(all.size()) + 1; },
+        ignore);
+    api.user_count([&](std::int64_t&& n) { users = n; }, ignore);
+    (void)api.run();
     if (depts > 0 && users >= 0) {
         const std::int64_t gets = mapping.needs_department_get() ? depts : 1;
         const std::int64_t pages_min = depts, pages_max = depts + (users + 99) / 100;
@@ -84,7 +58,8 @@ void estimate_full_sync(dingtalk::DingTalkClient& client, const std::string& roo
             << depts << " departments, " << users << " users: department/get " << gets << ", user/list " << pages_min
             << ".." << pages_max << " pages, user/get " << user_gets << ", plus 3)\n";
     } else {
-        out << "estimated DingTalk calls: unknown (/department/list or /topapi/user/count did not answer)\n";
+        out << "estimated DingTalk calls: unknown (" << dingtalk::api::kDepartmentList << " or "
+            << dingtalk::api::kUserCount << " did not answer)\n";
     }
 }
 
@@ -107,6 +82,7 @@ bool check_dingtalk(const AgentConfig& config, std::ostream& out, const Mapping*
     s.max_attempts = 2;
     s.backoff_base = std::chrono::milliseconds(100);
     dingtalk::DingTalkClient client(s);
+    dingtalk::ContactsApi api(client);
     out << "path: "
         << (via_proxy ? "through proxy " + redact(config.client.transport.proxy_url, secrets) : std::string("direct"))
         << " to " << config.client.oapi_base << "\n";
@@ -120,40 +96,31 @@ bool check_dingtalk(const AgentConfig& config, std::ostream& out, const Mapping*
     }
     out << "token: ok (proxy, TLS, AppKey/AppSecret and egress IP accepted)\n";
 
-    // Contact permissions: one call per API the sync uses (§2, §3 name their scopes).
+    // Contact permissions: one call per API the sync uses (§2, §3 name their scopes); any
+    // well-formed success proves the permission (the answer is parsed, its value not used).
     bool ok = true;
-    struct Probe {
-        const char* api;
-        std::string body;
-    };
-    std::string root = std::to_string(config.root_department);
-    const Probe probes[] = {
-        {"/topapi/v2/department/listsub", "{\"dept_id\":" + root + "}"},
-        {"/topapi/v2/department/get", "{\"dept_id\":" + root + "}"},
-        {"/topapi/v2/user/list", "{\"dept_id\":" + root + ",\"cursor\":0,\"size\":1,\"contain_access_limit\":true}"},
-    };
+    const std::int64_t root = config.root_department;
+    const char* const probes[] = {dingtalk::api::kListSub, dingtalk::api::kDepartmentGet, dingtalk::api::kUserList};
     std::vector<std::optional<ApiFailure>> results(std::size(probes));
-    for (size_t i = 0; i < std::size(probes); ++i) {
-        std::string api = probes[i].api;
-        client.call(
-            api, probes[i].body,
-            [api](std::string& body) -> std::optional<ApiFailure> { return check_probe_answer(api, body); },
-            [&results, i](const ApiFailure& f) { results[i] = f; });
-    }
-    if (auto f = client.run()) {
+    auto failed = [&results](std::size_t i) { return [&results, i](const ApiFailure& f) { results[i] = f; }; };
+    auto ignore = [](auto&&) {};
+    api.listsub(root, ignore, failed(0));
+    api.department_get(root, ignore, failed(1));
+    api.user_page(root, 0, ignore, failed(2), /*size=*/1);
+    if (auto f = api.run()) {
         report("contacts", *f);
         return false;
     }
     for (size_t i = 0; i < std::size(probes); ++i) {
         if (results[i]) {
             ok = false;
-            report(probes[i].api, *results[i]);
+            report(probes[i], *results[i]);
         } else {
-            out << probes[i].api << ": ok\n";
+            out << probes[i] << ": ok\n";
         }
     }
     if (ok && mapping) {
-        estimate_full_sync(client, root, *mapping, out);
+        estimate_full_sync(api, root, *mapping, out);
     }
     return ok;
 }

@@ -1,6 +1,8 @@
 #pragma once
 // Why a tunnel ended: one value per cause, its fixed text written to the access log.
 
+#include "shared/enum_table.h"
+
 namespace dingbridge::proxy {
 
 enum class CloseReason {
@@ -20,38 +22,12 @@ enum class CloseReason {
     reply_sent,  // an error reply was sent: the log keeps the reply's reason
 };
 
-inline const char* close_reason_text(CloseReason r) {
-    switch (r) {
-        case CloseReason::completed:
-            return "completed";
-        case CloseReason::idle_timeout:
-            return "idle timeout";
-        case CloseReason::client_error:
-            return "client connection error";
-        case CloseReason::upstream_error:
-            return "upstream connection error";
-        case CloseReason::client_gone:
-            return "client went away";
-        case CloseReason::client_gone_before_head:
-            return "client closed before sending a complete request";
-        case CloseReason::client_gone_during_check:
-            return "client went away during the credential check";
-        case CloseReason::tls_handshake_failed:
-            return "TLS handshake failed";
-        case CloseReason::tls_handshake_timeout:
-            return "TLS handshake timed out";
-        case CloseReason::out_of_memory:
-            return "out of memory";
-        case CloseReason::no_pipe:
-            return "cannot create pipe";
-        case CloseReason::shutdown:
-            return "shutdown: cut at shutdown_grace";
-        case CloseReason::internal_error:
-            return "internal error";
-        case CloseReason::reply_sent:
-            return "error reply sent";
-    }
-    return "unknown";
-}
+inline constexpr auto kCloseReasonTexts = enum_table<CloseReason::reply_sent>(
+    {"completed", "idle timeout", "client connection error", "upstream connection error", "client went away",
+     "client closed before sending a complete request", "client went away during the credential check",
+     "TLS handshake failed", "TLS handshake timed out", "out of memory", "cannot create pipe",
+     "shutdown: cut at shutdown_grace", "internal error", "error reply sent"});
+
+inline const char* close_reason_text(CloseReason r) { return kCloseReasonTexts.get(r, "unknown"); }
 
 }  // namespace dingbridge::proxy

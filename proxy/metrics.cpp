@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "shared/enum_table.h"
+
 namespace dingbridge::proxy {
 
 namespace {
@@ -43,45 +45,13 @@ void help(std::string& out, const char* name, const char* type, const char* text
 
 }  // namespace
 
-const char* denial_name(Denial d) {
-    switch (d) {
-        case Denial::malformed:
-            return "malformed";
-        case Denial::method:
-            return "method";
-        case Denial::head_too_large:
-            return "head_too_large";
-        case Denial::header_timeout:
-            return "header_timeout";
-        case Denial::auth:
-            return "auth";
-        case Denial::source:
-            return "source";
-        case Denial::destination:
-            return "destination";
-        case Denial::network:
-            return "network";
-        case Denial::tunnel_limit:
-            return "tunnel_limit";
-        case Denial::rate_limit:
-            return "rate_limit";
-        case Denial::auth_throttled:
-            return "auth_throttled";
-        case Denial::max_connections:
-            return "max_connections";
-        case Denial::loop:
-            return "loop";
-        case Denial::tls_required:
-            return "tls_required";
-        case Denial::tls_handshake:
-            return "tls_handshake";
-        case Denial::auth_busy:
-            return "auth_busy";
-        case Denial::count_:
-            break;
-    }
-    return "unknown";
-}
+constexpr auto kDenialNames =
+    enum_table<Denial::auth_busy>({"malformed", "method", "head_too_large", "header_timeout", "auth", "source",
+                                   "destination", "network", "tunnel_limit", "rate_limit", "auth_throttled",
+                                   "max_connections", "loop", "tls_required", "tls_handshake", "auth_busy"});
+static_assert(kDenialNames.size() == static_cast<std::size_t>(Denial::count_), "a name for every denial");
+
+const char* denial_name(Denial d) { return kDenialNames.get(d, "unknown"); }
 
 void Histogram::observe(std::chrono::microseconds value) {
     const double seconds = static_cast<double>(value.count()) / 1e6;

@@ -481,20 +481,19 @@ void Tunnel::write_access_log() {
     const std::string source = endpoint(source_ip_, source_port_);
     const std::string destination = host_port(host_, port_);
     const std::string timestamp = Worker::timestamp();
-    AccessRecord record;
-    record.time = timestamp;
-    record.tenant = tenant;
-    record.user = user_;
-    record.source = source;
-    record.tls = tls_client_;
-    record.destination = destination;
-    record.resolved_ip = resolved_ip_;
-    record.status = status;
-    record.bytes_up = bytes_up_;
-    record.bytes_down = bytes_down_;
-    record.setup_ms = setup_ms;
-    record.total_ms = total_ms;
-    record.reason = reason_;
+    const AccessRecord record{.time = timestamp,
+                              .tenant = tenant,
+                              .user = user_,
+                              .source = source,
+                              .tls = tls_client_,
+                              .destination = destination,
+                              .resolved_ip = resolved_ip_,
+                              .status = status,
+                              .bytes_up = bytes_up_,
+                              .bytes_down = bytes_down_,
+                              .setup_ms = setup_ms,
+                              .total_ms = total_ms,
+                              .reason = reason_};
     worker_.access_log().info("{}", access_log_line(record, config_->access_log_format == "json"));
 }
 

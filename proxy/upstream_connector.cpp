@@ -12,6 +12,7 @@
 
 #include "proxy/timer.h"
 #include "proxy/worker.h"
+#include "shared/enum_table.h"
 
 namespace dingbridge::proxy {
 
@@ -202,24 +203,16 @@ void UpstreamConnector::on_timer(evutil_socket_t, short, void* arg) {
 }
 
 ConnectFailureReply connect_failure_reply(UpstreamConnector::Failure why) {
-    using F = UpstreamConnector::Failure;
-    switch (why) {
-        case F::name_not_resolved:
-            return {std::nullopt, 502, "destination host name could not be resolved"};
-        case F::lookup_timeout:
-            return {std::nullopt, 504, "destination host name lookup timed out"};
-        case F::loop:
-            return {Denial::loop, 403, "destination is this proxy"};
-        case F::denied_network:
-            return {Denial::network, 403, "destination address is in a denied network"};
-        case F::no_usable_address:
-            return {std::nullopt, 502, "no usable address for the destination"};
-        case F::connect_timeout:
-            return {std::nullopt, 504, "upstream connect timed out"};
-        case F::connect_failed:
-            break;
-    }
-    return {std::nullopt, 502, "upstream connection failed"};
+    static constexpr auto kReplies = enum_table<UpstreamConnector::Failure::connect_failed, ConnectFailureReply>({
+        {std::nullopt, 502, "destination host name could not be resolved"},
+        {std::nullopt, 504, "destination host name lookup timed out"},
+        {Denial::loop, 403, "destination is this proxy"},
+        {Denial::network, 403, "destination address is in a denied network"},
+        {std::nullopt, 502, "no usable address for the destination"},
+        {std::nullopt, 504, "upstream connect timed out"},
+        {std::nullopt, 502, "upstream connection failed"},
+    });
+    return kReplies.get(why, {std::nullopt, 502, "upstream connection failed"});
 }
 
 void UpstreamConnector::fail(Failure why) {

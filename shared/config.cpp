@@ -180,6 +180,13 @@ ConfigNode ConfigNode::load_string(const std::string& text, const std::string& n
 int ConfigNode::line() const { return node_.IsDefined() ? node_.Mark().line + 1 : 0; }
 int ConfigNode::column() const { return node_.IsDefined() ? node_.Mark().column + 1 : 0; }
 
+std::string must_be_one_of(const std::vector<const char*>& names) {
+    std::string s = "must be";
+    for (std::size_t i = 0; i < names.size(); ++i)
+        s += std::string(i == 0 ? " " : i + 1 == names.size() ? " or " : ", ") + names[i];
+    return s;
+}
+
 void ConfigNode::fail(const std::string& reason) const {
     int l = line(), c = column();
     if (l <= 0) {

@@ -10,12 +10,14 @@
 #include <yaml-cpp/yaml.h>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace dingbridge {
@@ -45,6 +47,9 @@ std::optional<std::chrono::milliseconds> parse_duration(const std::string& text)
 // Parses "512", "8KiB", "4MiB", "1GiB", "10KB" (KB = 1000). Returns bytes.
 std::optional<std::uint64_t> parse_size(const std::string& text);
 
+// "must be a, b or c": the reason for a value that is none of `names`.
+std::string must_be_one_of(const std::vector<const char*>& names);
+
 class ConfigNode {
 public:
     ConfigNode(YAML::Node node, std::shared_ptr<const std::string> file, std::string path);
@@ -70,6 +75,18 @@ public:
     std::chrono::milliseconds as_duration() const;
     std::uint64_t as_size() const;
     std::vector<std::string> as_string_list() const;
+    // A string naming one of `choices` (name, value): that value; anything else fails with
+    // "must be a, b or c".
+    template <class T, std::size_t N>
+    T as_choice(const std::pair<const char*, T> (&choices)[N]) const {
+        const std::string v = as_string();
+        std::vector<const char*> names;
+        for (const auto& choice : choices) {
+            if (v == choice.first) return choice.second;
+            names.push_back(choice.first);
+        }
+        fail(must_be_one_of(names));
+    }
     // Resolves `${env:NAME}` and `${file:/path}` references; the value itself is never part of
     // any error message.
     std::string as_secret() const;

@@ -32,39 +32,6 @@ bool valid_log_level(const std::string& level) {
     return false;
 }
 
-std::string json_escape(const std::string& text) {
-    std::string out;
-    out.reserve(text.size() + 8);
-    for (unsigned char c : text) {
-        switch (c) {
-            case '"':
-                out += "\\\"";
-                break;
-            case '\\':
-                out += "\\\\";
-                break;
-            case '\n':
-                out += "\\n";
-                break;
-            case '\r':
-                out += "\\r";
-                break;
-            case '\t':
-                out += "\\t";
-                break;
-            default:
-                if (c < 0x20 || c == 0x7f) {
-                    char buf[8];
-                    std::snprintf(buf, sizeof buf, "\\u%04x", c);
-                    out += buf;
-                } else {
-                    out += static_cast<char>(c);
-                }
-        }
-    }
-    return out;
-}
-
 void configure_logging(const LogSettings& settings) {
     if (!valid_log_level(settings.level)) {
         throw std::runtime_error("unknown log level '" + settings.level +

@@ -11,6 +11,8 @@
 #include <memory>
 #include <string>
 
+#include "shared/json_escape.h"
+
 namespace dingbridge {
 
 struct LogSettings {
@@ -43,9 +45,6 @@ private:
     std::shared_ptr<spdlog::sinks::sink> switch_;  // a dist_sink holding the current file sink
     std::shared_ptr<spdlog::logger> logger_;
 };
-
-// Escapes a string for inclusion inside a JSON string literal (quotes not added).
-std::string json_escape(const std::string& text);
 
 bool valid_log_level(const std::string& level);
 

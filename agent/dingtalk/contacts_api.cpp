@@ -41,7 +41,7 @@ void ContactsApi::department_get(std::int64_t id, Done<DeptDetail> done, Failed 
                  handler<DeptDetail>(api::kDepartmentGet, parse_dept_get, std::move(done)), std::move(failed));
 }
 
-void ContactsApi::user_page(std::int64_t id, std::int64_t cursor, Done<UserPage> done, Failed failed) {
+void ContactsApi::user_page(std::int64_t id, std::int64_t cursor, Done<UserPage> done, Failed failed, int size) {
     auto check = [cursor, done = std::move(done)](std::string& body) -> std::optional<ApiFailure> {
         auto r = parse_user_list(api::kUserList, body);
         if (!r.ok()) return r.failure();
@@ -59,7 +59,7 @@ void ContactsApi::user_page(std::int64_t id, std::int64_t cursor, Done<UserPage>
     };
     client_.call(api::kUserList,
                  "{\"dept_id\":" + std::to_string(id) + ",\"cursor\":" + std::to_string(cursor) +
-                     ",\"size\":100,\"contain_access_limit\":true,\"language\":\"zh_CN\"}",
+                     ",\"size\":" + std::to_string(size) + ",\"contain_access_limit\":true,\"language\":\"zh_CN\"}",
                  std::move(check), std::move(failed));
 }
 

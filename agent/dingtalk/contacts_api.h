@@ -38,10 +38,10 @@ public:
     // The direct children of `id`.
     void listsub(std::int64_t id, Done<std::vector<DeptSummary>> done, Failed failed);
     void department_get(std::int64_t id, Done<DeptDetail> done, Failed failed);
-    // One page (size 100, contain_access_limit) of the users of department `id` from `cursor`.
-    // A page that says has_more without advancing its cursor is an api failure (not retried:
-    // DingTalk would answer the same again).
-    void user_page(std::int64_t id, std::int64_t cursor, Done<UserPage> done, Failed failed);
+    // One page (at most `size` users, 1..100; contain_access_limit) of the users of department
+    // `id` from `cursor`. A page that says has_more without advancing its cursor is an api
+    // failure (not retried: DingTalk would answer the same again).
+    void user_page(std::int64_t id, std::int64_t cursor, Done<UserPage> done, Failed failed, int size = 100);
     // An unknown or departed user fails with FailureKind::not_found.
     void user_get(const std::string& userid, Done<UserDetail> done, Failed failed);
     void user_count(Done<std::int64_t> done, Failed failed);

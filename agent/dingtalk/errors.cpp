@@ -1,40 +1,14 @@
 #include "agent/dingtalk/errors.h"
 
+#include "shared/enum_table.h"
+
 namespace dingbridge::agent::dingtalk {
 
-const char* failure_kind_name(FailureKind kind) {
-    switch (kind) {
-        case FailureKind::network:
-            return "network";
-        case FailureKind::proxy_refused:
-            return "proxy_refused";
-        case FailureKind::tls:
-            return "tls";
-        case FailureKind::http_status:
-            return "http";
-        case FailureKind::busy:
-            return "busy";
-        case FailureKind::throttle:
-            return "throttle";
-        case FailureKind::token:
-            return "token";
-        case FailureKind::ip_denied:
-            return "ip_not_allowed";
-        case FailureKind::permission:
-            return "permission";
-        case FailureKind::bad_credentials:
-            return "bad_credentials";
-        case FailureKind::quota:
-            return "quota";
-        case FailureKind::not_found:
-            return "not_found";
-        case FailureKind::malformed:
-            return "malformed";
-        case FailureKind::api:
-            return "api";
-    }
-    return "?";
-}
+constexpr auto kFailureKindNames = enum_table<FailureKind::api>(
+    {"network", "proxy_refused", "tls", "http", "busy", "throttle", "token", "ip_not_allowed", "permission",
+     "bad_credentials", "quota", "not_found", "malformed", "api"});
+
+const char* failure_kind_name(FailureKind kind) { return kFailureKindNames.get(kind, "?"); }
 
 bool ApiFailure::retryable() const {
     switch (kind) {

@@ -23,80 +23,9 @@ od::parser& thread_parser() {
         if (error_code e_ = (expr); e_ != simdjson::SUCCESS) return e_; \
     } while (0)
 
-// Null counts as absent for every optional field.
-error_code read_string(od::value v, std::string& out) {
-    bool null = false;
-    DB_TRY(v.is_null().get(null));
-    if (null) return simdjson::SUCCESS;
-    std::string_view s;
-    DB_TRY(v.get_string().get(s));
-    out.assign(s);
-    return simdjson::SUCCESS;
-}
-
-error_code read_int(od::value v, std::int64_t& out) {
-    bool null = false;
-    DB_TRY(v.is_null().get(null));
-    if (null) return simdjson::SUCCESS;
-    return v.get_int64().get(out);
-}
-
-error_code read_bool(od::value v, bool& out) {
-    bool null = false;
-    DB_TRY(v.is_null().get(null));
-    if (null) return simdjson::SUCCESS;
-    return v.get_bool().get(out);
-}
-
-error_code read_int_list(od::value v, std::vector<std::int64_t>& out) {
-    bool null = false;
-    DB_TRY(v.is_null().get(null));
-    if (null) return simdjson::SUCCESS;
-    od::array a;
-    DB_TRY(v.get_array().get(a));
-    for (auto item : a) {
-        std::int64_t x = 0;
-        od::value iv;
-        DB_TRY(item.get(iv));
-        DB_TRY(iv.get_int64().get(x));
-        out.push_back(x);
-    }
-    return simdjson::SUCCESS;
-}
-
-error_code read_string_list(od::value v, std::vector<std::string>& out) {
-    bool null = false;
-    DB_TRY(v.is_null().get(null));
-    if (null) return simdjson::SUCCESS;
-    od::array a;
-    DB_TRY(v.get_array().get(a));
-    for (auto item : a) {
-        std::string_view s;
-        od::value iv;
-        DB_TRY(item.get(iv));
-        DB_TRY(iv.get_string().get(s));
-        out.emplace_back(s);
-    }
-    return simdjson::SUCCESS;
-}
-
-error_code read_value(od::value v, std::string& out) { return read_string(v, out); }
-error_code read_value(od::value v, std::int64_t& out) { return read_int(v, out); }
-error_code read_value(od::value v, bool& out) { return read_bool(v, out); }
-error_code read_value(od::value v, std::vector<std::int64_t>& out) { return read_int_list(v, out); }
-error_code read_value(od::value v, std::vector<std::string>& out) { return read_string_list(v, out); }
-
-// Reads `v` into the member of `record` that the table entry `field` names.
-template <class Record>
-error_code read_field(od::value v, const SourceField<Record>& field, Record& record) {
-    return std::visit([&](auto member) { return read_value(v, record.*member); }, field.member);
-}
-
-// Calls on_field(key, value) for every field of the object `v`, in document order.
+// Calls on_field(key, value) for every field of `o`, in document order.
 template <class F>
-error_code for_each_field(od::value v, F&& on_field) {
-    od::object o;
-    DB_TRY(v.get_object().get(o));
+error_code for_each_field_of(od::object o, F&& on_field) {
     for (auto fr : o) {
         od::field f;
         DB_TRY(std::move(fr).get(f));
@@ -105,6 +34,14 @@ error_code for_each_field(od::value v, F&& on_field) {
         DB_TRY(on_field(k, f.value()));
     }
     return simdjson::SUCCESS;
+}
+
+// The same for the object `v`.
+template <class F>
+error_code for_each_field(od::value v, F&& on_field) {
+    od::object o;
+    DB_TRY(v.get_object().get(o));
+    return for_each_field_of(o, std::forward<F>(on_field));
 }
 
 // Calls on_item(value) for every element of the array `v`.
@@ -118,6 +55,40 @@ error_code for_each_item(od::value v, F&& on_item) {
         DB_TRY(on_item(iv));
     }
     return simdjson::SUCCESS;
+}
+
+// One value of the member's type; null is handled by read_value.
+error_code read_present(od::value v, std::string& out) {
+    std::string_view s;
+    DB_TRY(v.get_string().get(s));
+    out.assign(s);
+    return simdjson::SUCCESS;
+}
+error_code read_present(od::value v, std::int64_t& out) { return v.get_int64().get(out); }
+error_code read_present(od::value v, bool& out) { return v.get_bool().get(out); }
+template <class T>
+error_code read_present(od::value v, std::vector<T>& out) {
+    return for_each_item(v, [&out](od::value item) -> error_code {
+        T x{};
+        DB_TRY(read_present(item, x));
+        out.push_back(std::move(x));
+        return simdjson::SUCCESS;
+    });
+}
+
+// Null counts as absent for every optional field (`out` is left as it is).
+template <class T>
+error_code read_value(od::value v, T& out) {
+    bool null = false;
+    DB_TRY(v.is_null().get(null));
+    if (null) return simdjson::SUCCESS;
+    return read_present(v, out);
+}
+
+// Reads `v` into the member of `record` that the table entry `field` names.
+template <class Record>
+error_code read_field(od::value v, const SourceField<Record>& field, Record& record) {
+    return std::visit([&](auto member) { return read_value(v, record.*member); }, field.member);
 }
 
 struct Envelope {
@@ -137,18 +108,13 @@ error_code walk_envelope(std::string& body, Envelope& env, F&& on_result, std::s
     DB_TRY(thread_parser().iterate(view).get(doc));
     od::object obj;
     DB_TRY(doc.get_object().get(obj));
-    for (auto field_result : obj) {
-        od::field field;
-        DB_TRY(std::move(field_result).get(field));
-        std::string_view key;
-        DB_TRY(field.unescaped_key().get(key));
+    DB_TRY(for_each_field_of(obj, [&](std::string_view key, od::value v) -> error_code {
         where = key;
-        od::value v = field.value();
         if (key == "errcode") {
             DB_TRY(v.get_int64().get(env.errcode));
             env.has_errcode = true;
         } else if (key == "errmsg") {
-            DB_TRY(read_string(v, env.errmsg));
+            DB_TRY(read_value(v, env.errmsg));
         } else if (key == "sub_code") {
             // A string in the probes; tolerate a number.
             od::json_type t;
@@ -158,17 +124,18 @@ error_code walk_envelope(std::string& body, Envelope& env, F&& on_result, std::s
                 DB_TRY(v.get_int64().get(n));
                 env.sub_code = std::to_string(n);
             } else {
-                DB_TRY(read_string(v, env.sub_code));
+                DB_TRY(read_value(v, env.sub_code));
             }
         } else if (key == "sub_msg") {
-            DB_TRY(read_string(v, env.sub_msg));
+            DB_TRY(read_value(v, env.sub_msg));
         } else if (key == "request_id") {
-            DB_TRY(read_string(v, env.request_id));
+            DB_TRY(read_value(v, env.request_id));
         } else if (key == result_key) {
             env.has_result = true;
             DB_TRY(on_result(v));
         }
-    }
+        return simdjson::SUCCESS;
+    }));
     where.clear();
     return simdjson::SUCCESS;
 }
@@ -273,10 +240,10 @@ error_code read_dept_pairs(od::value v, std::string_view key, F&& on_item) {
         std::int64_t order = 0;
         bool leader = false, seen = false;
         DB_TRY(for_each_field(iv, [&](std::string_view k, od::value x) -> error_code {
-            if (k == "dept_id") return read_int(x, dept_id);
+            if (k == "dept_id") return read_value(x, dept_id);
             if (k != key) return simdjson::SUCCESS;
             seen = true;
-            return key == "order" ? read_int(x, order) : read_bool(x, leader);
+            return key == "order" ? read_value(x, order) : read_value(x, leader);
         }));
         if (dept_id <= 0) return simdjson::INCORRECT_TYPE;
         if (seen) on_item(dept_id, order, leader);
@@ -287,9 +254,9 @@ error_code read_dept_pairs(od::value v, std::string_view key, F&& on_item) {
 // A department listing item: keys for id, name, parent (listsub and the legacy list differ).
 error_code read_dept_summary(od::value v, DeptSummary& d, std::string_view id_key, std::string_view parent_key) {
     return for_each_field(v, [&](std::string_view k, od::value x) -> error_code {
-        if (k == id_key) return read_int(x, d.dept_id);
-        if (k == "name") return read_string(x, d.name);
-        if (k == parent_key) return read_int(x, d.parent_id);
+        if (k == id_key) return read_value(x, d.dept_id);
+        if (k == "name") return read_value(x, d.name);
+        if (k == parent_key) return read_value(x, d.parent_id);
         return simdjson::SUCCESS;
     });
 }
@@ -343,9 +310,9 @@ Outcome<TokenReply> parse_gettoken(std::string_view api, std::string& body) {
             std::string_view k;
             if ((err = fd.unescaped_key().get(k))) break;
             if (k == "access_token")
-                err = read_string(fd.value(), reply.access_token);
+                err = read_value(fd.value(), reply.access_token);
             else if (k == "expires_in")
-                err = read_int(fd.value(), reply.expires_in);
+                err = read_value(fd.value(), reply.expires_in);
             if (err) break;
         }
     }
@@ -397,7 +364,7 @@ Outcome<std::int64_t> parse_user_count(std::string_view api, std::string& body) 
     std::int64_t count = -1;
     auto on_result = [&](od::value v) -> error_code {
         DB_TRY(for_each_field(v, [&](std::string_view k, od::value x) -> error_code {
-            return k == "count" ? read_int(x, count) : simdjson::SUCCESS;
+            return k == "count" ? read_value(x, count) : simdjson::SUCCESS;
         }));
         return count < 0 ? simdjson::NO_SUCH_FIELD : simdjson::SUCCESS;
     };
@@ -425,8 +392,8 @@ Outcome<UserPage> parse_user_list(std::string_view api, std::string& body) {
     auto on_result = [&](od::value v) -> error_code {
         bool has_list = false;
         DB_TRY(for_each_field(v, [&](std::string_view k, od::value x) -> error_code {
-            if (k == "has_more") return read_bool(x, page.has_more);
-            if (k == "next_cursor") return read_int(x, page.next_cursor);
+            if (k == "has_more") return read_value(x, page.has_more);
+            if (k == "next_cursor") return read_value(x, page.next_cursor);
             if (k != "list") return simdjson::SUCCESS;
             has_list = true;
             return for_each_item(x, [&](od::value iv) -> error_code {
@@ -451,7 +418,7 @@ Outcome<UserDetail> parse_user_get(std::string_view api, std::string& body) {
     auto extra = [&](std::string_view k, od::value x, bool& handled) -> error_code {
         if (k == "manager_userid") {
             handled = true;
-            return read_string(x, d.manager_userid);
+            return read_value(x, d.manager_userid);
         }
         if (k == "dept_order_list") {
             handled = true;

@@ -36,34 +36,28 @@ std::int64_t int_field(dom::object o, std::string_view key) {
     return 0;
 }
 
+// Appends one id given as a string or a number; false for anything else.
+bool append_id(dom::element x, std::vector<std::string>& out) {
+    std::string_view s;
+    std::int64_t i = 0;
+    if (x.get_string().get(s) == simdjson::SUCCESS)
+        out.emplace_back(s);
+    else if (x.get_int64().get(i) == simdjson::SUCCESS)
+        out.push_back(std::to_string(i));
+    else
+        return false;
+    return true;
+}
+
 // An id array (strings or integers); false when present with a wrong type.
 bool id_list(dom::object o, std::string_view key, std::vector<std::string>& out) {
     dom::element el;
     if (o[key].get(el) != simdjson::SUCCESS) return true;
     if (el.is_null()) return true;
     dom::array a;
-    if (el.get_array().get(a) != simdjson::SUCCESS) {
-        // A single id instead of a list.
-        std::string_view s;
-        std::int64_t i = 0;
-        if (el.get_string().get(s) == simdjson::SUCCESS)
-            out.emplace_back(s);
-        else if (el.get_int64().get(i) == simdjson::SUCCESS)
-            out.push_back(std::to_string(i));
-        else
-            return false;
-        return true;
-    }
-    for (dom::element x : a) {
-        std::string_view s;
-        std::int64_t i = 0;
-        if (x.get_string().get(s) == simdjson::SUCCESS)
-            out.emplace_back(s);
-        else if (x.get_int64().get(i) == simdjson::SUCCESS)
-            out.push_back(std::to_string(i));
-        else
-            return false;
-    }
+    if (el.get_array().get(a) != simdjson::SUCCESS) return append_id(el, out);  // a single id instead of a list
+    for (dom::element x : a)
+        if (!append_id(x, out)) return false;
     return true;
 }
 

@@ -44,19 +44,12 @@ void failpoint(const char* name) {
 }
 
 Journal::Journal(const std::string& path) {
-    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        nullptr) != SQLITE_OK) {
-        std::string e = db_ ? sqlite3_errmsg(db_) : "out of memory";
-        sqlite3_close(db_);
-        db_ = nullptr;
-        throw std::runtime_error("cannot open the state database " + path + ": " + e);
-    }
-    sqlite3_busy_timeout(db_, 5000);
-    (void)sqlite_util::exec(db_, "PRAGMA journal_mode=WAL");
-    // A journaled event must survive a power loss before it is ACKed.
-    (void)sqlite_util::exec(db_, "PRAGMA synchronous=FULL");
-    if (auto r = sqlite_util::exec(db_, kSchema); !r)
-        throw std::runtime_error("cannot create the event journal in " + path + ": " + r.error());
+    // synchronous=FULL: a journaled event must survive a power loss before it is ACKed.
+    db_ = sqlite_util::open_database(path, {"the state database",
+                                            "the event journal",
+                                            5000,
+                                            {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL"},
+                                            kSchema});
 }
 
 Journal::~Journal() {
@@ -93,15 +86,8 @@ std::vector<JournalEvent> Journal::pending(int limit) {
     st.bind(1, static_cast<std::int64_t>(limit));
     while (st.ok() && st.step() == SQLITE_ROW) {
         JournalEvent e;
-        e.id = st.integer(0);
-        e.dedup_key = st.text(1);
-        e.source = st.text(2);
-        e.event_type = st.text(3);
-        e.user_ids = parse_json_string_list(st.text(4));
-        e.dept_ids = parse_json_string_list(st.text(5));
-        e.born_ms = st.integer(6);
-        e.received_ms = st.integer(7);
-        e.attempts = static_cast<int>(st.integer(8));
+        st.columns(e.id, e.dedup_key, e.source, e.event_type, e.user_ids, e.dept_ids, e.born_ms, e.received_ms,
+                   e.attempts);
         out.push_back(std::move(e));
     }
     return out;

@@ -50,29 +50,6 @@ void keep_synced_departments(OrgSnapshot& d, const std::set<std::int64_t>& tops)
     }
 }
 
-// The user's memberships in departments of `d`, in DingTalk's order, then any only a page listed.
-std::vector<Membership> patched_places(const dingtalk::MergedUser& m, const OrgSnapshot& d) {
-    std::vector<Membership> places;
-    for (auto dept : m.item.dept_id_list) {
-        std::string key = std::to_string(dept);
-        if (!d.departments.count(key)) continue;
-        Membership p{key, 0, false};
-        for (const auto& pl : m.places)
-            if (pl.dept_id == dept) {
-                p.order = pl.order;
-                p.leader = pl.leader;
-            }
-        places.push_back(p);
-    }
-    for (const auto& pl : m.places) {
-        std::string key = std::to_string(pl.dept_id);
-        if (!d.departments.count(key)) continue;
-        if (std::none_of(places.begin(), places.end(), [&](const Membership& x) { return x.department == key; }))
-            places.push_back({key, pl.order, pl.leader});
-    }
-    return places;
-}
-
 void drop_departed_memberships(OrgSnapshot& d, const Mapping& mapping) {
     // Memberships in departments that left; users left with none leave too.
     for (auto it = d.users.begin(); it != d.users.end();) {
@@ -120,7 +97,8 @@ PatchResult patch_desired(const OrgSnapshot& current, const EventFetch& fetched,
     for (const auto& [userid, m] : fetched.users) {
         d.users.erase(userid);
         if (!m) continue;
-        std::vector<Membership> places = patched_places(*m, d);
+        std::vector<Membership> places =
+            user_memberships(*m, [&](std::int64_t dept) { return d.departments.count(std::to_string(dept)) > 0; });
         if (places.empty()) continue;
         if (mapping.skip_user(m->item)) {
             out.skipped.push_back({"user", userid, "skipped by mapping sync.skip_users"});

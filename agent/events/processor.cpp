@@ -97,6 +97,21 @@ private:
         (void)reporter_.finish(status, message);  // logs the outcome; a failed store is logged there
     }
 
+    // A fetch by id that failed: an object DingTalk no longer has is gone (std::nullopt in `got`);
+    // any other failure leaves it as it is, in `failed`, and is an item of the run.
+    template <class Key, class Got>
+    void fetch_failed(const ApiFailure& f, const char* type, const Key& key, std::map<Key, Got>& got,
+                      std::set<Key>& failed) {
+        if (f.kind == FailureKind::not_found) {
+            got[key] = std::nullopt;
+            return;
+        }
+        failed.insert(key);
+        reporter_.item_failed(RunItem{"fetch", type, id_text(key), f.api, f.message()});
+    }
+    static std::string id_text(std::int64_t id) { return std::to_string(id); }
+    static const std::string& id_text(const std::string& id) { return id; }
+
     void fetch_dept(std::int64_t id) {
         api_.department_get(
             id,
@@ -105,12 +120,7 @@ private:
                 ++reporter_.counters().departments_fetched;
             },
             [this, id](const ApiFailure& f) {
-                if (f.kind == FailureKind::not_found) {
-                    fetched_.departments[id] = std::nullopt;
-                    return;
-                }
-                failed_depts_.insert(id);
-                reporter_.item_failed(RunItem{"fetch", "department", std::to_string(id), f.api, f.message()});
+                fetch_failed(f, "department", id, fetched_.departments, failed_depts_);
             });
     }
 
@@ -121,14 +131,7 @@ private:
                 fetched_.users[u] = d.merged();
                 ++reporter_.counters().users_fetched;
             },
-            [this, u](const ApiFailure& f) {
-                if (f.kind == FailureKind::not_found) {
-                    fetched_.users[u] = std::nullopt;
-                    return;
-                }
-                failed_users_.insert(u);
-                reporter_.item_failed(RunItem{"fetch", "user", u, f.api, f.message()});
-            });
+            [this, u](const ApiFailure& f) { fetch_failed(f, "user", u, fetched_.users, failed_users_); });
     }
 
     // ---- fetch by id (and the target's state when not cached); false: the batch ended ----

@@ -115,37 +115,19 @@ struct MappingLoader {
 
     static void load_sync(const ConfigNode& sync, const TemplateCompiler& users, Mapping& m) {
         m.scope_.load(sync, users);
-        if (auto policy = sync.find("conflict_policy")) {
-            std::string v = policy->as_string();
-            if (v == "clear_field")
-                m.conflict_policy_ = ConflictPolicy::clear_field;
-            else if (v == "skip_user")
-                m.conflict_policy_ = ConflictPolicy::skip_user;
-            else
-                policy->fail("must be clear_field or skip_user");
-        }
-        if (auto source = sync.find("manager_source")) {
-            std::string v = source->as_string();
-            if (v == "leaders")
-                m.manager_source_ = ManagerSource::leaders;
-            else if (v == "dingtalk")
-                m.manager_source_ = ManagerSource::dingtalk;
-            else
-                source->fail("must be leaders or dingtalk");
-        }
+        if (auto policy = sync.find("conflict_policy"))
+            m.conflict_policy_ = policy->as_choice<ConflictPolicy>(
+                {{"clear_field", ConflictPolicy::clear_field}, {"skip_user", ConflictPolicy::skip_user}});
+        if (auto source = sync.find("manager_source"))
+            m.manager_source_ = source->as_choice<ManagerSource>(
+                {{"leaders", ManagerSource::leaders}, {"dingtalk", ManagerSource::dingtalk}});
         sync.reject_unknown();
     }
 
     static void load_removed_users(const ConfigNode& removed, Mapping& m) {
-        if (auto action = removed.find("action")) {
-            std::string a = action->as_string();
-            if (a == "disable")
-                m.removed_action_ = RemovedUserAction::disable;
-            else if (a == "delete")
-                m.removed_action_ = RemovedUserAction::del;
-            else
-                action->fail("must be disable or delete");
-        }
+        if (auto action = removed.find("action"))
+            m.removed_action_ = action->as_choice<RemovedUserAction>(
+                {{"disable", RemovedUserAction::disable}, {"delete", RemovedUserAction::del}});
         if (auto after = removed.find("delete_after")) {
             if (m.removed_action_ != RemovedUserAction::disable) after->fail("delete_after applies to action: disable");
             m.delete_after_ = std::chrono::duration_cast<std::chrono::seconds>(after->as_duration());
@@ -213,27 +195,10 @@ OrgUser Mapping::map_user(const dingtalk::UserItem& u) const {
             continue;
         }
         std::string s = to_text(std::move(v));
-        if (field == "union_id")
-            o.union_id = std::move(s);
-        else if (field == "username")
-            o.username = std::move(s);
-        else if (field == "display_name")
-            o.display_name = std::move(s);
-        else if (field == "email")
-            o.email = std::move(s);
-        else if (field == "phone")
-            o.phone = std::move(s);
-        else if (field == "employee_number")
-            o.employee_number = std::move(s);
-        else if (field == "title")
-            o.title = std::move(s);
-        else if (field == "avatar_url")
-            o.avatar_url = std::move(s);
-        else if (field == "hired_at")
-            o.hired_at = std::move(s);
-        else if (field.rfind("custom.", 0) == 0) {
-            if (!s.empty()) o.custom[field.substr(7)] = std::move(s);
-        }
+        if (std::string* member = user_text_field(o, field))
+            *member = std::move(s);
+        else if (field.rfind("custom.", 0) == 0 && !s.empty())
+            o.custom[field.substr(7)] = std::move(s);
     }
     return o;
 }

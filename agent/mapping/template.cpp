@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "agent/dingtalk/fields.h"
+#include "shared/enum_table.h"
 
 namespace dingbridge::agent {
 
@@ -48,19 +49,9 @@ Value source_field(const dingtalk::SourceField<Record> (&table)[N], const Record
     return std::visit([&](auto member) { return to_value(r.*member); }, table[id].member);
 }
 
-const char* type_name(ValueType t) {
-    switch (t) {
-        case ValueType::string:
-            return "string";
-        case ValueType::integer:
-            return "integer";
-        case ValueType::boolean:
-            return "boolean";
-        case ValueType::list:
-            return "list";
-    }
-    return "?";
-}
+constexpr auto kValueTypeNames = enum_table<ValueType::list>({"string", "integer", "boolean", "list"});
+
+const char* type_name(ValueType t) { return kValueTypeNames.get(t, "?"); }
 
 }  // namespace
 

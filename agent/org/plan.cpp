@@ -9,27 +9,15 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "shared/enum_table.h"
+
 namespace dingbridge::agent {
 
-const char* change_kind_name(ChangeKind kind) {
-    switch (kind) {
-        case ChangeKind::create_department:
-            return "create_department";
-        case ChangeKind::update_department:
-            return "update_department";
-        case ChangeKind::create_user:
-            return "create_user";
-        case ChangeKind::update_user:
-            return "update_user";
-        case ChangeKind::disable_user:
-            return "disable_user";
-        case ChangeKind::delete_user:
-            return "delete_user";
-        case ChangeKind::delete_department:
-            return "delete_department";
-    }
-    return "?";
-}
+constexpr auto kChangeKindNames =
+    enum_table<ChangeKind::delete_department>({"create_department", "update_department", "create_user", "update_user",
+                                               "disable_user", "delete_user", "delete_department"});
+
+const char* change_kind_name(ChangeKind kind) { return kChangeKindNames.get(kind, "?"); }
 
 namespace {
 
@@ -45,36 +33,31 @@ int depth_of(const std::map<std::string, OrgDepartment>& depts, const std::strin
     return depth;
 }
 
-std::string dept_diff(const OrgDepartment& a, const OrgDepartment& b) {
+// The names of the `fields` (name, member pointer) in which `a` and `b` differ, comma-separated.
+template <class Record, class... Members>
+std::string changed_fields(const Record& a, const Record& b, const std::pair<const char*, Members>&... fields) {
     std::string s;
     auto add = [&](const char* f) { s += (s.empty() ? "" : ", ") + std::string(f); };
-    if (a.name != b.name) add("name");
-    if (a.parent_external_id != b.parent_external_id) add("parent");
-    if (a.order != b.order) add("order");
-    if (a.leaders != b.leaders) add("leaders");
-    if (a.description != b.description) add("description");
-    if (a.custom != b.custom) add("custom");
+    ((a.*fields.second != b.*fields.second ? add(fields.first) : void()), ...);
     return s;
 }
 
+std::string dept_diff(const OrgDepartment& a, const OrgDepartment& b) {
+    using D = OrgDepartment;
+    return changed_fields(a, b, std::pair{"name", &D::name}, std::pair{"parent", &D::parent_external_id},
+                          std::pair{"order", &D::order}, std::pair{"leaders", &D::leaders},
+                          std::pair{"description", &D::description}, std::pair{"custom", &D::custom});
+}
+
 std::string user_diff(const OrgUser& a, const OrgUser& b) {
-    std::string s;
-    auto add = [&](const char* f) { s += (s.empty() ? "" : ", ") + std::string(f); };
-    if (a.union_id != b.union_id) add("union_id");
-    if (a.username != b.username) add("username");
-    if (a.display_name != b.display_name) add("display_name");
-    if (a.email != b.email) add("email");
-    if (a.phone != b.phone) add("phone");
-    if (a.employee_number != b.employee_number) add("employee_number");
-    if (a.title != b.title) add("title");
-    if (a.departments != b.departments) add("departments");
-    if (a.primary_department != b.primary_department) add("primary_department");
-    if (a.manager != b.manager) add("manager");
-    if (a.active != b.active) add("active");
-    if (a.avatar_url != b.avatar_url) add("avatar_url");
-    if (a.hired_at != b.hired_at) add("hired_at");
-    if (a.custom != b.custom) add("custom");
-    return s;
+    using U = OrgUser;
+    return changed_fields(a, b, std::pair{"union_id", &U::union_id}, std::pair{"username", &U::username},
+                          std::pair{"display_name", &U::display_name}, std::pair{"email", &U::email},
+                          std::pair{"phone", &U::phone}, std::pair{"employee_number", &U::employee_number},
+                          std::pair{"title", &U::title}, std::pair{"departments", &U::departments},
+                          std::pair{"primary_department", &U::primary_department}, std::pair{"manager", &U::manager},
+                          std::pair{"active", &U::active}, std::pair{"avatar_url", &U::avatar_url},
+                          std::pair{"hired_at", &U::hired_at}, std::pair{"custom", &U::custom});
 }
 
 }  // namespace

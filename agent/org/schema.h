@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace dingbridge::agent {
@@ -52,6 +54,27 @@ struct OrgUser {
 
     friend bool operator==(const OrgUser&, const OrgUser&) = default;
 };
+
+// The text fields of a user by the name mapping.yaml and the targets' attribute maps use.
+inline constexpr std::pair<std::string_view, std::string OrgUser::*> kUserTextFields[] = {
+    {"union_id", &OrgUser::union_id},
+    {"username", &OrgUser::username},
+    {"display_name", &OrgUser::display_name},
+    {"email", &OrgUser::email},
+    {"phone", &OrgUser::phone},
+    {"employee_number", &OrgUser::employee_number},
+    {"title", &OrgUser::title},
+    {"primary_department", &OrgUser::primary_department},
+    {"avatar_url", &OrgUser::avatar_url},
+    {"hired_at", &OrgUser::hired_at},
+};
+
+// The text field of `u` called `name` (kUserTextFields), or nullptr.
+inline std::string* user_text_field(OrgUser& u, std::string_view name) {
+    for (const auto& [key, member] : kUserTextFields)
+        if (key == name) return &(u.*member);
+    return nullptr;
+}
 
 // One side of a diff: everything a target holds, or everything fetched and mapped.
 struct OrgSnapshot {

@@ -5,6 +5,27 @@
 
 namespace dingbridge::agent {
 
+std::vector<Membership> user_memberships(const dingtalk::MergedUser& m, const std::function<bool(std::int64_t)>& kept) {
+    std::vector<Membership> places;
+    for (auto dept : m.item.dept_id_list) {
+        if (!kept(dept)) continue;
+        Membership p{std::to_string(dept), 0, false};
+        for (const auto& pl : m.places)
+            if (pl.dept_id == dept) {
+                p.order = pl.order;
+                p.leader = pl.leader;
+            }
+        places.push_back(p);
+    }
+    for (const auto& pl : m.places) {
+        if (!kept(pl.dept_id)) continue;
+        std::string id = std::to_string(pl.dept_id);
+        if (std::none_of(places.begin(), places.end(), [&](const Membership& x) { return x.department == id; }))
+            places.push_back({id, pl.order, pl.leader});
+    }
+    return places;
+}
+
 void merge_user_item(std::unordered_map<std::string, dingtalk::MergedUser>& users, std::int64_t dept_id,
                      dingtalk::UserItem item) {
     auto [it, inserted] = users.try_emplace(item.userid);
@@ -128,27 +149,9 @@ void add_departments(const FetchedOrg& fetched, const Mapping& mapping, const De
 
 // A user's memberships in kept departments; `frozen` is set when one is in an unknown department.
 std::vector<Membership> user_places(const dingtalk::MergedUser& m, const DepartmentSelection& sel, bool& frozen) {
-    // Memberships in the order DingTalk lists them (dept_id_list: main department first).
-    std::vector<Membership> places;
-    for (auto dept : m.item.dept_id_list) {
+    for (auto dept : m.item.dept_id_list)
         if (sel.unknown.count(dept)) frozen = true;
-        if (!sel.kept.count(dept)) continue;
-        Membership p{std::to_string(dept), 0, false};
-        for (const auto& pl : m.places)
-            if (pl.dept_id == dept) {
-                p.order = pl.order;
-                p.leader = pl.leader;
-            }
-        places.push_back(p);
-    }
-    // A page listed the user in a department missing from dept_id_list: keep it too.
-    for (const auto& pl : m.places) {
-        if (!sel.kept.count(pl.dept_id)) continue;
-        std::string id = std::to_string(pl.dept_id);
-        if (std::none_of(places.begin(), places.end(), [&](const Membership& x) { return x.department == id; }))
-            places.push_back({id, pl.order, pl.leader});
-    }
-    return places;
+    return user_memberships(m, [&](std::int64_t dept) { return sel.kept.count(dept) > 0; });
 }
 
 // `drain`: erase each user from fetched.users once mapped; otherwise `fetched` is not modified.

@@ -5,6 +5,7 @@
 // what is unknown after failed reads as frozen, so that the plan neither updates nor removes it.
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -45,6 +46,11 @@ struct DesiredOrg {
 // appear once per department, §7).
 void merge_user_item(std::unordered_map<std::string, dingtalk::MergedUser>& users, std::int64_t dept_id,
                      dingtalk::UserItem item);
+
+// A user's memberships in the departments `kept` accepts: in the order DingTalk lists them
+// (dept_id_list: main department first), then any that only a department page listed (missing
+// from dept_id_list); each with the order and leader flag a page gave.
+std::vector<Membership> user_memberships(const dingtalk::MergedUser& m, const std::function<bool(std::int64_t)>& kept);
 
 DesiredOrg build_desired(const FetchedOrg& fetched, const Mapping& mapping);
 // The structural rules shared by the full and the event-driven sync. With ManagerSource::leaders

@@ -24,6 +24,15 @@ public:
         fetched_.root_id = root;
     }
 
+    // The answer of one of the two reads of the tree: keeps the list and marks it read.
+    auto tree_answer(std::vector<DeptSummary>& into, bool& read) {
+        return [this, &into, &read](std::vector<DeptSummary>&& list) {
+            into = std::move(list);
+            read = true;
+            tree_check_done();
+        };
+    }
+
     // The tree with the fewest calls: the legacy recursive /department/list (one call) checked
     // against listsub of the root; when they disagree (or the list fails) the walk falls back to
     // listsub per department. department/get only when the mapping needs it (and for the root).
@@ -33,28 +42,14 @@ public:
         const std::int64_t root = fetched_.root_id;
         detail(root, true);
         page(root, 0);
-        api_.department_tree(
-            root,
-            [this](std::vector<DeptSummary>&& all) {
-                legacy_ = std::move(all);
-                legacy_ok_ = true;
-                tree_check_done();
-            },
-            [this](const ApiFailure& f) {
-                spdlog::warn("{}; reading the tree with listsub instead", f.message());
-                tree_check_done();
-            });
-        api_.listsub(
-            root,
-            [this](std::vector<DeptSummary>&& kids) {
-                root_kids_ = std::move(kids);
-                root_listsub_ok_ = true;
-                tree_check_done();
-            },
-            [this, root](const ApiFailure& f) {
-                fail(root, f);
-                tree_check_done();
-            });
+        api_.department_tree(root, tree_answer(legacy_, legacy_ok_), [this](const ApiFailure& f) {
+            spdlog::warn("{}; reading the tree with listsub instead", f.message());
+            tree_check_done();
+        });
+        api_.listsub(root, tree_answer(root_kids_, root_listsub_ok_), [this, root](const ApiFailure& f) {
+            fail(root, f);
+            tree_check_done();
+        });
     }
     FetchedOrg& fetched() { return fetched_; }
 

@@ -69,14 +69,7 @@ std::string counter_assignments(int first) {
 // message, then the counter columns.
 RunRecord read_run_row(Stmt& st) {
     RunRecord r;
-    r.id = st.integer(0);
-    r.kind = st.text(1);
-    r.trigger = st.text(2);
-    r.dry_run = st.integer(3) != 0;
-    r.started_at = st.text(4);
-    r.finished_at = st.text(5);
-    r.status = st.text(6);
-    r.message = st.text(7);
+    st.columns(r.id, r.kind, r.trigger, r.dry_run, r.started_at, r.finished_at, r.status, r.message);
     int col = 8;
     for_each_counter(r.counters, [&](const char*, std::int64_t& v) { v = st.integer(col++); });
     return r;
@@ -85,17 +78,9 @@ RunRecord read_run_row(Stmt& st) {
 }  // namespace
 
 HistoryStore::HistoryStore(const std::string& path) {
-    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        nullptr) != SQLITE_OK) {
-        std::string e = db_ ? sqlite3_errmsg(db_) : "out of memory";
-        sqlite3_close(db_);
-        db_ = nullptr;
-        throw std::runtime_error("cannot open the state database " + path + ": " + e);
-    }
-    sqlite3_busy_timeout(db_, 10000);
-    (void)sqlite_util::exec(db_, "PRAGMA journal_mode=WAL");  // best effort: readers then wait instead
-    if (auto r = sqlite_util::exec(db_, kSchema); !r)
-        throw std::runtime_error("cannot create the history schema in " + path + ": " + r.error());
+    // journal_mode=WAL: readers then wait instead of failing.
+    db_ = sqlite_util::open_database(
+        path, {"the state database", "the history schema", 10000, {"PRAGMA journal_mode=WAL"}, kSchema});
     // Close runs whose process is gone.
     Stmt st(db_, "SELECT id, pid FROM runs WHERE status='running'");
     std::vector<std::int64_t> dead;

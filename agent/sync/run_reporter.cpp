@@ -6,26 +6,14 @@
 #include <cstdio>
 
 #include "agent/config.h"
+#include "shared/enum_table.h"
 
 namespace dingbridge::agent {
 
-const char* run_status_name(RunStatus status) {
-    switch (status) {
-        case RunStatus::running:
-            return "running";
-        case RunStatus::succeeded:
-            return "succeeded";
-        case RunStatus::partial:
-            return "partial";
-        case RunStatus::failed:
-            return "failed";
-        case RunStatus::aborted:
-            return "aborted";
-        case RunStatus::deferred:
-            return "deferred";
-    }
-    return "failed";
-}
+constexpr auto kRunStatusNames =
+    enum_table<RunStatus::deferred>({"running", "succeeded", "partial", "failed", "aborted", "deferred"});
+
+const char* run_status_name(RunStatus status) { return kRunStatusNames.get(status, "failed"); }
 
 int run_status_exit_code(RunStatus status) {
     switch (status) {

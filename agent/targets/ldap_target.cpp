@@ -666,7 +666,7 @@ Status LdapTarget::commit() {
 
 Status LdapTarget::apply(const Change& change) {
     if (auto r = connect(); !r) return r;
-    auto outcome = apply_inner(change);
+    auto outcome = write_change(change);
     // The connection is gone (server stopped, network): reconnect on the next change.
     if (!outcome && ld_) {
         int rc = LDAP_SUCCESS;
@@ -674,26 +674,6 @@ Status LdapTarget::apply(const Change& change) {
         if (connection_lost(rc)) rollback_connection();
     }
     return outcome;
-}
-
-Status LdapTarget::apply_inner(const Change& c) {
-    switch (c.kind) {
-        case ChangeKind::create_department:
-        case ChangeKind::update_department:
-            if (!c.department) return fail("no department in the change");
-            return put_department(*c.department);
-        case ChangeKind::create_user:
-        case ChangeKind::update_user:
-            if (!c.user) return fail("no user in the change");
-            return put_user(*c.user);
-        case ChangeKind::disable_user:
-            return disable_user(c.external_id);
-        case ChangeKind::delete_user:
-            return delete_user(c.external_id);
-        case ChangeKind::delete_department:
-            return delete_department(c.external_id);
-    }
-    return fail("unknown change");
 }
 
 std::string LdapTarget::user_dn_for(const std::string& id) const {
@@ -1051,7 +1031,7 @@ Status LdapTarget::put_user(const OrgUser& u) {
     return put_memberships(cur, u);
 }
 
-Status LdapTarget::disable_user(const std::string& id) {
+Status LdapTarget::disable_user(const std::string& id, const OrgUser* /*kept*/) {
     auto it = users_.find(id);
     if (it == users_.end() || it->second.removed) return {};
     User& cur = it->second;

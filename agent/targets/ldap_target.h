@@ -43,7 +43,7 @@ std::string ldap_escape_rdn_value(const std::string& v);
 // The configured LDAP target; throws std::runtime_error when this build has none (ldap_absent.cpp).
 std::unique_ptr<Target> make_ldap_target(const LdapSettings& settings);
 
-class LdapTarget : public Target {
+class LdapTarget : public Target, private ChangeWriter {
 public:
     explicit LdapTarget(LdapSettings settings);
     ~LdapTarget() override;
@@ -87,18 +87,18 @@ private:
     std::string search_error(const std::string& base,
                              int rc) const;  // drops a lost connection; the next call reconnects
     Status ensure_container(const std::string& dn);
-    Status apply_inner(const Change& c);
-    Status put_department(const OrgDepartment& d);
+    Status put_department(const OrgDepartment& d) override;
     Status add_department_entry(const OrgDepartment& d, Dept& cur, const std::string& want,
                                 std::vector<std::string>& desc);
     Status update_department_entry(Dept& cur, const std::string& rdn, const std::string& parent_dn,
                                    const std::string& want, const std::vector<std::string>& desc);
     Status put_department_group(const OrgDepartment& d, Dept& cur);
-    Status put_user(const OrgUser& u);
+    Status put_user(const OrgUser& u) override;
     Status put_memberships(User& cur, const OrgUser& u);
-    Status disable_user(const std::string& id);
-    Status delete_user(const std::string& id);
-    Status delete_department(const std::string& id);
+    // Moves the entry under removed_users_dn (`kept` is not used).
+    Status disable_user(const std::string& id, const OrgUser* kept) override;
+    Status delete_user(const std::string& id) override;
+    Status delete_department(const std::string& id) override;
     Status add_member(const std::string& dept_id, const std::string& user_dn);
     Status remove_member(const std::string& dept_id, const std::string& user_dn);
     Status rename_references(const std::string& old_dn, const std::string& new_dn);

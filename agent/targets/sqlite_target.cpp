@@ -58,20 +58,14 @@ std::int64_t now_s() { return static_cast<std::int64_t>(std::time(nullptr)); }
 }  // namespace
 
 SqliteTarget::SqliteTarget(const std::string& path) {
-    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        nullptr) != SQLITE_OK) {
-        std::string e = db_ ? sqlite3_errmsg(db_) : "out of memory";
-        sqlite3_close(db_);
-        db_ = nullptr;
-        throw std::runtime_error("cannot open the SQLite target " + path + ": " + e);
-    }
-    sqlite3_busy_timeout(db_, 10000);
     // temp_store=MEMORY keeps each change's SAVEPOINT sub-journal in memory: on a file it costs a
     // temp-file write of every page the change touches (GBs of pwrite for a 100k-user first sync).
-    for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA temp_store=MEMORY"})
-        (void)sqlite_util::exec(db_, pragma);  // best effort: the defaults are correct, only slower
-    if (auto r = sqlite_util::exec(db_, kSchema); !r)
-        throw std::runtime_error("cannot create the target schema in " + path + ": " + r.error());
+    db_ = sqlite_util::open_database(
+        path, {"the SQLite target",
+               "the target schema",
+               10000,
+               {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA temp_store=MEMORY"},
+               kSchema});
 }
 
 SqliteTarget::~SqliteTarget() {
@@ -91,47 +85,25 @@ Stmt& SqliteTarget::cached(const char* sql) {
 Status SqliteTarget::read_departments(OrgSnapshot& s) {
     Stmt st(db_,
             "SELECT external_id, name, parent_external_id, sort_order, description, leaders, custom FROM departments");
-    if (!st.ok()) return fail(st.prepare_error());
-    while (st.step() == SQLITE_ROW) {
+    return st.each_row([&] {
         OrgDepartment d;
-        d.external_id = st.text(0);
-        d.name = st.text(1);
-        d.parent_external_id = st.text(2);
-        d.order = st.integer(3);
-        d.description = st.text(4);
-        d.leaders = parse_json_string_list(st.text(5));
-        d.custom = parse_json_string_map(st.text(6));
+        st.columns(d.external_id, d.name, d.parent_external_id, d.order, d.description, d.leaders, d.custom);
         s.departments.emplace(d.external_id, std::move(d));
-    }
-    return {};
+    });
 }
 
 Status SqliteTarget::read_users(OrgSnapshot& s) {
     Stmt st(db_,
             "SELECT external_id, union_id, username, display_name, email, phone, employee_number, title, "
             "primary_department, manager, active, avatar_url, hired_at, custom, removed_at FROM users");
-    if (!st.ok()) return fail(st.prepare_error());
-    while (st.step() == SQLITE_ROW) {
+    return st.each_row([&] {
         OrgUser u;
-        u.external_id = st.text(0);
+        st.columns(u.external_id, u.union_id, u.username, u.display_name, u.email, u.phone, u.employee_number, u.title,
+                   u.primary_department, u.manager, u.active, u.avatar_url, u.hired_at, u.custom);
         const bool removed = !st.is_null(14);
         if (removed) s.removed_users.emplace(u.external_id, st.integer(14));
-        u.union_id = st.text(1);
-        u.username = st.text(2);
-        u.display_name = st.text(3);
-        u.email = st.text(4);
-        u.phone = st.text(5);
-        u.employee_number = st.text(6);
-        u.title = st.text(7);
-        u.primary_department = st.text(8);
-        u.manager = st.text(9);
-        u.active = st.integer(10) != 0;
-        u.avatar_url = st.text(11);
-        u.hired_at = st.text(12);
-        u.custom = parse_json_string_map(st.text(13));
         (removed ? s.removed_user_rows : s.users).emplace(u.external_id, std::move(u));
-    }
-    return {};
+    });
 }
 
 // Memberships straight into their users (no temporary map of every membership: it was a
@@ -140,9 +112,8 @@ Status SqliteTarget::read_memberships(OrgSnapshot& s) {
     Stmt st(db_,
             "SELECT user_external_id, department_external_id, sort_order, is_leader FROM user_departments "
             "ORDER BY user_external_id, position");
-    if (!st.ok()) return fail(st.prepare_error());
     OrgUser* cur = nullptr;
-    while (st.step() == SQLITE_ROW) {
+    return st.each_row([&] {
         std::string id = st.text(0);
         if (!cur || cur->external_id != id) {
             auto it = s.users.find(id);
@@ -152,11 +123,10 @@ Status SqliteTarget::read_memberships(OrgSnapshot& s) {
                 auto r = s.removed_user_rows.find(id);
                 cur = r != s.removed_user_rows.end() ? &r->second : nullptr;
             }
-            if (!cur) continue;  // a membership without its user row: ignored as before
+            if (!cur) return;  // a membership without its user row: ignored as before
         }
         cur->departments.push_back(Membership{st.text(1), st.integer(2), st.integer(3) != 0});
-    }
-    return {};
+    });
 }
 
 Result<OrgSnapshot> SqliteTarget::read() {
@@ -182,7 +152,7 @@ void SqliteTarget::rollback() {
 Status SqliteTarget::apply(const Change& change) {
     Stmt& savepoint = cached("SAVEPOINT item");
     if (auto r = savepoint.run(); !r) return r;
-    auto outcome = apply_inner(change);
+    auto outcome = write_change(change);
     // Best effort: if even these fail, the run's COMMIT fails and nothing is applied.
     if (!outcome) (void)cached("ROLLBACK TO item").run();
     (void)cached("RELEASE item").run();
@@ -196,7 +166,7 @@ void SqliteTarget::apply_batch(const Change* changes, std::size_t n, std::vector
     Stmt& savepoint = cached("SAVEPOINT batch");
     bool clean = savepoint.run().ok();
     for (std::size_t i = 0; clean && i < n; ++i)
-        if (!apply_inner(changes[i])) clean = false;
+        if (!write_change(changes[i])) clean = false;
     if (clean && cached("RELEASE batch").run()) return;
     if (savepoint.ok()) {
         (void)cached("ROLLBACK TO batch").run();
@@ -214,14 +184,8 @@ Status SqliteTarget::put_department(const OrgDepartment& d) {
         "description=excluded.description, leaders=excluded.leaders, custom=excluded.custom, "
         "updated_at=excluded.updated_at");
     if (st.ok())
-        st.bind(1, d.external_id)
-            .bind(2, d.name)
-            .bind_nullable(3, d.parent_external_id)
-            .bind(4, d.order)
-            .bind(5, d.description)
-            .bind(6, json_string_list(d.leaders))
-            .bind(7, json_string_map(d.custom))
-            .bind(8, now_s());
+        st.bind_all(d.external_id, d.name, Stmt::or_null(d.parent_external_id), d.order, d.description,
+                    json_string_list(d.leaders), json_string_map(d.custom), now_s());
     return st.run();
 }
 
@@ -242,21 +206,9 @@ Status SqliteTarget::put_user(const OrgUser& u) {
         "active=excluded.active, avatar_url=excluded.avatar_url, hired_at=excluded.hired_at, "
         "custom=excluded.custom, removed_at=NULL, updated_at=excluded.updated_at");
     if (st.ok())
-        st.bind(1, u.external_id)
-            .bind(2, u.union_id)
-            .bind_nullable(3, u.username)
-            .bind(4, u.display_name)
-            .bind_nullable(5, u.email)
-            .bind_nullable(6, u.phone)
-            .bind(7, u.employee_number)
-            .bind(8, u.title)
-            .bind_nullable(9, u.primary_department)
-            .bind_nullable(10, u.manager)
-            .bind(11, static_cast<std::int64_t>(u.active ? 1 : 0))
-            .bind(12, u.avatar_url)
-            .bind(13, u.hired_at)
-            .bind(14, json_string_map(u.custom))
-            .bind(15, now_s());
+        st.bind_all(u.external_id, u.union_id, Stmt::or_null(u.username), u.display_name, Stmt::or_null(u.email),
+                    Stmt::or_null(u.phone), u.employee_number, u.title, Stmt::or_null(u.primary_department),
+                    Stmt::or_null(u.manager), u.active, u.avatar_url, u.hired_at, json_string_map(u.custom), now_s());
     if (auto r = st.run(); !r) return r;
     if (auto r = delete_rows(kDeleteUserMemberships, u.external_id); !r) return r;
     Stmt& ins = cached(
@@ -265,11 +217,7 @@ Status SqliteTarget::put_user(const OrgUser& u) {
     if (!ins.ok()) return fail(ins.prepare_error());
     for (size_t i = 0; i < u.departments.size(); ++i) {
         const auto& m = u.departments[i];
-        ins.bind(1, u.external_id)
-            .bind(2, m.department)
-            .bind(3, static_cast<std::int64_t>(i))
-            .bind(4, m.order)
-            .bind(5, static_cast<std::int64_t>(m.leader ? 1 : 0));
+        ins.bind_all(u.external_id, m.department, static_cast<std::int64_t>(i), m.order, m.leader);
         if (auto r = ins.run(); !r) return r;
         ins.reset();
     }
@@ -284,11 +232,8 @@ Status SqliteTarget::disable_user(const std::string& external_id, const OrgUser*
             "UPDATE users SET active=0, removed_at=COALESCE(removed_at, ?2), updated_at=?2, "
             "username=?3, email=?4, phone=?5 WHERE external_id=?1");
         if (st.ok())
-            st.bind(1, external_id)
-                .bind(2, now_s())
-                .bind_nullable(3, kept->username)
-                .bind_nullable(4, kept->email)
-                .bind_nullable(5, kept->phone);
+            st.bind_all(external_id, now_s(), Stmt::or_null(kept->username), Stmt::or_null(kept->email),
+                        Stmt::or_null(kept->phone));
         if (auto r = st.run(); !r) return r;
     } else {
         Stmt& st = cached(
@@ -300,26 +245,14 @@ Status SqliteTarget::disable_user(const std::string& external_id, const OrgUser*
     return delete_rows(kDeleteUserMemberships, external_id);
 }
 
-Status SqliteTarget::apply_inner(const Change& c) {
-    switch (c.kind) {
-        case ChangeKind::create_department:
-        case ChangeKind::update_department:
-            if (!c.department) return fail("no department in the change");
-            return put_department(*c.department);
-        case ChangeKind::delete_department:
-            if (auto r = delete_rows("DELETE FROM departments WHERE external_id=?1", c.external_id); !r) return r;
-            return delete_rows("DELETE FROM user_departments WHERE department_external_id=?1", c.external_id);
-        case ChangeKind::create_user:
-        case ChangeKind::update_user:
-            if (!c.user) return fail("no user in the change");
-            return put_user(*c.user);
-        case ChangeKind::disable_user:
-            return disable_user(c.external_id, c.user);
-        case ChangeKind::delete_user:
-            if (auto r = delete_rows("DELETE FROM users WHERE external_id=?1", c.external_id); !r) return r;
-            return delete_rows(kDeleteUserMemberships, c.external_id);
-    }
-    return fail("unknown change");
+Status SqliteTarget::delete_user(const std::string& external_id) {
+    if (auto r = delete_rows("DELETE FROM users WHERE external_id=?1", external_id); !r) return r;
+    return delete_rows(kDeleteUserMemberships, external_id);
+}
+
+Status SqliteTarget::delete_department(const std::string& external_id) {
+    if (auto r = delete_rows("DELETE FROM departments WHERE external_id=?1", external_id); !r) return r;
+    return delete_rows("DELETE FROM user_departments WHERE department_external_id=?1", external_id);
 }
 
 }  // namespace dingbridge::agent

@@ -18,7 +18,7 @@ namespace dingbridge::agent {
 
 class Stmt;
 
-class SqliteTarget : public Target {
+class SqliteTarget : public Target, private ChangeWriter {
 public:
     // Opens (and creates the schema of) the database; throws std::runtime_error on failure.
     explicit SqliteTarget(const std::string& path);
@@ -37,10 +37,11 @@ private:
     Status read_departments(OrgSnapshot& s);
     Status read_users(OrgSnapshot& s);
     Status read_memberships(OrgSnapshot& s);
-    Status apply_inner(const Change& change);
-    Status put_department(const OrgDepartment& d);
-    Status put_user(const OrgUser& u);
-    Status disable_user(const std::string& external_id, const OrgUser* kept);
+    Status put_department(const OrgDepartment& d) override;
+    Status put_user(const OrgUser& u) override;
+    Status disable_user(const std::string& external_id, const OrgUser* kept) override;
+    Status delete_user(const std::string& external_id) override;
+    Status delete_department(const std::string& external_id) override;
     // Runs a cached one-parameter statement (`sql` a literal) with ?1 = external_id.
     Status delete_rows(const char* sql, const std::string& external_id);
     // Prepared once per connection, reset before each use (keyed by the SQL literal's address).

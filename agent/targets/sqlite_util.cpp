@@ -2,6 +2,8 @@
 
 #include <simdjson.h>
 
+#include <stdexcept>
+
 #include "shared/log.h"
 
 namespace dingbridge::agent {
@@ -59,6 +61,23 @@ Status exec(sqlite3* db, const std::string& sql) {
     }
     return {};
 }
+
+sqlite3* open_database(const std::string& path, const DatabaseSpec& spec) {
+    sqlite3* db = nullptr;
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) !=
+        SQLITE_OK) {
+        std::string e = db ? sqlite3_errmsg(db) : "out of memory";
+        sqlite3_close(db);
+        throw std::runtime_error(std::string("cannot open ") + spec.what + " " + path + ": " + e);
+    }
+    sqlite3_busy_timeout(db, spec.busy_timeout_ms);
+    for (const char* pragma : spec.pragmas) (void)exec(db, pragma);  // best effort (DatabaseSpec)
+    if (auto r = exec(db, spec.schema); !r) {
+        sqlite3_close(db);
+        throw std::runtime_error(std::string("cannot create ") + spec.schema_what + " in " + path + ": " + r.error());
+    }
+    return db;
+}
 }  // namespace sqlite_util
 
 void Stmt::reset() {
@@ -74,6 +93,8 @@ std::string Stmt::text(int col) const {
 
 std::int64_t Stmt::integer(int col) const { return sqlite3_column_int64(stmt_, col); }
 bool Stmt::is_null(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+void Stmt::column(int col, std::vector<std::string>& out) const { out = parse_json_string_list(text(col)); }
+void Stmt::column(int col, std::map<std::string, std::string>& out) const { out = parse_json_string_map(text(col)); }
 
 std::string json_string_list(const std::vector<std::string>& items) {
     std::string s = "[";

@@ -27,18 +27,54 @@ public:
     Stmt& bind_nullable(int i, const std::string& v);  // "" -> NULL
     Stmt& bind(int i, std::int64_t v);
     Stmt& bind_null(int i);
+    // A text bound as NULL when empty, for bind_all: `st.bind_all(id, Stmt::or_null(email))`.
+    struct Nullable {
+        const std::string& text;
+    };
+    static Nullable or_null(const std::string& v) { return Nullable{v}; }
+    Stmt& bind(int i, Nullable v) { return bind_nullable(i, v.text); }
+    // Binds the arguments to ?1, ?2, ... in order (a bool as 0/1).
+    template <class... Args>
+    Stmt& bind_all(const Args&... args) {
+        int i = 0;
+        (bind(++i, args), ...);
+        return *this;
+    }
     // SQLITE_ROW, SQLITE_DONE or an error code.
     int step();
     // One step of a statement that returns no rows (or whose first row is ignored): ok on
     // SQLITE_DONE/SQLITE_ROW, else SQLite's message (or the prepare error).
     Status run();
+    // Steps through every row of a query, calling on_row() on each (read it from this Stmt): ok
+    // once the rows end, else SQLite's message or the prepare error (a read cut short is an
+    // error, not fewer rows).
+    template <class F>
+    Status each_row(F&& on_row) {
+        if (!stmt_) return fail(error_);
+        int rc = SQLITE_ROW;
+        while ((rc = step()) == SQLITE_ROW) on_row();
+        return rc == SQLITE_DONE ? Status{} : fail(sqlite3_errmsg(db_));
+    }
     void reset();
     std::string text(int col) const;
     std::int64_t integer(int col) const;
     bool is_null(int col) const;
+    // Reads columns 0, 1, ... of the current row into the arguments by their type: text (NULL as
+    // ""), integer, bool (non-zero), a JSON list or map of strings (json_string_list/_map).
+    template <class... Out>
+    void columns(Out&... out) const {
+        int i = 0;
+        (column(i++, out), ...);
+    }
     sqlite3_stmt* raw() { return stmt_; }
 
 private:
+    void column(int col, std::string& out) const { out = text(col); }
+    void column(int col, std::int64_t& out) const { out = integer(col); }
+    void column(int col, int& out) const { out = static_cast<int>(integer(col)); }
+    void column(int col, bool& out) const { out = integer(col) != 0; }
+    void column(int col, std::vector<std::string>& out) const;
+    void column(int col, std::map<std::string, std::string>& out) const;
     sqlite3* db_;
     sqlite3_stmt* stmt_ = nullptr;
     std::string error_;
@@ -47,6 +83,22 @@ private:
 namespace sqlite_util {
 // sqlite3_exec of one or more statements without results.
 Status exec(sqlite3* db, const std::string& sql);
+
+// How open_database prepares a database file. `what` names it in errors ("the state database"),
+// `schema_what` its tables ("the history schema").
+struct DatabaseSpec {
+    const char* what;
+    const char* schema_what;
+    int busy_timeout_ms;
+    std::vector<const char*> pragmas;  // best effort: a failed PRAGMA keeps SQLite's default
+    const char* schema;                // CREATE ... IF NOT EXISTS statements
+};
+
+// Opens (creating) the database at `path` for the calling thread (SQLITE_OPEN_NOMUTEX), sets the
+// busy timeout, applies the PRAGMAs and creates the schema; the caller closes the handle.
+// Startup only: throws std::runtime_error "cannot open <what> <path>: ..." or
+// "cannot create <schema_what> in <path>: ...".
+sqlite3* open_database(const std::string& path, const DatabaseSpec& spec);
 }  // namespace sqlite_util
 
 std::string json_string_list(const std::vector<std::string>& items);

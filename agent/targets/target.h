@@ -46,4 +46,21 @@ public:
     virtual void rollback() = 0;
 };
 
+// The five writes a plan's changes come down to, for a target that performs each change as one of
+// them (SQLite, LDAP): write_change() dispatches on the change kind and checks that a create or an
+// update carries its row, in one place for every such target. Derive privately; not an interface
+// for callers.
+class ChangeWriter {
+protected:
+    ~ChangeWriter() = default;
+    Status write_change(const Change& c);
+
+    virtual Status put_department(const OrgDepartment& d) = 0;
+    virtual Status put_user(const OrgUser& u) = 0;
+    // `kept`: the row as it stays (released unique values empty), or nullptr (Change::user).
+    virtual Status disable_user(const std::string& external_id, const OrgUser* kept) = 0;
+    virtual Status delete_user(const std::string& external_id) = 0;
+    virtual Status delete_department(const std::string& external_id) = 0;
+};
+
 }  // namespace dingbridge::agent

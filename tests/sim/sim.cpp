@@ -87,53 +87,57 @@ bool present(object o, std::string_view k, element& e) {
     return o.at_key(k).get(e) == simdjson::SUCCESS && e.type() != element_type::NULL_VALUE;
 }
 
-Param p_int(object o, std::string_view k, int64_t& out) {
-    element e;
-    if (!present(o, k, e)) return Param::absent;
+// A given parameter's value; false when it has the wrong type (a number or a boolean may also be
+// given as a string).
+bool read_param(element e, int64_t& out) {
     if (e.type() == element_type::INT64) {
         out = int64_t(e);
-        return Param::ok;
+        return true;
     }
     if (e.type() == element_type::UINT64) {
-        if (uint64_t(e) > uint64_t(INT64_MAX)) return Param::bad;
+        if (uint64_t(e) > uint64_t(INT64_MAX)) return false;
         out = static_cast<int64_t>(uint64_t(e));
-        return Param::ok;
+        return true;
     }
-    if (e.type() == element_type::STRING) {
-        std::string_view s = std::string_view(e);
-        auto r = std::from_chars(s.data(), s.data() + s.size(), out);
-        return r.ec == std::errc() && r.ptr == s.data() + s.size() ? Param::ok : Param::bad;
-    }
-    return Param::bad;
+    if (e.type() != element_type::STRING) return false;
+    std::string_view s = std::string_view(e);
+    auto r = std::from_chars(s.data(), s.data() + s.size(), out);
+    return r.ec == std::errc() && r.ptr == s.data() + s.size();
 }
 
-Param p_str(object o, std::string_view k, std::string& out) {
-    element e;
-    if (!present(o, k, e)) return Param::absent;
-    if (e.type() != element_type::STRING) return Param::bad;
+bool read_param(element e, std::string& out) {
+    if (e.type() != element_type::STRING) return false;
     out = std::string(std::string_view(e));
-    return Param::ok;
+    return true;
 }
 
-Param p_bool(object o, std::string_view k, bool& out) {
-    element e;
-    if (!present(o, k, e)) return Param::absent;
+bool read_param(element e, bool& out) {
     if (e.type() == element_type::BOOL) {
         out = bool(e);
-        return Param::ok;
+        return true;
     }
-    if (e.type() == element_type::STRING) {
-        std::string_view s = std::string_view(e);
-        if (s == "true") {
-            out = true;
-            return Param::ok;
-        }
-        if (s == "false") {
-            out = false;
-            return Param::ok;
-        }
-    }
-    return Param::bad;
+    if (e.type() != element_type::STRING) return false;
+    std::string_view s = std::string_view(e);
+    if (s != "true" && s != "false") return false;
+    out = s == "true";
+    return true;
+}
+
+template <class T>
+Param param(object o, std::string_view k, T& out) {
+    element e;
+    if (!present(o, k, e)) return Param::absent;
+    return read_param(e, out) ? Param::ok : Param::bad;
+}
+
+// The JSON object body of a v1.0 call and its two credential fields (`names`: the key's and the
+// secret's; absent ones stay empty); false when there is no such body.
+bool credentials_body(simdjson::dom::parser& parser, const ApiRequest& req, object& o,
+                      std::pair<std::string_view, std::string_view> names, std::string& key, std::string& secret) {
+    if (req.body.empty() || !parse_object(parser, req.body, o)) return false;
+    (void)param(o, names.first, key);
+    (void)param(o, names.second, secret);
+    return true;
 }
 
 std::string api_name(std::string_view path) {
@@ -438,11 +442,9 @@ int64_t Simulator::token_seconds_left() const {
 
 ApiResponse Simulator::new_access_token(const ApiRequest& req) {
     object o;
-    if (req.body.empty() || !parse_object(parser_, req.body, o))
-        return api_error(400, "MissingBody", "body is mandatory");
     std::string key, secret;
-    (void)p_str(o, "appKey", key);
-    (void)p_str(o, "appSecret", secret);
+    if (!credentials_body(parser_, req, o, {"appKey", "appSecret"}, key, secret))
+        return api_error(400, "MissingBody", "body is mandatory");
     if (!allowed_source(req.source_ip))
         return api_error(403, "Forbidden.AccessDenied.IpNotInWhiteList",
                          "访问ip不在白名单之中,request ip=" + req.source_ip + " appKey(" + key + ")");
@@ -458,11 +460,9 @@ ApiResponse Simulator::new_access_token(const ApiRequest& req) {
 
 ApiResponse Simulator::open_connection(const ApiRequest& req) {
     object o;
-    if (req.body.empty() || !parse_object(parser_, req.body, o))
-        return api_error(400, "MissingBody", "body is mandatory");
     std::string id, secret;
-    (void)p_str(o, "clientId", id);
-    (void)p_str(o, "clientSecret", secret);
+    if (!credentials_body(parser_, req, o, {"clientId", "clientSecret"}, id, secret))
+        return api_error(400, "MissingBody", "body is mandatory");
     if (id != opts_.app_key || secret != opts_.app_secret) return api_error(401, "authFailed", "鉴权失败");
     StreamTicket t;
     t.issued = Clock::now();
@@ -471,8 +471,8 @@ ApiResponse Simulator::open_connection(const ApiRequest& req) {
         for (element s : simdjson::dom::array(subs)) {
             if (s.type() != element_type::OBJECT) continue;
             std::string type, topic;
-            (void)p_str(s, "type", type);
-            (void)p_str(s, "topic", topic);
+            (void)param(s, "type", type);
+            (void)param(s, "topic", topic);
             t.subscriptions.emplace_back(type, topic);
         }
     }
@@ -628,7 +628,7 @@ ApiResponse Simulator::topapi(const ApiRequest& req, std::string_view path, cons
     // The department of the required dept_id, or the answer to give (missing, invalid, 60003).
     auto required_dept = [&](const Department*& d) -> std::optional<ApiResponse> {
         int64_t id = 0;
-        auto p = p_int(o, "dept_id", id);
+        auto p = param(o, "dept_id", id);
         if (p == Param::absent) return missing("dept_id");
         if (p == Param::bad) return invalid("dept_id");
         d = org.dept(id);
@@ -638,7 +638,7 @@ ApiResponse Simulator::topapi(const ApiRequest& req, std::string_view path, cons
 
     if (path == "/topapi/v2/department/listsub" || path == "/topapi/v2/department/listsubid") {
         int64_t id = 1;
-        if (p_int(o, "dept_id", id) == Param::bad) return invalid("dept_id");
+        if (param(o, "dept_id", id) == Param::bad) return invalid("dept_id");
         const Department* d = org.dept(id);
         if (!d) return oapi_error(60003, "部门不存在或已删除", true);
         JsonWriter w;
@@ -672,7 +672,7 @@ ApiResponse Simulator::topapi(const ApiRequest& req, std::string_view path, cons
     }
     if (path == "/topapi/v2/department/listparentbyuser" || path == "/topapi/v2/user/get") {
         std::string uid;
-        auto p = p_str(o, "userid", uid);
+        auto p = param(o, "userid", uid);
         if (p == Param::absent || uid.empty()) return missing("userid");
         if (p == Param::bad) return invalid("userid");
         const User* u = org.user(uid);
@@ -701,7 +701,7 @@ ApiResponse Simulator::topapi(const ApiRequest& req, std::string_view path, cons
     }
     if (path == "/topapi/user/count") {
         bool only_active = false;
-        if (p_bool(o, "only_active", only_active) == Param::bad) return invalid("only_active");
+        if (param(o, "only_active", only_active) == Param::bad) return invalid("only_active");
         JsonWriter w;
         begin_ok(w);
         w.begin_object().kv("count", static_cast<int64_t>(org.user_count(only_active))).end_object();
@@ -709,21 +709,21 @@ ApiResponse Simulator::topapi(const ApiRequest& req, std::string_view path, cons
     }
     // v2/user/list and user/listsimple: paged direct members (§3).
     int64_t dept_id = 0, cursor = 0, size = 0;
-    auto p = p_int(o, "dept_id", dept_id);
+    auto p = param(o, "dept_id", dept_id);
     if (p == Param::absent) return missing("dept_id");
     if (p == Param::bad || dept_id < 1) return invalid("dept_id");
-    p = p_int(o, "cursor", cursor);
+    p = param(o, "cursor", cursor);
     if (p == Param::absent) return missing("cursor");
     if (p == Param::bad || cursor < 0) return invalid("cursor");
-    p = p_int(o, "size", size);
+    p = param(o, "size", size);
     if (p == Param::absent) return missing("size");
     if (p == Param::bad || size < 1 || size > 100) return invalid("size");
     std::string of = "custom";
-    if (p_str(o, "order_field", of) == Param::bad) return invalid("order_field");
+    if (param(o, "order_field", of) == Param::bad) return invalid("order_field");
     auto order = parse_order_field(of);
     if (!order) return invalid("order_field");
     bool limited = false;
-    if (p_bool(o, "contain_access_limit", limited) == Param::bad) return invalid("contain_access_limit");
+    if (param(o, "contain_access_limit", limited) == Param::bad) return invalid("contain_access_limit");
     const Department* d = org.dept(dept_id);
     if (!d) return oapi_error(60003, "部门不存在或已删除", true);
     const auto& members = org.members(*d, *order, limited);
@@ -856,7 +856,7 @@ ApiResponse Simulator::handle_admin(const ApiRequest& req, std::string_view path
     if (doc.get(o) != simdjson::SUCCESS) return fail(400, "body must be a JSON object");
     if (path == "/_sim/dump") {
         std::string file;
-        if (p_str(o, "path", file) != Param::ok || file.empty()) return fail(400, "needs \"path\"");
+        if (param(o, "path", file) != Param::ok || file.empty()) return fail(400, "needs \"path\"");
         std::ofstream out(file, std::ios::binary | std::ios::trunc);
         out << org_->dump();
         if (!out.good()) return fail(500, "cannot write " + file);
@@ -871,7 +871,7 @@ ApiResponse Simulator::handle_admin(const ApiRequest& req, std::string_view path
         s = org_->update_dept(o, events);
     } else if (path == "/_sim/dept/remove") {
         int64_t id = 0;
-        if (p_int(o, "dept_id", id) != Param::ok) return fail(400, "needs \"dept_id\"");
+        if (param(o, "dept_id", id) != Param::ok) return fail(400, "needs \"dept_id\"");
         s = org_->remove_dept(id, events);
     } else if (path == "/_sim/user/create") {
         s = org_->create_user(o, events);
@@ -879,8 +879,8 @@ ApiResponse Simulator::handle_admin(const ApiRequest& req, std::string_view path
         s = org_->update_user(o, events);
     } else if (path == "/_sim/user/remove") {
         std::string id, reason = "leave";
-        if (p_str(o, "userid", id) != Param::ok) return fail(400, "needs \"userid\"");
-        (void)p_str(o, "reason", reason);
+        if (param(o, "userid", id) != Param::ok) return fail(400, "needs \"userid\"");
+        (void)param(o, "reason", reason);
         s = org_->remove_user(id, reason, wall_ms(), events);
     } else {
         return fail(404, "unknown admin endpoint (see tests/sim/README.md)");

@@ -352,4 +352,15 @@ BOOST_AUTO_TEST_CASE(limiter_backs_off_on_throttle_and_recovers) {
     BOOST_TEST(l.rate("/a") == 20.0);
 }
 
+// The full sync and the event patch read a user's departments the same way.
+BOOST_AUTO_TEST_CASE(memberships_follow_dept_id_list_then_pages_with_the_pages_order_and_leader_flag) {
+    dingtalk::MergedUser m;
+    m.item.dept_id_list = {5, 3, 9};
+    m.places = {{3, 20, true}, {7, 30, false}, {5, 10, false}, {8, 40, true}};
+    const auto places = user_memberships(m, [](std::int64_t dept) { return dept != 9 && dept != 8; });
+    const std::vector<Membership> want = {{"5", 10, false}, {"3", 20, true}, {"7", 30, false}};
+    BOOST_TEST((places == want));
+    BOOST_TEST(user_memberships(m, [](std::int64_t) { return false; }).empty());
+}
+
 BOOST_AUTO_TEST_SUITE_END()

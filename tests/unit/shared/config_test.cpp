@@ -110,4 +110,16 @@ BOOST_AUTO_TEST_CASE(secret_references_resolve_without_leaking_values) {
     BOOST_CHECK_THROW(resolve_secret("${vault:x}"), std::runtime_error);
 }
 
+BOOST_AUTO_TEST_CASE(a_choice_names_every_valid_value) {
+    enum class Mode { fast, safe, off };
+    auto root = ConfigNode::load_string("a: safe\nb: slow\n", "agent.yaml");
+    const std::pair<const char*, Mode> modes[] = {{"fast", Mode::fast}, {"safe", Mode::safe}, {"off", Mode::off}};
+    BOOST_TEST((root.get("a").as_choice(modes) == Mode::safe));
+    const ConfigError e = config_error([&] { (void)root.get("b").as_choice(modes); }, "slow accepted");
+    BOOST_TEST(e.line() == 2);
+    BOOST_TEST(e.key() == "b");
+    BOOST_TEST(e.reason() == "must be fast, safe or off");
+    BOOST_TEST(must_be_one_of({"disable", "delete"}) == "must be disable or delete");
+}
+
 BOOST_AUTO_TEST_SUITE_END()
