@@ -124,11 +124,13 @@ bool check_steps(const ScimSettings& settings, std::ostream& out) {
         if (!extensions.count(want)) missing.push_back("resource type extension " + want);
     if (missing.empty() && !has_attribute(sc.body, s.department_schema, s.parent_attribute))
         missing.push_back("attribute " + s.parent_attribute + " in " + s.department_schema);
+    if (missing.empty() && !has_attribute(sc.body, s.department_schema, s.leaders_attribute))
+        missing.push_back("attribute " + s.leaders_attribute + " in " + s.department_schema);
     if (!missing.empty()) {
         out << "scim schemas: FAIL: the server has no ";
         for (std::size_t i = 0; i < missing.size(); ++i) out << (i ? ", " : "") << missing[i];
-        out << "\n  declare them on the server, or set target.scim.department_schema/parent_attribute to the "
-               "extension it has for the parent department\n";
+        out << "\n  declare them on the server, or set target.scim.department_schema/parent_attribute/"
+               "leaders_attribute to the extension it has for the parent department and leaders\n";
         return false;
     }
     out << "scim schemas: ok (User + enterprise extension, Group + " << s.department_schema << ")\n";

@@ -70,6 +70,10 @@ void load_scim_settings(const ConfigNode& l, const std::string& path, bool resol
     s.parent_attribute = l.get_string("parent_attribute", s.parent_attribute);
     if (s.parent_attribute.empty() || s.parent_attribute.find_first_of(":. \"") != std::string::npos)
         l.get("parent_attribute").fail("must be an attribute name (no ':', '.', spaces)");
+    s.leaders_attribute = l.get_string("leaders_attribute", s.leaders_attribute);
+    if (s.leaders_attribute.empty() || s.leaders_attribute.find_first_of(":. \"") != std::string::npos ||
+        s.leaders_attribute == s.parent_attribute)
+        l.get("leaders_attribute").fail("must be an attribute name (no ':', '.', spaces), not parent_attribute");
     l.reject_unknown();
 }
 

@@ -28,6 +28,9 @@ struct ScimSettings {
     // Where a department Group keeps its parent's DingTalk id: an extension schema and attribute.
     std::string department_schema = "urn:ietf:params:scim:schemas:extension:dingbridge:2.0:Department";
     std::string parent_attribute = "parent";
+    // The attribute of that schema holding the department's leaders (DingTalk userids, in
+    // DingTalk's order: managers are derived from them when the agent runs on events).
+    std::string leaders_attribute = "leaders";
 };
 
 }  // namespace dingbridge::agent

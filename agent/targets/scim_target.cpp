@@ -56,6 +56,22 @@ std::string patch_body(const std::vector<std::string>& ops) {
     return out + "]}";
 }
 
+// A user's memberships in the order both sides of the diff use: the primary department first
+// (patch_desired takes the first as primary), then by id.
+void sort_memberships(OrgUser& u) {
+    const std::string& primary = u.primary_department;
+    std::sort(u.departments.begin(), u.departments.end(), [&primary](const Membership& a, const Membership& b) {
+        return std::make_pair(a.department != primary, std::cref(a.department)) <
+               std::make_pair(b.department != primary, std::cref(b.department));
+    });
+}
+
+std::string leaders_json(const std::vector<std::string>& leaders) {
+    std::string out;
+    for (const auto& l : leaders) out += (out.empty() ? "[" : ",") + quote(l);
+    return out.empty() ? out : out + "]";
+}
+
 std::string id_of(const ScimResponse& r) {
     dom::parser p;
     dom::element doc;
@@ -80,6 +96,10 @@ void ScimTarget::normalize(OrgSnapshot& desired) {
         n.external_id = d.external_id;
         n.name = d.name;
         if (desired.departments.count(d.parent_external_id)) n.parent_external_id = d.parent_external_id;
+        // Leaders in DingTalk's order (the first one is the manager), synced users only.
+        for (const auto& l : d.leaders)
+            if (desired.users.count(l) && std::find(n.leaders.begin(), n.leaders.end(), l) == n.leaders.end())
+                n.leaders.push_back(l);
         d = std::move(n);
     }
     for (auto& [id, u] : desired.users) {
@@ -96,10 +116,14 @@ void ScimTarget::normalize(OrgSnapshot& desired) {
         // removed); DingTalk's own activation flag has no SCIM attribute and is not written.
         n.active = true;
         if (desired.users.count(u.manager) && u.manager != id) n.manager = u.manager;
+        // The leader flag as read() gives it back: the user is among the department's leaders.
         for (const auto& m : u.departments)
-            if (desired.departments.count(m.department)) n.departments.push_back(Membership{m.department, 0, false});
-        std::sort(n.departments.begin(), n.departments.end(),
-                  [](const Membership& a, const Membership& b) { return a.department < b.department; });
+            if (auto d = desired.departments.find(m.department); d != desired.departments.end()) {
+                const auto& leaders = d->second.leaders;
+                bool leader = std::find(leaders.begin(), leaders.end(), id) != leaders.end();
+                n.departments.push_back(Membership{m.department, 0, leader});
+            }
+        sort_memberships(n);
         n.departments.erase(std::unique(n.departments.begin(), n.departments.end()), n.departments.end());
         u = std::move(n);
     }
@@ -184,7 +208,13 @@ std::optional<std::string> ScimTarget::read_groups(OrgSnapshot& snap) {
         g.row.external_id = ext;
         g.row.name = str(e, "displayName");
         dom::element x;
-        if (!e[s_.department_schema].get(x)) g.row.parent_external_id = str(x, parent_key.c_str());
+        dom::array leaders;
+        if (!e[s_.department_schema].get(x)) {
+            g.row.parent_external_id = str(x, parent_key.c_str());
+            if (!x[s_.leaders_attribute].get(leaders))
+                for (dom::element l : leaders)
+                    if (std::string_view v; !l.get(v)) g.row.leaders.emplace_back(v);
+        }
         dom::array members;
         if (!e["members"].get(members))
             for (dom::element m : members) g.members.insert(str(m, "value"));
@@ -248,10 +278,10 @@ Result<OrgSnapshot> ScimTarget::read() {
     for (auto& [dept, g] : groups_)
         for (const auto& member : g.members)
             if (auto it = user_by_id_.find(member); it != user_by_id_.end())
-                users_[it->second].row.departments.push_back(Membership{dept, 0, false});
+                users_[it->second].row.departments.push_back(
+                    Membership{dept, 0, std::count(g.row.leaders.begin(), g.row.leaders.end(), it->second) > 0});
     for (auto& [ext, u] : users_) {
-        std::sort(u.row.departments.begin(), u.row.departments.end(),
-                  [](const Membership& a, const Membership& b) { return a.department < b.department; });
+        sort_memberships(u.row);
         if (u.row.active)
             snap.users[ext] = u.row;
         else
@@ -415,6 +445,9 @@ std::string ScimTarget::group_json(const Group& g, const OrgDepartment& d) const
                       R"(],"externalId":)" + quote(d.external_id) + R"(,"displayName":)" + quote(d.name) + "," +
                       quote(s_.department_schema) + ":{";
     if (!d.parent_external_id.empty()) out += quote(s_.parent_attribute) + ":" + quote(d.parent_external_id);
+    if (!d.leaders.empty())
+        out += std::string(d.parent_external_id.empty() ? "" : ",") + quote(s_.leaders_attribute) + ":" +
+               leaders_json(d.leaders);
     out += R"(},"members":[)";
     bool first = true;
     for (const auto& m : g.members) {
@@ -449,6 +482,8 @@ std::optional<std::string> ScimTarget::put_department(const OrgDepartment& d) {
         if (g.row.name != d.name) ops.push_back(patch_op("displayName", quote(d.name)));
         if (g.row.parent_external_id != d.parent_external_id || g.row.name == "\x01")
             ops.push_back(patch_op(parent_path, d.parent_external_id.empty() ? "" : quote(d.parent_external_id)));
+        if (g.row.leaders != d.leaders || g.row.name == "\x01")
+            ops.push_back(patch_op(s_.department_schema + ":" + s_.leaders_attribute, leaders_json(d.leaders)));
         if (ops.empty()) return std::nullopt;
         r = client_.send({"PATCH", "/Groups/" + g.id, patch_body(ops)});
     } else {
@@ -608,8 +643,10 @@ std::optional<std::string> ScimTarget::set_memberships(User& cur, const OrgUser&
             cur.row.departments.push_back(Membership{d, 0, false});
         }
     }
-    std::sort(cur.row.departments.begin(), cur.row.departments.end(),
-              [](const Membership& a, const Membership& b) { return a.department < b.department; });
+    for (auto& m : cur.row.departments)  // the leader flag follows the department's leaders
+        for (const auto& w : u.departments)
+            if (w.department == m.department) m.leader = w.leader;
+    sort_memberships(cur.row);
     return first_error;
 }
 
@@ -697,8 +734,7 @@ void ScimTarget::send_or_split(const std::string& dept, const MemberChange* list
             std::erase_if(departments, [&dept](const Membership& x) { return x.department == dept; });
             if (!m.add) {
                 departments.push_back(Membership{dept, 0, false});
-                std::sort(departments.begin(), departments.end(),
-                          [](const Membership& a, const Membership& b) { return a.department < b.department; });
+                sort_memberships(users_[u->second].row);
             }
         }
         if (m.change) late_failures_.emplace_back(m.change, *e);

@@ -108,7 +108,7 @@ class ScimServer:
 
 def scim_state(server):
     """The server's resources in expected_scim's shape, DingTalk ids throughout:
-    ({dept: (displayName, parent, sorted member user ids)}, {user: {...}}, {user: active})."""
+    ({dept: (displayName, parent, sorted member user ids, leaders in order)}, {user: {...}}, {user: active})."""
     users = server.all("/Users")
     groups = server.all("/Groups")
     ext_of = {u["id"]: u.get("externalId") for u in users}
@@ -132,7 +132,8 @@ def scim_state(server):
         if not g.get("externalId"):
             continue
         members = sorted(ext_of.get(m["value"], "?" + m["value"]) for m in g.get("members", []))
-        out_groups[g["externalId"]] = (g["displayName"], g.get(DEPARTMENT, {}).get("parent"), members)
+        ext = g.get(DEPARTMENT, {})
+        out_groups[g["externalId"]] = (g["displayName"], ext.get("parent"), members, ext.get("leaders", []))
     return out_groups, out_users, active
 
 
@@ -142,7 +143,7 @@ def expected_scim(exp):
     groups = {}
     for i, d in depts.items():
         members = sorted(u for u, x in users.items() if i in [m[0] for m in x["memberships"]])
-        groups[i] = (d["name"], d["parent"], members)
+        groups[i] = (d["name"], d["parent"], members, d["leaders"])
     out = {}
     for i, u in users.items():
         out[i] = {"userName": u["username"] or i, "displayName": u["display_name"], "email": u["email"],

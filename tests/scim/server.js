@@ -71,6 +71,8 @@ const index = {userName: new Map(), users: new Map(), groups: new Map()};
 SCIMMY.Resources.declare(SCIMMY.Resources.User).extend(SCIMMY.Schemas.EnterpriseUser, false);
 const department = new SCIMMY.Types.SchemaDefinition("Department", DEPARTMENT, "DingTalk department", [
     new SCIMMY.Types.Attribute("string", "parent", {description: "externalId of the parent department"}),
+    new SCIMMY.Types.Attribute("string", "leaders", {multiValued: true,
+        description: "the department's leaders (DingTalk userids, the first one is the manager)"}),
 ]);
 SCIMMY.Resources.declare(SCIMMY.Resources.Group).extend(department, false);
 
