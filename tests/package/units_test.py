@@ -68,6 +68,10 @@ class Units(unittest.TestCase):
         self.assertEqual(proxy["LogsDirectory"], ["dingbridge"])
         self.assertEqual(proxy["ConfigurationDirectory"], ["dingbridge"])
         self.assertIn("HUP", proxy["ExecReload"][0])
+        # The password-check threads lower their priority with setpriority (in @resources): allowed
+        # again after the deny line, or a flood of wrong passwords competes evenly with the tunnels.
+        filters = proxy["SystemCallFilter"]
+        self.assertIn("setpriority", filters[filters.index("~@privileged @resources") + 1:])
         for name, command in (("dingbridge-agent.service", "run"), ("dingbridge-agent-sync.service", "sync"),
                               ("dingbridge-agent-web.service", "web")):
             agent = settings(UNITS / name)
