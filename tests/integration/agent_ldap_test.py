@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slapd as slapd_mod  # noqa: E402
 from agent_env import Env, APP_SECRET, PROXY_PASSWORD, expected_org  # noqa: E402
 from slapd import SUFFIX, AGENT_DN, AGENT_PW, Slapd  # noqa: E402
-from target_env import TargetEnv, org_index, under  # noqa: E402
+from target_env import TargetEnv, org_index, remove_leaf_department, under  # noqa: E402
 
 DEPTS = "ou=departments," + SUFFIX
 PEOPLE = "ou=people," + SUFFIX
@@ -220,13 +220,7 @@ class Mutations(unittest.TestCase):
         env.sim.admin("POST", "/_sim/dept/update", {"dept_id": inner, "parent_id": target_parent,
                                                     "name": "Moved, \"renamed\" +1"})
         # a leaf department is removed after its members moved out
-        leaf = next(d for d in depts if d != 1 and d not in children and d not in (inner, target_parent)
-                    and not under(depts, d, inner))
-        for uid in members.get(leaf, []):
-            u = next(x for x in org["users"] if x["userid"] == uid)
-            rest = [d for d in u["dept_id_list"] if d != leaf] or [1]
-            env.sim.admin("POST", "/_sim/user/update", {"userid": uid, "dept_id_list": rest})
-        env.sim.admin("POST", "/_sim/dept/remove", {"dept_id": leaf})
+        leaf = remove_leaf_department(env.sim, org, keep=(inner, target_parent), outside=inner)
         # a department leader is renamed (new username -> new DN): members, owners, managers follow
         exp = expected_org(org)
         leader = next(u for u in org["users"] if any(exp["users"][x]["manager"] == u["userid"]

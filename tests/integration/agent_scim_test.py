@@ -18,7 +18,7 @@ from agent_env import expected_org  # noqa: E402
 from agent_round2_test import mapping_with  # noqa: E402
 from agent_run_test import RunEnv, department_and_user_changes, some_user  # noqa: E402
 from scim import ScimServer, TOKEN, scim_state, expected_scim  # noqa: E402
-from target_env import TargetEnv, TargetCase, org_index, under  # noqa: E402
+from target_env import TargetEnv, TargetCase, org_index, remove_leaf_department, under  # noqa: E402
 
 
 def scim_block(url, ca, extra=""):
@@ -138,13 +138,7 @@ class Mutations(ScimCase):
                                                     "name": "Moved \"renamed\" +1"})
         # a new department; a leaf department removed after its members moved out
         env.sim.admin("POST", "/_sim/dept/create", {"name": "Brand new", "parent_id": 1, "order": 3})
-        leaf = next(d for d in depts if d != 1 and d not in children and d not in (inner, target_parent)
-                    and not under(depts, d, inner))
-        for uid in members.get(leaf, []):
-            u = next(x for x in org["users"] if x["userid"] == uid)
-            rest = [d for d in u["dept_id_list"] if d != leaf] or [1]
-            env.sim.admin("POST", "/_sim/user/update", {"userid": uid, "dept_id_list": rest})
-        env.sim.admin("POST", "/_sim/dept/remove", {"dept_id": leaf})
+        leaf = remove_leaf_department(env.sim, org, keep=(inner, target_parent), outside=inner)
         # a user changes (new e-mail -> new userName); a user moves; a user leaves; a user joins
         changed = next(u for u in org["users"] if u.get("email") and not u.get("org_email"))
         env.sim.admin("POST", "/_sim/user/update", {"userid": changed["userid"], "email": "renamed.x@example.com",

@@ -49,6 +49,21 @@ def org_index(org):
     return depts, children, members
 
 
+def remove_leaf_department(sim, org, keep, outside):
+    """Moves the members of a leaf department (not the root, not in `keep`, not inside `outside`'s
+    subtree) out of it (to their other departments, else the root), then removes it in the
+    simulator. Returns the removed department's id."""
+    depts, children, members = org_index(org)
+    leaf = next(d for d in depts if d != 1 and d not in children and d not in keep
+                and not under(depts, d, outside))
+    for uid in members.get(leaf, []):
+        u = next(x for x in org["users"] if x["userid"] == uid)
+        rest = [d for d in u["dept_id_list"] if d != leaf] or [1]
+        sim.admin("POST", "/_sim/user/update", {"userid": uid, "dept_id_list": rest})
+    sim.admin("POST", "/_sim/dept/remove", {"dept_id": leaf})
+    return leaf
+
+
 def under(depts, d, ancestor):
     """Is department d inside ancestor's subtree (depts as org_index gives it)?"""
     while d and d != 1:
