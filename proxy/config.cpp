@@ -102,16 +102,18 @@ Tenant parse_tenant(const ConfigNode& node, std::set<std::string>& user_names) {
 
 }  // namespace
 
-FdBudget fd_budget(std::uint64_t fd_limit, unsigned workers, std::size_t listeners) {
-    constexpr std::uint64_t kPerTunnel = 6;      // client + upstream socket, a pipe (2) per direction
+FdBudget fd_budget(std::uint64_t fd_limit, unsigned workers, std::size_t listeners, RelayMode relay) {
+    // Client + upstream socket; with splice also a pipe (2) per direction.
+    const std::uint64_t per_tunnel = relay == RelayMode::splice ? 6 : 2;
     constexpr std::uint64_t kProcess = 24;       // stdio, log files, admin listener and clients, reads of config files
     constexpr std::uint64_t kPerWorkerBase = 8;  // epoll, wakeup fds, resolver sockets
     FdBudget b;
     const std::uint64_t w = std::max(1u, workers);
     // Spare pipes may use at most 1/8 of the limit, and no more than 64 per worker.
-    b.pipe_keep = static_cast<std::size_t>(std::min<std::uint64_t>(64, fd_limit / (16 * w)));
+    if (relay == RelayMode::splice)
+        b.pipe_keep = static_cast<std::size_t>(std::min<std::uint64_t>(64, fd_limit / (16 * w)));
     const std::uint64_t reserved = kProcess + w * (kPerWorkerBase + listeners + 2 * b.pipe_keep);
-    b.connections = fd_limit > reserved ? (fd_limit - reserved) / kPerTunnel : 0;
+    b.connections = fd_limit > reserved ? (fd_limit - reserved) / per_tunnel : 0;
     return b;
 }
 
@@ -173,9 +175,8 @@ void parse_workers_and_relay(const ConfigNode& root, ProxyConfig& cfg) {
     }
     cfg.realm = root.get_string("realm", cfg.realm);
     if (auto relay = root.find("relay")) {
-        const std::string mode = relay->as_string();
-        if (mode != "splice" && mode != "buffered") relay->fail("must be splice or buffered");
-        cfg.splice = mode == "splice";
+        cfg.relay = relay->as_choice<RelayMode>(
+            {{"copy", RelayMode::copy}, {"splice", RelayMode::splice}, {"buffered", RelayMode::buffered}});
     }
     for (char c : cfg.realm) {
         if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20)
@@ -305,7 +306,8 @@ void apply_fd_budget(const ConfigNode& root, ProxyConfig& cfg) {
     // The descriptor limit the proxy will run with (it raises its soft limit to the hard one).
     rlimit rl{};
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY) {
-        const FdBudget budget = fd_budget(static_cast<std::uint64_t>(rl.rlim_max), cfg.workers, cfg.listeners.size());
+        const FdBudget budget =
+            fd_budget(static_cast<std::uint64_t>(rl.rlim_max), cfg.workers, cfg.listeners.size(), cfg.relay);
         if (budget.connections == 0) {
             root.fail("the descriptor limit (ulimit -n " + std::to_string(rl.rlim_max) + ") is too small for " +
                       std::to_string(cfg.workers) + " worker(s); raise it or lower workers");

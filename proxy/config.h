@@ -28,6 +28,10 @@ struct ListenerConfig {
     std::string tenant;                    // dedicated listener: every client belongs to this tenant
 };
 
+// copy: recv/send through a pooled buffer; splice: through a pipe; buffered: through the
+// bufferevents, as TLS tunnels always do.
+enum class RelayMode { copy, splice, buffered };
+
 struct ProxyConfig {
     std::vector<ListenerConfig> listeners;
     unsigned workers = 1;
@@ -39,7 +43,7 @@ struct ProxyConfig {
     std::chrono::milliseconds connect_timeout{10'000};
     std::chrono::milliseconds idle_timeout{2 * 3600 * 1000};
     std::size_t buffer_size = 64 * 1024;  // per direction high watermark
-    bool splice = true;                   // relay plain tunnels with splice(2)
+    RelayMode relay = RelayMode::copy;    // how plain tunnels relay (socket_relay.h)
     std::chrono::milliseconds tls_handshake_timeout{10'000};
     std::chrono::milliseconds shutdown_grace{30'000};
     std::uint64_t max_connections = 0;        // 0 = unlimited
@@ -60,15 +64,16 @@ struct ProxyConfig {
     std::shared_ptr<const Policy> policy;
 };
 
-// How many client connections a descriptor limit carries: a spliced tunnel with both directions
-// backed up holds 6 descriptors (2 sockets, 2 pipes); each worker keeps `pipe_keep` spare pipes
-// (2 each) and a few descriptors of its own (event loop, resolver, listeners); the process a few
-// more (logs, admin). `connections` is 0 when the limit can't carry even one tunnel.
+// How many client connections a descriptor limit carries: a tunnel holds its 2 sockets, and with
+// `relay: splice` and both directions backed up also 2 pipes (6 descriptors); with splice each
+// worker keeps `pipe_keep` spare pipes (2 each). Every worker has a few descriptors of its own
+// (event loop, resolver, listeners); the process a few more (logs, admin). `connections` is 0
+// when the limit can't carry even one tunnel.
 struct FdBudget {
     std::uint64_t connections = 0;
     std::size_t pipe_keep = 0;
 };
-FdBudget fd_budget(std::uint64_t fd_limit, unsigned workers, std::size_t listeners);
+FdBudget fd_budget(std::uint64_t fd_limit, unsigned workers, std::size_t listeners, RelayMode relay);
 
 ProxyConfig load_proxy_config(const std::string& path);
 ProxyConfig parse_proxy_config(const ConfigNode& root);

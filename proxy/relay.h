@@ -1,7 +1,7 @@
 #pragma once
 // What a tunnel's relay phase looks like from the Tunnel: bytes move both ways until both
-// directions are done (half-closes forwarded) or one side fails. Two implementations: SpliceRelay
-// (plain tunnels, zero-copy through pipes) and BufferedRelay (TLS clients and clients that sent
+// directions are done (half-closes forwarded) or one side fails. Two implementations: SocketRelay
+// (plain tunnels, socket to socket through a buffer or a pipe) and BufferedRelay (TLS clients and clients that sent
 // bytes before the 200, through the two bufferevents). Both run on the worker's thread, report
 // through Relay::Listener, and are deleted with their tunnel, never inside their own callbacks.
 
@@ -26,7 +26,7 @@ public:
 
     virtual ~Relay() = default;
     virtual void stop() = 0;  // idempotent: detaches events, closes both sockets
-    // Bytes accepted but not yet taken by a receiver (buffers, pipes and both sockets' send
+    // Bytes accepted but not yet taken by a receiver (buffers, pipes, stages and both sockets' send
     // queues). The idle timer uses it to tell a slow receiver still draining from a dead tunnel.
     virtual std::size_t queued() const = 0;
 };

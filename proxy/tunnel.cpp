@@ -301,8 +301,8 @@ void Tunnel::upstream_connected(bufferevent* upstream) {
     metrics.setup_latency.observe(us_between(accepted_at_, established_at_));
     status_ = 200;
     arm_timer(config_->idle_timeout);
-    if (config_->splice && !tls_client_ && !client_eof_ && evbuffer_get_length(bufferevent_get_input(client_)) == 0 &&
-        start_splice_relay(upstream)) {
+    if (config_->relay != RelayMode::buffered && !tls_client_ && !client_eof_ &&
+        evbuffer_get_length(bufferevent_get_input(client_)) == 0 && start_socket_relay(upstream)) {
         return;
     }
     Relay::Listener& listener = *this;
@@ -313,7 +313,7 @@ void Tunnel::upstream_connected(bufferevent* upstream) {
     relay.start(client_eof_);
 }
 
-bool Tunnel::start_splice_relay(bufferevent* upstream) {
+bool Tunnel::start_socket_relay(bufferevent* upstream) {
     static constexpr std::string_view kEstablished = "HTTP/1.1 200 Connection established\r\n\r\n";
     const int client_fd = bufferevent_getfd(client_);
     const int upstream_fd = bufferevent_getfd(upstream);
@@ -323,12 +323,13 @@ bool Tunnel::start_splice_relay(bufferevent* upstream) {
         static_cast<ssize_t>(kEstablished.size())) {
         return false;
     }
-    SpliceRelay::Listener& listener = *this;
-    auto splice = std::make_unique<SpliceRelay>(worker_.base(), worker_.pipes(), client_fd, upstream_fd, listener);
+    SocketRelay::Listener& listener = *this;
+    auto socket_relay = std::make_unique<SocketRelay>(
+        worker_.base(), worker_.stages(), config_->relay == RelayMode::splice, client_fd, upstream_fd, listener);
     // The relay's read events go in before the bufferevents' come out: the client socket stays
     // registered with epoll throughout (no DEL + ADD pair per tunnel).
-    const bool started = splice->start();
-    relay_ = std::move(splice);
+    const bool started = socket_relay->start();
+    relay_ = std::move(socket_relay);
     for (bufferevent* bev : {std::exchange(client_, nullptr), upstream}) {
         bufferevent_disable(bev, EV_READ | EV_WRITE);
         bufferevent_setfd(bev, -1);  // detach: the relay owns the descriptor now

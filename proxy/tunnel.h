@@ -2,7 +2,7 @@
 // One client connection of dingbridge-proxy, from accept to close (ARCHITECTURE.md, request path).
 //
 // A Tunnel owns the client socket, its timer, the UpstreamConnector while connecting (lookup,
-// address guards, connect) and then the relay (splice, or buffered through both bufferevents). It
+// address guards, connect) and then the relay (SocketRelay, or buffered through both bufferevents). It
 // moves through: reading_head → (verifying) → connecting → relaying → closed; the phases'
 // work lives in those units and in the pure reply/log-line functions (reply.h).
 // All callbacks run on the owning Worker's event loop thread and receive only the Tunnel.
@@ -22,7 +22,7 @@
 
 #include "proxy/config.h"
 #include "proxy/metrics.h"
-#include "proxy/splice_relay.h"
+#include "proxy/socket_relay.h"
 #include "proxy/upstream_connector.h"
 #include "shared/net.h"
 
@@ -63,9 +63,9 @@ private:
     void upstream_connected(bufferevent* upstream) override;
     void upstream_failed(UpstreamConnector::Failure why) override;
     void lookup_released() override;
-    // Plain tunnels relay with splice(2) once established; TLS clients (and tunnels whose
+    // Plain tunnels relay between the two sockets (copy or splice) once established; TLS clients (and tunnels whose
     // client sent early data) use the BufferedRelay. Both report through Relay::Listener.
-    bool start_splice_relay(bufferevent* upstream);  // false: not possible, nothing changed
+    bool start_socket_relay(bufferevent* upstream);  // false: not possible, nothing changed
     void relay_progress(bool upstream_bound, std::size_t bytes) override;
     void relay_finished(CloseReason reason) override;
     void arm_timer(std::chrono::milliseconds after);

@@ -23,7 +23,7 @@
 #include "proxy/auth_throttle.h"
 #include "proxy/config.h"
 #include "proxy/metrics.h"
-#include "proxy/splice_relay.h"
+#include "proxy/socket_relay.h"
 #include "proxy/verifier.h"
 
 namespace dingbridge::proxy {
@@ -65,7 +65,7 @@ public:
     evdns_base* dns() { return dns_; }
     spdlog::logger& access_log() { return *access_log_; }
     SharedState& shared() { return shared_; }
-    PipePool& pipes() { return pipes_; }
+    StagePool& stages() { return stages_; }
     // The tenant's process-wide runtime (counters, limits), cached per worker so the hot path
     // takes no global lock.
     TenantRuntime& tenant_runtime(const std::string& name);
@@ -113,7 +113,7 @@ private:
     std::mutex inbox_mutex_;
     std::vector<std::function<void()>> inbox_;
     SharedState& shared_;
-    PipePool pipes_;  // declared before the tunnels are freed in ~Worker, destroyed after them
+    StagePool stages_;  // declared before the tunnels are freed in ~Worker, destroyed after them
     std::vector<std::unique_ptr<ListenerSlot>> listeners_;
     std::vector<Worker*> siblings_;
     std::unordered_set<Tunnel*> live_;

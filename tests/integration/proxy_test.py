@@ -357,6 +357,11 @@ class TunnelSemantics(ProxyTestCase):
             server.stop()
 
 
+class TunnelSemanticsSplice(TunnelSemantics):
+    """The same tunnel semantics with `relay: splice` (pipes instead of the default copy buffers)."""
+    extra_top = "relay: splice"
+
+
 class IdleTimeout(ProxyTestCase):
     limits = "  idle_timeout: 1s"
 
@@ -401,13 +406,13 @@ class IdleTimeout(ProxyTestCase):
                 if not d:
                     break
                 got += len(d)
-                # ~160 KiB/s: 4 s of draining, and a relay pipe (256 KiB) takes longer than
+                # ~160 KiB/s: 4 s of draining, and a relay buffer (1 MiB; a pipe 256 KiB) takes longer than
                 # idle_timeout (1 s) to empty, so the proxy reads nothing from upstream meanwhile.
                 time.sleep(0.05)
             drained_s = time.time() - started
             # The tunnel was open all along: no access-log line for it yet (when the relay lets go
             # of the sockets early, the kernel may still deliver what was queued, but whatever
-            # the proxy still held in its pipe is lost).
+            # the proxy still held in its buffer is lost).
             closed = [l for l in self.proxy.access_log() if f"dst=127.0.0.1:{server.port}" in l]
             s.close()
             self.assertEqual(got, total, f"cut after {drained_s:.1f} s of draining")
@@ -428,6 +433,10 @@ class IdleTimeout(ProxyTestCase):
             s.close()
         finally:
             server.stop()
+
+
+class IdleTimeoutSplice(IdleTimeout):
+    extra_top = "relay: splice"
 
 
 class JsonAccessLog(ProxyTestCase):

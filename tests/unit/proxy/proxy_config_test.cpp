@@ -102,18 +102,42 @@ BOOST_AUTO_TEST_CASE(bad_listener_is_refused) {
 BOOST_AUTO_TEST_CASE(descriptor_budget_fits_busy_spliced_tunnels_and_spare_pipes) {
     for (std::uint64_t limit : {64ull, 96ull, 256ull, 1024ull, 65536ull, 1048576ull}) {
         for (unsigned workers : {1u, 2u, 8u}) {
-            const FdBudget b = fd_budget(limit, workers, 2);
+            const FdBudget b = fd_budget(limit, workers, 2, RelayMode::splice);
             // Every tunnel backed up both ways (6 descriptors) plus every worker's spare pipes
             // stay within the limit, with room for the process's own descriptors.
             BOOST_TEST(b.connections * 6 + workers * 2 * b.pipe_keep + 24 <= limit);
             BOOST_TEST(b.pipe_keep <= 64u);
         }
     }
-    BOOST_TEST(fd_budget(65536, 2, 1).connections > 10000u);
+    BOOST_TEST(fd_budget(65536, 2, 1, RelayMode::splice).connections > 10000u);
     // No floor above the limit: a tiny limit carries few tunnels, or none (a config error).
-    BOOST_TEST(fd_budget(96, 1, 1).connections < 16u);
-    BOOST_TEST(fd_budget(96, 1, 1).connections > 0u);
-    BOOST_TEST(fd_budget(20, 1, 1).connections == 0u);
+    BOOST_TEST(fd_budget(96, 1, 1, RelayMode::splice).connections < 16u);
+    BOOST_TEST(fd_budget(96, 1, 1, RelayMode::splice).connections > 0u);
+    BOOST_TEST(fd_budget(20, 1, 1, RelayMode::splice).connections == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(descriptor_budget_of_copy_relay_counts_two_sockets_per_tunnel_and_no_pipes) {
+    for (RelayMode mode : {RelayMode::copy, RelayMode::buffered}) {
+        for (std::uint64_t limit : {64ull, 96ull, 1024ull, 65536ull}) {
+            const FdBudget b = fd_budget(limit, 2, 2, mode);
+            BOOST_TEST(b.pipe_keep == 0u);
+            BOOST_TEST(b.connections * 2 + 24 <= limit);
+        }
+        // Three times the spliced figure, less the spare pipes' share.
+        BOOST_TEST(fd_budget(65536, 2, 1, mode).connections > 30000u);
+        BOOST_TEST(fd_budget(20, 1, 1, mode).connections == 0u);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(relay_mode_is_copy_unless_configured) {
+    auto parse = [](const std::string& top) {
+        return parse_proxy_config(ConfigNode::load_string(base_config("", top), "proxy.yaml"));
+    };
+    BOOST_TEST((parse("").relay == RelayMode::copy));
+    BOOST_TEST((parse("relay: splice\n").relay == RelayMode::splice));
+    BOOST_TEST((parse("relay: buffered\n").relay == RelayMode::buffered));
+    auto e = load_error(base_config("", "relay: zerocopy\n"));
+    BOOST_TEST(std::string(e.what()).find("must be copy, splice or buffered") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,266 @@
+#include "proxy/socket_relay.h"
+
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+
+namespace dingbridge::proxy {
+
+namespace {
+
+// Receives per readable event before yielding to other tunnels on this worker.
+constexpr int kPumpRounds = 4;
+
+void close_pipe(const Stage& s) {
+    ::close(s.read_fd);
+    ::close(s.write_fd);
+}
+
+// Large buffers are mapped directly, so a released one goes back to the system at once instead
+// of staying in the allocator's arena; small ones come from the allocator.
+void free_buffer(const Stage& s) {
+    if (s.capacity == StagePool::kLargeBuffer) {
+        ::munmap(s.data, s.capacity);
+    } else {
+        std::free(s.data);
+    }
+}
+
+}  // namespace
+
+StagePool::~StagePool() {
+    for (const Stage& s : free_pipes_) close_pipe(s);
+    for (const Stage& s : free_buffers_) free_buffer(s);
+}
+
+Stage StagePool::take(bool pipe) {
+    std::vector<Stage>& free = pipe ? free_pipes_ : free_buffers_;
+    if (!free.empty()) {
+        Stage s = free.back();
+        free.pop_back();
+        if (!pipe) ++large_in_use_;
+        return s;
+    }
+    Stage s;
+    if (pipe) {
+        int fds[2];
+        if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return s;
+        const int size = fcntl(fds[1], F_SETPIPE_SZ, static_cast<int>(kPipeSize));
+        s.read_fd = fds[0];
+        s.write_fd = fds[1];
+        s.capacity = static_cast<std::uint32_t>(size > 0 ? size : fcntl(fds[1], F_GETPIPE_SZ));
+        return s;
+    }
+    if (large_in_use_ < kLargeBuffersInUse) {
+        void* p = ::mmap(nullptr, kLargeBuffer, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p != MAP_FAILED) {
+            ++large_in_use_;
+            s.data = static_cast<char*>(p);
+            s.capacity = kLargeBuffer;
+            return s;
+        }
+    }
+    s.data = static_cast<char*>(std::malloc(kSmallBuffer));
+    if (s.data == nullptr) return s;
+    s.capacity = kSmallBuffer;
+    return s;
+}
+
+void StagePool::give(Stage stage) {
+    if (stage.is_pipe()) {
+        if (free_pipes_.size() < keep_pipes_) {
+            free_pipes_.push_back(stage);
+        } else {
+            close_pipe(stage);
+        }
+        return;
+    }
+    if (stage.capacity == kLargeBuffer) {
+        --large_in_use_;
+        if (free_buffers_.size() < kKeepBuffers) {
+            stage.sent = 0;
+            free_buffers_.push_back(stage);
+            return;
+        }
+    }
+    free_buffer(stage);
+}
+
+void StagePool::discard(Stage stage) {
+    if (stage.is_pipe()) {
+        close_pipe(stage);  // a pipe with bytes still in it cannot be reused by another tunnel
+        return;
+    }
+    if (stage.capacity == kLargeBuffer) --large_in_use_;
+    free_buffer(stage);
+}
+
+SocketRelay::SocketRelay(event_base* base, StagePool& pool, bool splice, int client_fd, int upstream_fd,
+                         Listener& listener)
+    : base_(base), pool_(pool), listener_(listener), client_fd_(client_fd), upstream_fd_(upstream_fd), splice_(splice) {
+    up_.owner = down_.owner = this;
+    up_.upstream_bound = true;
+    up_.from = down_.to = client_fd;
+    up_.to = down_.from = upstream_fd;
+}
+
+SocketRelay::~SocketRelay() {
+    stop();
+    for (Direction* d : {&up_, &down_}) {
+        if (d->readable) event_free(d->readable);
+        if (d->writable) event_free(d->writable);
+    }
+}
+
+bool SocketRelay::start() {
+    for (Direction* d : {&up_, &down_}) {
+        d->readable = event_new(base_, d->from, EV_READ | EV_PERSIST, &SocketRelay::on_readable, d);
+        d->writable = event_new(base_, d->to, EV_WRITE | EV_PERSIST, &SocketRelay::on_writable, d);
+        if (!d->readable || !d->writable) return false;
+        event_add(d->readable, nullptr);
+    }
+    return true;
+}
+
+void SocketRelay::stop() {
+    if (stopped_) return;
+    stopped_ = true;
+    for (Direction* d : {&up_, &down_}) {
+        if (d->readable) event_del(d->readable);
+        if (d->writable) event_del(d->writable);
+        if (d->stage.held()) {
+            if (d->in_stage == 0) {
+                pool_.give(d->stage);
+            } else {
+                pool_.discard(d->stage);
+            }
+            d->stage = Stage{};
+        }
+    }
+    ::close(client_fd_);
+    ::close(upstream_fd_);
+}
+
+std::size_t socket_send_queue(int fd) {
+    int pending = 0;
+    if (fd < 0 || ioctl(fd, SIOCOUTQ, &pending) != 0 || pending < 0) return 0;
+    return static_cast<std::size_t>(pending);
+}
+
+std::size_t SocketRelay::queued() const {
+    if (stopped_) return 0;
+    return up_.in_stage + down_.in_stage + socket_send_queue(client_fd_) + socket_send_queue(upstream_fd_);
+}
+
+void SocketRelay::fail(CloseReason reason) {
+    stop();
+    listener_.relay_finished(reason);
+}
+
+void SocketRelay::on_readable(evutil_socket_t, short, void* arg) {
+    auto* d = static_cast<Direction*>(arg);
+    d->owner->pump(*d);
+}
+
+void SocketRelay::on_writable(evutil_socket_t, short, void* arg) {
+    auto* d = static_cast<Direction*>(arg);
+    SocketRelay* self = d->owner;
+    if (!self->flush(*d)) return;
+    if (d->in_stage == 0) {
+        event_del(d->writable);
+        if (d->eof) {
+            self->finish_direction(*d);
+        } else {
+            event_add(d->readable, nullptr);  // the receiver caught up: read the sender again
+        }
+    }
+}
+
+ssize_t SocketRelay::receive(Direction& d, std::size_t room) {
+    Stage& st = d.stage;
+    if (st.is_pipe()) return splice(d.from, nullptr, st.write_fd, nullptr, room, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (d.in_stage == 0) st.sent = 0;
+    return ::recv(d.from, st.data + st.sent + d.in_stage, room, MSG_DONTWAIT);
+}
+
+ssize_t SocketRelay::send(Direction& d) {
+    Stage& st = d.stage;
+    if (st.is_pipe()) return splice(st.read_fd, nullptr, d.to, nullptr, d.in_stage, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    const ssize_t n = ::send(d.to, st.data + st.sent, d.in_stage, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) st.sent += static_cast<std::size_t>(n);
+    return n;
+}
+
+bool SocketRelay::pump(Direction& d) {
+    for (int round = 0; round < kPumpRounds; ++round) {
+        if (!d.stage.held()) {
+            d.stage = pool_.take(splice_);
+            if (!d.stage.held()) {
+                fail(splice_ ? CloseReason::no_pipe : CloseReason::out_of_memory);
+                return false;
+            }
+        }
+        // A stage is only refilled once empty (see below), so the room is all of it.
+        const std::size_t room = d.stage.capacity - d.in_stage;
+        const ssize_t n = receive(d, room);
+        if (n > 0) {
+            d.in_stage += static_cast<std::size_t>(n);
+            listener_.relay_progress(d.upstream_bound, static_cast<std::size_t>(n));
+        } else if (n == 0) {
+            d.eof = true;
+            event_del(d.readable);
+        } else if (errno != EAGAIN && errno != EINTR) {
+            fail(d.upstream_bound ? CloseReason::client_error : CloseReason::upstream_error);
+            return false;
+        }
+        if (!flush(d)) return false;
+        // Go round again only while the sender had more than one stage's worth and the receiver
+        // kept up; otherwise wait for the next event.
+        if (n <= 0 || static_cast<std::size_t>(n) < room || d.in_stage > 0) break;
+    }
+    if (d.in_stage > 0) {
+        // The receiver is slower: stop reading the sender until the stage drains.
+        event_del(d.readable);
+        event_add(d.writable, nullptr);
+        return true;
+    }
+    if (d.eof) finish_direction(d);
+    return true;
+}
+
+bool SocketRelay::flush(Direction& d) {
+    while (d.in_stage > 0) {
+        const ssize_t n = send(d);
+        if (n > 0) {
+            d.in_stage -= static_cast<std::size_t>(n);
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+        fail(d.upstream_bound ? CloseReason::upstream_error : CloseReason::client_error);
+        return false;
+    }
+    if (d.stage.held()) {
+        pool_.give(d.stage);  // empty: an idle direction holds no stage
+        d.stage = Stage{};
+    }
+    return true;
+}
+
+void SocketRelay::finish_direction(Direction& d) {
+    if (d.shut) return;
+    d.shut = true;
+    // Half-close: the sender is done and everything reached the receiver; pass the FIN on.
+    shutdown(d.to, SHUT_WR);
+    if (up_.shut && down_.shut) {
+        stop();
+        listener_.relay_finished(CloseReason::completed);
+    }
+}
+
+}  // namespace dingbridge::proxy

@@ -1,0 +1,128 @@
+#pragma once
+// The relay of a plain tunnel once it is established: bytes move between the two sockets
+// through one stage per direction, either
+//   - copy: a user-space buffer filled by recv(2) and emptied by send(2) (the default), or
+//   - splice: a pipe, socket → pipe → socket with splice(2), so the bytes never enter user space.
+// On loopback and fast links copy is the quicker of the two: one large recv drains what the
+// sender queued and one send hands the receiver large contiguous segments, where a spliced
+// segment is a chain of page fragments that costs the receiving end more (docs/BENCHMARKS.md).
+// splice holds no user memory; it stays available (`relay: splice`).
+//
+// Each direction borrows its stage from the worker's StagePool only while it has bytes in flight
+// and returns it once empty, so an idle tunnel holds no buffer, no pipe and no extra descriptor.
+// A direction whose receiver is slow stops reading its sender until the stage drains
+// (backpressure bounded by the stage's size).
+//
+// Owned by one Tunnel, on its worker's thread. `stop()` detaches all events and closes the
+// sockets; it is what the owner calls when it closes, and the object is deleted later with the
+// owner (never inside one of its own callbacks).
+
+#include <event2/event.h>
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "proxy/close_reason.h"
+#include "proxy/relay.h"
+
+namespace dingbridge::proxy {
+
+// One direction's bytes in flight: the two ends of a pipe (splice), or a buffer (copy). Kept
+// small: every established tunnel carries two, held or not.
+struct Stage {
+    char* data = nullptr;  // buffer
+    int read_fd = -1;      // pipe
+    int write_fd = -1;
+    std::uint32_t capacity = 0;  // 0: no stage held
+    std::uint32_t sent = 0;      // buffer: bytes at the front already sent
+    bool held() const { return capacity != 0; }
+    bool is_pipe() const { return data == nullptr; }
+};
+
+// Per-worker cache of empty stages. Not thread-safe (one per worker).
+//   pipes: enlarged to kPipeSize where the kernel allows; up to `keep_pipes` spare ones are kept.
+//   buffers: kLargeBuffer bytes while fewer than kLargeBuffersInUse of them are lent out, so a few
+//   fast tunnels move a megabyte per system call; beyond that (many receivers backed up at once)
+//   kSmallBuffer, so the memory held by stalled tunnels stays bounded by what they are owed.
+//   Up to kKeepBuffers large ones are kept for reuse.
+class StagePool {
+public:
+    static constexpr std::size_t kPipeSize = 256 * 1024;
+    static constexpr std::size_t kLargeBuffer = 1024 * 1024;
+    static constexpr std::size_t kSmallBuffer = 64 * 1024;
+    static constexpr std::size_t kLargeBuffersInUse = 16;
+    static constexpr std::size_t kKeepBuffers = 4;
+
+    explicit StagePool(std::size_t keep_pipes = 64) : keep_pipes_(keep_pipes) {}
+    ~StagePool();
+    StagePool(const StagePool&) = delete;
+    StagePool& operator=(const StagePool&) = delete;
+
+    void set_keep_pipes(std::size_t keep) { keep_pipes_ = keep; }
+    Stage take(bool pipe);      // not held(): no descriptors or memory left
+    void give(Stage stage);     // only empty stages
+    void discard(Stage stage);  // a stage with bytes still in it: never reused
+
+    std::size_t large_buffers_in_use() const { return large_in_use_; }
+
+private:
+    std::size_t keep_pipes_;
+    std::vector<Stage> free_pipes_;
+    std::vector<Stage> free_buffers_;  // large ones only
+    std::size_t large_in_use_ = 0;
+};
+
+class SocketRelay final : public Relay {
+public:
+    using Listener = Relay::Listener;
+
+    // Takes ownership of both sockets. `splice`: stages are pipes, else buffers.
+    SocketRelay(event_base* base, StagePool& pool, bool splice, int client_fd, int upstream_fd, Listener& listener);
+    ~SocketRelay() override;
+    SocketRelay(const SocketRelay&) = delete;
+    SocketRelay& operator=(const SocketRelay&) = delete;
+
+    bool start();  // false when events could not be created
+    void stop() override;
+    std::size_t queued() const override;
+
+private:
+    struct Direction {
+        SocketRelay* owner = nullptr;
+        bool upstream_bound = false;
+        int from = -1;
+        int to = -1;
+        event* readable = nullptr;  // on `from`
+        event* writable = nullptr;  // on `to`
+        Stage stage;
+        std::size_t in_stage = 0;  // bytes received and not yet sent
+        bool eof = false;
+        bool shut = false;
+    };
+
+    static void on_readable(evutil_socket_t, short, void* arg);
+    static void on_writable(evutil_socket_t, short, void* arg);
+    // Moves what it can; returns false when the relay ended (listener already told).
+    bool pump(Direction& d);
+    bool flush(Direction& d);
+    // One receive into / send from the direction's stage: > 0 bytes moved, 0 end of stream
+    // (receive only), < 0 errno set.
+    static ssize_t receive(Direction& d, std::size_t room);
+    static ssize_t send(Direction& d);
+    void finish_direction(Direction& d);
+    void fail(CloseReason reason);
+
+    event_base* base_;
+    StagePool& pool_;
+    Listener& listener_;
+    int client_fd_;
+    int upstream_fd_;
+    Direction up_;    // client → upstream
+    Direction down_;  // upstream → client
+    bool stopped_ = false;
+    bool splice_;
+};
+
+}  // namespace dingbridge::proxy

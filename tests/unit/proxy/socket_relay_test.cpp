@@ -1,0 +1,152 @@
+#include "proxy/socket_relay.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/test/unit_test.hpp>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+using namespace dingbridge::proxy;
+
+namespace {
+
+// A connected pair of loopback TCP sockets: {one end, the other end}.
+std::pair<int, int> tcp_pair() {
+    const int listener = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    BOOST_REQUIRE(bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    BOOST_REQUIRE(listen(listener, 1) == 0);
+    BOOST_REQUIRE(getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    const int one = socket(AF_INET, SOCK_STREAM, 0);
+    BOOST_REQUIRE(connect(one, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    const int other = accept(listener, nullptr, nullptr);
+    BOOST_REQUIRE(other >= 0);
+    close(listener);
+    return {one, other};
+}
+
+struct Recorder : Relay::Listener {
+    std::size_t up = 0, down = 0;
+    bool finished = false;
+    CloseReason reason{};
+    void relay_progress(bool upstream_bound, std::size_t bytes) override { (upstream_bound ? up : down) += bytes; }
+    void relay_finished(CloseReason r) override {
+        finished = true;
+        reason = r;
+    }
+};
+
+std::string pattern(std::size_t n) {
+    std::string s(n, '\0');
+    for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + (i * 7 + i / 4096) % 26);
+    return s;
+}
+
+// Client writes `up` and half-closes; the upstream answers `down` after reading it all, then
+// half-closes. Both ends read slowly at first, so both directions back up in the relay.
+void relay_both_ways(bool splice) {
+    auto [client, client_side] = tcp_pair();
+    auto [upstream_side, upstream] = tcp_pair();
+    for (int fd : {client_side, upstream_side}) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    event_base* base = event_base_new();
+    StagePool pool;
+    Recorder rec;
+    auto relay = std::make_unique<SocketRelay>(base, pool, splice, client_side, upstream_side, rec);
+    BOOST_REQUIRE(relay->start());
+
+    const std::string up = pattern(5 * 1024 * 1024 + 17), down = pattern(3 * 1024 * 1024 + 5);
+    std::string got_up, got_down;
+    std::thread client_thread([&, client = client] {
+        std::thread writer([&] {
+            for (std::size_t off = 0; off < up.size();)
+                off += static_cast<std::size_t>(send(client, up.data() + off, up.size() - off, 0));
+            shutdown(client, SHUT_WR);
+        });
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        char buf[65536];
+        for (ssize_t n; (n = recv(client, buf, sizeof buf, 0)) > 0;) got_down.append(buf, static_cast<std::size_t>(n));
+        writer.join();
+    });
+    std::thread upstream_thread([&, upstream = upstream] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let the upload back up
+        char buf[65536];
+        for (ssize_t n; (n = recv(upstream, buf, sizeof buf, 0)) > 0;) got_up.append(buf, static_cast<std::size_t>(n));
+        for (std::size_t off = 0; off < down.size();)
+            off += static_cast<std::size_t>(send(upstream, down.data() + off, down.size() - off, 0));
+        shutdown(upstream, SHUT_WR);
+    });
+    while (!rec.finished) event_base_loop(base, EVLOOP_ONCE);
+    client_thread.join();
+    upstream_thread.join();
+
+    BOOST_TEST((rec.reason == CloseReason::completed));
+    BOOST_TEST(got_up.size() == up.size());
+    BOOST_TEST((got_up == up));  // every byte, in order
+    BOOST_TEST(got_down.size() == down.size());
+    BOOST_TEST((got_down == down));
+    BOOST_TEST(rec.up == up.size());
+    BOOST_TEST(rec.down == down.size());
+    BOOST_TEST(relay->queued() == 0u);
+    BOOST_TEST(pool.large_buffers_in_use() == 0u);  // both stages went back to the pool
+    relay.reset();
+    close(client);
+    close(upstream);
+    event_base_free(base);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(socket_relay)
+
+BOOST_AUTO_TEST_CASE(copy_relay_moves_every_byte_both_ways_and_forwards_half_closes) { relay_both_ways(false); }
+
+BOOST_AUTO_TEST_CASE(splice_relay_moves_every_byte_both_ways_and_forwards_half_closes) { relay_both_ways(true); }
+
+BOOST_AUTO_TEST_CASE(copy_buffers_are_large_for_a_few_tunnels_and_small_beyond) {
+    StagePool pool;
+    std::vector<Stage> lent;
+    for (std::size_t i = 0; i < StagePool::kLargeBuffersInUse + 3; ++i) {
+        lent.push_back(pool.take(false));
+        BOOST_REQUIRE(lent.back().held());
+        BOOST_TEST(!lent.back().is_pipe());
+    }
+    // Many stalled receivers at once: the memory they hold is bounded by small buffers.
+    for (std::size_t i = 0; i < lent.size(); ++i) {
+        BOOST_TEST(lent[i].capacity ==
+                   (i < StagePool::kLargeBuffersInUse ? StagePool::kLargeBuffer : StagePool::kSmallBuffer));
+    }
+    BOOST_TEST(pool.large_buffers_in_use() == StagePool::kLargeBuffersInUse);
+    pool.discard(lent[0]);  // one with bytes still in it: freed, and its place is free again
+    BOOST_TEST(pool.large_buffers_in_use() == StagePool::kLargeBuffersInUse - 1);
+    lent[0] = pool.take(false);
+    BOOST_TEST(lent[0].capacity == StagePool::kLargeBuffer);
+    for (const Stage& s : lent) pool.give(s);
+    BOOST_TEST(pool.large_buffers_in_use() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(pipes_come_from_the_pool_and_go_back_empty) {
+    StagePool pool(1);
+    Stage a = pool.take(true), b = pool.take(true);
+    BOOST_REQUIRE(a.held());
+    BOOST_REQUIRE(b.held());
+    BOOST_TEST(a.is_pipe());
+    BOOST_TEST(a.capacity >= 64u * 1024u);
+    const int kept_fd = a.read_fd;
+    pool.give(a);
+    pool.give(b);  // beyond `keep`: closed
+    BOOST_TEST(fcntl(b.read_fd, F_GETFD) == -1);
+    Stage again = pool.take(true);
+    BOOST_TEST(again.read_fd == kept_fd);
+    pool.give(again);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
