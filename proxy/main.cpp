@@ -107,9 +107,9 @@ void warn_about_risky_settings(const ProxyConfig& cfg) {
 
     if (cfg.fd_budget_connections != 0 && cfg.max_connections > cfg.fd_budget_connections) {
         spdlog::warn(
-            "limits.max_connections {} exceeds what the descriptor limit carries ({} tunnels of 6 descriptors); "
+            "limits.max_connections {} exceeds what the descriptor limit carries ({} tunnels of {} descriptors); "
             "busy tunnels may fail mid-transfer: raise the limit (LimitNOFILE) or lower max_connections",
-            cfg.max_connections, cfg.fd_budget_connections);
+            cfg.max_connections, cfg.fd_budget_connections, cfg.relay == RelayMode::splice ? 6 : 2);
     }
 }
 
