@@ -40,10 +40,10 @@ StagePool::~StagePool() {
 }
 
 Stage StagePool::take(bool pipe) {
-    std::vector<Stage>& free = pipe ? free_pipes_ : free_buffers_;
-    if (!free.empty()) {
-        Stage s = free.back();
-        free.pop_back();
+    std::vector<Stage>& spare = pipe ? free_pipes_ : free_buffers_;
+    if (!spare.empty()) {
+        Stage s = spare.back();
+        spare.pop_back();
         if (!pipe) ++large_in_use_;
         return s;
     }
@@ -182,10 +182,16 @@ void SocketRelay::on_writable(evutil_socket_t, short, void* arg) {
     }
 }
 
+std::size_t SocketRelay::room(Direction& d) {
+    Stage& st = d.stage;
+    if (st.is_pipe()) return st.capacity - d.in_stage;
+    if (d.in_stage == 0) st.sent = 0;  // empty: fill from the front again
+    return st.capacity - st.sent - d.in_stage;
+}
+
 ssize_t SocketRelay::receive(Direction& d, std::size_t room) {
     Stage& st = d.stage;
     if (st.is_pipe()) return splice(d.from, nullptr, st.write_fd, nullptr, room, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (d.in_stage == 0) st.sent = 0;
     return ::recv(d.from, st.data + st.sent + d.in_stage, room, MSG_DONTWAIT);
 }
 
@@ -206,9 +212,9 @@ bool SocketRelay::pump(Direction& d) {
                 return false;
             }
         }
-        // A stage is only refilled once empty (see below), so the room is all of it.
-        const std::size_t room = d.stage.capacity - d.in_stage;
-        const ssize_t n = receive(d, room);
+        // A direction reads only while its stage is empty (below), so the room is all of it.
+        const std::size_t space = room(d);
+        const ssize_t n = receive(d, space);
         if (n > 0) {
             d.in_stage += static_cast<std::size_t>(n);
             listener_.relay_progress(d.upstream_bound, static_cast<std::size_t>(n));
@@ -222,7 +228,7 @@ bool SocketRelay::pump(Direction& d) {
         if (!flush(d)) return false;
         // Go round again only while the sender had more than one stage's worth and the receiver
         // kept up; otherwise wait for the next event.
-        if (n <= 0 || static_cast<std::size_t>(n) < room || d.in_stage > 0) break;
+        if (n <= 0 || static_cast<std::size_t>(n) < space || d.in_stage > 0) break;
     }
     if (d.in_stage > 0) {
         // The receiver is slower: stop reading the sender until the stage drains.

@@ -107,6 +107,8 @@ private:
     // Moves what it can; returns false when the relay ended (listener already told).
     bool pump(Direction& d);
     bool flush(Direction& d);
+    // Bytes the direction's stage can take now (a buffer restarts at its front once empty).
+    static std::size_t room(Direction& d);
     // One receive into / send from the direction's stage: > 0 bytes moved, 0 end of stream
     // (receive only), < 0 errno set.
     static ssize_t receive(Direction& d, std::size_t room);
