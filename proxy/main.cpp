@@ -131,11 +131,12 @@ void reload(Server& server, const std::string& config_path) {
         const LogSettings log = next.log;
         server.reload(std::move(next));
         configure_logging(log);
-        server.shared().metrics.count_reload(true);
+        // Logged before counted: whoever sees the counter move finds the line already written.
         spdlog::info("configuration reloaded from {}", config_path);
+        server.shared().metrics.count_reload(true);
     } catch (const std::exception& e) {
-        server.shared().metrics.count_reload(false);
         spdlog::error("reload failed, keeping the running configuration: {}", e.what());
+        server.shared().metrics.count_reload(false);
         // Log rotation must not depend on the new file being valid: reopen the current one.
         try {
             server.reopen_access_log(*server.config());
