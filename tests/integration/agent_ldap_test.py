@@ -280,6 +280,26 @@ class Mutations(unittest.TestCase):
         assert_next_sync_plans_nothing(self, env)
 
 
+    def test_an_empty_department_renamed_or_moved_with_its_parent_keeps_its_own_dn_as_member(self):
+        # the placeholder member of an empty group is the group's own DN: after a rename of the
+        # department, or of its parent (the subtree moves), it must name the new DN
+        env = LdapEnv("users=20,departments=4,depth=2,seed=2")
+        self.addCleanup(env.stop)
+        parent = env.sim.admin("POST", "/_sim/dept/create", {"name": "Parent", "parent_id": 1})["dept_id"]
+        env.sim.admin("POST", "/_sim/user/create", {"userid": "p-1", "name": "P", "dept_id_list": [parent]})
+        empty = env.sim.admin("POST", "/_sim/dept/create", {"name": "Empty", "parent_id": parent})["dept_id"]
+        env.agent("sync", check=0)
+        assert_converged(self, env)
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": parent, "name": "Parent renamed"})
+        env.agent("sync", check=0)
+        assert_converged(self, env)
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": empty, "name": "Empty renamed"})
+        env.agent("sync", check=0)
+        g = env.slapd.search(DEPTS, f"(&(objectClass=groupOfNames)(businessCategory={empty}))", ["member"])
+        self.assertEqual([norm_dn(m) for m in g[0][1]["member"]], [norm_dn(g[0][0])])
+        assert_converged(self, env)
+
+
 class Faults(unittest.TestCase):
     def test_slapd_stopped_mid_run_ends_partial_and_the_rerun_converges(self):
         env = LdapEnv("users=2500,departments=60,depth=4,seed=21")
