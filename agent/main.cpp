@@ -243,6 +243,15 @@ int main(int argc, char** argv) {
 
     if (*cl.check) return check_config_command(config, cl, mapping);
 
+    // Run mode patches the target's state read back with the objects each event names: a
+    // directory without groups holds no memberships, so every user an event does not name would
+    // look like a leaver.
+    if (*cl.run && config.target_type == "ldap" && !config.ldap.groups()) {
+        std::cerr << "dingbridge-agent: run needs target.ldap.group_class groupOfNames or groupOfUniqueNames (with "
+                     "none the directory holds no memberships for the events to patch); use scheduled `sync`\n";
+        return 2;
+    }
+
     if (!*cl.history) {
         if (auto refuse = root_on_service_state(config)) {
             std::cerr << "dingbridge-agent: " << *refuse << "\n";

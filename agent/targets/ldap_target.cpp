@@ -240,6 +240,46 @@ std::string user_value(const OrgUser& u, const std::string& field) {
                                           : *user_field(const_cast<OrgUser&>(u), field);
 }
 
+// The manager derive_managers (agent/sync/build.cpp) gives user `id` when `dept` is its primary
+// department: the first leader other than the user, of the department or its nearest ancestor
+// with one (leaders that are no synced user are skipped, as there).
+std::string manager_from(const OrgSnapshot& snap, const std::string& id, std::string dept) {
+    for (std::size_t guard = 0; !dept.empty() && guard < snap.departments.size(); ++guard) {
+        auto it = snap.departments.find(dept);
+        if (it == snap.departments.end()) break;
+        for (const auto& l : it->second.leaders)
+            if (l != id && snap.users.count(l)) return l;
+        dept = it->second.parent_external_id;
+    }
+    return {};
+}
+
+// A user's memberships in the order both sides of the diff use: the primary department first
+// (patch_desired takes the first as primary when it re-derives managers), then by id. Without a
+// stored primary (primary_department not mapped to an attribute) the primary is the first
+// membership, by id, whose leaders give the user's stored manager, else the lowest id: a user
+// an event does not name then keeps the manager a full sync wrote.
+void sort_memberships(const OrgSnapshot& snap, const std::string& id, OrgUser& u, bool primary_stored) {
+    auto by_id = [](const Membership& a, const Membership& b) { return a.department < b.department; };
+    std::sort(u.departments.begin(), u.departments.end(), by_id);
+    std::string primary = u.primary_department;
+    if (!primary_stored) {
+        primary.clear();
+        for (const auto& m : u.departments)
+            if (manager_from(snap, id, m.department) == u.manager) {
+                primary = m.department;
+                break;
+            }
+    }
+    auto first = std::find_if(u.departments.begin(), u.departments.end(),
+                              [&primary](const Membership& m) { return m.department == primary; });
+    if (first != u.departments.end()) std::rotate(u.departments.begin(), first, first + 1);
+}
+
+bool contains(const std::vector<std::string>& v, const std::string& x) {
+    return std::find(v.begin(), v.end(), x) != v.end();
+}
+
 // A paged search (RFC 2696): servers cap unpaged results (OpenLDAP: 500 for non-root binds).
 // Returns an LDAP result code; LDAP_NO_SUCH_OBJECT for a missing base is returned as is.
 template <class F>
@@ -408,16 +448,16 @@ void LdapTarget::normalize(OrgSnapshot& desired) {
         d.custom.clear();
         if (!d.parent_external_id.empty() && !desired.departments.count(d.parent_external_id))
             d.parent_external_id.clear();
+        // Leaders (the group's owner values) in DingTalk's order: the first one is the manager.
         std::vector<std::string> leaders;
         if (s_.groups())
             for (const auto& l : d.leaders)
-                if (desired.users.count(l)) leaders.push_back(l);
-        std::sort(leaders.begin(), leaders.end());
-        leaders.erase(std::unique(leaders.begin(), leaders.end()), leaders.end());
+                if (desired.users.count(l) && !contains(leaders, l)) leaders.push_back(l);
         d.leaders = std::move(leaders);
     }
     std::set<std::string> mapped;
     for (const auto& a : s_.user_attributes) mapped.insert(a.field);
+    const bool primary_stored = mapped.count("primary_department") > 0;
     desired_dn_.clear();
     for (auto& [id, u] : desired.users) {
         OrgUser n;
@@ -433,12 +473,14 @@ void LdapTarget::normalize(OrgSnapshot& desired) {
         }
         if (!s_.manager_attribute.empty() && desired.users.count(u.manager)) n.manager = u.manager;
         if (s_.groups()) {
+            // The leader flag as read() gives it back: the user is among the department's leaders.
             for (const auto& m : u.departments)
-                if (desired.departments.count(m.department))
-                    n.departments.push_back(Membership{m.department, 0, false});
+                if (auto d = desired.departments.find(m.department); d != desired.departments.end())
+                    n.departments.push_back(Membership{m.department, 0, contains(d->second.leaders, id)});
             std::sort(n.departments.begin(), n.departments.end(),
                       [](const Membership& a, const Membership& b) { return a.department < b.department; });
             n.departments.erase(std::unique(n.departments.begin(), n.departments.end()), n.departments.end());
+            sort_memberships(desired, id, n, primary_stored);
         }
         u = std::move(n);
         std::string rdn;
@@ -581,6 +623,7 @@ void LdapTarget::read_groups(OrgSnapshot& snap, std::unordered_map<std::string, 
         for (auto& m : g->second.members) {
             std::string l = lower(m);
             if (is_placeholder(dept, m)) {
+                if (l != lower(placeholder(dept))) d.custom[kDrift] = "placeholder of another DN";
                 dept.placeholders.push_back(std::move(m));
             } else if (!user_by_dn_.count(l) && (ends_with_dn(l, users_lower) || ends_with_dn(l, removed_lower))) {
                 dept.stale.push_back(std::move(m));
@@ -592,19 +635,20 @@ void LdapTarget::read_groups(OrgSnapshot& snap, std::unordered_map<std::string, 
         dept.owners = std::move(g->second.owners);
         if (lower(parent_of(dept.group_dn)) != lower(dept.dn) || g->second.cn != d.name)
             d.custom[kDrift] = "group misplaced";
+        // Owners in the order stored (DingTalk's, as set_owners writes them; OpenLDAP returns
+        // values in the order written unless `sortvals` names the attribute).
+        for (const auto& o : dept.owners) {
+            auto u = user_by_dn_.find(lower(o));
+            d.leaders.push_back(u != user_by_dn_.end() ? u->second : "?" + o);
+        }
         for (const auto& [m, stored] : dept.members) {
             auto u = user_by_dn_.find(m);
             if (u == user_by_dn_.end()) continue;
             auto su = snap.users.find(u->second);
             if (su == snap.users.end()) continue;  // a disabled user still in a group: not a membership
             users_[u->second].groups.insert(id);
-            su->second.departments.push_back(Membership{id, 0, false});
+            su->second.departments.push_back(Membership{id, 0, contains(d.leaders, u->second)});
         }
-        for (const auto& o : dept.owners) {
-            auto u = user_by_dn_.find(lower(o));
-            d.leaders.push_back(u != user_by_dn_.end() ? u->second : "?" + o);
-        }
-        std::sort(d.leaders.begin(), d.leaders.end());
     }
 }
 
@@ -618,9 +662,9 @@ Result<OrgSnapshot> LdapTarget::read() {
     if (auto r = read_departments(snap, groups); !r) return fail(r.error());
     if (auto r = read_users(snap); !r) return fail(r.error());
     read_groups(snap, groups);
-    for (auto& [id, u] : snap.users)
-        std::sort(u.departments.begin(), u.departments.end(),
-                  [](const Membership& a, const Membership& b) { return a.department < b.department; });
+    bool primary_stored = false;
+    for (const auto& a : s_.user_attributes) primary_stored = primary_stored || a.field == "primary_department";
+    for (auto& [id, u] : snap.users) sort_memberships(snap, id, u, primary_stored);
     spdlog::info("ldap target: read {} departments, {} users ({} disabled) from {}", snap.departments.size(),
                  snap.users.size(), snap.removed_users.size(), s_.url);
     return snap;
@@ -696,9 +740,10 @@ Status LdapTarget::set_owners(Dept& d, const std::vector<std::string>& leaders) 
     std::vector<std::string> want;
     for (const auto& id : leaders)
         if (auto dn = user_dn_for(id); !dn.empty()) want.push_back(dn);
+    // Replaced whenever the set or the order differs: the order is DingTalk's (the first leader
+    // is the manager derived in run mode, from the values read back).
     auto norm = [](std::vector<std::string> v) {
         for (auto& x : v) x = lower(x);
-        std::sort(v.begin(), v.end());
         return v;
     };
     if (norm(want) == norm(d.owners)) return {};
@@ -754,8 +799,10 @@ Status LdapTarget::update_department_entry(Dept& cur, const std::string& rdn, co
         int rc =
             ldap_rename_s(ld_, cur.dn.c_str(), rdn.c_str(), move ? parent_dn.c_str() : nullptr, 1, nullptr, nullptr);
         if (rc != LDAP_SUCCESS) return fail(ldap_error((move ? "moving " : "renaming ") + cur.dn + " to " + want, rc));
-        // The subtree moved with it (no refint needed: nothing refers to department DNs).
+        // The subtree moved with it (no refint needed: nothing refers to department DNs but the
+        // placeholder member of an empty group, its own DN, rewritten below).
         const std::string old = lower(cur.dn);
+        std::vector<Dept*> moved_groups;
         for (auto& [id, other] : depts_) {
             for (std::string* dn : {&other.dn, &other.group_dn}) {
                 std::string l = lower(*dn);
@@ -764,8 +811,11 @@ Status LdapTarget::update_department_entry(Dept& cur, const std::string& rdn, co
                 else if (ends_with_dn(l, old))
                     *dn = dn->substr(0, dn->size() - old.size()) + want;
             }
+            if (&other != &cur && !other.placeholders.empty()) moved_groups.push_back(&other);
         }
         cur.dn = want;
+        for (Dept* other : moved_groups)
+            if (auto r = refresh_placeholder(*other); !r) return r;
     }
     Mods m;
     m.put(LDAP_MOD_REPLACE, "description", desc);
@@ -825,7 +875,27 @@ Status LdapTarget::put_department_group(const OrgDepartment& d, Dept& cur) {
         cur.stale.clear();
         if (empty) cur.placeholders.push_back(placeholder(cur));
     }
+    if (auto r = refresh_placeholder(cur); !r) return r;
     return set_owners(cur, d.leaders);
+}
+
+// An empty group's placeholder member is its own DN (or empty_group_member): after the group was
+// renamed or moved, the value still names the old DN and is replaced.
+Status LdapTarget::refresh_placeholder(Dept& d) {
+    if (d.group_dn.empty() || d.placeholders.empty()) return {};
+    const std::string want = placeholder(d);
+    bool current = true;
+    for (const auto& p : d.placeholders) current = current && lower(p) == lower(want);
+    if (current) return {};
+    bool empty = d.members.empty();
+    Mods m;
+    m.put(LDAP_MOD_DELETE, s_.member_attribute(), d.placeholders);
+    if (empty) m.put(LDAP_MOD_ADD, s_.member_attribute(), {want});
+    int rc = ldap_modify_ext_s(ld_, d.group_dn.c_str(), m.build(), nullptr, nullptr);
+    if (rc != LDAP_SUCCESS) return fail(ldap_error("replacing the placeholder member of " + d.group_dn, rc));
+    d.placeholders.clear();
+    if (empty) d.placeholders.push_back(want);
+    return {};
 }
 
 Status LdapTarget::put_department(const OrgDepartment& d) {
@@ -914,11 +984,14 @@ Status LdapTarget::rename_references(const std::string& old_dn, const std::strin
         auto pos =
             std::find_if(d.owners.begin(), d.owners.end(), [&](const std::string& v) { return lower(v) == old_lower; });
         if (pos == d.owners.end()) continue;
+        // Replaced as a whole, so the leader keeps its place (an added value would go last).
+        std::vector<std::string> owners = d.owners;
+        owners[static_cast<std::size_t>(pos - d.owners.begin())] = new_dn;
         Mods m;
-        m.put(LDAP_MOD_DELETE, "owner", {*pos}).put(LDAP_MOD_ADD, "owner", {new_dn});
+        m.put(LDAP_MOD_REPLACE, "owner", owners);
         int rc = ldap_modify_ext_s(ld_, d.group_dn.c_str(), m.build(), nullptr, nullptr);
         if (rc != LDAP_SUCCESS) return fail(ldap_error("rewriting owner of " + d.group_dn, rc));
-        *pos = new_dn;
+        d.owners = std::move(owners);
     }
     if (s_.manager_attribute.empty()) return {};
     for (auto& [id, u] : users_) {

@@ -103,6 +103,7 @@ private:
     Status remove_member(const std::string& dept_id, const std::string& user_dn);
     Status rename_references(const std::string& old_dn, const std::string& new_dn);
     Status set_owners(Dept& d, const std::vector<std::string>& leaders);
+    Status refresh_placeholder(Dept& d);
     std::string user_dn_for(const std::string& id) const;
     std::string placeholder(const Dept& d) const;
     bool is_placeholder(const Dept& d, const std::string& value) const;

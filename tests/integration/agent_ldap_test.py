@@ -11,6 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slapd as slapd_mod  # noqa: E402
 from agent_env import Env, APP_SECRET, PROXY_PASSWORD, expected_org  # noqa: E402
+from agent_run_test import RunEnv, department_and_user_changes, some_user  # noqa: E402
 from slapd import SUFFIX, AGENT_DN, AGENT_PW, Slapd  # noqa: E402
 from target_env import TargetEnv, org_index, remove_leaf_department, under  # noqa: E402
 
@@ -279,6 +280,26 @@ class Mutations(unittest.TestCase):
         assert_next_sync_plans_nothing(self, env)
 
 
+    def test_an_empty_department_renamed_or_moved_with_its_parent_keeps_its_own_dn_as_member(self):
+        # the placeholder member of an empty group is the group's own DN: after a rename of the
+        # department, or of its parent (the subtree moves), it must name the new DN
+        env = LdapEnv("users=20,departments=4,depth=2,seed=2")
+        self.addCleanup(env.stop)
+        parent = env.sim.admin("POST", "/_sim/dept/create", {"name": "Parent", "parent_id": 1})["dept_id"]
+        env.sim.admin("POST", "/_sim/user/create", {"userid": "p-1", "name": "P", "dept_id_list": [parent]})
+        empty = env.sim.admin("POST", "/_sim/dept/create", {"name": "Empty", "parent_id": parent})["dept_id"]
+        env.agent("sync", check=0)
+        assert_converged(self, env)
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": parent, "name": "Parent renamed"})
+        env.agent("sync", check=0)
+        assert_converged(self, env)
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": empty, "name": "Empty renamed"})
+        env.agent("sync", check=0)
+        g = env.slapd.search(DEPTS, f"(&(objectClass=groupOfNames)(businessCategory={empty}))", ["member"])
+        self.assertEqual([norm_dn(m) for m in g[0][1]["member"]], [norm_dn(g[0][0])])
+        assert_converged(self, env)
+
+
 class Faults(unittest.TestCase):
     def test_slapd_stopped_mid_run_ends_partial_and_the_rerun_converges(self):
         env = LdapEnv("users=2500,departments=60,depth=4,seed=21")
@@ -462,12 +483,198 @@ class Config(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("configuration: ok", p.stdout)
 
+    def test_run_without_groups_is_refused(self):
+        # group_class none: the directory holds no memberships, which run mode reads back
+        env = LdapEnv("users=5,departments=1,depth=1,seed=1", ldap_extra="    group_class: none\n")
+        self.addCleanup(env.stop)
+        p = env.agent("run", check=2)
+        self.assertIn("group_class", p.stderr)
+        self.assertEqual(env.slapd.search(PEOPLE), [])
+        env.agent("sync", check=0)  # a scheduled sync works
+        self.assertEqual(len(actual_directory(env.slapd)[1]), len(env.sim.org()["users"]))
+
     def test_plaintext_ldap_without_starttls_is_refused_at_load(self):
         env = LdapEnv("users=5,departments=1,depth=1,seed=1", ldap_extra="    start_tls: false\n")
         self.addCleanup(env.stop)
         p = env.agent("check-config", check=2)
         self.assertIn("start_tls", p.stderr)
         self.assertIn("in clear", p.stderr)
+
+
+
+def owner_order_diff(org, s):
+    """Departments whose group's owner values are not the leaders' DNs in DingTalk's order (the
+    order managers are derived from when the agent runs on events)."""
+    exp = expected_org(org)
+    users = exp["users"]
+    user_dn = {i: f"uid={escape_rdn(u['username'] or i)},{PEOPLE}" for i, u in users.items()}
+    want = {i: [norm_dn(user_dn[x]) for x in d["leaders"] if x in users] for i, d in exp["departments"].items()}
+    got = {}
+    for _, a in s.search(DEPTS, "(objectClass=groupOfNames)", ["businessCategory", "owner"]):
+        if "businesscategory" in a:
+            got[a["businesscategory"][0]] = [norm_dn(o) for o in a.get("owner", [])]
+    return [f"owners of {i}: want {want.get(i)} got {got.get(i)}" for i in sorted(set(want) | set(got))
+            if want.get(i) != got.get(i)][:10]
+
+
+class LdapRunEnv(LdapEnv, RunEnv):
+    """`dingbridge-agent run` (stream events: agent_run_test.RunEnv) with the LDAP target."""
+
+    def __init__(self, generate, primary_attribute=True, **kw):
+        extra = "" if primary_attribute else (
+            '    user_attributes: ["uid=username", "cn=display_name", "sn=display_name", '
+            '"displayName=display_name", "mail=email", "mobile=phone", "title=title"]\n')
+        super().__init__(generate, ldap_extra=extra, **kw)
+        self.primary_attribute = primary_attribute
+
+    def problems(self):
+        org = self.sim.org()
+        want = expected_directory(org)
+        if not self.primary_attribute:
+            for _, attrs in want[1].values():
+                attrs.pop("departmentnumber", None)
+        return diff_directory(want, actual_directory(self.slapd)) + owner_order_diff(org, self.slapd)
+
+    def converged(self):
+        return self.problems() == []
+
+    def wait_converged(self, what, timeout=60):
+        """The directory equals a full sync's result, and still does once every event was applied
+        (a later write of the same batch must not undo it)."""
+        try:
+            self.wait(self.converged, what, timeout)
+            self.wait_events_done()
+        except AssertionError as e:
+            raise AssertionError(f"{what}: the directory differs from what a full sync writes:\n" +
+                                 "\n".join(self.problems()) + f"\n{e}") from None
+        problems = self.problems()
+        if problems:
+            raise AssertionError(f"{what}: once every event was applied, the directory differs from what a full "
+                                 "sync writes:\n" + "\n".join(problems) + "\nagent log:\n" + self.agent_log()[-4000:])
+
+    def wait_events_done(self):
+        """Every event the simulator sent was delivered and its journal row applied."""
+        self.wait(lambda: self.sim.admin("GET", "/_sim/events")["stream"]["pending"] == 0
+                  and {s for _, _, s in self.journal()} <= {"done"}, "every event applied")
+
+    def stop(self):
+        self.stop_agent()  # before slapd
+        super().stop()
+
+
+def department_gets(env):
+    return env.sim.stats()["apis"].get("/topapi/v2/department/get", {}).get("calls", 0)
+
+
+def make_multi_leader_org(test, env):
+    """Makes the generated org exercise what run mode must read back from the directory: a
+    department with two leaders whose DingTalk order is not their userids' order, and a user in
+    two departments whose primary one is not the lowest id (its manager comes from the primary
+    one's first leader). Returns (department, [leaders in DingTalk order], that user's id)."""
+    org = env.sim.org()
+    depts, children, members = org_index(org)
+    exp = expected_org(org)
+    led = {x for d in org["departments"] for x in d.get("dept_manager_userid_list", [])}
+    # the non-root department with the most single-department members who lead nothing
+    plain = lambda d: [u for u in members.get(d, []) if u not in led and len(exp["users"][u]["memberships"]) == 1]
+    dept = max((d for d in depts if d != 1), key=lambda d: (len(plain(d)), d))
+    candidates = sorted(plain(dept))
+    test.assertGreaterEqual(len(candidates), 4, "the generated org has no department big enough")
+    first, second = candidates[-1], candidates[0]  # DingTalk order: the larger userid first
+    for uid, order in ((first, -20), (second, -10)):  # before every generated member (orders >= 0)
+        env.sim.admin("POST", "/_sim/user/update", {"userid": uid, "dept_order_list": [{"dept_id": dept, "order": order}],
+                                                    "leader_in_dept": [{"dept_id": dept, "leader": True}]})
+    # a member of `dept` also joins a department with a lower id; `dept` stays its primary
+    lower_dept = max((d for d in depts if str(d) < str(dept)), key=lambda d: str(d))
+    multi = candidates[1]
+    env.sim.admin("POST", "/_sim/user/update", {"userid": multi, "dept_id_list": [dept, lower_dept]})
+    org = env.sim.org()
+    exp = expected_org(org)
+    leaders = exp["departments"][str(dept)]["leaders"]
+    test.assertEqual(leaders[:2], [first, second])
+    test.assertNotEqual(leaders, sorted(leaders))
+    test.assertEqual(exp["users"][multi]["primary"], str(dept))
+    test.assertEqual(exp["users"][multi]["manager"], first)
+    test.assertNotEqual(exp["users"][multi]["primary"], min(m[0] for m in exp["users"][multi]["memberships"]))
+    return dept, leaders, multi
+
+
+class Events(unittest.TestCase):
+    """`dingbridge-agent run` with the LDAP target: every kind of change arrives as a stream event.
+    The agent builds the wanted org from the directory read back (Target::read()) patched with the
+    objects the event names, so the users an event does not name keep their manager and primary
+    department only if the directory gives back the departments' leaders in DingTalk's order and
+    which membership is primary. After each step the directory must hold exactly what a full sync
+    writes (every OU and group with parent, members and owners in DingTalk's order, every user
+    with manager and departmentNumber), no event costs a department/get it does not need, and a
+    full sync at the end writes nothing."""
+
+    def run_events(self, env):
+        dept, leaders, multi = make_multi_leader_org(self, env)
+        env.start_agent()
+        env.wait_first_full_sync()
+        env.wait_connected()
+        env.wait_converged("after the first full sync")
+        # A leader's title changes: the directory's leader flags match DingTalk's, so no
+        # department/get is needed (a leader flag read back wrongly costs one), and the
+        # department's other members keep the first leader as their manager.
+        env.sim.admin("POST", "/_sim/stats/reset")
+        env.sim.admin("POST", "/_sim/user/update", {"userid": leaders[1], "title": "第二负责人"})
+        env.wait_converged("a leader's title changed")
+        self.assertEqual(department_gets(env), 0, env.sim.stats()["apis"])
+        # The multi-department user changes: its primary department and manager stay.
+        env.sim.admin("POST", "/_sim/user/update", {"userid": multi, "title": "两个部门"})
+        env.wait_converged("a multi-department user changed")
+        self.assertEqual(department_gets(env), 0, env.sim.stats()["apis"])
+
+        others = [d["dept_id"] for d in env.sim.org()["departments"] if d["dept_id"] not in (1, dept)]
+        new_dept = department_and_user_changes(env, others[0], others[1], "evt-ldap-1", "ldap")
+        u = some_user(env.sim.org())
+        env.sim.admin("POST", "/_sim/user/update", {"userid": u["userid"], "dept_id_list": [new_dept]})
+        env.wait_converged("a user moved into the new department")
+        # A leader change: one department/get (the department whose leaders changed), no more.
+        before = department_gets(env)
+        env.sim.admin("POST", "/_sim/user/update", {"userid": u["userid"],
+                                                    "leader_in_dept": [{"dept_id": new_dept, "leader": True}]})
+        env.wait_converged("a user became the new department's leader")
+        self.assertEqual(department_gets(env) - before, 1, env.sim.stats()["apis"])
+        people = {a["employeenumber"][0]: (dn, a) for dn, a in env.slapd.search(PEOPLE, "(objectClass=inetOrgPerson)")}
+        self.assertEqual([norm_dn(x) for x in people["evt-ldap-1"][1]["manager"]], [norm_dn(people[u["userid"]][0])])
+        # A user leaves (disabled: the next batch reads the directory again) and comes back.
+        env.sim.admin("POST", "/_sim/user/remove", {"userid": "evt-ldap-1"})
+        env.wait_converged("a user left")
+        self.assertEqual(len(env.slapd.search(DISABLED, "(employeeNumber=evt-ldap-1)")), 1)
+        env.sim.admin("POST", "/_sim/user/create", {"userid": "evt-ldap-1", "name": "回来了",
+                                                    "dept_id_list": [new_dept]})
+        env.wait_converged("the user re-joined")
+        # A leader of the multi-leader department leaves: the next one becomes its members' manager.
+        env.sim.admin("POST", "/_sim/user/remove", {"userid": leaders[0]})
+        env.wait_converged("the first leader left")
+        # The department is emptied and removed.
+        for userid in (u["userid"], "evt-ldap-1"):
+            env.sim.admin("POST", "/_sim/user/update", {"userid": userid, "dept_id_list": [others[0]]})
+        env.sim.admin("POST", "/_sim/dept/remove", {"dept_id": new_dept})
+        env.wait_converged("a department removed")
+        self.assertEqual(env.slapd.search(DEPTS, f"(businessCategory={new_dept})"), [])
+        self.assertTrue(any(r["kind"] == "event" for r in env.history()))
+        env.stop_agent()
+        # A full sync now plans nothing and writes nothing: the events gave what it gives.
+        before = env.slapd.search(SUFFIX, "(objectClass=*)", ["entryCSN"])
+        env.agent("sync", check=0)
+        self.assertEqual(counts(env)["changes_planned"], 0)
+        self.assertEqual(env.slapd.search(SUFFIX, "(objectClass=*)", ["entryCSN"]), before)
+
+    def test_stream_events_converge_on_slapd(self):
+        env = LdapRunEnv("users=60,departments=12,depth=3,seed=7")
+        self.addCleanup(env.stop)
+        self.run_events(env)
+
+    def test_without_a_primary_department_attribute_too(self):
+        # departmentNumber not mapped: the directory holds no primary department, only memberships
+        # and the manager; a user an event does not name must still keep its manager.
+        env = LdapRunEnv("users=60,departments=12,depth=3,seed=7", primary_attribute=False)
+        self.addCleanup(env.stop)
+        self.run_events(env)
 
 
 if __name__ == "__main__":
