@@ -50,20 +50,8 @@ void derive_managers(OrgSnapshot& snapshot, const std::set<std::string>& frozen_
     } else {
         // Manager from leaders: the first leader of the primary department other than the user,
         // else of the nearest ancestor with one (user/list has no manager_userid; docs/agent.md).
-        for (auto& [userid, u] : snapshot.users) {
-            std::string dept = u.primary_department;
-            for (size_t guard = 0; !dept.empty() && guard < snapshot.departments.size(); ++guard) {
-                auto it = snapshot.departments.find(dept);
-                if (it == snapshot.departments.end()) break;
-                for (const auto& l : it->second.leaders)
-                    if (l != userid && known(l)) {
-                        u.manager = l;
-                        break;
-                    }
-                if (!u.manager.empty()) break;
-                dept = it->second.parent_external_id;
-            }
-        }
+        for (auto& [userid, u] : snapshot.users)
+            u.manager = leader_manager(snapshot, userid, u.primary_department, known);
     }
     // Leaders that are not synced users are dropped, so the target never points at nobody.
     for (auto& [id, d] : snapshot.departments) {

@@ -61,6 +61,20 @@ DesiredOrg build_desired(const FetchedOrg& fetched, const Mapping& mapping);
 // been seen).
 void derive_managers(OrgSnapshot& snapshot, const std::set<std::string>& frozen_users, bool trust_all,
                      ManagerSource source);
+// The manager ManagerSource::leaders gives `userid` when `dept` is its primary department: the
+// first leader other than the user for which `known(leader)` holds, of `dept` or of its nearest
+// ancestor with one; empty when there is none.
+template <class Known>
+std::string leader_manager(const OrgSnapshot& snapshot, const std::string& userid, std::string dept, Known&& known) {
+    for (std::size_t guard = 0; !dept.empty() && guard < snapshot.departments.size(); ++guard) {
+        auto it = snapshot.departments.find(dept);
+        if (it == snapshot.departments.end()) break;
+        for (const auto& l : it->second.leaders)
+            if (l != userid && known(l)) return l;
+        dept = it->second.parent_external_id;
+    }
+    return {};
+}
 // The same, but frees each fetched user as soon as it is mapped (fetched.users ends empty), so
 // that the raw and the mapped copies of the users are never both alive: the peak of a full sync.
 DesiredOrg build_desired(FetchedOrg&& fetched, const Mapping& mapping);

@@ -15,6 +15,7 @@
 #include <csignal>
 #include <ctime>
 
+#include "agent/sync/build.h"
 #include "agent/targets/utc_time.h"
 
 namespace dingbridge::agent {
@@ -240,40 +241,25 @@ std::string user_value(const OrgUser& u, const std::string& field) {
                                           : *user_field(const_cast<OrgUser&>(u), field);
 }
 
-// The manager derive_managers (agent/sync/build.cpp) gives user `id` when `dept` is its primary
-// department: the first leader other than the user, of the department or its nearest ancestor
-// with one (leaders that are no synced user are skipped, as there).
-std::string manager_from(const OrgSnapshot& snap, const std::string& id, std::string dept) {
-    for (std::size_t guard = 0; !dept.empty() && guard < snap.departments.size(); ++guard) {
-        auto it = snap.departments.find(dept);
-        if (it == snap.departments.end()) break;
-        for (const auto& l : it->second.leaders)
-            if (l != id && snap.users.count(l)) return l;
-        dept = it->second.parent_external_id;
-    }
-    return {};
-}
-
 // A user's memberships in the order both sides of the diff use: the primary department first
 // (patch_desired takes the first as primary when it re-derives managers), then by id. Without a
 // stored primary (primary_department not mapped to an attribute) the primary is the first
 // membership, by id, whose leaders give the user's stored manager, else the lowest id: a user
 // an event does not name then keeps the manager a full sync wrote.
 void sort_memberships(const OrgSnapshot& snap, const std::string& id, OrgUser& u, bool primary_stored) {
-    auto by_id = [](const Membership& a, const Membership& b) { return a.department < b.department; };
-    std::sort(u.departments.begin(), u.departments.end(), by_id);
     std::string primary = u.primary_department;
     if (!primary_stored) {
         primary.clear();
+        std::sort(u.departments.begin(), u.departments.end(),
+                  [](const Membership& a, const Membership& b) { return a.department < b.department; });
+        auto synced = [&snap](const std::string& l) { return snap.users.count(l) > 0; };
         for (const auto& m : u.departments)
-            if (manager_from(snap, id, m.department) == u.manager) {
+            if (leader_manager(snap, id, m.department, synced) == u.manager) {
                 primary = m.department;
                 break;
             }
     }
-    auto first = std::find_if(u.departments.begin(), u.departments.end(),
-                              [&primary](const Membership& m) { return m.department == primary; });
-    if (first != u.departments.end()) std::rotate(u.departments.begin(), first, first + 1);
+    sort_primary_first(u.departments, primary);
 }
 
 bool contains(const std::vector<std::string>& v, const std::string& x) {

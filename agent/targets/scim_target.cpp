@@ -56,15 +56,8 @@ std::string patch_body(const std::vector<std::string>& ops) {
     return out + "]}";
 }
 
-// A user's memberships in the order both sides of the diff use: the primary department first
-// (patch_desired takes the first as primary), then by id.
-void sort_memberships(OrgUser& u) {
-    const std::string& primary = u.primary_department;
-    std::sort(u.departments.begin(), u.departments.end(), [&primary](const Membership& a, const Membership& b) {
-        return std::make_pair(a.department != primary, std::cref(a.department)) <
-               std::make_pair(b.department != primary, std::cref(b.department));
-    });
-}
+// Both sides of the diff: the stored primary department (the enterprise extension's) first.
+void sort_memberships(OrgUser& u) { sort_primary_first(u.departments, u.primary_department); }
 
 std::string leaders_json(const std::vector<std::string>& leaders) {
     std::string out;

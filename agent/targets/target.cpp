@@ -1,5 +1,9 @@
 #include "agent/targets/target.h"
 
+#include <algorithm>
+#include <functional>
+#include <utility>
+
 namespace dingbridge::agent {
 
 Status ChangeWriter::write_change(const Change& c) {
@@ -20,6 +24,13 @@ Status ChangeWriter::write_change(const Change& c) {
             return delete_department(c.external_id);
     }
     return fail("unknown change");
+}
+
+void sort_primary_first(std::vector<Membership>& memberships, const std::string& primary) {
+    std::sort(memberships.begin(), memberships.end(), [&primary](const Membership& a, const Membership& b) {
+        return std::make_pair(a.department != primary, std::cref(a.department)) <
+               std::make_pair(b.department != primary, std::cref(b.department));
+    });
 }
 
 }  // namespace dingbridge::agent

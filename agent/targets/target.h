@@ -46,6 +46,10 @@ public:
     virtual void rollback() = 0;
 };
 
+// A user's memberships in the order the event path expects from a target's read() and normalize():
+// `primary` first (patch_desired takes the first membership as the primary department), then by id.
+void sort_primary_first(std::vector<Membership>& memberships, const std::string& primary);
+
 // The five writes a plan's changes come down to, for a target that performs each change as one of
 // them (SQLite, LDAP): write_change() dispatches on the change kind and checks that a create or an
 // update carries its row, in one place for every such target. Derive privately; not an interface
