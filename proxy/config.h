@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "proxy/auth_throttle.h"
 #include "proxy/policy.h"
 #include "proxy/tls.h"
+#include "shared/auth_throttle.h"
 #include "shared/config.h"
 #include "shared/log.h"
 

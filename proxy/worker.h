@@ -20,11 +20,11 @@
 #include <unordered_set>
 #include <vector>
 
-#include "proxy/auth_throttle.h"
 #include "proxy/config.h"
 #include "proxy/metrics.h"
 #include "proxy/socket_relay.h"
 #include "proxy/verifier.h"
+#include "shared/auth_throttle.h"
 
 namespace dingbridge::proxy {
 

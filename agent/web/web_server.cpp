@@ -17,6 +17,7 @@
 #include <map>
 #include <stdexcept>
 
+#include "agent/web/login_throttle.h"
 #include "shared/base64.h"
 #include "shared/net.h"
 #include "shared/password.h"
@@ -39,10 +40,6 @@ namespace {
 
 constexpr auto kRememberVerified = std::chrono::minutes(5);
 constexpr std::size_t kMaxRemembered = 1000;
-// Each refused password costs a scrypt (tens of ms, 32 MiB) on the server thread: beyond this
-// many refusals in a minute, further unknown credentials are answered 429 without hashing
-// (credentials verified before keep working).
-constexpr int kMaxRefusalsPerMinute = 20;
 
 std::string sha256(const std::string& text) {
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -61,17 +58,19 @@ struct WebServer::Impl {
     std::vector<std::pair<std::string, PasswordHash>> users;
     bool certificates = false;
     std::map<std::string, std::pair<std::string, Clock::time_point>> remembered;  // digest -> user, expiry
-    Clock::time_point refusals_since{};
-    int refusals = 0;
-    bool throttled = false;  // set by authenticate()
+    LoginThrottle throttle;
+    int throttled = 0;  // set by authenticate(): seconds to wait (429), 0 = not throttled
 
     bool open() const { return users.empty() && !certificates; }
-    std::optional<std::string> authenticate(std::string_view authorization, const std::optional<std::string>& subject);
-    WebReply answer(const http::request<http::string_body>& req, const std::optional<std::string>& subject);
+    std::optional<std::string> authenticate(std::string_view authorization, const std::optional<std::string>& subject,
+                                            const IpAddress& source);
+    WebReply answer(const http::request<http::string_body>& req, const std::optional<std::string>& subject,
+                    const IpAddress& source);
 };
 
 std::optional<std::string> WebServer::Impl::authenticate(std::string_view authorization,
-                                                         const std::optional<std::string>& subject) {
+                                                         const std::optional<std::string>& subject,
+                                                         const IpAddress& source) {
     if (open()) return std::string();
     if (certificates && subject) return *subject;
     constexpr std::string_view scheme = "Basic ";
@@ -83,27 +82,30 @@ std::optional<std::string> WebServer::Impl::authenticate(std::string_view author
         if (Clock::now() < it->second.second) return it->second.first;
         remembered.erase(it);
     }
-    if (Clock::now() - refusals_since > std::chrono::minutes(1)) {
-        refusals_since = Clock::now();
-        refusals = 0;
-    }
-    if (refusals >= kMaxRefusalsPerMinute) {
-        throttled = true;
-        return std::nullopt;
-    }
-    ++refusals;  // taken back below when the password is right
+    const auto now = Clock::now();
     auto decoded = base64_decode(authorization.substr(scheme.size()));
     const std::size_t colon = decoded ? decoded->find(':') : std::string::npos;
-    if (colon == std::string::npos) return std::nullopt;
-    const std::string name = decoded->substr(0, colon), password = decoded->substr(colon + 1);
+    std::optional<std::string> name;
+    if (colon != std::string::npos) name = decoded->substr(0, colon);
+    const std::string* const name_ptr = name ? &*name : nullptr;
+    if (const int wait = throttle.wait(source, name_ptr, now)) {
+        throttled = wait;
+        return std::nullopt;
+    }
+    auto refuse = [&] {
+        throttle.refused(source, name_ptr, now);
+        return std::nullopt;
+    };
+    if (!name) return refuse();
+    const std::string password = decoded->substr(colon + 1);
     bool known = false;
     for (const auto& [user, hash] : users) {
-        if (user != name) continue;
+        if (user != *name) continue;
         known = true;
         if (!hash.verify(password)) continue;
-        --refusals;
         if (remembered.size() >= kMaxRemembered) remembered.clear();
-        remembered[digest] = {user, Clock::now() + kRememberVerified};
+        remembered[digest] = {user, now + kRememberVerified};
+        throttle.verified(source, now);
         return user;
     }
     if (!known) {
@@ -111,12 +113,13 @@ std::optional<std::string> WebServer::Impl::authenticate(std::string_view author
         static const PasswordHash dummy = PasswordHash::create("dingbridge-dummy", ScryptParams{});
         (void)dummy.verify(password);
     }
-    spdlog::warn("web: refused credentials for user '{}'", name.size() > 64 ? name.substr(0, 64) : name);
-    return std::nullopt;
+    spdlog::warn("web: refused credentials for user '{}' from {}", name->size() > 64 ? name->substr(0, 64) : *name,
+                 source.to_string());
+    return refuse();
 }
 
-WebReply WebServer::Impl::answer(const http::request<http::string_body>& req,
-                                 const std::optional<std::string>& subject) {
+WebReply WebServer::Impl::answer(const http::request<http::string_body>& req, const std::optional<std::string>& subject,
+                                 const IpAddress& source) {
     if (req.method() != http::verb::get && req.method() != http::verb::head) {
         WebReply r{405, "text/plain; charset=utf-8", "read-only console: GET and HEAD only\n", {}};
         r.headers.emplace_back("Allow", "GET, HEAD");
@@ -125,11 +128,14 @@ WebReply WebServer::Impl::answer(const http::request<http::string_body>& req,
     const std::string target(req.target());
     if (target.empty() || target[0] != '/') return {400, "text/plain; charset=utf-8", "bad request\n", {}};
     const auto authz = req[http::field::authorization];
-    throttled = false;
-    auto user = authenticate(std::string_view(authz.data(), authz.size()), subject);
+    throttled = 0;
+    auto user = authenticate(std::string_view(authz.data(), authz.size()), subject, source);
     if (!user && throttled) {
-        WebReply r{429, "text/plain; charset=utf-8", "too many refused logins; try again in a minute\n", {}};
-        r.headers.emplace_back("Retry-After", "60");
+        WebReply r{429,
+                   "text/plain; charset=utf-8",
+                   "too many refused logins; try again in " + std::to_string(throttled) + " s\n",
+                   {}};
+        r.headers.emplace_back("Retry-After", std::to_string(throttled));
         return r;
     }
     if (!user) {
@@ -160,7 +166,8 @@ WebReply WebServer::Impl::answer(const http::request<http::string_body>& req,
 namespace {
 
 template <class Stream>
-net::awaitable<void> exchange(Stream& stream, WebServer::Impl& impl, const std::optional<std::string>& subject) {
+net::awaitable<void> exchange(Stream& stream, WebServer::Impl& impl, const std::optional<std::string>& subject,
+                              const IpAddress& source) {
     boost::system::error_code ec;
     auto tok = net::redirect_error(net::use_awaitable, ec);
     beast::flat_buffer buf;
@@ -170,8 +177,8 @@ net::awaitable<void> exchange(Stream& stream, WebServer::Impl& impl, const std::
     beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(10));
     co_await http::async_read(stream, buf, parser, tok);
     if (ec == beast::error::timeout || ec == http::error::end_of_stream || ec == net::error::eof) co_return;
-    WebReply r =
-        ec ? WebReply{400, "text/plain; charset=utf-8", "bad request\n", {}} : impl.answer(parser.get(), subject);
+    WebReply r = ec ? WebReply{400, "text/plain; charset=utf-8", "bad request\n", {}}
+                    : impl.answer(parser.get(), subject, source);
     http::response<http::string_body> res{static_cast<http::status>(r.status), 11};
     res.set(http::field::content_type, r.content_type);
     res.set("Content-Security-Policy", kContentSecurityPolicy);
@@ -193,9 +200,16 @@ net::awaitable<void> exchange(Stream& stream, WebServer::Impl& impl, const std::
 net::awaitable<void> serve(tcp::socket socket, WebServer::Impl* impl) {
     boost::system::error_code ec;
     auto tok = net::redirect_error(net::use_awaitable, ec);
+    const auto peer = socket.remote_endpoint(ec);
+    if (ec) co_return;  // already gone
+    // IPv4 peers on a dual-stack socket come as ::ffff:a.b.c.d; parse() stores both forms alike.
+    // A link-local peer's zone (fe80::1%eth0) is not part of its address.
+    std::string text = peer.address().to_string();
+    text = text.substr(0, text.find('%'));
+    const IpAddress source = IpAddress::parse(text).value_or(IpAddress());
     if (!impl->tls) {
         beast::tcp_stream stream(std::move(socket));
-        co_await exchange(stream, *impl, std::nullopt);
+        co_await exchange(stream, *impl, std::nullopt, source);
         stream.socket().shutdown(tcp::socket::shutdown_both, ec);
         co_return;
     }
@@ -203,7 +217,7 @@ net::awaitable<void> serve(tcp::socket socket, WebServer::Impl* impl) {
     beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(10));
     co_await stream.async_handshake(ssl::stream_base::server, tok);
     if (ec) co_return;  // no certificate when one is required, or not TLS at all
-    co_await exchange(stream, *impl, verified_peer_subject(stream.native_handle()));
+    co_await exchange(stream, *impl, verified_peer_subject(stream.native_handle()), source);
     beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
     co_await stream.async_shutdown(tok);
 }

@@ -8,6 +8,7 @@ Run with /usr/bin/python3 (Debian's selenium). Loopback only.
 Screenshots: DINGBRIDGE_CONSOLE_SCREENSHOTS=DIR writes console-*.png there (docs/ holds a set).
 """
 import base64
+import http.client
 import json
 import os
 import shutil
@@ -363,6 +364,18 @@ class Tls(unittest.TestCase):
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
 
+    def get_from(self, source, port, auth):
+        """GET /api/runs from a chosen loopback source address; returns (status, Retry-After)."""
+        ctx = ssl.create_default_context(cafile=self.ca)
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30, source_address=(source, 0))
+        try:
+            conn.request("GET", "/api/runs", headers={"Authorization": auth})
+            r = conn.getresponse()
+            r.read()
+            return r.status, r.getheader("Retry-After")
+        finally:
+            conn.close()
+
     def start(self, extra):
         port = free_port()
         self.env.config.write_text(self.base_yaml + f'web:\n  listen: "127.0.0.1:{port}"\n' + extra)
@@ -395,6 +408,30 @@ class Tls(unittest.TestCase):
             self.assertEqual(codes[:20], [401] * 20)
             self.assertEqual(codes[20:], [429, 429])
             self.assertEqual(self.https_get(c.port, auth=basic())[0], 200, "a verified login keeps working")
+        finally:
+            c.stop()
+
+    def test_one_source_guessing_does_not_lock_out_another(self):
+        d = self.env.dir
+        tls = f"  tls:\n    certificate: {d}/server.pem\n    key: {d}/server.key\n"
+        users = f'  users:\n    - name: {USER}\n      password_hash: "{agent_hash(PASSWORD)}"\n'
+        c = self.start(users + tls)
+        try:
+            attacker, admin = "127.0.0.2", "127.0.0.1"
+            codes = [self.get_from(attacker, c.port, basic(password=f"guess{i}")) for i in range(21)]
+            self.assertEqual([s for s, _ in codes[:20]], [401] * 20)
+            self.assertEqual(codes[20][0], 429)
+            self.assertTrue(1 <= int(codes[20][1]) <= 60, codes[20])
+            # The first login from another address (never verified before) is neither throttled
+            # nor refused; that source's own wrong password is a plain 401.
+            self.assertEqual(self.get_from(admin, c.port, basic())[0], 200)
+            self.assertEqual(self.get_from(admin, c.port, basic(password="typo"))[0], 401)
+            # The guessing source stays blocked, even when it then sends the right password.
+            self.assertEqual(self.get_from(attacker, c.port, basic(password="guess99"))[0], 429)
+            self.assertEqual(self.get_from(attacker, c.port, basic())[0], 200,
+                             "credentials verified before keep working from anywhere")
+            c.log.seek(0)
+            self.assertIn(f"refused credentials for user '{USER}' from 127.0.0.2", c.log.read())
         finally:
             c.stop()
 

@@ -1,5 +1,5 @@
 // The web console's pure parts: escaping, language choice, splitting DingTalk's error text,
-// the web: section's refusals, and the read-only view of a state database being written.
+// the web: section's refusals, the login throttle, and the read-only view of a state database being written.
 #include <unistd.h>
 
 #include <boost/test/unit_test.hpp>
@@ -11,6 +11,7 @@
 #include "agent/web/console.h"
 #include "agent/web/history_view.h"
 #include "agent/web/labels.h"
+#include "agent/web/login_throttle.h"
 #include "shared/config.h"
 
 using namespace dingbridge;
@@ -116,6 +117,50 @@ BOOST_AUTO_TEST_CASE(history_view_reads_while_a_run_is_being_written) {
     BOOST_TEST(HistoryView(db).totals().items_failed == 1);
     BOOST_TEST(iso_to_ms("2026-11-30T07:05:23.123Z") == 1796022323123LL);
     std::filesystem::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_CASE(login_throttle_is_per_source_and_per_name) {
+    LoginThrottle t;
+    const auto now = LoginThrottle::Clock::now();
+    const auto a = *IpAddress::parse("192.0.2.7"), b = *IpAddress::parse("192.0.2.8");
+    const std::string admin = "admin";
+    for (unsigned i = 0; i < LoginThrottle::kPerSource; ++i) {
+        BOOST_TEST(t.wait(a, &admin, now) == 0);
+        t.refused(a, &admin, now);
+    }
+    BOOST_TEST(t.wait(a, &admin, now) > 0);
+    BOOST_TEST(t.wait(a, nullptr, now) > 0, "the source, whatever name it tries");
+    BOOST_TEST(t.wait(b, &admin, now) == 0, "another source may still log in as that user");
+    BOOST_TEST(t.wait(a, &admin, now + std::chrono::seconds(61)) == 0, "lifted after a minute");
+    t.verified(a, now);
+    BOOST_TEST(t.wait(a, &admin, now + std::chrono::seconds(1)) > 0, "a success does not clear the failures");
+
+    // One name guessed from many sources (an IPv6 /64 counts as one source).
+    LoginThrottle u;
+    for (unsigned i = 0; i < LoginThrottle::kPerUser; ++i)
+        u.refused(*IpAddress::parse("2001:db8:" + std::to_string(i) + "::1"), &admin, now);
+    BOOST_TEST(u.wait(*IpAddress::parse("2001:db8:ffff::1"), &admin, now) > 0);
+    const std::string other = "other";
+    BOOST_TEST(u.wait(*IpAddress::parse("2001:db8:ffff::1"), &other, now) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(login_throttle_budget_of_all_sources_spares_verified_sources) {
+    LoginThrottle t;
+    const auto now = LoginThrottle::Clock::now();
+    const auto home = *IpAddress::parse("10.0.0.1"), newcomer = *IpAddress::parse("10.0.0.2");
+    t.verified(home, now);
+    const std::string name = "guess";
+    for (int i = 0; i < LoginThrottle::kAllSources; ++i)
+        t.refused(*IpAddress::parse("198.51.100." + std::to_string(i % 250)), nullptr, now);
+    BOOST_TEST(t.wait(newcomer, &name, now) > 0, "beyond the budget, unknown sources wait");
+    BOOST_TEST(t.wait(newcomer, &name, now) <= 60);
+    BOOST_TEST(t.wait(home, &name, now) == 0, "a source that logged in before may still try");
+    BOOST_TEST(t.wait(newcomer, &name, now + std::chrono::minutes(1)) == 0, "a new minute, a new budget");
+    // Trust lasts kTrust after the last verified login.
+    const auto later = now + LoginThrottle::kTrust + std::chrono::minutes(1);
+    for (int i = 0; i < LoginThrottle::kAllSources; ++i)
+        t.refused(*IpAddress::parse("203.0.113." + std::to_string(i % 250)), nullptr, later);
+    BOOST_TEST(t.wait(home, &name, later) > 0);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,4 +1,4 @@
-#include "proxy/auth_throttle.h"
+#include "shared/auth_throttle.h"
 
 #include <sys/resource.h>
 #include <sys/syscall.h>

@@ -20,7 +20,7 @@
 
 #include "shared/net.h"
 
-namespace dingbridge::proxy {
+namespace dingbridge {
 
 struct AuthThrottleSettings {
     unsigned max_failures = 10;           // per source (IPv4 address or IPv6 /64); 0 = off
@@ -80,4 +80,4 @@ private:
     FailureTable users_;
 };
 
-}  // namespace dingbridge::proxy
+}  // namespace dingbridge

@@ -1,9 +1,9 @@
-#include "proxy/auth_throttle.h"
+#include "shared/auth_throttle.h"
 
 #include <algorithm>
 #include <cmath>
 
-namespace dingbridge::proxy {
+namespace dingbridge {
 
 namespace {
 
@@ -85,4 +85,4 @@ void AuthThrottle::record_failure(const IpAddress& source, const std::string* us
     if (user != nullptr) users_.record_failure(*user, s.max_failures_per_user, s.window, s.cooldown, now);
 }
 
-}  // namespace dingbridge::proxy
+}  // namespace dingbridge
