@@ -34,7 +34,7 @@ std::string request_id_of(const HttpResponse& r) { return r.request_id_header; }
 DingTalkClient::DingTalkClient(ClientSettings settings)
     : settings_(std::move(settings)),
       transport_(settings_.transport),
-      limiter_(settings_.qps, 1.0),
+      limiter_(settings_.qps, RateLimiter::api_burst),
       total_limiter_(settings_.qps_total, 1.0),
       rng_(std::random_device{}()) {
     while (!settings_.oapi_base.empty() && settings_.oapi_base.back() == '/') settings_.oapi_base.pop_back();

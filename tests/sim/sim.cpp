@@ -273,6 +273,9 @@ void Simulator::note_call(const std::string& api) {
         s.admitted_in_second = 0;
     }
     s.peak_qps = std::max(s.peak_qps, ++s.in_second);
+    const int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count();
+    if (s.calls == 1) s.first_ms = ms;
+    s.last_ms = ms;
 }
 
 bool Simulator::count_and_throttle(const std::string& api) {
@@ -776,7 +779,9 @@ ApiResponse Simulator::handle_admin(const ApiRequest& req, std::string_view path
         w.key("apis").begin_object();
         for (const auto& [name, s] : api_stats_) {
             w.key(name).begin_object().kv("calls", s.calls).kv("throttled", s.throttled);
-            w.kv("peak_qps", s.peak_qps).end_object();
+            // Calls per second between the first and the latest call: the achieved rate while the
+            // client was using this API (calls / wall time also counts its other phases).
+            w.kv("peak_qps", s.peak_qps).kv("active_ms", s.last_ms - s.first_ms).end_object();
         }
         w.end_object();
         w.key("sources").begin_object();

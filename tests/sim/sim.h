@@ -114,6 +114,7 @@ private:
         uint64_t calls = 0, throttled = 0, errors = 0;
         int64_t second = 0;
         uint64_t in_second = 0, admitted_in_second = 0, peak_qps = 0;
+        int64_t first_ms = 0, last_ms = 0;  // monotonic: when the first and the latest call came
     };
     struct SourceWindow {
         int64_t window_start = 0;

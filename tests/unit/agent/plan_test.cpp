@@ -323,6 +323,32 @@ BOOST_AUTO_TEST_CASE(limiter_never_exceeds_rate) {
     BOOST_TEST((ready - t == std::chrono::milliseconds(200)));
 }
 
+// A client that always wakes a little late (0-3 ms) after being told to wait, at qps 19: the
+// per-API burst keeps its rate at 19/s, and no one-second window holds more than 20 calls.
+BOOST_AUTO_TEST_CASE(limiter_keeps_the_rate_of_a_late_client_within_the_window) {
+    using dingbridge::agent::dingtalk::RateLimiter;
+    using namespace std::chrono;
+    RateLimiter l(19, RateLimiter::api_burst);
+    const auto start = steady_clock::time_point{} + seconds(100);
+    auto t = start;
+    steady_clock::time_point ready;
+    std::vector<steady_clock::time_point> sent;
+    for (int late = 0; t < start + seconds(60); late = (late + 1) % 4) {
+        if (l.try_take("/a", t, ready))
+            sent.push_back(t);
+        else
+            t = ready + milliseconds(late);
+    }
+    BOOST_TEST(sent.size() >= 19u * 60 - 2, sent.size() << " calls in 60 s");
+    std::size_t most = 0;
+    for (std::size_t i = 0, j = 0; i < sent.size(); ++i) {
+        while (sent[i] - sent[j] >= seconds(1)) ++j;
+        most = std::max(most, i - j + 1);
+    }
+    BOOST_TEST(most <= 20u);
+    BOOST_TEST(most >= 19u);
+}
+
 BOOST_AUTO_TEST_CASE(limiter_backs_off_on_throttle_and_recovers) {
     using dingbridge::agent::dingtalk::RateLimiter;
     RateLimiter l(20, 1);
