@@ -20,10 +20,12 @@ void LoginThrottle::roll(Clock::time_point now) {
 
 int LoginThrottle::wait(const IpAddress& source, const std::string* name, Clock::time_point now) {
     roll(now);
-    if (const int w = failures_.blocked_for(source, name, kSettings, now)) return w;
-    if (refusals_ < kAllSources) return 0;
     auto it = trusted_.find(AuthThrottle::source_key(source));
-    if (it != trusted_.end() && now < it->second) return 0;
+    const bool trusted = it != trusted_.end() && now < it->second;
+    // A trusted source is held only by its own count: others guessing a name (or flooding) must
+    // not lock out the address an administrator logged in from.
+    if (const int w = failures_.blocked_for(source, trusted ? nullptr : name, kSettings, now)) return w;
+    if (trusted || refusals_ < kAllSources) return 0;
     const auto left = minute_start_ + std::chrono::minutes(1) - now;
     return std::max(1, static_cast<int>(std::chrono::ceil<std::chrono::seconds>(left).count()));
 }

@@ -2,9 +2,10 @@
 // Which console logins may cost a password check. Each refused password costs a scrypt (tens of
 // ms, 32 MiB) on the console's thread, so refusals are throttled like the proxy's
 // (shared/auth_throttle.h): per source (an IPv4 address or an IPv6 /64) and per user name, so a
-// source that guesses locks out only itself. All sources together get a budget per minute;
-// beyond it only sources that logged in successfully in the last hour may still try. Callers
-// answer 429 without hashing. Not thread-safe (the console serves on one thread).
+// source that guesses locks out only itself. All sources together get a budget per minute.
+// A source that logged in successfully in the last hour is held only by its own count: neither
+// a blocked user name nor the exhausted budget stops it. Callers answer 429 without hashing.
+// Not thread-safe (the console serves on one thread).
 
 #include <chrono>
 #include <cstddef>

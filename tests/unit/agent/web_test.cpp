@@ -142,6 +142,9 @@ BOOST_AUTO_TEST_CASE(login_throttle_is_per_source_and_per_name) {
     BOOST_TEST(u.wait(*IpAddress::parse("2001:db8:ffff::1"), &admin, now) > 0);
     const std::string other = "other";
     BOOST_TEST(u.wait(*IpAddress::parse("2001:db8:ffff::1"), &other, now) == 0);
+    // The address an administrator logged in from is not locked out by others guessing the name.
+    u.verified(*IpAddress::parse("2001:db8:aaaa::1"), now);
+    BOOST_TEST(u.wait(*IpAddress::parse("2001:db8:aaaa::2"), &admin, now) == 0, "same /64");
 }
 
 BOOST_AUTO_TEST_CASE(login_throttle_budget_of_all_sources_spares_verified_sources) {
