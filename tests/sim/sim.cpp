@@ -353,7 +353,9 @@ ApiResponse Simulator::handle(const ApiRequest& req) {
                 r.delay_ms = fault->delay_ms;
                 return r;
             case FaultKind::busy:
-                r = api_host ? api_error(503, "ServiceUnavailable", "系统繁忙") : oapi_error(-1, "系统繁忙");
+                // topapi answers carry a request_id, errors included (dingtalk-api.md §4).
+                r = api_host ? api_error(503, "ServiceUnavailable", "系统繁忙")
+                             : oapi_error(-1, "系统繁忙", path.rfind("/topapi/", 0) == 0);
                 r.delay_ms = fault->delay_ms;
                 return r;
             case FaultKind::throttle:
