@@ -381,6 +381,13 @@ class Tls(unittest.TestCase):
         self.env.config.write_text(self.base_yaml + f'web:\n  listen: "127.0.0.1:{port}"\n' + extra)
         return Console(self.env, port)
 
+    def start_with_password(self):
+        """The console over HTTPS with one user (USER, PASSWORD)."""
+        d = self.env.dir
+        tls = f"  tls:\n    certificate: {d}/server.pem\n    key: {d}/server.key\n"
+        users = f'  users:\n    - name: {USER}\n      password_hash: "{agent_hash(PASSWORD)}"\n'
+        return self.start(users + tls)
+
     def test_client_certificate_required(self):
         from proxy_production_test import make_client_cert
         d = self.env.dir
@@ -397,10 +404,7 @@ class Tls(unittest.TestCase):
             c.stop()
 
     def test_basic_credentials_over_tls_and_refusals_throttled(self):
-        d = self.env.dir
-        tls = f"  tls:\n    certificate: {d}/server.pem\n    key: {d}/server.key\n"
-        users = f'  users:\n    - name: {USER}\n      password_hash: "{agent_hash(PASSWORD)}"\n'
-        c = self.start(users + tls)
+        c = self.start_with_password()
         try:
             self.assertEqual(self.https_get(c.port, auth=basic())[0], 200)
             self.assertEqual(self.https_get(c.port)[0], 401)
@@ -412,10 +416,7 @@ class Tls(unittest.TestCase):
             c.stop()
 
     def test_one_source_guessing_does_not_lock_out_another(self):
-        d = self.env.dir
-        tls = f"  tls:\n    certificate: {d}/server.pem\n    key: {d}/server.key\n"
-        users = f'  users:\n    - name: {USER}\n      password_hash: "{agent_hash(PASSWORD)}"\n'
-        c = self.start(users + tls)
+        c = self.start_with_password()
         try:
             attacker, admin = "127.0.0.2", "127.0.0.1"
             codes = [self.get_from(attacker, c.port, basic(password=f"guess{i}")) for i in range(21)]
