@@ -38,6 +38,12 @@ struct LdapSettings {
     // The member attribute of group_class (member or uniqueMember).
     const char* member_attribute() const { return group_class == "groupOfUniqueNames" ? "uniqueMember" : "member"; }
     bool groups() const { return group_class != "none"; }
+    // Whether some attribute holds identity-org `field` (e.g. primary_department).
+    bool maps(const std::string& field) const {
+        for (const auto& a : user_attributes)
+            if (a.field == field) return true;
+        return false;
+    }
 };
 
 }  // namespace dingbridge::agent

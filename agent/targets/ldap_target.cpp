@@ -443,7 +443,7 @@ void LdapTarget::normalize(OrgSnapshot& desired) {
     }
     std::set<std::string> mapped;
     for (const auto& a : s_.user_attributes) mapped.insert(a.field);
-    const bool primary_stored = mapped.count("primary_department") > 0;
+    const bool primary_stored = s_.maps("primary_department");
     desired_dn_.clear();
     for (auto& [id, u] : desired.users) {
         OrgUser n;
@@ -648,8 +648,7 @@ Result<OrgSnapshot> LdapTarget::read() {
     if (auto r = read_departments(snap, groups); !r) return fail(r.error());
     if (auto r = read_users(snap); !r) return fail(r.error());
     read_groups(snap, groups);
-    bool primary_stored = false;
-    for (const auto& a : s_.user_attributes) primary_stored = primary_stored || a.field == "primary_department";
+    const bool primary_stored = s_.maps("primary_department");
     for (auto& [id, u] : snap.users) sort_memberships(snap, id, u, primary_stored);
     spdlog::info("ldap target: read {} departments, {} users ({} disabled) from {}", snap.departments.size(),
                  snap.users.size(), snap.removed_users.size(), s_.url);
