@@ -107,6 +107,32 @@ public:
     }
 
 private:
+    using UserEntry = std::pair<const std::string, OrgUser>;
+
+    // The target's row of an active user, or nullptr. A user the target was read as equal to the
+    // desired org (OrgSnapshot::users_as_desired) is its desired row.
+    const UserEntry* current_user(const std::string& id) const {
+        if (auto it = current_.users.find(id); it != current_.users.end()) return &*it;
+        if (!current_.user_as_desired(id)) return nullptr;
+        auto d = desired_.users.find(id);
+        return d != desired_.users.end() ? &*d : nullptr;
+    }
+    bool exists(const std::string& id) const { return current_user(id) != nullptr; }
+
+    // Every active user of the target in external id order, with those read as equal to the
+    // desired org.
+    std::vector<const UserEntry*> current_users() const {
+        std::vector<const UserEntry*> all;
+        all.reserve(current_.user_count());
+        for (const auto& e : current_.users) all.push_back(&e);
+        for (const auto& id : current_.users_as_desired)
+            if (auto d = desired_.users.find(id); d != desired_.users.end()) all.push_back(&*d);
+        if (!current_.users_as_desired.empty())
+            std::sort(all.begin(), all.end(),
+                      [](const UserEntry* a, const UserEntry* b) { return a->first < b->first; });
+        return all;
+    }
+
     // ---- departments: creates and updates, parents first ----
     void plan_department_writes() {
         std::vector<std::pair<int, Change>> dept_changes;
@@ -165,9 +191,9 @@ private:
     void order_users() {
         order_.reserve(desired_.users.size());
         for (const auto& [id, u] : desired_.users)
-            if (current_.users.count(id)) order_.push_back(&u);
+            if (exists(id)) order_.push_back(&u);
         for (const auto& [id, u] : desired_.users)
-            if (!current_.users.count(id)) order_.push_back(&u);
+            if (!exists(id)) order_.push_back(&u);
     }
 
     // Final unique values. Claims: value -> the row that holds it once the plan is applied. Views
@@ -185,11 +211,11 @@ private:
     }
 
     void hold_current(std::string_view id) {
-        auto it = current_.users.find(std::string(id));
-        if (it == current_.users.end()) return;
-        auto v = unique_values(it->second);
+        const UserEntry* row = current_user(std::string(id));
+        if (!row) return;
+        auto v = unique_values(row->second);
         for (int i = 0; i < 3; ++i)
-            if (!v[i]->empty()) claims_[i].emplace(*v[i], it->first);
+            if (!v[i]->empty()) claims_[i].emplace(*v[i], row->first);
     }
 
     bool settled(const std::string& id) const { return options_.frozen_users.count(id) || kept_as_is_.count(id); }
@@ -198,7 +224,7 @@ private:
     bool claim_pass() {
         for (auto& c : claims_) {
             c.clear();
-            c.reserve(desired_.users.size() + current_.users.size());
+            c.reserve(desired_.users.size() + current_.user_count());
         }
         final_user_.clear();
         conflicts_.clear();
@@ -208,8 +234,8 @@ private:
         for (auto id : kept_as_is_) hold_current(id);
         for (const OrgUser* u : order_) {
             if (settled(u->external_id)) continue;
-            auto cur = current_.users.find(u->external_id);
-            if (cur == current_.users.end()) break;  // existing users come first
+            const UserEntry* cur = current_user(u->external_id);
+            if (!cur) break;  // existing users come first
             auto v = unique_values(*u);
             auto cv = unique_values(cur->second);
             for (int i = 0; i < 3; ++i)
@@ -246,7 +272,7 @@ private:
             conflicts_.push_back({"user", id, why + "; " + kUniqueFieldNames[i] + " left empty"});
         }
         if (!reason.empty()) {
-            if (current_.users.count(id)) {
+            if (exists(id)) {
                 // Its current row stays, and so do its values: recompute once this pass is done.
                 kept_as_is_.insert(u.external_id);
                 return false;
@@ -288,7 +314,8 @@ private:
 
     void stage_releases() {
         // Active users that give a value to another user: written first with the field empty.
-        for (const auto& [id, row] : current_.users) {
+        for (const UserEntry* entry : current_users()) {
+            const auto& [id, row] = *entry;
             if (!final_user_.count(id)) continue;  // frozen, kept as is, or removed (below)
             auto rel = releases(row);
             if (!any(rel)) continue;
@@ -319,6 +346,10 @@ private:
     }
 
     void emit_user_changes() {
+        // At most one change per user: sized once (growing by doubling briefly held a first sync's
+        // 100,000 creates twice over).
+        plan_.changes.reserve(plan_.changes.size() + deletions_.size() + release_changes_.size() + final_user_.size() +
+                              disables_.size() + late_changes_.size() + current_.departments.size());
         for (auto& c : deletions_) {
             ++plan_.counts.delete_user;
             plan_.changes.push_back(std::move(c));
@@ -329,14 +360,15 @@ private:
             if (f == final_user_.end()) continue;
             const OrgUser& fin = *f->second;
             const std::string& id = u->external_id;
-            auto it = current_.users.find(id);
-            if (it == current_.users.end()) {
+            const UserEntry* cur = current_user(id);
+            if (!cur) {
                 bool was_removed = current_.removed_users.count(id) > 0;
                 plan_.changes.push_back(
                     Change{ChangeKind::create_user, id, nullptr, &fin, was_removed ? "back in DingTalk" : "new"});
                 ++plan_.counts.create_user;
-            } else if (!(it->second == fin)) {
-                plan_.changes.push_back(Change{ChangeKind::update_user, id, nullptr, &fin, user_diff(it->second, fin)});
+            } else if (!(cur->second == fin)) {
+                plan_.changes.push_back(
+                    Change{ChangeKind::update_user, id, nullptr, &fin, user_diff(cur->second, fin)});
                 ++plan_.counts.update_user;
             }
         }

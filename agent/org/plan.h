@@ -110,6 +110,8 @@ struct SyncPlan {
     int suppressed_removals = 0;
 };
 
+// `current` may list users by id only (users_as_desired: read as equal to `desired`); each is
+// then planned as present with desired's row.
 SyncPlan make_plan(const OrgSnapshot& desired, const OrgSnapshot& current, const PlanOptions& options);
 
 // Deletion safeguard: "max_deletes" as a count ("50") or a percentage ("10%") of the objects

@@ -5,6 +5,7 @@
 // Structural fields (parents, memberships, leaders, manager) are filled by the sync from
 // DingTalk's tree; the mapping computes the rest.
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -88,6 +89,17 @@ struct OrgSnapshot {
     // its username/email/phone and must release a value an active user takes (re-hire, recycled
     // phone). A target that keeps no values for removed users leaves it empty.
     std::map<std::string, OrgUser> removed_user_rows;
+    // Active users whose row the target holds exactly as the desired org has them, when the
+    // target was read against it (Target::read_against): only their ids are kept, sorted, and
+    // their rows are not in `users`. A no-op resync of a large org then holds one copy of each
+    // user instead of two. Empty after a plain read().
+    std::vector<std::string> users_as_desired;
+
+    bool user_as_desired(const std::string& id) const {
+        return std::binary_search(users_as_desired.begin(), users_as_desired.end(), id);
+    }
+    // Active users, with those kept only as ids.
+    std::size_t user_count() const { return users.size() + users_as_desired.size(); }
 };
 
 }  // namespace dingbridge::agent

@@ -98,7 +98,7 @@ void record_plan_notes(const SyncState& s, RunReporter& reporter) {
 // ---- plan: diff the desired org against the target ----
 Status plan_stage(const Mapping& mapping, Target& target, SyncState& s, RunReporter& reporter) {
     target.normalize(s.desired.snapshot);
-    auto current = target.read();
+    auto current = target.read_against(s.desired.snapshot);  // users as desired are kept as ids only
     if (!current) return fail("cannot read the target: " + current.error());
     s.current = std::move(*current);
     s.plan = make_plan(s.desired.snapshot, s.current, plan_options(mapping, s));
@@ -173,7 +173,7 @@ RunReporter::Outcome sync_stages(const AgentConfig& config, const Mapping& mappi
     if (auto r = plan_stage(mapping, target, s, reporter); !r) return finish(RunStatus::failed, r.error());
     print_plan(out, s, options.dry_run, reporter.run_id());
 
-    auto existing = static_cast<int>(s.current.users.size() + s.current.departments.size());
+    auto existing = static_cast<int>(s.current.user_count() + s.current.departments.size());
     auto over = config.max_deletes.exceeded(s.plan.counts.removals(), existing);
     if (options.dry_run) {
         print_changes(out, s.plan);

@@ -92,50 +92,63 @@ Status SqliteTarget::read_departments(OrgSnapshot& s) {
     });
 }
 
-Status SqliteTarget::read_users(OrgSnapshot& s) {
+// Users with their memberships, one user at a time: both queries in external id order, merged
+// (no temporary map of every membership). A user is complete once its memberships are read; with
+// `desired`, an active one equal to desired's row is kept as its id only.
+Status SqliteTarget::read_users(OrgSnapshot& s, const OrgSnapshot* desired) {
     Stmt st(db_,
             "SELECT external_id, union_id, username, display_name, email, phone, employee_number, title, "
-            "primary_department, manager, active, avatar_url, hired_at, custom, removed_at FROM users");
-    return st.each_row([&] {
+            "primary_department, manager, active, avatar_url, hired_at, custom, removed_at FROM users "
+            "ORDER BY external_id");
+    Stmt ms(db_,
+            "SELECT user_external_id, department_external_id, sort_order, is_leader FROM user_departments "
+            "ORDER BY user_external_id, position");
+    if (!ms.ok()) return fail(ms.prepare_error());
+    int mrc = ms.step();
+    std::string member;  // user id of the membership row at the cursor
+    auto next_membership = [&] {
+        mrc = ms.step();
+        if (mrc == SQLITE_ROW) member = ms.text(0);
+    };
+    if (mrc == SQLITE_ROW) member = ms.text(0);
+    auto status = st.each_row([&] {
         OrgUser u;
         st.columns(u.external_id, u.union_id, u.username, u.display_name, u.email, u.phone, u.employee_number, u.title,
                    u.primary_department, u.manager, u.active, u.avatar_url, u.hired_at, u.custom);
-        const bool removed = !st.is_null(14);
-        if (removed) s.removed_users.emplace(u.external_id, st.integer(14));
-        (removed ? s.removed_user_rows : s.users).emplace(u.external_id, std::move(u));
-    });
-}
-
-// Memberships straight into their users (no temporary map of every membership: it was a
-// sizeable part of a no-op resync's peak memory).
-Status SqliteTarget::read_memberships(OrgSnapshot& s) {
-    Stmt st(db_,
-            "SELECT user_external_id, department_external_id, sort_order, is_leader FROM user_departments "
-            "ORDER BY user_external_id, position");
-    OrgUser* cur = nullptr;
-    return st.each_row([&] {
-        std::string id = st.text(0);
-        if (!cur || cur->external_id != id) {
-            auto it = s.users.find(id);
-            if (it != s.users.end()) {
-                cur = &it->second;
-            } else {
-                auto r = s.removed_user_rows.find(id);
-                cur = r != s.removed_user_rows.end() ? &r->second : nullptr;
-            }
-            if (!cur) return;  // a membership without its user row: ignored as before
+        while (mrc == SQLITE_ROW && member < u.external_id) next_membership();  // without a user row: ignored
+        while (mrc == SQLITE_ROW && member == u.external_id) {
+            u.departments.push_back(Membership{ms.text(1), ms.integer(2), ms.integer(3) != 0});
+            next_membership();
         }
-        cur->departments.push_back(Membership{st.text(1), st.integer(2), st.integer(3) != 0});
+        if (!st.is_null(14)) {
+            s.removed_users.emplace(u.external_id, st.integer(14));
+            s.removed_user_rows.emplace(u.external_id, std::move(u));
+            return;
+        }
+        if (desired) {
+            auto d = desired->users.find(u.external_id);
+            if (d != desired->users.end() && d->second == u) {
+                s.users_as_desired.push_back(std::move(u.external_id));  // in order: the query sorts
+                return;
+            }
+        }
+        s.users.emplace_hint(s.users.end(), u.external_id, std::move(u));
     });
+    if (!status) return status;
+    if (mrc != SQLITE_ROW && mrc != SQLITE_DONE) return fail(sqlite3_errmsg(db_));
+    return {};
 }
 
-Result<OrgSnapshot> SqliteTarget::read() {
+Result<OrgSnapshot> SqliteTarget::read_all(const OrgSnapshot* desired) {
     OrgSnapshot s;
     if (auto r = read_departments(s); !r) return fail(r.error());
-    if (auto r = read_users(s); !r) return fail(r.error());
-    if (auto r = read_memberships(s); !r) return fail(r.error());
+    if (auto r = read_users(s, desired); !r) return fail(r.error());
     return s;
 }
+
+Result<OrgSnapshot> SqliteTarget::read() { return read_all(nullptr); }
+
+Result<OrgSnapshot> SqliteTarget::read_against(const OrgSnapshot& desired) { return read_all(&desired); }
 
 Status SqliteTarget::begin() { return sqlite_util::exec(db_, "BEGIN IMMEDIATE"); }
 

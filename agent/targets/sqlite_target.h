@@ -25,6 +25,7 @@ public:
     ~SqliteTarget() override;
 
     Result<OrgSnapshot> read() override;
+    Result<OrgSnapshot> read_against(const OrgSnapshot& desired) override;
     Status begin() override;
     Status apply(const Change& change) override;
     // One SAVEPOINT around the whole batch; if any change fails, the batch is rolled back and
@@ -35,8 +36,8 @@ public:
 
 private:
     Status read_departments(OrgSnapshot& s);
-    Status read_users(OrgSnapshot& s);
-    Status read_memberships(OrgSnapshot& s);
+    Status read_users(OrgSnapshot& s, const OrgSnapshot* desired);
+    Result<OrgSnapshot> read_all(const OrgSnapshot* desired);
     Status put_department(const OrgDepartment& d) override;
     Status put_user(const OrgUser& u) override;
     Status disable_user(const std::string& external_id, const OrgUser* kept) override;

@@ -27,6 +27,14 @@ public:
     virtual void normalize(OrgSnapshot& desired) { (void)desired; }
     // Current state.
     virtual Result<OrgSnapshot> read() = 0;
+    // Current state, compared while reading with `desired` (already normalize()d): a target may
+    // leave an active user whose row equals desired's out of `users` and list its id in
+    // `users_as_desired` instead, so that a large no-op resync does not hold every user twice.
+    // make_plan treats such a user as present and unchanged. By default, read().
+    virtual Result<OrgSnapshot> read_against(const OrgSnapshot& desired) {
+        (void)desired;
+        return read();
+    }
     virtual Status begin() = 0;
     // Applies one change.
     virtual Status apply(const Change& change) = 0;
