@@ -75,9 +75,10 @@ BOOST_AUTO_TEST_CASE(read_against_keeps_equal_users_as_ids_and_the_rest_whole) {
     }
     // r removed by an older version that kept its memberships; memberships without a user row
     // sort before, between and after the users.
-    db.exec("UPDATE users SET removed_at=100, active=0 WHERE external_id='r';"
-            "INSERT INTO user_departments(user_external_id, department_external_id, position) VALUES"
-            "('0', '1', 0), ('b0', '1', 0), ('zz', '2', 0);");
+    db.exec(
+        "UPDATE users SET removed_at=100, active=0 WHERE external_id='r';"
+        "INSERT INTO user_departments(user_external_id, department_external_id, position) VALUES"
+        "('0', '1', 0), ('b0', '1', 0), ('zz', '2', 0);");
     desired.users.erase("r");
     desired.users["b"].title = "lead";                   // changed in DingTalk
     desired.users["a"].departments[1].order = 7;         // unchanged
