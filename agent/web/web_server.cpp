@@ -9,6 +9,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -40,6 +41,19 @@ namespace {
 
 constexpr auto kRememberVerified = std::chrono::minutes(5);
 constexpr std::size_t kMaxRemembered = 1000;
+// Password checks (scrypt: about 0.1 s of a core and 32 MiB each) run on their own thread, never
+// on the one that serves every console request; at most this many wait or run at once, the
+// next ones get 503 at once.
+constexpr int kMaxPendingChecks = 8;
+
+// What authentication decided before any password is hashed.
+struct AuthStep {
+    std::optional<std::string> user;  // logged in (open console, certificate, remembered)
+    int throttled = 0;                // refused without hashing: 429, retry after this many s
+    bool check = false;               // the password must be hashed against `hashes`
+    std::string name, password, digest;
+    std::vector<PasswordHash> hashes;  // of the users called `name`; empty: unknown name
+};
 
 std::string sha256(const std::string& text) {
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -59,27 +73,41 @@ struct WebServer::Impl {
     bool certificates = false;
     std::map<std::string, std::pair<std::string, Clock::time_point>> remembered;  // digest -> user, expiry
     LoginThrottle throttle;
-    int throttled = 0;  // set by authenticate(): seconds to wait (429), 0 = not throttled
+    // After `io`: destroyed (joined) first, while the requests waiting for it still exist.
+    net::thread_pool checks{1};
+    int pending_checks = 0;  // on the io thread
 
     bool open() const { return users.empty() && !certificates; }
-    std::optional<std::string> authenticate(std::string_view authorization, const std::optional<std::string>& subject,
-                                            const IpAddress& source);
-    WebReply answer(const http::request<http::string_body>& req, const std::optional<std::string>& subject,
-                    const IpAddress& source);
+    // On the io thread: everything but the hashing, which the caller does when step.check is set
+    // and then hands to finish_check().
+    AuthStep begin_auth(std::string_view authorization, const std::optional<std::string>& subject,
+                        const IpAddress& source);
+    std::optional<std::string> finish_check(const AuthStep& step, bool verified, const IpAddress& source);
+    net::awaitable<WebReply> answer(const http::request<http::string_body>& req,
+                                    const std::optional<std::string>& subject, const IpAddress& source);
 };
 
-std::optional<std::string> WebServer::Impl::authenticate(std::string_view authorization,
-                                                         const std::optional<std::string>& subject,
-                                                         const IpAddress& source) {
-    if (open()) return std::string();
-    if (certificates && subject) return *subject;
+AuthStep WebServer::Impl::begin_auth(std::string_view authorization, const std::optional<std::string>& subject,
+                                     const IpAddress& source) {
+    AuthStep step;
+    if (open()) {
+        step.user = std::string();
+        return step;
+    }
+    if (certificates && subject) {
+        step.user = *subject;
+        return step;
+    }
     constexpr std::string_view scheme = "Basic ";
     if (users.empty() || authorization.size() <= scheme.size() || authorization.size() > 1024 ||
         !beast::iequals(std::string(authorization.substr(0, scheme.size())), std::string(scheme)))
-        return std::nullopt;
-    const std::string digest = sha256(std::string(authorization));
-    if (auto it = remembered.find(digest); it != remembered.end()) {
-        if (Clock::now() < it->second.second) return it->second.first;
+        return step;
+    step.digest = sha256(std::string(authorization));
+    if (auto it = remembered.find(step.digest); it != remembered.end()) {
+        if (Clock::now() < it->second.second) {
+            step.user = it->second.first;
+            return step;
+        }
         remembered.erase(it);
     }
     const auto now = Clock::now();
@@ -87,56 +115,91 @@ std::optional<std::string> WebServer::Impl::authenticate(std::string_view author
     const std::size_t colon = decoded ? decoded->find(':') : std::string::npos;
     std::optional<std::string> name;
     if (colon != std::string::npos) name = decoded->substr(0, colon);
-    const std::string* const name_ptr = name ? &*name : nullptr;
-    if (const int wait = throttle.wait(source, name_ptr, now)) {
-        throttled = wait;
-        return std::nullopt;
+    if (const int wait = throttle.wait(source, name ? &*name : nullptr, now)) {
+        step.throttled = wait;
+        return step;
     }
-    auto refuse = [&] {
-        throttle.refused(source, name_ptr, now);
-        return std::nullopt;
-    };
-    if (!name) return refuse();
-    const std::string password = decoded->substr(colon + 1);
-    bool known = false;
-    for (const auto& [user, hash] : users) {
-        if (user != *name) continue;
-        known = true;
-        if (!hash.verify(password)) continue;
-        if (remembered.size() >= kMaxRemembered) remembered.clear();
-        remembered[digest] = {user, now + kRememberVerified};
-        throttle.verified(source, now);
-        return user;
+    if (!name) {
+        throttle.refused(source, nullptr, now);
+        return step;
     }
-    if (!known) {
-        // Like the proxy: an unknown name costs the same scrypt, so timing doesn't tell which names exist.
-        static const PasswordHash dummy = PasswordHash::create("dingbridge-dummy", ScryptParams{});
-        (void)dummy.verify(password);
-    }
-    spdlog::warn("web: refused credentials for user '{}' from {}", name->size() > 64 ? name->substr(0, 64) : *name,
-                 source.to_string());
-    return refuse();
+    step.check = true;
+    step.name = std::move(*name);
+    step.password = decoded->substr(colon + 1);
+    for (const auto& [user, hash] : users)
+        if (user == step.name) step.hashes.push_back(hash);
+    return step;
 }
 
-WebReply WebServer::Impl::answer(const http::request<http::string_body>& req, const std::optional<std::string>& subject,
-                                 const IpAddress& source) {
+std::optional<std::string> WebServer::Impl::finish_check(const AuthStep& step, bool verified, const IpAddress& source) {
+    const auto now = Clock::now();
+    if (verified) {
+        if (remembered.size() >= kMaxRemembered) remembered.clear();
+        remembered[step.digest] = {step.name, now + kRememberVerified};
+        throttle.verified(source, now);
+        return step.name;
+    }
+    spdlog::warn("web: refused credentials for user '{}' from {}",
+                 step.name.size() > 64 ? step.name.substr(0, 64) : step.name, source.to_string());
+    throttle.refused(source, &step.name, now);
+    return std::nullopt;
+}
+
+namespace {
+
+// On the check thread: true when one of `hashes` matches. An unknown name costs the same scrypt
+// (like the proxy), so timing doesn't tell which names exist.
+bool check_password(const std::vector<PasswordHash>& hashes, const std::string& password) {
+    if (hashes.empty()) {
+        static const PasswordHash dummy = PasswordHash::create("dingbridge-dummy", ScryptParams{});
+        (void)dummy.verify(password);
+        return false;
+    }
+    for (const auto& h : hashes)
+        if (h.verify(password)) return true;
+    return false;
+}
+
+// The check as a coroutine of its own, its arguments by value, spawned on the check thread. (A
+// lambda coroutine with init-captures corrupted the heap here when built with GCC 12.)
+net::awaitable<bool> check_on_pool(std::vector<PasswordHash> hashes, std::string password) {
+    co_return check_password(hashes, password);
+}
+
+}  // namespace
+
+net::awaitable<WebReply> WebServer::Impl::answer(const http::request<http::string_body>& req,
+                                                 const std::optional<std::string>& subject, const IpAddress& source) {
     if (req.method() != http::verb::get && req.method() != http::verb::head) {
         WebReply r{405, "text/plain; charset=utf-8", "read-only console: GET and HEAD only\n", {}};
         r.headers.emplace_back("Allow", "GET, HEAD");
-        return r;
+        co_return r;
     }
     const std::string target(req.target());
-    if (target.empty() || target[0] != '/') return {400, "text/plain; charset=utf-8", "bad request\n", {}};
+    if (target.empty() || target[0] != '/') co_return WebReply{400, "text/plain; charset=utf-8", "bad request\n", {}};
     const auto authz = req[http::field::authorization];
-    throttled = 0;
-    auto user = authenticate(std::string_view(authz.data(), authz.size()), subject, source);
-    if (!user && throttled) {
+    AuthStep step = begin_auth(std::string_view(authz.data(), authz.size()), subject, source);
+    if (step.check) {
+        if (pending_checks >= kMaxPendingChecks) {
+            // Not a refusal: nothing was checked. Other requests (remembered credentials,
+            // certificates) are still served meanwhile.
+            WebReply r{503, "text/plain; charset=utf-8", "busy checking other logins; try again in 1 s\n", {}};
+            r.headers.emplace_back("Retry-After", "1");
+            co_return r;
+        }
+        ++pending_checks;
+        const bool ok = co_await net::co_spawn(checks, check_on_pool(step.hashes, step.password), net::use_awaitable);
+        --pending_checks;
+        step.user = finish_check(step, ok, source);
+    }
+    const std::optional<std::string>& user = step.user;
+    if (!user && step.throttled) {
         WebReply r{429,
                    "text/plain; charset=utf-8",
-                   "too many refused logins; try again in " + std::to_string(throttled) + " s\n",
+                   "too many refused logins; try again in " + std::to_string(step.throttled) + " s\n",
                    {}};
-        r.headers.emplace_back("Retry-After", std::to_string(throttled));
-        return r;
+        r.headers.emplace_back("Retry-After", std::to_string(step.throttled));
+        co_return r;
     }
     if (!user) {
         WebReply r{401,
@@ -146,7 +209,7 @@ WebReply WebServer::Impl::answer(const http::request<http::string_body>& req, co
                    "</p><p>钉钉同步控制台：请提供用户名和密码。</p></body></html>\n",
                    {}};
         r.headers.emplace_back("WWW-Authenticate", "Basic realm=\"dingbridge-agent\", charset=\"UTF-8\"");
-        return r;
+        co_return r;
     }
     WebRequest w;
     w.method = std::string(req.method_string());
@@ -156,11 +219,11 @@ WebReply WebServer::Impl::answer(const http::request<http::string_body>& req, co
     w.accept_language = std::string(req[http::field::accept_language]);
     w.user = *user;
     try {
-        return handler(w);
+        co_return handler(w);
     } catch (const std::exception& e) {  // a page's bug must not end the server thread
         spdlog::error("web: {} failed: {}", w.path, e.what());
-        return {500, "text/plain; charset=utf-8", "internal error\n", {}};
     }
+    co_return WebReply{500, "text/plain; charset=utf-8", "internal error\n", {}};
 }
 
 namespace {
@@ -177,8 +240,8 @@ net::awaitable<void> exchange(Stream& stream, WebServer::Impl& impl, const std::
     beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(10));
     co_await http::async_read(stream, buf, parser, tok);
     if (ec == beast::error::timeout || ec == http::error::end_of_stream || ec == net::error::eof) co_return;
-    WebReply r = ec ? WebReply{400, "text/plain; charset=utf-8", "bad request\n", {}}
-                    : impl.answer(parser.get(), subject, source);
+    WebReply r{400, "text/plain; charset=utf-8", "bad request\n", {}};
+    if (!ec) r = co_await impl.answer(parser.get(), subject, source);  // not in a ?: (GCC 12 coroutine bug)
     http::response<http::string_body> res{static_cast<http::status>(r.status), 11};
     res.set(http::field::content_type, r.content_type);
     res.set("Content-Security-Policy", kContentSecurityPolicy);
@@ -277,6 +340,8 @@ void WebServer::start() {
 void WebServer::stop() {
     impl_->io.stop();
     if (thread_.joinable()) thread_.join();
+    impl_->checks.stop();  // a check already running finishes; its answer is not sent
+    impl_->checks.join();
 }
 
 }  // namespace dingbridge::agent::web

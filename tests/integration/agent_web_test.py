@@ -436,6 +436,58 @@ class Tls(unittest.TestCase):
         finally:
             c.stop()
 
+    def test_password_checks_do_not_hold_up_other_requests(self):
+        c = self.start_with_password()
+        try:
+            admin = "127.0.0.1"
+            self.assertEqual(self.get_from(admin, c.port, basic())[0], 200)  # remembered from now on
+            t = time.monotonic()
+            self.assertEqual(self.get_from("127.0.0.2", c.port, basic(password="lone"))[0], 401)
+            one_check = time.monotonic() - t  # a TLS login with one scrypt check
+            # Eight wrong passwords at once: checked one after another, off the serving thread.
+            done = []
+
+            def guess(i):
+                status = self.get_from("127.0.0.2", c.port, basic(password=f"guess{i}"))[0]
+                done.append((status, time.monotonic()))
+
+            threads = [threading.Thread(target=guess, args=(i,)) for i in range(8)]
+            for th in threads:
+                th.start()
+            time.sleep(one_check / 2)
+            t = time.monotonic()
+            status = self.get_from(admin, c.port, basic())[0]
+            served = time.monotonic()
+            for th in threads:
+                th.join()
+            self.assertEqual(status, 200)
+            self.assertEqual(sorted(s for s, _ in done), [401] * 8)
+            self.assertLess(sum(1 for _, at in done if at < served), 8, "the checks were still running")
+            # Served between the checks' TLS handshakes, not after the checks queued before it
+            # (eight of them, one after another, when they ran on the serving thread).
+            self.assertLess(served - t, one_check,
+                            f"a remembered login waited {served - t:.3f} s behind password checks "
+                            f"(one check: {one_check:.3f} s)")
+
+            # More checks at once than may wait: the rest get 503 at once, not a queue.
+            results = []
+
+            def flood(i):
+                results.append(self.get_from(f"127.0.0.{3 + i % 4}", c.port, basic(password=f"flood{i}")))
+
+            threads = [threading.Thread(target=flood, args=(i,)) for i in range(20)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            busy = [r for r in results if r[0] == 503]
+            self.assertTrue(busy, results)
+            self.assertEqual({r[1] for r in busy}, {"1"})
+            self.assertEqual({r[0] for r in results} - {401, 503}, set(), results)
+            self.assertEqual(self.get_from(admin, c.port, basic())[0], 200)
+        finally:
+            c.stop()
+
 
 class Refusals(unittest.TestCase):
     def setUp(self):
