@@ -188,12 +188,22 @@ private:
 
     // Existing users first (their unchanged values before anything else), so that a newcomer
     // never takes a value away from the user who holds it.
+    // Each with its current row (nullptr for a new user), looked up once.
     void order_users() {
         order_.reserve(desired_.users.size());
-        for (const auto& [id, u] : desired_.users)
-            if (exists(id)) order_.push_back(&u);
-        for (const auto& [id, u] : desired_.users)
-            if (!exists(id)) order_.push_back(&u);
+        std::vector<const OrgUser*> fresh;
+        for (const auto& entry : desired_.users) {
+            const UserEntry* cur = nullptr;
+            if (auto it = current_.users.find(entry.first); it != current_.users.end())
+                cur = &*it;
+            else if (current_.user_as_desired(entry.first))
+                cur = &entry;
+            if (cur)
+                order_.push_back({&entry.second, cur});
+            else
+                fresh.push_back(&entry.second);
+        }
+        for (const OrgUser* u : fresh) order_.push_back({u, nullptr});
     }
 
     // Final unique values. Claims: value -> the row that holds it once the plan is applied. Views
@@ -232,9 +242,8 @@ private:
         plan_.staged.clear();
         for (const auto& id : options_.frozen_users) hold_current(id);
         for (auto id : kept_as_is_) hold_current(id);
-        for (const OrgUser* u : order_) {
+        for (const auto& [u, cur] : order_) {
             if (settled(u->external_id)) continue;
-            const UserEntry* cur = current_user(u->external_id);
             if (!cur) break;  // existing users come first
             auto v = unique_values(*u);
             auto cv = unique_values(cur->second);
@@ -242,8 +251,8 @@ private:
                 if (!v[i]->empty() && *v[i] == *cv[i]) claims_[i].emplace(*v[i], cur->first);
         }
         bool again = false;
-        for (const OrgUser* u : order_)
-            if (!settled(u->external_id) && !claim_user(*u)) again = true;
+        for (const auto& o : order_)
+            if (!settled(o.first->external_id) && !claim_user(*o.first)) again = true;
         return again;
     }
 
@@ -355,12 +364,11 @@ private:
             plan_.changes.push_back(std::move(c));
         }
         for (auto& c : release_changes_) plan_.changes.push_back(std::move(c));
-        for (const OrgUser* u : order_) {
+        for (const auto& [u, cur] : order_) {
             auto f = final_user_.find(u->external_id);
             if (f == final_user_.end()) continue;
             const OrgUser& fin = *f->second;
             const std::string& id = u->external_id;
-            const UserEntry* cur = current_user(id);
             if (!cur) {
                 bool was_removed = current_.removed_users.count(id) > 0;
                 plan_.changes.push_back(
@@ -403,8 +411,8 @@ private:
     int suppressed_ = 0;
     std::vector<Change> deletions_, disables_, release_changes_, late_changes_;
     std::set<std::string> deleted_users_;
-    std::vector<const OrgUser*> disabled_rows_;  // current users disabled by this plan
-    std::vector<const OrgUser*> order_;
+    std::vector<const OrgUser*> disabled_rows_;                         // current users disabled by this plan
+    std::vector<std::pair<const OrgUser*, const UserEntry*>> order_;    // desired user, its current row
     std::unordered_map<std::string_view, std::string_view> claims_[3];  // username, email, phone
     std::set<std::string_view> kept_as_is_;
     std::unordered_map<std::string_view, const OrgUser*> final_user_;  // id -> state to write
