@@ -30,10 +30,12 @@ public:
     // Current state, compared while reading with `desired` (already normalize()d): a target may
     // leave an active user whose row equals desired's out of `users` and list its id in
     // `users_as_desired` instead, so that a large no-op resync does not hold every user twice.
-    // make_plan treats such a user as present and unchanged. By default, read().
+    // make_plan treats such a user as present and unchanged. By default, read() and then the
+    // equal rows dropped (the read's own peak stays; the plan reuses what they held).
     virtual Result<OrgSnapshot> read_against(const OrgSnapshot& desired) {
-        (void)desired;
-        return read();
+        auto current = read();
+        if (current) keep_equal_users_as_ids(*current, desired);
+        return current;
     }
     virtual Status begin() = 0;
     // Applies one change.

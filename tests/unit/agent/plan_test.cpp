@@ -247,6 +247,10 @@ BOOST_AUTO_TEST_CASE(users_read_as_ids_plan_exactly_like_their_rows) {
     const OrgSnapshot as_ids = kept_as_ids(current, desired);
     BOOST_TEST(as_ids.users_as_desired == (std::vector<std::string>{"a", "b", "f", "x", "y"}));
     BOOST_TEST(as_ids.user_count() == current.users.size());
+    OrgSnapshot compacted = current;  // what a target without its own comparison gets
+    keep_equal_users_as_ids(compacted, desired);
+    BOOST_TEST(compacted.users_as_desired == as_ids.users_as_desired);
+    BOOST_TEST((compacted.users == as_ids.users));
 
     std::vector<PlanOptions> variants(6);
     variants[1].conflict_policy = ConflictPolicy::skip_user;
