@@ -187,8 +187,8 @@ private:
     }
 
     // Existing users first (their unchanged values before anything else), so that a newcomer
-    // never takes a value away from the user who holds it.
-    // Each with its current row (nullptr for a new user), looked up once.
+    // never takes a value away from the user who holds it; each with its current row (nullptr
+    // for a new user), looked up once.
     void order_users() {
         order_.reserve(desired_.users.size());
         std::vector<const OrgUser*> fresh;
