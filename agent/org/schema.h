@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <iterator>
 #include <map>
 #include <string>
 #include <string_view>
@@ -103,23 +102,23 @@ struct OrgSnapshot {
     std::size_t user_count() const { return users.size() + users_as_desired.size(); }
 };
 
+// Whether the target's active row `row` is exactly the desired org's user of the same id.
+inline bool row_as_desired(const OrgSnapshot& desired, const OrgUser& row) {
+    auto d = desired.users.find(row.external_id);
+    return d != desired.users.end() && d->second == row;
+}
+
 // Moves every active user of `current` whose row equals `desired`'s to current.users_as_desired.
 inline void keep_equal_users_as_ids(OrgSnapshot& current, const OrgSnapshot& desired) {
-    std::vector<std::string> ids;
     for (auto it = current.users.begin(); it != current.users.end();) {
-        auto d = desired.users.find(it->first);
-        if (d != desired.users.end() && d->second == it->second) {
-            ids.push_back(it->first);
+        if (row_as_desired(desired, it->second)) {
+            current.users_as_desired.push_back(it->first);
             it = current.users.erase(it);
         } else {
             ++it;
         }
     }
-    std::vector<std::string> merged;
-    merged.reserve(ids.size() + current.users_as_desired.size());
-    std::merge(ids.begin(), ids.end(), current.users_as_desired.begin(), current.users_as_desired.end(),
-               std::back_inserter(merged));
-    current.users_as_desired = std::move(merged);
+    std::sort(current.users_as_desired.begin(), current.users_as_desired.end());
 }
 
 }  // namespace dingbridge::agent

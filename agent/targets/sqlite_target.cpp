@@ -125,12 +125,9 @@ Status SqliteTarget::read_users(OrgSnapshot& s, const OrgSnapshot* desired) {
             s.removed_user_rows.emplace(u.external_id, std::move(u));
             return;
         }
-        if (desired) {
-            auto d = desired->users.find(u.external_id);
-            if (d != desired->users.end() && d->second == u) {
-                s.users_as_desired.push_back(std::move(u.external_id));  // in order: the query sorts
-                return;
-            }
+        if (desired && row_as_desired(*desired, u)) {
+            s.users_as_desired.push_back(std::move(u.external_id));  // in order: the query sorts
+            return;
         }
         s.users.emplace_hint(s.users.end(), u.external_id, std::move(u));
     });
