@@ -18,7 +18,7 @@
 namespace dingbridge::agent::dingtalk {
 
 template <class Record>
-using FieldMember = std::variant<std::string Record::*, std::int64_t Record::*, bool Record::*,
+using FieldMember = std::variant<std::string Record::*, SmallString Record::*, std::int64_t Record::*, bool Record::*,
                                  std::vector<std::int64_t> Record::*, std::vector<std::string> Record::*>;
 
 template <class Record>

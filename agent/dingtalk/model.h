@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "agent/org/small_string.h"
+
 namespace dingbridge::agent::dingtalk {
 
 struct DeptSummary {  // a /topapi/v2/department/listsub item
@@ -27,7 +29,8 @@ struct DeptDetail {  // /topapi/v2/department/get result
 };
 
 struct UserItem {  // a /topapi/v2/user/list item
-    std::string userid, unionid, name, avatar, state_code, mobile, telephone, job_number, title, email, org_email,
+    // SmallString, not std::string: a first sync holds every user's item until it is mapped.
+    SmallString userid, unionid, name, avatar, state_code, mobile, telephone, job_number, title, email, org_email,
         work_place, remark, extension, exclusive_account_type, login_id;
     std::vector<std::int64_t> dept_id_list;
     std::int64_t dept_order = 0;  // in the queried department
@@ -52,7 +55,7 @@ struct MergedUser {
         bool leader = false;
     };
     std::vector<Place> places;     // one per department page that listed the user
-    std::string manager_userid{};  // 直属主管, only from /topapi/v2/user/get (empty otherwise)
+    SmallString manager_userid{};  // 直属主管, only from /topapi/v2/user/get (empty otherwise)
 };
 
 // /topapi/v2/user/get result (dingtalk-api.md §3): the list item's fields (item.dept_order and

@@ -64,6 +64,12 @@ error_code read_present(od::value v, std::string& out) {
     out.assign(s);
     return simdjson::SUCCESS;
 }
+error_code read_present(od::value v, SmallString& out) {
+    std::string_view s;
+    DB_TRY(v.get_string().get(s));
+    out = s;
+    return simdjson::SUCCESS;
+}
 error_code read_present(od::value v, std::int64_t& out) { return v.get_int64().get(out); }
 error_code read_present(od::value v, bool& out) { return v.get_bool().get(out); }
 template <class T>

@@ -195,7 +195,7 @@ OrgUser Mapping::map_user(const dingtalk::UserItem& u) const {
             continue;
         }
         std::string s = to_text(std::move(v));
-        if (std::string* member = user_text_field(o, field))
+        if (SmallString* member = user_text_field(o, field))
             *member = std::move(s);
         else if (field.rfind("custom.", 0) == 0 && !s.empty())
             o.custom[field.substr(7)] = std::move(s);

@@ -14,12 +14,13 @@ namespace {
 
 template <class Record>
 ValueType value_type(const dingtalk::FieldMember<Record>& member) {
-    switch (member.index()) {
+    switch (member.index()) {  // the order of dingtalk::FieldMember's alternatives
         case 0:
-            return ValueType::string;
         case 1:
-            return ValueType::integer;
+            return ValueType::string;
         case 2:
+            return ValueType::integer;
+        case 3:
             return ValueType::boolean;
         default:
             return ValueType::list;  // ids or strings: a list of strings to the templates

@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include "agent/org/small_string.h"
+
 namespace dingbridge::agent {
 
 struct OrgDepartment {
@@ -29,7 +31,7 @@ struct OrgDepartment {
 
 // A user's place in one department: DingTalk's per-department order and leader flag.
 struct Membership {
-    std::string department;  // external id
+    SmallString department;  // external id
     std::int64_t order = 0;
     bool leader = false;
 
@@ -37,27 +39,27 @@ struct Membership {
 };
 
 struct OrgUser {
-    std::string external_id;
-    std::string union_id;
-    std::string username;
-    std::string display_name;
-    std::string email;
-    std::string phone;
-    std::string employee_number;
-    std::string title;
+    SmallString external_id;
+    SmallString union_id;
+    SmallString username;
+    SmallString display_name;
+    SmallString email;
+    SmallString phone;
+    SmallString employee_number;
+    SmallString title;
     std::vector<Membership> departments;  // primary first
-    std::string primary_department;
-    std::string manager;
+    SmallString primary_department;
+    SmallString manager;
     bool active = true;
-    std::string avatar_url;
-    std::string hired_at;  // YYYY-MM-DD or empty
+    SmallString avatar_url;
+    SmallString hired_at;  // YYYY-MM-DD or empty
     std::map<std::string, std::string> custom;
 
     friend bool operator==(const OrgUser&, const OrgUser&) = default;
 };
 
 // The text fields of a user by the name mapping.yaml and the targets' attribute maps use.
-inline constexpr std::pair<std::string_view, std::string OrgUser::*> kUserTextFields[] = {
+inline constexpr std::pair<std::string_view, SmallString OrgUser::*> kUserTextFields[] = {
     {"union_id", &OrgUser::union_id},
     {"username", &OrgUser::username},
     {"display_name", &OrgUser::display_name},
@@ -71,7 +73,7 @@ inline constexpr std::pair<std::string_view, std::string OrgUser::*> kUserTextFi
 };
 
 // The text field of `u` called `name` (kUserTextFields), or nullptr.
-inline std::string* user_text_field(OrgUser& u, std::string_view name) {
+inline SmallString* user_text_field(OrgUser& u, std::string_view name) {
     for (const auto& [key, member] : kUserTextFields)
         if (key == name) return &(u.*member);
     return nullptr;

@@ -221,24 +221,38 @@ bool tcp_reachable(const std::string& url, std::chrono::milliseconds timeout) {
 
 bool connection_lost(int rc) { return rc == LDAP_SERVER_DOWN || rc == LDAP_CONNECT_ERROR || rc == LDAP_TIMEOUT; }
 
-std::string* user_field(OrgUser& u, const std::string& field) {
-    if (field == "username") return &u.username;
-    if (field == "display_name") return &u.display_name;
-    if (field == "email") return &u.email;
-    if (field == "phone") return &u.phone;
-    if (field == "employee_number") return &u.employee_number;
-    if (field == "title") return &u.title;
-    if (field == "union_id") return &u.union_id;
-    if (field == "avatar_url") return &u.avatar_url;
-    if (field == "hired_at") return &u.hired_at;
-    if (field == "primary_department") return &u.primary_department;
-    if (field.rfind("custom.", 0) == 0) return &u.custom[field.substr(7)];
-    return nullptr;
+// A user's field as named in the attribute map: one of the schema's text fields (SmallString)
+// or "custom.<key>" (std::string).
+class FieldRef {
+public:
+    explicit FieldRef(SmallString* s) : s_(s) {}
+    explicit FieldRef(std::string* c) : c_(c) {}
+    std::string_view get() const { return s_ ? s_->view() : std::string_view(*c_); }
+    void set(std::string_view v) {
+        if (s_)
+            *s_ = v;
+        else
+            c_->assign(v);
+    }
+
+private:
+    SmallString* s_ = nullptr;
+    std::string* c_ = nullptr;
+};
+
+// Only for names the configuration check accepted.
+FieldRef user_field(OrgUser& u, const std::string& field) {
+    if (field.rfind("custom.", 0) == 0) return FieldRef(&u.custom[field.substr(7)]);
+    if (SmallString* s = user_text_field(u, field)) return FieldRef(s);
+    throw std::logic_error("LDAP attribute map: unknown user field " + field);
 }
 
 std::string user_value(const OrgUser& u, const std::string& field) {
-    return field.rfind("custom.", 0) == 0 ? (u.custom.count(field.substr(7)) ? u.custom.at(field.substr(7)) : "")
-                                          : *user_field(const_cast<OrgUser&>(u), field);
+    if (field.rfind("custom.", 0) == 0) {
+        auto it = u.custom.find(field.substr(7));
+        return it != u.custom.end() ? it->second : "";
+    }
+    return std::string(user_field(const_cast<OrgUser&>(u), field).get());
 }
 
 // A user's memberships in the order both sides of the diff use: the primary department first
@@ -448,13 +462,13 @@ void LdapTarget::normalize(OrgSnapshot& desired) {
     for (auto& [id, u] : desired.users) {
         OrgUser n;
         n.external_id = u.external_id;
-        for (const auto& f : mapped) *user_field(n, f) = user_value(u, f);
+        for (const auto& f : mapped) user_field(n, f).set(user_value(u, f));
         // Attributes the schema requires (cn, sn) and the RDN need a value: the DingTalk id.
         for (const auto& a : s_.user_attributes) {
             std::string la = lower(a.attribute);
             if (la == "cn" || la == "sn" || a.attribute == s_.user_rdn_attribute) {
-                std::string* f = user_field(n, a.field);
-                if (f->empty()) *f = id;
+                FieldRef f = user_field(n, a.field);
+                if (f.get().empty()) f.set(id);
             }
         }
         if (!s_.manager_attribute.empty() && desired.users.count(u.manager)) n.manager = u.manager;
@@ -560,10 +574,10 @@ Status LdapTarget::read_users(OrgSnapshot& snap) {
         std::set<std::string> seen;
         for (const auto& a : s_.user_attributes) {
             std::string v = ent.first(a.attribute.c_str());
-            std::string* f = user_field(u, a.field);
+            FieldRef f = user_field(u, a.field);
             if (seen.insert(a.field).second)
-                *f = v;
-            else if (*f != v)
+                f.set(v);
+            else if (f.get() != v)
                 u.custom[kDrift] = "attributes of " + a.field + " disagree";
         }
         // custom fields read back empty are absent in the desired org

@@ -98,7 +98,7 @@ void ScimTarget::normalize(OrgSnapshot& desired) {
     for (auto& [id, u] : desired.users) {
         OrgUser n;
         n.external_id = u.external_id;
-        n.username = u.username.empty() ? id : u.username;
+        n.username = u.username.empty() ? std::string_view(id) : u.username.view();
         n.display_name = u.display_name;
         n.email = u.email;
         n.phone = u.phone;

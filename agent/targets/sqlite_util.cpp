@@ -91,6 +91,12 @@ std::string Stmt::text(int col) const {
     return std::string(reinterpret_cast<const char*>(t), static_cast<size_t>(sqlite3_column_bytes(stmt_, col)));
 }
 
+std::string_view Stmt::text_view(int col) const {
+    const unsigned char* t = sqlite3_column_text(stmt_, col);
+    if (!t) return {};
+    return {reinterpret_cast<const char*>(t), static_cast<size_t>(sqlite3_column_bytes(stmt_, col))};
+}
+
 std::int64_t Stmt::integer(int col) const { return sqlite3_column_int64(stmt_, col); }
 bool Stmt::is_null(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
 void Stmt::column(int col, std::vector<std::string>& out) const { out = parse_json_string_list(text(col)); }

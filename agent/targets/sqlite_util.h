@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/org/small_string.h"
 #include "shared/result.h"
 
 namespace dingbridge::agent {
@@ -57,6 +58,7 @@ public:
     }
     void reset();
     std::string text(int col) const;
+    std::string_view text_view(int col) const;  // valid until the next step, reset or column read
     std::int64_t integer(int col) const;
     bool is_null(int col) const;
     // Reads columns 0, 1, ... of the current row into the arguments by their type: text (NULL as
@@ -70,6 +72,7 @@ public:
 
 private:
     void column(int col, std::string& out) const { out = text(col); }
+    void column(int col, SmallString& out) const { out = text_view(col); }
     void column(int col, std::int64_t& out) const { out = integer(col); }
     void column(int col, int& out) const { out = static_cast<int>(integer(col)); }
     void column(int col, bool& out) const { out = integer(col) != 0; }
