@@ -40,14 +40,14 @@ const char* change_kind_name(ChangeKind kind);
 
 struct Change {
     ChangeKind kind = ChangeKind::create_department;
-    std::string external_id;
+    SmallString external_id;  // SmallString: a first sync of 100,000 users plans 100,000 changes
     // The state to write for creates/updates; for disable_user the row as it stays (active=false,
     // no memberships, released unique values empty); the current one for delete_department;
     // nullptr for delete_user. Points into the snapshots given to make_plan (which must outlive
     // the plan) or into the plan's own `staged` rows.
     const OrgDepartment* department = nullptr;
     const OrgUser* user = nullptr;
-    std::string detail;  // fields that change, or why it is removed
+    SmallString detail;  // fields that change, or why it is removed
 };
 
 struct SkippedItem {

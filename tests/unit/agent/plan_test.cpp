@@ -135,6 +135,46 @@ std::string replay(const SyncPlan& p, std::map<std::string, OrgUser> rows) {
     return {};
 }
 
+// Enough users that the claim tables grow many times over (they start at 64 slots), with shared
+// and swapped values spread through them: every conflict is found, no other user is touched, and
+// the plan applies under UNIQUE in its order.
+BOOST_AUTO_TEST_CASE(unique_values_of_thousands_of_users) {
+    OrgSnapshot desired, current;
+    desired.departments = current.departments = {{"1", dept("1", "", "root")}};
+    const int n = 5000;
+    auto id = [](int i) { return "u" + std::to_string(100000 + i); };
+    std::set<std::string> expect_conflict;
+    for (int i = 0; i < n; ++i) {
+        OrgUser u = user(id(i), "1", "mail" + std::to_string(i) + "@example.com");
+        u.phone = i % 3 ? "+86-1380000" + std::to_string(10000 + i) : "";
+        if (i % 2 == 0) current.users.emplace(id(i), u);  // half exist already
+        if (i % 10 == 7) {  // wants the e-mail of an earlier, existing user who keeps it
+            u.email = "mail" + std::to_string(i - 7) + "@example.com";
+            expect_conflict.insert(id(i));
+        }
+        if (i % 100 == 50) u.username = id(i - 50);  // and some a username held by another
+        if (i % 100 == 50) expect_conflict.insert(id(i));
+        desired.users.emplace(id(i), u);
+    }
+    // A swap among existing users: staged, not a conflict.
+    std::swap(desired.users.at(id(1000)).email, desired.users.at(id(2000)).email);
+    SyncPlan p = make_plan(desired, current, {});
+    std::set<std::string> got;
+    for (const auto& c : p.conflicts) got.insert(c.external_id);
+    BOOST_TEST(got == expect_conflict);
+    BOOST_TEST(replay(p, current.users) == "");
+    BOOST_TEST(p.counts.create_user == n / 2);
+    int updates = 0;
+    for (const auto& c : p.changes)
+        if (c.kind == ChangeKind::update_user) {
+            ++updates;
+            BOOST_TEST((expect_conflict.count(c.external_id.str()) || c.external_id == id(1000) ||
+                        c.external_id == id(2000)),
+                       c.external_id.str() + ": " + c.detail.str());
+        }
+    BOOST_TEST(updates > 0);
+}
+
 BOOST_AUTO_TEST_CASE(a_removed_row_gives_its_values_to_a_new_hire) {
     OrgSnapshot desired, current;
     desired.departments = current.departments = {{"1", dept("1", "", "root")}};
