@@ -482,8 +482,8 @@ private:
     int suppressed_ = 0;
     std::vector<Change> deletions_, disables_, release_changes_, late_changes_;
     std::set<std::string> deleted_users_;
-    std::vector<const OrgUser*> disabled_rows_;                         // current users disabled by this plan
-    std::vector<std::pair<const OrgUser*, const UserEntry*>> order_;    // desired user, its current row
+    std::vector<const OrgUser*> disabled_rows_;                       // current users disabled by this plan
+    std::vector<std::pair<const OrgUser*, const UserEntry*>> order_;  // desired user, its current row
     ClaimTable claims_[3] = {ClaimTable(&OrgUser::username), ClaimTable(&OrgUser::email), ClaimTable(&OrgUser::phone)};
     std::set<std::string_view> kept_as_is_;
     // id -> state to write, sorted by id once the claims are done (24 bytes a user; a hash map

@@ -26,8 +26,8 @@ namespace dingbridge::agent {
 class SmallString {
 public:
     SmallString() noexcept { set_empty(); }
-    SmallString(std::string_view s) { init(s); }  // NOLINT(google-explicit-constructor)
-    SmallString(const char* s) { init(s); }       // NOLINT(google-explicit-constructor)
+    SmallString(std::string_view s) { init(s); }    // NOLINT(google-explicit-constructor)
+    SmallString(const char* s) { init(s); }         // NOLINT(google-explicit-constructor)
     SmallString(const std::string& s) { init(s); }  // NOLINT(google-explicit-constructor)
     SmallString(const SmallString& o) { init(o.view()); }
     SmallString(SmallString&& o) noexcept {

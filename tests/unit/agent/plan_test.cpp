@@ -148,7 +148,7 @@ BOOST_AUTO_TEST_CASE(unique_values_of_thousands_of_users) {
         OrgUser u = user(id(i), "1", "mail" + std::to_string(i) + "@example.com");
         u.phone = i % 3 ? "+86-1380000" + std::to_string(10000 + i) : "";
         if (i % 2 == 0) current.users.emplace(id(i), u);  // half exist already
-        if (i % 10 == 7) {  // wants the e-mail of an earlier, existing user who keeps it
+        if (i % 10 == 7) {                                // wants the e-mail of an earlier, existing user who keeps it
             u.email = "mail" + std::to_string(i - 7) + "@example.com";
             expect_conflict.insert(id(i));
         }
@@ -168,9 +168,9 @@ BOOST_AUTO_TEST_CASE(unique_values_of_thousands_of_users) {
     for (const auto& c : p.changes)
         if (c.kind == ChangeKind::update_user) {
             ++updates;
-            BOOST_TEST((expect_conflict.count(c.external_id.str()) || c.external_id == id(1000) ||
-                        c.external_id == id(2000)),
-                       c.external_id.str() + ": " + c.detail.str());
+            BOOST_TEST(
+                (expect_conflict.count(c.external_id.str()) || c.external_id == id(1000) || c.external_id == id(2000)),
+                c.external_id.str() + ": " + c.detail.str());
         }
     BOOST_TEST(updates > 0);
 }

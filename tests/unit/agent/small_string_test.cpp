@@ -14,8 +14,14 @@ BOOST_AUTO_TEST_SUITE(small_string)
 // Every length around the inline limit (15 bytes) and the text sizes seen in a real org (a userid,
 // a Chinese name in UTF-8, an email, an avatar URL), through copy, move and assignment.
 BOOST_AUTO_TEST_CASE(keeps_any_text_through_copy_move_and_assignment) {
-    std::vector<std::string> texts = {"", "a", "user00001", "张三丰", std::string(14, 'x'), std::string(15, 'y'),
-                                      std::string(16, 'z'), "someone.longer@example.com",
+    std::vector<std::string> texts = {"",
+                                      "a",
+                                      "user00001",
+                                      "张三丰",
+                                      std::string(14, 'x'),
+                                      std::string(15, 'y'),
+                                      std::string(16, 'z'),
+                                      "someone.longer@example.com",
                                       "https://static-legacy.dingtalk.com/media/lADPDg7mViaksW3NAyDNAyA_800_800.jpg",
                                       std::string("nul\0inside", 10)};
     for (const auto& t : texts) {
@@ -30,7 +36,7 @@ BOOST_AUTO_TEST_CASE(keeps_any_text_through_copy_move_and_assignment) {
         BOOST_TEST(copy.str() == t);
         SmallString moved = std::move(copy);
         BOOST_TEST(moved.str() == t);
-        BOOST_TEST(copy.empty());  // NOLINT(bugprone-use-after-move): a moved-from string is empty
+        BOOST_TEST(copy.empty());      // NOLINT(bugprone-use-after-move): a moved-from string is empty
         for (const auto& u : texts) {  // assignment between every pair of sizes
             SmallString a(t);
             a = SmallString(u);
