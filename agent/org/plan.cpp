@@ -92,6 +92,11 @@ public:
         std::fill(rows_.begin(), rows_.end(), nullptr);
         size_ = 0;
     }
+    void release() {
+        rows_ = {};
+        tags_ = {};
+        size_ = 0;
+    }
     // `row` claims its (non-empty) value unless another row already did.
     void claim(const OrgUser& row) {
         const std::string_view v = row.*field_;
@@ -164,6 +169,7 @@ public:
         order_users();
         claim_unique_values();
         stage_releases();
+        for (auto& c : claims_) c.release();  // settled: their memory goes to the changes below
         emit_user_changes();
         plan_department_removals();
         plan_.suppressed_removals = suppressed_;
@@ -426,9 +432,12 @@ private:
     }
 
     void emit_user_changes() {
-        // At most one change per user: sized once (growing by doubling briefly held a first sync's
-        // 100,000 creates twice over).
-        plan_.changes.reserve(plan_.changes.size() + deletions_.size() + release_changes_.size() + final_user_.size() +
+        // Sized exactly, once: growing by doubling briefly held a first sync's 100,000 creates twice
+        // over, and reserving a change per user held 100,000 unused ones on a no-op resync.
+        std::size_t user_changes = 0;
+        for (const auto& [u, cur] : order_)
+            if (const OrgUser* f = final_state(u->external_id); f && (!cur || !(cur->second == *f))) ++user_changes;
+        plan_.changes.reserve(plan_.changes.size() + deletions_.size() + release_changes_.size() + user_changes +
                               disables_.size() + late_changes_.size() + current_.departments.size());
         for (auto& c : deletions_) {
             ++plan_.counts.delete_user;

@@ -26,14 +26,14 @@ std::vector<Membership> user_memberships(const dingtalk::MergedUser& m, const st
     return places;
 }
 
-void merge_user_item(std::unordered_map<std::string, dingtalk::MergedUser>& users, std::int64_t dept_id,
-                     dingtalk::UserItem item) {
-    auto [it, inserted] = users.try_emplace(item.userid);
-    dingtalk::MergedUser& m = it->second;
+void merge_user_item(std::unordered_map<std::string, FetchedUser>& users, std::int64_t dept_id,
+                     const dingtalk::UserItem& item) {
+    auto [it, inserted] = users.try_emplace(item.userid.str());
+    FetchedUser& m = it->second;
     for (const auto& p : m.places)
         if (p.dept_id == dept_id) return;  // the same page read twice (retry after a partial answer)
     m.places.push_back({dept_id, item.dept_order, item.leader});
-    if (inserted) m.item = std::move(item);
+    if (inserted) m.item = dingtalk::PackedUserItem(item);
 }
 
 void derive_managers(OrgSnapshot& snapshot, const std::set<std::string>& frozen_users, bool trust_all,
@@ -169,7 +169,7 @@ DesiredOrg build(FetchedOrg& fetched, const Mapping& mapping, bool drain) {
         } drain_after{fetched, by_id[k], drain};
         const UserIt it = by_id[k];
         const std::string& userid = it->first;
-        const dingtalk::MergedUser& m = it->second;
+        const dingtalk::MergedUser m = it->second.merged();  // unpacked for this user only
         bool frozen = false;
         std::vector<Membership> places = user_places(m, sel, frozen);
         if (frozen || fetched.failed_users.count(userid)) {

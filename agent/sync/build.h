@@ -13,11 +13,22 @@
 #include <vector>
 
 #include "agent/dingtalk/model.h"
+#include "agent/dingtalk/packed_item.h"
 #include "agent/mapping/mapping.h"
 #include "agent/org/plan.h"
 #include "agent/org/schema.h"
 
 namespace dingbridge::agent {
+
+// A user as a full sync holds it from the fetch to the build: the first list item seen, packed
+// (PackedUserItem), and one place per department page that listed the user.
+struct FetchedUser {
+    dingtalk::PackedUserItem item;
+    std::vector<dingtalk::MergedUser::Place> places;
+    SmallString manager_userid;  // 直属主管, only from /topapi/v2/user/get
+
+    dingtalk::MergedUser merged() const { return {item.unpack(), places, manager_userid}; }
+};
 
 struct FetchedOrg {
     std::int64_t root_id = 1;
@@ -25,7 +36,7 @@ struct FetchedOrg {
     std::map<std::int64_t, std::vector<std::int64_t>> children;  // listsub results
     // Hashed: a full sync merges one entry per user per department page (§7); build_desired
     // visits them in userid order.
-    std::unordered_map<std::string, dingtalk::MergedUser> users;
+    std::unordered_map<std::string, FetchedUser> users;
     std::set<std::int64_t> failed_departments;  // get, listsub or a user page failed
     std::set<std::string> failed_users;         // their v2/user/get failed: left as they are
     // Without department/get: leaders from the user pages' leader flags, in page order.
@@ -44,8 +55,8 @@ struct DesiredOrg {
 
 // Merges one user-list item seen in department `dept_id` into `users` (multi-department users
 // appear once per department, §7).
-void merge_user_item(std::unordered_map<std::string, dingtalk::MergedUser>& users, std::int64_t dept_id,
-                     dingtalk::UserItem item);
+void merge_user_item(std::unordered_map<std::string, FetchedUser>& users, std::int64_t dept_id,
+                     const dingtalk::UserItem& item);
 
 // A user's memberships in the departments `kept` accepts: in the order DingTalk lists them
 // (dept_id_list: main department first), then any that only a department page listed (missing

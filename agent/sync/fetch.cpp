@@ -156,7 +156,7 @@ private:
                 counters_.users_fetched += static_cast<std::int64_t>(p.users.size());
                 for (auto& u : p.users) {
                     if (u.leader && fetched_.leaders_from_pages) fetched_.page_leaders[id].push_back(u.userid);
-                    merge_user_item(fetched_.users, id, std::move(u));
+                    merge_user_item(fetched_.users, id, u);
                 }
                 if (p.has_more) page(id, p.next_cursor);
             },
