@@ -27,7 +27,7 @@ public:
     PackedUserItem& operator=(PackedUserItem&&) noexcept = default;
 
     bool empty() const { return !bytes_; }
-    UserItem unpack() const;  // a default UserItem when empty()
+    UserItem unpack() const;   // a default UserItem when empty()
     std::size_t size() const;  // the block's size in bytes (0 when empty)
 
 private:

@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -38,6 +40,60 @@ struct Membership {
     friend bool operator==(const Membership&, const Membership&) = default;
 };
 
+// A user's custom fields (mapping.yaml `custom.<key>`), a map allocated only when the user has
+// any. Most users have none, and an empty std::map is 48 bytes (100,000 users: 4.6 MiB of a first
+// sync's peak). Reads see an empty map when there is none; equality treats none as empty.
+class CustomFields {
+public:
+    using Map = std::map<std::string, std::string>;
+
+    CustomFields() = default;
+    CustomFields(std::initializer_list<Map::value_type> init) {
+        if (init.size()) m_ = std::make_unique<Map>(init);
+    }
+    CustomFields(const CustomFields& o) : m_(o.empty() ? nullptr : std::make_unique<Map>(*o.m_)) {}
+    CustomFields(CustomFields&&) noexcept = default;
+    CustomFields& operator=(const CustomFields& o) {
+        if (this != &o) m_ = o.empty() ? nullptr : std::make_unique<Map>(*o.m_);
+        return *this;
+    }
+    CustomFields& operator=(CustomFields&&) noexcept = default;
+    CustomFields& operator=(Map m) {
+        m_ = m.empty() ? nullptr : std::make_unique<Map>(std::move(m));
+        return *this;
+    }
+
+    const Map& map() const { return m_ ? *m_ : none(); }
+    operator const Map&() const { return map(); }  // NOLINT(google-explicit-constructor)
+
+    std::string& operator[](const std::string& key) {
+        if (!m_) m_ = std::make_unique<Map>();
+        return (*m_)[key];
+    }
+    bool empty() const { return !m_ || m_->empty(); }
+    std::size_t size() const { return m_ ? m_->size() : 0; }
+    std::size_t count(const std::string& key) const { return m_ ? m_->count(key) : 0; }
+    const std::string& at(const std::string& key) const { return map().at(key); }
+    Map::const_iterator find(const std::string& key) const { return map().find(key); }
+    Map::const_iterator begin() const { return map().begin(); }
+    Map::const_iterator end() const { return map().end(); }
+    Map::iterator begin() { return m_ ? m_->begin() : none().begin(); }
+    Map::iterator end() { return m_ ? m_->end() : none().end(); }
+    Map::iterator erase(Map::iterator it) { return m_->erase(it); }
+    void clear() { m_.reset(); }
+
+    friend bool operator==(const CustomFields& a, const CustomFields& b) { return a.map() == b.map(); }
+
+private:
+    // Stands in for a missing map: never modified (nothing can be erased from or added to it
+    // through an iterator of an empty map), so its iterators compare as one map's.
+    static Map& none() {
+        static Map empty;
+        return empty;
+    }
+    std::unique_ptr<Map> m_;
+};
+
 struct OrgUser {
     SmallString external_id;
     SmallString union_id;
@@ -50,10 +106,10 @@ struct OrgUser {
     std::vector<Membership> departments;  // primary first
     SmallString primary_department;
     SmallString manager;
-    bool active = true;
     SmallString avatar_url;
     SmallString hired_at;  // YYYY-MM-DD or empty
-    std::map<std::string, std::string> custom;
+    CustomFields custom;
+    bool active = true;
 
     friend bool operator==(const OrgUser&, const OrgUser&) = default;
 };

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "agent/org/small_string.h"
+#include "agent/org/schema.h"
 #include "shared/result.h"
 
 namespace dingbridge::agent {
@@ -78,6 +78,11 @@ private:
     void column(int col, bool& out) const { out = integer(col) != 0; }
     void column(int col, std::vector<std::string>& out) const;
     void column(int col, std::map<std::string, std::string>& out) const;
+    void column(int col, CustomFields& out) const {
+        std::map<std::string, std::string> m;
+        column(col, m);
+        out = std::move(m);
+    }
     sqlite3* db_;
     sqlite3_stmt* stmt_ = nullptr;
     std::string error_;

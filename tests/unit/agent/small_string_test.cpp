@@ -90,3 +90,40 @@ BOOST_AUTO_TEST_CASE(compares_orders_hashes_and_joins_like_std_string) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+#include "agent/org/schema.h"
+
+BOOST_AUTO_TEST_SUITE(custom_fields)
+
+// A user without custom fields holds no map, yet reads, compares and copies like an empty one.
+BOOST_AUTO_TEST_CASE(no_map_until_a_field_is_set) {
+    CustomFields none, emptied;
+    BOOST_TEST(none.empty());
+    BOOST_TEST(none.count("desk") == 0u);
+    BOOST_TEST((none.find("desk") == none.end()));
+    BOOST_TEST((none.begin() == none.end()));
+    BOOST_TEST(none.map().empty());
+    emptied["desk"] = "3F";
+    BOOST_TEST(!(emptied == none));
+    for (auto it = emptied.begin(); it != emptied.end();) it = emptied.erase(it);
+    BOOST_TEST((emptied == none));  // an emptied map equals none: the diff sees no change
+    for (auto it = none.begin(); it != none.end();) it = none.erase(it);  // no map: nothing to visit
+
+    CustomFields a{{"desk", "3F"}, {"hobby", "旅游"}};
+    CustomFields b = a;
+    BOOST_TEST((a == b));
+    b["desk"] = "4F";
+    BOOST_TEST(a.at("desk") == "3F");  // a copy is its own
+    BOOST_TEST(b.at("desk") == "4F");
+    a = std::map<std::string, std::string>{};
+    BOOST_TEST(a.empty());
+    BOOST_TEST(b.size() == 2u);
+
+    OrgUser u, v;
+    v.custom["x"] = "";
+    BOOST_TEST(!(u == v));  // a key with an empty value is still a field
+    v.custom.clear();
+    BOOST_TEST((u == v));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
