@@ -141,7 +141,7 @@ private:
     // Fills an empty (or released) string with `s`.
     void init(std::string_view s) {
         if (s.size() <= 15) {
-            std::memcpy(buf_, s.data(), s.size());
+            if (!s.empty()) std::memcpy(buf_, s.data(), s.size());  // an empty view's data() may be null
             buf_[s.size()] = '\0';  // for size 15 this is buf_[15] = 0: the size byte doubles as the NUL
             buf_[15] = static_cast<char>(15 - s.size());
             return;

@@ -5,6 +5,7 @@
 #include <string>
 
 using namespace dingbridge::agent::dingtalk;
+using namespace std::string_literals;
 
 namespace {
 
@@ -35,7 +36,7 @@ BOOST_AUTO_TEST_CASE(unpack_gives_back_the_item) {
     u.job_number = "A-001";
     u.title = "工程师";
     u.email = "zhang.san@example.com";
-    u.remark = std::string("备注\n第二行 \"quoted\"\0tail", 33);
+    u.remark = "备注\n第二行 \"quoted\"\0tail"s;
     u.extension = R"({"爱好":"旅游","工位":"3"})";
     u.login_id = "zs";
     u.dept_id_list = {1, 2, -3, std::numeric_limits<std::int64_t>::max(), std::numeric_limits<std::int64_t>::min()};

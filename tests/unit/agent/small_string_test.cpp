@@ -48,6 +48,16 @@ BOOST_AUTO_TEST_CASE(keeps_any_text_through_copy_move_and_assignment) {
     }
 }
 
+// SQLite gives a NULL column as a null pointer: an empty view with no data.
+BOOST_AUTO_TEST_CASE(from_an_empty_view_without_data) {
+    SmallString s{std::string_view()};
+    BOOST_TEST(s.empty());
+    s = "x";
+    s = std::string_view();
+    BOOST_TEST(s.empty());
+    BOOST_TEST(s.c_str()[0] == '\0');
+}
+
 // Assigning a part of its own text (a view into itself) must not read freed memory.
 BOOST_AUTO_TEST_CASE(self_assignment_from_its_own_text) {
     SmallString s(std::string(40, 'a') + "tail");
