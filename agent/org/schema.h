@@ -79,7 +79,7 @@ public:
     Map::const_iterator end() const { return map().end(); }
     Map::iterator begin() { return m_ ? m_->begin() : none().begin(); }
     Map::iterator end() { return m_ ? m_->end() : none().end(); }
-    Map::iterator erase(Map::iterator it) { return m_->erase(it); }
+    Map::iterator erase(Map::iterator it) { return m_->erase(it); }  // `it` of this map: never end()
     void clear() { m_.reset(); }
 
     friend bool operator==(const CustomFields& a, const CustomFields& b) { return a.map() == b.map(); }
