@@ -74,19 +74,21 @@ void for_each_packed(Item& item, F&& f) {
 }  // namespace
 
 PackedUserItem::PackedUserItem(const UserItem& item) {
-    std::string out;
-    out.reserve(128);
-    for_each_packed(item, [&out](const auto& value) { put(out, value); });
-    bytes_ = std::make_unique<char[]>(out.size());
-    std::memcpy(bytes_.get(), out.data(), out.size());
+    std::string fields;
+    fields.reserve(128);
+    for_each_packed(item, [&fields](const auto& value) { put(fields, value); });
+    std::string block;
+    put_varint(block, fields.size());
+    block += fields;
+    bytes_ = std::make_unique<char[]>(block.size());
+    std::memcpy(bytes_.get(), block.data(), block.size());
 }
 
 std::size_t PackedUserItem::size() const {
     if (!bytes_) return 0;
     const char* p = bytes_.get();
-    UserItem scratch;
-    for_each_packed(scratch, [&p](auto& value) { get(p, value); });
-    return static_cast<std::size_t>(p - bytes_.get());
+    const auto n = static_cast<std::size_t>(get_varint(p));
+    return static_cast<std::size_t>(p - bytes_.get()) + n;
 }
 
 PackedUserItem::PackedUserItem(const PackedUserItem& o) {
@@ -105,6 +107,7 @@ UserItem PackedUserItem::unpack() const {
     UserItem item;
     if (!bytes_) return item;
     const char* p = bytes_.get();
+    get_varint(p);  // the fields' length
     for_each_packed(item, [&p](auto& value) { get(p, value); });
     return item;
 }

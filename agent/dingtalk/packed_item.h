@@ -7,9 +7,10 @@
 // thing a first sync held (~60 MiB at the end of the fetch). Packed, the same item is its text
 // and a few bytes of lengths, in one allocation.
 //
-// Layout: every field of kUserFields and kUserPageFields in table order (text: varint length and
-// bytes; integers: zigzag varints; flags: one byte; lists: varint count and items), then
-// has_hired_date. unpack() gives back exactly the item that was packed.
+// Layout: a varint length of the rest, then every field of kUserFields and kUserPageFields in
+// table order (text: varint length and bytes; integers: zigzag varints; flags: one byte; lists:
+// varint count and items), then has_hired_date. unpack() gives back exactly the item that was
+// packed.
 
 #include <memory>
 

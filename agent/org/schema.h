@@ -129,10 +129,13 @@ inline constexpr std::pair<std::string_view, SmallString OrgUser::*> kUserTextFi
 };
 
 // The text field of `u` called `name` (kUserTextFields), or nullptr.
-inline SmallString* user_text_field(OrgUser& u, std::string_view name) {
+inline const SmallString* user_text_field(const OrgUser& u, std::string_view name) {
     for (const auto& [key, member] : kUserTextFields)
         if (key == name) return &(u.*member);
     return nullptr;
+}
+inline SmallString* user_text_field(OrgUser& u, std::string_view name) {
+    return const_cast<SmallString*>(user_text_field(static_cast<const OrgUser&>(u), name));
 }
 
 // One side of a diff: everything a target holds, or everything fetched and mapped.

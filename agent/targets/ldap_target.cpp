@@ -252,7 +252,8 @@ std::string user_value(const OrgUser& u, const std::string& field) {
         auto it = u.custom.find(field.substr(7));
         return it != u.custom.end() ? it->second : "";
     }
-    return std::string(user_field(const_cast<OrgUser&>(u), field).get());
+    const SmallString* s = user_text_field(u, field);
+    return s ? s->str() : "";
 }
 
 // A user's memberships in the order both sides of the diff use: the primary department first

@@ -58,7 +58,9 @@ public:
     }
     void reset();
     std::string text(int col) const;
-    std::string_view text_view(int col) const;  // valid until the next step, reset or column read
+    // Without a copy: valid until the next step or reset (or another read of this column as a
+    // different type).
+    std::string_view text_view(int col) const;
     std::int64_t integer(int col) const;
     bool is_null(int col) const;
     // Reads columns 0, 1, ... of the current row into the arguments by their type: text (NULL as
