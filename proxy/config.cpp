@@ -178,6 +178,7 @@ void parse_workers_and_relay(const ConfigNode& root, ProxyConfig& cfg) {
         cfg.relay = relay->as_choice<RelayMode>(
             {{"copy", RelayMode::copy}, {"splice", RelayMode::splice}, {"buffered", RelayMode::buffered}});
     }
+    cfg.relay_send_thread = root.get_bool("relay_send_thread", cfg.relay_send_thread);
     for (char c : cfg.realm) {
         if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20)
             root.get("realm").fail("realm must not contain quotes, backslashes or control characters");

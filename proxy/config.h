@@ -44,6 +44,7 @@ struct ProxyConfig {
     std::chrono::milliseconds idle_timeout{2 * 3600 * 1000};
     std::size_t buffer_size = 64 * 1024;  // per direction high watermark
     RelayMode relay = RelayMode::copy;    // how plain tunnels relay (socket_relay.h)
+    bool relay_send_thread = true;        // copy relay: bulk sends on the worker's send thread (send_offload.h)
     std::chrono::milliseconds tls_handshake_timeout{10'000};
     std::chrono::milliseconds shutdown_grace{30'000};
     std::uint64_t max_connections = 0;        // 0 = unlimited

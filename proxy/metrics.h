@@ -90,6 +90,8 @@ public:
     void count_reload(bool ok) { (ok ? reloads_ok_ : reloads_failed_)++; }
     void connection_opened() { open_connections_++; }
     void connection_closed() { open_connections_--; }
+    // Bytes the workers' send threads sent (send_offload.h).
+    std::atomic<std::uint64_t>& send_thread_bytes() { return send_thread_bytes_; }
     std::uint64_t open_connections() const { return open_connections_.load(); }
 
     Histogram connect_latency;  // upstream TCP connect
@@ -106,6 +108,7 @@ private:
     std::atomic<std::uint64_t> reloads_ok_{0};
     std::atomic<std::uint64_t> reloads_failed_{0};
     std::atomic<std::uint64_t> open_connections_{0};
+    std::atomic<std::uint64_t> send_thread_bytes_{0};
 };
 
 }  // namespace dingbridge::proxy

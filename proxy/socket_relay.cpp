@@ -9,6 +9,10 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <new>
+#include <utility>
+
+#include "proxy/send_offload.h"
 
 namespace dingbridge::proxy {
 
@@ -102,8 +106,14 @@ void StagePool::discard(Stage stage) {
 }
 
 SocketRelay::SocketRelay(event_base* base, StagePool& pool, bool splice, int client_fd, int upstream_fd,
-                         Listener& listener)
-    : base_(base), pool_(pool), listener_(listener), client_fd_(client_fd), upstream_fd_(upstream_fd), splice_(splice) {
+                         Listener& listener, SendOffload* offload)
+    : base_(base),
+      pool_(pool),
+      listener_(listener),
+      client_fd_(client_fd),
+      upstream_fd_(upstream_fd),
+      offload_(splice ? nullptr : offload),
+      splice_(splice) {
     up_.owner = down_.owner = this;
     up_.upstream_bound = true;
     up_.from = down_.to = client_fd;
@@ -131,9 +141,18 @@ bool SocketRelay::start() {
 void SocketRelay::stop() {
     if (stopped_) return;
     stopped_ = true;
+    bool close_client = true;
+    bool close_upstream = true;
     for (Direction* d : {&up_, &down_}) {
         if (d->readable) event_del(d->readable);
         if (d->writable) event_del(d->writable);
+        if (d->stream != nullptr) {
+            // The send thread may be in send(2) on d->to right now: then the offload closes it.
+            if (!offload_->orphan(std::exchange(d->stream, nullptr)))
+                (d->upstream_bound ? close_upstream : close_client) = false;
+            d->pieces = 0;
+            d->thread_bytes = 0;
+        }
         if (d->stage.held()) {
             if (d->in_stage == 0) {
                 pool_.give(d->stage);
@@ -143,8 +162,8 @@ void SocketRelay::stop() {
             d->stage = Stage{};
         }
     }
-    ::close(client_fd_);
-    ::close(upstream_fd_);
+    if (close_client) ::close(client_fd_);
+    if (close_upstream) ::close(upstream_fd_);
 }
 
 std::size_t socket_send_queue(int fd) {
@@ -155,7 +174,8 @@ std::size_t socket_send_queue(int fd) {
 
 std::size_t SocketRelay::queued() const {
     if (stopped_) return 0;
-    return up_.in_stage + down_.in_stage + socket_send_queue(client_fd_) + socket_send_queue(upstream_fd_);
+    return up_.in_stage + down_.in_stage + up_.thread_bytes + down_.thread_bytes + socket_send_queue(client_fd_) +
+           socket_send_queue(upstream_fd_);
 }
 
 void SocketRelay::fail(CloseReason reason) {
@@ -171,6 +191,12 @@ void SocketRelay::on_readable(evutil_socket_t, short, void* arg) {
 void SocketRelay::on_writable(evutil_socket_t, short, void* arg) {
     auto* d = static_cast<Direction*>(arg);
     SocketRelay* self = d->owner;
+    if (d->pieces > 0) {
+        // The receiver has room again for what the send thread could not place.
+        event_del(d->writable);
+        self->offload_->resume(*d->stream);
+        return;
+    }
     if (!self->flush(*d)) return;
     if (d->in_stage == 0) {
         event_del(d->writable);
@@ -205,6 +231,7 @@ ssize_t SocketRelay::send(Direction& d) {
 
 bool SocketRelay::pump(Direction& d) {
     for (int round = 0; round < kPumpRounds; ++round) {
+        if (d.pieces >= d.piece_limit) break;  // the send thread is behind: wait for its report
         if (!d.stage.held()) {
             d.stage = pool_.take(splice_);
             if (!d.stage.held()) {
@@ -225,10 +252,22 @@ bool SocketRelay::pump(Direction& d) {
             fail(d.upstream_bound ? CloseReason::client_error : CloseReason::upstream_error);
             return false;
         }
+        const bool more = n > 0 && static_cast<std::size_t>(n) == space;  // the sender may have more
+        // Bulk bytes go to the send thread, and once some are there, every later byte follows them.
+        if (offload_ != nullptr && (d.pieces > 0 || d.in_stage >= kOffloadMin)) {
+            if (d.in_stage > 0 && !hand_off(d)) return false;
+            if (d.pieces == 0 || !more) break;
+            continue;
+        }
         if (!flush(d)) return false;
         // Go round again only while the sender had more than one stage's worth and the receiver
         // kept up; otherwise wait for the next event.
         if (n <= 0 || static_cast<std::size_t>(n) < space || d.in_stage > 0) break;
+    }
+    if (d.pieces > 0) {
+        // on_report goes on from here (and finishes the direction after its last piece).
+        if (d.pieces >= d.piece_limit) event_del(d.readable);
+        return true;
     }
     if (d.in_stage > 0) {
         // The receiver is slower: stop reading the sender until the stage drains.
@@ -256,6 +295,42 @@ bool SocketRelay::flush(Direction& d) {
         d.stage = Stage{};
     }
     return true;
+}
+
+bool SocketRelay::hand_off(Direction& d) {
+    if (d.stream == nullptr) {
+        d.stream = new (std::nothrow) SendStream;
+        if (d.stream == nullptr) return flush(d);
+        d.stream->fd = d.to;
+        d.stream->report = &SocketRelay::on_report;
+        d.stream->context = &d;
+    }
+    if (!offload_->push(*d.stream, d.stage, d.stage.sent, d.in_stage)) return flush(d);  // no send thread
+    ++d.pieces;
+    d.piece_limit = d.stage.capacity == StagePool::kLargeBuffer ? kMaxPieces : 1;
+    d.thread_bytes += d.in_stage;
+    d.stage = Stage{};
+    d.in_stage = 0;
+    return true;
+}
+
+void SocketRelay::on_report(SendStream& stream) {
+    Direction& d = *static_cast<Direction*>(stream.context);
+    SocketRelay* self = d.owner;
+    const SendOffload::Collected c = self->offload_->collect(stream);
+    d.pieces = static_cast<std::uint16_t>(d.pieces - c.pieces_sent);
+    d.thread_bytes -= c.progressed;
+    if (c.progressed > 0) self->listener_.relay_progress(d.upstream_bound, 0);  // the receiver took bytes
+    if (c.error != 0) {
+        self->fail(d.upstream_bound ? CloseReason::upstream_error : CloseReason::client_error);
+        return;
+    }
+    if (c.blocked) event_add(d.writable, nullptr);  // resumed from on_writable
+    if (d.pieces == 0 && d.eof) {
+        self->finish_direction(d);
+    } else if (!d.eof && d.pieces < d.piece_limit) {
+        event_add(d.readable, nullptr);
+    }
 }
 
 void SocketRelay::finish_direction(Direction& d) {

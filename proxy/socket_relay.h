@@ -13,6 +13,11 @@
 // A direction whose receiver is slow stops reading its sender until the stage drains
 // (backpressure bounded by the stage's size).
 //
+// Bulk directions of the copy relay (a receive of kOffloadMin bytes or more) hand their stages to
+// the worker's send thread (send_offload.h) and receive into fresh ones meanwhile; the bytes still
+// go out in order, and the backpressure bound becomes kMaxPieces large stages (the large ones
+// are few per worker; on small stages it stays one).
+//
 // Owned by one Tunnel, on its worker's thread. `stop()` detaches all events and closes the
 // sockets; it is what the owner calls when it closes, and the object is deleted later with the
 // owner (never inside one of its own callbacks).
@@ -74,12 +79,23 @@ private:
     std::size_t large_in_use_ = 0;
 };
 
+class SendOffload;
+struct SendStream;
+
 class SocketRelay final : public Relay {
 public:
     using Listener = Relay::Listener;
 
-    // Takes ownership of both sockets. `splice`: stages are pipes, else buffers.
-    SocketRelay(event_base* base, StagePool& pool, bool splice, int client_fd, int upstream_fd, Listener& listener);
+    // A direction that has this much to send at once hands the send to the send thread...
+    static constexpr std::size_t kOffloadMin = 64 * 1024;
+    // ...and reads on while fewer than this many of its stages wait there (large stages only: a
+    // direction on small ones, when many tunnels are backed up, keeps one, as without the thread).
+    static constexpr std::uint16_t kMaxPieces = 4;
+
+    // Takes ownership of both sockets. `splice`: stages are pipes, else buffers. `offload`: the
+    // worker's send thread for bulk bytes (copy relay only), or null to send on this thread.
+    SocketRelay(event_base* base, StagePool& pool, bool splice, int client_fd, int upstream_fd, Listener& listener,
+                SendOffload* offload = nullptr);
     ~SocketRelay() override;
     SocketRelay(const SocketRelay&) = delete;
     SocketRelay& operator=(const SocketRelay&) = delete;
@@ -97,7 +113,11 @@ private:
         event* readable = nullptr;  // on `from`
         event* writable = nullptr;  // on `to`
         Stage stage;
-        std::size_t in_stage = 0;  // bytes received and not yet sent
+        std::size_t in_stage = 0;       // bytes received and not yet sent
+        SendStream* stream = nullptr;   // the send thread's queue for this direction, once it had bulk bytes
+        std::uint16_t pieces = 0;       // stages of this direction with the send thread (earlier bytes than `stage`'s)
+        std::uint16_t piece_limit = 1;  // kMaxPieces while it gets large stages, else 1 (memory bound)
+        std::size_t thread_bytes = 0;   // bytes in them not yet sent
         bool eof = false;
         bool shut = false;
     };
@@ -115,6 +135,11 @@ private:
     static ssize_t send(Direction& d);
     void finish_direction(Direction& d);
     void fail(CloseReason reason);
+    // Moves the direction's stage to the send thread (or sends it here if there is none); false
+    // when the relay ended.
+    bool hand_off(Direction& d);
+    // The send thread sent pieces, blocked on a full receiver, or failed.
+    static void on_report(SendStream& stream);
 
     event_base* base_;
     StagePool& pool_;
@@ -123,6 +148,7 @@ private:
     int upstream_fd_;
     Direction up_;    // client → upstream
     Direction down_;  // upstream → client
+    SendOffload* offload_;
     bool stopped_ = false;
     bool splice_;
 };

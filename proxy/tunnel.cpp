@@ -325,7 +325,8 @@ bool Tunnel::start_socket_relay(bufferevent* upstream) {
     }
     SocketRelay::Listener& listener = *this;
     auto socket_relay = std::make_unique<SocketRelay>(
-        worker_.base(), worker_.stages(), config_->relay == RelayMode::splice, client_fd, upstream_fd, listener);
+        worker_.base(), worker_.stages(), config_->relay == RelayMode::splice, client_fd, upstream_fd, listener,
+        config_->relay_send_thread ? &worker_.send_offload() : nullptr);
     // The relay's read events go in before the bufferevents' come out: the client socket stays
     // registered with epoll throughout (no DEL + ADD pair per tunnel).
     const bool started = socket_relay->start();

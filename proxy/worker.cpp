@@ -38,6 +38,7 @@ Worker::Worker(unsigned index, ConfigSource config, std::shared_ptr<spdlog::logg
     stop_event_ = event_new(base_, -1, 0, &Worker::on_stop, this);
     stop_accepting_event_ = event_new(base_, -1, 0, &Worker::on_stop_accepting, this);
     inbox_event_ = event_new(base_, -1, 0, &Worker::on_inbox, this);
+    offload_ = std::make_unique<SendOffload>(base_, stages_, shared_.metrics.send_thread_bytes());
 }
 
 Worker::~Worker() {
@@ -55,6 +56,7 @@ Worker::~Worker() {
     dns_ = nullptr;
     for (Tunnel* t : live_) delete t;
     live_.clear();
+    offload_.reset();  // every job is orphaned now; its descriptors close once the thread is joined
     for (auto& slot : listeners_)
         if (slot->listener) evconnlistener_free(slot->listener);
     for (event* e : {reap_event_, resume_accept_, stop_event_, stop_accepting_event_, inbox_event_})

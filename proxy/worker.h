@@ -22,6 +22,7 @@
 
 #include "proxy/config.h"
 #include "proxy/metrics.h"
+#include "proxy/send_offload.h"
 #include "proxy/socket_relay.h"
 #include "proxy/verifier.h"
 #include "shared/auth_throttle.h"
@@ -66,6 +67,7 @@ public:
     spdlog::logger& access_log() { return *access_log_; }
     SharedState& shared() { return shared_; }
     StagePool& stages() { return stages_; }
+    SendOffload& send_offload() { return *offload_; }
     // The tenant's process-wide runtime (counters, limits), cached per worker so the hot path
     // takes no global lock.
     TenantRuntime& tenant_runtime(const std::string& name);
@@ -113,7 +115,8 @@ private:
     std::mutex inbox_mutex_;
     std::vector<std::function<void()>> inbox_;
     SharedState& shared_;
-    StagePool stages_;  // declared before the tunnels are freed in ~Worker, destroyed after them
+    StagePool stages_;                      // declared before the tunnels are freed in ~Worker, destroyed after them
+    std::unique_ptr<SendOffload> offload_;  // its thread starts with the first bulk send; freed after the tunnels
     std::vector<std::unique_ptr<ListenerSlot>> listeners_;
     std::vector<Worker*> siblings_;
     std::unordered_set<Tunnel*> live_;

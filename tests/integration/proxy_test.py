@@ -4,8 +4,11 @@ against TLS and TCP servers on loopback. Run with DINGBRIDGE_PROXY=/path/to/ding
 Refusals of internal destinations use targets the proxy refuses before connecting; the only
 addresses ever dialed are 127.0.0.1 and ::1.
 """
+import hashlib
 import os
+import random
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -15,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+from proxy_production_test import metric, metrics_text  # noqa: E402
 
 AGENT_PASSWORD = "agent-pw-Xq7!"
 STRICT_PASSWORD = "strict-pw-9Lm"
@@ -360,6 +364,171 @@ class TunnelSemantics(ProxyTestCase):
 class TunnelSemanticsSplice(TunnelSemantics):
     """The same tunnel semantics with `relay: splice` (pipes instead of the default copy buffers)."""
     extra_top = "relay: splice"
+
+
+def _sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+class BulkRelay(ProxyTestCase):
+    """Bulk transfers through the copy relay, whose workers hand large sends to their send thread
+    (send_offload.h): every byte arrives, in order, both ways at once, to slow receivers too; and a
+    tunnel reset in mid-transfer gives back its descriptors. BulkRelayOneThread runs the same with
+    `relay_send_thread: false`; the metric tells the two apart."""
+    extra_top = 'admin:\n  address: "127.0.0.1:0"'
+    send_thread = True
+
+    def sent_by_thread(self):
+        return metric(metrics_text(self.proxy), "dingbridge_proxy_send_thread_bytes_total")
+
+    def test_both_ways_at_once_every_byte_in_order(self):
+        up = random.Random(1).randbytes(24 << 20)
+        down = random.Random(2).randbytes(24 << 20)
+        received_up = []
+
+        def both_ways(conn):
+            sender = threading.Thread(target=lambda: (conn.sendall(down), conn.shutdown(socket.SHUT_WR)))
+            sender.start()
+            received_up.append(harness.recv_all(conn))
+            sender.join()
+
+        server = harness.TcpServer(both_ways)
+        before = self.sent_by_thread()
+        try:
+            s, status, _, rest = harness.connect_through(self.proxy, f"127.0.0.1:{server.port}", f"agent:{AGENT_PASSWORD}")
+            self.assertEqual(status, 200)
+            s.settimeout(60)
+            sender = threading.Thread(target=lambda: (s.sendall(up), s.shutdown(socket.SHUT_WR)))
+            sender.start()
+            got = rest + harness.recv_all(s)
+            sender.join()
+            s.close()
+            self.assertEqual((len(got), _sha(got)), (len(down), _sha(down)))
+            line = self.proxy.wait_for_log(lambda l: f"dst=127.0.0.1:{server.port}" in l and "status=200" in l)
+            deadline = time.time() + 10  # the server may still be reading the last bytes
+            while not received_up and time.time() < deadline:
+                time.sleep(0.02)
+            self.assertEqual(server.errors, [])
+            self.assertEqual((len(received_up[0]), _sha(received_up[0])), (len(up), _sha(up)))
+            self.assertIn(f"up={len(up)} down={len(down)}", line)
+            self.assertIn('reason="completed"', line)
+            by_thread = self.sent_by_thread() - before
+            if self.send_thread:
+                self.assertGreater(by_thread, 0)
+                self.assertLessEqual(by_thread, len(up) + len(down))
+            else:
+                self.assertEqual(by_thread, 0)
+        finally:
+            server.stop()
+
+    def test_a_slow_receiver_gets_every_byte_in_order(self):
+        down = random.Random(3).randbytes(8 << 20)
+        server = harness.TcpServer(lambda conn: conn.sendall(down))  # as fast as it can, then FIN
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # the proxy's sends block often
+            s.settimeout(30)
+            s.connect((self.proxy.host, self.proxy.port))
+            import base64
+            s.sendall(f"CONNECT 127.0.0.1:{server.port} HTTP/1.1\r\nProxy-Authorization: Basic ".encode() +
+                      base64.b64encode(f"agent:{AGENT_PASSWORD}".encode()) + b"\r\n\r\n")
+            status, _, got = harness.read_response_head(s)
+            self.assertEqual(status, 200)
+            chunks = [got]
+            while True:
+                d = s.recv(32768)
+                if not d:
+                    break
+                chunks.append(d)
+                time.sleep(0.001)
+            s.close()
+            got = b"".join(chunks)
+            self.assertEqual((len(got), _sha(got)), (len(down), _sha(down)))
+            line = self.proxy.wait_for_log(lambda l: f"dst=127.0.0.1:{server.port}" in l and "status=200" in l)
+            self.assertIn('reason="completed"', line)
+        finally:
+            server.stop()
+
+    def test_a_reset_in_mid_transfer_gives_back_every_descriptor(self):
+        fd_dir = f"/proc/{self.proxy.proc.pid}/fd"
+        baseline = len(os.listdir(fd_dir))
+        stop = threading.Event()
+
+        def endless_sender(conn):
+            block = b"z" * (1 << 20)
+            try:
+                while not stop.is_set():
+                    conn.sendall(block)
+            except OSError:
+                pass
+
+        def never_reads_then_resets(conn):
+            stop.wait(30)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+        sender, sink = harness.TcpServer(endless_sender), harness.TcpServer(never_reads_then_resets)
+        try:
+            tunnels = []
+            for server in (sender, sink):
+                s, status, _, _ = harness.connect_through(self.proxy, f"127.0.0.1:{server.port}", f"agent:{AGENT_PASSWORD}")
+                self.assertEqual(status, 200)
+                tunnels.append(s)
+            # Downloads pile up toward a client that does not read; uploads toward a server that
+            # does not read. Both back up into the proxy's stages (and its send thread).
+            download, upload = tunnels
+            upload.setblocking(False)
+            pushed, block = 0, b"u" * (1 << 20)
+            deadline = time.time() + 3
+            while time.time() < deadline:
+                try:
+                    pushed += upload.send(block)
+                except BlockingIOError:
+                    time.sleep(0.05)
+            self.assertGreater(pushed, 1 << 20)
+            # Then the download's client and the upload's server reset their connections (a
+            # stalled upload's client resetting would go unseen until idle_timeout: the proxy does
+            # not read a sender it cannot forward, see docs/proxy.md).
+            download.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            download.close()
+            stop.set()
+            for server in (sender, sink):
+                line = self.proxy.wait_for_log(lambda l: f"dst=127.0.0.1:{server.port}" in l and "status=200" in l)
+                self.assertNotIn('reason="completed"', line)
+            upload.close()
+            deadline = time.time() + 5
+            while len(os.listdir(fd_dir)) > baseline and time.time() < deadline:
+                time.sleep(0.05)
+            self.assertEqual(len(os.listdir(fd_dir)), baseline)
+            # And the proxy relays on.
+            echo = harness.TcpServer(harness.echo)
+            try:
+                s, status, _, _ = harness.connect_through(self.proxy, f"127.0.0.1:{echo.port}", f"agent:{AGENT_PASSWORD}")
+                self.assertEqual(status, 200)
+                payload = random.Random(4).randbytes(1 << 20)
+                s.sendall(payload)
+                got = b""
+                while len(got) < len(payload):
+                    got += s.recv(1 << 20)
+                self.assertEqual(got, payload)
+                s.close()
+            finally:
+                echo.stop()
+        finally:
+            stop.set()
+            sender.stop()
+            sink.stop()
+
+
+class BulkRelayOneThread(BulkRelay):
+    """The same with the workers sending everything themselves."""
+    extra_top = BulkRelay.extra_top + "\nrelay_send_thread: false"
+    send_thread = False
+
+
+class BulkRelaySplice(BulkRelay):
+    """And with `relay: splice`, which never uses the send thread."""
+    extra_top = BulkRelay.extra_top + "\nrelay: splice"
+    send_thread = False
 
 
 class IdleTimeout(ProxyTestCase):
