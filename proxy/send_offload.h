@@ -25,8 +25,8 @@
 
 #include <atomic>
 #include <condition_variable>
-#include <cstdint>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -46,9 +46,13 @@ struct SendStream {
     int fd = -1;
     void (*report)(SendStream&) = nullptr;  // on the worker's thread: there is something to collect
     void* context = nullptr;                // null once orphaned
+    // Worker side, the owner's bookkeeping.
+    std::uint16_t pieces = 0;       // queued and not collected back
+    std::uint16_t piece_limit = 1;  // how many the owner lets queue up
+    std::size_t unsent = 0;         // bytes of those pieces not yet sent
     // Shared.
-    std::deque<Piece> queue;   // not yet sent, in order (the front one maybe in part)
-    std::vector<Stage> sent;   // sent in full, not yet collected
+    std::deque<Piece> queue;     // not yet sent, in order (the front one maybe in part)
+    std::vector<Stage> sent;     // sent in full, not yet collected
     std::size_t progressed = 0;  // bytes sent since the last collect
     bool scheduled = false;      // with the thread (waiting for it or being sent)
     bool reported = false;       // waiting for the worker's report callback

@@ -48,7 +48,7 @@ Stage StagePool::take(bool pipe) {
     if (!spare.empty()) {
         Stage s = spare.back();
         spare.pop_back();
-        if (!pipe) ++large_in_use_;
+        if (!pipe) lent_large(+1);
         return s;
     }
     Stage s;
@@ -64,7 +64,7 @@ Stage StagePool::take(bool pipe) {
     if (large_in_use_ < kLargeBuffersInUse) {
         void* p = ::mmap(nullptr, kLargeBuffer, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p != MAP_FAILED) {
-            ++large_in_use_;
+            lent_large(+1);
             s.data = static_cast<char*>(p);
             s.capacity = kLargeBuffer;
             return s;
@@ -86,7 +86,7 @@ void StagePool::give(Stage stage) {
         return;
     }
     if (stage.capacity == kLargeBuffer) {
-        --large_in_use_;
+        lent_large(-1);
         if (free_buffers_.size() < kKeepBuffers) {
             stage.sent = 0;
             free_buffers_.push_back(stage);
@@ -101,7 +101,7 @@ void StagePool::discard(Stage stage) {
         close_pipe(stage);  // a pipe with bytes still in it cannot be reused by another tunnel
         return;
     }
-    if (stage.capacity == kLargeBuffer) --large_in_use_;
+    if (stage.capacity == kLargeBuffer) lent_large(-1);
     free_buffer(stage);
 }
 
@@ -150,8 +150,6 @@ void SocketRelay::stop() {
             // The send thread may be in send(2) on d->to right now: then the offload closes it.
             if (!offload_->orphan(std::exchange(d->stream, nullptr)))
                 (d->upstream_bound ? close_upstream : close_client) = false;
-            d->pieces = 0;
-            d->thread_bytes = 0;
         }
         if (d->stage.held()) {
             if (d->in_stage == 0) {
@@ -174,7 +172,10 @@ std::size_t socket_send_queue(int fd) {
 
 std::size_t SocketRelay::queued() const {
     if (stopped_) return 0;
-    return up_.in_stage + down_.in_stage + up_.thread_bytes + down_.thread_bytes + socket_send_queue(client_fd_) +
+    std::size_t with_thread = 0;
+    for (const Direction* d : {&up_, &down_})
+        if (d->stream != nullptr) with_thread += d->stream->unsent;
+    return up_.in_stage + down_.in_stage + with_thread + socket_send_queue(client_fd_) +
            socket_send_queue(upstream_fd_);
 }
 
@@ -191,7 +192,7 @@ void SocketRelay::on_readable(evutil_socket_t, short, void* arg) {
 void SocketRelay::on_writable(evutil_socket_t, short, void* arg) {
     auto* d = static_cast<Direction*>(arg);
     SocketRelay* self = d->owner;
-    if (d->pieces > 0) {
+    if (pieces(*d) > 0) {
         // The receiver has room again for what the send thread could not place.
         event_del(d->writable);
         self->offload_->resume(*d->stream);
@@ -231,7 +232,8 @@ ssize_t SocketRelay::send(Direction& d) {
 
 bool SocketRelay::pump(Direction& d) {
     for (int round = 0; round < kPumpRounds; ++round) {
-        if (d.pieces >= d.piece_limit) break;  // the send thread is behind: wait for its report
+        if (d.stream != nullptr && d.stream->pieces >= d.stream->piece_limit)
+            break;  // the send thread is behind: wait for its report
         if (!d.stage.held()) {
             d.stage = pool_.take(splice_);
             if (!d.stage.held()) {
@@ -254,9 +256,10 @@ bool SocketRelay::pump(Direction& d) {
         }
         const bool more = n > 0 && static_cast<std::size_t>(n) == space;  // the sender may have more
         // Bulk bytes go to the send thread, and once some are there, every later byte follows them.
-        if (offload_ != nullptr && (d.pieces > 0 || d.in_stage >= kOffloadMin)) {
+        if (offload_ != nullptr &&
+            (pieces(d) > 0 || (d.in_stage >= kOffloadMin && pool_.large_buffers_in_use_by_process() <= 1))) {
             if (d.in_stage > 0 && !hand_off(d)) return false;
-            if (d.pieces == 0 || !more) break;
+            if (pieces(d) == 0 || !more) break;
             continue;
         }
         if (!flush(d)) return false;
@@ -264,9 +267,9 @@ bool SocketRelay::pump(Direction& d) {
         // kept up; otherwise wait for the next event.
         if (n <= 0 || static_cast<std::size_t>(n) < space || d.in_stage > 0) break;
     }
-    if (d.pieces > 0) {
+    if (pieces(d) > 0) {
         // on_report goes on from here (and finishes the direction after its last piece).
-        if (d.pieces >= d.piece_limit) event_del(d.readable);
+        if (d.stream->pieces >= d.stream->piece_limit) event_del(d.readable);
         return true;
     }
     if (d.in_stage > 0) {
@@ -297,6 +300,8 @@ bool SocketRelay::flush(Direction& d) {
     return true;
 }
 
+std::size_t SocketRelay::pieces(const Direction& d) { return d.stream != nullptr ? d.stream->pieces : 0; }
+
 bool SocketRelay::hand_off(Direction& d) {
     if (d.stream == nullptr) {
         d.stream = new (std::nothrow) SendStream;
@@ -306,9 +311,9 @@ bool SocketRelay::hand_off(Direction& d) {
         d.stream->context = &d;
     }
     if (!offload_->push(*d.stream, d.stage, d.stage.sent, d.in_stage)) return flush(d);  // no send thread
-    ++d.pieces;
-    d.piece_limit = d.stage.capacity == StagePool::kLargeBuffer ? kMaxPieces : 1;
-    d.thread_bytes += d.in_stage;
+    ++d.stream->pieces;
+    d.stream->piece_limit = d.stage.capacity == StagePool::kLargeBuffer ? kMaxPieces : 1;
+    d.stream->unsent += d.in_stage;
     d.stage = Stage{};
     d.in_stage = 0;
     return true;
@@ -318,17 +323,17 @@ void SocketRelay::on_report(SendStream& stream) {
     Direction& d = *static_cast<Direction*>(stream.context);
     SocketRelay* self = d.owner;
     const SendOffload::Collected c = self->offload_->collect(stream);
-    d.pieces = static_cast<std::uint16_t>(d.pieces - c.pieces_sent);
-    d.thread_bytes -= c.progressed;
+    stream.pieces = static_cast<std::uint16_t>(stream.pieces - c.pieces_sent);
+    stream.unsent -= c.progressed;
     if (c.progressed > 0) self->listener_.relay_progress(d.upstream_bound, 0);  // the receiver took bytes
     if (c.error != 0) {
         self->fail(d.upstream_bound ? CloseReason::upstream_error : CloseReason::client_error);
         return;
     }
     if (c.blocked) event_add(d.writable, nullptr);  // resumed from on_writable
-    if (d.pieces == 0 && d.eof) {
+    if (stream.pieces == 0 && d.eof) {
         self->finish_direction(d);
-    } else if (!d.eof && d.pieces < d.piece_limit) {
+    } else if (!d.eof && stream.pieces < stream.piece_limit) {
         event_add(d.readable, nullptr);
     }
 }

@@ -25,6 +25,7 @@
 #include <event2/event.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -71,12 +72,23 @@ public:
     void discard(Stage stage);  // a stage with bytes still in it: never reused
 
     std::size_t large_buffers_in_use() const { return large_in_use_; }
+    // Large buffers lent out by all the process's pools, when they share a counter (set_shared_count).
+    std::size_t large_buffers_in_use_by_process() const {
+        return process_large_ ? process_large_->load() : large_in_use_;
+    }
+    void set_shared_count(std::atomic<std::size_t>* process_large) { process_large_ = process_large; }
 
 private:
     std::size_t keep_pipes_;
     std::vector<Stage> free_pipes_;
     std::vector<Stage> free_buffers_;  // large ones only
     std::size_t large_in_use_ = 0;
+    std::atomic<std::size_t>* process_large_ = nullptr;
+
+    void lent_large(int delta) {
+        large_in_use_ += static_cast<std::size_t>(delta);
+        if (process_large_) process_large_->fetch_add(static_cast<std::size_t>(delta), std::memory_order_relaxed);
+    }
 };
 
 class SendOffload;
@@ -86,7 +98,9 @@ class SocketRelay final : public Relay {
 public:
     using Listener = Relay::Listener;
 
-    // A direction that has this much to send at once hands the send to the send thread...
+    // A direction that has this much to send at once hands the send to the send thread, when it is
+    // the process's only bulk transfer (its stage the only large one lent out: with several, the
+    // cores are busy already and the thread only adds switches; docs/BENCHMARKS.md)...
     static constexpr std::size_t kOffloadMin = 64 * 1024;
     // ...and reads on while fewer than this many of its stages wait there (large stages only: a
     // direction on small ones, when many tunnels are backed up, keeps one, as without the thread).
@@ -105,22 +119,22 @@ public:
     std::size_t queued() const override;
 
 private:
+    // Laid out without padding holes: two per established tunnel, idle or not.
     struct Direction {
         SocketRelay* owner = nullptr;
-        bool upstream_bound = false;
         int from = -1;
         int to = -1;
         event* readable = nullptr;  // on `from`
         event* writable = nullptr;  // on `to`
         Stage stage;
-        std::size_t in_stage = 0;       // bytes received and not yet sent
-        SendStream* stream = nullptr;   // the send thread's queue for this direction, once it had bulk bytes
-        std::uint16_t pieces = 0;       // stages of this direction with the send thread (earlier bytes than `stage`'s)
-        std::uint16_t piece_limit = 1;  // kMaxPieces while it gets large stages, else 1 (memory bound)
-        std::size_t thread_bytes = 0;   // bytes in them not yet sent
+        std::size_t in_stage = 0;      // bytes received and not yet sent
+        SendStream* stream = nullptr;  // the send thread's queue for this direction, once it had bulk bytes
+        bool upstream_bound = false;
         bool eof = false;
         bool shut = false;
     };
+    // Stages of the direction with the send thread (bytes earlier than its `stage`'s).
+    static std::size_t pieces(const Direction& d);
 
     static void on_readable(evutil_socket_t, short, void* arg);
     static void on_writable(evutil_socket_t, short, void* arg);
