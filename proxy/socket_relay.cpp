@@ -232,8 +232,9 @@ ssize_t SocketRelay::send(Direction& d) {
 
 bool SocketRelay::pump(Direction& d) {
     for (int round = 0; round < kPumpRounds; ++round) {
-        if (d.stream != nullptr && d.stream->pieces >= d.stream->piece_limit)
-            break;  // the send thread is behind: wait for its report
+        // The send thread is behind, or another bulk transfer started: wait for its report (the
+        // latter until it has sent them all, then this direction sends on here).
+        if (pieces(d) > 0 && (d.stream->pieces >= d.stream->piece_limit || !alone_in_bulk(d))) break;
         if (!d.stage.held()) {
             d.stage = pool_.take(splice_);
             if (!d.stage.held()) {
@@ -243,6 +244,7 @@ bool SocketRelay::pump(Direction& d) {
         }
         // A direction reads only while its stage is empty (below), so the room is all of it.
         const std::size_t space = room(d);
+        if (space == 0) break;  // (never: reading is off while a stage waits) recv(0) would look like EOF
         const ssize_t n = receive(d, space);
         if (n > 0) {
             d.in_stage += static_cast<std::size_t>(n);
@@ -256,8 +258,7 @@ bool SocketRelay::pump(Direction& d) {
         }
         const bool more = n > 0 && static_cast<std::size_t>(n) == space;  // the sender may have more
         // Bulk bytes go to the send thread, and once some are there, every later byte follows them.
-        if (offload_ != nullptr &&
-            (pieces(d) > 0 || (d.in_stage >= kOffloadMin && pool_.large_buffers_in_use_by_process() <= 1))) {
+        if (offload_ != nullptr && (pieces(d) > 0 || (d.in_stage >= kOffloadMin && alone_in_bulk(d)))) {
             if (d.in_stage > 0 && !hand_off(d)) return false;
             if (pieces(d) == 0 || !more) break;
             continue;
@@ -269,7 +270,7 @@ bool SocketRelay::pump(Direction& d) {
     }
     if (pieces(d) > 0) {
         // on_report goes on from here (and finishes the direction after its last piece).
-        if (d.stream->pieces >= d.stream->piece_limit) event_del(d.readable);
+        if (d.stream->pieces >= d.stream->piece_limit || !alone_in_bulk(d)) event_del(d.readable);
         return true;
     }
     if (d.in_stage > 0) {
@@ -302,6 +303,12 @@ bool SocketRelay::flush(Direction& d) {
 
 std::size_t SocketRelay::pieces(const Direction& d) { return d.stream != nullptr ? d.stream->pieces : 0; }
 
+bool SocketRelay::alone_in_bulk(const Direction& d) const {
+    std::size_t own = d.stage.held() && d.stage.capacity == StagePool::kLargeBuffer ? 1 : 0;
+    if (d.stream != nullptr && d.stream->piece_limit == kMaxPieces) own += d.stream->pieces;
+    return pool_.large_buffers_in_use_by_process() <= own;
+}
+
 bool SocketRelay::hand_off(Direction& d) {
     if (d.stream == nullptr) {
         d.stream = new (std::nothrow) SendStream;
@@ -330,10 +337,18 @@ void SocketRelay::on_report(SendStream& stream) {
         self->fail(d.upstream_bound ? CloseReason::upstream_error : CloseReason::client_error);
         return;
     }
-    if (c.blocked) event_add(d.writable, nullptr);  // resumed from on_writable
-    if (stream.pieces == 0 && d.eof) {
+    if (stream.pieces > 0) {
+        if (c.blocked) event_add(d.writable, nullptr);  // resumed from on_writable
+        if (!d.eof && stream.pieces < stream.piece_limit && self->alone_in_bulk(d)) event_add(d.readable, nullptr);
+        return;
+    }
+    // All sent. A late report (the thread's end of run) for a direction that sends on its own
+    // again, with bytes in its stage waiting for the receiver, changes nothing: reading then
+    // would append to that stage, and on_writable reads on once it is empty.
+    if (d.in_stage > 0) return;
+    if (d.eof) {
         self->finish_direction(d);
-    } else if (!d.eof && stream.pieces < stream.piece_limit) {
+    } else {
         event_add(d.readable, nullptr);
     }
 }

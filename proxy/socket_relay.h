@@ -98,9 +98,10 @@ class SocketRelay final : public Relay {
 public:
     using Listener = Relay::Listener;
 
-    // A direction that has this much to send at once hands the send to the send thread, when it is
-    // the process's only bulk transfer (its stage the only large one lent out: with several, the
-    // cores are busy already and the thread only adds switches; docs/BENCHMARKS.md)...
+    // A direction that has this much to send at once hands the send to the send thread, while it
+    // is the process's only bulk transfer (alone_in_bulk: with several, the cores are busy already
+    // and the thread only adds switches; docs/BENCHMARKS.md). When another one starts, it lets the
+    // thread finish what it has and sends on itself...
     static constexpr std::size_t kOffloadMin = 64 * 1024;
     // ...and reads on while fewer than this many of its stages wait there (large stages only: a
     // direction on small ones, when many tunnels are backed up, keeps one, as without the thread).
@@ -135,6 +136,9 @@ private:
     };
     // Stages of the direction with the send thread (bytes earlier than its `stage`'s).
     static std::size_t pieces(const Direction& d);
+    // No other direction of the process holds a large stage: the large ones lent out by all the
+    // pools are this direction's own (its stage and its pieces with the send thread).
+    bool alone_in_bulk(const Direction& d) const;
 
     static void on_readable(evutil_socket_t, short, void* arg);
     static void on_writable(evutil_socket_t, short, void* arg);

@@ -417,6 +417,55 @@ class BulkRelay(ProxyTestCase):
         finally:
             server.stop()
 
+    def test_several_bulk_uploads_at_once_arrive_whole(self):
+        # Directions move between the send thread and their worker as other bulk transfers start
+        # and end; a late report from the thread once read on into a full stage, saw recv() = 0,
+        # took it for the client's EOF and ended the upload early (reported "completed").
+        size, tunnels, rounds = 64 << 20, 4, 4
+        data = memoryview(random.Random(5).randbytes(size))
+        counts = []
+
+        def count(conn):
+            buf, n = bytearray(1 << 20), 0
+            while n < size:
+                k = conn.recv_into(buf)
+                if not k:
+                    break
+                n += k
+            counts.append(n)
+            conn.sendall(b"ok" if n == size else b"no")
+
+        server = harness.TcpServer(count)
+        try:
+            for _ in range(rounds):
+                counts.clear()
+                socks = []
+                for _ in range(tunnels):
+                    s, status, _, _ = harness.connect_through(self.proxy, f"127.0.0.1:{server.port}",
+                                                              f"agent:{AGENT_PASSWORD}")
+                    self.assertEqual(status, 200)
+                    s.settimeout(60)
+                    socks.append(s)
+                errors = []
+
+                def send(s):
+                    try:
+                        s.sendall(data)
+                    except OSError as e:
+                        errors.append(e)
+
+                senders = [threading.Thread(target=send, args=(s,)) for s in socks]
+                for t in senders:
+                    t.start()
+                for t in senders:
+                    t.join()
+                replies = [s.recv(2) for s in socks]
+                for s in socks:
+                    s.close()
+                self.assertEqual((errors, replies, counts), ([], [b"ok"] * tunnels, [size] * tunnels))
+        finally:
+            server.stop()
+
     def test_a_slow_receiver_gets_every_byte_in_order(self):
         down = random.Random(3).randbytes(8 << 20)
         server = harness.TcpServer(lambda conn: conn.sendall(down))  # as fast as it can, then FIN
