@@ -11,8 +11,9 @@
 
 namespace dingbridge::proxy {
 
-SendOffload::SendOffload(event_base* base, StagePool& pool, std::atomic<std::uint64_t>& sent_bytes)
-    : base_(base), pool_(pool), sent_bytes_(sent_bytes) {
+SendOffload::SendOffload(event_base* base, StagePool& pool, std::atomic<std::uint64_t>& sent_bytes,
+                         std::atomic<std::size_t>& bulk_directions)
+    : base_(base), pool_(pool), sent_bytes_(sent_bytes), bulk_directions_(bulk_directions) {
     done_event_ = event_new(base_, -1, 0, &SendOffload::on_done, this);
     if (done_event_ == nullptr) throw std::runtime_error("cannot create the send thread's event");
 }

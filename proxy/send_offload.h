@@ -71,8 +71,12 @@ public:
         int error = 0;
     };
 
-    // `sent_bytes` counts what the thread sent (a metric).
-    SendOffload(event_base* base, StagePool& pool, std::atomic<std::uint64_t>& sent_bytes);
+    // `sent_bytes` counts what the thread sent (a metric); `bulk_directions` is shared by all the
+    // workers' relays (SocketRelay::set_bulk).
+    SendOffload(event_base* base, StagePool& pool, std::atomic<std::uint64_t>& sent_bytes,
+                std::atomic<std::size_t>& bulk_directions);
+
+    std::atomic<std::size_t>& bulk_directions() { return bulk_directions_; }
     // Joins the thread, then finishes every stream still in its hands (closing the descriptors
     // whose close was deferred). Every stream must be orphaned by then (the worker's tunnels are
     // deleted first).
@@ -102,6 +106,7 @@ private:
     event_base* base_;
     StagePool& pool_;
     std::atomic<std::uint64_t>& sent_bytes_;
+    std::atomic<std::size_t>& bulk_directions_;
     event* done_event_ = nullptr;
     std::mutex mutex_;
     std::condition_variable wake_;

@@ -48,7 +48,7 @@ Stage StagePool::take(bool pipe) {
     if (!spare.empty()) {
         Stage s = spare.back();
         spare.pop_back();
-        if (!pipe) lent_large(+1);
+        if (!pipe) ++large_in_use_;
         return s;
     }
     Stage s;
@@ -64,7 +64,7 @@ Stage StagePool::take(bool pipe) {
     if (large_in_use_ < kLargeBuffersInUse) {
         void* p = ::mmap(nullptr, kLargeBuffer, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p != MAP_FAILED) {
-            lent_large(+1);
+            ++large_in_use_;
             s.data = static_cast<char*>(p);
             s.capacity = kLargeBuffer;
             return s;
@@ -86,7 +86,7 @@ void StagePool::give(Stage stage) {
         return;
     }
     if (stage.capacity == kLargeBuffer) {
-        lent_large(-1);
+        --large_in_use_;
         if (free_buffers_.size() < kKeepBuffers) {
             stage.sent = 0;
             free_buffers_.push_back(stage);
@@ -101,7 +101,7 @@ void StagePool::discard(Stage stage) {
         close_pipe(stage);  // a pipe with bytes still in it cannot be reused by another tunnel
         return;
     }
-    if (stage.capacity == kLargeBuffer) lent_large(-1);
+    if (stage.capacity == kLargeBuffer) --large_in_use_;
     free_buffer(stage);
 }
 
@@ -146,6 +146,7 @@ void SocketRelay::stop() {
     for (Direction* d : {&up_, &down_}) {
         if (d->readable) event_del(d->readable);
         if (d->writable) event_del(d->writable);
+        set_bulk(*d, false);
         if (d->stream != nullptr) {
             // The send thread may be in send(2) on d->to right now: then the offload closes it.
             if (!offload_->orphan(std::exchange(d->stream, nullptr)))
@@ -249,7 +250,13 @@ bool SocketRelay::pump(Direction& d) {
         if (n > 0) {
             d.in_stage += static_cast<std::size_t>(n);
             listener_.relay_progress(d.upstream_bound, static_cast<std::size_t>(n));
+            if (static_cast<std::size_t>(n) >= kOffloadMin) {
+                set_bulk(d, true);
+            } else if (static_cast<std::size_t>(n) < kOffloadMin / 4) {
+                set_bulk(d, false);
+            }
         } else if (n == 0) {
+            set_bulk(d, false);
             d.eof = true;
             event_del(d.readable);
         } else if (errno != EAGAIN && errno != EINTR) {
@@ -304,9 +311,17 @@ bool SocketRelay::flush(Direction& d) {
 std::size_t SocketRelay::pieces(const Direction& d) { return d.stream != nullptr ? d.stream->pieces : 0; }
 
 bool SocketRelay::alone_in_bulk(const Direction& d) const {
-    std::size_t own = d.stage.held() && d.stage.capacity == StagePool::kLargeBuffer ? 1 : 0;
-    if (d.stream != nullptr && d.stream->piece_limit == kMaxPieces) own += d.stream->pieces;
-    return pool_.large_buffers_in_use_by_process() <= own;
+    return d.bulk && offload_->bulk_directions().load(std::memory_order_relaxed) == 1;
+}
+
+void SocketRelay::set_bulk(Direction& d, bool bulk) {
+    if (d.bulk == bulk || offload_ == nullptr) return;
+    d.bulk = bulk;
+    if (bulk) {
+        offload_->bulk_directions().fetch_add(1, std::memory_order_relaxed);
+    } else {
+        offload_->bulk_directions().fetch_sub(1, std::memory_order_relaxed);
+    }
 }
 
 bool SocketRelay::hand_off(Direction& d) {

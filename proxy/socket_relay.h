@@ -25,7 +25,6 @@
 #include <event2/event.h>
 #include <sys/types.h>
 
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -72,23 +71,12 @@ public:
     void discard(Stage stage);  // a stage with bytes still in it: never reused
 
     std::size_t large_buffers_in_use() const { return large_in_use_; }
-    // Large buffers lent out by all the process's pools, when they share a counter (set_shared_count).
-    std::size_t large_buffers_in_use_by_process() const {
-        return process_large_ ? process_large_->load() : large_in_use_;
-    }
-    void set_shared_count(std::atomic<std::size_t>* process_large) { process_large_ = process_large; }
 
 private:
     std::size_t keep_pipes_;
     std::vector<Stage> free_pipes_;
     std::vector<Stage> free_buffers_;  // large ones only
     std::size_t large_in_use_ = 0;
-    std::atomic<std::size_t>* process_large_ = nullptr;
-
-    void lent_large(int delta) {
-        large_in_use_ += static_cast<std::size_t>(delta);
-        if (process_large_) process_large_->fetch_add(static_cast<std::size_t>(delta), std::memory_order_relaxed);
-    }
 };
 
 class SendOffload;
@@ -133,12 +121,16 @@ private:
         bool upstream_bound = false;
         bool eof = false;
         bool shut = false;
+        bool bulk = false;  // counted in the process's bulk directions
     };
     // Stages of the direction with the send thread (bytes earlier than its `stage`'s).
     static std::size_t pieces(const Direction& d);
-    // No other direction of the process holds a large stage: the large ones lent out by all the
-    // pools are this direction's own (its stage and its pieces with the send thread).
+    // This direction moves bulk bytes and no other of the process does.
     bool alone_in_bulk(const Direction& d) const;
+    // A direction is bulk from a receive of kOffloadMin bytes or more until a receive of less
+    // than a quarter of that (a trickle), its end of stream, or the relay's stop; the process
+    // counts them (SendOffload::bulk_directions).
+    void set_bulk(Direction& d, bool bulk);
 
     static void on_readable(evutil_socket_t, short, void* arg);
     static void on_writable(evutil_socket_t, short, void* arg);

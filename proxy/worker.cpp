@@ -30,7 +30,6 @@ Worker::Worker(unsigned index, ConfigSource config, std::shared_ptr<spdlog::logg
     }
     const auto cfg = config_();
     stages_.set_keep_pipes(cfg->pipe_pool_keep);
-    stages_.set_shared_count(&shared_.large_stages_lent);
     const std::string timeout = std::to_string(std::max<long long>(1, cfg->dns_timeout.count() / 1000));
     evdns_base_set_option(dns_, "timeout:", timeout.c_str());
     evdns_base_set_option(dns_, "attempts:", "2");
@@ -39,7 +38,8 @@ Worker::Worker(unsigned index, ConfigSource config, std::shared_ptr<spdlog::logg
     stop_event_ = event_new(base_, -1, 0, &Worker::on_stop, this);
     stop_accepting_event_ = event_new(base_, -1, 0, &Worker::on_stop_accepting, this);
     inbox_event_ = event_new(base_, -1, 0, &Worker::on_inbox, this);
-    offload_ = std::make_unique<SendOffload>(base_, stages_, shared_.metrics.send_thread_bytes());
+    offload_ =
+        std::make_unique<SendOffload>(base_, stages_, shared_.metrics.send_thread_bytes(), shared_.bulk_directions);
 }
 
 Worker::~Worker() {
