@@ -5,8 +5,9 @@
 // receiver's socket (on loopback it also runs the receiver's TCP input), nothing receives the
 // next one, and the sender waits. With a send thread the worker goes on receiving into fresh
 // stages while this thread sends the earlier ones, so the two copies overlap on two cores
-// (docs/BENCHMARKS.md). Only directions that receive at least SocketRelay::kOffloadMin bytes at
-// once use it; interactive traffic stays on the worker.
+// (docs/BENCHMARKS.md). Only a direction that receives at least SocketRelay::kOffloadMin bytes
+// at once, while no other direction of the process does, uses it (SocketRelay::alone_in_bulk);
+// interactive traffic and several bulk transfers at once stay on the workers.
 //
 // A direction's bytes for the thread form a SendStream: pieces (stages) sent strictly in order.
 // The thread only ever calls send(2) with MSG_DONTWAIT and never waits for a receiver: when a
