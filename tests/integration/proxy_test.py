@@ -52,6 +52,20 @@ tenants:
 """
 
 
+def connect_with_small_receive_buffer(proxy, target, rcvbuf, timeout):
+    """A CONNECT through `proxy` from a socket whose receive buffer is set before connecting (so
+    the proxy's sends toward it block early). Returns (socket, status, bytes after the head)."""
+    import base64
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(timeout)
+    s.connect((proxy.host, proxy.port))
+    s.sendall(f"CONNECT {target} HTTP/1.1\r\nProxy-Authorization: Basic ".encode() +
+              base64.b64encode(f"agent:{AGENT_PASSWORD}".encode()) + b"\r\n\r\n")
+    status, _, rest = harness.read_response_head(s)
+    return s, status, rest
+
+
 class ProxyTestCase(unittest.TestCase):
     limits = ""
     extra_top = ""
@@ -471,14 +485,8 @@ class BulkRelay(ProxyTestCase):
         server = harness.TcpServer(lambda conn: conn.sendall(down))  # as fast as it can, then FIN
         before = self.sent_by_thread()
         try:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # the proxy's sends block often
-            s.settimeout(30)
-            s.connect((self.proxy.host, self.proxy.port))
-            import base64
-            s.sendall(f"CONNECT 127.0.0.1:{server.port} HTTP/1.1\r\nProxy-Authorization: Basic ".encode() +
-                      base64.b64encode(f"agent:{AGENT_PASSWORD}".encode()) + b"\r\n\r\n")
-            status, _, got = harness.read_response_head(s)
+            # A small receive buffer: the proxy's sends toward this client block often.
+            s, status, got = connect_with_small_receive_buffer(self.proxy, f"127.0.0.1:{server.port}", 65536, 30)
             self.assertEqual(status, 200)
             chunks = [got]
             while True:
@@ -612,14 +620,8 @@ class IdleTimeout(ProxyTestCase):
 
         server = harness.TcpServer(burst_then_wait)
         try:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # the bytes wait in the proxy's queues
-            s.settimeout(10)
-            s.connect((self.proxy.host, self.proxy.port))
-            import base64
-            s.sendall(f"CONNECT 127.0.0.1:{server.port} HTTP/1.1\r\nProxy-Authorization: Basic ".encode() +
-                      base64.b64encode(f"agent:{AGENT_PASSWORD}".encode()) + b"\r\n\r\n")
-            status, _, got = harness.read_response_head(s)
+            # A small receive buffer: the bytes wait in the proxy's queues.
+            s, status, got = connect_with_small_receive_buffer(self.proxy, f"127.0.0.1:{server.port}", 16384, 10)
             self.assertEqual(status, 200)
             got = len(got)
             started = time.time()
