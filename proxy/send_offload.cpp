@@ -13,8 +13,8 @@ namespace dingbridge::proxy {
 
 SendOffload::SendOffload(event_base* base, StagePool& pool, std::atomic<std::uint64_t>& sent_bytes,
                          std::atomic<std::size_t>& bulk_directions)
-    : base_(base), pool_(pool), sent_bytes_(sent_bytes), bulk_directions_(bulk_directions) {
-    done_event_ = event_new(base_, -1, 0, &SendOffload::on_done, this);
+    : pool_(pool), sent_bytes_(sent_bytes), bulk_directions_(bulk_directions) {
+    done_event_ = event_new(base, -1, 0, &SendOffload::on_done, this);
     if (done_event_ == nullptr) throw std::runtime_error("cannot create the send thread's event");
 }
 
@@ -90,8 +90,7 @@ bool SendOffload::orphan(SendStream* stream) {
     bool fd_free = false;
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        stream->context = nullptr;
-        stream->cancelled = true;
+        stream->context = nullptr;  // the thread stops sending it
         fd_free = !stream->scheduled;
         stream->close_fd = !fd_free;
         now = !stream->scheduled && !stream->reported;
@@ -147,7 +146,7 @@ void SendOffload::run() {
         if (stopping_) return;
         SendStream& s = *pending_.front();
         pending_.pop_front();
-        while (!s.cancelled && !s.blocked && s.error == 0 && !s.queue.empty()) {
+        while (s.context != nullptr && !s.blocked && s.error == 0 && !s.queue.empty()) {
             const SendStream::Piece piece = s.queue.front();  // only the worker appends meanwhile
             lock.unlock();
             const char* data = piece.stage.data + piece.offset;

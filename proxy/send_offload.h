@@ -46,7 +46,7 @@ struct SendStream {
     // Worker side, set once.
     int fd = -1;
     void (*report)(SendStream&) = nullptr;  // on the worker's thread: there is something to collect
-    void* context = nullptr;                // null once orphaned
+    void* context = nullptr;                // null once orphaned (written under the lock then)
     // Worker side, the owner's bookkeeping.
     std::uint16_t pieces = 0;       // queued and not collected back
     std::uint16_t piece_limit = 1;  // how many the owner lets queue up
@@ -59,7 +59,6 @@ struct SendStream {
     bool reported = false;       // waiting for the worker's report callback
     bool blocked = false;        // the receiver is full: waits for resume()
     int error = 0;               // errno of a failed send
-    bool cancelled = false;      // orphaned
     bool close_fd = false;       // orphaned while scheduled: the offload closes fd
 };
 
@@ -104,7 +103,6 @@ private:
     bool report_locked(SendStream& stream);
     void finish(SendStream* stream);  // orphaned and out of the thread's hands
 
-    event_base* base_;
     StagePool& pool_;
     std::atomic<std::uint64_t>& sent_bytes_;
     std::atomic<std::size_t>& bulk_directions_;

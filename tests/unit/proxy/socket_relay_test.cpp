@@ -1,16 +1,21 @@
 #include "proxy/socket_relay.h"
 
 #include <arpa/inet.h>
+#include <event2/thread.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/test/unit_test.hpp>
+#include <memory>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include "proxy/send_offload.h"
 
 using namespace dingbridge::proxy;
 
@@ -53,14 +58,19 @@ std::string pattern(std::size_t n) {
 
 // Client writes `up` and half-closes; the upstream answers `down` after reading it all, then
 // half-closes. Both ends read slowly at first, so both directions back up in the relay.
-void relay_both_ways(bool splice) {
+// `send_thread`: the copy relay hands bulk sends to a SendOffload (as the proxy's workers do).
+void relay_both_ways(bool splice, bool send_thread = false) {
+    if (send_thread) evthread_use_pthreads();  // the thread wakes the loop, as in the proxy
     auto [client, client_side] = tcp_pair();
     auto [upstream_side, upstream] = tcp_pair();
     for (int fd : {client_side, upstream_side}) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     event_base* base = event_base_new();
     StagePool pool;
     Recorder rec;
-    auto relay = std::make_unique<SocketRelay>(base, pool, splice, client_side, upstream_side, rec);
+    std::atomic<std::uint64_t> thread_bytes{0};
+    std::atomic<std::size_t> bulk_directions{0};
+    auto offload = send_thread ? std::make_unique<SendOffload>(base, pool, thread_bytes, bulk_directions) : nullptr;
+    auto relay = std::make_unique<SocketRelay>(base, pool, splice, client_side, upstream_side, rec, offload.get());
     BOOST_REQUIRE(relay->start());
 
     const std::string up = pattern(5 * 1024 * 1024 + 17), down = pattern(3 * 1024 * 1024 + 5);
@@ -97,7 +107,14 @@ void relay_both_ways(bool splice) {
     BOOST_TEST(rec.down == down.size());
     BOOST_TEST(relay->queued() == 0u);
     BOOST_TEST(pool.large_buffers_in_use() == 0u);  // both stages went back to the pool
+    if (send_thread) {
+        // The upload backed up alone (the answer starts after it): the thread sent some of it.
+        BOOST_TEST(thread_bytes.load() > 0u);
+        BOOST_TEST(thread_bytes.load() <= up.size() + down.size());
+    }
     relay.reset();
+    BOOST_TEST(bulk_directions.load() == 0u);  // a stopped relay counts no bulk direction
+    offload.reset();
     close(client);
     close(upstream);
     event_base_free(base);
@@ -110,6 +127,10 @@ BOOST_AUTO_TEST_SUITE(socket_relay)
 BOOST_AUTO_TEST_CASE(copy_relay_moves_every_byte_both_ways_and_forwards_half_closes) { relay_both_ways(false); }
 
 BOOST_AUTO_TEST_CASE(splice_relay_moves_every_byte_both_ways_and_forwards_half_closes) { relay_both_ways(true); }
+
+BOOST_AUTO_TEST_CASE(copy_relay_with_a_send_thread_moves_every_byte_both_ways_in_order) {
+    relay_both_ways(false, true);
+}
 
 BOOST_AUTO_TEST_CASE(copy_buffers_are_large_for_a_few_tunnels_and_small_beyond) {
     StagePool pool;
