@@ -117,6 +117,10 @@ FdBudget fd_budget(std::uint64_t fd_limit, unsigned workers, std::size_t listene
     return b;
 }
 
+std::uint64_t delayed_reply_limit(const ProxyConfig& cfg) {
+    return cfg.max_connections == 0 ? 4096 : std::max<std::uint64_t>(1, cfg.max_connections / 8);
+}
+
 ProxyConfig load_proxy_config(const std::string& path) { return parse_proxy_config(ConfigNode::load_file(path)); }
 
 namespace {
@@ -237,6 +241,11 @@ void parse_auth_and_admin(const ConfigNode& root, ProxyConfig& cfg) {
         }
         cfg.auth_throttle.window = af->get_duration("window", cfg.auth_throttle.window);
         cfg.auth_throttle.cooldown = af->get_duration("cooldown", cfg.auth_throttle.cooldown);
+        if (auto d = af->find("reply_delay")) {
+            cfg.throttled_reply_delay = d->as_duration();
+            if (cfg.throttled_reply_delay > std::chrono::seconds(60))
+                d->fail("reply_delay must be at most 60s (0 answers at once)");
+        }
         af->reject_unknown();
     }
     if (auto pc = root.find("password_checks")) {

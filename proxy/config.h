@@ -51,6 +51,9 @@ struct ProxyConfig {
     std::uint64_t fd_budget_connections = 0;  // what the descriptor limit allows (0 = no limit)
     std::size_t pipe_pool_keep = 64;          // empty pipes each worker keeps for reuse
     AuthThrottleSettings auth_throttle;
+    // A throttled request's 429 goes out after this long (auth_failures.reply_delay; 0 = at once):
+    // a client guessing in a loop then costs one connection per delay, not one per round trip.
+    std::chrono::milliseconds throttled_reply_delay{2'000};
     unsigned verify_threads = 0;    // password-check threads; 0 = half the cores (at least 1). Restart to change.
     std::size_t verify_queue = 16;  // checks waiting beyond that get 503 at once. Restart to change.
     std::string admin_address;      // empty = no admin endpoint
@@ -64,6 +67,11 @@ struct ProxyConfig {
 
     std::shared_ptr<const Policy> policy;
 };
+
+// How many throttled replies may wait out throttled_reply_delay at once: an eighth of
+// max_connections (4096 when unlimited), so held connections never crowd out tenants; beyond it
+// the 429 goes out at once.
+std::uint64_t delayed_reply_limit(const ProxyConfig& cfg);
 
 // How many client connections a descriptor limit carries: a tunnel holds its 2 sockets, and with
 // `relay: splice` and both directions backed up also 2 pipes (6 descriptors); with splice each

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string_view>
@@ -166,7 +167,7 @@ void Tunnel::handle_head() {
     if (req.has_authorization) {
         const std::string* name = req.basic ? &req.basic->user : nullptr;
         if (const int wait = shared.auth_throttle.blocked_for(source_ip_, name, config_->auth_throttle)) {
-            deny(Denial::auth_throttled, 429, "too many failed authentications", wait);
+            deny_throttled(wait);
             return;
         }
     }
@@ -363,6 +364,9 @@ void Tunnel::on_client_event(bufferevent*, short what, void* arg) {
             case State::verifying:
                 self->close(CloseReason::client_gone_during_check);
                 return;
+            case State::delaying:
+                self->close(CloseReason::client_gone);
+                return;
             case State::connecting:
                 self->client_eof_ = true;  // forward after connecting; the FIN is remembered
                 return;
@@ -396,6 +400,9 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
             return;
         case State::verifying:
             self->deny(Denial::auth_busy, 503, "credential check did not finish in time", 1);
+            return;
+        case State::delaying:
+            self->send_delayed_reply();
             return;
         case State::connecting:
             return;  // the connector keeps its own deadlines
@@ -435,6 +442,39 @@ void Tunnel::deny(Denial why, int status, const char* reason, int retry_after) {
     reply_error(status, reason, retry_after);
 }
 
+// A client that keeps guessing from a blocked source would otherwise get its 429 within a round
+// trip and come straight back: thousands of connections a second, each accepted, read and
+// answered on the workers' cores. Holding the answer for reply_delay (reading off, so the held
+// connection costs no CPU) slows such a loop to one attempt per delay per connection. The number
+// held is bounded (delayed_reply_limit) so that a client opening many connections cannot crowd
+// out tenants; beyond it the 429 goes out at once, as without the delay.
+void Tunnel::deny_throttled(int retry_after) {
+    std::atomic<std::uint64_t>& held = worker_.shared().delayed_replies;
+    const auto delay = config_->throttled_reply_delay;
+    if (delay.count() > 0) {
+        if (held.fetch_add(1, std::memory_order_relaxed) < delayed_reply_limit(*config_)) {
+            delayed_retry_after_ = static_cast<std::uint16_t>(std::clamp(retry_after, 1, 65535));
+            state_ = State::delaying;
+            bufferevent_disable(client_, EV_READ);
+            arm_timer(delay);
+            return;
+        }
+        held.fetch_sub(1, std::memory_order_relaxed);
+    }
+    deny(Denial::auth_throttled, 429, "too many failed authentications", retry_after);
+}
+
+void Tunnel::send_delayed_reply() {
+    if (delayed_retry_after_ == 0) return;
+    const int retry_after = std::exchange(delayed_retry_after_, 0);
+    worker_.shared().delayed_replies.fetch_sub(1, std::memory_order_relaxed);
+    if (state_ == State::delaying) deny(Denial::auth_throttled, 429, "too many failed authentications", retry_after);
+}
+
+void Tunnel::end_reply_delay() {
+    if (state_ == State::delaying) send_delayed_reply();
+}
+
 void Tunnel::reply_error(int status, const char* reason, int retry_after) {
     status_ = status;
     reason_ = reason;
@@ -457,6 +497,8 @@ void Tunnel::close(CloseReason why) {
         if (status_ == 0 || reason_[0] == '\0') reason_ = text;
         if (status_ == 200 && why != CloseReason::completed) reason_ = text;
     }
+    if (std::exchange(delayed_retry_after_, 0) != 0)  // cut while delaying (shutdown)
+        worker_.shared().delayed_replies.fetch_sub(1, std::memory_order_relaxed);
     state_ = State::closed;
     if (connector_) connector_->cancel();  // a pending lookup still reports back (lookup_released)
     if (relay_) relay_->stop();            // deleted with the tunnel, not inside its own callback

@@ -43,11 +43,14 @@ public:
     void cut_at_shutdown() { close(CloseReason::shutdown); }
     bool waiting_for_dns() const { return connector_ && connector_->lookup_pending(); }
     bool reapable() const { return state_ == State::closed && !waiting_for_dns() && !verify_pending_; }
+    // Sends a delayed throttled reply now (the proxy stops accepting: draining need not wait for it).
+    void end_reply_delay();
 
 private:
     // handshaking: TLS listener only. replying: an error reply is being written, then we close.
     // verifying: the password check runs on the verification pool; its result is posted back.
-    enum class State { handshaking, reading_head, verifying, connecting, relaying, replying, closed };
+    // delaying: a throttled client's 429 waits out auth_failures.reply_delay, reading off.
+    enum class State { handshaking, reading_head, verifying, delaying, connecting, relaying, replying, closed };
 
     static void on_client_read(bufferevent* bev, void* arg);
     static void on_client_write(bufferevent* bev, void* arg);
@@ -73,6 +76,8 @@ private:
     // Sends a fixed error reply, then closes once it is written. `retry_after` > 0 adds Retry-After.
     void reply_error(int status, const char* reason, int retry_after = 0);
     void deny(Denial why, int status, const char* reason, int retry_after = 0);
+    void deny_throttled(int retry_after);  // 429 after throttled_reply_delay while slots last
+    void send_delayed_reply();
     void close(CloseReason why);
     void write_access_log();
 
@@ -87,6 +92,7 @@ private:
     std::uint16_t source_port_ = 0;
     std::string host_;
     std::uint16_t port_ = 0;
+    std::uint16_t delayed_retry_after_ = 0;  // > 0: delaying, holding one of shared delayed_replies
     unsigned listener_index_ = 0;
     bool tls_client_ = false;
     const Tenant* tenant_ = nullptr;

@@ -102,6 +102,9 @@ void Worker::on_stop_accepting(evutil_socket_t, short, void* arg) {
         if (slot->listener) evconnlistener_free(slot->listener);  // closes the socket: no new clients
         slot->listener = nullptr;
     }
+    // Throttled replies held for auth_failures.reply_delay go out now rather than hold up the drain.
+    const std::vector<Tunnel*> open(self->live_.begin(), self->live_.end());
+    for (Tunnel* t : open) t->end_reply_delay();
 }
 
 void Worker::on_accept(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int len, void* arg) {

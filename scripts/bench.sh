@@ -21,9 +21,10 @@ addr=""
 stop_peer() { [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; pid=""; true; }
 trap 'stop_peer; rm -rf "$RUN"' EXIT
 
-start_dingbridge() {  # tenant access: the YAML lines of the bench tenant that say who may use it
+start_dingbridge() {  # tenant access: the YAML lines of the bench tenant that say who may use it; extra top-level YAML
   local port; port=$(free_port)
   cat > "$RUN/dingbridge.yaml" <<YAML
+${2:-}
 listeners: ["127.0.0.1:$port"]
 workers: 2
 log: {level: warn}
@@ -41,14 +42,15 @@ YAML
 
 if [[ $what == auth-flood ]]; then
   hash=$(echo "bench-pw" | "$BUILD/proxy/dingbridge-proxy" hash-password)
-  start_dingbridge "    users: [{name: bench, password_hash: \"$hash\"}]"
+  # REPLY_DELAY=0s: throttled sources get their 429 at once (the behaviour before auth_failures.reply_delay)
+  start_dingbridge "    users: [{name: bench, password_hash: \"$hash\"}]" "auth_failures: {reply_delay: ${REPLY_DELAY:-2s}}"
   auth=$(printf 'bench:bench-pw' | base64)
   B="$BENCH --proxy $addr --auth $auth"
   # The goal row (issue 14): attackers from a few addresses of their own (FLOOD_THREADS threads,
   # one source address each), then the harsher case of ever-new source addresses.
   threads=${FLOOD_THREADS:-8}
   ratio='import json,sys; a,b=(json.loads(x) for x in sys.argv[2:]); print("%s: flooded/unflooded tunnels/s %.2f (%d / %d), %d wrong-password attempts" % (sys.argv[1], b["per_second"]/a["per_second"], b["per_second"], a["per_second"], b["flood_attempts"]))'
-  for sources in 1 60000; do
+  for sources in ${FLOOD_SOURCES:-1 60000}; do
     calm=$($B --label calm tunnels --clients 16 --seconds "$SECONDS_PER_RUN")
     flood=$($B --label flooded tunnels --clients 16 --seconds "$SECONDS_PER_RUN" --flood "$threads" --flood-sources "$sources")
     echo "$calm"; echo "$flood"

@@ -4,6 +4,7 @@ cached-credential logins, a valid login must not reset a source's failure count,
 name is throttled across sources. The real binary, real sockets, loopback only.
 """
 import base64
+import select
 import os
 import socket
 import statistics
@@ -161,6 +162,125 @@ tenants:
         after = metrics_text(self.proxy)
         self.assertEqual(metric(after, "dingbridge_proxy_auth_failures_total"),
                          metric(before, "dingbridge_proxy_auth_failures_total"))
+
+
+def send_attempt(port, target, credentials, source):
+    """Sends one CONNECT with credentials from `source` without waiting for the answer."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(20)
+    s.bind((source, 0))
+    s.connect(("127.0.0.1", port))
+    s.sendall(("CONNECT " + target + " HTTP/1.1\r\nProxy-Authorization: Basic " +
+               base64.b64encode(credentials.encode()).decode() + "\r\n\r\n").encode())
+    return s
+
+
+def answered(s):
+    """True when the proxy has answered (or closed) `s` by now."""
+    return bool(select.select([s], [], [], 0)[0])
+
+
+class ThrottledReplyDelay(unittest.TestCase):
+    """A blocked source's 429 waits out auth_failures.reply_delay, so a client guessing in a loop
+    gets one answer per delay instead of thousands a second; the held connections are bounded
+    (an eighth of max_connections) and cost the other clients nothing."""
+
+    DELAY = 3.0
+
+    def start_proxy(self, name):
+        return harness.Proxy(self.work.path, f"""
+listeners:
+  - address: "127.0.0.1:0"
+workers: 1
+limits:
+  max_connections: 16
+  shutdown_grace: 30s
+auth_failures:
+  max_failures: 2
+  cooldown: 1m
+  reply_delay: {int(self.DELAY * 1000)}ms
+tenants:
+  - name: agent
+    users: [{{name: agent, password_hash: "{self.hash}"}}]
+    destinations: ["127.0.0.1:{self.echo.port}"]
+    allow_internal_networks: ["127.0.0.0/8"]
+""", name=name)
+
+    @classmethod
+    def setUpClass(cls):
+        cls.work = harness.Workdir()
+        cls.hash = harness.hash_password(PASSWORD)
+        cls.echo = harness.TcpServer(echo)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.echo.stop()
+        cls.work.cleanup()
+
+    def block(self, proxy, source):
+        for _ in range(2):
+            s, status = attempt(proxy.port, self.target, "agent:wrong", source)
+            s.close()
+            self.assertEqual(status, 407)
+
+    def setUp(self):
+        self.target = f"127.0.0.1:{self.echo.port}"
+
+    def test_a_blocked_source_waits_for_its_429_while_others_are_served(self):
+        proxy = self.start_proxy("delay")
+        try:
+            # The tenant's credentials are checked once now, then served from the cache.
+            s, status = attempt(proxy.port, self.target, f"agent:{PASSWORD}", "127.0.0.1")
+            s.close()
+            self.assertEqual(status, 200)
+            self.block(proxy, "127.0.2.1")
+            started = time.monotonic()
+            held = [send_attempt(proxy.port, self.target, f"agent:{PASSWORD}", "127.0.2.1") for _ in range(2)]
+            # max_connections 16: two replies may wait at once; the third is answered at once.
+            third, status = attempt(proxy.port, self.target, "agent:wrong", "127.0.2.1")
+            third.close()
+            self.assertEqual(status, 429)
+            self.assertFalse(any(answered(h) for h in held), "the held 429s went out with the third")
+            # Meanwhile the tenant logs in and relays as usual.
+            tunnel, status = attempt(proxy.port, self.target, f"agent:{PASSWORD}", "127.0.0.1")
+            self.assertEqual(status, 200)
+            tunnel.sendall(b"ping")
+            self.assertEqual(tunnel.recv(4), b"ping")
+            tunnel.close()
+            self.assertFalse(any(answered(h) for h in held), "the held 429s went out early")
+            for h in held:
+                status, head, _ = harness.read_response_head(h)
+                waited = time.monotonic() - started
+                h.close()
+                self.assertEqual(status, 429)
+                self.assertIn(b"Retry-After: ", head)
+                self.assertGreaterEqual(waited, self.DELAY - 0.5)
+            # The slots are free again: the next blocked attempt is held, not answered at once.
+            again = send_attempt(proxy.port, self.target, "agent:wrong", "127.0.2.1")
+            time.sleep(1.0)
+            self.assertFalse(answered(again))
+            self.assertEqual(harness.read_response_head(again)[0], 429)
+            again.close()
+            proxy.wait_for_log(lambda line: "127.0.2.1" in line and "status=429" in line and "too many failed" in line)
+        finally:
+            proxy.stop()
+
+    def test_a_draining_proxy_answers_the_held_429s_at_once(self):
+        proxy = self.start_proxy("drain")
+        try:
+            self.block(proxy, "127.0.3.1")
+            held = send_attempt(proxy.port, self.target, "agent:wrong", "127.0.3.1")
+            time.sleep(0.3)
+            self.assertFalse(answered(held))
+            started = time.monotonic()
+            proxy.proc.terminate()
+            status, _, _ = harness.read_response_head(held)
+            held.close()
+            self.assertEqual(status, 429)
+            self.assertLess(time.monotonic() - started, self.DELAY - 1.0)
+            self.assertEqual(proxy.proc.wait(10), 0)
+        finally:
+            proxy.stop()
 
 
 if __name__ == "__main__":

@@ -72,6 +72,23 @@ BOOST_AUTO_TEST_CASE(errors_point_at_the_offending_line) {
     BOOST_TEST(std::string(typo.what()).find("unknown key 'limts'") != std::string::npos);
 }
 
+BOOST_AUTO_TEST_CASE(throttled_reply_delay_defaults_bounds_and_limit) {
+    auto cfg = parse_proxy_config(ConfigNode::load_string(base_config(), "proxy.yaml"));
+    BOOST_TEST(cfg.throttled_reply_delay.count() == 2000);
+    cfg = parse_proxy_config(ConfigNode::load_string(
+        base_config("", "limits:\n  max_connections: 100\nauth_failures:\n  reply_delay: 0s\n"), "proxy.yaml"));
+    BOOST_TEST(cfg.throttled_reply_delay.count() == 0);
+    BOOST_TEST(delayed_reply_limit(cfg) == 12u);  // an eighth of max_connections
+    cfg.max_connections = 3;
+    BOOST_TEST(delayed_reply_limit(cfg) == 1u);
+    cfg.max_connections = 0;  // unlimited
+    BOOST_TEST(delayed_reply_limit(cfg) == 4096u);
+
+    auto too_long = load_error(base_config("", "auth_failures:\n  reply_delay: 5m\n"));
+    BOOST_TEST(too_long.line() == 5);
+    BOOST_TEST(std::string(too_long.what()).find("at most 60s") != std::string::npos);
+}
+
 BOOST_AUTO_TEST_CASE(credentialless_tenant_must_name_its_networks) {
     auto e = load_error(
         "listeners: [\"127.0.0.1:3128\"]\ntenants:\n  - name: java\n    allow_without_credentials: true\n"
