@@ -168,6 +168,9 @@ std::string Metrics::render_prometheus() const {
     line(out, "dingbridge_proxy_reloads_total", "result=\"failure\"", static_cast<double>(reloads_failed_.load()));
     help(out, "dingbridge_proxy_open_connections", "gauge", "Client connections currently open (any state).");
     line(out, "dingbridge_proxy_open_connections", "", static_cast<double>(open_connections_.load()));
+    help(out, "dingbridge_proxy_throttled_replies_waiting", "gauge",
+         "Throttled requests whose 429 waits out auth_failures.reply_delay now.");
+    line(out, "dingbridge_proxy_throttled_replies_waiting", "", static_cast<double>(delayed_replies_.load()));
     help(out, "dingbridge_proxy_send_thread_bytes_total", "counter",
          "Bytes of plain tunnels sent by the workers' send threads (bulk transfers; included in bytes_total).");
     line(out, "dingbridge_proxy_send_thread_bytes_total", "", static_cast<double>(send_thread_bytes_.load()));

@@ -449,7 +449,7 @@ void Tunnel::deny(Denial why, int status, const char* reason, int retry_after) {
 // held is bounded (delayed_reply_limit) so that a client opening many connections cannot crowd
 // out tenants; beyond it the 429 goes out at once, as without the delay.
 void Tunnel::deny_throttled(int retry_after) {
-    std::atomic<std::uint64_t>& held = worker_.shared().delayed_replies;
+    std::atomic<std::uint64_t>& held = worker_.shared().metrics.delayed_replies();
     const auto delay = config_->throttled_reply_delay;
     if (delay.count() > 0) {
         if (held.fetch_add(1, std::memory_order_relaxed) < delayed_reply_limit(*config_)) {
@@ -467,7 +467,7 @@ void Tunnel::deny_throttled(int retry_after) {
 void Tunnel::send_delayed_reply() {
     if (delayed_retry_after_ == 0) return;
     const int retry_after = std::exchange(delayed_retry_after_, 0);
-    worker_.shared().delayed_replies.fetch_sub(1, std::memory_order_relaxed);
+    worker_.shared().metrics.delayed_replies().fetch_sub(1, std::memory_order_relaxed);
     if (state_ == State::delaying) deny(Denial::auth_throttled, 429, "too many failed authentications", retry_after);
 }
 
@@ -498,7 +498,7 @@ void Tunnel::close(CloseReason why) {
         if (status_ == 200 && why != CloseReason::completed) reason_ = text;
     }
     if (std::exchange(delayed_retry_after_, 0) != 0)  // cut while delaying (shutdown)
-        worker_.shared().delayed_replies.fetch_sub(1, std::memory_order_relaxed);
+        worker_.shared().metrics.delayed_replies().fetch_sub(1, std::memory_order_relaxed);
     state_ = State::closed;
     if (connector_) connector_->cancel();  // a pending lookup still reports back (lookup_released)
     if (relay_) relay_->stop();            // deleted with the tunnel, not inside its own callback

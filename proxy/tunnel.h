@@ -92,7 +92,7 @@ private:
     std::uint16_t source_port_ = 0;
     std::string host_;
     std::uint16_t port_ = 0;
-    std::uint16_t delayed_retry_after_ = 0;  // > 0: delaying, holding one of shared delayed_replies
+    std::uint16_t delayed_retry_after_ = 0;  // > 0: delaying, counted in metrics.delayed_replies()
     unsigned listener_index_ = 0;
     bool tls_client_ = false;
     const Tenant* tenant_ = nullptr;

@@ -37,9 +37,8 @@ struct SharedState {
     AuthThrottle auth_throttle;
     std::vector<std::pair<IpAddress, std::uint16_t>> self_endpoints;  // our own listeners (loop guard)
     std::atomic<bool> draining{false};
-    std::unique_ptr<VerifierPool> verifier;         // password checks, off the event loops
-    std::atomic<std::size_t> bulk_directions{0};    // copy-relay directions moving bulk bytes now (SocketRelay)
-    std::atomic<std::uint64_t> delayed_replies{0};  // throttled 429s waiting out their delay (Tunnel)
+    std::unique_ptr<VerifierPool> verifier;       // password checks, off the event loops
+    std::atomic<std::size_t> bulk_directions{0};  // copy-relay directions moving bulk bytes now (SocketRelay)
 
     bool is_self(const IpAddress& ip, std::uint16_t port) const {
         for (const auto& [a, p] : self_endpoints)

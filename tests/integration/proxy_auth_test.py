@@ -199,6 +199,8 @@ auth_failures:
   max_failures: 2
   cooldown: 1m
   reply_delay: {int(self.DELAY * 1000)}ms
+admin:
+  address: "127.0.0.1:0"
 tenants:
   - name: agent
     users: [{{name: agent, password_hash: "{self.hash}"}}]
@@ -248,6 +250,8 @@ tenants:
             self.assertEqual(tunnel.recv(4), b"ping")
             tunnel.close()
             self.assertFalse(any(answered(h) for h in held), "the held 429s went out early")
+            waiting = "dingbridge_proxy_throttled_replies_waiting"
+            self.assertEqual(metric(metrics_text(proxy), waiting), 2)
             for h in held:
                 status, head, _ = harness.read_response_head(h)
                 waited = time.monotonic() - started
@@ -255,6 +259,7 @@ tenants:
                 self.assertEqual(status, 429)
                 self.assertIn(b"Retry-After: ", head)
                 self.assertGreaterEqual(waited, self.DELAY - 0.5)
+            self.assertEqual(metric(metrics_text(proxy), waiting), 0)
             # The slots are free again: the next blocked attempt is held, not answered at once.
             again = send_attempt(proxy.port, self.target, "agent:wrong", "127.0.2.1")
             time.sleep(1.0)
