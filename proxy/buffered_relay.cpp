@@ -55,6 +55,14 @@ std::size_t BufferedRelay::queued() const {
     return n;
 }
 
+std::optional<CloseReason> BufferedRelay::stalled_peer_error() {
+    if (stopped_) return std::nullopt;
+    if (evbuffer_get_length(bufferevent_get_output(client_)) + evbuffer_get_length(bufferevent_get_output(upstream_)) ==
+        0)
+        return std::nullopt;  // reading both
+    return pending_socket_error(bufferevent_getfd(client_), bufferevent_getfd(upstream_));
+}
+
 void BufferedRelay::on_read(bufferevent* bev, void* arg) {
     auto* self = static_cast<BufferedRelay*>(arg);
     if (self->stopped_) return;

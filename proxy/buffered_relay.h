@@ -31,6 +31,7 @@ public:
     void start(bool client_eof);
     void stop() override;
     std::size_t queued() const override;
+    std::optional<CloseReason> stalled_peer_error() override;
 
 private:
     static void on_read(bufferevent* bev, void* arg);

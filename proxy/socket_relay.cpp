@@ -180,6 +180,22 @@ std::size_t SocketRelay::queued() const {
            socket_send_queue(upstream_fd_);
 }
 
+std::optional<CloseReason> pending_socket_error(int client_fd, int upstream_fd) {
+    for (const int fd : {client_fd, upstream_fd}) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0)
+            return fd == client_fd ? CloseReason::client_error : CloseReason::upstream_error;
+    }
+    return std::nullopt;
+}
+
+std::optional<CloseReason> SocketRelay::stalled_peer_error() {
+    if (stopped_) return std::nullopt;
+    if (up_.in_stage + down_.in_stage + pieces(up_) + pieces(down_) == 0) return std::nullopt;  // reading both
+    return pending_socket_error(client_fd_, upstream_fd_);
+}
+
 void SocketRelay::fail(CloseReason reason) {
     stop();
     listener_.relay_finished(reason);

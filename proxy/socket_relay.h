@@ -106,6 +106,7 @@ public:
     bool start();  // false when events could not be created
     void stop() override;
     std::size_t queued() const override;
+    std::optional<CloseReason> stalled_peer_error() override;
 
 private:
     // Laid out without padding holes: two per established tunnel, idle or not.

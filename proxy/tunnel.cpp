@@ -50,6 +50,12 @@ std::chrono::microseconds us_between(Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration_cast<std::chrono::microseconds>(b - a);
 }
 
+// How often an established tunnel's timer asks its relay about a stalled sender's reset
+// (Relay::stalled_peer_error): a quarter of idle_timeout, at most 15 s.
+std::chrono::milliseconds relay_check_interval(std::chrono::milliseconds idle_timeout) {
+    return std::clamp(idle_timeout / 4, std::chrono::milliseconds(1), std::chrono::milliseconds(15'000));
+}
+
 }  // namespace
 
 Tunnel::Tunnel(Worker& worker, std::shared_ptr<const ProxyConfig> config, evutil_socket_t fd, const sockaddr* source,
@@ -301,7 +307,7 @@ void Tunnel::upstream_connected(bufferevent* upstream) {
     metrics.connect_latency.observe(us_between(connect_started_, established_at_));
     metrics.setup_latency.observe(us_between(accepted_at_, established_at_));
     status_ = 200;
-    arm_timer(config_->idle_timeout);
+    arm_timer(relay_check_interval(config_->idle_timeout));
     if (config_->relay != RelayMode::buffered && !tls_client_ && !client_eof_ &&
         evbuffer_get_length(bufferevent_get_input(client_)) == 0 && start_socket_relay(upstream)) {
         return;
@@ -407,8 +413,17 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
         case State::connecting:
             return;  // the connector keeps its own deadlines
         case State::relaying: {
+            // A sender the relay stopped reading (its receiver takes nothing) may have reset its
+            // connection: that ends the tunnel now, not at idle_timeout.
+            if (self->relay_) {
+                if (const auto failed = self->relay_->stalled_peer_error()) {
+                    self->close(*failed);
+                    return;
+                }
+            }
             const auto now = Clock::now();
             const auto idle = now - self->last_activity_;
+            const auto check = relay_check_interval(self->config_->idle_timeout);
             if (idle >= self->config_->idle_timeout) {
                 // The queue toward a receiver changed since the last check (it took bytes, maybe
                 // the last ones): a slow reader draining, not an idle tunnel. (A receiver that
@@ -417,14 +432,14 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
                 if (waiting != self->last_waiting_) {
                     self->last_waiting_ = waiting;
                     self->last_activity_ = now;
-                    self->arm_timer(self->config_->idle_timeout);
+                    self->arm_timer(check);
                     return;
                 }
                 self->close(CloseReason::idle_timeout);
             } else {
-                self->arm_timer(
-                    std::chrono::duration_cast<std::chrono::milliseconds>(self->config_->idle_timeout - idle) +
-                    std::chrono::milliseconds(1));
+                self->arm_timer(std::min(
+                    check, std::chrono::duration_cast<std::chrono::milliseconds>(self->config_->idle_timeout - idle) +
+                               std::chrono::milliseconds(1)));
             }
             return;
         }

@@ -547,8 +547,7 @@ class BulkRelay(ProxyTestCase):
                     time.sleep(0.05)
             self.assertGreater(pushed, 1 << 20)
             # Then the download's client and the upload's server reset their connections (a
-            # stalled upload's client resetting would go unseen until idle_timeout: the proxy does
-            # not read a sender it cannot forward, see docs/proxy.md).
+            # stalled upload's client resetting: StalledSenderReset).
             download.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             download.close()
             stop.set()
@@ -661,6 +660,56 @@ class IdleTimeout(ProxyTestCase):
 
 class IdleTimeoutSplice(IdleTimeout):
     extra_top = "relay: splice"
+
+
+class StalledSenderReset(ProxyTestCase):
+    """A sender whose receiver takes nothing is not read (its bytes wait in the proxy), so its
+    reset used to be noticed only at idle_timeout; the tunnel's timer now looks at the sockets'
+    pending errors every quarter of idle_timeout (at most 15 s)."""
+    limits = "  idle_timeout: 20s"
+
+    def test_a_stalled_uploads_client_reset_ends_the_tunnel_before_idle_timeout(self):
+        fd_dir = f"/proc/{self.proxy.proc.pid}/fd"
+        baseline = len(os.listdir(fd_dir))
+        stop = threading.Event()
+        server = harness.TcpServer(lambda conn: stop.wait(60))  # accepts, never reads
+        try:
+            s, status, _, _ = harness.connect_through(self.proxy, f"127.0.0.1:{server.port}", f"agent:{AGENT_PASSWORD}")
+            self.assertEqual(status, 200)
+            s.setblocking(False)
+            pushed, block, blocked_since = 0, b"u" * (1 << 20), None
+            deadline = time.time() + 10
+            while time.time() < deadline and (blocked_since is None or time.time() - blocked_since < 1.0):
+                try:
+                    pushed += s.send(block)
+                    blocked_since = None
+                except BlockingIOError:
+                    blocked_since = blocked_since or time.time()
+                    time.sleep(0.05)
+            self.assertGreater(pushed, 1 << 20)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()  # a reset
+            reset_at = time.time()
+            line = self.proxy.wait_for_log(
+                lambda l: f"dst=127.0.0.1:{server.port}" in l and "status=200" in l, timeout=15)
+            noticed_s = time.time() - reset_at
+            self.assertIn('reason="client connection error"', line)
+            self.assertLess(noticed_s, 12)  # a quarter of idle_timeout (5 s) and then some, not 20 s
+            deadline = time.time() + 5
+            while len(os.listdir(fd_dir)) > baseline and time.time() < deadline:
+                time.sleep(0.05)
+            self.assertEqual(len(os.listdir(fd_dir)), baseline)
+        finally:
+            stop.set()
+            server.stop()
+
+
+class StalledSenderResetSplice(StalledSenderReset):
+    extra_top = "relay: splice"
+
+
+class StalledSenderResetBuffered(StalledSenderReset):
+    extra_top = "relay: buffered"
 
 
 class JsonAccessLog(ProxyTestCase):
