@@ -32,14 +32,14 @@ public:
     virtual std::size_t queued() const = 0;
     // While bytes wait for a receiver the relay does not read their sender, so a sender's reset
     // would go unseen until idle_timeout: the tunnel's timer asks here now and then. Returns
-    // the error that ended a connection (its pending socket error, which this clears), if any,
-    // and only while some bytes wait; nothing otherwise.
+    // the error that ended a connection (a reset), if any, and only while some bytes wait;
+    // nothing otherwise.
     virtual std::optional<CloseReason> stalled_peer_error() = 0;
 };
 
 // Unsent bytes in a TCP socket's send queue (SIOCOUTQ); 0 when unknown.
 std::size_t socket_send_queue(int fd);
-// client_error or upstream_error when that socket has a pending error (SO_ERROR, cleared).
+// client_error or upstream_error when that socket has a hard error pending (a reset: POLLERR).
 std::optional<CloseReason> pending_socket_error(int client_fd, int upstream_fd);
 
 }  // namespace dingbridge::proxy

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/sockios.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -181,12 +182,14 @@ std::size_t SocketRelay::queued() const {
 }
 
 std::optional<CloseReason> pending_socket_error(int client_fd, int upstream_fd) {
-    for (const int fd : {client_fd, upstream_fd}) {
-        int err = 0;
-        socklen_t len = sizeof err;
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0)
-            return fd == client_fd ? CloseReason::client_error : CloseReason::upstream_error;
-    }
+    // POLLERR reports a hard error only (a reset, a retransmission timeout). SO_ERROR would also
+    // report a soft one (an ICMP unreachable during retransmits, which TCP may still recover
+    // from); POLLHUP or TCP_CLOSE would also match a clean close whose last bytes still wait
+    // to be read.
+    pollfd fds[2] = {{client_fd, 0, 0}, {upstream_fd, 0, 0}};
+    if (poll(fds, 2, 0) <= 0) return std::nullopt;
+    if (fds[0].revents & POLLERR) return CloseReason::client_error;
+    if (fds[1].revents & POLLERR) return CloseReason::upstream_error;
     return std::nullopt;
 }
 

@@ -704,6 +704,7 @@ class StalledSenderReset(ProxyTestCase):
             server.stop()
 
 
+
 class StalledSenderResetSplice(StalledSenderReset):
     extra_top = "relay: splice"
 
