@@ -704,7 +704,6 @@ class StalledSenderReset(ProxyTestCase):
             server.stop()
 
 
-
 class StalledSenderResetSplice(StalledSenderReset):
     extra_top = "relay: splice"
 
