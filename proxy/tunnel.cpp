@@ -466,7 +466,7 @@ void Tunnel::deny(Denial why, int status, const char* reason, int retry_after) {
 void Tunnel::deny_throttled(int retry_after) {
     std::atomic<std::uint64_t>& held = worker_.shared().metrics.delayed_replies();
     const auto delay = config_->throttled_reply_delay;
-    if (delay.count() > 0) {
+    if (delay.count() > 0 && !worker_.shared().draining) {  // a draining proxy answers at once
         if (held.fetch_add(1, std::memory_order_relaxed) < delayed_reply_limit(*config_)) {
             delayed_retry_after_ = static_cast<std::uint16_t>(std::clamp(retry_after, 1, 65535));
             state_ = State::delaying;
