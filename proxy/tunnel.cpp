@@ -408,7 +408,7 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
             self->deny(Denial::auth_busy, 503, "credential check did not finish in time", 1);
             return;
         case State::delaying:
-            self->send_delayed_reply();
+            self->end_reply_delay();
             return;
         case State::connecting:
             return;  // the connector keeps its own deadlines
@@ -479,15 +479,10 @@ void Tunnel::deny_throttled(int retry_after) {
     deny(Denial::auth_throttled, 429, "too many failed authentications", retry_after);
 }
 
-void Tunnel::send_delayed_reply() {
-    if (delayed_retry_after_ == 0) return;
-    const int retry_after = std::exchange(delayed_retry_after_, 0);
-    worker_.shared().metrics.delayed_replies().fetch_sub(1, std::memory_order_relaxed);
-    if (state_ == State::delaying) deny(Denial::auth_throttled, 429, "too many failed authentications", retry_after);
-}
-
 void Tunnel::end_reply_delay() {
-    if (state_ == State::delaying) send_delayed_reply();
+    if (state_ != State::delaying) return;
+    worker_.shared().metrics.delayed_replies().fetch_sub(1, std::memory_order_relaxed);
+    deny(Denial::auth_throttled, 429, "too many failed authentications", delayed_retry_after_);
 }
 
 void Tunnel::reply_error(int status, const char* reason, int retry_after) {
@@ -512,7 +507,7 @@ void Tunnel::close(CloseReason why) {
         if (status_ == 0 || reason_[0] == '\0') reason_ = text;
         if (status_ == 200 && why != CloseReason::completed) reason_ = text;
     }
-    if (std::exchange(delayed_retry_after_, 0) != 0)  // cut while delaying (shutdown)
+    if (state_ == State::delaying)  // cut while delaying (client gone, shutdown)
         worker_.shared().metrics.delayed_replies().fetch_sub(1, std::memory_order_relaxed);
     state_ = State::closed;
     if (connector_) connector_->cancel();  // a pending lookup still reports back (lookup_released)

@@ -43,7 +43,8 @@ public:
     void cut_at_shutdown() { close(CloseReason::shutdown); }
     bool waiting_for_dns() const { return connector_ && connector_->lookup_pending(); }
     bool reapable() const { return state_ == State::closed && !waiting_for_dns() && !verify_pending_; }
-    // Sends a delayed throttled reply now (the proxy stops accepting: draining need not wait for it).
+    // A throttled reply held for reply_delay goes out now (its timer, or the proxy stops accepting:
+    // draining need not wait for it). Nothing otherwise.
     void end_reply_delay();
 
 private:
@@ -77,7 +78,6 @@ private:
     void reply_error(int status, const char* reason, int retry_after = 0);
     void deny(Denial why, int status, const char* reason, int retry_after = 0);
     void deny_throttled(int retry_after);  // 429 after throttled_reply_delay while slots last
-    void send_delayed_reply();
     void close(CloseReason why);
     void write_access_log();
 
@@ -92,7 +92,7 @@ private:
     std::uint16_t source_port_ = 0;
     std::string host_;
     std::uint16_t port_ = 0;
-    std::uint16_t delayed_retry_after_ = 0;  // > 0: delaying, counted in metrics.delayed_replies()
+    std::uint16_t delayed_retry_after_ = 0;  // the held 429's Retry-After (State::delaying)
     unsigned listener_index_ = 0;
     bool tls_client_ = false;
     const Tenant* tenant_ = nullptr;
