@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets with clang (ASan + UBSan) and runs each for SECONDS (default 20).
+# Builds the libFuzzer targets with clang (ASan + UBSan) and runs each for SECONDS (default 20),
+# as many at a time as JOBS (default 2).
 #   scripts/fuzz.sh 15          # the short CI run (each target)
+#   scripts/fuzz.sh build       # installs clang and builds the targets only
 #   scripts/fuzz.sh 3600        # a longer local run; findings land in build-fuzz/findings/
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,18 +30,36 @@ TARGETS=(
 names=()
 for t in "${TARGETS[@]}"; do names+=("$(basename "${t%%:*}")"); done
 cmake --build "$BUILD_DIR" -j "${JOBS:-2}" --target "${names[@]}"
+[[ $SECONDS_PER_TARGET == build ]] && exit 0
 mkdir -p "$BUILD_DIR/findings"
-status=0
-for t in "${TARGETS[@]}"; do
-  bin=${t%%:*} seeds=${t#*:} name=$(basename "${t%%:*}")
-  corpus="$BUILD_DIR/corpus/$name"
+# JOBS targets at a time: each is a single process, and each gets its full time on its own core.
+fuzz_one() {
+  local bin=${1%%:*} seeds=${1#*:} name
+  name=$(basename "$bin")
+  local corpus="$BUILD_DIR/corpus/$name" seeds_arg=()
   mkdir -p "$corpus"
-  echo "==> fuzzing $name for ${SECONDS_PER_TARGET}s"
-  seeds_arg=(); [[ -d $seeds ]] && seeds_arg=("$seeds")
-  if ! "$BUILD_DIR/$bin" -max_total_time="$SECONDS_PER_TARGET" -max_len=8192 -rss_limit_mb=2048 -print_final_stats=1 \
-      -artifact_prefix="$BUILD_DIR/findings/${name}-" "$corpus" "${seeds_arg[@]}" > "$BUILD_DIR/findings/$name.log" 2>&1; then
-    echo "    FAILED: see $BUILD_DIR/findings/$name.log"; tail -30 "$BUILD_DIR/findings/$name.log"; status=1
+  [[ -d $seeds ]] && seeds_arg=("$seeds")
+  "$BUILD_DIR/$bin" -max_total_time="$SECONDS_PER_TARGET" -max_len=8192 -rss_limit_mb=2048 -print_final_stats=1 \
+    -artifact_prefix="$BUILD_DIR/findings/${name}-" "$corpus" "${seeds_arg[@]}" > "$BUILD_DIR/findings/$name.log" 2>&1
+}
+status=0
+report() {  # <target> <its exit status>
+  local name
+  name=$(basename "${1%%:*}")
+  if (($2 == 0)); then echo "==> $name"; else
+    echo "==> $name FAILED: see $BUILD_DIR/findings/$name.log"; tail -30 "$BUILD_DIR/findings/$name.log"; status=1
   fi
-  grep -E "^(Done|stat::number_of_executed_units)" "$BUILD_DIR/findings/$name.log" | tail -2 | sed 's/^/    /'
+  grep -E "^(Done|stat::number_of_executed_units)" "$BUILD_DIR/findings/$name.log" | tail -2 | sed "s/^/    /" || true
+}
+for ((first = 0; first < ${#TARGETS[@]}; first += ${JOBS:-2})); do
+  batch=("${TARGETS[@]:first:${JOBS:-2}}") pids=()
+  for t in "${batch[@]}"; do
+    echo "==> fuzzing $(basename "${t%%:*}") for ${SECONDS_PER_TARGET}s"
+    fuzz_one "$t" & pids+=($!)
+  done
+  for i in "${!batch[@]}"; do
+    rc=0; wait "${pids[$i]}" || rc=$?
+    report "${batch[$i]}" "$rc"
+  done
 done
 exit $status
