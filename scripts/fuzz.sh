@@ -3,12 +3,12 @@
 # as many at a time as JOBS (default 2).
 #   scripts/fuzz.sh 15          # the short CI run (each target)
 #   scripts/fuzz.sh build       # installs clang and builds the targets only
+#   scripts/fuzz.sh --packages-only  # installs clang only
 #   scripts/fuzz.sh 3600        # a longer local run; findings land in build-fuzz/findings/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${1:-20}
 BUILD_DIR=${FUZZ_BUILD_DIR:-build-fuzz}
-scripts/setup.sh >/dev/null  # dependencies of the project itself
 for p in clang libclang-rt-14-dev; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
     SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
@@ -16,6 +16,8 @@ for p in clang libclang-rt-14-dev; do
     break
   fi
 done
+[[ $SECONDS_PER_TARGET == --packages-only ]] && exit 0
+scripts/setup.sh >/dev/null  # dependencies of the project itself
 # -O1 with line tables, as libFuzzer's documentation suggests: quicker to build than -O2 -g, and
 # sanitizer reports still carry file:line.
 CXX=clang++ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
