@@ -8,7 +8,7 @@
 #     name the unpacked Debian sources of the installed versions (scripts/package.sh fetches them
 #     with `apt-get source`). fmt and spdlog compile against the installed headers, as Debian's
 #     shared libraries do. (Their header-only modes compiled fmt and spdlog into every file that
-#     logs: the build took 1.7 times as long.)
+#     logs: the build took 1.4 times as long.)
 #   * libcurl through a link-time stand-in with the same soname but no symbol versions: Debian's
 #     libcurl tags every symbol CURL_OPENSSL_4, which RHEL's libcurl does not have; the binary then
 #     asks for unversioned curl_* symbols, which any libcurl.so.4 (Debian's included) provides.
