@@ -38,6 +38,7 @@ add_link_options(-static-libstdc++)
 # No build-tree RPATH: the binaries must load the system libcurl, never the link-time stand-in.
 set(CMAKE_SKIP_BUILD_RPATH ON)
 enable_language(C)
+string(REPLACE "-O3" "-O2" CMAKE_C_FLAGS_RELEASE "${CMAKE_C_FLAGS_RELEASE}")  # as C++ (top level)
 # arc4random/arc4random_buf (glibc 2.36), called by Debian's static libevent and by GCC 12's
 # static libstdc++ (std::random_device): an object file in every later target, so never libc's.
 add_library(dingbridge_glibc_compat OBJECT ${CMAKE_CURRENT_LIST_DIR}/glibc_compat.c)
