@@ -431,6 +431,39 @@ private:
         }
     }
 
+    // Reorders new users (indices into order_, in id order) so that a new user's new manager
+    // comes first: by depth in the manager chain among them, stable (id order within a depth); a
+    // manager cycle is cut where the walk meets it again. Only the order of the creates changes:
+    // who keeps a contested unique value was settled in id order, and creates with settled
+    // values are valid in any order.
+    void managers_before_reports(std::vector<std::uint32_t>::iterator first,
+                                 std::vector<std::uint32_t>::iterator last) {
+        const auto n = static_cast<std::uint32_t>(last - first);
+        std::unordered_map<std::string_view, std::uint32_t> index;  // id -> position in [first, last)
+        index.reserve(n);
+        for (std::uint32_t i = 0; i < n; ++i) index.emplace(std::string_view(order_[first[i]].first->external_id), i);
+        constexpr std::uint32_t kUnknown = UINT32_MAX, kOnPath = UINT32_MAX - 1;
+        std::vector<std::uint32_t> depth(n, kUnknown), path;
+        for (std::uint32_t start = 0; start < n; ++start) {
+            std::uint32_t i = start;
+            while (depth[i] == kUnknown) {  // up the chain to a known depth, the top or a cycle
+                depth[i] = kOnPath;
+                path.push_back(i);
+                const SmallString& m = order_[first[i]].first->manager;
+                auto it = m.empty() ? index.end() : index.find(std::string_view(m));
+                if (it == index.end() || depth[it->second] == kOnPath) break;
+                i = it->second;
+            }
+            std::uint32_t d = depth[i] == kOnPath ? 0 : depth[i] + 1;  // the top or a cycle: 0
+            for (auto k = path.rbegin(); k != path.rend(); ++k) depth[*k] = d++;
+            path.clear();
+        }
+        std::vector<std::pair<std::uint32_t, std::uint32_t>> keyed(n);  // (depth, index into order_)
+        for (std::uint32_t i = 0; i < n; ++i) keyed[i] = {depth[i], first[i]};
+        std::stable_sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+        for (std::uint32_t i = 0; i < n; ++i) first[i] = keyed[i].second;
+    }
+
     void emit_user_changes() {
         // Which users are written, decided once (the comparison is a user's every field), so that
         // the list is sized exactly: growing by doubling briefly held a first sync's 100,000
@@ -449,6 +482,10 @@ private:
             plan_.changes.push_back(std::move(c));
         }
         for (auto& c : release_changes_) plan_.changes.push_back(std::move(c));
+        if (options_.managers_first)  // the new users are last in order_, and so in written
+            managers_before_reports(std::find_if(written.begin(), written.end(),
+                                                 [&](std::uint32_t k) { return order_[k].second == nullptr; }),
+                                    written.end());
         for (auto k : written) {
             const auto& [u, cur] = order_[k];
             const OrgUser& fin = *final_state(u->external_id);

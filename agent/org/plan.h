@@ -71,6 +71,10 @@ struct PlanOptions {
     // Objects whose DingTalk state is unknown after a failed read: neither updated nor removed.
     std::set<std::string> frozen_users;
     std::set<std::string> frozen_departments;
+    // New users whose manager is also new come after that manager (else: id order). For targets
+    // that name a manager by an id the target assigns (SCIM): a report created first would need
+    // a second write to link its manager.
+    bool managers_first = false;
 };
 
 // The change kinds counted per plan and per run, in history column order (one list: the plan's

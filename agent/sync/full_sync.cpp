@@ -61,8 +61,9 @@ Status build_stage(FetchedOrg&& fetched, const Mapping& mapping, std::int64_t ro
     return {};
 }
 
-PlanOptions plan_options(const Mapping& mapping, const SyncState& s) {
+PlanOptions plan_options(const Mapping& mapping, const Target& target, const SyncState& s) {
     PlanOptions po;
+    po.managers_first = target.wants_managers_first();
     po.allow_removals = s.read_complete;
     po.delete_removed_users = mapping.removed_user_action() == RemovedUserAction::del;
     if (mapping.delete_after().count() > 0)
@@ -101,7 +102,7 @@ Status plan_stage(const Mapping& mapping, Target& target, SyncState& s, RunRepor
     auto current = target.read_against(s.desired.snapshot);  // users as desired are kept as ids only
     if (!current) return fail("cannot read the target: " + current.error());
     s.current = std::move(*current);
-    s.plan = make_plan(s.desired.snapshot, s.current, plan_options(mapping, s));
+    s.plan = make_plan(s.desired.snapshot, s.current, plan_options(mapping, target, s));
     for (const auto& k : s.desired.skipped) s.plan.skipped.push_back(k);
     count_plan(s.plan, reporter.counters());
     reporter.counters().items_skipped = static_cast<std::int64_t>(s.plan.skipped.size());

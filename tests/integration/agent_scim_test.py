@@ -66,6 +66,19 @@ def diff(env):
     return problems[:10]
 
 
+def manager_cycles(managers):
+    """The number of cycles in a user -> manager map (A manages B, B manages A: one)."""
+    on_cycle = set()
+    for start in managers:
+        path, x = [], start
+        while x in managers and x not in path:
+            path.append(x)
+            x = managers[x]
+        if x in path:
+            on_cycle.add(frozenset(path[path.index(x):]))
+    return len(on_cycle)
+
+
 def counts(env):
     return env.history()[0]["counts"]
 
@@ -97,6 +110,12 @@ class FullSync(ScimCase):
         self.assertIn("succeeded", p1.stdout)
         self.assertEqual(diff(env), [])
         self.assertEqual(len(scim_state(env.scim)[1]), len(env.sim.org()["users"]))
+        # Managers are created before their reports (a user's manager is named by the server's
+        # id): only a manager cycle needs a second write to link a manager, although many
+        # reports' ids sort before their manager's.
+        managers = {i: u["manager"] for i, u in expected_org(env.sim.org())["users"].items() if u["manager"]}
+        self.assertGreater(sum(1 for r, m in managers.items() if r < m), 20)
+        self.assertEqual(env.scim.stats()["by_endpoint"].get("PATCH /Users", 0), manager_cycles(managers))
         env.scim.reset_stats()
         p2 = env.agent("sync", check=0)
         run = env.history()[0]

@@ -306,6 +306,39 @@ BOOST_AUTO_TEST_CASE(users_read_as_ids_plan_exactly_like_their_rows) {
     }
 }
 
+// For a SCIM target (PlanOptions::managers_first) a new manager is created before its new
+// reports, whatever their ids; an existing manager, a cycle and the default order are kept.
+BOOST_AUTO_TEST_CASE(managers_first_creates_new_managers_before_their_reports) {
+    OrgSnapshot desired, current;
+    desired.departments = current.departments = {{"1", dept("1", "", "root")}};
+    auto add = [&](const std::string& id, const std::string& manager) {
+        OrgUser u = user(id, "1", id + "@x");
+        u.manager = manager;
+        desired.users[id] = u;
+    };
+    add("a1", "z9");  // chain z9 <- m5 <- a1 ... as ids sort, every report before its manager
+    add("m5", "z9");
+    add("b2", "m5");
+    add("z9", "");
+    add("c3", "old");  // manager already in the target
+    add("x1", "y1");   // a manager cycle
+    add("y1", "x1");
+    desired.users["old"] = user("old", "1", "old@x");
+    current.users["old"] = desired.users["old"];
+    auto order = [&](bool managers_first) {
+        PlanOptions po;
+        po.managers_first = managers_first;
+        std::vector<std::string> ids;
+        for (const auto& c : make_plan(desired, current, po).changes)
+            if (c.kind == ChangeKind::create_user) ids.push_back(std::string(c.external_id));
+        return ids;
+    };
+    auto by_default = order(false);
+    BOOST_TEST((by_default == std::vector<std::string>{"a1", "b2", "c3", "m5", "x1", "y1", "z9"}));
+    auto first = order(true);
+    BOOST_TEST((first == std::vector<std::string>{"c3", "y1", "z9", "a1", "m5", "x1", "b2"}));
+}
+
 BOOST_AUTO_TEST_CASE(removed_users_are_disabled_once) {
     OrgSnapshot desired, current;
     desired.departments = current.departments = {{"1", dept("1", "", "root")}};
