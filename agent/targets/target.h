@@ -26,8 +26,8 @@ public:
     // Called once per run with the full desired org, before the plan is made.
     virtual void normalize(OrgSnapshot& desired) { (void)desired; }
     // True when the target names a user's manager by an id it assigns itself (SCIM), so that a
-    // user created before its manager costs a second write: a full sync then creates new
-    // managers before their new reports (PlanOptions::managers_first).
+    // user created before its manager costs a second write: a sync (full, or of a batch of
+    // events) then creates new managers before their new reports (PlanOptions::managers_first).
     virtual bool wants_managers_first() const { return false; }
     // Current state.
     virtual Result<OrgSnapshot> read() = 0;

@@ -316,7 +316,7 @@ BOOST_AUTO_TEST_CASE(managers_first_creates_new_managers_before_their_reports) {
         u.manager = manager;
         desired.users[id] = u;
     };
-    add("a1", "z9");  // chain z9 <- m5 <- a1 ... as ids sort, every report before its manager
+    add("a1", "z9");  // report -> manager: a1 -> z9 and b2 -> m5 -> z9, each report's id first
     add("m5", "z9");
     add("b2", "m5");
     add("z9", "");
