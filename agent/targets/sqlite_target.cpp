@@ -2,6 +2,8 @@
 
 #include <ctime>
 #include <stdexcept>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "agent/targets/sqlite_util.h"
 
@@ -24,10 +26,10 @@ CREATE INDEX IF NOT EXISTS departments_parent ON departments(parent_external_id)
 CREATE TABLE IF NOT EXISTS users (
   external_id        TEXT PRIMARY KEY,
   union_id           TEXT NOT NULL DEFAULT '',
-  username           TEXT UNIQUE,
+  username           TEXT,
   display_name       TEXT NOT NULL DEFAULT '',
-  email              TEXT UNIQUE,
-  phone              TEXT UNIQUE,
+  email              TEXT,
+  phone              TEXT,
   employee_number    TEXT NOT NULL DEFAULT '',
   title              TEXT NOT NULL DEFAULT '',
   primary_department TEXT,
@@ -50,6 +52,35 @@ CREATE TABLE IF NOT EXISTS user_departments (
 CREATE INDEX IF NOT EXISTS user_departments_dept ON user_departments(department_external_id);
 )SQL";
 
+// The users' unique values, as named indexes so that a first sync can drop them and build them
+// once at the end (SqliteTarget::begin). A database created before they were named carries the
+// same constraints as UNIQUE columns (sqlite_autoindex_users_N, which cannot be dropped): it
+// keeps them and is written row by row.
+struct UniqueColumn {
+    const char* column;
+    const char* create;
+    const char* drop;
+    const char* duplicates;  // rows sharing a value: external_id, value
+};
+constexpr UniqueColumn kUniqueColumns[] = {
+    {"username", "CREATE UNIQUE INDEX IF NOT EXISTS users_username ON users(username)", "DROP INDEX users_username",
+     "SELECT external_id, username FROM users WHERE username IN (SELECT username FROM users WHERE username IS NOT "
+     "NULL GROUP BY username HAVING count(*) > 1)"},
+    {"email", "CREATE UNIQUE INDEX IF NOT EXISTS users_email ON users(email)", "DROP INDEX users_email",
+     "SELECT external_id, email FROM users WHERE email IN (SELECT email FROM users WHERE email IS NOT NULL GROUP BY "
+     "email HAVING count(*) > 1)"},
+    {"phone", "CREATE UNIQUE INDEX IF NOT EXISTS users_phone ON users(phone)", "DROP INDEX users_phone",
+     "SELECT external_id, phone FROM users WHERE phone IN (SELECT phone FROM users WHERE phone IS NOT NULL GROUP BY "
+     "phone HAVING count(*) > 1)"},
+};
+
+// Memberships by department: dropped with the unique indexes, built again before the first
+// department removal of the run (which looks memberships up by department) or at its end.
+constexpr const char* kCreateDepartmentIndex =
+    "CREATE INDEX IF NOT EXISTS user_departments_dept ON user_departments(department_external_id)";
+
+bool is_user_put(ChangeKind kind) { return kind == ChangeKind::create_user || kind == ChangeKind::update_user; }
+
 // The same literal everywhere: cached() keys prepared statements by the SQL's address.
 constexpr const char* kDeleteUserMemberships = "DELETE FROM user_departments WHERE user_external_id=?1";
 
@@ -66,6 +97,19 @@ SqliteTarget::SqliteTarget(const std::string& path) {
                10000,
                {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA temp_store=MEMORY"},
                kSchema});
+    // Named unique indexes unless the table has the older UNIQUE columns (origin 'u').
+    {
+        Stmt legacy(db_, "SELECT count(*) FROM pragma_index_list('users') WHERE origin='u'");
+        named_unique_indexes_ = legacy.step() == SQLITE_ROW && legacy.integer(0) == 0;
+    }
+    if (named_unique_indexes_) {
+        for (const UniqueColumn& u : kUniqueColumns) {
+            if (auto r = sqlite_util::exec(db_, u.create); !r) {
+                sqlite3_close(db_);
+                throw std::runtime_error("cannot create the target schema in " + path + ": " + r.error());
+            }
+        }
+    }
 }
 
 SqliteTarget::~SqliteTarget() {
@@ -147,16 +191,100 @@ Result<OrgSnapshot> SqliteTarget::read() { return read_all(nullptr); }
 
 Result<OrgSnapshot> SqliteTarget::read_against(const OrgSnapshot& desired) { return read_all(&desired); }
 
-Status SqliteTarget::begin() { return sqlite_util::exec(db_, "BEGIN IMMEDIATE"); }
+Status SqliteTarget::begin() {
+    bulk_ = false;
+    bulk_puts_.clear();
+    bulk_error_.clear();
+    if (auto r = sqlite_util::exec(db_, "BEGIN IMMEDIATE"); !r) return r;
+    if (!named_unique_indexes_) return {};
+    // Into an empty table (a first sync), each row would go into three unique indexes in an order
+    // unrelated to theirs, which costs more than the rows themselves; built once at the end from
+    // the rows instead (finish_batches). Within the transaction: a crash leaves them as they were.
+    if (!table_empty("SELECT 1 FROM users LIMIT 1")) return {};
+    no_memberships_before_ = table_empty("SELECT 1 FROM user_departments LIMIT 1");
+    for (const UniqueColumn& u : kUniqueColumns) {
+        if (auto r = sqlite_util::exec(db_, u.drop); !r) {
+            rollback();
+            return fail("cannot drop the index on users." + std::string(u.column) + ": " + r.error());
+        }
+    }
+    if (auto r = sqlite_util::exec(db_, "DROP INDEX user_departments_dept"); !r) {
+        rollback();
+        return fail("cannot drop the index on user_departments.department_external_id: " + r.error());
+    }
+    bulk_ = true;
+    return {};
+}
+
+bool SqliteTarget::table_empty(const char* query) {
+    Stmt any(db_, query);
+    return any.step() == SQLITE_DONE;
+}
+
+std::vector<std::pair<const Change*, std::string>> SqliteTarget::finish_batches() {
+    std::vector<std::pair<const Change*, std::string>> failed;
+    if (!bulk_) return failed;
+    bulk_ = false;
+    if (auto r = sqlite_util::exec(db_, kCreateDepartmentIndex); !r) {
+        bulk_error_ = "cannot build the index on user_departments.department_external_id: " + r.error();
+        return failed;
+    }
+    for (const UniqueColumn& u : kUniqueColumns) {
+        if (sqlite_util::exec(db_, u.create)) continue;
+        // The plan gives each value to one user, so this is a defect elsewhere; still, the outcome
+        // is that of writing row by row: the user written first keeps the value, every later one
+        // fails with the error its own write would have had.
+        const std::string error = "UNIQUE constraint failed: users." + std::string(u.column);
+        if (auto r = drop_later_duplicates(u.duplicates, error, failed); !r) {
+            bulk_error_ = "cannot build the unique index on users." + std::string(u.column) + ": " + r.error();
+            break;
+        }
+        if (auto r = sqlite_util::exec(db_, u.create); !r) {
+            bulk_error_ = "cannot build the unique index on users." + std::string(u.column) + ": " + r.error();
+            break;
+        }
+    }
+    std::vector<const Change*>().swap(bulk_puts_);
+    return failed;
+}
+
+Status SqliteTarget::drop_later_duplicates(const char* duplicates_sql, const std::string& error,
+                                           std::vector<std::pair<const Change*, std::string>>& failed) {
+    std::unordered_map<std::string, std::string> value_of;  // external_id -> shared value
+    Stmt q(db_, duplicates_sql);
+    if (auto r = q.each_row([&] { value_of.emplace(q.text(0), q.text(1)); }); !r) return r;
+    std::unordered_map<std::string, std::string> holder;  // value -> the first user written with it
+    std::unordered_set<std::string> dropped;
+    for (const Change* c : bulk_puts_) {
+        auto it = value_of.find(c->external_id);
+        if (it == value_of.end()) continue;
+        const auto [h, first] = holder.emplace(it->second, c->external_id);
+        if (!first && h->second != c->external_id) dropped.insert(c->external_id);
+    }
+    for (const std::string& id : dropped)
+        if (auto r = delete_user(id); !r) return r;
+    for (const Change* c : bulk_puts_)
+        if (dropped.count(c->external_id) > 0) failed.emplace_back(c, error);
+    return {};
+}
 
 Status SqliteTarget::commit() {
+    if (bulk_ && !finish_batches().empty() && bulk_error_.empty())
+        bulk_error_ = "duplicate unique values among the users written";  // only for a caller without finish_batches()
     for (auto& [sql, st] : statements_) st->reset();
+    if (!bulk_error_.empty()) return fail(bulk_error_);
     return sqlite_util::exec(db_, "COMMIT");
 }
 
 void SqliteTarget::rollback() {
+    bulk_ = false;
+    std::vector<const Change*>().swap(bulk_puts_);
     for (auto& [sql, st] : statements_) st->reset();
     (void)sqlite_util::exec(db_, "ROLLBACK");  // nothing left to undo when it fails: no transaction open
+}
+
+void SqliteTarget::note_put(const Change& change) {
+    if (bulk_ && is_user_put(change.kind)) bulk_puts_.push_back(&change);
 }
 
 Status SqliteTarget::apply(const Change& change) {
@@ -166,6 +294,7 @@ Status SqliteTarget::apply(const Change& change) {
     // Best effort: if even these fail, the run's COMMIT fails and nothing is applied.
     if (!outcome) (void)cached("ROLLBACK TO item").run();
     (void)cached("RELEASE item").run();
+    if (outcome) note_put(change);
     return outcome;
 }
 
@@ -177,7 +306,10 @@ void SqliteTarget::apply_batch(const Change* changes, std::size_t n, std::vector
     bool clean = savepoint.run().ok();
     for (std::size_t i = 0; clean && i < n; ++i)
         if (!write_change(changes[i])) clean = false;
-    if (clean && cached("RELEASE batch").run()) return;
+    if (clean && cached("RELEASE batch").run()) {
+        for (std::size_t i = 0; i < n; ++i) note_put(changes[i]);
+        return;
+    }
     if (savepoint.ok()) {
         (void)cached("ROLLBACK TO batch").run();
         (void)cached("RELEASE batch").run();
@@ -219,8 +351,13 @@ Status SqliteTarget::put_user(const OrgUser& u) {
         st.bind_all(u.external_id, u.union_id, Stmt::or_null(u.username), u.display_name, Stmt::or_null(u.email),
                     Stmt::or_null(u.phone), u.employee_number, u.title, Stmt::or_null(u.primary_department),
                     Stmt::or_null(u.manager), u.active, u.avatar_url, u.hired_at, json_string_map(u.custom), now_s());
+    const sqlite3_int64 last_rowid = sqlite3_last_insert_rowid(db_);
     if (auto r = st.run(); !r) return r;
-    if (auto r = delete_rows(kDeleteUserMemberships, u.external_id); !r) return r;
+    // A row new to a table that had no memberships at the start of the run has none to replace
+    // (an update leaves the last insert rowid as it was).
+    const bool fresh = bulk_ && no_memberships_before_ && sqlite3_last_insert_rowid(db_) != last_rowid;
+    if (!fresh)
+        if (auto r = delete_rows(kDeleteUserMemberships, u.external_id); !r) return r;
     Stmt& ins = cached(
         "INSERT INTO user_departments(user_external_id, department_external_id, position, sort_order, "
         "is_leader) VALUES(?1,?2,?3,?4,?5)");
@@ -261,6 +398,9 @@ Status SqliteTarget::delete_user(const std::string& external_id) {
 }
 
 Status SqliteTarget::delete_department(const std::string& external_id) {
+    // Built again first in a bulk run (a no-op once there: a rolled-back batch may have undone it).
+    if (bulk_)
+        if (auto r = sqlite_util::exec(db_, kCreateDepartmentIndex); !r) return r;
     if (auto r = delete_rows("DELETE FROM departments WHERE external_id=?1", external_id); !r) return r;
     return delete_rows("DELETE FROM user_departments WHERE department_external_id=?1", external_id);
 }

@@ -3,12 +3,15 @@
 // (tables documented in docs/agent.md: departments, users, user_departments). A run is one
 // transaction (BEGIN IMMEDIATE ... COMMIT): a crash or SIGKILL leaves the previous state. Each
 // change runs inside its own SAVEPOINT so that one bad item is rolled back alone (apply_batch
-// shares one SAVEPOINT between changes while none fails). Empty unique
-// values (username, email, phone) are stored as NULL so that only real duplicates collide.
+// shares one SAVEPOINT between changes while none fails). A run into an empty users table (a
+// first sync) drops the unique indexes and builds them at the end of the same transaction. Empty
+// unique values (username, email, phone) are stored as NULL so that only real duplicates collide.
 
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "agent/targets/target.h"
 
@@ -31,6 +34,9 @@ public:
     // One SAVEPOINT around the whole batch; if any change fails, the batch is rolled back and
     // replayed one change per SAVEPOINT, so the outcome is that of apply() on each.
     void apply_batch(const Change* changes, std::size_t n, std::vector<Status>& outcomes) override;
+    // A run into an empty users table builds the unique indexes here (see begin()); a user that
+    // would have collided is removed again and its changes returned as failed.
+    std::vector<std::pair<const Change*, std::string>> finish_batches() override;
     Status commit() override;
     void rollback() override;
 
@@ -47,7 +53,20 @@ private:
     Status delete_rows(const char* sql, const std::string& external_id);
     // Prepared once per connection, reset before each use (keyed by the SQL literal's address).
     Stmt& cached(const char* sql);
+    // Bulk mode: records a user write that went through (for finish_batches).
+    void note_put(const Change& change);
+    // Removes every user that shares a value with one written earlier in this run (rows from
+    // `duplicates_sql`: external_id, value) and adds its changes to `failed` with `error`.
+    Status drop_later_duplicates(const char* duplicates_sql, const std::string& error,
+                                 std::vector<std::pair<const Change*, std::string>>& failed);
+    // True when `query` (SELECT 1 FROM <table> LIMIT 1) returns no row.
+    bool table_empty(const char* query);
     sqlite3* db_ = nullptr;
+    bool named_unique_indexes_ = false;     // false: a database with the older UNIQUE columns
+    bool bulk_ = false;                     // this run's unique indexes are dropped until finish_batches()
+    bool no_memberships_before_ = false;    // bulk: user_departments was empty at begin()
+    std::vector<const Change*> bulk_puts_;  // user writes of this run, in order (bulk only)
+    std::string bulk_error_;                // the unique indexes could not be rebuilt: commit fails
     std::map<const char*, std::unique_ptr<Stmt>> statements_;
 };
 

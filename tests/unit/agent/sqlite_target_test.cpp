@@ -49,6 +49,59 @@ void write_all(SqliteTarget& t, const OrgSnapshot& desired) {
     BOOST_REQUIRE(t.commit());
 }
 
+// Count of rows a query returns on the file (a fresh connection: sees committed state only).
+long long count_rows(const std::string& path, const std::string& sql) {
+    sqlite3* db = nullptr;
+    BOOST_REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    BOOST_REQUIRE(sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK);
+    long long n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) ++n;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+// The indexes on the users' unique values and on memberships by department, by name.
+long long named_indexes(const std::string& path) {
+    return count_rows(path,
+                      "SELECT name FROM sqlite_master WHERE type='index' AND name IN ('users_username', "
+                      "'users_email', 'users_phone', 'user_departments_dept')");
+}
+
+Change put(const OrgUser& u) {
+    Change c;
+    c.kind = ChangeKind::create_user;
+    c.external_id = u.external_id;
+    c.user = &u;
+    return c;
+}
+
+// As apply_plan drives a target: batches, then finish_batches(), then commit. Returns
+// "id: error" per failed change, in change order.
+std::vector<std::string> apply_as_a_run(SqliteTarget& t, const std::vector<Change>& changes) {
+    std::vector<std::string> failed;
+    BOOST_REQUIRE(t.begin());
+    std::vector<dingbridge::Status> outcomes;
+    t.apply_batch(changes.data(), changes.size(), outcomes);
+    for (std::size_t i = 0; i < changes.size(); ++i)
+        if (!outcomes[i]) failed.push_back(std::string(changes[i].external_id) + ": " + outcomes[i].error());
+    for (const auto& [c, error] : t.finish_batches()) failed.push_back(std::string(c->external_id) + ": " + error);
+    BOOST_REQUIRE(t.commit());
+    return failed;
+}
+
+// The schema of the versions before the unique indexes were named.
+constexpr const char* kOlderSchema = R"SQL(
+CREATE TABLE users (
+  external_id TEXT PRIMARY KEY, union_id TEXT NOT NULL DEFAULT '', username TEXT UNIQUE,
+  display_name TEXT NOT NULL DEFAULT '', email TEXT UNIQUE, phone TEXT UNIQUE,
+  employee_number TEXT NOT NULL DEFAULT '', title TEXT NOT NULL DEFAULT '', primary_department TEXT,
+  manager TEXT, active INTEGER NOT NULL DEFAULT 1, avatar_url TEXT NOT NULL DEFAULT '',
+  hired_at TEXT NOT NULL DEFAULT '', custom TEXT NOT NULL DEFAULT '{}', removed_at INTEGER,
+  updated_at INTEGER NOT NULL);
+)SQL";
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(sqlite_target)
@@ -118,6 +171,109 @@ BOOST_AUTO_TEST_CASE(read_against_keeps_equal_users_as_ids_and_the_rest_whole) {
                "update_user b (title)\n"
                "update_user c (departments, primary_department)\n"
                "disable_user r (removed earlier; drops its department memberships)\n");
+}
+
+// A first sync (an empty users table) builds the unique indexes once at the end of its
+// transaction; afterwards they hold exactly as before, and a rolled-back run leaves them too.
+BOOST_AUTO_TEST_CASE(a_first_sync_ends_with_every_index_in_place) {
+    TempDb db;
+    OrgUser a = member("a", {{"1", 1, false}});
+    OrgUser b = member("b", {{"1", 2, false}, {"2", 1, true}});
+    {
+        SqliteTarget t(db.path);
+        BOOST_TEST(named_indexes(db.path) == 4);
+        // Rolled back: nothing written, nothing missing.
+        BOOST_REQUIRE(t.begin());
+        BOOST_REQUIRE(t.apply(put(a)));
+        t.rollback();
+        BOOST_TEST(named_indexes(db.path) == 4);
+        BOOST_TEST(count_rows(db.path, "SELECT 1 FROM users") == 0);
+
+        BOOST_TEST(apply_as_a_run(t, {put(a), put(b)}).empty());
+    }
+    BOOST_TEST(named_indexes(db.path) == 4);
+    BOOST_TEST(count_rows(db.path, "SELECT 1 FROM user_departments") == 3);
+    db.exec("UPDATE users SET phone='+1' WHERE external_id='a'");  // NULLs never collide
+    for (const char* column : {"username", "email", "phone"}) {
+        sqlite3* raw = nullptr;
+        BOOST_REQUIRE(sqlite3_open(db.path.c_str(), &raw) == SQLITE_OK);
+        const std::string sql = std::string("UPDATE users SET ") + column + "=(SELECT " + column +
+                                " FROM users WHERE external_id='a') " + "WHERE external_id='b'";
+        BOOST_TEST(sqlite3_exec(raw, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_CONSTRAINT, column);
+        BOOST_TEST(std::string(sqlite3_errmsg(raw)) == std::string("UNIQUE constraint failed: users.") + column);
+        sqlite3_close(raw);
+    }
+}
+
+// Two users with one email (the plan never writes that; a defect elsewhere could): written into
+// an empty table or into one with rows, the first keeps it and the second fails with SQLite's
+// own error, its row and memberships absent.
+BOOST_AUTO_TEST_CASE(a_duplicate_fails_the_later_user_into_an_empty_table_as_into_a_full_one) {
+    for (bool empty : {true, false}) {
+        BOOST_TEST_CONTEXT((empty ? "empty table" : "table with rows")) {
+            TempDb db;
+            OrgUser a = member("a", {{"1", 1, false}});
+            OrgUser b = member("b", {{"2", 1, false}});
+            OrgUser c = member("c", {{"1", 3, false}});
+            OrgUser z = member("z", {});
+            b.email = a.email;
+            SqliteTarget t(db.path);
+            if (!empty) BOOST_TEST(apply_as_a_run(t, {put(z)}).empty());
+            const auto failed = apply_as_a_run(t, {put(a), put(b), put(c)});
+            BOOST_TEST(failed == std::vector<std::string>{"b: UNIQUE constraint failed: users.email"},
+                       boost::test_tools::per_element());
+            auto read = t.read();
+            BOOST_REQUIRE(read);
+            BOOST_TEST(read->users.count("a") == 1u);
+            BOOST_TEST(read->users.count("b") == 0u);
+            BOOST_TEST(read->users.count("c") == 1u);
+            BOOST_TEST(read->users.at("a").email == "a@x");
+            BOOST_TEST(count_rows(db.path, "SELECT 1 FROM user_departments WHERE user_external_id='b'") == 0);
+            BOOST_TEST(count_rows(db.path, "SELECT 1 FROM user_departments") == 2);
+            BOOST_TEST(named_indexes(db.path) == 4);
+        }
+    }
+}
+
+// A department removed in a first sync: its memberships are looked up through the index, which
+// the run builds again before that, and keeps even when the batch that built it failed and was
+// replayed change by change.
+BOOST_AUTO_TEST_CASE(a_department_removed_in_a_first_sync_takes_its_memberships) {
+    TempDb db;
+    OrgUser a = member("a", {{"1", 1, false}, {"2", 1, false}});
+    OrgDepartment gone;
+    gone.external_id = "2";
+    gone.name = "gone";
+    SqliteTarget t(db.path);
+    Change remove;
+    remove.kind = ChangeKind::delete_department;
+    remove.external_id = "2";
+    remove.department = &gone;
+    Change broken;  // a create without its row: fails, so the batch is rolled back and replayed
+    broken.kind = ChangeKind::create_user;
+    broken.external_id = "x";
+    BOOST_TEST(apply_as_a_run(t, {put(a), remove, broken}) == std::vector<std::string>{"x: no user in the change"},
+               boost::test_tools::per_element());
+    BOOST_TEST(count_rows(db.path, "SELECT 1 FROM user_departments") == 1);
+    BOOST_TEST(named_indexes(db.path) == 4);
+}
+
+// A database from before the indexes were named keeps its UNIQUE columns (they cannot be
+// dropped) and gets no second set of indexes; its constraints hold as they did.
+BOOST_AUTO_TEST_CASE(an_older_database_keeps_its_unique_columns) {
+    TempDb db;
+    db.exec(kOlderSchema);
+    OrgUser a = member("a", {});
+    OrgUser b = member("b", {});
+    b.username = a.username;
+    SqliteTarget t(db.path);
+    BOOST_TEST(count_rows(db.path,
+                          "SELECT name FROM sqlite_master WHERE name IN ('users_username', 'users_email', "
+                          "'users_phone')") == 0);
+    BOOST_TEST(
+        apply_as_a_run(t, {put(a), put(b)}) == std::vector<std::string>{"b: UNIQUE constraint failed: users.username"},
+        boost::test_tools::per_element());
+    BOOST_TEST(count_rows(db.path, "SELECT 1 FROM users") == 1);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
