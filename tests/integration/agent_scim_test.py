@@ -487,6 +487,43 @@ class Events(ScimCase):
         env.stop_agent()
         assert_noop_resync(self, env)
 
+    # Run mode plans a batch of events with the full sync's rules, managers first included: a new
+    # department whose new leader's id sorts after its new reports' costs no second write per
+    # report (PATCH /Users linking the manager once the leader exists). The processor is held on
+    # a slow fetch of an unrelated department so that the new ones are journaled behind it and
+    # arrive as one batch.
+    def test_an_event_batch_creates_the_new_leader_before_the_new_reports(self):
+        env = self.make_env("users=20,departments=4,depth=2,seed=3")
+        env.start_agent()
+        env.wait_first_full_sync()
+        env.wait_connected()
+        env.wait_converged("after the first full sync")
+        held = [d["dept_id"] for d in env.sim.org()["departments"] if d["dept_id"] != 1][0]
+        event_runs = lambda: sum(1 for r in env.history() if r["kind"] == "event")  # noqa: E731
+        runs_before = event_runs()
+        fired = env.sim.stats()["faults_fired"]
+        env.sim.admin("POST", "/_sim/faults", {"path": "/topapi/v2/department/get", "kind": "slow",
+                                               "delay_ms": 4000, "count": 1})
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": held, "name": "held 改名"})
+        env.wait(lambda: env.sim.stats()["faults_fired"] > fired, "the processor held on department/get")
+        journaled = len(env.journal())
+        team = env.sim.admin("POST", "/_sim/dept/create", {"name": "新团队", "parent_id": 1})["dept_id"]
+        for userid in ("evt-a1", "evt-a2"):
+            env.sim.admin("POST", "/_sim/user/create", {"userid": userid, "name": userid, "dept_id_list": [team]})
+        env.sim.admin("POST", "/_sim/user/create", {"userid": "evt-z", "name": "组长", "dept_id_list": [team],
+                                                    "leader_in_dept": [{"dept_id": team, "leader": True}]})
+        env.wait(lambda: [s for _, _, s in env.journal()[journaled:]] == ["pending"] * 4,
+                 "the new department and its users journaled behind the held batch")
+        env.scim.reset_stats()
+        env.wait_converged("the new department with its leader and reports")
+        env.wait(lambda: {s for _, _, s in env.journal()} == {"done"}, "every journal row done")
+        users = scim_state(env.scim)[1]
+        self.assertTrue({"evt-a1", "evt-a2", "evt-z"} <= set(users))
+        by_endpoint = env.scim.stats()["by_endpoint"]
+        self.assertEqual(by_endpoint.get("POST /Users", 0), 3)
+        self.assertEqual(by_endpoint.get("PATCH /Users", 0), 0, by_endpoint)
+        self.assertEqual(event_runs() - runs_before, 2, "the held batch, then the new objects in one")
+
 
 def scim_proxy_config(destination_port):
     """A dingbridge-proxy for the SCIM target: a listener dedicated to its tenant (the target's
