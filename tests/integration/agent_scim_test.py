@@ -512,8 +512,7 @@ class Events(ScimCase):
             env.sim.admin("POST", "/_sim/user/create", {"userid": userid, "name": userid, "dept_id_list": [team]})
         env.sim.admin("POST", "/_sim/user/create", {"userid": "evt-z", "name": "组长", "dept_id_list": [team],
                                                     "leader_in_dept": [{"dept_id": team, "leader": True}]})
-        env.wait(lambda: [s for _, _, s in env.journal()[journaled:]] == ["pending"] * 4,
-                 "the new department and its users journaled behind the held batch")
+        env.wait(lambda: len(env.journal()) - journaled >= 4, "the new department and its users journaled")
         env.scim.reset_stats()
         env.wait_converged("the new department with its leader and reports")
         env.wait(lambda: {s for _, _, s in env.journal()} == {"done"}, "every journal row done")
