@@ -205,6 +205,20 @@ BOOST_AUTO_TEST_CASE(a_first_sync_ends_with_every_index_in_place) {
     }
 }
 
+// A first sync skips looking for the memberships of a row it has just inserted; a second write of
+// the same user in the run (an update) still replaces them.
+BOOST_AUTO_TEST_CASE(a_user_written_twice_in_a_first_sync_keeps_the_second_memberships) {
+    TempDb db;
+    OrgUser first = member("a", {{"1", 1, false}, {"2", 1, false}});
+    OrgUser second = member("a", {{"2", 4, true}, {"3", 1, false}});
+    SqliteTarget t(db.path);
+    BOOST_TEST(apply_as_a_run(t, {put(first), put(second)}).empty());
+    auto read = t.read();
+    BOOST_REQUIRE(read);
+    const std::vector<Membership> want = {{"2", 4, true}, {"3", 1, false}};
+    BOOST_TEST((read->users.at("a").departments == want));
+}
+
 // Two users with one email (the plan never writes that; a defect elsewhere could): written into
 // an empty table or into one with rows, the first keeps it and the second fails with SQLite's
 // own error, its row and memberships absent.
