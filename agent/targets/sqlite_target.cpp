@@ -197,9 +197,10 @@ Status SqliteTarget::begin() {
     bulk_error_.clear();
     if (auto r = sqlite_util::exec(db_, "BEGIN IMMEDIATE"); !r) return r;
     if (!named_unique_indexes_) return {};
-    // Into an empty table (a first sync), each row would go into three unique indexes in an order
-    // unrelated to theirs, which costs more than the rows themselves; built once at the end from
-    // the rows instead (finish_batches). Within the transaction: a crash leaves them as they were.
+    // Into an empty table (a first sync), each row would go into three unique indexes, and each
+    // membership into the department index, in an order unrelated to theirs, which costs more
+    // than the rows themselves; built once at the end from the rows instead (finish_batches).
+    // Within the transaction: a crash or a rollback leaves them as they were.
     if (!table_empty("SELECT 1 FROM users LIMIT 1")) return {};
     no_memberships_before_ = table_empty("SELECT 1 FROM user_departments LIMIT 1");
     for (const UniqueColumn& u : kUniqueColumns) {

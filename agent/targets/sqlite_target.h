@@ -4,8 +4,9 @@
 // transaction (BEGIN IMMEDIATE ... COMMIT): a crash or SIGKILL leaves the previous state. Each
 // change runs inside its own SAVEPOINT so that one bad item is rolled back alone (apply_batch
 // shares one SAVEPOINT between changes while none fails). A run into an empty users table (a
-// first sync) drops the unique indexes and builds them at the end of the same transaction. Empty
-// unique values (username, email, phone) are stored as NULL so that only real duplicates collide.
+// first sync) drops the unique indexes and the department index of the memberships, and builds
+// them at the end of the same transaction. Empty unique values (username, email, phone) are
+// stored as NULL so that only real duplicates collide.
 
 #include <map>
 #include <memory>
