@@ -56,23 +56,17 @@ CREATE INDEX IF NOT EXISTS user_departments_dept ON user_departments(department_
 // once at the end (SqliteTarget::begin). A database created before they were named carries the
 // same constraints as UNIQUE columns (sqlite_autoindex_users_N, which cannot be dropped): it
 // keeps them and is written row by row.
-struct UniqueColumn {
-    const char* column;
-    const char* create;
-    const char* drop;
-    const char* duplicates;  // rows sharing a value: external_id, value
-};
-constexpr UniqueColumn kUniqueColumns[] = {
-    {"username", "CREATE UNIQUE INDEX IF NOT EXISTS users_username ON users(username)", "DROP INDEX users_username",
-     "SELECT external_id, username FROM users WHERE username IN (SELECT username FROM users WHERE username IS NOT "
-     "NULL GROUP BY username HAVING count(*) > 1)"},
-    {"email", "CREATE UNIQUE INDEX IF NOT EXISTS users_email ON users(email)", "DROP INDEX users_email",
-     "SELECT external_id, email FROM users WHERE email IN (SELECT email FROM users WHERE email IS NOT NULL GROUP BY "
-     "email HAVING count(*) > 1)"},
-    {"phone", "CREATE UNIQUE INDEX IF NOT EXISTS users_phone ON users(phone)", "DROP INDEX users_phone",
-     "SELECT external_id, phone FROM users WHERE phone IN (SELECT phone FROM users WHERE phone IS NOT NULL GROUP BY "
-     "phone HAVING count(*) > 1)"},
-};
+constexpr const char* kUniqueColumns[] = {"username", "email", "phone"};
+
+std::string create_unique_index(const std::string& column) {
+    return "CREATE UNIQUE INDEX IF NOT EXISTS users_" + column + " ON users(" + column + ")";
+}
+
+// Rows that share a value of `column`: external_id, value.
+std::string rows_sharing(const std::string& column) {
+    return "SELECT external_id, " + column + " FROM users WHERE " + column + " IN (SELECT " + column +
+           " FROM users WHERE " + column + " IS NOT NULL GROUP BY " + column + " HAVING count(*) > 1)";
+}
 
 // Memberships by department: dropped with the unique indexes, built again before the first
 // department removal of the run (which looks memberships up by department) or at its end.
@@ -103,8 +97,8 @@ SqliteTarget::SqliteTarget(const std::string& path) {
         named_unique_indexes_ = legacy.step() == SQLITE_ROW && legacy.integer(0) == 0;
     }
     if (named_unique_indexes_) {
-        for (const UniqueColumn& u : kUniqueColumns) {
-            if (auto r = sqlite_util::exec(db_, u.create); !r) {
+        for (const char* column : kUniqueColumns) {
+            if (auto r = sqlite_util::exec(db_, create_unique_index(column)); !r) {
                 sqlite3_close(db_);
                 throw std::runtime_error("cannot create the target schema in " + path + ": " + r.error());
             }
@@ -203,10 +197,10 @@ Status SqliteTarget::begin() {
     // Within the transaction: a crash or a rollback leaves them as they were.
     if (!table_empty("SELECT 1 FROM users LIMIT 1")) return {};
     no_memberships_before_ = table_empty("SELECT 1 FROM user_departments LIMIT 1");
-    for (const UniqueColumn& u : kUniqueColumns) {
-        if (auto r = sqlite_util::exec(db_, u.drop); !r) {
+    for (const char* column : kUniqueColumns) {
+        if (auto r = sqlite_util::exec(db_, std::string("DROP INDEX users_") + column); !r) {
             rollback();
-            return fail("cannot drop the index on users." + std::string(u.column) + ": " + r.error());
+            return fail("cannot drop the index on users." + std::string(column) + ": " + r.error());
         }
     }
     if (auto r = sqlite_util::exec(db_, "DROP INDEX user_departments_dept"); !r) {
@@ -230,18 +224,16 @@ std::vector<std::pair<const Change*, std::string>> SqliteTarget::finish_batches(
         bulk_error_ = "cannot build the index on user_departments.department_external_id: " + r.error();
         return failed;
     }
-    for (const UniqueColumn& u : kUniqueColumns) {
-        if (sqlite_util::exec(db_, u.create)) continue;
+    for (const char* column : kUniqueColumns) {
+        const std::string create = create_unique_index(column);
+        if (sqlite_util::exec(db_, create)) continue;
         // The plan gives each value to one user, so this is a defect elsewhere; still, the outcome
         // is that of writing row by row: the user written first keeps the value, every later one
         // fails with the error its own write would have had.
-        const std::string error = "UNIQUE constraint failed: users." + std::string(u.column);
-        if (auto r = drop_later_duplicates(u.duplicates, error, failed); !r) {
-            bulk_error_ = "cannot build the unique index on users." + std::string(u.column) + ": " + r.error();
-            break;
-        }
-        if (auto r = sqlite_util::exec(db_, u.create); !r) {
-            bulk_error_ = "cannot build the unique index on users." + std::string(u.column) + ": " + r.error();
+        auto r = drop_later_duplicates(column, failed);
+        if (r) r = sqlite_util::exec(db_, create);
+        if (!r) {
+            bulk_error_ = "cannot build the unique index on users." + std::string(column) + ": " + r.error();
             break;
         }
     }
@@ -249,10 +241,11 @@ std::vector<std::pair<const Change*, std::string>> SqliteTarget::finish_batches(
     return failed;
 }
 
-Status SqliteTarget::drop_later_duplicates(const char* duplicates_sql, const std::string& error,
+Status SqliteTarget::drop_later_duplicates(const std::string& column,
                                            std::vector<std::pair<const Change*, std::string>>& failed) {
+    const std::string error = "UNIQUE constraint failed: users." + column;
     std::unordered_map<std::string, std::string> value_of;  // external_id -> shared value
-    Stmt q(db_, duplicates_sql);
+    Stmt q(db_, rows_sharing(column).c_str());
     if (auto r = q.each_row([&] { value_of.emplace(q.text(0), q.text(1)); }); !r) return r;
     std::unordered_map<std::string, std::string> holder;  // value -> the first user written with it
     std::unordered_set<std::string> dropped;

@@ -56,10 +56,9 @@ private:
     Stmt& cached(const char* sql);
     // Bulk mode: records a user write that went through (for finish_batches).
     void note_put(const Change& change);
-    // Removes every user that shares a value with one written earlier in this run (rows from
-    // `duplicates_sql`: external_id, value) and adds its changes to `failed` with `error`.
-    Status drop_later_duplicates(const char* duplicates_sql, const std::string& error,
-                                 std::vector<std::pair<const Change*, std::string>>& failed);
+    // Removes every user whose `column` value a user written earlier in this run holds, and adds
+    // its changes to `failed` with SQLite's error for that column.
+    Status drop_later_duplicates(const std::string& column, std::vector<std::pair<const Change*, std::string>>& failed);
     // True when `query` (SELECT 1 FROM <table> LIMIT 1) returns no row.
     bool table_empty(const char* query);
     sqlite3* db_ = nullptr;
