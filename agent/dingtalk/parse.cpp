@@ -475,3 +475,5 @@ std::string scopes_from_permission_message(std::string_view errmsg) {
 }
 
 }  // namespace dingbridge::agent::dingtalk
+
+#undef DB_TRY  // a unity build compiles the next file in the same unit

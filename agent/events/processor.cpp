@@ -18,22 +18,23 @@ namespace dingbridge::agent::events {
 using dingtalk::ApiFailure;
 using dingtalk::FailureKind;
 
-namespace {
-
-std::optional<std::int64_t> to_id(const std::string& s) {
-    std::int64_t v = 0;
-    auto r = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (r.ec != std::errc() || r.ptr != s.data() + s.size() || v <= 0) return std::nullopt;
-    return v;
-}
-
 // Which objects a batch of journal rows is about; rows about nothing the sync keeps are done at once.
+// Not in the anonymous namespace: EventBatch (processor.h) holds one.
 struct BatchObjects {
     std::set<std::string> users;
     std::set<std::int64_t> depts;
     std::vector<std::int64_t> nothing;
     std::map<std::int64_t, const JournalEvent*> by_id;
 };
+
+namespace {
+
+std::optional<std::int64_t> positive_id(const std::string& s) {
+    std::int64_t v = 0;
+    auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (r.ec != std::errc() || r.ptr != s.data() + s.size() || v <= 0) return std::nullopt;
+    return v;
+}
 
 BatchObjects objects_of(const std::vector<JournalEvent>& rows) {
     BatchObjects b;
@@ -43,7 +44,7 @@ BatchObjects objects_of(const std::vector<JournalEvent>& rows) {
         if (kind == "user") b.users.insert(r.user_ids.begin(), r.user_ids.end());
         if (kind == "department")
             for (const auto& d : r.dept_ids)
-                if (auto id = to_id(d)) b.depts.insert(*id);
+                if (auto id = positive_id(d)) b.depts.insert(*id);
         if (kind.empty() || (r.user_ids.empty() && r.dept_ids.empty())) b.nothing.push_back(r.id);
     }
     return b;
@@ -192,7 +193,7 @@ private:
             for (const auto& u : r.user_ids)
                 if (failed_users_.count(u)) return true;
             for (const auto& d : r.dept_ids)
-                if (auto id = to_id(d); id && failed_depts_.count(*id)) return true;
+                if (auto id = positive_id(d); id && failed_depts_.count(*id)) return true;
             return false;
         };
         std::set<std::int64_t> nothing_set(b_.nothing.begin(), b_.nothing.end());

@@ -2,21 +2,16 @@
 
 #include <ldap.h>
 
-#include <cctype>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "agent/targets/ldap_target.h"
+#include "shared/ascii.h"
 
 namespace dingbridge::agent {
 
 namespace {
-
-std::string lower(std::string v) {
-    for (auto& ch : v) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    return v;
-}
 
 // Reads a base entry's attribute values; returns an LDAP result code.
 int read_entry(LDAP* ld, const std::string& dn, const char* filter, const std::vector<const char*>& attrs,
@@ -56,7 +51,7 @@ std::set<std::string> schema_names(const std::vector<std::string>& descriptions)
         for (std::size_t q = part.find('\''); q != std::string::npos; q = part.find('\'', q)) {
             auto close = part.find('\'', q + 1);
             if (close == std::string::npos) break;
-            names.insert(lower(part.substr(q + 1, close - q - 1)));
+            names.insert(ascii_lower(part.substr(q + 1, close - q - 1)));
             q = close + 1;
         }
     }
@@ -104,13 +99,13 @@ bool check_ldap_online(const LdapSettings& s, std::ostream& out) {
     std::vector<std::string> want_classes = {"organizationalUnit", "inetOrgPerson"};
     if (s.groups()) want_classes.push_back(s.group_class);
     for (const auto& c : want_classes)
-        if (!classes.count(lower(c))) missing.push_back("object class " + c);
+        if (!classes.count(ascii_lower(c))) missing.push_back("object class " + c);
     std::vector<std::string> want_attrs = {s.department_id_attribute, s.user_id_attribute, "ou", "description"};
     if (!s.manager_attribute.empty()) want_attrs.push_back(s.manager_attribute);
     if (s.groups()) want_attrs.insert(want_attrs.end(), {s.member_attribute(), "owner", "cn"});
     for (const auto& a : s.user_attributes) want_attrs.push_back(a.attribute);
     for (const auto& a : want_attrs)
-        if (!attributes.count(lower(a))) missing.push_back("attribute " + a);
+        if (!attributes.count(ascii_lower(a))) missing.push_back("attribute " + a);
     if (!missing.empty()) {
         out << "ldap schema: FAIL: the server's schema has no ";
         for (std::size_t i = 0; i < missing.size(); ++i) out << (i ? ", " : "") << missing[i];

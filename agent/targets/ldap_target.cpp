@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -17,17 +16,13 @@
 
 #include "agent/sync/build.h"
 #include "agent/targets/utc_time.h"
+#include "shared/ascii.h"
 
 namespace dingbridge::agent {
 
 namespace {
 
 const char* const kDrift = "\x01ldap";  // a custom key no mapping can produce: forces an update
-
-std::string lower(std::string v) {
-    for (auto& ch : v) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    return v;
-}
 
 bool ends_with_dn(const std::string& dn_lower, const std::string& suffix_lower) {
     return dn_lower.size() > suffix_lower.size() &&
@@ -384,7 +379,7 @@ LdapHandle ldap_open_session(const LdapSettings& s, std::string& step, std::stri
         std::string diag = diagnostic(raw);
         // A TCP failure is "Can't contact LDAP server" with an errno-ish diagnostic; a handshake
         // failure names TLS or the certificate.
-        std::string l = lower(diag);
+        std::string l = ascii_lower(diag);
         bool tls = rc == LDAP_CONNECT_ERROR || l.find("tls") != std::string::npos ||
                    l.find("certificate") != std::string::npos || l.find("handshake") != std::string::npos ||
                    (!ldaps && rc != LDAP_SERVER_DOWN) || (ldaps && tcp_reachable(s.url, s.timeout));
@@ -466,7 +461,7 @@ void LdapTarget::normalize(OrgSnapshot& desired) {
         for (const auto& f : mapped) user_field(n, f).set(user_value(u, f));
         // Attributes the schema requires (cn, sn) and the RDN need a value: the DingTalk id.
         for (const auto& a : s_.user_attributes) {
-            std::string la = lower(a.attribute);
+            std::string la = ascii_lower(a.attribute);
             if (la == "cn" || la == "sn" || a.attribute == s_.user_rdn_attribute) {
                 FieldRef f = user_field(n, a.field);
                 if (f.get().empty()) f.set(id);
@@ -515,7 +510,7 @@ Status LdapTarget::read_departments(OrgSnapshot& snap, std::unordered_map<std::s
             if (id.empty()) return;  // not ours
             std::string dn = canonical_dn(ent.dn);
             bool ou = false;
-            for (const auto& oc : ent.all("objectClass")) ou = ou || lower(oc) == "organizationalunit";
+            for (const auto& oc : ent.all("objectClass")) ou = ou || ascii_lower(oc) == "organizationalunit";
             if (!ou) {
                 groups.emplace(id, GroupRead{dn, ent.first("cn"), ent.all(member.c_str()), ent.all("owner")});
                 return;
@@ -525,7 +520,7 @@ Status LdapTarget::read_departments(OrgSnapshot& snap, std::unordered_map<std::s
             d.external_id = id;
             d.name = rdn_value(dn);
             d.description = ent.first("description");
-            dept_by_dn[lower(dn)] = id;
+            dept_by_dn[ascii_lower(dn)] = id;
             depts_[id].dn = dn;
             depts_[id].name = d.name;
             snap.departments.emplace(id, std::move(d));
@@ -534,9 +529,9 @@ Status LdapTarget::read_departments(OrgSnapshot& snap, std::unordered_map<std::s
         if (connection_lost(rc)) rollback_connection();
         return fail(search_error(s_.departments_dn, rc));
     }
-    const std::string departments_lower = lower(s_.departments_dn);
+    const std::string departments_lower = ascii_lower(s_.departments_dn);
     for (auto& [id, d] : snap.departments) {
-        std::string parent = lower(parent_of(depts_[id].dn));
+        std::string parent = ascii_lower(parent_of(depts_[id].dn));
         if (parent == departments_lower)
             d.parent_external_id.clear();
         else if (auto it = dept_by_dn.find(parent); it != dept_by_dn.end())
@@ -554,14 +549,14 @@ Status LdapTarget::read_users(OrgSnapshot& snap) {
     std::vector<const char*> attrs = {s_.user_id_attribute.c_str(), "modifyTimestamp"};
     for (const auto& a : s_.user_attributes) attrs.push_back(a.attribute.c_str());
     if (!s_.manager_attribute.empty()) attrs.push_back(s_.manager_attribute.c_str());
-    const std::string removed_lower = lower(s_.removed_users_dn);
+    const std::string removed_lower = ascii_lower(s_.removed_users_dn);
     std::unordered_map<std::string, std::string> manager_dn;
     auto on_user = [&](LDAPMessage* e) {
         if (!decode_entry(ld_, e, ent)) return;
         std::string id = ent.first(s_.user_id_attribute.c_str());
         if (id.empty() || users_.count(id)) return;
         std::string dn = canonical_dn(ent.dn);
-        std::string dn_lower = lower(dn);
+        std::string dn_lower = ascii_lower(dn);
         User& entry = users_[id];
         entry.dn = dn;
         user_by_dn_[dn_lower] = id;
@@ -590,7 +585,7 @@ Status LdapTarget::read_users(OrgSnapshot& snap) {
     int rc =
         paged_search(ld_, s_.users_dn, LDAP_SCOPE_SUBTREE, "(objectClass=inetOrgPerson)", attrs, s_.page_size, on_user);
     if (rc == LDAP_SUCCESS || rc == LDAP_NO_SUCH_OBJECT) {
-        if (!ends_with_dn(removed_lower, lower(s_.users_dn)))
+        if (!ends_with_dn(removed_lower, ascii_lower(s_.users_dn)))
             rc = paged_search(ld_, s_.removed_users_dn, LDAP_SCOPE_SUBTREE, "(objectClass=inetOrgPerson)", attrs,
                               s_.page_size, on_user);
     }
@@ -601,7 +596,7 @@ Status LdapTarget::read_users(OrgSnapshot& snap) {
     for (auto& [id, dn] : manager_dn) {
         if (dn.empty()) continue;
         users_[id].manager_dn = dn;
-        auto it = user_by_dn_.find(lower(dn));
+        auto it = user_by_dn_.find(ascii_lower(dn));
         snap.users[id].manager = it != user_by_dn_.end() ? it->second : "?" + dn;
     }
 
@@ -610,7 +605,7 @@ Status LdapTarget::read_users(OrgSnapshot& snap) {
 
 // Groups: members and owners back to ids; a group out of place makes its department drift.
 void LdapTarget::read_groups(OrgSnapshot& snap, std::unordered_map<std::string, GroupRead>& groups) {
-    const std::string removed_lower = lower(s_.removed_users_dn);
+    const std::string removed_lower = ascii_lower(s_.removed_users_dn);
     for (auto& [id, d] : snap.departments) {
         Dept& dept = depts_[id];
         auto g = groups.find(id);
@@ -620,11 +615,11 @@ void LdapTarget::read_groups(OrgSnapshot& snap, std::unordered_map<std::string, 
             continue;
         }
         dept.group_dn = g->second.dn;
-        const std::string users_lower = lower(s_.users_dn);
+        const std::string users_lower = ascii_lower(s_.users_dn);
         for (auto& m : g->second.members) {
-            std::string l = lower(m);
+            std::string l = ascii_lower(m);
             if (is_placeholder(dept, m)) {
-                if (l != lower(placeholder(dept))) d.custom[kDrift] = "placeholder of another DN";
+                if (l != ascii_lower(placeholder(dept))) d.custom[kDrift] = "placeholder of another DN";
                 dept.placeholders.push_back(std::move(m));
             } else if (!user_by_dn_.count(l) && (ends_with_dn(l, users_lower) || ends_with_dn(l, removed_lower))) {
                 dept.stale.push_back(std::move(m));
@@ -634,12 +629,12 @@ void LdapTarget::read_groups(OrgSnapshot& snap, std::unordered_map<std::string, 
             }
         }
         dept.owners = std::move(g->second.owners);
-        if (lower(parent_of(dept.group_dn)) != lower(dept.dn) || g->second.cn != d.name)
+        if (ascii_lower(parent_of(dept.group_dn)) != ascii_lower(dept.dn) || g->second.cn != d.name)
             d.custom[kDrift] = "group misplaced";
         // Owners in the order stored (DingTalk's, as set_owners writes them; OpenLDAP returns
         // values in the order written unless `sortvals` names the attribute).
         for (const auto& o : dept.owners) {
-            auto u = user_by_dn_.find(lower(o));
+            auto u = user_by_dn_.find(ascii_lower(o));
             d.leaders.push_back(u != user_by_dn_.end() ? u->second : "?" + o);
         }
         for (const auto& [m, stored] : dept.members) {
@@ -689,7 +684,8 @@ Status LdapTarget::ensure_container(const std::string& dn) {
     int rc = paged_search(ld_, dn, LDAP_SCOPE_BASE, "(objectClass=*)", {"1.1"}, s_.page_size, [](LDAPMessage*) {});
     if (rc == LDAP_SUCCESS) return {};
     if (rc != LDAP_NO_SUCH_OBJECT) return fail(ldap_error("reading " + dn, rc));
-    if (lower(first_rdn(dn)).rfind("ou=", 0) != 0) return fail(dn + " does not exist (create it, or use an ou= DN)");
+    if (ascii_lower(first_rdn(dn)).rfind("ou=", 0) != 0)
+        return fail(dn + " does not exist (create it, or use an ou= DN)");
     Mods m;
     m.put(LDAP_MOD_ADD, "objectClass", {"top", "organizationalUnit"}).put(LDAP_MOD_ADD, "ou", {rdn_value(dn)});
     rc = ldap_add_ext_s(ld_, dn.c_str(), m.build(), nullptr, nullptr);
@@ -731,9 +727,9 @@ std::string LdapTarget::placeholder(const Dept& d) const {
 }
 
 bool LdapTarget::is_placeholder(const Dept& d, const std::string& value) const {
-    std::string v = lower(value);
+    std::string v = ascii_lower(value);
     if (user_by_dn_.count(v)) return false;
-    return v == lower(placeholder(d)) || ends_with_dn(v, lower(s_.departments_dn));
+    return v == ascii_lower(placeholder(d)) || ends_with_dn(v, ascii_lower(s_.departments_dn));
 }
 
 Status LdapTarget::set_owners(Dept& d, const std::vector<std::string>& leaders) {
@@ -743,7 +739,7 @@ Status LdapTarget::set_owners(Dept& d, const std::vector<std::string>& leaders) 
     // Replaced whenever the set or the order differs: the order is DingTalk's (the first leader
     // is the manager derived in run mode, from the values read back).
     auto norm = [](std::vector<std::string> v) {
-        for (auto& x : v) x = lower(x);
+        for (auto& x : v) x = ascii_lower(x);
         return v;
     };
     if (norm(want) == norm(d.owners)) return {};
@@ -794,18 +790,18 @@ Status LdapTarget::add_department_entry(const OrgDepartment& d, Dept& cur, const
 // Renames or moves the department's organizationalUnit to `want`, then rewrites its description.
 Status LdapTarget::update_department_entry(Dept& cur, const std::string& rdn, const std::string& parent_dn,
                                            const std::string& want, const std::vector<std::string>& desc) {
-    if (lower(cur.dn) != lower(want)) {
-        bool move = lower(parent_of(cur.dn)) != lower(parent_dn);
+    if (ascii_lower(cur.dn) != ascii_lower(want)) {
+        bool move = ascii_lower(parent_of(cur.dn)) != ascii_lower(parent_dn);
         int rc =
             ldap_rename_s(ld_, cur.dn.c_str(), rdn.c_str(), move ? parent_dn.c_str() : nullptr, 1, nullptr, nullptr);
         if (rc != LDAP_SUCCESS) return fail(ldap_error((move ? "moving " : "renaming ") + cur.dn + " to " + want, rc));
         // The subtree moved with it (no refint needed: nothing refers to department DNs but the
         // placeholder member of an empty group, its own DN, rewritten below).
-        const std::string old = lower(cur.dn);
+        const std::string old = ascii_lower(cur.dn);
         std::vector<Dept*> moved_groups;
         for (auto& [id, other] : depts_) {
             for (std::string* dn : {&other.dn, &other.group_dn}) {
-                std::string l = lower(*dn);
+                std::string l = ascii_lower(*dn);
                 if (l == old)
                     *dn = want;
                 else if (ends_with_dn(l, old))
@@ -852,15 +848,15 @@ Status LdapTarget::put_department_group(const OrgDepartment& d, Dept& cur) {
                                        if (is_placeholder(cur, v))
                                            cur.placeholders.push_back(std::move(v));
                                        else
-                                           cur.members.emplace(lower(v), std::move(v));
+                                           cur.members.emplace(ascii_lower(v), std::move(v));
                                    }
                                    cur.owners = values_of(ld_, e, "owner");
                                });
         }
-    } else if (lower(cur.group_dn) != lower(want_group)) {
+    } else if (ascii_lower(cur.group_dn) != ascii_lower(want_group)) {
         int rc = ldap_rename_s(ld_, cur.group_dn.c_str(), group_rdn.c_str(),
-                               lower(parent_of(cur.group_dn)) != lower(cur.dn) ? cur.dn.c_str() : nullptr, 1, nullptr,
-                               nullptr);
+                               ascii_lower(parent_of(cur.group_dn)) != ascii_lower(cur.dn) ? cur.dn.c_str() : nullptr,
+                               1, nullptr, nullptr);
         if (rc != LDAP_SUCCESS) return fail(ldap_error("renaming the group " + cur.group_dn + " to " + want_group, rc));
         cur.group_dn = want_group;
     }
@@ -885,7 +881,7 @@ Status LdapTarget::refresh_placeholder(Dept& d) {
     if (d.group_dn.empty() || d.placeholders.empty()) return {};
     const std::string want = placeholder(d);
     bool current = true;
-    for (const auto& p : d.placeholders) current = current && lower(p) == lower(want);
+    for (const auto& p : d.placeholders) current = current && ascii_lower(p) == ascii_lower(want);
     if (current) return {};
     bool empty = d.members.empty();
     Mods m;
@@ -927,7 +923,7 @@ Status LdapTarget::add_member(const std::string& dept_id, const std::string& use
     if (it == depts_.end() || it->second.group_dn.empty())
         return fail("department " + dept_id + " has no group in the directory");
     Dept& d = it->second;
-    std::string l = lower(user_dn);
+    std::string l = ascii_lower(user_dn);
     if (d.members.count(l)) return {};
     Mods mods;
     mods.put(LDAP_MOD_ADD, s_.member_attribute(), {user_dn});
@@ -951,7 +947,7 @@ Status LdapTarget::remove_member(const std::string& dept_id, const std::string& 
     auto it = depts_.find(dept_id);
     if (it == depts_.end() || it->second.group_dn.empty()) return {};
     Dept& d = it->second;
-    auto pos = d.members.find(lower(user_dn));
+    auto pos = d.members.find(ascii_lower(user_dn));
     if (pos == d.members.end()) return {};
     // groupOfNames requires a member: the last one is replaced by the placeholder in the same operation.
     bool last = d.members.size() == 1 && d.placeholders.empty();
@@ -968,7 +964,7 @@ Status LdapTarget::remove_member(const std::string& dept_id, const std::string& 
 
 Status LdapTarget::rename_references(const std::string& old_dn, const std::string& new_dn) {
     // No refint overlay is assumed: member, owner and manager values keep the old DN otherwise.
-    const std::string old_lower = lower(old_dn);
+    const std::string old_lower = ascii_lower(old_dn);
     const char* member = s_.member_attribute();
     for (auto& [id, d] : depts_) {
         if (d.group_dn.empty()) continue;
@@ -979,10 +975,10 @@ Status LdapTarget::rename_references(const std::string& old_dn, const std::strin
             if (rc != LDAP_SUCCESS)
                 return fail(ldap_error("rewriting " + std::string(member) + " of " + d.group_dn, rc));
             d.members.erase(pos);
-            d.members.emplace(lower(new_dn), new_dn);
+            d.members.emplace(ascii_lower(new_dn), new_dn);
         }
-        auto pos =
-            std::find_if(d.owners.begin(), d.owners.end(), [&](const std::string& v) { return lower(v) == old_lower; });
+        auto pos = std::find_if(d.owners.begin(), d.owners.end(),
+                                [&](const std::string& v) { return ascii_lower(v) == old_lower; });
         if (pos == d.owners.end()) continue;
         // Replaced as a whole, so the leader keeps its place (an added value would go last).
         std::vector<std::string> owners = d.owners;
@@ -995,7 +991,7 @@ Status LdapTarget::rename_references(const std::string& old_dn, const std::strin
     }
     if (s_.manager_attribute.empty()) return {};
     for (auto& [id, u] : users_) {
-        if (lower(u.manager_dn) != old_lower) continue;
+        if (ascii_lower(u.manager_dn) != old_lower) continue;
         Mods m;
         m.put(LDAP_MOD_REPLACE, s_.manager_attribute, {new_dn});
         int rc = ldap_modify_ext_s(ld_, u.dn.c_str(), m.build(), nullptr, nullptr);
@@ -1081,16 +1077,16 @@ Status LdapTarget::put_user(const OrgUser& u) {
             modify = false;
         }
         known = users_.emplace(u.external_id, User{want, false, {}, manager}).first;
-        user_by_dn_[lower(want)] = u.external_id;
-    } else if (lower(known->second.dn) != lower(want)) {
+        user_by_dn_[ascii_lower(want)] = u.external_id;
+    } else if (ascii_lower(known->second.dn) != ascii_lower(want)) {
         User& cur = known->second;
-        bool move = lower(parent_of(cur.dn)) != lower(s_.users_dn);
+        bool move = ascii_lower(parent_of(cur.dn)) != ascii_lower(s_.users_dn);
         int rc =
             ldap_rename_s(ld_, cur.dn.c_str(), rdn.c_str(), move ? s_.users_dn.c_str() : nullptr, 1, nullptr, nullptr);
         if (rc != LDAP_SUCCESS) return fail(ldap_error((move ? "moving " : "renaming ") + cur.dn + " to " + want, rc));
         const std::string old = cur.dn;
-        user_by_dn_.erase(lower(old));
-        user_by_dn_[lower(want)] = u.external_id;
+        user_by_dn_.erase(ascii_lower(old));
+        user_by_dn_[ascii_lower(want)] = u.external_id;
         cur.dn = want;
         cur.removed = false;
         if (auto r = rename_references(old, want); !r) return r;
@@ -1116,8 +1112,8 @@ Status LdapTarget::disable_user(const std::string& id, const OrgUser* /*kept*/) 
     const std::string want = canonical_dn(rdn + "," + s_.removed_users_dn);
     int rc = ldap_rename_s(ld_, cur.dn.c_str(), rdn.c_str(), s_.removed_users_dn.c_str(), 1, nullptr, nullptr);
     if (rc != LDAP_SUCCESS) return fail(ldap_error("moving " + cur.dn + " to " + s_.removed_users_dn, rc));
-    user_by_dn_.erase(lower(cur.dn));
-    user_by_dn_[lower(want)] = id;
+    user_by_dn_.erase(ascii_lower(cur.dn));
+    user_by_dn_[ascii_lower(want)] = id;
     cur.dn = want;
     cur.removed = true;
     return {};
@@ -1133,7 +1129,7 @@ Status LdapTarget::delete_user(const std::string& id) {
     }
     int rc = ldap_delete_ext_s(ld_, cur.dn.c_str(), nullptr, nullptr);
     if (rc != LDAP_SUCCESS && rc != LDAP_NO_SUCH_OBJECT) return fail(ldap_error("deleting " + cur.dn, rc));
-    user_by_dn_.erase(lower(cur.dn));
+    user_by_dn_.erase(ascii_lower(cur.dn));
     users_.erase(it);
     return {};
 }

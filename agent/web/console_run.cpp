@@ -1,21 +1,15 @@
 // The run page: counts of the plan, live progress while it runs, and every item error with a
 // filter (server side through ?q=&phase=&type=, so it works without JavaScript; console.js
 // filters the same rows as one types).
-#include <algorithm>
-#include <cctype>
 #include <map>
 #include <set>
 
 #include "agent/web/console_parts.h"
+#include "shared/ascii.h"
 
 namespace dingbridge::agent::web {
 
 namespace {
-
-std::string lower(std::string s) {
-    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return s;
-}
 
 struct Row {
     ItemError e;
@@ -26,9 +20,9 @@ bool matches(const Row& r, const std::string& q, const std::string& phase, const
     if (!phase.empty() && r.e.item.phase != phase) return false;
     if (!type.empty() && r.e.item.object_type != type) return false;
     if (q.empty()) return true;
-    const std::string hay = lower(r.e.item.external_id + " " + r.name + " " + r.e.item.operation + " " +
-                                  r.e.item.error + " " + r.e.item.object_type + " " + r.e.item.phase);
-    return hay.find(lower(q)) != std::string::npos;
+    const std::string hay = ascii_lower(r.e.item.external_id + " " + r.name + " " + r.e.item.operation + " " +
+                                        r.e.item.error + " " + r.e.item.object_type + " " + r.e.item.phase);
+    return hay.find(ascii_lower(q)) != std::string::npos;
 }
 
 std::string plan_table(Lang lang, const RunRecord& r) {

@@ -1026,3 +1026,5 @@ Status Org::remove_user(std::string_view userid, std::string_view reason, int64_
 }
 
 }  // namespace sim
+
+#undef TRY  // a unity build compiles the next file in the same unit

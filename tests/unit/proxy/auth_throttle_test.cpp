@@ -16,7 +16,7 @@ using namespace dingbridge::proxy;
 
 namespace {
 
-IpAddress ip(const char* s) { return *IpAddress::parse(s); }
+IpAddress addr(const char* s) { return *IpAddress::parse(s); }
 
 AuthThrottleSettings settings(unsigned per_source, unsigned per_user) {
     AuthThrottleSettings s;
@@ -35,23 +35,23 @@ BOOST_AUTO_TEST_CASE(blocks_a_source_after_max_failures_and_lifts_after_cooldown
     AuthThrottle t;
     const auto s = settings(3, 0);
     const auto now = AuthThrottle::Clock::now();
-    for (int i = 0; i < 2; ++i) t.record_failure(ip("192.0.2.1"), nullptr, s, now);
-    BOOST_TEST(t.blocked_for(ip("192.0.2.1"), nullptr, s, now) == 0);
-    t.record_failure(ip("192.0.2.1"), nullptr, s, now);
-    BOOST_TEST(t.blocked_for(ip("192.0.2.1"), nullptr, s, now) == 300);
-    BOOST_TEST(t.blocked_for(ip("192.0.2.2"), nullptr, s, now) == 0);
-    BOOST_TEST(t.blocked_for(ip("192.0.2.1"), nullptr, s, now + std::chrono::minutes(5)) == 0);
+    for (int i = 0; i < 2; ++i) t.record_failure(addr("192.0.2.1"), nullptr, s, now);
+    BOOST_TEST(t.blocked_for(addr("192.0.2.1"), nullptr, s, now) == 0);
+    t.record_failure(addr("192.0.2.1"), nullptr, s, now);
+    BOOST_TEST(t.blocked_for(addr("192.0.2.1"), nullptr, s, now) == 300);
+    BOOST_TEST(t.blocked_for(addr("192.0.2.2"), nullptr, s, now) == 0);
+    BOOST_TEST(t.blocked_for(addr("192.0.2.1"), nullptr, s, now + std::chrono::minutes(5)) == 0);
 }
 
 BOOST_AUTO_TEST_CASE(ipv6_sources_are_aggregated_by_64) {
     AuthThrottle t;
     const auto s = settings(3, 0);
     const auto now = AuthThrottle::Clock::now();
-    t.record_failure(ip("2001:db8:1:2::1"), nullptr, s, now);
-    t.record_failure(ip("2001:db8:1:2:ffff::9"), nullptr, s, now);
-    t.record_failure(ip("2001:db8:1:2:1234:5678:9abc:def0"), nullptr, s, now);
-    BOOST_TEST(t.blocked_for(ip("2001:db8:1:2::77"), nullptr, s, now) > 0);
-    BOOST_TEST(t.blocked_for(ip("2001:db8:1:3::1"), nullptr, s, now) == 0);  // the next /64 is another source
+    t.record_failure(addr("2001:db8:1:2::1"), nullptr, s, now);
+    t.record_failure(addr("2001:db8:1:2:ffff::9"), nullptr, s, now);
+    t.record_failure(addr("2001:db8:1:2:1234:5678:9abc:def0"), nullptr, s, now);
+    BOOST_TEST(t.blocked_for(addr("2001:db8:1:2::77"), nullptr, s, now) > 0);
+    BOOST_TEST(t.blocked_for(addr("2001:db8:1:3::1"), nullptr, s, now) == 0);  // the next /64 is another source
 }
 
 BOOST_AUTO_TEST_CASE(a_user_name_is_throttled_across_sources) {
@@ -59,13 +59,13 @@ BOOST_AUTO_TEST_CASE(a_user_name_is_throttled_across_sources) {
     const auto s = settings(100, 3);
     const auto now = AuthThrottle::Clock::now();
     const std::string victim = "alice";
-    t.record_failure(ip("198.51.100.1"), &victim, s, now);
-    t.record_failure(ip("198.51.100.2"), &victim, s, now);
-    t.record_failure(ip("2001:db8::1"), &victim, s, now);
-    BOOST_TEST(t.blocked_for(ip("203.0.113.9"), &victim, s, now) > 0);
+    t.record_failure(addr("198.51.100.1"), &victim, s, now);
+    t.record_failure(addr("198.51.100.2"), &victim, s, now);
+    t.record_failure(addr("2001:db8::1"), &victim, s, now);
+    BOOST_TEST(t.blocked_for(addr("203.0.113.9"), &victim, s, now) > 0);
     const std::string other = "bob";
-    BOOST_TEST(t.blocked_for(ip("203.0.113.9"), &other, s, now) == 0);
-    BOOST_TEST(t.blocked_for(ip("203.0.113.9"), nullptr, s, now) == 0);
+    BOOST_TEST(t.blocked_for(addr("203.0.113.9"), &other, s, now) == 0);
+    BOOST_TEST(t.blocked_for(addr("203.0.113.9"), nullptr, s, now) == 0);
 }
 
 BOOST_AUTO_TEST_CASE(filling_the_table_never_lifts_a_block) {
@@ -73,15 +73,15 @@ BOOST_AUTO_TEST_CASE(filling_the_table_never_lifts_a_block) {
     const auto s = settings(3, 3);
     const auto now = AuthThrottle::Clock::now();
     const std::string name = "alice";
-    for (int i = 0; i < 3; ++i) t.record_failure(ip("192.0.2.1"), &name, s, now);
-    BOOST_REQUIRE(t.blocked_for(ip("192.0.2.1"), nullptr, s, now) > 0);
+    for (int i = 0; i < 3; ++i) t.record_failure(addr("192.0.2.1"), &name, s, now);
+    BOOST_REQUIRE(t.blocked_for(addr("192.0.2.1"), nullptr, s, now) > 0);
     // Many times the table's size of one-off failures from distinct sources and names.
     for (std::uint32_t i = 0; i < 20'000; ++i) {
         const std::string n = "u" + std::to_string(i);
         t.record_failure(IpAddress::v4(0x0a000000u + i), &n, s, now + std::chrono::milliseconds(1));
     }
-    BOOST_TEST(t.blocked_for(ip("192.0.2.1"), nullptr, s, now + std::chrono::seconds(1)) > 0);
-    BOOST_TEST(t.blocked_for(ip("192.0.2.99"), &name, s, now + std::chrono::seconds(1)) > 0);
+    BOOST_TEST(t.blocked_for(addr("192.0.2.1"), nullptr, s, now + std::chrono::seconds(1)) > 0);
+    BOOST_TEST(t.blocked_for(addr("192.0.2.99"), &name, s, now + std::chrono::seconds(1)) > 0);
     // Eviction drops the oldest counting entries: an old one-off failure is forgotten, a recent one kept.
     for (int i = 0; i < 2; ++i) t.record_failure(IpAddress::v4(0x0a000000u + 19'999), nullptr, s, now);
     BOOST_TEST(t.blocked_for(IpAddress::v4(0x0a000000u + 19'999), nullptr, s, now) > 0);
@@ -92,10 +92,10 @@ BOOST_AUTO_TEST_CASE(only_failures_count_and_nothing_resets_them) {
     AuthThrottle t;
     const auto s = settings(3, 0);
     const auto now = AuthThrottle::Clock::now();
-    t.record_failure(ip("192.0.2.7"), nullptr, s, now);
-    t.record_failure(ip("192.0.2.7"), nullptr, s, now + std::chrono::seconds(10));
-    t.record_failure(ip("192.0.2.7"), nullptr, s, now + std::chrono::seconds(20));
-    BOOST_TEST(t.blocked_for(ip("192.0.2.7"), nullptr, s, now + std::chrono::seconds(20)) > 0);
+    t.record_failure(addr("192.0.2.7"), nullptr, s, now);
+    t.record_failure(addr("192.0.2.7"), nullptr, s, now + std::chrono::seconds(10));
+    t.record_failure(addr("192.0.2.7"), nullptr, s, now + std::chrono::seconds(20));
+    BOOST_TEST(t.blocked_for(addr("192.0.2.7"), nullptr, s, now + std::chrono::seconds(20)) > 0);
 }
 
 BOOST_AUTO_TEST_CASE(verifier_pool_refuses_beyond_its_queue) {
