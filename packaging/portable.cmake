@@ -62,6 +62,8 @@ target_compile_definitions(dingbridge_spdlog PUBLIC SPDLOG_COMPILED_LIB SPDLOG_F
 target_compile_options(dingbridge_spdlog PRIVATE -w)
 target_link_libraries(dingbridge_spdlog PUBLIC dingbridge_fmt Threads::Threads)
 add_library(spdlog::spdlog ALIAS dingbridge_spdlog)
+# Their sources are built as their upstreams build them, one file at a time (no unity build).
+set_target_properties(dingbridge_fmt dingbridge_spdlog PROPERTIES UNITY_BUILD OFF)
 
 set(libevent_archives)
 foreach(part core extra openssl pthreads)
