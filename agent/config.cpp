@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <utility>
 
+#include "shared/ascii.h"
 #include "shared/config.h"
 #include "shared/dingtalk_crypto.h"
 #include "shared/net.h"
@@ -94,14 +95,11 @@ void load_ldap(const ConfigNode& l, const std::string& path, LdapSettings& s) {
                 item.fail("unknown field \"" + a.field +
                           "\"; valid: username, display_name, email, phone, "
                           "employee_number, title, union_id, avatar_url, hired_at, primary_department, custom.NAME");
-            auto lower = [](std::string v) {
-                for (auto& ch : v) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-                return v;
-            };
             for (const auto& other : s.user_attributes)
-                if (lower(other.attribute) == lower(a.attribute))
+                if (ascii_lower(other.attribute) == ascii_lower(a.attribute))
                     item.fail("attribute " + a.attribute + " is listed twice");
-            if (lower(a.attribute) == lower(s.user_id_attribute) || lower(a.attribute) == lower(s.manager_attribute))
+            if (ascii_lower(a.attribute) == ascii_lower(s.user_id_attribute) ||
+                ascii_lower(a.attribute) == ascii_lower(s.manager_attribute))
                 item.fail(a.attribute + " is reserved (user_id_attribute or manager_attribute)");
             s.user_attributes.push_back(std::move(a));
         }

@@ -4,7 +4,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
-#include <cctype>
+#include "shared/ascii.h"
 
 namespace dingbridge::proxy {
 
@@ -62,7 +62,7 @@ std::optional<DestinationRule> DestinationRule::parse(const std::string& text, s
         host = text.substr(0, colon);
         port = text.substr(colon + 1);
     }
-    for (auto& c : host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    host = ascii_lower(std::move(host));
     if (host == "*") {
         rule.any_host_ = true;
     } else if (host.rfind("*.", 0) == 0) {

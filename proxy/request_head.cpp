@@ -4,6 +4,7 @@
 #include <optional>
 #include <vector>
 
+#include "shared/ascii.h"
 #include "shared/base64.h"
 #include "shared/net.h"
 
@@ -124,8 +125,7 @@ std::optional<HeadResult> check_request_line(std::string_view request_line, std:
 std::optional<HeadResult> parse_target(std::string_view target, ConnectRequest& req) {
     auto hp = split_host_port(target);
     if (!hp) return fail(HeadError::bad_target, "CONNECT target must be host:port");
-    std::string host = hp->host;
-    for (auto& c : host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::string host = ascii_lower(hp->host);
     const bool bracketed = !target.empty() && target[0] == '[';
     if (bracketed) {
         auto ip = IpAddress::parse(host);

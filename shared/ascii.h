@@ -1,6 +1,6 @@
 #pragma once
-// ASCII case folding for protocol text (DNs, attribute names, search terms): the same result in
-// every locale, unlike std::tolower, and one definition instead of a copy per file.
+// ASCII case folding for protocol text (host names, DNs, attribute names, search terms): the same
+// result in every locale, unlike std::tolower, and one definition instead of a copy per file.
 #include <string>
 
 namespace dingbridge {
