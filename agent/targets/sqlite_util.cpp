@@ -19,12 +19,13 @@ Stmt::~Stmt() {
     if (stmt_) sqlite3_finalize(stmt_);
 }
 
-Stmt& Stmt::bind(int i, const std::string& v) {
-    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+Stmt& Stmt::bind(int i, std::string_view v) {
+    // A null pointer would bind NULL; an empty text stays an empty text, as with std::string.
+    sqlite3_bind_text(stmt_, i, v.data() != nullptr ? v.data() : "", static_cast<int>(v.size()), SQLITE_TRANSIENT);
     return *this;
 }
 
-Stmt& Stmt::bind_nullable(int i, const std::string& v) {
+Stmt& Stmt::bind_nullable(int i, std::string_view v) {
     if (v.empty())
         sqlite3_bind_null(stmt_, i);
     else

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "agent/org/schema.h"
@@ -24,15 +25,17 @@ public:
 
     bool ok() const { return stmt_ != nullptr; }
     const std::string& prepare_error() const { return error_; }
-    Stmt& bind(int i, const std::string& v);
-    Stmt& bind_nullable(int i, const std::string& v);  // "" -> NULL
+    // Texts are copied by SQLite (SQLITE_TRANSIENT), so a view of a temporary is fine; taking a
+    // view lets SmallString fields bind without a std::string made for each.
+    Stmt& bind(int i, std::string_view v);
+    Stmt& bind_nullable(int i, std::string_view v);  // "" -> NULL
     Stmt& bind(int i, std::int64_t v);
     Stmt& bind_null(int i);
     // A text bound as NULL when empty, for bind_all: `st.bind_all(id, Stmt::or_null(email))`.
     struct Nullable {
-        const std::string& text;
+        std::string_view text;
     };
-    static Nullable or_null(const std::string& v) { return Nullable{v}; }
+    static Nullable or_null(std::string_view v) { return Nullable{v}; }
     Stmt& bind(int i, Nullable v) { return bind_nullable(i, v.text); }
     // Binds the arguments to ?1, ?2, ... in order (a bool as 0/1).
     template <class... Args>

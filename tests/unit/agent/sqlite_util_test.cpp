@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include "agent/org/small_string.h"
+
 using namespace dingbridge::agent;
 
 namespace {
@@ -67,6 +69,29 @@ BOOST_AUTO_TEST_CASE(a_row_bound_with_bind_all_reads_back_with_columns) {
         BOOST_TEST(b);
         BOOST_TEST((l == list));
         BOOST_TEST((m == map));
+    }
+    sqlite3_close(db);
+}
+
+BOOST_AUTO_TEST_CASE(texts_bind_from_views_and_small_strings_and_an_empty_one_stays_text) {
+    TempDir dir;
+    sqlite3* db =
+        sqlite_util::open_database(dir.path + "/v.db", {"the test database", "the test schema", 1000, {}, kSchema});
+    {
+        // A user field (SmallString) longer than its inline capacity, one inside it, an empty
+        // view with no data pointer (it must stay '' and not become NULL), and or_null of one.
+        const SmallString long_text("a text longer than sixteen bytes");
+        const SmallString short_text("short");
+        Stmt ins(db, "INSERT INTO t(s, n, l, m) VALUES(?1,?2,?3,?4)");
+        ins.bind_all(long_text, short_text, std::string_view{}, Stmt::or_null(SmallString()));
+        BOOST_TEST(ins.run().ok());
+        Stmt sel(db, "SELECT s, n, typeof(l), l, typeof(m) FROM t");
+        BOOST_REQUIRE(sel.step() == SQLITE_ROW);
+        BOOST_TEST(sel.text(0) == "a text longer than sixteen bytes");
+        BOOST_TEST(sel.text(1) == "short");
+        BOOST_TEST(sel.text(2) == "text");
+        BOOST_TEST(sel.text(3) == "");
+        BOOST_TEST(sel.text(4) == "null");
     }
     sqlite3_close(db);
 }
