@@ -131,7 +131,7 @@ HistoryView::~HistoryView() {
 
 bool HistoryView::has_table(const char* name) {
     Stmt st(db_, "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?1");
-    st.bind(1, std::string(name));
+    st.bind(1, name);
     return st.ok() && st.step() == SQLITE_ROW;
 }
 
