@@ -207,12 +207,17 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "reference-relay: unknown mode '%s' (splice, splice2 or copy)\n", argv[2]);
         return 2;
     }
+    const int port = std::atoi(argv[1]);
+    if (port <= 0 || port > 65535) {
+        std::fprintf(stderr, "reference-relay: '%s' is not a port (1-65535)\n", argv[1]);
+        return 2;
+    }
     const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     const int on = 1;
     setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
     sockaddr_in address{};
     address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<std::uint16_t>(std::atoi(argv[1])));
+    address.sin_port = htons(static_cast<std::uint16_t>(port));
     address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 || listen(listener, 4096) != 0) {
         std::perror("reference-relay: listen");
