@@ -3,10 +3,9 @@
 // through one stage per direction, either
 //   - copy: a user-space buffer filled by recv(2) and emptied by send(2) (the default), or
 //   - splice: a pipe, socket → pipe → socket with splice(2), so the bytes never enter user space.
-// On loopback and fast links copy is the quicker of the two: one large recv drains what the
-// sender queued and one send hands the receiver large contiguous segments, where a spliced
-// segment is a chain of page fragments that costs the receiving end more (docs/BENCHMARKS.md).
-// splice holds no user memory; it stays available (`relay: splice`).
+// Which moves more bytes depends on the host (docs/BENCHMARKS.md: copy ahead on one, splice on
+// another). splice costs the proxy the same or less CPU per byte and holds no user memory, but a
+// busy direction holds a pipe (2 descriptors); copy, the default, needs a third of the descriptors.
 //
 // Each direction borrows its stage from the worker's StagePool only while it has bytes in flight
 // and returns it once empty, so an idle tunnel holds no buffer, no pipe and no extra descriptor.

@@ -126,6 +126,11 @@ void tunnel(int client) {
         }
         head.push_back(c);
     }
+    if (head.size() < 4 || head.compare(head.size() - 4, 4, "\r\n\r\n") != 0) {
+        reply(client, "431 Request Header Fields Too Large");  // 8 KiB and no end of head
+        close(client);
+        return;
+    }
     char host[64] = {};
     unsigned port = 0;
     sockaddr_in target{};
