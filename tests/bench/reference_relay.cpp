@@ -2,23 +2,33 @@
 // Loopback only (listens on 127.0.0.1, connects only to 127.0.0.0/8). Not a proxy to use: no
 // limits, no authentication, no timeouts, a thread per direction of each tunnel.
 //
-//   reference-relay PORT splice|splice2|copy
+//   reference-relay PORT splice|splice2|copy|sockmap
 //
 //   splice   one blocking thread per direction: socket → pipe → socket with splice(2)
 //   splice2  two threads per direction sharing its pipe: one fills it from the sender while the
 //            other empties it into the receiver, so the two halves of the relay overlap
 //   copy     one blocking thread per direction: recv(2) into 1 MiB, send(2) it on
+//   sockmap  no relay in user space at all: an eBPF sk_skb verdict program redirects each segment
+//            received on one socket of the tunnel to the other socket's send side (sockmap, as
+//            Cilium's socket-level proxy acceleration does); one thread per tunnel only waits for
+//            the end. Needs CAP_BPF and CAP_NET_ADMIN (root). A bench mode only: the end of a
+//            tunnel closes both sockets at once, without waiting for data still queued in the
+//            kernel, which the harness's transfers (acknowledged by the sink) never depend on.
 //
 // What it answers: with no event loop, no bookkeeping and a thread always ready on each side, how
 // near to a direct connection can a relay on this host get? (docs/BENCHMARKS.md)
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/bpf.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -30,7 +40,7 @@
 
 namespace {
 
-enum class Mode { splice, splice2, copy };
+enum class Mode { splice, splice2, copy, sockmap };
 Mode mode = Mode::splice;
 constexpr int kPipeSize = 256 * 1024;  // as dingbridge-proxy's StagePool::kPipeSize
 constexpr std::size_t kChunk = 1 << 20;
@@ -115,6 +125,128 @@ void reply(int fd, const char* status) {
     (void)!send(fd, line.data(), line.size(), MSG_NOSIGNAL);
 }
 
+// sockmap: the sockets of every tunnel in one BPF_MAP_TYPE_SOCKHASH, each stored under the
+// 4-tuple of its peer socket as the kernel sees it from the receiving side, so the verdict program
+// finds the socket to redirect to by the receiving socket's own tuple.
+struct TupleKey {
+    std::uint32_t remote_ip4;   // network order, as __sk_buff.remote_ip4
+    std::uint32_t local_ip4;    // network order
+    std::uint32_t remote_port;  // the 16-bit network-order port, zero-extended
+    std::uint32_t local_port;   // host order, as __sk_buff.local_port
+};
+int sock_hash = -1;
+
+long bpf(int command, bpf_attr& attr) { return syscall(SYS_bpf, command, &attr, sizeof attr); }
+
+bpf_insn instruction(std::uint8_t code, std::uint8_t dst, std::uint8_t src, std::int16_t off, std::int32_t imm) {
+    bpf_insn i{};
+    i.code = code;
+    i.dst_reg = dst & 0xf;
+    i.src_reg = src & 0xf;
+    i.off = off;
+    i.imm = imm;
+    return i;
+}
+
+[[noreturn]] void bpf_failed(const char* what) {
+    std::fprintf(stderr,
+                 "reference-relay: sockmap: %s failed: %s (needs CAP_BPF and CAP_NET_ADMIN, and a kernel with "
+                 "CONFIG_BPF_STREAM_PARSER)\n",
+                 what, std::strerror(errno));
+    std::exit(1);
+}
+
+// The verdict program, assembled here so the yardstick needs no BPF toolchain:
+//   key = {skb->remote_ip4, skb->local_ip4, skb->remote_port, skb->local_port};
+//   return bpf_sk_redirect_hash(skb, &sock_hash, &key, 0);   // 0 = the peer socket's send side
+void setup_sockmap() {
+    bpf_attr map{};
+    map.map_type = BPF_MAP_TYPE_SOCKHASH;
+    map.key_size = sizeof(TupleKey);
+    map.value_size = sizeof(std::uint32_t);
+    map.max_entries = 65536;
+    sock_hash = static_cast<int>(bpf(BPF_MAP_CREATE, map));
+    if (sock_hash < 0) bpf_failed("creating the socket map");
+
+    std::vector<bpf_insn> program;
+    program.push_back(instruction(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0));  // r6 = skb
+    const std::int16_t fields[4] = {offsetof(__sk_buff, remote_ip4), offsetof(__sk_buff, local_ip4),
+                                    offsetof(__sk_buff, remote_port), offsetof(__sk_buff, local_port)};
+    for (int k = 0; k < 4; ++k) {
+        program.push_back(instruction(BPF_LDX | BPF_MEM | BPF_W, 2, 6, fields[k], 0));  // r2 = field
+        if (k == 2) {
+            // On little-endian hosts the kernel hands remote_port shifted left by 16; undo that
+            // (a port, zero-extended, is never above 0xffff).
+            program.push_back(instruction(BPF_JMP | BPF_JLE | BPF_K, 2, 0, 1, 0xffff));
+            program.push_back(instruction(BPF_ALU64 | BPF_RSH | BPF_K, 2, 0, 0, 16));
+        }
+        program.push_back(instruction(BPF_STX | BPF_MEM | BPF_W, 10, 2, static_cast<std::int16_t>(-16 + 4 * k), 0));
+    }
+    program.push_back(instruction(BPF_ALU64 | BPF_MOV | BPF_X, 1, 6, 0, 0));                        // r1 = skb
+    program.push_back(instruction(BPF_LD | BPF_DW | BPF_IMM, 2, BPF_PSEUDO_MAP_FD, 0, sock_hash));  // r2 = map
+    program.push_back(instruction(0, 0, 0, 0, 0));
+    program.push_back(instruction(BPF_ALU64 | BPF_MOV | BPF_X, 3, 10, 0, 0));  // r3 = &key
+    program.push_back(instruction(BPF_ALU64 | BPF_ADD | BPF_K, 3, 0, 0, -16));
+    program.push_back(instruction(BPF_ALU64 | BPF_MOV | BPF_K, 4, 0, 0, 0));  // r4 = flags
+    program.push_back(instruction(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_sk_redirect_hash));
+    program.push_back(instruction(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
+
+    static char verifier_log[16384];
+    static const char license[] = "GPL";  // sk_redirect_hash is a GPL-only helper
+    bpf_attr load{};
+    load.prog_type = BPF_PROG_TYPE_SK_SKB;
+    load.insn_cnt = static_cast<std::uint32_t>(program.size());
+    load.insns = reinterpret_cast<std::uint64_t>(program.data());
+    load.license = reinterpret_cast<std::uint64_t>(license);
+    load.log_buf = reinterpret_cast<std::uint64_t>(verifier_log);
+    load.log_size = sizeof verifier_log;
+    load.log_level = 1;
+    const int prog = static_cast<int>(bpf(BPF_PROG_LOAD, load));
+    if (prog < 0) {
+        std::fprintf(stderr, "%s\n", verifier_log);
+        bpf_failed("loading the verdict program");
+    }
+    bpf_attr attach{};
+    attach.target_fd = static_cast<std::uint32_t>(sock_hash);
+    attach.attach_bpf_fd = static_cast<std::uint32_t>(prog);
+    attach.attach_type = BPF_SK_SKB_VERDICT;
+    if (bpf(BPF_PROG_ATTACH, attach) != 0) bpf_failed("attaching the verdict program");
+}
+
+TupleKey tuple_of(int fd) {
+    sockaddr_in local{};
+    sockaddr_in remote{};
+    socklen_t n = sizeof local;
+    getsockname(fd, reinterpret_cast<sockaddr*>(&local), &n);
+    n = sizeof remote;
+    getpeername(fd, reinterpret_cast<sockaddr*>(&remote), &n);
+    return TupleKey{remote.sin_addr.s_addr, local.sin_addr.s_addr, remote.sin_port, ntohs(local.sin_port)};
+}
+
+bool store(const TupleKey& key, int fd) {
+    const std::uint32_t value = static_cast<std::uint32_t>(fd);
+    bpf_attr update{};
+    update.map_fd = static_cast<std::uint32_t>(sock_hash);
+    update.key = reinterpret_cast<std::uint64_t>(&key);
+    update.value = reinterpret_cast<std::uint64_t>(&value);
+    update.flags = BPF_ANY;
+    return bpf(BPF_MAP_UPDATE_ELEM, update) == 0;
+}
+
+// Both redirections are in place before the 200 goes out, so no byte of the tunnel can arrive
+// ahead of them. The kernel relays both directions from here; closing a socket removes it from
+// the map.
+void relay_sockmap(int client, int upstream) {
+    if (!store(tuple_of(client), upstream) || !store(tuple_of(upstream), client)) {
+        reply(client, "503 Service Unavailable");  // the map is full
+        return;
+    }
+    reply(client, "200 Connection established");
+    pollfd ends[2] = {{client, POLLRDHUP, 0}, {upstream, POLLRDHUP, 0}};
+    while (poll(ends, 2, -1) < 0 && errno == EINTR) {
+    }
+}
+
 void tunnel(int client) {
     // The head, one byte at a time, so nothing after it is read here (it belongs to the tunnel).
     std::string head;
@@ -158,6 +290,11 @@ void tunnel(int client) {
         close(upstream);
         close(client);
     };
+    if (mode == Mode::sockmap) {
+        relay_sockmap(client, upstream);
+        close_all();
+        return;
+    }
     if (mode != Mode::copy) {
         for (Direction* d : {&up, &down}) {
             if (pipe2(d->pipe_fds, O_CLOEXEC | (mode == Mode::splice2 ? O_NONBLOCK : 0)) != 0) {
@@ -198,7 +335,7 @@ void tunnel(int client) {
 
 int main(int argc, char** argv) {
     if (argc != 3) {
-        std::fprintf(stderr, "usage: reference-relay PORT splice|splice2|copy\n");
+        std::fprintf(stderr, "usage: reference-relay PORT splice|splice2|copy|sockmap\n");
         return 2;
     }
     const std::string m = argv[2];
@@ -206,10 +343,12 @@ int main(int argc, char** argv) {
         mode = Mode::splice;
     } else if (m == "splice2") {
         mode = Mode::splice2;
+    } else if (m == "sockmap") {
+        mode = Mode::sockmap;
     } else if (m == "copy") {
         mode = Mode::copy;
     } else {
-        std::fprintf(stderr, "reference-relay: unknown mode '%s' (splice, splice2 or copy)\n", argv[2]);
+        std::fprintf(stderr, "reference-relay: unknown mode '%s' (splice, splice2, copy or sockmap)\n", argv[2]);
         return 2;
     }
     const int port = std::atoi(argv[1]);
@@ -217,6 +356,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "reference-relay: '%s' is not a port (1-65535)\n", argv[1]);
         return 2;
     }
+    if (mode == Mode::sockmap) setup_sockmap();
     const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     const int on = 1;
     setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
