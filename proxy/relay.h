@@ -35,6 +35,9 @@ public:
     // the error that ended a connection (a reset), if any, and only while some bytes wait;
     // nothing otherwise.
     virtual std::optional<CloseReason> stalled_peer_error() = 0;
+    // The tunnel's timer calls this every relay check interval (with stalled_peer_error): the
+    // relay can tell what stayed quiet for a whole interval.
+    virtual void tick() {}
 };
 
 // Unsent bytes in a TCP socket's send queue (SIOCOUTQ); 0 when unknown.

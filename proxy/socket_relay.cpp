@@ -199,6 +199,14 @@ std::optional<CloseReason> SocketRelay::stalled_peer_error() {
     return pending_socket_error(client_fd_, upstream_fd_);
 }
 
+void SocketRelay::tick() {
+    if (stopped_) return;
+    for (Direction* d : {&up_, &down_}) {
+        if (!d->received && d->in_stage == 0 && pieces(*d) == 0) set_bulk(*d, false);
+        d->received = false;
+    }
+}
+
 void SocketRelay::fail(CloseReason reason) {
     stop();
     listener_.relay_finished(reason);
@@ -268,6 +276,7 @@ bool SocketRelay::pump(Direction& d) {
         const ssize_t n = receive(d, space);
         if (n > 0) {
             d.in_stage += static_cast<std::size_t>(n);
+            d.received = true;
             listener_.relay_progress(d.upstream_bound, static_cast<std::size_t>(n));
             if (static_cast<std::size_t>(n) >= kOffloadMin) {
                 set_bulk(d, true);

@@ -106,6 +106,7 @@ public:
     void stop() override;
     std::size_t queued() const override;
     std::optional<CloseReason> stalled_peer_error() override;
+    void tick() override;
 
 private:
     // Laid out without padding holes: two per established tunnel, idle or not.
@@ -121,15 +122,18 @@ private:
         bool upstream_bound = false;
         bool eof = false;
         bool shut = false;
-        bool bulk = false;  // counted in the process's bulk directions
+        bool bulk = false;      // counted in the process's bulk directions
+        bool received = false;  // since the last tick()
     };
     // Stages of the direction with the send thread (bytes earlier than its `stage`'s).
     static std::size_t pieces(const Direction& d);
     // This direction moves bulk bytes and no other of the process does.
     bool alone_in_bulk(const Direction& d) const;
     // A direction is bulk from a receive of kOffloadMin bytes or more until a receive of less
-    // than a quarter of that (a trickle), its end of stream, or the relay's stop; the process
-    // counts them (SendOffload::bulk_directions).
+    // than a quarter of that (a trickle), a whole tick() interval with nothing received and
+    // nothing waiting to be sent (a pause: otherwise a tunnel that went quiet after a large last
+    // receive would keep every other bulk transfer from the send thread), its end of stream, or
+    // the relay's stop; the process counts them (SendOffload::bulk_directions).
     void set_bulk(Direction& d, bool bulk);
 
     static void on_readable(evutil_socket_t, short, void* arg);

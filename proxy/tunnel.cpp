@@ -416,6 +416,7 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
             // A sender the relay stopped reading (its receiver takes nothing) may have reset its
             // connection: that ends the tunnel now, not at idle_timeout.
             if (self->relay_) {
+                self->relay_->tick();
                 if (const auto failed = self->relay_->stalled_peer_error()) {
                     self->close(*failed);
                     return;

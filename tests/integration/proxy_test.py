@@ -7,6 +7,7 @@ addresses ever dialed are 127.0.0.1 and ::1.
 import hashlib
 import os
 import random
+import signal
 import socket
 import struct
 import subprocess
@@ -589,6 +590,76 @@ class BulkRelaySplice(BulkRelay):
     """And with `relay: splice`, which never uses the send thread."""
     extra_top = BulkRelay.extra_top + "\nrelay: splice"
     send_thread = False
+
+
+class QuietBulkTunnel(ProxyTestCase):
+    """A tunnel that moved bulk bytes and then went quiet (a kept-open connection after a large
+    transfer) used to count as a bulk transfer for as long as it stayed open: no other tunnel was
+    then "alone in bulk", so every later bulk transfer lost the send thread. Now a direction that
+    receives nothing for a whole check interval (a quarter of idle_timeout) is no longer bulk."""
+    extra_top = BulkRelay.extra_top
+    limits = "  idle_timeout: 8s"  # checks every 2 s
+
+    def test_a_quiet_bulk_tunnel_does_not_keep_the_send_thread_from_others(self):
+        received = {}
+        lock = threading.Lock()
+
+        def count(conn):
+            key = conn.getpeername()[1]
+            while True:
+                d = conn.recv(1 << 20)
+                if not d:
+                    return
+                with lock:
+                    received[key] = received.get(key, 0) + len(d)
+
+        def wait_for(total):
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                with lock:
+                    if total in received.values():
+                        return
+                time.sleep(0.01)
+            self.fail(f"the server never received {total} bytes: {received}")
+
+        server = harness.TcpServer(count)
+        quiet = busy = None
+        try:
+            quiet, status, _, _ = harness.connect_through(self.proxy, f"127.0.0.1:{server.port}",
+                                                          f"agent:{AGENT_PASSWORD}")
+            self.assertEqual(status, 200)
+            quiet.settimeout(30)
+            quiet.sendall(b"a" * (4 << 20))  # bulk, and it grows the proxy's receive window
+            wait_for(4 << 20)
+            # The last bytes it ever sends arrive at once, in one large receive: the relay took
+            # that for a bulk transfer, and nothing after it ever told it otherwise.
+            os.kill(self.proxy.proc.pid, signal.SIGSTOP)
+            try:
+                quiet.sendall(b"b" * (128 << 10))
+                time.sleep(0.2)
+            finally:
+                os.kill(self.proxy.proc.pid, signal.SIGCONT)
+            wait_for((4 << 20) + (128 << 10))
+            time.sleep(4.5)  # two checks with nothing received on the quiet tunnel
+
+            before = metric(metrics_text(self.proxy), "dingbridge_proxy_send_thread_bytes_total")
+            busy, status, _, _ = harness.connect_through(self.proxy, f"127.0.0.1:{server.port}",
+                                                         f"agent:{AGENT_PASSWORD}")
+            self.assertEqual(status, 200)
+            busy.settimeout(30)
+            busy.sendall(b"c" * (16 << 20))
+            wait_for(16 << 20)
+            by_thread = metric(metrics_text(self.proxy), "dingbridge_proxy_send_thread_bytes_total") - before
+            # The only bulk transfer now: the send thread takes (most of) it.
+            self.assertGreater(by_thread, 0, "the quiet tunnel still counted as a bulk transfer")
+
+            quiet.sendall(b"d")  # still open: it went quiet, not idle
+            wait_for((4 << 20) + (128 << 10) + 1)
+        finally:
+            for s in (quiet, busy):
+                if s is not None:
+                    s.close()
+            server.stop()
 
 
 class IdleTimeout(ProxyTestCase):

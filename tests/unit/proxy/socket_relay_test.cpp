@@ -21,9 +21,11 @@ using namespace dingbridge::proxy;
 
 namespace {
 
-// A connected pair of loopback TCP sockets: {one end, the other end}.
-std::pair<int, int> tcp_pair() {
+// A connected pair of loopback TCP sockets: {one end, the other end}. `receive_buffer`: the
+// other end's SO_RCVBUF, set before the handshake so that its window can use it.
+std::pair<int, int> tcp_pair(int receive_buffer = 0) {
     const int listener = socket(AF_INET, SOCK_STREAM, 0);
+    if (receive_buffer > 0) setsockopt(listener, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -130,6 +132,65 @@ BOOST_AUTO_TEST_CASE(splice_relay_moves_every_byte_both_ways_and_forwards_half_c
 
 BOOST_AUTO_TEST_CASE(copy_relay_with_a_send_thread_moves_every_byte_both_ways_in_order) {
     relay_both_ways(false, true);
+}
+
+// A direction that moved bulk bytes and then went quiet must stop counting as a bulk transfer:
+// while it counts, no other tunnel is "alone in bulk", and every other bulk transfer in the
+// process loses the send thread for as long as the quiet tunnel stays open.
+BOOST_AUTO_TEST_CASE(a_bulk_direction_that_goes_quiet_stops_counting_as_bulk) {
+    evthread_use_pthreads();
+    auto [client, client_side] = tcp_pair(256 * 1024);  // room for a whole burst (below)
+    auto [upstream_side, upstream] = tcp_pair();
+    for (int fd : {client_side, upstream_side}) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    event_base* base = event_base_new();
+    StagePool pool;
+    Recorder rec;
+    std::atomic<std::uint64_t> thread_bytes{0};
+    std::atomic<std::size_t> bulk_directions{0};
+    auto offload = std::make_unique<SendOffload>(base, pool, thread_bytes, bulk_directions);
+    auto relay = std::make_unique<SocketRelay>(base, pool, false, client_side, upstream_side, rec, offload.get());
+
+    // 96 KiB, all queued before the relay reads: its one receive is a bulk one (>= kOffloadMin,
+    // and not the trickle that ends a bulk transfer), and the tunnel then stays open with
+    // nothing more to send.
+    const std::string burst = pattern(96 * 1024);
+    BOOST_REQUIRE(send(client, burst.data(), burst.size(), 0) == static_cast<ssize_t>(burst.size()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    BOOST_REQUIRE(relay->start());
+    std::string got;
+    char buf[65536];
+    while (got.size() < burst.size()) {
+        event_base_loop(base, EVLOOP_NONBLOCK);
+        const ssize_t n = recv(upstream, buf, sizeof buf, MSG_DONTWAIT);
+        if (n > 0) got.append(buf, static_cast<std::size_t>(n));
+    }
+    BOOST_TEST((got == burst));
+    for (int i = 0; i < 20; ++i) event_base_loop(base, EVLOOP_NONBLOCK);  // the send thread's report
+    BOOST_TEST(bulk_directions.load() == 1u);                             // it was a bulk transfer
+
+    relay->tick();  // the tunnel's timer: this direction received since the last tick
+    BOOST_TEST(bulk_directions.load() == 1u);
+    relay->tick();  // nothing received for a whole interval: quiet, no longer bulk
+    BOOST_TEST(bulk_directions.load() == 0u);
+    BOOST_TEST(!rec.finished);  // still open
+
+    // Bulk again when it moves bulk bytes again.
+    BOOST_REQUIRE(send(client, burst.data(), burst.size(), 0) == static_cast<ssize_t>(burst.size()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    got.clear();
+    while (got.size() < burst.size()) {
+        event_base_loop(base, EVLOOP_NONBLOCK);
+        const ssize_t n = recv(upstream, buf, sizeof buf, MSG_DONTWAIT);
+        if (n > 0) got.append(buf, static_cast<std::size_t>(n));
+    }
+    BOOST_TEST(bulk_directions.load() == 1u);
+
+    relay.reset();
+    BOOST_TEST(bulk_directions.load() == 0u);
+    offload.reset();
+    close(client);
+    close(upstream);
+    event_base_free(base);
 }
 
 BOOST_AUTO_TEST_CASE(copy_buffers_are_large_for_a_few_tunnels_and_small_beyond) {
