@@ -58,21 +58,43 @@ std::string pattern(std::size_t n) {
     return s;
 }
 
-// Client writes `up` and half-closes; the upstream answers `down` after reading it all, then
-// half-closes. Both ends read slowly at first, so both directions back up in the relay.
-// `send_thread`: the copy relay hands bulk sends to a SendOffload (as the proxy's workers do).
-void relay_both_ways(bool splice, bool send_thread = false) {
-    if (send_thread) evthread_use_pthreads();  // the thread wakes the loop, as in the proxy
-    auto [client, client_side] = tcp_pair();
-    auto [upstream_side, upstream] = tcp_pair();
-    for (int fd : {client_side, upstream_side}) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    event_base* base = event_base_new();
+// What a worker gives its relays: an event loop, a stage pool and, for the copy relay, a send
+// thread (`send_thread`) with its counters.
+struct Rig {
+    event_base* base = nullptr;
     StagePool pool;
     Recorder rec;
     std::atomic<std::uint64_t> thread_bytes{0};
     std::atomic<std::size_t> bulk_directions{0};
-    auto offload = send_thread ? std::make_unique<SendOffload>(base, pool, thread_bytes, bulk_directions) : nullptr;
-    auto relay = std::make_unique<SocketRelay>(base, pool, splice, client_side, upstream_side, rec, offload.get());
+    std::unique_ptr<SendOffload> offload;
+
+    explicit Rig(bool send_thread) {
+        if (send_thread) evthread_use_pthreads();  // the thread wakes the loop, as in the proxy
+        base = event_base_new();
+        if (send_thread) offload = std::make_unique<SendOffload>(base, pool, thread_bytes, bulk_directions);
+    }
+    ~Rig() {
+        offload.reset();
+        event_base_free(base);
+    }
+    Rig(const Rig&) = delete;
+    Rig& operator=(const Rig&) = delete;
+    std::unique_ptr<SocketRelay> relay(bool splice, int client_side, int upstream_side) {
+        for (int fd : {client_side, upstream_side}) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        return std::make_unique<SocketRelay>(base, pool, splice, client_side, upstream_side, rec, offload.get());
+    }
+};
+
+// Client writes `up` and half-closes; the upstream answers `down` after reading it all, then
+// half-closes. Both ends read slowly at first, so both directions back up in the relay.
+// `send_thread`: the copy relay hands bulk sends to a SendOffload (as the proxy's workers do).
+void relay_both_ways(bool splice, bool send_thread = false) {
+    auto [client, client_side] = tcp_pair();
+    auto [upstream_side, upstream] = tcp_pair();
+    Rig rig(send_thread);
+    event_base* base = rig.base;
+    Recorder& rec = rig.rec;
+    auto relay = rig.relay(splice, client_side, upstream_side);
     BOOST_REQUIRE(relay->start());
 
     const std::string up = pattern(5 * 1024 * 1024 + 17), down = pattern(3 * 1024 * 1024 + 5);
@@ -108,18 +130,16 @@ void relay_both_ways(bool splice, bool send_thread = false) {
     BOOST_TEST(rec.up == up.size());
     BOOST_TEST(rec.down == down.size());
     BOOST_TEST(relay->queued() == 0u);
-    BOOST_TEST(pool.large_buffers_in_use() == 0u);  // both stages went back to the pool
+    BOOST_TEST(rig.pool.large_buffers_in_use() == 0u);  // both stages went back to the pool
     if (send_thread) {
         // The upload backed up alone (the answer starts after it): the thread sent some of it.
-        BOOST_TEST(thread_bytes.load() > 0u);
-        BOOST_TEST(thread_bytes.load() <= up.size() + down.size());
+        BOOST_TEST(rig.thread_bytes.load() > 0u);
+        BOOST_TEST(rig.thread_bytes.load() <= up.size() + down.size());
     }
     relay.reset();
-    BOOST_TEST(bulk_directions.load() == 0u);  // a stopped relay counts no bulk direction
-    offload.reset();
+    BOOST_TEST(rig.bulk_directions.load() == 0u);  // a stopped relay counts no bulk direction
     close(client);
     close(upstream);
-    event_base_free(base);
 }
 
 }  // namespace
@@ -138,59 +158,44 @@ BOOST_AUTO_TEST_CASE(copy_relay_with_a_send_thread_moves_every_byte_both_ways_in
 // while it counts, no other tunnel is "alone in bulk", and every other bulk transfer in the
 // process loses the send thread for as long as the quiet tunnel stays open.
 BOOST_AUTO_TEST_CASE(a_bulk_direction_that_goes_quiet_stops_counting_as_bulk) {
-    evthread_use_pthreads();
     auto [client, client_side] = tcp_pair(256 * 1024);  // room for a whole burst (below)
     auto [upstream_side, upstream] = tcp_pair();
-    for (int fd : {client_side, upstream_side}) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    event_base* base = event_base_new();
-    StagePool pool;
-    Recorder rec;
-    std::atomic<std::uint64_t> thread_bytes{0};
-    std::atomic<std::size_t> bulk_directions{0};
-    auto offload = std::make_unique<SendOffload>(base, pool, thread_bytes, bulk_directions);
-    auto relay = std::make_unique<SocketRelay>(base, pool, false, client_side, upstream_side, rec, offload.get());
-
+    Rig rig(true);
+    auto relay = rig.relay(false, client_side, upstream_side);
+    BOOST_REQUIRE(relay->start());  // it reads once the loop runs
     // 96 KiB, all queued before the relay reads: its one receive is a bulk one (>= kOffloadMin,
     // and not the trickle that ends a bulk transfer), and the tunnel then stays open with
     // nothing more to send.
     const std::string burst = pattern(96 * 1024);
-    BOOST_REQUIRE(send(client, burst.data(), burst.size(), 0) == static_cast<ssize_t>(burst.size()));
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    BOOST_REQUIRE(relay->start());
-    std::string got;
-    char buf[65536];
-    while (got.size() < burst.size()) {
-        event_base_loop(base, EVLOOP_NONBLOCK);
-        const ssize_t n = recv(upstream, buf, sizeof buf, MSG_DONTWAIT);
-        if (n > 0) got.append(buf, static_cast<std::size_t>(n));
-    }
-    BOOST_TEST((got == burst));
-    for (int i = 0; i < 20; ++i) event_base_loop(base, EVLOOP_NONBLOCK);  // the send thread's report
-    BOOST_TEST(bulk_directions.load() == 1u);                             // it was a bulk transfer
+    const auto relay_burst = [&, client = client, upstream = upstream] {
+        BOOST_REQUIRE(send(client, burst.data(), burst.size(), 0) == static_cast<ssize_t>(burst.size()));
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        std::string got;
+        char buf[65536];
+        while (got.size() < burst.size()) {
+            event_base_loop(rig.base, EVLOOP_NONBLOCK);
+            const ssize_t n = recv(upstream, buf, sizeof buf, MSG_DONTWAIT);
+            if (n > 0) got.append(buf, static_cast<std::size_t>(n));
+        }
+        BOOST_TEST((got == burst));
+        for (int i = 0; i < 20; ++i) event_base_loop(rig.base, EVLOOP_NONBLOCK);  // the send thread's report
+    };
+    relay_burst();
+    BOOST_TEST(rig.bulk_directions.load() == 1u);  // it was a bulk transfer
 
     relay->tick();  // the tunnel's timer: this direction received since the last tick
-    BOOST_TEST(bulk_directions.load() == 1u);
+    BOOST_TEST(rig.bulk_directions.load() == 1u);
     relay->tick();  // nothing received for a whole interval: quiet, no longer bulk
-    BOOST_TEST(bulk_directions.load() == 0u);
-    BOOST_TEST(!rec.finished);  // still open
+    BOOST_TEST(rig.bulk_directions.load() == 0u);
+    BOOST_TEST(!rig.rec.finished);  // still open
 
-    // Bulk again when it moves bulk bytes again.
-    BOOST_REQUIRE(send(client, burst.data(), burst.size(), 0) == static_cast<ssize_t>(burst.size()));
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    got.clear();
-    while (got.size() < burst.size()) {
-        event_base_loop(base, EVLOOP_NONBLOCK);
-        const ssize_t n = recv(upstream, buf, sizeof buf, MSG_DONTWAIT);
-        if (n > 0) got.append(buf, static_cast<std::size_t>(n));
-    }
-    BOOST_TEST(bulk_directions.load() == 1u);
+    relay_burst();  // bulk again when it moves bulk bytes again
+    BOOST_TEST(rig.bulk_directions.load() == 1u);
 
     relay.reset();
-    BOOST_TEST(bulk_directions.load() == 0u);
-    offload.reset();
+    BOOST_TEST(rig.bulk_directions.load() == 0u);
     close(client);
     close(upstream);
-    event_base_free(base);
 }
 
 BOOST_AUTO_TEST_CASE(copy_buffers_are_large_for_a_few_tunnels_and_small_beyond) {
