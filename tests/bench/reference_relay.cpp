@@ -233,12 +233,12 @@ bool store(const TupleKey& key, int fd) {
     return bpf(BPF_MAP_UPDATE_ELEM, update) == 0;
 }
 
-// Both redirections are in place before the 200 goes out, so no byte of the tunnel can arrive
-// ahead of them. The kernel relays both directions from here; closing a socket removes it from
-// the map.
+// Both redirections are in place before the 200 goes out, so no byte a client sends after it
+// can arrive ahead of them. The kernel relays both directions from here; closing a socket removes
+// it from the map.
 void relay_sockmap(int client, int upstream) {
     if (!store(tuple_of(client), upstream) || !store(tuple_of(upstream), client)) {
-        reply(client, "503 Service Unavailable");  // the map is full
+        reply(client, "503 Service Unavailable");  // the map is full, or a side closed already
         return;
     }
     reply(client, "200 Connection established");
@@ -351,8 +351,10 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "reference-relay: unknown mode '%s' (splice, splice2, copy or sockmap)\n", argv[2]);
         return 2;
     }
-    const int port = std::atoi(argv[1]);
-    if (port <= 0 || port > 65535) {
+    char* end = nullptr;
+    errno = 0;
+    const long port = std::strtol(argv[1], &end, 10);
+    if (errno != 0 || end == argv[1] || *end != '\0' || port <= 0 || port > 65535) {
         std::fprintf(stderr, "reference-relay: '%s' is not a port (1-65535)\n", argv[1]);
         return 2;
     }
@@ -370,7 +372,11 @@ int main(int argc, char** argv) {
     }
     for (;;) {
         const int client = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-        if (client < 0) continue;
+        if (client < 0) {
+            // Out of descriptors the pending connection stays queued: wait instead of spinning.
+            if (errno == EMFILE || errno == ENFILE) usleep(10 * 1000);
+            continue;
+        }
         try {
             std::thread(tunnel, client).detach();
         } catch (const std::system_error&) {

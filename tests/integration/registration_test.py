@@ -26,6 +26,18 @@ def _calls(text, name):
     return out
 
 
+def _keyword_args(words, keyword):
+    """The words after `keyword` up to the next upper-case keyword (ENV, TIMEOUT, VERBOSE, ...)."""
+    if keyword not in words:
+        return []
+    out = []
+    for w in words[words.index(keyword) + 1:]:
+        if w.isupper():
+            break
+        out.append(w)
+    return out
+
+
 def registrations(cmake_text):
     """{script: set of class names, or None when the whole script runs}."""
     reg = {}
@@ -36,24 +48,10 @@ def registrations(cmake_text):
         reg[script] = None if classes is None else (reg.get(script) or set()) | set(classes)
 
     for words in _calls(cmake_text, "dingbridge_python_tests"):
-        script = words[1]
-        groups = []
-        if "GROUPS" in words:
-            for w in words[words.index("GROUPS") + 1:]:
-                if w.isupper():  # the next keyword (ENV, TIMEOUT, VERBOSE)
-                    break
-                groups.append(w)
-        add(script, groups)
+        add(words[1], _keyword_args(words, "GROUPS"))
     for words in _calls(cmake_text, "dingbridge_python_test"):
-        script = words[1]
-        args = []
-        if "ARGS" in words:
-            for w in words[words.index("ARGS") + 1:]:
-                if w.isupper():
-                    break
-                args.append(w)
-        classes = [a for a in args if re.fullmatch(r"[A-Za-z_]\w*", a)]
-        add(script, classes or None)
+        classes = [a for a in _keyword_args(words, "ARGS") if re.fullmatch(r"[A-Za-z_]\w*", a)]
+        add(words[1], classes or None)
     # foreach(group A B C) ... <script> -v ${group} ... endforeach()
     for m in re.finditer(r"(?s)foreach\s*\(\s*group\s+([^)]*)\)(.*?)endforeach", cmake_text):
         for script in re.findall(r"(\w+_test\.py)\s+-v\s+\$\{group\}", m.group(2)):

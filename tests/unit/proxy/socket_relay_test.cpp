@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <boost/test/unit_test.hpp>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <thread>
@@ -172,13 +173,15 @@ BOOST_AUTO_TEST_CASE(a_bulk_direction_that_goes_quiet_stops_counting_as_bulk) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
         std::string got;
         char buf[65536];
-        while (got.size() < burst.size()) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        // Until the upstream has it all and the send thread's report is collected (nothing queued).
+        while (got.size() < burst.size() || relay->queued() != 0) {
+            BOOST_REQUIRE(std::chrono::steady_clock::now() < deadline);
             event_base_loop(rig.base, EVLOOP_NONBLOCK);
             const ssize_t n = recv(upstream, buf, sizeof buf, MSG_DONTWAIT);
             if (n > 0) got.append(buf, static_cast<std::size_t>(n));
         }
         BOOST_TEST((got == burst));
-        for (int i = 0; i < 20; ++i) event_base_loop(rig.base, EVLOOP_NONBLOCK);  // the send thread's report
     };
     relay_burst();
     BOOST_TEST(rig.bulk_directions.load() == 1u);  // it was a bulk transfer
