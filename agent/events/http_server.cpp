@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "agent/events/accept_loop.h"
 #include "shared/net.h"
 
 namespace dingbridge::agent::events {
@@ -26,6 +27,7 @@ struct HttpServer::Impl {
     tcp::acceptor acceptor{io};
     Handler handler;
     std::size_t body_limit = 1024 * 1024;
+    std::string listen;
 };
 
 namespace {
@@ -72,25 +74,13 @@ net::awaitable<void> serve(tcp::socket socket, HttpServer::Handler* handler, std
     stream.socket().shutdown(tcp::socket::shutdown_both, ec);
 }
 
-net::awaitable<void> accept_loop(tcp::acceptor& acceptor, HttpServer::Handler* handler, std::size_t body_limit) {
-    for (;;) {
-        boost::system::error_code ec;
-        tcp::socket s = co_await acceptor.async_accept(net::redirect_error(net::use_awaitable, ec));
-        if (ec) {
-            if (ec == net::error::operation_aborted || !acceptor.is_open()) co_return;
-            spdlog::warn("http server: accept failed: {}", ec.message());
-            continue;
-        }
-        net::co_spawn(acceptor.get_executor(), serve(std::move(s), handler, body_limit), net::detached);
-    }
-}
-
 }  // namespace
 
 HttpServer::HttpServer(const std::string& listen, Handler handler, std::size_t body_limit)
     : impl_(std::make_unique<Impl>()) {
     impl_->handler = std::move(handler);
     impl_->body_limit = body_limit;
+    impl_->listen = listen;
     auto hp = split_host_port(listen, true);
     if (!hp) throw std::runtime_error("bad listen address " + listen + " (expected host:port)");
     boost::system::error_code ec;
@@ -109,7 +99,11 @@ HttpServer::~HttpServer() { stop(); }
 unsigned short HttpServer::port() const { return impl_->acceptor.local_endpoint().port(); }
 
 void HttpServer::start() {
-    net::co_spawn(impl_->io, accept_loop(impl_->acceptor, &impl_->handler, impl_->body_limit), net::detached);
+    Impl* impl = impl_.get();
+    net::co_spawn(impl->io,
+                  accept_loop(impl->acceptor, "http server " + impl->listen, kMaxListenerConnections,
+                              [impl](tcp::socket s) { return serve(std::move(s), &impl->handler, impl->body_limit); }),
+                  net::detached);
     thread_ = std::thread([this] { impl_->io.run(); });
 }
 

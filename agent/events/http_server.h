@@ -1,9 +1,9 @@
 #pragma once
 // HttpServer: a small Boost.Beast HTTP/1.1 server on its own thread for `run`'s local endpoints
-// (/healthz, /metrics; and the HTTP push receiver). One request per connection read with a
-// deadline (a slow or silent client cannot hold the server), bodies capped at body_limit (default 1 MiB, 413 beyond),
-// every request answered by `handler` (called on the server thread). The bound address (with the port the kernel chose
-// for ":0") is written to `port_file` when given.
+// (/healthz, /metrics; and the HTTP push receiver). One request per connection read with a 5 s
+// deadline (a slow or silent client cannot hold the server), bodies capped at body_limit (default
+// 1 MiB, 413 beyond), every request answered by `handler` (called on the server thread). At most
+// kMaxListenerConnections connections at once; out of descriptors it pauses (accept_loop.h).
 
 #include <cstddef>
 #include <functional>

@@ -18,6 +18,7 @@
 #include <map>
 #include <stdexcept>
 
+#include "agent/events/accept_loop.h"
 #include "agent/web/login_throttle.h"
 #include "shared/base64.h"
 #include "shared/net.h"
@@ -85,6 +86,7 @@ struct WebServer::Impl {
     // After `io`: destroyed (joined) first, while the requests waiting for it still exist.
     net::thread_pool checks{1};
     int pending_checks = 0;  // on the io thread
+    std::string listen;      // web.listen, for the warnings
 
     bool open() const { return users.empty() && !certificates; }
     // On the io thread: everything but the hashing, which the caller does when step.check is set
@@ -294,19 +296,6 @@ net::awaitable<void> serve(tcp::socket socket, WebServer::Impl* impl) {
     co_await stream.async_shutdown(tok);
 }
 
-net::awaitable<void> accept_loop(WebServer::Impl* impl) {
-    for (;;) {
-        boost::system::error_code ec;
-        tcp::socket s = co_await impl->acceptor.async_accept(net::redirect_error(net::use_awaitable, ec));
-        if (ec) {
-            if (ec == net::error::operation_aborted || !impl->acceptor.is_open()) co_return;
-            spdlog::warn("web: accept failed: {}", ec.message());
-            continue;
-        }
-        net::co_spawn(impl->acceptor.get_executor(), serve(std::move(s), impl), net::detached);
-    }
-}
-
 }  // namespace
 
 WebServer::WebServer(const AgentConfig::Web& config, Handler handler) : impl_(std::make_unique<Impl>()) {
@@ -329,6 +318,7 @@ WebServer::WebServer(const AgentConfig::Web& config, Handler handler) : impl_(st
     auto addr = hp ? net::ip::make_address(hp->host, ec) : net::ip::address();
     if (!hp || ec) throw std::runtime_error("web.listen " + config.listen + ": expected IP:port");
     tcp::endpoint ep(addr, hp->port);
+    impl_->listen = config.listen;
     impl_->acceptor.open(ep.protocol(), ec);
     if (!ec) impl_->acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
     if (!ec) impl_->acceptor.bind(ep, ec);
@@ -342,7 +332,11 @@ unsigned short WebServer::port() const { return impl_->acceptor.local_endpoint()
 bool WebServer::tls() const { return impl_->tls.has_value(); }
 
 void WebServer::start() {
-    net::co_spawn(impl_->io, accept_loop(impl_.get()), net::detached);
+    Impl* impl = impl_.get();
+    net::co_spawn(impl->io,
+                  events::accept_loop(impl->acceptor, "web console " + impl->listen, events::kMaxListenerConnections,
+                                      [impl](tcp::socket s) { return serve(std::move(s), impl); }),
+                  net::detached);
     thread_ = std::thread([this] { impl_->io.run(); });
 }
 

@@ -479,10 +479,10 @@ class PushMode(unittest.TestCase):
                 self.assertRegex(p.stderr, pattern)
                 self.assertNotIn("tooShortKey123", p.stderr)
 
-    def push_env(self):
+    def push_env(self, extra_events=""):
         port = free_port()
         url = f"http://127.0.0.1:{port}/dingtalk/events"
-        env = RunEnv(events_yaml=PUSH_YAML.format(port=port),
+        env = RunEnv(events_yaml=PUSH_YAML.format(port=port), extra_events=extra_events,
                      sim_extra=("--push-url", url, "--push-token", PUSH_TOKEN, "--push-aes-key", PUSH_AES_KEY,
                                 "--push-retry-ms", "100", "--push-retry-max-ms", "1000"))
         env.env.update(SIM_PUSH_TOKEN=PUSH_TOKEN, SIM_PUSH_AES_KEY=PUSH_AES_KEY)
@@ -600,6 +600,81 @@ class PushMode(unittest.TestCase):
                 self.assertNotIn(secret, logs, "a push secret in the agent's log or history")
             self.assertIn("check_url answered", logs)
         finally:
+            env.stop()
+
+    def test_connection_flood_and_descriptor_exhaustion(self):
+        """The push receiver faces the internet. A client holding hundreds of connections open gets
+        at most 128 served at once per listener (push, /healthz + /metrics, web console), so the
+        agent keeps descriptors for its own work and /healthz still answers; out of descriptors, the
+        accept loop pauses instead of spinning a core and writing a warning per turn (it wrote
+        83 MB of log in 3 s before); afterwards pushes are accepted and applied again."""
+        import resource
+        web_port = free_port()
+        env, port = self.push_env(extra_events=f'web:\n  listen: "127.0.0.1:{web_port}"\n')
+        socks = []
+
+        def flood(to_port, n):
+            for _ in range(n):
+                socks.append(socket.create_connection(("127.0.0.1", to_port), timeout=10))
+
+        def drop_flood():
+            for s in socks:
+                s.close()
+            socks.clear()
+
+        try:
+            env.start_agent()
+            env.wait_first_full_sync()
+            pushed = lambda: env.sim.admin("GET", "/_sim/events")["push"]["items"]
+            env.wait(lambda: pushed() and all(i["delivered"] for i in pushed()), "check_url answered")
+            env.wait_converged("after the first full sync")
+            pid = env.proc.pid
+            fds = lambda: len(os.listdir(f"/proc/{pid}/fd"))
+            in_use = fds()
+
+            # 300 idle connections each to the push receiver and the web console (the read
+            # deadline, 5 s and 10 s, is far off): 128 served per listener, the rest wait.
+            flood(port, 300)
+            flood(web_port, 300)
+            time.sleep(1)
+            held = fds() - in_use
+            self.assertLessEqual(held, 2 * 128 + 8, f"{held} descriptors taken by 600 idle connections")
+            self.assertGreaterEqual(held, 2 * 128 - 8, "the connections were not being served at all")
+            with urllib.request.urlopen(f"http://127.0.0.1:{env.metrics_port()}/healthz", timeout=10) as r:
+                self.assertEqual(r.status, 200, "/healthz while the other listeners are full")
+            log = env.agent_log()
+            self.assertEqual(log.count("connections open, the most served at once"), 2, log[-2000:])
+            drop_flood()
+            env.wait(lambda: fds() <= in_use + 4, "the agent to close the flood's connections", timeout=20)
+
+            # Out of descriptors: 20 left, 60 connections.
+            soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (fds() + 20, hard))
+            try:
+                flood(port, 60)
+                time.sleep(0.5)
+
+                def cpu_s():
+                    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+                cpu0, log0 = cpu_s(), len(env.agent_log())
+                time.sleep(3)
+                cpu, grown = cpu_s() - cpu0, len(env.agent_log()) - log0
+                self.assertLess(cpu, 1.0, f"the agent used {cpu:.2f} s of CPU in 3 s with its descriptors gone")
+                self.assertLess(grown, 4096, f"the log grew {grown} bytes in 3 s")
+                self.assertIn("Too many open files; pausing new connections for 100 ms", env.agent_log())
+                drop_flood()
+            finally:
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+
+            # Serving as before: a change pushed by DingTalk (the simulator) is applied.
+            env.sim.admin("POST", "/_sim/user/create", {"userid": "after-flood-1", "name": "After Flood",
+                                                        "dept_id_list": [1]})
+            env.wait(lambda: all(i["delivered"] for i in pushed()), "the push after the flood answered")
+            env.wait_converged("the user created after the flood")
+        finally:
+            drop_flood()
             env.stop()
 
 

@@ -1,0 +1,75 @@
+#include "agent/events/accept_loop.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <cerrno>
+#include <exception>
+#include <memory>
+
+namespace dingbridge::agent::events {
+
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+namespace {
+
+// Accepting with resources short: waiting frees them (connections end), retrying at once does not.
+bool out_of_resources(const boost::system::error_code& ec) {
+    const int e = ec.value();
+    return ec.category() == boost::system::system_category() &&
+           (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM);
+}
+
+}  // namespace
+
+// Connections being served, and the loop's wait for one of them to end (one io thread: no locks).
+// Not in the anonymous namespace: the loop's coroutine frame holds one (-Wsubobject-linkage).
+struct AcceptState {
+    explicit AcceptState(const net::any_io_executor& ex) : freed(ex) {}
+    std::size_t open = 0;
+    net::steady_timer freed;  // waited on at the limit; cancelled when a connection ends
+    void release() {
+        --open;
+        freed.cancel();
+    }
+};
+
+net::awaitable<void> accept_loop(tcp::acceptor& acceptor, std::string who, std::size_t max_connections,
+                                 ServeConnection serve) {
+    const auto ex = acceptor.get_executor();
+    auto state = std::make_shared<AcceptState>(ex);
+    net::steady_timer pause(ex);
+    ThrottledWarning at_limit, short_of, failed;
+    for (;;) {
+        boost::system::error_code ec;
+        auto tok = net::redirect_error(net::use_awaitable, ec);
+        if (state->open >= max_connections) {
+            at_limit.warn("{}: {} connections open, the most served at once; new ones wait", who, state->open);
+            state->freed.expires_at(net::steady_timer::time_point::max());
+            co_await state->freed.async_wait(tok);  // ends when release() cancels it
+            if (!acceptor.is_open()) co_return;
+            continue;
+        }
+        tcp::socket s = co_await acceptor.async_accept(tok);
+        if (ec) {
+            if (ec == net::error::operation_aborted || !acceptor.is_open()) co_return;
+            if (out_of_resources(ec)) {
+                short_of.warn("{}: accept failed: {}; pausing new connections for 100 ms", who, ec.message());
+                pause.expires_after(std::chrono::milliseconds(100));
+                co_await pause.async_wait(tok);
+            } else {
+                failed.warn("{}: accept failed: {}", who, ec.message());
+            }
+            continue;
+        }
+        ++state->open;
+        // The completion handler runs however the connection's coroutine ends (an exception
+        // included), so the count cannot leak; it is not called when the io_context is destroyed
+        // first, and then nothing counts any more.
+        net::co_spawn(ex, serve(std::move(s)), [state](std::exception_ptr) { state->release(); });
+    }
+}
+
+}  // namespace dingbridge::agent::events
