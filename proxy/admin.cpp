@@ -14,6 +14,10 @@
 
 namespace dingbridge::proxy {
 
+namespace {
+thread_local AdminServer* t_admin = nullptr;  // the server whose loop this thread runs
+}  // namespace
+
 AdminServer::AdminServer(const std::string& address, SharedState& shared) : shared_(shared) {
     auto hp = split_host_port(address, true);
     if (!hp) throw std::runtime_error("invalid admin address " + address);
@@ -44,6 +48,10 @@ AdminServer::AdminServer(const std::string& address, SharedState& shared) : shar
         sock = evhttp_bind_socket_with_handle(http_, hp->host.c_str(), port);
     }
     if (sock == nullptr) throw std::runtime_error("cannot listen on admin address " + address);
+    listener_ = evhttp_bound_socket_get_listener(sock);
+    resume_accept_ = evtimer_new(base_, &AdminServer::on_resume_accept, this);
+    if (!resume_accept_) throw std::runtime_error("cannot create admin HTTP server");
+    evconnlistener_set_error_cb(listener_, &AdminServer::on_accept_error);
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
     getsockname(evhttp_bound_socket_get_fd(sock), reinterpret_cast<sockaddr*>(&ss), &len);
@@ -51,14 +59,36 @@ AdminServer::AdminServer(const std::string& address, SharedState& shared) : shar
     const std::uint16_t bound_port = port_of(reinterpret_cast<sockaddr*>(&ss));
     bound_ = (ip && !ip->is_v4() ? "[" + ip->to_string() + "]" : (ip ? ip->to_string() : hp->host)) + ":" +
              std::to_string(bound_port);
-    thread_ = std::thread([this] { event_base_dispatch(base_); });
+    thread_ = std::thread([this] {
+        t_admin = this;
+        event_base_dispatch(base_);
+    });
 }
 
 AdminServer::~AdminServer() {
     if (base_) event_base_loopexit(base_, nullptr);
     if (thread_.joinable()) thread_.join();
+    if (resume_accept_) event_free(resume_accept_);
     if (http_) evhttp_free(http_);
     if (base_) event_base_free(base_);
+}
+
+void AdminServer::on_accept_error(evconnlistener* listener, void*) {
+    // The listener's argument is evhttp's own; this thread runs only this server's loop.
+    AdminServer* self = t_admin;
+    const int err = EVUTIL_SOCKET_ERROR();
+    if (self && (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM)) {
+        self->accept_failed_.warn("admin: accept failed ({}); pausing new connections for 100 ms", std::strerror(err));
+        evconnlistener_disable(listener);
+        timeval tv{0, 100 * 1000};
+        evtimer_add(self->resume_accept_, &tv);
+        return;
+    }
+    if (self) self->accept_failed_.warn("admin: accept failed: {}", std::strerror(err));
+}
+
+void AdminServer::on_resume_accept(evutil_socket_t, short, void* arg) {
+    evconnlistener_enable(static_cast<AdminServer*>(arg)->listener_);
 }
 
 void AdminServer::on_request(evhttp_request* req, void* arg) {

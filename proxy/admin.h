@@ -5,11 +5,13 @@
 
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 
 #include <string>
 #include <thread>
 
 #include "proxy/worker.h"
+#include "shared/log.h"
 
 namespace dingbridge::proxy {
 
@@ -25,10 +27,17 @@ public:
 
 private:
     static void on_request(evhttp_request* req, void* arg);
+    // Out of descriptors, evhttp's listener would retry accept at once, for ever (one warning a
+    // turn): it pauses 100 ms instead, like the workers' listeners.
+    static void on_accept_error(evconnlistener* listener, void* arg);
+    static void on_resume_accept(evutil_socket_t, short, void* arg);
 
     SharedState& shared_;
     event_base* base_ = nullptr;
     evhttp* http_ = nullptr;
+    evconnlistener* listener_ = nullptr;  // evhttp's, for the pause
+    event* resume_accept_ = nullptr;
+    ThrottledWarning accept_failed_;  // on the admin thread
     std::string bound_;
     std::thread thread_;
 };

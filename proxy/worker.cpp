@@ -180,14 +180,14 @@ void Worker::on_accept_error(evconnlistener*, void* arg) {
     const int err = EVUTIL_SOCKET_ERROR();
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
         // Out of descriptors: stop accepting for a moment instead of spinning on the error.
-        spdlog::warn("accept failed ({}); pausing new connections for 100 ms", std::strerror(err));
+        self->accept_failed_.warn("accept failed ({}); pausing new connections for 100 ms", std::strerror(err));
         for (auto& s : self->listeners_)
             if (s->listener) evconnlistener_disable(s->listener);
         timeval tv{0, 100 * 1000};
         evtimer_add(self->resume_accept_, &tv);
         return;
     }
-    spdlog::warn("accept failed: {}", std::strerror(err));
+    self->accept_failed_.warn("accept failed: {}", std::strerror(err));
 }
 
 void Worker::on_resume_accept(evutil_socket_t, short, void* arg) {

@@ -26,6 +26,7 @@
 #include "proxy/socket_relay.h"
 #include "proxy/verifier.h"
 #include "shared/auth_throttle.h"
+#include "shared/log.h"
 
 namespace dingbridge::proxy {
 
@@ -110,6 +111,7 @@ private:
     evdns_base* dns_ = nullptr;
     event* reap_event_ = nullptr;
     event* resume_accept_ = nullptr;
+    ThrottledWarning accept_failed_;  // out of descriptors: one warning a minute, not ten a second
     event* stop_event_ = nullptr;
     event* stop_accepting_event_ = nullptr;
     event* inbox_event_ = nullptr;

@@ -8,8 +8,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+#include <cstddef>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "shared/json_escape.h"
 
@@ -47,5 +50,33 @@ private:
 };
 
 bool valid_log_level(const std::string& level);
+
+// A warning that can repeat as fast as an attacker makes it (an accept failing for want of
+// descriptors) logged at most once per `every`, then with the count of those left out. Not
+// thread-safe: one per thread or per event loop.
+class ThrottledWarning {
+public:
+    explicit ThrottledWarning(std::chrono::steady_clock::duration every = std::chrono::minutes(1)) : every_(every) {}
+    template <class... Args>
+    void warn(spdlog::format_string_t<Args...> fmt, Args&&... args) {
+        const auto now = std::chrono::steady_clock::now();
+        if (logged_ && now - last_ < every_) {
+            ++left_out_;
+            return;
+        }
+        std::string text = fmt::format(fmt, std::forward<Args>(args)...);
+        if (left_out_ > 0) text += fmt::format(" ({} more like this since the last one)", left_out_);
+        spdlog::warn("{}", text);
+        logged_ = true;
+        last_ = now;
+        left_out_ = 0;
+    }
+
+private:
+    std::chrono::steady_clock::duration every_;
+    std::chrono::steady_clock::time_point last_{};
+    bool logged_ = false;
+    std::size_t left_out_ = 0;
+};
 
 }  // namespace dingbridge

@@ -8,6 +8,8 @@
 #include <exception>
 #include <memory>
 
+#include "shared/log.h"
+
 namespace dingbridge::agent::events {
 
 namespace net = boost::asio;
