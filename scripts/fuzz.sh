@@ -28,6 +28,7 @@ TARGETS=(
   "tests/fuzz/config_fuzz:tests/fuzz/corpus/config"               # proxy: configuration loader
   "tests/fuzz/dingtalk_parse_fuzz:tests/fuzz/corpus/dingtalk_parse"  # agent: DingTalk responses
   "tests/fuzz/mapping_fuzz:tests/fuzz/corpus/mapping"             # agent: mapping.yaml loader
+  "tests/fuzz/events_fuzz:tests/fuzz/corpus/events"               # agent: push requests, events, stream frames
 )
 names=()
 for t in "${TARGETS[@]}"; do names+=("$(basename "${t%%:*}")"); done
