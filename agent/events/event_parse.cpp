@@ -73,6 +73,10 @@ bool valid_id(const std::string& s) {
 std::string json_quote(std::string_view s) { return "\"" + json_escape(std::string(s)) + "\""; }
 
 std::optional<StreamFrame> parse_stream_frame(std::string_view text, std::string& error) {
+    if (text.empty()) {  // also a view without data: simdjson would copy from a null pointer
+        error = "empty frame";
+        return std::nullopt;
+    }
     dom::element root;
     if (auto e = parser().parse(text.data(), text.size()).get(root); e) {
         error = std::string("not JSON: ") + simdjson::error_message(e);
@@ -106,6 +110,10 @@ std::optional<StreamFrame> parse_stream_frame(std::string_view text, std::string
 }
 
 bool parse_event_payload(std::string_view json, JournalEvent& e, std::string& error) {
+    if (json.empty()) {  // as in parse_stream_frame
+        error = "empty event payload";
+        return false;
+    }
     dom::element root;
     if (auto err = parser().parse(json.data(), json.size()).get(root); err) {
         error = std::string("event payload is not JSON: ") + simdjson::error_message(err);

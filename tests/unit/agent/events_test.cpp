@@ -51,6 +51,12 @@ BOOST_AUTO_TEST_CASE(push_payload_pascal_case_and_bad_input) {
     BOOST_TEST(!parse_event_payload(R"({"EventType":"user_add_org","UserId":["a\"b"]})", quote, error));
     BOOST_TEST(!parse_stream_frame(R"({"type":"EVENT","headers":{}})", error).has_value());
     BOOST_TEST(!parse_stream_frame("[1,2]", error).has_value());
+    // Empty, and a view without data (events_fuzz found simdjson copying from a null pointer).
+    JournalEvent empty;
+    BOOST_TEST(!parse_event_payload(std::string_view{}, empty, error));
+    BOOST_TEST(error == "empty event payload");
+    BOOST_TEST(!parse_stream_frame(std::string_view{}, error).has_value());
+    BOOST_TEST(error == "empty frame");
 }
 
 BOOST_AUTO_TEST_CASE(ack_frame_is_json_with_data_as_string) {
