@@ -77,7 +77,7 @@ void AdminServer::on_accept_error(evconnlistener* listener, void*) {
     // The listener's argument is evhttp's own; this thread runs only this server's loop.
     AdminServer* self = t_admin;
     const int err = EVUTIL_SOCKET_ERROR();
-    if (self && (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM)) {
+    if (self && accept_out_of_resources(err)) {
         self->accept_failed_.warn("admin: accept failed ({}); pausing new connections for 100 ms", std::strerror(err));
         evconnlistener_disable(listener);
         timeval tv{0, 100 * 1000};

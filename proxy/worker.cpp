@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "proxy/tunnel.h"
+#include "shared/net.h"
 
 namespace dingbridge::proxy {
 
@@ -178,7 +179,7 @@ void Worker::on_accept_error(evconnlistener*, void* arg) {
     auto* slot = static_cast<ListenerSlot*>(arg);
     Worker* self = slot->worker;
     const int err = EVUTIL_SOCKET_ERROR();
-    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+    if (accept_out_of_resources(err)) {
         // Out of descriptors: stop accepting for a moment instead of spinning on the error.
         self->accept_failed_.warn("accept failed ({}); pausing new connections for 100 ms", std::strerror(err));
         for (auto& s : self->listeners_)

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include <cctype>
+#include <cerrno>
 #include <cstring>
 
 namespace dingbridge {
@@ -264,5 +265,7 @@ bool is_valid_hostname(std::string_view host) {
     }
     return true;
 }
+
+bool accept_out_of_resources(int err) { return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM; }
 
 }  // namespace dingbridge

@@ -91,4 +91,9 @@ std::optional<HostPort> split_host_port(std::string_view text, bool allow_port_z
 // normalization) whose last label is not all-numeric — such names are address spellings, not names.
 bool is_valid_hostname(std::string_view host);
 
+// An accept(2) error that retrying at once cannot cure (out of descriptors or kernel memory): the
+// connection stays queued, so a listener must pause instead of spinning. Used by the proxy's
+// listeners and the agent's HTTP listeners.
+bool accept_out_of_resources(int err);
+
 }  // namespace dingbridge

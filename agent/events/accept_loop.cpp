@@ -4,27 +4,16 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <cerrno>
 #include <exception>
 #include <memory>
 
 #include "shared/log.h"
+#include "shared/net.h"
 
 namespace dingbridge::agent::events {
 
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
-
-namespace {
-
-// Accepting with resources short: waiting frees them (connections end), retrying at once does not.
-bool out_of_resources(const boost::system::error_code& ec) {
-    const int e = ec.value();
-    return ec.category() == boost::system::system_category() &&
-           (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM);
-}
-
-}  // namespace
 
 // Connections being served, and the loop's wait for one of them to end (one io thread: no locks).
 // Not in the anonymous namespace: the loop's coroutine frame holds one (-Wsubobject-linkage).
@@ -57,7 +46,7 @@ net::awaitable<void> accept_loop(tcp::acceptor& acceptor, std::string who, std::
         tcp::socket s = co_await acceptor.async_accept(tok);
         if (ec) {
             if (ec == net::error::operation_aborted || !acceptor.is_open()) co_return;
-            if (out_of_resources(ec)) {
+            if (ec.category() == boost::system::system_category() && accept_out_of_resources(ec.value())) {
                 short_of.warn("{}: accept failed: {}; pausing new connections for 100 ms", who, ec.message());
                 pause.expires_after(std::chrono::milliseconds(100));
                 co_await pause.async_wait(tok);

@@ -33,11 +33,6 @@ CREATE TABLE IF NOT EXISTS agent_state (key TEXT PRIMARY KEY, value TEXT NOT NUL
 
 }  // namespace
 
-std::int64_t now_ms() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
-
 void failpoint(const char* name) {
     static const char* armed = std::getenv("DINGBRIDGE_AGENT_FAILPOINT");
     if (armed && std::strcmp(armed, name) == 0) ::raise(SIGKILL);

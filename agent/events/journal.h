@@ -6,6 +6,7 @@
 // key/value table (last full sync, quota state). Each thread opens its own Journal (one sqlite
 // connection each; WAL + busy timeout make them cooperate). Errors are values.
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -61,7 +62,10 @@ private:
     sqlite3* db_ = nullptr;
 };
 
-std::int64_t now_ms();
+inline std::int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
 
 // Test failpoint (crash-safety tests): when DINGBRIDGE_AGENT_FAILPOINT equals `name`, the
 // process kills itself with SIGKILL right there, as a crash or `kill -9` would.

@@ -11,7 +11,6 @@
 //   any mode: both parts also go to the stream frame and the event payload parsers.
 #include <spdlog/spdlog.h>
 
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -21,14 +20,6 @@
 #include "agent/events/journal.h"
 #include "agent/events/push.h"
 #include "shared/dingtalk_crypto.h"
-
-// The receiver's clock lives in journal.cpp with the SQLite journal, which this target leaves out.
-namespace dingbridge::agent::events {
-std::int64_t now_ms() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
-}  // namespace dingbridge::agent::events
 
 namespace {
 
