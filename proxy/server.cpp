@@ -143,9 +143,18 @@ std::size_t Server::open_connections() const {
 }
 
 std::size_t Server::drain(std::chrono::milliseconds grace) {
-    shared_.draining = true;
     for (auto& w : workers_) w->stop_accepting();
     const auto deadline = std::chrono::steady_clock::now() + grace;
+    // /healthz turns 503 only once every listener is closed, so a client that saw "draining" is
+    // never accepted afterwards (the workers close them on their own threads, within a loop turn).
+    const auto closed = [this] {
+        for (const auto& w : workers_)
+            if (!w->stopped_accepting()) return false;
+        return true;
+    };
+    while (!closed() && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    shared_.draining = true;
     std::size_t open = open_connections();
     while (open > 0 && std::chrono::steady_clock::now() < deadline) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <chrono>
 #include <cstring>
 #include <ctime>
@@ -81,7 +82,20 @@ void Worker::start() {
 
 void Worker::stop() { event_active(stop_event_, EV_READ, 0); }
 
-void Worker::stop_accepting() { event_active(stop_accepting_event_, EV_READ, 0); }
+void Worker::stop_accepting() {
+    // Test failpoint: workers that get to the drain half a second late, as on a loaded host, for
+    // the test that /healthz turns 503 only once every listener is closed.
+    static const bool late = [] {
+        const char* armed = std::getenv("DINGBRIDGE_PROXY_FAILPOINT");
+        return armed != nullptr && std::strcmp(armed, "late-stop-accepting") == 0;
+    }();
+    if (late) {
+        const timeval half_second{0, 500000};
+        event_add(stop_accepting_event_, &half_second);
+        return;
+    }
+    event_active(stop_accepting_event_, EV_READ, 0);
+}
 
 void Worker::join() {
     if (thread_.joinable()) thread_.join();
@@ -103,6 +117,7 @@ void Worker::on_stop_accepting(evutil_socket_t, short, void* arg) {
         if (slot->listener) evconnlistener_free(slot->listener);  // closes the socket: no new clients
         slot->listener = nullptr;
     }
+    self->stopped_accepting_.store(true, std::memory_order_release);
     // Throttled replies held for auth_failures.reply_delay go out now rather than hold up the drain.
     const std::vector<Tunnel*> open(self->live_.begin(), self->live_.end());
     for (Tunnel* t : open) t->end_reply_delay();

@@ -61,7 +61,9 @@ public:
     void add_listener(int fd, unsigned index);
     void start();
     void stop();            // thread-safe; returns from the loop (open tunnels are freed on destruction)
-    void stop_accepting();  // thread-safe; closes the listening sockets (drain)
+    void stop_accepting();  // thread-safe; closes the listening sockets (drain) soon, on the loop thread
+    // True once stop_accepting's work has run: this worker's listening sockets are closed.
+    bool stopped_accepting() const { return stopped_accepting_.load(std::memory_order_acquire); }
     void join();
 
     event_base* base() { return base_; }
@@ -114,6 +116,7 @@ private:
     ThrottledWarning accept_failed_;  // out of descriptors: one warning a minute, not ten a second
     event* stop_event_ = nullptr;
     event* stop_accepting_event_ = nullptr;
+    std::atomic<bool> stopped_accepting_{false};
     event* inbox_event_ = nullptr;
     std::mutex inbox_mutex_;
     std::vector<std::function<void()>> inbox_;

@@ -517,6 +517,46 @@ tenants:
         self.assertEqual(self.proxy.proc.wait(10), 0)
         self.assertIn("dingbridge-proxy stopped", self.proxy.stderr_text())
 
+    def test_healthz_turns_503_only_once_every_listener_is_closed(self):
+        # A load balancer that saw "503 draining" must not get a client accepted afterwards. Each
+        # worker closes its own SO_REUSEPORT socket on its own thread; /healthz used to say
+        # "draining" before they all had (CI, sanitizer build: a client accepted after the 503).
+        # The failpoint makes the workers half a second late, as a loaded host can.
+        work = harness.Workdir()
+        try:
+            proxy = harness.Proxy(work.path, self.config(f'["127.0.0.1:{self.echo.port}"]'),
+                                  prefix=("env", "DINGBRIDGE_PROXY_FAILPOINT=late-stop-accepting"))
+            try:
+                live, status, _, _ = open_tunnel(proxy.host, proxy.port, f"127.0.0.1:{self.echo.port}", f"agent:{PASSWORD}")
+                self.assertEqual(status, 200)  # keeps the proxy draining while the test probes
+                proxy.proc.send_signal(signal.SIGTERM)
+                deadline = time.time() + 10
+                while healthz(proxy) != 503:
+                    self.assertLess(time.time(), deadline)
+                    time.sleep(0.01)
+                accepted = 0
+                for _ in range(16):  # SO_REUSEPORT spreads them over both workers' sockets
+                    try:
+                        c = socket.create_connection((proxy.host, proxy.port), timeout=2)
+                    except OSError:
+                        continue  # refused: every listener is closed
+                    try:
+                        c.sendall(b"CONNECT 127.0.0.1:1 HTTP/1.1\r\n\r\n")
+                        if c.recv(1):
+                            accepted += 1
+                    except OSError:
+                        pass  # reset: it was in a closing listener's queue
+                    finally:
+                        c.close()
+                self.assertEqual(accepted, 0, "clients accepted after /healthz said draining")
+                self.assertEqual(self.roundtrip(live, b"during drain"), b"during drain")
+                live.close()
+                self.assertEqual(proxy.proc.wait(10), 0)
+            finally:
+                proxy.stop()
+        finally:
+            work.cleanup()
+
 
 class TlsCertificateReload(unittest.TestCase):
     def test_sighup_swaps_the_listener_certificate_for_new_connections(self):
