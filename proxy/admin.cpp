@@ -30,6 +30,7 @@ AdminServer::AdminServer(const std::string& address, SharedState& shared) : shar
     evhttp_set_max_body_size(http_, 0);
     evhttp_set_timeout(http_, 10);
     evhttp_set_gencb(http_, &AdminServer::on_request, this);
+    evhttp_set_bevcb(http_, &AdminServer::on_new_connection, this);
     evhttp_bound_socket* sock = nullptr;
     if (auto ip = IpAddress::parse(hp->host)) {
         // Bound here rather than by evhttp, so that a failure says why (e.g. address in use).
@@ -69,17 +70,19 @@ AdminServer::~AdminServer() {
     if (base_) event_base_loopexit(base_, nullptr);
     if (thread_.joinable()) thread_.join();
     if (resume_accept_) event_free(resume_accept_);
+    listener_ = nullptr;  // evhttp_free frees it before its connections, whose close callbacks follow
     if (http_) evhttp_free(http_);
     if (base_) event_base_free(base_);
 }
 
-void AdminServer::on_accept_error(evconnlistener* listener, void*) {
+void AdminServer::on_accept_error(evconnlistener*, void*) {
     // The listener's argument is evhttp's own; this thread runs only this server's loop.
     AdminServer* self = t_admin;
     const int err = EVUTIL_SOCKET_ERROR();
     if (self && accept_out_of_resources(err)) {
         self->accept_failed_.warn("admin: accept failed ({}); pausing new connections for 100 ms", std::strerror(err));
-        evconnlistener_disable(listener);
+        self->paused_ = true;
+        self->update_listener();
         timeval tv{0, 100 * 1000};
         evtimer_add(self->resume_accept_, &tv);
         return;
@@ -88,7 +91,61 @@ void AdminServer::on_accept_error(evconnlistener* listener, void*) {
 }
 
 void AdminServer::on_resume_accept(evutil_socket_t, short, void* arg) {
-    evconnlistener_enable(static_cast<AdminServer*>(arg)->listener_);
+    auto* self = static_cast<AdminServer*>(arg);
+    self->paused_ = false;
+    self->update_listener();
+}
+
+void AdminServer::update_listener() {
+    if (listener_ == nullptr) return;
+    if (paused_ || open_ >= kMaxAdminConnections) {
+        evconnlistener_disable(listener_);
+    } else {
+        evconnlistener_enable(listener_);
+    }
+}
+
+bufferevent* AdminServer::on_new_connection(event_base* base, void* arg) {
+    auto* self = static_cast<AdminServer*>(arg);
+    // What evhttp makes itself without this callback.
+    bufferevent* bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (bev == nullptr) return nullptr;  // evhttp tries once more, uncounted (out of memory)
+    // evhttp sets the connection as the bufferevent's callback argument only after this returns:
+    // look it up in a moment. The extra reference keeps the bufferevent valid until then, even
+    // if evhttp drops the connection at once.
+    bufferevent_incref(bev);
+    if (event_base_once(base, -1, EV_TIMEOUT, &AdminServer::watch_connection, bev, nullptr) != 0) {
+        bufferevent_decref(bev);
+        return bev;  // served, uncounted (out of memory)
+    }
+    if (++self->open_ == kMaxAdminConnections) {
+        self->at_limit_.warn("admin: {} connections open, the most served at once; new ones wait",
+                             kMaxAdminConnections);
+    }
+    self->update_listener();
+    return bev;
+}
+
+void AdminServer::watch_connection(evutil_socket_t, short, void* arg) {
+    auto* bev = static_cast<bufferevent*>(arg);
+    AdminServer* self = t_admin;
+    bufferevent_event_cb event_cb = nullptr;
+    void* connection = nullptr;
+    bufferevent_getcb(bev, nullptr, nullptr, &event_cb, &connection);
+    if (event_cb != nullptr && connection != nullptr) {
+        evhttp_connection_set_closecb(static_cast<evhttp_connection*>(connection), &AdminServer::on_connection_closed,
+                                      self);
+    } else {
+        on_connection_closed(nullptr, self);  // already freed by evhttp (its callbacks are cleared)
+    }
+    bufferevent_decref(bev);
+}
+
+void AdminServer::on_connection_closed(evhttp_connection*, void* arg) {
+    auto* self = static_cast<AdminServer*>(arg);
+    if (self == nullptr || self->open_ == 0) return;
+    --self->open_;
+    self->update_listener();
 }
 
 void AdminServer::on_request(evhttp_request* req, void* arg) {

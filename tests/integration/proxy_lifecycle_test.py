@@ -178,6 +178,78 @@ tenants:
             work.cleanup()
 
 
+class AdminConnectionLimit(unittest.TestCase):
+    def test_idle_admin_connections_cannot_take_the_descriptors(self):
+        """evhttp (libevent 2.1) has no connection limit: 300 idle connections to the admin port
+        held 300 descriptors, each for up to evhttp's 10 s timeout, and a client could keep that
+        up (a share of the descriptors the tunnels' budget counted on). Now at most 64 are served at once; the rest wait in the kernel's backlog, and each
+        connection that ends, after a reply or closed by its client, makes room for the next."""
+        work = harness.Workdir()
+        socks = []
+        try:
+            proxy = harness.Proxy(work.path, """
+listeners: ["127.0.0.1:0"]
+workers: 1
+admin:
+  address: "127.0.0.1:0"
+tenants:
+  - name: open
+    allow_without_credentials: true
+    source_networks: ["127.0.0.0/8"]
+    destinations: ["127.0.0.1:1"]
+    allow_internal_networks: ["127.0.0.0/8"]
+""")
+            pid = proxy.proc.pid
+            admin = admin_address(proxy)
+            host, port = admin.rsplit(":", 1)
+
+            def healthz(timeout=10):
+                with urllib.request.urlopen(f"http://{admin}/healthz", timeout=timeout) as r:
+                    return r.status
+
+            # Served connections are released when they end: many more requests than the limit,
+            # one connection each (urllib closes it), all answered.
+            for _ in range(150):
+                self.assertEqual(healthz(), 200)
+            base = len(os.listdir(f"/proc/{pid}/fd"))
+            # 150: the served ones and the listen backlog (128) take them all without a wait.
+            for _ in range(150):
+                socks.append(socket.create_connection((host, int(port)), timeout=10))
+            time.sleep(1)
+            held = len(os.listdir(f"/proc/{pid}/fd")) - base
+            self.assertLessEqual(held, 64, f"{held} descriptors taken by 150 idle admin connections")
+            self.assertGreaterEqual(held, 60, f"only {held} idle admin connections served")
+            log = proxy.stderr_text()
+            self.assertEqual(log.count("admin: 64 connections open, the most served at once"), 1, log[-2000:])
+            # Clients that give up make room at once, not after evhttp's timeout.
+            for s in socks:
+                s.close()
+            socks.clear()
+            started = time.monotonic()
+            self.assertEqual(healthz(timeout=5), 200)
+            self.assertLess(time.monotonic() - started, 5)
+            # Tunnels were never affected.
+            s, status, _, _ = open_tunnel(proxy.host, proxy.port, "127.0.0.1:1", None, timeout=10)
+            s.close()
+            self.assertEqual(status, 502)
+            # Stopping with admin connections open: their close callbacks run after the listener
+            # is gone (clean under the sanitizers).
+            for _ in range(10):
+                socks.append(socket.create_connection((host, int(port)), timeout=10))
+            time.sleep(0.3)
+            proxy.proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proxy.proc.wait(20), 0)
+            err = proxy.stderr_text()
+            self.assertNotIn("LeakSanitizer", err)
+            self.assertNotIn("ERROR: AddressSanitizer", err)
+            self.assertNotIn("runtime error", err)
+            proxy.stop()
+        finally:
+            for s in socks:
+                s.close()
+            work.cleanup()
+
+
 class OutOfDescriptors(unittest.TestCase):
     def test_listeners_pause_instead_of_spinning(self):
         """With its descriptors used up, accept fails and the connection stays in the backlog:
