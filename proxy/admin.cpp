@@ -38,7 +38,7 @@ AdminServer::AdminServer(const std::string& address, SharedState& shared) : shar
         const int fd = socket(want.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         int one = 1;
         if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (fd < 0 || ::bind(fd, want.get(), want.length) != 0 || ::listen(fd, 128) != 0) {
+        if (fd < 0 || ::bind(fd, want.get(), want.length) != 0 || ::listen(fd, kAdminBacklog) != 0) {
             const int err = errno;
             if (fd >= 0) ::close(fd);
             throw std::runtime_error("cannot listen on admin address " + address + ": " + std::strerror(err));
@@ -70,19 +70,17 @@ AdminServer::~AdminServer() {
     if (base_) event_base_loopexit(base_, nullptr);
     if (thread_.joinable()) thread_.join();
     if (resume_accept_) event_free(resume_accept_);
-    listener_ = nullptr;  // evhttp_free frees it before its connections, whose close callbacks follow
     if (http_) evhttp_free(http_);
     if (base_) event_base_free(base_);
 }
 
-void AdminServer::on_accept_error(evconnlistener*, void*) {
+void AdminServer::on_accept_error(evconnlistener* listener, void*) {
     // The listener's argument is evhttp's own; this thread runs only this server's loop.
     AdminServer* self = t_admin;
     const int err = EVUTIL_SOCKET_ERROR();
     if (self && accept_out_of_resources(err)) {
         self->accept_failed_.warn("admin: accept failed ({}); pausing new connections for 100 ms", std::strerror(err));
-        self->paused_ = true;
-        self->update_listener();
+        evconnlistener_disable(listener);
         timeval tv{0, 100 * 1000};
         evtimer_add(self->resume_accept_, &tv);
         return;
@@ -91,61 +89,55 @@ void AdminServer::on_accept_error(evconnlistener*, void*) {
 }
 
 void AdminServer::on_resume_accept(evutil_socket_t, short, void* arg) {
-    auto* self = static_cast<AdminServer*>(arg);
-    self->paused_ = false;
-    self->update_listener();
+    evconnlistener_enable(static_cast<AdminServer*>(arg)->listener_);
 }
 
-void AdminServer::update_listener() {
-    if (listener_ == nullptr) return;
-    if (paused_ || open_ >= kMaxAdminConnections) {
-        evconnlistener_disable(listener_);
-    } else {
-        evconnlistener_enable(listener_);
-    }
-}
-
-bufferevent* AdminServer::on_new_connection(event_base* base, void* arg) {
-    auto* self = static_cast<AdminServer*>(arg);
+bufferevent* AdminServer::on_new_connection(event_base* base, void*) {
     // What evhttp makes itself without this callback.
     bufferevent* bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (bev == nullptr) return nullptr;  // evhttp tries once more, uncounted (out of memory)
-    // evhttp sets the connection as the bufferevent's callback argument only after this returns:
-    // look it up in a moment. The extra reference keeps the bufferevent valid until then, even
-    // if evhttp drops the connection at once.
+    if (bev == nullptr) return nullptr;  // evhttp tries once more, untracked (out of memory)
+    // evhttp makes its connection the bufferevent's callback argument after this returns: look it
+    // up in a moment, in this loop turn. The extra reference keeps the bufferevent valid until
+    // then, even if evhttp drops the connection at once.
     bufferevent_incref(bev);
     if (event_base_once(base, -1, EV_TIMEOUT, &AdminServer::watch_connection, bev, nullptr) != 0) {
-        bufferevent_decref(bev);
-        return bev;  // served, uncounted (out of memory)
+        bufferevent_decref(bev);  // served, untracked (out of memory)
     }
-    if (++self->open_ == kMaxAdminConnections) {
-        self->at_limit_.warn("admin: {} connections open, the most served at once; new ones wait",
-                             kMaxAdminConnections);
-    }
-    self->update_listener();
     return bev;
 }
 
 void AdminServer::watch_connection(evutil_socket_t, short, void* arg) {
     auto* bev = static_cast<bufferevent*>(arg);
-    AdminServer* self = t_admin;
     bufferevent_event_cb event_cb = nullptr;
     void* connection = nullptr;
     bufferevent_getcb(bev, nullptr, nullptr, &event_cb, &connection);
-    if (event_cb != nullptr && connection != nullptr) {
-        evhttp_connection_set_closecb(static_cast<evhttp_connection*>(connection), &AdminServer::on_connection_closed,
-                                      self);
-    } else {
-        on_connection_closed(nullptr, self);  // already freed by evhttp (its callbacks are cleared)
-    }
     bufferevent_decref(bev);
+    AdminServer* self = t_admin;
+    // Freed by evhttp already: bufferevent_free cleared its callbacks.
+    if (self == nullptr || event_cb == nullptr || connection == nullptr) return;
+    auto* evcon = static_cast<evhttp_connection*>(connection);
+    // Every way evhttp ends a server connection runs this (evhttp_connection_free, or the reset
+    // before it), so no pointer in connections_ outlives its connection.
+    evhttp_connection_set_closecb(evcon, &AdminServer::on_connection_closed, self);
+    self->connections_.push_back(evcon);
+    if (self->connections_.size() > kMaxAdminConnections) {
+        evhttp_connection* oldest = self->connections_.front();
+        self->connections_.pop_front();
+        evhttp_connection_set_closecb(oldest, nullptr, nullptr);
+        self->at_limit_.warn("admin: {} connections open, the most kept; closing the oldest for a new one",
+                             kMaxAdminConnections);
+        evhttp_connection_free(oldest);  // as evhttp_free does, from a callback of the loop itself
+    }
 }
 
-void AdminServer::on_connection_closed(evhttp_connection*, void* arg) {
-    auto* self = static_cast<AdminServer*>(arg);
-    if (self == nullptr || self->open_ == 0) return;
-    --self->open_;
-    self->update_listener();
+void AdminServer::on_connection_closed(evhttp_connection* connection, void* arg) {
+    auto& open = static_cast<AdminServer*>(arg)->connections_;
+    for (auto it = open.begin(); it != open.end(); ++it) {
+        if (*it == connection) {
+            open.erase(it);
+            return;
+        }
+    }
 }
 
 void AdminServer::on_request(evhttp_request* req, void* arg) {

@@ -8,6 +8,7 @@
 #include <event2/http.h>
 #include <event2/listener.h>
 
+#include <deque>
 #include <string>
 #include <thread>
 
@@ -16,8 +17,13 @@
 
 namespace dingbridge::proxy {
 
-// Prometheus and health checks need a few; an idle client holds one for up to evhttp's 10 s timeout.
-inline constexpr unsigned kMaxAdminConnections = 64;
+// Prometheus and health checks need a few; each request is answered at once.
+inline constexpr std::size_t kMaxAdminConnections = 64;
+// Under half the limit: libevent accepts the whole backlog in one turn, before it reads any of
+// those connections, so a larger backlog lets one turn's newest close its oldest (a health check
+// among them) unanswered. Under a flood of about 1,000-3,600 new connections a second, 0-1 of
+// about 230 health checks failed with 32, 12-51 with 128 (docs/BENCHMARKS.md).
+inline constexpr int kAdminBacklog = 32;
 
 class AdminServer {
 public:
@@ -35,23 +41,23 @@ private:
     // turn): it pauses 100 ms instead, like the workers' listeners.
     static void on_accept_error(evconnlistener* listener, void* arg);
     static void on_resume_accept(evutil_socket_t, short, void* arg);
-    // At most kMaxAdminConnections are served at once: libevent 2.1's evhttp has no limit, so each
-    // connection is counted as evhttp creates its bufferevent and released from evhttp's close
-    // callback; at the limit the listener stops accepting and the kernel's backlog holds the rest.
+    // At most kMaxAdminConnections are kept: libevent 2.1's evhttp has no limit, so the server
+    // tracks them itself (each found when evhttp makes its bufferevent, dropped from evhttp's close
+    // callback), and a new connection beyond the limit closes the oldest one. Not a pause: a
+    // client sending a byte every few seconds would hold a paused port for hours, health checks
+    // waiting behind it; closing the oldest serves a new request at once.
     static bufferevent* on_new_connection(event_base* base, void* arg);
     static void watch_connection(evutil_socket_t, short, void* arg);
     static void on_connection_closed(evhttp_connection* connection, void* arg);
-    void update_listener();
 
     SharedState& shared_;
     event_base* base_ = nullptr;
     evhttp* http_ = nullptr;
     evconnlistener* listener_ = nullptr;  // evhttp's, for the pause
     event* resume_accept_ = nullptr;
-    ThrottledWarning accept_failed_;  // on the admin thread
-    ThrottledWarning at_limit_;       // on the admin thread
-    unsigned open_ = 0;               // connections served now (admin thread)
-    bool paused_ = false;             // out of descriptors: resume_accept_ is armed
+    ThrottledWarning accept_failed_;              // on the admin thread
+    ThrottledWarning at_limit_;                   // on the admin thread
+    std::deque<evhttp_connection*> connections_;  // open ones, oldest first (admin thread)
     std::string bound_;
     std::thread thread_;
 };
