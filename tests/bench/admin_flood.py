@@ -23,18 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 import harness  # noqa: E402
+from proxy_lifecycle_test import OPEN_WITH_ADMIN  # noqa: E402
 from proxy_production_test import admin_address  # noqa: E402
 
-CONFIG = """
-listeners: ["127.0.0.1:0"]
-workers: 1
-admin: {address: "127.0.0.1:0"}
-tenants:
-  - name: open
-    allow_without_credentials: true
-    source_networks: ["127.0.0.0/8"]
-    destinations: ["127.0.0.1:1"]
-"""
 LINGER_RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {1, 0}: close sends RST
 
 
@@ -45,7 +36,7 @@ def main():
     args = ap.parse_args()
 
     work = harness.Workdir()
-    proxy = harness.Proxy(work.path, CONFIG)
+    proxy = harness.Proxy(work.path, OPEN_WITH_ADMIN)
     try:
         host, port = admin_address(proxy).rsplit(":", 1)
         port = int(port)

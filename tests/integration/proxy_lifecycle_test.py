@@ -17,6 +17,20 @@ import harness  # noqa: E402
 from proxy_production_test import admin_address, echo, metric, metrics_text, open_tunnel  # noqa: E402
 
 PASSWORD = "life-pw-3Vb"
+# One worker, the admin port, and a tenant without credentials whose one destination is a closed
+# port (its tunnels answer 502).
+OPEN_WITH_ADMIN = """
+listeners: ["127.0.0.1:0"]
+workers: 1
+admin:
+  address: "127.0.0.1:0"
+tenants:
+  - name: open
+    allow_without_credentials: true
+    source_networks: ["127.0.0.0/8"]
+    destinations: ["127.0.0.1:1"]
+    allow_internal_networks: ["127.0.0.0/8"]
+"""
 
 
 def config(echo_port, extra=""):
@@ -187,18 +201,7 @@ class AdminConnectionLimit(unittest.TestCase):
         work = harness.Workdir()
         socks = []
         try:
-            proxy = harness.Proxy(work.path, """
-listeners: ["127.0.0.1:0"]
-workers: 1
-admin:
-  address: "127.0.0.1:0"
-tenants:
-  - name: open
-    allow_without_credentials: true
-    source_networks: ["127.0.0.0/8"]
-    destinations: ["127.0.0.1:1"]
-    allow_internal_networks: ["127.0.0.0/8"]
-""")
+            proxy = harness.Proxy(work.path, OPEN_WITH_ADMIN)
             pid = proxy.proc.pid
             admin = admin_address(proxy)
             host, port = admin.rsplit(":", 1)
@@ -264,19 +267,7 @@ class OutOfDescriptors(unittest.TestCase):
         work = harness.Workdir()
         socks = []
         try:
-            proxy = harness.Proxy(work.path, """
-listeners:
-  - address: "127.0.0.1:0"
-workers: 1
-admin:
-  address: "127.0.0.1:0"
-tenants:
-  - name: open
-    allow_without_credentials: true
-    source_networks: ["127.0.0.0/8"]
-    destinations: ["127.0.0.1:1"]
-    allow_internal_networks: ["127.0.0.0/8"]
-""")
+            proxy = harness.Proxy(work.path, OPEN_WITH_ADMIN)
             pid = proxy.proc.pid
             admin_host, admin_port = admin_address(proxy).rsplit(":", 1)
 
