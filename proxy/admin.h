@@ -21,7 +21,7 @@ namespace dingbridge::proxy {
 inline constexpr std::size_t kMaxAdminConnections = 64;
 // Under half the limit: libevent accepts the whole backlog in one turn, before it reads any of
 // those connections, so a larger backlog lets one turn's newest close its oldest (a health check
-// among them) unanswered. Under a flood of about 1,000-3,600 new connections a second, 0-1 of
+// among them) unanswered. Under a flood of about 850-3,600 new connections a second, 0-1 of
 // about 230 health checks failed with 32, 12-51 with 128 (docs/BENCHMARKS.md).
 inline constexpr int kAdminBacklog = 32;
 
