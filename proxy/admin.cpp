@@ -19,8 +19,11 @@ thread_local AdminServer* t_admin = nullptr;  // the server whose loop this thre
 }  // namespace
 
 AdminServer::AdminServer(const std::string& address, SharedState& shared) : shared_(shared) {
-    auto hp = split_host_port(address, true);
-    if (!hp) throw std::runtime_error("invalid admin address " + address);
+    // The configuration accepts only ip:port or [ipv6]:port (config.cpp), so the socket is bound
+    // here rather than by evhttp: a failure says why (e.g. address in use), and the backlog is ours.
+    const auto hp = split_host_port(address, true);
+    const auto ip = hp ? IpAddress::parse(hp->host) : std::nullopt;
+    if (!ip) throw std::runtime_error("invalid admin address " + address + ": must be ip:port or [ipv6]:port");
     const std::uint16_t port = hp->port;
     base_ = event_base_new();
     http_ = evhttp_new(base_);
@@ -31,23 +34,17 @@ AdminServer::AdminServer(const std::string& address, SharedState& shared) : shar
     evhttp_set_timeout(http_, 10);
     evhttp_set_gencb(http_, &AdminServer::on_request, this);
     evhttp_set_bevcb(http_, &AdminServer::on_new_connection, this);
-    evhttp_bound_socket* sock = nullptr;
-    if (auto ip = IpAddress::parse(hp->host)) {
-        // Bound here rather than by evhttp, so that a failure says why (e.g. address in use).
-        const SocketAddress want = SocketAddress::of(*ip, port);
-        const int fd = socket(want.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        int one = 1;
-        if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (fd < 0 || ::bind(fd, want.get(), want.length) != 0 || ::listen(fd, kAdminBacklog) != 0) {
-            const int err = errno;
-            if (fd >= 0) ::close(fd);
-            throw std::runtime_error("cannot listen on admin address " + address + ": " + std::strerror(err));
-        }
-        sock = evhttp_accept_socket_with_handle(http_, fd);
-        if (sock == nullptr) ::close(fd);
-    } else {
-        sock = evhttp_bind_socket_with_handle(http_, hp->host.c_str(), port);
+    const SocketAddress want = SocketAddress::of(*ip, port);
+    const int fd = socket(want.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd < 0 || ::bind(fd, want.get(), want.length) != 0 || ::listen(fd, kAdminBacklog) != 0) {
+        const int err = errno;
+        if (fd >= 0) ::close(fd);
+        throw std::runtime_error("cannot listen on admin address " + address + ": " + std::strerror(err));
     }
+    evhttp_bound_socket* sock = evhttp_accept_socket_with_handle(http_, fd);
+    if (sock == nullptr) ::close(fd);
     if (sock == nullptr) throw std::runtime_error("cannot listen on admin address " + address);
     listener_ = evhttp_bound_socket_get_listener(sock);
     resume_accept_ = evtimer_new(base_, &AdminServer::on_resume_accept, this);
@@ -56,10 +53,8 @@ AdminServer::AdminServer(const std::string& address, SharedState& shared) : shar
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
     getsockname(evhttp_bound_socket_get_fd(sock), reinterpret_cast<sockaddr*>(&ss), &len);
-    auto ip = IpAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
     const std::uint16_t bound_port = port_of(reinterpret_cast<sockaddr*>(&ss));
-    bound_ = (ip && !ip->is_v4() ? "[" + ip->to_string() + "]" : (ip ? ip->to_string() : hp->host)) + ":" +
-             std::to_string(bound_port);
+    bound_ = (ip->is_v4() ? ip->to_string() : "[" + ip->to_string() + "]") + ":" + std::to_string(bound_port);
     thread_ = std::thread([this] {
         t_admin = this;
         event_base_dispatch(base_);
