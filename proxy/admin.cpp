@@ -44,15 +44,17 @@ AdminServer::AdminServer(const std::string& address, SharedState& shared) : shar
         throw std::runtime_error("cannot listen on admin address " + address + ": " + std::strerror(err));
     }
     evhttp_bound_socket* sock = evhttp_accept_socket_with_handle(http_, fd);
-    if (sock == nullptr) ::close(fd);
-    if (sock == nullptr) throw std::runtime_error("cannot listen on admin address " + address);
+    if (sock == nullptr) {
+        ::close(fd);
+        throw std::runtime_error("cannot listen on admin address " + address);
+    }
     listener_ = evhttp_bound_socket_get_listener(sock);
     resume_accept_ = evtimer_new(base_, &AdminServer::on_resume_accept, this);
     if (!resume_accept_) throw std::runtime_error("cannot create admin HTTP server");
     evconnlistener_set_error_cb(listener_, &AdminServer::on_accept_error);
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
-    getsockname(evhttp_bound_socket_get_fd(sock), reinterpret_cast<sockaddr*>(&ss), &len);
+    getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
     const std::uint16_t bound_port = port_of(reinterpret_cast<sockaddr*>(&ss));
     bound_ = (ip->is_v4() ? ip->to_string() : "[" + ip->to_string() + "]") + ":" + std::to_string(bound_port);
     thread_ = std::thread([this] {
