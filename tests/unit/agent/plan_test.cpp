@@ -545,4 +545,41 @@ BOOST_AUTO_TEST_CASE(memberships_follow_dept_id_list_then_pages_with_the_pages_o
     BOOST_TEST(user_memberships(m, [](std::int64_t) { return false; }).empty());
 }
 
+// Managers from leaders: the first leader of the primary department that is a synced user other
+// than the user, else of the nearest ancestor with one; leaders who are not synced users are
+// dropped from the departments (kept after an incomplete read, when they may just not have been
+// seen).
+BOOST_AUTO_TEST_CASE(managers_are_the_first_synced_leader_other_than_the_user_up_the_tree) {
+    OrgSnapshot s;
+    s.departments = {{"1", dept("1", "", "root")},
+                     {"2", dept("2", "1", "a")},
+                     {"3", dept("3", "2", "b")},
+                     {"4", dept("4", "1", "c")}};
+    s.departments["1"].leaders = {"ceo"};
+    s.departments["2"].leaders = {"gone", "lead2", "lead2b"};  // "gone" is no synced user
+    s.departments["3"].leaders = {"gone"};                     // none known: up to department 2
+    s.departments["4"].leaders = {"solo"};                     // its own leader: up to the root
+    for (auto [id, d] : {std::pair{"ceo", "1"}, {"lead2", "2"}, {"lead2b", "2"}, {"u3", "3"}, {"solo", "4"}})
+        s.users.emplace(id, user(id, d, std::string(id) + "@x"));
+    OrgSnapshot trusted = s;
+    derive_managers(s, {}, false, ManagerSource::leaders);
+    BOOST_TEST(s.users.at("u3").manager == "lead2");
+    BOOST_TEST(s.users.at("lead2").manager == "lead2b");  // the first leader other than the user
+    BOOST_TEST(s.users.at("lead2b").manager == "lead2");
+    BOOST_TEST(s.users.at("solo").manager == "ceo");
+    BOOST_TEST(s.users.at("ceo").manager == "");
+    BOOST_TEST((s.departments.at("2").leaders == std::vector<std::string>{"lead2", "lead2b"}));
+    BOOST_TEST(s.departments.at("3").leaders.empty());
+    // A frozen user (in a department that failed to read) counts as known.
+    OrgSnapshot frozen = trusted;
+    derive_managers(frozen, {"gone"}, false, ManagerSource::leaders);
+    BOOST_TEST(frozen.users.at("u3").manager == "gone");
+    BOOST_TEST(frozen.users.at("lead2").manager == "gone");
+    BOOST_TEST((frozen.departments.at("2").leaders == std::vector<std::string>{"gone", "lead2", "lead2b"}));
+    // After an incomplete read every leader is kept.
+    derive_managers(trusted, {}, true, ManagerSource::leaders);
+    BOOST_TEST(trusted.users.at("u3").manager == "gone");
+    BOOST_TEST(trusted.departments.at("3").leaders.size() == 1u);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
