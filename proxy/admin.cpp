@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
+#include <utility>
 
 #include "shared/net.h"
 
@@ -19,6 +20,17 @@ thread_local AdminServer* t_admin = nullptr;  // the server whose loop this thre
 }  // namespace
 
 AdminServer::AdminServer(const std::string& address, SharedState& shared) : shared_(shared) {
+    try {
+        listen_on(address);
+    } catch (...) {
+        // No destructor runs for a constructor that throws: a busy admin port left the event
+        // base and the HTTP server behind (LeakSanitizer at the proxy's exit).
+        free_loop();
+        throw;
+    }
+}
+
+void AdminServer::listen_on(const std::string& address) {
     // The configuration accepts only ip:port or [ipv6]:port (config.cpp), so the socket is bound
     // here rather than by evhttp: a failure says why (e.g. address in use), and the backlog is ours.
     const auto hp = split_host_port(address, true);
@@ -66,9 +78,13 @@ AdminServer::AdminServer(const std::string& address, SharedState& shared) : shar
 AdminServer::~AdminServer() {
     if (base_) event_base_loopexit(base_, nullptr);
     if (thread_.joinable()) thread_.join();
-    if (resume_accept_) event_free(resume_accept_);
-    if (http_) evhttp_free(http_);
-    if (base_) event_base_free(base_);
+    free_loop();
+}
+
+void AdminServer::free_loop() {
+    if (resume_accept_) event_free(std::exchange(resume_accept_, nullptr));
+    if (http_) evhttp_free(std::exchange(http_, nullptr));  // with its bound socket
+    if (base_) event_base_free(std::exchange(base_, nullptr));
 }
 
 void AdminServer::on_accept_error(evconnlistener* listener, void*) {

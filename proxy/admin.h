@@ -49,6 +49,9 @@ private:
     static bufferevent* on_new_connection(event_base* base, void* arg);
     static void watch_connection(evutil_socket_t, short, void* arg);
     static void on_connection_closed(evhttp_connection* connection, void* arg);
+    // The constructor's work: everything it creates is freed by free_loop(), also when it throws.
+    void listen_on(const std::string& address);
+    void free_loop();
 
     SharedState& shared_;
     event_base* base_ = nullptr;
