@@ -311,7 +311,7 @@ class Faults(ScimCase):
         env.agent("sync", check=0)
         env.scim.stop()
         p = env.agent("sync")
-        self.assertNotEqual(p.returncode, 0)
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)  # failed: the target cannot be read
         self.assertNotIn(TOKEN, p.stdout + p.stderr)
         env.scim.start()  # same port, same store
         assert_noop_resync(self, env)
@@ -571,7 +571,7 @@ class OwnProxy(ScimCase):
         env.sim.admin("POST", "/_sim/user/update", {"userid": env.sim.org()["users"][0]["userid"], "title": "X"})
         env.scim.reset_stats()
         p = env.agent("sync")
-        self.assertNotEqual(p.returncode, 0)
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
         self.assertEqual(env.history()[0]["status"], "failed")
         self.assertIn("403", p.stdout + p.stderr)
         self.assertEqual(env.scim.stats()["requests"], 0)
