@@ -202,7 +202,8 @@ void start_push(const AgentConfig& config, const std::string& db_path, Notifier&
     auto push_journal = std::make_shared<Journal>(db_path);
     push = std::make_unique<PushReceiver>(ps, journal_event(push_journal, notifier, "503"));
     push_server = std::make_unique<HttpServer>(
-        config.events.push_listen, [&push](const HttpRequestView& r) { return push->handle(r); }, kPushBodyLimit);
+        "events.push_listen", config.events.push_listen, [&push](const HttpRequestView& r) { return push->handle(r); },
+        kPushBodyLimit);
     push_server->start();
     spdlog::info("run: receiving DingTalk's HTTP push on {} (port {}) at {}", config.events.push_listen,
                  push_server->port(), config.events.push_path);
@@ -333,10 +334,11 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
     auto live_metrics = [&] { return live_metrics_text(config, stream.get(), push.get(), pstats, gauges); };
     std::unique_ptr<HttpServer> status;
     if (!config.events.status_listen.empty()) {
-        status = std::make_unique<HttpServer>(config.events.status_listen, [&](const HttpRequestView& r) {
-            return status_reply(r, stream.get(),
-                                [&] { return live_metrics() + web::history_metrics(config, db_path, false); });
-        });
+        status = std::make_unique<HttpServer>(
+            "events.status_listen", config.events.status_listen, [&](const HttpRequestView& r) {
+                return status_reply(r, stream.get(),
+                                    [&] { return live_metrics() + web::history_metrics(config, db_path, false); });
+            });
         status->start();
         spdlog::info("run: /healthz and /metrics on {} (port {})", config.events.status_listen, status->port());
     }

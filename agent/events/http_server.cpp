@@ -76,22 +76,22 @@ net::awaitable<void> serve(tcp::socket socket, HttpServer::Handler* handler, std
 
 }  // namespace
 
-HttpServer::HttpServer(const std::string& listen, Handler handler, std::size_t body_limit)
+HttpServer::HttpServer(const std::string& setting, const std::string& listen, Handler handler, std::size_t body_limit)
     : impl_(std::make_unique<Impl>()) {
     impl_->handler = std::move(handler);
     impl_->body_limit = body_limit;
     impl_->listen = listen;
     auto hp = split_host_port(listen, true);
-    if (!hp) throw std::runtime_error("bad listen address " + listen + " (expected host:port)");
+    if (!hp) throw std::runtime_error(setting + ": bad listen address " + listen + " (expected host:port)");
     boost::system::error_code ec;
     auto addr = net::ip::make_address(hp->host, ec);
-    if (ec) throw std::runtime_error("bad listen address " + listen + ": the host must be an IP address");
+    if (ec) throw std::runtime_error(setting + ": bad listen address " + listen + ": the host must be an IP address");
     tcp::endpoint ep(addr, hp->port);
     impl_->acceptor.open(ep.protocol(), ec);
     if (!ec) impl_->acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
     if (!ec) impl_->acceptor.bind(ep, ec);
     if (!ec) impl_->acceptor.listen(net::socket_base::max_listen_connections, ec);
-    if (ec) throw std::runtime_error("cannot listen on " + listen + ": " + ec.message());
+    if (ec) throw std::runtime_error(setting + ": cannot listen on " + listen + ": " + ec.message());
 }
 
 HttpServer::~HttpServer() { stop(); }

@@ -26,7 +26,10 @@ class HttpServer {
 public:
     using Handler = std::function<HttpReply(const HttpRequestView&)>;
     // Binds now (throws std::runtime_error with the address on failure: startup only).
-    HttpServer(const std::string& listen, Handler handler, std::size_t body_limit = 1024 * 1024);
+    // `setting` names the configuration key `listen` came from, for the error messages
+    // ("events.push_listen: cannot listen on 127.0.0.1:8080: Address already in use").
+    HttpServer(const std::string& setting, const std::string& listen, Handler handler,
+               std::size_t body_limit = 1024 * 1024);
     ~HttpServer();
     void start();
     void stop();

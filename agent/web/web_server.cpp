@@ -323,7 +323,7 @@ WebServer::WebServer(const AgentConfig::Web& config, Handler handler) : impl_(st
     if (!ec) impl_->acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
     if (!ec) impl_->acceptor.bind(ep, ec);
     if (!ec) impl_->acceptor.listen(net::socket_base::max_listen_connections, ec);
-    if (ec) throw std::runtime_error("web console: cannot listen on " + config.listen + ": " + ec.message());
+    if (ec) throw std::runtime_error("web.listen: cannot listen on " + config.listen + ": " + ec.message());
 }
 
 WebServer::~WebServer() { stop(); }

@@ -475,9 +475,42 @@ class PushMode(unittest.TestCase):
                 cfg.write_text(base + extra)
                 p = subprocess.run([agent_env.AGENT_BIN, "-c", str(cfg), "run"], capture_output=True, text=True,
                                    env=env, timeout=30)
-                self.assertNotEqual(p.returncode, 0, extra)
+                self.assertEqual(p.returncode, 2, extra + p.stderr)  # a configuration error
                 self.assertRegex(p.stderr, pattern)
                 self.assertNotIn("tooShortKey123", p.stderr)
+
+    def test_a_busy_listen_address_names_its_setting(self):
+        """Three settings take a local address in run mode; when one is in use the start fails
+        (exit 1) with the setting's name, the address and the reason, before any DingTalk call."""
+        import tempfile
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        taken = f"127.0.0.1:{busy.getsockname()[1]}"
+        closed = f"https://127.0.0.1:{free_port()}"  # never reached: the start fails first
+        try:
+            with tempfile.TemporaryDirectory() as d:
+                cfg = Path(d) / "agent.yaml"
+                base = (f"dingtalk:\n  app_key: k\n  app_secret: \"${{env:SIM_APP_SECRET}}\"\n"
+                        f"  oapi_base_url: \"{closed}\"\n  api_base_url: \"{closed}\"\n"
+                        f"state_dir: \"{d}/state\"\nmapping: \"{agent_env.REPO / 'configs' / 'mapping.yaml'}\"\n")
+                env = dict(os.environ, SIM_APP_SECRET="x" * 12, SIM_PUSH_TOKEN=PUSH_TOKEN,
+                           SIM_PUSH_AES_KEY=PUSH_AES_KEY)
+                push = ("events:\n  mode: http\n  push_listen: \"{push}\"\n  push_token: \"${{env:SIM_PUSH_TOKEN}}\"\n"
+                        "  push_aes_key: \"${{env:SIM_PUSH_AES_KEY}}\"\n")
+                cases = [
+                    ("events.push_listen", push.format(push=taken)),
+                    ("events.status_listen", push.format(push="127.0.0.1:0") + f"  status_listen: \"{taken}\"\n"),
+                    ("web.listen", push.format(push="127.0.0.1:0") + f"web:\n  listen: \"{taken}\"\n"),
+                ]
+                for setting, extra in cases:
+                    cfg.write_text(base + extra)
+                    p = subprocess.run([agent_env.AGENT_BIN, "-c", str(cfg), "run"], capture_output=True, text=True,
+                                       env=env, timeout=30)
+                    self.assertEqual(p.returncode, 1, p.stderr)
+                    self.assertIn(f"{setting}: cannot listen on {taken}: Address already in use", p.stderr)
+        finally:
+            busy.close()
 
     def push_env(self, extra_events=""):
         port = free_port()
