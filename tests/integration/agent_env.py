@@ -80,6 +80,10 @@ tenants:
     source_networks: ["127.0.0.0/8"]
     destinations: ["127.0.0.1:{sim_port}"{f', "{stream_host}:{sim_port}"' if stream_host else ""}]
     allow_internal_networks: ["127.0.0.0/8"]
+# A stop cuts the tunnels still open (run mode's event stream) after 2 s, not the default 30: the
+# harness waits 10 s for a SIGTERM, and a proxy killed then would not be checked for leaks.
+limits:
+  shutdown_grace: 2s
 log:
   level: info
 access_log:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import agent_env  # noqa: E402
+import harness  # noqa: E402
 from agent_env import Env, expected_org, target_org, diff_orgs  # noqa: E402
 from harness import free_port  # noqa: E402
 
@@ -54,14 +55,26 @@ class RunEnv(Env):
         return (self.dir / "agent-run.log").read_text()
 
     def stop_agent(self, sig=signal.SIGTERM):
+        """Stops `run` with `sig`. After SIGTERM it must exit 0, and whatever the signal its log
+        must hold no sanitizer report (a leak found at exit aborts the process under the
+        sanitizer suite, which would otherwise go unseen)."""
+        stopped = False
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(20)
+                stopped = True
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
         self.close_log()
+        if self.proc is None:
+            return
+        text = self.agent_log()
+        report = next((m for m in harness.SANITIZER_MARKS if m in text), None)
+        if report or (stopped and sig == signal.SIGTERM and self.proc.returncode != 0):
+            raise AssertionError(f"run exited with {self.proc.returncode} on {signal.Signals(sig).name}"
+                                 f"{' (' + report + ')' if report else ''}: {text[-4000:]}")
 
     def close_log(self):
         if self.log:

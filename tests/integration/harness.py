@@ -135,9 +135,24 @@ class Proxy:
         raise AssertionError("no matching access-log line; log was:\n" + "\n".join(self.access_log()))
 
     def stop(self):
+        """SIGTERM and wait; a proxy that does not exit 0 (or whose sanitizers reported anything)
+        fails the test: under the sanitizer suite a leak found at exit aborts the process, which
+        would otherwise go unseen here."""
+        if self.stderr.closed:  # stopped already
+            return
+        was_running = self.proc.poll() is None
         stop_process(self.proc)
+        text = self.stderr_text()
         self.stdout.close()
         self.stderr.close()
+        report = next((m for m in SANITIZER_MARKS if m in text), None)
+        if report or (was_running and self.proc.returncode != 0):
+            raise AssertionError(f"proxy exited with {self.proc.returncode} on SIGTERM"
+                                 f"{' (' + report + ')' if report else ''}: {text[-4000:]}")
+
+
+# What AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer print when they report.
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
 class HttpsServer:
