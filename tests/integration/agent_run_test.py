@@ -73,7 +73,8 @@ class RunEnv(Env):
         text = self.agent_log()
         report = next((m for m in harness.SANITIZER_MARKS if m in text), None)
         if report or (stopped and sig == signal.SIGTERM and self.proc.returncode != 0):
-            raise AssertionError(f"run exited with {self.proc.returncode} on {signal.Signals(sig).name}"
+            how = f"on {signal.Signals(sig).name}" if stopped else "before the stop (or was killed at it)"
+            raise AssertionError(f"run exited with {self.proc.returncode} {how}"
                                  f"{' (' + report + ')' if report else ''}: {text[-4000:]}")
 
     def close_log(self):

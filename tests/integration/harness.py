@@ -147,7 +147,8 @@ class Proxy:
         self.stderr.close()
         report = next((m for m in SANITIZER_MARKS if m in text), None)
         if report or (was_running and self.proc.returncode != 0):
-            raise AssertionError(f"proxy exited with {self.proc.returncode} on SIGTERM"
+            how = "on SIGTERM" if was_running else "by itself, before the stop"
+            raise AssertionError(f"proxy exited with {self.proc.returncode} {how}"
                                  f"{' (' + report + ')' if report else ''}: {text[-4000:]}")
 
 
