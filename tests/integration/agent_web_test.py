@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import agent_env  # noqa: E402
+import harness  # noqa: E402
 from agent_env import Env  # noqa: E402
 
 USER, PASSWORD = "helpdesk", "Console-Pa55-Value-4c1e"
@@ -91,9 +92,16 @@ class Console:
             return e.code, dict(e.headers), e.read().decode()
 
     def stop(self):
+        """SIGTERM: the console must exit 0 with no sanitizer report in its log (as harness.Proxy)."""
         self.proc.terminate()
         self.proc.wait(15)
+        self.log.seek(0)
+        text = self.log.read()
         self.log.close()
+        report = next((m for m in harness.SANITIZER_MARKS if m in text), None)
+        if report or self.proc.returncode != 0:
+            raise AssertionError(f"web exited with {self.proc.returncode} on SIGTERM"
+                                 f"{' (' + report + ')' if report else ''}: {text[-4000:]}")
 
 
 def browser():
