@@ -165,10 +165,7 @@ log:
     def agent(self, *args, timeout=240, check=None):
         p = subprocess.run([AGENT_BIN, "-c", str(self.config), *args], capture_output=True, text=True,
                            timeout=timeout, env=self.env)
-        # Whatever the caller expects of the exit code: a sanitizer report fails the test.
-        report = next((m for m in harness.SANITIZER_MARKS if m in p.stderr), None)
-        if report:
-            raise AssertionError(f"agent {args}: {report} (exit {p.returncode})\n{p.stderr[-6000:]}")
+        harness.check_ended(f"agent {args}", p.returncode, p.stderr)  # a sanitizer report, whatever the exit
         if check is not None and p.returncode != check:
             raise AssertionError(f"agent {args} exited {p.returncode}, expected {check}\nstdout:\n{p.stdout}\n"
                                  f"stderr:\n{p.stderr[-6000:]}")

@@ -70,12 +70,8 @@ class RunEnv(Env):
         self.close_log()
         if self.proc is None:
             return
-        text = self.agent_log()
-        report = next((m for m in harness.SANITIZER_MARKS if m in text), None)
-        if report or (stopped and sig == signal.SIGTERM and self.proc.returncode != 0):
-            how = f"on {signal.Signals(sig).name}" if stopped else "before the stop (or was killed at it)"
-            raise AssertionError(f"run exited with {self.proc.returncode} {how}"
-                                 f"{' (' + report + ')' if report else ''}: {text[-4000:]}")
+        harness.check_ended("run", self.proc.returncode, self.agent_log(),
+                            "SIGTERM" if stopped and sig == signal.SIGTERM else None)
 
     def close_log(self):
         if self.log:

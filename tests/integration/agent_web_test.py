@@ -98,10 +98,7 @@ class Console:
         self.log.seek(0)
         text = self.log.read()
         self.log.close()
-        report = next((m for m in harness.SANITIZER_MARKS if m in text), None)
-        if report or self.proc.returncode != 0:
-            raise AssertionError(f"web exited with {self.proc.returncode} on SIGTERM"
-                                 f"{' (' + report + ')' if report else ''}: {text[-4000:]}")
+        harness.check_ended("web", self.proc.returncode, text, "SIGTERM")
 
 
 def browser():

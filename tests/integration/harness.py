@@ -145,15 +145,22 @@ class Proxy:
         text = self.stderr_text()
         self.stdout.close()
         self.stderr.close()
-        report = next((m for m in SANITIZER_MARKS if m in text), None)
-        if report or (was_running and self.proc.returncode != 0):
-            how = "on SIGTERM" if was_running else "by itself, before the stop"
-            raise AssertionError(f"proxy exited with {self.proc.returncode} {how}"
-                                 f"{' (' + report + ')' if report else ''}: {text[-4000:]}")
+        check_ended("proxy", self.proc.returncode, text, "SIGTERM" if was_running else None)
 
 
 # What AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer print when they report.
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def check_ended(what, returncode, output, stopped_by=None):
+    """Fails the test when `output` (what the process printed) holds a sanitizer report, or when
+    the process exited non-zero after the stop signal `stopped_by` (a name such as "SIGTERM"; None
+    when it ended before the stop, or was killed)."""
+    report = next((m for m in SANITIZER_MARKS if m in output), None)
+    if report or (stopped_by and returncode != 0):
+        how = f" on {stopped_by}" if stopped_by else ""
+        raise AssertionError(f"{what} exited with {returncode}{how}"
+                             f"{' (' + report + ')' if report else ''}: {output[-4000:]}")
 
 
 class HttpsServer:
