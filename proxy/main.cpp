@@ -21,6 +21,7 @@
 
 #include "proxy/config.h"
 #include "proxy/server.h"
+#include "shared/log.h"
 #include "shared/password.h"
 
 using namespace dingbridge;
@@ -70,8 +71,9 @@ int bind_error(const IpAddress& ip) {
     return err;
 }
 
-// Addresses in the configuration that this host does not have (listeners, admin, egress).
-std::vector<std::string> address_problems(const ProxyConfig& cfg) {
+// What the configuration names that this host does not have: addresses (listeners, admin,
+// egress) and the directories of the log files.
+std::vector<std::string> host_problems(const ProxyConfig& cfg) {
     std::vector<std::string> problems;
     auto check = [&](const std::string& what, const std::string& text, const std::optional<IpAddress>& ip) {
         if (!ip) return;
@@ -86,6 +88,12 @@ std::vector<std::string> address_problems(const ProxyConfig& cfg) {
     }
     if (cfg.bind_v4) check("outgoing.bind_address", cfg.bind_v4->to_string(), cfg.bind_v4);
     if (cfg.bind_v6) check("outgoing.bind_address", cfg.bind_v6->to_string(), cfg.bind_v6);
+    auto log_file = [&](const std::string& what, const std::string& file) {
+        if (const std::string problem = log_directory_problem(file); !problem.empty())
+            problems.push_back(what + " " + file + ": " + problem);
+    };
+    log_file("log.file", cfg.log.file);
+    log_file("access_log.file", cfg.access_log_file);
     return problems;
 }
 
@@ -148,7 +156,7 @@ void reload(Server& server, const std::string& config_path) {
 
 int run(const std::string& config_path, const std::string& ready_file) {
     ProxyConfig cfg = load_proxy_config(config_path);
-    if (const auto problems = address_problems(cfg); !problems.empty()) throw std::runtime_error(problems.front());
+    if (const auto problems = host_problems(cfg); !problems.empty()) throw std::runtime_error(problems.front());
     configure_logging(cfg.log);
     raise_fd_limit();
     std::signal(SIGPIPE, SIG_IGN);
@@ -224,7 +232,7 @@ int main(int argc, char** argv) {
     if (check_only) {
         try {
             const ProxyConfig cfg = load_proxy_config(config_path);
-            if (const auto problems = address_problems(cfg); !problems.empty()) {
+            if (const auto problems = host_problems(cfg); !problems.empty()) {
                 for (const auto& p : problems) std::cerr << "dingbridge-proxy: " << config_path << ": " << p << "\n";
                 return 1;
             }

@@ -6,6 +6,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <stdexcept>
 
 namespace dingbridge {
@@ -23,7 +24,31 @@ public:
     std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<JsonMessageFlag>(); }
 };
 
+// spdlog's file sink creates every missing directory on the way to its file: a mistyped
+// directory would be created (as whoever runs the program, root at install time) and the lines
+// would go where nobody looks. Refused here, the way opening the file itself is.
+spdlog::sink_ptr open_file_sink(const std::string& what, const std::string& file) {
+    if (const std::string problem = log_directory_problem(file); !problem.empty())
+        throw std::runtime_error("cannot open " + what + " " + file + ": " + problem);
+    try {
+        return std::make_shared<spdlog::sinks::basic_file_sink_mt>(file);
+    } catch (const spdlog::spdlog_ex& e) {
+        throw std::runtime_error("cannot open " + what + " " + file + ": " + e.what());
+    }
+}
+
 }  // namespace
+
+std::string log_directory_problem(const std::string& file) {
+    const std::filesystem::path dir = std::filesystem::path(file).parent_path();
+    if (dir.empty()) return {};  // in the working directory
+    std::error_code ec;
+    const auto type = std::filesystem::status(dir, ec).type();
+    if (type == std::filesystem::file_type::not_found) return "directory " + dir.string() + " does not exist";
+    // Unreadable parents (ec set, type unknown) are left to the open, which names the error.
+    if (!ec && type != std::filesystem::file_type::directory) return dir.string() + " is not a directory";
+    return {};
+}
 
 bool valid_log_level(const std::string& level) {
     static const char* levels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
@@ -40,16 +65,8 @@ void configure_logging(const LogSettings& settings) {
     if (settings.format != "text" && settings.format != "json") {
         throw std::runtime_error("unknown log format '" + settings.format + "' (text or json)");
     }
-    spdlog::sink_ptr sink;
-    if (settings.file.empty()) {
-        sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
-    } else {
-        try {
-            sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(settings.file);
-        } catch (const spdlog::spdlog_ex& e) {
-            throw std::runtime_error("cannot open log file " + settings.file + ": " + e.what());
-        }
-    }
+    spdlog::sink_ptr sink = settings.file.empty() ? std::make_shared<spdlog::sinks::stderr_sink_mt>()
+                                                  : open_file_sink("log file", settings.file);
     auto logger = std::make_shared<spdlog::logger>("dingbridge", sink);
     if (settings.format == "json") {
         auto formatter = std::make_unique<spdlog::pattern_formatter>();
@@ -68,11 +85,7 @@ namespace {
 
 spdlog::sink_ptr make_line_sink(const std::string& name, const std::string& file) {
     if (file.empty()) return std::make_shared<spdlog::sinks::stdout_sink_mt>();
-    try {
-        return std::make_shared<spdlog::sinks::basic_file_sink_mt>(file);
-    } catch (const spdlog::spdlog_ex& e) {
-        throw std::runtime_error("cannot open " + name + " file " + file + ": " + e.what());
-    }
+    return open_file_sink(name + " log file", file);
 }
 
 }  // namespace
@@ -92,24 +105,6 @@ void ReopenableLineLog::reopen(const std::string& file) {
     fresh->set_pattern("%v");
     std::static_pointer_cast<spdlog::sinks::dist_sink_mt>(switch_)->set_sinks({fresh});
     file_ = file;
-}
-
-std::shared_ptr<spdlog::logger> make_line_logger(const std::string& name, const std::string& file) {
-    spdlog::sink_ptr sink;
-    if (file.empty()) {
-        sink = std::make_shared<spdlog::sinks::stdout_sink_mt>();
-    } else {
-        try {
-            sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(file);
-        } catch (const spdlog::spdlog_ex& e) {
-            throw std::runtime_error("cannot open " + name + " file " + file + ": " + e.what());
-        }
-    }
-    auto logger = std::make_shared<spdlog::logger>(name, sink);
-    logger->set_pattern("%v");
-    logger->set_level(spdlog::level::info);
-    logger->flush_on(spdlog::level::info);
-    return logger;
 }
 
 }  // namespace dingbridge

@@ -24,18 +24,21 @@ struct LogSettings {
     std::string file;             // empty = stderr
 };
 
-// Throws std::runtime_error for an unknown level/format or an unwritable file.
+// Throws std::runtime_error for an unknown level/format or a file that cannot be opened,
+// including one whose directory does not exist (never created).
 void configure_logging(const LogSettings& settings);
 
-// A logger that prints the message as is (one line per call), e.g. an access log, to stdout when
-// `file` is empty. Thread-safe.
-std::shared_ptr<spdlog::logger> make_line_logger(const std::string& name, const std::string& file);
+// Why a log file cannot be created where it is named ("directory /x does not exist", "/x is not
+// a directory"), or empty. Log files are opened in existing directories only.
+std::string log_directory_problem(const std::string& file);
 
-// A line logger whose destination can be switched while other threads log through it (log
-// rotation: SIGHUP reopens the file, or opens a new one). Thread-safe.
+// A logger that prints the message as is (one line per call), e.g. an access log ("access":
+// errors say "cannot open access log file ..."), to stdout when `file` is empty, whose
+// destination can be switched while other threads log through it (log rotation: SIGHUP reopens
+// the file, or opens a new one). Thread-safe.
 class ReopenableLineLog {
 public:
-    ReopenableLineLog(const std::string& name, const std::string& file);  // throws like make_line_logger
+    ReopenableLineLog(const std::string& name, const std::string& file);  // throws like configure_logging
     const std::shared_ptr<spdlog::logger>& logger() const { return logger_; }
     // Opens `file` (empty = stdout) and switches to it; on failure throws and keeps logging to
     // the previous destination.

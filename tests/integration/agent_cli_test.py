@@ -34,7 +34,7 @@ class AgentCommandLine(unittest.TestCase):
     def tearDown(self):
         self.tmp.cleanup()
 
-    def write(self, ca, state=None):
+    def write(self, ca, state=None, extra=""):
         self.config = self.dir / "agent.yaml"
         self.config.write_text(f"""dingtalk:
   app_key: key
@@ -47,7 +47,7 @@ proxy:
   ca_file: "{self.ca}"
 mapping: mapping.yaml
 state_dir: "{state or self.state}"
-""")
+{extra}""")
         os.chmod(self.config, 0o644)
 
     def agent(self, *args, user=None, secrets=True):
@@ -101,6 +101,19 @@ state_dir: "{state or self.state}"
         p = self.agent("check-config")
         self.assertEqual(p.returncode, 2)
         self.assertIn("missing.pem: cannot be read", p.stderr)
+
+    def test_a_log_file_in_a_missing_directory_is_refused_not_created(self):
+        # spdlog would create the mistyped directory and log where nobody looks.
+        missing = self.dir / "logz"
+        self.write(ca=self.ca, extra=f'log:\n  file: "{missing}/agent.log"\n')
+        for command in ("check-config", "sync", "history"):
+            p = self.agent(command)
+            self.assertEqual(p.returncode, 2, p.stdout + p.stderr)
+            self.assertIn(f"cannot open log file {missing}/agent.log: directory {missing} does not exist", p.stderr)
+            self.assertFalse(missing.exists())
+        missing.mkdir()
+        p = self.agent("check-config")
+        self.assertEqual(p.returncode, 0, p.stderr)
 
     def test_sync_tells_a_running_sync_from_a_lock_it_cannot_open(self):
         self.state.mkdir()

@@ -365,6 +365,48 @@ class Operators(WithEcho):
         finally:
             work.cleanup()
 
+    def test_a_log_file_in_a_missing_directory_is_refused_not_created(self):
+        # spdlog creates every missing directory on the way to a log file: a mistyped
+        # directory appeared (as root at install time) and the lines went where nobody looks.
+        work = harness.Workdir()
+        try:
+            w = Path(work.path)
+            missing = w / "dingbrdige"  # the typo
+            path = w / "check.yaml"
+            for key, extra in (("access_log.file", f'access_log:\n  file: "{missing}/access.log"'),
+                               ("log.file", f'log:\n  file: "{missing}/proxy.log"')):
+                path.write_text(config(self.echo.port, extra))
+                r = subprocess.run([harness.PROXY_BIN, "--check-config", "-c", str(path)], capture_output=True, text=True)
+                self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+                self.assertIn(f"{key} {missing}/", r.stderr)
+                self.assertIn(f"directory {missing} does not exist", r.stderr)
+                with self.assertRaises(RuntimeError) as caught:
+                    harness.Proxy(work.path, config(self.echo.port, extra)).stop()
+                self.assertIn("exited with 1:", str(caught.exception))
+                self.assertIn(f"directory {missing} does not exist", str(caught.exception))
+                self.assertFalse(missing.exists())
+            # A file (not a directory) on the way is named as such.
+            (w / "plain").write_text("")
+            path.write_text(config(self.echo.port, f'access_log:\n  file: "{w}/plain/access.log"'))
+            r = subprocess.run([harness.PROXY_BIN, "--check-config", "-c", str(path)], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            self.assertIn(f"{w}/plain is not a directory", r.stderr)
+
+            # A reload naming a missing directory keeps the running file, and creates nothing.
+            log = w / "access.log"
+            proxy = harness.Proxy(work.path, config(self.echo.port, f'access_log:\n  file: "{log}"'))
+            proxy.config.write_text(config(self.echo.port, f'access_log:\n  file: "{missing}/access.log"'))
+            proxy.proc.send_signal(signal.SIGHUP)
+            self.wait_for(lambda: "reload failed" in proxy.stderr_text(), "the reload to fail")
+            self.assertIn(f"cannot open access log file {missing}/access.log: directory {missing} does not exist",
+                          proxy.stderr_text())
+            self.assertFalse(missing.exists())
+            self.assertEqual(self.tunnel_once(proxy), 200)
+            self.wait_for(lambda: "status=200" in log.read_text(), "a line in the running file")
+            proxy.stop()
+        finally:
+            work.cleanup()
+
     def test_second_instance_on_the_same_port_is_refused(self):
         work = harness.Workdir()
         try:
