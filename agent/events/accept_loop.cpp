@@ -6,6 +6,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <exception>
 #include <memory>
+#include <stdexcept>
 
 #include "shared/log.h"
 #include "shared/net.h"
@@ -26,6 +27,20 @@ struct AcceptState {
         freed.cancel();
     }
 };
+
+void listen_on(tcp::acceptor& acceptor, const std::string& setting, const std::string& listen) {
+    auto hp = split_host_port(listen, true);
+    if (!hp) throw std::runtime_error(setting + ": bad listen address " + listen + " (expected host:port)");
+    boost::system::error_code ec;
+    auto addr = net::ip::make_address(hp->host, ec);
+    if (ec) throw std::runtime_error(setting + ": bad listen address " + listen + ": the host must be an IP address");
+    tcp::endpoint ep(addr, hp->port);
+    acceptor.open(ep.protocol(), ec);
+    if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) acceptor.bind(ep, ec);
+    if (!ec) acceptor.listen(net::socket_base::max_listen_connections, ec);
+    if (ec) throw std::runtime_error(setting + ": cannot listen on " + listen + ": " + ec.message());
+}
 
 net::awaitable<void> accept_loop(tcp::acceptor& acceptor, std::string who, std::size_t max_connections,
                                  ServeConnection serve) {

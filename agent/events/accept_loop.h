@@ -22,6 +22,10 @@ namespace dingbridge::agent::events {
 // listeners 384 descriptors at most, well under the usual soft limit of 1,024.
 constexpr std::size_t kMaxListenerConnections = 128;
 
+// Opens, binds and listens `acceptor` on `listen` ("IP:port", "[v6]:port"); errors name the
+// setting it came from ("web.listen: cannot listen on 127.0.0.1:8080: Address already in use").
+void listen_on(boost::asio::ip::tcp::acceptor& acceptor, const std::string& setting, const std::string& listen);
+
 // Accepts on `acceptor` until it is closed (or its io_context stops), running serve(socket) for
 // each connection: `serve` returns the connection's awaitable (not a coroutine lambda itself: GCC 12
 // miscompiled those here). `who` prefixes the warnings ("web console 0.0.0.0:8080").

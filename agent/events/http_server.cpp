@@ -9,11 +9,9 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <stdexcept>
 #include <utility>
 
 #include "agent/events/accept_loop.h"
-#include "shared/net.h"
 
 namespace dingbridge::agent::events {
 
@@ -81,17 +79,7 @@ HttpServer::HttpServer(const std::string& setting, const std::string& listen, Ha
     impl_->handler = std::move(handler);
     impl_->body_limit = body_limit;
     impl_->listen = listen;
-    auto hp = split_host_port(listen, true);
-    if (!hp) throw std::runtime_error(setting + ": bad listen address " + listen + " (expected host:port)");
-    boost::system::error_code ec;
-    auto addr = net::ip::make_address(hp->host, ec);
-    if (ec) throw std::runtime_error(setting + ": bad listen address " + listen + ": the host must be an IP address");
-    tcp::endpoint ep(addr, hp->port);
-    impl_->acceptor.open(ep.protocol(), ec);
-    if (!ec) impl_->acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
-    if (!ec) impl_->acceptor.bind(ep, ec);
-    if (!ec) impl_->acceptor.listen(net::socket_base::max_listen_connections, ec);
-    if (ec) throw std::runtime_error(setting + ": cannot listen on " + listen + ": " + ec.message());
+    listen_on(impl_->acceptor, setting, listen);
 }
 
 HttpServer::~HttpServer() { stop(); }

@@ -313,17 +313,8 @@ WebServer::WebServer(const AgentConfig::Web& config, Handler handler) : impl_(st
         impl_->tls.emplace(ctx.get());
         impl_->certificates = !config.client_ca.empty();
     }
-    auto hp = split_host_port(config.listen, true);
-    boost::system::error_code ec;
-    auto addr = hp ? net::ip::make_address(hp->host, ec) : net::ip::address();
-    if (!hp || ec) throw std::runtime_error("web.listen " + config.listen + ": expected IP:port");
-    tcp::endpoint ep(addr, hp->port);
     impl_->listen = config.listen;
-    impl_->acceptor.open(ep.protocol(), ec);
-    if (!ec) impl_->acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
-    if (!ec) impl_->acceptor.bind(ep, ec);
-    if (!ec) impl_->acceptor.listen(net::socket_base::max_listen_connections, ec);
-    if (ec) throw std::runtime_error("web.listen: cannot listen on " + config.listen + ": " + ec.message());
+    events::listen_on(impl_->acceptor, "web.listen", config.listen);
 }
 
 WebServer::~WebServer() { stop(); }
