@@ -58,20 +58,23 @@ class RunEnv(Env):
         """Stops `run` with `sig`. After SIGTERM it must exit 0, and whatever the signal its log
         must hold no sanitizer report (a leak found at exit aborts the process under the
         sanitizer suite, which would otherwise go unseen)."""
-        stopped = False
+        signalled, killed = False, False
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
+            signalled = True
             try:
                 self.proc.wait(20)
-                stopped = True
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                killed = True
         self.close_log()
         if self.proc is None:
             return
-        harness.check_ended("run", self.proc.returncode, self.agent_log(),
-                            "SIGTERM" if stopped and sig == signal.SIGTERM else None)
+        # A `run` that needs killing after SIGTERM hangs at shutdown: that fails the test too.
+        term = signalled and sig == signal.SIGTERM
+        harness.check_ended("run", self.proc.returncode, self.agent_log(), "SIGTERM" if term else None,
+                            killed_after=20 if term and killed else None)
 
     def close_log(self):
         if self.log:

@@ -93,12 +93,11 @@ class Console:
 
     def stop(self):
         """SIGTERM: the console must exit 0 with no sanitizer report in its log (as harness.Proxy)."""
-        self.proc.terminate()
-        self.proc.wait(15)
+        ended = harness.stop_process(self.proc, timeout=15)
         self.log.seek(0)
         text = self.log.read()
         self.log.close()
-        harness.check_ended("web", self.proc.returncode, text, "SIGTERM")
+        harness.check_ended("web", self.proc.returncode, text, "SIGTERM", killed_after=None if ended else 15)
 
 
 def browser():

@@ -141,22 +141,27 @@ class Proxy:
         if self.stderr.closed:  # stopped already
             return
         was_running = self.proc.poll() is None
-        stop_process(self.proc)
+        ended = stop_process(self.proc)
         text = self.stderr_text()
         self.stdout.close()
         self.stderr.close()
-        check_ended("proxy", self.proc.returncode, text, "SIGTERM" if was_running else None)
+        check_ended("proxy", self.proc.returncode, text, "SIGTERM" if was_running else None,
+                    killed_after=None if ended else 10)
 
 
 # What AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer print when they report.
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
-def check_ended(what, returncode, output, stopped_by=None):
-    """Fails the test when `output` (what the process printed) holds a sanitizer report, or when
-    the process exited non-zero after the stop signal `stopped_by` (a name such as "SIGTERM"; None
-    when it ended before the stop, or was killed)."""
+def check_ended(what, returncode, output, stopped_by=None, killed_after=None):
+    """Fails the test when `output` (what the process printed) holds a sanitizer report, when the
+    process exited non-zero after the stop signal `stopped_by` (a name such as "SIGTERM"; None
+    when it ended before the stop), or when it had to be killed `killed_after` seconds after that
+    signal (a hang at shutdown)."""
     report = next((m for m in SANITIZER_MARKS if m in output), None)
+    if killed_after is not None:
+        raise AssertionError(f"{what} did not exit within {killed_after} s of {stopped_by or 'the stop signal'} "
+                             f"and was killed{' (' + report + ')' if report else ''}: {output[-4000:]}")
     if report or (stopped_by and returncode != 0):
         how = f" on {stopped_by}" if stopped_by else ""
         raise AssertionError(f"{what} exited with {returncode}{how}"
