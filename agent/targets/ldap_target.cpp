@@ -645,6 +645,7 @@ void LdapTarget::read_groups(OrgSnapshot& snap, std::unordered_map<std::string, 
             users_[u->second].groups.insert(id);
             su->second.departments.push_back(Membership{id, 0, contains(d.leaders, u->second)});
         }
+        groups.erase(g);  // its member list's buffer (the values were moved out) is not needed any more
     }
 }
 
