@@ -5,6 +5,7 @@ requests made and, against the simulator's per-API QPS limit, the achieved reque
 
   DINGTALK_SIM=... DINGBRIDGE_PROXY=... DINGBRIDGE_AGENT=... \
     python3 tests/bench/agent_bench.py [--users 100000] [--departments 5000] [--sim-qps 20] [--agent-qps 18]
+      [--glibc-tunables ''] (glibc's malloc defaults instead of the packaged units' huge pages)
 
 Loopback only; everything is stopped at the end.
 """
@@ -18,6 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 import agent_env  # noqa: E402
+
+# What packaging/systemd/dingbridge-agent{,-sync}.service set: malloc's heap in transparent huge
+# pages (docs/BENCHMARKS.md, "Huge pages for malloc's heap").
+PACKAGED_TUNABLES = "glibc.malloc.hugetlb=1"
 
 
 def main():
@@ -33,6 +38,9 @@ def main():
     ap.add_argument("--lean-mapping", action="store_true",
                     help="department description and order not mapped (no department/get per department)")
     ap.add_argument("--resync", action="store_true", help="also measure a second, no-op sync")
+    ap.add_argument("--glibc-tunables", default=PACKAGED_TUNABLES,
+                    help="GLIBC_TUNABLES of the agent; the default is what the packaged units set, '' is glibc's "
+                         "own default")
     a = ap.parse_args()
     mapping_text = None
     if a.lean_mapping:
@@ -42,6 +50,10 @@ def main():
     env = agent_env.Env(generate=f"users={a.users},departments={a.departments},depth={a.depth},seed=42",
                         qps=a.sim_qps, agent_qps=a.agent_qps, concurrency=a.concurrency,
                         agent_qps_total=a.agent_qps_total, mapping_text=mapping_text)
+    if a.glibc_tunables:
+        env.env["GLIBC_TUNABLES"] = a.glibc_tunables
+    else:
+        env.env.pop("GLIBC_TUNABLES", None)
     try:
         cfg = env.config.read_text().replace("level: info", "level: warn")
         env.config.write_text(cfg)
@@ -57,7 +69,8 @@ def main():
         busiest = max(stats["apis"].items(), key=lambda kv: kv[1]["calls"])
         result = {
             "users": a.users, "departments": a.departments, "sim_qps_limit": a.sim_qps, "agent_qps": a.agent_qps,
-            "concurrency": a.concurrency, "exit": p.returncode, "status": run["status"],
+            "concurrency": a.concurrency, "glibc_tunables": a.glibc_tunables, "exit": p.returncode,
+            "status": run["status"],
             "wall_s": round(wall, 1), "agent_cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
             "agent_peak_rss_mib": round(ru.ru_maxrss / 1024, 1),
             "requests": run["counts"]["requests"], "sim_calls": stats["total_calls"],

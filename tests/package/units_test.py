@@ -81,6 +81,8 @@ class Units(unittest.TestCase):
             self.assertEqual(agent["StateDirectory"], ["dingbridge"])
             self.assertEqual(agent["LogsDirectory"], ["dingbridge"])
             self.assertEqual(agent["ConfigurationDirectory"], ["dingbridge"])
+            if command != "web":  # the two that sync: malloc's heap in huge pages (docs/BENCHMARKS.md)
+                self.assertEqual(agent["Environment"], ["GLIBC_TUNABLES=glibc.malloc.hugetlb=1"])
         # The console alone is for timer-driven installs; `run` serves it itself, on the same port.
         self.assertEqual(settings(UNITS / "dingbridge-agent-web.service")["Conflicts"], ["dingbridge-agent.service"])
         timer = settings(UNITS / "dingbridge-agent-sync.timer")
