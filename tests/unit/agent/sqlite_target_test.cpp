@@ -290,4 +290,32 @@ BOOST_AUTO_TEST_CASE(an_older_database_keeps_its_unique_columns) {
     BOOST_TEST(count_rows(db.path, "SELECT 1 FROM users") == 1);
 }
 
+// A new file gets 16 KiB pages (a fifth of the page reads and writes of a large sync); a file an
+// earlier version made (4 KiB pages, already in WAL mode) keeps its own and is written as before.
+BOOST_AUTO_TEST_CASE(a_new_file_has_16_kib_pages_and_an_older_one_keeps_its_own) {
+    const auto page_size = [](const std::string& path) {
+        sqlite3* h = nullptr;
+        BOOST_REQUIRE(sqlite3_open(path.c_str(), &h) == SQLITE_OK);
+        sqlite3_stmt* st = nullptr;
+        BOOST_REQUIRE(sqlite3_prepare_v2(h, "PRAGMA page_size", -1, &st, nullptr) == SQLITE_OK);
+        BOOST_REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+        const long long size = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        sqlite3_close(h);
+        return size;
+    };
+    OrgSnapshot desired;
+    desired.users["a"] = member("a", {});
+    TempDb fresh, older;
+    older.exec("PRAGMA page_size=4096; PRAGMA journal_mode=WAL;");
+    older.exec(kOlderSchema);
+    for (const TempDb* db : {&fresh, &older}) {
+        SqliteTarget t(db->path);
+        write_all(t, desired);
+        BOOST_TEST(count_rows(db->path, "SELECT 1 FROM users WHERE external_id='a'") == 1);
+    }
+    BOOST_TEST(page_size(fresh.path) == 16384);
+    BOOST_TEST(page_size(older.path) == 4096);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
