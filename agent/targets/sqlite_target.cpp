@@ -87,13 +87,12 @@ SqliteTarget::SqliteTarget(const std::string& path) {
     // temp-file write of every page the change touches (GBs of pwrite for a 100k-user first sync).
     // 16 KiB pages (before WAL fixes the page size of a new file; an existing file keeps its own):
     // a fifth of the page reads and writes of a large sync, each a system call.
-    db_ = sqlite_util::open_database(
-        path, {"the SQLite target",
-               "the target schema",
-               10000,
-               {"PRAGMA page_size=16384", "PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL",
-                "PRAGMA temp_store=MEMORY"},
-               kSchema});
+    db_ = sqlite_util::open_database(path, {"the SQLite target",
+                                            "the target schema",
+                                            10000,
+                                            {"PRAGMA page_size=16384", "PRAGMA journal_mode=WAL",
+                                             "PRAGMA synchronous=NORMAL", "PRAGMA temp_store=MEMORY"},
+                                            kSchema});
     // Named unique indexes unless the table has the older UNIQUE columns (origin 'u').
     {
         Stmt legacy(db_, "SELECT count(*) FROM pragma_index_list('users') WHERE origin='u'");
