@@ -136,9 +136,11 @@ void write_ready_file(const Server& server, const std::string& ready_file) {
 void reload(Server& server, const std::string& config_path) {
     try {
         ProxyConfig next = load_proxy_config(config_path);
-        const LogSettings log = next.log;
+        // Opened before the swap: a log that cannot be opened fails the reload as a whole, instead
+        // of after the new configuration already runs (with "keeping the running configuration").
+        auto log = make_logger(next.log);
         server.reload(std::move(next));
-        configure_logging(log);
+        spdlog::set_default_logger(std::move(log));
         // Logged before counted: whoever sees the counter move finds the line already written.
         spdlog::info("configuration reloaded from {}", config_path);
         server.shared().metrics.count_reload(true);

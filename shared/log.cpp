@@ -57,7 +57,7 @@ bool valid_log_level(const std::string& level) {
     return false;
 }
 
-void configure_logging(const LogSettings& settings) {
+std::shared_ptr<spdlog::logger> make_logger(const LogSettings& settings) {
     if (!valid_log_level(settings.level)) {
         throw std::runtime_error("unknown log level '" + settings.level +
                                  "' (trace, debug, info, warn, error, critical, off)");
@@ -78,8 +78,10 @@ void configure_logging(const LogSettings& settings) {
     }
     logger->set_level(spdlog::level::from_str(settings.level));
     logger->flush_on(spdlog::level::info);
-    spdlog::set_default_logger(logger);
+    return logger;
 }
+
+void configure_logging(const LogSettings& settings) { spdlog::set_default_logger(make_logger(settings)); }
 
 namespace {
 

@@ -27,6 +27,9 @@ struct LogSettings {
 // Throws std::runtime_error for an unknown level/format or a file that cannot be opened,
 // including one whose directory does not exist (never created).
 void configure_logging(const LogSettings& settings);
+// The logger configure_logging installs, made but not installed (throws like it): a reload opens
+// the new log first and installs it only once nothing else can fail.
+std::shared_ptr<spdlog::logger> make_logger(const LogSettings& settings);
 
 // Why a log file cannot be created where it is named ("directory /x does not exist", "/x is not
 // a directory"), or empty. Log files are opened in existing directories only.

@@ -403,6 +403,19 @@ class Operators(WithEcho):
             self.assertFalse(missing.exists())
             self.assertEqual(self.tunnel_once(proxy), 200)
             self.wait_for(lambda: "status=200" in log.read_text(), "a line in the running file")
+            # A diagnostic log that cannot be opened fails the reload as a whole: the rest of the
+            # new file (here another access log) must not have been swapped in already.
+            other = w / "other.log"
+            proxy.config.write_text(config(self.echo.port,
+                                           f'access_log:\n  file: "{other}"\nlog:\n  file: "{missing}/proxy.log"'))
+            proxy.proc.send_signal(signal.SIGHUP)
+            self.wait_for(lambda: proxy.stderr_text().count("reload failed") == 2, "the second reload to fail")
+            self.assertIn(f"cannot open log file {missing}/proxy.log: directory {missing} does not exist",
+                          proxy.stderr_text())
+            self.assertEqual(self.tunnel_once(proxy, "127.0.0.1:1"), 403)
+            self.wait_for(lambda: "status=403" in log.read_text(), "the line still in the running file")
+            self.assertFalse(other.exists())
+            self.assertFalse(missing.exists())
             proxy.stop()
         finally:
             work.cleanup()
