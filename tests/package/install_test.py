@@ -72,14 +72,14 @@ def as_unit(name, command_key="ExecStart", popen=False, stdout=None):
     """Runs the unit's command as its User/Group with its Environment, EnvironmentFile and UMask, cwd /."""
     u = unit(name)
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-    for f in u.get("EnvironmentFile", []):
+    for assignment in u.get("Environment", []):
+        k, v = assignment.split("=", 1)
+        env[k] = v
+    for f in u.get("EnvironmentFile", []):  # systemd: the files override Environment=
         optional = f.startswith("-")
         f = f.lstrip("-")
         if Path(f).exists() or not optional:
             env.update(env_file(f))
-    for assignment in u.get("Environment", []):
-        k, v = assignment.split("=", 1)
-        env[k] = v
     user, group = u["User"][0], u["Group"][0]
     cmd = ["setpriv", f"--reuid={user}", f"--regid={group}", "--init-groups", "--no-new-privs", "--",
            *u[command_key][0].split()]
