@@ -132,7 +132,7 @@ void write_ready_file(const Server& server, const std::string& ready_file) {
     std::rename(tmp.c_str(), ready_file.c_str());
 }
 
-// SIGHUP: reload the configuration and reopen the access log (also when the new file is invalid).
+// SIGHUP: reload the configuration and reopen the log files (also when the new file is invalid).
 void reload(Server& server, const std::string& config_path) {
     try {
         ProxyConfig next = load_proxy_config(config_path);
@@ -140,19 +140,30 @@ void reload(Server& server, const std::string& config_path) {
         // of after the new configuration already runs (with "keeping the running configuration").
         auto log = make_logger(next.log);
         server.reload(std::move(next));
-        spdlog::set_default_logger(std::move(log));
+        install_logger(log);
         // Logged before counted: whoever sees the counter move finds the line already written.
         spdlog::info("configuration reloaded from {}", config_path);
         server.shared().metrics.count_reload(true);
     } catch (const std::exception& e) {
-        spdlog::error("reload failed, keeping the running configuration: {}", e.what());
-        server.shared().metrics.count_reload(false);
-        // Log rotation must not depend on the new file being valid: reopen the current one.
+        // Log rotation must not depend on the new file being valid: the current files are
+        // reopened first, so that this failure is written where the operator now looks.
+        std::string log_problem, access_problem;
+        try {
+            install_logger(make_logger(server.config()->log));
+        } catch (const std::exception& reopen) {
+            log_problem = reopen.what();
+        }
         try {
             server.reopen_access_log(*server.config());
         } catch (const std::exception& reopen) {
-            spdlog::error("cannot reopen the access log, still writing to the old file: {}", reopen.what());
+            access_problem = reopen.what();
         }
+        spdlog::error("reload failed, keeping the running configuration: {}", e.what());
+        if (!log_problem.empty())
+            spdlog::error("cannot reopen the log, still writing to the old file: {}", log_problem);
+        if (!access_problem.empty())
+            spdlog::error("cannot reopen the access log, still writing to the old file: {}", access_problem);
+        server.shared().metrics.count_reload(false);
     }
 }
 

@@ -81,7 +81,34 @@ std::shared_ptr<spdlog::logger> make_logger(const LogSettings& settings) {
     return logger;
 }
 
-void configure_logging(const LogSettings& settings) { spdlog::set_default_logger(make_logger(settings)); }
+void install_logger(const std::shared_ptr<spdlog::logger>& prepared) {
+    // The default logger's one sink: it holds the current destination (a sink that formats on
+    // its own, see make_logger), and dist_sink_mt swaps it under the lock every line takes.
+    static std::shared_ptr<spdlog::sinks::dist_sink_mt> destination;
+    if (!destination) {
+        destination = std::make_shared<spdlog::sinks::dist_sink_mt>(prepared->sinks());
+        auto logger = std::make_shared<spdlog::logger>(prepared->name(), destination);
+        logger->set_level(prepared->level());
+        logger->flush_on(prepared->flush_level());
+        spdlog::set_default_logger(std::move(logger));  // once, before any other thread logs
+        return;
+    }
+    spdlog::logger* logger = spdlog::default_logger_raw();
+    destination->set_sinks(prepared->sinks());
+    logger->set_level(prepared->level());  // atomics
+    logger->flush_on(prepared->flush_level());
+}
+
+void configure_logging(const LogSettings& settings) { install_logger(make_logger(settings)); }
+
+void reopen_log(const LogSettings& settings, const std::string& who) {
+    try {
+        configure_logging(settings);
+        spdlog::info("{}: log reopened ({})", who, settings.file.empty() ? "standard error" : settings.file);
+    } catch (const std::exception& e) {
+        spdlog::error("{}: cannot reopen the log, still writing to the old file: {}", who, e.what());
+    }
+}
 
 namespace {
 

@@ -1,10 +1,14 @@
 #pragma once
 // Logging setup (spdlog) shared by both programs.
 //
-// `configure_logging` installs the process-wide default logger: text ("2026-01-01 12:00:00.000
+// `configure_logging` sets up the process-wide default logger: text ("2026-01-01 12:00:00.000
 // info message") or JSON lines ({"time":..,"level":..,"msg":..}), to stderr or a file, at a given
 // level. Call it once at start and again on reload. Messages must never contain secrets: code
 // logs names and references, never values.
+//
+// spdlog's default logger is installed once and then changed in place (destination, format,
+// level): `spdlog::info` and friends reach it through a raw pointer, so replacing it with
+// `spdlog::set_default_logger` while another thread logs frees the logger under that thread.
 
 #include <spdlog/spdlog.h>
 
@@ -25,11 +29,19 @@ struct LogSettings {
 };
 
 // Throws std::runtime_error for an unknown level/format or a file that cannot be opened,
-// including one whose directory does not exist (never created).
+// including one whose directory does not exist (never created); the running logger stays then.
+// Safe while other threads log.
 void configure_logging(const LogSettings& settings);
-// The logger configure_logging installs, made but not installed (throws like it): a reload opens
-// the new log first and installs it only once nothing else can fail.
+// What configure_logging applies, made but not applied (throws like it): a reload opens the new
+// log first and applies it with install_logger only once nothing else can fail.
 std::shared_ptr<spdlog::logger> make_logger(const LogSettings& settings);
+// Gives the process-wide logger `prepared`'s destination, format and level. Never throws; safe
+// while other threads log (not while another thread calls it).
+void install_logger(const std::shared_ptr<spdlog::logger>& prepared);
+
+// SIGHUP in a program that keeps its configuration: the log file opened again by name (logrotate
+// moved it), then "<who>: log reopened" in it, or an error in the old one. Never throws.
+void reopen_log(const LogSettings& settings, const std::string& who);
 
 // Why a log file cannot be created where it is named ("directory /x does not exist", "/x is not
 // a directory"), or empty. Log files are opened in existing directories only.

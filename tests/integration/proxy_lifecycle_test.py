@@ -365,6 +365,37 @@ class Operators(WithEcho):
         finally:
             work.cleanup()
 
+    def test_a_broken_file_on_sighup_still_reopens_both_log_files(self):
+        # logrotate moves the files and sends SIGHUP whatever state the configuration is in. A
+        # broken file reopened the access log but not the diagnostic log: the proxy went on
+        # writing to the rotated file, and its "reload failed" went where nobody looks.
+        work = harness.Workdir()
+        try:
+            w = Path(work.path)
+            access, diag = w / "access.log", w / "proxy.log"
+            proxy = harness.Proxy(work.path, config(self.echo.port,
+                                                    f'access_log:\n  file: "{access}"\nlog:\n  file: "{diag}"'))
+            self.assertEqual(self.tunnel_once(proxy), 200)
+            self.wait_for(lambda: access.exists() and "status=200" in access.read_text(), "first access line")
+            self.assertIn("dingbridge-proxy started", diag.read_text())
+            access.rename(w / "access.log.1")
+            diag.rename(w / "proxy.log.1")
+            good = proxy.config.read_text()
+            proxy.config.write_text(good + "listeners: [\n")
+            proxy.proc.send_signal(signal.SIGHUP)
+            self.wait_for(lambda: diag.exists() and "reload failed" in diag.read_text(), "the failure in the new log")
+            self.assertNotIn("reload failed", (w / "proxy.log.1").read_text())
+            self.assertTrue(access.exists())
+            self.assertEqual(self.tunnel_once(proxy, "127.0.0.1:1"), 403)
+            self.wait_for(lambda: "status=403" in access.read_text(), "a line in the new access log")
+            # The next good reload writes to the same new file.
+            proxy.config.write_text(good)
+            proxy.proc.send_signal(signal.SIGHUP)
+            self.wait_for(lambda: "configuration reloaded" in diag.read_text(), "the next reload")
+            proxy.stop()
+        finally:
+            work.cleanup()
+
     def test_a_log_file_in_a_missing_directory_is_refused_not_created(self):
         # spdlog creates every missing directory on the way to a log file: a mistyped
         # directory appeared (as root at install time) and the lines went where nobody looks.
