@@ -18,6 +18,7 @@
 #include "agent/events/stream.h"
 #include "agent/sync/full_sync.h"
 #include "agent/web/console.h"
+#include "shared/log.h"
 
 namespace dingbridge::agent {
 
@@ -27,6 +28,7 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 std::atomic<bool> g_stop{false};
+std::atomic<bool> g_reopen_log{false};  // SIGHUP: log rotation
 // Objects fetched per batch: a burst (fetched at DingTalk's per-API rate) commits in steps
 // instead of all at its end. Every pending row about those objects joins the batch (one fetch
 // covers them all: it happens after they were journaled).
@@ -67,6 +69,7 @@ std::vector<JournalEvent> next_batch(std::vector<JournalEvent>&& pending) {
     return batch;
 }
 void on_signal(int) { g_stop = true; }
+void on_hup(int) { g_reopen_log = true; }
 
 // Wakes the main loop when the receiving thread journaled something.
 struct Notifier {
@@ -319,6 +322,7 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
 
     std::signal(SIGTERM, on_signal);
     std::signal(SIGINT, on_signal);
+    std::signal(SIGHUP, on_hup);
 
     // ---- receiving (started first: events that arrive during a full sync are journaled) ----
     std::unique_ptr<StreamClient> stream;
@@ -363,6 +367,7 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
     while (!g_stop) {
         notifier.wait(std::chrono::milliseconds(1000));
         if (g_stop) break;
+        if (g_reopen_log.exchange(false)) reopen_log(config.log, "run");
         auto now = Clock::now();
         if (now >= next_alive) {
             journal.set("last_alive_ms", std::to_string(now_ms()));

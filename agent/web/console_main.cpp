@@ -12,6 +12,7 @@
 
 #include "agent/events/journal.h"
 #include "agent/web/console_parts.h"
+#include "shared/log.h"
 #include "shared/password.h"
 
 namespace dingbridge::agent::web {
@@ -106,6 +107,7 @@ int run_console_command(const AgentConfig& config) {
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     std::unique_ptr<WebServer> server;
     try {
@@ -117,7 +119,10 @@ int run_console_command(const AgentConfig& config) {
     std::cout << "web console on " << (server->tls() ? "https" : "http") << "://" << config.web.listen << " (port "
               << server->port() << ")" << std::endl;
     int sig = 0;
-    sigwait(&set, &sig);
+    while (sigwait(&set, &sig) != 0 || sig == SIGHUP) {
+        if (sig == SIGHUP) reopen_log(config.log, "web");
+        sig = 0;
+    }
     spdlog::info("web: stopping");
     server->stop();
     return 0;

@@ -380,6 +380,34 @@ class CatchUpAndBudget(unittest.TestCase):
         self.assertEqual(int(m.group(1)), int(m.group(2)) + int(m.group(3)))
 
 
+class LogRotation(unittest.TestCase):
+    """logrotate moves log.file and sends SIGHUP (`systemctl reload`). The agent had no SIGHUP
+    handler: `run` was ended by it, and without the signal it wrote on into the rotated file."""
+
+    def test_sighup_reopens_the_log_file_and_run_goes_on(self):
+        env = RunEnv()
+        self.addCleanup(env.stop)
+        log, rotated = env.dir / "agent.log", env.dir / "agent.log.1"
+        text = env.config.read_text()
+        self.assertIn("log:\n  level: info\n", text)
+        env.config.write_text(text.replace("log:\n  level: info\n", f'log:\n  level: info\n  file: "{log}"\n'))
+        env.start_agent()
+        env.wait_connected()
+        env.wait(lambda: log.exists() and "following DingTalk events" in log.read_text(), "run's start in its log")
+        log.rename(rotated)
+        env.proc.send_signal(signal.SIGHUP)
+        env.wait(lambda: log.exists() and f"run: log reopened ({log})" in log.read_text(), "the reopened log")
+        dept = env.sim.org()["departments"][1]["dept_id"]
+        env.sim.admin("POST", "/_sim/user/create", {"userid": "rotated1", "name": "After Rotation",
+                                                    "dept_id_list": [dept]})
+        env.wait_converged("a change after the rotation")
+        self.assertIsNone(env.proc.poll())
+        env.stop_agent()  # exits 0 on SIGTERM, as before
+        self.assertIn("run: stopping", log.read_text())
+        self.assertNotIn("run: stopping", rotated.read_text())
+        self.assertNotIn("log reopened", rotated.read_text())
+
+
 class Quota(unittest.TestCase):
     """90020 (monthly quota used up) stops fetching but events are still journaled and ACKed."""
 

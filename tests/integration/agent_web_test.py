@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -406,6 +407,30 @@ class Tls(unittest.TestCase):
                 self.https_get(c.port)  # no certificate: the handshake fails
         finally:
             c.stop()
+
+    def test_sighup_reopens_the_console_log_file(self):
+        # `web` is the long-running console of timer-driven installs: logrotate's SIGHUP ended it.
+        log, rotated = self.env.dir / "web.log", self.env.dir / "web.log.1"
+        self.assertIn("log:\n  level: info\n", self.base_yaml)
+        port = free_port()
+        self.env.config.write_text(self.base_yaml.replace("log:\n  level: info\n",
+                                                          f'log:\n  level: info\n  file: "{log}"\n')
+                                   + web_yaml(port))
+        c = Console(self.env, port)
+        try:
+            self.assertTrue(log.exists())
+            log.rename(rotated)
+            c.proc.send_signal(signal.SIGHUP)
+            deadline = time.time() + 10
+            while not (log.exists() and f"web: log reopened ({log})" in log.read_text()) and time.time() < deadline:
+                time.sleep(0.05)
+            self.assertIn(f"web: log reopened ({log})", log.read_text() if log.exists() else "(no new file)")
+            self.assertIsNone(c.proc.poll(), "the console ended on SIGHUP")
+            self.assertEqual(c.get("/api/runs")[0], 200)
+        finally:
+            c.stop()
+        self.assertIn("web: stopping", log.read_text())
+        self.assertNotIn("web: stopping", rotated.read_text())
 
     def test_basic_credentials_over_tls_and_refusals_throttled(self):
         c = self.start_with_password()

@@ -133,6 +133,22 @@ class InstallUpgradePurge(unittest.TestCase):
             raise AssertionError(f"proxy did not start ({e}): " + log.read())
         return proc
 
+    def rotate_logs(self, proxy):
+        """The packaged logrotate file, forced: the running proxy (no systemd here: postrotate's
+        pkill branch) must write its next lines to the new access.log, not the rotated one."""
+        access, rotated = Path("/var/log/dingbridge/access.log"), Path("/var/log/dingbridge/access.log.1")
+        before = len(access.read_text().splitlines())
+        sh("logrotate", "-f", "/etc/logrotate.d/dingbridge")
+        self.assertEqual(len(rotated.read_text().splitlines()), before)
+        log = self.dir / "proxy-0.log"
+        harness.wait_until(lambda: "configuration reloaded" in log.read_text(), proxy, "the proxy's reload", 10,
+                           interval=0.1)
+        self.sync_and_compare()
+        self.assertIsNone(proxy.poll())
+        self.assertEqual(len(rotated.read_text().splitlines()), before, "lines went to the rotated file")
+        self.assertTrue(access.read_text().strip(), "no line in the new access.log")
+        self.assertEqual(owner_mode(access), "dingbridge:dingbridge 0640")
+
     def stop(self, proc):
         proc.terminate()
         self.assertEqual(proc.wait(60), 0)
@@ -223,6 +239,8 @@ state_dir: /var/lib/dingbridge
                            text=True, env=env, timeout=60)
         self.assertEqual(p.returncode, 1)
         self.assertIn("runuser -u dingbridge", p.stderr)
+        if not Path("/run/systemd/system").exists():  # with systemd, postrotate signals the units instead
+            self.rotate_logs(proxy)
         self.stop(proxy)
 
         # --- upgrade with edited configuration: edits and the administrator's mode are kept

@@ -81,6 +81,11 @@ class Units(unittest.TestCase):
             self.assertEqual(agent["StateDirectory"], ["dingbridge"])
             self.assertEqual(agent["LogsDirectory"], ["dingbridge"])
             self.assertEqual(agent["ConfigurationDirectory"], ["dingbridge"])
+            # Log rotation: the long-running ones reopen log.file on SIGHUP; it would end a sync.
+            if command == "sync":
+                self.assertNotIn("ExecReload", agent)
+            else:
+                self.assertEqual(agent["ExecReload"], ["/bin/kill -HUP $MAINPID"])
             if command != "web":  # the two that sync: malloc's heap in huge pages (docs/BENCHMARKS.md)
                 self.assertEqual(agent["Environment"], ["GLIBC_TUNABLES=glibc.malloc.hugetlb=1"])
         # The console alone is for timer-driven installs; `run` serves it itself, on the same port.
