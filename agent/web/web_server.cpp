@@ -198,8 +198,14 @@ net::awaitable<WebReply> WebServer::Impl::answer(const http::request<http::strin
             r.headers.emplace_back("Retry-After", "1");
             co_return r;
         }
-        ++pending_checks;
-        const bool ok = co_await net::co_spawn(checks, check_on_pool(step.hashes, step.password), net::use_awaitable);
+        bool ok = false;
+        ++pending_checks;  // until the check ends, also when it throws
+        try {
+            ok = co_await net::co_spawn(checks, check_on_pool(step.hashes, step.password), net::use_awaitable);
+        } catch (...) {
+            --pending_checks;
+            throw;
+        }
         --pending_checks;
         step.user = finish_check(step, ok, source);
     }
