@@ -16,6 +16,9 @@ import agent_env  # noqa: E402
 # The agent's DingTalk limits in a benchmark; the simulator is unlimited (qps 0), so that the
 # figures are the agent's and the target server's cost.
 AGENT_LIMITS = {"qps": 0, "agent_qps": 1000, "concurrency": 8, "agent_qps_total": 10000}
+# What the packaged units of the syncing agent set (tests/bench/agent_bench.py uses the same).
+PACKAGED_TUNABLES = "glibc.malloc.hugetlb=1"
+GLIBC_TUNABLES = PACKAGED_TUNABLES  # set from --glibc-tunables by arguments()
 
 
 def arguments(doc, users, departments, depth):
@@ -24,21 +27,29 @@ def arguments(doc, users, departments, depth):
     ap.add_argument("--users", type=int, default=users)
     ap.add_argument("--departments", type=int, default=departments)
     ap.add_argument("--depth", type=int, default=depth)
+    ap.add_argument("--glibc-tunables", default=PACKAGED_TUNABLES,
+                    help="GLIBC_TUNABLES of the agent; the default is what the packaged units set, '' is glibc's "
+                         "own default")
     a = ap.parse_args()
+    global GLIBC_TUNABLES
+    GLIBC_TUNABLES = a.glibc_tunables
     a.generate = f"users={a.users},departments={a.departments},depth={a.depth},seed=42"
     return a
 
 
 def header(a):
-    return {"users": a.users, "departments": a.departments, "loadavg_at_start": round(os.getloadavg()[0], 2)}
+    return {"users": a.users, "departments": a.departments, "glibc_tunables": a.glibc_tunables,
+            "loadavg_at_start": round(os.getloadavg()[0], 2)}
 
 
 def timed_sync(env):
     """One `sync` run; its output goes to bench-sync.log in the environment's directory."""
     with open(env.dir / "bench-sync.log", "a") as log:
         t0 = time.monotonic()
-        p = subprocess.Popen([agent_env.AGENT_BIN, "-c", str(env.config), "sync"], env=env.env, stdout=log,
-                             stderr=log)
+        agent = {k: v for k, v in env.env.items() if k != "GLIBC_TUNABLES"}
+        if GLIBC_TUNABLES:
+            agent["GLIBC_TUNABLES"] = GLIBC_TUNABLES
+        p = subprocess.Popen([agent_env.AGENT_BIN, "-c", str(env.config), "sync"], env=agent, stdout=log, stderr=log)
         _, _, ru = os.wait4(p.pid, 0)
         wall = time.monotonic() - t0
     run = env.history()[0]
