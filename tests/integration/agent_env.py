@@ -59,8 +59,13 @@ class Sim:
         return self.admin("GET", "/_sim/stats")
 
     def stop(self):
-        harness.stop_process(self.proc)
+        """SIGTERM: like the programs under test, the simulator must exit 0 (a crash of the
+        stand-in would otherwise go unseen; it is not built with the sanitizers)."""
+        ended = harness.stop_process(self.proc)
+        self.log.seek(0)
+        text = self.log.read()
         self.log.close()
+        harness.check_ended("dingtalk-sim", self.proc.returncode, text, "SIGTERM", killed_after=None if ended else 10)
 
 
 def proxy_config(sim_port, password_hash, tls=None, listen_port=0, stream_host=None):
@@ -181,10 +186,16 @@ log:
         return self.state / "org.db"
 
     def stop(self):
-        if self.proxy:
-            self.proxy.stop()
-        self.sim.stop()
-        self.work.cleanup()
+        """Stops the proxy and the simulator (each checked for how it ended) and removes the
+        work directory, all three even when a check fails first."""
+        try:
+            if self.proxy:
+                self.proxy.stop()
+        finally:
+            try:
+                self.sim.stop()
+            finally:
+                self.work.cleanup()
 
 
 # ---- the default mapping (configs/mapping.yaml), re-implemented independently for comparison ----
