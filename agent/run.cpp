@@ -1,8 +1,11 @@
 #include "agent/run.h"
 
+#include <semaphore.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -10,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <set>
+#include <thread>
 
 #include "agent/events/http_server.h"
 #include "agent/events/journal.h"
@@ -28,7 +32,6 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 std::atomic<bool> g_stop{false};
-std::atomic<bool> g_reopen_log{false};  // SIGHUP: log rotation
 // Objects fetched per batch: a burst (fetched at DingTalk's per-API rate) commits in steps
 // instead of all at its end. Every pending row about those objects joins the batch (one fetch
 // covers them all: it happens after they were journaled).
@@ -69,7 +72,42 @@ std::vector<JournalEvent> next_batch(std::vector<JournalEvent>&& pending) {
     return batch;
 }
 void on_signal(int) { g_stop = true; }
-void on_hup(int) { g_reopen_log = true; }
+
+// SIGHUP (log rotation): log.file is reopened at once by a thread of its own, whatever the main
+// loop is doing (a reconcile can take minutes). The handler only posts a semaphore
+// (async-signal-safe); the handler stays process-wide, so SIGHUP never ends the process whichever
+// thread it is delivered to.
+sem_t g_hup;
+void on_hup(int) { sem_post(&g_hup); }
+
+class LogReopener {
+public:
+    explicit LogReopener(LogSettings settings) : settings_(std::move(settings)) {
+        sem_init(&g_hup, 0, 0);
+        std::signal(SIGHUP, on_hup);
+        thread_ = std::thread([this] {
+            while (true) {
+                while (sem_wait(&g_hup) != 0 && errno == EINTR) {
+                }
+                if (stop_.load()) return;
+                reopen_log(settings_, "run");
+            }
+        });
+    }
+    ~LogReopener() {
+        std::signal(SIGHUP, SIG_IGN);  // from here on a late SIGHUP changes nothing
+        stop_ = true;
+        sem_post(&g_hup);
+        thread_.join();
+    }
+    LogReopener(const LogReopener&) = delete;
+    LogReopener& operator=(const LogReopener&) = delete;
+
+private:
+    LogSettings settings_;
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
+};
 
 // Wakes the main loop when the receiving thread journaled something.
 struct Notifier {
@@ -322,7 +360,7 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
 
     std::signal(SIGTERM, on_signal);
     std::signal(SIGINT, on_signal);
-    std::signal(SIGHUP, on_hup);
+    LogReopener reopener(config.log);
 
     // ---- receiving (started first: events that arrive during a full sync are journaled) ----
     std::unique_ptr<StreamClient> stream;
@@ -367,7 +405,6 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
     while (!g_stop) {
         notifier.wait(std::chrono::milliseconds(1000));
         if (g_stop) break;
-        if (g_reopen_log.exchange(false)) reopen_log(config.log, "run");
         auto now = Clock::now();
         if (now >= next_alive) {
             journal.set("last_alive_ms", std::to_string(now_ms()));

@@ -407,6 +407,23 @@ class LogRotation(unittest.TestCase):
         self.assertNotIn("run: stopping", rotated.read_text())
         self.assertNotIn("log reopened", rotated.read_text())
 
+    def test_sighup_during_the_first_full_sync_reopens_at_once(self):
+        # A reconcile can take minutes at DingTalk's rate; the log must not wait for its end.
+        env = RunEnv(agent_qps=2)
+        self.addCleanup(env.stop)
+        log, rotated = env.dir / "agent.log", env.dir / "agent.log.1"
+        text = env.config.read_text()
+        env.config.write_text(text.replace("log:\n  level: info\n", f'log:\n  level: info\n  file: "{log}"\n'))
+        env.start_agent()
+        env.wait(lambda: log.exists() and "reading the whole organization once" in log.read_text(), "the full sync")
+        log.rename(rotated)
+        env.proc.send_signal(signal.SIGHUP)
+        env.wait(lambda: log.exists() and "run: log reopened" in log.read_text(), "the reopened log", timeout=5)
+        self.assertNotIn("following DingTalk events", rotated.read_text(), "the full sync was over already")
+        env.wait(lambda: "following DingTalk events" in log.read_text(), "the end of the full sync")
+        new = log.read_text()
+        self.assertLess(new.index("run: log reopened"), new.index("following DingTalk events"))
+
 
 class Quota(unittest.TestCase):
     """90020 (monthly quota used up) stops fetching but events are still journaled and ACKed."""
