@@ -139,4 +139,33 @@ BOOST_AUTO_TEST_CASE(legacy_recursive_department_list) {
     BOOST_TEST(!parse_legacy_department_list("/department/list", no_parent).ok());
 }
 
+// The department list of a large org is parsed by a parser of its own (its buffers are freed
+// with it): the answers before and after it, small ones on the thread's parser, still parse.
+BOOST_AUTO_TEST_CASE(a_large_answer_between_small_ones) {
+    std::string small = R"({"errcode":0,"department":[{"id":2,"name":"小","parentid":1}]})";
+    BOOST_REQUIRE(parse_legacy_department_list("/department/list", small).ok());
+    std::string big = R"({"errcode":0,"errmsg":"ok","department":[)";
+    const int n = 6000;  // about 400 KiB, past the thread parser's limit
+    for (int i = 0; i < n; ++i) {
+        if (i) big += ",";
+        big += R"({"id":)" + std::to_string(100 + i) + R"(,"name":"部门 )" + std::to_string(i) +
+               R"( Department with a longer name","parentid":)" + std::to_string(i ? 99 + i : 1) +
+               R"(,"createDeptGroup":true,"autoAddUser":true})";
+    }
+    big += "]}";
+    BOOST_REQUIRE_GT(big.size(), 256u * 1024);
+    auto r = parse_legacy_department_list("/department/list", big);
+    BOOST_REQUIRE(r.ok());
+    BOOST_REQUIRE_EQUAL(r.value().size(), static_cast<std::size_t>(n));
+    BOOST_TEST(r.value()[n - 1].dept_id == 100 + n - 1);
+    BOOST_TEST(r.value()[n - 1].parent_id == 99 + n - 1);
+    BOOST_TEST(r.value()[n - 1].name == "部门 " + std::to_string(n - 1) + " Department with a longer name");
+    std::string truncated = big.substr(0, big.size() / 2);
+    BOOST_TEST(!parse_legacy_department_list("/department/list", truncated).ok());
+    std::string again = R"({"errcode":0,"department":[{"id":3,"name":"后","parentid":1}]})";
+    auto a = parse_legacy_department_list("/department/list", again);
+    BOOST_REQUIRE(a.ok());
+    BOOST_TEST(a.value()[0].name == "后");
+}
+
 BOOST_AUTO_TEST_SUITE_END()
