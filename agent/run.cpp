@@ -1,5 +1,6 @@
 #include "agent/run.h"
 
+#include <malloc.h>
 #include <semaphore.h>
 #include <spdlog/spdlog.h>
 
@@ -195,6 +196,10 @@ void reconcile(SyncContext& c, const std::string& trigger, bool forced) {
         return;
     }
     (void)full_sync(c, trigger);
+    // Everything the full sync held (tens of MiB for a large org) is freed by now, but malloc
+    // keeps the pages for later allocations; `run` lives on with a small working set, so they
+    // are given back to the system.
+    malloc_trim(0);
 }
 
 // Journals a received event on `journal` and wakes the main loop; `answer` names what the sender
