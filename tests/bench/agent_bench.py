@@ -5,7 +5,7 @@ requests made and, against the simulator's per-API QPS limit, the achieved reque
 
   DINGTALK_SIM=... DINGBRIDGE_PROXY=... DINGBRIDGE_AGENT=... \
     python3 tests/bench/agent_bench.py [--users 100000] [--departments 5000] [--sim-qps 20] [--agent-qps 18]
-      [--glibc-tunables ''] (glibc's malloc defaults instead of the packaged units' huge pages)
+      [--glibc-tunables ''] (glibc's malloc defaults instead of the sync unit's huge pages)
 
 Loopback only; everything is stopped at the end.
 """
@@ -39,8 +39,8 @@ def main():
                     help="department description and order not mapped (no department/get per department)")
     ap.add_argument("--resync", action="store_true", help="also measure a second, no-op sync")
     ap.add_argument("--glibc-tunables", default=PACKAGED_TUNABLES,
-                    help="GLIBC_TUNABLES of the agent; the default is what the packaged units set, '' is glibc's "
-                         "own default")
+                    help="GLIBC_TUNABLES of the agent; the default is what "
+                         "dingbridge-agent-sync.service sets, '' is glibc's own default")
     a = ap.parse_args()
     mapping_text = None
     if a.lean_mapping:

@@ -9,7 +9,7 @@ each run, and the number of changes the resync applied (goal: 0).
 
 The simulator is unlimited (--sim-qps 0) so that the figures are the agent's and slapd's cost.
 Loopback only; everything is stopped at the end.
-The agent runs with the packaged units' GLIBC_TUNABLES unless given --glibc-tunables '' (glibc's
+The agent runs with the sync unit's GLIBC_TUNABLES unless given --glibc-tunables '' (glibc's
 default) or another value.
 """
 import subprocess

@@ -11,7 +11,7 @@ sync's figures are also printed on stderr as soon as it ends.
 
 The simulator is unlimited so that the figures are the agent's and the SCIM server's cost.
 Loopback only; everything is stopped at the end.
-The agent runs with the packaged units' GLIBC_TUNABLES unless given --glibc-tunables '' (glibc's
+The agent runs with the sync unit's GLIBC_TUNABLES unless given --glibc-tunables '' (glibc's
 default) or another value.
 """
 import json

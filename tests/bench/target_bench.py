@@ -16,7 +16,7 @@ import agent_env  # noqa: E402
 # The agent's DingTalk limits in a benchmark; the simulator is unlimited (qps 0), so that the
 # figures are the agent's and the target server's cost.
 AGENT_LIMITS = {"qps": 0, "agent_qps": 1000, "concurrency": 8, "agent_qps_total": 10000}
-# What the packaged units of the syncing agent set (tests/bench/agent_bench.py uses the same).
+# What dingbridge-agent-sync.service sets (tests/bench/agent_bench.py uses the same).
 PACKAGED_TUNABLES = "glibc.malloc.hugetlb=1"
 GLIBC_TUNABLES = PACKAGED_TUNABLES  # set from --glibc-tunables by arguments()
 
@@ -28,8 +28,8 @@ def arguments(doc, users, departments, depth):
     ap.add_argument("--departments", type=int, default=departments)
     ap.add_argument("--depth", type=int, default=depth)
     ap.add_argument("--glibc-tunables", default=PACKAGED_TUNABLES,
-                    help="GLIBC_TUNABLES of the agent; the default is what the packaged units set, '' is glibc's "
-                         "own default")
+                    help="GLIBC_TUNABLES of the agent; the default is what "
+                         "dingbridge-agent-sync.service sets, '' is glibc's own default")
     a = ap.parse_args()
     global GLIBC_TUNABLES
     GLIBC_TUNABLES = a.glibc_tunables
