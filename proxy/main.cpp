@@ -147,22 +147,13 @@ void reload(Server& server, const std::string& config_path) {
     } catch (const std::exception& e) {
         // Log rotation must not depend on the new file being valid: the current files are
         // reopened first, so that this failure is written where the operator now looks.
-        std::string log_problem, access_problem;
-        try {
-            install_logger(make_logger(server.config()->log));
-        } catch (const std::exception& reopen) {
-            log_problem = reopen.what();
-        }
+        reopen_log(server.config()->log, "reload");
+        spdlog::error("reload failed, keeping the running configuration: {}", e.what());
         try {
             server.reopen_access_log(*server.config());
         } catch (const std::exception& reopen) {
-            access_problem = reopen.what();
+            spdlog::error("cannot reopen the access log, still writing to the old file: {}", reopen.what());
         }
-        spdlog::error("reload failed, keeping the running configuration: {}", e.what());
-        if (!log_problem.empty())
-            spdlog::error("cannot reopen the log, still writing to the old file: {}", log_problem);
-        if (!access_problem.empty())
-            spdlog::error("cannot reopen the access log, still writing to the old file: {}", access_problem);
         server.shared().metrics.count_reload(false);
     }
 }

@@ -39,8 +39,9 @@ std::shared_ptr<spdlog::logger> make_logger(const LogSettings& settings);
 // while other threads log (not while another thread calls it).
 void install_logger(const std::shared_ptr<spdlog::logger>& prepared);
 
-// SIGHUP in a program that keeps its configuration: the log file opened again by name (logrotate
-// moved it), then "<who>: log reopened" in it, or an error in the old one. Never throws.
+// Log rotation where the configuration stays as it is (the agent's run and web on SIGHUP, a
+// proxy reload that failed): the log file opened again by name (logrotate moved it), then
+// "<who>: log reopened (FILE)" in it, or an error in the old one. Never throws.
 void reopen_log(const LogSettings& settings, const std::string& who);
 
 // Why a log file cannot be created where it is named ("directory /x does not exist", "/x is not

@@ -20,9 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 import agent_env  # noqa: E402
 
-# What packaging/systemd/dingbridge-agent{,-sync}.service set: malloc's heap in transparent huge
-# pages (docs/BENCHMARKS.md, "Huge pages for malloc's heap").
-PACKAGED_TUNABLES = "glibc.malloc.hugetlb=1"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from target_bench import add_glibc_tunables_argument, with_glibc_tunables  # noqa: E402
 
 
 def main():
@@ -38,9 +37,7 @@ def main():
     ap.add_argument("--lean-mapping", action="store_true",
                     help="department description and order not mapped (no department/get per department)")
     ap.add_argument("--resync", action="store_true", help="also measure a second, no-op sync")
-    ap.add_argument("--glibc-tunables", default=PACKAGED_TUNABLES,
-                    help="GLIBC_TUNABLES of the agent; the default is what "
-                         "dingbridge-agent-sync.service sets, '' is glibc's own default")
+    add_glibc_tunables_argument(ap)
     a = ap.parse_args()
     mapping_text = None
     if a.lean_mapping:
@@ -50,10 +47,7 @@ def main():
     env = agent_env.Env(generate=f"users={a.users},departments={a.departments},depth={a.depth},seed=42",
                         qps=a.sim_qps, agent_qps=a.agent_qps, concurrency=a.concurrency,
                         agent_qps_total=a.agent_qps_total, mapping_text=mapping_text)
-    if a.glibc_tunables:
-        env.env["GLIBC_TUNABLES"] = a.glibc_tunables
-    else:
-        env.env.pop("GLIBC_TUNABLES", None)
+    env.env = with_glibc_tunables(env.env, a.glibc_tunables)
     try:
         cfg = env.config.read_text().replace("level: info", "level: warn")
         env.config.write_text(cfg)

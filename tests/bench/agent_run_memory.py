@@ -24,6 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from agent_run_test import RunEnv  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from target_bench import add_glibc_tunables_argument, with_glibc_tunables  # noqa: E402
+
 
 def status(pid):
     text = Path(f"/proc/{pid}/status").read_text()
@@ -36,16 +39,14 @@ def main():
     ap.add_argument("--users", type=int, default=100000)
     ap.add_argument("--departments", type=int, default=5000)
     ap.add_argument("--depth", type=int, default=8)
-    ap.add_argument("--glibc-tunables", default="")
+    add_glibc_tunables_argument(ap, default="")
     ap.add_argument("--at", default="1,10,30,60", help="seconds after the first sync's end")
     a = ap.parse_args()
     env = RunEnv(generate=f"users={a.users},departments={a.departments},depth={a.depth},seed=42",
                  agent_qps=1000, concurrency=8, agent_qps_total=10000)
     result = {"users": a.users, "departments": a.departments, "glibc_tunables": a.glibc_tunables, "mib": {}}
     try:
-        env.env.pop("GLIBC_TUNABLES", None)
-        if a.glibc_tunables:
-            env.env["GLIBC_TUNABLES"] = a.glibc_tunables
+        env.env = with_glibc_tunables(env.env, a.glibc_tunables)
         env.start_agent()
         env.wait(lambda: "following DingTalk events" in env.agent_log(), "the first full sync", timeout=600)
         start = time.monotonic()

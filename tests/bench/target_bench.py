@@ -16,9 +16,25 @@ import agent_env  # noqa: E402
 # The agent's DingTalk limits in a benchmark; the simulator is unlimited (qps 0), so that the
 # figures are the agent's and the target server's cost.
 AGENT_LIMITS = {"qps": 0, "agent_qps": 1000, "concurrency": 8, "agent_qps_total": 10000}
-# What dingbridge-agent-sync.service sets (tests/bench/agent_bench.py uses the same).
-PACKAGED_TUNABLES = "glibc.malloc.hugetlb=1"
-GLIBC_TUNABLES = PACKAGED_TUNABLES  # set from --glibc-tunables by arguments()
+# What packaging/systemd/dingbridge-agent-sync.service sets: malloc's heap in transparent huge
+# pages (docs/BENCHMARKS.md, "Huge pages for malloc's heap"). The run unit sets nothing.
+SYNC_UNIT_TUNABLES = "glibc.malloc.hugetlb=1"
+GLIBC_TUNABLES = SYNC_UNIT_TUNABLES  # set from --glibc-tunables by arguments()
+
+
+def add_glibc_tunables_argument(ap, default=SYNC_UNIT_TUNABLES):
+    """--glibc-tunables, shared by the agent benchmarks."""
+    what = "dingbridge-agent-sync.service sets" if default == SYNC_UNIT_TUNABLES else "the run unit sets (nothing)"
+    ap.add_argument("--glibc-tunables", default=default,
+                    help=f"GLIBC_TUNABLES of the agent; the default is what {what}, '' is glibc's own default")
+
+
+def with_glibc_tunables(environment, tunables):
+    """A copy of `environment` with GLIBC_TUNABLES set to `tunables`, or without it when empty."""
+    out = {k: v for k, v in environment.items() if k != "GLIBC_TUNABLES"}
+    if tunables:
+        out["GLIBC_TUNABLES"] = tunables
+    return out
 
 
 def arguments(doc, users, departments, depth):
@@ -27,9 +43,7 @@ def arguments(doc, users, departments, depth):
     ap.add_argument("--users", type=int, default=users)
     ap.add_argument("--departments", type=int, default=departments)
     ap.add_argument("--depth", type=int, default=depth)
-    ap.add_argument("--glibc-tunables", default=PACKAGED_TUNABLES,
-                    help="GLIBC_TUNABLES of the agent; the default is what "
-                         "dingbridge-agent-sync.service sets, '' is glibc's own default")
+    add_glibc_tunables_argument(ap)
     a = ap.parse_args()
     global GLIBC_TUNABLES
     GLIBC_TUNABLES = a.glibc_tunables
@@ -46,10 +60,8 @@ def timed_sync(env):
     """One `sync` run; its output goes to bench-sync.log in the environment's directory."""
     with open(env.dir / "bench-sync.log", "a") as log:
         t0 = time.monotonic()
-        agent = {k: v for k, v in env.env.items() if k != "GLIBC_TUNABLES"}
-        if GLIBC_TUNABLES:
-            agent["GLIBC_TUNABLES"] = GLIBC_TUNABLES
-        p = subprocess.Popen([agent_env.AGENT_BIN, "-c", str(env.config), "sync"], env=agent, stdout=log, stderr=log)
+        p = subprocess.Popen([agent_env.AGENT_BIN, "-c", str(env.config), "sync"],
+                             env=with_glibc_tunables(env.env, GLIBC_TUNABLES), stdout=log, stderr=log)
         _, _, ru = os.wait4(p.pid, 0)
         wall = time.monotonic() - t0
     run = env.history()[0]

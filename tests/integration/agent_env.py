@@ -68,6 +68,13 @@ class Sim:
         harness.check_ended("dingtalk-sim", self.proc.returncode, text, "SIGTERM", killed_after=None if ended else 10)
 
 
+def with_log_file(config_text, path):
+    """An agent.yaml text written by Env whose log goes to the file `path` instead of stderr."""
+    if "log:\n  level: info\n" not in config_text:
+        raise AssertionError("no 'log:' section as Env writes it in:\n" + config_text)
+    return config_text.replace("log:\n  level: info\n", f'log:\n  level: info\n  file: "{path}"\n')
+
+
 def proxy_config(sim_port, password_hash, tls=None, listen_port=0, stream_host=None):
     listener = f'  - address: "127.0.0.1:{listen_port}"\n'
     if tls:

@@ -390,7 +390,7 @@ class LogRotation(unittest.TestCase):
         log, rotated = env.dir / "agent.log", env.dir / "agent.log.1"
         text = env.config.read_text()
         self.assertIn("log:\n  level: info\n", text)
-        env.config.write_text(text.replace("log:\n  level: info\n", f'log:\n  level: info\n  file: "{log}"\n'))
+        env.config.write_text(agent_env.with_log_file(text, log))
         env.start_agent()
         env.wait_connected()
         env.wait(lambda: log.exists() and "following DingTalk events" in log.read_text(), "run's start in its log")
@@ -412,8 +412,7 @@ class LogRotation(unittest.TestCase):
         env = RunEnv(agent_qps=2)
         self.addCleanup(env.stop)
         log, rotated = env.dir / "agent.log", env.dir / "agent.log.1"
-        text = env.config.read_text()
-        env.config.write_text(text.replace("log:\n  level: info\n", f'log:\n  level: info\n  file: "{log}"\n'))
+        env.config.write_text(agent_env.with_log_file(env.config.read_text(), log))
         env.start_agent()
         env.wait(lambda: log.exists() and "reading the whole organization once" in log.read_text(), "the full sync")
         log.rename(rotated)

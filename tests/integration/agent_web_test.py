@@ -413,9 +413,7 @@ class Tls(unittest.TestCase):
         log, rotated = self.env.dir / "web.log", self.env.dir / "web.log.1"
         self.assertIn("log:\n  level: info\n", self.base_yaml)
         port = free_port()
-        self.env.config.write_text(self.base_yaml.replace("log:\n  level: info\n",
-                                                          f'log:\n  level: info\n  file: "{log}"\n')
-                                   + web_yaml(port))
+        self.env.config.write_text(agent_env.with_log_file(self.base_yaml, log) + web_yaml(port))
         c = Console(self.env, port)
         try:
             self.assertTrue(log.exists())
