@@ -125,6 +125,7 @@ class InstallUpgradePurge(unittest.TestCase):
         pre = as_unit("dingbridge-proxy.service", "ExecStartPre")
         self.assertEqual(pre.returncode, 0, pre.stdout + pre.stderr)
         proc = as_unit("dingbridge-proxy.service", popen=True, stdout=log)
+        proc.log_path = Path(log.name)  # what it printed: rotate_logs waits for its reload line there
         self.procs.append(proc)
         try:
             harness.wait_until(lambda: harness.port_open(self.proxy_port), proc, "proxy", 30, interval=0.1)
@@ -140,9 +141,8 @@ class InstallUpgradePurge(unittest.TestCase):
         before = len(access.read_text().splitlines())
         sh("logrotate", "-f", "/etc/logrotate.d/dingbridge")
         self.assertEqual(len(rotated.read_text().splitlines()), before)
-        log = self.dir / "proxy-0.log"
-        harness.wait_until(lambda: "configuration reloaded" in log.read_text(), proxy, "the proxy's reload", 10,
-                           interval=0.1)
+        harness.wait_until(lambda: "configuration reloaded" in proxy.log_path.read_text(), proxy,
+                           "the proxy's reload", 10, interval=0.1)
         self.sync_and_compare()
         self.assertIsNone(proxy.poll())
         self.assertEqual(len(rotated.read_text().splitlines()), before, "lines went to the rotated file")
