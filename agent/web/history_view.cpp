@@ -2,9 +2,10 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <cstring>
 #include <ctime>
-#include <regex>
+#include <string_view>
 
 #include "agent/targets/sqlite_util.h"
 
@@ -94,21 +95,65 @@ std::vector<RunItem> read_items(sqlite3* db, std::int64_t run_id) {
 
 }  // namespace
 
+namespace {
+
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+// "errcode N[ sub_code S]: MSG[ (request id ...]" starting at `at`: N and MSG, or false.
+bool split_errcode(std::string_view text, std::size_t at, std::string& errcode, std::string& errmsg) {
+    std::size_t i = at + std::strlen("errcode ");
+    const std::size_t digits = i + (i < text.size() && text[i] == '-' ? 1 : 0);
+    std::size_t end = digits;
+    while (end < text.size() && is_digit(text[end])) ++end;
+    if (end == digits) return false;
+    i = end;
+    constexpr std::string_view kSubCode = " sub_code ";
+    if (text.substr(i, kSubCode.size()) == kSubCode) {
+        // The sub code runs to the next space and ends in the ':' of ": ".
+        const std::size_t from = i + kSubCode.size();
+        std::size_t space = from;
+        while (space < text.size() && !is_space(text[space])) ++space;
+        if (space - from >= 2 && text[space - 1] == ':' && space < text.size() && text[space] == ' ') i = space - 1;
+    }
+    if (text.substr(i, 2) != ": ") return false;
+    errcode = std::string(text.substr(at + std::strlen("errcode "), end - at - std::strlen("errcode ")));
+    const std::size_t msg = i + 2;
+    const std::size_t rid = text.find(" (request id", msg);
+    errmsg = std::string(text.substr(msg, rid == std::string_view::npos ? std::string_view::npos : rid - msg));
+    return true;
+}
+
+}  // namespace
+
+// Plain scans, linear in the text: the error comes from DingTalk (or a directory server) and
+// may be of any length; std::regex recursed once per character and overflowed the stack on
+// errors of about 70,000 bytes, which took the console down on every view of that run.
 ItemError parse_item_error(const RunItem& item) {
     ItemError e{item, {}, {}, {}, {}};
-    static const std::regex api_re(R"(^(/[^:\s]*):)");
-    static const std::regex code_re(R"(errcode (-?\d+)(?: sub_code \S+)?: (.*?)(?: \(request id|$))");
-    static const std::regex rid_re(R"(\(request id ([^)\s]+)\)\s*$)");
-    std::smatch m;
-    if (std::regex_search(item.error, m, api_re))
-        e.api = m[1];
-    else if (!item.operation.empty() && item.operation[0] == '/')
-        e.api = item.operation;
-    if (std::regex_search(item.error, m, code_re)) {
-        e.errcode = m[1];
-        e.errmsg = m[2];
+    const std::string_view text = item.error;
+    // "API: ...": the API is the leading "/..." up to the first ':' without whitespace in it.
+    if (!text.empty() && text[0] == '/') {
+        std::size_t i = 1;
+        while (i < text.size() && text[i] != ':' && !is_space(text[i])) ++i;
+        if (i < text.size() && text[i] == ':') e.api = std::string(text.substr(0, i));
     }
-    if (std::regex_search(item.error, m, rid_re) && m[1] != "none") e.request_id = m[1];
+    if (e.api.empty() && !item.operation.empty() && item.operation[0] == '/') e.api = item.operation;
+    for (std::size_t at = text.find("errcode "); at != std::string_view::npos; at = text.find("errcode ", at + 1))
+        if (split_errcode(text, at, e.errcode, e.errmsg)) break;
+    // "... (request id R)" at the very end (trailing whitespace aside).
+    std::size_t end = text.size();
+    while (end > 0 && is_space(text[end - 1])) --end;
+    constexpr std::string_view kRid = "(request id ";
+    if (end > 0 && text[end - 1] == ')') {
+        const std::size_t open = text.rfind(kRid, end - 1);
+        if (open != std::string_view::npos) {
+            const std::string_view id = text.substr(open + kRid.size(), end - 1 - open - kRid.size());
+            const bool plain =
+                !id.empty() && std::none_of(id.begin(), id.end(), [](char c) { return c == ')' || is_space(c); });
+            if (plain && id != "none") e.request_id = std::string(id);
+        }
+    }
     return e;
 }
 

@@ -67,6 +67,37 @@ BOOST_AUTO_TEST_CASE(item_error_split_into_api_errcode_errmsg_request_id) {
     BOOST_TEST(plan.errcode.empty());
 }
 
+// The text comes from DingTalk or a directory server, of any length: std::regex recursed once per
+// character here and the console died (SIGSEGV) on every view of a run with a 70,000-byte errmsg.
+BOOST_AUTO_TEST_CASE(item_error_of_a_megabyte_is_split_without_recursion) {
+    const std::string msg(1 << 20, 'x');
+    auto e = parse_item_error(RunItem{"fetch", "department", "1", "/topapi/v2/user/list",
+                                      "/topapi/v2/user/list: errcode 88: " + msg + " (request id r1)"});
+    BOOST_TEST(e.api == "/topapi/v2/user/list");
+    BOOST_TEST(e.errcode == "88");
+    BOOST_TEST(e.errmsg.size() == msg.size());
+    BOOST_TEST(e.request_id == "r1");
+    auto open = parse_item_error(RunItem{"fetch", "user", "u", "", "/x: errcode -1 sub_code: " + msg});
+    BOOST_TEST(open.errcode.empty());  // " sub_code:" without a code: not the errcode form at all
+    BOOST_TEST(open.errmsg.empty());
+}
+
+BOOST_AUTO_TEST_CASE(item_error_edge_forms) {
+    auto sub =
+        parse_item_error(RunItem{"fetch", "user", "u", "", "/a/b: errcode 60011 sub_code 4.1: no (request id  )"});
+    BOOST_TEST(sub.errcode == "60011");
+    BOOST_TEST(sub.errmsg == "no");
+    BOOST_TEST(sub.request_id.empty());  // the id part is blank: no id
+    auto later =
+        parse_item_error(RunItem{"fetch", "user", "u", "", "/a: errcode x then errcode 7: late (request id q) "});
+    BOOST_TEST(later.errcode == "7");
+    BOOST_TEST(later.errmsg == "late");
+    BOOST_TEST(later.request_id == "q");  // trailing whitespace allowed
+    auto spaced = parse_item_error(RunItem{"apply", "user", "u", "/op", "/not an api: errcode 5:"});
+    BOOST_TEST(spaced.api == "/op");  // a space before the ':' is not an API path: the operation's
+    BOOST_TEST(spaced.errcode.empty());
+}
+
 BOOST_AUTO_TEST_CASE(web_section_refuses_open_console_off_loopback) {
     BOOST_CHECK_NO_THROW(load_web("web:\n  listen: \"127.0.0.1:9480\"\n"));
     BOOST_CHECK_NO_THROW(load_web("web:\n  listen: \"[::1]:9480\"\n"));
