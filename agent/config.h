@@ -48,7 +48,7 @@ struct AgentConfig {
         std::chrono::milliseconds reconnect_min{1000};
         std::chrono::milliseconds reconnect_max{60000};
         std::chrono::seconds keepalive{60};
-        int give_up_after = 5;  // attempts per journaled event before it is left to the reconcile
+        int give_up_after = 8;  // attempts per journaled event before it is left to the reconcile
         // http (push) mode: the receiver's address and path, the console's token and aes_key
         // (secrets), the owner key the payload must end with (default: the AppKey), and how far a
         // push's timestamp may be from now.

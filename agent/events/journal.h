@@ -38,7 +38,12 @@ public:
     Journal& operator=(const Journal&) = delete;
 
     [[nodiscard]] RecordResult record(const JournalEvent& e, std::string& error);
+    // Pending rows due now, oldest first: a row that failed (mark_attempt) waits 5 s after its
+    // first attempt, then four times as long after each further one (20 s, 80 s, 5 min 20 s, ...,
+    // at most an hour), so that events.give_up_after attempts span an outage of minutes instead
+    // of seconds, and a row that keeps failing does not spend a call every few seconds.
     [[nodiscard]] std::vector<JournalEvent> pending(int limit);
+    static constexpr std::int64_t kRetryFirstMs = 5000, kRetryMaxMs = 3600 * 1000;
     std::int64_t pending_count();
     // Marks rows applied (status done) or given up (status failed, with the error).
     [[nodiscard]] bool mark_done(const std::vector<std::int64_t>& ids, std::int64_t run_id);

@@ -1,4 +1,5 @@
 #include <simdjson.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <boost/test/unit_test.hpp>
@@ -88,6 +89,47 @@ BOOST_AUTO_TEST_CASE(journal_deduplicates_and_counts_calls) {
         j.add_calls(2, "full");
         BOOST_TEST(j.calls_in_month(Journal::this_month()) == 5);
         BOOST_TEST(j.calls_in_month(Journal::this_month(), "full") == 2);
+    }
+    std::filesystem::remove(path);
+}
+
+// A failed row waits before its next attempt, longer after each: give_up_after attempts then span
+// minutes of a DingTalk outage (they were 5 s apart: about 30 s, and the events were given up).
+BOOST_AUTO_TEST_CASE(journal_backs_off_a_failing_row) {
+    auto path = std::filesystem::temp_directory_path() / ("dingbridge-backoff-" + std::to_string(getpid()) + ".db");
+    std::filesystem::remove(path);
+    {
+        Journal j(path.string());
+        JournalEvent e;
+        e.dedup_key = "event:b";
+        e.source = "stream";
+        e.event_type = "user_modify_org";
+        e.user_ids = {"u1"};
+        std::string error;
+        BOOST_TEST((j.record(e, error) == RecordResult::inserted));
+        const std::int64_t id = j.pending(10).at(0).id;
+        auto last_attempt_ago = [&](std::int64_t ms) {
+            const std::string sql =
+                "UPDATE event_journal SET done_ms=" + std::to_string(now_ms() - ms) + " WHERE id=" + std::to_string(id);
+            BOOST_TEST_REQUIRE(sqlite3_exec(j.db(), sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
+        };
+        BOOST_TEST(j.mark_attempt({id}, "busy", 5));
+        BOOST_TEST(j.pending(10).empty());  // just failed
+        BOOST_TEST(j.pending_count() == 1);
+        last_attempt_ago(5500);
+        BOOST_TEST(j.pending(10).size() == 1u);  // 5 s after the first attempt
+        BOOST_TEST(j.mark_attempt({id}, "busy", 5));
+        last_attempt_ago(5500);
+        BOOST_TEST(j.pending(10).empty());  // 20 s after the second
+        last_attempt_ago(20500);
+        BOOST_TEST(j.pending(10).size() == 1u);
+        for (int i = 0; i < 2; ++i) BOOST_TEST(j.mark_attempt({id}, "busy", 5));
+        last_attempt_ago(320 * 1000 - 1000);
+        BOOST_TEST(j.pending(10).empty());  // after 4 attempts: 5 s x 4^3 = 5 min 20 s
+        last_attempt_ago(320 * 1000 + 1000);
+        BOOST_TEST(j.pending(10).size() == 1u);
+        BOOST_TEST(j.mark_attempt({id}, "busy", 5));  // the fifth: given up
+        BOOST_TEST(j.pending_count() == 0);
     }
     std::filesystem::remove(path);
 }
