@@ -336,11 +336,13 @@ void apply_pending(Journal& journal, EventProcessor& processor, const ProcessorS
         const std::size_t pending_n = pending.size();
         auto rows = next_batch(std::move(pending));
         auto o = processor.process(rows);
-        if (o.retry_later) {
+        // A batch that settled no row (its marks failed to write) is not picked again at once:
+        // the same rows would come back and the loop would spin without end.
+        if (o.retry_later || o.handled == 0) {
             retry_at = Clock::now() + std::chrono::seconds(pstats.quota_exhausted ? 3600 : 5);
             break;
         }
-        if (rows.size() == pending_n) break;
+        if (rows.size() == pending_n || g_stop) break;
     }
 }
 

@@ -115,6 +115,27 @@ PatchResult patch_desired(const OrgSnapshot& current, const EventFetch& fetched,
     return out;
 }
 
+std::vector<std::int64_t> unknown_departments(const OrgSnapshot& current, const EventFetch& fetched,
+                                              const Mapping& mapping, std::int64_t root_id,
+                                              const std::set<std::int64_t>& outside) {
+    const auto& includes = mapping.include_departments();
+    std::set<std::int64_t> out;
+    auto consider = [&](std::int64_t id) {
+        if (id <= 0 || fetched.departments.count(id) || outside.count(id) || mapping.exclude_departments().count(id))
+            return;
+        if (!current.departments.count(std::to_string(id))) out.insert(id);
+    };
+    for (const auto& [userid, m] : fetched.users)
+        if (m)
+            for (const auto& pl : m->places) consider(pl.dept_id);
+    for (const auto& [id, detail] : fetched.departments) {
+        // A synced top's parent is not synced: nothing to resolve above it.
+        if (!detail || id == root_id || std::count(includes.begin(), includes.end(), id)) continue;
+        consider(detail->parent_id);
+    }
+    return {out.begin(), out.end()};
+}
+
 std::vector<std::int64_t> leader_changes(const OrgSnapshot& current, const EventFetch& fetched) {
     std::set<std::int64_t> out;
     for (const auto& [userid, m] : fetched.users) {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,16 @@ struct PatchResult {
 
 PatchResult patch_desired(const OrgSnapshot& current, const EventFetch& fetched, const Mapping& mapping,
                           std::int64_t root_id);
+
+// Departments a fetched object names that neither the target holds nor this batch fetched: a
+// fetched user's departments and a fetched department's parent. A user moved into a department
+// created in the same burst (whose own event may be in a later batch, or not yet delivered)
+// would otherwise lose that membership, and with it possibly its only place. Excluded
+// departments and `outside` (fetched before and found outside the synced tree) are left out, so
+// a user who is also in an unsynced department costs no call for it on every event.
+std::vector<std::int64_t> unknown_departments(const OrgSnapshot& current, const EventFetch& fetched,
+                                              const Mapping& mapping, std::int64_t root_id,
+                                              const std::set<std::int64_t>& outside);
 
 // Departments whose leader flag of a fetched user differs from what the target holds: their
 // leader list (and so managers) must be read again with department/get.

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <set>
@@ -17,6 +18,10 @@ namespace dingbridge::agent::events {
 
 using dingtalk::ApiFailure;
 using dingtalk::FailureKind;
+
+// Rounds of department/get for departments that fetched objects name but the target lacks: a new
+// department's unknown parents are read a level per round.
+constexpr int kResolveRounds = 8;
 
 // Which objects a batch of journal rows is about; rows about nothing the sync keeps are done at once.
 // Not in the anonymous namespace: EventBatch (processor.h) holds one.
@@ -40,12 +45,21 @@ BatchObjects objects_of(const std::vector<JournalEvent>& rows) {
     BatchObjects b;
     for (const auto& r : rows) {
         b.by_id[r.id] = &r;
-        std::string kind = event_object_kind(r.event_type);
-        if (kind == "user") b.users.insert(r.user_ids.begin(), r.user_ids.end());
+        const std::string kind = event_object_kind(r.event_type);
+        bool some = false;  // names an object of its own kind (a user event's DeptId alone names none)
+        if (kind == "user") {
+            b.users.insert(r.user_ids.begin(), r.user_ids.end());
+            some = !r.user_ids.empty();
+        }
         if (kind == "department")
             for (const auto& d : r.dept_ids)
-                if (auto id = positive_id(d)) b.depts.insert(*id);
-        if (kind.empty() || (r.user_ids.empty() && r.dept_ids.empty())) b.nothing.push_back(r.id);
+                if (auto id = positive_id(d)) {
+                    b.depts.insert(*id);
+                    some = true;
+                }
+        // Nothing to fetch for it, so nothing would ever mark it: done at once, or it stays
+        // pending for good (and a batch of only such rows would be picked again and again).
+        if (!some) b.nothing.push_back(r.id);
     }
     return b;
 }
@@ -63,6 +77,7 @@ public:
         if (!fetch()) return out_;
         const OrgSnapshot& current = *p_.cache_;
         PatchResult patched = patch_desired(current, fetched_, p_.mapping_, p_.config_.root_department);
+        note_outside(patched.desired);
         SyncPlan plan = plan_batch(current, patched);
         sort_rows();
         auto existing = static_cast<int>(current.users.size() + current.departments.size());
@@ -114,6 +129,7 @@ private:
     static const std::string& id_text(const std::string& id) { return id; }
 
     void fetch_dept(std::int64_t id) {
+        ++dept_reads_;
         api_.department_get(
             id,
             [this, id](dingtalk::DeptDetail&& d) {
@@ -126,6 +142,7 @@ private:
     }
 
     void fetch_user(const std::string& u) {
+        ++user_reads_;
         api_.user_get(
             u,
             [this, u](dingtalk::UserDetail&& d) {
@@ -148,14 +165,29 @@ private:
             }
             p_.cache_ = std::move(*current);
         }
-        if (!fatal) {
-            // Leader flags that changed: the departments' leader lists (and so managers) changed too.
-            auto again = leader_changes(*p_.cache_, fetched_);
-            for (auto id : again)
-                if (!failed_depts_.count(id)) fetch_dept(id);
-            if (!again.empty()) fatal = api_.run();
+        // Leader flags that changed: the departments' leader lists (and so managers) changed too.
+        // And departments the fetched objects name that the target does not hold yet (a user
+        // moved into a department created in the same burst; a new department under a new
+        // parent): read now, a level of parents per round, instead of dropping the membership.
+        for (int round = 0; !fatal && round < kResolveRounds; ++round) {
+            std::set<std::int64_t> more;
+            for (auto id : leader_changes(*p_.cache_, fetched_)) more.insert(id);
+            const auto& root = p_.config_.root_department;
+            for (auto id : unknown_departments(*p_.cache_, fetched_, p_.mapping_, root, p_.outside_)) more.insert(id);
+            for (auto id : failed_depts_) more.erase(id);
+            if (more.empty()) break;
+            for (auto id : more) fetch_dept(id);
+            fatal = api_.run();
         }
-        if (!fatal) return true;
+        if (!fatal) {
+            // A user in a department that could not be read is left as the target has it (its
+            // rows are tried again): planned without that place, it could lose its only one.
+            for (const auto& [userid, m] : fetched_.users)
+                if (m && std::any_of(m->places.begin(), m->places.end(),
+                                     [&](const auto& pl) { return failed_depts_.count(pl.dept_id) > 0; }))
+                    failed_users_.insert(userid);
+            return true;
+        }
         if (fatal->kind == FailureKind::quota) {
             p_.journal_.set("quota_exhausted_month", Journal::this_month());
             p_.stats_.quota_exhausted = true;
@@ -163,6 +195,15 @@ private:
         fail(RunStatus::failed, dingtalk::explain_failure(*fatal, !p_.config_.client.transport.proxy_url.empty()) +
                                     "; the events stay journaled and are applied later");
         return false;
+    }
+
+    // Departments read in this batch that the synced tree does not hold (excluded subtree, under
+    // an unsynced parent, outside include_departments): no second call for them when they are
+    // only named by another object.
+    void note_outside(const OrgSnapshot& desired) {
+        if (p_.outside_.size() > 100000) p_.outside_.clear();  // a bound, not a working size
+        for (const auto& [id, detail] : fetched_.departments)
+            if (detail && !desired.departments.count(std::to_string(id))) p_.outside_.insert(id);
     }
 
     // ---- map + plan: the same rules as a full sync ----
@@ -218,7 +259,10 @@ private:
                 if (c.kind == ChangeKind::disable_user || c.kind == ChangeKind::delete_user ||
                     current.removed_users.count(c.external_id))
                     cacheable = false;
-                if (!outcomes[i]) ok = false;
+                if (!outcomes[i]) {
+                    ok = false;
+                    note_failed_change(c, outcomes[i].error());
+                }
             }
         }
         if (ok && cacheable)
@@ -228,8 +272,52 @@ private:
         return true;
     }
 
+    // A change the target refused (after the target's own retries) is not done: the rows that
+    // asked for it are tried again, and count an attempt (events.give_up_after), as a failed fetch
+    // does. A change no row names (a manager or membership that follows from another object)
+    // sends every row of the batch back: one of them caused it.
+    void note_failed_change(const Change& c, const std::string& error) {
+        if (target_error_.empty()) target_error_ = error;
+        const bool department = c.kind == ChangeKind::create_department || c.kind == ChangeKind::update_department ||
+                                c.kind == ChangeKind::delete_department;
+        (department ? failed_dept_changes_ : failed_user_changes_).insert(std::string(c.external_id));
+    }
+
+    void sort_out_apply_failures() {
+        if (target_error_.empty()) return;
+        auto names = [&](const JournalEvent& r, const std::string& user, const std::string& dept) {
+            if (!user.empty() && std::find(r.user_ids.begin(), r.user_ids.end(), user) != r.user_ids.end()) return true;
+            for (const auto& d : r.dept_ids)
+                if (auto id = positive_id(d); id && std::to_string(*id) == dept) return true;
+            return false;
+        };
+        bool unnamed = false;
+        auto named_by_some_row = [&](const std::string& user, const std::string& dept) {
+            for (auto id : done_rows_)
+                if (names(*b_.by_id.at(id), user, dept)) return true;
+            return false;
+        };
+        for (const auto& u : failed_user_changes_) unnamed = unnamed || !named_by_some_row(u, "");
+        for (const auto& d : failed_dept_changes_) unnamed = unnamed || !named_by_some_row("", d);
+        std::vector<std::int64_t> keep;
+        for (auto id : done_rows_) {
+            const JournalEvent& r = *b_.by_id.at(id);
+            bool failed = unnamed;
+            for (const auto& u : failed_user_changes_) failed = failed || names(r, u, "");
+            for (const auto& d : failed_dept_changes_) failed = failed || names(r, "", d);
+            (failed ? apply_failed_rows_ : keep).push_back(id);
+        }
+        done_rows_.swap(keep);
+    }
+
     // ---- journal rows ----
     void mark_rows() {
+        sort_out_apply_failures();
+        if (!apply_failed_rows_.empty()) {
+            (void)p_.journal_.mark_attempt(apply_failed_rows_, "target error: " + target_error_,
+                                           p_.config_.events.give_up_after);
+            out_.retry_later = true;
+        }
         if (!p_.journal_.mark_done(done_rows_, reporter_.run_id()))
             out_.retry_later = true;  // applied; a rerun plans nothing for them (idempotent)
         else
@@ -248,10 +336,10 @@ private:
         stats.last_lag_ms = now_ms() - oldest;
         stats.batches++;
         stats.events_applied += done_rows_.size();
-        stats.events_failed += retry_rows_.size();
+        stats.events_failed += retry_rows_.size() + apply_failed_rows_.size();
         stats.changes_applied += static_cast<std::uint64_t>(counters.changes_applied);
-        std::string summary = std::to_string(rows_.size()) + " events, " + std::to_string(b_.users.size()) +
-                              " users and " + std::to_string(b_.depts.size()) + " departments fetched, " +
+        std::string summary = std::to_string(rows_.size()) + " events, " + std::to_string(user_reads_) + " users and " +
+                              std::to_string(dept_reads_) + " departments fetched, " +
                               std::to_string(counters.changes_applied) + " of " + std::to_string(plan.counts.total()) +
                               " changes applied";
         if (counters.items_failed) summary += "; " + std::to_string(counters.items_failed) + " items failed";
@@ -267,7 +355,10 @@ private:
     EventFetch fetched_;
     std::set<std::string> failed_users_;
     std::set<std::int64_t> failed_depts_;
-    std::vector<std::int64_t> done_rows_, retry_rows_;
+    std::vector<std::int64_t> done_rows_, retry_rows_, apply_failed_rows_;
+    std::set<std::string> failed_user_changes_, failed_dept_changes_;  // external ids the target refused
+    std::string target_error_;                                         // the first such refusal
+    std::size_t user_reads_ = 0, dept_reads_ = 0;                      // by-id reads asked for
     BatchOutcome out_;
 };
 

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <set>
 #include <vector>
 
 #include "agent/config.h"
@@ -42,7 +43,10 @@ public:
     EventProcessor(const AgentConfig& config, const Mapping& mapping, Target& target, HistoryStore& history,
                    Journal& journal, ProcessorStats& stats);
     [[nodiscard]] BatchOutcome process(const std::vector<JournalEvent>& rows);
-    void invalidate() { cache_.reset(); }  // the target changed behind our back (full sync)
+    void invalidate() {  // the target changed behind our back (full sync)
+        cache_.reset();
+        outside_.clear();
+    }
 
 private:
     friend class EventBatch;  // one batch's stages (processor.cpp)
@@ -55,6 +59,9 @@ private:
     dingtalk::DingTalkClient client_;
     std::uint64_t calls_counted_ = 0;
     std::optional<OrgSnapshot> cache_;  // the target's state after our last fully applied batch
+    // Departments fetched because a fetched object named them, and found outside the synced tree:
+    // not fetched again for that reason until the next full sync (patch.h, unknown_departments).
+    std::set<std::int64_t> outside_;
 };
 
 }  // namespace dingbridge::agent::events

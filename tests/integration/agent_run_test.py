@@ -252,6 +252,36 @@ class EveryChangeThroughStream(unittest.TestCase):
         self.assertIn("Plan (dry run, nothing applied): 0 changes", p.stdout)
 
 
+class Batches(unittest.TestCase):
+    """A burst of more than one batch (100 objects): a user moved into a department created in the
+    same burst is fetched in the first batch, while the department's own event is in a later one."""
+
+    def test_a_user_moved_into_a_department_of_a_later_batch_keeps_it(self):
+        # Before: the user's membership in the unknown department was dropped, the user (with no
+        # other place) disabled, and its row marked done: the target differed until the weekly
+        # reconcile.
+        env = RunEnv(generate="users=200,departments=12,depth=3,seed=7",
+                     events_yaml=EVENTS_YAML.replace("coalesce: 10ms", "coalesce: 3s"))
+        self.addCleanup(env.stop)
+        env.start_and_sync()
+        env.sim.admin("POST", "/_sim/stats/reset")
+        users = [u["userid"] for u in env.sim.org()["users"]][:100]
+        for i, u in enumerate(users):
+            env.sim.admin("POST", "/_sim/user/update", {"userid": u, "title": f"burst {i}"})
+        dept = env.sim.admin("POST", "/_sim/dept/create", {"name": "New in the burst", "parent_id": 1})["dept_id"]
+        env.sim.admin("POST", "/_sim/user/update", {"userid": users[0], "dept_id_list": [dept]})
+        env.wait(lambda: len(env.journal()) >= 102 and {s for _, _, s in env.journal()} == {"done"},
+                 "every row of the burst done")
+        env.wait_converged("the burst")
+        row = target_org(env.target_db())["users"][users[0]]
+        self.assertTrue(row["active"])
+        self.assertEqual(row["memberships"], [(str(dept), 0, False)])
+        # The department is read where the user names it and again for its own event: no more.
+        apis = env.sim.stats()["apis"]
+        self.assertEqual(apis["/topapi/v2/department/get"]["calls"], 2, apis)
+        self.assertEqual(apis["/topapi/v2/user/get"]["calls"], 100, apis)
+
+
 class Reconnects(unittest.TestCase):
     """A cut WebSocket, a SYSTEM disconnect and a proxy restart: the agent reconnects (fresh
     ticket) and no event is lost; an expired access token mid-stream is refreshed."""
@@ -577,6 +607,29 @@ class PushMode(unittest.TestCase):
                                 "--push-retry-ms", "100", "--push-retry-max-ms", "1000"))
         env.env.update(SIM_PUSH_TOKEN=PUSH_TOKEN, SIM_PUSH_AES_KEY=PUSH_AES_KEY)
         return env, port
+
+    def test_events_that_name_no_object_are_settled_at_once(self):
+        """A department event whose DeptId is not a department id (or a user event with only a
+        DeptId) names nothing to fetch. Before, such rows stayed pending for good; with more than a
+        batch of them the main loop picked the same batch again and again at 100 % CPU, applied no
+        later event and ignored SIGTERM."""
+        env, port = self.push_env()
+        self.addCleanup(env.stop)
+        env.start_agent()
+        pushed = lambda: env.sim.admin("GET", "/_sim/events")["push"]["items"]
+        env.wait(lambda: pushed() and all(i["delivered"] for i in pushed()), "check_url answered")
+        env.wait_converged("first sync")
+        for i in range(101):
+            event = {"EventType": "org_dept_modify", "CorpId": "dingsimcorp", "DeptId": [f"x{i}"],
+                     "TimeStamp": str(int(time.time() * 1000)), "eventId": f"odd-{i}"}
+            self.assertEqual(self.signed(port, event)[0], 200)
+        event = {"EventType": "user_modify_org", "CorpId": "dingsimcorp", "DeptId": ["1"],
+                 "TimeStamp": str(int(time.time() * 1000)), "eventId": "user-without-user"}
+        self.assertEqual(self.signed(port, event)[0], 200)
+        env.sim.admin("POST", "/_sim/user/create", {"userid": "after-odd", "name": "After", "dept_id_list": [1]})
+        env.wait_converged("a real event after the odd ones")
+        env.wait(lambda: {s for _, _, s in env.journal()} == {"done"}, "every row settled")
+        # stop() checks that SIGTERM ends it (it did not, while the loop spun)
 
     def test_kill_after_journal_before_reply(self):
         """SIGKILL after the push is journaled but before it is answered: DingTalk (the simulator)

@@ -487,6 +487,25 @@ class Events(ScimCase):
         env.stop_agent()
         assert_noop_resync(self, env)
 
+    # A change the SCIM server refuses (HTTP 500 beyond the target's max_attempts) leaves its event
+    # pending and tried again, 5 s later (the journal's backoff). Before, the batch was `partial`
+    # but its row was marked done: the server missed the user until the weekly reconcile.
+    def test_a_change_the_server_refuses_is_tried_again(self):
+        env = self.make_env("users=20,departments=4,depth=2,seed=6")
+        env.start_agent()
+        env.wait_first_full_sync()
+        env.wait_connected()
+        env.wait_converged("after the first full sync")
+        env.scim.faults("500", 3, methods=["POST"])  # the target's max_attempts is 3: one change fails
+        env.sim.admin("POST", "/_sim/user/create", {"userid": "late1", "name": "Late One", "dept_id_list": [1],
+                                                    "email": "late1@example.com"})
+        env.wait(lambda: any(r["kind"] == "event" and r["status"] == "partial" for r in env.history()),
+                 "the event run the server refused")
+        env.wait_converged("the event tried again")
+        env.wait(lambda: {s for _, _, s in env.journal()} == {"done"}, "the row done")
+        runs = [r for r in env.history() if r["kind"] == "event"]
+        self.assertEqual([r["status"] for r in sorted(runs, key=lambda r: r["id"])], ["partial", "succeeded"])
+
     # Run mode plans a batch of events with the full sync's rules, managers first included: a new
     # department whose new leader's id sorts after its new reports' costs no second write per
     # report (PATCH /Users linking the manager once the leader exists). The processor is held on
