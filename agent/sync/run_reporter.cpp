@@ -48,9 +48,22 @@ void RunReporter::record(const RunItem& item) {
     if (!history_.add_item(run_id_, item)) history_ok_ = false;
 }
 
+std::string clip_error(std::string text) {
+    if (text.size() <= kErrorTextMax) return text;
+    // The head says what failed; the tail keeps "(request id ...)". Cut between UTF-8 characters.
+    auto boundary = [&](std::size_t i) {
+        while (i > 0 && (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80) --i;
+        return i;
+    };
+    const std::size_t head = boundary(kErrorTextMax - 600), tail = boundary(text.size() - 400);
+    return text.substr(0, head) + " [... " + std::to_string(tail - head) + " bytes left out ...] " + text.substr(tail);
+}
+
 void RunReporter::item_failed(RunItem item) {
     ++counters_.items_failed;
-    item.error = redact(item.error, secrets_);
+    // An error text is the far side's (DingTalk's errmsg, a directory server's answer) and may be
+    // of any size: one item must not write megabytes into the log and the history.
+    item.error = clip_error(redact(item.error, secrets_));
     spdlog::error("run {}: {} {} {} failed: {}", run_id_, item.phase, item.object_type, item.external_id, item.error);
     record(item);
 }
@@ -79,7 +92,7 @@ void RunReporter::clear_line() {
 }
 
 RunReporter::Outcome RunReporter::finish(RunStatus status, const std::string& message) {
-    Outcome o{status, redact(message, secrets_)};
+    Outcome o{status, clip_error(redact(message, secrets_))};
     if (auto r = history_.finish_run(run_id_, run_status_name(status), o.message, counters_); !r) {
         spdlog::error("run {}: the outcome could not be recorded in the state database: {}", run_id_, r.error());
         o.message += " (not recorded in the history: " + r.error() + ")";

@@ -23,6 +23,11 @@ const char* run_status_name(RunStatus status);
 // The agent's exit code for a run that ended so: 0 succeeded, 3 partial, 4 aborted, else 1.
 int run_status_exit_code(RunStatus status);
 
+// An error text of at most kErrorTextMax bytes: a longer one keeps its head and its tail (where
+// "(request id ...)" is) with the middle left out, cut between UTF-8 characters.
+inline constexpr std::size_t kErrorTextMax = 4096;
+std::string clip_error(std::string text);
+
 class RunReporter {
 public:
     RunReporter(HistoryStore& history, std::vector<std::string> secrets,

@@ -21,6 +21,7 @@
 #include "agent/events/accept_loop.h"
 #include "agent/web/login_throttle.h"
 #include "shared/base64.h"
+#include "shared/json_escape.h"
 #include "shared/net.h"
 #include "shared/password.h"
 #include "shared/tls_server.h"
@@ -150,8 +151,10 @@ std::optional<std::string> WebServer::Impl::finish_check(const AuthStep& step, b
         throttle.verified(source, now);
         return step.name;
     }
-    spdlog::warn("web: refused credentials for user '{}' from {}",
-                 step.name.size() > 64 ? step.name.substr(0, 64) : step.name, source.to_string());
+    // Quoted and escaped: the name is the client's, and a raw CR/LF in it would forge log lines
+    // (a fake "refused ... from ADDRESS" line can steer fail2ban-style tools at someone else).
+    spdlog::warn("web: refused credentials for user \"{}\" from {}",
+                 json_escape(step.name.size() > 64 ? step.name.substr(0, 64) : step.name), source.to_string());
     throttle.refused(source, &step.name, now);
     return std::nullopt;
 }
@@ -179,6 +182,27 @@ net::awaitable<bool> check_on_pool(std::vector<PasswordHash> hashes, std::string
 
 }  // namespace
 
+namespace {
+
+// Whether a Host header names this machine by a form no one else's DNS can answer for: an IP
+// address literal, or localhost. (Empty: not a browser, which always sends one.)
+bool local_host_header(std::string_view host) {
+    if (host.empty()) return true;
+    std::string_view name = host;
+    if (name.front() == '[') {
+        const std::size_t close = name.find(']');
+        if (close == std::string_view::npos) return false;
+        name = name.substr(1, close - 1);
+    } else if (const std::size_t colon = name.rfind(':'); colon != std::string_view::npos) {
+        name = name.substr(0, colon);
+    }
+    if (!name.empty() && name.back() == '.') name.remove_suffix(1);
+    return beast::iequals(beast::string_view(name.data(), name.size()), "localhost") ||
+           IpAddress::parse(std::string(name)).has_value();
+}
+
+}  // namespace
+
 net::awaitable<WebReply> WebServer::Impl::answer(const http::request<http::string_body>& req,
                                                  const std::optional<std::string>& subject, const IpAddress& source) {
     if (req.method() != http::verb::get && req.method() != http::verb::head) {
@@ -188,6 +212,14 @@ net::awaitable<WebReply> WebServer::Impl::answer(const http::request<http::strin
     }
     const std::string target(req.target());
     if (target.empty() || target[0] != '/') co_return WebReply{400, "text/plain; charset=utf-8", "bad request\n", {}};
+    // DNS rebinding: a page the operator opens on attacker.example can point that name at
+    // 127.0.0.1 and read a console without login as its own origin. Such a request carries the
+    // attacker's name as Host; a console without login answers only to an address or localhost.
+    if (open() && !local_host_header(std::string_view(req[http::field::host].data(), req[http::field::host].size())))
+        co_return WebReply{421,
+                           "text/plain; charset=utf-8",
+                           "this console has no login and answers only to its address or localhost (Host)\n",
+                           {}};
     const auto authz = req[http::field::authorization];
     AuthStep step = begin_auth(std::string_view(authz.data(), authz.size()), subject, source);
     if (step.check) {

@@ -84,8 +84,9 @@ class Console:
                     raise AssertionError("console did not start: " + self.log.read())
                 time.sleep(0.1)
 
-    def get(self, path, auth=True, method="GET"):
-        req = urllib.request.Request(self.base + path, method=method, headers={"Authorization": basic()} if auth else {})
+    def get(self, path, auth=True, method="GET", headers=None):
+        req = urllib.request.Request(self.base + path, method=method,
+                                     headers=dict({"Authorization": basic()} if auth else {}, **(headers or {})))
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 return r.status, dict(r.headers), r.read().decode()
@@ -458,8 +459,15 @@ class Tls(unittest.TestCase):
             self.assertEqual(self.get_from(attacker, c.port, basic(password="guess99"))[0], 429)
             self.assertEqual(self.get_from(attacker, c.port, basic())[0], 200,
                              "credentials verified before keep working from anywhere")
+            # A name with a line break in it cannot forge a line (here: one blaming the admin's
+            # address): the name is quoted and escaped in the log.
+            forged = f"x\" from {admin}\n1999-01-01 00:00:00.000 warning web: refused"
+            self.assertEqual(self.get_from("127.0.0.3", c.port, basic(user=forged, password="p"))[0], 401)
             c.log.seek(0)
-            self.assertIn(f"refused credentials for user '{USER}' from 127.0.0.2", c.log.read())
+            log = c.log.read()
+            self.assertIn(f'refused credentials for user "{USER}" from 127.0.0.2', log)
+            self.assertIn('refused credentials for user "x\\" from 127.0.0.1\\n1999-01-01', log)
+            self.assertFalse([line for line in log.splitlines() if line.startswith("1999")], log)
         finally:
             c.stop()
 
@@ -548,6 +556,13 @@ class Refusals(unittest.TestCase):
             for method in ("POST", "PUT", "DELETE"):
                 self.assertEqual(c.get("/", auth=False, method=method)[0], 405, method)
             self.assertEqual(c.get("/", auth=False, method="HEAD")[0], 200)
+            # DNS rebinding: a page on attacker.example that points its name at 127.0.0.1 sends
+            # that name as Host. Without a login the console answers only to its address or localhost.
+            status, _, body = c.get("/api/runs", auth=False, headers={"Host": f"attacker.example:{port}"})
+            self.assertEqual(status, 421, body)
+            self.assertNotIn("succeeded", body)
+            for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LOCALHOST."):
+                self.assertEqual(c.get("/api/runs", auth=False, headers={"Host": host})[0], 200, host)
         finally:
             c.stop()
 

@@ -8,6 +8,7 @@
 
 #include "agent/config.h"
 #include "agent/sync/history.h"
+#include "agent/sync/run_reporter.h"
 #include "agent/web/console.h"
 #include "agent/web/history_view.h"
 #include "agent/web/labels.h"
@@ -80,6 +81,22 @@ BOOST_AUTO_TEST_CASE(item_error_of_a_megabyte_is_split_without_recursion) {
     auto open = parse_item_error(RunItem{"fetch", "user", "u", "", "/x: errcode -1 sub_code: " + msg});
     BOOST_TEST(open.errcode.empty());  // " sub_code:" without a code: not the errcode form at all
     BOOST_TEST(open.errmsg.empty());
+}
+
+BOOST_AUTO_TEST_CASE(an_error_text_is_clipped_between_characters_and_keeps_its_request_id) {
+    BOOST_TEST(clip_error("short") == "short");
+    std::string msg = "/topapi/v2/user/list: errcode 88: ";
+    while (msg.size() < 100000) msg += "不合法";  // 3-byte characters: a byte cut would split one
+    msg += " (request id r9)";
+    const std::string clipped = clip_error(msg);
+    BOOST_TEST(clipped.size() <= kErrorTextMax + 64);
+    BOOST_TEST(clipped.find("bytes left out") != std::string::npos);
+    auto e = parse_item_error(RunItem{"fetch", "department", "1", "", clipped});
+    BOOST_TEST(e.errcode == "88");
+    BOOST_TEST(e.request_id == "r9");
+    for (std::size_t i = 0; i + 1 < clipped.size(); ++i)  // no lead byte without its continuation
+        if (static_cast<unsigned char>(clipped[i]) >= 0xE0)
+            BOOST_TEST((static_cast<unsigned char>(clipped[i + 1]) & 0xC0) == 0x80);
 }
 
 BOOST_AUTO_TEST_CASE(item_error_edge_forms) {
