@@ -176,4 +176,8 @@ std::string stream_ack(const std::string& message_id, int code, const std::strin
            "},\"message\":\"" + (code == 200 ? "OK" : "LATER") + "\",\"data\":" + json_quote(data) + "}";
 }
 
+std::string stream_later(const std::string& message_id, const std::string& why) {
+    return stream_ack(message_id, 500, "{\"status\":\"LATER\",\"message\":" + json_quote(why) + "}");
+}
+
 }  // namespace dingbridge::agent::events

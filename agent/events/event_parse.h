@@ -30,6 +30,10 @@ std::string event_object_kind(const std::string& event_type);
 
 // ACK frame for a stream message: `data` is sent as a JSON string.
 std::string stream_ack(const std::string& message_id, int code, const std::string& data);
+// The ACK asking DingTalk to deliver an event again (the journal could not take it): status LATER
+// in the data and code 500, as the official Go SDK sends it, so that the server redelivers
+// whichever of the two it reads.
+std::string stream_later(const std::string& message_id, const std::string& why);
 std::string json_quote(std::string_view s);
 
 }  // namespace dingbridge::agent::events

@@ -264,7 +264,7 @@ std::optional<std::string> frame_reply(const std::string& text, SessionArgs& a, 
                 reply = stream_ack(f->message_id, 200, "{\"status\":\"SUCCESS\",\"message\":\"success\"}");
             } else {
                 ++a.stats->later;
-                reply = stream_ack(f->message_id, 200, "{\"status\":\"LATER\",\"message\":\"journal unavailable\"}");
+                reply = stream_later(f->message_id, "journal unavailable");
             }
         }
     } else {

@@ -66,6 +66,14 @@ BOOST_AUTO_TEST_CASE(ack_frame_is_json_with_data_as_string) {
                     R"("data":"{\"status\":\"SUCCESS\"}"})");
 }
 
+// LATER with code 200 read as delivered by a server that looks only at the code (the fact sheet:
+// the Go SDK sends code 500 with LATER): the event the journal could not take would be lost.
+BOOST_AUTO_TEST_CASE(later_ack_is_code_500_with_status_later) {
+    std::string a = stream_later("m1", "journal unavailable");
+    BOOST_TEST(a == R"({"code":500,"headers":{"contentType":"application/json","messageId":"m1"},"message":"LATER",)"
+                    R"("data":"{\"status\":\"LATER\",\"message\":\"journal unavailable\"}"})");
+}
+
 BOOST_AUTO_TEST_CASE(journal_deduplicates_and_counts_calls) {
     auto path = std::filesystem::temp_directory_path() / ("dingbridge-journal-" + std::to_string(getpid()) + ".db");
     std::filesystem::remove(path);
