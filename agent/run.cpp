@@ -157,13 +157,29 @@ bool full_sync(SyncContext& c, const std::string& trigger) {
     SyncResult r = run_full_sync(c.config, c.mapping, c.target, c.history, o, c.out);
     c.processor.invalidate();
     std::int64_t calls = 0;
-    if (auto rec = c.history.get(r.run_id)) calls = rec->counters.requests;
+    std::set<std::string> failed_users, failed_depts;
+    // A department the sync could not read left its members as they were, and which users those
+    // are is not known here: then no row counts as covered (the event path reads their objects).
+    bool failed_other = false;
+    if (auto rec = c.history.get(r.run_id)) {
+        calls = rec->counters.requests;
+        for (const auto& item : rec->items) {
+            if (item.phase == "plan") continue;  // a skip or conflict: the sync's decision, not a failure
+            if (item.object_type == "user")
+                failed_users.insert(item.external_id);
+            else if (item.object_type == "department" && item.phase == "apply")
+                failed_depts.insert(item.external_id);
+            else
+                failed_other = true;
+        }
+    }
     c.journal.add_calls(calls, "full");
     if (r.status == RunStatus::succeeded || r.status == RunStatus::partial) {
         c.journal.set("last_full_ms", std::to_string(started));
         c.journal.set("last_full_calls", std::to_string(calls));
-        // Every event received before this read began is covered by it.
-        (void)c.journal.mark_covered_by_full(started, r.run_id);
+        // Every event received before this read began is covered by it, except those about an
+        // object this run failed to read or write: they stay pending for the event path.
+        (void)c.journal.mark_covered_by_full(started, r.run_id, failed_users, failed_depts, failed_other);
         return true;
     }
     c.journal.set("reconcile_deferred_ms", std::to_string(now_ms()));  // retry later, not in a loop

@@ -1,5 +1,6 @@
 #include "agent/events/journal.h"
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -132,13 +133,35 @@ bool Journal::mark_attempt(const std::vector<std::int64_t>& ids, const std::stri
     return sqlite_util::exec(db_, "COMMIT").ok();
 }
 
-bool Journal::mark_covered_by_full(std::int64_t received_before_ms, std::int64_t run_id) {
-    Stmt st(db_,
-            "UPDATE event_journal SET status='done', run_id=?2, done_ms=?3 WHERE status='pending' AND "
-            "received_ms<?1");
-    if (!st.ok()) return false;
-    st.bind(1, received_before_ms).bind(2, run_id).bind(3, now_ms());
-    return st.step() == SQLITE_DONE;
+bool Journal::mark_covered_by_full(std::int64_t received_before_ms, std::int64_t run_id,
+                                   const std::set<std::string>& not_covered_users,
+                                   const std::set<std::string>& not_covered_depts, bool none_covered) {
+    if (none_covered) return true;
+    if (not_covered_users.empty() && not_covered_depts.empty()) {
+        Stmt st(db_,
+                "UPDATE event_journal SET status='done', run_id=?2, done_ms=?3 WHERE status='pending' AND "
+                "received_ms<?1");
+        if (!st.ok()) return false;
+        st.bind(1, received_before_ms).bind(2, run_id).bind(3, now_ms());
+        return st.step() == SQLITE_DONE;
+    }
+    std::vector<std::int64_t> covered;
+    {
+        Stmt st(db_, "SELECT id, user_ids, dept_ids FROM event_journal WHERE status='pending' AND received_ms<?1");
+        st.bind(1, received_before_ms);
+        while (st.ok() && st.step() == SQLITE_ROW) {
+            std::int64_t id = 0;
+            std::vector<std::string> users, depts;
+            st.columns(id, users, depts);
+            const bool open =
+                std::any_of(users.begin(), users.end(),
+                            [&](const auto& u) { return not_covered_users.count(u) > 0; }) ||
+                std::any_of(depts.begin(), depts.end(), [&](const auto& d) { return not_covered_depts.count(d) > 0; });
+            if (!open) covered.push_back(id);
+        }
+        if (!st.ok()) return false;
+    }
+    return mark_done(covered, run_id);
 }
 
 std::int64_t Journal::newest_received_ms() {

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -49,7 +50,12 @@ public:
     [[nodiscard]] bool mark_done(const std::vector<std::int64_t>& ids, std::int64_t run_id);
     [[nodiscard]] bool mark_attempt(const std::vector<std::int64_t>& ids, const std::string& error, int give_up_after);
     // Marks every pending row done: a full sync that started after they were received covers them.
-    [[nodiscard]] bool mark_covered_by_full(std::int64_t received_before_ms, std::int64_t run_id);
+    // Rows naming a user or department in `not_covered` (external ids the sync failed to read or
+    // write) stay pending, as do all of them when `none_covered`.
+    [[nodiscard]] bool mark_covered_by_full(std::int64_t received_before_ms, std::int64_t run_id,
+                                            const std::set<std::string>& not_covered_users = {},
+                                            const std::set<std::string>& not_covered_depts = {},
+                                            bool none_covered = false);
     std::int64_t newest_received_ms();
 
     // Metered DingTalk calls, per calendar month (UTC, "YYYY-MM").

@@ -4,6 +4,7 @@
 
 #include <boost/test/unit_test.hpp>
 #include <filesystem>
+#include <set>
 
 #include "agent/events/event_parse.h"
 #include "agent/events/journal.h"
@@ -137,6 +138,41 @@ BOOST_AUTO_TEST_CASE(journal_backs_off_a_failing_row) {
         last_attempt_ago(320 * 1000 + 1000);
         BOOST_TEST(j.pending(10).size() == 1u);
         BOOST_TEST(j.mark_attempt({id}, "busy", 5));  // the fifth: given up
+        BOOST_TEST(j.pending_count() == 0);
+    }
+    std::filesystem::remove(path);
+}
+
+// A partial full sync covers the pending events about what it did read and write, not those about
+// an object it failed on (before: every pending row was marked done, and the failed object's
+// change waited for the weekly reconcile).
+BOOST_AUTO_TEST_CASE(a_partial_full_sync_leaves_the_rows_of_its_failed_objects_pending) {
+    auto path = std::filesystem::temp_directory_path() / ("dingbridge-covered-" + std::to_string(getpid()) + ".db");
+    std::filesystem::remove(path);
+    {
+        Journal j(path.string());
+        std::string error;
+        auto add = [&](const char* key, std::vector<std::string> users, std::vector<std::string> depts) {
+            JournalEvent e;
+            e.dedup_key = key;
+            e.source = "stream";
+            e.event_type = users.empty() ? "org_dept_modify" : "user_modify_org";
+            e.user_ids = std::move(users);
+            e.dept_ids = std::move(depts);
+            BOOST_TEST((j.record(e, error) == RecordResult::inserted));
+        };
+        add("a", {"u1"}, {});
+        add("b", {"u2"}, {});
+        add("c", {}, {"7"});
+        add("d", {}, {"8"});
+        const auto after = now_ms() + 1;
+        BOOST_TEST(j.mark_covered_by_full(after, 3, {}, {}, true));  // a department unread: none covered
+        BOOST_TEST(j.pending_count() == 4);
+        BOOST_TEST(j.mark_covered_by_full(after, 3, {"u2"}, {"8"}));
+        std::set<std::string> left;
+        for (const auto& r : j.pending(10)) left.insert(r.dedup_key);
+        BOOST_TEST((left == std::set<std::string>{"b", "d"}));
+        BOOST_TEST(j.mark_covered_by_full(after, 4));
         BOOST_TEST(j.pending_count() == 0);
     }
     std::filesystem::remove(path);
