@@ -16,10 +16,12 @@
 #include <boost/beast/ssl.hpp>
 #include <chrono>
 #include <map>
+#include <set>
 #include <stdexcept>
 
 #include "agent/events/accept_loop.h"
 #include "agent/web/login_throttle.h"
+#include "shared/auth_throttle.h"
 #include "shared/base64.h"
 #include "shared/json_escape.h"
 #include "shared/net.h"
@@ -65,6 +67,9 @@ constexpr std::size_t kMaxRemembered = 1000;
 // on the one that serves every console request; at most this many wait or run at once, the
 // next ones get 503 at once.
 constexpr int kMaxPendingChecks = 8;
+// Connections one source (an IPv4 address or an IPv6 /64) may hold open at once: a browser opens
+// 6 per host; the listener serves 128 in all.
+constexpr int kMaxConnectionsPerSource = 8;
 
 std::string sha256(const std::string& text) {
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -87,7 +92,11 @@ struct WebServer::Impl {
     // After `io`: destroyed (joined) first, while the requests waiting for it still exist.
     net::thread_pool checks{1};
     int pending_checks = 0;  // on the io thread
-    std::string listen;      // web.listen, for the warnings
+    // Connections open per source (IPv4 address or IPv6 /64), on the io thread: one source holding
+    // the listener's 128 slots with idle connections would hold up every other user's page.
+    std::map<std::string, int> open_per_source;
+    std::set<std::string> capped_sources;  // at the cap, warned about once until below it again
+    std::string listen;                    // web.listen, for the warnings
 
     bool open() const { return users.empty() && !certificates; }
     // On the io thread: everything but the hashing, which the caller does when step.check is set
@@ -319,6 +328,24 @@ net::awaitable<void> serve(tcp::socket socket, WebServer::Impl* impl) {
     std::string text = peer.address().to_string();
     text = text.substr(0, text.find('%'));
     const IpAddress source = IpAddress::parse(text).value_or(IpAddress());
+    const std::string key = AuthThrottle::source_key(source);
+    if (impl->open_per_source[key] >= kMaxConnectionsPerSource) {
+        if (impl->capped_sources.insert(key).second)
+            spdlog::warn("web: {}{} has {} connections open; closing its next ones until one ends", source.to_string(),
+                         source.is_v4() ? "" : " (its /64)", kMaxConnectionsPerSource);
+        co_return;  // closed unread
+    }
+    ++impl->open_per_source[key];
+    struct Release {
+        WebServer::Impl* impl;
+        std::string key;
+        ~Release() {
+            auto it = impl->open_per_source.find(key);
+            if (it == impl->open_per_source.end()) return;
+            if (--it->second < kMaxConnectionsPerSource) impl->capped_sources.erase(key);
+            if (it->second <= 0) impl->open_per_source.erase(it);
+        }
+    } release{impl, key};
     if (!impl->tls) {
         beast::tcp_stream stream(std::move(socket));
         co_await exchange(stream, *impl, std::nullopt, source);

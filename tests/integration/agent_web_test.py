@@ -566,6 +566,30 @@ class Refusals(unittest.TestCase):
         finally:
             c.stop()
 
+    def test_one_source_cannot_hold_every_connection(self):
+        """A source that opens hundreds of idle connections (sending nothing) gets 8 of them served
+        at a time and the rest closed unread; before, it held all 128 of the listener's slots and
+        the backlog behind them, and another user's page waited 10 s per 128 held connections."""
+        port = free_port()
+        self.env.config.write_text(self.env.config.read_text() + web_yaml(port, users=False))
+        c = Console(self.env, port)
+        held = []
+        try:
+            self.assertEqual(c.get("/api/runs", auth=False)[0], 200)
+            for _ in range(300):
+                s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.9", 0))
+                held.append(s)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5, source_address=("127.0.0.1", 0))
+            conn.request("GET", "/api/runs")
+            self.assertEqual(conn.getresponse().status, 200, "served while the other source holds its connections")
+            conn.close()
+            c.log.seek(0)
+            self.assertIn("web: 127.0.0.9 has 8 connections open; closing its next ones", c.log.read())
+        finally:
+            for s in held:
+                s.close()
+            c.stop()
+
 
 if __name__ == "__main__":
     unittest.main()
