@@ -215,6 +215,7 @@ AuthResult Policy::check(const IpAddress& source, const ConnectRequest& request,
         result.tenant = tenant;
         result.pending_user = user;
         if (user != nullptr && cache_->contains(cache_user_of(*tenant, *user), request.basic->password)) {
+            result.by_password = true;
             return by_tenant(tenant);
         }
         result.outcome = AuthOutcome::verify_password;
@@ -255,6 +256,7 @@ AuthResult Policy::finish_verification(const IpAddress& source, AuthResult pendi
         pending.tenant = nullptr;
         return pending;
     }
+    pending.by_password = true;
     pending.outcome =
         pending.tenant->source_networks.contains(source) ? AuthOutcome::ok : AuthOutcome::source_not_allowed;
     return pending;

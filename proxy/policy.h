@@ -80,6 +80,9 @@ struct AuthResult {
     // verify_password: the configured user whose hash to check; nullptr = unknown user name
     // (a dummy check of the same cost runs, so timing doesn't reveal which names exist).
     const TenantUser* pending_user = nullptr;
+    // ok by the user's Basic password (verified, or cached from a verification): the login that
+    // makes its source known to the throttle (AuthThrottle::record_success).
+    bool by_password = false;
 };
 
 class Policy {

@@ -246,6 +246,7 @@ void Tunnel::authenticated(const AuthResult& auth) {
             close(CloseReason::internal_error);
             return;
         case AuthOutcome::ok:
+            if (auth.by_password) shared.auth_throttle.record_success(source_ip_, user_);
             break;
     }
     if (!Policy::destination_allowed(*tenant_, host_, port_)) {

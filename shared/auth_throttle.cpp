@@ -63,6 +63,37 @@ void FailureTable::record_failure(const std::string& key, unsigned max_failures,
     }
 }
 
+bool KnownSources::contains(const std::string& user, const std::string& source_key,
+                            Clock::time_point not_before) const {
+    const auto it = index_.find(user);
+    if (it == index_.end()) return false;
+    for (const Source& s : it->second->sources)
+        if (s.key == source_key) return s.last_success >= not_before;
+    return false;
+}
+
+void KnownSources::remember(const std::string& user, const std::string& source_key, Clock::time_point now) {
+    if (max_users_ == 0) return;
+    auto found = index_.find(user);
+    if (found == index_.end()) {
+        if (index_.size() >= max_users_) {
+            index_.erase(users_.front().name);
+            users_.pop_front();
+        }
+        users_.push_back(User{user, {}});
+        found = index_.emplace(user, std::prev(users_.end())).first;
+    }
+    users_.splice(users_.end(), users_, found->second);  // the most recent success is evicted last
+    std::vector<Source>& sources = found->second->sources;
+    const auto same =
+        std::find_if(sources.begin(), sources.end(), [&](const Source& s) { return s.key == source_key; });
+    if (same != sources.end())
+        sources.erase(same);
+    else if (sources.size() >= kPerUser)
+        sources.erase(sources.begin());
+    sources.push_back(Source{source_key, now});
+}
+
 std::string AuthThrottle::source_key(const IpAddress& source) {
     const auto& b = source.bytes();
     // IPv4 (stored v4-mapped): the whole address; IPv6: the first 64 bits.
@@ -73,8 +104,10 @@ std::string AuthThrottle::source_key(const IpAddress& source) {
 int AuthThrottle::blocked_for(const IpAddress& source, const std::string* user, const AuthThrottleSettings&,
                               Clock::time_point now) {
     std::lock_guard<std::mutex> lock(mutex_);
-    int wait = sources_.blocked_for(source_key(source), now);
-    if (user != nullptr) wait = std::max(wait, users_.blocked_for(*user, now));
+    const std::string key = source_key(source);
+    int wait = sources_.blocked_for(key, now);
+    if (user != nullptr && !known_.contains(*user, key, now - kKnownSourceTtl))
+        wait = std::max(wait, users_.blocked_for(*user, now));
     return wait;
 }
 
@@ -83,6 +116,11 @@ void AuthThrottle::record_failure(const IpAddress& source, const std::string* us
     std::lock_guard<std::mutex> lock(mutex_);
     sources_.record_failure(source_key(source), s.max_failures, s.window, s.cooldown, now);
     if (user != nullptr) users_.record_failure(*user, s.max_failures_per_user, s.window, s.cooldown, now);
+}
+
+void AuthThrottle::record_success(const IpAddress& source, const std::string& user, Clock::time_point now) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    known_.remember(user, source_key(source), now);
 }
 
 }  // namespace dingbridge

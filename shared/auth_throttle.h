@@ -6,7 +6,10 @@
 // it is refused (429) without checking credentials until `cooldown` has passed.
 //
 // A success never clears failures: a client holding valid credentials must not be able to
-// reset its own count and keep guessing other passwords. Memory is bounded: beyond a fixed
+// reset its own count and keep guessing other passwords. A success does make its source key
+// known for that user name (a few per name, for `kKnownSourceTtl`): the per-user block does not
+// refuse a known source, so that anyone sending wrong passwords for a name cannot lock the real
+// user out of its usual hosts. The per-source block applies to every source. Memory is bounded: beyond a fixed
 // number of keys the oldest entries that are not blocked are evicted first; a block is only
 // dropped when the whole table is blocks, oldest first (never the table at once).
 // Thread-safe.
@@ -17,6 +20,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "shared/net.h"
 
@@ -57,19 +61,57 @@ private:
     std::unordered_map<std::string, List::iterator> index_;
 };
 
+// The source keys from which each user name recently logged in. Bounded: at most
+// `kPerUser` sources per name (the least recently successful goes first) and `max_users` names
+// (likewise). Only configured users ever succeed, so in practice it holds one entry per user.
+class KnownSources {
+public:
+    using Clock = std::chrono::steady_clock;
+    static constexpr std::size_t kPerUser = 16;
+
+    explicit KnownSources(std::size_t max_users) : max_users_(max_users) {}
+
+    bool contains(const std::string& user, const std::string& source_key, Clock::time_point not_before) const;
+    void remember(const std::string& user, const std::string& source_key, Clock::time_point now);
+    std::size_t size() const { return index_.size(); }
+
+private:
+    struct Source {
+        std::string key;
+        Clock::time_point last_success;
+    };
+    struct User {
+        std::string name;
+        std::vector<Source> sources;  // most recent success last
+    };
+    using List = std::list<User>;
+
+    std::size_t max_users_;
+    List users_;  // least recently successful first: evicted first
+    std::unordered_map<std::string, List::iterator> index_;
+};
+
 class AuthThrottle {
 public:
     using Clock = std::chrono::steady_clock;
     static constexpr std::size_t kMaxEntries = 65536;  // per table
+    // How long a successful login keeps its source exempt from its user name's block: long
+    // enough for a tool that logs in daily or weekly, and renewed by every success.
+    static constexpr Clock::duration kKnownSourceTtl = std::chrono::hours(24 * 7);
 
-    explicit AuthThrottle(std::size_t max_entries = kMaxEntries) : sources_(max_entries), users_(max_entries) {}
+    explicit AuthThrottle(std::size_t max_entries = kMaxEntries)
+        : sources_(max_entries), users_(max_entries), known_(max_entries) {}
 
     // Seconds the source (or, when `user` is non-null, that user name) must still wait; 0 = may try.
+    // A user name's block does not apply to a source from which that name recently logged in.
     int blocked_for(const IpAddress& source, const std::string* user, const AuthThrottleSettings& s,
                     Clock::time_point now = Clock::now());
     // A real credential failure (wrong password, unknown user, unusable Proxy-Authorization).
     void record_failure(const IpAddress& source, const std::string* user, const AuthThrottleSettings& s,
                         Clock::time_point now = Clock::now());
+    // A login with `user`'s right password from `source` (verified or from the credential cache):
+    // clears no failure, only makes the source known for that name.
+    void record_success(const IpAddress& source, const std::string& user, Clock::time_point now = Clock::now());
 
     // The throttle key of a source: the IPv4 address, or the IPv6 /64 prefix.
     static std::string source_key(const IpAddress& source);
@@ -78,6 +120,7 @@ private:
     std::mutex mutex_;
     FailureTable sources_;
     FailureTable users_;
+    KnownSources known_;
 };
 
 }  // namespace dingbridge

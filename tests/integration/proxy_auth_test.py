@@ -60,7 +60,7 @@ tenants:
     destinations: ["127.0.0.1:{cls.echo.port}"]
     allow_internal_networks: ["127.0.0.0/8"]
   - name: other
-    users: [{{name: victim, password_hash: "{cls.hash}"}}]
+    users: [{{name: victim, password_hash: "{cls.hash}"}}, {{name: alice, password_hash: "{cls.hash}"}}]
     destinations: ["127.0.0.1:{cls.echo.port}"]
     allow_internal_networks: ["127.0.0.0/8"]
 """)
@@ -153,6 +153,25 @@ tenants:
         s, status = attempt(self.proxy.port, self.target, "victim:wrong", "127.0.1.200")
         s.close()
         self.assertEqual(status, 429)
+
+    def test_a_user_name_block_spares_the_sources_the_user_logged_in_from(self):
+        # alice logs in from her usual host; then anyone sends wrong passwords for her name.
+        s, status = attempt(self.proxy.port, self.target, f"alice:{PASSWORD}", "127.0.3.1")
+        s.close()
+        self.assertEqual(status, 200)
+        for i in range(4):
+            s, status = attempt(self.proxy.port, self.target, "alice:wrong", f"127.0.3.{10 + i}")
+            s.close()
+            self.assertEqual(status, 407)
+        # The name is blocked for other sources, even with the right (cached) password...
+        s, status = attempt(self.proxy.port, self.target, f"alice:{PASSWORD}", "127.0.3.50")
+        s.close()
+        self.assertEqual(status, 429)
+        # ...but not for the host she logged in from.
+        for _ in range(2):
+            s, status = attempt(self.proxy.port, self.target, f"alice:{PASSWORD}", "127.0.3.1")
+            s.close()
+            self.assertEqual(status, 200)
 
     def test_first_round_without_credentials_is_not_an_auth_failure(self):
         before = metrics_text(self.proxy)

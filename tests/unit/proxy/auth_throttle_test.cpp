@@ -98,6 +98,51 @@ BOOST_AUTO_TEST_CASE(only_failures_count_and_nothing_resets_them) {
     BOOST_TEST(t.blocked_for(addr("192.0.2.7"), nullptr, s, now + std::chrono::seconds(20)) > 0);
 }
 
+BOOST_AUTO_TEST_CASE(a_user_name_block_spares_sources_the_user_logged_in_from) {
+    AuthThrottle t;
+    const auto s = settings(3, 3);
+    const auto now = AuthThrottle::Clock::now();
+    const std::string alice = "alice";
+    t.record_success(addr("192.0.2.1"), alice, now);
+    t.record_success(addr("2001:db8:5:6::1"), alice, now);
+    for (int i = 0; i < 3; ++i) t.record_failure(IpAddress::v4(0x0a000001u + i), &alice, s, now);
+    BOOST_TEST(t.blocked_for(addr("198.51.100.7"), &alice, s, now) > 0);
+    BOOST_TEST(t.blocked_for(addr("192.0.2.1"), &alice, s, now) == 0);
+    BOOST_TEST(t.blocked_for(addr("2001:db8:5:6::99"), &alice, s, now) == 0);  // the same /64
+    // Known to alice only, and only for a while.
+    const std::string bob = "bob";
+    for (int i = 0; i < 3; ++i) t.record_failure(IpAddress::v4(0x0a000001u + i), &bob, s, now);
+    BOOST_TEST(t.blocked_for(addr("192.0.2.1"), &bob, s, now) > 0);
+    const auto later = now + AuthThrottle::kKnownSourceTtl + std::chrono::seconds(1);
+    for (int i = 0; i < 3; ++i) t.record_failure(IpAddress::v4(0x0a000001u + i), &alice, s, later);
+    BOOST_TEST(t.blocked_for(addr("192.0.2.1"), &alice, s, later) > 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_known_source_is_still_blocked_by_its_own_failures) {
+    AuthThrottle t;
+    const auto s = settings(3, 100);
+    const auto now = AuthThrottle::Clock::now();
+    const std::string alice = "alice";
+    t.record_success(addr("192.0.2.1"), alice, now);
+    for (int i = 0; i < 3; ++i) t.record_failure(addr("192.0.2.1"), &alice, s, now);
+    BOOST_TEST(t.blocked_for(addr("192.0.2.1"), &alice, s, now) > 0);
+}
+
+BOOST_AUTO_TEST_CASE(known_sources_are_bounded_per_user_oldest_success_first) {
+    KnownSources known(2);
+    const auto now = KnownSources::Clock::now();
+    for (std::size_t i = 0; i <= KnownSources::kPerUser; ++i)
+        known.remember("alice", "s" + std::to_string(i), now + std::chrono::seconds(i));
+    BOOST_TEST(!known.contains("alice", "s0", now));
+    BOOST_TEST(known.contains("alice", "s1", now));
+    BOOST_TEST(known.contains("alice", "s" + std::to_string(KnownSources::kPerUser), now));
+    known.remember("bob", "s0", now);
+    known.remember("carol", "s0", now);  // two names at most: alice, the least recent, goes
+    BOOST_TEST(known.size() == 2u);
+    BOOST_TEST(!known.contains("alice", "s1", now));
+    BOOST_TEST(known.contains("bob", "s0", now));
+}
+
 BOOST_AUTO_TEST_CASE(verifier_pool_refuses_beyond_its_queue) {
     VerifierPool pool(1, 2);
     std::atomic<bool> release{false};
