@@ -121,7 +121,9 @@ std::uint64_t delayed_reply_limit(const ProxyConfig& cfg) {
     return cfg.max_connections == 0 ? 4096 : std::max<std::uint64_t>(1, cfg.max_connections / 8);
 }
 
-ProxyConfig load_proxy_config(const std::string& path) { return parse_proxy_config(ConfigNode::load_file(path)); }
+ProxyConfig load_proxy_config(const std::string& path, std::shared_ptr<CredentialCache> credential_cache) {
+    return parse_proxy_config(ConfigNode::load_file(path), std::move(credential_cache));
+}
 
 namespace {
 
@@ -332,7 +334,7 @@ void apply_fd_budget(const ConfigNode& root, ProxyConfig& cfg) {
 
 }  // namespace
 
-ProxyConfig parse_proxy_config(const ConfigNode& root) {
+ProxyConfig parse_proxy_config(const ConfigNode& root, std::shared_ptr<CredentialCache> credential_cache) {
     ProxyConfig cfg;
     const ConfigNode listeners = root.get("listeners");
     for (const auto& l : listeners.items()) cfg.listeners.push_back(parse_listener(l));
@@ -347,7 +349,8 @@ ProxyConfig parse_proxy_config(const ConfigNode& root) {
     parse_logs(root, cfg);
     root.reject_unknown();
     apply_fd_budget(root, cfg);
-    cfg.policy = std::make_shared<const Policy>(std::move(tenants), std::move(deny));
+    if (!credential_cache) credential_cache = std::make_shared<CredentialCache>();
+    cfg.policy = std::make_shared<const Policy>(std::move(tenants), std::move(deny), std::move(credential_cache));
     return cfg;
 }
 

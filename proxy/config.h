@@ -84,7 +84,8 @@ struct FdBudget {
 };
 FdBudget fd_budget(std::uint64_t fd_limit, unsigned workers, std::size_t listeners, RelayMode relay);
 
-ProxyConfig load_proxy_config(const std::string& path);
-ProxyConfig parse_proxy_config(const ConfigNode& root);
+// `credential_cache`: on a reload, the running policy's (see CredentialCache); null = a new one.
+ProxyConfig load_proxy_config(const std::string& path, std::shared_ptr<CredentialCache> credential_cache = nullptr);
+ProxyConfig parse_proxy_config(const ConfigNode& root, std::shared_ptr<CredentialCache> credential_cache = nullptr);
 
 }  // namespace dingbridge::proxy

@@ -135,7 +135,9 @@ void write_ready_file(const Server& server, const std::string& ready_file) {
 // SIGHUP: reload the configuration and reopen the log files (also when the new file is invalid).
 void reload(Server& server, const std::string& config_path) {
     try {
-        ProxyConfig next = load_proxy_config(config_path);
+        // Cached logins stay cached: a logrotate SIGHUP during a wrong-password flood must not
+        // send every password tenant through the saturated verification pool.
+        ProxyConfig next = load_proxy_config(config_path, server.config()->policy->credential_cache());
         // Opened before the swap: a log that cannot be opened fails the reload as a whole, instead
         // of after the new configuration already runs (with "keeping the running configuration").
         auto log = make_logger(next.log);

@@ -118,11 +118,11 @@ NetworkSet default_deny_networks() {
     return set;
 }
 
-Policy::CredentialCache::CredentialCache() : key_(32, '\0') {
+CredentialCache::CredentialCache() : key_(32, '\0') {
     RAND_bytes(reinterpret_cast<unsigned char*>(key_.data()), static_cast<int>(key_.size()));
 }
 
-std::string Policy::CredentialCache::digest(const std::string& user, const std::string& password) const {
+std::string CredentialCache::digest(const std::string& user, const std::string& password) const {
     std::string message = user;
     message.push_back('\0');
     message += password;
@@ -134,13 +134,13 @@ std::string Policy::CredentialCache::digest(const std::string& user, const std::
     return std::string(reinterpret_cast<char*>(out), len);
 }
 
-bool Policy::CredentialCache::contains(const std::string& user, const std::string& password) const {
+bool CredentialCache::contains(const std::string& user, const std::string& password) const {
     const std::string d = digest(user, password);
     std::lock_guard<std::mutex> lock(mutex_);
     return entries_.count(d) != 0;
 }
 
-void Policy::CredentialCache::insert(const std::string& user, const std::string& password) {
+void CredentialCache::insert(const std::string& user, const std::string& password) {
     const std::string d = digest(user, password);
     std::lock_guard<std::mutex> lock(mutex_);
     if (entries_.count(d) != 0) return;
@@ -152,8 +152,8 @@ void Policy::CredentialCache::insert(const std::string& user, const std::string&
     order_.push_back(d);
 }
 
-Policy::Policy(std::vector<Tenant> tenants, NetworkSet deny_networks)
-    : tenants_(std::move(tenants)), deny_(std::move(deny_networks)), cache_(std::make_unique<CredentialCache>()) {}
+Policy::Policy(std::vector<Tenant> tenants, NetworkSet deny_networks, std::shared_ptr<CredentialCache> cache)
+    : tenants_(std::move(tenants)), deny_(std::move(deny_networks)), cache_(std::move(cache)) {}
 
 const Tenant* Policy::find_tenant(const std::string& name) const {
     for (const auto& t : tenants_)
@@ -171,7 +171,10 @@ AuthResult Policy::authenticate(const IpAddress& source, const ConnectRequest& r
 
 namespace {
 
-std::string cache_user_of(const Tenant& tenant, const TenantUser& user) { return tenant.name + "\n" + user.name; }
+// The stored hash is part of the key: after a reload, a password changed in the file misses.
+std::string cache_user_of(const Tenant& tenant, const TenantUser& user) {
+    return tenant.name + "\n" + user.name + "\n" + user.hash.to_string();
+}
 
 }  // namespace
 

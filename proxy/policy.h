@@ -85,9 +85,32 @@ struct AuthResult {
     bool by_password = false;
 };
 
+// Remembers HMAC(key, tenant, user, the user's stored hash, password) of credentials that
+// verified, so that a client reconnecting with the same credentials costs a hash lookup instead
+// of an scrypt. Only successes are cached, never a plaintext; the HMAC key is random per
+// process. A reload hands the running cache to the new Policy (cached logins stay fast through
+// logrotate's SIGHUP during a wrong-password flood, when a check may get 503): the stored hash
+// in the key makes a changed password miss, and a removed user is never looked up. Bounded: the
+// oldest entries are evicted first. Thread-safe.
+class CredentialCache {
+public:
+    CredentialCache();
+    bool contains(const std::string& user, const std::string& password) const;
+    void insert(const std::string& user, const std::string& password);
+
+private:
+    std::string digest(const std::string& user, const std::string& password) const;
+    std::string key_;
+    mutable std::mutex mutex_;
+    std::unordered_set<std::string> entries_;
+    std::deque<std::string> order_;  // insertion order, for eviction
+};
+
 class Policy {
 public:
-    Policy(std::vector<Tenant> tenants, NetworkSet deny_networks);
+    // `cache`: the running configuration's on a reload, else a new one.
+    Policy(std::vector<Tenant> tenants, NetworkSet deny_networks,
+           std::shared_ptr<CredentialCache> cache = std::make_shared<CredentialCache>());
 
     // Everything in one call, including the slow password check (tools and tests).
     AuthResult authenticate(const IpAddress& source, const ConnectRequest& request,
@@ -107,30 +130,12 @@ public:
 
     const std::vector<Tenant>& tenants() const { return tenants_; }
     const NetworkSet& deny_networks() const { return deny_; }
+    const std::shared_ptr<CredentialCache>& credential_cache() const { return cache_; }
 
 private:
-    // Remembers HMAC(key, tenant user, password) of credentials that verified, so that a
-    // client reconnecting with the same credentials costs a hash lookup instead of an scrypt.
-    // Only successes are cached, never a plaintext; the HMAC key is random per Policy, and a
-    // reload builds a new Policy, so a changed or removed password never passes from the cache.
-    // Bounded: the oldest entries are evicted first.
-    class CredentialCache {
-    public:
-        CredentialCache();
-        bool contains(const std::string& user, const std::string& password) const;
-        void insert(const std::string& user, const std::string& password);
-
-    private:
-        std::string digest(const std::string& user, const std::string& password) const;
-        std::string key_;
-        mutable std::mutex mutex_;
-        std::unordered_set<std::string> entries_;
-        std::deque<std::string> order_;  // insertion order, for eviction
-    };
-
     std::vector<Tenant> tenants_;
     NetworkSet deny_;
-    std::unique_ptr<CredentialCache> cache_;
+    std::shared_ptr<CredentialCache> cache_;
 };
 
 }  // namespace dingbridge::proxy

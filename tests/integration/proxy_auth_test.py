@@ -6,6 +6,7 @@ name is throttled across sources. The real binary, real sockets, loopback only.
 import base64
 import select
 import os
+import signal
 import socket
 import statistics
 import sys
@@ -15,7 +16,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from proxy_production_test import echo, metric, metrics_text  # noqa: E402
+from proxy_production_test import echo, metric, metrics_text, wait_metric  # noqa: E402
 
 PASSWORD = "auth-pw-Q4z"
 
@@ -303,6 +304,98 @@ tenants:
             self.assertEqual(status, 429)
             self.assertLess(time.monotonic() - started, self.DELAY - 1.0)
             self.assertEqual(proxy.proc.wait(10), 0)
+        finally:
+            proxy.stop()
+
+
+class CacheAcrossReloads(unittest.TestCase):
+    """A reload (logrotate sends SIGHUP daily) keeps the credentials verified before, so a
+    tenant's cached login stays fast while a wrong-password flood saturates the verification
+    pool; a password changed in the file, or a removed user, no longer passes from the cache."""
+
+    def config(self, alice_hash, with_bob=True):
+        bob = f', {{name: bob, password_hash: "{self.hash}"}}' if with_bob else ""
+        return f"""
+listeners:
+  - address: "127.0.0.1:0"
+workers: 1
+auth_failures:
+  max_failures: 0
+  max_failures_per_user: 0
+password_checks:
+  threads: 1
+  queue: 1
+admin:
+  address: "127.0.0.1:0"
+tenants:
+  - name: acme
+    users: [{{name: alice, password_hash: "{alice_hash}"}}{bob}]
+    destinations: ["127.0.0.1:{self.echo.port}"]
+    allow_internal_networks: ["127.0.0.0/8"]
+"""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.work = harness.Workdir()
+        cls.hash = harness.hash_password(PASSWORD)
+        cls.echo = harness.TcpServer(echo)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.echo.stop()
+        cls.work.cleanup()
+
+    def setUp(self):
+        self.target = f"127.0.0.1:{self.echo.port}"
+
+    def login(self, proxy, credentials):
+        s, status = attempt(proxy.port, self.target, credentials, "127.0.0.1")
+        s.close()
+        return status
+
+    def reload(self, proxy, count):
+        proxy.proc.send_signal(signal.SIGHUP)
+        wait_metric(self, proxy, "dingbridge_proxy_reloads_total", count, result="success")
+
+    def test_an_unchanged_reload_keeps_cached_logins_fast_during_a_flood(self):
+        proxy = harness.Proxy(self.work.path, self.config(self.hash), name="flood")
+        stop = threading.Event()
+
+        def flood(n):
+            i = 0
+            while not stop.is_set():
+                i += 1
+                try:
+                    s, _ = attempt(proxy.port, self.target, f"nobody{n}-{i}:x", f"127.1.{n}.{i % 250 + 1}", timeout=5)
+                    s.close()
+                except OSError:
+                    pass
+
+        flooders = [threading.Thread(target=flood, args=(n,), daemon=True) for n in range(6)]
+        try:
+            self.assertEqual(self.login(proxy, f"alice:{PASSWORD}"), 200)  # verified once, now cached
+            for t in flooders:
+                t.start()
+            time.sleep(1.0)  # the one check thread and its one queue slot are taken by now
+            self.assertEqual([self.login(proxy, f"alice:{PASSWORD}") for _ in range(3)], [200] * 3)
+            self.reload(proxy, 1)  # the same file, as logrotate's postrotate does
+            self.assertEqual([self.login(proxy, f"alice:{PASSWORD}") for _ in range(5)], [200] * 5)
+        finally:
+            stop.set()
+            for t in flooders:
+                t.join(30)
+            proxy.stop()
+
+    def test_a_changed_or_removed_password_drops_out_of_the_cache(self):
+        proxy = harness.Proxy(self.work.path, self.config(self.hash), name="change")
+        try:
+            self.assertEqual(self.login(proxy, f"alice:{PASSWORD}"), 200)
+            self.assertEqual(self.login(proxy, f"bob:{PASSWORD}"), 200)
+            proxy.config.write_text(self.config(harness.hash_password("new-alice-pw"), with_bob=False))
+            self.reload(proxy, 1)
+            self.assertEqual(self.login(proxy, f"alice:{PASSWORD}"), 407)
+            self.assertEqual(self.login(proxy, f"bob:{PASSWORD}"), 407)
+            self.assertEqual(self.login(proxy, "alice:new-alice-pw"), 200)
         finally:
             proxy.stop()
 

@@ -173,4 +173,30 @@ BOOST_AUTO_TEST_CASE(authenticates_by_password_and_source) {
                static_cast<int>(AuthOutcome::bad_credentials));
 }
 
+// A reload builds a new Policy around the running cache: unchanged users stay cached, a user
+// whose stored hash changed does not.
+BOOST_AUTO_TEST_CASE(a_shared_credential_cache_keeps_only_unchanged_hashes) {
+    const ScryptParams fast{10, 8, 1};
+    Tenant t = tenant_with({"*.dingtalk.com:443"});
+    t.users.push_back({"alice", PasswordHash::create("pw-a", fast)});
+    t.users.push_back({"bob", PasswordHash::create("pw-b", fast)});
+    const Policy before({t}, default_deny_networks());
+    for (const char* creds : {"alice", "bob"}) {
+        const std::string password = std::string("pw-") + creds[0];
+        BOOST_REQUIRE(static_cast<int>(before.authenticate(ip("127.0.0.1"), with_basic(creds, password)).outcome) ==
+                      static_cast<int>(AuthOutcome::ok));
+    }
+    Tenant reloaded = t;
+    reloaded.users[1].hash = PasswordHash::create("pw-b", fast);  // bob's password set again: new salt
+    const Policy after({reloaded}, default_deny_networks(), before.credential_cache());
+    auto outcome = [&](const char* user, const char* password) {
+        return static_cast<int>(after.check(ip("127.0.0.1"), with_basic(user, password)).outcome);
+    };
+    BOOST_TEST(outcome("alice", "pw-a") == static_cast<int>(AuthOutcome::ok));
+    BOOST_TEST(outcome("bob", "pw-b") == static_cast<int>(AuthOutcome::verify_password));
+    const Policy fresh({t}, default_deny_networks());
+    BOOST_TEST(static_cast<int>(fresh.check(ip("127.0.0.1"), with_basic("alice", "pw-a")).outcome) ==
+               static_cast<int>(AuthOutcome::verify_password));
+}
+
 BOOST_AUTO_TEST_SUITE_END()
