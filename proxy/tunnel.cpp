@@ -170,9 +170,10 @@ void Tunnel::handle_head() {
     SharedState& shared = worker_.shared();
     const auto& listener = config_->listeners[listener_index_];
     sent_credentials_ = req.has_authorization;
+    const std::string* name = req.basic ? &req.basic->user : nullptr;
     if (req.has_authorization) {
-        const std::string* name = req.basic ? &req.basic->user : nullptr;
-        if (const int wait = shared.auth_throttle.blocked_for(source_ip_, name, config_->auth_throttle)) {
+        // Counted as in flight from here until its credentials are decided (end_auth_attempt).
+        if (const int wait = shared.auth_throttle.begin_attempt(source_ip_, name, config_->auth_throttle)) {
             deny_throttled(wait);
             return;
         }
@@ -184,6 +185,12 @@ void Tunnel::handle_head() {
     const Policy& policy = *config_->policy;
     AuthResult auth = policy.check(source_ip_, req, client);
     if (auth.outcome != AuthOutcome::verify_password) {
+        if (req.has_authorization) {
+            if (const int wait = end_auth_attempt(name, auth)) {
+                deny_throttled(wait);
+                return;
+            }
+        }
         authenticated(auth);
         return;
     }
@@ -199,6 +206,8 @@ void Tunnel::handle_head() {
             [tunnel, pending = std::move(pending), ok]() mutable { tunnel->password_checked(std::move(pending), ok); });
     };
     if (!shared.verifier || !shared.verifier->submit(std::move(job))) {
+        (void)shared.auth_throttle.end_attempt(source_ip_, name, AuthThrottle::Verdict::none,
+                                               config_->auth_throttle);  // no verdict: nothing to refuse
         deny(Denial::auth_busy, 503, "too many credential checks in progress, retry shortly", 1);
         return;
     }
@@ -212,13 +221,29 @@ void Tunnel::handle_head() {
 
 void Tunnel::password_checked(AuthResult pending, bool ok) {
     verify_pending_ = false;
+    const std::string name = pending.user;  // the Basic user name its attempt began with
+    AuthResult auth = config_->policy->finish_verification(source_ip_, std::move(pending), ok);
+    // The attempt ends whatever became of the client: its failure counts all the same.
+    const int wait = end_auth_attempt(&name, auth);
     if (state_ != State::verifying) {
         // Closed (client gone, timeout) while the check ran: the tunnel may be deleted now.
         if (state_ == State::closed) worker_.retire(this);
         return;
     }
     state_ = State::reading_head;
-    authenticated(config_->policy->finish_verification(source_ip_, std::move(pending), ok));
+    if (wait > 0) {
+        deny_throttled(wait);  // blocked while the check ran: even a right password is refused
+        return;
+    }
+    authenticated(auth);
+}
+
+int Tunnel::end_auth_attempt(const std::string* name, const AuthResult& auth) {
+    using Verdict = AuthThrottle::Verdict;
+    const Verdict verdict = auth.outcome == AuthOutcome::bad_credentials          ? Verdict::failed
+                            : auth.outcome == AuthOutcome::ok && auth.by_password ? Verdict::succeeded
+                                                                                  : Verdict::none;
+    return worker_.shared().auth_throttle.end_attempt(source_ip_, name, verdict, config_->auth_throttle);
 }
 
 void Tunnel::authenticated(const AuthResult& auth) {
@@ -229,13 +254,10 @@ void Tunnel::authenticated(const AuthResult& auth) {
         case AuthOutcome::need_credentials:
             deny(Denial::auth, 407, "proxy authentication required");
             return;
-        case AuthOutcome::bad_credentials: {
-            shared.metrics.count_auth_failure();
-            const std::string* name = user_.empty() ? nullptr : &user_;
-            shared.auth_throttle.record_failure(source_ip_, name, config_->auth_throttle);
+        case AuthOutcome::bad_credentials:
+            shared.metrics.count_auth_failure();  // the throttle counted it (end_auth_attempt)
             deny(Denial::auth, 407, "invalid credentials");
             return;
-        }
         case AuthOutcome::tls_required:
             deny(Denial::tls_required, 403, "credentials are accepted only over TLS on this listener");
             return;
@@ -246,7 +268,6 @@ void Tunnel::authenticated(const AuthResult& auth) {
             close(CloseReason::internal_error);
             return;
         case AuthOutcome::ok:
-            if (auth.by_password) shared.auth_throttle.record_success(source_ip_, user_);
             break;
     }
     if (!Policy::destination_allowed(*tenant_, host_, port_)) {

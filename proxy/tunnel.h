@@ -62,6 +62,9 @@ private:
     void handle_head();
     void authenticated(const AuthResult& auth);  // continues once the tenant is known (or refused)
     void password_checked(AuthResult pending, bool ok);
+    // Ends the throttle's count of this request's credential attempt with the verdict of `auth`;
+    // the seconds to wait when a success came while a block applies (answer 429), else 0.
+    int end_auth_attempt(const std::string* name, const AuthResult& auth);
     bool admit();          // per-tenant tunnel and rate limits; replies 429 itself when refusing
     void begin_connect();  // resolve, guard and connect through the UpstreamConnector
     void upstream_connected(bufferevent* upstream) override;

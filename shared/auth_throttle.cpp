@@ -21,6 +21,39 @@ int FailureTable::blocked_for(const std::string& key, Clock::time_point now) {
     return seconds_until(it->second->blocked_until, now);
 }
 
+int FailureTable::refused_for(const std::string& key, unsigned max_failures, Clock::duration window,
+                              Clock::time_point now) {
+    auto it = index_.find(key);
+    if (it == index_.end() || max_failures == 0) return 0;
+    const Entry& e = *it->second;
+    if (e.blocked && e.blocked_until > now) return seconds_until(e.blocked_until, now);
+    const unsigned failures = e.blocked || now - e.window_start > window ? 0 : e.failures;
+    return failures + e.in_flight >= max_failures ? 1 : 0;  // a check in flight ends within seconds
+}
+
+void FailureTable::begin(const std::string& key, unsigned max_failures, Clock::time_point now) {
+    if (max_failures == 0 || max_entries_ == 0) return;  // throttling disabled
+    auto found = index_.find(key);
+    if (found == index_.end()) {
+        make_room(now);
+        counting_.push_back(Entry{key, 0, 0, now, {}, false});
+        found = index_.emplace(key, std::prev(counting_.end())).first;
+    }
+    ++found->second->in_flight;
+}
+
+void FailureTable::end(const std::string& key) {
+    auto found = index_.find(key);
+    if (found == index_.end()) return;  // evicted meanwhile (or throttling was off when it began)
+    List::iterator e = found->second;
+    if (e->in_flight > 0) --e->in_flight;
+    // An entry that only counted attempts in flight goes, so that successes fill no table.
+    if (!e->blocked && e->failures == 0 && e->in_flight == 0) {
+        index_.erase(found);
+        counting_.erase(e);
+    }
+}
+
 void FailureTable::make_room(Clock::time_point now) {
     // Expired blocks go first, then the oldest counting entry, then (only when every entry is a
     // live block) the oldest block: the table never forgets all blocks at once.
@@ -40,7 +73,7 @@ void FailureTable::record_failure(const std::string& key, unsigned max_failures,
     auto found = index_.find(key);
     if (found == index_.end()) {
         make_room(now);
-        counting_.push_back(Entry{key, 0, now, {}, false});
+        counting_.push_back(Entry{key, 0, 0, now, {}, false});
         found = index_.emplace(key, std::prev(counting_.end())).first;
     }
     List::iterator e = found->second;
@@ -101,26 +134,62 @@ std::string AuthThrottle::source_key(const IpAddress& source) {
     return std::string("6") + std::string(reinterpret_cast<const char*>(b.data()), 8);
 }
 
-int AuthThrottle::blocked_for(const IpAddress& source, const std::string* user, const AuthThrottleSettings&,
-                              Clock::time_point now) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    const std::string key = source_key(source);
+int AuthThrottle::blocked_locked(const std::string& key, const std::string* user, Clock::time_point now) {
     int wait = sources_.blocked_for(key, now);
     if (user != nullptr && !known_.contains(*user, key, now - kKnownSourceTtl))
         wait = std::max(wait, users_.blocked_for(*user, now));
     return wait;
 }
 
-void AuthThrottle::record_failure(const IpAddress& source, const std::string* user, const AuthThrottleSettings& s,
-                                  Clock::time_point now) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    sources_.record_failure(source_key(source), s.max_failures, s.window, s.cooldown, now);
+void AuthThrottle::record_failure_locked(const std::string& key, const std::string* user, const AuthThrottleSettings& s,
+                                         Clock::time_point now) {
+    sources_.record_failure(key, s.max_failures, s.window, s.cooldown, now);
     if (user != nullptr) users_.record_failure(*user, s.max_failures_per_user, s.window, s.cooldown, now);
 }
 
-void AuthThrottle::record_success(const IpAddress& source, const std::string& user, Clock::time_point now) {
+int AuthThrottle::blocked_for(const IpAddress& source, const std::string* user, const AuthThrottleSettings&,
+                              Clock::time_point now) {
     std::lock_guard<std::mutex> lock(mutex_);
-    known_.remember(user, source_key(source), now);
+    return blocked_locked(source_key(source), user, now);
+}
+
+int AuthThrottle::begin_attempt(const IpAddress& source, const std::string* user, const AuthThrottleSettings& s,
+                                Clock::time_point now) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const std::string key = source_key(source);
+    int wait = sources_.refused_for(key, s.max_failures, s.window, now);
+    if (user != nullptr && !known_.contains(*user, key, now - kKnownSourceTtl))
+        wait = std::max(wait, users_.refused_for(*user, s.max_failures_per_user, s.window, now));
+    if (wait > 0) return wait;
+    sources_.begin(key, s.max_failures, now);
+    if (user != nullptr) users_.begin(*user, s.max_failures_per_user, now);
+    return 0;
+}
+
+int AuthThrottle::end_attempt(const IpAddress& source, const std::string* user, Verdict verdict,
+                              const AuthThrottleSettings& s, Clock::time_point now) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const std::string key = source_key(source);
+    sources_.end(key);
+    if (user != nullptr) users_.end(*user);
+    switch (verdict) {
+        case Verdict::failed:
+            record_failure_locked(key, user, s, now);
+            return 0;
+        case Verdict::succeeded:
+            if (const int wait = blocked_locked(key, user, now)) return wait;
+            if (user != nullptr) known_.remember(*user, key, now);
+            return 0;
+        case Verdict::none:
+            return 0;
+    }
+    return 0;
+}
+
+void AuthThrottle::record_failure(const IpAddress& source, const std::string* user, const AuthThrottleSettings& s,
+                                  Clock::time_point now) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    record_failure_locked(source_key(source), user, s, now);
 }
 
 }  // namespace dingbridge

@@ -5,6 +5,13 @@
 // `max_failures` failures of a source (or `max_failures_per_user` of a name) within `window`,
 // it is refused (429) without checking credentials until `cooldown` has passed.
 //
+// Checks in flight count against the limits: an attempt is begun when its request head arrives
+// and ended when its credentials are decided (begin_attempt/end_attempt), and a key is refused
+// while its failures plus its attempts in flight reach the limit. Otherwise concurrent requests
+// all pass the check before the first failure is recorded (a source would get as many guesses
+// as the verification queue holds), and a right guess among them would succeed after the block;
+// a success is accepted only if no block applies when it is decided.
+//
 // A success never clears failures: a client holding valid credentials must not be able to
 // reset its own count and keep guessing other passwords. A success does make its source key
 // known for that user name (a few per name, for `kKnownSourceTtl`): the per-user block does not
@@ -40,6 +47,11 @@ public:
     explicit FailureTable(std::size_t max_entries) : max_entries_(max_entries) {}
 
     int blocked_for(const std::string& key, Clock::time_point now);
+    // Seconds to wait: the block's, or 1 while failures within the window plus attempts in flight
+    // reach `max_failures`; 0 = may try.
+    int refused_for(const std::string& key, unsigned max_failures, Clock::duration window, Clock::time_point now);
+    void begin(const std::string& key, unsigned max_failures, Clock::time_point now);
+    void end(const std::string& key);
     void record_failure(const std::string& key, unsigned max_failures, Clock::duration window, Clock::duration cooldown,
                         Clock::time_point now);
     std::size_t size() const { return index_.size(); }
@@ -48,6 +60,7 @@ private:
     struct Entry {
         std::string key;
         unsigned failures = 0;
+        unsigned in_flight = 0;  // attempts begun and not yet ended
         Clock::time_point window_start;
         Clock::time_point blocked_until;
         bool blocked = false;  // in blocked_ rather than counting_
@@ -106,17 +119,30 @@ public:
     // A user name's block does not apply to a source from which that name recently logged in.
     int blocked_for(const IpAddress& source, const std::string* user, const AuthThrottleSettings& s,
                     Clock::time_point now = Clock::now());
+    // How an attempt ended: wrong credentials, the user's right password, or neither (refused
+    // for another reason, decided by a certificate, or the check could not run).
+    enum class Verdict { failed, succeeded, none };
+    // A request with credentials arrived: 0 and the attempt now counts as in flight (end it with
+    // end_attempt), or the seconds to wait and nothing is counted.
+    int begin_attempt(const IpAddress& source, const std::string* user, const AuthThrottleSettings& s,
+                      Clock::time_point now = Clock::now());
+    // The attempt begun with the same source and user is decided. A failure is recorded; a
+    // success is accepted (and its source becomes known) only if neither block applies now:
+    // otherwise the seconds to wait, to be answered with 429 instead.
+    int end_attempt(const IpAddress& source, const std::string* user, Verdict verdict, const AuthThrottleSettings& s,
+                    Clock::time_point now = Clock::now());
     // A real credential failure (wrong password, unknown user, unusable Proxy-Authorization).
     void record_failure(const IpAddress& source, const std::string* user, const AuthThrottleSettings& s,
                         Clock::time_point now = Clock::now());
-    // A login with `user`'s right password from `source` (verified or from the credential cache):
-    // clears no failure, only makes the source known for that name.
-    void record_success(const IpAddress& source, const std::string& user, Clock::time_point now = Clock::now());
 
     // The throttle key of a source: the IPv4 address, or the IPv6 /64 prefix.
     static std::string source_key(const IpAddress& source);
 
 private:
+    int blocked_locked(const std::string& source_key, const std::string* user, Clock::time_point now);
+    void record_failure_locked(const std::string& source_key, const std::string* user, const AuthThrottleSettings& s,
+                               Clock::time_point now);
+
     std::mutex mutex_;
     FailureTable sources_;
     FailureTable users_;

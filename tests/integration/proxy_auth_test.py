@@ -308,6 +308,61 @@ tenants:
             proxy.stop()
 
 
+class ConcurrentGuesses(unittest.TestCase):
+    """Checks in flight count against auth_failures.max_failures: guesses sent concurrently from one
+    source get no more password checks than sequential ones, and a right guess among them is not
+    accepted once the source is blocked."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.work = harness.Workdir()
+        cls.hash = harness.hash_password(PASSWORD)
+        cls.echo = harness.TcpServer(echo)
+        cls.proxy = harness.Proxy(cls.work.path, f"""
+listeners:
+  - address: "127.0.0.1:0"
+workers: 1
+auth_failures:
+  max_failures: 3
+  max_failures_per_user: 100
+  window: 1m
+  cooldown: 5m
+  reply_delay: 0s
+password_checks:
+  threads: 1
+  queue: 16
+tenants:
+  - name: acme
+    users: [{{name: alice, password_hash: "{cls.hash}"}}]
+    destinations: ["127.0.0.1:{cls.echo.port}"]
+    allow_internal_networks: ["127.0.0.0/8"]
+""")
+        cls.target = f"127.0.0.1:{cls.echo.port}"
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proxy.stop()
+        cls.echo.stop()
+        cls.work.cleanup()
+
+    def test_concurrent_guesses_from_one_source_get_max_failures_checks(self):
+        guesses = [f"alice:wrong{i}" for i in range(14)] + [f"alice:{PASSWORD}"]  # the right one last
+        sent = [send_attempt(self.proxy.port, self.target, g, "127.0.4.1") for g in guesses]
+        statuses = []
+        for s in sent:
+            statuses.append(harness.read_response_head(s)[0])
+            s.close()
+        self.assertLessEqual(statuses.count(407), 3, statuses)
+        self.assertEqual(set(statuses), {407, 429}, statuses)
+        s, status = attempt(self.proxy.port, self.target, f"alice:{PASSWORD}", "127.0.4.1")
+        s.close()
+        self.assertEqual(status, 429)
+        # Another source is not affected.
+        s, status = attempt(self.proxy.port, self.target, f"alice:{PASSWORD}", "127.0.4.2")
+        s.close()
+        self.assertEqual(status, 200)
+
+
 class CacheAcrossReloads(unittest.TestCase):
     """A reload (logrotate sends SIGHUP daily) keeps the credentials verified before, so a
     tenant's cached login stays fast while a wrong-password flood saturates the verification

@@ -27,6 +27,13 @@ AuthThrottleSettings settings(unsigned per_source, unsigned per_user) {
     return s;
 }
 
+// A login with the user's right password (a success clears no failure, it makes the source known).
+void log_in(AuthThrottle& t, const char* source, const std::string& user, const AuthThrottleSettings& s,
+            AuthThrottle::Clock::time_point now) {
+    BOOST_REQUIRE(t.begin_attempt(addr(source), &user, s, now) == 0);
+    BOOST_REQUIRE(t.end_attempt(addr(source), &user, AuthThrottle::Verdict::succeeded, s, now) == 0);
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(auth_throttle)
@@ -103,8 +110,8 @@ BOOST_AUTO_TEST_CASE(a_user_name_block_spares_sources_the_user_logged_in_from) {
     const auto s = settings(3, 3);
     const auto now = AuthThrottle::Clock::now();
     const std::string alice = "alice";
-    t.record_success(addr("192.0.2.1"), alice, now);
-    t.record_success(addr("2001:db8:5:6::1"), alice, now);
+    log_in(t, "192.0.2.1", alice, s, now);
+    log_in(t, "2001:db8:5:6::1", alice, s, now);
     for (int i = 0; i < 3; ++i) t.record_failure(IpAddress::v4(0x0a000001u + i), &alice, s, now);
     BOOST_TEST(t.blocked_for(addr("198.51.100.7"), &alice, s, now) > 0);
     BOOST_TEST(t.blocked_for(addr("192.0.2.1"), &alice, s, now) == 0);
@@ -123,7 +130,7 @@ BOOST_AUTO_TEST_CASE(a_known_source_is_still_blocked_by_its_own_failures) {
     const auto s = settings(3, 100);
     const auto now = AuthThrottle::Clock::now();
     const std::string alice = "alice";
-    t.record_success(addr("192.0.2.1"), alice, now);
+    log_in(t, "192.0.2.1", alice, s, now);
     for (int i = 0; i < 3; ++i) t.record_failure(addr("192.0.2.1"), &alice, s, now);
     BOOST_TEST(t.blocked_for(addr("192.0.2.1"), &alice, s, now) > 0);
 }
@@ -141,6 +148,45 @@ BOOST_AUTO_TEST_CASE(known_sources_are_bounded_per_user_oldest_success_first) {
     BOOST_TEST(known.size() == 2u);
     BOOST_TEST(!known.contains("alice", "s1", now));
     BOOST_TEST(known.contains("bob", "s0", now));
+}
+
+BOOST_AUTO_TEST_CASE(attempts_in_flight_count_against_the_limits) {
+    AuthThrottle t;
+    const auto s = settings(3, 5);
+    const auto now = AuthThrottle::Clock::now();
+    const std::string alice = "alice";
+    using Verdict = AuthThrottle::Verdict;
+    // Three concurrent guesses from one source: the fourth is refused before any has failed.
+    for (int i = 0; i < 3; ++i) BOOST_TEST(t.begin_attempt(addr("192.0.2.1"), &alice, s, now) == 0);
+    BOOST_TEST(t.begin_attempt(addr("192.0.2.1"), &alice, s, now) == 1);
+    BOOST_TEST(t.begin_attempt(addr("192.0.2.2"), &alice, s, now) == 0);  // another source, the name's 4th
+    BOOST_TEST(t.begin_attempt(addr("192.0.2.3"), &alice, s, now) == 0);
+    BOOST_TEST(t.begin_attempt(addr("192.0.2.4"), &alice, s, now) == 1);  // the name's limit, in flight
+    // The first two fail; the third was right, but the source is blocked by now: no success.
+    BOOST_TEST(t.end_attempt(addr("192.0.2.1"), &alice, Verdict::failed, s, now) == 0);
+    BOOST_TEST(t.end_attempt(addr("192.0.2.1"), &alice, Verdict::failed, s, now) == 0);
+    BOOST_TEST(t.end_attempt(addr("192.0.2.2"), &alice, Verdict::failed, s, now) == 0);
+    BOOST_TEST(t.end_attempt(addr("192.0.2.3"), &alice, Verdict::none, s, now) == 0);
+    BOOST_TEST(t.blocked_for(addr("192.0.2.1"), nullptr, s, now) == 0);
+    BOOST_TEST(t.begin_attempt(addr("192.0.2.1"), nullptr, s, now) == 1);  // 2 failures + 1 in flight
+    t.record_failure(addr("192.0.2.1"), nullptr, s, now);                  // from another worker
+    BOOST_TEST(t.end_attempt(addr("192.0.2.1"), &alice, Verdict::succeeded, s, now) == 300);
+    BOOST_TEST(t.begin_attempt(addr("192.0.2.1"), nullptr, s, now) == 300);
+}
+
+BOOST_AUTO_TEST_CASE(ended_attempts_free_their_slots) {
+    AuthThrottle t(4);
+    const auto s = settings(2, 2);
+    const auto now = AuthThrottle::Clock::now();
+    const std::string alice = "alice";
+    for (int i = 0; i < 100; ++i) {
+        BOOST_REQUIRE(t.begin_attempt(addr("192.0.2.1"), &alice, s, now) == 0);
+        BOOST_REQUIRE(t.end_attempt(addr("192.0.2.1"), &alice, AuthThrottle::Verdict::succeeded, s, now) == 0);
+        BOOST_REQUIRE(t.begin_attempt(addr("192.0.2.1"), &alice, s, now) == 0);
+        BOOST_REQUIRE(t.end_attempt(addr("192.0.2.1"), &alice, AuthThrottle::Verdict::none, s, now) == 0);
+    }
+    t.record_failure(addr("192.0.2.1"), nullptr, s, now);
+    BOOST_TEST(t.begin_attempt(addr("192.0.2.1"), nullptr, s, now) == 0);
 }
 
 BOOST_AUTO_TEST_CASE(verifier_pool_refuses_beyond_its_queue) {
