@@ -113,6 +113,28 @@ void warn_about_risky_settings(const ProxyConfig& cfg) {
         }
     }
 
+    // Unknown user names are checked with the costliest parameters in use (Policy::decoy_params):
+    // a user whose hash is cheaper answers faster than an unknown name, which tells that it exists.
+    const ScryptParams& decoy = policy.decoy_params();
+    for (const auto& t : policy.tenants()) {
+        for (const auto& u : t.users) {
+            const ScryptParams& p = u.hash.params();
+            if (p.log2_n < ScryptParams{}.log2_n) {
+                spdlog::warn(
+                    "user '{}' of tenant '{}' has a weak password_hash (ln={} below 15): re-create it with "
+                    "`dingbridge-proxy hash-password`",
+                    u.name, t.name, p.log2_n);
+            }
+            if (p.cost() < decoy.cost()) {
+                spdlog::warn(
+                    "user '{}' of tenant '{}' has cheaper scrypt parameters (ln={},r={},p={}) than other users "
+                    "(ln={},r={},p={}): its logins answer faster than unknown names, revealing that it exists; "
+                    "use the same parameters for all users",
+                    u.name, t.name, p.log2_n, p.r, p.p, decoy.log2_n, decoy.r, decoy.p);
+            }
+        }
+    }
+
     if (cfg.fd_budget_connections != 0 && cfg.max_connections > cfg.fd_budget_connections) {
         spdlog::warn(
             "limits.max_connections {} exceeds what the descriptor limit carries ({} tunnels of {} descriptors); "
@@ -143,6 +165,7 @@ void reload(Server& server, const std::string& config_path) {
         auto log = make_logger(next.log);
         server.reload(std::move(next));
         install_logger(log);
+        warn_about_risky_settings(*server.config());
         // Logged before counted: whoever sees the counter move finds the line already written.
         spdlog::info("configuration reloaded from {}", config_path);
         server.shared().metrics.count_reload(true);

@@ -152,8 +152,23 @@ void CredentialCache::insert(const std::string& user, const std::string& passwor
     order_.push_back(d);
 }
 
+namespace {
+
+ScryptParams costliest_params(const std::vector<Tenant>& tenants) {
+    std::optional<ScryptParams> costliest;
+    for (const auto& t : tenants)
+        for (const auto& u : t.users)
+            if (!costliest || u.hash.params().cost() > costliest->cost()) costliest = u.hash.params();
+    return costliest.value_or(ScryptParams{});
+}
+
+}  // namespace
+
 Policy::Policy(std::vector<Tenant> tenants, NetworkSet deny_networks, std::shared_ptr<CredentialCache> cache)
-    : tenants_(std::move(tenants)), deny_(std::move(deny_networks)), cache_(std::move(cache)) {}
+    : tenants_(std::move(tenants)),
+      deny_(std::move(deny_networks)),
+      decoy_(PasswordHash::decoy(costliest_params(tenants_))),
+      cache_(std::move(cache)) {}
 
 const Tenant* Policy::find_tenant(const std::string& name) const {
     for (const auto& t : tenants_)
@@ -243,8 +258,7 @@ AuthResult Policy::check(const IpAddress& source, const ConnectRequest& request,
 bool Policy::verify_password(const AuthResult& pending, const std::string& password) const {
     if (pending.pending_user == nullptr || pending.tenant == nullptr) {
         // Same work as a real check, so response time doesn't reveal which user names exist.
-        static const PasswordHash dummy = PasswordHash::create("dingbridge-dummy", ScryptParams{});
-        (void)dummy.verify(password);
+        (void)decoy_.verify(password);
         return false;
     }
     if (!pending.pending_user->hash.verify(password)) return false;

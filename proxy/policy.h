@@ -131,10 +131,15 @@ public:
     const std::vector<Tenant>& tenants() const { return tenants_; }
     const NetworkSet& deny_networks() const { return deny_; }
     const std::shared_ptr<CredentialCache>& credential_cache() const { return cache_; }
+    // The parameters of the check run for unknown user names: the costliest of the configured
+    // hashes (the default when there are none), so that no configured name answers slower than
+    // an unknown one. A name with cheaper parameters still answers faster (main warns at load).
+    const ScryptParams& decoy_params() const { return decoy_.params(); }
 
 private:
     std::vector<Tenant> tenants_;
     NetworkSet deny_;
+    PasswordHash decoy_;
     std::shared_ptr<CredentialCache> cache_;
 };
 

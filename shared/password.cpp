@@ -105,6 +105,18 @@ PasswordHash PasswordHash::create(const std::string& password, const ScryptParam
     return h;
 }
 
+PasswordHash PasswordHash::decoy(const ScryptParams& params) {
+    PasswordHash h;
+    h.params_ = params;
+    h.salt_.assign(kSaltBytes, '\0');
+    h.hash_.assign(kHashBytes, '\0');
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(h.salt_.data()), static_cast<int>(kSaltBytes)) != 1 ||
+        RAND_bytes(reinterpret_cast<unsigned char*>(h.hash_.data()), static_cast<int>(kHashBytes)) != 1) {
+        throw std::runtime_error("RAND_bytes failed");
+    }
+    return h;
+}
+
 bool PasswordHash::verify(const std::string& password) const {
     auto derived = derive(password, salt_, params_);
     return derived && derived->size() == hash_.size() &&

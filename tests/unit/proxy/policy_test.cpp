@@ -199,4 +199,19 @@ BOOST_AUTO_TEST_CASE(a_shared_credential_cache_keeps_only_unchanged_hashes) {
                static_cast<int>(AuthOutcome::verify_password));
 }
 
+// Unknown names are checked as slowly as the slowest configured hash: no configured user answers
+// slower than a name that does not exist.
+BOOST_AUTO_TEST_CASE(unknown_users_are_checked_with_the_costliest_parameters_in_use) {
+    Tenant t = tenant_with({"*.dingtalk.com:443"});
+    t.users.push_back({"cheap", PasswordHash::decoy(ScryptParams{10, 8, 1})});
+    t.users.push_back({"costly", PasswordHash::decoy(ScryptParams{12, 8, 2})});
+    t.users.push_back({"wide", PasswordHash::decoy(ScryptParams{11, 16, 1})});
+    const Policy policy({t}, default_deny_networks());
+    BOOST_TEST(policy.decoy_params().log2_n == 12);
+    BOOST_TEST(policy.decoy_params().p == 2);
+    BOOST_TEST(Policy({tenant_with({})}, default_deny_networks()).decoy_params().log2_n == ScryptParams{}.log2_n);
+    const auto unknown = policy.authenticate(ip("127.0.0.1"), with_basic("nobody", "pw"));
+    BOOST_TEST(static_cast<int>(unknown.outcome) == static_cast<int>(AuthOutcome::bad_credentials));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

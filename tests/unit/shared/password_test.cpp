@@ -27,6 +27,15 @@ BOOST_AUTO_TEST_CASE(default_parameters_are_slow_scrypt) {
     BOOST_TEST(PasswordHash::create("pw").to_string().rfind("$scrypt$ln=15,r=8,p=1$", 0) == 0);
 }
 
+BOOST_AUTO_TEST_CASE(a_decoy_matches_no_password_and_keeps_its_parameters) {
+    const ScryptParams params{11, 4, 2};
+    const auto decoy = PasswordHash::decoy(params);
+    BOOST_TEST(!decoy.verify(""));
+    BOOST_TEST(!decoy.verify("pw"));
+    BOOST_TEST(decoy.to_string().rfind("$scrypt$ln=11,r=4,p=2$", 0) == 0);
+    BOOST_TEST(PasswordHash::decoy(params).to_string() != decoy.to_string());
+}
+
 BOOST_AUTO_TEST_CASE(refuses_plain_and_malformed_hashes) {
     std::string error;
     BOOST_TEST(!PasswordHash::parse("hunter2", &error));
