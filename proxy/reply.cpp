@@ -44,6 +44,21 @@ std::string error_reply(int status, std::string_view reason, std::string_view re
     return head;
 }
 
+std::string text_log_value(std::string_view value) {
+    if (value.empty()) return "-";
+    if (value == "-") return "\\x2d";  // a user named "-" is not "no user"
+    std::string out;
+    out.reserve(value.size());
+    for (const unsigned char c : value) {
+        if (c > 0x20 && c < 0x7f && c != '=' && c != '"' && c != '\\') {
+            out.push_back(static_cast<char>(c));
+        } else {
+            out += fmt::format("\\x{:02x}", c);
+        }
+    }
+    return out;
+}
+
 std::string access_log_line(const AccessRecord& r, bool json) {
     const std::string tenant(r.tenant), user(r.user), destination(r.destination), reason(r.reason);
     if (json) {
@@ -53,12 +68,12 @@ std::string access_log_line(const AccessRecord& r, bool json) {
             json_escape(destination), r.resolved_ip, r.status, r.bytes_up, r.bytes_down, r.setup_ms, r.total_ms,
             json_escape(reason));
     }
-    auto or_dash = [](std::string_view s) { return s.empty() ? std::string("-") : std::string(s); };
-    // User names are client-supplied: escaped so that a log line stays one line.
+    // User names are client-supplied (any bytes but ':'): escaped so that they can neither end
+    // the line nor add or shadow a key=value field for the tools that parse it.
     return fmt::format(
         "{} tenant={} user={} src={}{} dst={} ip={} status={} up={} down={} setup_ms={} total_ms={} reason=\"{}\"",
-        r.time, or_dash(tenant), or_dash(json_escape(user)), r.source, r.tls ? " tls" : "", destination,
-        or_dash(r.resolved_ip), r.status, r.bytes_up, r.bytes_down, r.setup_ms, r.total_ms, reason);
+        r.time, text_log_value(tenant), text_log_value(user), r.source, r.tls ? " tls" : "", destination,
+        text_log_value(r.resolved_ip), r.status, r.bytes_up, r.bytes_down, r.setup_ms, r.total_ms, reason);
 }
 
 }  // namespace dingbridge::proxy

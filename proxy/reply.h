@@ -33,6 +33,11 @@ struct AccessRecord {
     std::string_view reason;
 };
 
+// A value of the text format's key=value fields: "-" when empty (a value "-" is \x2d); printable ASCII except '=', '"'
+// and '\\' as is, every other byte (space, control, non-ASCII) as \xHH, so that a value never
+// holds a space or '=' that a key=value parser would split on.
+std::string text_log_value(std::string_view value);
+
 // The line for `format` "json" (one JSON object) or "text" (key=value); no trailing newline.
 std::string access_log_line(const AccessRecord& r, bool json);
 

@@ -7,6 +7,7 @@ addresses ever dialed are 127.0.0.1 and ::1.
 import hashlib
 import os
 import random
+import re
 import signal
 import socket
 import struct
@@ -150,6 +151,21 @@ class TunnelThroughCurl(ProxyTestCase):
         self.assertNotEqual(r.returncode, 0)
         self.assertTrue(r.stdout.endswith("407"), r.stdout)
         self.proxy.wait_for_log(lambda l: "status=407" in l and "user=agent" in l and "invalid credentials" in l)
+
+    def test_a_user_name_cannot_forge_access_log_fields(self):
+        # The Basic user name is the client's: anything but ':', spaces, '=' and quotes included.
+        forged = 'agent tenant=agent src=203.0.113.7 dst=api.dingtalk.com status=200 reason="ok"'
+        status, _ = self.connect_status(f"localhost:{self.tls.port}", forged + ":wrong")
+        self.assertEqual(status, 407)
+        line = self.proxy.wait_for_log(lambda l: "status=407" in l and "203.0.113.7" in l)
+        fields = re.findall(r'(\S+?)=("[^"]*"|\S*)', line)
+        keys = [k for k, _ in fields]
+        self.assertEqual(len(keys), len(set(keys)), line)  # no key twice, whichever one a parser keeps
+        values = dict(fields)
+        self.assertEqual(values["user"], r"agent\x20tenant\x3dagent\x20src\x3d203.0.113.7\x20dst\x3dapi.dingtalk.com"
+                                         r"\x20status\x3d200\x20reason\x3d\x22ok\x22")
+        self.assertEqual(values["status"], "407")
+        self.assertTrue(values["src"].startswith("127.0.0.1:"), line)
 
     def test_disallowed_host_gets_403(self):
         status, _ = self.connect_status("example.com:443", f"agent:{AGENT_PASSWORD}")
@@ -804,6 +820,19 @@ class JsonAccessLog(ProxyTestCase):
         self.assertEqual(entry["reason"], "destination not allowed")
         for line in Path(self.proxy.stderr.name).read_text().splitlines():
             harness.parse_json_lines([line])  # every log line is valid JSON
+
+    def test_a_user_name_stays_one_json_field(self):
+        forged = 'agent", "status"=200, "tenant"="agent\\'  # no ':' (it ends a Basic user name)
+        status, _ = self.connect_status("example.com:443", forged + ":wrong")
+        self.assertEqual(status, 407)
+        entry = None
+        deadline = time.time() + 5
+        while entry is None and time.time() < deadline:
+            entry = next((e for e in harness.parse_json_lines(self.proxy.access_log()) if e["user"] == forged), None)
+            time.sleep(0.02)
+        self.assertIsNotNone(entry)
+        self.assertEqual(entry["status"], 407)
+        self.assertEqual(entry["tenant"], "")
 
 
 class CommandLine(unittest.TestCase):

@@ -43,6 +43,20 @@ BOOST_AUTO_TEST_CASE(access_log_lines_stay_one_line_whatever_the_user_sent) {
     BOOST_TEST(json.find(R"("tls":false)") != std::string::npos);
 }
 
+BOOST_AUTO_TEST_CASE(a_text_log_value_never_holds_a_field_separator) {
+    BOOST_TEST(text_log_value("") == "-");
+    BOOST_TEST(text_log_value("-") == "\\x2d");
+    BOOST_TEST(text_log_value("agent-1.x@corp") == "agent-1.x@corp");
+    BOOST_TEST(text_log_value("a b=c\"d\\e\tf") == "a\\x20b\\x3dc\\x22d\\x5ce\\x09f");
+    BOOST_TEST(text_log_value("\xe9\x92\x89") == "\\xe9\\x92\\x89");  // non-ASCII: no Unicode space either
+    AccessRecord r;
+    r.user = "x status=200 src=1.2.3.4:5";
+    r.status = 407;
+    const std::string text = access_log_line(r, false);
+    BOOST_TEST(text.find("status=") == text.rfind("status="));
+    BOOST_TEST(text.find("src=") == text.rfind("src="));
+}
+
 BOOST_AUTO_TEST_CASE(unreachable_upstreams_get_distinct_statuses_and_policy_refusals_count_as_denials) {
     using F = UpstreamConnector::Failure;
     struct Want {
