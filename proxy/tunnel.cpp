@@ -167,6 +167,10 @@ void Tunnel::handle_head() {
     host_ = req.host;
     port_ = req.port;
 
+    // Decided under the configuration in force now, not the one at accept: a client that
+    // connected before a reload removed its user (or tenant, or destination) must not get in
+    // with it. Only the TLS session, already set up, keeps the accept-time context.
+    config_ = worker_.config();
     SharedState& shared = worker_.shared();
     const auto& listener = config_->listeners[listener_index_];
     sent_credentials_ = req.has_authorization;

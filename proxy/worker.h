@@ -66,6 +66,8 @@ public:
     bool stopped_accepting() const { return stopped_accepting_.load(std::memory_order_acquire); }
     void join();
 
+    // The configuration now in force (a reload swaps it); any thread.
+    std::shared_ptr<const ProxyConfig> config() const { return config_(); }
     event_base* base() { return base_; }
     evdns_base* dns() { return dns_; }
     spdlog::logger& access_log() { return *access_log_; }

@@ -3,6 +3,7 @@ https://), client certificates (openssl s_client), dedicated listeners, tenant l
 auth-failure throttling, max_connections, /metrics and /healthz, SIGHUP reload under live
 tunnels, broken reloads, SIGTERM drain, and the loop guard. Loopback only.
 """
+import base64
 import os
 import re
 import select
@@ -471,6 +472,20 @@ tenants:
 
     def wait_metric(self, name, value, **labels):
         wait_metric(self, self.proxy, name, value, **labels)
+
+    def test_a_connection_accepted_before_a_reload_is_decided_by_the_new_policy(self):
+        early = socket.create_connection((self.proxy.host, self.proxy.port), timeout=10)  # no head yet
+        try:
+            time.sleep(0.2)  # accepted by a worker
+            self.proxy.config.write_text(self.config('["127.0.0.1:1"]'))  # the echo server no longer allowed
+            self.proxy.proc.send_signal(signal.SIGHUP)
+            self.wait_metric("dingbridge_proxy_reloads_total", 1, result="success")
+            early.sendall(f"CONNECT 127.0.0.1:{self.echo.port} HTTP/1.1\r\nProxy-Authorization: Basic ".encode() +
+                          base64.b64encode(f"agent:{PASSWORD}".encode()) + b"\r\n\r\n")
+            status, _, _ = harness.read_response_head(early)
+            self.assertEqual(status, 403)
+        finally:
+            early.close()
 
     def test_reload_keeps_live_tunnels_and_applies_to_new_connections(self):
         live, status, _, _ = open_tunnel(self.proxy.host, self.proxy.port, f"127.0.0.1:{self.echo.port}", f"agent:{PASSWORD}")
