@@ -78,6 +78,24 @@ std::vector<IpAddress> local_addresses(bool v4) {
     return out;
 }
 
+// The networks whose addresses reach a socket bound to `bound`. A wildcard socket is reached
+// through every local address of its family, and through all of 127.0.0.0/8 for IPv4 (Linux
+// routes the whole block to lo although only 127.0.0.1 is assigned) or ::1 for IPv6; a
+// `dual_stack` IPv6 wildcard (not IPV6_V6ONLY, as the admin socket) through IPv4's too.
+std::vector<Cidr> networks_reaching(const IpAddress& bound, bool dual_stack) {
+    const bool v4_wildcard = bound == *IpAddress::parse("0.0.0.0");
+    const bool v6_wildcard = bound == *IpAddress::parse("::");
+    if (!v4_wildcard && !v6_wildcard) return {Cidr::host(bound)};
+    std::vector<Cidr> out;
+    auto add_family = [&out](bool v4) {
+        out.push_back(*Cidr::parse(v4 ? "127.0.0.0/8" : "::1/128"));
+        for (const auto& local : local_addresses(v4)) out.push_back(Cidr::host(local));
+    };
+    add_family(v4_wildcard);
+    if (v6_wildcard && dual_stack) add_family(true);
+    return out;
+}
+
 }  // namespace
 
 Server::Server(ProxyConfig config) : config_(std::make_shared<const ProxyConfig>(std::move(config))) {}
@@ -106,19 +124,16 @@ void Server::start() {
         const IpAddress ip = *IpAddress::parse(l.host);
         bound_.push_back(ip.is_v4() ? l.host + ":" + std::to_string(first.port)
                                     : "[" + ip.to_string() + "]:" + std::to_string(first.port));
-        const bool wildcard = ip == *IpAddress::parse("0.0.0.0") || ip == *IpAddress::parse("::");
-        if (wildcard) {
-            for (const auto& local : local_addresses(ip.is_v4()))
-                shared_.self_endpoints.emplace_back(local, first.port);
-        } else {
-            shared_.self_endpoints.emplace_back(ip, first.port);
-        }
+        for (const Cidr& net : networks_reaching(ip, false)) shared_.self_endpoints.emplace_back(net, first.port);
     }
     if (!cfg->admin_address.empty()) {
         admin_ = std::make_unique<AdminServer>(cfg->admin_address, shared_);
         auto hp = split_host_port(admin_->bound_address());
         if (hp) {
-            if (auto ip = IpAddress::parse(hp->host)) shared_.self_endpoints.emplace_back(*ip, hp->port);
+            // A tunnel to the admin port would hand /metrics to any tenant allowed loopback.
+            if (auto ip = IpAddress::parse(hp->host)) {
+                for (const Cidr& net : networks_reaching(*ip, true)) shared_.self_endpoints.emplace_back(net, hp->port);
+            }
         }
     }
     std::vector<Worker*> all;

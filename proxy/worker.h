@@ -36,14 +36,15 @@ class Tunnel;
 struct SharedState {
     Metrics metrics;
     AuthThrottle auth_throttle;
-    std::vector<std::pair<IpAddress, std::uint16_t>> self_endpoints;  // our own listeners (loop guard)
+    // Our own listeners and admin port (loop guard): the networks whose addresses reach each port.
+    std::vector<std::pair<Cidr, std::uint16_t>> self_endpoints;
     std::atomic<bool> draining{false};
     std::unique_ptr<VerifierPool> verifier;       // password checks, off the event loops
     std::atomic<std::size_t> bulk_directions{0};  // copy-relay directions moving bulk bytes now (SocketRelay)
 
     bool is_self(const IpAddress& ip, std::uint16_t port) const {
-        for (const auto& [a, p] : self_endpoints)
-            if (p == port && a == ip) return true;
+        for (const auto& [net, p] : self_endpoints)
+            if (p == port && net.contains(ip)) return true;
         return false;
     }
 };

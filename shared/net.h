@@ -59,6 +59,13 @@ class Cidr {
 public:
     // "10.0.0.0/8", "fc00::/7", or a bare address (a /32 or /128). Host bits must be zero.
     static std::optional<Cidr> parse(std::string_view text, std::string* error = nullptr);
+    // The one address (a /32 or /128).
+    static Cidr host(const IpAddress& address) {
+        Cidr c;
+        c.base_ = address;
+        c.prefix_ = 128;
+        return c;
+    }
 
     bool contains(const IpAddress& address) const;
     std::string to_string() const;

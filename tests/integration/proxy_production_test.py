@@ -4,6 +4,7 @@ auth-failure throttling, max_connections, /metrics and /healthz, SIGHUP reload u
 tunnels, broken reloads, SIGTERM drain, and the loop guard. Loopback only.
 """
 import base64
+import json
 import os
 import re
 import select
@@ -627,6 +628,74 @@ tenants:
                 echo_server.stop()
         finally:
             work.cleanup()
+
+
+def connect_status(proxy_host, proxy_port, target):
+    """The status of one CONNECT to `target` through the proxy at proxy_host (IPv4 or IPv6)."""
+    with socket.create_connection((proxy_host, proxy_port), timeout=10) as s:
+        s.sendall(f"CONNECT {target} HTTP/1.1\r\nProxy-Authorization: Basic ".encode() +
+                  base64.b64encode(f"agent:{PASSWORD}".encode()) + b"\r\n\r\n")
+        return harness.read_response_head(s)[0]
+
+
+def wildcard_loop_guard_probe():
+    """Run by WildcardLoopGuard inside `unshare -rn`: a private network namespace, where a wildcard
+    address means loopback only. Prints {target: CONNECT status} as JSON."""
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    work = harness.Workdir()
+    echo_server = harness.TcpServer(echo)
+    results = {}
+    try:
+        password_hash = harness.hash_password(PASSWORD)
+        # IPv4 wildcards, then IPv6 ones (the listener is IPv6-only, the admin socket dual-stack).
+        for name, wildcard, client in (("v4", "0.0.0.0", "127.0.0.1"), ("v6", "[::]", "::1")):
+            admin_port = harness.free_port("::1" if name == "v6" else "127.0.0.1")
+            proxy = harness.Proxy(work.path, f"""
+listeners: ["{wildcard}:0"]
+workers: 1
+admin:
+  address: "{wildcard}:{admin_port}"
+tenants:
+  - name: agent
+    users: [{{name: agent, password_hash: "{password_hash}"}}]
+    destinations: ["127.0.0.1:*", "127.0.0.2:*", "[::1]:*"]
+    allow_internal_networks: ["127.0.0.0/8", "::1/128"]
+""", name=name)
+            try:
+                port = int(proxy.addresses[0].rsplit(":", 1)[1])
+                targets = [f"127.0.0.1:{echo_server.port}", f"127.0.0.1:{admin_port}", f"127.0.0.2:{admin_port}"]
+                if name == "v4":
+                    targets += [f"127.0.0.1:{port}", f"127.0.0.2:{port}"]
+                else:
+                    targets += [f"[::1]:{port}", f"[::1]:{admin_port}"]
+                for target in targets:
+                    results[f"{name} {target}"] = connect_status(client, port, target)
+            finally:
+                proxy.stop()
+        results["echo"] = echo_server.port
+    finally:
+        echo_server.stop()
+        work.cleanup()
+    print(json.dumps(results))
+
+
+class WildcardLoopGuard(unittest.TestCase):
+    """A wildcard listener or admin address is this proxy at every address that reaches it: each
+    local address, all of 127.0.0.0/8 (routed to lo) and ::1; a tunnel there is refused (403)."""
+
+    def test_every_address_reaching_a_wildcard_listener_or_admin_port_is_refused(self):
+        if subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode != 0:
+            self.skipTest("needs unprivileged user and network namespaces (unshare -rn)")
+        here = os.path.dirname(os.path.abspath(__file__))
+        run = subprocess.run(["unshare", "-rn", sys.executable, "-c",
+                              "import proxy_production_test as t; t.wildcard_loop_guard_probe()"],
+                             cwd=here, capture_output=True, text=True, timeout=120)
+        self.assertEqual(run.returncode, 0, run.stderr[-3000:])
+        results = json.loads(run.stdout.splitlines()[-1])
+        echo_port = results.pop("echo")
+        for target, status in results.items():
+            expected = 200 if target.endswith(f"127.0.0.1:{echo_port}") else 403
+            self.assertEqual(status, expected, f"{target}: {results}")
 
 
 if __name__ == "__main__":
