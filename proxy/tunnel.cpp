@@ -198,20 +198,24 @@ void Tunnel::handle_head() {
         authenticated(auth);
         return;
     }
-    // The slow check runs on the verification pool; the event loop carries on with other
-    // tunnels. When the pool is saturated the client is told at once, never queued unboundedly.
-    user_ = auth.user;
+    start_password_check(std::move(auth), req.basic->password);
+}
+
+// The slow check runs on the verification pool; the event loop carries on with other tunnels.
+// When the pool is saturated the client is told at once, never queued unboundedly.
+void Tunnel::start_password_check(AuthResult pending, std::string password) {
+    user_ = pending.user;
+    SharedState& shared = worker_.shared();
     Worker* worker = &worker_;
     std::shared_ptr<const ProxyConfig> config = config_;  // keeps the policy (and its users) alive
-    auto job = [worker, config, tunnel = this, pending = auth, password = req.basic->password]() mutable {
+    auto job = [worker, config, tunnel = this, pending, password = std::move(password)]() mutable {
         const bool ok = config->policy->verify_password(pending, password);
         OPENSSL_cleanse(password.data(), password.size());
         worker->post(
             [tunnel, pending = std::move(pending), ok]() mutable { tunnel->password_checked(std::move(pending), ok); });
     };
     if (!shared.verifier || !shared.verifier->submit(std::move(job))) {
-        (void)shared.auth_throttle.end_attempt(source_ip_, name, AuthThrottle::Verdict::none,
-                                               config_->auth_throttle);  // no verdict: nothing to refuse
+        (void)end_auth_attempt(&user_, pending);  // no verdict (verify_password): nothing to refuse
         deny(Denial::auth_busy, 503, "too many credential checks in progress, retry shortly", 1);
         return;
     }

@@ -61,6 +61,7 @@ private:
     void handshake_done();
     void handle_head();
     void authenticated(const AuthResult& auth);  // continues once the tenant is known (or refused)
+    void start_password_check(AuthResult pending, std::string password);
     void password_checked(AuthResult pending, bool ok);
     // Ends the throttle's count of this request's credential attempt with the verdict of `auth`;
     // the seconds to wait when a success came while a block applies (answer 429), else 0.

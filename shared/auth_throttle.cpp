@@ -31,15 +31,17 @@ int FailureTable::refused_for(const std::string& key, unsigned max_failures, Clo
     return failures + e.in_flight >= max_failures ? 1 : 0;  // a check in flight ends within seconds
 }
 
+FailureTable::List::iterator FailureTable::find_or_add(const std::string& key, Clock::time_point now) {
+    auto found = index_.find(key);
+    if (found != index_.end()) return found->second;
+    make_room(now);
+    counting_.push_back(Entry{key, 0, 0, now, {}, false});
+    return index_.emplace(key, std::prev(counting_.end())).first->second;
+}
+
 void FailureTable::begin(const std::string& key, unsigned max_failures, Clock::time_point now) {
     if (max_failures == 0 || max_entries_ == 0) return;  // throttling disabled
-    auto found = index_.find(key);
-    if (found == index_.end()) {
-        make_room(now);
-        counting_.push_back(Entry{key, 0, 0, now, {}, false});
-        found = index_.emplace(key, std::prev(counting_.end())).first;
-    }
-    ++found->second->in_flight;
+    ++find_or_add(key, now)->in_flight;
 }
 
 void FailureTable::end(const std::string& key) {
@@ -70,13 +72,7 @@ void FailureTable::make_room(Clock::time_point now) {
 void FailureTable::record_failure(const std::string& key, unsigned max_failures, Clock::duration window,
                                   Clock::duration cooldown, Clock::time_point now) {
     if (max_failures == 0 || max_entries_ == 0) return;  // throttling disabled
-    auto found = index_.find(key);
-    if (found == index_.end()) {
-        make_room(now);
-        counting_.push_back(Entry{key, 0, 0, now, {}, false});
-        found = index_.emplace(key, std::prev(counting_.end())).first;
-    }
-    List::iterator e = found->second;
+    List::iterator e = find_or_add(key, now);
     if (e->blocked) {
         if (e->blocked_until > now) return;  // still blocked: nothing to count
         // The block expired: count afresh, as the newest counting entry.

@@ -67,6 +67,7 @@ private:
     };
     using List = std::list<Entry>;
     void make_room(Clock::time_point now);
+    List::iterator find_or_add(const std::string& key, Clock::time_point now);  // a new entry counts from `now`
 
     std::size_t max_entries_;
     List counting_;  // oldest first: evicted first

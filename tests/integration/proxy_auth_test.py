@@ -36,6 +36,54 @@ def attempt(port, target, credentials, source, timeout=20):
     return s, status
 
 
+class WrongPasswordFlood:
+    """While in the `with` block: threads sending wrong passwords for made-up user names from
+    rotating sources, as an attacker with many addresses would; `statuses` collects the answers."""
+
+    def __init__(self, port, target, threads=6):
+        self.port, self.target = port, target
+        self.stop = threading.Event()
+        self.statuses = []
+        self.threads = [threading.Thread(target=self.run, args=(n,), daemon=True) for n in range(threads)]
+
+    def run(self, n):
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            source = f"127.{10 + n}.{(i // 250) % 250 + 1}.{i % 250 + 1}"
+            try:
+                s, status = attempt(self.port, self.target, f"guess{n}-{i}:wrong", source, timeout=5)
+                s.close()
+                self.statuses.append(status)
+            except OSError:
+                pass
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+
+class EchoServerAndHash:
+    """Class fixtures for tests that start their own proxies: an echo server and a password hash."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.work = harness.Workdir()
+        cls.hash = harness.hash_password(PASSWORD)
+        cls.echo = harness.TcpServer(echo)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.echo.stop()
+        cls.work.cleanup()
+
+
 class PasswordChecks(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -79,50 +127,30 @@ tenants:
         tunnel, status = attempt(self.proxy.port, self.target, f"agent:{PASSWORD}", "127.0.0.1")
         self.assertEqual(status, 200)
         before = metric(metrics_text(self.proxy), "dingbridge_proxy_auth_failures_total")
-        stop = threading.Event()
-        statuses = []
-
-        def flood(n):
-            # Rotating sources and user names, as an attacker with many addresses would.
-            i = 0
-            while not stop.is_set():
-                i += 1
-                source = f"127.{10 + n}.{(i // 250) % 250 + 1}.{i % 250 + 1}"
-                try:
-                    s, st = attempt(self.proxy.port, self.target, f"guess{n}-{i}:wrong", source)
-                    s.close()
-                    statuses.append(st)
-                except OSError:
-                    pass
-
-        flooders = [threading.Thread(target=flood, args=(n,), daemon=True) for n in range(6)]
-        for t in flooders:
-            t.start()
         try:
-            time.sleep(1.0)  # the verification pool is saturated by now
-            rtts = []
-            for i in range(40):
-                payload = b"ping-%03d" % i
+            with WrongPasswordFlood(self.proxy.port, self.target) as flood:
+                time.sleep(1.0)  # the verification pool is saturated by now
+                rtts = []
+                for i in range(40):
+                    payload = b"ping-%03d" % i
+                    started = time.monotonic()
+                    tunnel.sendall(payload)
+                    got = b""
+                    while len(got) < len(payload):
+                        chunk = tunnel.recv(len(payload) - len(got))
+                        self.assertTrue(chunk, "tunnel closed during the flood")
+                        got += chunk
+                    rtts.append(time.monotonic() - started)
+                    self.assertEqual(got, payload)
+                    time.sleep(0.02)
+                # A tenant whose credentials were verified before logs in again without waiting.
                 started = time.monotonic()
-                tunnel.sendall(payload)
-                got = b""
-                while len(got) < len(payload):
-                    chunk = tunnel.recv(len(payload) - len(got))
-                    self.assertTrue(chunk, "tunnel closed during the flood")
-                    got += chunk
-                rtts.append(time.monotonic() - started)
-                self.assertEqual(got, payload)
-                time.sleep(0.02)
-            # A tenant whose credentials were verified before logs in again without waiting.
-            started = time.monotonic()
-            again, status = attempt(self.proxy.port, self.target, f"agent:{PASSWORD}", "127.0.0.1")
-            login_s = time.monotonic() - started
-            again.close()
+                again, status = attempt(self.proxy.port, self.target, f"agent:{PASSWORD}", "127.0.0.1")
+                login_s = time.monotonic() - started
+                again.close()
         finally:
-            stop.set()
-            for t in flooders:
-                t.join(30)
             tunnel.close()
+        statuses = flood.statuses
         self.assertEqual(status, 200)
         median, worst = statistics.median(rtts), max(rtts)
         print(f"echo round trip during the flood: median {median * 1000:.1f} ms, max {worst * 1000:.1f} ms, "
@@ -201,7 +229,7 @@ def answered(s):
     return bool(select.select([s], [], [], 0)[0])
 
 
-class ThrottledReplyDelay(unittest.TestCase):
+class ThrottledReplyDelay(EchoServerAndHash, unittest.TestCase):
     """A blocked source's 429 waits out auth_failures.reply_delay, so a client guessing in a loop
     gets one answer per delay instead of thousands a second; the held connections are bounded
     (an eighth of max_connections) and cost the other clients nothing."""
@@ -228,17 +256,6 @@ tenants:
     destinations: ["127.0.0.1:{self.echo.port}"]
     allow_internal_networks: ["127.0.0.0/8"]
 """, name=name)
-
-    @classmethod
-    def setUpClass(cls):
-        cls.work = harness.Workdir()
-        cls.hash = harness.hash_password(PASSWORD)
-        cls.echo = harness.TcpServer(echo)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.echo.stop()
-        cls.work.cleanup()
 
     def block(self, proxy, source):
         for _ in range(2):
@@ -309,16 +326,14 @@ tenants:
             proxy.stop()
 
 
-class ConcurrentGuesses(unittest.TestCase):
+class ConcurrentGuesses(EchoServerAndHash, unittest.TestCase):
     """Checks in flight count against auth_failures.max_failures: guesses sent concurrently from one
     source get no more password checks than sequential ones, and a right guess among them is not
     accepted once the source is blocked."""
 
     @classmethod
     def setUpClass(cls):
-        cls.work = harness.Workdir()
-        cls.hash = harness.hash_password(PASSWORD)
-        cls.echo = harness.TcpServer(echo)
+        super().setUpClass()
         cls.proxy = harness.Proxy(cls.work.path, f"""
 listeners:
   - address: "127.0.0.1:0"
@@ -343,8 +358,7 @@ tenants:
     @classmethod
     def tearDownClass(cls):
         cls.proxy.stop()
-        cls.echo.stop()
-        cls.work.cleanup()
+        super().tearDownClass()
 
     def test_concurrent_guesses_from_one_source_get_max_failures_checks(self):
         guesses = [f"alice:wrong{i}" for i in range(14)] + [f"alice:{PASSWORD}"]  # the right one last
@@ -425,7 +439,7 @@ tenants:
             work.cleanup()
 
 
-class CacheAcrossReloads(unittest.TestCase):
+class CacheAcrossReloads(EchoServerAndHash, unittest.TestCase):
     """A reload (logrotate sends SIGHUP daily) keeps the credentials verified before, so a
     tenant's cached login stays fast while a wrong-password flood saturates the verification
     pool; a password changed in the file, or a removed user, no longer passes from the cache."""
@@ -451,17 +465,6 @@ tenants:
     allow_internal_networks: ["127.0.0.0/8"]
 """
 
-    @classmethod
-    def setUpClass(cls):
-        cls.work = harness.Workdir()
-        cls.hash = harness.hash_password(PASSWORD)
-        cls.echo = harness.TcpServer(echo)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.echo.stop()
-        cls.work.cleanup()
-
     def setUp(self):
         self.target = f"127.0.0.1:{self.echo.port}"
 
@@ -476,31 +479,14 @@ tenants:
 
     def test_an_unchanged_reload_keeps_cached_logins_fast_during_a_flood(self):
         proxy = harness.Proxy(self.work.path, self.config(self.hash), name="flood")
-        stop = threading.Event()
-
-        def flood(n):
-            i = 0
-            while not stop.is_set():
-                i += 1
-                try:
-                    s, _ = attempt(proxy.port, self.target, f"nobody{n}-{i}:x", f"127.1.{n}.{i % 250 + 1}", timeout=5)
-                    s.close()
-                except OSError:
-                    pass
-
-        flooders = [threading.Thread(target=flood, args=(n,), daemon=True) for n in range(6)]
         try:
             self.assertEqual(self.login(proxy, f"alice:{PASSWORD}"), 200)  # verified once, now cached
-            for t in flooders:
-                t.start()
-            time.sleep(1.0)  # the one check thread and its one queue slot are taken by now
-            self.assertEqual([self.login(proxy, f"alice:{PASSWORD}") for _ in range(3)], [200] * 3)
-            self.reload(proxy, 1)  # the same file, as logrotate's postrotate does
-            self.assertEqual([self.login(proxy, f"alice:{PASSWORD}") for _ in range(5)], [200] * 5)
+            with WrongPasswordFlood(proxy.port, self.target):
+                time.sleep(1.0)  # the one check thread and its one queue slot are taken by now
+                self.assertEqual([self.login(proxy, f"alice:{PASSWORD}") for _ in range(3)], [200] * 3)
+                self.reload(proxy, 1)  # the same file, as logrotate's postrotate does
+                self.assertEqual([self.login(proxy, f"alice:{PASSWORD}") for _ in range(5)], [200] * 5)
         finally:
-            stop.set()
-            for t in flooders:
-                t.join(30)
             proxy.stop()
 
     def test_a_changed_or_removed_password_drops_out_of_the_cache(self):
