@@ -59,12 +59,51 @@ std::string text_log_value(std::string_view value) {
     return out;
 }
 
+std::string valid_utf8(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    std::size_t i = 0;
+    while (i < text.size()) {
+        const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
+        const unsigned char c = byte(i);
+        // The length of a well-formed sequence starting here (RFC 3629 §4), 0 when there is none.
+        std::size_t len = 0;
+        unsigned char lo = 0x80, hi = 0xbf;  // the range of the second byte
+        if (c < 0x80) {
+            len = 1;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            len = 2;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            len = 3;
+            if (c == 0xe0) lo = 0xa0;  // no overlong forms
+            if (c == 0xed) hi = 0x9f;  // no surrogates
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            len = 4;
+            if (c == 0xf0) lo = 0x90;
+            if (c == 0xf4) hi = 0x8f;  // nothing above U+10FFFF
+        }
+        bool ok = len != 0 && i + len <= text.size();
+        for (std::size_t k = 1; ok && k < len; ++k) {
+            const unsigned char b = byte(i + k);
+            ok = k == 1 ? b >= lo && b <= hi : b >= 0x80 && b <= 0xbf;
+        }
+        if (ok) {
+            out.append(text.substr(i, len));
+            i += len;
+        } else {
+            out += "\xef\xbf\xbd";  // U+FFFD for the byte that starts no well-formed sequence
+            ++i;
+        }
+    }
+    return out;
+}
+
 std::string access_log_line(const AccessRecord& r, bool json) {
     const std::string tenant(r.tenant), user(r.user), destination(r.destination), reason(r.reason);
     if (json) {
         return fmt::format(
             R"({{"time":"{}","tenant":"{}","user":"{}","source":"{}","tls":{},"destination":"{}","resolved_ip":"{}","status":{},"bytes_up":{},"bytes_down":{},"setup_ms":{},"total_ms":{},"reason":"{}"}})",
-            r.time, json_escape(tenant), json_escape(user), r.source, r.tls ? "true" : "false",
+            r.time, json_escape(tenant), json_escape(valid_utf8(user)), r.source, r.tls ? "true" : "false",
             json_escape(destination), r.resolved_ip, r.status, r.bytes_up, r.bytes_down, r.setup_ms, r.total_ms,
             json_escape(reason));
     }

@@ -38,6 +38,11 @@ struct AccessRecord {
 // holds a space or '=' that a key=value parser would split on.
 std::string text_log_value(std::string_view value);
 
+// `text` with every byte that starts no well-formed UTF-8 sequence replaced by U+FFFD: a JSON
+// line must be UTF-8 (RFC 8259 §8.1), and a client-supplied name must not make a strict reader
+// reject the whole access log.
+std::string valid_utf8(std::string_view text);
+
 // The line for `format` "json" (one JSON object) or "text" (key=value); no trailing newline.
 std::string access_log_line(const AccessRecord& r, bool json);
 

@@ -4,6 +4,7 @@ against TLS and TCP servers on loopback. Run with DINGBRIDGE_PROXY=/path/to/ding
 Refusals of internal destinations use targets the proxy refuses before connecting; the only
 addresses ever dialed are 127.0.0.1 and ::1.
 """
+import base64
 import hashlib
 import os
 import random
@@ -57,7 +58,6 @@ tenants:
 def connect_with_small_receive_buffer(proxy, target, rcvbuf, timeout):
     """A CONNECT through `proxy` from a socket whose receive buffer is set before connecting (so
     the proxy's sends toward it block early). Returns (socket, status, bytes after the head)."""
-    import base64
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     s.settimeout(timeout)
@@ -833,6 +833,18 @@ class JsonAccessLog(ProxyTestCase):
         self.assertIsNotNone(entry)
         self.assertEqual(entry["status"], 407)
         self.assertEqual(entry["tenant"], "")
+
+    def test_a_user_name_that_is_not_utf8_leaves_the_log_utf8(self):
+        s = socket.create_connection((self.proxy.host, self.proxy.port), timeout=10)
+        s.sendall(b"CONNECT example.com:443 HTTP/1.1\r\nProxy-Authorization: Basic " +
+                  base64.b64encode(b"not\xffutf8:wrong") + b"\r\n\r\n")
+        self.assertEqual(harness.read_response_head(s)[0], 407)
+        s.close()
+        deadline = time.time() + 5
+        while b"not" not in Path(self.proxy.stdout.name).read_bytes() and time.time() < deadline:
+            time.sleep(0.02)
+        text = Path(self.proxy.stdout.name).read_bytes().decode("utf-8")  # strict: one bad byte fails it
+        self.assertIn("not\ufffdutf8", [e["user"] for e in harness.parse_json_lines(text.splitlines())])
 
 
 class CommandLine(unittest.TestCase):

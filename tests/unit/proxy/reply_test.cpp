@@ -57,6 +57,20 @@ BOOST_AUTO_TEST_CASE(a_text_log_value_never_holds_a_field_separator) {
     BOOST_TEST(text.find("src=") == text.rfind("src="));
 }
 
+BOOST_AUTO_TEST_CASE(json_access_log_lines_stay_utf8_whatever_the_user_sent) {
+    BOOST_TEST(valid_utf8("agent \xe5\xbc\xa0\xe4\xb8\x89 \xf0\x9f\x94\x91") ==
+               "agent \xe5\xbc\xa0\xe4\xb8\x89 \xf0\x9f\x94\x91");
+    const std::string fffd = "\xef\xbf\xbd";
+    BOOST_TEST(valid_utf8("a\xff") == "a" + fffd);
+    BOOST_TEST(valid_utf8("\xc0\xaf") == fffd + fffd);                        // overlong '/'
+    BOOST_TEST(valid_utf8("\xed\xa0\x80") == fffd + fffd + fffd);             // a surrogate
+    BOOST_TEST(valid_utf8("\xe5\xbc") == fffd + fffd);                        // cut short
+    BOOST_TEST(valid_utf8("\xf4\x90\x80\x80") == fffd + fffd + fffd + fffd);  // above U+10FFFF
+    AccessRecord r;
+    r.user = "al\xffice";
+    BOOST_TEST(access_log_line(r, true).find("\"user\":\"al" + fffd + "ice\"") != std::string::npos);
+}
+
 BOOST_AUTO_TEST_CASE(unreachable_upstreams_get_distinct_statuses_and_policy_refusals_count_as_denials) {
     using F = UpstreamConnector::Failure;
     struct Want {
