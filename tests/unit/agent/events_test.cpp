@@ -4,6 +4,7 @@
 
 #include <boost/test/unit_test.hpp>
 #include <filesystem>
+#include <optional>
 #include <set>
 
 #include "agent/events/event_parse.h"
@@ -75,16 +76,42 @@ BOOST_AUTO_TEST_CASE(later_ack_is_code_500_with_status_later) {
                     R"("data":"{\"status\":\"LATER\",\"message\":\"journal unavailable\"}"})");
 }
 
+namespace {
+
+// A journal in a fresh temporary file, removed afterwards.
+struct TempJournal {
+    std::filesystem::path path;
+    std::optional<Journal> journal;
+    explicit TempJournal(const std::string& name)
+        : path(std::filesystem::temp_directory_path() /
+               ("dingbridge-" + name + "-" + std::to_string(getpid()) + ".db")) {
+        std::filesystem::remove(path);
+        journal.emplace(path.string());
+    }
+    ~TempJournal() {
+        journal.reset();
+        std::filesystem::remove(path);
+    }
+};
+
+JournalEvent journal_event(std::string key, std::string type, std::vector<std::string> users,
+                           std::vector<std::string> depts = {}) {
+    JournalEvent e;
+    e.dedup_key = std::move(key);
+    e.source = "stream";
+    e.event_type = std::move(type);
+    e.user_ids = std::move(users);
+    e.dept_ids = std::move(depts);
+    return e;
+}
+
+}  // namespace
+
 BOOST_AUTO_TEST_CASE(journal_deduplicates_and_counts_calls) {
-    auto path = std::filesystem::temp_directory_path() / ("dingbridge-journal-" + std::to_string(getpid()) + ".db");
-    std::filesystem::remove(path);
+    TempJournal t("journal");
+    Journal& j = *t.journal;
     {
-        Journal j(path.string());
-        JournalEvent e;
-        e.dedup_key = "event:1";
-        e.source = "stream";
-        e.event_type = "user_add_org";
-        e.user_ids = {"u1"};
+        const JournalEvent e = journal_event("event:1", "user_add_org", {"u1"});
         std::string error;
         BOOST_TEST((j.record(e, error) == RecordResult::inserted));
         BOOST_TEST((j.record(e, error) == RecordResult::duplicate));
@@ -99,23 +126,16 @@ BOOST_AUTO_TEST_CASE(journal_deduplicates_and_counts_calls) {
         BOOST_TEST(j.calls_in_month(Journal::this_month()) == 5);
         BOOST_TEST(j.calls_in_month(Journal::this_month(), "full") == 2);
     }
-    std::filesystem::remove(path);
 }
 
 // A failed row waits before its next attempt, longer after each: give_up_after attempts then span
 // minutes of a DingTalk outage (they were 5 s apart: about 30 s, and the events were given up).
 BOOST_AUTO_TEST_CASE(journal_backs_off_a_failing_row) {
-    auto path = std::filesystem::temp_directory_path() / ("dingbridge-backoff-" + std::to_string(getpid()) + ".db");
-    std::filesystem::remove(path);
+    TempJournal t("backoff");
+    Journal& j = *t.journal;
     {
-        Journal j(path.string());
-        JournalEvent e;
-        e.dedup_key = "event:b";
-        e.source = "stream";
-        e.event_type = "user_modify_org";
-        e.user_ids = {"u1"};
         std::string error;
-        BOOST_TEST((j.record(e, error) == RecordResult::inserted));
+        BOOST_TEST((j.record(journal_event("event:b", "user_modify_org", {"u1"}), error) == RecordResult::inserted));
         const std::int64_t id = j.pending(10).at(0).id;
         auto last_attempt_ago = [&](std::int64_t ms) {
             const std::string sql =
@@ -140,26 +160,20 @@ BOOST_AUTO_TEST_CASE(journal_backs_off_a_failing_row) {
         BOOST_TEST(j.mark_attempt({id}, "busy", 5));  // the fifth: given up
         BOOST_TEST(j.pending_count() == 0);
     }
-    std::filesystem::remove(path);
 }
 
 // A partial full sync covers the pending events about what it did read and write, not those about
 // an object it failed on (before: every pending row was marked done, and the failed object's
 // change waited for the weekly reconcile).
 BOOST_AUTO_TEST_CASE(a_partial_full_sync_leaves_the_rows_of_its_failed_objects_pending) {
-    auto path = std::filesystem::temp_directory_path() / ("dingbridge-covered-" + std::to_string(getpid()) + ".db");
-    std::filesystem::remove(path);
+    TempJournal t("covered");
+    Journal& j = *t.journal;
     {
-        Journal j(path.string());
         std::string error;
         auto add = [&](const char* key, std::vector<std::string> users, std::vector<std::string> depts) {
-            JournalEvent e;
-            e.dedup_key = key;
-            e.source = "stream";
-            e.event_type = users.empty() ? "org_dept_modify" : "user_modify_org";
-            e.user_ids = std::move(users);
-            e.dept_ids = std::move(depts);
-            BOOST_TEST((j.record(e, error) == RecordResult::inserted));
+            const char* type = users.empty() ? "org_dept_modify" : "user_modify_org";
+            BOOST_TEST((j.record(journal_event(key, type, std::move(users), std::move(depts)), error) ==
+                        RecordResult::inserted));
         };
         add("a", {"u1"}, {});
         add("b", {"u2"}, {});
@@ -175,7 +189,6 @@ BOOST_AUTO_TEST_CASE(a_partial_full_sync_leaves_the_rows_of_its_failed_objects_p
         BOOST_TEST(j.mark_covered_by_full(after, 4));
         BOOST_TEST(j.pending_count() == 0);
     }
-    std::filesystem::remove(path);
 }
 
 namespace {
