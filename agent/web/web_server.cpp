@@ -81,6 +81,12 @@ std::string sha256(const std::string& text) {
 }  // namespace
 
 struct WebServer::Impl {
+    // Connections open per source (IPv4 address or IPv6 /64), on the io thread: one source holding
+    // the listener's 128 slots with idle connections would hold up every other user's page.
+    // Before `io`: destroyed after it, since destroying `io` ends the connections still waiting
+    // (at shutdown), and each one then gives its count back.
+    std::map<std::string, int> open_per_source;
+    std::set<std::string> capped_sources;  // at the cap, warned about once until below it again
     net::io_context io;
     tcp::acceptor acceptor{io};
     std::optional<ssl::context> tls;
@@ -92,11 +98,7 @@ struct WebServer::Impl {
     // After `io`: destroyed (joined) first, while the requests waiting for it still exist.
     net::thread_pool checks{1};
     int pending_checks = 0;  // on the io thread
-    // Connections open per source (IPv4 address or IPv6 /64), on the io thread: one source holding
-    // the listener's 128 slots with idle connections would hold up every other user's page.
-    std::map<std::string, int> open_per_source;
-    std::set<std::string> capped_sources;  // at the cap, warned about once until below it again
-    std::string listen;                    // web.listen, for the warnings
+    std::string listen;      // web.listen, for the warnings
 
     bool open() const { return users.empty() && !certificates; }
     // On the io thread: everything but the hashing, which the caller does when step.check is set
