@@ -78,7 +78,7 @@ std::vector<JournalEvent> Journal::pending(int limit) {
     std::vector<JournalEvent> out;
     Stmt st(db_,
             "SELECT id, dedup_key, source, event_type, user_ids, dept_ids, born_ms, received_ms, attempts "
-            "FROM event_journal WHERE status='pending' AND (attempts=0 OR done_ms + "
+            "FROM event_journal WHERE status='pending' AND (attempts=0 OR COALESCE(done_ms, 0) + "
             "min(?2 << min(2 * (attempts - 1), 20), ?3) <= ?4) ORDER BY id LIMIT ?1");
     st.bind(1, static_cast<std::int64_t>(limit)).bind(2, kRetryFirstMs).bind(3, kRetryMaxMs).bind(4, now_ms());
     while (st.ok() && st.step() == SQLITE_ROW) {

@@ -202,8 +202,12 @@ private:
     // only named by another object.
     void note_outside(const OrgSnapshot& desired) {
         if (p_.outside_.size() > 100000) p_.outside_.clear();  // a bound, not a working size
-        for (const auto& [id, detail] : fetched_.departments)
-            if (detail && !desired.departments.count(std::to_string(id))) p_.outside_.insert(id);
+        for (const auto& [id, detail] : fetched_.departments) {
+            if (detail && !desired.departments.count(std::to_string(id)))
+                p_.outside_.insert(id);
+            else
+                p_.outside_.erase(id);  // moved into the synced tree (or gone)
+        }
     }
 
     // ---- map + plan: the same rules as a full sync ----
