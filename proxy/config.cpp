@@ -2,6 +2,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <set>
 #include <thread>
@@ -209,6 +210,8 @@ void parse_limits(const ConfigNode& root, ProxyConfig& cfg) {
         cfg.shutdown_grace = limits->get_duration("shutdown_grace", cfg.shutdown_grace);
         if (auto m = limits->find("max_connections"))
             cfg.max_connections = static_cast<std::uint64_t>(m->as_int(1, 10'000'000));
+        if (auto m = limits->find("max_pending_per_source"))
+            cfg.max_pending_per_source = static_cast<std::uint64_t>(m->as_int(0, 10'000'000));
         for (const char* key :
              {"header_timeout", "dns_timeout", "connect_timeout", "idle_timeout", "tls_handshake_timeout"}) {
             if (auto n = limits->find(key); n && n->as_duration().count() == 0) n->fail("must be greater than zero");
@@ -349,6 +352,11 @@ ProxyConfig parse_proxy_config(const ConfigNode& root, std::shared_ptr<Credentia
     parse_logs(root, cfg);
     root.reject_unknown();
     apply_fd_budget(root, cfg);
+    const auto limits = root.find("limits");
+    if (!limits || !limits->find("max_pending_per_source")) {
+        const std::uint64_t all = cfg.max_connections == 0 ? 4096 : cfg.max_connections;
+        cfg.max_pending_per_source = std::clamp<std::uint64_t>(all / 4, 16, 128);
+    }
     if (!credential_cache) credential_cache = std::make_shared<CredentialCache>();
     cfg.policy = std::make_shared<const Policy>(std::move(tenants), std::move(deny), std::move(credential_cache));
     return cfg;

@@ -47,7 +47,10 @@ struct ProxyConfig {
     bool relay_send_thread = true;        // copy relay: bulk sends on the worker's send thread (send_offload.h)
     std::chrono::milliseconds tls_handshake_timeout{10'000};
     std::chrono::milliseconds shutdown_grace{30'000};
-    std::uint64_t max_connections = 0;        // 0 = unlimited
+    std::uint64_t max_connections = 0;  // 0 = unlimited
+    // Connections one source (IPv4 address or IPv6 /64) may hold before it is authorised
+    // (source_slots.h); 0 = no cap. Unset: a quarter of max_connections, 16 to 128.
+    std::uint64_t max_pending_per_source = 0;
     std::uint64_t fd_budget_connections = 0;  // what the descriptor limit allows (0 = no limit)
     std::size_t pipe_pool_keep = 64;          // empty pipes each worker keeps for reuse
     AuthThrottleSettings auth_throttle;

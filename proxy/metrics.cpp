@@ -45,10 +45,10 @@ void help(std::string& out, const char* name, const char* type, const char* text
 
 }  // namespace
 
-constexpr auto kDenialNames =
-    enum_table<Denial::auth_busy>({"malformed", "method", "head_too_large", "header_timeout", "auth", "source",
-                                   "destination", "network", "tunnel_limit", "rate_limit", "auth_throttled",
-                                   "max_connections", "loop", "tls_required", "tls_handshake", "auth_busy"});
+constexpr auto kDenialNames = enum_table<Denial::source_connections>(
+    {"malformed", "method", "head_too_large", "header_timeout", "auth", "source", "destination", "network",
+     "tunnel_limit", "rate_limit", "auth_throttled", "max_connections", "loop", "tls_required", "tls_handshake",
+     "auth_busy", "source_connections"});
 static_assert(kDenialNames.size() == static_cast<std::size_t>(Denial::count_), "a name for every denial");
 
 const char* denial_name(Denial d) { return kDenialNames.get(d, "unknown"); }

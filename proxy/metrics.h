@@ -49,6 +49,7 @@ enum class Denial {
     tls_required,
     tls_handshake,
     auth_busy,
+    source_connections,
     count_
 };
 const char* denial_name(Denial d);

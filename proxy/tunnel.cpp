@@ -88,6 +88,7 @@ Tunnel::Tunnel(Worker& worker, std::shared_ptr<const ProxyConfig> config, evutil
 }
 
 Tunnel::~Tunnel() {
+    release_source_slot();  // deleted unclosed at exit
     if (client_) bufferevent_free(client_);
     if (timer_) event_free(timer_);
 }
@@ -304,6 +305,7 @@ bool Tunnel::admit() {
         return false;
     }
     runtime_ = &rt;  // from here on this connection counts as one of the tenant's tunnels
+    release_source_slot();
     return true;
 }
 
@@ -550,8 +552,14 @@ void Tunnel::close(CloseReason why) {
     }
     evtimer_del(timer_);
     if (runtime_) --runtime_->active;
+    release_source_slot();
     write_access_log();
     worker_.retire(this);
+}
+
+void Tunnel::release_source_slot() {
+    if (!std::exchange(holds_source_slot_, false)) return;
+    worker_.shared().unauthorised.release(source_ip_);
 }
 
 void Tunnel::write_access_log() {

@@ -83,6 +83,7 @@ private:
     void deny(Denial why, int status, const char* reason, int retry_after = 0);
     void deny_throttled(int retry_after);  // 429 after throttled_reply_delay while slots last
     void close(CloseReason why);
+    void release_source_slot();  // once admitted or closed: no longer one of its source's unauthorised
     void write_access_log();
 
     Worker& worker_;
@@ -106,6 +107,7 @@ private:
 
     std::unique_ptr<UpstreamConnector> connector_;  // while connecting (and until a cancelled lookup reports)
     bool verify_pending_ = false;                   // a verification job holds a pointer to this tunnel
+    bool holds_source_slot_ = true;                 // counted in SharedState::unauthorised (source_slots.h)
     bool sent_credentials_ = false;
     std::string resolved_ip_;
 

@@ -138,6 +138,23 @@ void Worker::on_accept(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int 
         metrics.count_denial(Denial::max_connections);
         return;
     }
+    // Counted from here until its tenant admits it or it closes (the Tunnel gives the slot back).
+    const IpAddress source = IpAddress::from_sockaddr(addr).value_or(IpAddress{});
+    if (!self->shared_.unauthorised.take(source, config->max_pending_per_source)) {
+        // One source holds its share of connections that are not yet authorised: refuse at once,
+        // so that it cannot take every max_connections slot from the tenants.
+        static constexpr char kSourceBusy[] =
+            "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nContent-Length: 49\r\n"
+            "Retry-After: 1\r\nConnection: close\r\n\r\ntoo many unauthorised connections from this source\n";
+        if (!config->listeners[slot->index].tls_context)  // a TLS client could not read it
+            (void)!::send(fd, kSourceBusy, sizeof kSourceBusy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ::close(fd);
+        metrics.count_denial(Denial::source_connections);
+        self->source_capped_.warn(
+            "source {} holds {} connections not yet authorised (limits.max_pending_per_source); refusing more",
+            source.is_v4() ? source.to_string() : source.to_string() + " (its /64)", config->max_pending_per_source);
+        return;
+    }
     Worker* target = self->least_busy();
     target->open_++;
     metrics.connection_opened();
@@ -145,19 +162,26 @@ void Worker::on_accept(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int 
         self->adopt(fd, addr, slot->index, std::move(config));
         return;
     }
-    // The descriptor travels with the task; a task dropped unrun (its worker stopped) closes it.
+    // The descriptor travels with the task; a task dropped unrun (its worker stopped) closes it
+    // and gives back its source's slot.
     struct Handoff {
         int fd = -1;
         sockaddr_storage address{};
         unsigned index = 0;
+        SourceSlots* slots = nullptr;
+        IpAddress source;
         Handoff() = default;
         Handoff(const Handoff&) = delete;
         Handoff& operator=(const Handoff&) = delete;
         ~Handoff() {
-            if (fd >= 0) ::close(fd);
+            if (fd < 0) return;
+            ::close(fd);
+            slots->release(source);
         }
     };
     auto handoff = std::make_shared<Handoff>();
+    handoff->slots = &self->shared_.unauthorised;
+    handoff->source = source;
     handoff->fd = fd;
     handoff->index = slot->index;
     std::memcpy(&handoff->address, addr,

@@ -24,6 +24,7 @@
 #include "proxy/metrics.h"
 #include "proxy/send_offload.h"
 #include "proxy/socket_relay.h"
+#include "proxy/source_slots.h"
 #include "proxy/verifier.h"
 #include "shared/auth_throttle.h"
 #include "shared/log.h"
@@ -41,6 +42,7 @@ struct SharedState {
     std::atomic<bool> draining{false};
     std::unique_ptr<VerifierPool> verifier;       // password checks, off the event loops
     std::atomic<std::size_t> bulk_directions{0};  // copy-relay directions moving bulk bytes now (SocketRelay)
+    SourceSlots unauthorised;                     // connections per source not yet admitted (source_slots.h)
 
     bool is_self(const IpAddress& ip, std::uint16_t port) const {
         for (const auto& [net, p] : self_endpoints)
@@ -117,6 +119,7 @@ private:
     event* reap_event_ = nullptr;
     event* resume_accept_ = nullptr;
     ThrottledWarning accept_failed_;  // out of descriptors: one warning a minute, not ten a second
+    ThrottledWarning source_capped_;  // a source at max_pending_per_source: one warning a minute
     event* stop_event_ = nullptr;
     event* stop_accepting_event_ = nullptr;
     std::atomic<bool> stopped_accepting_{false};

@@ -434,6 +434,95 @@ tenants:
             work.cleanup()
 
 
+class PendingPerSource(unittest.TestCase):
+    """One source cannot take every connection slot with connections it never authorises."""
+
+    def test_one_source_holding_idle_connections_leaves_room_for_tenants(self):
+        work = harness.Workdir()
+        server = harness.TcpServer(harness.echo)
+        try:
+            h = harness.hash_password(PASSWORD)
+            proxy = harness.Proxy(work.path, f"""
+listeners: ["127.0.0.1:0"]
+workers: 2
+limits:
+  max_connections: 40
+  header_timeout: 30s
+deny_networks: []
+admin:
+  address: "127.0.0.1:0"
+tenants:
+  - name: agent
+    users: [{{name: agent, password_hash: "{h}"}}]
+    destinations: ["127.0.0.1:1024-65535"]
+""")
+            held = []
+            try:
+                # The attacker opens connections and never sends a head. Its share is a quarter of
+                # max_connections, at least 16: the 17th is refused at once with 429.
+                def idle(source):
+                    s = socket.socket()
+                    s.bind((source, 0))
+                    s.connect((proxy.host, proxy.port))
+                    return s
+                held = [idle("127.0.0.5") for _ in range(16)]
+                extra = idle("127.0.0.5")
+                extra.settimeout(5)
+                status, _, body = harness.read_response_head(extra)
+                extra.close()
+                self.assertEqual(status, 429)
+                held += [idle("127.0.0.5") for _ in range(30)]  # refused too, however many
+                # A tenant from another source still gets in, again and again.
+                target = f"127.0.0.1:{server.port}"
+                for _ in range(3):
+                    s, status, _, _ = open_tunnel(proxy.host, proxy.port, target, f"agent:{PASSWORD}",
+                                                  source="127.0.0.6")
+                    self.assertEqual(status, 200)
+                    s.sendall(b"ping")
+                    self.assertEqual(s.recv(4), b"ping")
+                    s.close()
+                # Authorised tunnels are not the source's pending connections: 16 open tunnels
+                # from one source leave it room for 16 more connections on their way in.
+                tunnels = []
+                for _ in range(16):
+                    s, status, _, _ = open_tunnel(proxy.host, proxy.port, target, f"agent:{PASSWORD}",
+                                                  source="127.0.0.7")
+                    self.assertEqual(status, 200)
+                    tunnels.append(s)
+                for _ in range(3):
+                    s, status, _, _ = open_tunnel(proxy.host, proxy.port, target, f"agent:{PASSWORD}",
+                                                  source="127.0.0.7")
+                    self.assertEqual(status, 200)
+                    s.close()
+                for s in tunnels:
+                    s.close()
+                deadline = time.time() + 5
+                while metric(metrics_text(proxy), "dingbridge_proxy_denials_total", reason="source_connections") < 31:
+                    self.assertLess(time.time(), deadline, "the refusals are not counted")
+                    time.sleep(0.05)
+                # Once the attacker lets go, its address is served again.
+                for s in held:
+                    s.close()
+                held = []
+                deadline = time.time() + 5
+                while True:
+                    s, status, _, _ = open_tunnel(proxy.host, proxy.port, target, f"agent:{PASSWORD}",
+                                                  source="127.0.0.5")
+                    s.close()
+                    if status == 200:
+                        break
+                    self.assertLess(time.time(), deadline)
+                    time.sleep(0.05)
+                self.assertIn("source 127.0.0.5 holds 16 connections not yet authorised", proxy.stderr_text())
+            finally:
+                for s in held:
+                    s.close()
+                proxy.stop()
+        finally:
+            server.stop()
+            work.cleanup()
+
+
 class ReloadAndDrain(unittest.TestCase):
     def config(self, destinations):
         return f"""

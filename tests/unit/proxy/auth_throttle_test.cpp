@@ -9,6 +9,7 @@
 #include <chrono>
 #include <thread>
 
+#include "proxy/source_slots.h"
 #include "proxy/verifier.h"
 
 using namespace dingbridge;
@@ -221,6 +222,36 @@ BOOST_AUTO_TEST_CASE(verifier_pool_checks_run_at_lower_priority) {
     for (int i = 0; i < 5000 && seen == -100; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     BOOST_TEST(seen.load() == std::min(19, ours + VerifierPool::kCheckNice));
     BOOST_TEST(getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid))) == ours);  // the caller keeps its own
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(source_slots)
+
+BOOST_AUTO_TEST_CASE(a_source_gets_its_limit_and_ipv6_counts_by_64) {
+    SourceSlots slots;
+    for (int i = 0; i < 3; ++i) BOOST_TEST(slots.take(addr("192.0.2.1"), 3));
+    BOOST_TEST(!slots.take(addr("192.0.2.1"), 3));
+    BOOST_TEST(slots.take(addr("192.0.2.2"), 3));  // another address has its own share
+    // An IPv4-mapped address is the same source as its IPv4 form.
+    BOOST_TEST(!slots.take(addr("::ffff:192.0.2.1"), 3));
+    // Every address of a /64 is one source; the next /64 is another.
+    BOOST_TEST(slots.take(addr("2001:db8:0:1::1"), 2));
+    BOOST_TEST(slots.take(addr("2001:db8:0:1:ffff::2"), 2));
+    BOOST_TEST(!slots.take(addr("2001:db8:0:1::3"), 2));
+    BOOST_TEST(slots.take(addr("2001:db8:0:2::1"), 2));
+    BOOST_TEST(slots.held(addr("2001:db8:0:1::9")) == 2u);
+
+    slots.release(addr("192.0.2.1"));
+    BOOST_TEST(slots.take(addr("192.0.2.1"), 3));  // a slot given back is free again
+    BOOST_TEST(slots.take(addr("192.0.2.1"), 0));  // 0: no limit, still counted
+    BOOST_TEST(slots.held(addr("192.0.2.1")) == 4u);
+    // Sources holding nothing leave the table.
+    for (int i = 0; i < 4; ++i) slots.release(addr("192.0.2.1"));
+    slots.release(addr("192.0.2.2"));
+    slots.release(addr("192.0.2.2"));  // one too many: ignored
+    BOOST_TEST(slots.held(addr("192.0.2.2")) == 0u);
+    BOOST_TEST(slots.sources() == 2u);  // the two /64s
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -89,6 +89,20 @@ BOOST_AUTO_TEST_CASE(throttled_reply_delay_defaults_bounds_and_limit) {
     BOOST_TEST(std::string(too_long.what()).find("at most 60s") != std::string::npos);
 }
 
+BOOST_AUTO_TEST_CASE(pending_per_source_defaults_to_a_quarter_of_max_connections) {
+    auto at = [](const std::string& limits) {
+        return parse_proxy_config(ConfigNode::load_string(base_config("", limits), "proxy.yaml"))
+            .max_pending_per_source;
+    };
+    BOOST_TEST(at("limits:\n  max_connections: 400\n") == 100u);
+    BOOST_TEST(at("limits:\n  max_connections: 20\n") == 16u);                               // at least 16
+    BOOST_TEST(at("limits:\n  max_connections: 100000\n") == 128u);                          // at most 128
+    BOOST_TEST(at("limits:\n  max_connections: 400\n  max_pending_per_source: 0\n") == 0u);  // no cap
+    BOOST_TEST(at("limits:\n  max_pending_per_source: 1000\n") == 1000u);
+    auto negative = load_error(base_config("", "limits:\n  max_pending_per_source: -1\n"));
+    BOOST_TEST(negative.line() == 5);
+}
+
 BOOST_AUTO_TEST_CASE(credentialless_tenant_must_name_its_networks) {
     auto e = load_error(
         "listeners: [\"127.0.0.1:3128\"]\ntenants:\n  - name: java\n    allow_without_credentials: true\n"
