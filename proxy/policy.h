@@ -97,9 +97,11 @@ public:
     CredentialCache();
     bool contains(const std::string& user, const std::string& password) const;
     void insert(const std::string& user, const std::string& password);
+    // A keyed digest (HMAC-SHA-256 under this cache's random key) of the pair: tells equal
+    // credentials apart from different ones without keeping the password.
+    std::string digest(const std::string& user, const std::string& password) const;
 
 private:
-    std::string digest(const std::string& user, const std::string& password) const;
     std::string key_;
     mutable std::mutex mutex_;
     std::unordered_set<std::string> entries_;

@@ -176,6 +176,25 @@ void Tunnel::handle_head() {
     const auto& listener = config_->listeners[listener_index_];
     sent_credentials_ = req.has_authorization;
     const std::string* name = req.basic ? &req.basic->user : nullptr;
+    ClientContext client;
+    if (!client_subject_.empty()) client.certificate_subject = &client_subject_;
+    if (!listener.tenant.empty()) client.listener_tenant = &listener.tenant;
+    client.credentials_need_tls = listener.require_tls && !tls_client_;
+    const Policy& policy = *config_->policy;
+    AuthResult auth = policy.check(source_ip_, req, client);  // no side effects; decides nothing yet
+    std::string key;
+    if (auth.outcome == AuthOutcome::verify_password) {
+        key = check_key(req.basic->user, req.basic->password);
+        // The same credentials from this address are being checked already: their verdict is
+        // this request's too. One guess is one attempt, however many connections carry it, and
+        // a client opening a pool of connections with new credentials gets them all in.
+        if (std::vector<Tunnel*>* waiting = worker_.waiting_for_check(key)) {
+            user_ = auth.user;
+            waiting->push_back(this);
+            wait_for_check();
+            return;
+        }
+    }
     if (req.has_authorization) {
         // Counted as in flight from here until its credentials are decided (end_auth_attempt).
         if (const int wait = shared.auth_throttle.begin_attempt(source_ip_, name, config_->auth_throttle)) {
@@ -183,12 +202,6 @@ void Tunnel::handle_head() {
             return;
         }
     }
-    ClientContext client;
-    if (!client_subject_.empty()) client.certificate_subject = &client_subject_;
-    if (!listener.tenant.empty()) client.listener_tenant = &listener.tenant;
-    client.credentials_need_tls = listener.require_tls && !tls_client_;
-    const Policy& policy = *config_->policy;
-    AuthResult auth = policy.check(source_ip_, req, client);
     if (auth.outcome != AuthOutcome::verify_password) {
         if (req.has_authorization) {
             if (const int wait = end_auth_attempt(name, auth)) {
@@ -199,27 +212,21 @@ void Tunnel::handle_head() {
         authenticated(auth);
         return;
     }
-    start_password_check(std::move(auth), req.basic->password);
+    start_password_check(std::move(auth), req.basic->password, std::move(key));
 }
 
-// The slow check runs on the verification pool; the event loop carries on with other tunnels.
-// When the pool is saturated the client is told at once, never queued unboundedly.
-void Tunnel::start_password_check(AuthResult pending, std::string password) {
-    user_ = pending.user;
-    SharedState& shared = worker_.shared();
-    Worker* worker = &worker_;
-    std::shared_ptr<const ProxyConfig> config = config_;  // keeps the policy (and its users) alive
-    auto job = [worker, config, tunnel = this, pending, password = std::move(password)]() mutable {
-        const bool ok = config->policy->verify_password(pending, password);
-        OPENSSL_cleanse(password.data(), password.size());
-        worker->post(
-            [tunnel, pending = std::move(pending), ok]() mutable { tunnel->password_checked(std::move(pending), ok); });
-    };
-    if (!shared.verifier || !shared.verifier->submit(std::move(job))) {
-        (void)end_auth_attempt(&user_, pending);  // no verdict (verify_password): nothing to refuse
-        deny(Denial::auth_busy, 503, "too many credential checks in progress, retry shortly", 1);
-        return;
-    }
+std::string Tunnel::check_key(const std::string& user, const std::string& password) const {
+    // The configuration (its tenants decide the verdict), the listener, the whole address (its
+    // source networks), and the credentials by their digest only.
+    std::string key(reinterpret_cast<const char*>(source_ip_.bytes().data()), source_ip_.bytes().size());
+    const auto config = reinterpret_cast<std::uintptr_t>(config_.get());
+    key.append(reinterpret_cast<const char*>(&config), sizeof config);
+    key.append(reinterpret_cast<const char*>(&listener_index_), sizeof listener_index_);
+    key += config_->policy->credential_cache()->digest(user, password);
+    return key;
+}
+
+void Tunnel::wait_for_check() {
     bufferevent_disable(client_, EV_READ);
     verify_pending_ = true;
     state_ = State::verifying;
@@ -228,12 +235,40 @@ void Tunnel::start_password_check(AuthResult pending, std::string password) {
     arm_timer(std::chrono::seconds(60));
 }
 
-void Tunnel::password_checked(AuthResult pending, bool ok) {
-    verify_pending_ = false;
+// The slow check runs on the verification pool; the event loop carries on with other tunnels.
+// When the pool is saturated the client is told at once, never queued unboundedly.
+void Tunnel::start_password_check(AuthResult pending, std::string password, std::string key) {
+    user_ = pending.user;
+    SharedState& shared = worker_.shared();
+    Worker* worker = &worker_;
+    std::shared_ptr<const ProxyConfig> config = config_;  // keeps the policy (and its users) alive
+    auto job = [worker, config, tunnel = this, pending, password = std::move(password), key]() mutable {
+        const bool ok = config->policy->verify_password(pending, password);
+        OPENSSL_cleanse(password.data(), password.size());
+        worker->post([tunnel, pending = std::move(pending), ok, key = std::move(key)]() mutable {
+            tunnel->password_checked(std::move(pending), ok, key);
+        });
+    };
+    if (!shared.verifier || !shared.verifier->submit(std::move(job))) {
+        (void)end_auth_attempt(&user_, pending);  // no verdict (verify_password): nothing to refuse
+        deny(Denial::auth_busy, 503, "too many credential checks in progress, retry shortly", 1);
+        return;
+    }
+    worker_.begin_check(key);
+    wait_for_check();
+}
+
+void Tunnel::password_checked(AuthResult pending, bool ok, const std::string& key) {
     const std::string name = pending.user;  // the Basic user name its attempt began with
     AuthResult auth = config_->policy->finish_verification(source_ip_, std::move(pending), ok);
     // The attempt ends whatever became of the client: its failure counts all the same.
     const int wait = end_auth_attempt(&name, auth);
+    for (Tunnel* waited : worker_.end_check(key)) waited->check_done(auth, wait);
+    check_done(auth, wait);
+}
+
+void Tunnel::check_done(const AuthResult& auth, int wait) {
+    verify_pending_ = false;
     if (state_ != State::verifying) {
         // Closed (client gone, timeout) while the check ran: the tunnel may be deleted now.
         if (state_ == State::closed) worker_.retire(this);

@@ -61,8 +61,13 @@ private:
     void handshake_done();
     void handle_head();
     void authenticated(const AuthResult& auth);  // continues once the tenant is known (or refused)
-    void start_password_check(AuthResult pending, std::string password);
-    void password_checked(AuthResult pending, bool ok);
+    // `key`: check_key of the credentials; requests that bring the same ones meanwhile wait for
+    // this check (Worker::waiting_for_check) and get its verdict.
+    void start_password_check(AuthResult pending, std::string password, std::string key);
+    void password_checked(AuthResult pending, bool ok, const std::string& key);
+    void check_done(const AuthResult& auth, int wait);  // the verdict of the check it waited for
+    void wait_for_check();                              // reading off until check_done
+    std::string check_key(const std::string& user, const std::string& password) const;
     // Ends the throttle's count of this request's credential attempt with the verdict of `auth`;
     // the seconds to wait when a success came while a block applies (answer 429), else 0.
     int end_auth_attempt(const std::string* name, const AuthResult& auth);

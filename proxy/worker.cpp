@@ -250,6 +250,20 @@ void Worker::retire(Tunnel* tunnel) {
     event_active(reap_event_, EV_READ, 0);
 }
 
+std::vector<Tunnel*>* Worker::waiting_for_check(const std::string& key) {
+    const auto it = checks_.find(key);
+    return it == checks_.end() ? nullptr : &it->second;
+}
+
+std::vector<Tunnel*> Worker::end_check(const std::string& key) {
+    std::vector<Tunnel*> waiting;
+    if (const auto it = checks_.find(key); it != checks_.end()) {
+        waiting = std::move(it->second);
+        checks_.erase(it);
+    }
+    return waiting;
+}
+
 void Worker::post(std::function<void()> task) {
     {
         std::lock_guard<std::mutex> lock(inbox_mutex_);

@@ -84,6 +84,15 @@ public:
     // All workers of the process (this one included), for handing new clients to a less busy one.
     void set_siblings(std::vector<Worker*> all) { siblings_ = std::move(all); }
 
+    // Password checks in flight on this worker, by Tunnel::check_key: a request with the same
+    // credentials from the same address under the same configuration waits for that check
+    // instead of running (and counting against auth_failures.max_failures as) one of its own.
+    // Loop thread only.
+    bool checks_in_flight() const { return !checks_.empty(); }
+    std::vector<Tunnel*>* waiting_for_check(const std::string& key);  // null: none in flight
+    void begin_check(const std::string& key) { checks_.try_emplace(key); }
+    std::vector<Tunnel*> end_check(const std::string& key);  // the requests that waited for it
+
     void retire(Tunnel* tunnel);
     // Runs `task` on this worker's loop thread soon. Thread-safe (verification results).
     void post(std::function<void()> task);
@@ -133,6 +142,7 @@ private:
     std::vector<Worker*> siblings_;
     std::unordered_set<Tunnel*> live_;
     std::unordered_map<std::string, TenantRuntime*> runtimes_;
+    std::unordered_map<std::string, std::vector<Tunnel*>> checks_;  // see waiting_for_check
     std::vector<Tunnel*> retired_;
     std::atomic<std::size_t> open_{0};
     std::thread thread_;

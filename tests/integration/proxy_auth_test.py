@@ -329,7 +329,8 @@ tenants:
 class ConcurrentGuesses(EchoServerAndHash, unittest.TestCase):
     """Checks in flight count against auth_failures.max_failures: guesses sent concurrently from one
     source get no more password checks than sequential ones, and a right guess among them is not
-    accepted once the source is blocked."""
+    accepted once the source is blocked. The same credentials sent on several connections at once
+    are one check: a client's pool of new connections all get in, and one guess repeated counts once."""
 
     @classmethod
     def setUpClass(cls):
@@ -349,7 +350,8 @@ password_checks:
   queue: 16
 tenants:
   - name: acme
-    users: [{{name: alice, password_hash: "{cls.hash}"}}]
+    users: [{{name: alice, password_hash: "{cls.hash}"}}, {{name: bob, password_hash: "{cls.hash}"}},
+            {{name: carol, password_hash: "{cls.hash}"}}]
     destinations: ["127.0.0.1:{cls.echo.port}"]
     allow_internal_networks: ["127.0.0.0/8"]
 """)
@@ -374,6 +376,27 @@ tenants:
         self.assertEqual(status, 429)
         # Another source is not affected.
         s, status = attempt(self.proxy.port, self.target, f"alice:{PASSWORD}", "127.0.4.2")
+        s.close()
+        self.assertEqual(status, 200)
+
+
+    def answers(self, credentials, source, connections=12):
+        """`connections` CONNECTs with the same credentials sent at once (credentials not cached yet)."""
+        sent = [send_attempt(self.proxy.port, self.target, credentials, source) for _ in range(connections)]
+        statuses = []
+        for s in sent:
+            statuses.append(harness.read_response_head(s)[0])
+            s.close()
+        return statuses
+
+    def test_a_pool_of_connections_with_new_credentials_all_get_in(self):
+        # More connections than max_failures (3), one password check among them.
+        self.assertEqual(self.answers(f"bob:{PASSWORD}", "127.0.4.3"), [200] * 12)
+
+    def test_one_wrong_guess_on_many_connections_counts_once(self):
+        self.assertEqual(self.answers("carol:wrong", "127.0.4.4"), [407] * 12)
+        # One failure of the three allowed: the source is not blocked.
+        s, status = attempt(self.proxy.port, self.target, f"carol:{PASSWORD}", "127.0.4.4")
         s.close()
         self.assertEqual(status, 200)
 
