@@ -222,6 +222,9 @@ private:
         for (auto d : failed_depts_) po.frozen_departments.insert(std::to_string(d));
         p_.target_.normalize(patched.desired);  // what the target can hold, as the full sync compares it
         SyncPlan plan = make_plan(patched.desired, current, po);
+        for (const auto& s : plan.skipped)
+            if (s.object_type == "user") kept_back_.insert(s.external_id);      // skip_user conflicts
+        for (const auto& s : plan.conflicts) kept_back_.insert(s.external_id);  // clear_field
         for (const auto& s : patched.skipped) plan.skipped.push_back(s);
         for (const auto& s : plan.conflicts)
             reporter_.record(RunItem{"plan", s.object_type, s.external_id, "conflict", s.reason});
@@ -269,11 +272,33 @@ private:
                 }
             }
         }
-        if (ok && cacheable)
+        if (ok && cacheable) {
+            as_written(plan, current, patched.desired);
             p_.cache_ = std::move(patched.desired);
-        else
+        } else
             p_.cache_.reset();
         return true;
+    }
+
+    // The cache stands for the target: a user a unique-value conflict kept from its DingTalk
+    // values is cached as written (the contested field left empty) or as the target keeps it
+    // (skip_user), not as desired. Cached as desired, the value would never be written once the
+    // other user gives it up: every later batch would see it as already there.
+    void as_written(const SyncPlan& plan, const OrgSnapshot& current, OrgSnapshot& desired) const {
+        if (kept_back_.empty()) return;
+        std::map<std::string, const OrgUser*, std::less<>> written;  // the last write of each user
+        for (const Change& c : plan.changes)
+            if ((c.kind == ChangeKind::create_user || c.kind == ChangeKind::update_user) && c.user)
+                written[c.external_id.str()] = c.user;
+        for (const auto& id : kept_back_) {
+            if (const auto w = written.find(id); w != written.end()) {
+                if (w->second != &desired.users[id]) desired.users[id] = *w->second;
+            } else if (const auto cur = current.users.find(id); cur != current.users.end()) {
+                desired.users[id] = cur->second;
+            } else {
+                desired.users.erase(id);  // skipped, never written
+            }
+        }
     }
 
     // A change the target refused (after the target's own retries) is not done: the rows that
@@ -359,6 +384,7 @@ private:
     EventFetch fetched_;
     std::set<std::string> failed_users_;
     std::set<std::int64_t> failed_depts_;
+    std::set<std::string> kept_back_;  // users a unique-value conflict kept from their desired values
     std::vector<std::int64_t> done_rows_, retry_rows_, apply_failed_rows_;
     std::set<std::string> failed_user_changes_, failed_dept_changes_;  // external ids the target refused
     std::string target_error_;                                         // the first such refusal

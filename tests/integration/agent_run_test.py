@@ -282,6 +282,54 @@ class Batches(unittest.TestCase):
         self.assertEqual(apis["/topapi/v2/user/get"]["calls"], 100, apis)
 
 
+class Conflicts(unittest.TestCase):
+    """A user a unique-value conflict kept from its DingTalk values (the field left empty, or the
+    user left out with conflict_policy skip_user) is written in full by the next event about it
+    once the other user gave the value up."""
+
+    def applied(self, env, how, fields):
+        """Changes a user in the simulator and waits until `run` has applied its event."""
+        rows = len(env.journal())
+        env.sim.admin("POST", f"/_sim/user/{how}", fields)
+        env.wait(lambda: len(env.journal()) > rows and {s for _, _, s in env.journal()} == {"done"},
+                 f"the event of {fields['userid']} applied")
+
+    def two_users_one_address(self, mapping_text=None):
+        env = RunEnv(**({"mapping_text": mapping_text} if mapping_text else {}))
+        self.addCleanup(env.stop)
+        env.start_and_sync()
+        users = lambda: target_org(env.target_db())["users"]  # noqa: E731
+        env.sim.admin("POST", "/_sim/user/create", {"userid": "dup-a", "name": "dup-a", "dept_id_list": [1],
+                                                    "email": "same@example.com"})
+        env.wait(lambda: "dup-a" in users(), "dup-a written")
+        self.applied(env, "create", {"userid": "dup-b", "name": "dup-b", "dept_id_list": [1],
+                                     "email": "same@example.com"})
+        env.sim.admin("POST", "/_sim/user/update", {"userid": "dup-a", "email": "other@example.com"})
+        env.wait(lambda: users()["dup-a"]["email"] == "other@example.com", "dup-a's new address")
+        return env, users
+
+    def test_a_user_left_out_is_written_on_its_next_event(self):
+        text = (agent_env.REPO / "configs" / "mapping.yaml").read_text()
+        env, users = self.two_users_one_address(
+            text.replace("\nsync:\n", "\nsync:\n  conflict_policy: skip_user\n", 1).replace(
+                "  conflict_policy: clear_field\n", ""))
+        self.assertNotIn("dup-b", users())
+        self.applied(env, "update", {"userid": "dup-b", "remark": "not in the mapping"})
+        self.assertEqual(users().get("dup-b", {}).get("email"), "same@example.com")
+        env.wait_converged("the user left out written")
+
+    def test_a_value_left_empty_is_written_on_the_next_event(self):
+        # Before: the cache held the contested value as written, so no later batch wrote it and
+        # the target differed until the weekly reconcile. An event about a field the mapping
+        # does not use: the SQLite target writes whole rows, so a mapped change would have
+        # carried the address along.
+        env, users = self.two_users_one_address()
+        self.assertEqual((users()["dup-b"]["email"], users()["dup-b"]["username"]), ("", ""))
+        self.applied(env, "update", {"userid": "dup-b", "remark": "not in the mapping"})
+        self.assertEqual((users()["dup-b"]["email"], users()["dup-b"]["username"]), ("same@example.com", "same"))
+        env.wait_converged("the freed value written")
+
+
 class Reconnects(unittest.TestCase):
     """A cut WebSocket, a SYSTEM disconnect and a proxy restart: the agent reconnects (fresh
     ticket) and no event is lost; an expired access token mid-stream is refreshed."""
