@@ -46,6 +46,10 @@ Worker::Worker(unsigned index, ConfigSource config, std::shared_ptr<spdlog::logg
 
 Worker::~Worker() {
     join();
+    // No accept in the loop turns below: a new client could be handed to a sibling worker
+    // destroyed already (stopping without a drain leaves the listeners open until here).
+    for (auto& slot : listeners_)
+        if (slot->listener) evconnlistener_free(std::exchange(slot->listener, nullptr));
     // Cancelled lookups report back from deferred callbacks: run the loop until they have, so
     // that evdns frees their requests (a lookup pending at exit would otherwise leak).
     auto dns_pending = [this] {
@@ -60,8 +64,6 @@ Worker::~Worker() {
     for (Tunnel* t : live_) delete t;
     live_.clear();
     offload_.reset();  // every job is orphaned now; its descriptors close once the thread is joined
-    for (auto& slot : listeners_)
-        if (slot->listener) evconnlistener_free(slot->listener);
     for (event* e : {reap_event_, resume_accept_, stop_event_, stop_accepting_event_, inbox_event_})
         if (e) event_free(e);
     if (base_) event_base_free(base_);
