@@ -448,6 +448,7 @@ workers: 2
 limits:
   max_connections: 40
   header_timeout: 30s
+  shutdown_grace: 1s
 deny_networks: []
 admin:
   address: "127.0.0.1:0"
@@ -466,10 +467,13 @@ tenants:
                     s.connect((proxy.host, proxy.port))
                     return s
                 held = [idle("127.0.0.5") for _ in range(16)]
+                # Each worker accepts from its own queue: only once the proxy holds all 16 is the
+                # next one sure to be the 17th it sees.
+                wait_metric(self, proxy, "dingbridge_proxy_open_connections", 16)
                 extra = idle("127.0.0.5")
+                held.append(extra)
                 extra.settimeout(5)
                 status, _, body = harness.read_response_head(extra)
-                extra.close()
                 self.assertEqual(status, 429)
                 held += [idle("127.0.0.5") for _ in range(30)]  # refused too, however many
                 # A tenant from another source still gets in, again and again.
