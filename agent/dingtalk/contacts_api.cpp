@@ -22,6 +22,16 @@ DingTalkClient::Handler handler(const char* api, Parse parse, ContactsApi::Done<
     };
 }
 
+// An answer about another object than the one asked for: malformed (retried, then the object
+// counts as unread), never taken for the one asked for.
+ApiFailure mismatch(const char* api, const std::string& got, const std::string& asked) {
+    ApiFailure f;
+    f.kind = FailureKind::malformed;
+    f.api = api;
+    f.detail = "the answer is about " + got + ", not the " + asked + " asked for";
+    return f;
+}
+
 }  // namespace
 
 void ContactsApi::department_tree(std::int64_t root, Done<std::vector<DeptSummary>> done, Failed failed) {
@@ -37,8 +47,18 @@ void ContactsApi::listsub(std::int64_t id, Done<std::vector<DeptSummary>> done, 
 }
 
 void ContactsApi::department_get(std::int64_t id, Done<DeptDetail> done, Failed failed) {
-    client_.call(api::kDepartmentGet, dept_body(id),
-                 handler<DeptDetail>(api::kDepartmentGet, parse_dept_get, std::move(done)), std::move(failed));
+    auto check = [id, done = std::move(done)](std::string& body) -> std::optional<ApiFailure> {
+        auto r = parse_dept_get(api::kDepartmentGet, body);
+        if (!r.ok()) return r.failure();
+        // An answer about another department would stand for this one: this one would be read as
+        // gone (deleted in the target), the other one as moved.
+        if (r.value().dept_id != id)
+            return mismatch(api::kDepartmentGet, "department " + std::to_string(r.value().dept_id),
+                            "department " + std::to_string(id));
+        done(std::move(r.value()));
+        return std::nullopt;
+    };
+    client_.call(api::kDepartmentGet, dept_body(id), std::move(check), std::move(failed));
 }
 
 void ContactsApi::user_page(std::int64_t id, std::int64_t cursor, Done<UserPage> done, Failed failed, int size) {
@@ -64,8 +84,16 @@ void ContactsApi::user_page(std::int64_t id, std::int64_t cursor, Done<UserPage>
 }
 
 void ContactsApi::user_get(const std::string& userid, Done<UserDetail> done, Failed failed) {
-    client_.call(api::kUserGet, "{\"userid\":\"" + json_escape(userid) + "\",\"language\":\"zh_CN\"}",
-                 handler<UserDetail>(api::kUserGet, parse_user_get, std::move(done)), std::move(failed));
+    auto check = [userid, done = std::move(done)](std::string& body) -> std::optional<ApiFailure> {
+        auto r = parse_user_get(api::kUserGet, body);
+        if (!r.ok()) return r.failure();
+        if (r.value().item.userid != userid)
+            return mismatch(api::kUserGet, "user " + std::string(r.value().item.userid), "user " + userid);
+        done(std::move(r.value()));
+        return std::nullopt;
+    };
+    client_.call(api::kUserGet, "{\"userid\":\"" + json_escape(userid) + "\",\"language\":\"zh_CN\"}", std::move(check),
+                 std::move(failed));
 }
 
 void ContactsApi::user_count(Done<std::int64_t> done, Failed failed) {

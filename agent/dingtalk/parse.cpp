@@ -238,6 +238,9 @@ error_code parse_user_object(od::value v, UserItem& u, Extra&& extra) {
     }));
     u.has_hired_date = u.hired_date != 0;
     if (u.userid.empty()) return simdjson::INCORRECT_TYPE;  // a user without an id is unusable
+    // DingTalk names every user; an answer without one would blank the name in the target.
+    if (u.name.empty()) return simdjson::NO_SUCH_FIELD;
+    if (u.hired_date < 0) return simdjson::NUMBER_OUT_OF_RANGE;  // ms since 1970; no hire before it
     return simdjson::SUCCESS;
 }
 
@@ -396,7 +399,8 @@ Outcome<DeptDetail> parse_dept_get(std::string_view api, std::string& body) {
             const auto* field = find_field(kDeptFields, k);
             return field ? read_field(x, *field, d) : simdjson::SUCCESS;
         }));
-        return d.dept_id <= 0 ? simdjson::INCORRECT_TYPE : simdjson::SUCCESS;
+        if (d.dept_id <= 0) return simdjson::INCORRECT_TYPE;
+        return d.name.empty() ? simdjson::NO_SUCH_FIELD : simdjson::SUCCESS;  // every department has one
     };
     auto r = parse_with<DeptDetail>(api, body, true, on_result);
     if (!r.ok()) return r.failure();
@@ -406,9 +410,14 @@ Outcome<DeptDetail> parse_dept_get(std::string_view api, std::string& body) {
 Outcome<UserPage> parse_user_list(std::string_view api, std::string& body) {
     UserPage page;
     auto on_result = [&](od::value v) -> error_code {
-        bool has_list = false;
+        bool has_list = false, has_more = false;
         DB_TRY(for_each_field(v, [&](std::string_view k, od::value x) -> error_code {
-            if (k == "has_more") return read_value(x, page.has_more);
+            if (k == "has_more") {
+                bool null = false;
+                DB_TRY(x.is_null().get(null));
+                has_more = !null;
+                return read_value(x, page.has_more);
+            }
             if (k == "next_cursor") return read_value(x, page.next_cursor);
             if (k != "list") return simdjson::SUCCESS;
             has_list = true;
@@ -419,7 +428,9 @@ Outcome<UserPage> parse_user_list(std::string_view api, std::string& body) {
                 return simdjson::SUCCESS;
             });
         }));
-        if (!has_list && page.has_more) return simdjson::NO_SUCH_FIELD;
+        // Both are always there (dingtalk-api.md §3): a page without them would read as the last
+        // one, or as an empty department, and its members would be disabled.
+        if (!has_list || !has_more) return simdjson::NO_SUCH_FIELD;
         return simdjson::SUCCESS;
     };
     auto r = parse_with<UserPage>(api, body, true, on_result);

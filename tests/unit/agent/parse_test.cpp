@@ -55,6 +55,32 @@ BOOST_AUTO_TEST_CASE(malformed_and_wrong_types_are_errors_not_crashes) {
     BOOST_TEST(r.failure().message().find("request id req-77") != std::string::npos);
 }
 
+// Answers that look successful but lack what the sync relies on: read as an empty department, the
+// last page, or a blank name, they would disable members, cut paging short or blank the target.
+BOOST_AUTO_TEST_CASE(answers_missing_what_the_sync_relies_on_are_malformed) {
+    const std::string user = R"({"userid":"u1","name":"张三","dept_id_list":[2]})";
+    for (std::string body :
+         {std::string(R"({"errcode":0,"result":{"has_more":false}})"),  // no list
+          std::string(R"({"errcode":0,"result":{}})"),
+          std::string(R"({"errcode":0,"result":{"next_cursor":100,"list":[)" + user + "]}}"),
+          std::string(R"({"errcode":0,"result":{"has_more":null,"list":[)" + user + "]}}"),
+          std::string(R"({"errcode":0,"result":{"has_more":false,"list":[{"userid":"u1"}]}})"),
+          std::string(R"({"errcode":0,"result":{"has_more":false,"list":[{"userid":"u1","name":null}]}})"),
+          std::string(R"({"errcode":0,"result":{"has_more":false,"list":[{"userid":"u1","name":"a",)"
+                      R"("hired_date":-9223372036854775807}]}})")}) {
+        auto r = parse_user_list("/topapi/v2/user/list", body);
+        BOOST_TEST_INFO(body);
+        BOOST_REQUIRE(!r.ok());
+        BOOST_TEST((r.failure().kind == FailureKind::malformed));
+    }
+    std::string empty = R"({"errcode":0,"result":{"has_more":false,"list":[]}})";  // an empty department
+    BOOST_TEST(parse_user_list("/topapi/v2/user/list", empty).ok());
+    std::string nameless = R"({"errcode":0,"result":{"dept_id":4,"parent_id":1}})";
+    auto d = parse_dept_get("/topapi/v2/department/get", nameless);
+    BOOST_REQUIRE(!d.ok());
+    BOOST_TEST((d.failure().kind == FailureKind::malformed));
+}
+
 BOOST_AUTO_TEST_CASE(per_ip_deny_page_is_named) {
     std::string body = R"({"status":1111,"wait":5,"source":"x5","punish":"deny","uuid":"u"})";
     auto r = parse_listsub("/topapi/v2/department/listsub", body);
