@@ -66,6 +66,12 @@ public:
     // fatal failure that stopped the run, if any (pending calls are then dropped).
     std::optional<ApiFailure> run(const std::function<void()>& tick = {});
 
+    // Ends the current run() as if `why` were fatal: queued calls are dropped, none is sent
+    // after this (for a run that is lost anyway: every further call would be spent for nothing).
+    void abort(ApiFailure why) {
+        if (!fatal_) fatal_ = std::move(why);
+    }
+
     // Fetches a token now (check-config): the token or the failure.
     std::optional<ApiFailure> ensure_token();
 

@@ -52,6 +52,7 @@ public:
         });
     }
     FetchedOrg& fetched() { return fetched_; }
+    bool root_failed() const { return root_failed_; }
 
 private:
     void fail(std::int64_t dept, const ApiFailure& f) {
@@ -131,7 +132,15 @@ private:
                 fetched_.departments[id] = std::move(d);
                 ++counters_.departments_fetched;
             },
-            [this, id](const ApiFailure& f) { fail(id, f); });
+            [this, id](const ApiFailure& f) {
+                fail(id, f);
+                // Without the root (its name) nothing is applied: stop calling DingTalk now
+                // rather than read the whole org for nothing.
+                if (id == fetched_.root_id && !dingtalk::DingTalkClient::fatal(f)) {
+                    root_failed_ = true;
+                    api_.client().abort(f);
+                }
+            });
     }
 
     void children_of(std::int64_t id, const std::vector<DeptSummary>& list) {
@@ -173,6 +182,7 @@ private:
     std::map<std::int64_t, DeptSummary> summaries_;  // listed, department/get skipped
     std::vector<DeptSummary> legacy_, root_kids_;
     bool legacy_ok_ = false, root_listsub_ok_ = false;
+    bool root_failed_ = false;  // the root's department/get failed: the run was stopped
     int tree_answers_ = 0;
 };
 
@@ -217,6 +227,10 @@ Result<FetchedOrg> fetch_org(dingtalk::ContactsApi& api, const Mapping& mapping,
     reporter.clear_line();
     tick();
     reporter.clear_line();
+    if (fatal && walk.root_failed())
+        return fail("the root department " + std::to_string(settings.root_department) + " could not be read (" +
+                    dingtalk::explain_failure(*fatal, settings.via_proxy) +
+                    "); nothing was applied, and no further call was made");
     if (fatal) return fail(dingtalk::explain_failure(*fatal, settings.via_proxy));
     if (!fetched.departments.count(settings.root_department))
         return fail("the root department " + std::to_string(settings.root_department) +

@@ -163,6 +163,28 @@ state_dir: "{self.dir / 'state'}"
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertEqual(self.history()[0]["counts"]["create_department"], 4)
 
+    def test_a_root_that_cannot_be_read_stops_the_calls(self):
+        """Without the root nothing is applied: the run stops calling DingTalk once the root's
+        department/get has failed, instead of reading all of the org for nothing."""
+        routes = tree({1: list(range(2, 52))})
+        get = routes["/topapi/v2/department/get"]
+        routes["/topapi/v2/department/get"] = lambda b: (
+            {"errcode": 50004, "errmsg": "部门不在授权范围内", "request_id": "scope"} if b["dept_id"] == 1 else get(b))
+        calls = []
+
+        def counted(path, route):
+            return lambda b: calls.append(path) or route(b)
+        routes = {path: counted(path, route) for path, route in routes.items()}
+        p = self.agent(routes, "sync")
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        run = self.history()[0]
+        self.assertEqual(run["status"], "failed")
+        self.assertIn("root department 1 could not be read", run["message"])
+        self.assertIn("errcode 50004", run["message"])
+        # The first calls go out together (the root's get and first page, listsub of the root);
+        # at most the 8 in flight when the failure came back follow. Reading the org: 104.
+        self.assertLess(len(calls), 20, sorted(calls))
+
     def test_answers_missing_what_the_sync_relies_on_remove_nothing(self):
         """An answer that looks successful but is about another department, has no `list`, or has
         no `has_more` is an incomplete read, not a department that is gone or empty."""
