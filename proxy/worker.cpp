@@ -145,9 +145,12 @@ void Worker::on_accept(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int 
     if (!self->shared_.unauthorised.take(source, config->max_pending_per_source)) {
         // One source holds its share of connections that are not yet authorised: refuse at once,
         // so that it cannot take every max_connections slot from the tenants.
+#define DINGBRIDGE_SOURCE_BUSY_TEXT "too many unauthorised connections from this source\n"
         static constexpr char kSourceBusy[] =
-            "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nContent-Length: 49\r\n"
-            "Retry-After: 1\r\nConnection: close\r\n\r\ntoo many unauthorised connections from this source\n";
+            "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nContent-Length: 51\r\n"
+            "Retry-After: 1\r\nConnection: close\r\n\r\n" DINGBRIDGE_SOURCE_BUSY_TEXT;
+        static_assert(sizeof DINGBRIDGE_SOURCE_BUSY_TEXT - 1 == 51, "Content-Length is the text's length");
+#undef DINGBRIDGE_SOURCE_BUSY_TEXT
         if (!config->listeners[slot->index].tls_context)  // a TLS client could not read it
             (void)!::send(fd, kSourceBusy, sizeof kSourceBusy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
         ::close(fd);

@@ -88,7 +88,6 @@ public:
     // credentials from the same address under the same configuration waits for that check
     // instead of running (and counting against auth_failures.max_failures as) one of its own.
     // Loop thread only.
-    bool checks_in_flight() const { return !checks_.empty(); }
     std::vector<Tunnel*>* waiting_for_check(const std::string& key);  // null: none in flight
     void begin_check(const std::string& key) { checks_.try_emplace(key); }
     std::vector<Tunnel*> end_check(const std::string& key);  // the requests that waited for it

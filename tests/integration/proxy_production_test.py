@@ -473,8 +473,11 @@ tenants:
                 extra = idle("127.0.0.5")
                 held.append(extra)
                 extra.settimeout(5)
-                status, _, body = harness.read_response_head(extra)
+                status, head, body = harness.read_response_head(extra)
                 self.assertEqual(status, 429)
+                body += harness.recv_all(extra)
+                length = int(re.search(rb"\r\nContent-Length: (\d+)\r\n", head, re.I).group(1))
+                self.assertEqual((length, body), (len(body), b"too many unauthorised connections from this source\n"))
                 held += [idle("127.0.0.5") for _ in range(30)]  # refused too, however many
                 # A tenant from another source still gets in, again and again.
                 target = f"127.0.0.1:{server.port}"
