@@ -219,6 +219,14 @@ AuthResult Policy::check(const IpAddress& source, const ConnectRequest& request,
         return result;
     }
     if (request.basic) {
+        // No tenant accepts this address, whoever the user is: refused before any password work,
+        // so a flood from outside every tenant's networks costs no scrypt (and the answer, which
+        // depends on the address alone, tells nothing about names or passwords).
+        if (source_tenant(source) == nullptr) {
+            result.user = request.basic->user;
+            result.outcome = AuthOutcome::source_not_allowed;
+            return result;
+        }
         const Tenant* tenant = nullptr;
         const TenantUser* user = nullptr;
         for (const auto& t : tenants_) {
@@ -253,6 +261,12 @@ AuthResult Policy::check(const IpAddress& source, const ConnectRequest& request,
     }
     result.outcome = AuthOutcome::need_credentials;
     return result;
+}
+
+const Tenant* Policy::source_tenant(const IpAddress& source) const {
+    for (const auto& t : tenants_)
+        if (t.source_networks.contains(source)) return &t;
+    return nullptr;
 }
 
 bool Policy::verify_password(const AuthResult& pending, const std::string& password) const {

@@ -31,6 +31,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+constexpr const char* kChecksBusy = "too many credential checks in progress, retry shortly";
+
 std::string endpoint(const IpAddress& ip, std::uint16_t port) {
     return ip.is_v4() ? ip.to_string() + ":" + std::to_string(port)
                       : "[" + ip.to_string() + "]:" + std::to_string(port);
@@ -249,9 +251,16 @@ void Tunnel::start_password_check(AuthResult pending, std::string password, std:
             tunnel->password_checked(std::move(pending), ok, key);
         });
     };
-    if (!shared.verifier || !shared.verifier->submit(std::move(job))) {
+    // A check dropped from the queue for another tenant's (VerifierPool) is answered like one
+    // refused at once. The tunnel waits for one of the two reports either way (verify_pending_).
+    auto evicted = [worker, tunnel = this, key]() { worker->post([tunnel, key] { tunnel->check_evicted(key); }); };
+    // The tenant whose networks the client comes from, not the one its user name belongs to:
+    // the bucket must not tell a flood which names exist.
+    const Tenant* by_source = config_->policy->source_tenant(source_ip_);
+    const std::string_view bucket = by_source != nullptr ? std::string_view(by_source->name) : std::string_view();
+    if (!shared.verifier || !shared.verifier->submit(bucket, std::move(job), std::move(evicted))) {
         (void)end_auth_attempt(&user_, pending);  // no verdict (verify_password): nothing to refuse
-        deny(Denial::auth_busy, 503, "too many credential checks in progress, retry shortly", 1);
+        deny(Denial::auth_busy, 503, kChecksBusy, 1);
         return;
     }
     worker_.begin_check(key);
@@ -267,6 +276,14 @@ void Tunnel::password_checked(AuthResult pending, bool ok, const std::string& ke
     check_done(auth, wait);
 }
 
+void Tunnel::check_evicted(const std::string& key) {
+    AuthResult unchecked;
+    unchecked.outcome = AuthOutcome::verify_password;  // no verdict: nothing to count
+    (void)end_auth_attempt(&user_, unchecked);
+    for (Tunnel* waited : worker_.end_check(key)) waited->check_done(unchecked, 0);
+    check_done(unchecked, 0);
+}
+
 void Tunnel::check_done(const AuthResult& auth, int wait) {
     verify_pending_ = false;
     if (state_ != State::verifying) {
@@ -277,6 +294,10 @@ void Tunnel::check_done(const AuthResult& auth, int wait) {
     state_ = State::reading_head;
     if (wait > 0) {
         deny_throttled(wait);  // blocked while the check ran: even a right password is refused
+        return;
+    }
+    if (auth.outcome == AuthOutcome::verify_password) {  // dropped unchecked (check_evicted)
+        deny(Denial::auth_busy, 503, kChecksBusy, 1);
         return;
     }
     authenticated(auth);

@@ -66,7 +66,10 @@ private:
     void start_password_check(AuthResult pending, std::string password, std::string key);
     void password_checked(AuthResult pending, bool ok, const std::string& key);
     void check_done(const AuthResult& auth, int wait);  // the verdict of the check it waited for
-    void wait_for_check();                              // reading off until check_done
+    // The check was dropped unrun for another tenant's (VerifierPool): it and those waiting for
+    // it get 503, as if the queue had been full when it came.
+    void check_evicted(const std::string& key);
+    void wait_for_check();  // reading off until check_done
     std::string check_key(const std::string& user, const std::string& password) const;
     // Ends the throttle's count of this request's credential attempt with the verdict of `auth`;
     // the seconds to wait when a success came while a block applies (answer 429), else 0.

@@ -16,13 +16,34 @@ VerifierPool::VerifierPool(unsigned threads, std::size_t queue_limit) : queue_li
 
 VerifierPool::~VerifierPool() { stop(); }
 
-bool VerifierPool::submit(std::function<void()> job) {
+bool VerifierPool::submit(std::string_view bucket, std::function<void()> job, std::function<void()> evicted) {
+    std::function<void()> dropped;  // the evicted job's callback, run outside the lock
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        if (stopping_ || queue_.size() >= queue_limit_) return false;
-        queue_.push_back(std::move(job));
+        if (stopping_ || queue_limit_ == 0) return false;
+        auto mine = buckets_.find(bucket);
+        if (queued_ >= queue_limit_) {
+            // Longest queue drop: the bucket holding the most gives up its newest job, but only
+            // if it holds at least two more than this one (equal buckets do not take turns
+            // evicting each other, and the one that is alone keeps the whole queue).
+            const std::size_t have = mine == buckets_.end() ? 0 : mine->second.size();
+            auto largest = buckets_.begin();
+            for (auto it = buckets_.begin(); it != buckets_.end(); ++it)
+                if (it->second.size() > largest->second.size()) largest = it;
+            if (largest == buckets_.end() || largest->second.size() < have + 2) return false;
+            dropped = std::move(largest->second.back().evicted);
+            largest->second.pop_back();  // it held at least two: it stays in buckets_ and turns_
+            --queued_;
+        }
+        if (mine == buckets_.end()) {
+            mine = buckets_.emplace(std::string(bucket), std::deque<Job>{}).first;
+            turns_.push_back(mine->first);
+        }
+        mine->second.push_back(Job{std::move(job), std::move(evicted)});
+        ++queued_;
     }
     wake_.notify_one();
+    if (dropped) dropped();
     return true;
 }
 
@@ -31,7 +52,9 @@ void VerifierPool::stop() {
         std::lock_guard<std::mutex> lock(mutex_);
         if (stopping_ && threads_.empty()) return;
         stopping_ = true;
-        queue_.clear();
+        buckets_.clear();
+        turns_.clear();
+        queued_ = 0;
     }
     wake_.notify_all();
     for (auto& t : threads_)
@@ -52,10 +75,19 @@ void VerifierPool::run() {
         std::function<void()> job;
         {
             std::unique_lock<std::mutex> lock(mutex_);
-            wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+            wake_.wait(lock, [this] { return stopping_ || queued_ > 0; });
             if (stopping_) return;
-            job = std::move(queue_.front());
-            queue_.pop_front();
+            // The buckets in turn: a flood in one waits behind at most one job of each other.
+            auto bucket = buckets_.find(turns_.front());
+            turns_.pop_front();
+            job = std::move(bucket->second.front().run);
+            bucket->second.pop_front();
+            --queued_;
+            if (bucket->second.empty()) {
+                buckets_.erase(bucket);
+            } else {
+                turns_.push_back(bucket->first);
+            }
         }
         job();
     }

@@ -3,13 +3,23 @@
 // password checks (scrypt, tens of ms and ~32 MiB each) so that no event loop ever does.
 // The queue is bounded: `submit` refuses at once (returns false) when `queue_limit` jobs are
 // already waiting, so a flood of wrong passwords costs at most `threads` cores and never
-// grows memory; the caller answers 503 and the client may retry. Thread-safe.
+// grows memory; the caller answers 503 and the client may retry.
+//
+// Checks are queued per bucket (the proxy uses the tenant whose source_networks hold the
+// client's address), so one tenant's flood cannot starve another's logins: the threads take
+// the buckets in turn, and a full queue makes room for a bucket that holds fewer jobs by
+// dropping the newest job of the bucket that holds the most (its `evicted` callback runs, on
+// the submitting thread, outside the pool's lock). A bucket alone may still use the whole
+// queue. Thread-safe.
 
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
 #include <functional>
+#include <map>
 #include <mutex>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -24,8 +34,11 @@ public:
     VerifierPool(const VerifierPool&) = delete;
     VerifierPool& operator=(const VerifierPool&) = delete;
 
-    // Queues `job` for a pool thread; false when the queue is full or the pool stopped.
-    [[nodiscard]] bool submit(std::function<void()> job);
+    // Queues `job` for a pool thread under `bucket`; false when the queue is full of jobs of
+    // buckets no larger than this one (or the pool stopped). `evicted` runs if the job is later
+    // dropped unrun to make room for another bucket's (never after stop()).
+    [[nodiscard]] bool submit(std::string_view bucket, std::function<void()> job, std::function<void()> evicted = {});
+    [[nodiscard]] bool submit(std::function<void()> job) { return submit({}, std::move(job)); }
     // Finishes the running jobs, drops the queued ones, joins the threads. Idempotent.
     void stop();
 
@@ -35,10 +48,17 @@ public:
 private:
     void run();
 
+    struct Job {
+        std::function<void()> run;
+        std::function<void()> evicted;
+    };
+
     std::size_t queue_limit_;
     std::mutex mutex_;
     std::condition_variable wake_;
-    std::deque<std::function<void()>> queue_;
+    std::map<std::string, std::deque<Job>, std::less<>> buckets_;  // only buckets with queued jobs
+    std::deque<std::string> turns_;                                // each of those once, next first
+    std::size_t queued_ = 0;
     bool stopping_ = false;
     std::vector<std::thread> threads_;
 };

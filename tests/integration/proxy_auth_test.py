@@ -40,8 +40,8 @@ class WrongPasswordFlood:
     """While in the `with` block: threads sending wrong passwords for made-up user names from
     rotating sources, as an attacker with many addresses would; `statuses` collects the answers."""
 
-    def __init__(self, port, target, threads=6):
-        self.port, self.target = port, target
+    def __init__(self, port, target, threads=6, first_octet=10):
+        self.port, self.target, self.first_octet = port, target, first_octet
         self.stop = threading.Event()
         self.statuses = []
         self.threads = [threading.Thread(target=self.run, args=(n,), daemon=True) for n in range(threads)]
@@ -50,7 +50,7 @@ class WrongPasswordFlood:
         i = 0
         while not self.stop.is_set():
             i += 1
-            source = f"127.{10 + n}.{(i // 250) % 250 + 1}.{i % 250 + 1}"
+            source = f"127.{self.first_octet + n}.{(i // 250) % 250 + 1}.{i % 250 + 1}"
             try:
                 s, status = attempt(self.port, self.target, f"guess{n}-{i}:wrong", source, timeout=5)
                 s.close()
@@ -435,6 +435,76 @@ tenants:
         finally:
             proxy.stop()
             work.cleanup()
+
+
+class TenantShares(EchoServerAndHash, unittest.TestCase):
+    """Password checks are shared between tenants by where the client comes from: a flood of
+    wrong passwords from one tenant's networks cannot keep another tenant's new logins out, and
+    a source that no tenant accepts costs no password check at all."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        quiet = ", ".join(f'{{name: quiet{i}, password_hash: "{cls.hash}"}}' for i in range(6))
+        cls.proxy = harness.Proxy(cls.work.path, f"""
+listeners:
+  - address: "127.0.0.1:0"
+workers: 1
+auth_failures:
+  max_failures: 0
+  max_failures_per_user: 0
+password_checks:
+  threads: 1
+  queue: 4
+admin:
+  address: "127.0.0.1:0"
+tenants:
+  - name: noisy
+    users: [{{name: noisy, password_hash: "{cls.hash}"}}]
+    source_networks: ["127.8.0.0/13", "127.16.0.0/12"]  # the flood's 127.10-127.21
+    destinations: ["127.0.0.1:{cls.echo.port}"]
+    allow_internal_networks: ["127.0.0.0/8"]
+  - name: quiet
+    users: [{quiet}]
+    source_networks: ["127.2.0.0/16"]
+    destinations: ["127.0.0.1:{cls.echo.port}"]
+    allow_internal_networks: ["127.0.0.0/8"]
+""", name="shares")
+        cls.target = f"127.0.0.1:{cls.echo.port}"
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proxy.stop()
+        super().tearDownClass()
+
+    def test_a_flood_from_one_tenant_leaves_room_for_another_tenants_logins(self):
+        statuses, waits = [], []
+        with WrongPasswordFlood(self.proxy.port, self.target, threads=12, first_octet=10) as flood:
+            time.sleep(1.0)  # the one check thread and the queue are full of the flood's checks
+            for i in range(5):  # new credentials each time: none is in the credential cache
+                started = time.monotonic()
+                s, status = attempt(self.proxy.port, self.target, f"quiet{i}:{PASSWORD}", "127.2.0.1")
+                waits.append(time.monotonic() - started)
+                s.close()
+                statuses.append(status)
+        print(f"quiet tenant's new logins during the flood: {statuses}, "
+              f"{max(waits) * 1000:.0f} ms at most; the flood got {sorted(set(flood.statuses))}",
+              file=sys.stderr)
+        self.assertIn(503, flood.statuses)  # the flood did fill the queue
+        self.assertEqual(statuses, [200] * 5)
+
+    def test_a_source_no_tenant_accepts_is_refused_without_a_password_check(self):
+        before = metric(metrics_text(self.proxy), "dingbridge_proxy_auth_failures_total")
+        for creds in ("noisy:wrong", f"quiet5:{PASSWORD}", "nobody:wrong"):
+            s, status = attempt(self.proxy.port, self.target, creds, "127.3.0.1")
+            s.close()
+            self.assertEqual(status, 403, creds)
+        after = metric(metrics_text(self.proxy), "dingbridge_proxy_auth_failures_total")
+        self.assertEqual(after, before)  # no password was checked, none counted as a failure
+        # From its own network the same user is checked as before.
+        s, status = attempt(self.proxy.port, self.target, f"quiet5:{PASSWORD}", "127.2.0.9")
+        s.close()
+        self.assertEqual(status, 200)
 
 
 class CacheAcrossReloads(EchoServerAndHash, unittest.TestCase):

@@ -7,7 +7,10 @@
 #include <atomic>
 #include <boost/test/unit_test.hpp>
 #include <chrono>
+#include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "proxy/source_slots.h"
 #include "proxy/verifier.h"
@@ -211,6 +214,58 @@ BOOST_AUTO_TEST_CASE(verifier_pool_refuses_beyond_its_queue) {
     BOOST_TEST(done.load() == 3);
     pool.stop();
     BOOST_TEST(!pool.submit(job));
+}
+
+// One tenant's flood fills the queue; another tenant's check still gets in (the flood's newest
+// is dropped and told so) and runs next, not behind the flood.
+BOOST_AUTO_TEST_CASE(verifier_pool_shares_its_queue_between_buckets) {
+    VerifierPool pool(1, 4);
+    std::mutex mutex;
+    std::vector<std::string> ran;
+    std::vector<std::string> evicted;
+    std::atomic<bool> release{false};
+    std::atomic<int> started{0};
+    BOOST_REQUIRE(pool.submit("flood", [&] {
+        ++started;
+        while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }));
+    for (int i = 0; i < 5000 && started == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    BOOST_REQUIRE(started.load() == 1);
+    auto job = [&](std::string name) {
+        return std::make_pair(
+            [&, name] {
+                std::lock_guard<std::mutex> lock(mutex);
+                ran.push_back(name);
+            },
+            [&, name] { evicted.push_back(name); });
+    };
+    for (const char* name : {"f1", "f2", "f3", "f4"}) {
+        auto [run, dropped] = job(name);
+        BOOST_TEST(pool.submit("flood", run, dropped));  // a bucket alone may fill the queue
+    }
+    auto [run5, dropped5] = job("f5");
+    BOOST_TEST(!pool.submit("flood", run5, dropped5));  // full of its own: refused
+    auto [run_b, dropped_b] = job("b1");
+    BOOST_TEST(pool.submit("tenant-b", run_b, dropped_b));  // room made: the flood's newest goes
+    BOOST_TEST(evicted == std::vector<std::string>{"f4"});
+    auto [run_c, dropped_c] = job("c1");
+    BOOST_TEST(pool.submit("tenant-c", run_c, dropped_c));
+    BOOST_TEST(evicted == (std::vector<std::string>{"f4", "f3"}));
+    auto [run_b2, dropped_b2] = job("b2");
+    // The largest (flood: 2) is not two ahead of tenant-b (1): nothing more is dropped for it.
+    BOOST_TEST(!pool.submit("tenant-b", run_b2, dropped_b2));
+    release = true;
+    for (int i = 0; i < 5000; ++i) {
+        {
+            std::lock_guard<std::mutex> lock(mutex);
+            if (ran.size() == 4) break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    pool.stop();
+    // The buckets in turn (flood, tenant-b, tenant-c, flood), not in order of arrival.
+    BOOST_TEST(ran == (std::vector<std::string>{"f1", "b1", "c1", "f2"}));
+    BOOST_TEST(evicted.size() == 2u);  // stop() drops nothing it had not dropped already
 }
 
 // Checks run below the event loops' priority, so a wrong-password flood takes spare CPU only.

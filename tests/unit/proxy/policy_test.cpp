@@ -160,6 +160,19 @@ BOOST_AUTO_TEST_CASE(authenticates_by_password_and_source) {
                static_cast<int>(AuthOutcome::bad_credentials));
     BOOST_TEST(static_cast<int>(policy.authenticate(ip("192.0.2.1"), with_basic("alice", "pw-a")).outcome) ==
                static_cast<int>(AuthOutcome::source_not_allowed));
+    // No tenant takes 192.0.2.1: refused by the fast part, right, wrong or unknown, without a
+    // password check (which would answer verify_password).
+    for (const char* user : {"alice", "mallory"}) {
+        BOOST_TEST(static_cast<int>(policy.check(ip("192.0.2.1"), with_basic(user, "pw-x")).outcome) ==
+                   static_cast<int>(AuthOutcome::source_not_allowed));
+    }
+    // 10.9.1.1 is the credential-less tenant's: a name from another tenant is still checked there
+    // (then refused for its source once verified).
+    BOOST_TEST(static_cast<int>(policy.check(ip("10.9.1.1"), with_basic("alice", "pw-x")).outcome) ==
+               static_cast<int>(AuthOutcome::verify_password));
+    BOOST_TEST(policy.source_tenant(ip("10.9.1.1"))->name == "anon");
+    BOOST_TEST(policy.source_tenant(ip("127.0.0.2"))->name == "agent");
+    BOOST_TEST(policy.source_tenant(ip("192.0.2.1")) == nullptr);
 
     ConnectRequest none;
     BOOST_TEST(static_cast<int>(policy.authenticate(ip("127.0.0.1"), none).outcome) ==
