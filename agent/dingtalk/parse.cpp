@@ -173,11 +173,25 @@ std::string request_id_in_raw(std::string_view body) {
     return std::string(body.substr(p, e - p));
 }
 
+// What an answer that parses lacks, said by the checks below as they fail (the error code alone
+// gives simdjson's generic text, which names only the part of the answer). One parse at a time
+// per thread; parse_with clears it before each.
+std::string& lacking() {
+    thread_local std::string why;
+    return why;
+}
+
+error_code reject(error_code code, std::string why) {
+    lacking() = std::move(why);
+    return code;
+}
+
 template <class T, class F>
 Outcome<T> parse_with(std::string_view api, std::string& body, bool need_result, F&& on_result,
                       std::string_view result_key = "result") {
     Envelope env;
     std::string where;
+    lacking().clear();
     error_code err = walk_envelope(body, env, on_result, where, result_key);
     ApiFailure f;
     f.api = std::string(api);
@@ -193,8 +207,13 @@ Outcome<T> parse_with(std::string_view api, std::string& body, bool need_result,
         }
         f.kind = FailureKind::malformed;
         if (f.request_id.empty()) f.request_id = request_id_in_raw(body);
-        f.detail = std::string(simdjson::error_message(err));
-        if (!where.empty()) f.detail += " in field '" + where + "'";
+        if (!lacking().empty()) {
+            f.detail = std::move(lacking());
+            lacking().clear();
+        } else {
+            f.detail = std::string(simdjson::error_message(err));
+            if (!where.empty()) f.detail += " in field '" + where + "'";
+        }
         return f;
     }
     if (!env.has_errcode) {
@@ -237,10 +256,12 @@ error_code parse_user_object(od::value v, UserItem& u, Extra&& extra) {
         return field ? read_field(x, *field, u) : simdjson::SUCCESS;
     }));
     u.has_hired_date = u.hired_date != 0;
-    if (u.userid.empty()) return simdjson::INCORRECT_TYPE;  // a user without an id is unusable
+    if (u.userid.empty()) return reject(simdjson::INCORRECT_TYPE, "a user without a userid");  // unusable
     // DingTalk names every user; an answer without one would blank the name in the target.
-    if (u.name.empty()) return simdjson::NO_SUCH_FIELD;
-    if (u.hired_date < 0) return simdjson::NUMBER_OUT_OF_RANGE;  // ms since 1970; no hire before it
+    if (u.name.empty()) return reject(simdjson::NO_SUCH_FIELD, "user " + u.userid + " has no name");
+    if (u.hired_date < 0)  // ms since 1970; no hire before it
+        return reject(simdjson::NUMBER_OUT_OF_RANGE,
+                      "user " + u.userid + " has a negative hired_date (" + std::to_string(u.hired_date) + ")");
     return simdjson::SUCCESS;
 }
 
@@ -264,7 +285,10 @@ error_code read_dept_pairs(od::value v, std::string_view key, F&& on_item) {
             seen = true;
             return key == "order" ? read_value(x, order) : read_value(x, leader);
         }));
-        if (dept_id <= 0) return simdjson::INCORRECT_TYPE;
+        if (dept_id <= 0)
+            return reject(simdjson::INCORRECT_TYPE, std::string("an entry of its ") +
+                                                        (key == "order" ? "dept_order_list" : "leader_in_dept") +
+                                                        " without a dept_id");
         if (seen) on_item(dept_id, order, leader);
         return simdjson::SUCCESS;
     });
@@ -359,7 +383,11 @@ Outcome<std::vector<DeptSummary>> parse_dept_listing(std::string_view api, std::
         return for_each_item(v, [&](od::value iv) -> error_code {
             DeptSummary d;
             DB_TRY(read_dept_summary(iv, d, id_key, parent_key));
-            if (d.dept_id <= 0 || (need_parent && d.parent_id <= 0)) return simdjson::INCORRECT_TYPE;
+            if (d.dept_id <= 0)
+                return reject(simdjson::INCORRECT_TYPE, "a department without its " + std::string(id_key));
+            if (need_parent && d.parent_id <= 0)
+                return reject(simdjson::INCORRECT_TYPE,
+                              "department " + std::to_string(d.dept_id) + " without its " + std::string(parent_key));
             out.push_back(std::move(d));
             return simdjson::SUCCESS;
         });
@@ -385,7 +413,7 @@ Outcome<std::int64_t> parse_user_count(std::string_view api, std::string& body) 
         DB_TRY(for_each_field(v, [&](std::string_view k, od::value x) -> error_code {
             return k == "count" ? read_value(x, count) : simdjson::SUCCESS;
         }));
-        return count < 0 ? simdjson::NO_SUCH_FIELD : simdjson::SUCCESS;
+        return count < 0 ? reject(simdjson::NO_SUCH_FIELD, "the result has no count") : simdjson::SUCCESS;
     };
     auto r = parse_with<std::int64_t>(api, body, true, on_result);
     if (!r.ok()) return r.failure();
@@ -399,8 +427,10 @@ Outcome<DeptDetail> parse_dept_get(std::string_view api, std::string& body) {
             const auto* field = find_field(kDeptFields, k);
             return field ? read_field(x, *field, d) : simdjson::SUCCESS;
         }));
-        if (d.dept_id <= 0) return simdjson::INCORRECT_TYPE;
-        return d.name.empty() ? simdjson::NO_SUCH_FIELD : simdjson::SUCCESS;  // every department has one
+        if (d.dept_id <= 0) return reject(simdjson::INCORRECT_TYPE, "the department has no dept_id");
+        if (d.name.empty())  // every department has one
+            return reject(simdjson::NO_SUCH_FIELD, "department " + std::to_string(d.dept_id) + " has no name");
+        return simdjson::SUCCESS;
     };
     auto r = parse_with<DeptDetail>(api, body, true, on_result);
     if (!r.ok()) return r.failure();
@@ -430,7 +460,8 @@ Outcome<UserPage> parse_user_list(std::string_view api, std::string& body) {
         }));
         // Both are always there (dingtalk-api.md §3): a page without them would read as the last
         // one, or as an empty department, and its members would be disabled.
-        if (!has_list || !has_more) return simdjson::NO_SUCH_FIELD;
+        if (!has_list) return reject(simdjson::NO_SUCH_FIELD, "the page has no list (an empty department answers [])");
+        if (!has_more) return reject(simdjson::NO_SUCH_FIELD, "the page has no has_more");
         return simdjson::SUCCESS;
     };
     auto r = parse_with<UserPage>(api, body, true, on_result);

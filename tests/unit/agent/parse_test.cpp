@@ -59,26 +59,38 @@ BOOST_AUTO_TEST_CASE(malformed_and_wrong_types_are_errors_not_crashes) {
 // last page, or a blank name, they would disable members, cut paging short or blank the target.
 BOOST_AUTO_TEST_CASE(answers_missing_what_the_sync_relies_on_are_malformed) {
     const std::string user = R"({"userid":"u1","name":"张三","dept_id_list":[2]})";
-    for (std::string body :
-         {std::string(R"({"errcode":0,"result":{"has_more":false}})"),  // no list
-          std::string(R"({"errcode":0,"result":{}})"),
-          std::string(R"({"errcode":0,"result":{"next_cursor":100,"list":[)" + user + "]}}"),
-          std::string(R"({"errcode":0,"result":{"has_more":null,"list":[)" + user + "]}}"),
-          std::string(R"({"errcode":0,"result":{"has_more":false,"list":[{"userid":"u1"}]}})"),
-          std::string(R"({"errcode":0,"result":{"has_more":false,"list":[{"userid":"u1","name":null}]}})"),
-          std::string(R"({"errcode":0,"result":{"has_more":false,"list":[{"userid":"u1","name":"a",)"
-                      R"("hired_date":-9223372036854775807}]}})")}) {
+    // Each with what the error says it lacks.
+    for (auto [body, says] : std::vector<std::pair<std::string, std::string>>{
+             {R"({"errcode":0,"result":{"has_more":false}})", "the page has no list"},
+             {R"({"errcode":0,"result":{}})", "the page has no list"},
+             {R"({"errcode":0,"result":{"next_cursor":100,"list":[)" + user + "]}}", "the page has no has_more"},
+             {R"({"errcode":0,"result":{"has_more":null,"list":[)" + user + "]}}", "the page has no has_more"},
+             {R"({"errcode":0,"result":{"has_more":false,"list":[{"userid":"u1"}]}})", "user u1 has no name"},
+             {R"({"errcode":0,"result":{"has_more":false,"list":[{"userid":"u1","name":null}]}})",
+              "user u1 has no name"},
+             {R"({"errcode":0,"result":{"has_more":false,"list":[{"userid":"u1","name":"a",)"
+              R"("hired_date":-9223372036854775807}]}})",
+              "user u1 has a negative hired_date (-9223372036854775807)"},
+             {R"({"errcode":0,"result":{"has_more":false,"list":[{"name":"a"}]}})", "a user without a userid"}}) {
         auto r = parse_user_list("/topapi/v2/user/list", body);
         BOOST_TEST_INFO(body);
         BOOST_REQUIRE(!r.ok());
         BOOST_TEST((r.failure().kind == FailureKind::malformed));
+        BOOST_TEST(r.failure().message().find("malformed response: " + says) != std::string::npos,
+                   r.failure().message());
     }
+    // A break in the JSON itself still says where simdjson stopped (and is not a stale reason).
+    std::string cut = R"({"errcode":0,"result":{"has_more":false,"list":[{"userid":"u1","name":)";
+    auto broken = parse_user_list("/topapi/v2/user/list", cut);
+    BOOST_REQUIRE(!broken.ok());
+    BOOST_TEST(broken.failure().message().find("has no") == std::string::npos, broken.failure().message());
     std::string empty = R"({"errcode":0,"result":{"has_more":false,"list":[]}})";  // an empty department
     BOOST_TEST(parse_user_list("/topapi/v2/user/list", empty).ok());
     std::string nameless = R"({"errcode":0,"result":{"dept_id":4,"parent_id":1}})";
     auto d = parse_dept_get("/topapi/v2/department/get", nameless);
     BOOST_REQUIRE(!d.ok());
     BOOST_TEST((d.failure().kind == FailureKind::malformed));
+    BOOST_TEST(d.failure().message().find("department 4 has no name") != std::string::npos, d.failure().message());
 }
 
 BOOST_AUTO_TEST_CASE(per_ip_deny_page_is_named) {
