@@ -4,11 +4,7 @@
 
 namespace dingbridge::proxy {
 
-SourceSlots::Key SourceSlots::key_of(const IpAddress& source) {
-    Key key = source.bytes();
-    if (!source.is_v4()) std::memset(key.data() + 8, 0, 8);  // the /64
-    return key;
-}
+SourceSlots::Key SourceSlots::key_of(const IpAddress& source) { return source.source().bytes(); }
 
 std::size_t SourceSlots::KeyHash::operator()(const Key& k) const noexcept {
     std::uint64_t hi = 0;

@@ -124,8 +124,10 @@ void KnownSources::remember(const std::string& user, const std::string& source_k
 }
 
 std::string AuthThrottle::source_key(const IpAddress& source) {
-    const auto& b = source.bytes();
-    // IPv4 (stored v4-mapped): the whole address; IPv6: the first 64 bits.
+    // IpAddress::source() decides what one source is; the key keeps only its significant bytes
+    // (IPv4 is stored v4-mapped: its last 4; an IPv6 /64: its first 8), so it stays short.
+    const IpAddress one = source.source();
+    const auto& b = one.bytes();
     if (source.is_v4()) return std::string("4") + std::string(reinterpret_cast<const char*>(b.data()) + 12, 4);
     return std::string("6") + std::string(reinterpret_cast<const char*>(b.data()), 8);
 }

@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -133,6 +134,12 @@ std::optional<IpAddress> IpAddress::embedded_v4() const {
     if (std::memcmp(bytes_.data(), translated, 12) == 0) return tail(12);
     if (bytes_[0] == 0x20 && bytes_[1] == 0x02) return tail(2);  // 6to4
     return std::nullopt;
+}
+
+IpAddress IpAddress::source() const {
+    IpAddress s = *this;
+    if (!is_v4()) std::fill(s.bytes_.begin() + 8, s.bytes_.end(), std::uint8_t{0});
+    return s;
 }
 
 std::string IpAddress::to_string() const {

@@ -34,6 +34,10 @@ public:
     std::optional<IpAddress> embedded_v4() const;
     const std::array<std::uint8_t, 16>& bytes() const { return bytes_; }
     std::string to_string() const;
+    // The client this address stands for when counting per source (throttles, connection caps):
+    // an IPv4 address itself; for IPv6 its /64 (host bits cleared), since one host usually owns
+    // a whole /64 and could otherwise take a new address for every attempt.
+    IpAddress source() const;
 
     friend bool operator==(const IpAddress&, const IpAddress&) = default;
 

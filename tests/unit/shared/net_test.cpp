@@ -18,6 +18,16 @@ BOOST_AUTO_TEST_CASE(parses_canonical_ipv4_and_ipv6) {
     BOOST_TEST((*IpAddress::parse("::ffff:7f00:1") == *IpAddress::parse("127.0.0.1")));
 }
 
+// One source for the throttles and connection caps: an IPv4 address, or an IPv6 /64.
+BOOST_AUTO_TEST_CASE(a_source_is_an_ipv4_address_or_an_ipv6_64) {
+    auto p = [](const char* s) { return *IpAddress::parse(s); };
+    BOOST_TEST(p("192.0.2.7").source().to_string() == "192.0.2.7");
+    BOOST_TEST(p("::ffff:192.0.2.7").source().to_string() == "192.0.2.7");
+    BOOST_TEST(p("2001:db8:1:2:aaaa:bbbb:cccc:dddd").source().to_string() == "2001:db8:1:2::");
+    BOOST_TEST((p("2001:db8:1:2::1").source() == p("2001:db8:1:2:ffff::9").source()));
+    BOOST_TEST((p("2001:db8:1:2::1").source() != p("2001:db8:1:3::1").source()));
+}
+
 BOOST_AUTO_TEST_CASE(refuses_alternative_ipv4_spellings) {
     for (const char* s :
          {"2130706433", "0x7f.1", "0x7f000001", "127.1", "127.0.1", "0177.0.0.1", "127.000.000.001", "127.0.0.1.",
