@@ -9,12 +9,14 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -133,6 +135,30 @@ void warn_about_risky_settings(const ProxyConfig& cfg) {
                     u.name, t.name, p.log2_n, p.r, p.p, decoy.log2_n, decoy.r, decoy.p);
             }
         }
+    }
+
+    // Password checks are shared between tenants by source network (Policy::source_tenant):
+    // tenants with password users and the same source_networks share one place in that queue.
+    std::map<std::vector<std::string>, std::vector<std::string>> by_networks;
+    for (const auto& t : policy.tenants()) {
+        if (t.users.empty()) continue;
+        std::vector<std::string> nets;
+        for (const auto& n : t.source_networks.networks()) nets.push_back(n.to_string());
+        std::sort(nets.begin(), nets.end());
+        by_networks[nets].push_back("'" + t.name + "'");
+    }
+    for (const auto& [nets, names] : by_networks) {
+        if (names.size() < 2) continue;
+        std::string list;
+        for (std::size_t i = 0; i < names.size(); ++i)
+            list += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + names[i];
+        std::string where;
+        for (const auto& n : nets) where += (where.empty() ? "" : ", ") + n;
+        spdlog::warn(
+            "tenants {} take password logins from the same source_networks ({}), so they share one place in "
+            "the password-check queue: a wrong-password flood from there can hold up new logins of all of "
+            "them; give each tenant the networks of its own clients",
+            list, where);
     }
 
     if (cfg.fd_budget_connections != 0 && cfg.max_connections > cfg.fd_budget_connections) {

@@ -264,9 +264,16 @@ AuthResult Policy::check(const IpAddress& source, const ConnectRequest& request,
 }
 
 const Tenant* Policy::source_tenant(const IpAddress& source) const {
-    for (const auto& t : tenants_)
-        if (t.source_networks.contains(source)) return &t;
-    return nullptr;
+    const Tenant* best = nullptr;
+    int longest = -1;
+    for (const auto& t : tenants_) {
+        const int match = t.source_networks.longest_match(source);
+        if (match > longest) {
+            best = &t;
+            longest = match;
+        }
+    }
+    return best;
 }
 
 bool Policy::verify_password(const AuthResult& pending, const std::string& password) const {

@@ -127,8 +127,9 @@ public:
     // The outcome once `verify_password` answered (source networks checked on success).
     AuthResult finish_verification(const IpAddress& source, AuthResult pending, bool verified) const;
     const Tenant* find_tenant(const std::string& name) const;
-    // The first tenant (in configuration order) whose source_networks hold `source`: whose share
-    // of the password checks a login from there uses. nullptr: no tenant accepts the address.
+    // The tenant whose source_networks hold `source` most specifically (the longest matching
+    // prefix; the first listed among equals): whose share of the password checks a login from
+    // there uses. nullptr: no tenant accepts the address.
     const Tenant* source_tenant(const IpAddress& source) const;
     static bool destination_allowed(const Tenant& tenant, const std::string& host, std::uint16_t port);
     bool address_allowed(const Tenant& tenant, const IpAddress& address) const;

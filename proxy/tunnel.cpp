@@ -244,9 +244,14 @@ void Tunnel::start_password_check(AuthResult pending, std::string password, std:
     SharedState& shared = worker_.shared();
     Worker* worker = &worker_;
     std::shared_ptr<const ProxyConfig> config = config_;  // keeps the policy (and its users) alive
-    auto job = [worker, config, tunnel = this, pending, password = std::move(password), key]() mutable {
-        const bool ok = config->policy->verify_password(pending, password);
-        OPENSSL_cleanse(password.data(), password.size());
+    // One copy of the password, wiped when the job goes, whether it ran, was dropped from the
+    // queue for another tenant's check, or was cleared at shutdown.
+    std::shared_ptr<std::string> secret(new std::string(std::move(password)), [](std::string* p) {
+        OPENSSL_cleanse(p->data(), p->size());
+        delete p;
+    });
+    auto job = [worker, config, tunnel = this, pending, secret = std::move(secret), key]() mutable {
+        const bool ok = config->policy->verify_password(pending, *secret);
         worker->post([tunnel, pending = std::move(pending), ok, key = std::move(key)]() mutable {
             tunnel->password_checked(std::move(pending), ok, key);
         });

@@ -23,23 +23,27 @@ bool VerifierPool::submit(std::string_view bucket, std::function<void()> job, st
         if (stopping_ || queue_limit_ == 0) return false;
         auto mine = buckets_.find(bucket);
         if (queued_ >= queue_limit_) {
-            // Longest queue drop: the bucket holding the most gives up its newest job, but only
-            // if it holds at least two more than this one (equal buckets do not take turns
-            // evicting each other, and the one that is alone keeps the whole queue).
-            const std::size_t have = mine == buckets_.end() ? 0 : mine->second.size();
-            auto largest = buckets_.begin();
+            // Longest queue drop: of the buckets with a job waiting, the one holding the most
+            // (waiting and running) gives up its newest waiting job, but only if it holds at least
+            // two more than this one: equal buckets do not take turns evicting each other, a
+            // bucket alone keeps the whole queue, and with a queue of 1 a flood whose check is
+            // running and one waiting (2) still yields that one to a newcomer (0).
+            const std::size_t have = mine == buckets_.end() ? 0 : mine->second.held();
+            auto victim = buckets_.end();
             for (auto it = buckets_.begin(); it != buckets_.end(); ++it)
-                if (it->second.size() > largest->second.size()) largest = it;
-            if (largest == buckets_.end() || largest->second.size() < have + 2) return false;
-            dropped = std::move(largest->second.back().evicted);
-            largest->second.pop_back();  // it held at least two: it stays in buckets_ and turns_
+                if (!it->second.waiting.empty() &&
+                    (victim == buckets_.end() || it->second.held() > victim->second.held()))
+                    victim = it;
+            if (victim == buckets_.end() || victim->second.held() < have + 2) return false;
+            dropped = std::move(victim->second.waiting.back().evicted);
+            victim->second.waiting.pop_back();
             --queued_;
+            if (victim->second.waiting.empty())  // its turn goes; it stays in buckets_ while running
+                turns_.erase(std::find(turns_.begin(), turns_.end(), victim->first));
         }
-        if (mine == buckets_.end()) {
-            mine = buckets_.emplace(std::string(bucket), std::deque<Job>{}).first;
-            turns_.push_back(mine->first);
-        }
-        mine->second.push_back(Job{std::move(job), std::move(evicted)});
+        if (mine == buckets_.end()) mine = buckets_.emplace(std::string(bucket), Bucket{}).first;
+        if (mine->second.waiting.empty()) turns_.push_back(mine->first);
+        mine->second.waiting.push_back(Job{std::move(job), std::move(evicted)});
         ++queued_;
     }
     wake_.notify_one();
@@ -52,7 +56,8 @@ void VerifierPool::stop() {
         std::lock_guard<std::mutex> lock(mutex_);
         if (stopping_ && threads_.empty()) return;
         stopping_ = true;
-        buckets_.clear();
+        // Running jobs finish; their threads still count them down in buckets_ (cleared below).
+        for (auto& [name, b] : buckets_) b.waiting.clear();
         turns_.clear();
         queued_ = 0;
     }
@@ -60,6 +65,8 @@ void VerifierPool::stop() {
     for (auto& t : threads_)
         if (t.joinable()) t.join();
     threads_.clear();
+    std::lock_guard<std::mutex> lock(mutex_);
+    buckets_.clear();
 }
 
 void VerifierPool::run() {
@@ -71,25 +78,24 @@ void VerifierPool::run() {
     // process's own nice value.
     const auto self = static_cast<id_t>(syscall(SYS_gettid));
     (void)setpriority(PRIO_PROCESS, self, std::min(19, getpriority(PRIO_PROCESS, self) + kCheckNice));
+    std::unique_lock<std::mutex> lock(mutex_);
     while (true) {
-        std::function<void()> job;
-        {
-            std::unique_lock<std::mutex> lock(mutex_);
-            wake_.wait(lock, [this] { return stopping_ || queued_ > 0; });
-            if (stopping_) return;
-            // The buckets in turn: a flood in one waits behind at most one job of each other.
-            auto bucket = buckets_.find(turns_.front());
-            turns_.pop_front();
-            job = std::move(bucket->second.front().run);
-            bucket->second.pop_front();
-            --queued_;
-            if (bucket->second.empty()) {
-                buckets_.erase(bucket);
-            } else {
-                turns_.push_back(bucket->first);
-            }
-        }
+        wake_.wait(lock, [this] { return stopping_ || queued_ > 0; });
+        if (stopping_) return;
+        // The buckets in turn: a flood in one waits behind at most one job of each other.
+        const auto bucket = buckets_.find(turns_.front());
+        turns_.pop_front();
+        std::function<void()> job = std::move(bucket->second.waiting.front().run);
+        bucket->second.waiting.pop_front();
+        --queued_;
+        ++bucket->second.running;  // keeps the entry (and `bucket`) until it is counted down
+        if (!bucket->second.waiting.empty()) turns_.push_back(bucket->first);
+        lock.unlock();
         job();
+        job = nullptr;  // what it holds goes before the count does
+        lock.lock();
+        --bucket->second.running;
+        if (!stopping_ && bucket->second.held() == 0) buckets_.erase(bucket);
     }
 }
 

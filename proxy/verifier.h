@@ -7,10 +7,10 @@
 //
 // Checks are queued per bucket (the proxy uses the tenant whose source_networks hold the
 // client's address), so one tenant's flood cannot starve another's logins: the threads take
-// the buckets in turn, and a full queue makes room for a bucket that holds fewer jobs by
-// dropping the newest job of the bucket that holds the most (its `evicted` callback runs, on
-// the submitting thread, outside the pool's lock). A bucket alone may still use the whole
-// queue. Thread-safe.
+// the buckets in turn, and a full queue makes room for a bucket that holds fewer jobs (waiting
+// and running) by dropping the newest waiting job of the bucket that holds the most (its
+// `evicted` callback runs, on the submitting thread, outside the pool's lock). A bucket alone
+// may still use the whole queue. Thread-safe.
 
 #include <condition_variable>
 #include <cstddef>
@@ -34,8 +34,8 @@ public:
     VerifierPool(const VerifierPool&) = delete;
     VerifierPool& operator=(const VerifierPool&) = delete;
 
-    // Queues `job` for a pool thread under `bucket`; false when the queue is full of jobs of
-    // buckets no larger than this one (or the pool stopped). `evicted` runs if the job is later
+    // Queues `job` for a pool thread under `bucket`; false when the queue is full and no bucket
+    // holds two jobs more than this one (or the pool stopped). `evicted` runs if the job is later
     // dropped unrun to make room for another bucket's (never after stop()).
     [[nodiscard]] bool submit(std::string_view bucket, std::function<void()> job, std::function<void()> evicted = {});
     [[nodiscard]] bool submit(std::function<void()> job) { return submit({}, std::move(job)); }
@@ -56,8 +56,14 @@ private:
     std::size_t queue_limit_;
     std::mutex mutex_;
     std::condition_variable wake_;
-    std::map<std::string, std::deque<Job>, std::less<>> buckets_;  // only buckets with queued jobs
-    std::deque<std::string> turns_;                                // each of those once, next first
+    struct Bucket {
+        std::deque<Job> waiting;
+        std::size_t running = 0;
+        std::size_t held() const { return waiting.size() + running; }
+    };
+
+    std::map<std::string, Bucket, std::less<>> buckets_;  // the buckets with jobs waiting or running
+    std::deque<std::string> turns_;                       // those with jobs waiting, each once, next first
     std::size_t queued_ = 0;
     bool stopping_ = false;
     std::vector<std::thread> threads_;

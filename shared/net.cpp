@@ -215,6 +215,13 @@ bool NetworkSet::contains(const IpAddress& address) const {
     return false;
 }
 
+int NetworkSet::longest_match(const IpAddress& address) const {
+    int best = -1;
+    for (const auto& n : networks_)
+        if (n.prefix() > best && n.contains(address)) best = n.prefix();
+    return best;
+}
+
 std::optional<HostPort> split_host_port(std::string_view text, bool allow_port_zero) {
     HostPort hp;
     std::string_view port;

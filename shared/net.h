@@ -73,6 +73,7 @@ public:
 
     bool contains(const IpAddress& address) const;
     std::string to_string() const;
+    int prefix() const { return prefix_; }  // in the 128-bit space (IPv4 /8 is /104)
 
 private:
     IpAddress base_;
@@ -83,6 +84,8 @@ class NetworkSet {
 public:
     void add(const Cidr& cidr) { networks_.push_back(cidr); }
     bool contains(const IpAddress& address) const;
+    // The longest prefix among the networks that hold `address` (in the 128-bit space); -1: none.
+    int longest_match(const IpAddress& address) const;
     bool empty() const { return networks_.empty(); }
     const std::vector<Cidr>& networks() const { return networks_; }
 

@@ -203,6 +203,11 @@ tenants:
             s.close()
             self.assertEqual(status, 200)
 
+    def test_tenants_that_share_their_place_in_the_check_queue_are_named_at_load(self):
+        # Both tenants take password logins from any address (no source_networks).
+        self.assertIn("tenants 'agent' and 'other' take password logins from the same source_networks "
+                      "(0.0.0.0/0, ::/0), so they share one place in the password-check queue", self.proxy.logs())
+
     def test_first_round_without_credentials_is_not_an_auth_failure(self):
         before = metrics_text(self.proxy)
         s, status = attempt(self.proxy.port, self.target, None, "127.0.0.60")
@@ -459,6 +464,12 @@ password_checks:
 admin:
   address: "127.0.0.1:0"
 tenants:
+  # Listed first and wider than both others: the most specific network decides, not the order.
+  - name: java
+    allow_without_credentials: true
+    source_networks: ["127.0.0.0/12"]
+    destinations: ["127.0.0.1:{cls.echo.port}"]
+    allow_internal_networks: ["127.0.0.0/8"]
   - name: noisy
     users: [{{name: noisy, password_hash: "{cls.hash}"}}]
     source_networks: ["127.8.0.0/13", "127.16.0.0/12"]  # the flood's 127.10-127.21
@@ -493,10 +504,13 @@ tenants:
         self.assertIn(503, flood.statuses)  # the flood did fill the queue
         self.assertEqual(statuses, [200] * 5)
 
+    def test_tenants_with_their_own_networks_get_no_warning(self):
+        self.assertNotIn("share one place in the password-check queue", self.proxy.logs())
+
     def test_a_source_no_tenant_accepts_is_refused_without_a_password_check(self):
         before = metric(metrics_text(self.proxy), "dingbridge_proxy_auth_failures_total")
         for creds in ("noisy:wrong", f"quiet5:{PASSWORD}", "nobody:wrong"):
-            s, status = attempt(self.proxy.port, self.target, creds, "127.3.0.1")
+            s, status = attempt(self.proxy.port, self.target, creds, "127.40.0.1")
             s.close()
             self.assertEqual(status, 403, creds)
         after = metric(metrics_text(self.proxy), "dingbridge_proxy_auth_failures_total")

@@ -216,56 +216,79 @@ BOOST_AUTO_TEST_CASE(verifier_pool_refuses_beyond_its_queue) {
     BOOST_TEST(!pool.submit(job));
 }
 
-// One tenant's flood fills the queue; another tenant's check still gets in (the flood's newest
-// is dropped and told so) and runs next, not behind the flood.
-BOOST_AUTO_TEST_CASE(verifier_pool_shares_its_queue_between_buckets) {
-    VerifierPool pool(1, 4);
+namespace {
+
+// A pool with one thread kept busy by a job of bucket "flood" until release(); records the
+// order in which later jobs run and which were evicted.
+struct BusyPool {
+    VerifierPool pool;
     std::mutex mutex;
     std::vector<std::string> ran;
     std::vector<std::string> evicted;
-    std::atomic<bool> release{false};
-    std::atomic<int> started{0};
-    BOOST_REQUIRE(pool.submit("flood", [&] {
-        ++started;
-        while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }));
-    for (int i = 0; i < 5000 && started == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    BOOST_REQUIRE(started.load() == 1);
-    auto job = [&](std::string name) {
-        return std::make_pair(
-            [&, name] {
+    std::atomic<bool> released{false};
+
+    explicit BusyPool(std::size_t queue) : pool(1, queue) {
+        std::atomic<int> started{0};
+        BOOST_REQUIRE(pool.submit("flood", [this, &started] {
+            ++started;
+            while (!released) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }));
+        for (int i = 0; i < 5000 && started == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        BOOST_REQUIRE(started.load() == 1);
+    }
+    bool submit(const char* bucket, std::string name) {
+        return pool.submit(
+            bucket,
+            [this, name] {
                 std::lock_guard<std::mutex> lock(mutex);
                 ran.push_back(name);
             },
-            [&, name] { evicted.push_back(name); });
-    };
-    for (const char* name : {"f1", "f2", "f3", "f4"}) {
-        auto [run, dropped] = job(name);
-        BOOST_TEST(pool.submit("flood", run, dropped));  // a bucket alone may fill the queue
+            [this, name] { evicted.push_back(name); });
     }
-    auto [run5, dropped5] = job("f5");
-    BOOST_TEST(!pool.submit("flood", run5, dropped5));  // full of its own: refused
-    auto [run_b, dropped_b] = job("b1");
-    BOOST_TEST(pool.submit("tenant-b", run_b, dropped_b));  // room made: the flood's newest goes
-    BOOST_TEST(evicted == std::vector<std::string>{"f4"});
-    auto [run_c, dropped_c] = job("c1");
-    BOOST_TEST(pool.submit("tenant-c", run_c, dropped_c));
-    BOOST_TEST(evicted == (std::vector<std::string>{"f4", "f3"}));
-    auto [run_b2, dropped_b2] = job("b2");
-    // The largest (flood: 2) is not two ahead of tenant-b (1): nothing more is dropped for it.
-    BOOST_TEST(!pool.submit("tenant-b", run_b2, dropped_b2));
-    release = true;
-    for (int i = 0; i < 5000; ++i) {
-        {
-            std::lock_guard<std::mutex> lock(mutex);
-            if (ran.size() == 4) break;
+    // Lets the busy job end and waits until `n` jobs ran.
+    std::vector<std::string> release(std::size_t n) {
+        released = true;
+        for (int i = 0; i < 5000; ++i) {
+            {
+                std::lock_guard<std::mutex> lock(mutex);
+                if (ran.size() >= n) break;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
         }
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        pool.stop();
+        return ran;
     }
-    pool.stop();
-    // The buckets in turn (flood, tenant-b, tenant-c, flood), not in order of arrival.
-    BOOST_TEST(ran == (std::vector<std::string>{"f1", "b1", "c1", "f2"}));
-    BOOST_TEST(evicted.size() == 2u);  // stop() drops nothing it had not dropped already
+};
+
+}  // namespace
+
+// One tenant's flood fills the queue; another tenant's check still gets in (the flood's newest
+// waiting job is dropped and told so) and runs next, not behind the flood.
+BOOST_AUTO_TEST_CASE(verifier_pool_shares_its_queue_between_buckets) {
+    BusyPool p(4);
+    for (const char* name : {"f1", "f2", "f3", "f4"}) BOOST_TEST(p.submit("flood", name));  // alone: the whole queue
+    BOOST_TEST(!p.submit("flood", "f5"));                                                   // full of its own: refused
+    BOOST_TEST(p.submit("tenant-b", "b1"));  // flood holds 5 (1 running): its newest goes
+    BOOST_TEST(p.evicted == std::vector<std::string>{"f4"});
+    BOOST_TEST(p.submit("tenant-c", "c1"));
+    BOOST_TEST(p.submit("tenant-b", "b2"));  // flood 3 (running, f1, f2) against tenant-b's 1
+    BOOST_TEST(p.evicted == (std::vector<std::string>{"f4", "f3", "f2"}));
+    BOOST_TEST(!p.submit("tenant-b", "b3"));  // flood 2, tenant-b 2: nobody is two ahead
+    BOOST_TEST(!p.submit("flood", "f6"));
+    // The buckets in turn (flood, tenant-b, tenant-c, tenant-b), not in order of arrival.
+    BOOST_TEST(p.release(4) == (std::vector<std::string>{"f1", "b1", "c1", "b2"}));
+    BOOST_TEST(p.evicted.size() == 3u);  // stop() drops nothing it had not dropped already
+}
+
+// A queue of one: the flood's waiting check (its second, beside the running one) yields to a
+// newcomer, and the flood cannot take the place back.
+BOOST_AUTO_TEST_CASE(verifier_pool_with_a_queue_of_one_still_lets_another_bucket_in) {
+    BusyPool p(1);
+    BOOST_TEST(p.submit("flood", "f1"));
+    BOOST_TEST(p.submit("quiet", "q1"));
+    BOOST_TEST(p.evicted == std::vector<std::string>{"f1"});
+    BOOST_TEST(!p.submit("flood", "f2"));
+    BOOST_TEST(p.release(1) == std::vector<std::string>{"q1"});
 }
 
 // Checks run below the event loops' priority, so a wrong-password flood takes spare CPU only.

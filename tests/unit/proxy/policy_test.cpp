@@ -174,6 +174,22 @@ BOOST_AUTO_TEST_CASE(authenticates_by_password_and_source) {
     BOOST_TEST(policy.source_tenant(ip("127.0.0.2"))->name == "agent");
     BOOST_TEST(policy.source_tenant(ip("192.0.2.1")) == nullptr);
 
+    // The most specific network decides, whatever the order: a tenant open to everyone (listed
+    // first) does not take the addresses of one that lists its own network.
+    Tenant open = tenant_with({"*.dingtalk.com:443"});
+    open.name = "open";
+    Tenant narrow = tenant_with({"*.dingtalk.com:443"});
+    narrow.name = "narrow";
+    narrow.source_networks = NetworkSet();
+    narrow.source_networks.add(*Cidr::parse("198.51.100.0/24"));
+    narrow.source_networks.add(*Cidr::parse("2001:db8::/32"));
+    Tenant same = narrow;
+    same.name = "same";
+    Policy order({open, narrow, same}, default_deny_networks());
+    BOOST_TEST(order.source_tenant(ip("198.51.100.7"))->name == "narrow");  // the first of two equals
+    BOOST_TEST(order.source_tenant(ip("2001:db8::1"))->name == "narrow");
+    BOOST_TEST(order.source_tenant(ip("203.0.113.1"))->name == "open");
+
     ConnectRequest none;
     BOOST_TEST(static_cast<int>(policy.authenticate(ip("127.0.0.1"), none).outcome) ==
                static_cast<int>(AuthOutcome::need_credentials));

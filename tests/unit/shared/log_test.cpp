@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <boost/test/unit_test.hpp>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -57,6 +58,9 @@ BOOST_AUTO_TEST_CASE(settings_change_while_other_threads_log) {
             }
         });
     }
+    // The workers log before the settings start changing (on a loaded host the 400 changes
+    // could otherwise all be done before either thread ran once).
+    for (int i = 0; i < 5000 && lines.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     for (int i = 0; i < 400; ++i) {
         configure_logging(LogSettings{i % 3 == 0 ? "warn" : "info", i % 2 ? "json" : "text", (i % 2 ? b : a).string()});
     }
