@@ -43,6 +43,9 @@ struct FetchedOrg {
     bool leaders_from_pages = false;
     std::map<std::int64_t, std::vector<std::string>> page_leaders;
     std::vector<std::string> problems;  // duplicates seen while walking
+    // The tree below the root's children came from /department/list alone (one call, not checked
+    // department by department): full_sync confirms what it would delete on that basis.
+    bool tree_from_list = false;
     bool complete() const { return failed_departments.empty(); }
 };
 

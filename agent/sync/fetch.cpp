@@ -19,9 +19,13 @@ namespace {
 // Walks the tree; every callback queues the follow-up calls (BFS order).
 class TreeWalk {
 public:
-    TreeWalk(dingtalk::ContactsApi& api, const Mapping& mapping, std::int64_t root, RunReporter& reporter)
-        : api_(api), mapping_(mapping), reporter_(reporter), counters_(reporter.counters()) {
-        fetched_.root_id = root;
+    TreeWalk(dingtalk::ContactsApi& api, const Mapping& mapping, const FetchSettings& settings, RunReporter& reporter)
+        : api_(api),
+          mapping_(mapping),
+          reporter_(reporter),
+          counters_(reporter.counters()),
+          use_list_(settings.use_department_list) {
+        fetched_.root_id = settings.root_department;
     }
 
     // The answer of one of the two reads of the tree: keeps the list and marks it read.
@@ -42,10 +46,14 @@ public:
         const std::int64_t root = fetched_.root_id;
         detail(root, true);
         page(root, 0);
-        api_.department_tree(root, tree_answer(legacy_, legacy_ok_), [this](const ApiFailure& f) {
-            spdlog::warn("{}; reading the tree with listsub instead", f.message());
-            tree_check_done();
-        });
+        if (use_list_) {
+            api_.department_tree(root, tree_answer(legacy_, legacy_ok_), [this](const ApiFailure& f) {
+                spdlog::warn("{}; reading the tree with listsub instead", f.message());
+                tree_check_done();
+            });
+        } else {
+            ++tree_answers_;  // only the root's listsub is awaited; it starts the listsub walk
+        }
         api_.listsub(root, tree_answer(root_kids_, root_listsub_ok_), [this, root](const ApiFailure& f) {
             fail(root, f);
             tree_check_done();
@@ -95,6 +103,7 @@ private:
 
     // Breadth first from the root through the recursive list, as the listsub walk would visit.
     void walk_legacy_list() {
+        fetched_.tree_from_list = true;
         std::map<std::int64_t, std::vector<const DeptSummary*>> kids;
         for (const auto& d : legacy_) kids[d.parent_id].push_back(&d);
         std::vector<std::int64_t> queue{fetched_.root_id};
@@ -183,6 +192,7 @@ private:
     std::vector<DeptSummary> legacy_, root_kids_;
     bool legacy_ok_ = false, root_listsub_ok_ = false;
     bool root_failed_ = false;  // the root's department/get failed: the run was stopped
+    bool use_list_ = true;
     int tree_answers_ = 0;
 };
 
@@ -204,7 +214,7 @@ void fetch_managers(dingtalk::ContactsApi& api, FetchedOrg& fetched, RunReporter
 
 Result<FetchedOrg> fetch_org(dingtalk::ContactsApi& api, const Mapping& mapping, const FetchSettings& settings,
                              RunReporter& reporter) {
-    TreeWalk walk(api, mapping, settings.root_department, reporter);
+    TreeWalk walk(api, mapping, settings, reporter);
     walk.start();
     RunCounters& c = reporter.counters();
     const auto& stats = api.client().stats();

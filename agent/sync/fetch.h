@@ -21,6 +21,9 @@ namespace dingbridge::agent {
 struct FetchSettings {
     std::int64_t root_department = 1;
     bool via_proxy = false;  // for the explanation of a fatal failure
+    // false: read the tree with listsub per department even if /department/list agrees with the
+    // root's listsub (a full sync that found the list leaving out a live department, full_sync.cpp).
+    bool use_department_list = true;
 };
 
 Result<FetchedOrg> fetch_org(dingtalk::ContactsApi& api, const Mapping& mapping, const FetchSettings& settings,

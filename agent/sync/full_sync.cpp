@@ -2,8 +2,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include <charconv>
 #include <ctime>
+#include <functional>
+#include <map>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "agent/dingtalk/client.h"
 #include "agent/dingtalk/contacts_api.h"
@@ -20,6 +25,7 @@ namespace {
 // so the three live (and stay in place) together.
 struct SyncState {
     bool read_complete = true;
+    bool tree_from_list = false;  // FetchedOrg::tree_from_list
     std::size_t failed_departments = 0;
     DesiredOrg desired;
     OrgSnapshot current;
@@ -50,6 +56,7 @@ Status build_stage(FetchedOrg&& fetched, const Mapping& mapping, std::int64_t ro
     if (!fetched.problems.empty()) return fail(tree_problems(fetched.problems));
     s.read_complete = fetched.complete() && fetched.failed_users.empty();
     s.failed_departments = fetched.failed_departments.size();
+    s.tree_from_list = fetched.tree_from_list;
     // Frees each fetched user once mapped: the raw and mapped users are never both held in full.
     s.desired = build_desired(std::move(fetched), mapping);
     fetched = FetchedOrg{};  // the rest of the raw read is no longer needed: keep peak memory down
@@ -97,22 +104,85 @@ void record_plan_notes(const SyncState& s, RunReporter& reporter) {
 }
 
 // ---- plan: diff the desired org against the target ----
+void make_run_plan(const Mapping& mapping, const Target& target, SyncState& s, RunReporter& reporter) {
+    s.plan = make_plan(s.desired.snapshot, s.current, plan_options(mapping, target, s));
+    for (const auto& k : s.desired.skipped) s.plan.skipped.push_back(k);
+    count_plan(s.plan, reporter.counters());
+    reporter.counters().items_skipped = static_cast<std::int64_t>(s.plan.skipped.size());
+}
+
 Status plan_stage(const Mapping& mapping, Target& target, SyncState& s, RunReporter& reporter) {
     target.normalize(s.desired.snapshot);
     auto current = target.read_against(s.desired.snapshot);  // users as desired are kept as ids only
     if (!current) return fail("cannot read the target: " + current.error());
     s.current = std::move(*current);
-    s.plan = make_plan(s.desired.snapshot, s.current, plan_options(mapping, target, s));
-    for (const auto& k : s.desired.skipped) s.plan.skipped.push_back(k);
-    count_plan(s.plan, reporter.counters());
-    reporter.counters().items_skipped = static_cast<std::int64_t>(s.plan.skipped.size());
+    make_run_plan(mapping, target, s, reporter);
+    return {};
+}
+
+// ---- confirm: departments the plan deletes on the word of /department/list alone ----
+// The recursive list is one call for the whole tree, and only the root's children are checked
+// against listsub: a deeper department it leaves out (clipped or hidden by DingTalk) would be
+// deleted and its members disabled. So each department the plan deletes is asked about once
+// (department/get; a sync that deletes none spends nothing). "Not found" confirms the deletion.
+struct ListCheck {
+    std::vector<std::string> alive;        // DingTalk still has it inside the root: the list left it out
+    std::vector<std::string> unconfirmed;  // the question failed: neither deleted nor known
+};
+
+ListCheck check_list_deletions(dingtalk::ContactsApi& api, const SyncState& s, std::int64_t root) {
+    std::map<std::string, std::int64_t> answered;  // department -> its parent, as department/get says
+    std::set<std::string> asked, gone;
+    for (const Change& c : s.plan.changes) {
+        if (c.kind != ChangeKind::delete_department) continue;
+        const std::string id(c.external_id.view());
+        std::int64_t dept = 0;
+        const auto [end, ec] = std::from_chars(id.data(), id.data() + id.size(), dept);
+        if (ec != std::errc() || end != id.data() + id.size() || dept <= 0) continue;  // not a DingTalk id
+        asked.insert(id);
+        api.department_get(
+            dept, [&answered, id](dingtalk::DeptDetail&& d) { answered[id] = d.parent_id; },
+            [&gone, id](const dingtalk::ApiFailure& f) {
+                if (f.kind == dingtalk::FailureKind::not_found) gone.insert(id);
+            });
+    }
+    (void)api.run([] {});  // a call that failed, fatally or not, leaves its department unconfirmed
+    // Inside the root when its parent was read this run, or is such a department itself (the list
+    // may leave out a whole branch). The whole org (root 1) holds every department there is.
+    std::function<bool(const std::string&, int)> inside = [&](const std::string& id, int depth) {
+        if (root == 1) return true;
+        const auto a = answered.find(id);
+        if (a == answered.end() || depth > 64) return false;
+        const std::string parent = std::to_string(a->second);
+        return s.desired.snapshot.departments.count(parent) > 0 || inside(parent, depth + 1);
+    };
+    ListCheck check;
+    for (const auto& id : asked) {
+        if (gone.count(id)) continue;
+        if (!answered.count(id)) {
+            check.unconfirmed.push_back(id);
+        } else if (inside(id, 0)) {
+            check.alive.push_back(id);
+        }  // else moved out of the root: gone from this sync's view, the deletion stands
+    }
+    return check;
+}
+
+std::string joined(const std::vector<std::string>& ids) {
+    std::string out;
+    for (std::size_t i = 0; i < ids.size() && i < 10; ++i) out += (i ? ", " : "") + ids[i];
+    if (ids.size() > 10) out += " and " + std::to_string(ids.size() - 10) + " more";
+    return out;
+}
+
+// What the sync says once the plan is final.
+void note_plan(SyncState& s, RunReporter& reporter) {
     record_plan_notes(s, reporter);
     if (!s.read_complete)
         s.incomplete =
             "the read was incomplete (" + std::to_string(s.failed_departments) +
             " departments could not be fully read); no removals were computed" +
             (s.plan.suppressed_removals ? " (" + std::to_string(s.plan.suppressed_removals) + " held back)" : "");
-    return {};
 }
 
 void print_counts(std::ostream& out, const PlanCounts& c) {
@@ -161,17 +231,50 @@ RunReporter::Outcome sync_stages(const AgentConfig& config, const Mapping& mappi
     auto finish = [&](RunStatus status, const std::string& message) { return reporter.finish(status, message); };
     dingtalk::DingTalkClient client(config.client);
     dingtalk::ContactsApi api(client);
-    auto fetched =
-        fetch_org(api, mapping, {config.root_department, !config.client.transport.proxy_url.empty()}, reporter);
-    if (!fetched) return finish(RunStatus::failed, fetched.error());
-    spdlog::info("run {}: fetched {} departments, {} users in {} requests", reporter.run_id(),
-                 fetched->departments.size(), fetched->users.size(), client.stats().requests);
-    print_call_cost(out, client.stats());
-
+    FetchSettings settings{config.root_department, !config.client.transport.proxy_url.empty()};
     SyncState s;
-    if (auto r = build_stage(std::move(*fetched), mapping, config.root_department, s); !r)
-        return finish(RunStatus::failed, r.error());
-    if (auto r = plan_stage(mapping, target, s, reporter); !r) return finish(RunStatus::failed, r.error());
+    // Fetch, build and plan; a second time, reading the tree with listsub, when the one-call
+    // /department/list turns out to have left out a department that DingTalk still has.
+    for (int read = 0;; ++read) {
+        auto fetched = fetch_org(api, mapping, settings, reporter);
+        if (!fetched) return finish(RunStatus::failed, fetched.error());
+        spdlog::info("run {}: fetched {} departments, {} users in {} requests", reporter.run_id(),
+                     fetched->departments.size(), fetched->users.size(), client.stats().requests);
+        s = SyncState{};
+        if (auto r = build_stage(std::move(*fetched), mapping, config.root_department, s); !r)
+            return finish(RunStatus::failed, r.error());
+        if (auto r = plan_stage(mapping, target, s, reporter); !r) return finish(RunStatus::failed, r.error());
+        if (read > 0 || !s.tree_from_list || !s.read_complete || s.plan.counts.delete_department == 0) break;
+        const ListCheck check = check_list_deletions(api, s, config.root_department);
+        if (!check.alive.empty()) {
+            spdlog::warn(
+                "run {}: /department/list left out department{} {} that DingTalk still has; reading the tree "
+                "again with listsub per department instead of deleting {}",
+                reporter.run_id(), check.alive.size() > 1 ? "s" : "", joined(check.alive),
+                check.alive.size() > 1 ? "them" : "it");
+            for (const auto& id : check.alive)
+                reporter.record(RunItem{"fetch", "department", id, "/department/list",
+                                        "left out of the recursive list, but department/get still answers it: "
+                                        "the tree was read again with listsub"});
+            settings.use_department_list = false;
+            RunCounters& c = reporter.counters();
+            c.departments_fetched = c.users_fetched = 0;  // counted again by the second read
+            continue;
+        }
+        if (!check.unconfirmed.empty()) {
+            // Not known to be gone: kept, with everything else a removal would have touched.
+            for (const auto& id : check.unconfirmed)
+                reporter.item_failed(RunItem{"fetch", "department", id, "/topapi/v2/department/get",
+                                             "left out of /department/list, and department/get could not confirm "
+                                             "that it is gone"});
+            s.read_complete = false;
+            s.failed_departments += check.unconfirmed.size();
+            make_run_plan(mapping, target, s, reporter);
+        }
+        break;
+    }
+    note_plan(s, reporter);
+    print_call_cost(out, client.stats());
     print_plan(out, s, options.dry_run, reporter.run_id());
 
     auto existing = static_cast<int>(s.current.user_count() + s.current.departments.size());

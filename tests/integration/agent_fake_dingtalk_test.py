@@ -9,7 +9,7 @@ import sys
 import unittest
 import http.server
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
@@ -40,8 +40,11 @@ class FakeDingTalk(harness.HttpsServer):
                 self.wfile.write(data)
 
             def do_GET(self):
-                if urlparse(self.path).path == "/gettoken":
+                url = urlparse(self.path)
+                if url.path == "/gettoken":
                     self._send({"errcode": 0, "errmsg": "ok", "access_token": "fake-token", "expires_in": 7200})
+                elif url.path in routes:  # the legacy GET /department/list
+                    self._send(routes[url.path](dict(parse_qsl(url.query))))
                 else:
                     self._send({"errcode": 404, "errmsg": "not found"})
 
@@ -79,6 +82,21 @@ def tree(children, parents=None):
 
     return {"/topapi/v2/department/listsub": listsub, "/topapi/v2/department/get": get,
             "/topapi/v2/user/list": users}
+
+
+def legacy_list(children, omit=()):
+    """GET /department/list?id=1&fetch_child=true for `children` (dingtalk-api.md §2's keys),
+    leaving out the departments in `omit`, as a list clipped by DingTalk would."""
+    def route(q):
+        out, queue = [], list(children.get(int(q.get("id", "1")), []))
+        while queue:
+            d = queue.pop(0)
+            parent = next(p for p, cs in children.items() if d in cs)
+            if d not in omit:
+                out.append({"id": d, "name": f"d{d}", "parentid": parent})
+            queue.extend(children.get(d, []))
+        return {"errcode": 0, "errmsg": "ok", "department": out}
+    return {"/department/list": route}
 
 
 class FakeDingTalkTests(unittest.TestCase):
@@ -220,6 +238,65 @@ state_dir: "{self.dir / 'state'}"
         self.assertEqual(run["status"], "partial")
         self.assertEqual(run["counts"]["changes_applied"], 0)
         self.assertIn("not the department 4 asked for", p.stdout + p.stderr + json.dumps(self.history()))
+
+
+    def target(self):
+        import sqlite3
+        con = sqlite3.connect(str(self.dir / "state" / "org.db"))
+        try:
+            return (sorted(r[0] for r in con.execute("SELECT external_id FROM departments")),
+                    sorted(r[0] for r in con.execute("SELECT external_id FROM users WHERE active = 1")))
+        finally:
+            con.close()
+
+    def test_a_department_the_one_call_list_leaves_out_is_not_deleted(self):
+        """The recursive /department/list is checked against listsub for the root's children only.
+        A deeper department it leaves out, which DingTalk still answers for, is re-read the
+        trusted way (listsub) instead of being deleted with its members disabled; one that is
+        really gone costs one department/get to confirm, and is deleted."""
+        children = {1: [2, 3], 2: [4]}
+        calls = []
+
+        def counted(routes):
+            return {path: (lambda path, route: lambda b: calls.append((path, b.get("dept_id"))) or route(b))(
+                path, route) for path, route in routes.items()}
+
+        def count(path, dept=None):
+            return sum(1 for p, d in calls if p == path and (dept is None or d == dept))
+        routes = counted({**tree(children), **legacy_list(children)})
+        p = self.agent(routes, "sync")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(count("/topapi/v2/department/listsub"), 1, calls)  # the list was used
+        full = (["1", "2", "3", "4"], ["u1", "u2", "u3", "u4"])
+        self.assertEqual(self.target(), full)
+
+        # The list leaves 4 out; listsub and department/get still have it.
+        calls.clear()
+        # --force: this small org's deletion safeguard would stop any removal and hide the point.
+        routes = counted({**tree(children), **legacy_list(children, omit={4})})
+        p = self.agent(routes, "sync", "--force")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(self.target(), full)
+        self.assertIn("/department/list left out department 4", p.stdout + p.stderr)
+        self.assertEqual(count("/topapi/v2/department/listsub", 4), 1, calls)  # re-read by listsub
+        run = self.history()[0]
+        self.assertEqual(run["counts"]["delete_department"], 0)
+        self.assertEqual(run["counts"]["disable_user"], 0)
+
+        # Really gone: every read agrees, and department/get answers 60003.
+        calls.clear()
+        gone = {1: [2, 3]}
+        routes = {**tree(gone), **legacy_list(gone)}
+        get = routes["/topapi/v2/department/get"]
+        routes["/topapi/v2/department/get"] = lambda b: (
+            {"errcode": 60003, "errmsg": "部门不存在或已删除", "request_id": "gone"} if b["dept_id"] == 4 else get(b))
+        p = self.agent(counted(routes), "sync", "--force")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(self.target(), (["1", "2", "3"], ["u1", "u2", "u3"]))
+        # The list was trusted (one listsub, the root's); the deletion cost one department/get.
+        self.assertEqual(count("/topapi/v2/department/listsub"), 1, calls)
+        self.assertEqual(count("/topapi/v2/department/get", 4), 1, calls)
+        self.assertEqual(count("/department/list"), 1, calls)
 
 
 if __name__ == "__main__":
