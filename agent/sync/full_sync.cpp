@@ -6,12 +6,15 @@
 #include <ctime>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "agent/dingtalk/client.h"
 #include "agent/dingtalk/contacts_api.h"
+#include "agent/dingtalk/explain.h"
 #include "agent/org/plan.h"
 #include "agent/sync/apply.h"
 #include "agent/sync/build.h"
@@ -26,6 +29,7 @@ namespace {
 struct SyncState {
     bool read_complete = true;
     bool tree_from_list = false;  // FetchedOrg::tree_from_list
+    std::size_t unconfirmed = 0;  // removals DingTalk could not confirm (RemovalCheck)
     std::size_t failed_departments = 0;
     DesiredOrg desired;
     OrgSnapshot current;
@@ -120,53 +124,171 @@ Status plan_stage(const Mapping& mapping, Target& target, SyncState& s, RunRepor
     return {};
 }
 
-// ---- confirm: departments the plan deletes on the word of /department/list alone ----
+// ---- confirm: removals that rest on /department/list alone ----
 // The recursive list is one call for the whole tree, and only the root's children are checked
 // against listsub: a deeper department it leaves out (clipped or hidden by DingTalk) would be
-// deleted and its members disabled. So each department the plan deletes is asked about once
-// (department/get; a sync that deletes none spends nothing). "Not found" confirms the deletion.
+// deleted, and its members disabled, although DingTalk still has them. So what the plan removes
+// on that basis is asked about once each (department/get, v2/user/get; a sync that removes
+// nothing spends nothing), plus department/get for the parents needed to tell whether a
+// department DingTalk still has lies inside the synced scope. "Not found" confirms a removal;
+// a department inside the scope that the list did not give means it left one out.
+struct Unconfirmed {
+    std::string type, id, api, reason;
+};
 struct ListCheck {
-    std::vector<std::string> alive;        // DingTalk still has it inside the root: the list left it out
-    std::vector<std::string> unconfirmed;  // the question failed: neither deleted nor known
+    std::vector<std::string> left_out;  // departments inside the scope that the list did not give
+    std::vector<Unconfirmed> unconfirmed;
+    std::optional<dingtalk::ApiFailure> fatal;  // no further call could succeed (quota, permission, ...)
 };
 
-ListCheck check_list_deletions(dingtalk::ContactsApi& api, const SyncState& s, std::int64_t root) {
-    std::map<std::string, std::int64_t> answered;  // department -> its parent, as department/get says
-    std::set<std::string> asked, gone;
-    for (const Change& c : s.plan.changes) {
-        if (c.kind != ChangeKind::delete_department) continue;
-        const std::string id(c.external_id.view());
-        std::int64_t dept = 0;
-        const auto [end, ec] = std::from_chars(id.data(), id.data() + id.size(), dept);
-        if (ec != std::errc() || end != id.data() + id.size() || dept <= 0) continue;  // not a DingTalk id
-        asked.insert(id);
-        api.department_get(
-            dept, [&answered, id](dingtalk::DeptDetail&& d) { answered[id] = d.parent_id; },
-            [&gone, id](const dingtalk::ApiFailure& f) {
-                if (f.kind == dingtalk::FailureKind::not_found) gone.insert(id);
+class RemovalCheck {
+public:
+    RemovalCheck(dingtalk::ContactsApi& api, const SyncState& s, const Mapping& mapping, std::int64_t root)
+        : api_(api), s_(s), mapping_(mapping), root_(root) {}
+
+    ListCheck run() {
+        std::vector<std::int64_t> departments;
+        std::vector<std::string> users;
+        for (const Change& c : s_.plan.changes) {
+            if (c.kind == ChangeKind::delete_department) {
+                if (auto id = dept_id(c.external_id.view())) departments.push_back(*id);
+            } else if (c.kind == ChangeKind::disable_user || c.kind == ChangeKind::delete_user) {
+                users.emplace_back(c.external_id.view());
+            }
+        }
+        for (auto id : departments) ask(id);
+        for (const auto& u : users) {
+            api_.user_get(
+                u, [this, u](dingtalk::UserDetail&& d) { user_depts_[u] = std::move(d.item.dept_id_list); },
+                [this, u](const dingtalk::ApiFailure& f) {
+                    if (f.kind == dingtalk::FailureKind::not_found)
+                        gone_users_.insert(u);  // the removal stands
+                    else
+                        failed_users_[u] = f;
+                });
+        }
+        ListCheck out;
+        out.fatal = api_.run([] {});
+        // Up the tree from what DingTalk answered, one level per round, until every chain ends in
+        // a department of this read, the root, an excluded department, or one that is gone.
+        for (int round = 0; round < 32; ++round) {
+            bool asked = false;
+            for (const auto& [id, parent] : std::map<std::int64_t, std::int64_t>(parents_))
+                asked |= ask_if_unknown(parent);
+            for (const auto& [u, depts] : user_depts_)
+                for (auto d : depts) asked |= ask_if_unknown(d);
+            if (!asked || out.fatal) break;
+            out.fatal = api_.run([] {});
+        }
+        if (out.fatal) return out;
+        std::set<std::int64_t> left_out;
+        for (auto id : departments) {
+            const Scope where = scope_of(id);
+            if (where == Scope::inside) left_out.insert(id);
+            if (where == Scope::unknown) out.unconfirmed.push_back(unconfirmed("department", std::to_string(id)));
+        }
+        for (const auto& u : users) {
+            if (auto f = failed_users_.find(u); f != failed_users_.end()) {
+                out.unconfirmed.push_back({"user", u, f->second.api,
+                                           "v2/user/get could not confirm that it is gone: " + f->second.message()});
+                continue;
+            }
+            if (gone_users_.count(u)) continue;
+            auto found = user_depts_.find(u);
+            if (found == user_depts_.end()) {  // no answer at all
+                out.unconfirmed.push_back({"user", u, "/topapi/v2/user/get", "v2/user/get gave no answer"});
+                continue;
+            }
+            // A department of this read whose pages did not list the user decides for itself (the
+            // pages are read department by department); one the list did not give is left out.
+            bool unknown = false, in_left_out = false;
+            for (auto d : found->second) {
+                if (s_.desired.snapshot.departments.count(std::to_string(d))) continue;
+                const Scope where = scope_of(d);
+                if (where == Scope::inside) {
+                    left_out.insert(d);
+                    in_left_out = true;
+                }
+                if (where == Scope::unknown) unknown = true;
+            }
+            if (unknown && !in_left_out) out.unconfirmed.push_back(unconfirmed("user", u));
+        }
+        for (auto id : left_out) out.left_out.push_back(std::to_string(id));
+        return out;
+    }
+
+private:
+    enum class Scope { inside, outside, unknown };
+
+    static std::optional<std::int64_t> dept_id(std::string_view text) {
+        std::int64_t id = 0;
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
+        if (ec != std::errc() || end != text.data() + text.size() || id <= 0) return std::nullopt;  // not a DingTalk id
+        return id;
+    }
+
+    void ask(std::int64_t id) {
+        if (!asked_.insert(id).second) return;
+        api_.department_get(
+            id, [this, id](dingtalk::DeptDetail&& d) { parents_[id] = d.parent_id; },
+            [this, id](const dingtalk::ApiFailure& f) {
+                if (f.kind == dingtalk::FailureKind::not_found)
+                    gone_depts_.insert(id);
+                else
+                    failed_depts_[id] = f;
             });
     }
-    (void)api.run([] {});  // a call that failed, fatally or not, leaves its department unconfirmed
-    // Inside the root when its parent was read this run, or is such a department itself (the list
-    // may leave out a whole branch). The whole org (root 1) holds every department there is.
-    std::function<bool(const std::string&, int)> inside = [&](const std::string& id, int depth) {
-        if (root == 1) return true;
-        const auto a = answered.find(id);
-        if (a == answered.end() || depth > 64) return false;
-        const std::string parent = std::to_string(a->second);
-        return s.desired.snapshot.departments.count(parent) > 0 || inside(parent, depth + 1);
-    };
-    ListCheck check;
-    for (const auto& id : asked) {
-        if (gone.count(id)) continue;
-        if (!answered.count(id)) {
-            check.unconfirmed.push_back(id);
-        } else if (inside(id, 0)) {
-            check.alive.push_back(id);
-        }  // else moved out of the root: gone from this sync's view, the deletion stands
+
+    // Asks about `id` when its place decides a chain and is not known yet.
+    bool ask_if_unknown(std::int64_t id) {
+        if (id <= 0 || asked_.count(id) || settled(id)) return false;
+        ask(id);
+        return true;
     }
-    return check;
-}
+
+    bool settled(std::int64_t id) const {
+        return id == root_ || (root_ != 1 && id == 1) || mapping_.exclude_departments().count(id) ||
+               s_.desired.snapshot.departments.count(std::to_string(id));
+    }
+
+    // Where DingTalk has department `id` now: inside the synced scope (below a department of
+    // this read, or the root when the mapping selects the whole tree), outside it (below an
+    // excluded department, above the root, or gone), or unknown (a question failed).
+    Scope scope_of(std::int64_t id) const {
+        for (int depth = 0; depth < 64; ++depth) {
+            if (mapping_.exclude_departments().count(id)) return Scope::outside;
+            if (id == root_) return mapping_.include_departments().empty() ? Scope::inside : Scope::outside;
+            if (s_.desired.snapshot.departments.count(std::to_string(id))) return Scope::inside;
+            if (root_ != 1 && id == 1) return Scope::outside;  // the top of the org, above the root
+            if (gone_depts_.count(id)) return Scope::outside;
+            const auto p = parents_.find(id);
+            if (p == parents_.end()) return Scope::unknown;  // its question failed, or was never answered
+            id = p->second;
+        }
+        return Scope::unknown;
+    }
+
+    Unconfirmed unconfirmed(const std::string& type, const std::string& id) const {
+        auto f = type == "department" ? failed_depts_.find(dept_id(id).value_or(0)) : failed_depts_.end();
+        if (f == failed_depts_.end()) f = failed_depts_.begin();  // a department further up failed
+        if (f == failed_depts_.end())
+            return {type, id, "/topapi/v2/department/get", "its place in DingTalk is unknown"};
+        return {type, id, f->second.api,
+                "department/get could not confirm that it is gone from the synced departments: " + f->second.message()};
+    }
+
+    dingtalk::ContactsApi& api_;
+    const SyncState& s_;
+    const Mapping& mapping_;
+    std::int64_t root_;
+    std::set<std::int64_t> asked_;
+    std::map<std::int64_t, std::int64_t> parents_;  // department -> its parent, as department/get says
+    std::map<std::int64_t, dingtalk::ApiFailure> failed_depts_;
+    std::set<std::int64_t> gone_depts_;
+    std::set<std::string> gone_users_;
+    std::map<std::string, std::vector<std::int64_t>> user_depts_;  // v2/user/get's dept_id_list
+    std::map<std::string, dingtalk::ApiFailure> failed_users_;
+};
 
 std::string joined(const std::vector<std::string>& ids) {
     std::string out;
@@ -175,13 +297,23 @@ std::string joined(const std::vector<std::string>& ids) {
     return out;
 }
 
+// The client's totals so far (fetch_org sets them too; calls after it must count as well).
+void update_call_counters(RunCounters& c, const dingtalk::ClientStats& stats) {
+    c.requests = static_cast<std::int64_t>(stats.requests);
+    c.retries = static_cast<std::int64_t>(stats.retries);
+    c.throttled = static_cast<std::int64_t>(stats.throttled);
+}
+
 // What the sync says once the plan is final.
 void note_plan(SyncState& s, RunReporter& reporter) {
     record_plan_notes(s, reporter);
     if (!s.read_complete)
         s.incomplete =
-            "the read was incomplete (" + std::to_string(s.failed_departments) +
-            " departments could not be fully read); no removals were computed" +
+            (s.unconfirmed > 0 && s.failed_departments == 0
+                 ? "DingTalk could not confirm " + std::to_string(s.unconfirmed) + " of the removals"
+                 : "the read was incomplete (" + std::to_string(s.failed_departments) +
+                       " departments could not be fully read)") +
+            "; no removals were computed" +
             (s.plan.suppressed_removals ? " (" + std::to_string(s.plan.suppressed_removals) + " held back)" : "");
 }
 
@@ -236,6 +368,7 @@ RunReporter::Outcome sync_stages(const AgentConfig& config, const Mapping& mappi
     // Fetch, build and plan; a second time, reading the tree with listsub, when the one-call
     // /department/list turns out to have left out a department that DingTalk still has.
     for (int read = 0;; ++read) {
+        const std::uint64_t before = client.stats().requests;
         auto fetched = fetch_org(api, mapping, settings, reporter);
         if (!fetched) return finish(RunStatus::failed, fetched.error());
         spdlog::info("run {}: fetched {} departments, {} users in {} requests", reporter.run_id(),
@@ -244,31 +377,55 @@ RunReporter::Outcome sync_stages(const AgentConfig& config, const Mapping& mappi
         if (auto r = build_stage(std::move(*fetched), mapping, config.root_department, s); !r)
             return finish(RunStatus::failed, r.error());
         if (auto r = plan_stage(mapping, target, s, reporter); !r) return finish(RunStatus::failed, r.error());
-        if (read > 0 || !s.tree_from_list || !s.read_complete || s.plan.counts.delete_department == 0) break;
-        const ListCheck check = check_list_deletions(api, s, config.root_department);
-        if (!check.alive.empty()) {
+        if (read > 0 || !s.tree_from_list || !s.read_complete || s.plan.counts.removals() == 0) break;
+        // Asking about each removal costs a call each; past what reading the org again costs,
+        // the second read (listsub per department, which needs no confirming) is the cheaper one.
+        ListCheck check;
+        const auto read_cost = client.stats().requests - before;
+        if (static_cast<std::uint64_t>(s.plan.counts.removals()) >= read_cost) {
+            spdlog::warn(
+                "run {}: {} removals rest on /department/list alone, more than the {} requests of reading the org; "
+                "reading the tree again with listsub per department instead of asking about each",
+                reporter.run_id(), s.plan.counts.removals(), read_cost);
+        } else {
+            check = RemovalCheck(api, s, mapping, config.root_department).run();
+            update_call_counters(reporter.counters(), client.stats());
+            if (check.fatal)
+                return finish(RunStatus::failed, "the removals could not be confirmed with DingTalk (" +
+                                                     dingtalk::explain_failure(*check.fatal, settings.via_proxy) +
+                                                     "); nothing was applied");
+        }
+        if (static_cast<std::uint64_t>(s.plan.counts.removals()) >= read_cost) {
+            settings.use_department_list = false;
+            RunCounters& c = reporter.counters();
+            c.departments_fetched = c.users_fetched = 0;
+            count_plan(SyncPlan{}, c);
+            continue;
+        }
+        if (!check.left_out.empty()) {
             spdlog::warn(
                 "run {}: /department/list left out department{} {} that DingTalk still has; reading the tree "
-                "again with listsub per department instead of deleting {}",
-                reporter.run_id(), check.alive.size() > 1 ? "s" : "", joined(check.alive),
-                check.alive.size() > 1 ? "them" : "it");
-            for (const auto& id : check.alive)
-                reporter.record(RunItem{"fetch", "department", id, "/department/list",
-                                        "left out of the recursive list, but department/get still answers it: "
-                                        "the tree was read again with listsub"});
+                "again with listsub per department instead of removing {}",
+                reporter.run_id(), check.left_out.size() > 1 ? "s" : "", joined(check.left_out),
+                check.left_out.size() > 1 ? "them and their members" : "it and its members");
+            for (const auto& id : check.left_out)
+                reporter.record(RunItem{"plan", "department", id, "/department/list",
+                                        "left out of the recursive list, but DingTalk still has it: the tree was "
+                                        "read again with listsub"});
             settings.use_department_list = false;
             RunCounters& c = reporter.counters();
             c.departments_fetched = c.users_fetched = 0;  // counted again by the second read
+            count_plan(SyncPlan{}, c);                    // nor is the first plan the run's
             continue;
         }
         if (!check.unconfirmed.empty()) {
             // Not known to be gone: kept, with everything else a removal would have touched.
-            for (const auto& id : check.unconfirmed)
-                reporter.item_failed(RunItem{"fetch", "department", id, "/topapi/v2/department/get",
-                                             "left out of /department/list, and department/get could not confirm "
-                                             "that it is gone"});
+            for (const auto& u : check.unconfirmed) {
+                spdlog::warn("run {}: {} {} was kept: {}", reporter.run_id(), u.type, u.id, u.reason);
+                reporter.item_failed(RunItem{"fetch", u.type, u.id, u.api, u.reason});
+            }
             s.read_complete = false;
-            s.failed_departments += check.unconfirmed.size();
+            s.unconfirmed = check.unconfirmed.size();
             make_run_plan(mapping, target, s, reporter);
         }
         break;

@@ -71,6 +71,8 @@ def tree(children, parents=None):
 
     def get(b):
         d = b["dept_id"]
+        if d != 1 and d not in parent_of:
+            return {"errcode": 60003, "errmsg": "部门不存在或已删除", "request_id": "no-dept"}
         r = {"dept_id": d, "name": f"d{d}", "order": d, "dept_manager_userid_list": []}
         if d != 1:
             r["parent_id"] = parent_of[d]
@@ -80,8 +82,14 @@ def tree(children, parents=None):
         d = b["dept_id"]
         return ok({"has_more": False, "list": [{"userid": f"u{d}", "name": f"user {d}", "dept_id_list": [d]}]})
 
+    def user_get(b):  # user u<d> is the one member of department d
+        d = int(b["userid"][1:]) if b["userid"][1:].isdigit() else 0
+        if d != 1 and d not in parent_of:
+            return {"errcode": 60121, "errmsg": "找不到该用户", "request_id": "no-user"}
+        return ok({"userid": b["userid"], "name": f"user {d}", "dept_id_list": [d]})
+
     return {"/topapi/v2/department/listsub": listsub, "/topapi/v2/department/get": get,
-            "/topapi/v2/user/list": users}
+            "/topapi/v2/user/list": users, "/topapi/v2/user/get": user_get}
 
 
 def legacy_list(children, omit=()):
@@ -251,9 +259,9 @@ state_dir: "{self.dir / 'state'}"
 
     def test_a_department_the_one_call_list_leaves_out_is_not_deleted(self):
         """The recursive /department/list is checked against listsub for the root's children only.
-        A deeper department it leaves out, which DingTalk still answers for, is re-read the
-        trusted way (listsub) instead of being deleted with its members disabled; one that is
-        really gone costs one department/get to confirm, and is deleted."""
+        A deeper department it leaves out, which DingTalk still has, is re-read the trusted way
+        (listsub) instead of being deleted, or its members disabled; what is really gone costs
+        one department/get or v2/user/get each to confirm, and is removed."""
         children = {1: [2, 3], 2: [4]}
         calls = []
 
@@ -283,16 +291,42 @@ state_dir: "{self.dir / 'state'}"
         self.assertEqual(run["counts"]["delete_department"], 0)
         self.assertEqual(run["counts"]["disable_user"], 0)
 
+        # A new department 5 (under 4) that the list leaves out: its member u5 is not in the
+        # target yet, but u4 moved there is (its department 4 becomes empty of u4 here by
+        # listing u5's department as 5 only). No department is deleted; the user would be
+        # disabled, so v2/user/get is asked, places u4 in 5, and the tree is read again.
+        calls.clear()
+        grown = {1: [2, 3], 2: [4], 4: [5]}
+        routes = {**tree(grown), **legacy_list(grown, omit={5})}
+        users = routes["/topapi/v2/user/list"]
+        user_get = routes["/topapi/v2/user/get"]
+        moved = {"u4": 5}  # u4 is now in department 5 only; department 4 lists nobody
+
+        def pages(b):
+            if b["dept_id"] == 4:
+                return ok({"has_more": False, "list": []})
+            if b["dept_id"] == 5:
+                return ok({"has_more": False, "list": [{"userid": "u4", "name": "user 4", "dept_id_list": [5]}]})
+            return users(b)
+        routes["/topapi/v2/user/list"] = pages
+        routes["/topapi/v2/user/get"] = lambda b: (ok({"userid": b["userid"], "name": "user 4", "dept_id_list": [5]})
+                                                   if b["userid"] in moved else user_get(b))
+        p = self.agent(counted(routes), "sync", "--force")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("/department/list left out department 5", p.stdout + p.stderr)
+        self.assertEqual(self.target(), (["1", "2", "3", "4", "5"], ["u1", "u2", "u3", "u4"]))
+        self.assertEqual(count("/topapi/v2/user/get"), 1, calls)
+        self.assertEqual(count("/topapi/v2/department/listsub", 5), 1, calls)
+
         # Really gone: every read agrees, and department/get answers 60003.
         calls.clear()
         gone = {1: [2, 3]}
-        routes = {**tree(gone), **legacy_list(gone)}
-        get = routes["/topapi/v2/department/get"]
-        routes["/topapi/v2/department/get"] = lambda b: (
-            {"errcode": 60003, "errmsg": "部门不存在或已删除", "request_id": "gone"} if b["dept_id"] == 4 else get(b))
+        routes = {**tree(gone), **legacy_list(gone)}  # department/get: 60003 for 4 and 5
         p = self.agent(counted(routes), "sync", "--force")
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertEqual(self.target(), (["1", "2", "3"], ["u1", "u2", "u3"]))
+        # u4 is gone too: v2/user/get answered 60121, once.
+        self.assertEqual(count("/topapi/v2/user/get"), 1, calls)
         # The list was trusted (one listsub, the root's); the deletion cost one department/get.
         self.assertEqual(count("/topapi/v2/department/listsub"), 1, calls)
         self.assertEqual(count("/topapi/v2/department/get", 4), 1, calls)
