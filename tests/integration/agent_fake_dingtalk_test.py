@@ -214,20 +214,10 @@ state_dir: "{self.dir / 'state'}"
     def test_answers_missing_what_the_sync_relies_on_remove_nothing(self):
         """An answer that looks successful but is about another department, has no `list`, or has
         no `has_more` is an incomplete read, not a department that is gone or empty."""
-        import sqlite3
         routes = tree({1: [2, 3], 2: [4]})
         p = self.agent(routes, "sync")
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
-
-        def target():
-            con = sqlite3.connect(str(self.dir / "state" / "org.db"))
-            try:
-                return (sorted(r[0] for r in con.execute("SELECT external_id FROM departments")),
-                        sorted(r[0] for r in con.execute("SELECT external_id FROM users WHERE active = 1")))
-            finally:
-                con.close()
-
-        before = target()
+        before = self.target()
         self.assertEqual(before, (["1", "2", "3", "4"], ["u1", "u2", "u3", "u4"]))
         get, users = routes["/topapi/v2/department/get"], routes["/topapi/v2/user/list"]
         broken = {
@@ -241,14 +231,14 @@ state_dir: "{self.dir / 'state'}"
         routes.update(broken)
         p = self.agent(routes, "sync")
         self.assertEqual(p.returncode, 3, p.stdout + p.stderr)
-        self.assertEqual(target(), before)
+        self.assertEqual(self.target(), before)
         run = self.history()[0]
         self.assertEqual(run["status"], "partial")
         self.assertEqual(run["counts"]["changes_applied"], 0)
         self.assertIn("not the department 4 asked for", p.stdout + p.stderr + json.dumps(self.history()))
 
-
     def target(self):
+        """(department ids, active user ids) in the SQLite target."""
         import sqlite3
         con = sqlite3.connect(str(self.dir / "state" / "org.db"))
         try:

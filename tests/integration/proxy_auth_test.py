@@ -80,6 +80,8 @@ class EchoServerAndHash:
 
     @classmethod
     def tearDownClass(cls):
+        if getattr(cls, "proxy", None):  # a class-wide proxy, when the class started one
+            cls.proxy.stop()
         cls.echo.stop()
         cls.work.cleanup()
 
@@ -362,11 +364,6 @@ tenants:
 """)
         cls.target = f"127.0.0.1:{cls.echo.port}"
 
-    @classmethod
-    def tearDownClass(cls):
-        cls.proxy.stop()
-        super().tearDownClass()
-
     def test_concurrent_guesses_from_one_source_get_max_failures_checks(self):
         guesses = [f"alice:wrong{i}" for i in range(14)] + [f"alice:{PASSWORD}"]  # the right one last
         sent = [send_attempt(self.proxy.port, self.target, g, "127.0.4.1") for g in guesses]
@@ -482,11 +479,6 @@ tenants:
     allow_internal_networks: ["127.0.0.0/8"]
 """, name="shares")
         cls.target = f"127.0.0.1:{cls.echo.port}"
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.proxy.stop()
-        super().tearDownClass()
 
     def test_a_flood_from_one_tenant_leaves_room_for_another_tenants_logins(self):
         statuses, waits = [], []
