@@ -153,7 +153,10 @@ public:
             if (c.kind == ChangeKind::delete_department) {
                 if (auto id = dept_id(c.external_id.view())) departments.push_back(*id);
             } else if (c.kind == ChangeKind::disable_user || c.kind == ChangeKind::delete_user) {
-                users.emplace_back(c.external_id.view());
+                // A user removed by an earlier sync (now deleted after delete_after, or releasing a
+                // value) was decided then; only users active in the target are asked about.
+                if (!s_.current.removed_users.count(std::string(c.external_id.view())))
+                    users.emplace_back(c.external_id.view());
             }
         }
         for (auto id : departments) ask(id);
@@ -232,7 +235,9 @@ private:
         api_.department_get(
             id, [this, id](dingtalk::DeptDetail&& d) { parents_[id] = d.parent_id; },
             [this, id](const dingtalk::ApiFailure& f) {
-                if (f.kind == dingtalk::FailureKind::not_found)
+                // 60003: deleted; 50004: outside the app's contact scope (dingtalk-api.md §2), so
+                // outside what any read of this app can sync.
+                if (f.kind == dingtalk::FailureKind::not_found || f.errcode == 50004)
                     gone_depts_.insert(id);
                 else
                     failed_depts_[id] = f;
@@ -309,12 +314,12 @@ void note_plan(SyncState& s, RunReporter& reporter) {
     record_plan_notes(s, reporter);
     if (!s.read_complete)
         s.incomplete =
-            (s.unconfirmed > 0 && s.failed_departments == 0
-                 ? "DingTalk could not confirm " + std::to_string(s.unconfirmed) + " of the removals"
-                 : "the read was incomplete (" + std::to_string(s.failed_departments) +
-                       " departments could not be fully read)") +
-            "; no removals were computed" +
+            "the read was incomplete (" + std::to_string(s.failed_departments) +
+            " departments could not be fully read); no removals were computed" +
             (s.plan.suppressed_removals ? " (" + std::to_string(s.plan.suppressed_removals) + " held back)" : "");
+    else if (s.unconfirmed > 0)
+        s.incomplete = "DingTalk could not confirm " + std::to_string(s.unconfirmed) +
+                       " of the removals; those were kept as the target has them";
 }
 
 void print_counts(std::ostream& out, const PlanCounts& c) {
@@ -381,11 +386,12 @@ RunReporter::Outcome sync_stages(const AgentConfig& config, const Mapping& mappi
         // Asking about each removal costs a call each; past what reading the org again costs,
         // the second read (listsub per department, which needs no confirming) is the cheaper one.
         ListCheck check;
-        const auto read_cost = client.stats().requests - before;
+        // A second read costs what the first did plus a listsub per department.
+        const auto read_cost = client.stats().requests - before + s.desired.snapshot.departments.size();
         if (static_cast<std::uint64_t>(s.plan.counts.removals()) >= read_cost) {
             spdlog::warn(
-                "run {}: {} removals rest on /department/list alone, more than the {} requests of reading the org; "
-                "reading the tree again with listsub per department instead of asking about each",
+                "run {}: {} removals rest on /department/list alone, more than the about {} requests of reading the "
+                "tree again with listsub per department; reading it again instead of asking about each",
                 reporter.run_id(), s.plan.counts.removals(), read_cost);
         } else {
             check = RemovalCheck(api, s, mapping, config.root_department).run();
@@ -419,12 +425,21 @@ RunReporter::Outcome sync_stages(const AgentConfig& config, const Mapping& mappi
             continue;
         }
         if (!check.unconfirmed.empty()) {
-            // Not known to be gone: kept, with everything else a removal would have touched.
+            // Not known to be gone: kept as the target has it (with the departments above it, so
+            // no kept department loses its parent); the removals that were confirmed go ahead.
             for (const auto& u : check.unconfirmed) {
                 spdlog::warn("run {}: {} {} was kept: {}", reporter.run_id(), u.type, u.id, u.reason);
                 reporter.item_failed(RunItem{"fetch", u.type, u.id, u.api, u.reason});
+                if (u.type == "user") {
+                    s.desired.frozen_users.insert(u.id);
+                    continue;
+                }
+                for (std::string id = u.id; !id.empty() && !s.desired.snapshot.departments.count(id);) {
+                    s.desired.frozen_departments.insert(id);
+                    const auto cur = s.current.departments.find(id);
+                    id = cur == s.current.departments.end() ? std::string() : cur->second.parent_external_id;
+                }
             }
-            s.read_complete = false;
             s.unconfirmed = check.unconfirmed.size();
             make_run_plan(mapping, target, s, reporter);
         }

@@ -323,5 +323,32 @@ state_dir: "{self.dir / 'state'}"
         self.assertEqual(count("/department/list"), 1, calls)
 
 
+    def test_a_removal_that_cannot_be_confirmed_holds_back_only_itself(self):
+        """u3 left (60121) while department 4, left out of the list, cannot be asked about (busy
+        every time): 4 and its member stay, u3 is disabled all the same, and the run is partial.
+        A department outside the app's contact scope (50004) counts as outside the sync."""
+        children = {1: [2, 3], 2: [4, 5]}
+        p = self.agent({**tree(children), **legacy_list(children)}, "sync")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        shrunk = {1: [2, 3], 2: [4]}
+        routes = {**tree(shrunk), **legacy_list(shrunk, omit={4})}
+        get, user_get = routes["/topapi/v2/department/get"], routes["/topapi/v2/user/get"]
+        routes["/topapi/v2/department/get"] = lambda b: (
+            {"errcode": -1, "errmsg": "系统繁忙", "request_id": "busy"} if b["dept_id"] == 4 else
+            {"errcode": 50004, "errmsg": "部门不在授权范围内", "request_id": "scope"} if b["dept_id"] == 5 else get(b))
+        routes["/topapi/v2/user/get"] = lambda b: (
+            {"errcode": -1, "errmsg": "系统繁忙", "request_id": "busy"} if b["userid"] == "u4" else
+            {"errcode": 60121, "errmsg": "找不到该用户", "request_id": "left"} if b["userid"] == "u3" else user_get(b))
+        users = routes["/topapi/v2/user/list"]
+        routes["/topapi/v2/user/list"] = lambda b: ok({"has_more": False, "list": []}) if b["dept_id"] == 3 else users(b)
+        p = self.agent(routes, "sync", "--force")
+        self.assertEqual(p.returncode, 3, p.stdout + p.stderr)
+        # 5 (outside the app's scope) and u5 went, u3 (gone) went; 4 and u4 (unknown) stayed.
+        self.assertEqual(self.target(), (["1", "2", "3", "4"], ["u1", "u2", "u4"]))
+        run = self.history()[0]
+        self.assertEqual(run["status"], "partial")
+        self.assertIn("could not confirm 2 of the removals", run["message"])
+
+
 if __name__ == "__main__":
     unittest.main()
