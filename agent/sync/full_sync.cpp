@@ -256,14 +256,15 @@ private:
                s_.desired.snapshot.departments.count(std::to_string(id));
     }
 
-    // Where DingTalk has department `id` now: inside the synced scope (below a department of
-    // this read, or the root when the mapping selects the whole tree), outside it (below an
-    // excluded department, above the root, or gone), or unknown (a question failed).
+    // Where DingTalk has department `id` now: inside the synced scope (below a department this
+    // read synced; the root is one unless include_departments leaves it out), outside it (below
+    // an excluded department, at or above an unsynced root, or gone), or unknown (a question
+    // failed).
     Scope scope_of(std::int64_t id) const {
         for (int depth = 0; depth < 64; ++depth) {
             if (mapping_.exclude_departments().count(id)) return Scope::outside;
-            if (id == root_) return mapping_.include_departments().empty() ? Scope::inside : Scope::outside;
             if (s_.desired.snapshot.departments.count(std::to_string(id))) return Scope::inside;
+            if (id == root_) return Scope::outside;  // the root not synced itself: above the included subtrees
             if (root_ != 1 && id == 1) return Scope::outside;  // the top of the org, above the root
             if (gone_depts_.count(id)) return Scope::outside;
             const auto p = parents_.find(id);
