@@ -219,14 +219,6 @@ AuthResult Policy::check(const IpAddress& source, const ConnectRequest& request,
         return result;
     }
     if (request.basic) {
-        // No tenant accepts this address, whoever the user is: refused before any password work,
-        // so a flood from outside every tenant's networks costs no scrypt (and the answer, which
-        // depends on the address alone, tells nothing about names or passwords).
-        if (source_tenant(source) == nullptr) {
-            result.user = request.basic->user;
-            result.outcome = AuthOutcome::source_not_allowed;
-            return result;
-        }
         const Tenant* tenant = nullptr;
         const TenantUser* user = nullptr;
         for (const auto& t : tenants_) {
@@ -244,7 +236,12 @@ AuthResult Policy::check(const IpAddress& source, const ConnectRequest& request,
             result.by_password = true;
             return by_tenant(tenant);
         }
-        result.outcome = AuthOutcome::verify_password;
+        // No tenant accepts this address, whoever the user is: refused before any password work,
+        // so a flood from outside every tenant's networks costs no scrypt (and the answer, which
+        // depends on the address alone, tells nothing about names or passwords). Cached logins
+        // above never get here: their tenant's own networks decide.
+        result.check_share = source_tenant(source);
+        result.outcome = result.check_share != nullptr ? AuthOutcome::verify_password : AuthOutcome::source_not_allowed;
         return result;
     }
     if (request.has_authorization) {

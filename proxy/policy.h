@@ -80,6 +80,8 @@ struct AuthResult {
     // verify_password: the configured user whose hash to check; nullptr = unknown user name
     // (a dummy check of the same cost runs, so timing doesn't reveal which names exist).
     const TenantUser* pending_user = nullptr;
+    // verify_password: whose share of the password checks this one uses (source_tenant).
+    const Tenant* check_share = nullptr;
     // ok by the user's Basic password (verified, or cached from a verification): the login that
     // makes its source known to the throttle (AuthThrottle::record_success).
     bool by_password = false;

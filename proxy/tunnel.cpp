@@ -261,8 +261,8 @@ void Tunnel::start_password_check(AuthResult pending, std::string password, std:
     auto evicted = [worker, tunnel = this, key]() { worker->post([tunnel, key] { tunnel->check_evicted(key); }); };
     // The tenant whose networks the client comes from, not the one its user name belongs to:
     // the bucket must not tell a flood which names exist.
-    const Tenant* by_source = config_->policy->source_tenant(source_ip_);
-    const std::string_view bucket = by_source != nullptr ? std::string_view(by_source->name) : std::string_view();
+    const std::string_view bucket =
+        pending.check_share != nullptr ? std::string_view(pending.check_share->name) : std::string_view();
     if (!shared.verifier || !shared.verifier->submit(bucket, std::move(job), std::move(evicted))) {
         (void)end_auth_attempt(&user_, pending);  // no verdict (verify_password): nothing to refuse
         deny(Denial::auth_busy, 503, kChecksBusy, 1);

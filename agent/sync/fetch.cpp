@@ -212,6 +212,12 @@ void fetch_managers(dingtalk::ContactsApi& api, FetchedOrg& fetched, RunReporter
 
 }  // namespace
 
+void update_call_counters(RunCounters& c, const dingtalk::ClientStats& stats) {
+    c.requests = static_cast<std::int64_t>(stats.requests);
+    c.retries = static_cast<std::int64_t>(stats.retries);
+    c.throttled = static_cast<std::int64_t>(stats.throttled);
+}
+
 Result<FetchedOrg> fetch_org(dingtalk::ContactsApi& api, const Mapping& mapping, const FetchSettings& settings,
                              RunReporter& reporter) {
     TreeWalk walk(api, mapping, settings, reporter);
@@ -219,9 +225,7 @@ Result<FetchedOrg> fetch_org(dingtalk::ContactsApi& api, const Mapping& mapping,
     RunCounters& c = reporter.counters();
     const auto& stats = api.client().stats();
     auto tick = [&] {
-        c.requests = static_cast<std::int64_t>(stats.requests);
-        c.retries = static_cast<std::int64_t>(stats.retries);
-        c.throttled = static_cast<std::int64_t>(stats.throttled);
+        update_call_counters(c, stats);
         reporter.progress("fetching: " + std::to_string(c.departments_fetched) + " departments, " +
                               std::to_string(c.users_fetched) + " users, " + std::to_string(c.requests) + " requests",
                           std::to_string(c.departments_fetched) + " departments, " + std::to_string(c.users_fetched) +

@@ -26,6 +26,10 @@ struct FetchSettings {
     bool use_department_list = true;
 };
 
+// The run's requests/retries/throttled from the client's totals so far: fetch_org keeps them
+// current while it reads; a stage that calls DingTalk after it (full_sync's removal check) too.
+void update_call_counters(RunCounters& c, const dingtalk::ClientStats& stats);
+
 Result<FetchedOrg> fetch_org(dingtalk::ContactsApi& api, const Mapping& mapping, const FetchSettings& settings,
                              RunReporter& reporter);
 

@@ -303,13 +303,6 @@ std::string joined(const std::vector<std::string>& ids) {
     return out;
 }
 
-// The client's totals so far (fetch_org sets them too; calls after it must count as well).
-void update_call_counters(RunCounters& c, const dingtalk::ClientStats& stats) {
-    c.requests = static_cast<std::int64_t>(stats.requests);
-    c.retries = static_cast<std::int64_t>(stats.retries);
-    c.throttled = static_cast<std::int64_t>(stats.throttled);
-}
-
 // What the sync says once the plan is final.
 void note_plan(SyncState& s, RunReporter& reporter) {
     record_plan_notes(s, reporter);
