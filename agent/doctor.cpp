@@ -1,6 +1,7 @@
 #include "agent/doctor.h"
 
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "agent/dingtalk/client.h"
@@ -104,9 +105,15 @@ bool check_dingtalk(const AgentConfig& config, std::ostream& out, const Mapping*
     std::vector<std::optional<ApiFailure>> results(std::size(probes));
     auto failed = [&results](std::size_t i) { return [&results, i](const ApiFailure& f) { results[i] = f; }; };
     auto ignore = [](auto&&) {};
+    std::string member;  // a direct member of the root, if it has one: v2/user/get is asked about them
     api.listsub(root, ignore, failed(0));
     api.department_get(root, ignore, failed(1));
-    api.user_page(root, 0, ignore, failed(2), /*size=*/1);
+    api.user_page(
+        root, 0,
+        [&member](dingtalk::UserPage&& page) {
+            if (!page.users.empty()) member = std::string(page.users.front().userid);
+        },
+        failed(2), /*size=*/1);
     if (auto f = api.run()) {
         report("contacts", *f);
         return false;
@@ -118,6 +125,22 @@ bool check_dingtalk(const AgentConfig& config, std::ostream& out, const Mapping*
         } else {
             out << probes[i] << ": ok\n";
         }
+    }
+    // v2/user/get serves user events, the removal check of a full sync and manager_source:
+    // dingtalk; it is asked about a user the list just gave, so a success proves the permission.
+    if (!member.empty()) {
+        std::optional<ApiFailure> user_failure;
+        api.user_get(member, ignore, [&user_failure](const ApiFailure& f) { user_failure = f; });
+        if (auto f = api.run()) user_failure = *f;
+        if (user_failure) {
+            ok = false;
+            report(dingtalk::api::kUserGet, *user_failure);
+        } else {
+            out << dingtalk::api::kUserGet << ": ok\n";
+        }
+    } else if (!results[2]) {
+        out << dingtalk::api::kUserGet << ": not checked (department " << root
+            << " has no direct member to ask about; user events and the removal check of a full sync call it)\n";
     }
     if (ok && mapping) {
         estimate_full_sync(api, root, *mapping, out);

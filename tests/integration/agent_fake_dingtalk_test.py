@@ -153,6 +153,31 @@ state_dir: "{self.dir / 'state'}"
         self.assertIn("qyapi_get_department_member", p.stdout)
         self.assertIn("perm-req", p.stdout)
 
+    def test_check_config_online_asks_user_get_about_a_listed_member(self):
+        # Events about users and a full sync's removal check call v2/user/get: a missing
+        # permission there must show before the first event, not at it.
+        routes = tree({1: [2]})
+        asked = []
+        routes["/topapi/v2/user/get"] = lambda b: asked.append(b["userid"]) or {
+            "errcode": 88, "sub_code": "60011", "request_id": "get-perm",
+            "errmsg": "ding talk error[subcode=60011,submsg=x {requiredScopes=[qyapi_get_member]}]"}
+        p = self.agent(routes, "check-config", "--online")
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("/topapi/v2/user/list: ok", p.stdout)
+        self.assertIn("/topapi/v2/user/get: FAIL: missing contact permission", p.stdout)
+        self.assertIn("qyapi_get_member", p.stdout)
+        self.assertEqual(set(asked), {"u1"})  # the member the list gave
+
+        p = self.agent(tree({1: [2]}), "check-config", "--online")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("/topapi/v2/user/get: ok", p.stdout)
+
+        empty = tree({1: [2]})
+        empty["/topapi/v2/user/list"] = lambda b: ok({"has_more": False, "list": []})
+        p = self.agent(empty, "check-config", "--online")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("/topapi/v2/user/get: not checked (department 1 has no direct member", p.stdout)
+
     def test_sync_stops_on_a_missing_permission(self):
         routes = tree({1: [2]})
         routes["/topapi/v2/user/list"] = lambda b: {

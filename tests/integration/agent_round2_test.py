@@ -325,14 +325,16 @@ class CallBudget(unittest.TestCase):
         self.assertLessEqual(int(m.group(1)), sim_calls)
         self.assertGreaterEqual(int(m.group(1)), sim_calls - 2)
         # check-config --online estimates the same from two calls (/department/list, user/count),
-        # after one probe per contact API: six metered calls in all, whatever the org's size.
+        # after one probe per contact API (user/get about the member user/list gave): seven
+        # metered calls in all, whatever the org's size.
         pages_max = n_depts + -(-len(dump["users"]) // 100)
         env.sim.admin("POST", "/_sim/stats/reset")
         est = env.agent("check-config", "--online", check=0).stdout
         self.assertIn(f"estimated DingTalk calls for a full sync: about {3 + n_depts + pages_max} ", est)
         self.assertEqual({k: v["calls"] for k, v in env.sim.stats()["apis"].items() if v["calls"]},
                          {"/gettoken": 1, "/topapi/v2/department/listsub": 1, "/topapi/v2/department/get": 1,
-                          "/topapi/v2/user/list": 1, "/department/list": 1, "/topapi/user/count": 1})
+                          "/topapi/v2/user/list": 1, "/topapi/v2/user/get": 1, "/department/list": 1,
+                          "/topapi/user/count": 1})
         self.assertLessEqual(sum(want.values()), 3 + n_depts + pages_max)
 
     def test_mapping_without_order_and_get_only_fields_skips_department_get(self):
