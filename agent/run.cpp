@@ -156,6 +156,9 @@ bool full_sync(SyncContext& c, const std::string& trigger) {
     o.trigger = trigger;
     SyncResult r = run_full_sync(c.config, c.mapping, c.target, c.history, o, c.out);
     c.processor.invalidate();
+    // 90020 in a full sync stops the month's calls as it does in an event batch: no reconcile
+    // (hourly otherwise) and no batch asks DingTalk again before the month turns.
+    if (r.quota_exhausted) c.processor.note_quota_exhausted();
     std::int64_t calls = 0;
     std::set<std::string> failed_users, failed_depts;
     // A department the sync could not read left its members as they were, and which users those

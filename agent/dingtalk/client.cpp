@@ -308,6 +308,7 @@ std::optional<ApiFailure> DingTalkClient::run(const std::function<void()>& tick)
         }
     }
     if (fatal_) {
+        if (fatal_->kind == FailureKind::quota) stats_.quota_exhausted = true;
         queues_.clear();
         delayed_.clear();
         // Let in-flight transfers finish so that the transport is clean; their results are ignored.

@@ -43,7 +43,8 @@ struct ClientStats {
     std::uint64_t retries = 0;
     std::uint64_t throttled = 0;
     std::uint64_t token_fetches = 0;
-    std::uint64_t rate_cuts = 0;  // times a throttle answer lowered an API's rate
+    std::uint64_t rate_cuts = 0;   // times a throttle answer lowered an API's rate
+    bool quota_exhausted = false;  // a run() ended on 90020: the month's quota is used up
     // Calls asked for per API path (one per call(), plus each token fetch; retries not counted).
     std::map<std::string, std::uint64_t> calls_by_api;
 };

@@ -188,10 +188,7 @@ private:
                     failed_users_.insert(userid);
             return true;
         }
-        if (fatal->kind == FailureKind::quota) {
-            p_.journal_.set("quota_exhausted_month", Journal::this_month());
-            p_.stats_.quota_exhausted = true;
-        }
+        if (fatal->kind == FailureKind::quota) p_.note_quota_exhausted();
         fail(RunStatus::failed, dingtalk::explain_failure(*fatal, !p_.config_.client.transport.proxy_url.empty()) +
                                     "; the events stay journaled and are applied later");
         return false;
@@ -401,6 +398,11 @@ EventProcessor::EventProcessor(const AgentConfig& config, const Mapping& mapping
       journal_(journal),
       stats_(stats),
       client_(config.client) {}
+
+void EventProcessor::note_quota_exhausted() {
+    journal_.set("quota_exhausted_month", Journal::this_month());
+    stats_.quota_exhausted = true;
+}
 
 BatchOutcome EventProcessor::process(const std::vector<JournalEvent>& rows) {
     BatchOutcome out;

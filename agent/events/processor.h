@@ -47,6 +47,9 @@ public:
         cache_.reset();
         outside_.clear();
     }
+    // DingTalk answered 90020 (here or in a full sync): no batch fetches again this month, and
+    // the dingbridge_agent_quota_exhausted gauge reads 1.
+    void note_quota_exhausted();
 
 private:
     friend class EventBatch;  // one batch's stages (processor.cpp)

@@ -358,9 +358,9 @@ std::string apply_summary(const SyncState& s, const RunCounters& counters, bool 
 
 // Everything after the run was recorded as started; returns how the run ended.
 RunReporter::Outcome sync_stages(const AgentConfig& config, const Mapping& mapping, Target& target,
-                                 const SyncOptions& options, std::ostream& out, RunReporter& reporter) {
+                                 const SyncOptions& options, std::ostream& out, RunReporter& reporter,
+                                 dingtalk::DingTalkClient& client) {
     auto finish = [&](RunStatus status, const std::string& message) { return reporter.finish(status, message); };
-    dingtalk::DingTalkClient client(config.client);
     dingtalk::ContactsApi api(client);
     FetchSettings settings{config.root_department, !config.client.transport.proxy_url.empty()};
     SyncState s;
@@ -475,9 +475,11 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
     }
     result.run_id = reporter.run_id();
     spdlog::info("run {}: full sync{} started", result.run_id, options.dry_run ? " (dry run)" : "");
-    auto outcome = sync_stages(config, mapping, target, options, out, reporter);
+    dingtalk::DingTalkClient client(config.client);
+    auto outcome = sync_stages(config, mapping, target, options, out, reporter, client);
     result.status = outcome.status;
     result.message = outcome.message;
+    result.quota_exhausted = client.stats().quota_exhausted;
     return result;
 }
 

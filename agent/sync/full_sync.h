@@ -27,6 +27,7 @@ struct SyncResult {
     std::int64_t run_id = 0;
     RunStatus status = RunStatus::failed;
     std::string message;
+    bool quota_exhausted = false;  // DingTalk answered 90020: no call can succeed until next month
     int exit_code() const { return run_status_exit_code(status); }
 };
 

@@ -524,6 +524,27 @@ class Quota(unittest.TestCase):
         self.assertEqual(ev["pending"], 0, "events must still be ACKed (journaled) during the quota stop")
         self.assertNotIn("q-1", target_org(env.target_db())["users"])
 
+    def test_quota_in_a_scheduled_reconcile_stops_the_month(self):
+        # 90020 in a full sync of `run` stops the month as it does in an event batch: before,
+        # the next reconcile came an hour later (here: at once) and asked again, all month.
+        env = RunEnv(extra_events="  reconcile_interval: 2s\n")
+        self.addCleanup(env.stop)
+        env.start_and_sync()
+        for path in ("/topapi/*", "/department/list"):
+            env.sim.admin("POST", "/_sim/faults", {"path": path, "kind": "quota"})
+        env.wait(lambda: any(r["kind"] == "full" and r["status"] == "failed" and "quota" in r["message"]
+                             for r in env.history()), "the reconcile's 90020 answer")
+        fired = env.sim.stats()["faults_fired"]
+        env.wait(lambda: "dingbridge_agent_quota_exhausted 1" in env.metrics().splitlines(), "the quota gauge")
+        time.sleep(7)  # past several reconcile intervals and the batch retry delay
+        self.assertEqual(env.sim.stats()["faults_fired"], fired, "the agent called DingTalk again after 90020")
+        failed_full = [r for r in env.history() if r["kind"] == "full" and r["status"] == "failed"]
+        self.assertEqual(len(failed_full), 1, failed_full)
+        # Events are still journaled (and ACKed) meanwhile, for next month.
+        env.sim.admin("POST", "/_sim/user/create", {"userid": "q-3", "name": "Q3", "dept_id_list": [1]})
+        env.wait(lambda: any(s == "pending" for k, t, s in env.journal()), "the event journaled")
+        self.assertEqual(env.sim.stats()["faults_fired"], fired)
+
 
 # ---- HTTP push mode ----
 
