@@ -180,6 +180,7 @@ private:
             fatal = api_.run();
         }
         if (!fatal) {
+            hold_unplaced_departments();
             // A user in a department that could not be read is left as the target has it (its
             // rows are tried again): planned without that place, it could lose its only one.
             for (const auto& [userid, m] : fetched_.users)
@@ -192,6 +193,35 @@ private:
         fail(RunStatus::failed, dingtalk::explain_failure(*fatal, !p_.config_.client.transport.proxy_url.empty()) +
                                     "; the events stay journaled and are applied later");
         return false;
+    }
+
+    // A department read in this batch whose parent could not be read (or placed within the
+    // rounds) cannot be placed: planned under a parent it does not have, it would leave with its
+    // subtree and its members would lose their place. It stays as the target has it, counts as a
+    // failed read (so its rows are tried again), and so do departments read under it.
+    void hold_unplaced_departments() {
+        const auto root = p_.config_.root_department;
+        const auto& includes = p_.mapping_.include_departments();
+        for (bool held = true; held;) {
+            held = false;
+            const auto unknown = unknown_departments(*p_.cache_, fetched_, p_.mapping_, root, p_.outside_);
+            const std::set<std::int64_t> unplaced(unknown.begin(), unknown.end());
+            for (auto it = fetched_.departments.begin(); it != fetched_.departments.end();) {
+                const auto& [id, detail] = *it;
+                const bool top = id == root || std::count(includes.begin(), includes.end(), id) > 0;
+                const std::int64_t parent = detail ? detail->parent_id : 0;
+                if (!detail || top || (!failed_depts_.count(parent) && !unplaced.count(parent))) {
+                    ++it;
+                    continue;
+                }
+                reporter_.item_failed(RunItem{"fetch", "department", std::to_string(id), dingtalk::api::kDepartmentGet,
+                                              "its parent department " + std::to_string(parent) +
+                                                  " could not be read; kept as it is and tried again"});
+                failed_depts_.insert(id);
+                it = fetched_.departments.erase(it);
+                held = true;
+            }
+        }
     }
 
     // Departments read in this batch that the synced tree does not hold (excluded subtree, under

@@ -281,6 +281,40 @@ class Batches(unittest.TestCase):
         self.assertEqual(apis["/topapi/v2/department/get"]["calls"], 2, apis)
         self.assertEqual(apis["/topapi/v2/user/get"]["calls"], 100, apis)
 
+    def test_a_department_whose_new_parent_cannot_be_read_is_kept_with_its_members(self):
+        # Before: the department was planned under a parent the batch did not have, so it was
+        # deleted with its members disabled, and its row marked done: wrong until the next
+        # reconcile. Now it is kept as it was, and its row is tried again.
+        env = RunEnv()
+        self.addCleanup(env.stop)
+        env.start_and_sync()
+        org = env.sim.org()
+        parents = {d.get("parent_id") for d in org["departments"]}
+        count = lambda d: sum(1 for u in org["users"] if u["dept_id_list"] == [d["dept_id"]])
+        dept = max((d for d in org["departments"] if d["dept_id"] != 1 and d["dept_id"] not in parents), key=count)
+        before = target_org(env.target_db(), include_removed=True)["users"]
+        only_there = [u["userid"] for u in org["users"]
+                      if u["dept_id_list"] == [dept["dept_id"]] and before[u["userid"]]["active"]]
+        self.assertTrue(only_there)
+        env.sim.admin("POST", "/_sim/stream/events", {"drop": 1})  # DingTalk loses the new parent's event
+        parent = env.sim.admin("POST", "/_sim/dept/create", {"name": "New parent", "parent_id": 1})["dept_id"]
+        # The moved department's own read works; the new parent's (asked next) keeps failing.
+        env.sim.admin("POST", "/_sim/faults", [
+            {"path": "/topapi/v2/department/get", "kind": "slow", "delay_ms": 1, "count": 1},
+            {"path": "/topapi/v2/department/get", "kind": "busy"}])
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": dept["dept_id"], "parent_id": parent})
+        env.wait(lambda: [r for r in env.history() if r["kind"] == "event" and r["status"] != "running"],
+                 "the batch")
+        run = [r for r in env.history() if r["kind"] == "event"][-1]
+        self.assertEqual(run["status"], "partial", run)
+        t = target_org(env.target_db(), include_removed=True)
+        self.assertIn(str(dept["dept_id"]), t["departments"])
+        self.assertEqual([u for u in only_there if not t["users"][u]["active"]], [])
+        self.assertIn("pending", {s for _, _, s in env.journal()})
+        env.sim.admin("DELETE", "/_sim/faults")
+        env.wait_converged("the retried row")
+        self.assertEqual({s for _, _, s in env.journal()}, {"done"})
+
 
 class Conflicts(unittest.TestCase):
     """A user a unique-value conflict kept from its DingTalk values (the field left empty, or the
