@@ -245,6 +245,7 @@ private:
         po.delete_removed_users = mapping.removed_user_action() == RemovedUserAction::del;
         po.conflict_policy = mapping.conflict_policy();
         po.managers_first = p_.target_.wants_managers_first();
+        po.fill_required = [this](OrgUser& u) { p_.target_.fill_required(u); };
         for (const auto& u : failed_users_) po.frozen_users.insert(u);
         for (auto d : failed_depts_) po.frozen_departments.insert(std::to_string(d));
         p_.target_.normalize(patched.desired);  // what the target can hold, as the full sync compares it

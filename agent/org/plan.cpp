@@ -355,7 +355,12 @@ private:
                 copy = plan_.staged.back().get();
             }
             clear_unique_value(*copy, i);
-            conflicts_.push_back({"user", id, why + "; " + kUniqueFieldNames[i] + " left empty"});
+            if (options_.fill_required) options_.fill_required(*copy);
+            const SmallString& now = *unique_values(*copy)[i];
+            conflicts_.push_back({"user", id,
+                                  why + "; " + kUniqueFieldNames[i] +
+                                      (now.empty() ? std::string(" left empty")
+                                                   : " written as the user's DingTalk id, '" + now.str() + "'")});
         }
         if (!reason.empty()) {
             if (exists(id)) {
@@ -391,6 +396,7 @@ private:
         OrgUser* s = plan_.staged.back().get();
         for (int i = 0; i < 3; ++i)
             if (rel[i]) clear_unique_value(*s, i);
+        if (options_.fill_required) options_.fill_required(*s);
         if (removed) {
             s->departments.clear();
             s->active = false;

@@ -17,6 +17,7 @@
 // A disabled user keeps no department memberships. No I/O; unit-tested directly.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -75,6 +76,12 @@ struct PlanOptions {
     // that name a manager by an id the target assigns (SCIM): a report created first would need
     // a second write to link its manager.
     bool managers_first = false;
+    // A target that cannot hold some field empty (an LDAP entry's RDN, cn and sn; SCIM's
+    // userName) writes its own value instead (the DingTalk userid): given a user whose unique
+    // value the plan cleared (a conflict, or a value handed over to another user first), it puts
+    // that value in, so the plan writes what the target will hold and the next run's read
+    // compares equal. Target::fill_required.
+    std::function<void(OrgUser&)> fill_required;
 };
 
 // The change kinds counted per plan and per run, in history column order (one list: the plan's

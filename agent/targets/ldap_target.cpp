@@ -459,14 +459,7 @@ void LdapTarget::normalize(OrgSnapshot& desired) {
         OrgUser n;
         n.external_id = u.external_id;
         for (const auto& f : mapped) user_field(n, f).set(user_value(u, f));
-        // Attributes the schema requires (cn, sn) and the RDN need a value: the DingTalk id.
-        for (const auto& a : s_.user_attributes) {
-            std::string la = ascii_lower(a.attribute);
-            if (la == "cn" || la == "sn" || a.attribute == s_.user_rdn_attribute) {
-                FieldRef f = user_field(n, a.field);
-                if (f.get().empty()) f.set(id);
-            }
-        }
+        fill_required(n);
         if (!s_.manager_attribute.empty() && desired.users.count(u.manager)) n.manager = u.manager;
         if (s_.groups()) {
             // The leader flag as read() gives it back: the user is among the department's leaders.
@@ -483,6 +476,17 @@ void LdapTarget::normalize(OrgSnapshot& desired) {
         for (const auto& a : s_.user_attributes)
             if (a.attribute == s_.user_rdn_attribute) rdn = user_value(u, a.field);
         desired_dn_[id] = canonical_dn(s_.user_rdn_attribute + "=" + ldap_escape_rdn_value(rdn) + "," + s_.users_dn);
+    }
+}
+
+void LdapTarget::fill_required(OrgUser& u) const {
+    // Attributes the schema requires (cn, sn) and the RDN need a value: the DingTalk id.
+    for (const auto& a : s_.user_attributes) {
+        std::string la = ascii_lower(a.attribute);
+        if (la == "cn" || la == "sn" || a.attribute == s_.user_rdn_attribute) {
+            FieldRef f = user_field(u, a.field);
+            if (f.get().empty()) f.set(u.external_id.str());
+        }
     }
 }
 
@@ -1031,20 +1035,17 @@ Status LdapTarget::put_memberships(User& cur, const OrgUser& u) {
 }
 
 Status LdapTarget::put_user(const OrgUser& u) {
-    std::string want = user_dn_for(u.external_id);
+    // The DN follows the user as written: normalize() computed it from the desired org, but the
+    // plan may write another value (a username cleared by a conflict, or handed over to another
+    // user first, filled with the userid by fill_required); references to the user follow it.
     auto known = users_.find(u.external_id);
-    if (known != users_.end() && desired_dn_.count(u.external_id) == 0) want.clear();
-    if (want.empty()) {
-        std::string rdn;
-        for (const auto& a : s_.user_attributes)
-            if (a.attribute == s_.user_rdn_attribute) rdn = user_value(u, a.field);
-        want = canonical_dn(s_.user_rdn_attribute + "=" + ldap_escape_rdn_value(rdn) + "," + s_.users_dn);
-    }
     std::string rdn_value_text;
     for (const auto& a : s_.user_attributes)
         if (a.attribute == s_.user_rdn_attribute) rdn_value_text = user_value(u, a.field);
     if (rdn_value_text.empty()) return fail("the user has no value for the RDN attribute " + s_.user_rdn_attribute);
     const std::string rdn = s_.user_rdn_attribute + "=" + ldap_escape_rdn_value(rdn_value_text);
+    const std::string want = canonical_dn(rdn + "," + s_.users_dn);
+    if (auto d = desired_dn_.find(u.external_id); d != desired_dn_.end()) d->second = want;
     std::string manager = u.manager.empty() ? std::string() : user_dn_for(u.manager);
 
     Mods attrs;  // every mapped attribute, replaced (an empty list removes it)

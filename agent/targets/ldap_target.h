@@ -49,6 +49,7 @@ public:
     ~LdapTarget() override;
 
     void normalize(OrgSnapshot& desired) override;
+    void fill_required(OrgUser& user) const override;
     Result<OrgSnapshot> read() override;
     Status begin() override;
     Status apply(const Change& change) override;

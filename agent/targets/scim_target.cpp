@@ -83,6 +83,10 @@ ScimTarget::ScimTarget(ScimSettings settings, ConflictPolicy conflict_policy)
 
 // ---- desired org: keep only what SCIM holds ----
 
+void ScimTarget::fill_required(OrgUser& u) const {
+    if (u.username.empty()) u.username = u.external_id;  // userName is required (RFC 7643 §4.1.1)
+}
+
 void ScimTarget::normalize(OrgSnapshot& desired) {
     for (auto& [id, d] : desired.departments) {
         OrgDepartment n;
@@ -98,7 +102,8 @@ void ScimTarget::normalize(OrgSnapshot& desired) {
     for (auto& [id, u] : desired.users) {
         OrgUser n;
         n.external_id = u.external_id;
-        n.username = u.username.empty() ? std::string_view(id) : u.username.view();
+        n.username = u.username;
+        fill_required(n);
         n.display_name = u.display_name;
         n.email = u.email;
         n.phone = u.phone;

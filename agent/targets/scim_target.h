@@ -41,6 +41,7 @@ public:
     ScimTarget(ScimSettings settings, ConflictPolicy conflict_policy);
 
     void normalize(OrgSnapshot& desired) override;
+    void fill_required(OrgUser& user) const override;
     bool wants_managers_first() const override { return true; }  // a manager's id is the server's
     Result<OrgSnapshot> read() override;
     Status begin() override;

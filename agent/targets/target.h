@@ -25,6 +25,11 @@ public:
     // department order), so that the diff against read() plans nothing when nothing changed.
     // Called once per run with the full desired org, before the plan is made.
     virtual void normalize(OrgSnapshot& desired) { (void)desired; }
+    // Puts in the value the target writes for a field it cannot hold empty (the DingTalk userid
+    // for an LDAP entry's RDN, cn and sn, or SCIM's userName), as normalize() does for the
+    // desired org; the plan calls it on users whose unique value it cleared
+    // (PlanOptions::fill_required).
+    virtual void fill_required(OrgUser& user) const { (void)user; }
     // True when the target names a user's manager by an id it assigns itself (SCIM), so that a
     // user created before its manager costs a second write: a sync (full, or of a batch of
     // events) then creates new managers before their new reports (PlanOptions::managers_first).

@@ -368,6 +368,34 @@ class Faults(unittest.TestCase):
         env.agent("sync", check=0)
         self.assertEqual(diff_directory(expected_directory(env.sim.org()), actual_directory(env.slapd)), [])
 
+    def test_two_dingtalk_users_with_one_username_the_second_gets_its_userid_as_uid(self):
+        # Before: the user whose username clear_field emptied was never created ("the user has
+        # no value for the RDN attribute uid"), on every run.
+        env = LdapEnv("users=20,departments=3,depth=1,seed=8")
+        self.addCleanup(env.stop)
+        a, b = sorted(u["userid"] for u in env.sim.org()["users"])[:2]
+        for userid, domain in ((a, "a"), (b, "b")):
+            env.sim.admin("POST", "/_sim/user/update", {"userid": userid, "email": f"bob@{domain}.example.com",
+                                                        "org_email": ""})
+        p = env.agent("sync", check=0)
+        uids = {}
+        for userid in (a, b):
+            found = env.slapd.search(PEOPLE, f"(employeeNumber={userid})", ["uid"])
+            self.assertEqual(len(found), 1, p.stdout)
+            uids[userid] = found[0][1]["uid"]
+        self.assertEqual(sorted(uids.values()), sorted([["bob"], [a if uids[b] == ["bob"] else b]]), uids)
+        assert_next_sync_plans_nothing(self, env)
+        # Two users swap usernames: one gives its name up first (written with its userid for
+        # that step, as a username cannot be empty in a DN), then both take their new ones.
+        for step in ((("carol", a), ("bob", b)), (("bob", a), ("carol", b))):
+            for name, userid in step:
+                env.sim.admin("POST", "/_sim/user/update", {"userid": userid, "email": f"{name}@x.example.com"})
+            p = env.agent("sync", check=0)
+            for name, userid in step:
+                found = env.slapd.search(PEOPLE, f"(employeeNumber={userid})", ["uid"])
+                self.assertEqual([f[1]["uid"] for f in found], [[name]], p.stdout)
+            assert_next_sync_plans_nothing(self, env)
+
     def test_an_entry_someone_else_owns_at_the_users_dn_is_reported_not_overwritten(self):
         env = LdapEnv("users=20,departments=3,depth=1,seed=8")
         self.addCleanup(env.stop)

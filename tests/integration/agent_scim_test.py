@@ -245,6 +245,22 @@ class Conflicts(ScimCase):
         self.assertEqual(users[victim]["userName"], victim)
         self.assertEqual(len(users), len(exp["users"]))
 
+    def test_two_dingtalk_users_with_one_username_the_second_gets_its_userid(self):
+        # Before: the user whose username clear_field emptied was written with "userName": ""
+        # (RFC 7643 requires one; stricter servers refuse it on every run).
+        env = self.make_env("users=30,departments=5,depth=2,seed=8")
+        a, b = sorted(u["userid"] for u in env.sim.org()["users"])[:2]
+        for userid, domain in ((a, "a"), (b, "b")):
+            env.sim.admin("POST", "/_sim/user/update", {"userid": userid, "email": f"bob@{domain}.example.com",
+                                                        "org_email": ""})
+        env.agent("sync", check=0)
+        names = {u: scim_state(env.scim)[1][u]["userName"] for u in (a, b)}
+        self.assertEqual(sorted(names.values()), sorted(["bob", a if names[b] == "bob" else b]), names)
+        notes = [i for i in env.run_detail(env.history()[0]["id"])["items"] if i["operation"] == "conflict"]
+        self.assertEqual(len(notes), 1, notes)
+        self.assertIn("written as the user's DingTalk id", notes[0]["error"])
+        assert_noop_resync(self, env)
+
     def test_skip_user_leaves_the_user_out_until_the_name_is_free(self):
         mapping = mapping_with("  conflict_policy: skip_user\n").replace("  conflict_policy: clear_field\n", "")
         env = self.make_env("users=30,departments=5,depth=2,seed=8", mapping_text=mapping)
