@@ -74,6 +74,13 @@ std::string rdn_value(const std::string& dn) {
     return v;
 }
 
+// An entry at `have` must be renamed to be at `want`: another DN (compared ignoring ASCII case,
+// as the directory's DN matching does for these attributes), or the same DN with its own name in
+// another case ("Sales" renamed "SALES"), which a rename carries out and the read gives back.
+bool needs_rename(const std::string& have, const std::string& want) {
+    return ascii_lower(have) != ascii_lower(want) || rdn_value(have) != rdn_value(want);
+}
+
 // LDAPMod arrays built from strings this object owns.
 class Mods {
 public:
@@ -795,7 +802,7 @@ Status LdapTarget::add_department_entry(const OrgDepartment& d, Dept& cur, const
 // Renames or moves the department's organizationalUnit to `want`, then rewrites its description.
 Status LdapTarget::update_department_entry(Dept& cur, const std::string& rdn, const std::string& parent_dn,
                                            const std::string& want, const std::vector<std::string>& desc) {
-    if (ascii_lower(cur.dn) != ascii_lower(want)) {
+    if (needs_rename(cur.dn, want)) {
         bool move = ascii_lower(parent_of(cur.dn)) != ascii_lower(parent_dn);
         int rc =
             ldap_rename_s(ld_, cur.dn.c_str(), rdn.c_str(), move ? parent_dn.c_str() : nullptr, 1, nullptr, nullptr);
@@ -858,7 +865,7 @@ Status LdapTarget::put_department_group(const OrgDepartment& d, Dept& cur) {
                                    cur.owners = values_of(ld_, e, "owner");
                                });
         }
-    } else if (ascii_lower(cur.group_dn) != ascii_lower(want_group)) {
+    } else if (needs_rename(cur.group_dn, want_group)) {
         int rc = ldap_rename_s(ld_, cur.group_dn.c_str(), group_rdn.c_str(),
                                ascii_lower(parent_of(cur.group_dn)) != ascii_lower(cur.dn) ? cur.dn.c_str() : nullptr,
                                1, nullptr, nullptr);
@@ -1080,7 +1087,7 @@ Status LdapTarget::put_user(const OrgUser& u) {
         }
         known = users_.emplace(u.external_id, User{want, false, {}, manager}).first;
         user_by_dn_[ascii_lower(want)] = u.external_id;
-    } else if (ascii_lower(known->second.dn) != ascii_lower(want)) {
+    } else if (needs_rename(known->second.dn, want)) {
         User& cur = known->second;
         bool move = ascii_lower(parent_of(cur.dn)) != ascii_lower(s_.users_dn);
         int rc =

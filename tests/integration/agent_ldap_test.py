@@ -299,6 +299,21 @@ class Mutations(unittest.TestCase):
         self.assertEqual([norm_dn(m) for m in g[0][1]["member"]], [norm_dn(g[0][0])])
         assert_converged(self, env)
 
+    def test_a_rename_that_changes_only_the_case_is_carried_out(self):
+        # Before: DNs were compared ignoring case, so "Sales team" -> "SALES TEAM" was reported as
+        # applied on every run while the directory kept the old name.
+        env = LdapEnv("users=20,departments=3,depth=1,seed=2")
+        self.addCleanup(env.stop)
+        dept = env.sim.admin("POST", "/_sim/dept/create", {"name": "Sales team", "parent_id": 1})["dept_id"]
+        env.sim.admin("POST", "/_sim/user/create", {"userid": "case-1", "name": "C", "dept_id_list": [dept]})
+        env.agent("sync", check=0)
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": dept, "name": "SALES TEAM"})
+        env.agent("sync", check=0)
+        self.assertEqual(counts(env)["update_department"], 1)
+        found = env.slapd.search(DEPTS, f"(businessCategory={dept})", ["ou", "cn"])
+        self.assertEqual(sorted(dn.split(",")[0] for dn, _ in found), ["cn=SALES TEAM", "ou=SALES TEAM"], found)
+        assert_converged(self, env)
+
 
 class Faults(unittest.TestCase):
     def test_slapd_stopped_mid_run_ends_partial_and_the_rerun_converges(self):
