@@ -348,7 +348,10 @@ std::string ScimTarget::find_by_external_id(const std::string& endpoint, const s
     dom::parser p;
     dom::element doc;
     dom::array list;
-    if (p.parse(r.body).get(doc) || doc["Resources"].get(list)) return {};
+    if (p.parse(r.body).get(doc) || doc["Resources"].get(list)) {
+        error = "SCIM GET " + endpoint + " by externalId " + external_id + ": the answer is not a list response";
+        return {};
+    }
     for (dom::element e : list)
         if (str(e, "externalId") == external_id) return str(e, "id");
     return {};
@@ -509,7 +512,16 @@ std::optional<std::string> ScimTarget::create_user(const OrgUser& u, const std::
     std::string found, lookup_error;
     auto lookup = [&] { return !(found = find_by_external_id("/Users", u.external_id, lookup_error)).empty(); };
     auto r = client_.send({"POST", "/Users", user_json(w)}, lookup);
-    if (found.empty() && r.status == 409) lookup();  // ours already (an earlier run's lost answer)?
+    if (found.empty() && r.status == 409) {  // ours already (an earlier attempt's lost answer)?
+        lookup_error.clear();
+        // Unanswered, the 409 cannot be told from another user's: taken as a conflict, the user
+        // would be written again under another userName, beside its own resource.
+        if (!lookup() && !lookup_error.empty())
+            return "SCIM POST /Users (user " + u.external_id +
+                   ") answered 409, and whether the resource holding its userName is this user's own (an "
+                   "earlier attempt's lost answer) could not be checked: " +
+                   lookup_error;
+    }
     if (!found.empty()) {
         adopt_user(u.external_id, found);
         return update_user(users_[u.external_id], u, username, conflict);

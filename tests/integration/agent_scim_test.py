@@ -322,6 +322,31 @@ class Faults(ScimCase):
             self.assertEqual(len(ext), len(set(ext)), endpoint)
         assert_noop_resync(self, env)
 
+    def test_a_409_whose_owner_cannot_be_looked_up_is_no_conflict_and_makes_no_duplicate(self):
+        # A create answered after the agent's timeout, retried: 409, the server's own copy. Here
+        # the lookup by externalId fails too (scimmy answers 400 to a filter with an escaped
+        # quote). Before: the 409 was taken for another user's, and the user written again under
+        # its userid as userName, beside its own resource.
+        env = self.make_env("users=5,departments=1,depth=1,seed=2", scim_extra="    timeout: 1s\n")
+        env.config.write_text(env.config.read_text().replace("backoff_base: 50ms", "backoff_base: 2s"))
+        env.agent("sync", check=0)
+        userid = 'late"quote'
+        env.sim.admin("POST", "/_sim/user/create", {"userid": userid, "name": "Late", "dept_id_list": [1],
+                                                    "email": "late.quote@example.com"})
+        # Created on the server after the agent gave up waiting (1 s), before its retry (+2 s).
+        env.scim.faults("slow", 1, methods=["POST"], delay_ms=1800)
+        p = env.agent("sync", check=None)
+        mine = lambda: [u for u in env.scim.all("/Users") if u.get("externalId") == userid]
+        self.assertEqual(len(mine()), 1, p.stdout)
+        run = env.history()[0]
+        self.assertEqual(run["status"], "partial", p.stdout)
+        errors = [i["error"] for i in env.run_detail(run["id"])["items"] if i["external_id"] == userid]
+        self.assertEqual(len(errors), 1, errors)
+        self.assertIn("could not be checked", errors[0])
+        env.agent("sync", check=0)  # the read finds it by externalId: written in place
+        self.assertEqual([u["userName"] for u in mine()], ["late.quote"])
+        self.assertEqual(diff(env), [])
+
     def test_server_restart_keeps_its_store_and_the_resync_writes_nothing(self):
         env = self.make_env("users=20,departments=4,depth=2,seed=6")
         env.agent("sync", check=0)
