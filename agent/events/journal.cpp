@@ -8,6 +8,7 @@
 #include <ctime>
 #include <stdexcept>
 
+#include "agent/sync/history.h"
 #include "agent/targets/sqlite_target.h"
 #include "agent/targets/sqlite_util.h"
 
@@ -26,11 +27,13 @@ CREATE TABLE IF NOT EXISTS event_journal (
   run_id INTEGER, done_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS event_journal_pending ON event_journal(status, id);
-CREATE TABLE IF NOT EXISTS api_calls (
-  month TEXT NOT NULL, kind TEXT NOT NULL, calls INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(month, kind)
-);
 CREATE TABLE IF NOT EXISTS agent_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 )SQL";
+
+const std::string& schema() {
+    static const std::string all = std::string(kSchema) + kApiCallsSchema;
+    return all;
+}
 
 }  // namespace
 
@@ -45,7 +48,7 @@ Journal::Journal(const std::string& path) {
                                             "the event journal",
                                             5000,
                                             {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL"},
-                                            kSchema});
+                                            schema().c_str()});
 }
 
 Journal::~Journal() {

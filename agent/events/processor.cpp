@@ -152,11 +152,23 @@ private:
             [this, u](const ApiFailure& f) { fetch_failed(f, "user", u, fetched_.users, failed_users_); });
     }
 
+    // The run's requests so far, written to its history row about once a second: a batch killed
+    // while fetching has its calls counted when the next start closes its run (HistoryStore).
+    std::function<void()> tick() {
+        return [this] {
+            RunCounters& c = reporter_.counters();
+            c.requests = static_cast<std::int64_t>(p_.client_.stats().requests - p_.calls_counted_);
+            reporter_.progress("events: " + std::to_string(user_reads_) + " users, " + std::to_string(dept_reads_) +
+                                   " departments, " + std::to_string(c.requests) + " requests",
+                               "");
+        };
+    }
+
     // ---- fetch by id (and the target's state when not cached); false: the batch ended ----
     bool fetch() {
         for (auto id : b_.depts) fetch_dept(id);
         for (const auto& u : b_.users) fetch_user(u);
-        auto fatal = api_.run();
+        auto fatal = api_.run(tick());
         if (!fatal && !p_.cache_) {
             auto current = p_.target_.read();
             if (!current) {
@@ -177,8 +189,9 @@ private:
             for (auto id : failed_depts_) more.erase(id);
             if (more.empty()) break;
             for (auto id : more) fetch_dept(id);
-            fatal = api_.run();
+            fatal = api_.run(tick());
         }
+        reporter_.clear_line();
         if (!fatal) {
             hold_unplaced_departments();
             // A user in a department that could not be read is left as the target has it (its

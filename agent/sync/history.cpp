@@ -75,12 +75,17 @@ RunRecord read_run_row(Stmt& st) {
     return r;
 }
 
+const std::string& schema() {
+    static const std::string all = std::string(kSchema) + kApiCallsSchema;
+    return all;
+}
+
 }  // namespace
 
 HistoryStore::HistoryStore(const std::string& path) {
     // journal_mode=WAL: readers then wait instead of failing.
     db_ = sqlite_util::open_database(
-        path, {"the state database", "the history schema", 10000, {"PRAGMA journal_mode=WAL"}, kSchema});
+        path, {"the state database", "the history schema", 10000, {"PRAGMA journal_mode=WAL"}, schema().c_str()});
     // Close runs whose process is gone.
     Stmt st(db_, "SELECT id, pid FROM runs WHERE status='running'");
     std::vector<std::int64_t> dead;
@@ -89,11 +94,23 @@ HistoryStore::HistoryStore(const std::string& path) {
         if (pid <= 0 || (kill(pid, 0) != 0 && errno == ESRCH)) dead.push_back(st.integer(0));
     }
     for (auto id : dead) {
+        // Closed and its calls counted in one transaction: a second open finds it closed.
+        (void)sqlite_util::exec(db_, "BEGIN IMMEDIATE");
         Stmt up(db_,
                 "UPDATE runs SET status='failed', finished_at=?2, message='the agent stopped during this run "
-                "(killed or crashed); the target kept its previous state' WHERE id=?1");
+                "(killed or crashed); the target kept its previous state' WHERE id=?1 AND status='running'");
         up.bind(1, id).bind(2, now_iso());
-        if (auto r = up.run(); !r) spdlog::warn("cannot close the abandoned run {}: {}", id, r.error());
+        Status r = up.run();
+        if (r && sqlite3_changes(db_) == 1) {
+            Stmt count(db_,
+                       "INSERT INTO api_calls(month, kind, calls) SELECT substr(started_at, 1, 7), kind, requests "
+                       "FROM runs WHERE id=?1 AND requests > 0 "
+                       "ON CONFLICT(month, kind) DO UPDATE SET calls=calls+excluded.calls");
+            count.bind(1, id);
+            r = count.run();
+        }
+        (void)sqlite_util::exec(db_, r ? "COMMIT" : "ROLLBACK");
+        if (!r) spdlog::warn("cannot close the abandoned run {}: {}", id, r.error());
     }
 }
 

@@ -2,7 +2,9 @@
 // HistoryStore: the agent's state database (<state_dir>/state.db). One row per run in `runs`
 // (kind, trigger, start, end, status, counts per operation, progress counters updated while the
 // run goes on) and one row per failed or skipped item in `run_items`. A run left `running` by
-// a process that no longer exists (SIGKILL, power loss) is closed as `failed` on the next open.
+// a process that no longer exists (SIGKILL, power loss) is closed as `failed` on the next open,
+// and the DingTalk calls it had recorded (its progress counters, written each second) are then
+// added to the month's count in `api_calls`: a run that never finished spent them all the same.
 // Messages stored here never contain secrets (callers pass redacted text). Not thread-safe.
 
 #include <cstdint>
@@ -17,7 +19,13 @@ struct sqlite3;
 
 namespace dingbridge::agent {
 class Stmt;
-}
+// The month's DingTalk calls by kind ('full', 'event'); the event journal adds to it as runs end.
+inline constexpr const char* kApiCallsSchema = R"SQL(
+CREATE TABLE IF NOT EXISTS api_calls (
+  month TEXT NOT NULL, kind TEXT NOT NULL, calls INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(month, kind)
+);
+)SQL";
+}  // namespace dingbridge::agent
 
 namespace dingbridge::agent {
 

@@ -492,6 +492,31 @@ class CatchUpAndBudget(unittest.TestCase):
         self.assertEqual(int(m.group(1)), int(m.group(2)) + int(m.group(3)))
 
 
+    def test_calls_of_a_killed_sync_are_counted_when_its_run_is_closed(self):
+        # Before: a run killed mid-fetch never added its calls to the month's count, so a crash
+        # loop could spend the quota while `history` and the reconcile budget saw nothing.
+        env = RunEnv(generate="users=600,departments=40,depth=4,seed=3", agent_qps=8)
+        self.addCleanup(env.stop)
+        p = subprocess.Popen([agent_env.AGENT_BIN, "-c", str(env.config), "sync"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env.env)
+        time.sleep(3)
+        p.kill()
+        p.wait()
+        spent = sum(v["calls"] for v in env.sim.stats()["apis"].values())
+        self.assertGreater(spent, 10)
+        counted = []
+        for _ in range(2):  # the first open closes the run and counts it; the second adds nothing
+            out = env.agent("history", check=0).stdout
+            m = re.search(r"calls this month: (\d+) \(full syncs (\d+), events 0\)", out)
+            self.assertIsNotNone(m, out)
+            counted.append(int(m.group(1)))
+        self.assertEqual(counted[0], counted[1])
+        # Counted up to its last progress write, at most a second before (3 s of calls were made).
+        self.assertLessEqual(counted[0], spent)
+        self.assertGreaterEqual(counted[0], spent // 2)
+        self.assertIn("stopped during this run", env.history()[0]["message"])
+
+
 class LogRotation(unittest.TestCase):
     """logrotate moves log.file and sends SIGHUP (`systemctl reload`). The agent had no SIGHUP
     handler: `run` was ended by it, and without the signal it wrote on into the rotated file."""
