@@ -41,11 +41,21 @@ std::optional<std::int64_t> positive_id(const std::string& s) {
     return v;
 }
 
-BatchObjects objects_of(const std::vector<JournalEvent>& rows) {
+// Whether a user event can change anything the sync writes. A label (role) change touches no field
+// the mapping can read (user/get's role_list is not a source field), an admin change only `admin`:
+// each would cost a user/get that can change nothing.
+bool changes_synced_fields(const std::string& event_type, const Mapping& mapping) {
+    if (event_type == "label_user_change") return false;
+    if (event_type == "org_admin_add" || event_type == "org_admin_remove") return mapping.reads_user_field("admin");
+    return true;
+}
+
+BatchObjects objects_of(const std::vector<JournalEvent>& rows, const Mapping& mapping) {
     BatchObjects b;
     for (const auto& r : rows) {
         b.by_id[r.id] = &r;
-        const std::string kind = event_object_kind(r.event_type);
+        std::string kind = event_object_kind(r.event_type);
+        if (kind == "user" && !changes_synced_fields(r.event_type, mapping)) kind.clear();
         bool some = false;  // names an object of its own kind (a user event's DeptId alone names none)
         if (kind == "user") {
             b.users.insert(r.user_ids.begin(), r.user_ids.end());
@@ -451,7 +461,7 @@ void EventProcessor::note_quota_exhausted() {
 BatchOutcome EventProcessor::process(const std::vector<JournalEvent>& rows) {
     BatchOutcome out;
     if (rows.empty()) return out;
-    BatchObjects objects = objects_of(rows);
+    BatchObjects objects = objects_of(rows, mapping_);
     if (!objects.nothing.empty() && journal_.mark_done(objects.nothing, 0)) out.handled += objects.nothing.size();
     if (objects.users.empty() && objects.depts.empty()) return out;
 

@@ -162,6 +162,22 @@ bool Mapping::needs_department_get() const {
     return false;
 }
 
+bool Mapping::reads_user_field(std::string_view name) const {
+    const auto& defs = user_field_defs();
+    int id = -1;
+    for (std::size_t i = 0; i < defs.size(); ++i)
+        if (defs[i].name == name) id = static_cast<int>(i);
+    if (id < 0) return false;
+    for (const auto& [field, t] : user_)
+        for (const auto& part : t.parts) {
+            if (!part.expr) continue;
+            if (part.expr->field == id) return true;
+            for (const auto& f : part.expr->filters)
+                if (f.op == Filter::Op::default_field && f.field == id) return true;
+        }
+    return scope_.reads_user_field(id);
+}
+
 OrgDepartment Mapping::map_department(const dingtalk::DeptDetail& d) const {
     auto get = [&](int id) { return dept_field(d, id); };
     OrgDepartment o;

@@ -17,6 +17,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -58,6 +59,9 @@ public:
     // (anything but dept_id, name, parent_id). When not, a full sync skips department/get and
     // takes department leaders from the user pages' leader flags.
     bool needs_department_get() const;
+    // True when a user template or a skip rule reads the user source field `name` ("admin"):
+    // an event that changes only that field costs no call when nothing reads it.
+    bool reads_user_field(std::string_view name) const;
     ManagerSource manager_source() const { return manager_source_; }
 
 private:

@@ -27,6 +27,11 @@ public:
     const std::vector<std::int64_t>& include_departments() const { return include_; }
     const std::set<std::int64_t>& exclude_departments() const { return exclude_; }
     bool skip_user(const dingtalk::UserItem& u) const;
+    bool reads_user_field(int field) const {
+        for (const auto& r : skip_)
+            if (r.field == field) return true;
+        return false;
+    }
 
 private:
     std::vector<SkipRule> skip_;

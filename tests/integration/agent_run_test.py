@@ -759,6 +759,26 @@ class PushMode(unittest.TestCase):
         env.wait(lambda: {s for _, _, s in env.journal()} == {"done"}, "every row settled")
         # stop() checks that SIGTERM ends it (it did not, while the loop spun)
 
+    def test_label_and_admin_events_cost_no_call_when_the_mapping_reads_neither(self):
+        # Before: each label or admin event cost a user/get, for fields no mapping reads (roles)
+        # or the default mapping does not read (admin).
+        env, port = self.push_env()
+        self.addCleanup(env.stop)
+        env.start_agent()
+        pushed = lambda: env.sim.admin("GET", "/_sim/events")["push"]["items"]
+        env.wait(lambda: pushed() and all(i["delivered"] for i in pushed()), "check_url answered")
+        env.wait_converged("first sync")
+        users = [u["userid"] for u in env.sim.org()["users"]][:5]
+        env.sim.admin("POST", "/_sim/stats/reset")
+        for i, kind in enumerate(("label_user_change", "org_admin_add", "org_admin_remove")):
+            event = {"EventType": kind, "CorpId": "dingsimcorp", "UserId": users,
+                     "TimeStamp": str(int(time.time() * 1000)), "eventId": f"no-call-{i}"}
+            self.assertEqual(self.signed(port, event)[0], 200)
+        env.wait(lambda: len(env.journal()) >= 3 and {s for _, _, s in env.journal()} == {"done"}, "rows settled")
+        env.sim.admin("POST", "/_sim/user/update", {"userid": users[0], "title": "after the labels"})
+        env.wait_converged("a real event after them")
+        self.assertEqual(env.sim.stats()["apis"].get("/topapi/v2/user/get", {}).get("calls"), 1)
+
     def test_kill_after_journal_before_reply(self):
         """SIGKILL after the push is journaled but before it is answered: DingTalk (the simulator)
         pushes it again after the restart; it is deduplicated and applied once."""

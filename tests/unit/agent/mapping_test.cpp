@@ -115,3 +115,14 @@ BOOST_AUTO_TEST_CASE(skip_rules_and_subtrees) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_CASE(reads_user_field_sees_templates_fallbacks_and_skip_rules) {
+    // Admin events are fetched only when something reads `admin`.
+    BOOST_TEST(!Mapping::load_string("{}").reads_user_field("admin"));
+    BOOST_TEST(Mapping::load_string("{}").reads_user_field("job_number"));  // username's fallback
+    BOOST_TEST(Mapping::load_string("user:\n  custom:\n    is_admin: \"{{ admin }}\"\n").reads_user_field("admin"));
+    BOOST_TEST(Mapping::load_string("user:\n  active: \"{{ active | default(admin) }}\"\n").reads_user_field("admin"));
+    BOOST_TEST(Mapping::load_string("sync:\n  skip_users:\n    - field: admin\n      equals: \"true\"\n")
+                   .reads_user_field("admin"));
+    BOOST_TEST(!Mapping::load_string("{}").reads_user_field("no_such_field"));
+}
