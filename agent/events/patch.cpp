@@ -136,6 +136,21 @@ std::vector<std::int64_t> unknown_departments(const OrgSnapshot& current, const 
     return {out.begin(), out.end()};
 }
 
+std::vector<std::string> users_left_without_a_department(const OrgSnapshot& current, const EventFetch& fetched) {
+    std::set<std::string> gone;
+    for (const auto& [id, detail] : fetched.departments)
+        if (!detail) gone.insert(std::to_string(id));
+    std::vector<std::string> out;
+    if (gone.empty()) return out;
+    for (const auto& [userid, u] : current.users) {
+        if (u.departments.empty() || fetched.users.count(userid)) continue;
+        if (std::all_of(u.departments.begin(), u.departments.end(),
+                        [&](const Membership& m) { return gone.count(m.department.str()) > 0; }))
+            out.push_back(userid);
+    }
+    return out;
+}
+
 std::vector<std::int64_t> leader_changes(const OrgSnapshot& current, const EventFetch& fetched) {
     std::set<std::int64_t> out;
     for (const auto& [userid, m] : fetched.users) {

@@ -43,6 +43,12 @@ std::vector<std::int64_t> unknown_departments(const OrgSnapshot& current, const 
                                               const Mapping& mapping, std::int64_t root_id,
                                               const std::set<std::int64_t>& outside);
 
+// Users the target holds whose every membership is in a department this batch found gone (60003)
+// and that the batch did not read: planned from the target, they would be disabled. DingTalk
+// removes only empty departments, so they moved or left, in an event that may be late or lost;
+// user/get tells which (one call each, only when a department is removed).
+std::vector<std::string> users_left_without_a_department(const OrgSnapshot& current, const EventFetch& fetched);
+
 // Departments whose leader flag of a fetched user differs from what the target holds: their
 // leader list (and so managers) must be read again with department/get.
 std::vector<std::int64_t> leader_changes(const OrgSnapshot& current, const EventFetch& fetched);

@@ -197,12 +197,17 @@ private:
             const auto& root = p_.config_.root_department;
             for (auto id : unknown_departments(*p_.cache_, fetched_, p_.mapping_, root, p_.outside_)) more.insert(id);
             for (auto id : failed_depts_) more.erase(id);
-            if (more.empty()) break;
+            std::vector<std::string> orphans;
+            for (auto& u : users_left_without_a_department(*p_.cache_, fetched_))
+                if (!failed_users_.count(u)) orphans.push_back(std::move(u));
+            if (more.empty() && orphans.empty()) break;
             for (auto id : more) fetch_dept(id);
+            for (const auto& u : orphans) fetch_user(u);
             fatal = api_.run(tick());
         }
         reporter_.clear_line();
         if (!fatal) {
+            keep_departments_of_unread_users();
             hold_unplaced_departments();
             // A user in a department that could not be read is left as the target has it (its
             // rows are tried again): planned without that place, it could lose its only one.
@@ -216,6 +221,22 @@ private:
         fail(RunStatus::failed, dingtalk::explain_failure(*fatal, !p_.config_.client.transport.proxy_url.empty()) +
                                     "; the events stay journaled and are applied later");
         return false;
+    }
+
+    // A user whose read failed is kept as the target has it, so the departments it is in stay too,
+    // even one this batch found gone: its row is tried again with the user's.
+    void keep_departments_of_unread_users() {
+        for (const auto& userid : failed_users_) {
+            const auto u = p_.cache_->users.find(userid);
+            if (u == p_.cache_->users.end()) continue;
+            for (const auto& m : u->second.departments) {
+                const auto id = positive_id(m.department.str());
+                const auto d = id ? fetched_.departments.find(*id) : fetched_.departments.end();
+                if (d == fetched_.departments.end() || d->second) continue;
+                fetched_.departments.erase(d);
+                failed_depts_.insert(*id);
+            }
+        }
     }
 
     // A department read in this batch whose parent could not be read (or placed within the

@@ -315,6 +315,32 @@ class Batches(unittest.TestCase):
         env.wait_converged("the retried row")
         self.assertEqual({s for _, _, s in env.journal()}, {"done"})
 
+    def test_a_removed_department_s_last_members_are_asked_about_not_disabled(self):
+        # DingTalk removes only empty departments: its members moved or left, in events that may
+        # be late or lost. Before: they were disabled without a question (here: the move's event
+        # was lost, and the user stayed disabled until the next reconcile).
+        env = RunEnv()
+        self.addCleanup(env.stop)
+        env.start_and_sync()
+        org = env.sim.org()
+        parents = {d.get("parent_id") for d in org["departments"]}
+        leaves = [d["dept_id"] for d in org["departments"] if d["dept_id"] != 1 and d["dept_id"] not in parents]
+        dept = env.sim.admin("POST", "/_sim/dept/create", {"name": "Temporary", "parent_id": leaves[0]})["dept_id"]
+        for userid in ("mover", "leaver"):
+            env.sim.admin("POST", "/_sim/user/create", {"userid": userid, "name": userid, "dept_id_list": [dept]})
+        env.wait_converged("both users in the new department")
+        env.sim.admin("POST", "/_sim/stats/reset")
+        env.sim.admin("POST", "/_sim/stream/events", {"drop": 2})  # the move's and the leave's events are lost
+        env.sim.admin("POST", "/_sim/user/update", {"userid": "mover", "dept_id_list": [leaves[1]]})
+        env.sim.admin("POST", "/_sim/user/remove", {"userid": "leaver"})
+        env.sim.admin("POST", "/_sim/dept/remove", {"dept_id": dept})
+        env.wait_converged("the removal")
+        users = target_org(env.target_db(), include_removed=True)["users"]
+        self.assertTrue(users["mover"]["active"])
+        self.assertFalse(users["leaver"]["active"])
+        apis = env.sim.stats()["apis"]
+        self.assertEqual(apis["/topapi/v2/user/get"]["calls"], 2, apis)
+
 
 class Conflicts(unittest.TestCase):
     """A user a unique-value conflict kept from its DingTalk values (the field left empty, or the
