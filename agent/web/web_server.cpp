@@ -288,16 +288,19 @@ net::awaitable<WebReply> WebServer::Impl::answer(const http::request<http::strin
 
 namespace {
 
+// A client has this long to send its request (TLS handshake included), and the answer as long.
+constexpr std::chrono::seconds kRequestTime{10};
+
 template <class Stream>
 net::awaitable<void> exchange(Stream& stream, WebServer::Impl& impl, const std::optional<std::string>& subject,
-                              const IpAddress& source) {
+                              const IpAddress& source, std::chrono::steady_clock::time_point request_deadline) {
     boost::system::error_code ec;
     auto tok = net::redirect_error(net::use_awaitable, ec);
     beast::flat_buffer buf;
     http::request_parser<http::string_body> parser;
     parser.header_limit(16 * 1024);
     parser.body_limit(8 * 1024);
-    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(10));
+    beast::get_lowest_layer(stream).expires_at(request_deadline);
     co_await http::async_read(stream, buf, parser, tok);
     if (ec == beast::error::timeout || ec == http::error::end_of_stream || ec == net::error::eof) co_return;
     WebReply r{400, "text/plain; charset=utf-8", "bad request\n", {}};
@@ -313,6 +316,7 @@ net::awaitable<void> exchange(Stream& stream, WebServer::Impl& impl, const std::
     res.body() = std::move(r.body);
     res.keep_alive(false);
     res.prepare_payload();
+    beast::get_lowest_layer(stream).expires_after(kRequestTime);
     http::response_serializer<http::string_body> sr{res};
     if (!ec && parser.get().method() == http::verb::head)
         co_await http::async_write_header(stream, sr, tok);
@@ -348,17 +352,19 @@ net::awaitable<void> serve(tcp::socket socket, WebServer::Impl* impl) {
             if (it->second <= 0) impl->open_per_source.erase(it);
         }
     } release{impl, key};
+    // The request, TLS handshake included, must have come within kRequestTime of the accept.
+    const auto deadline = std::chrono::steady_clock::now() + kRequestTime;
     if (!impl->tls) {
         beast::tcp_stream stream(std::move(socket));
-        co_await exchange(stream, *impl, std::nullopt, source);
+        co_await exchange(stream, *impl, std::nullopt, source, deadline);
         stream.socket().shutdown(tcp::socket::shutdown_both, ec);
         co_return;
     }
     beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), *impl->tls);
-    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(10));
+    beast::get_lowest_layer(stream).expires_at(deadline);
     co_await stream.async_handshake(ssl::stream_base::server, tok);
     if (ec) co_return;  // no certificate when one is required, or not TLS at all
-    co_await exchange(stream, *impl, verified_peer_subject(stream.native_handle()), source);
+    co_await exchange(stream, *impl, verified_peer_subject(stream.native_handle()), source, deadline);
     beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
     co_await stream.async_shutdown(tok);
 }

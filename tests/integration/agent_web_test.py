@@ -394,6 +394,24 @@ class Tls(unittest.TestCase):
         users = f'  users:\n    - name: {USER}\n      password_hash: "{agent_hash(PASSWORD)}"\n'
         return self.start(users + tls)
 
+    def test_a_connection_has_10_s_for_its_request_handshake_included(self):
+        # Before: the 10 s began again after the TLS handshake, so an idle connection was held
+        # for up to 20 s.
+        c = self.start_with_password()
+        try:
+            raw = socket.create_connection(("127.0.0.1", c.port), timeout=30)
+            start = time.monotonic()
+            time.sleep(6)
+            tls = ssl.create_default_context(cafile=self.ca).wrap_socket(raw, server_hostname="127.0.0.1")
+            try:
+                self.assertEqual(tls.recv(100), b"")  # closed unanswered
+            except (ConnectionError, ssl.SSLError):
+                pass
+            self.assertLess(time.monotonic() - start, 12)
+            tls.close()
+        finally:
+            c.stop()
+
     def test_client_certificate_required(self):
         from proxy_production_test import make_client_cert
         d = self.env.dir
