@@ -28,7 +28,7 @@ void record_failure(RunReporter& reporter, const Change& c, const std::string& e
 // (*outcomes)[i] for change i. A full sync asks for none: a first sync of 100,000 users would hold
 // 100,000 Status objects (40 bytes each) only to learn which failed; one bit each does.
 void apply_changes(const SyncPlan& plan, Target& target, RunReporter& reporter, std::vector<Status>* outcomes) {
-    constexpr std::size_t kBatch = 128;  // changes per target batch (one SAVEPOINT while none fails)
+    const std::size_t batch_size = std::max<std::size_t>(1, target.apply_batch_size());
     RunCounters& counters = reporter.counters();
     std::vector<Status> batch;
     std::vector<bool> failed(plan.changes.size());
@@ -37,9 +37,9 @@ void apply_changes(const SyncPlan& plan, Target& target, RunReporter& reporter, 
         outcomes->reserve(plan.changes.size());
     }
     for (std::size_t i = 0; i < plan.changes.size(); ++i) {
-        const std::size_t in_batch = i % kBatch;
+        const std::size_t in_batch = i % batch_size;
         if (in_batch == 0)
-            target.apply_batch(plan.changes.data() + i, std::min(kBatch, plan.changes.size() - i), batch);
+            target.apply_batch(plan.changes.data() + i, std::min(batch_size, plan.changes.size() - i), batch);
         const Status& outcome = batch[in_batch];
         if (!outcome) {
             failed[i] = true;
@@ -48,7 +48,7 @@ void apply_changes(const SyncPlan& plan, Target& target, RunReporter& reporter, 
             ++counters.changes_applied;
         }
         if (outcomes) outcomes->push_back(outcome);
-        if (i % 256 == 0)  // the reporter throttles further: a tty line / history write a second
+        if (in_batch + 1 == batch_size)  // the reporter throttles: a tty line / history write a second
             reporter.progress("applying: " + std::to_string(counters.changes_applied) + "/" +
                                   std::to_string(counters.changes_planned),
                               "");

@@ -35,6 +35,7 @@ public:
     // One SAVEPOINT around the whole batch; if any change fails, the batch is rolled back and
     // replayed one change per SAVEPOINT, so the outcome is that of apply() on each.
     void apply_batch(const Change* changes, std::size_t n, std::vector<Status>& outcomes) override;
+    std::size_t apply_batch_size() const override { return 128; }  // one SAVEPOINT while none fails
     // A run into an empty users table builds the unique indexes here (see begin()); a user that
     // would have collided is removed again and its changes returned as failed.
     std::vector<std::pair<const Change*, std::string>> finish_batches() override;

@@ -56,6 +56,10 @@ public:
         outcomes.clear();
         for (std::size_t i = 0; i < n; ++i) outcomes.push_back(apply(changes[i]));
     }
+    // How many changes one apply_batch() is given: progress is counted after each batch, so a
+    // target without batching (a round trip per change) takes them one by one and the run's
+    // live counters move as its changes are applied.
+    virtual std::size_t apply_batch_size() const { return 1; }
     // Called once after the last apply_batch() of a run (before commit()). A target that defers
     // part of its changes over the whole run (SCIM: group memberships, sent per group) sends it
     // now and returns the changes whose deferred part failed — pointers into the arrays given to

@@ -347,6 +347,26 @@ class Faults(ScimCase):
         self.assertEqual([u["userName"] for u in mine()], ["late.quote"])
         self.assertEqual(diff(env), [])
 
+    def test_the_applied_counter_moves_while_a_slow_server_is_written(self):
+        # Before: changes were counted 128 at a time, so the console's live counter stayed at 0
+        # while a slow server was written, then jumped to the total at the end.
+        env = self.make_env("users=30,departments=2,depth=1,seed=6")
+        env.scim.faults("slow", 1000, methods=["POST"], delay_ms=150)
+        p = subprocess.Popen([agent_env.AGENT_BIN, "-c", str(env.config), "sync"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env.env)
+        seen = set()
+        try:
+            while p.poll() is None:
+                runs = env.history()
+                if runs and runs[0]["status"] == "running":
+                    seen.add(runs[0]["counts"]["changes_applied"])
+                time.sleep(0.3)
+        finally:
+            p.wait(60)
+        total = env.history()[0]["counts"]["changes_applied"]
+        self.assertGreater(total, 30)
+        self.assertTrue([n for n in seen if 0 < n < total], (seen, total))
+
     def test_server_restart_keeps_its_store_and_the_resync_writes_nothing(self):
         env = self.make_env("users=20,departments=4,depth=2,seed=6")
         env.agent("sync", check=0)
