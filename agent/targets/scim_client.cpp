@@ -96,6 +96,8 @@ struct ScimClient::Impl {
     ScimSettings s;
     CURLM* multi = nullptr;
     curl_slist* headers = nullptr;
+    int unanswered = 0;  // requests in a row with no HTTP answer (a TLS failure is an answer of sorts)
+    void note(const ScimResponse& r) { unanswered = r.status == 0 && !r.tls_error ? unanswered + 1 : 0; }
     std::vector<CURL*> idle;
     std::uint64_t requests = 0;
     Clock::time_point next_slot{};
@@ -269,18 +271,40 @@ ScimClient::~ScimClient() {
     curl_slist_free_all(impl_->headers);
 }
 
+namespace {
+
+ScimResponse not_sent(int unanswered) {
+    ScimResponse r;
+    r.network_error = "not sent: the server stopped answering (" + std::to_string(unanswered) +
+                      " requests in a row got no answer); the next run tries again";
+    return r;
+}
+
+}  // namespace
+
+void ScimClient::reset() { impl_->unanswered = 0; }
+
 ScimResponse ScimClient::send(const ScimRequest& request, const std::function<bool()>& before_retry) {
+    if (impl_->unanswered >= kUnansweredInARow) return not_sent(impl_->unanswered);
     std::vector<Impl::Transfer> ts(1);
     impl_->run({request}, ts, 1, before_retry);
+    impl_->note(ts[0].response);
     return std::move(ts[0].response);
 }
 
 std::vector<ScimResponse> ScimClient::send_all(const std::vector<ScimRequest>& requests) {
+    std::vector<ScimResponse> out;
+    out.reserve(requests.size());
+    if (impl_->unanswered >= kUnansweredInARow) {
+        for (std::size_t i = 0; i < requests.size(); ++i) out.push_back(not_sent(impl_->unanswered));
+        return out;
+    }
     std::vector<Impl::Transfer> ts(requests.size());
     impl_->run(requests, ts, static_cast<std::size_t>(impl_->s.concurrency), {});
-    std::vector<ScimResponse> out;
-    out.reserve(ts.size());
-    for (auto& t : ts) out.push_back(std::move(t.response));
+    for (auto& t : ts) {
+        impl_->note(t.response);
+        out.push_back(std::move(t.response));
+    }
     return out;
 }
 

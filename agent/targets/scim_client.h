@@ -52,6 +52,12 @@ public:
     // Idempotent requests (GETs), up to settings.concurrency at once; answers in request order.
     std::vector<ScimResponse> send_all(const std::vector<ScimRequest>& requests);
     std::uint64_t requests_made() const;
+    // After kUnansweredInARow requests in a row got no HTTP answer after all their attempts (the
+    // server stopped answering: each costs timeout x max_attempts), send() and send_all() fail at
+    // once without sending, so that a run with thousands of changes ends in minutes, not days.
+    // reset() (each run's begin) tries the server again.
+    static constexpr int kUnansweredInARow = 3;
+    void reset();
 
 private:
     struct Impl;

@@ -262,6 +262,7 @@ std::optional<std::string> ScimTarget::read_users(OrgSnapshot& snap) {
 }
 
 Result<OrgSnapshot> ScimTarget::read() {
+    client_.reset();  // a new run asks the server again, however the last one ended
     groups_.clear();
     users_.clear();
     user_by_id_.clear();
@@ -298,6 +299,7 @@ Result<OrgSnapshot> ScimTarget::read() {
 
 Status ScimTarget::begin() {
     rollback();  // nothing left over from an earlier run
+    client_.reset();
     if (auto e = discover()) return fail(*e);
     return {};
 }

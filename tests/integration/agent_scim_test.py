@@ -367,6 +367,33 @@ class Faults(ScimCase):
         self.assertGreater(total, 30)
         self.assertTrue([n for n in seen if 0 < n < total], (seen, total))
 
+    def test_a_server_that_stops_answering_ends_the_run_in_seconds_and_the_rerun_converges(self):
+        # Before: every remaining change waited timeout x attempts for its create and again for
+        # each lookup (minutes a user with the defaults), so the run held the lock for hours.
+        env = self.make_env("users=200,departments=6,depth=2,seed=5", scim_extra="    timeout: 1s\n")
+        p = subprocess.Popen([agent_env.AGENT_BIN, "-c", str(env.config), "sync"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, env=env.env)
+        try:
+            deadline = time.time() + 60
+            while env.scim.stats()["writes"] < 50 and time.time() < deadline:
+                time.sleep(0.05)
+            env.scim.proc.send_signal(signal.SIGSTOP)
+            frozen = time.monotonic()
+            out = p.communicate(timeout=90)[0]
+            self.assertLess(time.monotonic() - frozen, 60, out)
+        finally:
+            env.scim.proc.send_signal(signal.SIGCONT)
+            if p.poll() is None:
+                p.kill()
+        self.assertEqual(p.returncode, 3, out)  # partial
+        run = env.history()[0]
+        items = env.run_detail(run["id"])["items"]
+        self.assertTrue(any("stopped answering" in i["error"] for i in items), items[:3])
+        env.agent("sync", check=0)
+        self.assertEqual(diff(env), [])
+        ids = [u.get("externalId") for u in env.scim.all("/Users")]
+        self.assertEqual(len(ids), len(set(ids)))
+
     def test_server_restart_keeps_its_store_and_the_resync_writes_nothing(self):
         env = self.make_env("users=20,departments=4,depth=2,seed=6")
         env.agent("sync", check=0)
