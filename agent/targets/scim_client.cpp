@@ -61,6 +61,11 @@ std::string scim_url_encode(const std::string& v) {
     return out;
 }
 
+std::string scim_path_segment(const std::string& id) {
+    if (id == "." || id == "..") return id == "." ? "%2E" : "%2E%2E";
+    return scim_url_encode(id);
+}
+
 std::string ScimResponse::scim_type() const {
     simdjson::dom::parser p;
     simdjson::dom::element doc;

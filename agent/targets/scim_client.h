@@ -66,5 +66,9 @@ private:
 
 // URL query encoding of one value (RFC 3986 unreserved characters kept).
 std::string scim_url_encode(const std::string& v);
+// A resource id the server gave, as one path segment: encoded like a query value, and "." or
+// ".." with their dots encoded too, so that no id ("../Users", "x?y", "a/b") sends a request to
+// another path than /Users/<id> or /Groups/<id>.
+std::string scim_path_segment(const std::string& id);
 
 }  // namespace dingbridge::agent

@@ -373,7 +373,7 @@ std::optional<std::string> ScimTarget::delete_duplicates(const std::string& endp
 }
 
 std::optional<std::string> ScimTarget::delete_resource(const std::string& endpoint, const std::string& id) {
-    auto r = client_.send({"DELETE", endpoint + "/" + id, ""});
+    auto r = client_.send({"DELETE", endpoint + "/" + scim_path_segment(id), ""});
     if (r.ok() || r.status == 404) return std::nullopt;  // already gone: idempotent
     return r.error("SCIM DELETE " + endpoint + "/" + id);
 }
@@ -488,9 +488,9 @@ std::optional<std::string> ScimTarget::put_department(const OrgDepartment& d) {
         if (g.row.leaders != d.leaders || g.row.name == "\x01")
             ops.push_back(patch_op(s_.department_schema + ":" + s_.leaders_attribute, leaders_json(d.leaders)));
         if (ops.empty()) return std::nullopt;
-        r = client_.send({"PATCH", "/Groups/" + g.id, patch_body(ops)});
+        r = client_.send({"PATCH", "/Groups/" + scim_path_segment(g.id), patch_body(ops)});
     } else {
-        r = client_.send({"PUT", "/Groups/" + g.id, group_json(g, d)});
+        r = client_.send({"PUT", "/Groups/" + scim_path_segment(g.id), group_json(g, d)});
     }
     if (!r.ok()) return r.error("SCIM " + std::string(patch_ ? "PATCH" : "PUT") + " /Groups/" + g.id);
     g.row = d;
@@ -573,10 +573,10 @@ std::optional<std::string> ScimTarget::update_user(User& cur, const OrgUser& u, 
         auto ops = user_patch(cur.row, w);
         if (ops.empty()) return std::nullopt;
         what = "SCIM PATCH /Users/" + cur.id;
-        r = client_.send({"PATCH", "/Users/" + cur.id, patch_body(ops)});
+        r = client_.send({"PATCH", "/Users/" + scim_path_segment(cur.id), patch_body(ops)});
     } else {
         what = "SCIM PUT /Users/" + cur.id;
-        r = client_.send({"PUT", "/Users/" + cur.id, user_json(w)});
+        r = client_.send({"PUT", "/Users/" + scim_path_segment(cur.id), user_json(w)});
     }
     if (!r.ok()) {
         conflict = r.status == 409;
@@ -711,11 +711,11 @@ std::optional<std::string> ScimTarget::send_member_changes(const std::string& de
                 ops.push_back(R"({"op":"remove","path":)" + quote("members[value eq " + member + "]") + "}");
         }
         if (!values.empty()) ops.insert(ops.begin(), R"({"op":"add","path":"members","value":[)" + values + "]}");
-        r = client_.send({"PATCH", "/Groups/" + g.id, patch_body(ops)});
+        r = client_.send({"PATCH", "/Groups/" + scim_path_segment(g.id), patch_body(ops)});
     } else {
         Group next = g;
         apply_to(next.members);
-        r = client_.send({"PUT", "/Groups/" + g.id, group_json(next, g.row)});
+        r = client_.send({"PUT", "/Groups/" + scim_path_segment(g.id), group_json(next, g.row)});
     }
     status = r.status;
     if (!r.ok())
