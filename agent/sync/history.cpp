@@ -82,6 +82,10 @@ const std::string& schema() {
 
 }  // namespace
 
+bool run_process_gone(std::int64_t pid) {
+    return pid <= 0 || (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH);
+}
+
 HistoryStore::HistoryStore(const std::string& path) {
     // journal_mode=WAL: readers then wait instead of failing.
     db_ = sqlite_util::open_database(
@@ -89,17 +93,13 @@ HistoryStore::HistoryStore(const std::string& path) {
     // Close runs whose process is gone.
     Stmt st(db_, "SELECT id, pid FROM runs WHERE status='running'");
     std::vector<std::int64_t> dead;
-    while (st.ok() && st.step() == SQLITE_ROW) {
-        auto pid = static_cast<pid_t>(st.integer(1));
-        if (pid <= 0 || (kill(pid, 0) != 0 && errno == ESRCH)) dead.push_back(st.integer(0));
-    }
+    while (st.ok() && st.step() == SQLITE_ROW)
+        if (run_process_gone(st.integer(1))) dead.push_back(st.integer(0));
     for (auto id : dead) {
         // Closed and its calls counted in one transaction: a second open finds it closed.
         (void)sqlite_util::exec(db_, "BEGIN IMMEDIATE");
-        Stmt up(db_,
-                "UPDATE runs SET status='failed', finished_at=?2, message='the agent stopped during this run "
-                "(killed or crashed); the target kept its previous state' WHERE id=?1 AND status='running'");
-        up.bind(1, id).bind(2, now_iso());
+        Stmt up(db_, "UPDATE runs SET status='failed', finished_at=?2, message=?3 WHERE id=?1 AND status='running'");
+        up.bind(1, id).bind(2, now_iso()).bind(3, std::string(kAbandonedRunMessage));
         Status r = up.run();
         if (r && sqlite3_changes(db_) == 1) {
             Stmt count(db_,

@@ -19,6 +19,11 @@ struct sqlite3;
 
 namespace dingbridge::agent {
 class Stmt;
+// A run row still `running` whose process (runs.pid) no longer exists: it was killed or crashed.
+bool run_process_gone(std::int64_t pid);
+inline constexpr const char* kAbandonedRunMessage =
+    "the agent stopped during this run (killed or crashed); the target kept its previous state";
+
 // The month's DingTalk calls by kind ('full', 'event'); the event journal adds to it as runs end.
 inline constexpr const char* kApiCallsSchema = R"SQL(
 CREATE TABLE IF NOT EXISTS api_calls (

@@ -73,8 +73,19 @@ void set_field(RunRecord& r, const char* name, sqlite3_stmt* st, int col) {
 
 RunRecord read_run(Stmt& st) {
     RunRecord r;
+    std::int64_t pid = 0;
     const int n = sqlite3_column_count(st.raw());
-    for (int i = 0; i < n; ++i) set_field(r, sqlite3_column_name(st.raw(), i), st.raw(), i);
+    for (int i = 0; i < n; ++i) {
+        const char* name = sqlite3_column_name(st.raw(), i);
+        if (std::strcmp(name, "pid") == 0) pid = sqlite3_column_int64(st.raw(), i);
+        set_field(r, name, st.raw(), i);
+    }
+    // The console only reads: a run whose process is gone is shown as the next start of the
+    // agent will close it, not as running until then.
+    if (r.status == "running" && run_process_gone(pid)) {
+        r.status = "failed";
+        r.message = kAbandonedRunMessage;
+    }
     return r;
 }
 
@@ -251,6 +262,13 @@ Totals HistoryView::totals() {
         t.runs[{st.text(0), st.text(1)}] = st.integer(2);
         t.items_failed += st.integer(3);
         if (st.text(1) == "aborted") t.safeguard_aborts += st.integer(2);
+    }
+    Stmt running(db_, "SELECT kind, pid FROM runs WHERE status='running'");
+    while (running.ok() && running.step() == SQLITE_ROW) {
+        if (!run_process_gone(running.integer(1))) continue;
+        const std::string kind = running.text(0);
+        if (--t.runs[{kind, "running"}] <= 0) t.runs.erase({kind, "running"});
+        ++t.runs[{kind, "failed"}];
     }
     Stmt last(db_, "SELECT MAX(finished_at) FROM runs WHERE status='succeeded'");
     if (last.ok() && last.step() == SQLITE_ROW) t.last_success = last.text(0);

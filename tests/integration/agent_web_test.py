@@ -584,6 +584,32 @@ class Refusals(unittest.TestCase):
         finally:
             c.stop()
 
+    def test_a_killed_sync_is_not_shown_running(self):
+        # Before: the console (read-only) showed a sync killed with SIGKILL as running, and
+        # dingbridge_agent_runs{status="running"} stayed 1, until the agent's next start.
+        env = Env(generate="users=600,departments=40,depth=4,seed=3", agent_qps=8)
+        self.addCleanup(env.stop)
+        port = free_port()
+        env.config.write_text(env.config.read_text() + web_yaml(port, users=False))
+        c = Console(env, port)
+        try:
+            p = subprocess.Popen([agent_env.AGENT_BIN, "-c", str(env.config), "sync"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, env=env.env)
+            deadline = time.time() + 30
+            while time.time() < deadline and not json.loads(c.get("/api/runs", auth=False)[2]):
+                time.sleep(0.1)
+            self.assertEqual(json.loads(c.get("/api/runs", auth=False)[2])[0]["status"], "running")
+            p.kill()
+            p.wait()
+            run = json.loads(c.get("/api/runs", auth=False)[2])[0]
+            self.assertEqual(run["status"], "failed")
+            self.assertIn("stopped during this run", run["message"])
+            metrics = c.get("/metrics", auth=False)[2]
+            self.assertNotIn('status="running"', metrics)
+            self.assertIn('dingbridge_agent_runs{kind="full",status="failed"} 1', metrics)
+        finally:
+            c.stop()
+
     def test_one_source_cannot_hold_every_connection(self):
         """A source that opens hundreds of idle connections (sending nothing) gets 8 of them served
         at a time and the rest closed unread; before, it held all 128 of the listener's slots and
