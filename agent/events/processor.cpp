@@ -94,7 +94,9 @@ public:
         if (auto over = p_.config_.max_deletes.exceeded(plan.counts.removals(), existing)) {
             (void)p_.journal_.mark_attempt(done_rows_, "safeguard: " + *over, p_.config_.events.give_up_after);
             return fail(RunStatus::aborted,
-                        *over + " (the events stay journaled; run `dingbridge-agent sync --force` after checking)");
+                        *over +
+                            " (the events stay journaled and are tried again; to apply these removals, check them, "
+                            "stop the agent, run `dingbridge-agent sync --force`, and start it again)");
         }
         if (auto r = reporter_.checkpoint(); !r)
             return fail(
