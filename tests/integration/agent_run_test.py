@@ -289,9 +289,8 @@ class Batches(unittest.TestCase):
         self.addCleanup(env.stop)
         env.start_and_sync()
         org = env.sim.org()
-        parents = {d.get("parent_id") for d in org["departments"]}
         count = lambda d: sum(1 for u in org["users"] if u["dept_id_list"] == [d["dept_id"]])
-        dept = max((d for d in org["departments"] if d["dept_id"] != 1 and d["dept_id"] not in parents), key=count)
+        dept = max(leaf_depts(org), key=count)
         before = target_org(env.target_db(), include_removed=True)["users"]
         only_there = [u["userid"] for u in org["users"]
                       if u["dept_id_list"] == [dept["dept_id"]] and before[u["userid"]]["active"]]
@@ -322,9 +321,7 @@ class Batches(unittest.TestCase):
         env = RunEnv()
         self.addCleanup(env.stop)
         env.start_and_sync()
-        org = env.sim.org()
-        parents = {d.get("parent_id") for d in org["departments"]}
-        leaves = [d["dept_id"] for d in org["departments"] if d["dept_id"] != 1 and d["dept_id"] not in parents]
+        leaves = [d["dept_id"] for d in leaf_depts(env.sim.org())]
         dept = env.sim.admin("POST", "/_sim/dept/create", {"name": "Temporary", "parent_id": leaves[0]})["dept_id"]
         for userid in ("mover", "leaver"):
             env.sim.admin("POST", "/_sim/user/create", {"userid": userid, "name": userid, "dept_id_list": [dept]})
@@ -762,17 +759,22 @@ class PushMode(unittest.TestCase):
         env.env.update(SIM_PUSH_TOKEN=PUSH_TOKEN, SIM_PUSH_AES_KEY=PUSH_AES_KEY)
         return env, port
 
-    def test_events_that_name_no_object_are_settled_at_once(self):
-        """A department event whose DeptId is not a department id (or a user event with only a
-        DeptId) names nothing to fetch. Before, such rows stayed pending for good; with more than a
-        batch of them the main loop picked the same batch again and again at 100 % CPU, applied no
-        later event and ignored SIGTERM."""
+    def started_push_env(self):
+        """push_env() with `run` started, the push URL checked and the first sync done."""
         env, port = self.push_env()
         self.addCleanup(env.stop)
         env.start_agent()
         pushed = lambda: env.sim.admin("GET", "/_sim/events")["push"]["items"]
         env.wait(lambda: pushed() and all(i["delivered"] for i in pushed()), "check_url answered")
         env.wait_converged("first sync")
+        return env, port
+
+    def test_events_that_name_no_object_are_settled_at_once(self):
+        """A department event whose DeptId is not a department id (or a user event with only a
+        DeptId) names nothing to fetch. Before, such rows stayed pending for good; with more than a
+        batch of them the main loop picked the same batch again and again at 100 % CPU, applied no
+        later event and ignored SIGTERM."""
+        env, port = self.started_push_env()
         for i in range(101):
             event = {"EventType": "org_dept_modify", "CorpId": "dingsimcorp", "DeptId": [f"x{i}"],
                      "TimeStamp": str(int(time.time() * 1000)), "eventId": f"odd-{i}"}
@@ -788,12 +790,7 @@ class PushMode(unittest.TestCase):
     def test_label_and_admin_events_cost_no_call_when_the_mapping_reads_neither(self):
         # Before: each label or admin event cost a user/get, for fields no mapping reads (roles)
         # or the default mapping does not read (admin).
-        env, port = self.push_env()
-        self.addCleanup(env.stop)
-        env.start_agent()
-        pushed = lambda: env.sim.admin("GET", "/_sim/events")["push"]["items"]
-        env.wait(lambda: pushed() and all(i["delivered"] for i in pushed()), "check_url answered")
-        env.wait_converged("first sync")
+        env, port = self.started_push_env()
         users = [u["userid"] for u in env.sim.org()["users"]][:5]
         env.sim.admin("POST", "/_sim/stats/reset")
         for i, kind in enumerate(("label_user_change", "org_admin_add", "org_admin_remove")):
