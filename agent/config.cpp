@@ -286,6 +286,8 @@ AgentConfig AgentConfig::load(const std::string& path, Secrets secrets) {
     }
     c.max_deletes = *DeleteLimit::parse(c.max_deletes_text);
     c.progress_interval = root.get_duration("progress_interval", std::chrono::seconds(5));
+    c.history_keep = std::chrono::duration_cast<std::chrono::seconds>(
+        root.get_duration("history_keep", std::chrono::hours(24 * 180)));
 
     if (auto log = root.find("log")) {
         c.log.level = log->get_string("level", "info");

@@ -36,6 +36,8 @@ struct AgentConfig {
     std::string max_deletes_text = "10%";
     std::string state_dir;
     std::chrono::milliseconds progress_interval{5000};
+    // How long finished runs (with their items) and settled events stay in state.db; 0 = always.
+    std::chrono::seconds history_keep{std::chrono::hours(24 * 180)};
     LogSettings log;
     std::int64_t monthly_call_budget = 10000;  // 0 = unlimited
 

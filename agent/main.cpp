@@ -182,6 +182,7 @@ int sync_command(const AgentConfig& config, const Mapping& mapping, Target& targ
     SyncOptions options;
     options.dry_run = cl.dry_run;
     options.force = cl.force;
+    if (!cl.dry_run) prune_state(config, store);
     SyncResult r = run_full_sync(config, mapping, target, store, options, std::cout);
     // Every DingTalk call spends the month's quota, a sync run by hand or by the timer too:
     // counted with run mode's calls, so `history` and the reconcile budget see them.

@@ -375,6 +375,22 @@ bool reconcile_due(const AgentConfig& config, Journal& journal) {
 
 }  // namespace
 
+void prune_state(const AgentConfig& config, HistoryStore& history) {
+    if (config.history_keep.count() <= 0) return;
+    auto runs = history.prune(config.history_keep);
+    if (!runs) spdlog::warn("history_keep: cannot delete old runs: {}", runs.error());
+    std::int64_t rows = 0;
+    try {
+        rows = Journal((std::filesystem::path(config.state_dir) / "state.db").string())
+                   .prune(now_ms() - config.history_keep.count() * 1000);
+    } catch (const std::exception& e) {
+        spdlog::warn("history_keep: cannot delete old events: {}", e.what());
+    }
+    if ((runs && *runs > 0) || rows > 0)
+        spdlog::info("history_keep: deleted {} runs and {} events older than {} days", runs ? *runs : 0, rows,
+                     config.history_keep.count() / 86400);
+}
+
 int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target, HistoryStore& history,
               std::ostream& out) {
     const std::string db_path = (std::filesystem::path(config.state_dir) / "state.db").string();
@@ -427,6 +443,8 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
 
     // ---- applying ----
     auto next_alive = Clock::now();
+    auto next_prune = Clock::now() + std::chrono::hours(24);  // the first at start, below
+    prune_state(config, history);
     auto retry_at = Clock::time_point{};
     while (!g_stop) {
         notifier.wait(std::chrono::milliseconds(1000));
@@ -435,6 +453,10 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
         if (now >= next_alive) {
             journal.set("last_alive_ms", std::to_string(now_ms()));
             next_alive = now + std::chrono::seconds(30);
+        }
+        if (now >= next_prune) {
+            prune_state(config, history);
+            next_prune = now + std::chrono::hours(24);
         }
         if (now >= retry_at && journal.pending_count() > 0) {
             // Coalesce: let a burst finish arriving, then fetch each object once.

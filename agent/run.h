@@ -18,4 +18,9 @@ namespace dingbridge::agent {
 int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target, HistoryStore& history,
               std::ostream& out);
 
+// Deletes from state.db what is older than `history_keep`: finished runs with their items (the
+// last applying full run stays) and settled journal rows. On every sync and run start, and once
+// a day while `run` goes on; 0 keeps everything.
+void prune_state(const AgentConfig& config, HistoryStore& history);
+
 }  // namespace dingbridge::agent

@@ -183,6 +183,12 @@ std::string Journal::month_of(std::int64_t unix_s) {
 
 std::string Journal::this_month() { return month_of(static_cast<std::int64_t>(std::time(nullptr))); }
 
+std::int64_t Journal::prune(std::int64_t before_ms) {
+    Stmt st(db_, "DELETE FROM event_journal WHERE status IN ('done','failed') AND received_ms < ?1");
+    st.bind(1, before_ms);
+    return st.run() ? sqlite3_changes(db_) : 0;
+}
+
 void Journal::add_calls(std::int64_t n, const std::string& kind) {
     if (n <= 0) return;
     Stmt st(db_,

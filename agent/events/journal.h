@@ -60,6 +60,10 @@ public:
 
     // Metered DingTalk calls, per calendar month (UTC, "YYYY-MM").
     void add_calls(std::int64_t n, const std::string& kind);
+    // Deletes settled rows (done, failed) received before `before_ms`; returns how many went.
+    // A re-delivery of one of them (DingTalk re-pushes within minutes, failure records within 7
+    // days) would then be journaled again: the retention is far longer than that.
+    std::int64_t prune(std::int64_t before_ms);
     std::int64_t calls_in_month(const std::string& month, const std::string& kind = "");
     static std::string month_of(std::int64_t unix_s);
     static std::string this_month();

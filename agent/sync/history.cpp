@@ -31,8 +31,7 @@ CREATE INDEX IF NOT EXISTS run_items_run ON run_items(run_id);
 )SQL";
 #undef DINGBRIDGE_COUNTER_COLUMN
 
-std::string now_iso() {
-    auto t = std::chrono::system_clock::now();
+std::string iso_time(std::chrono::system_clock::time_point t) {
     std::time_t s = std::chrono::system_clock::to_time_t(t);
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count() % 1000;
     std::tm tm{};
@@ -42,6 +41,8 @@ std::string now_iso() {
                   tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
     return buf;
 }
+
+std::string now_iso() { return iso_time(std::chrono::system_clock::now()); }
 
 // "departments_fetched, users_fetched, ...": the counter columns in order.
 std::string counter_columns() {
@@ -116,6 +117,28 @@ HistoryStore::HistoryStore(const std::string& path) {
 
 HistoryStore::~HistoryStore() {
     if (db_) sqlite3_close(db_);
+}
+
+Result<std::int64_t> HistoryStore::prune(std::chrono::seconds keep) {
+    const std::string cutoff_iso = iso_time(std::chrono::system_clock::now() - keep);
+    constexpr const char* kOld =
+        "status <> 'running' AND finished_at IS NOT NULL AND finished_at < ?1 AND id NOT IN "
+        "(SELECT MAX(id) FROM runs WHERE kind='full' AND dry_run=0 AND status IN ('succeeded','partial'))";
+    if (auto r = sqlite_util::exec(db_, "BEGIN IMMEDIATE"); !r) return fail(r.error());
+    Stmt items(db_,
+               (std::string("DELETE FROM run_items WHERE run_id IN (SELECT id FROM runs WHERE ") + kOld + ")").c_str());
+    items.bind(1, cutoff_iso);
+    Status r = items.run();
+    std::int64_t gone = 0;
+    if (r) {
+        Stmt runs(db_, (std::string("DELETE FROM runs WHERE ") + kOld).c_str());
+        runs.bind(1, cutoff_iso);
+        r = runs.run();
+        gone = sqlite3_changes(db_);
+    }
+    (void)sqlite_util::exec(db_, r ? "COMMIT" : "ROLLBACK");
+    if (!r) return fail(r.error());
+    return gone;
 }
 
 Result<std::int64_t> HistoryStore::start_run(const std::string& kind, const std::string& trigger, bool dry_run) {

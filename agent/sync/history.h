@@ -7,6 +7,7 @@
 // added to the month's count in `api_calls`: a run that never finished spent them all the same.
 // Messages stored here never contain secrets (callers pass redacted text). Not thread-safe.
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -104,6 +105,9 @@ public:
     Status update_progress(std::int64_t id, const RunCounters& c);
     Status add_item(std::int64_t id, const RunItem& item);
     Status finish_run(std::int64_t id, const std::string& status, const std::string& message, const RunCounters& c);
+    // Deletes runs that finished more than `keep` ago, with their items, except the last full
+    // run that applied (the console's "last full sync"); returns how many runs went.
+    Result<std::int64_t> prune(std::chrono::seconds keep);
 
     std::vector<RunRecord> list(int limit);
     std::optional<RunRecord> get(std::int64_t id);

@@ -159,6 +159,27 @@ class Mutations(unittest.TestCase):
         self.assertEqual(third["counts"]["changes_planned"], 0)
         self.assertEqual(third["status"], "succeeded")
 
+    def test_history_keep_deletes_old_runs_and_settled_events(self):
+        # Before: every run, its items and every journaled event stayed in state.db for good.
+        env = Env(generate="users=20,departments=3,depth=1,seed=3")
+        self.addCleanup(env.stop)
+        env.agent("sync", check=0)
+        env.agent("sync", check=0)
+        con = sqlite3.connect(str(env.state / "state.db"))
+        con.execute("UPDATE runs SET finished_at='2000-01-01T00:00:00.000Z'")
+        for key, status in (("old-done", "done"), ("old-pending", "pending")):
+            con.execute("INSERT INTO event_journal(dedup_key, source, event_type, received_ms, status) "
+                        "VALUES(?, 'stream', 'user_modify_org', 1000, ?)", (key, status))
+        con.commit()
+        con.close()
+        env.agent("sync", check=0)
+        # Run 1 went; run 2, the last full sync that applied before this one, stays, as does 3.
+        self.assertEqual(sorted(r["id"] for r in env.history()), [2, 3])
+        con = sqlite3.connect(str(env.state / "state.db"))
+        keys = [k for (k,) in con.execute("SELECT dedup_key FROM event_journal")]
+        con.close()
+        self.assertEqual(keys, ["old-pending"])  # a row still to apply is never dropped
+
 
 class Faults(unittest.TestCase):
     def test_sync_converges_through_5xx_busy_throttle_slow_drop_and_token_errors(self):
