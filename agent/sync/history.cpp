@@ -123,7 +123,8 @@ Result<std::int64_t> HistoryStore::prune(std::chrono::seconds keep) {
     const std::string cutoff_iso = iso_time(std::chrono::system_clock::now() - keep);
     constexpr const char* kOld =
         "status <> 'running' AND finished_at IS NOT NULL AND finished_at < ?1 AND id NOT IN "
-        "(SELECT MAX(id) FROM runs WHERE kind='full' AND dry_run=0 AND status IN ('succeeded','partial'))";
+        "(SELECT id FROM runs WHERE kind='full' AND dry_run=0 AND status IN ('succeeded','partial') "
+        "ORDER BY id DESC LIMIT 1)";  // not MAX(id): NOT IN (NULL) would keep every run
     if (auto r = sqlite_util::exec(db_, "BEGIN IMMEDIATE"); !r) return fail(r.error());
     Stmt items(db_,
                (std::string("DELETE FROM run_items WHERE run_id IN (SELECT id FROM runs WHERE ") + kOld + ")").c_str());

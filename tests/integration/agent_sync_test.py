@@ -177,8 +177,13 @@ class Mutations(unittest.TestCase):
         self.assertEqual(sorted(r["id"] for r in env.history()), [2, 3])
         con = sqlite3.connect(str(env.state / "state.db"))
         keys = [k for (k,) in con.execute("SELECT dedup_key FROM event_journal")]
+        # Without any full sync that applied (only failed ones here), old runs go all the same.
+        con.execute("UPDATE runs SET status='failed', finished_at='2000-01-01T00:00:00.000Z'")
+        con.commit()
         con.close()
         self.assertEqual(keys, ["old-pending"])  # a row still to apply is never dropped
+        env.agent("sync", check=0)
+        self.assertEqual([r["id"] for r in env.history()], [4])
 
 
 class Faults(unittest.TestCase):
