@@ -343,6 +343,7 @@ std::string ScimTarget::find_by_external_id(const std::string& endpoint, const s
                                             std::string& error) {
     std::string filter = "externalId eq " + quote(external_id);
     auto r = client_.send({"GET", endpoint + "?filter=" + scim_url_encode(filter), ""});
+    if (r.status == 404) return {};  // some servers answer an empty result so (RFC 7644 says 200)
     if (!r.ok()) {
         error = r.error("SCIM GET " + endpoint + " by externalId " + external_id);
         return {};
