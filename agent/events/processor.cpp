@@ -154,6 +154,7 @@ private:
     }
 
     void fetch_user(const std::string& u) {
+        if (!asked_users_.insert(u).second) return;  // one read per user and batch
         ++user_reads_;
         api_.user_get(
             u,
@@ -162,6 +163,60 @@ private:
                 ++reporter_.counters().users_fetched;
             },
             [this, u](const ApiFailure& f) { fetch_failed(f, "user", u, fetched_.users, failed_users_); });
+    }
+
+    // A department moved into the synced tree brings what is under it: its sub-departments
+    // (listsub; each is read and explored in turn, a level per round) and its members (user
+    // pages, then user/get each). Its event names only the department itself. A failure keeps
+    // the department out of this batch and its row is tried again.
+    void read_what_is_under(std::int64_t id) {
+        explored_.insert(id);
+        auto failed = [this, id](const ApiFailure& f) {
+            if (f.kind == FailureKind::not_found) return;  // gone meanwhile: its own event follows
+            if (failed_depts_.insert(id).second)
+                reporter_.item_failed(RunItem{"fetch", "department", std::to_string(id), f.api,
+                                              "what is under it could not be read: " + f.message()});
+            fetched_.departments.erase(id);
+        };
+        api_.listsub(
+            id,
+            [this](std::vector<dingtalk::DeptSummary>&& subs) {
+                for (const auto& s : subs)
+                    if (!fetched_.departments.count(s.dept_id) && !failed_depts_.count(s.dept_id) &&
+                        !p_.mapping_.exclude_departments().count(s.dept_id)) {
+                        moved_in_.insert(s.dept_id);  // came with it
+                        fetch_dept(s.dept_id);
+                    }
+            },
+            failed);
+        read_members(id, 0, failed);
+    }
+
+    // Whether a department read in this batch hangs under a synced top once the batch is applied:
+    // through parents the target holds or this batch read, none of them excluded.
+    bool lands_inside(std::int64_t id) const {
+        const auto& includes = p_.mapping_.include_departments();
+        for (int depth = 0; depth < 64; ++depth) {
+            if (p_.mapping_.exclude_departments().count(id)) return false;
+            if (includes.empty() ? id == p_.config_.root_department
+                                 : std::count(includes.begin(), includes.end(), id) > 0)
+                return true;
+            const auto it = fetched_.departments.find(id);  // what this batch read decides
+            if (it == fetched_.departments.end()) return p_.cache_->departments.count(std::to_string(id)) > 0;
+            if (!it->second) return false;
+            id = it->second->parent_id;
+        }
+        return false;
+    }
+
+    void read_members(std::int64_t id, std::int64_t cursor, const dingtalk::DingTalkClient::Failed& failed) {
+        api_.user_page(
+            id, cursor,
+            [this, id, failed](dingtalk::UserPage&& page) {
+                for (const auto& u : page.users) fetch_user(std::string(u.userid));
+                if (page.has_more) read_members(id, page.next_cursor, failed);
+            },
+            failed);
     }
 
     // The run's requests so far, written to its history row about once a second: a batch killed
@@ -178,6 +233,12 @@ private:
 
     // ---- fetch by id (and the target's state when not cached); false: the batch ended ----
     bool fetch() {
+        // A department an org_dept_modify names that the target lacks was moved in from an
+        // excluded or unsynced place (a created one comes with org_dept_create, and empty).
+        for (const auto& [row, r] : b_.by_id)
+            if (r->event_type == "org_dept_modify")
+                for (const auto& d : r->dept_ids)
+                    if (auto id = positive_id(d)) moved_in_.insert(*id);
         for (auto id : b_.depts) fetch_dept(id);
         for (const auto& u : b_.users) fetch_user(u);
         auto fatal = api_.run(tick());
@@ -202,9 +263,16 @@ private:
             std::vector<std::string> orphans;
             for (auto& u : users_left_without_a_department(*p_.cache_, fetched_))
                 if (!failed_users_.count(u)) orphans.push_back(std::move(u));
-            if (more.empty() && orphans.empty()) break;
+            std::vector<std::int64_t> entering;
+            for (auto id : moved_in_)
+                if (const auto d = fetched_.departments.find(id);
+                    d != fetched_.departments.end() && d->second && !explored_.count(id) && !failed_depts_.count(id) &&
+                    !p_.cache_->departments.count(std::to_string(id)) && lands_inside(id))
+                    entering.push_back(id);
+            if (more.empty() && orphans.empty() && entering.empty()) break;
             for (auto id : more) fetch_dept(id);
             for (const auto& u : orphans) fetch_user(u);
+            for (auto id : entering) read_what_is_under(id);
             fatal = api_.run(tick());
         }
         reporter_.clear_line();
@@ -458,7 +526,10 @@ private:
     EventFetch fetched_;
     std::set<std::string> failed_users_;
     std::set<std::int64_t> failed_depts_;
-    std::set<std::string> kept_back_;  // users a unique-value conflict kept from their desired values
+    std::set<std::string> asked_users_;  // user/get asked for in this batch
+    std::set<std::int64_t> moved_in_;    // departments that may have entered the tree with what is under them
+    std::set<std::int64_t> explored_;    // those whose sub-departments and members were asked for
+    std::set<std::string> kept_back_;    // users a unique-value conflict kept from their desired values
     std::vector<std::int64_t> done_rows_, retry_rows_, apply_failed_rows_;
     std::set<std::string> failed_user_changes_, failed_dept_changes_;  // external ids the target refused
     std::string target_error_;                                         // the first such refusal

@@ -338,6 +338,35 @@ class Batches(unittest.TestCase):
         apis = env.sim.stats()["apis"]
         self.assertEqual(apis["/topapi/v2/user/get"]["calls"], 2, apis)
 
+    def test_a_department_moved_into_the_synced_tree_brings_its_members_and_sub_departments(self):
+        # Events name only the moved department. Before: it arrived alone, without the
+        # departments and users under it, until the next reconcile (sync --dry-run: 18 changes).
+        env = RunEnv()
+        self.addCleanup(env.stop)
+        depts = env.sim.org()["departments"]
+        children = lambda p: [d["dept_id"] for d in depts if d.get("parent_id") == p]
+        excluded = next(d for d in children(1) if any(children(c) for c in children(d)))
+        moved = next(c for c in children(excluded) if children(c))
+        env.mapping.write_text(env.mapping.read_text().replace("  exclude_departments: []",
+                                                               f"  exclude_departments: [{excluded}]"))
+        env.start_agent()
+        env.wait_connected()
+        env.wait_first_full_sync()
+        env.sim.admin("POST", "/_sim/stats/reset")
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": moved, "parent_id": 1})
+        env.wait(lambda: env.journal() and {s for _, _, s in env.journal()} == {"done"}, "the move applied")
+        org = env.sim.org()
+        entered = [moved, *children(moved), *[g for c in children(moved) for g in children(c)]]
+        members = {u["userid"] for u in org["users"] if set(u["dept_id_list"]) & set(entered)}
+        self.assertTrue(members)
+        self.assertLessEqual(members, set(target_org(env.target_db())["users"]))
+        # One listsub and one user page per department that entered, one get per member.
+        apis = env.sim.stats()["apis"]
+        self.assertEqual(apis["/topapi/v2/department/listsub"]["calls"], len(entered), apis)
+        self.assertEqual(apis["/topapi/v2/user/list"]["calls"], len(entered), apis)
+        self.assertEqual(apis["/topapi/v2/user/get"]["calls"], len(members), apis)
+        env.stop_agent()
+        self.assertIn("nothing applied): 0 changes", env.agent("sync", "--dry-run", check=0).stdout)
 
 class Conflicts(unittest.TestCase):
     """A user a unique-value conflict kept from its DingTalk values (the field left empty, or the
