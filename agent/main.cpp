@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <optional>
 
 #include "agent/config.h"
 #include "agent/doctor.h"
@@ -182,18 +183,25 @@ int sync_command(const AgentConfig& config, const Mapping& mapping, Target& targ
     SyncOptions options;
     options.dry_run = cl.dry_run;
     options.force = cl.force;
-    if (!cl.dry_run) prune_state(config, store);
+    // The event journal's tables (the month's calls, journaled events), opened once for both uses.
+    std::optional<events::Journal> journal;
+    try {
+        journal.emplace((std::filesystem::path(config.state_dir) / "state.db").string());
+    } catch (const std::exception& e) {
+        spdlog::warn("the state database's journal cannot be opened: {}", e.what());
+    }
+    if (!cl.dry_run && journal) prune_state(config, store, *journal);
     SyncResult r = run_full_sync(config, mapping, target, store, options, std::cout);
     // Every DingTalk call spends the month's quota, a sync run by hand or by the timer too:
     // counted with run mode's calls, so `history` and the reconcile budget see them.
     if (r.run_id != 0) {
         auto rec = store.get(r.run_id);
-        if (rec && rec->counters.requests > 0) try {
-                events::Journal((std::filesystem::path(config.state_dir) / "state.db").string())
-                    .add_calls(rec->counters.requests, "full");
-            } catch (const std::exception& e) {
-                spdlog::warn("run {}: its DingTalk calls could not be counted: {}", r.run_id, e.what());
-            }
+        if (rec && rec->counters.requests > 0) {
+            if (journal)
+                journal->add_calls(rec->counters.requests, "full");
+            else
+                spdlog::warn("run {}: its DingTalk calls could not be counted", r.run_id);
+        }
     }
     if (r.run_id == 0)
         std::cerr << "dingbridge-agent: sync " << run_status_name(r.status) << ": " << r.message << "\n";

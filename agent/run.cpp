@@ -375,17 +375,11 @@ bool reconcile_due(const AgentConfig& config, Journal& journal) {
 
 }  // namespace
 
-void prune_state(const AgentConfig& config, HistoryStore& history) {
+void prune_state(const AgentConfig& config, HistoryStore& history, Journal& journal) {
     if (config.history_keep.count() <= 0) return;
     auto runs = history.prune(config.history_keep);
     if (!runs) spdlog::warn("history_keep: cannot delete old runs: {}", runs.error());
-    std::int64_t rows = 0;
-    try {
-        rows = Journal((std::filesystem::path(config.state_dir) / "state.db").string())
-                   .prune(now_ms() - config.history_keep.count() * 1000);
-    } catch (const std::exception& e) {
-        spdlog::warn("history_keep: cannot delete old events: {}", e.what());
-    }
+    const std::int64_t rows = journal.prune(now_ms() - config.history_keep.count() * 1000);
     if ((runs && *runs > 0) || rows > 0)
         spdlog::info("history_keep: deleted {} runs and {} events older than {} days", runs ? *runs : 0, rows,
                      config.history_keep.count() / 86400);
@@ -444,7 +438,7 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
     // ---- applying ----
     auto next_alive = Clock::now();
     auto next_prune = Clock::now() + std::chrono::hours(24);  // the first at start, below
-    prune_state(config, history);
+    prune_state(config, history, journal);
     auto retry_at = Clock::time_point{};
     while (!g_stop) {
         notifier.wait(std::chrono::milliseconds(1000));
@@ -455,7 +449,7 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
             next_alive = now + std::chrono::seconds(30);
         }
         if (now >= next_prune) {
-            prune_state(config, history);
+            prune_state(config, history, journal);
             next_prune = now + std::chrono::hours(24);
         }
         if (now >= retry_at && journal.pending_count() > 0) {

@@ -9,6 +9,7 @@
 #include <ostream>
 
 #include "agent/config.h"
+#include "agent/events/journal.h"
 #include "agent/mapping/mapping.h"
 #include "agent/sync/history.h"
 #include "agent/targets/target.h"
@@ -21,6 +22,6 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
 // Deletes from state.db what is older than `history_keep`: finished runs with their items (the
 // last applying full run stays) and settled journal rows. On every sync and run start, and once
 // a day while `run` goes on; 0 keeps everything.
-void prune_state(const AgentConfig& config, HistoryStore& history);
+void prune_state(const AgentConfig& config, HistoryStore& history, events::Journal& journal);
 
 }  // namespace dingbridge::agent
