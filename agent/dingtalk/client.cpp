@@ -38,6 +38,8 @@ DingTalkClient::DingTalkClient(ClientSettings settings)
       total_limiter_(settings_.qps_total, 1.0),
       rng_(std::random_device{}()) {
     while (!settings_.oapi_base.empty() && settings_.oapi_base.back() == '/') settings_.oapi_base.pop_back();
+    if (!settings_.token_cache) settings_.token_cache = std::make_shared<TokenCache>();
+    token_owner_ = settings_.oapi_base + '\n' + settings_.app_key;
 }
 
 bool DingTalkClient::fatal(const ApiFailure& f) {
@@ -55,7 +57,7 @@ bool DingTalkClient::fatal(const ApiFailure& f) {
 }
 
 std::string DingTalkClient::url_for(const std::string& api) const {
-    return settings_.oapi_base + api + "?access_token=" + url_encode(token_);
+    return settings_.oapi_base + api + "?access_token=" + url_encode(token());
 }
 
 void DingTalkClient::call(const std::string& api, std::string json_body, Handler handler, Failed failed) {
@@ -185,7 +187,7 @@ void DingTalkClient::on_response(Pending p, HttpResponse&& r) {
             return;
         }
         p.token_retried = true;
-        token_.clear();  // refetch, then retry this call once (§1)
+        drop_token();  // refetch, then retry this call once (§1)
         queues_[p.api].push_front(std::move(p));
         return;
     }
@@ -235,15 +237,32 @@ void DingTalkClient::start_token_fetch() {
             return;
         }
         token_failures_ = 0;
-        token_ = reply.value().access_token;
+        TokenCache& cache = *settings_.token_cache;
+        cache.owner = token_owner_;
+        cache.token = reply.value().access_token;
         // Refresh 5 minutes before expiry (what the official SDKs do), or at half-life if shorter.
         auto ttl = std::chrono::seconds(reply.value().expires_in);
         auto margin = std::min<std::chrono::seconds>(std::chrono::seconds(300), ttl / 2);
-        token_refresh_at_ = Clock::now() + ttl - margin;
+        cache.refresh_at = Clock::now() + ttl - margin;
     });
 }
 
 std::optional<ApiFailure> DingTalkClient::ensure_token() { return run(); }
+
+const std::string& DingTalkClient::token() const {
+    static const std::string none;
+    const TokenCache& cache = *settings_.token_cache;
+    return cache.owner == token_owner_ ? cache.token : none;
+}
+
+bool DingTalkClient::token_valid(Clock::time_point now) const {
+    return !token().empty() && now < settings_.token_cache->refresh_at;
+}
+
+void DingTalkClient::drop_token() {
+    TokenCache& cache = *settings_.token_cache;
+    if (cache.owner == token_owner_) cache.token.clear();
+}
 
 std::optional<ApiFailure> DingTalkClient::run(const std::function<void()>& tick) {
     fatal_.reset();
@@ -265,10 +284,10 @@ std::optional<ApiFailure> DingTalkClient::run(const std::function<void()>& tick)
                 ++it;
             }
         }
-        const bool token_ok = !token_.empty() && now < token_refresh_at_;
+        const bool token_ok = token_valid(now);
         const bool work = has_work();
         if (!work && transport_.in_flight() == 0 && !token_fetching_ && (token_ok || token_failures_ == 0) &&
-            !token_.empty())
+            !token().empty())
             break;
         Clock::time_point wake = now + std::chrono::milliseconds(200);
         if (!token_ok) {

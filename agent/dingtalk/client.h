@@ -26,6 +26,15 @@
 
 namespace dingbridge::agent::dingtalk {
 
+// The access token of an app and when to refresh it. Every client made from copies of one
+// ClientSettings shares it: in run mode the event client and each full sync use one token, so a
+// process fetches one every two hours instead of one per client (each fetch is a call, §1).
+struct TokenCache {
+    std::string owner;  // the host and app the token belongs to
+    std::string token;
+    std::chrono::steady_clock::time_point refresh_at{};
+};
+
 struct ClientSettings {
     std::string oapi_base = "https://oapi.dingtalk.com";
     std::string app_key;
@@ -36,6 +45,7 @@ struct ClientSettings {
     std::chrono::milliseconds backoff_base{200};
     std::chrono::milliseconds backoff_max{8000};
     TransportSettings transport;
+    std::shared_ptr<TokenCache> token_cache = std::make_shared<TokenCache>();
 };
 
 struct ClientStats {
@@ -108,8 +118,11 @@ private:
     std::map<std::string, std::deque<Pending>> queues_;
     std::vector<Pending> delayed_;
     std::optional<ApiFailure> fatal_;
-    std::string token_;
-    Clock::time_point token_refresh_at_{};
+    // The cached token if it belongs to this app (settings_.token_cache), else empty.
+    const std::string& token() const;
+    bool token_valid(Clock::time_point now) const;
+    void drop_token();
+    std::string token_owner_;
     Clock::time_point token_retry_at_{};
     bool token_fetching_ = false;
     int token_failures_ = 0;

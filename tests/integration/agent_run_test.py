@@ -518,6 +518,18 @@ class CatchUpAndBudget(unittest.TestCase):
         p = env.agent("history", check=0)
         self.assertIn("calls this month", p.stdout)
 
+    def test_one_token_serves_the_event_client_and_the_full_syncs(self):
+        # Before: the start's full sync and the event client each fetched a token (a call each), and
+        # every scheduled reconcile another, although one stays valid for two hours (§1).
+        env = RunEnv(extra_events="  reconcile_interval: 3s\n")
+        self.addCleanup(env.stop)
+        env.start_and_sync()
+        env.sim.admin("POST", "/_sim/user/create", {"userid": "token-1", "name": "T", "dept_id_list": [1]})
+        env.wait_converged("an event after the first full sync")
+        env.wait(lambda: len([r for r in env.history() if r["kind"] == "full" and r["status"] == "succeeded"]) >= 2,
+                 "a scheduled reconcile")
+        self.assertEqual(env.sim.stats()["apis"]["/gettoken"]["calls"], 1)
+
     def test_budget_defers_the_scheduled_reconcile(self):
         env = RunEnv(extra_events="  reconcile_interval: 2s\n")
         self.addCleanup(env.stop)
