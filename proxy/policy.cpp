@@ -241,7 +241,16 @@ AuthResult Policy::check(const IpAddress& source, const ConnectRequest& request,
         // depends on the address alone, tells nothing about names or passwords). Cached logins
         // above never get here: their tenant's own networks decide.
         result.check_share = source_tenant(source);
-        result.outcome = result.check_share != nullptr ? AuthOutcome::verify_password : AuthOutcome::source_not_allowed;
+        if (result.check_share == nullptr) {
+            // Nothing was checked: the name is only a claim, so the refusal is nobody's (else
+            // anyone could write "bob tried from outside" into bob's tenant's log and metrics,
+            // and the log would tell which names exist).
+            result.tenant = nullptr;
+            result.pending_user = nullptr;
+            result.outcome = AuthOutcome::source_not_allowed;
+            return result;
+        }
+        result.outcome = AuthOutcome::verify_password;
         return result;
     }
     if (request.has_authorization) {
@@ -304,6 +313,11 @@ bool Policy::destination_allowed(const Tenant& tenant, const std::string& host, 
 }
 
 bool Policy::address_allowed(const Tenant& tenant, const IpAddress& address) const {
+    // Linux connects an unspecified destination (0.0.0.0, ::, or a form embedding 0.0.0.0) to this
+    // host itself, which the loop guard knows only by its own addresses: never a destination,
+    // whatever allow_internal_networks or a custom deny list says.
+    static const IpAddress any_v4 = *IpAddress::parse("0.0.0.0");
+    if (address == any_v4 || address.embedded_v4() == any_v4) return false;
     if (tenant.allow_internal.contains(address)) return true;
     if (deny_.contains(address)) return false;
     if (auto inner = address.embedded_v4()) {

@@ -29,7 +29,8 @@ public:
 
     bool is_v4() const;              // IPv4 or IPv4-mapped
     std::uint32_t v4_value() const;  // host order; only when is_v4()
-    // The IPv4 address embedded in IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96) or 6to4
+    // The IPv4 address embedded in IPv4-compatible (::a.b.c.d), IPv4-translated (::ffff:0:0/96),
+    // NAT64 (64:ff9b::/96, and a /96 inside the local-use 64:ff9b:1::/48) or 6to4
     // (2002:AABB:CCDD::/48) forms; these reach IPv4 hosts too, so the deny check looks at them.
     std::optional<IpAddress> embedded_v4() const;
     const std::array<std::uint8_t, 16>& bytes() const { return bytes_; }

@@ -793,6 +793,49 @@ class WildcardLoopGuard(unittest.TestCase):
             expected = 200 if target.endswith(f"127.0.0.1:{echo_port}") else 403
             self.assertEqual(status, expected, f"{target}: {results}")
 
+    def test_unspecified_addresses_reach_neither_the_proxy_nor_anything_else(self):
+        # Linux connects 0.0.0.0 and [::] to this host. Before: a tenant allowed 0.0.0.0/0 got 200
+        # for CONNECT 0.0.0.0:<admin port> (and /metrics of every tenant through it) and for its
+        # own listener, where its inner CONNECT came from 127.0.0.1 and took another tenant's place.
+        work = harness.Workdir()
+        self.addCleanup(work.cleanup)
+        echo_server = harness.TcpServer(echo)
+        self.addCleanup(echo_server.stop)
+        admin_port = harness.free_port("127.0.0.1")
+        password_hash = harness.hash_password(PASSWORD)
+        proxy = harness.Proxy(work.path, f"""
+listeners: ["127.0.0.1:0"]
+workers: 1
+admin:
+  address: "127.0.0.1:{admin_port}"
+tenants:
+  - name: agent
+    users: [{{name: agent, password_hash: "{password_hash}"}}]
+    source_networks: ["127.0.0.1/32"]
+    destinations: ["*:*"]
+    allow_internal_networks: ["0.0.0.0/0", "::/0"]
+  - name: other
+    users: [{{name: bob, password_hash: "{password_hash}"}}]
+    source_networks: ["127.0.0.2/32"]
+    destinations: ["*:*"]
+""")
+        self.addCleanup(proxy.stop)
+        self.assertEqual(connect_status("127.0.0.1", proxy.port, f"127.0.0.1:{echo_server.port}"), 200)
+        for target in (f"0.0.0.0:{admin_port}", f"0.0.0.0:{proxy.port}", f"[::]:{proxy.port}",
+                       f"0.0.0.0:{echo_server.port}"):
+            self.assertEqual(connect_status("127.0.0.1", proxy.port, target), 403, target)
+
+        # A claimed name from an address no tenant holds: refused unchecked, and so nobody's.
+        # Before: the line and the metrics said tenant=other (bob's), so anyone could write into
+        # another tenant's figures, and the log told which names exist.
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10, source_address=("127.0.0.3", 0)) as s:
+            s.sendall(f"CONNECT 127.0.0.1:{echo_server.port} HTTP/1.1\r\nProxy-Authorization: Basic ".encode() +
+                      base64.b64encode(b"bob:guess") + b"\r\n\r\n")
+            self.assertEqual(harness.read_response_head(s)[0], 403)
+        line = proxy.wait_for_log(lambda l: "127.0.0.3" in l)
+        self.assertIn("tenant=- ", line)
+        self.assertNotIn('tenant="other"', metrics_text(proxy))
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

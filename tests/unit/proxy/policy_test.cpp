@@ -98,13 +98,15 @@ BOOST_AUTO_TEST_CASE(default_deny_covers_internal_ranges_in_every_spelling) {
                                "::127.0.0.1",
                                "64:ff9b::a9fe:a9fe",
                                "64:ff9b::7f00:1",
+                               "64:ff9b:1::7f00:1",
+                               "64:ff9b:1:2:3:4:a00:1",
                                "2002:7f00:1::",
                                "2002:c0a8:101::1",
                                "::ffff:7f00:1"}) {
         BOOST_TEST(!policy.address_allowed(t, ip(denied)), denied);
     }
     for (const char* allowed : {"8.8.8.8", "203.119.1.1", "172.32.0.1", "100.128.0.1", "2400:3200::1",
-                                "64:ff9b::808:808", "2002:808:808::1"}) {
+                                "64:ff9b::808:808", "64:ff9b:1::808:808", "2002:808:808::1"}) {
         BOOST_TEST(policy.address_allowed(t, ip(allowed)), allowed);
     }
 }
@@ -122,6 +124,27 @@ BOOST_AUTO_TEST_CASE(spellings_in_connect_targets_never_reach_loopback) {
         BOOST_TEST_REQUIRE(r.request.host_is_ip, target);
         BOOST_TEST(!policy.address_allowed(t, ip(r.request.host.c_str())), target);
     }
+}
+
+BOOST_AUTO_TEST_CASE(unspecified_addresses_are_never_a_destination) {
+    // Linux connects 0.0.0.0 and :: to this host: before, a tenant allowed 0.0.0.0/0 (or a deny
+    // list without 0.0.0.0/8) reached the proxy's own admin port and listeners through them,
+    // past the loop guard, and from there any tenant that admits the proxy host.
+    Tenant open = tenant_with({"*:*"});
+    open.allow_internal.add(*Cidr::parse("0.0.0.0/0"));
+    open.allow_internal.add(*Cidr::parse("::/0"));
+    NetworkSet loopback_only;
+    loopback_only.add(*Cidr::parse("127.0.0.0/8"));
+    loopback_only.add(*Cidr::parse("::1/128"));
+    auto check = [&](const Policy& policy) {
+        for (const Tenant& t : {open, tenant_with({"*:*"})}) {
+            for (const char* a : {"0.0.0.0", "::", "::ffff:0.0.0.0", "::ffff:0:0.0.0.0", "64:ff9b::0.0.0.0", "2002::"})
+                BOOST_TEST(!policy.address_allowed(t, ip(a)), a);
+        }
+        BOOST_TEST(policy.address_allowed(open, ip("127.0.0.1")));
+    };
+    check(Policy({}, default_deny_networks()));
+    check(Policy({}, loopback_only));
 }
 
 BOOST_AUTO_TEST_CASE(tenant_can_allow_a_specific_internal_network) {
@@ -163,8 +186,11 @@ BOOST_AUTO_TEST_CASE(authenticates_by_password_and_source) {
     // No tenant takes 192.0.2.1: refused by the fast part, right, wrong or unknown, without a
     // password check (which would answer verify_password).
     for (const char* user : {"alice", "mallory"}) {
-        BOOST_TEST(static_cast<int>(policy.check(ip("192.0.2.1"), with_basic(user, "pw-x")).outcome) ==
-                   static_cast<int>(AuthOutcome::source_not_allowed));
+        const AuthResult r = policy.check(ip("192.0.2.1"), with_basic(user, "pw-x"));
+        BOOST_TEST(static_cast<int>(r.outcome) == static_cast<int>(AuthOutcome::source_not_allowed));
+        // Nothing was checked: the claimed name puts no tenant on the refusal (its log line and
+        // metrics), so an outsider cannot write into alice's tenant's figures.
+        BOOST_TEST(r.tenant == nullptr, user);
     }
     // 10.9.1.1 is the credential-less tenant's: a name from another tenant is still checked there
     // (then refused for its source once verified).
