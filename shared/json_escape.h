@@ -2,7 +2,9 @@
 // JSON string escaping (RFC 8259 §7), the one implementation for the programs' JSON logs and
 // outputs and the DingTalk simulator's responses. Quote, backslash and every control character
 // are escaped (the short form where JSON has one, else \u00XX), DEL too so that a log line stays
-// printable; other bytes, UTF-8 included, pass through unchanged. Pure; any thread.
+// printable, and so are U+0085, U+2028 and U+2029, which readers that split on Unicode line
+// breaks take for the end of a record. Other well-formed UTF-8 passes through unchanged; a byte
+// that is not part of any becomes \ufffd, so the output is always valid JSON text. Pure; any thread.
 
 #include <string>
 #include <string_view>

@@ -15,6 +15,16 @@ BOOST_AUTO_TEST_CASE(quotes_backslashes_and_control_characters_are_escaped_utf8_
     BOOST_TEST(dingbridge::json_escape("张三 ✓") == "张三 ✓");
 }
 
+BOOST_AUTO_TEST_CASE(unicode_line_breaks_and_bytes_that_are_not_utf8_are_escaped) {
+    // Before: a Basic user name with U+2028 split one access-log record in two for readers that
+    // split on Unicode line breaks, and bytes that are not UTF-8 made the line invalid JSON.
+    BOOST_TEST(dingbridge::json_escape("a\u2028b\u2029c\u0085d") == "a\\u2028b\\u2029c\\u0085d");
+    BOOST_TEST(dingbridge::json_escape(std::string("x\xff\xc0\xafy", 5)) == "x\\ufffd\\ufffd\\ufffdy");  // overlong '/'
+    BOOST_TEST(dingbridge::json_escape(std::string("\xed\xa0\x80", 3)) == "\\ufffd\\ufffd\\ufffd");      // a surrogate
+    BOOST_TEST(dingbridge::json_escape(std::string("\xe5\xbc", 2)) == "\\ufffd\\ufffd");                 // cut short
+    BOOST_TEST(dingbridge::json_escape("\U0001F600 \u00e9") == "\U0001F600 \u00e9");  // 4 and 2 bytes pass
+}
+
 BOOST_AUTO_TEST_CASE(appending_keeps_what_is_there) {
     std::string out = "\"";
     append_json_escaped(out, "x\"y");
