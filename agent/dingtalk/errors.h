@@ -42,6 +42,8 @@ struct ApiFailure {
     std::string detail;    // curl's message or the parser's, without URLs
 
     bool retryable() const;
+    // DingTalk answered this code, as errcode or as sub_code under errcode 88.
+    bool has_code(std::int64_t code) const { return errcode == code || sub_code == std::to_string(code); }
     // "/topapi/v2/user/list: errcode 88 sub_code 90018: <errmsg> (request id abc)"
     std::string message() const;
 };

@@ -6,6 +6,7 @@
 #include <charconv>
 #include <chrono>
 #include <set>
+#include <type_traits>
 
 #include "agent/dingtalk/contacts_api.h"
 #include "agent/dingtalk/explain.h"
@@ -127,10 +128,18 @@ private:
 
     // A fetch by id that failed: an object DingTalk no longer has is gone (std::nullopt in `got`);
     // any other failure leaves it as it is, in `failed`, and is an item of the run.
+    // So is an object this app cannot read at all: a department outside its contact scope (50004)
+    // or a user id DingTalk calls invalid (33012). No retry can read either (dingtalk-api.md §4:
+    // skip), and a full sync would not find them; retrying until give_up_after spent a call each
+    // time.
     template <class Key, class Got>
     void fetch_failed(const ApiFailure& f, const char* type, const Key& key, std::map<Key, Got>& got,
                       std::set<Key>& failed) {
-        if (f.kind == FailureKind::not_found) {
+        const int unreadable = std::is_same_v<Key, std::int64_t> ? 50004 : 33012;
+        if (f.kind == FailureKind::not_found || f.has_code(unreadable)) {
+            if (f.kind != FailureKind::not_found)
+                spdlog::warn("{} {}: DingTalk answered {} ({}): treated as gone from the synced org", type,
+                             id_text(key), unreadable, f.message());
             got[key] = std::nullopt;
             return;
         }

@@ -668,6 +668,31 @@ class Quota(unittest.TestCase):
         env.wait(lambda: any(s == "pending" for k, t, s in env.journal()), "the event journaled")
         self.assertEqual(env.sim.stats()["faults_fired"], fired)
 
+    def test_objects_the_app_cannot_read_are_settled_with_one_call(self):
+        # 50004 (a department outside the app's contact scope) and 33012 (an invalid userid) are
+        # answers no retry changes (dingtalk-api.md §4: skip). Before: the event was retried
+        # until events.give_up_after, a metered call each time, and the target kept the object.
+        env = RunEnv()
+        self.addCleanup(env.stop)
+        env.start_and_sync()
+        dept = env.sim.admin("POST", "/_sim/dept/create", {"name": "Out of scope", "parent_id": 1})["dept_id"]
+        env.sim.admin("POST", "/_sim/user/create", {"userid": "scope-1", "name": "S1", "dept_id_list": [1]})
+        env.wait_converged("a department and a user created")
+        env.sim.admin("POST", "/_sim/faults", [
+            {"path": "/topapi/v2/department/get", "kind": "errcode", "errcode": 50004,
+             "errmsg": "部门不在授权范围内"},
+            {"path": "/topapi/v2/user/get", "kind": "errcode", "errcode": 33012, "errmsg": "无效的userid"}])
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": dept, "name": "Renamed"})
+        env.sim.admin("POST", "/_sim/user/update", {"userid": "scope-1", "title": "T"})
+        hits = lambda: [r["hits"] for r in env.sim.admin("GET", "/_sim/faults")]
+        env.wait(lambda: hits() == [1, 1] and {s for _, _, s in env.journal()} == {"done"},
+                 "both events settled after one call each", timeout=30)
+        org = target_org(env.target_db(), include_removed=True)
+        self.assertNotIn(str(dept), org["departments"])
+        self.assertFalse(org["users"]["scope-1"]["active"])
+        time.sleep(4)  # past the batch retry delay: nothing is asked again
+        self.assertEqual(hits(), [1, 1])
+
 
 # ---- HTTP push mode ----
 

@@ -38,6 +38,7 @@ constexpr std::pair<FaultKind, std::string_view> kFaultKinds[] = {
     {FaultKind::drop, "drop"},
     {FaultKind::token_invalid, "token_invalid"},
     {FaultKind::quota, "quota"},
+    {FaultKind::errcode, "errcode"},
 };
 }  // namespace
 
@@ -81,7 +82,9 @@ bool FaultTable::add_one(simdjson::dom::object o, std::string& error, std::vecto
     r.pattern = std::string(s);
     if (o["kind"].get(s) != simdjson::SUCCESS) {
         error =
-            "fault needs \"kind\": http_status, busy, throttle, slow, malformed, truncated, drop, token_invalid, quota";
+            "fault needs \"kind\": http_status, busy, throttle, slow, malformed, truncated, drop, token_invalid, "
+            "quota, "
+            "errcode";
         return false;
     }
     auto k = parse_fault_kind(s);
@@ -95,6 +98,14 @@ bool FaultTable::add_one(simdjson::dom::object o, std::string& error, std::vecto
     if (r.status < 100 || r.status > 599) {
         error = "status must be an HTTP status code";
         return false;
+    }
+    if (r.kind == FaultKind::errcode) {
+        if (o["errcode"].get(r.errcode) != simdjson::SUCCESS || r.errcode == 0) {
+            error = "an errcode fault needs a non-zero \"errcode\"";
+            return false;
+        }
+        r.errmsg = "simulated error";
+        if (o["errmsg"].get(s) == simdjson::SUCCESS) r.errmsg = std::string(s);
     }
     if (o["delay_ms"].get(i) == simdjson::SUCCESS) r.delay_ms = static_cast<int>(std::clamp<int64_t>(i, 0, 600000));
     if (r.kind == FaultKind::slow && r.delay_ms == 0) r.delay_ms = 2000;

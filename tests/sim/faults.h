@@ -18,7 +18,7 @@
 
 namespace sim {
 
-enum class FaultKind { http_status, busy, throttle, slow, malformed, truncated, drop, token_invalid, quota };
+enum class FaultKind { http_status, busy, throttle, slow, malformed, truncated, drop, token_invalid, quota, errcode };
 
 struct FaultRule {
     uint64_t id = 0;
@@ -26,6 +26,8 @@ struct FaultRule {
     FaultKind kind = FaultKind::http_status;
     int status = 503;        // http_status
     int delay_ms = 0;        // slow (may combine with any kind: response is delayed)
+    int64_t errcode = 0;     // errcode: the business error to answer (e.g. 50004, 33012)
+    std::string errmsg;      // errcode: its message
     int64_t remaining = -1;  // hits left; -1 = unlimited
     double probability = 1.0;
     uint64_t hits = 0;

@@ -373,6 +373,12 @@ ApiResponse Simulator::handle(const ApiRequest& req) {
                         : oapi_error(90020, "调用量:10001次,额度:10000次");
                 r.delay_ms = fault->delay_ms;
                 return r;
+            case FaultKind::errcode:  // a business error (§4's table), e.g. 50004 or 33012
+                r = api_host
+                        ? api_error(400, std::to_string(fault->errcode), fault->errmsg)
+                        : oapi_error(static_cast<int>(fault->errcode), fault->errmsg, path.rfind("/topapi/", 0) == 0);
+                r.delay_ms = fault->delay_ms;
+                return r;
             default:
                 break;
         }
