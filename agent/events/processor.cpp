@@ -368,6 +368,7 @@ private:
         po.delete_removed_users = mapping.removed_user_action() == RemovedUserAction::del;
         po.conflict_policy = mapping.conflict_policy();
         po.managers_first = p_.target_.wants_managers_first();
+        po.usernames_ignore_case = p_.target_.usernames_ignore_case();
         po.fill_required = [this](OrgUser& u) { p_.target_.fill_required(u); };
         for (const auto& u : failed_users_) po.frozen_users.insert(u);
         for (auto d : failed_depts_) po.frozen_departments.insert(std::to_string(d));

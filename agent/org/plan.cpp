@@ -9,6 +9,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "shared/ascii.h"
 #include "shared/enum_table.h"
 
 namespace dingbridge::agent {
@@ -87,6 +88,8 @@ void clear_unique_value(OrgUser& u, int i) {
 class ClaimTable {
 public:
     explicit ClaimTable(SmallString OrgUser::*field) : field_(field) {}
+    // Values match as ascii_match_key makes them (set before the first claim).
+    void ignore_case() { fold_ = true; }
 
     void clear() {
         std::fill(rows_.begin(), rows_.end(), nullptr);
@@ -109,7 +112,7 @@ public:
                 ++size_;
                 return;
             }
-            if (tags_[i] == h && (rows_[i]->*field_) == v) return;
+            if (tags_[i] == h && same(rows_[i]->*field_, v)) return;
         }
     }
     // The row holding `v`, or nullptr.
@@ -117,14 +120,17 @@ public:
         if (rows_.empty()) return nullptr;
         const std::uint32_t h = hash(v);
         for (std::size_t i = h & mask(); rows_[i]; i = (i + 1) & mask())
-            if (tags_[i] == h && (rows_[i]->*field_) == v) return rows_[i];
+            if (tags_[i] == h && same(rows_[i]->*field_, v)) return rows_[i];
         return nullptr;
     }
 
 private:
-    static std::uint32_t hash(std::string_view v) {
-        auto h = std::hash<std::string_view>{}(v);
+    std::uint32_t hash(std::string_view v) const {
+        auto h = fold_ ? std::hash<std::string>{}(ascii_match_key(v)) : std::hash<std::string_view>{}(v);
         return static_cast<std::uint32_t>(h ^ (h >> 32));
+    }
+    bool same(std::string_view a, std::string_view b) const {
+        return a == b || (fold_ && ascii_match_key(a) == ascii_match_key(b));
     }
     std::size_t mask() const { return rows_.size() - 1; }
     void grow() {
@@ -143,6 +149,7 @@ private:
     }
 
     SmallString OrgUser::*field_;
+    bool fold_ = false;
     std::vector<const OrgUser*> rows_;  // a power of two long, or empty
     std::vector<std::uint32_t> tags_;
     std::size_t size_ = 0;
@@ -161,7 +168,9 @@ std::string released_names(const Releases& rel) {
 class Planner {
 public:
     Planner(const OrgSnapshot& desired, const OrgSnapshot& current, const PlanOptions& options)
-        : desired_(desired), current_(current), options_(options) {}
+        : desired_(desired), current_(current), options_(options) {
+        if (options.usernames_ignore_case) claims_[0].ignore_case();
+    }
 
     SyncPlan run() {
         plan_department_writes();

@@ -82,6 +82,9 @@ struct PlanOptions {
     // that value in, so the plan writes what the target will hold and the next run's read
     // compares equal. Target::fill_required.
     std::function<void(OrgUser&)> fill_required;
+    // The target tells usernames apart ignoring case and repeated spaces (an LDAP uid, SCIM's
+    // userName): "Bob" and "bob" then contest one value (ascii_match_key).
+    bool usernames_ignore_case = false;
 };
 
 // The change kinds counted per plan and per run, in history column order (one list: the plan's

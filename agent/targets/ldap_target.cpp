@@ -13,6 +13,7 @@
 #include <chrono>
 #include <csignal>
 #include <ctime>
+#include <map>
 
 #include "agent/sync/build.h"
 #include "agent/targets/utc_time.h"
@@ -458,6 +459,20 @@ void LdapTarget::normalize(OrgSnapshot& desired) {
                 if (desired.users.count(l) && !contains(leaders, l)) leaders.push_back(l);
         d.leaders = std::move(leaders);
     }
+    // Sibling departments whose names the directory matches as one (ou: caseIgnoreMatch, so
+    // "Sales" and "sales  " name one entry) cannot both be entries under their parent: the oldest
+    // (the lowest id) keeps the name, the others take "name (id)". Every department lands, and
+    // the next read gives back the same names.
+    std::map<std::pair<std::string, std::string>, std::vector<std::string>> siblings;
+    for (const auto& [id, d] : desired.departments)
+        siblings[{d.parent_external_id, ascii_match_key(d.name)}].push_back(id);
+    for (auto& [key, ids] : siblings) {
+        if (ids.size() < 2) continue;
+        std::sort(ids.begin(), ids.end(), [](const std::string& a, const std::string& b) {
+            return a.size() != b.size() ? a.size() < b.size() : a < b;  // numeric ids in number order
+        });
+        for (std::size_t i = 1; i < ids.size(); ++i) desired.departments[ids[i]].name += " (" + ids[i] + ")";
+    }
     std::set<std::string> mapped;
     for (const auto& a : s_.user_attributes) mapped.insert(a.field);
     const bool primary_stored = s_.maps("primary_department");
@@ -484,6 +499,13 @@ void LdapTarget::normalize(OrgSnapshot& desired) {
             if (a.attribute == s_.user_rdn_attribute) rdn = user_value(u, a.field);
         desired_dn_[id] = canonical_dn(s_.user_rdn_attribute + "=" + ldap_escape_rdn_value(rdn) + "," + s_.users_dn);
     }
+}
+
+bool LdapTarget::usernames_ignore_case() const {
+    // The username names the entry (uid=..., matched ignoring case and repeated spaces).
+    for (const auto& a : s_.user_attributes)
+        if (a.attribute == s_.user_rdn_attribute && a.field == "username") return true;
+    return false;
 }
 
 void LdapTarget::fill_required(OrgUser& u) const {

@@ -50,6 +50,7 @@ public:
 
     void normalize(OrgSnapshot& desired) override;
     void fill_required(OrgUser& user) const override;
+    bool usernames_ignore_case() const override;
     Result<OrgSnapshot> read() override;
     Status begin() override;
     Status apply(const Change& change) override;

@@ -42,7 +42,8 @@ public:
 
     void normalize(OrgSnapshot& desired) override;
     void fill_required(OrgUser& user) const override;
-    bool wants_managers_first() const override { return true; }  // a manager's id is the server's
+    bool wants_managers_first() const override { return true; }   // a manager's id is the server's
+    bool usernames_ignore_case() const override { return true; }  // userName: caseExact false (RFC 7643)
     Result<OrgSnapshot> read() override;
     Status begin() override;
     Status apply(const Change& change) override;

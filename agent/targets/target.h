@@ -34,6 +34,9 @@ public:
     // user created before its manager costs a second write: a sync (full, or of a batch of
     // events) then creates new managers before their new reports (PlanOptions::managers_first).
     virtual bool wants_managers_first() const { return false; }
+    // Two usernames that differ only in case or repeated spaces are one to this target (an LDAP
+    // DN, SCIM's userName): the plan then lets only one user hold them (PlanOptions).
+    virtual bool usernames_ignore_case() const { return false; }
     // Current state.
     virtual Result<OrgSnapshot> read() = 0;
     // Current state, compared while reading with `desired` (already normalize()d): a target may

@@ -411,6 +411,34 @@ class Faults(unittest.TestCase):
                 self.assertEqual([f[1]["uid"] for f in found], [[name]], p.stdout)
             assert_next_sync_plans_nothing(self, env)
 
+    def test_names_the_directory_holds_equal_all_land(self):
+        # uid and ou match ignoring case and repeated spaces. Before: of two DingTalk users named
+        # bob and Bob, or two sibling departments "Sales team" and "sales  team", the second
+        # failed with "Already exists" on every run (the plan compared exact strings).
+        env = LdapEnv("users=20,departments=3,depth=1,seed=8")
+        self.addCleanup(env.stop)
+        a, b = sorted(u["userid"] for u in env.sim.org()["users"])[:2]
+        for userid, name in ((a, "bob@a.example.com"), (b, "Bob@b.example.com")):
+            env.sim.admin("POST", "/_sim/user/update", {"userid": userid, "email": name, "org_email": ""})
+        depts = [env.sim.admin("POST", "/_sim/dept/create", {"name": name, "parent_id": 1})["dept_id"]
+                 for name in ("Sales team", "sales  team")]
+        p = env.agent("sync", check=0)
+        self.assertEqual(env.history()[0]["status"], "succeeded", p.stdout)
+        uids = [env.slapd.search(PEOPLE, f"(employeeNumber={u})", ["uid"])[0][1]["uid"][0] for u in (a, b)]
+        self.assertEqual(uids, ["bob", b], "the second holder of a name gets its userid (clear_field)")
+        ous = [env.slapd.search(DEPTS, f"(&(objectClass=organizationalUnit)(businessCategory={d}))", ["ou"])
+               for d in depts]
+        self.assertEqual([len(o) for o in ous], [1, 1], ous)
+        self.assertEqual(ous[0][0][1]["ou"], ["Sales team"])
+        self.assertEqual(ous[1][0][1]["ou"], [f"sales  team ({depts[1]})"])
+        assert_next_sync_plans_nothing(self, env)
+        # Once the name is free again, the department takes it back.
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": depts[0], "name": "Marketing"})
+        env.agent("sync", check=0)
+        second = env.slapd.search(DEPTS, f"(&(objectClass=organizationalUnit)(businessCategory={depts[1]}))", ["ou"])
+        self.assertEqual(second[0][1]["ou"], ["sales  team"])
+        assert_next_sync_plans_nothing(self, env)
+
     def test_an_entry_someone_else_owns_at_the_users_dn_is_reported_not_overwritten(self):
         env = LdapEnv("users=20,departments=3,depth=1,seed=8")
         self.addCleanup(env.stop)
