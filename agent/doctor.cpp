@@ -66,23 +66,30 @@ void estimate_full_sync(dingtalk::ContactsApi& api, std::int64_t root, const Map
 
 }  // namespace
 
-bool check_dingtalk(const AgentConfig& config, std::ostream& out, const Mapping* mapping);
+bool check_dingtalk(const AgentConfig& config, std::ostream& out, const Mapping* mapping, std::int64_t& calls);
 
-bool check_online(const AgentConfig& config, std::ostream& out, const Mapping* mapping) {
-    bool dingtalk_ok = check_dingtalk(config, out, mapping);
+bool check_online(const AgentConfig& config, std::ostream& out, const Mapping* mapping, std::int64_t* calls) {
+    std::int64_t made = 0;
+    bool dingtalk_ok = check_dingtalk(config, out, mapping, made);
+    if (calls) *calls = made;
     // The target is checked even when DingTalk fails: the operator sees every problem at once.
     bool target_ok = config.target_type != "ldap" || check_ldap_online(config.ldap, out);
     if (config.target_type == "scim") target_ok = check_scim_online(config.scim, out);
     return dingtalk_ok && target_ok;
 }
 
-bool check_dingtalk(const AgentConfig& config, std::ostream& out, const Mapping* mapping) {
+bool check_dingtalk(const AgentConfig& config, std::ostream& out, const Mapping* mapping, std::int64_t& calls) {
     const auto secrets = config.secrets();
     const bool via_proxy = !config.client.transport.proxy_url.empty();
     dingtalk::ClientSettings s = config.client;
     s.max_attempts = 2;
     s.backoff_base = std::chrono::milliseconds(100);
     dingtalk::DingTalkClient client(s);
+    struct Count {  // on every return
+        const dingtalk::DingTalkClient& client;
+        std::int64_t& calls;
+        ~Count() { calls = static_cast<std::int64_t>(client.stats().requests); }
+    } count{client, calls};
     dingtalk::ContactsApi api(client);
     out << "path: "
         << (via_proxy ? "through proxy " + redact(config.client.transport.proxy_url, secrets) : std::string("direct"))

@@ -6,6 +6,7 @@
 // permission (checked with real contact calls: a token alone proves nothing). With an LDAP
 // target, also the directory (connect, TLS, bind, base DN, schema; targets/ldap_check.h).
 
+#include <cstdint>
 #include <ostream>
 
 #include "agent/config.h"
@@ -15,6 +16,8 @@ namespace dingbridge::agent {
 
 // Returns true when every check passed. With the mapping, also prints the estimated number of
 // DingTalk calls of a full sync (two more calls: /department/list and /topapi/user/count).
-bool check_online(const AgentConfig& config, std::ostream& out, const Mapping* mapping = nullptr);
+// `calls`: set to the DingTalk calls the check made (metered like any other).
+bool check_online(const AgentConfig& config, std::ostream& out, const Mapping* mapping = nullptr,
+                  std::int64_t* calls = nullptr);
 
 }  // namespace dingbridge::agent

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -105,13 +106,41 @@ int no_command(CLI::App& app) {
     return 2;
 }
 
+// check-config --online's calls are metered like any other: they go into the month's count in
+// state.db, when the user running the check owns it (a root-owned WAL file beside the service's
+// database would lock the service out).
+void count_check_calls(const AgentConfig& config, std::int64_t calls) {
+    if (calls <= 0) return;
+    const std::string db = (std::filesystem::path(config.state_dir) / "state.db").string();
+    struct stat st {};
+    std::string why;
+    if (::stat(db.c_str(), &st) != 0) {
+        why = "there is no " + db + " yet";
+    } else if (st.st_uid != ::geteuid()) {
+        why = db + " belongs to another user (run the check as that user to count them)";
+    } else {
+        try {
+            events::Journal journal(db);
+            journal.add_calls(calls, "check");
+            std::cout << "DingTalk calls of this check: " << calls << " (counted in this month's calls)\n";
+            return;
+        } catch (const std::exception& e) {
+            why = e.what();
+        }
+    }
+    std::cout << "DingTalk calls of this check: " << calls << " (not counted in this month's calls: " << why << ")\n";
+}
+
 int check_config_command(const AgentConfig& config, const CommandLine& cl, const std::optional<Mapping>& mapping) {
     auto problems = check_host(config);
     for (const auto& p : problems) std::cerr << "dingbridge-agent: " << p << "\n";
     if (!problems.empty()) return 2;
     std::cout << "configuration: ok (" << cl.config_path << ", " << config.mapping_file << ")\n";
     if (!cl.online) return 0;
-    return check_online(config, std::cout, &*mapping) ? 0 : 1;
+    std::int64_t calls = 0;
+    const bool ok = check_online(config, std::cout, &*mapping, &calls);
+    count_check_calls(config, calls);
+    return ok ? 0 : 1;
 }
 
 int history_command(const AgentConfig& config, HistoryStore& store, const CommandLine& cl) {
@@ -128,21 +157,23 @@ int history_command(const AgentConfig& config, HistoryStore& store, const Comman
         return 0;
     }
     auto runs = store.list(cl.limit);
-    std::int64_t calls = 0, calls_full = 0, calls_event = 0;
+    std::int64_t calls = 0, calls_full = 0, calls_event = 0, calls_check = 0;
     {
         events::Journal journal((std::filesystem::path(config.state_dir) / "state.db").string());
         auto month = events::Journal::this_month();
         calls = journal.calls_in_month(month);
         calls_full = journal.calls_in_month(month, "full");
         calls_event = journal.calls_in_month(month, "event");
+        calls_check = journal.calls_in_month(month, "check");
     }
     if (cl.json) {
         std::cout << "[";
         for (size_t i = 0; i < runs.size(); ++i) std::cout << (i ? "," : "") << run_to_json(runs[i], false);
         std::cout << "]\n";
     } else {
-        std::cout << "calls this month: " << calls << " (full syncs " << calls_full << ", events " << calls_event
-                  << ")";
+        std::cout << "calls this month: " << calls << " (full syncs " << calls_full << ", events " << calls_event;
+        if (calls_check > 0) std::cout << ", check-config " << calls_check;
+        std::cout << ")";
         if (config.monthly_call_budget > 0)
             std::cout << " of dingtalk.monthly_call_budget " << config.monthly_call_budget;
         std::cout << "\n";

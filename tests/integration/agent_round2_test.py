@@ -336,6 +336,13 @@ class CallBudget(unittest.TestCase):
                           "/topapi/v2/user/list": 1, "/topapi/v2/user/get": 1, "/department/list": 1,
                           "/topapi/user/count": 1})
         self.assertLessEqual(sum(want.values()), 3 + n_depts + pages_max)
+        # Those seven are metered too: before, the month's count (and so the reconcile budget)
+        # never saw them.
+        self.assertIn("DingTalk calls of this check: 7 (counted in this month's calls)", est)
+        h = env.agent("history", check=0).stdout
+        m2 = re.search(r"calls this month: (\d+) \(full syncs (\d+), events 0, check-config 7\)", h)
+        self.assertIsNotNone(m2, h)
+        self.assertEqual(int(m2.group(1)), int(m.group(1)) + 7)
 
     def test_mapping_without_order_and_get_only_fields_skips_department_get(self):
         text = (agent_env.REPO / "configs" / "mapping.yaml").read_text()
