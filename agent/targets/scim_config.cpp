@@ -74,6 +74,10 @@ void load_scim_settings(const ConfigNode& l, const std::string& path, bool resol
     if (s.leaders_attribute.empty() || s.leaders_attribute.find_first_of(":. \"") != std::string::npos ||
         s.leaders_attribute == s.parent_attribute)
         l.get("leaders_attribute").fail("must be an attribute name (no ':', '.', spaces), not parent_attribute");
+    s.external_id_prefix = l.get_string("external_id_prefix", s.external_id_prefix);
+    for (unsigned char c : s.external_id_prefix)
+        if (c < 0x20 || c == 0x7f || c == '"' || c == '\\')
+            l.get("external_id_prefix").fail("must not hold quotes, backslashes or control characters");
     l.reject_unknown();
 }
 

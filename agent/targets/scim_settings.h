@@ -31,6 +31,11 @@ struct ScimSettings {
     // The attribute of that schema holding the department's leaders (DingTalk userids, in
     // DingTalk's order: managers are derived from them when the agent runs on events).
     std::string leaders_attribute = "leaders";
+    // Put before every DingTalk id written as externalId ("dingtalk:" gives "dingtalk:manager7").
+    // Empty (the default): every resource with an externalId is taken for ours. Set, only
+    // resources whose externalId starts with it are: a shared tenant's other sources (an HR
+    // system, Okta) keep theirs untouched.
+    std::string external_id_prefix;
 };
 
 }  // namespace dingbridge::agent

@@ -195,7 +195,7 @@ std::optional<std::string> read_all(ScimClient& client, const std::string& endpo
 std::optional<std::string> ScimTarget::read_groups(OrgSnapshot& snap) {
     const std::string parent_key = s_.parent_attribute;
     return read_all(client_, "/Groups", s_.page_size, [&](dom::element e) {
-        std::string ext = str(e, "externalId");
+        std::string ext = ours(str(e, "externalId"));
         if (ext.empty()) return;   // not ours
         if (groups_.count(ext)) {  // the first one wins
             duplicate_groups_[ext].push_back(str(e, "id"));
@@ -223,8 +223,8 @@ std::optional<std::string> ScimTarget::read_groups(OrgSnapshot& snap) {
 std::optional<std::string> ScimTarget::read_users(OrgSnapshot& snap) {
     std::unordered_map<std::string, std::string> manager_ids;  // DingTalk id -> manager's SCIM id
     auto e = read_all(client_, "/Users", s_.page_size, [&](dom::element e) {
-        std::string ext = str(e, "externalId");
-        if (ext.empty()) return;
+        std::string ext = ours(str(e, "externalId"));
+        if (ext.empty()) return;  // not ours
         if (users_.count(ext)) {
             duplicate_users_[ext].push_back(str(e, "id"));
             return;
@@ -339,9 +339,16 @@ std::optional<std::string> ScimTarget::apply_change(const Change& c) {
     return std::string("unknown change");
 }
 
+std::string ScimTarget::ours(std::string external_id) const {
+    const std::string& prefix = s_.external_id_prefix;
+    if (external_id.size() <= prefix.size() || external_id.compare(0, prefix.size(), prefix) != 0) return {};
+    return external_id.substr(prefix.size());
+}
+
 std::string ScimTarget::find_by_external_id(const std::string& endpoint, const std::string& external_id,
                                             std::string& error) {
-    std::string filter = "externalId eq " + quote(external_id);
+    const std::string wire = s_.external_id_prefix + external_id;
+    std::string filter = "externalId eq " + quote(wire);
     auto r = client_.send({"GET", endpoint + "?filter=" + scim_url_encode(filter), ""});
     if (r.status == 404) return {};  // some servers answer an empty result so (RFC 7644 says 200)
     if (!r.ok()) {
@@ -356,7 +363,7 @@ std::string ScimTarget::find_by_external_id(const std::string& endpoint, const s
         return {};
     }
     for (dom::element e : list)
-        if (str(e, "externalId") == external_id) return str(e, "id");
+        if (str(e, "externalId") == wire) return str(e, "id");
     return {};
 }
 
@@ -433,7 +440,7 @@ std::string ScimTarget::user_json(const OrgUser& u) const {
     add(ent, "manager", manager_json(manager_id(u)));
     std::string out;
     add(out, "schemas", "[" + quote(kScimUserSchema) + (ent.empty() ? "" : "," + quote(kScimEnterpriseSchema)) + "]");
-    add(out, "externalId", quote(u.external_id));
+    add(out, "externalId", quote(s_.external_id_prefix + u.external_id.str()));
     add(out, "userName", quote(u.username));
     add(out, "active", u.active ? "true" : "false");
     add(out, "displayName", text(u.display_name));
@@ -446,8 +453,8 @@ std::string ScimTarget::user_json(const OrgUser& u) const {
 
 std::string ScimTarget::group_json(const Group& g, const OrgDepartment& d) const {
     std::string out = R"({"schemas":[)" + quote(kScimGroupSchema) + "," + quote(s_.department_schema) +
-                      R"(],"externalId":)" + quote(d.external_id) + R"(,"displayName":)" + quote(d.name) + "," +
-                      quote(s_.department_schema) + ":{";
+                      R"(],"externalId":)" + quote(s_.external_id_prefix + d.external_id) + R"(,"displayName":)" +
+                      quote(d.name) + "," + quote(s_.department_schema) + ":{";
     if (!d.parent_external_id.empty()) out += quote(s_.parent_attribute) + ":" + quote(d.parent_external_id);
     if (!d.leaders.empty())
         out += std::string(d.parent_external_id.empty() ? "" : ",") + quote(s_.leaders_attribute) + ":" +

@@ -109,6 +109,9 @@ private:
     void adopt_user(const std::string& external_id, const std::string& id);
     std::string manager_id(const OrgUser& u) const;
 
+    // The DingTalk id in a resource's externalId, or "" when the resource is not ours (no
+    // externalId, or not under external_id_prefix).
+    std::string ours(std::string external_id) const;
     ScimSettings s_;
     ConflictPolicy conflict_policy_;
     ScimClient client_;

@@ -236,6 +236,37 @@ class Conflicts(ScimCase):
         self.assertEqual([u["userName"] for u in foreign], [taken.upper()])
         return users
 
+    def test_with_an_external_id_prefix_other_sources_resources_are_left_alone(self):
+        # Without the setting every resource with an externalId is taken for a DingTalk object,
+        # and one the org lacks is disabled or deleted: in a tenant shared with an HR system or
+        # Okta, theirs. With external_id_prefix only resources under the prefix are ours.
+        env = self.make_env("users=20,departments=3,depth=1,seed=8",
+                            scim_extra='    external_id_prefix: "dingtalk:"\n')
+        status, _ = env.scim.create_user({"userName": "hr.person", "externalId": "hr-4711", "active": True,
+                                          "displayName": "From HR"})
+        self.assertEqual(status, 201)
+        status, _ = env.scim.request("POST", "/Groups", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                                                         "displayName": "HR group", "externalId": "hr-g1"})
+        self.assertEqual(status, 201)
+        env.agent("sync", check=0)
+        org = env.sim.org()
+        users = env.scim.all("/Users")
+        self.assertEqual(sorted(u["externalId"] for u in users if u["externalId"] != "hr-4711"),
+                         sorted("dingtalk:" + u["userid"] for u in org["users"]))
+        hr = next(u for u in users if u["externalId"] == "hr-4711")
+        self.assertEqual((hr["active"], hr["displayName"], hr["userName"]), (True, "From HR", "hr.person"))
+        groups = env.scim.all("/Groups")
+        self.assertEqual(sorted(g["externalId"] for g in groups if g["externalId"] != "hr-g1"),
+                         sorted("dingtalk:" + str(d["dept_id"]) for d in org["departments"]))
+        self.assertEqual([g["displayName"] for g in groups if g["externalId"] == "hr-g1"], ["HR group"])
+        assert_noop_resync(self, env)
+        # A user who leaves is disabled under the prefix as without it.
+        leaver = sorted(u["userid"] for u in org["users"])[0]
+        env.sim.admin("POST", "/_sim/user/remove", {"userid": leaver})
+        env.agent("sync", check=0)
+        states = {u["externalId"]: u["active"] for u in env.scim.all("/Users")}
+        self.assertEqual((states["dingtalk:" + leaver], states["hr-4711"]), (False, True))
+
     def test_a_409_on_one_user_is_recorded_and_the_run_goes_on(self):
         env = self.make_env("users=30,departments=5,depth=2,seed=8")
         exp, victim, taken = self.foreign_account_takes_a_username(env)
@@ -729,6 +760,10 @@ class Doctor(ScimCase):
         p = env.agent("check-config")
         self.assertEqual(p.returncode, 2)
         self.assertIn("update_method", p.stderr)
+        env.set_target(extra='    external_id_prefix: "ding\\"talk:"\n')
+        p = env.agent("check-config")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("external_id_prefix", p.stderr)
 
 
 if __name__ == "__main__":
