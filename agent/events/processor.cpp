@@ -351,13 +351,18 @@ private:
     // an unsynced parent, outside include_departments): no second call for them when they are
     // only named by another object.
     void note_outside(const OrgSnapshot& desired) {
-        if (p_.outside_.size() > 100000) p_.outside_.clear();  // a bound, not a working size
+        bool changed = false;
+        if (p_.outside_.size() > 100000) {  // a bound, not a working size
+            p_.outside_.clear();
+            changed = true;
+        }
         for (const auto& [id, detail] : fetched_.departments) {
             if (detail && !desired.departments.count(std::to_string(id)))
-                p_.outside_.insert(id);
+                changed |= p_.outside_.insert(id).second;
             else
-                p_.outside_.erase(id);  // moved into the synced tree (or gone)
+                changed |= p_.outside_.erase(id) > 0;  // moved into the synced tree (or gone)
         }
+        if (changed) p_.save_outside();
     }
 
     // ---- map + plan: the same rules as a full sync ----
@@ -555,7 +560,37 @@ EventProcessor::EventProcessor(const AgentConfig& config, const Mapping& mapping
       history_(history),
       journal_(journal),
       stats_(stats),
-      client_(config.client) {}
+      client_(config.client) {
+    load_outside();
+}
+
+std::string EventProcessor::scope_key() const {
+    std::string k = "root " + std::to_string(config_.root_department) + "; include";
+    for (auto id : mapping_.include_departments()) k += " " + std::to_string(id);
+    k += "; exclude";
+    for (auto id : mapping_.exclude_departments()) k += " " + std::to_string(id);
+    return k;
+}
+
+// state.db's "outside_departments": the scope line, then the ids, one line of them. Found under
+// another scope (the mapping changed), they are not used.
+void EventProcessor::load_outside() {
+    const std::string text = journal_.get("outside_departments").value_or("");
+    const auto nl = text.find('\n');
+    if (nl == std::string::npos || text.compare(0, nl, scope_key()) != 0) return;
+    std::size_t i = nl + 1;
+    while (i < text.size()) {
+        const std::size_t end = std::min(text.find(' ', i), text.size());
+        if (auto id = positive_id(text.substr(i, end - i))) outside_.insert(*id);
+        i = end + 1;
+    }
+}
+
+void EventProcessor::save_outside() {
+    std::string text = scope_key() + "\n";
+    for (auto id : outside_) text += std::to_string(id) + " ";
+    journal_.set("outside_departments", text);
+}
 
 void EventProcessor::note_quota_exhausted() {
     journal_.set("quota_exhausted_month", Journal::this_month());

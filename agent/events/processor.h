@@ -45,7 +45,10 @@ public:
     [[nodiscard]] BatchOutcome process(const std::vector<JournalEvent>& rows);
     void invalidate() {  // the target changed behind our back (full sync)
         cache_.reset();
-        outside_.clear();
+        if (!outside_.empty()) {
+            outside_.clear();
+            save_outside();
+        }
     }
     // DingTalk answered 90020 (here or in a full sync): no batch fetches again this month, and
     // the dingbridge_agent_quota_exhausted gauge reads 1.
@@ -64,7 +67,12 @@ private:
     std::optional<OrgSnapshot> cache_;  // the target's state after our last fully applied batch
     // Departments fetched because a fetched object named them, and found outside the synced tree:
     // not fetched again for that reason until the next full sync (patch.h, unknown_departments).
+    // Kept in state.db (with the scope they were found under: root, include and exclude lists),
+    // so that a restart does not buy them again.
     std::set<std::int64_t> outside_;
+    std::string scope_key() const;
+    void load_outside();
+    void save_outside();
 };
 
 }  // namespace dingbridge::agent::events

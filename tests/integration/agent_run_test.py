@@ -368,6 +368,39 @@ class Batches(unittest.TestCase):
         env.stop_agent()
         self.assertIn("nothing applied): 0 changes", env.agent("sync", "--dry-run", check=0).stdout)
 
+    def test_a_department_found_outside_the_tree_is_not_read_again_after_a_restart(self):
+        # A user event naming a department under an excluded one reads it once (department/get)
+        # to learn it is outside. Before: that knowledge lived in memory only, so every restart
+        # bought it again.
+        env = RunEnv()
+        self.addCleanup(env.stop)
+        org = env.sim.org()
+        depts = org["departments"]
+        children = lambda p: [d["dept_id"] for d in depts if d.get("parent_id") == p]
+        excluded = next(d for d in children(1) if children(d))
+        inner = children(excluded)[0]
+        env.mapping.write_text(env.mapping.read_text().replace("  exclude_departments: []",
+                                                               f"  exclude_departments: [{excluded}]"))
+        env.start_agent()
+        env.wait_connected()
+        env.wait_first_full_sync()
+        user = next(u["userid"] for u in org["users"] if excluded not in u["dept_id_list"]
+                    and inner not in u["dept_id_list"])
+        gets = lambda: env.sim.stats()["apis"].get("/topapi/v2/department/get", {}).get("calls", 0)
+        places = lambda n: {"userid": user, "dept_id_list": [1, inner], "title": f"t{n}"}
+        for n, restart in enumerate((False, False, True)):
+            if restart:
+                env.stop_agent()
+                env.start_agent()
+                env.wait_connected()
+            env.sim.admin("POST", "/_sim/stats/reset")
+            rows = len(env.journal())
+            env.sim.admin("POST", "/_sim/user/update", places(n))
+            env.wait(lambda: len(env.journal()) > rows and {s for _, _, s in env.journal()} == {"done"},
+                     f"event {n} applied")
+            self.assertEqual(gets(), 1 if n == 0 else 0, f"event {n} (restart before it: {restart})")
+        self.assertEqual(target_org(env.target_db())["users"][user]["title"], "t2")
+
 class Conflicts(unittest.TestCase):
     """A user a unique-value conflict kept from its DingTalk values (the field left empty, or the
     user left out with conflict_policy skip_user) is written in full by the next event about it
