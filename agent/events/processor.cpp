@@ -121,27 +121,36 @@ private:
         const auto& stats = p_.client_.stats();
         counters.requests = static_cast<std::int64_t>(stats.requests - p_.calls_counted_);
         counters.retries = static_cast<std::int64_t>(stats.retries);
-        p_.journal_.add_calls(counters.requests, "event");
+        (void)p_.journal_.add_calls(counters.requests, "event");
         p_.calls_counted_ = stats.requests;
         (void)reporter_.finish(status, message);  // logs the outcome; a failed store is logged there
     }
 
     // A fetch by id that failed: an object DingTalk no longer has is gone (std::nullopt in `got`);
     // any other failure leaves it as it is, in `failed`, and is an item of the run.
-    // So is an object this app cannot read at all: a department outside its contact scope (50004)
-    // or a user id DingTalk calls invalid (33012). No retry can read either (dingtalk-api.md §4:
-    // skip), and a full sync would not find them; retrying until give_up_after spent a call each
-    // time.
+    // So is a department outside the app's contact scope (50004): no read of this app can see it,
+    // a full sync's listsub included. A user DingTalk answers 33012 about (an invalid userid) is
+    // left as the target has it, and its rows are settled: no retry changes that answer
+    // (dingtalk-api.md §4: skip), and the full sync, which lists the user, decides about it.
     template <class Key, class Got>
     void fetch_failed(const ApiFailure& f, const char* type, const Key& key, std::map<Key, Got>& got,
                       std::set<Key>& failed) {
-        const int unreadable = std::is_same_v<Key, std::int64_t> ? 50004 : 33012;
-        if (f.kind == FailureKind::not_found || f.has_code(unreadable)) {
-            if (f.kind != FailureKind::not_found)
-                spdlog::warn("{} {}: DingTalk answered {} ({}): treated as gone from the synced org", type,
-                             id_text(key), unreadable, f.message());
+        if (f.kind == FailureKind::not_found) {
             got[key] = std::nullopt;
             return;
+        }
+        if constexpr (std::is_same_v<Key, std::int64_t>) {
+            if (f.has_code(50004)) {
+                spdlog::warn("department {}: outside the app's contact scope ({}): treated as gone from the synced org",
+                             key, f.message());
+                got[key] = std::nullopt;
+                return;
+            }
+        } else {
+            if (f.has_code(33012)) {
+                unreadable_users_.insert(key);
+                return;
+            }
         }
         failed.insert(key);
         reporter_.item_failed(RunItem{"fetch", type, id_text(key), f.api, f.message()});
@@ -181,7 +190,9 @@ private:
     void read_what_is_under(std::int64_t id) {
         explored_.insert(id);
         auto failed = [this, id](const ApiFailure& f) {
-            if (f.kind == FailureKind::not_found) return;  // gone meanwhile: its own event follows
+            // Gone meanwhile (its own event follows), or outside the app's contact scope: nothing
+            // under it can be read, however often it is asked.
+            if (f.kind == FailureKind::not_found || f.has_code(50004)) return;
             if (failed_depts_.insert(id).second)
                 reporter_.item_failed(RunItem{"fetch", "department", std::to_string(id), f.api,
                                               "what is under it could not be read: " + f.message()});
@@ -271,7 +282,7 @@ private:
             for (auto id : failed_depts_) more.erase(id);
             std::vector<std::string> orphans;
             for (auto& u : users_left_without_a_department(*p_.cache_, fetched_))
-                if (!failed_users_.count(u)) orphans.push_back(std::move(u));
+                if (!failed_users_.count(u) && !unreadable_users_.count(u)) orphans.push_back(std::move(u));
             std::vector<std::int64_t> entering;
             for (auto id : moved_in_)
                 if (const auto d = fetched_.departments.find(id);
@@ -305,7 +316,9 @@ private:
     // A user whose read failed is kept as the target has it, so the departments it is in stay too,
     // even one this batch found gone: its row is tried again with the user's.
     void keep_departments_of_unread_users() {
-        for (const auto& userid : failed_users_) {
+        std::set<std::string> unread = failed_users_;
+        unread.insert(unreadable_users_.begin(), unreadable_users_.end());
+        for (const auto& userid : unread) {
             const auto u = p_.cache_->users.find(userid);
             if (u == p_.cache_->users.end()) continue;
             for (const auto& m : u->second.departments) {
@@ -376,13 +389,19 @@ private:
         po.usernames_ignore_case = p_.target_.usernames_ignore_case();
         po.fill_required = [this](OrgUser& u) { p_.target_.fill_required(u); };
         for (const auto& u : failed_users_) po.frozen_users.insert(u);
+        for (const auto& u : unreadable_users_) po.frozen_users.insert(u);
         for (auto d : failed_depts_) po.frozen_departments.insert(std::to_string(d));
         p_.target_.normalize(patched.desired);  // what the target can hold, as the full sync compares it
+        p_.target_.resolve_name_clashes(patched.desired, current);
         SyncPlan plan = make_plan(patched.desired, current, po);
         for (const auto& s : plan.skipped)
             if (s.object_type == "user") kept_back_.insert(s.external_id);      // skip_user conflicts
         for (const auto& s : plan.conflicts) kept_back_.insert(s.external_id);  // clear_field
         for (const auto& s : patched.skipped) plan.skipped.push_back(s);
+        for (const auto& u : unreadable_users_)
+            plan.skipped.push_back({"user", u,
+                                    "DingTalk answered 33012 (invalid userid) to user/get: left as it is in the "
+                                    "target until a full sync"});
         for (const auto& s : plan.conflicts)
             reporter_.record(RunItem{"plan", s.object_type, s.external_id, "conflict", s.reason});
         count_plan(plan, reporter_.counters());
@@ -540,6 +559,7 @@ private:
     dingtalk::ContactsApi api_;
     EventFetch fetched_;
     std::set<std::string> failed_users_;
+    std::set<std::string> unreadable_users_;  // 33012: kept as they are, their rows settled
     std::set<std::int64_t> failed_depts_;
     std::set<std::string> asked_users_;  // user/get asked for in this batch
     std::set<std::int64_t> moved_in_;    // departments that may have entered the tree with what is under them

@@ -704,7 +704,9 @@ class Quota(unittest.TestCase):
     def test_objects_the_app_cannot_read_are_settled_with_one_call(self):
         # 50004 (a department outside the app's contact scope) and 33012 (an invalid userid) are
         # answers no retry changes (dingtalk-api.md §4: skip). Before: the event was retried
-        # until events.give_up_after, a metered call each time, and the target kept the object.
+        # until events.give_up_after, a metered call each time. The department is outside what
+        # any read of this app sees (a full sync removes it too); the user is left as it is, since
+        # the full sync lists it (a first fix took 33012 for "gone" and disabled or deleted it).
         env = RunEnv()
         self.addCleanup(env.stop)
         env.start_and_sync()
@@ -722,7 +724,10 @@ class Quota(unittest.TestCase):
                  "both events settled after one call each", timeout=30)
         org = target_org(env.target_db(), include_removed=True)
         self.assertNotIn(str(dept), org["departments"])
-        self.assertFalse(org["users"]["scope-1"]["active"])
+        self.assertTrue(org["users"]["scope-1"]["active"])
+        self.assertNotEqual(org["users"]["scope-1"]["title"], "T")
+        items = env.run_detail(env.history()[0]["id"])["items"]
+        self.assertIn("33012", next(i["error"] for i in items if i["external_id"] == "scope-1"))
         time.sleep(4)  # past the batch retry delay: nothing is asked again
         self.assertEqual(hits(), [1, 1])
 
