@@ -121,9 +121,12 @@ void count_check_calls(const AgentConfig& config, std::int64_t calls) {
     } else {
         try {
             events::Journal journal(db);
-            journal.add_calls(calls, "check");
-            std::cout << "DingTalk calls of this check: " << calls << " (counted in this month's calls)\n";
-            return;
+            auto r = journal.add_calls(calls, "check");
+            if (r) {
+                std::cout << "DingTalk calls of this check: " << calls << " (counted in this month's calls)\n";
+                return;
+            }
+            why = r.error();
         } catch (const std::exception& e) {
             why = e.what();
         }
@@ -229,7 +232,7 @@ int sync_command(const AgentConfig& config, const Mapping& mapping, Target& targ
         auto rec = store.get(r.run_id);
         if (rec && rec->counters.requests > 0) {
             if (journal)
-                journal->add_calls(rec->counters.requests, "full");
+                (void)journal->add_calls(rec->counters.requests, "full");
             else
                 spdlog::warn("run {}: its DingTalk calls could not be counted", r.run_id);
         }

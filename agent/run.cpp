@@ -176,7 +176,7 @@ bool full_sync(SyncContext& c, const std::string& trigger) {
                 failed_other = true;
         }
     }
-    c.journal.add_calls(calls, "full");
+    (void)c.journal.add_calls(calls, "full");
     if (r.status == RunStatus::succeeded || r.status == RunStatus::partial) {
         c.journal.set("last_full_ms", std::to_string(started));
         c.journal.set("last_full_calls", std::to_string(calls));

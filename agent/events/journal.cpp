@@ -1,5 +1,7 @@
 #include "agent/events/journal.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <chrono>
 #include <csignal>
@@ -189,13 +191,15 @@ std::int64_t Journal::prune(std::int64_t before_ms) {
     return st.run() ? sqlite3_changes(db_) : 0;
 }
 
-void Journal::add_calls(std::int64_t n, const std::string& kind) {
-    if (n <= 0) return;
+Status Journal::add_calls(std::int64_t n, const std::string& kind) {
+    if (n <= 0) return {};
     Stmt st(db_,
             "INSERT INTO api_calls(month, kind, calls) VALUES(?1,?2,?3) "
             "ON CONFLICT(month, kind) DO UPDATE SET calls=calls+excluded.calls");
     st.bind(1, this_month()).bind(2, kind).bind(3, n);
-    (void)st.step();
+    auto r = st.run();
+    if (!r) spdlog::warn("state database: {} DingTalk calls ({}) not counted: {}", n, kind, r.error());
+    return r;
 }
 
 std::int64_t Journal::calls_in_month(const std::string& month, const std::string& kind) {

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "shared/result.h"
+
 struct sqlite3;
 
 namespace dingbridge::agent::events {
@@ -59,7 +61,9 @@ public:
     std::int64_t newest_received_ms();
 
     // Metered DingTalk calls, per calendar month (UTC, "YYYY-MM").
-    void add_calls(std::int64_t n, const std::string& kind);
+    // Fails (SQLite's message) when the row could not be written, e.g. another writer held the
+    // database longer than the busy timeout.
+    Status add_calls(std::int64_t n, const std::string& kind);
     // Deletes settled rows (done, failed) received before `before_ms`; returns how many went.
     // A re-delivery of one of them (DingTalk re-pushes within minutes, failure records within 7
     // days) would then be journaled again: the retention is far longer than that.

@@ -343,6 +343,15 @@ class CallBudget(unittest.TestCase):
         m2 = re.search(r"calls this month: (\d+) \(full syncs (\d+), events 0, check-config 7\)", h)
         self.assertIsNotNone(m2, h)
         self.assertEqual(int(m2.group(1)), int(m.group(1)) + 7)
+        # A count that could not be written is not reported as counted (another writer holds
+        # state.db past the busy timeout).
+        con = sqlite3.connect(str(env.state / "state.db"), isolation_level=None)
+        try:
+            con.execute("BEGIN EXCLUSIVE")
+            est = env.agent("check-config", "--online", check=0).stdout
+        finally:
+            con.close()
+        self.assertIn("DingTalk calls of this check: 7 (not counted in this month's calls: ", est)
 
     def test_mapping_without_order_and_get_only_fields_skips_department_get(self):
         text = (agent_env.REPO / "configs" / "mapping.yaml").read_text()
