@@ -320,6 +320,9 @@ bool Policy::address_allowed(const Tenant& tenant, const IpAddress& address) con
     if (address == any_v4 || address.embedded_v4() == any_v4) return false;
     if (tenant.allow_internal.contains(address)) return true;
     if (deny_.contains(address)) return false;
+    // A local NAT64 may use any RFC 6052 layout: one whose reading is internal is refused.
+    for (const IpAddress& reading : address.local_nat64_readings())
+        if (!tenant.allow_internal.contains(reading) && deny_.contains(reading)) return false;
     if (auto inner = address.embedded_v4()) {
         if (tenant.allow_internal.contains(*inner)) return true;
         if (deny_.contains(*inner)) return false;

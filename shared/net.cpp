@@ -140,6 +140,21 @@ std::optional<IpAddress> IpAddress::embedded_v4() const {
     return std::nullopt;
 }
 
+std::vector<IpAddress> IpAddress::local_nat64_readings() const {
+    static const std::uint8_t local_nat64[6] = {0x00, 0x64, 0xff, 0x9b, 0x00, 0x01};
+    std::vector<IpAddress> out;
+    if (is_v4() || std::memcmp(bytes_.data(), local_nat64, 6) != 0) return out;
+    auto of = [&](int a, int b, int c, int d) {  // byte 8 (bits 64-71) is never part of it
+        const std::uint32_t v = (std::uint32_t(bytes_[a]) << 24) | (std::uint32_t(bytes_[b]) << 16) |
+                                (std::uint32_t(bytes_[c]) << 8) | std::uint32_t(bytes_[d]);
+        if ((v >> 24) != 0) out.push_back(v4(v));
+    };
+    of(9, 10, 11, 12);  // /64
+    of(7, 9, 10, 11);   // /56
+    of(6, 7, 9, 10);    // /48
+    return out;
+}
+
 IpAddress IpAddress::source() const {
     IpAddress s = *this;
     if (!is_v4()) std::fill(s.bytes_.begin() + 8, s.bytes_.end(), std::uint8_t{0});

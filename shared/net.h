@@ -33,6 +33,10 @@ public:
     // NAT64 (64:ff9b::/96, and a /96 inside the local-use 64:ff9b:1::/48) or 6to4
     // (2002:AABB:CCDD::/48) forms; these reach IPv4 hosts too, so the deny check looks at them.
     std::optional<IpAddress> embedded_v4() const;
+    // In the local-use NAT64 prefix 64:ff9b:1::/48, the other RFC 6052 layouts a local NAT64 may
+    // use (prefix /64, /56, /48; embedded_v4() reads the /96 one): the IPv4 address each would
+    // carry, those that read as 0.0.0.0/8 (zero bits: not that layout) left out.
+    std::vector<IpAddress> local_nat64_readings() const;
     const std::array<std::uint8_t, 16>& bytes() const { return bytes_; }
     std::string to_string() const;
     // The client this address stands for when counting per source (throttles, connection caps):

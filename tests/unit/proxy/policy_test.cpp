@@ -100,6 +100,8 @@ BOOST_AUTO_TEST_CASE(default_deny_covers_internal_ranges_in_every_spelling) {
                                "64:ff9b::7f00:1",
                                "64:ff9b:1::7f00:1",
                                "64:ff9b:1:2:3:4:a00:1",
+                               "64:ff9b:1:0:a:0:100:0",  // 10.0.0.1 in the /64 layout
+                               "64:ff9b:1:a00:0:100::",  // 10.0.0.1 in the /48 layout
                                "2002:7f00:1::",
                                "2002:c0a8:101::1",
                                "::ffff:7f00:1"}) {
