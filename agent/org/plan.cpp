@@ -9,7 +9,7 @@
 #include <string_view>
 #include <unordered_map>
 
-#include "shared/ascii.h"
+#include "shared/match_key.h"
 #include "shared/enum_table.h"
 
 namespace dingbridge::agent {
@@ -88,7 +88,7 @@ void clear_unique_value(OrgUser& u, int i) {
 class ClaimTable {
 public:
     explicit ClaimTable(SmallString OrgUser::*field) : field_(field) {}
-    // Values match as ascii_match_key makes them (set before the first claim).
+    // Values match as directory_match_key makes them (set before the first claim).
     void ignore_case() { fold_ = true; }
 
     void clear() {
@@ -126,11 +126,11 @@ public:
 
 private:
     std::uint32_t hash(std::string_view v) const {
-        auto h = fold_ ? std::hash<std::string>{}(ascii_match_key(v)) : std::hash<std::string_view>{}(v);
+        auto h = fold_ ? std::hash<std::string>{}(directory_match_key(v)) : std::hash<std::string_view>{}(v);
         return static_cast<std::uint32_t>(h ^ (h >> 32));
     }
     bool same(std::string_view a, std::string_view b) const {
-        return a == b || (fold_ && ascii_match_key(a) == ascii_match_key(b));
+        return a == b || (fold_ && directory_match_key(a) == directory_match_key(b));
     }
     std::size_t mask() const { return rows_.size() - 1; }
     void grow() {

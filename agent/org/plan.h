@@ -83,7 +83,7 @@ struct PlanOptions {
     // compares equal. Target::fill_required.
     std::function<void(OrgUser&)> fill_required;
     // The target tells usernames apart ignoring case and repeated spaces (an LDAP uid, SCIM's
-    // userName): "Bob" and "bob" then contest one value (ascii_match_key).
+    // userName): "Bob" and "bob" then contest one value (directory_match_key).
     bool usernames_ignore_case = false;
 };
 

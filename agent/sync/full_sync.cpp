@@ -122,6 +122,7 @@ Status plan_stage(const Mapping& mapping, Target& target, SyncState& s, RunRepor
     auto current = target.read_against(s.desired.snapshot);  // users as desired are kept as ids only
     if (!current) return fail("cannot read the target: " + current.error());
     s.current = std::move(*current);
+    target.resolve_name_clashes(s.desired.snapshot, s.current);
     make_run_plan(mapping, target, s, reporter);
     return {};
 }

@@ -14,10 +14,12 @@
 #include <csignal>
 #include <ctime>
 #include <map>
+#include <utility>
 
 #include "agent/sync/build.h"
 #include "agent/targets/utc_time.h"
 #include "shared/ascii.h"
+#include "shared/match_key.h"
 
 namespace dingbridge::agent {
 
@@ -459,20 +461,6 @@ void LdapTarget::normalize(OrgSnapshot& desired) {
                 if (desired.users.count(l) && !contains(leaders, l)) leaders.push_back(l);
         d.leaders = std::move(leaders);
     }
-    // Sibling departments whose names the directory matches as one (ou: caseIgnoreMatch, so
-    // "Sales" and "sales  " name one entry) cannot both be entries under their parent: the oldest
-    // (the lowest id) keeps the name, the others take "name (id)". Every department lands, and
-    // the next read gives back the same names.
-    std::map<std::pair<std::string, std::string>, std::vector<std::string>> siblings;
-    for (const auto& [id, d] : desired.departments)
-        siblings[{d.parent_external_id, ascii_match_key(d.name)}].push_back(id);
-    for (auto& [key, ids] : siblings) {
-        if (ids.size() < 2) continue;
-        std::sort(ids.begin(), ids.end(), [](const std::string& a, const std::string& b) {
-            return a.size() != b.size() ? a.size() < b.size() : a < b;  // numeric ids in number order
-        });
-        for (std::size_t i = 1; i < ids.size(); ++i) desired.departments[ids[i]].name += " (" + ids[i] + ")";
-    }
     std::set<std::string> mapped;
     for (const auto& a : s_.user_attributes) mapped.insert(a.field);
     const bool primary_stored = s_.maps("primary_department");
@@ -498,6 +486,55 @@ void LdapTarget::normalize(OrgSnapshot& desired) {
         for (const auto& a : s_.user_attributes)
             if (a.attribute == s_.user_rdn_attribute) rdn = user_value(u, a.field);
         desired_dn_[id] = canonical_dn(s_.user_rdn_attribute + "=" + ldap_escape_rdn_value(rdn) + "," + s_.users_dn);
+    }
+}
+
+void LdapTarget::resolve_name_clashes(OrgSnapshot& desired, const OrgSnapshot& current) const {
+    // A name this rule gave earlier (read back from the directory, or kept by the event path's
+    // cache) is decided afresh: the department may hold the plain name now.
+    for (auto& [id, d] : desired.departments) {
+        const std::string suffix = " (" + id + ")";
+        if (d.name.size() > suffix.size() && d.name.compare(d.name.size() - suffix.size(), suffix.size(), suffix) == 0)
+            d.name.erase(d.name.size() - suffix.size());
+    }
+    std::map<std::string, std::vector<std::string>> children;  // parent -> its departments
+    for (const auto& [id, d] : desired.departments) children[d.parent_external_id].push_back(id);
+    auto by_number = [](const std::string& a, const std::string& b) {
+        return a.size() != b.size() ? a.size() < b.size() : a < b;  // numeric ids in number order
+    };
+    for (const auto& [parent, ids] : children) {
+        if (ids.size() < 2) continue;
+        std::map<std::string, std::vector<std::string>> by_key;
+        for (const auto& id : ids) by_key[directory_match_key(desired.departments[id].name)].push_back(id);
+        if (by_key.size() == ids.size()) continue;  // no clash under this parent
+        std::set<std::string> used;
+        std::vector<std::string> renamed;
+        for (auto& [key, group] : by_key) {
+            used.insert(key);
+            if (group.size() < 2) continue;
+            // The one the directory holds under this name keeps it (its DN, and whatever is keyed
+            // on it, stays); else the oldest, the lowest id.
+            std::sort(group.begin(), group.end(), by_number);
+            std::string keeper = group.front();
+            for (const auto& id : group) {
+                const auto c = current.departments.find(id);
+                if (c != current.departments.end() && c->second.parent_external_id == parent &&
+                    directory_match_key(c->second.name) == key) {
+                    keeper = id;
+                    break;
+                }
+            }
+            for (const auto& id : group)
+                if (id != keeper) renamed.push_back(id);
+        }
+        std::sort(renamed.begin(), renamed.end(), by_number);
+        for (const auto& id : renamed) {
+            std::string& name = desired.departments[id].name;
+            do {
+                name += " (" + id + ")";  // again if a sibling is called that already
+            } while (used.count(directory_match_key(name)));
+            used.insert(directory_match_key(name));
+        }
     }
 }
 
@@ -728,10 +765,21 @@ Status LdapTarget::ensure_container(const std::string& dn) {
 }
 
 Status LdapTarget::begin() {
+    deferred_.clear();
     if (auto r = connect(); !r) return r;
     for (const auto* dn : {&s_.departments_dn, &s_.users_dn, &s_.removed_users_dn})
         if (auto r = ensure_container(*dn); !r) return r;
     return {};
+}
+
+std::vector<std::pair<const Change*, std::string>> LdapTarget::finish_batches() {
+    std::vector<std::pair<const Change*, std::string>> failed;
+    for (const Change* c : std::exchange(deferred_, {})) {
+        Status r = connect();
+        if (r) r = write_change(*c);
+        if (!r) failed.emplace_back(c, r.error());
+    }
+    return failed;
 }
 
 Status LdapTarget::commit() {
@@ -740,7 +788,14 @@ Status LdapTarget::commit() {
 
 Status LdapTarget::apply(const Change& change) {
     if (auto r = connect(); !r) return r;
+    name_held_by_ours_ = false;
     auto outcome = write_change(change);
+    if (!outcome && name_held_by_ours_) {
+        // Another of our departments holds the DN this one wants, and may give it up later in
+        // this run (a rename, a removal): tried again once the other changes are applied.
+        deferred_.push_back(&change);
+        return {};
+    }
     // The connection is gone (server stopped, network): reconnect on the next change.
     if (!outcome && ld_) {
         int rc = LDAP_SUCCESS;
@@ -802,6 +857,7 @@ Status LdapTarget::add_department_entry(const OrgDepartment& d, Dept& cur, const
                            [&](LDAPMessage* e) { owner = first_value(ld_, e, idattr.c_str()); });
         if (owner != d.external_id) {
             depts_.erase(d.external_id);
+            name_held_by_ours_ = !owner.empty() && depts_.count(owner) > 0;
             return fail(want + " already exists and is not department " + d.external_id + " (" + idattr + ": " +
                         (owner.empty() ? "none" : owner) + ")");
         }
@@ -828,6 +884,11 @@ Status LdapTarget::update_department_entry(Dept& cur, const std::string& rdn, co
         bool move = ascii_lower(parent_of(cur.dn)) != ascii_lower(parent_dn);
         int rc =
             ldap_rename_s(ld_, cur.dn.c_str(), rdn.c_str(), move ? parent_dn.c_str() : nullptr, 1, nullptr, nullptr);
+        if (rc == LDAP_ALREADY_EXISTS) {
+            const std::string w = directory_match_key(want);
+            for (const auto& [id, other] : depts_)
+                name_held_by_ours_ |= &other != &cur && directory_match_key(other.dn) == w;
+        }
         if (rc != LDAP_SUCCESS) return fail(ldap_error((move ? "moving " : "renaming ") + cur.dn + " to " + want, rc));
         // The subtree moved with it (no refint needed: nothing refers to department DNs but the
         // placeholder member of an empty group, its own DN, rewritten below).

@@ -37,6 +37,13 @@ public:
     // Two usernames that differ only in case or repeated spaces are one to this target (an LDAP
     // DN, SCIM's userName): the plan then lets only one user hold them (PlanOptions).
     virtual bool usernames_ignore_case() const { return false; }
+    // After the read, before the plan: names of `desired` the target cannot hold side by side
+    // (LDAP: sibling departments whose ou values match as one) are made distinct, deciding by
+    // what `current` (the target as read) holds.
+    virtual void resolve_name_clashes(OrgSnapshot& desired, const OrgSnapshot& current) const {
+        (void)desired;
+        (void)current;
+    }
     // Current state.
     virtual Result<OrgSnapshot> read() = 0;
     // Current state, compared while reading with `desired` (already normalize()d): a target may

@@ -412,32 +412,46 @@ class Faults(unittest.TestCase):
             assert_next_sync_plans_nothing(self, env)
 
     def test_names_the_directory_holds_equal_all_land(self):
-        # uid and ou match ignoring case and repeated spaces. Before: of two DingTalk users named
-        # bob and Bob, or two sibling departments "Sales team" and "sales  team", the second
-        # failed with "Already exists" on every run (the plan compared exact strings).
+        # uid and ou match ignoring case, width and spaces (RFC 4518). Before: of two DingTalk
+        # users named bob and Bob, or two sibling departments "Sales team" and "sales　team", the
+        # second failed with "Already exists" on every run (the plan compared exact strings).
         env = LdapEnv("users=20,departments=3,depth=1,seed=8")
         self.addCleanup(env.stop)
         a, b = sorted(u["userid"] for u in env.sim.org()["users"])[:2]
         for userid, name in ((a, "bob@a.example.com"), (b, "Bob@b.example.com")):
             env.sim.admin("POST", "/_sim/user/update", {"userid": userid, "email": name, "org_email": ""})
-        depts = [env.sim.admin("POST", "/_sim/dept/create", {"name": name, "parent_id": 1})["dept_id"]
-                 for name in ("Sales team", "sales  team")]
-        p = env.agent("sync", check=0)
-        self.assertEqual(env.history()[0]["status"], "succeeded", p.stdout)
+        names = {150: "Ops", 200: "Sales team", 1000: "sales\u3000team", 500: "Dup", 600: "dup", 700: "dup (600)",
+                 800: "ＩＴ部", 900: "IT部"}
+        for dept_id, name in names.items():
+            env.sim.admin("POST", "/_sim/dept/create", {"dept_id": dept_id, "name": name, "parent_id": 1})
+
+        def ou(dept_id):
+            found = env.slapd.search(DEPTS, f"(&(objectClass=organizationalUnit)(businessCategory={dept_id}))",
+                                     ["ou"])
+            self.assertEqual(len(found), 1, (dept_id, found))
+            return found[0][1]["ou"][0]
+
+        def synced(what):
+            p = env.agent("sync", check=None)
+            self.assertEqual(env.history()[0]["status"], "succeeded", what + "\n" + p.stdout)
+            assert_next_sync_plans_nothing(self, env)
+
+        synced("first sync")
         uids = [env.slapd.search(PEOPLE, f"(employeeNumber={u})", ["uid"])[0][1]["uid"][0] for u in (a, b)]
         self.assertEqual(uids, ["bob", b], "the second holder of a name gets its userid (clear_field)")
-        ous = [env.slapd.search(DEPTS, f"(&(objectClass=organizationalUnit)(businessCategory={d}))", ["ou"])
-               for d in depts]
-        self.assertEqual([len(o) for o in ous], [1, 1], ous)
-        self.assertEqual(ous[0][0][1]["ou"], ["Sales team"])
-        self.assertEqual(ous[1][0][1]["ou"], [f"sales  team ({depts[1]})"])
-        assert_next_sync_plans_nothing(self, env)
-        # Once the name is free again, the department takes it back.
-        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": depts[0], "name": "Marketing"})
-        env.agent("sync", check=0)
-        second = env.slapd.search(DEPTS, f"(&(objectClass=organizationalUnit)(businessCategory={depts[1]}))", ["ou"])
-        self.assertEqual(second[0][1]["ou"], ["sales  team"])
-        assert_next_sync_plans_nothing(self, env)
+        self.assertEqual({d: ou(d) for d in names},
+                         {150: "Ops", 200: "Sales team", 1000: "sales\u3000team (1000)", 500: "Dup",
+                          600: "dup (600) (600)", 700: "dup (600)", 800: "ＩＴ部", 900: "IT部 (900)"})
+        # A department renamed to a name another one holds: the holder keeps its DN, whatever the ids.
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": 150, "name": "SALES TEAM"})
+        synced("a rename onto a held name")
+        self.assertEqual((ou(150), ou(200)), ("SALES TEAM (150)", "Sales team"))
+        # The holder lets the name go: the next in line takes it in the same run, although its
+        # change comes first ("1000" sorts before "200").
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": 200, "name": "Marketing"})
+        env.sim.admin("POST", "/_sim/dept/remove", {"dept_id": 150})
+        synced("the name handed over")
+        self.assertEqual((ou(200), ou(1000)), ("Marketing", "sales\u3000team"))
 
     def test_an_entry_someone_else_owns_at_the_users_dn_is_reported_not_overwritten(self):
         env = LdapEnv("users=20,departments=3,depth=1,seed=8")
@@ -739,6 +753,31 @@ class Events(unittest.TestCase):
         env = LdapRunEnv("users=60,departments=12,depth=3,seed=7")
         self.addCleanup(env.stop)
         self.run_events(env)
+
+    def test_sibling_names_the_directory_holds_equal_follow_events(self):
+        # Before: an event renaming 200 to "sales" took "Sales" from 300, which held it (the lowest
+        # id won), and once 200 left, 300 got its name back only at the next full sync (the event
+        # path kept the cached "Sales (300)").
+        env = LdapRunEnv("users=10,departments=2,depth=1,seed=8")
+        self.addCleanup(env.stop)
+        for dept_id, name in ((200, "Marketing"), (300, "Sales")):
+            env.sim.admin("POST", "/_sim/dept/create", {"dept_id": dept_id, "name": name, "parent_id": 1})
+        env.start_agent()
+        env.wait_first_full_sync()
+
+        def ous():
+            env.wait_events_done()
+            return {d: [x[1]["ou"][0] for x in env.slapd.search(
+                DEPTS, f"(&(objectClass=organizationalUnit)(businessCategory={d}))", ["ou"])] for d in (200, 300)}
+
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": 200, "name": "sales"})
+        env.wait(lambda: ous() == {200: ["sales (200)"], 300: ["Sales"]}, "the holder keeps its name", timeout=30)
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": 300, "name": "Support"})
+        env.wait(lambda: ous() == {200: ["sales"], 300: ["Support"]}, "the name handed over", timeout=30)
+        self.assertEqual({r["status"] for r in env.history() if r["kind"] == "event"}, {"succeeded"})
+        env.stop_agent()
+        env.agent("sync", check=0)
+        self.assertEqual(counts(env)["changes_planned"], 0)
 
     def test_without_a_primary_department_attribute_too(self):
         # departmentNumber not mapped: the directory holds no primary department, only memberships
