@@ -9,8 +9,8 @@
 #include <string_view>
 #include <unordered_map>
 
-#include "shared/match_key.h"
 #include "shared/enum_table.h"
+#include "shared/match_key.h"
 
 namespace dingbridge::agent {
 
