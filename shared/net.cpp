@@ -129,10 +129,6 @@ std::optional<IpAddress> IpAddress::embedded_v4() const {
     if (first12_zero) return tail(12);  // IPv4-compatible ::a.b.c.d (includes :: and ::1 → 0.0.0.x)
     static const std::uint8_t nat64[12] = {0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
     if (std::memcmp(bytes_.data(), nat64, 12) == 0) return tail(12);
-    // The local-use NAT64 prefix 64:ff9b:1::/48 (RFC 8215), as a /96 inside it (RFC 6052's
-    // layout that DNS64 servers synthesize): a host with a local NAT64 reaches IPv4 through it.
-    static const std::uint8_t local_nat64[6] = {0x00, 0x64, 0xff, 0x9b, 0x00, 0x01};
-    if (std::memcmp(bytes_.data(), local_nat64, 6) == 0) return tail(12);
     // IPv4-translated ::ffff:0:a.b.c.d (::ffff:0:0/96, RFC 2765 SIIT).
     static const std::uint8_t translated[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0};
     if (std::memcmp(bytes_.data(), translated, 12) == 0) return tail(12);
@@ -149,9 +145,10 @@ std::vector<IpAddress> IpAddress::local_nat64_readings() const {
                                 (std::uint32_t(bytes_[c]) << 8) | std::uint32_t(bytes_[d]);
         if ((v >> 24) != 0) out.push_back(v4(v));
     };
-    of(9, 10, 11, 12);  // /64
-    of(7, 9, 10, 11);   // /56
-    of(6, 7, 9, 10);    // /48
+    of(12, 13, 14, 15);  // /96
+    of(9, 10, 11, 12);   // /64
+    of(7, 9, 10, 11);    // /56
+    of(6, 7, 9, 10);     // /48
     return out;
 }
 

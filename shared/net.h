@@ -30,12 +30,12 @@ public:
     bool is_v4() const;              // IPv4 or IPv4-mapped
     std::uint32_t v4_value() const;  // host order; only when is_v4()
     // The IPv4 address embedded in IPv4-compatible (::a.b.c.d), IPv4-translated (::ffff:0:0/96),
-    // NAT64 (64:ff9b::/96, and a /96 inside the local-use 64:ff9b:1::/48) or 6to4
-    // (2002:AABB:CCDD::/48) forms; these reach IPv4 hosts too, so the deny check looks at them.
+    // NAT64 (64:ff9b::/96) or 6to4 (2002:AABB:CCDD::/48) forms; these reach IPv4 hosts too, so
+    // the deny check looks at them.
     std::optional<IpAddress> embedded_v4() const;
-    // In the local-use NAT64 prefix 64:ff9b:1::/48, the other RFC 6052 layouts a local NAT64 may
-    // use (prefix /64, /56, /48; embedded_v4() reads the /96 one): the IPv4 address each would
-    // carry, those that read as 0.0.0.0/8 (zero bits: not that layout) left out.
+    // In the local-use NAT64 prefix 64:ff9b:1::/48 (RFC 8215), where a local NAT64 may use any
+    // RFC 6052 layout (prefix /96, /64, /56 or /48): the IPv4 address each layout would carry,
+    // those that read as 0.0.0.0/8 (zero bits: not that layout) left out.
     std::vector<IpAddress> local_nat64_readings() const;
     const std::array<std::uint8_t, 16>& bytes() const { return bytes_; }
     std::string to_string() const;

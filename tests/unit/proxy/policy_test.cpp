@@ -108,7 +108,9 @@ BOOST_AUTO_TEST_CASE(default_deny_covers_internal_ranges_in_every_spelling) {
         BOOST_TEST(!policy.address_allowed(t, ip(denied)), denied);
     }
     for (const char* allowed : {"8.8.8.8", "203.119.1.1", "172.32.0.1", "100.128.0.1", "2400:3200::1",
-                                "64:ff9b::808:808", "64:ff9b:1::808:808", "2002:808:808::1"}) {
+                                "64:ff9b::808:808", "64:ff9b:1::808:808",
+                                "64:ff9b:1:808:8:800::",  // 8.8.8.8 in the /48 layout
+                                "2002:808:808::1"}) {
         BOOST_TEST(policy.address_allowed(t, ip(allowed)), allowed);
     }
 }
