@@ -597,7 +597,12 @@ std::string EventProcessor::scope_key() const {
 void EventProcessor::load_outside() {
     const std::string text = journal_.get("outside_departments").value_or("");
     const auto nl = text.find('\n');
-    if (nl == std::string::npos || text.compare(0, nl, scope_key()) != 0) return;
+    if (nl == std::string::npos || text.compare(0, nl, scope_key()) != 0) {
+        // Found under another scope, or none: dropped, so that a return to that scope later
+        // cannot bring back a list that went stale meanwhile.
+        if (!text.empty()) journal_.set("outside_departments", "");
+        return;
+    }
     std::size_t i = nl + 1;
     while (i < text.size()) {
         const std::size_t end = std::min(text.find(' ', i), text.size());

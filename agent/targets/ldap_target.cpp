@@ -14,7 +14,6 @@
 #include <csignal>
 #include <ctime>
 #include <map>
-#include <utility>
 
 #include "agent/sync/build.h"
 #include "agent/targets/utc_time.h"
@@ -497,43 +496,54 @@ void LdapTarget::resolve_name_clashes(OrgSnapshot& desired, const OrgSnapshot& c
         if (d.name.size() > suffix.size() && d.name.compare(d.name.size() - suffix.size(), suffix.size(), suffix) == 0)
             d.name.erase(d.name.size() - suffix.size());
     }
-    std::map<std::string, std::vector<std::string>> children;  // parent -> its departments
+    // Who holds each name under each parent in the directory now (key -> department).
+    std::map<std::string, std::map<std::string, std::string>> held;
+    for (const auto& [id, d] : current.departments) held[d.parent_external_id][directory_match_key(d.name)] = id;
+    std::map<std::string, std::vector<std::string>> children;  // parent -> its departments, as desired
     for (const auto& [id, d] : desired.departments) children[d.parent_external_id].push_back(id);
     auto by_number = [](const std::string& a, const std::string& b) {
         return a.size() != b.size() ? a.size() < b.size() : a < b;  // numeric ids in number order
     };
+    static const std::map<std::string, std::string> kNone;
     for (const auto& [parent, ids] : children) {
-        if (ids.size() < 2) continue;
+        const auto h = held.find(parent);
+        const auto& holders = h == held.end() ? kNone : h->second;
         std::map<std::string, std::vector<std::string>> by_key;
         for (const auto& id : ids) by_key[directory_match_key(desired.departments[id].name)].push_back(id);
-        if (by_key.size() == ids.size()) continue;  // no clash under this parent
-        std::set<std::string> used;
+        // Another department holds a name while this run gives it up (a rename, a move, a
+        // removal) or two want one: one department keeps it, the others take "name (id)" for now.
+        // A name held by a department that lets it go in this run is free only in the next one
+        // (changes are applied one by one, in an order that cannot follow every hand-over, and
+        // two departments swapping names would each wait for the other).
+        auto holder_of = [&](const std::string& key) {
+            const auto it = holders.find(key);
+            return it == holders.end() ? std::string() : it->second;
+        };
         std::vector<std::string> renamed;
         for (auto& [key, group] : by_key) {
-            used.insert(key);
-            if (group.size() < 2) continue;
-            // The one the directory holds under this name keeps it (its DN, and whatever is keyed
-            // on it, stays); else the oldest, the lowest id.
+            const std::string holder = holder_of(key);
+            if (group.size() < 2 && (holder.empty() || holder == group.front())) continue;
             std::sort(group.begin(), group.end(), by_number);
-            std::string keeper = group.front();
-            for (const auto& id : group) {
-                const auto c = current.departments.find(id);
-                if (c != current.departments.end() && c->second.parent_external_id == parent &&
-                    directory_match_key(c->second.name) == key) {
-                    keeper = id;
-                    break;
-                }
-            }
+            // The department the directory holds under this name keeps it (its DN, and whatever
+            // is keyed on it, stays); a name nobody holds goes to the oldest, the lowest id.
+            std::string keeper = holder.empty() ? group.front() : holder;
             for (const auto& id : group)
                 if (id != keeper) renamed.push_back(id);
         }
+        if (renamed.empty()) continue;
         std::sort(renamed.begin(), renamed.end(), by_number);
+        auto taken = [&](const std::string& key, const std::string& id) {
+            const std::string holder = holder_of(key);
+            if (!holder.empty() && holder != id) return true;
+            const auto it = by_key.find(key);
+            return it != by_key.end() && !(it->second.size() == 1 && it->second.front() == id);
+        };
         for (const auto& id : renamed) {
             std::string& name = desired.departments[id].name;
             do {
                 name += " (" + id + ")";  // again if a sibling is called that already
-            } while (used.count(directory_match_key(name)));
-            used.insert(directory_match_key(name));
+            } while (taken(directory_match_key(name), id));
+            by_key[directory_match_key(name)].push_back(id);
         }
     }
 }
@@ -765,21 +775,10 @@ Status LdapTarget::ensure_container(const std::string& dn) {
 }
 
 Status LdapTarget::begin() {
-    deferred_.clear();
     if (auto r = connect(); !r) return r;
     for (const auto* dn : {&s_.departments_dn, &s_.users_dn, &s_.removed_users_dn})
         if (auto r = ensure_container(*dn); !r) return r;
     return {};
-}
-
-std::vector<std::pair<const Change*, std::string>> LdapTarget::finish_batches() {
-    std::vector<std::pair<const Change*, std::string>> failed;
-    for (const Change* c : std::exchange(deferred_, {})) {
-        Status r = connect();
-        if (r) r = write_change(*c);
-        if (!r) failed.emplace_back(c, r.error());
-    }
-    return failed;
 }
 
 Status LdapTarget::commit() {
@@ -788,14 +787,7 @@ Status LdapTarget::commit() {
 
 Status LdapTarget::apply(const Change& change) {
     if (auto r = connect(); !r) return r;
-    name_held_by_ours_ = false;
     auto outcome = write_change(change);
-    if (!outcome && name_held_by_ours_) {
-        // Another of our departments holds the DN this one wants, and may give it up later in
-        // this run (a rename, a removal): tried again once the other changes are applied.
-        deferred_.push_back(&change);
-        return {};
-    }
     // The connection is gone (server stopped, network): reconnect on the next change.
     if (!outcome && ld_) {
         int rc = LDAP_SUCCESS;
@@ -857,7 +849,6 @@ Status LdapTarget::add_department_entry(const OrgDepartment& d, Dept& cur, const
                            [&](LDAPMessage* e) { owner = first_value(ld_, e, idattr.c_str()); });
         if (owner != d.external_id) {
             depts_.erase(d.external_id);
-            name_held_by_ours_ = !owner.empty() && depts_.count(owner) > 0;
             return fail(want + " already exists and is not department " + d.external_id + " (" + idattr + ": " +
                         (owner.empty() ? "none" : owner) + ")");
         }
@@ -884,11 +875,6 @@ Status LdapTarget::update_department_entry(Dept& cur, const std::string& rdn, co
         bool move = ascii_lower(parent_of(cur.dn)) != ascii_lower(parent_dn);
         int rc =
             ldap_rename_s(ld_, cur.dn.c_str(), rdn.c_str(), move ? parent_dn.c_str() : nullptr, 1, nullptr, nullptr);
-        if (rc == LDAP_ALREADY_EXISTS) {
-            const std::string w = directory_match_key(want);
-            for (const auto& [id, other] : depts_)
-                name_held_by_ours_ |= &other != &cur && directory_match_key(other.dn) == w;
-        }
         if (rc != LDAP_SUCCESS) return fail(ldap_error((move ? "moving " : "renaming ") + cur.dn + " to " + want, rc));
         // The subtree moved with it (no refint needed: nothing refers to department DNs but the
         // placeholder member of an empty group, its own DN, rewritten below).

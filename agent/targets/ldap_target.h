@@ -52,9 +52,6 @@ public:
     void fill_required(OrgUser& user) const override;
     bool usernames_ignore_case() const override;
     void resolve_name_clashes(OrgSnapshot& desired, const OrgSnapshot& current) const override;
-    // Department writes whose DN another of our departments held when they were tried (it may
-    // give it up later in the same run), tried once more at the end.
-    std::vector<std::pair<const Change*, std::string>> finish_batches() override;
     Result<OrgSnapshot> read() override;
     Status begin() override;
     Status apply(const Change& change) override;
@@ -124,8 +121,6 @@ private:
     std::unordered_map<std::string, User> users_;
     std::unordered_map<std::string, std::string> user_by_dn_;  // lower-cased DN -> id
     std::unordered_map<std::string, std::string> desired_dn_;  // id -> DN for users of the desired org
-    bool name_held_by_ours_ = false;                           // the last write found its DN ours
-    std::vector<const Change*> deferred_;                      // see finish_batches()
 };
 
 }  // namespace dingbridge::agent

@@ -446,12 +446,35 @@ class Faults(unittest.TestCase):
         env.sim.admin("POST", "/_sim/dept/update", {"dept_id": 150, "name": "SALES TEAM"})
         synced("a rename onto a held name")
         self.assertEqual((ou(150), ou(200)), ("SALES TEAM (150)", "Sales team"))
-        # The holder lets the name go: the next in line takes it in the same run, although its
-        # change comes first ("1000" sorts before "200").
+        # The holder lets the name go: the next in line takes it in the run after (changes are
+        # applied one by one; "1000" sorts before "200").
         env.sim.admin("POST", "/_sim/dept/update", {"dept_id": 200, "name": "Marketing"})
         env.sim.admin("POST", "/_sim/dept/remove", {"dept_id": 150})
+        env.agent("sync", check=0)
+        self.assertEqual((ou(200), ou(1000)), ("Marketing", "sales\u3000team (1000)"))
         synced("the name handed over")
-        self.assertEqual((ou(200), ou(1000)), ("Marketing", "sales\u3000team"))
+        self.assertEqual(ou(1000), "sales\u3000team")
+        # Two departments swap names: each takes the other's in the run after. Before: each
+        # change waited for the other's, on every run.
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": 500, "name": "Marketing"})
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": 200, "name": "Dup"})
+        env.agent("sync", check=0)
+        synced("names swapped")
+        self.assertEqual((ou(200), ou(500)), ("Dup", "Marketing"))
+        # A department replaced by a new one of the same name that takes over its child. Before:
+        # the create, the move and the removal waited for one another, on every run.
+        env.sim.admin("POST", "/_sim/dept/create", {"dept_id": 930, "name": "Ops", "parent_id": 1})
+        env.sim.admin("POST", "/_sim/dept/create", {"dept_id": 931, "name": "Child", "parent_id": 930})
+        synced("a department with a child")
+        env.sim.admin("POST", "/_sim/dept/create", {"dept_id": 940, "name": "OPS", "parent_id": 1})
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": 931, "parent_id": 940})
+        env.sim.admin("POST", "/_sim/dept/remove", {"dept_id": 930})
+        env.agent("sync", check=0)
+        self.assertEqual(env.history()[0]["status"], "succeeded")
+        synced("a department replaced")
+        self.assertEqual(ou(940), "OPS")
+        child = env.slapd.search(DEPTS, "(&(objectClass=organizationalUnit)(businessCategory=931))", ["ou"])
+        self.assertTrue(child[0][0].lower().startswith("ou=child,ou=ops,"), child)
 
     def test_an_entry_someone_else_owns_at_the_users_dn_is_reported_not_overwritten(self):
         env = LdapEnv("users=20,departments=3,depth=1,seed=8")
@@ -756,8 +779,8 @@ class Events(unittest.TestCase):
 
     def test_sibling_names_the_directory_holds_equal_follow_events(self):
         # Before: an event renaming 200 to "sales" took "Sales" from 300, which held it (the lowest
-        # id won), and once 200 left, 300 got its name back only at the next full sync (the event
-        # path kept the cached "Sales (300)").
+        # id won), and a name given back stayed suffixed until the next full sync (the event path
+        # kept the cached "Sales (300)").
         env = LdapRunEnv("users=10,departments=2,depth=1,seed=8")
         self.addCleanup(env.stop)
         for dept_id, name in ((200, "Marketing"), (300, "Sales")):
@@ -772,7 +795,10 @@ class Events(unittest.TestCase):
 
         env.sim.admin("POST", "/_sim/dept/update", {"dept_id": 200, "name": "sales"})
         env.wait(lambda: ous() == {200: ["sales (200)"], 300: ["Sales"]}, "the holder keeps its name", timeout=30)
+        # 300 lets the name go: 200 takes it in the batch after (here: another event's).
         env.sim.admin("POST", "/_sim/dept/update", {"dept_id": 300, "name": "Support"})
+        env.wait(lambda: ous() == {200: ["sales (200)"], 300: ["Support"]}, "the holder renamed", timeout=30)
+        env.sim.admin("POST", "/_sim/dept/create", {"dept_id": 400, "name": "Later", "parent_id": 1})
         env.wait(lambda: ous() == {200: ["sales"], 300: ["Support"]}, "the name handed over", timeout=30)
         self.assertEqual({r["status"] for r in env.history() if r["kind"] == "event"}, {"succeeded"})
         env.stop_agent()
