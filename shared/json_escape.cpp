@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "shared/utf8.h"
+
 namespace dingbridge {
 
 namespace {
@@ -26,30 +28,6 @@ const char* short_escape(unsigned char c) {
         default:
             return nullptr;
     }
-}
-
-// The length of the well-formed UTF-8 sequence at `p` (RFC 3629: no overlong forms, no
-// surrogates, nothing above U+10FFFF) and its code point; 0 when it is not one.
-std::size_t utf8_sequence(const unsigned char* p, std::size_t left, char32_t& cp) {
-    const unsigned char c = p[0];
-    std::size_t n = 0;
-    char32_t min = 0;
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2, cp = c & 0x1f, min = 0x80;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3, cp = c & 0x0f, min = 0x800;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4, cp = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (left < n) return 0;
-    for (std::size_t i = 1; i < n; ++i) {
-        if ((p[i] & 0xc0) != 0x80) return 0;
-        cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-    return n;
 }
 
 void append_unicode_escape(std::string& out, unsigned code) {
@@ -77,7 +55,7 @@ void append_json_escaped(std::string& out, std::string_view text) {
             continue;
         }
         char32_t cp = 0;
-        const std::size_t n = utf8_sequence(p + i, size - i, cp);
+        const std::size_t n = utf8_sequence(text, i, cp);
         if (n == 0) {
             append_unicode_escape(out, 0xfffd);  // not UTF-8: JSON text must be
             ++i;

@@ -1,5 +1,7 @@
 #include "shared/match_key.h"
 
+#include "shared/utf8.h"
+
 namespace dingbridge {
 
 namespace {
@@ -55,32 +57,6 @@ void append_utf8(std::string& out, char32_t c) {
     }
 }
 
-// The code point at s[i] and its length; length 0 when the byte starts no UTF-8 sequence.
-std::size_t decode(std::string_view s, std::size_t i, char32_t& c) {
-    const auto b = static_cast<unsigned char>(s[i]);
-    std::size_t n = 0;
-    if (b < 0x80) {
-        c = b;
-        return 1;
-    }
-    if (b >= 0xc2 && b <= 0xdf) {
-        n = 2, c = b & 0x1f;
-    } else if (b >= 0xe0 && b <= 0xef) {
-        n = 3, c = b & 0x0f;
-    } else if (b >= 0xf0 && b <= 0xf4) {
-        n = 4, c = b & 0x07;
-    } else {
-        return 0;
-    }
-    if (s.size() - i < n) return 0;
-    for (std::size_t k = 1; k < n; ++k) {
-        const auto x = static_cast<unsigned char>(s[i + k]);
-        if ((x & 0xc0) != 0x80) return 0;
-        c = (c << 6) | (x & 0x3f);
-    }
-    return n;
-}
-
 }  // namespace
 
 std::string directory_match_key(std::string_view name) {
@@ -89,7 +65,7 @@ std::string directory_match_key(std::string_view name) {
     bool space = false;
     for (std::size_t i = 0; i < name.size();) {
         char32_t c = 0;
-        const std::size_t n = decode(name, i, c);
+        const std::size_t n = utf8_sequence(name, i, c);
         if (n == 0) {  // not UTF-8: kept as it is
             if (space) key.push_back(' ');
             space = false;
