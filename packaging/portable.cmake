@@ -2,7 +2,7 @@
 # the project brings is linked in statically, so the binaries need only glibc, OpenSSL 3, libcurl
 # and zlib from the target system (scripts/check-rpm-deps.sh checks the result):
 #   * libstdc++ and libgcc statically (RHEL 9's libstdc++ is GCC 11's, older than GCC 12's);
-#   * yaml-cpp, libevent, SQLite from Debian's own static archives (.a);
+#   * yaml-cpp, libevent, SQLite, utf8proc from Debian's own static archives (.a);
 #   * simdjson, fmt and spdlog from their sources (Debian ships no .a for them), compiled once into
 #     static libraries: DINGBRIDGE_SIMDJSON_SOURCE, DINGBRIDGE_FMT_SOURCE and DINGBRIDGE_SPDLOG_SOURCE
 #     name the unpacked Debian sources of the installed versions (scripts/package.sh fetches them
@@ -13,7 +13,7 @@
 #     libcurl tags every symbol CURL_OPENSSL_4, which RHEL's libcurl does not have; the binary then
 #     asks for unversioned curl_* symbols, which any libcurl.so.4 (Debian's included) provides.
 # Defines the targets the CMakeLists files use (yaml-cpp, spdlog::spdlog, PkgConfig::LIBEVENT,
-# simdjson::simdjson, PkgConfig::SQLITE3, CURL::libcurl) before they would be looked up.
+# simdjson::simdjson, PkgConfig::SQLITE3, PkgConfig::UTF8PROC, CURL::libcurl) before they would be looked up.
 set(DINGBRIDGE_SIMDJSON_SOURCE "" CACHE PATH "Unpacked simdjson source (with singleheader/simdjson.cpp)")
 set(DINGBRIDGE_FMT_SOURCE "" CACHE PATH "Unpacked fmt source (with src/format.cc)")
 set(DINGBRIDGE_SPDLOG_SOURCE "" CACHE PATH "Unpacked spdlog source (with src/spdlog.cpp)")
@@ -73,6 +73,10 @@ endforeach()
 add_library(PkgConfig::LIBEVENT INTERFACE IMPORTED GLOBAL)
 set_target_properties(PkgConfig::LIBEVENT PROPERTIES
   INTERFACE_LINK_LIBRARIES "${libevent_archives};OpenSSL::SSL;OpenSSL::Crypto;Threads::Threads")
+
+static_archive(utf8proc_a utf8proc)
+add_library(PkgConfig::UTF8PROC STATIC IMPORTED GLOBAL)
+set_target_properties(PkgConfig::UTF8PROC PROPERTIES IMPORTED_LOCATION ${utf8proc_a})
 
 static_archive(sqlite3_a sqlite3)
 add_library(PkgConfig::SQLITE3 INTERFACE IMPORTED GLOBAL)

@@ -1,59 +1,37 @@
 #include "shared/match_key.h"
 
-#include "shared/utf8.h"
+#include <utf8proc.h>
+
+#include <vector>
 
 namespace dingbridge {
 
 namespace {
 
-constexpr char32_t kNothing = 0xffffffff;  // mapped to nothing
-
-// One code point as the key has it (kNothing: dropped; ' ': a space of any kind).
-char32_t fold(char32_t c) {
-    if (c < 0x80) {
-        if (c >= 'A' && c <= 'Z') return c + 0x20;
-        if (c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r') return ' ';
-        if (c < 0x20 || c == 0x7f) return kNothing;
-        return c;
-    }
-    // Spaces (Zs, Zl, Zp and NEL) are a space; format and control code points are nothing.
-    if (c == 0x85 || c == 0xa0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 ||
-        c == 0x202f || c == 0x205f || c == 0x3000)
-        return ' ';
-    if (c <= 0x9f || c == 0xad || c == 0x34f || c == 0x6dd || c == 0x70f || c == 0x1806 ||
-        (c >= 0x180b && c <= 0x180e) || (c >= 0x200b && c <= 0x200f) || (c >= 0x202a && c <= 0x202e) ||
-        (c >= 0x2060 && c <= 0x2063) || (c >= 0x206a && c <= 0x206f) || (c >= 0xfe00 && c <= 0xfe0f) || c == 0xfeff ||
-        (c >= 0xfff9 && c <= 0xfffc))
-        return kNothing;
-    if (c >= 0xff01 && c <= 0xff5e) return fold(c - 0xfee0);  // full-width ASCII (NFKC)
-    // Case: Latin-1, Latin Extended-A, Greek, Cyrillic.
-    if (c >= 0xc0 && c <= 0xde && c != 0xd7) return c + 0x20;
-    if ((c >= 0x100 && c <= 0x12f) || (c >= 0x132 && c <= 0x137) || (c >= 0x14a && c <= 0x177))
-        return c | 1;  // pairs: upper case even, lower case odd
-    if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17e)) return (c & 1) ? c + 1 : c;
-    if (c == 0x178) return 0xff;
-    if (c >= 0x391 && c <= 0x3a9 && c != 0x3a2) return c + 0x20;
-    if (c == 0x3c2) return 0x3c3;  // final sigma
-    if (c >= 0x410 && c <= 0x42f) return c + 0x20;
-    if (c >= 0x400 && c <= 0x40f) return c + 0x50;
-    return c;
+bool is_space(utf8proc_int32_t c) {
+    return c == ' ' || (c >= '\t' && c <= '\r') || c == 0x85 || c == 0x2028 || c == 0x2029 ||
+           utf8proc_category(c) == UTF8PROC_CATEGORY_ZS;
 }
 
-void append_utf8(std::string& out, char32_t c) {
-    if (c < 0x80) {
-        out.push_back(static_cast<char>(c));
-    } else if (c < 0x800) {
-        out.push_back(static_cast<char>(0xc0 | (c >> 6)));
-        out.push_back(static_cast<char>(0x80 | (c & 0x3f)));
-    } else if (c < 0x10000) {
-        out.push_back(static_cast<char>(0xe0 | (c >> 12)));
-        out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3f)));
-        out.push_back(static_cast<char>(0x80 | (c & 0x3f)));
-    } else {
-        out.push_back(static_cast<char>(0xf0 | (c >> 18)));
-        out.push_back(static_cast<char>(0x80 | ((c >> 12) & 0x3f)));
-        out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3f)));
-        out.push_back(static_cast<char>(0x80 | (c & 0x3f)));
+// Each code point before normalization: any space a space, capital letters (Lu, Lt) in lower case
+// by the simple one-to-one mapping. As slapd: ß stays ß; Roman numerals (Nl) and circled letters
+// (So) keep their case, so Ⅳ is IV after NFKC, not iv.
+utf8proc_int32_t lower_and_space(utf8proc_int32_t c, void*) {
+    if (is_space(c)) return ' ';
+    const auto category = utf8proc_category(c);
+    return category == UTF8PROC_CATEGORY_LU || category == UTF8PROC_CATEGORY_LT ? utf8proc_tolower(c) : c;
+}
+
+// Spaces insignificant as RFC 4518 makes them: none at either end, runs inside made one.
+void append_collapsing_spaces(std::string& key, std::string_view part, bool& space) {
+    for (const char c : part) {
+        if (c == ' ') {
+            space = !key.empty();
+            continue;
+        }
+        if (space) key.push_back(' ');
+        space = false;
+        key.push_back(c);
     }
 }
 
@@ -63,25 +41,38 @@ std::string directory_match_key(std::string_view name) {
     std::string key;
     key.reserve(name.size());
     bool space = false;
-    for (std::size_t i = 0; i < name.size();) {
-        char32_t c = 0;
-        const std::size_t n = utf8_sequence(name, i, c);
-        if (n == 0) {  // not UTF-8: kept as it is
-            if (space) key.push_back(' ');
-            space = false;
-            key.push_back(name[i++]);
-            continue;
+    bool ascii = true;
+    for (const char c : name) ascii = ascii && static_cast<unsigned char>(c) < 0x80;
+    if (ascii) {  // most names: no table needed
+        for (char c : name) {
+            if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 0x20);
+            if (c >= '\t' && c <= '\r') c = ' ';
+            append_collapsing_spaces(key, std::string_view(&c, 1), space);
         }
-        i += n;
-        const char32_t f = fold(c);
-        if (f == kNothing) continue;
-        if (f == ' ') {
-            space = !key.empty();
-            continue;
-        }
-        if (space) key.push_back(' ');
-        space = false;
-        append_utf8(key, f);
+        return key;
+    }
+    // Lower case and spaces per code point, then NFKC (compatibility decomposition, canonical
+    // order, composition), as utf8proc_map_custom does, into a buffer of our own.
+    const auto* bytes = reinterpret_cast<const utf8proc_uint8_t*>(name.data());
+    const auto size = static_cast<utf8proc_ssize_t>(name.size());
+    const auto options = static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT);
+    std::vector<utf8proc_int32_t> points(name.size() + 4);
+    utf8proc_ssize_t n = 0;
+    for (;;) {
+        n = utf8proc_decompose_custom(bytes, size, points.data(), static_cast<utf8proc_ssize_t>(points.size()), options,
+                                      lower_and_space, nullptr);
+        if (n < 0 || static_cast<std::size_t>(n) <= points.size()) break;
+        points.resize(static_cast<std::size_t>(n));  // the size it needs
+    }
+    if (n >= 0) n = utf8proc_normalize_utf32(points.data(), n, options);
+    if (n < 0) {  // not UTF-8: the bytes as they are, ASCII letters in lower case
+        for (char c : name) key.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c + 0x20) : c);
+        return key;
+    }
+    for (utf8proc_ssize_t i = 0; i < n; ++i) {
+        utf8proc_uint8_t encoded[4];
+        const auto length = utf8proc_encode_char(points[static_cast<std::size_t>(i)], encoded);
+        append_collapsing_spaces(key, std::string_view(reinterpret_cast<const char*>(encoded), length), space);
     }
     return key;
 }
