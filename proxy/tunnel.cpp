@@ -197,7 +197,11 @@ void Tunnel::handle_head() {
             return;
         }
     }
-    if (req.has_authorization) {
+    // From outside every tenant's networks the answer is 403 at once, whatever the name: no
+    // attempt (the throttle's per-user block would turn it into a delayed 429 for names under
+    // attack, telling an outsider which names those are).
+    const bool attempt = req.has_authorization && !(auth.outcome == AuthOutcome::source_not_allowed && !auth.tenant);
+    if (attempt) {
         // Counted as in flight from here until its credentials are decided (end_auth_attempt).
         if (const int wait = shared.auth_throttle.begin_attempt(source_ip_, name, config_->auth_throttle)) {
             deny_throttled(wait);
@@ -205,7 +209,7 @@ void Tunnel::handle_head() {
         }
     }
     if (auth.outcome != AuthOutcome::verify_password) {
-        if (req.has_authorization) {
+        if (attempt) {
             if (const int wait = end_auth_attempt(name, auth)) {
                 deny_throttled(wait);
                 return;
@@ -516,19 +520,20 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
                 }
             }
             const auto now = Clock::now();
+            // The queue toward a receiver changed since the last check (it took bytes, maybe the
+            // last ones): a slow reader draining is activity, seen to within one check. (A
+            // receiver that takes nothing for a whole idle_timeout is idle.) Sampled at every
+            // check, not only when the timeout is reached: compared there with the sample of the
+            // previous expiry (or none), any queue looked like progress and every idle tunnel
+            // lived for twice idle_timeout.
+            const std::size_t waiting = self->relay_ ? self->relay_->queued() : 0;
+            if (waiting != self->last_waiting_) {
+                if (self->last_waiting_ != kNoSample) self->last_activity_ = now;
+                self->last_waiting_ = waiting;
+            }
             const auto idle = now - self->last_activity_;
             const auto check = relay_check_interval(self->config_->idle_timeout);
             if (idle >= self->config_->idle_timeout) {
-                // The queue toward a receiver changed since the last check (it took bytes, maybe
-                // the last ones): a slow reader draining, not an idle tunnel. (A receiver that
-                // takes nothing for a whole idle_timeout is idle.)
-                const std::size_t waiting = self->relay_ ? self->relay_->queued() : 0;
-                if (waiting != self->last_waiting_) {
-                    self->last_waiting_ = waiting;
-                    self->last_activity_ = now;
-                    self->arm_timer(check);
-                    return;
-                }
                 self->close(CloseReason::idle_timeout);
             } else {
                 self->arm_timer(std::min(

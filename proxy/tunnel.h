@@ -119,8 +119,9 @@ private:
     bool sent_credentials_ = false;
     std::string resolved_ip_;
 
-    bool client_eof_ = false;                                  // the client sent FIN while the tunnel was being set up
-    std::size_t last_waiting_ = static_cast<std::size_t>(-1);  // relay_->queued() at the last idle check
+    bool client_eof_ = false;  // the client sent FIN while the tunnel was being set up
+    static constexpr std::size_t kNoSample = static_cast<std::size_t>(-1);
+    std::size_t last_waiting_ = kNoSample;  // relay_->queued() at the last relay check
 
     int status_ = 0;
     const char* reason_ = "";

@@ -55,6 +55,11 @@ void UpstreamConnector::start() {
 }
 
 void UpstreamConnector::begin_lookup() {
+    if (!worker_.begin_lookup(tenant_.name)) {
+        fail(Failure::lookups_busy);
+        return;
+    }
+    lookup_counted_ = true;
     arm_timer(config_->dns_timeout);
     evutil_addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
@@ -74,6 +79,7 @@ void UpstreamConnector::on_resolved(int result, evutil_addrinfo* addresses, void
     auto* self = static_cast<UpstreamConnector*>(arg);
     self->lookup_pending_ = false;
     self->lookup_ = nullptr;
+    if (std::exchange(self->lookup_counted_, false)) self->worker_.end_lookup(self->tenant_.name);
     if (self->done_) {
         // Cancelled (owner closed): the owner may delete us once we return.
         if (addresses) evutil_freeaddrinfo(addresses);
@@ -203,7 +209,7 @@ void UpstreamConnector::on_timer(evutil_socket_t, short, void* arg) {
 }
 
 ConnectFailureReply connect_failure_reply(UpstreamConnector::Failure why) {
-    static constexpr auto kReplies = enum_table<UpstreamConnector::Failure::connect_failed, ConnectFailureReply>({
+    static constexpr auto kReplies = enum_table<UpstreamConnector::Failure::lookups_busy, ConnectFailureReply>({
         {std::nullopt, 502, "destination host name could not be resolved"},
         {std::nullopt, 504, "destination host name lookup timed out"},
         {Denial::loop, 403, "destination is this proxy"},
@@ -211,6 +217,7 @@ ConnectFailureReply connect_failure_reply(UpstreamConnector::Failure why) {
         {std::nullopt, 502, "no usable address for the destination"},
         {std::nullopt, 504, "upstream connect timed out"},
         {std::nullopt, 502, "upstream connection failed"},
+        {std::nullopt, 503, "too many destination name lookups in progress for this tenant"},
     });
     return kReplies.get(why, {std::nullopt, 502, "upstream connection failed"});
 }

@@ -39,6 +39,7 @@ public:
         no_usable_address,  // 502: e.g. no egress address of the family
         connect_timeout,    // 504: the last address tried did not answer
         connect_failed,     // 502
+        lookups_busy,       // 503: the tenant holds its share of this worker's lookups in flight
     };
 
     class Listener {
@@ -90,6 +91,7 @@ private:
     bufferevent* upstream_ = nullptr;
     evdns_getaddrinfo_request* lookup_ = nullptr;
     bool lookup_pending_ = false;
+    bool lookup_counted_ = false;           // counted in the worker's lookups of the tenant until it reports
     bool done_ = false;                     // reported or cancelled
     evutil_addrinfo* addresses_ = nullptr;  // from evdns, freed with evutil_freeaddrinfo
     evutil_addrinfo literal_info_{};        // an IP-literal target: no resolver involved

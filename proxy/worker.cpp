@@ -35,6 +35,9 @@ Worker::Worker(unsigned index, ConfigSource config, std::shared_ptr<spdlog::logg
     const std::string timeout = std::to_string(std::max<long long>(1, cfg->dns_timeout.count() / 1000));
     evdns_base_set_option(dns_, "timeout:", timeout.c_str());
     evdns_base_set_option(dns_, "attempts:", "2");
+    // libevent's default is 64 queries in flight (32 lookups); kLookupsPerTenant keeps one tenant
+    // from holding them all.
+    evdns_base_set_option(dns_, "max-inflight:", std::to_string(2 * kLookupsInFlight).c_str());
     reap_event_ = event_new(base_, -1, 0, &Worker::on_reap, this);
     resume_accept_ = evtimer_new(base_, &Worker::on_resume_accept, this);
     stop_event_ = event_new(base_, -1, 0, &Worker::on_stop, this);

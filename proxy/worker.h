@@ -73,6 +73,23 @@ public:
     std::shared_ptr<const ProxyConfig> config() const { return config_(); }
     event_base* base() { return base_; }
     evdns_base* dns() { return dns_; }
+    // Name lookups in flight on this worker's resolver, per tenant. The resolver sends at most
+    // kLookupsInFlight lookups at once (each an A and an AAAA query) and queues the rest in one
+    // line for every tenant, so one tenant keeping names unanswered (its own slow domain, or
+    // made-up names under a wildcard) delayed every other tenant's lookups by up to dns_timeout.
+    // A tenant may hold kLookupsPerTenant of them; its next lookup is refused at once (503).
+    static constexpr unsigned kLookupsInFlight = 2048;
+    static constexpr unsigned kLookupsPerTenant = 256;
+    bool begin_lookup(const std::string& tenant) {
+        unsigned& n = lookups_[tenant];
+        if (n >= kLookupsPerTenant) return false;
+        ++n;
+        return true;
+    }
+    void end_lookup(const std::string& tenant) {
+        const auto it = lookups_.find(tenant);
+        if (it != lookups_.end() && --it->second == 0) lookups_.erase(it);
+    }
     spdlog::logger& access_log() { return *access_log_; }
     SharedState& shared() { return shared_; }
     StagePool& stages() { return stages_; }
@@ -100,6 +117,7 @@ public:
     static std::string timestamp();  // ISO 8601 UTC with milliseconds
 
 private:
+    std::unordered_map<std::string, unsigned> lookups_;  // tenant -> lookups in flight (loop thread only)
     static void on_accept(evconnlistener* listener, evutil_socket_t fd, sockaddr* addr, int len, void* arg);
     static void on_accept_error(evconnlistener* listener, void* arg);
     static void on_reap(evutil_socket_t, short, void* arg);

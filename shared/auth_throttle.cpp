@@ -1,5 +1,7 @@
 #include "shared/auth_throttle.h"
 
+#include <openssl/evp.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -132,6 +134,22 @@ std::string AuthThrottle::source_key(const IpAddress& source) {
     return std::string("6") + std::string(reinterpret_cast<const char*>(b.data()), 8);
 }
 
+std::string AuthThrottle::user_key(const std::string& user) {
+    constexpr std::size_t kLongest = 32;
+    if (user.size() <= kLongest) return user;
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int length = 0;
+    if (EVP_Digest(user.data(), user.size(), digest, &length, EVP_sha256(), nullptr) != 1)
+        return "#" + user.substr(0, kLongest);  // not seen in practice; still bounded
+    return "#" + std::string(reinterpret_cast<const char*>(digest), length);
+}
+
+const std::string* AuthThrottle::user_key(const std::string* user, std::string& storage) {
+    if (user == nullptr) return nullptr;
+    storage = user_key(*user);
+    return &storage;
+}
+
 int AuthThrottle::blocked_locked(const std::string& key, const std::string* user, Clock::time_point now) {
     int wait = sources_.blocked_for(key, now);
     if (user != nullptr && !known_.contains(*user, key, now - kKnownSourceTtl))
@@ -145,14 +163,18 @@ void AuthThrottle::record_failure_locked(const std::string& key, const std::stri
     if (user != nullptr) users_.record_failure(*user, s.max_failures_per_user, s.window, s.cooldown, now);
 }
 
-int AuthThrottle::blocked_for(const IpAddress& source, const std::string* user, const AuthThrottleSettings&,
+int AuthThrottle::blocked_for(const IpAddress& source, const std::string* name, const AuthThrottleSettings&,
                               Clock::time_point now) {
+    std::string storage;
+    const std::string* user = user_key(name, storage);
     std::lock_guard<std::mutex> lock(mutex_);
     return blocked_locked(source_key(source), user, now);
 }
 
-int AuthThrottle::begin_attempt(const IpAddress& source, const std::string* user, const AuthThrottleSettings& s,
+int AuthThrottle::begin_attempt(const IpAddress& source, const std::string* name, const AuthThrottleSettings& s,
                                 Clock::time_point now) {
+    std::string storage;
+    const std::string* user = user_key(name, storage);
     std::lock_guard<std::mutex> lock(mutex_);
     const std::string key = source_key(source);
     int wait = sources_.refused_for(key, s.max_failures, s.window, now);
@@ -164,8 +186,10 @@ int AuthThrottle::begin_attempt(const IpAddress& source, const std::string* user
     return 0;
 }
 
-int AuthThrottle::end_attempt(const IpAddress& source, const std::string* user, Verdict verdict,
+int AuthThrottle::end_attempt(const IpAddress& source, const std::string* name, Verdict verdict,
                               const AuthThrottleSettings& s, Clock::time_point now) {
+    std::string storage;
+    const std::string* user = user_key(name, storage);
     std::lock_guard<std::mutex> lock(mutex_);
     const std::string key = source_key(source);
     sources_.end(key);
@@ -184,8 +208,10 @@ int AuthThrottle::end_attempt(const IpAddress& source, const std::string* user, 
     return 0;
 }
 
-void AuthThrottle::record_failure(const IpAddress& source, const std::string* user, const AuthThrottleSettings& s,
+void AuthThrottle::record_failure(const IpAddress& source, const std::string* name, const AuthThrottleSettings& s,
                                   Clock::time_point now) {
+    std::string storage;
+    const std::string* user = user_key(name, storage);
     std::lock_guard<std::mutex> lock(mutex_);
     record_failure_locked(source_key(source), user, s, now);
 }

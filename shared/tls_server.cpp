@@ -45,6 +45,13 @@ std::shared_ptr<SSL_CTX> make_server_context(const TlsSettings& s) {
         SSL_CTX_set_verify(
             ctx.get(), SSL_VERIFY_PEER | (s.require_client_certificate ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), nullptr);
         SSL_CTX_set_verify_depth(ctx.get(), 4);
+        // Without a session id context OpenSSL refuses to resume a session on a context that
+        // verifies peers (SSL_R_SESSION_ID_CONTEXT_UNINITIALIZED, an internal_error alert): every
+        // client that caches sessions (curl with several URLs, Java, Go) failed its second
+        // handshake. Each context (each listener, each reload) has its own ticket keys and cache,
+        // so a session resumes only where it was made, with the peer certificate it was verified with.
+        static constexpr unsigned char kSessionContext[] = "dingbridge";
+        SSL_CTX_set_session_id_context(ctx.get(), kSessionContext, sizeof kSessionContext - 1);
     }
     return ctx;
 }

@@ -439,6 +439,43 @@ tenants:
             work.cleanup()
 
 
+class OutsideSources(EchoServerAndHash, unittest.TestCase):
+    def test_outside_every_tenant_the_answer_is_403_whatever_the_name(self):
+        # docs/proxy.md: from an address no tenant's source_networks hold, Basic credentials get
+        # 403 at once, the answer depending on the address alone. Before: a name under a per-user
+        # block got a delayed 429 there, telling an outsider which names were being guessed.
+        self.proxy = harness.Proxy(self.work.path, f"""
+listeners:
+  - address: "127.0.0.1:0"
+workers: 1
+auth_failures: {{max_failures: 100, max_failures_per_user: 3, window: 1m, cooldown: 1m}}
+tenants:
+  - name: inside
+    users: [{{name: alice, password_hash: "{self.hash}"}}]
+    source_networks: ["127.0.0.2/32"]
+    destinations: ["127.0.0.1:{self.echo.port}"]
+    allow_internal_networks: ["127.0.0.0/8"]
+""")
+        try:
+            target = f"127.0.0.1:{self.echo.port}"
+            for i in range(3):
+                s, status = attempt(self.proxy.port, target, f"alice:wrong{i}", "127.0.0.2")
+                s.close()
+                self.assertEqual(status, 407)
+            s, status = attempt(self.proxy.port, target, f"alice:{PASSWORD}", "127.0.0.2")
+            s.close()
+            self.assertEqual(status, 429, "alice's name is blocked now")
+            for name in ("alice", "bob"):
+                started = time.monotonic()
+                s, status = attempt(self.proxy.port, target, f"{name}:{PASSWORD}", "127.0.0.9")
+                s.close()
+                self.assertEqual(status, 403, name)
+                self.assertLess(time.monotonic() - started, 1.0, name)  # at once, not after a held 429
+        finally:
+            self.proxy.stop()
+            self.proxy = None
+
+
 class TenantShares(EchoServerAndHash, unittest.TestCase):
     """Password checks are shared between tenants by where the client comes from: a flood of
     wrong passwords from one tenant's networks cannot keep another tenant's new logins out, and

@@ -289,6 +289,29 @@ tenants:
         logged = "cert:" + CONNECTOR_SUBJECT.replace("=", r"\x3d").replace(" ", r"\x20")
         self.proxy.wait_for_log(lambda l: "tenant=connector" in l and f"user={logged} " in l)
 
+    def test_a_client_certificate_session_resumes(self):
+        # Before: OpenSSL refused every resumption on a listener with client_ca (no session id
+        # context) with an internal_error alert, so a client that caches sessions (curl with two
+        # URLs, Java, Go) failed its second connection. TLS 1.2 (session ids) and 1.3 (tickets).
+        for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            ctx = ssl.create_default_context(cafile=self.ca)
+            ctx.load_cert_chain(self.client_cert, self.client_key)
+            ctx.minimum_version = ctx.maximum_version = version
+            session = None
+            for attempt in range(2):
+                with socket.create_connection(("127.0.0.1", self.addr[2]), timeout=10) as raw:
+                    with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
+                        s.sendall(f"CONNECT 127.0.0.1:{self.world.port} HTTP/1.1\r\n\r\nhello".encode())
+                        got = b""
+                        while not got.endswith(b"world"):
+                            chunk = s.recv(4096)
+                            if not chunk:
+                                break
+                            got += chunk
+                        self.assertIn(b" 200 ", got, (version, attempt))
+                        self.assertEqual(s.session_reused, attempt == 1, (version, attempt))
+                        session = s.session
+
     def test_client_certificate_from_unknown_ca_is_rejected(self):
         r = self.s_client(self.addr[2], self.rogue_cert, self.rogue_key,
                           f"CONNECT 127.0.0.1:{self.world.port} HTTP/1.1\r\n\r\nhello".encode())

@@ -689,9 +689,15 @@ class IdleTimeout(ProxyTestCase):
             s, status, _, _ = harness.connect_through(self.proxy, f"127.0.0.1:{server.port}", f"agent:{AGENT_PASSWORD}")
             self.assertEqual(status, 200)
             s.settimeout(10)
+            opened = time.monotonic()
             self.assertEqual(harness.recv_all(s), b"")  # proxy closes us after ~1s of silence
+            silent_s = time.monotonic() - opened
             s.close()
             self.proxy.wait_for_log(lambda l: "idle timeout" in l)
+            # idle_timeout, checked every quarter of it. Before: twice idle_timeout (2.0 s here),
+            # the first expiry taken for a receiver draining.
+            self.assertGreater(silent_s, 0.9)
+            self.assertLess(silent_s, 1.75)
         finally:
             server.stop()
 

@@ -79,6 +79,26 @@ BOOST_AUTO_TEST_CASE(a_user_name_is_throttled_across_sources) {
     BOOST_TEST(t.blocked_for(addr("203.0.113.9"), nullptr, s, now) == 0);
 }
 
+BOOST_AUTO_TEST_CASE(a_long_user_name_costs_a_fixed_key_and_is_still_throttled) {
+    // Before: the per-user tables kept each made-up name whole, twice; 65,536 failed logins with
+    // 5.8 KiB names held about 800 MB.
+    const std::string long_name(6000, 'x');
+    std::string other_long = long_name;
+    other_long.back() = 'y';
+    BOOST_TEST(AuthThrottle::user_key(long_name).size() == 33u);
+    BOOST_TEST(AuthThrottle::user_key(long_name) != AuthThrottle::user_key(other_long));
+    BOOST_TEST(AuthThrottle::user_key("alice") == "alice");
+    const std::string name32(32, 'n');
+    BOOST_TEST(AuthThrottle::user_key(name32) == name32);  // never equal to a digest key (33 bytes)
+    AuthThrottle t;
+    const auto s = settings(100, 3);
+    const auto now = AuthThrottle::Clock::now();
+    for (const char* source : {"198.51.100.1", "198.51.100.2", "198.51.100.3"})
+        t.record_failure(addr(source), &long_name, s, now);
+    BOOST_TEST(t.blocked_for(addr("203.0.113.9"), &long_name, s, now) > 0);
+    BOOST_TEST(t.blocked_for(addr("203.0.113.9"), &other_long, s, now) == 0);
+}
+
 BOOST_AUTO_TEST_CASE(filling_the_table_never_lifts_a_block) {
     AuthThrottle t(1000);
     const auto s = settings(3, 3);
