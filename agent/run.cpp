@@ -178,6 +178,7 @@ bool full_sync(SyncContext& c, const std::string& trigger) {
     }
     (void)c.journal.add_calls(calls, "full");
     if (r.status == RunStatus::succeeded || r.status == RunStatus::partial) {
+        c.journal.set("reconcile_failures", "");
         c.journal.set("last_full_ms", std::to_string(started));
         c.journal.set("last_full_calls", std::to_string(calls));
         // Every event received before this read began is covered by it, except those about an
@@ -185,7 +186,14 @@ bool full_sync(SyncContext& c, const std::string& trigger) {
         (void)c.journal.mark_covered_by_full(started, r.run_id, failed_users, failed_depts, failed_other);
         return true;
     }
-    c.journal.set("reconcile_deferred_ms", std::to_string(now_ms()));  // retry later, not in a loop
+    // Retry later, not in a loop, and not at the price of a full read every hour: a sync the
+    // safeguard stopped stops again until someone acts (sync --force, a larger max_deletes), so
+    // it waits a whole reconcile_interval; any other failure waits 1 h, then 2, 4, ... up to it.
+    c.journal.set("reconcile_deferred_ms", std::to_string(now_ms()));
+    const std::int64_t failures = parse_i64(c.journal.get("reconcile_failures"));
+    c.journal.set("reconcile_failures", r.status == RunStatus::aborted
+                                            ? std::string("aborted")
+                                            : std::to_string(std::max<std::int64_t>(0, failures) + 1));
     return false;
 }
 
@@ -366,11 +374,19 @@ void apply_pending(Journal& journal, EventProcessor& processor, const ProcessorS
 }
 
 bool reconcile_due(const AgentConfig& config, Journal& journal) {
+    const std::int64_t interval_ms = config.events.reconcile_interval.count() * 1000;
     std::int64_t since_full = now_ms() - parse_i64(journal.get("last_full_ms"));
     std::int64_t deferred = parse_i64(journal.get("reconcile_deferred_ms"));
-    return config.events.reconcile_interval.count() > 0 &&
-           since_full >= config.events.reconcile_interval.count() * 1000 &&
-           now_ms() - deferred >= std::min<std::int64_t>(config.events.reconcile_interval.count() * 1000, 3600000);
+    // After a deferral (budget, quota) or a failed reconcile: 1 h, doubling with each failure in
+    // a row, at most the interval; after a safeguard abort the whole interval (full_sync).
+    const std::string failures = journal.get("reconcile_failures").value_or("");
+    std::int64_t wait_ms = std::min<std::int64_t>(interval_ms, 3600000);
+    if (failures == "aborted")
+        wait_ms = interval_ms;
+    else
+        for (std::int64_t n = parse_i64(failures); n > 1 && wait_ms < interval_ms; --n)
+            wait_ms = std::min(interval_ms, wait_ms * 2);
+    return interval_ms > 0 && since_full >= interval_ms && now_ms() - deferred >= wait_ms;
 }
 
 }  // namespace

@@ -75,6 +75,35 @@ BatchObjects objects_of(const std::vector<JournalEvent>& rows, const Mapping& ma
     return b;
 }
 
+// Removal events about objects the target does not hold (never synced: outside the synced tree,
+// excluded, added and removed while unsynced) change nothing, and reading them would be a
+// metered call each: they are left out of the batch's reads, and a row left naming nothing is
+// done at once. An object another row of the batch names otherwise is still read.
+void drop_removals_not_held(BatchObjects& b, const std::vector<JournalEvent>& rows, const OrgSnapshot& held) {
+    std::set<std::string> named_users;
+    std::set<std::int64_t> named_depts;
+    for (const auto& r : rows) {
+        if (r.event_type != "user_leave_org") named_users.insert(r.user_ids.begin(), r.user_ids.end());
+        if (r.event_type != "org_dept_remove")
+            for (const auto& d : r.dept_ids)
+                if (auto id = positive_id(d)) named_depts.insert(*id);
+    }
+    for (auto it = b.users.begin(); it != b.users.end();)
+        it = named_users.count(*it) || held.users.count(*it) || held.removed_users.count(*it) ? std::next(it)
+                                                                                              : b.users.erase(it);
+    for (auto it = b.depts.begin(); it != b.depts.end();)
+        it = named_depts.count(*it) || held.departments.count(std::to_string(*it)) ? std::next(it) : b.depts.erase(it);
+    std::set<std::int64_t> nothing(b.nothing.begin(), b.nothing.end());
+    for (const auto& r : rows) {
+        if (nothing.count(r.id)) continue;
+        bool some = false;
+        for (const auto& u : r.user_ids) some = some || b.users.count(u) > 0;
+        for (const auto& d : r.dept_ids)
+            if (auto id = positive_id(d)) some = some || b.depts.count(*id) > 0;
+        if (!some) b.nothing.push_back(r.id);
+    }
+}
+
 }  // namespace
 
 // One batch: fetch by id -> patch the cached org -> plan -> apply (the full sync's stages) ->
@@ -254,11 +283,17 @@ private:
     // ---- fetch by id (and the target's state when not cached); false: the batch ended ----
     bool fetch() {
         // A department an org_dept_modify names that the target lacks was moved in from an
-        // excluded or unsynced place (a created one comes with org_dept_create, and empty).
+        // excluded or unsynced place (a created one comes with org_dept_create, and empty: not
+        // when both are in this batch, a create then a rename or move).
+        std::set<std::int64_t> created;
+        for (const auto& [row, r] : b_.by_id)
+            if (r->event_type == "org_dept_create")
+                for (const auto& d : r->dept_ids)
+                    if (auto id = positive_id(d)) created.insert(*id);
         for (const auto& [row, r] : b_.by_id)
             if (r->event_type == "org_dept_modify")
                 for (const auto& d : r->dept_ids)
-                    if (auto id = positive_id(d)) moved_in_.insert(*id);
+                    if (auto id = positive_id(d); id && !created.count(*id)) moved_in_.insert(*id);
         for (auto id : b_.depts) fetch_dept(id);
         for (const auto& u : b_.users) fetch_user(u);
         auto fatal = api_.run(tick());
@@ -626,6 +661,7 @@ BatchOutcome EventProcessor::process(const std::vector<JournalEvent>& rows) {
     BatchOutcome out;
     if (rows.empty()) return out;
     BatchObjects objects = objects_of(rows, mapping_);
+    if (cache_) drop_removals_not_held(objects, rows, *cache_);
     if (!objects.nothing.empty() && journal_.mark_done(objects.nothing, 0)) out.handled += objects.nothing.size();
     if (objects.users.empty() && objects.depts.empty()) return out;
 

@@ -401,6 +401,55 @@ class Batches(unittest.TestCase):
             self.assertEqual(gets(), 1 if n == 0 else 0, f"event {n} (restart before it: {restart})")
         self.assertEqual(target_org(env.target_db())["users"][user]["title"], "t2")
 
+class CallEconomy(unittest.TestCase):
+    """Events that cannot change the target cost no metered call."""
+
+    def settled(self, env, before, what):
+        env.wait(lambda: len(env.journal()) > before and {s for _, _, s in env.journal()} <= {"done", "failed"},
+                 what)
+
+    def test_a_department_created_and_renamed_in_one_batch_costs_one_read(self):
+        # Before: the rename's org_dept_modify took it for a department moved in from outside, and
+        # its subdepartments and members were listed (listsub + user list), though it was created
+        # empty a moment before.
+        env = RunEnv(events_yaml=EVENTS_YAML.replace("coalesce: 10ms", "coalesce: 1s"))
+        self.addCleanup(env.stop)
+        env.start_and_sync()
+        env.sim.admin("POST", "/_sim/stats/reset")
+        before = len(env.journal())
+        new = env.sim.admin("POST", "/_sim/dept/create", {"name": "Burst", "parent_id": 1})["dept_id"]
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": new, "name": "Burst renamed"})
+        self.settled(env, before + 1, "the create and the rename")
+        env.wait_converged("a department created and renamed")
+        calls = {api: v["calls"] for api, v in env.sim.stats()["apis"].items() if v["calls"]}
+        self.assertEqual(calls, {"/topapi/v2/department/get": 1})
+
+    def test_removals_of_objects_the_target_never_held_cost_nothing(self):
+        # Before: a user/get and a department/get for a user and a department inside an excluded
+        # subtree, each answering "gone" about something the target never had.
+        env = RunEnv()
+        self.addCleanup(env.stop)
+        depts = env.sim.org()["departments"]
+        children = lambda parent: [d["dept_id"] for d in depts if d.get("parent_id") == parent]  # noqa: E731
+        excluded = next(d for d in children(1) if children(d))
+        env.mapping.write_text(env.mapping.read_text().replace("  exclude_departments: []",
+                                                               f"  exclude_departments: [{excluded}]"))
+        env.start_agent()
+        env.wait_connected()
+        env.wait_first_full_sync()
+        before = len(env.journal())
+        inside = env.sim.admin("POST", "/_sim/dept/create", {"name": "Excluded too", "parent_id": excluded})["dept_id"]
+        env.sim.admin("POST", "/_sim/user/create", {"userid": "outsider", "name": "O", "dept_id_list": [excluded]})
+        self.settled(env, before + 1, "the creations inside the excluded subtree")
+        env.sim.admin("POST", "/_sim/stats/reset")
+        before = len(env.journal())
+        env.sim.admin("POST", "/_sim/user/remove", {"userid": "outsider"})
+        env.sim.admin("POST", "/_sim/dept/remove", {"dept_id": inside})
+        self.settled(env, before + 1, "the removals")
+        self.assertEqual(sum(v["calls"] for v in env.sim.stats()["apis"].values()), 0, env.sim.stats()["apis"])
+        self.assertEqual({status for _, _, status in env.journal()}, {"done"})
+
+
 class Conflicts(unittest.TestCase):
     """A user a unique-value conflict kept from its DingTalk values (the field left empty, or the
     user left out with conflict_policy skip_user) is written in full by the next event about it
@@ -588,6 +637,37 @@ class CatchUpAndBudget(unittest.TestCase):
         self.assertGreaterEqual(int(m.group(3)), 1)
         self.assertEqual(int(m.group(1)), int(m.group(2)) + int(m.group(3)))
 
+
+    def test_a_reconcile_the_safeguard_stopped_waits_a_whole_interval(self):
+        # Before: retried every hour, each time paying for a full read of the org (on a 5,000-user
+        # org about 15,600 calls a day against a 10,000-a-month quota), though it stops again
+        # until someone acts. Time is moved by rewriting state.db's clock keys.
+        env = RunEnv(max_deletes="5", extra_events="  reconcile_interval: 168h\n")
+        self.addCleanup(env.stop)
+        env.start_and_sync()
+        leavers = [u["userid"] for u in env.sim.org()["users"] if len(u["dept_id_list"]) == 1][:8]
+        env.sim.admin("POST", "/_sim/stream/events", {"drop": len(leavers)})  # only a reconcile sees them
+        for u in leavers:
+            env.sim.admin("POST", "/_sim/user/remove", {"userid": u})
+        db = sqlite3.connect(str(env.state / "state.db"), timeout=10)
+        self.addCleanup(db.close)
+
+        def set_key(key, value):
+            db.execute("INSERT INTO agent_state(key, value) VALUES(?, ?) "
+                       "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, str(value)))
+            db.commit()
+
+        def full_runs():
+            return [r for r in env.history() if r["kind"] == "full" and r["status"] != "running"]
+
+        set_key("last_full_ms", int(time.time() * 1000) - 8 * 86400 * 1000)  # the weekly reconcile is due
+        env.wait(lambda: any(r["status"] == "aborted" for r in full_runs()), "the reconcile stopped by the safeguard")
+        runs = len(full_runs())
+        set_key("reconcile_deferred_ms", int(time.time() * 1000) - 3601 * 1000)  # an hour later
+        time.sleep(5)
+        self.assertEqual(len(full_runs()), runs, "no second full read an hour later")
+        set_key("reconcile_deferred_ms", int(time.time() * 1000) - 169 * 3600 * 1000)  # an interval later
+        env.wait(lambda: len(full_runs()) > runs, "the reconcile a whole interval later")
 
     def test_calls_of_a_killed_sync_are_counted_when_its_run_is_closed(self):
         # Before: a run killed mid-fetch never added its calls to the month's count, so a crash
