@@ -8,12 +8,11 @@ namespace dingbridge {
 
 namespace {
 
-bool is_space(utf8proc_int32_t c) {
-    return c == ' ' || (c >= '\t' && c <= '\r') || c == 0x85 || c == 0x2028 || c == 0x2029 ||
-           utf8proc_category(c) == UTF8PROC_CATEGORY_ZS;
-}
+// The spaces slapd folds into one: the space separators (Zs) but the Ogham space mark. Tabs, other
+// ASCII white space, NEL and the line and paragraph separators it keeps apart (probed).
+bool is_space(utf8proc_int32_t c) { return c == ' ' || (c != 0x1680 && utf8proc_category(c) == UTF8PROC_CATEGORY_ZS); }
 
-// Each code point before normalization: any space a space, capital letters (Lu, Lt) in lower case
+// Each code point before normalization: a space separator a space, capital letters (Lu, Lt) in lower case
 // by the simple one-to-one mapping. As slapd: ß stays ß; Roman numerals (Nl) and circled letters
 // (So) keep their case, so Ⅳ is IV after NFKC, not iv.
 utf8proc_int32_t lower_and_space(utf8proc_int32_t c, void*) {
@@ -35,37 +34,31 @@ void append_collapsing_spaces(std::string& key, std::string_view part, bool& spa
     }
 }
 
-}  // namespace
+// SCIM: any white space a space; case is folded by utf8proc (UTF8PROC_CASEFOLD).
+utf8proc_int32_t white_space_as_space(utf8proc_int32_t c, void*) {
+    if (c == ' ' || (c >= '\t' && c <= '\r') || c == 0x85 || c == 0x2028 || c == 0x2029) return ' ';
+    return utf8proc_category(c) == UTF8PROC_CATEGORY_ZS ? ' ' : c;
+}
 
-std::string directory_match_key(std::string_view name) {
+// `custom` on each code point, then NFKC (with `extra` options), spaces collapsed and trimmed;
+// the bytes as they are, ASCII letters in lower case, when `name` is not UTF-8.
+std::string normalized_key(std::string_view name, utf8proc_custom_func custom, int extra) {
     std::string key;
     key.reserve(name.size());
     bool space = false;
-    bool ascii = true;
-    for (const char c : name) ascii = ascii && static_cast<unsigned char>(c) < 0x80;
-    if (ascii) {  // most names: no table needed
-        for (char c : name) {
-            if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 0x20);
-            if (c >= '\t' && c <= '\r') c = ' ';
-            append_collapsing_spaces(key, std::string_view(&c, 1), space);
-        }
-        return key;
-    }
-    // Lower case and spaces per code point, then NFKC (compatibility decomposition, canonical
-    // order, composition), as utf8proc_map_custom does, into a buffer of our own.
     const auto* bytes = reinterpret_cast<const utf8proc_uint8_t*>(name.data());
     const auto size = static_cast<utf8proc_ssize_t>(name.size());
-    const auto options = static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT);
+    const auto options = static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT | extra);
     std::vector<utf8proc_int32_t> points(name.size() + 4);
     utf8proc_ssize_t n = 0;
     for (;;) {
         n = utf8proc_decompose_custom(bytes, size, points.data(), static_cast<utf8proc_ssize_t>(points.size()), options,
-                                      lower_and_space, nullptr);
+                                      custom, nullptr);
         if (n < 0 || static_cast<std::size_t>(n) <= points.size()) break;
         points.resize(static_cast<std::size_t>(n));  // the size it needs
     }
     if (n >= 0) n = utf8proc_normalize_utf32(points.data(), n, options);
-    if (n < 0) {  // not UTF-8: the bytes as they are, ASCII letters in lower case
+    if (n < 0) {  // not UTF-8
         for (char c : name) key.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c + 0x20) : c);
         return key;
     }
@@ -75,6 +68,37 @@ std::string directory_match_key(std::string_view name) {
         append_collapsing_spaces(key, std::string_view(reinterpret_cast<const char*>(encoded), length), space);
     }
     return key;
+}
+
+bool is_ascii(std::string_view name) {
+    for (const char c : name)
+        if (static_cast<unsigned char>(c) >= 0x80) return false;
+    return true;
+}
+
+// ASCII letters in lower case; `white_space` too (\t to \r) a space, else only ' '.
+std::string ascii_key(std::string_view name, bool white_space) {
+    std::string key;
+    key.reserve(name.size());
+    bool space = false;
+    for (char c : name) {
+        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 0x20);
+        if (white_space && c >= '\t' && c <= '\r') c = ' ';
+        append_collapsing_spaces(key, std::string_view(&c, 1), space);
+    }
+    return key;
+}
+
+}  // namespace
+
+std::string scim_match_key(std::string_view name) {
+    if (is_ascii(name)) return ascii_key(name, true);  // most names: no table needed
+    return normalized_key(name, white_space_as_space, UTF8PROC_CASEFOLD);
+}
+
+std::string directory_match_key(std::string_view name) {
+    if (is_ascii(name)) return ascii_key(name, false);  // most names: no table needed
+    return normalized_key(name, lower_and_space, 0);
 }
 
 }  // namespace dingbridge

@@ -168,6 +168,17 @@ std::vector<std::int64_t> leader_changes(const OrgSnapshot& current, const Event
             auto id = to_id(k);
             if (id && !fetched.departments.count(*id)) out.insert(*id);
         }
+        // A department this batch read may have been read before the user's change (the reads
+        // run concurrently, a throttled one is retried later): its leader list must agree with
+        // the user's flag, or both would be cached as they are and the user's next event would
+        // see no change to read it for (wrong leaders and managers until a full sync).
+        for (const auto& pl : m->places) {
+            const auto d = fetched.departments.find(pl.dept_id);
+            if (d == fetched.departments.end() || !d->second) continue;
+            const auto& leaders = d->second->manager_userids;
+            if ((std::find(leaders.begin(), leaders.end(), userid) != leaders.end()) != pl.leader)
+                out.insert(pl.dept_id);
+        }
     }
     return {out.begin(), out.end()};
 }

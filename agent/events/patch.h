@@ -49,8 +49,9 @@ std::vector<std::int64_t> unknown_departments(const OrgSnapshot& current, const 
 // user/get tells which (one call each, only when a department is removed).
 std::vector<std::string> users_left_without_a_department(const OrgSnapshot& current, const EventFetch& fetched);
 
-// Departments whose leader flag of a fetched user differs from what the target holds: their
-// leader list (and so managers) must be read again with department/get.
+// Departments whose leader flag of a fetched user differs from what the target holds, or from
+// the leader list this batch read for them (read before the flag changed): their leader list
+// (and so managers) must be read (again) with department/get.
 std::vector<std::int64_t> leader_changes(const OrgSnapshot& current, const EventFetch& fetched);
 
 }  // namespace dingbridge::agent::events

@@ -311,7 +311,10 @@ private:
         // parent): read now, a level of parents per round, instead of dropping the membership.
         for (int round = 0; !fatal && round < kResolveRounds; ++round) {
             std::set<std::int64_t> more;
-            for (auto id : leader_changes(*p_.cache_, fetched_)) more.insert(id);
+            // A department read already is read again once at most for a leader list that
+            // disagrees with a member's flag (DingTalk may answer both as they were).
+            for (auto id : leader_changes(*p_.cache_, fetched_))
+                if (!fetched_.departments.count(id) || leaders_reread_.insert(id).second) more.insert(id);
             const auto& root = p_.config_.root_department;
             for (auto id : unknown_departments(*p_.cache_, fetched_, p_.mapping_, root, p_.outside_)) more.insert(id);
             for (auto id : failed_depts_) more.erase(id);
@@ -421,7 +424,7 @@ private:
         po.delete_removed_users = mapping.removed_user_action() == RemovedUserAction::del;
         po.conflict_policy = mapping.conflict_policy();
         po.managers_first = p_.target_.wants_managers_first();
-        po.usernames_ignore_case = p_.target_.usernames_ignore_case();
+        po.username_key = p_.target_.username_key();
         po.fill_required = [this](OrgUser& u) { p_.target_.fill_required(u); };
         for (const auto& u : failed_users_) po.frozen_users.insert(u);
         for (const auto& u : unreadable_users_) po.frozen_users.insert(u);
@@ -466,12 +469,14 @@ private:
     bool apply(const SyncPlan& plan, const OrgSnapshot& current, PatchResult& patched) {
         bool ok = true, cacheable = true;
         if (!plan.changes.empty()) {
-            std::vector<Status> outcomes;  // outcomes[i]: what became of change i
-            if (auto r = apply_plan(plan, p_.target_, reporter_, &outcomes); !r) {
+            std::vector<Status> outcomes;   // outcomes[i]: what became of change i
+            std::set<std::string> settled;  // written otherwise than planned: the cache would be wrong
+            if (auto r = apply_plan(plan, p_.target_, reporter_, &outcomes, &settled); !r) {
                 p_.cache_.reset();
                 fail(RunStatus::failed, r.error());
                 return false;
             }
+            if (!settled.empty()) cacheable = false;  // the next batch reads what the target holds
             for (std::size_t i = 0; i < plan.changes.size(); ++i) {
                 const Change& c = plan.changes[i];
                 if (c.kind == ChangeKind::disable_user || c.kind == ChangeKind::delete_user ||
@@ -596,10 +601,11 @@ private:
     std::set<std::string> failed_users_;
     std::set<std::string> unreadable_users_;  // 33012: kept as they are, their rows settled
     std::set<std::int64_t> failed_depts_;
-    std::set<std::string> asked_users_;  // user/get asked for in this batch
-    std::set<std::int64_t> moved_in_;    // departments that may have entered the tree with what is under them
-    std::set<std::int64_t> explored_;    // those whose sub-departments and members were asked for
-    std::set<std::string> kept_back_;    // users a unique-value conflict kept from their desired values
+    std::set<std::string> asked_users_;      // user/get asked for in this batch
+    std::set<std::int64_t> leaders_reread_;  // read again for a leader flag its first read disagreed with
+    std::set<std::int64_t> moved_in_;        // departments that may have entered the tree with what is under them
+    std::set<std::int64_t> explored_;        // those whose sub-departments and members were asked for
+    std::set<std::string> kept_back_;        // users a unique-value conflict kept from their desired values
     std::vector<std::int64_t> done_rows_, retry_rows_, apply_failed_rows_;
     std::set<std::string> failed_user_changes_, failed_dept_changes_;  // external ids the target refused
     std::string target_error_;                                         // the first such refusal

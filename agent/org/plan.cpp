@@ -88,8 +88,8 @@ void clear_unique_value(OrgUser& u, int i) {
 class ClaimTable {
 public:
     explicit ClaimTable(SmallString OrgUser::*field) : field_(field) {}
-    // Values match as directory_match_key makes them (set before the first claim).
-    void ignore_case() { fold_ = true; }
+    // Values match by `key` (set before the first claim).
+    void match_by(std::string (*key)(std::string_view)) { key_ = key; }
 
     void clear() {
         std::fill(rows_.begin(), rows_.end(), nullptr);
@@ -126,12 +126,10 @@ public:
 
 private:
     std::uint32_t hash(std::string_view v) const {
-        auto h = fold_ ? std::hash<std::string>{}(directory_match_key(v)) : std::hash<std::string_view>{}(v);
+        auto h = key_ ? std::hash<std::string>{}(key_(v)) : std::hash<std::string_view>{}(v);
         return static_cast<std::uint32_t>(h ^ (h >> 32));
     }
-    bool same(std::string_view a, std::string_view b) const {
-        return a == b || (fold_ && directory_match_key(a) == directory_match_key(b));
-    }
+    bool same(std::string_view a, std::string_view b) const { return a == b || (key_ && key_(a) == key_(b)); }
     std::size_t mask() const { return rows_.size() - 1; }
     void grow() {
         std::vector<const OrgUser*> rows(std::max<std::size_t>(64, rows_.size() * 2), nullptr);
@@ -149,7 +147,7 @@ private:
     }
 
     SmallString OrgUser::*field_;
-    bool fold_ = false;
+    std::string (*key_)(std::string_view) = nullptr;
     std::vector<const OrgUser*> rows_;  // a power of two long, or empty
     std::vector<std::uint32_t> tags_;
     std::size_t size_ = 0;
@@ -169,7 +167,7 @@ class Planner {
 public:
     Planner(const OrgSnapshot& desired, const OrgSnapshot& current, const PlanOptions& options)
         : desired_(desired), current_(current), options_(options) {
-        if (options.usernames_ignore_case) claims_[0].ignore_case();
+        if (options.username_key) claims_[0].match_by(options.username_key);
     }
 
     SyncPlan run() {

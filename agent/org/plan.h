@@ -22,6 +22,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "agent/org/schema.h"
@@ -82,9 +83,10 @@ struct PlanOptions {
     // that value in, so the plan writes what the target will hold and the next run's read
     // compares equal. Target::fill_required.
     std::function<void(OrgUser&)> fill_required;
-    // The target tells usernames apart ignoring case and repeated spaces (an LDAP uid, SCIM's
-    // userName): "Bob" and "bob" then contest one value (directory_match_key).
-    bool usernames_ignore_case = false;
+    // How the target tells usernames apart when not byte by byte (an LDAP uid RDN:
+    // directory_match_key; SCIM's userName: scim_match_key): "Bob" and "bob" then contest one
+    // value. nullptr: exactly.
+    std::string (*username_key)(std::string_view) = nullptr;
 };
 
 // The change kinds counted per plan and per run, in history column order (one list: the plan's

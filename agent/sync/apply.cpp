@@ -27,7 +27,8 @@ void record_failure(RunReporter& reporter, const Change& c, const std::string& e
 // Applies every change of the plan inside the open transaction; when `outcomes` is given,
 // (*outcomes)[i] for change i. A full sync asks for none: a first sync of 100,000 users would hold
 // 100,000 Status objects (40 bytes each) only to learn which failed; one bit each does.
-void apply_changes(const SyncPlan& plan, Target& target, RunReporter& reporter, std::vector<Status>* outcomes) {
+void apply_changes(const SyncPlan& plan, Target& target, RunReporter& reporter, std::vector<Status>* outcomes,
+                   std::set<std::string>* settled) {
     const std::size_t batch_size = std::max<std::size_t>(1, target.apply_batch_size());
     RunCounters& counters = reporter.counters();
     std::vector<Status> batch;
@@ -48,6 +49,11 @@ void apply_changes(const SyncPlan& plan, Target& target, RunReporter& reporter, 
             ++counters.changes_applied;
         }
         if (outcomes) outcomes->push_back(outcome);
+        if (in_batch + 1 == batch_size || i + 1 == plan.changes.size())
+            for (auto& [user, what] : target.take_settled_conflicts()) {
+                reporter.record(RunItem{"apply", "user", user, "conflict", what});
+                if (settled) settled->insert(std::move(user));
+            }
         if (in_batch + 1 == batch_size)  // the reporter throttles: a tty line / history write a second
             reporter.progress("applying: " + std::to_string(counters.changes_applied) + "/" +
                                   std::to_string(counters.changes_planned),
@@ -68,13 +74,14 @@ void apply_changes(const SyncPlan& plan, Target& target, RunReporter& reporter, 
 
 }  // namespace
 
-Status apply_plan(const SyncPlan& plan, Target& target, RunReporter& reporter, std::vector<Status>* outcomes) {
+Status apply_plan(const SyncPlan& plan, Target& target, RunReporter& reporter, std::vector<Status>* outcomes,
+                  std::set<std::string>* settled) {
     RunCounters& counters = reporter.counters();
     // Nothing is applied unless the history can hold its record (checked once more right here).
     if (auto r = reporter.checkpoint(); !r)
         return fail("cannot write the run's history to the state database (" + r.error() + "); nothing was applied");
     if (auto r = target.begin(); !r) return fail("cannot start the target transaction: " + r.error());
-    apply_changes(plan, target, reporter, outcomes);
+    apply_changes(plan, target, reporter, outcomes, settled);
     // The record of what is about to be committed must be stored first.
     if (auto r = reporter.checkpoint(); !r) {
         target.rollback();

@@ -6,6 +6,8 @@
 // Nothing is committed unless the history holds the run's record (checked before the transaction
 // and again before the commit); then the transaction is rolled back and changes_applied is 0.
 
+#include <set>
+#include <string>
 #include <vector>
 
 #include "agent/org/plan.h"
@@ -20,6 +22,9 @@ void count_plan(const SyncPlan& plan, RunCounters& counters);
 
 // Ok when the transaction was committed (some changes may have failed: see `outcomes`, one per
 // plan change, when given); else why nothing was applied.
-Status apply_plan(const SyncPlan& plan, Target& target, RunReporter& reporter, std::vector<Status>* outcomes = nullptr);
+// `settled`, when given, receives the users whose conflicts the target settled itself
+// (Target::take_settled_conflicts): written otherwise than planned.
+Status apply_plan(const SyncPlan& plan, Target& target, RunReporter& reporter, std::vector<Status>* outcomes = nullptr,
+                  std::set<std::string>* settled = nullptr);
 
 }  // namespace dingbridge::agent

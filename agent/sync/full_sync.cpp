@@ -75,7 +75,7 @@ Status build_stage(FetchedOrg&& fetched, const Mapping& mapping, std::int64_t ro
 PlanOptions plan_options(const Mapping& mapping, const Target& target, const SyncState& s) {
     PlanOptions po;
     po.managers_first = target.wants_managers_first();
-    po.usernames_ignore_case = target.usernames_ignore_case();
+    po.username_key = target.username_key();
     po.fill_required = [&target](OrgUser& u) { target.fill_required(u); };
     po.allow_removals = s.read_complete;
     po.delete_removed_users = mapping.removed_user_action() == RemovedUserAction::del;

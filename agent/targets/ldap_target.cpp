@@ -548,11 +548,11 @@ void LdapTarget::resolve_name_clashes(OrgSnapshot& desired, const OrgSnapshot& c
     }
 }
 
-bool LdapTarget::usernames_ignore_case() const {
-    // The username names the entry (uid=..., matched ignoring case and repeated spaces).
+std::string (*LdapTarget::username_key() const)(std::string_view) {
+    // The username names the entry (uid=..., matched as slapd matches an RDN).
     for (const auto& a : s_.user_attributes)
-        if (a.attribute == s_.user_rdn_attribute && a.field == "username") return true;
-    return false;
+        if (a.attribute == s_.user_rdn_attribute && a.field == "username") return directory_match_key;
+    return nullptr;
 }
 
 void LdapTarget::fill_required(OrgUser& u) const {

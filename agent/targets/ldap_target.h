@@ -50,7 +50,7 @@ public:
 
     void normalize(OrgSnapshot& desired) override;
     void fill_required(OrgUser& user) const override;
-    bool usernames_ignore_case() const override;
+    std::string (*username_key() const)(std::string_view) override;
     void resolve_name_clashes(OrgSnapshot& desired, const OrgSnapshot& current) const override;
     Result<OrgSnapshot> read() override;
     Status begin() override;

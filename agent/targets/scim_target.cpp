@@ -612,8 +612,9 @@ std::optional<std::string> ScimTarget::put_user(const OrgUser& u) {
             return *outcome + "; the user is left out (sync.conflict_policy: skip_user)";
         bool again = false;
         if (auto e = write_user(u, u.external_id, again)) return *outcome + "; and with its DingTalk id: " + *e;
-        outcome = *outcome + "; written with its DingTalk id " + u.external_id +
-                  " as userName (sync.conflict_policy: clear_field)";
+        settled_.emplace_back(u.external_id, *outcome + "; written with its DingTalk id " + u.external_id +
+                                                 " as userName (sync.conflict_policy: clear_field)");
+        outcome.reset();  // applied, as the policy says: a conflict, not a failure
     } else if (outcome) {
         return outcome;
     }

@@ -29,6 +29,7 @@
 #include "agent/targets/scim_client.h"
 #include "agent/targets/scim_settings.h"
 #include "agent/targets/target.h"
+#include "shared/match_key.h"
 
 namespace dingbridge::agent {
 
@@ -42,8 +43,8 @@ public:
 
     void normalize(OrgSnapshot& desired) override;
     void fill_required(OrgUser& user) const override;
-    bool wants_managers_first() const override { return true; }   // a manager's id is the server's
-    bool usernames_ignore_case() const override { return true; }  // userName: caseExact false (RFC 7643)
+    bool wants_managers_first() const override { return true; }  // a manager's id is the server's
+    std::string (*username_key() const)(std::string_view) override { return scim_match_key; }  // caseExact false
     Result<OrgSnapshot> read() override;
     Status begin() override;
     Status apply(const Change& change) override;
@@ -54,6 +55,9 @@ public:
     // changes fail (reported by finish_batches()).
     void apply_batch(const Change* changes, std::size_t n, std::vector<Status>& outcomes) override;
     std::vector<std::pair<const Change*, std::string>> finish_batches() override;
+    std::vector<std::pair<std::string, std::string>> take_settled_conflicts() override {
+        return std::exchange(settled_, {});
+    }
     Status commit() override;
     void rollback() override;
 
@@ -75,6 +79,7 @@ private:
     std::optional<std::string> read_users(OrgSnapshot& snap);
     std::optional<std::string> put_department(const OrgDepartment& d);
     std::optional<std::string> put_user(const OrgUser& u);
+    std::vector<std::pair<std::string, std::string>> settled_;  // take_settled_conflicts()
     // Creates or updates the user with `username` as userName; `conflict` is set on a 409.
     std::optional<std::string> write_user(const OrgUser& u, const std::string& username, bool& conflict);
     std::optional<std::string> create_user(const OrgUser& u, const std::string& username, bool& conflict);

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -34,9 +35,10 @@ public:
     // user created before its manager costs a second write: a sync (full, or of a batch of
     // events) then creates new managers before their new reports (PlanOptions::managers_first).
     virtual bool wants_managers_first() const { return false; }
-    // Two usernames that differ only in case or repeated spaces are one to this target (an LDAP
-    // DN, SCIM's userName): the plan then lets only one user hold them (PlanOptions).
-    virtual bool usernames_ignore_case() const { return false; }
+    // How this target matches usernames when not byte by byte (an LDAP uid RDN ignores case,
+    // width and repeated spaces; SCIM's userName is caseExact false): the plan then lets only one
+    // user hold names it makes one (PlanOptions::username_key). nullptr: exactly.
+    virtual std::string (*username_key() const)(std::string_view) { return nullptr; }
     // After the read, before the plan: names of `desired` the target cannot hold side by side
     // (LDAP: sibling departments whose ou values match as one) are made distinct, deciding by
     // what `current` (the target as read) holds.
@@ -75,6 +77,12 @@ public:
     // now and returns the changes whose deferred part failed — pointers into the arrays given to
     // apply_batch(), with the error — although apply_batch() reported them as applied.
     virtual std::vector<std::pair<const Change*, std::string>> finish_batches() { return {}; }
+    // Conflicts the target settled itself while applying, by sync.conflict_policy (SCIM: a
+    // userName held by a resource that is not ours, the user written with its DingTalk id
+    // instead): (user id, what happened) since the last call. Applied changes, recorded as
+    // conflicts, not failures: a failure would be tried again (the event path reads the user
+    // again each time) and could not end otherwise.
+    virtual std::vector<std::pair<std::string, std::string>> take_settled_conflicts() { return {}; }
     virtual Status commit() = 0;
     virtual void rollback() = 0;
 };

@@ -401,6 +401,31 @@ class Batches(unittest.TestCase):
             self.assertEqual(gets(), 1 if n == 0 else 0, f"event {n} (restart before it: {restart})")
         self.assertEqual(target_org(env.target_db())["users"][user]["title"], "t2")
 
+class LeaderRace(unittest.TestCase):
+    def test_a_department_read_before_a_members_leader_change_is_read_again(self):
+        # A department and one of its members are read in one batch, the member late (its read
+        # throttled once and retried), after it became the department's leader. Before: the
+        # department's stale leader list was kept beside the member's new flag, the member's own
+        # event then saw no change, and the leaders and 20 members' managers stayed wrong until a
+        # full sync.
+        env = RunEnv(events_yaml=EVENTS_YAML.replace("coalesce: 10ms", "coalesce: 300ms"))
+        self.addCleanup(env.stop)
+        env.start_and_sync()
+        org = env.sim.org()
+        led = {x for d in org["departments"] for x in d.get("dept_manager_userid_list", [])}
+        dept, user = next((d["dept_id"], u["userid"]) for d in org["departments"] if d["dept_id"] != 1
+                          for u in org["users"] if u["dept_id_list"] == [d["dept_id"]] and u["userid"] not in led)
+        env.sim.admin("POST", "/_sim/stats/reset")
+        env.sim.admin("POST", "/_sim/faults", {"path": "/topapi/v2/user/get", "kind": "throttle", "count": 1})
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": dept, "name": "Renamed"})
+        env.sim.admin("POST", "/_sim/user/update", {"userid": user, "title": "First change"})
+        env.wait(lambda: env.sim.stats()["apis"].get("/topapi/v2/department/get", {}).get("calls", 0) >= 1,
+                 "the batch read the department", timeout=20)
+        env.sim.admin("POST", "/_sim/user/update", {"userid": user, "leader_in_dept": [{"dept_id": dept, "leader": True}]})
+        env.wait(lambda: {s for _, _, s in env.journal()} == {"done"}, "every event applied", timeout=60)
+        env.wait_converged("the new leader and its department's managers")
+
+
 class CallEconomy(unittest.TestCase):
     """Events that cannot change the target cost no metered call."""
 
