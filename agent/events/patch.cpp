@@ -151,6 +151,18 @@ std::vector<std::string> users_left_without_a_department(const OrgSnapshot& curr
     return out;
 }
 
+std::vector<std::int64_t> departments_left_without_a_parent(const OrgSnapshot& current, const EventFetch& fetched) {
+    std::set<std::string> gone;
+    for (const auto& [id, detail] : fetched.departments)
+        if (!detail) gone.insert(std::to_string(id));
+    std::vector<std::int64_t> out;
+    if (gone.empty()) return out;
+    for (const auto& [id, d] : current.departments)
+        if (gone.count(d.parent_external_id))
+            if (const auto n = to_id(id); n && !fetched.departments.count(*n)) out.push_back(*n);
+    return out;
+}
+
 std::vector<std::int64_t> leader_changes(const OrgSnapshot& current, const EventFetch& fetched) {
     std::set<std::int64_t> out;
     for (const auto& [userid, m] : fetched.users) {

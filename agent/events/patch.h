@@ -49,6 +49,13 @@ std::vector<std::int64_t> unknown_departments(const OrgSnapshot& current, const 
 // user/get tells which (one call each, only when a department is removed).
 std::vector<std::string> users_left_without_a_department(const OrgSnapshot& current, const EventFetch& fetched);
 
+// Departments the target holds under a department this batch found gone (60003), which the
+// batch did not read: patched from the target, they would leave with their whole subtree and
+// their members be disabled. DingTalk removes only empty departments, so they moved (or went
+// too) in an event that may be late or lost: department/get tells which (one call each, only
+// when a department is removed).
+std::vector<std::int64_t> departments_left_without_a_parent(const OrgSnapshot& current, const EventFetch& fetched);
+
 // Departments whose leader flag of a fetched user differs from what the target holds, or from
 // the leader list this batch read for them (read before the flag changed): their leader list
 // (and so managers) must be read (again) with department/get.

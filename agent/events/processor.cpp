@@ -317,6 +317,7 @@ private:
                 if (!fetched_.departments.count(id) || leaders_reread_.insert(id).second) more.insert(id);
             const auto& root = p_.config_.root_department;
             for (auto id : unknown_departments(*p_.cache_, fetched_, p_.mapping_, root, p_.outside_)) more.insert(id);
+            for (auto id : departments_left_without_a_parent(*p_.cache_, fetched_)) more.insert(id);
             for (auto id : failed_depts_) more.erase(id);
             std::vector<std::string> orphans;
             for (auto& u : users_left_without_a_department(*p_.cache_, fetched_))

@@ -401,6 +401,26 @@ class Batches(unittest.TestCase):
             self.assertEqual(gets(), 1 if n == 0 else 0, f"event {n} (restart before it: {restart})")
         self.assertEqual(target_org(env.target_db())["users"][user]["title"], "t2")
 
+class LostMove(unittest.TestCase):
+    def test_a_removed_departments_subdepartment_moved_away_is_read_not_deleted(self):
+        # B moves out of A, its events are lost, then A is removed. Before: the batch found A gone
+        # and dropped B, which the target still held under A, with its subtree: B deleted and its
+        # two members disabled, the run "succeeded". DingTalk removes only empty departments, so
+        # B moved: it is read (one department/get) and kept where it is now.
+        env = RunEnv()
+        self.addCleanup(env.stop)
+        env.start_and_sync()
+        a = env.sim.admin("POST", "/_sim/dept/create", {"name": "A-parent", "parent_id": 1})["dept_id"]
+        b = env.sim.admin("POST", "/_sim/dept/create", {"name": "B-child", "parent_id": a})["dept_id"]
+        for u in ("mover1", "mover2"):
+            env.sim.admin("POST", "/_sim/user/create", {"userid": u, "name": u, "dept_id_list": [b]})
+        env.wait_converged("A, B and B's members")
+        env.sim.admin("POST", "/_sim/stream/events", {"drop": 2})  # the move's events are lost
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": b, "parent_id": 1})
+        env.sim.admin("POST", "/_sim/dept/remove", {"dept_id": a})
+        env.wait_converged("B kept with its members after A's removal")
+
+
 class LeaderRace(unittest.TestCase):
     def test_a_department_read_before_a_members_leader_change_is_read_again(self):
         # A department and one of its members are read in one batch, the member late (its read
