@@ -136,10 +136,20 @@ std::vector<std::int64_t> unknown_departments(const OrgSnapshot& current, const 
     return {out.begin(), out.end()};
 }
 
-std::vector<std::string> users_left_without_a_department(const OrgSnapshot& current, const EventFetch& fetched) {
+namespace {
+
+// The departments this batch found gone (60003), as the target's ids.
+std::set<std::string> gone_departments(const EventFetch& fetched) {
     std::set<std::string> gone;
     for (const auto& [id, detail] : fetched.departments)
         if (!detail) gone.insert(std::to_string(id));
+    return gone;
+}
+
+}  // namespace
+
+std::vector<std::string> users_left_without_a_department(const OrgSnapshot& current, const EventFetch& fetched) {
+    const std::set<std::string> gone = gone_departments(fetched);
     std::vector<std::string> out;
     if (gone.empty()) return out;
     for (const auto& [userid, u] : current.users) {
@@ -152,9 +162,7 @@ std::vector<std::string> users_left_without_a_department(const OrgSnapshot& curr
 }
 
 std::vector<std::int64_t> departments_left_without_a_parent(const OrgSnapshot& current, const EventFetch& fetched) {
-    std::set<std::string> gone;
-    for (const auto& [id, detail] : fetched.departments)
-        if (!detail) gone.insert(std::to_string(id));
+    const std::set<std::string> gone = gone_departments(fetched);
     std::vector<std::int64_t> out;
     if (gone.empty()) return out;
     for (const auto& [id, d] : current.departments)
