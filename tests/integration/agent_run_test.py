@@ -467,7 +467,9 @@ class CallEconomy(unittest.TestCase):
         self.settled(env, before + 1, "the create and the rename")
         env.wait_converged("a department created and renamed")
         calls = {api: v["calls"] for api, v in env.sim.stats()["apis"].items() if v["calls"]}
-        self.assertEqual(calls, {"/topapi/v2/department/get": 1})
+        # One read (two if the rename came in a batch of its own), nothing listed under it.
+        self.assertEqual(set(calls), {"/topapi/v2/department/get"}, calls)
+        self.assertLessEqual(calls["/topapi/v2/department/get"], 2, calls)
 
     def test_removals_of_objects_the_target_never_held_cost_nothing(self):
         # Before: a user/get and a department/get for a user and a department inside an excluded
