@@ -136,6 +136,7 @@ void Server::start() {
             }
         }
     }
+    shared_.host_networks = networks_reaching(*IpAddress::parse("::"), true);
     std::vector<Worker*> all;
     for (auto& w : workers_) all.push_back(w.get());
     for (auto& w : workers_) w->set_siblings(all);

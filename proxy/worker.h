@@ -44,9 +44,19 @@ struct SharedState {
     std::atomic<std::size_t> bulk_directions{0};  // copy-relay directions moving bulk bytes now (SocketRelay)
     SourceSlots unauthorised;                     // connections per source not yet admitted (source_slots.h)
 
+    // This host's own addresses, any port (loopback and every interface address at start): a
+    // tunnel there reaches the services of the proxy host over lo, past a firewall that shields
+    // them from outside, whatever deny_networks says.
+    std::vector<Cidr> host_networks;
+
     bool is_self(const IpAddress& ip, std::uint16_t port) const {
         for (const auto& [net, p] : self_endpoints)
             if (p == port && net.contains(ip)) return true;
+        return false;
+    }
+    bool is_host(const IpAddress& ip) const {
+        for (const auto& net : host_networks)
+            if (net.contains(ip)) return true;
         return false;
     }
 };

@@ -457,6 +457,43 @@ tenants:
             work.cleanup()
 
 
+class HostAddresses(unittest.TestCase):
+    def test_the_proxy_hosts_own_addresses_need_allow_internal_networks_whatever_deny_networks_says(self):
+        # Before: with a deny list that leaves out loopback (or for the host's public address,
+        # which no default deny list holds) a tenant reached every service of the proxy host over
+        # lo, past a firewall that shields them from outside.
+        work = harness.Workdir()
+        server = harness.TcpServer(harness.echo)
+        proxy = None
+        try:
+            h = harness.hash_password(PASSWORD)
+            proxy = harness.Proxy(work.path, f"""
+listeners: ["127.0.0.1:0"]
+deny_networks: ["10.0.0.0/8"]
+tenants:
+  - name: outside
+    users: [{{name: outside, password_hash: "{h}"}}]
+    destinations: ["127.0.0.1:*", "127.0.0.2:*", "localhost:*"]
+  - name: inside
+    users: [{{name: inside, password_hash: "{h}"}}]
+    destinations: ["127.0.0.1:*"]
+    allow_internal_networks: ["127.0.0.0/8"]
+""")
+            for target in (f"127.0.0.1:{server.port}", f"127.0.0.2:{server.port}", f"localhost:{server.port}"):
+                s, status, _, _ = open_tunnel(proxy.host, proxy.port, target, f"outside:{PASSWORD}")
+                s.close()
+                self.assertEqual(status, 403, target)
+            proxy.wait_for_log(lambda line: "tenant=outside" in line and "denied network" in line)
+            s, status, _, _ = open_tunnel(proxy.host, proxy.port, f"127.0.0.1:{server.port}", f"inside:{PASSWORD}")
+            s.close()
+            self.assertEqual(status, 200)
+        finally:
+            if proxy:
+                proxy.stop()
+            server.stop()
+            work.cleanup()
+
+
 class PendingPerSource(unittest.TestCase):
     """One source cannot take every connection slot with connections it never authorises."""
 
@@ -479,6 +516,7 @@ tenants:
   - name: agent
     users: [{{name: agent, password_hash: "{h}"}}]
     destinations: ["127.0.0.1:1024-65535"]
+    allow_internal_networks: ["127.0.0.0/8"]  # the proxy host's own addresses, whatever deny_networks says
 """)
             held = []
             try:
