@@ -197,10 +197,11 @@ void Tunnel::handle_head() {
             return;
         }
     }
-    // From outside every tenant's networks the answer is 403 at once, whatever the name: no
-    // attempt (the throttle's per-user block would turn it into a delayed 429 for names under
-    // attack, telling an outsider which names those are).
-    const bool attempt = req.has_authorization && !(auth.outcome == AuthOutcome::source_not_allowed && !auth.tenant);
+    // A source the tenant's networks (or every tenant's) do not hold gets 403 at once, whatever
+    // the name or password: no attempt. The throttle's per-user block turned it into a delayed
+    // 429 for names under attack, telling an outsider which names those are, and for a right
+    // password found in the credential cache only, telling it that the password was right.
+    const bool attempt = req.has_authorization && auth.outcome != AuthOutcome::source_not_allowed;
     if (attempt) {
         // Counted as in flight from here until its credentials are decided (end_auth_attempt).
         if (const int wait = shared.auth_throttle.begin_attempt(source_ip_, name, config_->auth_throttle)) {

@@ -443,7 +443,9 @@ class OutsideSources(EchoServerAndHash, unittest.TestCase):
     def test_outside_every_tenant_the_answer_is_403_whatever_the_name(self):
         # docs/proxy.md: from an address no tenant's source_networks hold, Basic credentials get
         # 403 at once, the answer depending on the address alone. Before: a name under a per-user
-        # block got a delayed 429 there, telling an outsider which names were being guessed.
+        # block got a delayed 429 there, telling an outsider which names were being guessed; and
+        # (after the first fix) only a right password found in the credential cache got it,
+        # telling the outsider the password was right.
         self.proxy = harness.Proxy(self.work.path, f"""
 listeners:
   - address: "127.0.0.1:0"
@@ -452,25 +454,28 @@ auth_failures: {{max_failures: 100, max_failures_per_user: 3, window: 1m, cooldo
 tenants:
   - name: inside
     users: [{{name: alice, password_hash: "{self.hash}"}}]
-    source_networks: ["127.0.0.2/32"]
+    source_networks: ["127.0.0.0/30"]
     destinations: ["127.0.0.1:{self.echo.port}"]
     allow_internal_networks: ["127.0.0.0/8"]
 """)
         try:
             target = f"127.0.0.1:{self.echo.port}"
+            s, status = attempt(self.proxy.port, target, f"alice:{PASSWORD}", "127.0.0.2")  # now cached
+            s.close()
+            self.assertEqual(status, 200)
             for i in range(3):
-                s, status = attempt(self.proxy.port, target, f"alice:wrong{i}", "127.0.0.2")
+                s, status = attempt(self.proxy.port, target, f"alice:wrong{i}", "127.0.0.3")
                 s.close()
                 self.assertEqual(status, 407)
-            s, status = attempt(self.proxy.port, target, f"alice:{PASSWORD}", "127.0.0.2")
+            s, status = attempt(self.proxy.port, target, f"alice:{PASSWORD}", "127.0.0.3")
             s.close()
             self.assertEqual(status, 429, "alice's name is blocked now")
-            for name in ("alice", "bob"):
+            for credentials in ("alice:wrong", f"alice:{PASSWORD}", f"bob:{PASSWORD}"):
                 started = time.monotonic()
-                s, status = attempt(self.proxy.port, target, f"{name}:{PASSWORD}", "127.0.0.9")
+                s, status = attempt(self.proxy.port, target, credentials, "127.0.0.9")
                 s.close()
-                self.assertEqual(status, 403, name)
-                self.assertLess(time.monotonic() - started, 1.0, name)  # at once, not after a held 429
+                self.assertEqual(status, 403, credentials)
+                self.assertLess(time.monotonic() - started, 1.0, credentials)  # at once, not after a held 429
         finally:
             self.proxy.stop()
             self.proxy = None
