@@ -4,6 +4,8 @@
 
 #include <vector>
 
+#include "shared/ascii.h"
+
 namespace dingbridge {
 
 namespace {
@@ -58,10 +60,7 @@ std::string normalized_key(std::string_view name, utf8proc_custom_func custom, i
         points.resize(static_cast<std::size_t>(n));  // the size it needs
     }
     if (n >= 0) n = utf8proc_normalize_utf32(points.data(), n, options);
-    if (n < 0) {  // not UTF-8
-        for (char c : name) key.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c + 0x20) : c);
-        return key;
-    }
+    if (n < 0) return ascii_lower(std::string(name));  // not UTF-8: the bytes, ASCII letters folded
     for (utf8proc_ssize_t i = 0; i < n; ++i) {
         utf8proc_uint8_t encoded[4];
         const auto length = utf8proc_encode_char(points[static_cast<std::size_t>(i)], encoded);

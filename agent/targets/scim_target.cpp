@@ -805,6 +805,7 @@ void ScimTarget::rollback() {
     // Nothing to undo on the server (no transaction); what still waits is dropped.
     pending_members_.clear();
     late_failures_.clear();
+    settled_.clear();  // reported by the run that made them, never by the next
     batching_ = false;
 }
 
