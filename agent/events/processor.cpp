@@ -337,6 +337,7 @@ private:
         reporter_.clear_line();
         if (!fatal) {
             keep_departments_of_unread_users();
+            keep_gone_parents_of_unread_departments();
             hold_unplaced_departments();
             // A user in a department that could not be read is left as the target has it (its
             // rows are tried again): planned without that place, it could lose its only one.
@@ -366,6 +367,31 @@ private:
                 if (d == fetched_.departments.end() || d->second) continue;
                 fetched_.departments.erase(d);
                 failed_depts_.insert(*id);
+            }
+        }
+    }
+
+    // A department found gone whose subdepartment (held by the target) could not be read stays
+    // too: DingTalk removes only empty departments, so that subdepartment moved away (or went),
+    // and until it is read, removing its old parent would take it and its members along. The
+    // parent's rows are tried again with the subdepartment's; so, a level up, are the rows of a
+    // gone department above it.
+    void keep_gone_parents_of_unread_departments() {
+        for (bool held = true; held;) {
+            held = false;
+            for (const auto& [id, d] : p_.cache_->departments) {
+                const auto self = positive_id(id);
+                const auto parent = positive_id(d.parent_external_id);
+                if (!self || !parent || !failed_depts_.count(*self)) continue;
+                const auto gone = fetched_.departments.find(*parent);
+                if (gone == fetched_.departments.end() || gone->second) continue;
+                fetched_.departments.erase(gone);
+                failed_depts_.insert(*parent);
+                reporter_.item_failed(RunItem{"fetch", "department", std::to_string(*parent),
+                                              dingtalk::api::kDepartmentGet,
+                                              "removed in DingTalk, but its subdepartment " + id +
+                                                  " could not be read; kept as it is and tried again"});
+                held = true;
             }
         }
     }

@@ -402,11 +402,9 @@ class Batches(unittest.TestCase):
         self.assertEqual(target_org(env.target_db())["users"][user]["title"], "t2")
 
 class LostMove(unittest.TestCase):
-    def test_a_removed_departments_subdepartment_moved_away_is_read_not_deleted(self):
-        # B moves out of A, its events are lost, then A is removed. Before: the batch found A gone
-        # and dropped B, which the target still held under A, with its subtree: B deleted and its
-        # two members disabled, the run "succeeded". DingTalk removes only empty departments, so
-        # B moved: it is read (one department/get) and kept where it is now.
+    def b_moved_out_of_a_unseen(self):
+        """A under the root, B under A with two members, all synced; then B moves to the root
+        and the move's events are lost."""
         env = RunEnv()
         self.addCleanup(env.stop)
         env.start_and_sync()
@@ -417,8 +415,38 @@ class LostMove(unittest.TestCase):
         env.wait_converged("A, B and B's members")
         env.sim.admin("POST", "/_sim/stream/events", {"drop": 2})  # the move's events are lost
         env.sim.admin("POST", "/_sim/dept/update", {"dept_id": b, "parent_id": 1})
+        return env, a, b
+
+    def test_a_removed_departments_subdepartment_moved_away_is_read_not_deleted(self):
+        # B moves out of A, its events are lost, then A is removed. Before: the batch found A gone
+        # and dropped B, which the target still held under A, with its subtree: B deleted and its
+        # two members disabled, the run "succeeded". DingTalk removes only empty departments, so
+        # B moved: it is read (one department/get) and kept where it is now.
+        env, a, b = self.b_moved_out_of_a_unseen()
         env.sim.admin("POST", "/_sim/dept/remove", {"dept_id": a})
         env.wait_converged("B kept with its members after A's removal")
+
+    def test_a_removed_departments_subdepartment_that_cannot_be_read_keeps_it(self):
+        # As above, but B's read fails (DingTalk busy). Before: A was removed all the same, B left
+        # under a parent the target no longer had, B's members disabled, and A's removal marked
+        # done. A stays until B can be read; the removal is tried again and then converges.
+        env, a, b = self.b_moved_out_of_a_unseen()
+        # A's own read gets through (60003: gone); every read after it is answered "busy".
+        env.sim.admin("POST", "/_sim/faults", [
+            {"path": "/topapi/v2/department/get", "kind": "slow", "delay_ms": 1, "count": 1},
+            {"path": "/topapi/v2/department/get", "kind": "busy"}])
+        batches = len([r for r in env.history() if r["kind"] == "event"])
+        env.sim.admin("POST", "/_sim/dept/remove", {"dept_id": a})
+        env.wait(lambda: [r for r in env.history() if r["kind"] == "event" and r["status"] != "running"][batches:],
+                 "the batch with A's removal", timeout=60)
+        t = target_org(env.target_db())
+        self.assertIn(str(b), t["departments"], "B dropped though it could not be read")
+        self.assertIn(str(a), t["departments"], "A removed while B's place is unknown")
+        self.assertEqual({u: t["users"][u]["active"] for u in ("mover1", "mover2")},
+                         {"mover1": True, "mover2": True})
+        self.assertNotIn("done", {s for _, e, s in env.journal() if e == "org_dept_remove"}, "A's removal settled")
+        env.sim.admin("DELETE", "/_sim/faults")
+        env.wait_converged("B kept with its members and A removed once B could be read")
 
 
 class LeaderRace(unittest.TestCase):
