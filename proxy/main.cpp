@@ -232,11 +232,18 @@ int run(const std::string& config_path, const std::string& ready_file) {
     spdlog::info("dingbridge-proxy started with {} worker(s), {} tenant(s), max_connections {}",
                  server.config()->workers, server.config()->policy->tenants().size(), server.config()->max_connections);
     if (!ready_file.empty()) write_ready_file(server, ready_file);
+    // Between signals, every few seconds: the host's own addresses, which tunnels must not reach,
+    // may change while the proxy runs (an address added, a container bridge brought up).
+    const timespec every{5, 0};
     while (true) {
-        int sig = 0;
-        if (sigwait(&signals, &sig) != 0) continue;
+        const int sig = sigtimedwait(&signals, nullptr, &every);
+        if (sig < 0) {
+            server.refresh_local_addresses();
+            continue;
+        }
         if (sig == SIGHUP) {
             reload(server, config_path);
+            server.refresh_local_addresses();
             continue;
         }
         break;

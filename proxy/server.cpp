@@ -124,19 +124,17 @@ void Server::start() {
         const IpAddress ip = *IpAddress::parse(l.host);
         bound_.push_back(ip.is_v4() ? l.host + ":" + std::to_string(first.port)
                                     : "[" + ip.to_string() + "]:" + std::to_string(first.port));
-        for (const Cidr& net : networks_reaching(ip, false)) shared_.self_endpoints.emplace_back(net, first.port);
+        own_ports_.push_back({ip, first.port, false});
     }
     if (!cfg->admin_address.empty()) {
         admin_ = std::make_unique<AdminServer>(cfg->admin_address, shared_);
         auto hp = split_host_port(admin_->bound_address());
         if (hp) {
             // A tunnel to the admin port would hand /metrics to any tenant allowed loopback.
-            if (auto ip = IpAddress::parse(hp->host)) {
-                for (const Cidr& net : networks_reaching(*ip, true)) shared_.self_endpoints.emplace_back(net, hp->port);
-            }
+            if (auto ip = IpAddress::parse(hp->host)) own_ports_.push_back({*ip, hp->port, true});
         }
     }
-    shared_.host_networks = networks_reaching(*IpAddress::parse("::"), true);
+    refresh_local_addresses();
     std::vector<Worker*> all;
     for (auto& w : workers_) all.push_back(w.get());
     for (auto& w : workers_) w->set_siblings(all);
@@ -150,6 +148,22 @@ void Server::reopen_access_log(const ProxyConfig& cfg) {
     if (previous != cfg.access_log_file) {
         spdlog::info("access log now written to {}", cfg.access_log_file.empty() ? "stdout" : cfg.access_log_file);
     }
+}
+
+void Server::refresh_local_addresses() {
+    LocalAddresses now;
+    for (const auto& p : own_ports_)
+        for (const Cidr& net : networks_reaching(p.ip, p.dual_stack)) now.self_endpoints.emplace_back(net, p.port);
+    now.host_networks = networks_reaching(*IpAddress::parse("::"), true);
+    const auto before = shared_.local.load();
+    if (*before == now) return;
+    if (!before->host_networks.empty()) {
+        std::string list;
+        for (const auto& net : now.host_networks) list += (list.empty() ? "" : ", ") + net.to_string();
+        spdlog::info("this host's addresses changed; refused to tunnels unless allow_internal_networks holds them: {}",
+                     list);
+    }
+    shared_.local.store(std::make_shared<const LocalAddresses>(std::move(now)));
 }
 
 std::size_t Server::open_connections() const {

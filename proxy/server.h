@@ -42,6 +42,9 @@ public:
     // Reopens the access log (after rotation), or opens access_log.file of `cfg` when it changed.
     // Throws (keeping the current file) when it cannot be opened.
     void reopen_access_log(const ProxyConfig& cfg);
+    // Reads this host's interface addresses again (getifaddrs) and publishes them, with our own
+    // listeners' and admin port's, to the workers when they changed. Main thread only.
+    void refresh_local_addresses();
 
 private:
     std::size_t open_connections() const;
@@ -53,6 +56,12 @@ private:
     std::unique_ptr<AdminServer> admin_;
     std::unique_ptr<ReopenableLineLog> access_log_;
     std::vector<std::string> bound_;
+    struct OwnPort {
+        IpAddress ip;  // as bound: a wildcard is reached through every local address
+        std::uint16_t port;
+        bool dual_stack;
+    };
+    std::vector<OwnPort> own_ports_;
 };
 
 }  // namespace dingbridge::proxy

@@ -110,14 +110,15 @@ bool UpstreamConnector::usable(const evutil_addrinfo& ai) {
     }
     // This host itself (any port, any spelling) unless the tenant lists it as internal.
     const IpAddress& inner = ip->embedded_v4().value_or(*ip);
-    if ((worker_.shared().is_host(*ip) || worker_.shared().is_host(inner)) && !tenant_.allow_internal.contains(*ip) &&
+    const auto local = worker_.shared().local.load();
+    if ((local->is_host(*ip) || local->is_host(inner)) && !tenant_.allow_internal.contains(*ip) &&
         !tenant_.allow_internal.contains(inner)) {
         any_denied_ = true;
         resolved_ip_ = ip->to_string();
         return false;
     }
     // A tunnel to our own listener would loop through the proxy and multiply connections.
-    if (worker_.shared().is_self(*ip, port_)) {
+    if (local->is_self(*ip, port_)) {
         any_loop_ = true;
         resolved_ip_ = ip->to_string();
         return false;

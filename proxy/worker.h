@@ -33,20 +33,11 @@ namespace dingbridge::proxy {
 
 class Tunnel;
 
-// State shared by all workers of one process (thread-safe members only).
-struct SharedState {
-    Metrics metrics;
-    AuthThrottle auth_throttle;
-    // Our own listeners and admin port (loop guard): the networks whose addresses reach each port.
-    std::vector<std::pair<Cidr, std::uint16_t>> self_endpoints;
-    std::atomic<bool> draining{false};
-    std::unique_ptr<VerifierPool> verifier;       // password checks, off the event loops
-    std::atomic<std::size_t> bulk_directions{0};  // copy-relay directions moving bulk bytes now (SocketRelay)
-    SourceSlots unauthorised;                     // connections per source not yet admitted (source_slots.h)
-
-    // This host's own addresses, any port (loopback and every interface address at start): a
-    // tunnel there reaches the services of the proxy host over lo, past a firewall that shields
-    // them from outside, whatever deny_networks says.
+// What a tunnel must never reach on this host: the host itself on any port (loopback and every
+// interface address: the host's services over lo, past a firewall that shields them from outside,
+// whatever deny_networks says) and, as a loop guard, our own listeners and admin port.
+struct LocalAddresses {
+    std::vector<std::pair<Cidr, std::uint16_t>> self_endpoints;  // the networks reaching each port
     std::vector<Cidr> host_networks;
 
     bool is_self(const IpAddress& ip, std::uint16_t port) const {
@@ -59,6 +50,22 @@ struct SharedState {
             if (net.contains(ip)) return true;
         return false;
     }
+    bool operator==(const LocalAddresses&) const = default;
+};
+
+// State shared by all workers of one process (thread-safe members only).
+struct SharedState {
+    Metrics metrics;
+    AuthThrottle auth_throttle;
+    std::atomic<bool> draining{false};
+    std::unique_ptr<VerifierPool> verifier;       // password checks, off the event loops
+    std::atomic<std::size_t> bulk_directions{0};  // copy-relay directions moving bulk bytes now (SocketRelay)
+    SourceSlots unauthorised;                     // connections per source not yet admitted (source_slots.h)
+
+    // This host's own addresses and our own ports, as Server::refresh_local_addresses last
+    // found them (at start, on SIGHUP and every few seconds: an address added to an interface
+    // later is refused within seconds).
+    std::atomic<std::shared_ptr<const LocalAddresses>> local{std::make_shared<const LocalAddresses>()};
 };
 
 class Worker {

@@ -26,7 +26,9 @@ TEST_PACKAGES=(slapd ldap-utils
           # packages and their checks (tests/package): man pages, lintian, rpm, rpmlint, logrotate -d
           man-db lintian rpm rpmlint logrotate
           # the agent's web console in a real browser, and its metrics checked by promtool
-          chromium chromium-driver python3-selenium prometheus fonts-wqy-zenhei)
+          chromium chromium-driver python3-selenium prometheus fonts-wqy-zenhei
+          # ip: a proxy test adds an address to lo in a private network namespace
+          iproute2)
 PACKAGES=("${BUILD_PACKAGES[@]}")
 [[ ${SETUP_PACKAGES:-all} == build ]] || PACKAGES+=("${TEST_PACKAGES[@]}")
 

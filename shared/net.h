@@ -79,6 +79,7 @@ public:
     bool contains(const IpAddress& address) const;
     std::string to_string() const;
     int prefix() const { return prefix_; }  // in the 128-bit space (IPv4 /8 is /104)
+    friend bool operator==(const Cidr&, const Cidr&) = default;
 
 private:
     IpAddress base_;

@@ -493,6 +493,55 @@ tenants:
             server.stop()
             work.cleanup()
 
+    def test_an_address_added_to_the_host_while_the_proxy_runs_is_refused_too(self):
+        # Before: the host's addresses were read once at start, so one added later (a secondary
+        # address, a container bridge brought up after the proxy) was reachable by any tenant
+        # whose destinations held it. Run in a private network namespace (unprivileged user
+        # namespaces), where the test can add an address to that namespace's own lo: nothing
+        # leaves it.
+        if os.environ.get("DINGBRIDGE_IN_NETNS") != "1":
+            if subprocess.run(["unshare", "-rn", "ip", "link", "set", "lo", "up"], capture_output=True).returncode:
+                self.skipTest("needs unprivileged user and network namespaces (unshare -rn) and ip")
+            test = f"{Path(__file__).stem}.{type(self).__name__}.{self._testMethodName}"
+            done = subprocess.run(["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
+                                   sys.executable, "-m", "unittest", test],
+                                  env={**os.environ, "DINGBRIDGE_IN_NETNS": "1"}, cwd=os.path.dirname(__file__),
+                                  capture_output=True, text=True, timeout=120)
+            self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+            return
+        work = harness.Workdir()
+        server = harness.TcpServer(harness.echo, host="0.0.0.0")
+        proxy = None
+        try:
+            h = harness.hash_password(PASSWORD)
+            proxy = harness.Proxy(work.path, f"""
+listeners: ["127.0.0.1:0"]
+deny_networks: []
+tenants:
+  - name: t
+    users: [{{name: t, password_hash: "{h}"}}]
+    destinations: ["10.99.0.1:*"]
+""")
+            target = f"10.99.0.1:{server.port}"
+            s, status, _, _ = open_tunnel(proxy.host, proxy.port, target, f"t:{PASSWORD}")
+            s.close()
+            self.assertNotEqual(status, 200, "reached an address the namespace does not have yet")
+            subprocess.run(["ip", "addr", "add", "10.99.0.1/32", "dev", "lo"], check=True)
+            deadline = time.monotonic() + 15  # it looks every 5 s
+            while True:
+                s, status, _, _ = open_tunnel(proxy.host, proxy.port, target, f"t:{PASSWORD}")
+                s.close()
+                if status != 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            self.assertEqual(status, 403, "the host's new address still reached 15 s after it was added")
+            self.assertIn("this host's addresses changed", proxy.stderr_text())
+        finally:
+            if proxy:
+                proxy.stop()
+            server.stop()
+            work.cleanup()
+
 
 class PendingPerSource(unittest.TestCase):
     """One source cannot take every connection slot with connections it never authorises."""
