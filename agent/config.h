@@ -70,6 +70,9 @@ struct AgentConfig {
         std::vector<User> users;
         std::string tls_certificate, tls_key, client_ca;  // PEM files; client_ca = client certificates
         int runs_shown = 100;
+        // Passwords (web.users) on a listener that is neither loopback nor TLS: they cross the
+        // network in clear. Allowed (a private network, a TLS front), warned about at start.
+        bool passwords_in_clear = false;
     } web;
 
     std::vector<std::string> secrets() const;

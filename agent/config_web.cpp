@@ -53,6 +53,8 @@ void load_web_section(const ConfigNode& w, AgentConfig::Web& web, const std::str
     }
     if (auto n = w.find("runs_shown")) web.runs_shown = static_cast<int>(n->as_int(1, 10000));
     w.reject_unknown();
+    web.passwords_in_clear =
+        !web.listen.empty() && !is_loopback(hp->host) && !web.users.empty() && web.tls_certificate.empty();
     if (!web.listen.empty() && !is_loopback(hp->host) && web.users.empty() && web.client_ca.empty())
         w.get("listen").fail(web.listen +
                              " is not a loopback address: the console refuses to serve it without credentials "

@@ -306,8 +306,11 @@ std::string live_metrics_text(const AgentConfig& config, StreamClient* stream, c
         m("dingbridge_agent_events_pending", "gauge", "Journaled events not applied yet.", g.pending_rows.load());
         m("dingbridge_agent_apply_lag_seconds", "gauge", "Journal to target commit time of the last batch.",
           static_cast<double>(pstats.last_lag_ms.load()) / 1000.0);
-        m("dingbridge_agent_stream_connected", "gauge", "1 while the stream WebSocket is open.",
-          stream && stream->stats().connected.load() ? 1 : 0);
+        // Stream mode only: in push mode there is no connection to lose, and a 0 there would
+        // fire the shipped alert on stream_connected == 0 for ever.
+        if (stream)
+            m("dingbridge_agent_stream_connected", "gauge", "1 while the stream WebSocket is open.",
+              stream->stats().connected.load() ? 1 : 0);
         m("dingbridge_agent_push_rejected_total", "counter",
           "HTTP pushes refused (4xx: unsigned, forged, stale, malformed).", push ? push->stats().rejected.load() : 0);
         m("dingbridge_agent_stream_reconnects_total", "counter", "Stream reconnections.",
@@ -327,14 +330,15 @@ std::string live_metrics_text(const AgentConfig& config, StreamClient* stream, c
 // /healthz and /metrics.
 HttpReply status_reply(const HttpRequestView& r, StreamClient* stream, const std::function<std::string()>& metrics) {
     HttpReply rep;
-    if (r.method != "GET") return HttpReply{405, "text/plain; charset=utf-8", "GET only\n"};
+    if (r.method != "GET" && r.method != "HEAD")
+        return HttpReply{405, "text/plain; charset=utf-8", "GET only\n", "GET, HEAD"};
     const bool connected = !stream || stream->stats().connected.load();
     if (r.target == "/healthz") {
         rep.status = connected ? 200 : 503;
         rep.body = connected ? "ok\n" : "stream not connected\n";
         return rep;
     }
-    if (r.target != "/metrics") return HttpReply{404, "text/plain; charset=utf-8", "not found\n"};
+    if (r.target != "/metrics") return HttpReply{404, "text/plain; charset=utf-8", "not found\n", {}};
     rep.content_type = "text/plain; version=0.0.4; charset=utf-8";
     rep.body = metrics();
     return rep;

@@ -42,8 +42,10 @@ net::awaitable<void> serve(tcp::socket socket, HttpServer::Handler* handler, std
     co_await http::async_read(stream, buf, parser, tok);
     http::response<http::string_body> res;
     if (ec) {
-        if (ec == http::error::body_limit || ec == http::error::header_limit) {
+        if (ec == http::error::body_limit) {
             res.result(http::status::payload_too_large);
+        } else if (ec == http::error::header_limit) {
+            res.result(http::status::request_header_fields_too_large);
         } else if (ec == beast::error::timeout || ec == http::error::end_of_stream || ec == net::error::eof) {
             co_return;
         } else {
@@ -58,17 +60,22 @@ net::awaitable<void> serve(tcp::socket socket, HttpServer::Handler* handler, std
             r = (*handler)(v);
         } catch (const std::exception& e) {  // a handler's bug must not end the server thread
             spdlog::error("http server: request failed: {}", e.what());
-            r = HttpReply{500, "text/plain; charset=utf-8", "internal error\n"};
+            r = HttpReply{500, "text/plain; charset=utf-8", "internal error\n", {}};
         }
         res.result(static_cast<unsigned>(r.status));
         res.set(http::field::content_type, r.content_type);
+        if (!r.allow.empty()) res.set(http::field::allow, r.allow);
         res.body() = std::move(r.body);
     }
     res.version(11);
     res.keep_alive(false);
     res.prepare_payload();
     stream.expires_after(std::chrono::seconds(5));
-    co_await http::async_write(stream, res, tok);
+    http::response_serializer<http::string_body> sr{res};
+    if (!ec && parser.get().method() == http::verb::head)
+        co_await http::async_write_header(stream, sr, tok);  // its Content-Length, no body
+    else
+        co_await http::async_write(stream, sr, tok);
     stream.socket().shutdown(tcp::socket::shutdown_both, ec);
 }
 

@@ -2,7 +2,8 @@
 // HttpServer: a small Boost.Beast HTTP/1.1 server on its own thread for `run`'s local endpoints
 // (/healthz, /metrics; and the HTTP push receiver). One request per connection read with a 5 s
 // deadline (a slow or silent client cannot hold the server), bodies capped at body_limit (default
-// 1 MiB, 413 beyond), every request answered by `handler` (called on the server thread). At most
+// 1 MiB, 413 beyond; headers 16 KiB, 431 beyond), every request answered by `handler` (called on
+// the server thread; a HEAD answer is the header of the GET one, without the body). At most
 // kMaxListenerConnections connections at once; out of descriptors it pauses (accept_loop.h).
 
 #include <cstddef>
@@ -20,6 +21,7 @@ struct HttpReply {
     int status = 200;
     std::string content_type = "text/plain; charset=utf-8";
     std::string body;
+    std::string allow;  // the Allow header of a 405
 };
 
 class HttpServer {

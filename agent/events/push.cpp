@@ -73,7 +73,9 @@ std::string sha256_hex(std::string_view s) {
     return crypto::hex_lower(md, sizeof md);
 }
 
-HttpReply json_reply(int status, std::string body) { return HttpReply{status, "application/json", std::move(body)}; }
+HttpReply json_reply(int status, std::string body) {
+    return HttpReply{status, "application/json", std::move(body), {}};
+}
 
 }  // namespace
 
@@ -112,7 +114,11 @@ HttpReply PushReceiver::handle(const HttpRequestView& req) {
     auto q = target.find('?');
     std::string_view path = target.substr(0, q), query = q == std::string_view::npos ? "" : target.substr(q + 1);
     if (path != s_.path) return reject(404, "unknown path");
-    if (req.method != "POST") return reject(405, "POST only");
+    if (req.method != "POST") {
+        HttpReply r = reject(405, "POST only");
+        r.allow = "POST";
+        return r;
+    }
 
     const std::string sig = query_param(query, {"msg_signature", "signature"});
     const std::string ts = query_param(query, {"timeStamp", "timestamp"});
@@ -165,11 +171,11 @@ HttpReply PushReceiver::handle(const HttpRequestView& req) {
         return json_reply(200, reply);
     }
     if (e.dedup_key.empty()) e.dedup_key = "push:" + sha256_hex(*msg);
-    ++stats_.events;
     if (!on_event_(std::move(e))) {
         ++stats_.later;
         return json_reply(503, "{\"error\":\"journal unavailable; push again\"}");
     }
+    ++stats_.events;  // journaled: what events_received_total counts
     return json_reply(200, reply);
 }
 

@@ -91,6 +91,11 @@ std::unique_ptr<WebServer> start_console(ConsoleContext ctx) {
     const AgentConfig::Web& web = ctx.config->web;
     auto server = std::make_unique<WebServer>(web, [ctx](const WebRequest& r) { return handle_console(ctx, r); });
     server->start();
+    if (web.passwords_in_clear)
+        spdlog::warn(
+            "web: {} is not loopback and has no web.tls: console passwords cross the network in clear "
+            "(set web.tls, or listen on loopback behind a TLS front)",
+            web.listen);
     spdlog::info("web: console on {}://{} (port {}; {})", server->tls() ? "https" : "http", web.listen, server->port(),
                  web.users.empty() && web.client_ca.empty() ? "loopback, no login" : "login required");
     return server;

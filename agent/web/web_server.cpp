@@ -304,6 +304,8 @@ net::awaitable<void> exchange(Stream& stream, WebServer::Impl& impl, const std::
     co_await http::async_read(stream, buf, parser, tok);
     if (ec == beast::error::timeout || ec == http::error::end_of_stream || ec == net::error::eof) co_return;
     WebReply r{400, "text/plain; charset=utf-8", "bad request\n", {}};
+    if (ec == http::error::body_limit) r = {413, "text/plain; charset=utf-8", "request body too large\n", {}};
+    if (ec == http::error::header_limit) r = {431, "text/plain; charset=utf-8", "request header too large\n", {}};
     if (!ec) r = co_await impl.answer(parser.get(), subject, source);  // not in a ?: (GCC 12 coroutine bug)
     http::response<http::string_body> res{static_cast<http::status>(r.status), 11};
     res.set(http::field::content_type, r.content_type);

@@ -1061,6 +1061,54 @@ class PushMode(unittest.TestCase):
         env.wait_converged("a real event after them")
         self.assertEqual(env.sim.stats()["apis"].get("/topapi/v2/user/get", {}).get("calls"), 1)
 
+    def test_http_answers_and_metrics_of_the_push_receiver(self):
+        """Before: /metrics said stream_connected 0 in push mode for ever (the shipped alert
+        DingbridgeStreamDisconnected fired on every push install); a push answered 503 (journal
+        unavailable) counted as received; a 405 had no Allow header and a HEAD got a body;
+        oversized headers got 413."""
+        env, port = self.started_push_env()
+
+        def raw(to_port, request):
+            with socket.create_connection(("127.0.0.1", to_port), timeout=10) as s:
+                s.sendall(request)
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            return head.decode(), body
+
+        received = lambda: int(re.search(r"(?m)^dingbridge_agent_events_received_total (\d+)", env.metrics()).group(1))
+        self.assertNotIn("dingbridge_agent_stream_connected", env.metrics(), "a stream gauge in push mode")
+        before, rows = received(), len(env.journal())
+        lock = sqlite3.connect(str(env.state / "state.db"), isolation_level=None, timeout=5)
+        lock.execute("BEGIN IMMEDIATE")  # the journal cannot be written
+        try:
+            event = {"EventType": "user_modify_org", "CorpId": "dingsimcorp", "UserId": ["nobody-locked"],
+                     "TimeStamp": str(int(time.time() * 1000)), "eventId": "while-locked"}
+            self.assertEqual(self.signed(port, event)[0], 503)
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        self.assertEqual((received(), len(env.journal())), (before, rows), "a push answered 503 counted")
+        self.assertEqual(self.signed(port, dict(event, eventId="after-unlock"))[0], 200)
+        self.assertEqual(received(), before + 1)
+
+        head, body = raw(port, b"GET /dingtalk/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertRegex(head, r"^HTTP/1.1 405")
+        self.assertRegex(head, r"(?mi)^Allow: POST\r?$")
+        head, body = raw(port, b"HEAD /dingtalk/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertRegex(head, r"^HTTP/1.1 405")
+        self.assertEqual(body, b"", "a HEAD answer with a body")
+        head, _ = raw(port, b"POST /dingtalk/events HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+        self.assertRegex(head, r"^HTTP/1.1 431")
+        status = env.metrics_port()
+        head, body = raw(status, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertRegex(head, r"^HTTP/1.1 200")
+        self.assertEqual(body, b"")
+        head, _ = raw(status, b"DELETE /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertRegex(head, r"^HTTP/1.1 405")
+        self.assertRegex(head, r"(?mi)^Allow: GET, HEAD\r?$")
+
     def test_kill_after_journal_before_reply(self):
         """SIGKILL after the push is journaled but before it is answered: DingTalk (the simulator)
         pushes it again after the restart; it is deduplicated and applied once."""

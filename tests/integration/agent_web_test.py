@@ -558,9 +558,17 @@ class Refusals(unittest.TestCase):
         self.assertIn("not a loopback address", p.stderr)
         p = self.env.agent("check-config", timeout=30)
         self.assertEqual(p.returncode, 2, "check-config says the same")
-        # With credentials the same address is accepted by the configuration check.
-        self.env.config.write_text(base + web_yaml(free_port(), users=True, listen_host="0.0.0.0"))
+        # With credentials the same address is accepted by the configuration check; without TLS
+        # the console starts but warns that the passwords cross the network in clear.
+        port = free_port()
+        self.env.config.write_text(base + web_yaml(port, users=True, listen_host="0.0.0.0"))
         self.assertEqual(self.env.agent("check-config", timeout=30).returncode, 0)
+        c = Console(self.env, port)
+        try:
+            self.assertEqual(c.get("/api/runs")[0], 200)
+        finally:
+            c.stop()
+        self.assertIn("console passwords cross the network in clear", (self.env.dir / f"web-{port}.log").read_text())
 
     def test_loopback_console_without_users_is_open_and_read_only(self):
         port = free_port()
@@ -574,6 +582,12 @@ class Refusals(unittest.TestCase):
             for method in ("POST", "PUT", "DELETE"):
                 self.assertEqual(c.get("/", auth=False, method=method)[0], 405, method)
             self.assertEqual(c.get("/", auth=False, method="HEAD")[0], 200)
+            # Too large: 431 for the header, 413 for a body (before: 400 for both).
+            self.assertEqual(c.get("/", auth=False, headers={"X-Big": "a" * 20000})[0], 431)
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 9000\r\n\r\n".encode()
+                          + b"x" * 9000)
+                self.assertRegex(s.recv(4096).decode(), r"^HTTP/1.1 413")
             # DNS rebinding: a page on attacker.example that points its name at 127.0.0.1 sends
             # that name as Host. Without a login the console answers only to its address or localhost.
             status, _, body = c.get("/api/runs", auth=False, headers={"Host": f"attacker.example:{port}"})
