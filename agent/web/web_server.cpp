@@ -56,7 +56,7 @@ struct AuthStep {
     int throttled = 0;                // refused without hashing: 429, retry after this many s
     bool check = false;               // the password must be hashed against `hashes`
     std::string name, password, digest;
-    std::vector<PasswordHash> hashes;  // of the users called `name`; empty: unknown name
+    std::vector<PasswordHash> hashes;  // of the users called `name`; an unknown name: the decoy
 };
 
 namespace {
@@ -92,6 +92,9 @@ struct WebServer::Impl {
     std::optional<ssl::context> tls;
     Handler handler;
     std::vector<std::pair<std::string, PasswordHash>> users;
+    // Checked for an unknown name: it costs what the costliest configured hash costs, so timing
+    // doesn't tell which names exist (like the proxy's).
+    std::optional<PasswordHash> decoy;
     bool certificates = false;
     std::map<std::string, std::pair<std::string, Clock::time_point>> remembered;  // digest -> user, expiry
     LoginThrottle throttle;
@@ -151,6 +154,7 @@ AuthStep WebServer::Impl::begin_auth(std::string_view authorization, const std::
     step.password = decoded->substr(colon + 1);
     for (const auto& [user, hash] : users)
         if (user == step.name) step.hashes.push_back(hash);
+    if (step.hashes.empty() && decoy) step.hashes.push_back(*decoy);
     return step;
 }
 
@@ -172,14 +176,8 @@ std::optional<std::string> WebServer::Impl::finish_check(const AuthStep& step, b
 
 namespace {
 
-// On the check thread: true when one of `hashes` matches. An unknown name costs the same scrypt
-// (like the proxy), so timing doesn't tell which names exist.
+// On the check thread: true when one of `hashes` matches (an unknown name's is the decoy).
 bool check_password(const std::vector<PasswordHash>& hashes, const std::string& password) {
-    if (hashes.empty()) {
-        static const PasswordHash dummy = PasswordHash::create("dingbridge-dummy", ScryptParams{});
-        (void)dummy.verify(password);
-        return false;
-    }
     for (const auto& h : hashes)
         if (h.verify(password)) return true;
     return false;
@@ -381,6 +379,9 @@ WebServer::WebServer(const AgentConfig::Web& config, Handler handler) : impl_(st
         if (!h) throw std::runtime_error("web.users " + u.name + ": " + error);
         impl_->users.emplace_back(u.name, *h);
     }
+    for (const auto& [name, hash] : impl_->users)
+        if (!impl_->decoy || hash.params().cost() > impl_->decoy->params().cost())
+            impl_->decoy = PasswordHash::decoy(hash.params());
     if (!config.tls_certificate.empty()) {
         TlsSettings ts{config.tls_certificate, config.tls_key, config.client_ca, config.users.empty()};
         auto ctx = make_server_context(ts);
