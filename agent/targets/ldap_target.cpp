@@ -1186,10 +1186,17 @@ Status LdapTarget::disable_user(const std::string& id, const OrgUser* /*kept*/) 
         if (auto r = remove_member(*g, cur.dn); !r) return r;
         g = cur.groups.erase(g);
     }
-    const std::string rdn = first_rdn(cur.dn);
-    const std::string want = canonical_dn(rdn + "," + s_.removed_users_dn);
+    // Its RDN as it is; when a user disabled earlier holds that one (a username left and given
+    // to another user, who left too), its value with the DingTalk id: the RDN stays unique, and
+    // the entry never stays active in users_dn without its groups.
+    std::string rdn = first_rdn(cur.dn);
     int rc = ldap_rename_s(ld_, cur.dn.c_str(), rdn.c_str(), s_.removed_users_dn.c_str(), 1, nullptr, nullptr);
+    if (rc == LDAP_ALREADY_EXISTS) {
+        rdn = s_.user_rdn_attribute + "=" + ldap_escape_rdn_value(rdn_value(cur.dn) + " (" + id + ")");
+        rc = ldap_rename_s(ld_, cur.dn.c_str(), rdn.c_str(), s_.removed_users_dn.c_str(), 1, nullptr, nullptr);
+    }
     if (rc != LDAP_SUCCESS) return fail(ldap_error("moving " + cur.dn + " to " + s_.removed_users_dn, rc));
+    const std::string want = canonical_dn(rdn + "," + s_.removed_users_dn);
     user_by_dn_.erase(ascii_lower(cur.dn));
     user_by_dn_[ascii_lower(want)] = id;
     cur.dn = want;

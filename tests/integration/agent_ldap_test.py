@@ -412,6 +412,36 @@ class Faults(unittest.TestCase):
                 self.assertEqual([f[1]["uid"] for f in found], [[name]], p.stdout)
             assert_next_sync_plans_nothing(self, env)
 
+    def test_a_user_leaving_with_the_username_of_one_who_left_before_is_disabled(self):
+        # A leaves (uid=alice moves to ou=disabled), B later gets the username alice and leaves
+        # too. Before: moving B failed with "Already exists" on every run, after its memberships
+        # were removed: B stayed active in ou=people, where a login service still finds it.
+        env = LdapEnv("users=12,departments=3,depth=1,seed=8")
+        self.addCleanup(env.stop)
+        a, b = sorted(u["userid"] for u in env.sim.org()["users"])[:2]
+        entry = lambda userid: [dn for dn, _ in env.slapd.search(SUFFIX, f"(employeeNumber={userid})", ["uid"])]
+        env.sim.admin("POST", "/_sim/user/update", {"userid": a, "email": "alice@x.example.com", "org_email": ""})
+        env.agent("sync", check=0)
+        env.sim.admin("POST", "/_sim/user/remove", {"userid": a})
+        env.agent("sync", check=0)
+        self.assertEqual(entry(a), [f"uid=alice,{DISABLED}"])
+        env.sim.admin("POST", "/_sim/user/update", {"userid": b, "email": "alice@x.example.com", "org_email": ""})
+        env.agent("sync", check=0)
+        self.assertEqual(entry(b), [f"uid=alice,{PEOPLE}"])
+        env.sim.admin("POST", "/_sim/user/remove", {"userid": b})
+        p = env.agent("sync", check=None)
+        self.assertEqual(env.history()[0]["status"], "succeeded", p.stdout + p.stderr)
+        self.assertEqual(entry(b), [f"uid=alice ({b}),{DISABLED}"])
+        self.assertEqual(entry(a), [f"uid=alice,{DISABLED}"])
+        assert_next_sync_plans_nothing(self, env)
+        # B comes back: its old name again, in ou=people.
+        env.sim.admin("POST", "/_sim/user/create", {"userid": b, "name": "B again", "email": "alice@x.example.com",
+                                                    "org_email": "", "dept_id_list": [1]})
+        env.agent("sync", check=0)
+        self.assertEqual(entry(b), [f"uid=alice,{PEOPLE}"])
+        self.assertEqual(env.slapd.search(f"uid=alice,{PEOPLE}", scope="base")[0][1]["uid"], ["alice"])
+        assert_next_sync_plans_nothing(self, env)
+
     def test_names_the_directory_holds_equal_all_land(self):
         # uid and ou match ignoring case, width and spaces (RFC 4518). Before: of two DingTalk
         # users named bob and Bob, or two sibling departments "Sales team" and "sales　team", the
