@@ -459,6 +459,7 @@ private:
         p_.target_.normalize(patched.desired);  // what the target can hold, as the full sync compares it
         p_.target_.resolve_name_clashes(patched.desired, current);
         SyncPlan plan = make_plan(patched.desired, current, po);
+        p_.target_.planned(plan);
         for (const auto& s : plan.skipped)
             if (s.object_type == "user") kept_back_.insert(s.external_id);      // skip_user conflicts
         for (const auto& s : plan.conflicts) kept_back_.insert(s.external_id);  // clear_field

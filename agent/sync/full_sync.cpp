@@ -110,8 +110,9 @@ void record_plan_notes(const SyncState& s, RunReporter& reporter) {
 }
 
 // ---- plan: diff the desired org against the target ----
-void make_run_plan(const Mapping& mapping, const Target& target, SyncState& s, RunReporter& reporter) {
+void make_run_plan(const Mapping& mapping, Target& target, SyncState& s, RunReporter& reporter) {
     s.plan = make_plan(s.desired.snapshot, s.current, plan_options(mapping, target, s));
+    target.planned(s.plan);
     for (const auto& k : s.desired.skipped) s.plan.skipped.push_back(k);
     count_plan(s.plan, reporter.counters());
     reporter.counters().items_skipped = static_cast<std::int64_t>(s.plan.skipped.size());

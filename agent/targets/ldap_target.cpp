@@ -481,11 +481,28 @@ void LdapTarget::normalize(OrgSnapshot& desired) {
             sort_memberships(desired, id, n, primary_stored);
         }
         u = std::move(n);
-        std::string rdn;
-        for (const auto& a : s_.user_attributes)
-            if (a.attribute == s_.user_rdn_attribute) rdn = user_value(u, a.field);
-        desired_dn_[id] = canonical_dn(s_.user_rdn_attribute + "=" + ldap_escape_rdn_value(rdn) + "," + s_.users_dn);
+        desired_dn_[id] = user_dn(u);
     }
+}
+
+std::string LdapTarget::user_dn(const OrgUser& u) const {
+    std::string value;
+    for (const auto& a : s_.user_attributes)
+        if (a.attribute == s_.user_rdn_attribute) value = user_value(u, a.field);
+    if (value.empty()) return {};
+    return canonical_dn(s_.user_rdn_attribute + "=" + ldap_escape_rdn_value(value) + "," + s_.users_dn);
+}
+
+void LdapTarget::planned(const SyncPlan& plan) {
+    // normalize() named each user by its desired username, before the plan settled conflicts (a
+    // user whose username another one holds is written with its userid): a manager or owner
+    // value written with that DN would name the other user. A user the plan leaves alone stays
+    // where it is; one it writes goes where its last write puts it.
+    for (auto& [id, dn] : desired_dn_)
+        if (auto u = users_.find(id); u != users_.end() && !u->second.removed) dn = u->second.dn;
+    for (const auto& c : plan.changes)
+        if ((c.kind == ChangeKind::create_user || c.kind == ChangeKind::update_user) && c.user)
+            desired_dn_[c.external_id.str()] = user_dn(*c.user);
 }
 
 void LdapTarget::resolve_name_clashes(OrgSnapshot& desired, const OrgSnapshot& current) const {
@@ -1045,11 +1062,12 @@ Status LdapTarget::remove_member(const std::string& dept_id, const std::string& 
 
 Status LdapTarget::rename_references(const std::string& old_dn, const std::string& new_dn) {
     // No refint overlay is assumed: member, owner and manager values keep the old DN otherwise.
+    // An empty `new_dn` removes the values.
     const std::string old_lower = ascii_lower(old_dn);
     const char* member = s_.member_attribute();
     for (auto& [id, d] : depts_) {
         if (d.group_dn.empty()) continue;
-        if (auto pos = d.members.find(old_lower); pos != d.members.end()) {
+        if (auto pos = d.members.find(old_lower); pos != d.members.end() && !new_dn.empty()) {
             Mods m;
             m.put(LDAP_MOD_DELETE, member, {pos->second}).put(LDAP_MOD_ADD, member, {new_dn});
             int rc = ldap_modify_ext_s(ld_, d.group_dn.c_str(), m.build(), nullptr, nullptr);
@@ -1063,7 +1081,10 @@ Status LdapTarget::rename_references(const std::string& old_dn, const std::strin
         if (pos == d.owners.end()) continue;
         // Replaced as a whole, so the leader keeps its place (an added value would go last).
         std::vector<std::string> owners = d.owners;
-        owners[static_cast<std::size_t>(pos - d.owners.begin())] = new_dn;
+        if (new_dn.empty())
+            owners.erase(owners.begin() + (pos - d.owners.begin()));
+        else
+            owners[static_cast<std::size_t>(pos - d.owners.begin())] = new_dn;
         Mods m;
         m.put(LDAP_MOD_REPLACE, "owner", owners);
         int rc = ldap_modify_ext_s(ld_, d.group_dn.c_str(), m.build(), nullptr, nullptr);
@@ -1074,7 +1095,8 @@ Status LdapTarget::rename_references(const std::string& old_dn, const std::strin
     for (auto& [id, u] : users_) {
         if (ascii_lower(u.manager_dn) != old_lower) continue;
         Mods m;
-        m.put(LDAP_MOD_REPLACE, s_.manager_attribute, {new_dn});
+        m.put(LDAP_MOD_REPLACE, s_.manager_attribute,
+              new_dn.empty() ? std::vector<std::string>{} : std::vector<std::string>{new_dn});
         int rc = ldap_modify_ext_s(ld_, u.dn.c_str(), m.build(), nullptr, nullptr);
         if (rc != LDAP_SUCCESS) return fail(ldap_error("rewriting the manager of " + u.dn, rc));
         u.manager_dn = new_dn;
@@ -1115,12 +1137,22 @@ Status LdapTarget::put_user(const OrgUser& u) {
     // plan may write another value (a username cleared by a conflict, or handed over to another
     // user first, filled with the userid by fill_required); references to the user follow it.
     auto known = users_.find(u.external_id);
-    std::string rdn_value_text;
-    for (const auto& a : s_.user_attributes)
-        if (a.attribute == s_.user_rdn_attribute) rdn_value_text = user_value(u, a.field);
-    if (rdn_value_text.empty()) return fail("the user has no value for the RDN attribute " + s_.user_rdn_attribute);
-    const std::string rdn = s_.user_rdn_attribute + "=" + ldap_escape_rdn_value(rdn_value_text);
-    const std::string want = canonical_dn(rdn + "," + s_.users_dn);
+    const std::string want = user_dn(u);
+    // When this write fails, references to the user name the entry as it is (none when it has
+    // no active one), and those this run wrote already to `want` are taken back: that DN is not
+    // the user's, and may be a stranger's entry.
+    auto refer_to_what_is = [&] {
+        auto entry = users_.find(u.external_id);
+        const std::string is = entry != users_.end() && !entry->second.removed ? entry->second.dn : std::string();
+        desired_dn_[u.external_id.str()] = is;
+        if (!want.empty() && ascii_lower(want) != ascii_lower(is) && !user_by_dn_.count(ascii_lower(want)))
+            (void)rename_references(want, is);  // the write's own error is the one reported
+    };
+    if (want.empty()) {
+        refer_to_what_is();
+        return fail("the user has no value for the RDN attribute " + s_.user_rdn_attribute);
+    }
+    const std::string rdn = first_rdn(want);
     if (auto d = desired_dn_.find(u.external_id); d != desired_dn_.end()) d->second = want;
     std::string manager = u.manager.empty() ? std::string() : user_dn_for(u.manager);
 
@@ -1146,10 +1178,13 @@ Status LdapTarget::put_user(const OrgUser& u) {
             std::string owner;
             (void)paged_search(ld_, want, LDAP_SCOPE_BASE, "(objectClass=*)", {s_.user_id_attribute.c_str()}, 1,
                                [&](LDAPMessage* e) { owner = first_value(ld_, e, s_.user_id_attribute.c_str()); });
-            if (owner != u.external_id)
+            if (owner != u.external_id) {
+                refer_to_what_is();
                 return fail(want + " already exists and is not user " + u.external_id + " (" + s_.user_id_attribute +
                             ": " + (owner.empty() ? "none" : owner) + ")");
+            }
         } else if (rc != LDAP_SUCCESS) {
+            refer_to_what_is();
             return fail(ldap_error("adding " + want, rc));
         } else {
             modify = false;
@@ -1161,7 +1196,10 @@ Status LdapTarget::put_user(const OrgUser& u) {
         bool move = ascii_lower(parent_of(cur.dn)) != ascii_lower(s_.users_dn);
         int rc =
             ldap_rename_s(ld_, cur.dn.c_str(), rdn.c_str(), move ? s_.users_dn.c_str() : nullptr, 1, nullptr, nullptr);
-        if (rc != LDAP_SUCCESS) return fail(ldap_error((move ? "moving " : "renaming ") + cur.dn + " to " + want, rc));
+        if (rc != LDAP_SUCCESS) {
+            refer_to_what_is();
+            return fail(ldap_error((move ? "moving " : "renaming ") + cur.dn + " to " + want, rc));
+        }
         const std::string old = cur.dn;
         user_by_dn_.erase(ascii_lower(old));
         user_by_dn_[ascii_lower(want)] = u.external_id;

@@ -52,6 +52,7 @@ public:
     void fill_required(OrgUser& user) const override;
     std::string (*username_key() const)(std::string_view) override;
     void resolve_name_clashes(OrgSnapshot& desired, const OrgSnapshot& current) const override;
+    void planned(const SyncPlan& plan) override;
     Result<OrgSnapshot> read() override;
     Status begin() override;
     Status apply(const Change& change) override;
@@ -108,6 +109,8 @@ private:
     Status set_owners(Dept& d, const std::vector<std::string>& leaders);
     Status refresh_placeholder(Dept& d);
     std::string user_dn_for(const std::string& id) const;
+    // The DN `u` is written at (users_dn and its RDN value); empty when it has no RDN value.
+    std::string user_dn(const OrgUser& u) const;
     std::string placeholder(const Dept& d) const;
     bool is_placeholder(const Dept& d, const std::string& value) const;
     // The last operation's error text with the server's diagnostic message.
@@ -120,7 +123,9 @@ private:
     std::unordered_map<std::string, Dept> depts_;
     std::unordered_map<std::string, User> users_;
     std::unordered_map<std::string, std::string> user_by_dn_;  // lower-cased DN -> id
-    std::unordered_map<std::string, std::string> desired_dn_;  // id -> DN for users of the desired org
+    // id -> DN for users of the desired org as the run leaves them (normalize(), then planned()
+    // and each write); empty for a user whose entry could not be written.
+    std::unordered_map<std::string, std::string> desired_dn_;
 };
 
 }  // namespace dingbridge::agent

@@ -46,6 +46,10 @@ public:
         (void)desired;
         (void)current;
     }
+    // The plan as made, before any of its changes is applied: a target whose writes name other
+    // objects by what the plan writes for them (LDAP: a manager's or a leader's DN, which
+    // follows a username the plan's conflict policy replaced) takes them from it.
+    virtual void planned(const SyncPlan& plan) { (void)plan; }
     // Current state.
     virtual Result<OrgSnapshot> read() = 0;
     // Current state, compared while reading with `desired` (already normalize()d): a target may

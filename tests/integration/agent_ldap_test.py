@@ -442,6 +442,63 @@ class Faults(unittest.TestCase):
         self.assertEqual(env.slapd.search(f"uid=alice,{PEOPLE}", scope="base")[0][1]["uid"], ["alice"])
         assert_next_sync_plans_nothing(self, env)
 
+    def test_managers_and_owners_name_the_entry_the_plan_writes(self):
+        # Before: manager and owner values used the DN of the username DingTalk gives, computed
+        # before the plan settled conflicts. A leader whose username another user holds (written
+        # as uid=<userid>) was named by the other user's DN in its reports' manager and its
+        # group's owner, and every run planned the same changes again; a manager whose own entry
+        # could not be written (a stranger's entry at its DN) was named by the stranger's DN.
+        env = LdapEnv("users=20,departments=3,depth=1,seed=8")
+        self.addCleanup(env.stop)
+        a, b, c = sorted(u["userid"] for u in env.sim.org()["users"] if 1 in u["dept_id_list"])[:3]
+        for userid, domain in ((a, "a"), (b, "b")):
+            env.sim.admin("POST", "/_sim/user/update", {"userid": userid, "email": f"bob@{domain}.example.com",
+                                                        "org_email": ""})
+        env.sim.admin("POST", "/_sim/user/update", {"userid": b, "leader_in_dept": [{"dept_id": 1, "leader": True}]})
+
+        def references():
+            dn_of, manager_of = {}, {}
+            for dn, at in env.slapd.search(PEOPLE, "(objectClass=inetOrgPerson)", ["employeeNumber", "manager"]):
+                if at.get("employeenumber"):
+                    dn_of[at["employeenumber"][0]] = dn.lower()
+                    manager_of[at["employeenumber"][0]] = [m.lower() for m in at.get("manager", [])]
+            owners = [o.lower() for _, at in env.slapd.search(
+                DEPTS, "(&(objectClass=groupOfNames)(businessCategory=1))", ["owner"]) for o in at.get("owner", [])]
+            return dn_of, manager_of, owners
+
+        env.agent("sync", check=0)
+        dn_of, manager_of, owners = references()
+        self.assertEqual(dn_of[b], f"uid={b},{PEOPLE}".lower())
+        reports = [i for i, u in expected_org(env.sim.org())["users"].items() if u["manager"] == b]
+        self.assertTrue(reports)
+        self.assertEqual({i: manager_of[i] for i in reports}, {i: [dn_of[b]] for i in reports})
+        self.assertEqual(owners, [dn_of[b]])
+        assert_next_sync_plans_nothing(self, env)
+
+        # A stranger's entry where the new leader's own would go: its reports get no manager and
+        # its group no owner naming the stranger (the leader's add fails, as documented).
+        env.sim.admin("POST", "/_sim/user/update", {"userid": c, "email": "carol@x.example.com", "org_email": ""})
+        env.sim.admin("POST", "/_sim/user/update", {"userid": b, "leader_in_dept": [{"dept_id": 1, "leader": False}]})
+        env.sim.admin("POST", "/_sim/user/update", {"userid": c, "leader_in_dept": [{"dept_id": 1, "leader": True}]})
+        stranger = f"uid=carol,{PEOPLE}"
+        env.slapd.modify(f"dn: {stranger}\nchangetype: add\nobjectClass: inetOrgPerson\ncn: Someone Else\n"
+                         f"sn: Else\nuid: carol\n")
+        env.agent("sync", check=None)
+        self.assertEqual(env.history()[0]["status"], "partial")
+        _, manager_of, owners = references()
+        self.assertNotIn(stranger.lower(), [m for ms in manager_of.values() for m in ms])
+        self.assertNotIn(stranger.lower(), owners)
+        # The stranger's entry gone, the leader takes its name and every reference follows.
+        env.slapd.modify(f"dn: {stranger}\nchangetype: delete\n")
+        env.agent("sync", check=0)
+        dn_of, manager_of, owners = references()
+        self.assertEqual(dn_of[c], stranger.lower())
+        reports = [i for i, u in expected_org(env.sim.org())["users"].items() if u["manager"] == c]
+        self.assertTrue(reports)
+        self.assertEqual({i: manager_of[i] for i in reports}, {i: [dn_of[c]] for i in reports})
+        self.assertEqual(owners, [dn_of[c]])
+        assert_next_sync_plans_nothing(self, env)
+
     def test_names_the_directory_holds_equal_all_land(self):
         # uid and ou match ignoring case, width and spaces (RFC 4518). Before: of two DingTalk
         # users named bob and Bob, or two sibling departments "Sales team" and "sales　team", the
