@@ -109,9 +109,18 @@ void load_ldap(const ConfigNode& l, const std::string& path, LdapSettings& s) {
                              {"mail", "email"},      {"mobile", "phone"},
                              {"title", "title"},     {"departmentNumber", "primary_department"}};
     }
-    bool rdn_mapped = false;
-    for (const auto& a : s.user_attributes) rdn_mapped = rdn_mapped || a.attribute == s.user_rdn_attribute;
-    if (!rdn_mapped) l.fail("user_rdn_attribute " + s.user_rdn_attribute + " must be one of user_attributes");
+    const LdapAttribute* rdn = nullptr;
+    for (const auto& a : s.user_attributes)
+        if (a.attribute == s.user_rdn_attribute) rdn = &a;
+    if (!rdn) l.fail("user_rdn_attribute " + s.user_rdn_attribute + " must be one of user_attributes");
+    // The RDN names the entry: two users with one value would be one DN, and the second never
+    // created. The plan keeps only the unique fields unique (sync.conflict_policy).
+    if (rdn->field != "username" && rdn->field != "email" && rdn->field != "phone") {
+        const ConfigNode at = l.find("user_rdn_attribute").value_or(l);
+        at.fail("user_rdn_attribute " + s.user_rdn_attribute + " is mapped to " + rdn->field +
+                ", which two users may share (two users named 张伟 would need one DN): use an attribute mapped to "
+                "username, email or phone (uid=username by default)");
+    }
     if (auto n = l.find("page_size")) s.page_size = static_cast<int>(n->as_int(1, 100000));
     s.timeout = l.get_duration("timeout", std::chrono::seconds(30));
     l.reject_unknown();

@@ -672,6 +672,9 @@ class Config(unittest.TestCase):
              'unknown field "emial"'),
             ('    page_size: 200\n', '    page_size: 200\n    user_attributes: ["cn=display_name"]\n',
              "user_rdn_attribute uid must be one of user_attributes"),
+            # Before: accepted, and of two users named alike the second was never created.
+            ('    page_size: 200\n', '    page_size: 200\n    user_rdn_attribute: cn\n',
+             "user_rdn_attribute cn is mapped to display_name, which two users may share"),
             ('    page_size: 200\n', '    page_size: 200\n    group_class: posixGroup\n',
              "must be groupOfNames, groupOfUniqueNames or none"),
             (f'url: "{env.slapd.url}"', 'url: "http://127.0.0.1:1"', "must start with ldap://"),
