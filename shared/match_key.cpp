@@ -100,4 +100,30 @@ std::string directory_match_key(std::string_view name) {
     return normalized_key(name, lower_and_space, 0);
 }
 
+void change_case(std::string& text, bool upper) {
+    if (is_ascii(text)) {  // most values: no table needed
+        for (auto& c : text)
+            if (upper ? (c >= 'a' && c <= 'z') : (c >= 'A' && c <= 'Z')) c = static_cast<char>(c ^ 0x20);
+        return;
+    }
+    std::string out;
+    out.reserve(text.size());
+    const auto* bytes = reinterpret_cast<const utf8proc_uint8_t*>(text.data());
+    for (std::size_t i = 0; i < text.size();) {
+        utf8proc_int32_t c = 0;
+        const auto n = utf8proc_iterate(bytes + i, static_cast<utf8proc_ssize_t>(text.size() - i), &c);
+        if (n <= 0) {  // not UTF-8: the byte as it is, an ASCII letter in the case asked
+            char b = text[i++];
+            if (upper ? (b >= 'a' && b <= 'z') : (b >= 'A' && b <= 'Z')) b = static_cast<char>(b ^ 0x20);
+            out.push_back(b);
+            continue;
+        }
+        utf8proc_uint8_t encoded[4];
+        const auto length = utf8proc_encode_char(upper ? utf8proc_toupper(c) : utf8proc_tolower(c), encoded);
+        out.append(reinterpret_cast<const char*>(encoded), static_cast<std::size_t>(length));
+        i += static_cast<std::size_t>(n);
+    }
+    text = std::move(out);
+}
+
 }  // namespace dingbridge

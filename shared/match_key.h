@@ -26,4 +26,9 @@ std::string directory_match_key(std::string_view name);
 // and the service as two cost a needless conflict (the later user's userid as its userName).
 std::string scim_match_key(std::string_view name);
 
+// `text` in lower (`upper`: upper) case by Unicode's simple one-to-one mappings (Ü is ü, Σ is σ),
+// as the mapping's lower and upper filters write values; a byte that is not UTF-8 is kept (an
+// ASCII letter in the case asked). Pure; any thread.
+void change_case(std::string& text, bool upper);
+
 }  // namespace dingbridge

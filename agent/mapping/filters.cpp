@@ -5,6 +5,8 @@
 #include <cctype>
 #include <cstdlib>
 
+#include "shared/match_key.h"
+
 namespace dingbridge::agent {
 
 namespace {
@@ -63,16 +65,10 @@ Value eval_expr(const Expr& e, const std::function<Value(int)>& get, const std::
     Value v = get(e.field);
     for (const auto& f : e.filters) {
         switch (f.op) {
-            case Filter::Op::lower: {
-                auto& s = std::get<std::string>(v);  // in place: this runs per user per field
-                for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            case Filter::Op::lower:  // in place: this runs per user per field
+            case Filter::Op::upper:
+                change_case(std::get<std::string>(v), f.op == Filter::Op::upper);
                 break;
-            }
-            case Filter::Op::upper: {
-                auto& s = std::get<std::string>(v);
-                for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-                break;
-            }
             case Filter::Op::trim:
                 v = trim_copy(std::get<std::string>(v));
                 break;

@@ -2,6 +2,8 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include "shared/match_key.h"
+
 using namespace dingbridge;
 using namespace dingbridge::agent;
 
@@ -41,6 +43,25 @@ BOOST_AUTO_TEST_CASE(fallbacks_constants_and_custom_fields) {
     BOOST_TEST(o.phone == "+85291234567");
     BOOST_TEST(o.custom.at("source") == "dingtalk");
     BOOST_TEST(o.custom.at("place") == "杭州");
+}
+
+BOOST_AUTO_TEST_CASE(lower_and_upper_change_the_case_of_every_letter) {
+    // Before: ASCII letters only ("Ünïcödé@X.com" gave "Ünïcödé@x.com").
+    Mapping m = Mapping::load_string("user:\n  email: \"{{ email | lower }}\"\n  title: \"{{ title | upper }}\"\n");
+    dingtalk::UserItem u;
+    u.userid = "u3";
+    u.email = "Ünïcödé.ΟΔΟΣ@X.com";
+    u.title = "ärzte école";
+    OrgUser o = m.map_user(u);
+    BOOST_TEST(o.email == "ünïcödé.οδοσ@x.com");  // simple mappings: final sigma is not guessed
+    BOOST_TEST(o.title == "ÄRZTE ÉCOLE");
+    std::string bad =
+        "AB\xff\xfe"
+        "CD";  // not UTF-8: the bytes kept, ASCII letters changed
+    change_case(bad, false);
+    BOOST_TEST(bad ==
+               "ab\xff\xfe"
+               "cd");
 }
 
 BOOST_AUTO_TEST_CASE(list_fields_and_json_members) {
