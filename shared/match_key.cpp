@@ -106,22 +106,70 @@ void change_case(std::string& text, bool upper) {
             if (upper ? (c >= 'a' && c <= 'z') : (c >= 'A' && c <= 'Z')) c = static_cast<char>(c ^ 0x20);
         return;
     }
-    std::string out;
-    out.reserve(text.size());
+    // Decoded first (a byte that is not UTF-8 as -1 - byte), as the final sigma looks both ways.
+    std::vector<utf8proc_int32_t> points;
+    points.reserve(text.size());
     const auto* bytes = reinterpret_cast<const utf8proc_uint8_t*>(text.data());
-    for (std::size_t i = 0; i < text.size();) {
+    const auto size = static_cast<utf8proc_ssize_t>(text.size());
+    for (utf8proc_ssize_t i = 0; i < size;) {
         utf8proc_int32_t c = 0;
-        const auto n = utf8proc_iterate(bytes + i, static_cast<utf8proc_ssize_t>(text.size() - i), &c);
-        if (n <= 0) {  // not UTF-8: the byte as it is, an ASCII letter in the case asked
-            char b = text[i++];
-            if (upper ? (b >= 'a' && b <= 'z') : (b >= 'A' && b <= 'Z')) b = static_cast<char>(b ^ 0x20);
-            out.push_back(b);
+        const auto n = utf8proc_iterate(bytes + i, size - i, &c);
+        points.push_back(n > 0 ? c : -1 - static_cast<utf8proc_int32_t>(bytes[i]));
+        i += n > 0 ? n : 1;
+    }
+    std::string out;
+    out.reserve(text.size() + 4);
+    auto append = [&out](utf8proc_int32_t c) {
+        utf8proc_uint8_t encoded[4];
+        const auto length = utf8proc_encode_char(c, encoded);
+        out.append(reinterpret_cast<const char*>(encoded), static_cast<std::size_t>(length));
+    };
+    // Unicode's Cased and Case_Ignorable (SpecialCasing's Final_Sigma condition), near enough: the
+    // letters with case, and the marks, format characters, modifiers and in-word punctuation.
+    auto cased = [](utf8proc_int32_t c) {
+        const auto k = c < 0 ? UTF8PROC_CATEGORY_CN : utf8proc_category(c);
+        return k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LL || k == UTF8PROC_CATEGORY_LT;
+    };
+    auto ignorable = [](utf8proc_int32_t c) {
+        if (c < 0) return false;
+        switch (utf8proc_category(c)) {
+            case UTF8PROC_CATEGORY_MN:
+            case UTF8PROC_CATEGORY_ME:
+            case UTF8PROC_CATEGORY_CF:
+            case UTF8PROC_CATEGORY_LM:
+            case UTF8PROC_CATEGORY_SK:
+                return true;
+            default:
+                return c == '\'' || c == '.' || c == ':' || c == 0xB7 || c == 0x387 || c == 0x2018 || c == 0x2019 ||
+                       c == 0x2024 || c == 0x2027 || c == 0xFE52 || c == 0xFF07 || c == 0xFF0E || c == 0xFF1A;
+        }
+    };
+    auto final_sigma = [&](std::size_t at) {
+        std::size_t j = at;
+        while (j > 0 && ignorable(points[j - 1])) --j;
+        if (j == 0 || !cased(points[j - 1])) return false;
+        j = at + 1;
+        while (j < points.size() && ignorable(points[j])) ++j;
+        return j == points.size() || !cased(points[j]);
+    };
+    for (std::size_t i = 0; i < points.size(); ++i) {
+        const utf8proc_int32_t c = points[i];
+        if (c < 0) {  // not UTF-8: the byte as it is
+            out.push_back(static_cast<char>(-1 - c));
             continue;
         }
-        utf8proc_uint8_t encoded[4];
-        const auto length = utf8proc_encode_char(upper ? utf8proc_toupper(c) : utf8proc_tolower(c), encoded);
-        out.append(reinterpret_cast<const char*>(encoded), static_cast<std::size_t>(length));
-        i += static_cast<std::size_t>(n);
+        // Where Python's and JavaScript's lower() and upper() differ from the one-to-one mappings
+        // in ways a username shows: İ is i + combining dot, a final Σ is ς, ß is SS.
+        if (!upper && c == 0x130) {
+            append('i');
+            append(0x307);
+        } else if (!upper && c == 0x3A3) {
+            append(final_sigma(i) ? 0x3C2 : 0x3C3);
+        } else if (upper && c == 0xDF) {
+            out += "SS";
+        } else {
+            append(upper ? utf8proc_toupper(c) : utf8proc_tolower(c));
+        }
     }
     text = std::move(out);
 }

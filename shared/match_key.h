@@ -26,9 +26,10 @@ std::string directory_match_key(std::string_view name);
 // and the service as two cost a needless conflict (the later user's userid as its userName).
 std::string scim_match_key(std::string_view name);
 
-// `text` in lower (`upper`: upper) case by Unicode's simple one-to-one mappings (Ü is ü, Σ is σ),
-// as the mapping's lower and upper filters write values; a byte that is not UTF-8 is kept (an
-// ASCII letter in the case asked). Pure; any thread.
+// `text` in lower (`upper`: upper) case, as the mapping's lower and upper filters write values:
+// Unicode's one-to-one mappings (Ü is ü), and as Python's and JavaScript's lower() and upper() do
+// İ is i + U+0307, Σ at the end of a word ς, ß in upper case SS. A byte that is not UTF-8 is kept
+// (an ASCII letter in the case asked). Pure; any thread.
 void change_case(std::string& text, bool upper);
 
 }  // namespace dingbridge
