@@ -21,6 +21,9 @@ void ScopeRules::load(const ConfigNode& sync, const TemplateCompiler& users) {
         std::vector<std::int64_t> v;
         read_ids(*exc, v);
         exclude_.insert(v.begin(), v.end());
+        for (auto id : include_)
+            if (exclude_.count(id))
+                exc->fail("department " + std::to_string(id) + " is in include_departments too: it would sync nothing");
     }
     if (auto skip = sync.find("skip_users")) {
         if (!skip->is_sequence()) skip->fail("must be a list of {field, equals} rules");

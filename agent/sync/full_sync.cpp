@@ -58,6 +58,15 @@ void print_call_cost(std::ostream& out, const dingtalk::ClientStats& stats) {
 // ---- build: map every fetched user and department, check the tree ----
 Status build_stage(FetchedOrg&& fetched, const Mapping& mapping, std::int64_t root, SyncState& s) {
     if (!fetched.problems.empty()) return fail(tree_problems(fetched.problems));
+    // An include the complete tree does not hold is a mistyped id (or one outside the app's
+    // contact scope): synced as given, every department and user the target holds would be
+    // planned as gone from DingTalk.
+    if (fetched.complete())
+        for (auto id : mapping.include_departments())
+            if (!fetched.departments.count(id))
+                return fail("sync.include_departments: department " + std::to_string(id) +
+                            " is not in DingTalk's department tree (a mistyped id, or outside the app's contact "
+                            "scope); nothing was applied");
     s.read_complete = fetched.complete() && fetched.failed_users.empty();
     s.failed_departments = fetched.failed_departments.size();
     s.tree_from_list = fetched.tree_from_list;

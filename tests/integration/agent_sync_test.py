@@ -298,6 +298,35 @@ class Safeguard(unittest.TestCase):
         self.assertEqual(diff_orgs(expected_org(env.sim.org()), target_org(env.target_db())), [])
 
 
+class Scope(unittest.TestCase):
+    def test_a_mistyped_include_id_fails_the_run_instead_of_emptying_the_target(self):
+        # Before: include_departments: [424242] (no such department) synced an empty org: exit 0,
+        # and into a filled target every department and user was planned as "no longer in
+        # DingTalk" (all of them removed with max_deletes 100% or --force).
+        env = Env(generate="users=50,departments=5,depth=2,seed=5", max_deletes="100%")
+        self.addCleanup(env.stop)
+        depts = env.sim.org()["departments"]
+        top = next(d["dept_id"] for d in depts if d.get("parent_id") == 1)
+        base = env.mapping.read_text()
+        env.mapping.write_text(base.replace("include_departments: []", f"include_departments: [{top}]"))
+        env.agent("sync", check=0)
+        held = target_org(env.target_db())
+        self.assertIn(str(top), held["departments"])
+        self.assertNotIn("1", held["departments"])
+        env.mapping.write_text(base.replace("include_departments: []", "include_departments: [424242]"))
+        p = env.agent("sync", check=None)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("sync.include_departments: department 424242 is not in DingTalk's department tree",
+                      p.stdout + p.stderr)
+        self.assertEqual(env.history()[0]["status"], "failed")
+        self.assertEqual(target_org(env.target_db()), held)
+        # Included and excluded at once: refused with file:line before any call.
+        env.mapping.write_text(base.replace("include_departments: []", f"include_departments: [{top}]")
+                               .replace("exclude_departments: []", f"exclude_departments: [{top}]"))
+        p = env.agent("check-config", check=2)
+        self.assertRegex(p.stderr, rf"mapping\.yaml:\d+:\d+: .*department {top} is in include_departments too")
+
+
 class RemovedUsers(unittest.TestCase):
     def _mapping(self, removed):
         text = (agent_env.REPO / "configs" / "mapping.yaml").read_text()
