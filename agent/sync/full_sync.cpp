@@ -215,11 +215,16 @@ public:
                 out.unconfirmed.push_back({"user", u, "/topapi/v2/user/get", "v2/user/get gave no answer"});
                 continue;
             }
-            // A department of this read whose pages did not list the user decides for itself (the
-            // pages are read department by department); one the list did not give is left out.
+            // DingTalk has the user in a department of this read whose pages did not list it (a
+            // page that left it out, or a move while the pages were read): not gone, so kept as
+            // the target has it, and the next read decides. One the list did not give is left out.
             bool unknown = false, in_left_out = false;
+            std::optional<std::int64_t> unlisted;
             for (auto d : found->second) {
-                if (s_.desired.snapshot.departments.count(std::to_string(d))) continue;
+                if (s_.desired.snapshot.departments.count(std::to_string(d))) {
+                    unlisted = d;
+                    continue;
+                }
                 const Scope where = scope_of(d);
                 if (where == Scope::inside) {
                     left_out.insert(d);
@@ -227,7 +232,12 @@ public:
                 }
                 if (where == Scope::unknown) unknown = true;
             }
-            if (unknown && !in_left_out) out.unconfirmed.push_back(unconfirmed("user", u));
+            if (unlisted && !in_left_out)
+                out.unconfirmed.push_back({"user", u, "/topapi/v2/user/get",
+                                           "v2/user/get places it in department " + std::to_string(*unlisted) +
+                                               ", whose member pages did not list it; kept as it is"});
+            else if (unknown && !in_left_out)
+                out.unconfirmed.push_back(unconfirmed("user", u));
         }
         for (auto id : left_out) out.left_out.push_back(std::to_string(id));
         return out;

@@ -374,6 +374,23 @@ state_dir: "{self.dir / 'state'}"
         self.assertEqual(run["status"], "partial")
         self.assertIn("could not confirm 2 of the removals", run["message"])
 
+    def test_a_user_dingtalk_places_in_a_synced_department_its_pages_left_out_is_kept(self):
+        """Department 3's member page leaves u3 out (a page DingTalk clipped, or a move while the
+        pages were read) while v2/user/get places u3 in department 3. Before: the page decided and
+        u3 was disabled, the run "succeeded". Now u3 is kept and the run is partial."""
+        children = {1: [2, 3]}
+        p = self.agent({**tree(children), **legacy_list(children)}, "sync")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        routes = {**tree(children), **legacy_list(children)}
+        users = routes["/topapi/v2/user/list"]
+        routes["/topapi/v2/user/list"] = lambda b: ok({"has_more": False, "list": []}) if b["dept_id"] == 3 else users(b)
+        p = self.agent(routes, "sync")
+        self.assertEqual(p.returncode, 3, p.stdout + p.stderr)
+        self.assertEqual(self.target(), (["1", "2", "3"], ["u1", "u2", "u3"]))
+        run = self.history()[0]
+        self.assertEqual(run["status"], "partial")
+        self.assertIn("could not confirm 1 of the removals", run["message"])
+
 
 if __name__ == "__main__":
     unittest.main()
