@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <vector>
@@ -45,7 +46,7 @@ public:
         fetched_.leaders_from_pages = !need_get_;
         const std::int64_t root = fetched_.root_id;
         detail(root, true);
-        page(root, 0);
+        if (synced(root, false)) page(root, 0);
         if (use_list_) {
             api_.department_tree(root, tree_answer(legacy_, legacy_ok_), [this](const ApiFailure& f) {
                 spdlog::warn("{}; reading the tree with listsub instead", f.message());
@@ -63,6 +64,19 @@ public:
     bool root_failed() const { return root_failed_; }
 
 private:
+    // Whether `id` (a child of a synced department when `parent_synced`) is synced: inside an
+    // include_departments subtree (everything, without includes). Only a synced department's
+    // details and members are read: with include_departments the rest of the tree is walked to
+    // find the subtrees, and costs no other call.
+    bool synced(std::int64_t id, bool parent_synced) {
+        const auto& includes = mapping_.include_departments();
+        const bool in =
+            includes.empty() || parent_synced || std::find(includes.begin(), includes.end(), id) != includes.end();
+        if (in) synced_.insert(id);
+        return in;
+    }
+    bool is_synced(std::int64_t id) const { return synced_.count(id) > 0; }
+
     void fail(std::int64_t dept, const ApiFailure& f) {
         fetched_.failed_departments.insert(dept);
         reporter_.item_failed(RunItem{"fetch", "department", std::to_string(dept), f.api, f.message()});
@@ -112,8 +126,12 @@ private:
             fetched_.children[id];  // a leaf too has its (empty) list of children
             for (const auto* d : kids[id]) {
                 if (!adopt(id, *d)) continue;
-                detail(d->dept_id, false);
-                page(d->dept_id, 0);
+                if (synced(d->dept_id, is_synced(id))) {
+                    detail(d->dept_id, false);
+                    page(d->dept_id, 0);
+                } else {
+                    summaries_.erase(d->dept_id);
+                }
                 queue.push_back(d->dept_id);
             }
         }
@@ -155,16 +173,20 @@ private:
     void children_of(std::int64_t id, const std::vector<DeptSummary>& list) {
         fetched_.children[id];  // a leaf too has its (empty) list of children
         for (const auto& d : list)
-            if (adopt(id, d)) visit(d.dept_id);
+            if (adopt(id, d)) visit(d.dept_id, synced(d.dept_id, is_synced(id)));
     }
 
-    // The listsub walk (fallback): get, listsub and user pages of one department.
-    void visit(std::int64_t id) {
-        detail(id, false);
+    // The listsub walk (fallback): listsub of one department, and its details and user pages
+    // when it is synced.
+    void visit(std::int64_t id, bool synced) {
+        if (synced)
+            detail(id, false);
+        else
+            summaries_.erase(id);
         api_.listsub(
             id, [this, id](std::vector<DeptSummary>&& kids) { children_of(id, kids); },
             [this, id](const ApiFailure& f) { fail(id, f); });
-        page(id, 0);
+        if (synced) page(id, 0);
     }
 
     void page(std::int64_t id, std::int64_t cursor) {
@@ -187,6 +209,7 @@ private:
     RunCounters& counters_;
     FetchedOrg fetched_;
     std::set<std::int64_t> seen_;
+    std::set<std::int64_t> synced_;  // departments inside the synced scope (synced())
     bool need_get_ = true;
     std::map<std::int64_t, DeptSummary> summaries_;  // listed, department/get skipped
     std::vector<DeptSummary> legacy_, root_kids_;

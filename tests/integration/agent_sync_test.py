@@ -299,7 +299,7 @@ class Safeguard(unittest.TestCase):
 
 
 class Scope(unittest.TestCase):
-    def test_a_mistyped_include_id_fails_the_run_instead_of_emptying_the_target(self):
+    def test_an_include_reads_only_its_subtree_and_a_mistyped_one_fails_the_run(self):
         # Before: include_departments: [424242] (no such department) synced an empty org: exit 0,
         # and into a filled target every department and user was planned as "no longer in
         # DingTalk" (all of them removed with max_deletes 100% or --force).
@@ -309,10 +309,18 @@ class Scope(unittest.TestCase):
         top = next(d["dept_id"] for d in depts if d.get("parent_id") == 1)
         base = env.mapping.read_text()
         env.mapping.write_text(base.replace("include_departments: []", f"include_departments: [{top}]"))
+        env.sim.admin("POST", "/_sim/stats/reset")
         env.agent("sync", check=0)
         held = target_org(env.target_db())
-        self.assertIn(str(top), held["departments"])
-        self.assertNotIn("1", held["departments"])
+        subtree = {top}
+        for _ in depts:
+            subtree |= {d["dept_id"] for d in depts if d.get("parent_id") in subtree}
+        self.assertEqual(set(held["departments"]), {str(d) for d in subtree})
+        # Only the included subtree's members and details are read (before: the whole org's).
+        calls = {api: v["calls"] for api, v in env.sim.stats()["apis"].items() if v["calls"]}
+        self.assertEqual(calls.get("/topapi/v2/user/list"), len(subtree), calls)
+        self.assertLessEqual(calls.get("/topapi/v2/department/get", 0), len(subtree) + 1, calls)  # + the root
+        self.assertLess(len(subtree), len(depts))
         env.mapping.write_text(base.replace("include_departments: []", "include_departments: [424242]"))
         p = env.agent("sync", check=None)
         self.assertNotEqual(p.returncode, 0)
