@@ -82,7 +82,7 @@ void define_commands(CLI::App& app, CommandLine& cl) {
 
     cl.history = app.add_subcommand("history", "List recent runs, or show one with `history show ID`");
     cl.history->add_flag("--json", cl.json, "JSON output");
-    cl.history->add_option("--limit", cl.limit, "How many runs to list")->check(CLI::PositiveNumber);
+    cl.history->add_option("--limit", cl.limit, "How many runs to list")->check(CLI::Range(1, 1000000));
     cl.show = cl.history->add_subcommand("show", "One run with its failed and skipped items");
     cl.show->add_option("id", cl.show_id, "Run id")->required();
     cl.show->add_flag("--json", cl.json, "JSON output");
@@ -256,7 +256,16 @@ int main(int argc, char** argv) {
     // A word that is no command is kept (not refused by CLI11 with "A subcommand is required"), so
     // that the error can name it. Set after the subcommands, which therefore still refuse extras.
     app.allow_extras();
-    CLI11_PARSE(app, argc, argv);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::Success& e) {  // --help, --version
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        // A usage mistake is a mistake in what the operator asked for, like a configuration
+        // error: exit 2 (CLI11's own codes, 104 to 109, mean nothing to a script or a unit).
+        (void)app.exit(e);
+        return 2;
+    }
     if (app.get_subcommands().empty()) return no_command(app);
 
     if (*cl.hash_password) try {

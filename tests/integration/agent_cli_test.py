@@ -73,6 +73,12 @@ state_dir: "{state or self.state}"
         p = self.agent()
         self.assertEqual(p.returncode, 2)
         self.assertIn("a command is required", p.stderr)
+        # Usage mistakes exit 2 too (before: CLI11's 104 to 109).
+        for args, message in ((("history", "--limit", "0"), "--limit"), (("history", "show", "abc"), "abc"),
+                              (("sync", "--bogus"), "--bogus")):
+            p = self.agent(*args)
+            self.assertEqual(p.returncode, 2, (args, p.stderr))
+            self.assertIn(message, p.stderr)
 
     def test_history_without_secrets(self):
         p = self.agent("history", secrets=False)
