@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <charconv>
 #include <ctime>
 #include <functional>
@@ -31,6 +32,9 @@ struct SyncState {
     bool tree_from_list = false;  // FetchedOrg::tree_from_list
     std::size_t unconfirmed = 0;  // removals DingTalk could not confirm (RemovalCheck)
     std::size_t failed_departments = 0;
+    // Departments DingTalk's tree lists that include/exclude_departments leave out (the target's
+    // ids): what the plan removes there is removed by the configuration, not by DingTalk.
+    std::set<std::string> outside_scope;
     DesiredOrg desired;
     OrgSnapshot current;
     SyncPlan plan;
@@ -70,8 +74,12 @@ Status build_stage(FetchedOrg&& fetched, const Mapping& mapping, std::int64_t ro
     s.read_complete = fetched.complete() && fetched.failed_users.empty();
     s.failed_departments = fetched.failed_departments.size();
     s.tree_from_list = fetched.tree_from_list;
+    if (!mapping.include_departments().empty() || !mapping.exclude_departments().empty())
+        for (const auto& [parent, kids] : fetched.children)
+            for (auto id : kids) s.outside_scope.insert(std::to_string(id));
     // Frees each fetched user once mapped: the raw and mapped users are never both held in full.
     s.desired = build_desired(std::move(fetched), mapping);
+    for (const auto& [id, d] : s.desired.snapshot.departments) s.outside_scope.erase(id);
     fetched = FetchedOrg{};  // the rest of the raw read is no longer needed: keep peak memory down
     // Validate only the part we know (unknown subtrees are frozen, not broken).
     if (mapping.include_departments().empty()) {
@@ -118,9 +126,39 @@ void record_plan_notes(const SyncState& s, RunReporter& reporter) {
                     "not read completely from DingTalk; it and its members were left as they are in the target"});
 }
 
+// Removals the configuration causes say so, not "no longer in DingTalk": a department DingTalk
+// lists outside include/exclude_departments (or below one, as the target holds it), a user the
+// target has only in such departments.
+void explain_scope_removals(SyncState& s) {
+    if (s.outside_scope.empty()) return;
+    constexpr std::string_view kGone = "no longer in DingTalk";
+    auto outside = [&s](std::string id) {
+        for (int depth = 0; depth < 64 && !id.empty(); ++depth) {
+            if (s.outside_scope.count(id)) return true;
+            const auto d = s.current.departments.find(id);
+            if (d == s.current.departments.end()) return false;
+            id = d->second.parent_external_id;
+        }
+        return false;
+    };
+    for (Change& c : s.plan.changes) {
+        if (c.detail.view() != kGone) continue;
+        if (c.kind == ChangeKind::delete_department && outside(std::string(c.external_id.view()))) {
+            c.detail = "outside sync.include_departments / exclude_departments (DingTalk still has it)";
+        } else if (c.kind == ChangeKind::disable_user || c.kind == ChangeKind::delete_user) {
+            const auto u = s.current.users.find(std::string(c.external_id.view()));
+            if (u != s.current.users.end() && !u->second.departments.empty() &&
+                std::all_of(u->second.departments.begin(), u->second.departments.end(),
+                            [&](const Membership& m) { return outside(m.department.str()); }))
+                c.detail = "only in departments outside sync.include_departments / exclude_departments";
+        }
+    }
+}
+
 // ---- plan: diff the desired org against the target ----
 void make_run_plan(const Mapping& mapping, Target& target, SyncState& s, RunReporter& reporter) {
     s.plan = make_plan(s.desired.snapshot, s.current, plan_options(mapping, target, s));
+    explain_scope_removals(s);
     target.planned(s.plan);
     for (const auto& k : s.desired.skipped) s.plan.skipped.push_back(k);
     count_plan(s.plan, reporter.counters());

@@ -334,6 +334,25 @@ class Scope(unittest.TestCase):
         p = env.agent("check-config", check=2)
         self.assertRegex(p.stderr, rf"mapping\.yaml:\d+:\d+: .*department {top} is in include_departments too")
 
+    def test_what_an_exclusion_removes_says_so(self):
+        # Before: a department excluded after a sync, and its members, were removed as "no longer
+        # in DingTalk", which sends the operator to DingTalk instead of to the configuration.
+        env = Env(generate="users=50,departments=5,depth=2,seed=5", max_deletes="100%")
+        self.addCleanup(env.stop)
+        org = env.sim.org()
+        top = next(d["dept_id"] for d in org["departments"] if d.get("parent_id") == 1)
+        only_there = [u["userid"] for u in org["users"] if u["dept_id_list"] == [top]]
+        self.assertTrue(only_there)
+        env.agent("sync", check=0)
+        env.mapping.write_text(env.mapping.read_text().replace("exclude_departments: []",
+                                                               f"exclude_departments: [{top}]"))
+        p = env.agent("sync", "--dry-run", check=0)
+        self.assertIn(f"{top}: outside sync.include_departments / exclude_departments (DingTalk still has it)",
+                      p.stdout)
+        for userid in only_there:
+            self.assertIn(f"{userid}: only in departments outside sync.include_departments", p.stdout)
+        self.assertNotIn("no longer in DingTalk", p.stdout)
+
 
 class RemovedUsers(unittest.TestCase):
     def _mapping(self, removed):
