@@ -475,8 +475,8 @@ class Faults(unittest.TestCase):
         self.assertEqual(owners, [dn_of[b]])
         assert_next_sync_plans_nothing(self, env)
 
-        # A stranger's entry where the new leader's own would go: its reports get no manager and
-        # its group no owner naming the stranger (the leader's add fails, as documented).
+        # A stranger's entry where the new leader's entry would go: the leader's rename fails (as
+        # documented), and its reports' manager and its group's owner never name the stranger.
         env.sim.admin("POST", "/_sim/user/update", {"userid": c, "email": "carol@x.example.com", "org_email": ""})
         env.sim.admin("POST", "/_sim/user/update", {"userid": b, "leader_in_dept": [{"dept_id": 1, "leader": False}]})
         env.sim.admin("POST", "/_sim/user/update", {"userid": c, "leader_in_dept": [{"dept_id": 1, "leader": True}]})
