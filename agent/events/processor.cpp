@@ -377,6 +377,7 @@ private:
     // parent's rows are tried again with the subdepartment's; so, a level up, are the rows of a
     // gone department above it.
     void keep_gone_parents_of_unread_departments() {
+        if (failed_depts_.empty()) return;  // most batches: no walk over the cached tree
         for (bool held = true; held;) {
             held = false;
             for (const auto& [id, d] : p_.cache_->departments) {
