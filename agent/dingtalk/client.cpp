@@ -121,6 +121,7 @@ void DingTalkClient::start(Pending p) {
         req.body = p.body;
     }
     ++stats_.requests;
+    p.token_generation = settings_.token_cache->generation;
     auto holder = std::make_shared<Pending>(std::move(p));
     transport_.submit(std::move(req),
                       [this, holder](HttpResponse&& r) { on_response(std::move(*holder), std::move(r)); });
@@ -187,7 +188,9 @@ void DingTalkClient::on_response(Pending p, HttpResponse&& r) {
             return;
         }
         p.token_retried = true;
-        drop_token();  // refetch, then retry this call once (§1)
+        // Refetch, then retry this call once (§1); once per token: the other calls sent with it
+        // fail too and wait for the same fetch, not one fetch each.
+        if (p.token_generation == settings_.token_cache->generation) drop_token();
         queues_[p.api].push_front(std::move(p));
         return;
     }
@@ -240,6 +243,7 @@ void DingTalkClient::start_token_fetch() {
         TokenCache& cache = *settings_.token_cache;
         cache.owner = token_owner_;
         cache.token = reply.value().access_token;
+        ++cache.generation;
         // Refresh 5 minutes before expiry (what the official SDKs do), or at half-life if shorter.
         auto ttl = std::chrono::seconds(reply.value().expires_in);
         auto margin = std::min<std::chrono::seconds>(std::chrono::seconds(300), ttl / 2);

@@ -33,6 +33,9 @@ struct TokenCache {
     std::string owner;  // the host and app the token belongs to
     std::string token;
     std::chrono::steady_clock::time_point refresh_at{};
+    // Counts the tokens fetched: a token error on a call sent before the latest fetch says
+    // nothing about the new token (calls in flight together fail together, §1).
+    std::uint64_t generation = 0;
 };
 
 struct ClientSettings {
@@ -101,6 +104,7 @@ private:
         int attempt = 0;
         int throttles = 0;
         bool token_retried = false;
+        std::uint64_t token_generation = 0;  // the TokenCache generation it was sent with
         Clock::time_point not_before{};
     };
 

@@ -209,6 +209,21 @@ class Faults(unittest.TestCase):
         faults = env.sim.admin("GET", "/_sim/faults")
         self.assertTrue(all(f["remaining"] == 0 for f in faults), faults)
 
+    def test_calls_failing_together_on_a_token_share_one_refetch(self):
+        # Four pages in flight when DingTalk rejects their token: one new token serves them all,
+        # not one /gettoken per failed call (each is a metered call).
+        env = Env(generate="users=400,departments=8,depth=2,seed=5", agent_qps=1000, concurrency=4)
+        self.addCleanup(env.stop)
+        # The four pages in flight (concurrency 4) are refused one after another, each answer 0.2 s
+        # after the one before: the later ones arrive after the first one's refetch.
+        env.sim.admin("POST", "/_sim/faults", [
+            {"path": "/topapi/v2/user/list", "kind": "token_invalid", "count": 1, "delay_ms": 200 * (i + 1)}
+            for i in range(4)])
+        env.agent("sync", check=0)
+        self.assertEqual(diff_orgs(expected_org(env.sim.org()), target_org(env.target_db())), [])
+        self.assertTrue(all(f["remaining"] == 0 for f in env.sim.admin("GET", "/_sim/faults")))
+        self.assertEqual(env.sim.stats()["apis"]["/gettoken"]["calls"], 2)
+
     def test_malformed_page_ends_partial_and_keeps_the_target(self):
         env = Env(generate="users=120,departments=15,depth=3,seed=4")
         self.addCleanup(env.stop)
