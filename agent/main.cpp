@@ -55,7 +55,7 @@ void print_run(const RunRecord& r, bool items) {
 // The command line: the options and the subcommands that `main` dispatches on.
 struct CommandLine {
     std::string config_path = "/etc/dingbridge/agent.yaml";
-    bool dry_run = false, force = false;
+    bool dry_run = false, force = false, ignore_budget = false;
     bool json = false;
     int limit = 20;
     std::int64_t show_id = 0;
@@ -77,6 +77,8 @@ void define_commands(CLI::App& app, CommandLine& cl) {
     cl.sync = app.add_subcommand("sync", "Run a full sync now");
     cl.sync->add_flag("--dry-run", cl.dry_run, "Print the plan (counts, then each change) and apply nothing");
     cl.sync->add_flag("--force", cl.force, "Apply even when the removals exceed safeguard.max_deletes");
+    cl.sync->add_flag("--ignore-budget", cl.ignore_budget,
+                      "Read DingTalk even when dingtalk.monthly_call_budget cannot pay for this sync");
 
     cl.run = app.add_subcommand("run", "Follow DingTalk's events and apply them as they happen (the service)");
 
@@ -225,15 +227,28 @@ int sync_command(const AgentConfig& config, const Mapping& mapping, Target& targ
         spdlog::warn("the state database's journal cannot be opened: {}", e.what());
     }
     if (!cl.dry_run && journal) prune_state(config, store, *journal);
+    // A full read is the costly call pattern (a timer that syncs hourly spends a month's quota in
+    // days): what the budget cannot pay waits, with a history run that says so, unless asked.
+    if (auto over = journal && !cl.ignore_budget ? full_sync_over_budget(config, *journal) : std::nullopt) {
+        const std::string msg = "sync deferred: " + *over + "; nothing was read (--ignore-budget syncs anyway)";
+        auto id = store.start_run("full", "cli", cl.dry_run);
+        Status stored = id ? store.finish_run(*id, run_status_name(RunStatus::deferred), msg, RunCounters{})
+                           : Status(fail(id.error()));
+        if (!stored) spdlog::warn("cannot record the deferral in the history: {}", stored.error());
+        std::cerr << "dingbridge-agent: " << msg << "\n";
+        return run_status_exit_code(RunStatus::deferred);
+    }
     SyncResult r = run_full_sync(config, mapping, target, store, options, std::cout);
     // Every DingTalk call spends the month's quota, a sync run by hand or by the timer too:
     // counted with run mode's calls, so `history` and the reconcile budget see them.
     if (r.run_id != 0) {
         auto rec = store.get(r.run_id);
         if (rec && rec->counters.requests > 0) {
-            if (journal)
+            if (journal) {
                 (void)journal->add_calls(rec->counters.requests, "full");
-            else
+                if (r.status == RunStatus::succeeded || r.status == RunStatus::partial)
+                    remember_full_sync_cost(*journal, rec->counters.requests);
+            } else
                 spdlog::warn("run {}: its DingTalk calls could not be counted", r.run_id);
         }
     }

@@ -180,7 +180,7 @@ bool full_sync(SyncContext& c, const std::string& trigger) {
     if (r.status == RunStatus::succeeded || r.status == RunStatus::partial) {
         c.journal.set("reconcile_failures", "");
         c.journal.set("last_full_ms", std::to_string(started));
-        c.journal.set("last_full_calls", std::to_string(calls));
+        remember_full_sync_cost(c.journal, calls);
         // Every event received before this read began is covered by it, except those about an
         // object this run failed to read or write: they stay pending for the event path.
         (void)c.journal.mark_covered_by_full(started, r.run_id, failed_users, failed_depts, failed_other);
@@ -197,18 +197,9 @@ bool full_sync(SyncContext& c, const std::string& trigger) {
     return false;
 }
 
-std::int64_t budget_left(const AgentConfig& config, Journal& journal) {
-    if (config.monthly_call_budget <= 0) return INT64_MAX;
-    return config.monthly_call_budget - journal.calls_in_month(Journal::this_month());
-}
-
 void reconcile(SyncContext& c, const std::string& trigger, bool forced) {
-    std::int64_t estimate = parse_i64(c.journal.get("last_full_calls"));
-    if (!forced && estimate > 0 && estimate > budget_left(c.config, c.journal)) {
-        std::string msg = "reconcile deferred: it would cost about " + std::to_string(estimate) + " calls and only " +
-                          std::to_string(std::max<std::int64_t>(0, budget_left(c.config, c.journal))) +
-                          " of dingtalk.monthly_call_budget (" + std::to_string(c.config.monthly_call_budget) +
-                          ") are left this month";
+    if (auto over = forced ? std::nullopt : full_sync_over_budget(c.config, c.journal)) {
+        std::string msg = "reconcile deferred: " + *over;
         spdlog::warn("{}", msg);
         auto id = c.history.start_run("full", trigger, false);
         Status stored = id ? c.history.finish_run(*id, run_status_name(RunStatus::deferred), msg, RunCounters{})
@@ -394,6 +385,24 @@ bool reconcile_due(const AgentConfig& config, Journal& journal) {
 }
 
 }  // namespace
+
+std::optional<std::string> full_sync_over_budget(const AgentConfig& config, Journal& journal) {
+    if (config.monthly_call_budget <= 0) return std::nullopt;
+    const std::int64_t estimate = parse_i64(journal.get("last_full_calls"));
+    const std::int64_t left = config.monthly_call_budget - journal.calls_in_month(Journal::this_month());
+    const std::string budget = " of dingtalk.monthly_call_budget (" + std::to_string(config.monthly_call_budget) + ")";
+    if (left <= 0)
+        return "the month's calls have reached" + budget + " (" + std::to_string(config.monthly_call_budget - left) +
+               " counted this month)";
+    if (estimate > left)
+        return "it would cost about " + std::to_string(estimate) + " calls and only " + std::to_string(left) + budget +
+               " are left this month";
+    return std::nullopt;
+}
+
+void remember_full_sync_cost(Journal& journal, std::int64_t calls) {
+    journal.set("last_full_calls", std::to_string(calls));
+}
 
 void prune_state(const AgentConfig& config, HistoryStore& history, Journal& journal) {
     if (config.history_keep.count() <= 0) return;

@@ -23,6 +23,8 @@ int run_status_exit_code(RunStatus status) {
             return 3;
         case RunStatus::aborted:
             return 4;
+        case RunStatus::deferred:
+            return 5;
         default:
             return 1;
     }

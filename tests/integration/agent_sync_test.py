@@ -313,6 +313,40 @@ class Safeguard(unittest.TestCase):
         self.assertEqual(diff_orgs(expected_org(env.sim.org()), target_org(env.target_db())), [])
 
 
+class Budget(unittest.TestCase):
+    def test_sync_waits_when_the_monthly_budget_cannot_pay_a_full_read(self):
+        # A timer-driven `sync` is the pattern that spends a month's quota in days: with
+        # dingtalk.monthly_call_budget set, a sync the month's rest cannot pay reads nothing.
+        env = Env(generate="users=80,departments=10,depth=3,seed=3")
+        self.addCleanup(env.stop)
+        env.agent("sync", check=0)
+        cost = env.sim.stats()["total_calls"]
+        self.assertGreater(cost, 4)
+        # Room for half a sync more: the next one (estimated from the last) waits.
+        env.config.write_text(env.config.read_text().replace(
+            "  qps:", f"  monthly_call_budget: {cost + cost // 2}\n  qps:", 1))
+        env.sim.admin("POST", "/_sim/user/create", {"userid": "budget-1", "name": "B", "dept_id_list": [1]})
+        p = env.agent("sync", check=5)
+        self.assertIn("sync deferred", p.stderr)
+        self.assertIn(f"it would cost about {cost} calls and only {cost // 2} of dingtalk.monthly_call_budget",
+                      p.stderr)
+        self.assertIn("--ignore-budget", p.stderr)
+        self.assertEqual(env.sim.stats()["total_calls"], cost)  # not one call
+        run = env.history()[0]
+        self.assertEqual((run["kind"], run["status"]), ("full", "deferred"))
+        self.assertIn("monthly_call_budget", run["message"])
+        self.assertNotIn("budget-1", target_org(env.target_db())["users"])
+        # Asked for, it reads; after that the month has nothing left and the next sync waits.
+        env.agent("sync", "--ignore-budget", check=0)
+        self.assertIn("budget-1", target_org(env.target_db())["users"])
+        spent = env.sim.stats()["total_calls"]
+        p = env.agent("sync", check=5)
+        self.assertIn("the month's calls have reached", p.stderr)
+        self.assertEqual(env.sim.stats()["total_calls"], spent)
+        p = env.agent("history", check=0)
+        self.assertIn(f"calls this month: {spent} ", p.stdout)
+
+
 class Scope(unittest.TestCase):
     def test_an_include_reads_only_its_subtree_and_a_mistyped_one_fails_the_run(self):
         # Before: include_departments: [424242] (no such department) synced an empty org: exit 0,
