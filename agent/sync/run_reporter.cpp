@@ -37,7 +37,7 @@ RunReporter::RunReporter(HistoryStore& history, std::vector<std::string> secrets
       log_interval_(log_interval),
       tty_(isatty(STDERR_FILENO) != 0),
       last_log_(Clock::now()),
-      last_db_(Clock::now()) {}
+      last_db_(Clock::now() - std::chrono::seconds(1)) {}
 
 Status RunReporter::start(const std::string& kind, const std::string& trigger, bool dry_run) {
     auto id = history_.start_run(kind, trigger, dry_run);
@@ -83,8 +83,10 @@ void RunReporter::progress(const std::string& tty_line, const std::string& log_l
         last_log_ = now;
         spdlog::info("run {}: progress: {}", run_id_, log_line);
     }
-    if (now - last_db_ >= std::chrono::seconds(1)) {
+    const bool new_calls = counters_.requests != requests_written_;
+    if (now - last_db_ >= std::chrono::seconds(1) || (new_calls && now - last_db_ >= std::chrono::milliseconds(200))) {
         last_db_ = now;
+        requests_written_ = counters_.requests;
         (void)history_.update_progress(run_id_, counters_);  // progress only: the end is checked
     }
 }

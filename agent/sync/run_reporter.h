@@ -47,7 +47,9 @@ public:
     // Nothing may be applied unless this is ok: every write so far stored and the counters too.
     Status checkpoint();
     // Progress while fetching/applying: a tty line on stderr, a log line every log_interval
-    // (when not on a tty; none when `log_line` is empty), the counters into the history every second.
+    // (when not on a tty; none when `log_line` is empty), the counters into the history every second,
+    // and at once (at most every 200 ms) when DingTalk calls were made since the last write: a run
+    // killed now is counted in the month's calls with what its row says.
     void progress(const std::string& tty_line, const std::string& log_line);
     void clear_line();
     // Stores the end (status, message, counters); when that fails the message says so and a
@@ -68,6 +70,7 @@ private:
     bool history_ok_ = true;
     bool tty_;
     Clock::time_point last_log_, last_db_;
+    std::int64_t requests_written_ = 0;
 };
 
 }  // namespace dingbridge::agent

@@ -2,6 +2,7 @@
 loopback (see agent_env.py). Each class is one ctest entry (agent_<Class>)."""
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -287,6 +288,27 @@ class KillAndRerun(unittest.TestCase):
         con.close()
         self.assertEqual(n_users, 1500)
         self.assertEqual(n_dup, 0)
+
+
+    def test_a_sync_killed_in_its_first_second_has_its_calls_counted(self):
+        # The month's count of a killed run is what its history row had recorded: the calls of
+        # its first second are in it too (they were not, the row's first write came at 1 s).
+        env = Env(generate="users=1500,departments=120,depth=5,seed=22", qps=20, agent_qps=18)
+        self.addCleanup(env.stop)
+        proc = subprocess.Popen([agent_env.AGENT_BIN, "-c", str(env.config), "sync"], env=env.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while env.sim.stats()["total_calls"] < 4 and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.45)  # two ticks (200 ms) after the first calls, inside the first second
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        seen = env.sim.stats()["total_calls"]
+        p = env.agent("history", check=0)  # closes the killed run, counting its calls
+        m = re.search(r"calls this month: (\d+)", p.stdout)
+        self.assertIsNotNone(m, p.stdout)
+        self.assertGreaterEqual(int(m.group(1)), 4, p.stdout)
+        self.assertLessEqual(int(m.group(1)), seen)
 
 
 class Safeguard(unittest.TestCase):
