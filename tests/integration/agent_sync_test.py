@@ -417,12 +417,20 @@ class Scope(unittest.TestCase):
         env.agent("sync", check=0)
         env.mapping.write_text(env.mapping.read_text().replace("exclude_departments: []",
                                                                f"exclude_departments: [{top}]"))
+        env.sim.admin("POST", "/_sim/stats/reset")
         p = env.agent("sync", "--dry-run", check=0)
         self.assertIn(f"{top}: outside sync.include_departments / exclude_departments (DingTalk still has it)",
                       p.stdout)
         for userid in only_there:
             self.assertIn(f"{userid}: only in departments outside sync.include_departments", p.stdout)
         self.assertNotIn("no longer in DingTalk", p.stdout)
+        # The list itself shows why they go: they are not asked about again (before: a v2/user/get
+        # per member and a department/get per department, or when they outnumbered the read's
+        # calls, a second read of the whole tree with listsub).
+        calls = {api: v["calls"] for api, v in env.sim.stats()["apis"].items() if v["calls"]}
+        self.assertNotIn("/topapi/v2/user/get", calls)
+        self.assertEqual(calls.get("/topapi/v2/department/listsub"), 1, calls)  # the root's, as always
+        self.assertLessEqual(calls.get("/topapi/v2/department/get", 0), len(org["departments"]) - 1, calls)
 
 
 class RemovedUsers(unittest.TestCase):
