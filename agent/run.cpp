@@ -155,7 +155,7 @@ bool full_sync(SyncContext& c, const std::string& trigger) {
     SyncOptions o;
     o.trigger = trigger;
     SyncResult r = run_full_sync(c.config, c.mapping, c.target, c.history, o, c.out);
-    c.processor.invalidate();
+    c.processor.invalidate(r.outside_departments);
     // 90020 in a full sync stops the month's calls as it does in an event batch: no reconcile
     // (hourly otherwise) and no batch asks DingTalk again before the month turns.
     if (r.quota_exhausted) c.processor.note_quota_exhausted();

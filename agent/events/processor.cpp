@@ -258,14 +258,66 @@ private:
         return false;
     }
 
+    // A page item carries every field a full sync maps (it builds users from pages alone), so a
+    // member is kept as the pages give it; settle_paged_users() decides, once every page is in,
+    // which members still need user/get (manager_source: dingtalk, or a department of theirs
+    // whose order and leader flag no page of this batch and no held membership gives).
     void read_members(std::int64_t id, std::int64_t cursor, const dingtalk::DingTalkClient::Failed& failed) {
         api_.user_page(
             id, cursor,
             [this, id, failed](dingtalk::UserPage&& page) {
-                for (const auto& u : page.users) fetch_user(std::string(u.userid));
-                if (page.has_more) read_members(id, page.next_cursor, failed);
+                for (auto& u : page.users) {
+                    std::string userid(u.userid);
+                    if (p_.mapping_.manager_source() == ManagerSource::dingtalk) {
+                        fetch_user(userid);
+                        continue;
+                    }
+                    auto [it, fresh] = paged_.try_emplace(std::move(userid));
+                    if (std::none_of(it->second.places.begin(), it->second.places.end(),
+                                     [id](const auto& pl) { return pl.dept_id == id; }))
+                        it->second.places.push_back({id, u.dept_order, u.leader});
+                    if (fresh) it->second.item = std::move(u);
+                }
+                if (page.has_more)
+                    read_members(id, page.next_cursor, failed);
+                else
+                    paged_depts_.insert(id);
             },
             failed);
+    }
+
+    // The members the pages gave: complete ones join the batch's reads as they are, the others
+    // are read with user/get. False when there was nothing to settle.
+    bool settle_paged_users() {
+        if (paged_.empty()) return false;
+        for (auto& [userid, m] : paged_) {
+            if (asked_users_.count(userid) || fetched_.users.count(userid)) continue;  // read by id anyway
+            const auto held = p_.cache_->users.find(userid);
+            bool complete = true;
+            for (auto d : m.item.dept_id_list) {
+                if (std::any_of(m.places.begin(), m.places.end(), [d](const auto& pl) { return pl.dept_id == d; }))
+                    continue;
+                if (!paged_depts_.count(d) && (p_.outside_.count(d) || p_.mapping_.exclude_departments().count(d)))
+                    continue;  // not synced: its place is dropped anyway
+                const Membership* was = nullptr;
+                if (held != p_.cache_->users.end())
+                    for (const auto& x : held->second.departments)
+                        if (x.department.view() == std::to_string(d)) was = &x;
+                if (!was || paged_depts_.count(d)) {
+                    complete = false;  // a page of d that did not list it, or no place known
+                    break;
+                }
+                m.places.push_back({d, was->order, was->leader});
+            }
+            if (!complete) {
+                fetch_user(userid);
+                continue;
+            }
+            ++reporter_.counters().users_fetched;
+            fetched_.users[userid] = std::move(m);
+        }
+        paged_.clear();
+        return true;
     }
 
     // The run's requests so far, written to its history row about once a second: a batch killed
@@ -328,12 +380,20 @@ private:
                     d != fetched_.departments.end() && d->second && !explored_.count(id) && !failed_depts_.count(id) &&
                     !p_.cache_->departments.count(std::to_string(id)) && lands_inside(id))
                     entering.push_back(id);
-            if (more.empty() && orphans.empty() && entering.empty()) break;
+            if (more.empty() && orphans.empty() && entering.empty()) {
+                // Every page is in: members are settled, then looked at like any read (their
+                // departments, leader flags) in another round.
+                if (!settle_paged_users()) break;
+                fatal = api_.run(tick());
+                continue;
+            }
             for (auto id : more) fetch_dept(id);
             for (const auto& u : orphans) fetch_user(u);
             for (auto id : entering) read_what_is_under(id);
             fatal = api_.run(tick());
         }
+        // Rounds used up with members still to settle: read as they are, not resolved further.
+        if (!fatal && settle_paged_users()) fatal = api_.run(tick());
         reporter_.clear_line();
         if (!fatal) {
             keep_departments_of_unread_users();
@@ -431,7 +491,7 @@ private:
     // only named by another object.
     void note_outside(const OrgSnapshot& desired) {
         bool changed = false;
-        if (p_.outside_.size() > 100000) {  // a bound, not a working size
+        if (p_.outside_.size() > EventProcessor::kMaxOutside) {
             p_.outside_.clear();
             changed = true;
         }
@@ -634,7 +694,9 @@ private:
     std::set<std::int64_t> leaders_reread_;  // read again for a leader flag its first read disagreed with
     std::set<std::int64_t> moved_in_;        // departments that may have entered the tree with what is under them
     std::set<std::int64_t> explored_;        // those whose sub-departments and members were asked for
-    std::set<std::string> kept_back_;        // users a unique-value conflict kept from their desired values
+    std::map<std::string, dingtalk::MergedUser> paged_;  // members the pages of explored ones gave
+    std::set<std::int64_t> paged_depts_;                 // explored ones whose every page was read
+    std::set<std::string> kept_back_;                    // users a unique-value conflict kept from their desired values
     std::vector<std::int64_t> done_rows_, retry_rows_, apply_failed_rows_;
     std::set<std::string> failed_user_changes_, failed_dept_changes_;  // external ids the target refused
     std::string target_error_;                                         // the first such refusal
@@ -696,6 +758,10 @@ BatchOutcome EventProcessor::process(const std::vector<JournalEvent>& rows) {
     BatchOutcome out;
     if (rows.empty()) return out;
     BatchObjects objects = objects_of(rows, mapping_);
+    // The target's state tells which removals need no call (objects it never held): read before
+    // the first batch after a start or a full sync makes its calls, not after (it reads it anyway).
+    if (!cache_)
+        if (auto current = target_.read()) cache_ = std::move(*current);
     if (cache_) drop_removals_not_held(objects, rows, *cache_);
     if (!objects.nothing.empty() && journal_.mark_done(objects.nothing, 0)) out.handled += objects.nothing.size();
     if (objects.users.empty() && objects.depts.empty()) return out;

@@ -43,13 +43,17 @@ public:
     EventProcessor(const AgentConfig& config, const Mapping& mapping, Target& target, HistoryStore& history,
                    Journal& journal, ProcessorStats& stats);
     [[nodiscard]] BatchOutcome process(const std::vector<JournalEvent>& rows);
-    void invalidate() {  // the target changed behind our back (full sync)
+    // The target changed behind our back (a full sync). `outside`: what that sync's complete read
+    // found outside the synced tree, which replaces what batches learned (else forgotten).
+    void invalidate(const std::optional<std::set<std::int64_t>>& outside = std::nullopt) {
         cache_.reset();
-        if (!outside_.empty()) {
-            outside_.clear();
+        std::set<std::int64_t> now = outside && outside->size() <= kMaxOutside ? *outside : std::set<std::int64_t>{};
+        if (now != outside_) {
+            outside_ = std::move(now);
             save_outside();
         }
     }
+    static constexpr std::size_t kMaxOutside = 100000;  // a bound, not a working size
     // DingTalk answered 90020 (here or in a full sync): no batch fetches again this month, and
     // the dingbridge_agent_quota_exhausted gauge reads 1.
     void note_quota_exhausted();

@@ -46,6 +46,9 @@ struct FetchedOrg {
     // The tree below the root's children came from /department/list alone (one call, not checked
     // department by department): full_sync confirms what it would delete on that basis.
     bool tree_from_list = false;
+    // Departments that list gave below an excluded one (not walked, no call): what run mode's
+    // event path would otherwise buy a department/get each to learn is outside.
+    std::vector<std::int64_t> below_excluded;
     bool complete() const { return failed_departments.empty(); }
 };
 

@@ -125,7 +125,10 @@ private:
             const std::int64_t id = queue[i];
             fetched_.children[id];  // a leaf too has its (empty) list of children
             for (const auto* d : kids[id]) {
-                if (!adopt(id, *d)) continue;
+                if (!adopt(id, *d)) {
+                    if (mapping_.exclude_departments().count(d->dept_id)) note_below_excluded(kids, d->dept_id);
+                    continue;
+                }
                 if (synced(d->dept_id, is_synced(id))) {
                     detail(d->dept_id, false);
                     page(d->dept_id, 0);
@@ -135,6 +138,15 @@ private:
                 queue.push_back(d->dept_id);
             }
         }
+    }
+
+    void note_below_excluded(std::map<std::int64_t, std::vector<const DeptSummary*>>& kids, std::int64_t top) {
+        std::vector<std::int64_t> queue{top};
+        for (std::size_t i = 0; i < queue.size() && queue.size() <= legacy_.size(); ++i)
+            for (const auto* d : kids[queue[i]]) {
+                queue.push_back(d->dept_id);
+                fetched_.below_excluded.push_back(d->dept_id);
+            }
     }
 
     // department/get when the mapping needs it (always for the root: its name); otherwise the

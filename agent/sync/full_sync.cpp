@@ -74,9 +74,11 @@ Status build_stage(FetchedOrg&& fetched, const Mapping& mapping, std::int64_t ro
     s.read_complete = fetched.complete() && fetched.failed_users.empty();
     s.failed_departments = fetched.failed_departments.size();
     s.tree_from_list = fetched.tree_from_list;
-    if (!mapping.include_departments().empty() || !mapping.exclude_departments().empty())
+    if (!mapping.include_departments().empty() || !mapping.exclude_departments().empty()) {
         for (const auto& [parent, kids] : fetched.children)
             for (auto id : kids) s.outside_scope.insert(std::to_string(id));
+        for (auto id : fetched.below_excluded) s.outside_scope.insert(std::to_string(id));
+    }
     // Frees each fetched user once mapped: the raw and mapped users are never both held in full.
     s.desired = build_desired(std::move(fetched), mapping);
     for (const auto& [id, d] : s.desired.snapshot.departments) s.outside_scope.erase(id);
@@ -153,6 +155,13 @@ void explain_scope_removals(SyncState& s) {
                 c.detail = "only in departments outside sync.include_departments / exclude_departments";
         }
     }
+}
+
+std::optional<std::int64_t> dept_id(std::string_view text) {
+    std::int64_t id = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
+    if (ec != std::errc() || end != text.data() + text.size() || id <= 0) return std::nullopt;  // not a DingTalk id
+    return id;
 }
 
 // A removal the configuration causes, as the read itself shows: a department DingTalk's list
@@ -299,13 +308,6 @@ public:
 private:
     enum class Scope { inside, outside, unknown };
 
-    static std::optional<std::int64_t> dept_id(std::string_view text) {
-        std::int64_t id = 0;
-        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
-        if (ec != std::errc() || end != text.data() + text.size() || id <= 0) return std::nullopt;  // not a DingTalk id
-        return id;
-    }
-
     void ask(std::int64_t id) {
         if (!asked_.insert(id).second) return;
         api_.department_get(
@@ -437,7 +439,7 @@ std::string apply_summary(const SyncState& s, const RunCounters& counters, bool 
 // Everything after the run was recorded as started; returns how the run ended.
 RunReporter::Outcome sync_stages(const AgentConfig& config, const Mapping& mapping, Target& target,
                                  const SyncOptions& options, std::ostream& out, RunReporter& reporter,
-                                 dingtalk::DingTalkClient& client) {
+                                 dingtalk::DingTalkClient& client, SyncResult& result) {
     auto finish = [&](RunStatus status, const std::string& message) { return reporter.finish(status, message); };
     dingtalk::ContactsApi api(client);
     FetchSettings settings{config.root_department, !config.client.transport.proxy_url.empty()};
@@ -522,6 +524,11 @@ RunReporter::Outcome sync_stages(const AgentConfig& config, const Mapping& mappi
         }
         break;
     }
+    if (s.read_complete) {
+        result.outside_departments.emplace();
+        for (const auto& id : s.outside_scope)
+            if (auto n = dept_id(id)) result.outside_departments->insert(*n);
+    }
     note_plan(s, reporter);
     print_call_cost(out, client.stats());
     print_plan(out, s, options.dry_run, reporter.run_id());
@@ -559,7 +566,7 @@ SyncResult run_full_sync(const AgentConfig& config, const Mapping& mapping, Targ
     result.run_id = reporter.run_id();
     spdlog::info("run {}: full sync{} started", result.run_id, options.dry_run ? " (dry run)" : "");
     dingtalk::DingTalkClient client(config.client);
-    auto outcome = sync_stages(config, mapping, target, options, out, reporter, client);
+    auto outcome = sync_stages(config, mapping, target, options, out, reporter, client, result);
     result.status = outcome.status;
     result.message = outcome.message;
     result.quota_exhausted = client.stats().quota_exhausted;

@@ -6,7 +6,9 @@
 // history. Runs on the calling thread (the client's loop); writes the human summary to `out`.
 
 #include <cstdint>
+#include <optional>
 #include <ostream>
+#include <set>
 #include <string>
 
 #include "agent/config.h"
@@ -28,6 +30,10 @@ struct SyncResult {
     RunStatus status = RunStatus::failed;
     std::string message;
     bool quota_exhausted = false;  // DingTalk answered 90020: no call can succeed until next month
+    // After a complete read: the departments DingTalk listed outside include/exclude_departments
+    // (run mode's event path then costs no call to learn that a user's other department is not
+    // synced). Empty otherwise, or when nothing is scoped out.
+    std::optional<std::set<std::int64_t>> outside_departments;
     int exit_code() const { return run_status_exit_code(status); }
 };
 
