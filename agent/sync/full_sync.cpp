@@ -164,20 +164,6 @@ std::optional<std::int64_t> dept_id(std::string_view text) {
     return id;
 }
 
-// A removal the configuration causes, as the read itself shows: a department DingTalk's list
-// gave outside include/exclude_departments, or a user the target has only in such departments.
-// Asking DingTalk about it again would only repeat the list (adding an exclusion of a large
-// subtree cost a v2/user/get per member, or a second read of the whole org).
-bool listed_outside_scope(const SyncState& s, const Change& c) {
-    if (s.outside_scope.empty()) return false;
-    if (c.kind == ChangeKind::delete_department) return s.outside_scope.count(std::string(c.external_id.view())) > 0;
-    if (c.kind != ChangeKind::disable_user && c.kind != ChangeKind::delete_user) return false;
-    const auto u = s.current.users.find(std::string(c.external_id.view()));
-    return u != s.current.users.end() && !u->second.departments.empty() &&
-           std::all_of(u->second.departments.begin(), u->second.departments.end(),
-                       [&](const Membership& m) { return s.outside_scope.count(m.department.str()) > 0; });
-}
-
 // ---- plan: diff the desired org against the target ----
 void make_run_plan(const Mapping& mapping, Target& target, SyncState& s, RunReporter& reporter) {
     s.plan = make_plan(s.desired.snapshot, s.current, plan_options(mapping, target, s));
@@ -224,7 +210,6 @@ public:
         std::vector<std::int64_t> departments;
         std::vector<std::string> users;
         for (const Change& c : s_.plan.changes) {
-            if (listed_outside_scope(s_, c)) continue;
             if (c.kind == ChangeKind::delete_department) {
                 if (auto id = dept_id(c.external_id.view())) departments.push_back(*id);
             } else if (c.kind == ChangeKind::disable_user || c.kind == ChangeKind::delete_user) {
@@ -331,7 +316,7 @@ private:
 
     bool settled(std::int64_t id) const {
         return id == root_ || (root_ != 1 && id == 1) || mapping_.exclude_departments().count(id) ||
-               s_.desired.snapshot.departments.count(std::to_string(id)) || s_.outside_scope.count(std::to_string(id));
+               s_.desired.snapshot.departments.count(std::to_string(id));
     }
 
     // Where DingTalk has department `id` now: inside the synced scope (below a department this
@@ -342,8 +327,6 @@ private:
         for (int depth = 0; depth < 64; ++depth) {
             if (mapping_.exclude_departments().count(id)) return Scope::outside;
             if (s_.desired.snapshot.departments.count(std::to_string(id))) return Scope::inside;
-            // Listed by this read outside include/exclude_departments, before reaching a synced one.
-            if (s_.outside_scope.count(std::to_string(id))) return Scope::outside;
             if (id == root_) return Scope::outside;  // the root not synced itself: above the included subtrees
             if (root_ != 1 && id == 1) return Scope::outside;  // the top of the org, above the root
             if (gone_depts_.count(id)) return Scope::outside;
@@ -456,22 +439,20 @@ RunReporter::Outcome sync_stages(const AgentConfig& config, const Mapping& mappi
         if (auto r = build_stage(std::move(*fetched), mapping, config.root_department, s); !r)
             return finish(RunStatus::failed, r.error());
         if (auto r = plan_stage(mapping, target, s, reporter); !r) return finish(RunStatus::failed, r.error());
-        const auto to_confirm = std::count_if(s.plan.changes.begin(), s.plan.changes.end(), [&s](const Change& c) {
-            return (c.kind == ChangeKind::delete_department || c.kind == ChangeKind::disable_user ||
-                    c.kind == ChangeKind::delete_user) &&
-                   !listed_outside_scope(s, c);
-        });
-        if (read > 0 || !s.tree_from_list || !s.read_complete || to_confirm == 0) break;
+        // What an exclusion removes is asked about too: the list was read at the start of a read
+        // that may take minutes, and a user or department that moved into the synced tree
+        // meanwhile is still outside by its word.
+        if (read > 0 || !s.tree_from_list || !s.read_complete || s.plan.counts.removals() == 0) break;
         // Asking about each removal costs a call each; past what reading the org again costs,
         // the second read (listsub per department, which needs no confirming) is the cheaper one.
         ListCheck check;
         // A second read costs what the first did plus a listsub per department.
         const auto read_cost = client.stats().requests - before + s.desired.snapshot.departments.size();
-        if (static_cast<std::uint64_t>(to_confirm) >= read_cost) {
+        if (static_cast<std::uint64_t>(s.plan.counts.removals()) >= read_cost) {
             spdlog::warn(
                 "run {}: {} removals rest on /department/list alone, more than the about {} requests of reading the "
                 "tree again with listsub per department; reading it again instead of asking about each",
-                reporter.run_id(), to_confirm, read_cost);
+                reporter.run_id(), s.plan.counts.removals(), read_cost);
         } else {
             check = RemovalCheck(api, s, mapping, config.root_department).run();
             update_call_counters(reporter.counters(), client.stats());
@@ -480,7 +461,7 @@ RunReporter::Outcome sync_stages(const AgentConfig& config, const Mapping& mappi
                                                      dingtalk::explain_failure(*check.fatal, settings.via_proxy) +
                                                      "); nothing was applied");
         }
-        if (static_cast<std::uint64_t>(to_confirm) >= read_cost) {
+        if (static_cast<std::uint64_t>(s.plan.counts.removals()) >= read_cost) {
             settings.use_department_list = false;
             RunCounters& c = reporter.counters();
             c.departments_fetched = c.users_fetched = 0;
