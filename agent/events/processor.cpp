@@ -229,11 +229,13 @@ private:
         };
         api_.listsub(
             id,
-            [this](std::vector<dingtalk::DeptSummary>&& subs) {
+            [this, id](std::vector<dingtalk::DeptSummary>&& subs) {
+                const auto top = brought_by_.count(id) ? brought_by_[id] : id;
                 for (const auto& s : subs)
                     if (!fetched_.departments.count(s.dept_id) && !failed_depts_.count(s.dept_id) &&
                         !p_.mapping_.exclude_departments().count(s.dept_id)) {
                         moved_in_.insert(s.dept_id);  // came with it
+                        brought_by_.emplace(s.dept_id, top);
                         fetch_dept(s.dept_id);
                     }
             },
@@ -396,6 +398,7 @@ private:
         if (!fatal && settle_paged_users()) fatal = api_.run(tick());
         reporter_.clear_line();
         if (!fatal) {
+            hold_what_came_with_the_unread();
             keep_departments_of_unread_users();
             keep_gone_parents_of_unread_departments();
             hold_unplaced_departments();
@@ -411,6 +414,23 @@ private:
         fail(RunStatus::failed, dingtalk::explain_failure(*fatal, !p_.config_.client.transport.proxy_url.empty()) +
                                     "; the events stay journaled and are applied later");
         return false;
+    }
+
+    // A department moved into the synced tree is applied with all that came with it or not at all:
+    // applied without a sub-department that could not be read, its row would be settled and that
+    // subtree never read again (its members missing until a full sync). Held, its row is tried
+    // again, and what is under it read then.
+    void hold_what_came_with_the_unread() {
+        for (auto id : std::set<std::int64_t>(failed_depts_)) {
+            const auto b = brought_by_.find(id);
+            if (b == brought_by_.end() || !failed_depts_.insert(b->second).second) continue;
+            fetched_.departments.erase(b->second);
+            reporter_.item_failed(RunItem{"fetch", "department", std::to_string(b->second),
+                                          dingtalk::api::kDepartmentGet,
+                                          "department " + std::to_string(id) +
+                                              ", which came into the synced tree with it, could not be read; kept "
+                                              "out and tried again"});
+        }
     }
 
     // A user whose read failed is kept as the target has it, so the departments it is in stay too,
@@ -696,6 +716,7 @@ private:
     std::set<std::int64_t> explored_;        // those whose sub-departments and members were asked for
     std::map<std::string, dingtalk::MergedUser> paged_;  // members the pages of explored ones gave
     std::set<std::int64_t> paged_depts_;                 // explored ones whose every page was read
+    std::map<std::int64_t, std::int64_t> brought_by_;    // came with a moved-in department: that one
     std::set<std::string> kept_back_;                    // users a unique-value conflict kept from their desired values
     std::vector<std::int64_t> done_rows_, retry_rows_, apply_failed_rows_;
     std::set<std::string> failed_user_changes_, failed_dept_changes_;  // external ids the target refused

@@ -86,8 +86,8 @@ void RunReporter::progress(const std::string& tty_line, const std::string& log_l
     const bool new_calls = counters_.requests != requests_written_;
     if (now - last_db_ >= std::chrono::seconds(1) || (new_calls && now - last_db_ >= std::chrono::milliseconds(200))) {
         last_db_ = now;
-        requests_written_ = counters_.requests;
-        (void)history_.update_progress(run_id_, counters_);  // progress only: the end is checked
+        // Progress only (the end is checked); a failed write is tried again with the next calls.
+        if (history_.update_progress(run_id_, counters_)) requests_written_ = counters_.requests;
     }
 }
 

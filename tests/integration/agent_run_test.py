@@ -370,6 +370,44 @@ class Batches(unittest.TestCase):
         env.stop_agent()
         self.assertIn("nothing applied): 0 changes", env.agent("sync", "--dry-run", check=0).stdout)
 
+    def test_a_moved_in_department_whose_subdepartment_cannot_be_read_waits_for_it(self):
+        # Before: the department was applied without its sub-department (whose second member
+        # page failed), its event settled, and the sub-department and its members never read
+        # again until a full sync (a review found 118 of 120 members missing).
+        env = RunEnv()
+        self.addCleanup(env.stop)
+        post = lambda path, body: env.sim.admin("POST", path, body)  # noqa: E731
+        excluded = post("/_sim/dept/create", {"name": "Excluded", "parent_id": 1})["dept_id"]
+        moved = post("/_sim/dept/create", {"name": "Moved", "parent_id": excluded})["dept_id"]
+        sub = post("/_sim/dept/create", {"name": "Sub", "parent_id": moved})["dept_id"]
+        post("/_sim/user/create", {"userid": "m0", "name": "m0", "dept_id_list": [moved]})
+        for i in range(120):  # two pages
+            post("/_sim/user/create", {"userid": f"s{i:03d}", "name": f"s{i}", "dept_id_list": [sub]})
+        env.mapping.write_text(env.mapping.read_text().replace("  exclude_departments: []",
+                                                               f"  exclude_departments: [{excluded}]"))
+        env.start_agent()
+        env.wait_connected()
+        env.wait_first_full_sync()
+        env.wait(lambda: {s for _, _, s in env.journal()} <= {"done"}, "the creations settled")
+        before = len(env.journal())
+        # Two user pages answer (the moved department's and the sub-department's first), then none.
+        post("/_sim/faults", [{"path": "/topapi/v2/user/list", "kind": "slow", "delay_ms": 1, "count": 2},
+                              {"path": "/topapi/v2/user/list", "kind": "busy"}])
+        post("/_sim/dept/update", {"dept_id": moved, "parent_id": 1})
+        env.wait(lambda: any(r["kind"] == "event" and r["status"] == "partial" for r in env.history()),
+                 "a batch that could not read the sub-department")
+        held = target_org(env.target_db())
+        self.assertNotIn(str(moved), held["departments"])  # not without what is under it
+        self.assertNotIn("m0", held["users"])
+        self.assertIn("pending", [s for _, _, s in env.journal()[before:]])
+        env.sim.admin("DELETE", "/_sim/faults")
+        env.wait(lambda: {s for _, _, s in env.journal()} <= {"done"}, "the move applied once readable", timeout=90)
+        users = target_org(env.target_db())["users"]
+        self.assertEqual(len([u for u in users if u.startswith("s") and u[1:].isdigit()]), 120)
+        self.assertIn("m0", users)
+        env.stop_agent()
+        self.assertIn("nothing applied): 0 changes", env.agent("sync", "--dry-run", check=0).stdout)
+
     def test_a_department_found_outside_the_tree_is_not_read_again_after_a_restart(self):
         # A user event naming a department under an excluded one costs no department/get: the
         # full sync's tree placed it outside, and that is kept across restarts. Before: the full
