@@ -34,9 +34,11 @@ XSS_NAME = "<script>window.__owned=1</script>Ops & \"R&D\""
 SHOTS = os.environ.get("DINGBRIDGE_CONSOLE_SCREENSHOTS")
 
 
-def free_port():
+def free_port(host="127.0.0.1"):
+    # Free on the address the console will listen on: one free on 127.0.0.1 may be taken on
+    # another address, which a 0.0.0.0 listener needs too.
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -560,7 +562,7 @@ class Refusals(unittest.TestCase):
         self.assertEqual(p.returncode, 2, "check-config says the same")
         # With credentials the same address is accepted by the configuration check; without TLS
         # the console starts but warns that the passwords cross the network in clear.
-        port = free_port()
+        port = free_port("0.0.0.0")
         self.env.config.write_text(base + web_yaml(port, users=True, listen_host="0.0.0.0"))
         self.assertEqual(self.env.agent("check-config", timeout=30).returncode, 0)
         c = Console(self.env, port)
