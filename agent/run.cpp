@@ -408,7 +408,11 @@ void prune_state(const AgentConfig& config, HistoryStore& history, Journal& jour
     if (config.history_keep.count() <= 0) return;
     auto runs = history.prune(config.history_keep);
     if (!runs) spdlog::warn("history_keep: cannot delete old runs: {}", runs.error());
-    const std::int64_t rows = journal.prune(now_ms() - config.history_keep.count() * 1000);
+    // A journal row is what refuses a replayed push, and a signed push is accepted until its
+    // timestamp is push_max_skew old, up to push_max_skew after it arrived (a clock ahead):
+    // events are kept that long even when history_keep is shorter.
+    const auto events_keep = std::max(config.history_keep, 2 * config.events.push_max_skew);
+    const std::int64_t rows = journal.prune(now_ms() - events_keep.count() * 1000);
     if ((runs && *runs > 0) || rows > 0)
         spdlog::info("history_keep: deleted {} runs and {} events older than {} days", runs ? *runs : 0, rows,
                      config.history_keep.count() / 86400);

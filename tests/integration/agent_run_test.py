@@ -1182,6 +1182,48 @@ class PushMode(unittest.TestCase):
         self.assertRegex(head, r"^HTTP/1.1 405")
         self.assertRegex(head, r"(?mi)^Allow: GET, HEAD\r?$")
 
+    def test_a_replayed_push_is_not_applied_again_after_history_keep_pruned_it(self):
+        """The journal's row of a push is what refuses its replay, and a signed push stays
+        acceptable for up to twice push_max_skew after it was received. history_keep shorter than
+        that (1s here, 5m skew) pruned the row at the next start, so a captured push replayed
+        afterwards was journaled and fetched again: a call the customer pays for, each replay.
+        The journal now keeps events at least twice push_max_skew whatever history_keep says."""
+        env, port = self.push_env(extra_events="history_keep: 1s\n")
+        self.addCleanup(env.stop)
+        env.start_agent()
+        pushed = lambda: env.sim.admin("GET", "/_sim/events")["push"]["items"]
+        env.wait(lambda: pushed() and all(i["delivered"] for i in pushed()), "check_url answered")
+        env.wait_converged("first sync")
+        user = env.sim.org()["users"][0]["userid"]
+        event = {"EventType": "user_modify_org", "CorpId": "dingsimcorp", "UserId": [user],
+                 "TimeStamp": str(int(time.time() * 1000)), "eventId": "captured-once"}
+        enc = push_encrypt(json.dumps(event))
+        ts, nonce = str(int(time.time() * 1000)), "nOnceReplay"
+        query = f"msg_signature={push_sign(ts, nonce, enc)}&timeStamp={ts}&nonce={nonce}"
+        body = json.dumps({"encrypt": enc}).encode()
+        self.assertEqual(self.post(port, query, body)[0], 200)
+        env.wait(lambda: ("event:captured-once", "user_modify_org", "done") in env.journal(), "the push applied")
+        env.stop_agent()
+        time.sleep(1.5)  # older than history_keep: the start prunes what it may
+        env.start_agent()
+
+        def listening():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        env.wait(listening, "the receiver listening again")
+        env.wait_converged("after the restart")
+        env.sim.admin("POST", "/_sim/stats/reset")
+        self.assertEqual(self.post(port, query, body)[0], 200)  # answered, as DingTalk expects
+        other = env.sim.org()["users"][1]["userid"]
+        env.sim.admin("POST", "/_sim/user/update", {"userid": other, "title": "after the replay"})
+        env.wait_converged("a real change after the replay")
+        env.wait(lambda: {s for _, _, s in env.journal()} == {"done"}, "every row settled")
+        self.assertEqual(env.sim.stats()["apis"].get("/topapi/v2/user/get", {}).get("calls"), 1,
+                         "the replayed push was fetched again: " + repr(env.journal()))
+
     def test_kill_after_journal_before_reply(self):
         """SIGKILL after the push is journaled but before it is answered: DingTalk (the simulator)
         pushes it again after the restart; it is deduplicated and applied once."""
