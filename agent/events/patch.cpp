@@ -136,6 +136,41 @@ std::vector<std::int64_t> unknown_departments(const OrgSnapshot& current, const 
     return {out.begin(), out.end()};
 }
 
+std::vector<std::int64_t> departments_on_a_loop(const OrgSnapshot& current, const EventFetch& fetched,
+                                                const Mapping& mapping, std::int64_t root_id) {
+    const auto& includes = mapping.include_departments();
+    const auto& excludes = mapping.exclude_departments();
+    // The parent in the patched tree: as read when fetched, else as the target holds it; none
+    // above a synced top, an excluded or gone department, or one neither knows.
+    auto parent_of = [&](std::int64_t id) -> std::optional<std::int64_t> {
+        if (id == root_id || excludes.count(id) || std::count(includes.begin(), includes.end(), id))
+            return std::nullopt;
+        if (const auto f = fetched.departments.find(id); f != fetched.departments.end()) {
+            if (!f->second) return std::nullopt;
+            return f->second->parent_id;
+        }
+        const auto h = current.departments.find(std::to_string(id));
+        if (h == current.departments.end()) return std::nullopt;
+        return to_id(h->second.parent_external_id);
+    };
+    std::set<std::int64_t> out, clear;  // clear: known to reach a top, a gap or a known loop
+    for (const auto& [start, detail] : fetched.departments) {
+        if (!detail) continue;
+        std::vector<std::int64_t> walk;
+        std::set<std::int64_t> seen;
+        std::optional<std::int64_t> at = start;
+        while (at && !clear.count(*at) && !out.count(*at) && seen.insert(*at).second) {
+            walk.push_back(*at);
+            at = parent_of(*at);
+        }
+        if (at && seen.count(*at))  // came back to itself: the walk from *at on is the loop
+            out.insert(std::find(walk.begin(), walk.end(), *at), walk.end());
+        for (auto id : walk)
+            if (!out.count(id)) clear.insert(id);
+    }
+    return {out.begin(), out.end()};
+}
+
 namespace {
 
 // The departments this batch found gone (60003), as the target's ids.

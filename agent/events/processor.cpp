@@ -372,6 +372,17 @@ private:
             const auto& root = p_.config_.root_department;
             for (auto id : unknown_departments(*p_.cache_, fetched_, p_.mapping_, root, p_.outside_)) more.insert(id);
             for (auto id : departments_left_without_a_parent(*p_.cache_, fetched_)) more.insert(id);
+            // A department moved under a former subdepartment whose own move this batch did not
+            // read: the held ones on the loop are read; when every one was read, once more (a
+            // read from before the other's move).
+            std::vector<std::int64_t> loop = departments_on_a_loop(*p_.cache_, fetched_, p_.mapping_, root);
+            const auto held = std::stable_partition(loop.begin(), loop.end(),
+                                                    [&](std::int64_t id) { return !fetched_.departments.count(id); });
+            if (held != loop.begin())
+                more.insert(loop.begin(), held);
+            else
+                for (auto id : loop)
+                    if (loop_reread_.insert(id).second) more.insert(id);
             for (auto id : failed_depts_) more.erase(id);
             std::vector<std::string> orphans;
             for (auto& u : users_left_without_a_department(*p_.cache_, fetched_))
@@ -401,6 +412,7 @@ private:
             hold_what_came_with_the_unread();
             keep_departments_of_unread_users();
             keep_gone_parents_of_unread_departments();
+            hold_departments_on_a_loop();
             hold_unplaced_departments();
             // A user in a department that could not be read is left as the target has it (its
             // rows are tried again): planned without that place, it could lose its only one.
@@ -474,6 +486,20 @@ private:
                                                   " could not be read; kept as it is and tried again"});
                 held = true;
             }
+        }
+    }
+
+    // A loop left after the rounds (a department on it could not be read) places none of its
+    // departments: those read in this batch stay as the target has them (which has no loop) and
+    // their rows are tried again, as do those read under them (hold_unplaced_departments).
+    void hold_departments_on_a_loop() {
+        const auto root = p_.config_.root_department;
+        for (auto id : departments_on_a_loop(*p_.cache_, fetched_, p_.mapping_, root)) {
+            if (fetched_.departments.erase(id) > 0)
+                reporter_.item_failed(RunItem{"fetch", "department", std::to_string(id), dingtalk::api::kDepartmentGet,
+                                              "its new parent is under it in what could be read (a move not read "
+                                              "yet); kept as it is and tried again"});
+            failed_depts_.insert(id);
         }
     }
 
@@ -712,6 +738,7 @@ private:
     std::set<std::int64_t> failed_depts_;
     std::set<std::string> asked_users_;      // user/get asked for in this batch
     std::set<std::int64_t> leaders_reread_;  // read again for a leader flag its first read disagreed with
+    std::set<std::int64_t> loop_reread_;     // read again for a parent loop among this batch's reads
     std::set<std::int64_t> moved_in_;        // departments that may have entered the tree with what is under them
     std::set<std::int64_t> explored_;        // those whose sub-departments and members were asked for
     std::map<std::string, dingtalk::MergedUser> paged_;  // members the pages of explored ones gave

@@ -489,6 +489,45 @@ class LostMove(unittest.TestCase):
         env.sim.admin("DELETE", "/_sim/faults")
         env.wait_converged("B kept with its members and A removed once B could be read")
 
+    def removals_in_event_runs(self, env):
+        return [(r["id"], c) for r in env.history() if r["kind"] == "event"
+                for c in [r.get("counts") or {}] if c.get("delete_department") or c.get("disable_user")]
+
+    def test_a_department_moved_under_its_lost_former_subdepartment_reads_it(self):
+        # B moves out of A (events lost), then A moves under B. Before: the batch read A (parent
+        # B) and took B's parent from the target (A): a loop, which dropped both departments; A
+        # and B deleted, their members disabled, until the weekly reconcile. The same loop came
+        # from a burst whose A row joined an earlier batch than B's, or B's row waiting for a
+        # retry. B is on the loop and held, so it is read (one department/get).
+        env, a, b = self.b_moved_out_of_a_unseen()
+        env.sim.admin("POST", "/_sim/stats/reset")
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": a, "parent_id": b})
+        env.wait_converged("A under B, both kept with their members")
+        self.assertEqual(self.removals_in_event_runs(env), [])
+        self.assertEqual(env.sim.stats()["apis"]["/topapi/v2/department/get"]["calls"], 2)  # A, then B
+
+    def test_a_department_moved_under_a_former_subdepartment_that_cannot_be_read_waits(self):
+        # As above, but B's read fails (DingTalk busy): A cannot be placed, so it stays as the
+        # target has it and its row is tried again; nothing is removed meanwhile.
+        env, a, b = self.b_moved_out_of_a_unseen()
+        env.sim.admin("POST", "/_sim/faults", [
+            {"path": "/topapi/v2/department/get", "kind": "slow", "delay_ms": 1, "count": 1},
+            {"path": "/topapi/v2/department/get", "kind": "busy"}])
+        batches = len([r for r in env.history() if r["kind"] == "event"])
+        env.sim.admin("POST", "/_sim/dept/update", {"dept_id": a, "parent_id": b})
+        env.wait(lambda: [r for r in env.history() if r["kind"] == "event" and r["status"] != "running"][batches:],
+                 "the batch with A's move", timeout=60)
+        t = target_org(env.target_db())
+        self.assertEqual({d: t["departments"].get(d, {}).get("parent") for d in (str(a), str(b))},
+                         {str(a): "1", str(b): str(a)}, "A and B not kept as the target had them")
+        self.assertEqual({u: t["users"][u]["active"] for u in ("mover1", "mover2")},
+                         {"mover1": True, "mover2": True})
+        self.assertEqual(self.removals_in_event_runs(env), [])
+        self.assertNotIn("done", {s for _, e, s in env.journal() if e == "org_dept_modify"}, "A's move settled")
+        env.sim.admin("DELETE", "/_sim/faults")
+        env.wait_converged("A under B once B could be read")
+        self.assertEqual(self.removals_in_event_runs(env), [])
+
 
 class LeaderRace(unittest.TestCase):
     def test_a_department_read_before_a_members_leader_change_is_read_again(self):
