@@ -17,8 +17,6 @@
 
 namespace dingbridge::proxy {
 
-// Prometheus and health checks need a few; each request is answered at once.
-inline constexpr std::size_t kMaxAdminConnections = 64;
 // Under half the limit: libevent accepts the whole backlog in one turn, before it reads any of
 // those connections, so a larger backlog lets one turn's newest close its oldest (a health check
 // among them) unanswered. Under a flood of about 850-3,600 new connections a second, 0-1 of

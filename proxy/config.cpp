@@ -28,7 +28,7 @@ NetworkSet parse_networks(const ConfigNode& list, bool allow_default_keyword) {
     return set;
 }
 
-Tenant parse_tenant(const ConfigNode& node, std::set<std::string>& user_names) {
+Tenant parse_tenant(const ConfigNode& node, std::set<std::string>& user_names, std::set<std::string>& subjects) {
     Tenant t;
     t.name = node.get("name").as_string();
     if (t.name.empty()) node.get("name").fail("tenant name must not be empty");
@@ -76,7 +76,16 @@ Tenant parse_tenant(const ConfigNode& node, std::set<std::string>& user_names) {
     }
     if (t.destinations.empty()) dests.fail("a tenant needs at least one destination");
     if (auto allow = node.find("allow_internal_networks")) t.allow_internal = parse_networks(*allow, false);
-    if (auto certs = node.find("client_certificates")) t.client_certificates = certs->as_string_list();
+    if (auto certs = node.find("client_certificates")) {
+        // A subject names one tenant: listed twice, the first tenant would take the other's clients.
+        for (const auto& c : certs->items()) {
+            std::string subject = c.as_string();
+            if (!subjects.insert(subject).second)
+                c.fail("client certificate subject '" + subject +
+                       "' is listed twice (a subject identifies one tenant; subjects are unique across tenants)");
+            t.client_certificates.push_back(std::move(subject));
+        }
+    }
     if (auto m = node.find("max_tunnels")) t.max_tunnels = static_cast<unsigned>(m->as_int(0, 10'000'000));
     if (auto rate = node.find("connect_rate")) {
         // "20/s", "600/m" or a plain number per second.
@@ -103,17 +112,20 @@ Tenant parse_tenant(const ConfigNode& node, std::set<std::string>& user_names) {
 
 }  // namespace
 
-FdBudget fd_budget(std::uint64_t fd_limit, unsigned workers, std::size_t listeners, RelayMode relay) {
+FdBudget fd_budget(std::uint64_t fd_limit, unsigned workers, std::size_t listeners, RelayMode relay, bool admin) {
     // Client + upstream socket; with splice also a pipe (2) per direction.
     const std::uint64_t per_tunnel = relay == RelayMode::splice ? 6 : 2;
-    constexpr std::uint64_t kProcess = 24;       // stdio, log files, admin listener and clients, reads of config files
+    // stdio, log files, reads of config files; the admin listener, its thread's event loop and
+    // its connections, which the tunnels' share must not count on (a scraper holding them would
+    // otherwise fail tunnels already admitted with EMFILE instead of refusing new ones).
+    const std::uint64_t process = 24 + (admin ? kMaxAdminConnections + 1 + 4 : 0);
     constexpr std::uint64_t kPerWorkerBase = 8;  // epoll, wakeup fds, resolver sockets
     FdBudget b;
     const std::uint64_t w = std::max(1u, workers);
     // Spare pipes may use at most 1/8 of the limit, and no more than 64 per worker.
     if (relay == RelayMode::splice)
         b.pipe_keep = static_cast<std::size_t>(std::min<std::uint64_t>(64, fd_limit / (16 * w)));
-    const std::uint64_t reserved = kProcess + w * (kPerWorkerBase + listeners + 2 * b.pipe_keep);
+    const std::uint64_t reserved = process + w * (kPerWorkerBase + listeners + 2 * b.pipe_keep);
     b.connections = fd_limit > reserved ? (fd_limit - reserved) / per_tunnel : 0;
     return b;
 }
@@ -271,10 +283,10 @@ void parse_auth_and_admin(const ConfigNode& root, ProxyConfig& cfg) {
 
 std::vector<Tenant> parse_tenants(const ConfigNode& root, const ConfigNode& listeners, const ProxyConfig& cfg) {
     std::vector<Tenant> tenants;
-    std::set<std::string> tenant_names, user_names;
+    std::set<std::string> tenant_names, user_names, subjects;
     const ConfigNode tnode = root.get("tenants");
     for (const auto& t : tnode.items()) {
-        tenants.push_back(parse_tenant(t, user_names));
+        tenants.push_back(parse_tenant(t, user_names, subjects));
         if (!tenant_names.insert(tenants.back().name).second) t.get("name").fail("duplicate tenant name");
     }
     if (tenants.empty()) tnode.fail("at least one tenant is required");
@@ -321,8 +333,8 @@ void apply_fd_budget(const ConfigNode& root, ProxyConfig& cfg) {
     // The descriptor limit the proxy will run with (it raises its soft limit to the hard one).
     rlimit rl{};
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY) {
-        const FdBudget budget =
-            fd_budget(static_cast<std::uint64_t>(rl.rlim_max), cfg.workers, cfg.listeners.size(), cfg.relay);
+        const FdBudget budget = fd_budget(static_cast<std::uint64_t>(rl.rlim_max), cfg.workers, cfg.listeners.size(),
+                                          cfg.relay, !cfg.admin_address.empty());
         if (budget.connections == 0) {
             root.fail("the descriptor limit (ulimit -n " + std::to_string(rl.rlim_max) + ") is too small for " +
                       std::to_string(cfg.workers) + " worker(s); raise it or lower workers");

@@ -76,16 +76,21 @@ struct ProxyConfig {
 // the 429 goes out at once.
 std::uint64_t delayed_reply_limit(const ProxyConfig& cfg);
 
+// Connections the admin port keeps (Prometheus and health checks need a few; each request is
+// answered at once); a new one closes the oldest, after it was accepted (one more for a moment).
+inline constexpr std::size_t kMaxAdminConnections = 64;
+
 // How many client connections a descriptor limit carries: a tunnel holds its 2 sockets, and with
 // `relay: splice` and both directions backed up also 2 pipes (6 descriptors); with splice each
 // worker keeps `pipe_keep` spare pipes (2 each). Every worker has a few descriptors of its own
-// (event loop, resolver, listeners); the process a few more (logs, admin). `connections` is 0
+// (event loop, resolver, listeners); the process a few more (logs, config reads), and with an
+// admin port its listener and up to kMaxAdminConnections + 1 connections. `connections` is 0
 // when the limit can't carry even one tunnel.
 struct FdBudget {
     std::uint64_t connections = 0;
     std::size_t pipe_keep = 0;
 };
-FdBudget fd_budget(std::uint64_t fd_limit, unsigned workers, std::size_t listeners, RelayMode relay);
+FdBudget fd_budget(std::uint64_t fd_limit, unsigned workers, std::size_t listeners, RelayMode relay, bool admin);
 
 // `credential_cache`: on a reload, the running policy's (see CredentialCache); null = a new one.
 ProxyConfig load_proxy_config(const std::string& path, std::shared_ptr<CredentialCache> credential_cache = nullptr);

@@ -73,9 +73,8 @@ int bind_error(const IpAddress& ip) {
     return err;
 }
 
-// What the configuration names that this host does not have: addresses (listeners, admin,
-// egress) and the directories of the log files.
-std::vector<std::string> host_problems(const ProxyConfig& cfg) {
+// The addresses (listeners, admin, egress) the configuration names that this host does not have.
+std::vector<std::string> address_problems(const ProxyConfig& cfg) {
     std::vector<std::string> problems;
     auto check = [&](const std::string& what, const std::string& text, const std::optional<IpAddress>& ip) {
         if (!ip) return;
@@ -90,6 +89,13 @@ std::vector<std::string> host_problems(const ProxyConfig& cfg) {
     }
     if (cfg.bind_v4) check("outgoing.bind_address", cfg.bind_v4->to_string(), cfg.bind_v4);
     if (cfg.bind_v6) check("outgoing.bind_address", cfg.bind_v6->to_string(), cfg.bind_v6);
+    return problems;
+}
+
+// What the configuration names that this host does not have: addresses and the directories of
+// the log files.
+std::vector<std::string> host_problems(const ProxyConfig& cfg) {
+    std::vector<std::string> problems = address_problems(cfg);
     auto log_file = [&](const std::string& what, const std::string& file) {
         if (const std::string problem = log_directory_problem(file); !problem.empty())
             problems.push_back(what + " " + file + ": " + problem);
@@ -160,6 +166,35 @@ void warn_about_risky_settings(const ProxyConfig& cfg) {
             "them; give each tenant the networks of its own clients",
             list, where);
     }
+    // Overlapping lists share too, for the addresses in the overlap: the most specific network
+    // that holds a client's address decides (the first tenant listed among equals).
+    std::vector<std::pair<const Tenant*, std::vector<std::string>>> with_users;
+    for (const auto& t : policy.tenants()) {
+        if (t.users.empty()) continue;
+        std::vector<std::string> nets;
+        for (const auto& n : t.source_networks.networks()) nets.push_back(n.to_string());
+        std::sort(nets.begin(), nets.end());
+        with_users.emplace_back(&t, std::move(nets));
+    }
+    for (std::size_t i = 0; i < with_users.size(); ++i) {
+        for (std::size_t j = i + 1; j < with_users.size(); ++j) {
+            const auto& [a, a_nets] = with_users[i];
+            const auto& [b, b_nets] = with_users[j];
+            if (a_nets == b_nets) continue;  // named above
+            for (const auto& n : a->source_networks.networks()) {
+                const auto& others = b->source_networks.networks();
+                const auto m = std::find_if(others.begin(), others.end(), [&](const Cidr& c) { return c.overlaps(n); });
+                if (m == others.end()) continue;
+                spdlog::warn(
+                    "tenants '{}' and '{}' take password logins from overlapping source_networks ({} and {}): a "
+                    "client in the overlap shares one place in the password-check queue with the other tenant's, "
+                    "so a wrong-password flood from there can hold up new logins of both; give each tenant the "
+                    "networks of its own clients",
+                    a->name, b->name, n.to_string(), m->to_string());
+                break;
+            }
+        }
+    }
 
     if (cfg.fd_budget_connections != 0 && cfg.max_connections > cfg.fd_budget_connections) {
         spdlog::warn(
@@ -186,6 +221,9 @@ void reload(Server& server, const std::string& config_path) {
         // Cached logins stay cached: a logrotate SIGHUP during a wrong-password flood must not
         // send every password tenant through the saturated verification pool.
         ProxyConfig next = load_proxy_config(config_path, server.config()->policy->credential_cache());
+        // As at start: an egress address the host lacks would fail every tunnel after the swap
+        // (the log files are checked by opening them, below).
+        if (const auto problems = address_problems(next); !problems.empty()) throw std::runtime_error(problems.front());
         // Opened before the swap: a log that cannot be opened fails the reload as a whole, instead
         // of after the new configuration already runs (with "keeping the running configuration").
         auto log = make_logger(next.log);

@@ -63,11 +63,12 @@ HeadResult fail(HeadError e, const char* reason) {
 
 }  // namespace
 
-std::size_t find_head_end(std::string_view data) {
+std::size_t find_head_end(std::string_view data, std::size_t searched) {
     // The head ends at the first empty line. A line may end in a bare LF here: such a head is
     // then refused by parse_connect_head (400) at once instead of waiting for a CRLF CRLF that
-    // never comes.
-    for (std::size_t i = data.find('\n'); i != std::string_view::npos; i = data.find('\n', i + 1)) {
+    // never comes. An end not found in the first `searched` bytes starts in their last two.
+    const std::size_t from = searched < 2 ? 0 : std::min(searched, data.size()) - 2;
+    for (std::size_t i = data.find('\n', from); i != std::string_view::npos; i = data.find('\n', i + 1)) {
         if (i + 1 < data.size() && data[i + 1] == '\n') return i + 2;
         if (i + 2 < data.size() && data[i + 1] == '\r' && data[i + 2] == '\n') return i + 3;
     }

@@ -46,6 +46,8 @@ HeadResult parse_connect_head(std::string_view head);
 
 // Finds the end of the head in `data`: the index just past the first empty line ("\r\n\r\n",
 // or a bare-LF form such as "\n\n", which parse_connect_head then refuses), or npos.
-std::size_t find_head_end(std::string_view data);
+// `searched`: a length of `data` already searched without a result (by an earlier call on a
+// shorter piece of the same head); only what can still hold the end is searched again.
+std::size_t find_head_end(std::string_view data, std::size_t searched = 0);
 
 }  // namespace dingbridge::proxy

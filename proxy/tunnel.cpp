@@ -149,14 +149,18 @@ void Tunnel::handle_head() {
     const std::size_t available = evbuffer_get_length(input);
     const std::size_t window = std::min(available, config_->max_head_bytes);
     const char* data = reinterpret_cast<const char*>(evbuffer_pullup(input, static_cast<ev_ssize_t>(window)));
+    // Only what came since the last read is searched: a head trickled in small pieces would
+    // otherwise be searched from its start on every read, quadratic in max_head_bytes.
     const std::size_t head_len =
-        data == nullptr ? std::string_view::npos : find_head_end(std::string_view(data, window));
+        data == nullptr ? std::string_view::npos : find_head_end(std::string_view(data, window), head_scanned_);
     if (head_len == std::string_view::npos) {
+        head_scanned_ = static_cast<std::uint32_t>(window);
         if (available > config_->max_head_bytes) deny(Denial::head_too_large, 431, "request head too large");
         return;
     }
     const HeadResult parsed = parse_connect_head(std::string_view(data, head_len));
     evbuffer_drain(input, head_len);
+    head_scanned_ = 0;
     // Reading stays enabled while the tunnel is set up synchronously (a disable/enable pair is
     // two epoll_ctl calls); error replies and the asynchronous password check disable it.
     if (parsed.error != HeadError::none) {

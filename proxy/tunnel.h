@@ -124,6 +124,7 @@ private:
     std::size_t last_waiting_ = kNoSample;  // relay_->queued() at the last relay check
 
     int status_ = 0;
+    std::uint32_t head_scanned_ = 0;  // bytes of the head searched for its end so far (in padding)
     const char* reason_ = "";
     std::uint64_t bytes_up_ = 0;    // client → upstream
     std::uint64_t bytes_down_ = 0;  // upstream → client

@@ -77,6 +77,10 @@ public:
     }
 
     bool contains(const IpAddress& address) const;
+    // Some address is in both (one network holds the other).
+    bool overlaps(const Cidr& other) const {
+        return prefix_ <= other.prefix_ ? contains(other.base_) : other.contains(base_);
+    }
     std::string to_string() const;
     int prefix() const { return prefix_; }  // in the 128-bit space (IPv4 /8 is /104)
     friend bool operator==(const Cidr&, const Cidr&) = default;

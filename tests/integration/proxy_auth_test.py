@@ -541,6 +541,32 @@ tenants:
     def test_tenants_with_their_own_networks_get_no_warning(self):
         self.assertNotIn("share one place in the password-check queue", self.proxy.logs())
 
+    def test_tenants_with_overlapping_networks_are_named_at_load(self):
+        # Before: only identical lists were named. Here every client of 'bob' in 127.0.0.0/8
+        # shares 'alice's place (the first listed among equal networks), and a wrong-password
+        # flood for alice kept bob's new logins out with 503, unannounced.
+        proxy = harness.Proxy(self.work.path, f"""
+listeners: ["127.0.0.1:0"]
+tenants:
+  - name: alice
+    users: [{{name: alice, password_hash: "{self.hash}"}}]
+    source_networks: ["127.0.0.0/8"]
+    destinations: ["127.0.0.1:{self.echo.port}"]
+  - name: bob
+    users: [{{name: bob, password_hash: "{self.hash}"}}]
+    source_networks: ["::1/128", "127.0.0.0/8"]
+    destinations: ["127.0.0.1:{self.echo.port}"]
+  - name: carol
+    users: [{{name: carol, password_hash: "{self.hash}"}}]
+    source_networks: ["10.0.0.0/8"]
+    destinations: ["127.0.0.1:{self.echo.port}"]
+""", name="overlap")
+        logs = proxy.logs()
+        proxy.stop()
+        self.assertIn("tenants 'alice' and 'bob' take password logins from overlapping source_networks "
+                      "(127.0.0.0/8 and 127.0.0.0/8)", logs)
+        self.assertNotIn("'carol'", logs)
+
     def test_a_source_no_tenant_accepts_is_refused_without_a_password_check(self):
         before = metric(metrics_text(self.proxy), "dingbridge_proxy_auth_failures_total")
         for creds in ("noisy:wrong", f"quiet5:{PASSWORD}", "nobody:wrong"):

@@ -306,6 +306,43 @@ tenants:
             work.cleanup()
 
 
+    def test_a_scraper_holding_the_admin_connections_cannot_fail_admitted_tunnels(self):
+        """The admin port keeps up to 64 connections, and the default max_connections (derived
+        from the descriptor limit) did not leave room for them: under ulimit -n 200, clients
+        accepted below max_connections whose heads came after a scraper took those connections
+        got 502 (socket(): Too many open files) for tunnels the proxy had admitted."""
+        server = harness.TcpServer(lambda conn: conn.recv(1))  # holds each tunnel until it closes
+        work = harness.Workdir()
+        clients, admins = [], []
+        try:
+            proxy = harness.Proxy(work.path, OPEN_WITH_ADMIN.replace('"127.0.0.1:1"', f'"127.0.0.1:{server.port}"'),
+                                  prefix=["prlimit", "--nofile=200:200"])
+            limit = int(proxy.stderr_text().split("max_connections ")[1].split()[0])
+            for i in range(limit):  # accepted, each from its own address, heads not sent yet
+                s = socket.socket()
+                s.settimeout(30)
+                s.bind((f"127.0.{i // 200 + 1}.{i % 200 + 1}", 0))
+                s.connect((proxy.host, proxy.port))
+                clients.append(s)
+            time.sleep(0.5)
+            host, port = admin_address(proxy).rsplit(":", 1)
+            for _ in range(64):
+                admins.append(socket.create_connection((host, int(port)), timeout=10))
+            time.sleep(0.5)
+            for s in clients:
+                s.sendall(f"CONNECT 127.0.0.1:{server.port} HTTP/1.1\r\n\r\n".encode())
+            statuses = [harness.read_response_head(s)[0] for s in clients]
+            self.assertEqual(statuses, [200] * limit, f"max_connections {limit}, 64 admin connections held:\n" +
+                             proxy.stderr_text()[-2000:])
+            self.assertNotIn("Too many open files", proxy.stderr_text())
+            for s in clients + admins:
+                s.close()
+            proxy.stop()
+        finally:
+            server.stop()
+            work.cleanup()
+
+
 class AdminConnectionLimit(unittest.TestCase):
     def test_idle_admin_connections_cannot_take_the_descriptors(self):
         """evhttp (libevent 2.1) has no connection limit: 300 idle connections to the admin port
@@ -615,6 +652,17 @@ class Operators(WithEcho):
             path.write_text(config(self.echo.port))
             r = subprocess.run([harness.PROXY_BIN, "--check-config", "-c", str(path)], capture_output=True, text=True)
             self.assertEqual(r.returncode, 0, r.stderr)
+            # A reload is checked the same way. Before, it took the missing egress address, said
+            # "configuration reloaded", and every tunnel after it failed with 502.
+            proxy = harness.Proxy(work.path, config(self.echo.port))
+            proxy.config.write_text(config(self.echo.port, "outgoing:\n  bind_address: \"192.0.2.1\""))
+            proxy.proc.send_signal(signal.SIGHUP)
+            self.wait_for(lambda: "reload failed" in proxy.stderr_text() or "reloaded" in proxy.stderr_text(),
+                          "the reload's end")
+            self.assertIn("reload failed, keeping the running configuration: outgoing.bind_address 192.0.2.1 is "
+                          "not usable on this host", proxy.stderr_text())
+            self.assertEqual(self.tunnel_once(proxy), 200)
+            proxy.stop()
         finally:
             work.cleanup()
 

@@ -117,6 +117,20 @@ BOOST_AUTO_TEST_CASE(duplicate_users_and_tenants_are_refused) {
     BOOST_TEST(std::string(load_error(dup).what()).find("defined twice") != std::string::npos);
 }
 
+BOOST_AUTO_TEST_CASE(a_client_certificate_subject_names_one_tenant) {
+    // Before: accepted, and the first tenant silently took the second one's clients.
+    const std::string twice = base_config("    client_certificates: [\"CN=agent-a\"]\n") +
+                              "  - name: other\n    client_certificates: [\"CN=b\", \"CN=agent-a\"]\n"
+                              "    destinations: [\"*:443\"]\n";
+    const auto e = load_error(twice);
+    BOOST_TEST(std::string(e.what()).find("client certificate subject 'CN=agent-a' is listed twice") !=
+               std::string::npos);
+    BOOST_TEST(e.line() == 12);  // the second listing
+    const std::string apart = base_config("    client_certificates: [\"CN=agent-a\"]\n") +
+                              "  - name: other\n    client_certificates: [\"CN=b\"]\n    destinations: [\"*:443\"]\n";
+    BOOST_TEST(parse_proxy_config(ConfigNode::load_string(apart, "proxy.yaml")).policy->tenants().size() == 2u);
+}
+
 BOOST_AUTO_TEST_CASE(deny_networks_can_extend_the_defaults) {
     auto cfg = parse_proxy_config(
         ConfigNode::load_string(base_config("", "deny_networks: [default, 203.0.113.0/24, 198.51.100.7]\n"), "p.yaml"));
@@ -133,30 +147,44 @@ BOOST_AUTO_TEST_CASE(bad_listener_is_refused) {
 BOOST_AUTO_TEST_CASE(descriptor_budget_fits_busy_spliced_tunnels_and_spare_pipes) {
     for (std::uint64_t limit : {64ull, 96ull, 256ull, 1024ull, 65536ull, 1048576ull}) {
         for (unsigned workers : {1u, 2u, 8u}) {
-            const FdBudget b = fd_budget(limit, workers, 2, RelayMode::splice);
+            const FdBudget b = fd_budget(limit, workers, 2, RelayMode::splice, false);
             // Every tunnel backed up both ways (6 descriptors) plus every worker's spare pipes
             // stay within the limit, with room for the process's own descriptors.
             BOOST_TEST(b.connections * 6 + workers * 2 * b.pipe_keep + 24 <= limit);
             BOOST_TEST(b.pipe_keep <= 64u);
         }
     }
-    BOOST_TEST(fd_budget(65536, 2, 1, RelayMode::splice).connections > 10000u);
+    BOOST_TEST(fd_budget(65536, 2, 1, RelayMode::splice, false).connections > 10000u);
     // No floor above the limit: a tiny limit carries few tunnels, or none (a config error).
-    BOOST_TEST(fd_budget(96, 1, 1, RelayMode::splice).connections < 16u);
-    BOOST_TEST(fd_budget(96, 1, 1, RelayMode::splice).connections > 0u);
-    BOOST_TEST(fd_budget(20, 1, 1, RelayMode::splice).connections == 0u);
+    BOOST_TEST(fd_budget(96, 1, 1, RelayMode::splice, false).connections < 16u);
+    BOOST_TEST(fd_budget(96, 1, 1, RelayMode::splice, false).connections > 0u);
+    BOOST_TEST(fd_budget(20, 1, 1, RelayMode::splice, false).connections == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(descriptor_budget_of_copy_relay_counts_two_sockets_per_tunnel_and_no_pipes) {
     for (RelayMode mode : {RelayMode::copy, RelayMode::buffered}) {
         for (std::uint64_t limit : {64ull, 96ull, 1024ull, 65536ull}) {
-            const FdBudget b = fd_budget(limit, 2, 2, mode);
+            const FdBudget b = fd_budget(limit, 2, 2, mode, false);
             BOOST_TEST(b.pipe_keep == 0u);
             BOOST_TEST(b.connections * 2 + 24 <= limit);
         }
         // Three times the spliced figure, less the spare pipes' share.
-        BOOST_TEST(fd_budget(65536, 2, 1, mode).connections > 30000u);
-        BOOST_TEST(fd_budget(20, 1, 1, mode).connections == 0u);
+        BOOST_TEST(fd_budget(65536, 2, 1, mode, false).connections > 30000u);
+        BOOST_TEST(fd_budget(20, 1, 1, mode, false).connections == 0u);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(descriptor_budget_leaves_room_for_the_admin_ports_connections) {
+    // The admin port keeps up to 64 connections (65 for a moment): a budget that counted on
+    // them failed admitted tunnels with EMFILE (502) once a scraper held them.
+    for (RelayMode mode : {RelayMode::copy, RelayMode::splice}) {
+        for (std::uint64_t limit : {200ull, 1024ull, 65536ull}) {
+            const FdBudget with = fd_budget(limit, 1, 1, mode, true);
+            const FdBudget without = fd_budget(limit, 1, 1, mode, false);
+            const std::uint64_t per = mode == RelayMode::splice ? 6 : 2;
+            BOOST_TEST(with.connections * per + 2 * with.pipe_keep + 24 + kMaxAdminConnections + 1 <= limit);
+            BOOST_TEST(with.connections < without.connections);
+        }
     }
 }
 

@@ -104,4 +104,23 @@ BOOST_AUTO_TEST_CASE(finds_end_of_head) {
                static_cast<int>(HeadError::malformed));
 }
 
+BOOST_AUTO_TEST_CASE(a_head_searched_as_it_arrives_ends_where_a_whole_search_ends_it) {
+    // Every string of up to 7 characters of "\r\nX", cut at every point: searching only from
+    // where the search of the shorter piece ended finds the same end.
+    const char alphabet[] = {'\r', '\n', 'X'};
+    for (std::size_t len = 0; len <= 7; ++len) {
+        std::size_t count = 1;
+        for (std::size_t i = 0; i < len; ++i) count *= 3;
+        for (std::size_t n = 0; n < count; ++n) {
+            std::string s;
+            for (std::size_t i = 0, v = n; i < len; ++i, v /= 3) s += alphabet[v % 3];
+            const std::size_t whole = find_head_end(s);
+            for (std::size_t cut = 0; cut <= len; ++cut) {
+                if (find_head_end(std::string_view(s).substr(0, cut)) != std::string_view::npos) continue;
+                BOOST_TEST(find_head_end(s, cut) == whole, "cut " << cut);
+            }
+        }
+    }
+}
+
 BOOST_AUTO_TEST_SUITE_END()

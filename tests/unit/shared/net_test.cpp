@@ -55,6 +55,22 @@ BOOST_AUTO_TEST_CASE(cidr_matches_both_families) {
     BOOST_TEST(Cidr::parse("172.16.0.0/12")->to_string() == "172.16.0.0/12");
 }
 
+BOOST_AUTO_TEST_CASE(cidr_overlap_is_one_network_holding_the_other) {
+    auto overlaps = [](const char* a, const char* b) {
+        const bool ab = Cidr::parse(a)->overlaps(*Cidr::parse(b));
+        BOOST_TEST(ab == Cidr::parse(b)->overlaps(*Cidr::parse(a)));
+        return ab;
+    };
+    BOOST_TEST(overlaps("127.0.0.0/8", "127.0.0.0/8"));
+    BOOST_TEST(overlaps("10.0.0.0/8", "10.1.0.0/16"));
+    BOOST_TEST(overlaps("0.0.0.0/0", "192.168.5.0/24"));
+    BOOST_TEST(!overlaps("10.0.0.0/8", "11.0.0.0/8"));
+    BOOST_TEST(!overlaps("127.8.0.0/13", "127.2.0.0/16"));
+    BOOST_TEST(!overlaps("127.0.0.0/8", "::1/128"));
+    BOOST_TEST(overlaps("::/0", "2001:db8::/32"));
+    BOOST_TEST(!overlaps("fc00::/7", "fe80::/10"));
+}
+
 BOOST_AUTO_TEST_CASE(cidr_refuses_bad_input) {
     std::string error;
     BOOST_TEST(!Cidr::parse("10.0.0.1/8", &error));
