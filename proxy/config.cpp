@@ -337,7 +337,9 @@ void apply_fd_budget(const ConfigNode& root, ProxyConfig& cfg) {
                                           cfg.relay, !cfg.admin_address.empty());
         if (budget.connections == 0) {
             root.fail("the descriptor limit (ulimit -n " + std::to_string(rl.rlim_max) + ") is too small for " +
-                      std::to_string(cfg.workers) + " worker(s); raise it or lower workers");
+                      std::to_string(cfg.workers) + " worker(s)" +
+                      (cfg.admin_address.empty() ? "" : " and the admin port's connections") +
+                      "; raise it or lower workers");
         }
         cfg.fd_budget_connections = budget.connections;
         cfg.pipe_pool_keep = budget.pipe_keep;
