@@ -28,7 +28,8 @@ NetworkSet parse_networks(const ConfigNode& list, bool allow_default_keyword) {
     return set;
 }
 
-Tenant parse_tenant(const ConfigNode& node, std::set<std::string>& user_names, std::set<std::string>& subjects) {
+Tenant parse_tenant(const ConfigNode& node, std::set<std::string>& user_names,
+                    std::map<std::string, std::string>& subjects) {
     Tenant t;
     t.name = node.get("name").as_string();
     if (t.name.empty()) node.get("name").fail("tenant name must not be empty");
@@ -77,12 +78,14 @@ Tenant parse_tenant(const ConfigNode& node, std::set<std::string>& user_names, s
     if (t.destinations.empty()) dests.fail("a tenant needs at least one destination");
     if (auto allow = node.find("allow_internal_networks")) t.allow_internal = parse_networks(*allow, false);
     if (auto certs = node.find("client_certificates")) {
-        // A subject names one tenant: listed twice, the first tenant would take the other's clients.
+        // A subject names one tenant: in two, the first would take the other's clients. (Twice in
+        // one tenant is harmless and kept working.)
         for (const auto& c : certs->items()) {
             std::string subject = c.as_string();
-            if (!subjects.insert(subject).second)
-                c.fail("client certificate subject '" + subject +
-                       "' is listed twice (a subject identifies one tenant; subjects are unique across tenants)");
+            const auto [at, first] = subjects.emplace(subject, t.name);
+            if (!first && at->second != t.name)
+                c.fail("client certificate subject '" + subject + "' is also listed by tenant '" + at->second +
+                       "' (a subject identifies one tenant)");
             t.client_certificates.push_back(std::move(subject));
         }
     }
@@ -283,7 +286,8 @@ void parse_auth_and_admin(const ConfigNode& root, ProxyConfig& cfg) {
 
 std::vector<Tenant> parse_tenants(const ConfigNode& root, const ConfigNode& listeners, const ProxyConfig& cfg) {
     std::vector<Tenant> tenants;
-    std::set<std::string> tenant_names, user_names, subjects;
+    std::set<std::string> tenant_names, user_names;
+    std::map<std::string, std::string> subjects;  // client certificate subject -> its tenant
     const ConfigNode tnode = root.get("tenants");
     for (const auto& t : tnode.items()) {
         tenants.push_back(parse_tenant(t, user_names, subjects));
@@ -333,13 +337,17 @@ void apply_fd_budget(const ConfigNode& root, ProxyConfig& cfg) {
     // The descriptor limit the proxy will run with (it raises its soft limit to the hard one).
     rlimit rl{};
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY) {
-        const FdBudget budget = fd_budget(static_cast<std::uint64_t>(rl.rlim_max), cfg.workers, cfg.listeners.size(),
-                                          cfg.relay, !cfg.admin_address.empty());
+        const auto limit = static_cast<std::uint64_t>(rl.rlim_max);
+        FdBudget budget = fd_budget(limit, cfg.workers, cfg.listeners.size(), cfg.relay, !cfg.admin_address.empty());
+        if (budget.connections == 0 && !cfg.admin_address.empty()) {
+            // Too small to set the admin port's connections aside: runs as before, with a warning.
+            budget = fd_budget(limit, cfg.workers, cfg.listeners.size(), cfg.relay, false);
+            cfg.fd_budget_without_admin = true;
+        }
         if (budget.connections == 0) {
-            root.fail("the descriptor limit (ulimit -n " + std::to_string(rl.rlim_max) + ") is too small for " +
-                      std::to_string(cfg.workers) + " worker(s)" +
-                      (cfg.admin_address.empty() ? "" : " and the admin port's connections") +
-                      "; raise it or lower workers");
+            root.fail("the descriptor limit (ulimit -n " + std::to_string(limit) + ") is too small for " +
+                      std::to_string(cfg.workers) + " worker(s); raise it" +
+                      (cfg.workers > 1 ? " or lower workers" : ""));
         }
         cfg.fd_budget_connections = budget.connections;
         cfg.pipe_pool_keep = budget.pipe_keep;

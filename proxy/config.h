@@ -52,6 +52,7 @@ struct ProxyConfig {
     // (source_slots.h); 0 = no cap. Unset: a quarter of max_connections, 16 to 128.
     std::uint64_t max_pending_per_source = 0;
     std::uint64_t fd_budget_connections = 0;  // what the descriptor limit allows (0 = no limit)
+    bool fd_budget_without_admin = false;     // the limit was too small to count the admin port's connections
     std::size_t pipe_pool_keep = 64;          // empty pipes each worker keeps for reuse
     AuthThrottleSettings auth_throttle;
     // A throttled request's 429 goes out after this long (auth_failures.reply_delay; 0 = at once):

@@ -196,6 +196,12 @@ void warn_about_risky_settings(const ProxyConfig& cfg) {
         }
     }
 
+    if (cfg.fd_budget_without_admin) {
+        spdlog::warn(
+            "the descriptor limit leaves no room for the admin port's {} connections beside the tunnels: while "
+            "they are held, tunnels may fail for want of descriptors (502); raise the limit (LimitNOFILE)",
+            kMaxAdminConnections);
+    }
     if (cfg.fd_budget_connections != 0 && cfg.max_connections > cfg.fd_budget_connections) {
         spdlog::warn(
             "limits.max_connections {} exceeds what the descriptor limit carries ({} tunnels of {} descriptors); "

@@ -123,12 +123,15 @@ BOOST_AUTO_TEST_CASE(a_client_certificate_subject_names_one_tenant) {
                               "  - name: other\n    client_certificates: [\"CN=b\", \"CN=agent-a\"]\n"
                               "    destinations: [\"*:443\"]\n";
     const auto e = load_error(twice);
-    BOOST_TEST(std::string(e.what()).find("client certificate subject 'CN=agent-a' is listed twice") !=
-               std::string::npos);
+    BOOST_TEST(std::string(e.what()).find("client certificate subject 'CN=agent-a' is also listed by tenant "
+                                          "'agent'") != std::string::npos);
     BOOST_TEST(e.line() == 12);  // the second listing
     const std::string apart = base_config("    client_certificates: [\"CN=agent-a\"]\n") +
                               "  - name: other\n    client_certificates: [\"CN=b\"]\n    destinations: [\"*:443\"]\n";
     BOOST_TEST(parse_proxy_config(ConfigNode::load_string(apart, "proxy.yaml")).policy->tenants().size() == 2u);
+    // Twice in one tenant names that tenant all the same: accepted, as it always was.
+    const std::string repeated = base_config("    client_certificates: [\"CN=agent-a\", \"CN=agent-a\"]\n");
+    BOOST_TEST(parse_proxy_config(ConfigNode::load_string(repeated, "proxy.yaml")).policy->tenants().size() == 1u);
 }
 
 BOOST_AUTO_TEST_CASE(deny_networks_can_extend_the_defaults) {
