@@ -720,7 +720,24 @@ std::optional<std::string> ScimTarget::send_member_changes(const std::string& de
                 ops.push_back(R"({"op":"remove","path":)" + quote("members[value eq " + member + "]") + "}");
         }
         if (!values.empty()) ops.insert(ops.begin(), R"({"op":"add","path":"members","value":[)" + values + "]}");
-        r = client_.send({"PATCH", "/Groups/" + scim_path_segment(g.id), patch_body(ops)});
+        // A PATCH applies all its operations or none; one whose answer was lost may have been
+        // applied, and sent again its adds would be listed twice by a server that keeps repeated
+        // values (and then read as one). So the group is read before a retry, as a create looks
+        // its resource up: when it already has the change, the retry is not sent.
+        auto applied = [&] {
+            auto got = client_.send({"GET", "/Groups/" + scim_path_segment(g.id) + "?attributes=members", ""});
+            dom::parser p;
+            dom::element doc;
+            if (!got.ok() || p.parse(got.body).get(doc)) return false;
+            std::set<std::string> now;
+            dom::array members;
+            if (!doc["members"].get(members))
+                for (dom::element m : members) now.insert(str(m, "value"));
+            for (std::size_t i = 0; i < n; ++i)
+                if ((now.count(list[i].user_id) > 0) != list[i].add) return false;
+            return true;
+        };
+        r = client_.send({"PATCH", "/Groups/" + scim_path_segment(g.id), patch_body(ops)}, applied);
     } else {
         Group next = g;
         apply_to(next.members);

@@ -388,6 +388,22 @@ class Faults(ScimCase):
             self.assertEqual(len(ext), len(set(ext)), endpoint)
         assert_noop_resync(self, env)
 
+    def test_a_member_patch_whose_answer_was_lost_is_not_sent_again(self):
+        # The server applied a group's "add members" PATCH, but the agent got a 500. Before: the
+        # retry sent it again, then its halves; a server that keeps repeated values (as this one,
+        # scimmy, does) listed each member two or more times, and no later sync saw it (members
+        # are read as a set). The group is read before a retry, as a create looks its resource up.
+        env = self.make_env("users=60,departments=6,depth=2,seed=5")
+        env.scim.faults("lost", 3, methods=["PATCH"], path="/Groups")
+        p = env.agent("sync", check=0)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(env.scim.stats()["faults"], 3)
+        self.assertEqual(diff(env), [])
+        for g in env.scim.all("/Groups"):
+            values = [m["value"] for m in g.get("members", [])]
+            self.assertEqual(len(values), len(set(values)), f"group {g['displayName']} repeats members")
+        assert_noop_resync(self, env)
+
     def test_a_409_whose_owner_cannot_be_looked_up_is_no_conflict_and_makes_no_duplicate(self):
         # A create answered after the agent's timeout, retried: 409, the server's own copy. Here
         # the lookup by externalId fails too (scimmy answers 400 to a filter with an escaped

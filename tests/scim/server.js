@@ -8,11 +8,13 @@
 //                  [--cert PEM --key PEM] [--no-patch]
 // Prints one line `{"port": N}` on stdout once listening. The bearer token is read from a file
 // (never from argv, which `ps` shows). Admin endpoints (same token):
-//   POST /admin/faults {"mode": "429"|"500"|"slow"|"refuse_member", "count": N, "retry_after": S,
+//   POST /admin/faults {"mode": "429"|"500"|"lost"|"slow"|"refuse_member", "count": N, "retry_after": S,
 //                       "delay_ms": MS, "methods": ["POST", ...], "path": "/Groups", "skip": K,
 //                       "external_id": X}
 //                       -> the next N matching requests (method, path prefix; after skipping K)
 //                       fail or are slowed;
+//                       lost: the request is applied, but its answer is replaced by a 500 (a
+//                       reply lost on the way: the client cannot tell it from a failure);
 //                       refuse_member: the Groups writes that name the user with externalId X as
 //                       a member are refused (400 invalidValue), as a server's policy may
 //   GET  /admin/stats  -> {"requests": N, "writes": N, "faults": N, "by_method": {...},
@@ -263,6 +265,19 @@ app.use((req, res, next) => {
             if (faults.mode === "refuse_member")
                 return scimError(res, 400, `member ${faults.external_id} refused (fault switch)`, "invalidValue");
             if (faults.mode === "slow") return setTimeout(next, faults.delay_ms);
+            if (faults.mode === "lost") {
+                const end = res.end.bind(res);
+                res.end = () => {
+                    if (!res.headersSent) {
+                        for (const h of ["Content-Length", "ETag", "Location"]) res.removeHeader(h);
+                        res.statusCode = 500;
+                        res.setHeader("Content-Type", "application/scim+json");
+                    }
+                    return end(JSON.stringify({schemas: ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                                               status: "500", detail: "the answer was lost (fault switch)"}));
+                };
+                return next();
+            }
         }
     }
     next();
