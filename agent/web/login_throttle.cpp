@@ -18,10 +18,14 @@ void LoginThrottle::roll(Clock::time_point now) {
     }
 }
 
+bool LoginThrottle::trusted(const IpAddress& source, Clock::time_point now) const {
+    auto it = trusted_.find(AuthThrottle::source_key(source));
+    return it != trusted_.end() && now < it->second;
+}
+
 int LoginThrottle::wait(const IpAddress& source, const std::string* name, Clock::time_point now) {
     roll(now);
-    auto it = trusted_.find(AuthThrottle::source_key(source));
-    const bool trusted = it != trusted_.end() && now < it->second;
+    const bool trusted = this->trusted(source, now);
     // A trusted source is held only by its own count: others guessing a name (or flooding) must
     // not lock out the address an administrator logged in from.
     if (const int w = failures_.blocked_for(source, trusted ? nullptr : name, kSettings, now)) return w;

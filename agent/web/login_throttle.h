@@ -32,6 +32,8 @@ public:
     int wait(const IpAddress& source, const std::string* name, Clock::time_point now);
     void refused(const IpAddress& source, const std::string* name, Clock::time_point now);
     void verified(const IpAddress& source, Clock::time_point now);
+    // Logged in from `source` within the last kTrust.
+    bool trusted(const IpAddress& source, Clock::time_point now) const;
 
 private:
     void roll(Clock::time_point now);

@@ -55,6 +55,7 @@ struct AuthStep {
     std::optional<std::string> user;  // logged in (open console, certificate, remembered)
     int throttled = 0;                // refused without hashing: 429, retry after this many s
     bool check = false;               // the password must be hashed against `hashes`
+    bool trusted = false;             // from a source that logged in within the hour
     std::string name, password, digest;
     std::vector<PasswordHash> hashes;  // of the users called `name`; an unknown name: the decoy
 };
@@ -67,6 +68,9 @@ constexpr std::size_t kMaxRemembered = 1000;
 // on the one that serves every console request; at most this many wait or run at once, the
 // next ones get 503 at once.
 constexpr int kMaxPendingChecks = 8;
+// Checks beyond those for sources that logged in within the hour (LoginThrottle::trusted): others
+// guessing from many addresses keep the 8 full, and must not lock the administrators out.
+constexpr int kTrustedChecks = 2;
 // Connections one source (an IPv4 address or an IPv6 /64) may hold open at once: a browser opens
 // 6 per host; the listener serves 128 in all.
 constexpr int kMaxConnectionsPerSource = 8;
@@ -150,6 +154,7 @@ AuthStep WebServer::Impl::begin_auth(std::string_view authorization, const std::
         return step;
     }
     step.check = true;
+    step.trusted = throttle.trusted(source, now);
     step.name = std::move(*name);
     step.password = decoded->substr(colon + 1);
     for (const auto& [user, hash] : users)
@@ -232,7 +237,7 @@ net::awaitable<WebReply> WebServer::Impl::answer(const http::request<http::strin
     const auto authz = req[http::field::authorization];
     AuthStep step = begin_auth(std::string_view(authz.data(), authz.size()), subject, source);
     if (step.check) {
-        if (pending_checks >= kMaxPendingChecks) {
+        if (pending_checks >= kMaxPendingChecks + (step.trusted ? kTrustedChecks : 0)) {
             // Not a refusal: nothing was checked. Other requests (remembered credentials,
             // certificates) are still served meanwhile.
             WebReply r{503, "text/plain; charset=utf-8", "busy checking other logins; try again in 1 s\n", {}};
