@@ -18,6 +18,7 @@
 #include <iostream>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -196,6 +197,27 @@ void warn_about_risky_settings(const ProxyConfig& cfg) {
         }
     }
 
+    // A certificate's subject names its tenant on any listener not dedicated to one, whichever of
+    // the listeners' client CAs issued it: with two CAs, either can issue the other's subjects.
+    bool subjects = false;
+    for (const auto& t : policy.tenants()) subjects = subjects || !t.client_certificates.empty();
+    std::set<std::string> cas;
+    std::vector<std::string> shared_listeners;
+    for (const auto& l : cfg.listeners) {
+        if (!l.tls || l.tls->client_ca.empty()) continue;
+        cas.insert(l.tls->client_ca);
+        if (l.tenant.empty()) shared_listeners.push_back(l.address);
+    }
+    if (subjects && cas.size() > 1 && !shared_listeners.empty()) {
+        std::string list;
+        for (const auto& a : shared_listeners) list += (list.empty() ? "" : ", ") + a;
+        spdlog::warn(
+            "TLS listeners trust {} different client_ca files, and on {} (not dedicated to a tenant) a "
+            "certificate's subject names whichever tenant lists it: each CA can issue another tenant's "
+            "subject; dedicate each such listener to the tenant whose CA it trusts (tenant: NAME) or use one "
+            "client_ca",
+            cas.size(), list);
+    }
     if (cfg.fd_budget_without_admin) {
         spdlog::warn(
             "the descriptor limit leaves no room for the admin port's {} connections beside the tunnels: while "

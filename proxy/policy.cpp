@@ -203,6 +203,9 @@ AuthResult Policy::check(const IpAddress& source, const ConnectRequest& request,
     // A verified client certificate names its tenant; so does a listener dedicated to one.
     if (client.certificate_subject != nullptr) {
         for (const auto& t : tenants_) {
+            // On a listener dedicated to a tenant, a certificate names that tenant only: the
+            // listener's client CA (another tenant's, say) can issue any subject.
+            if (client.listener_tenant != nullptr && t.name != *client.listener_tenant) continue;
             for (const auto& subject : t.client_certificates) {
                 if (subject == *client.certificate_subject) {
                     result.user = "cert:" + subject;

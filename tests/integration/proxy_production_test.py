@@ -824,6 +824,47 @@ tenants:
 
 
 class TlsCertificateReload(unittest.TestCase):
+    def test_listeners_trusting_different_client_cas_without_a_tenant_each_are_named(self):
+        # Tenant beta's CA, trusted on a listener shared by all tenants, can issue alpha's subject
+        # and get in as alpha (a dedicated listener now matches only its own tenant's subjects).
+        work = harness.Workdir()
+        try:
+            w = Path(work.path)
+            (w / "a").mkdir()
+            (w / "b").mkdir()
+            ca_a, cert_a, key_a = harness.make_ca_and_cert(str(w / "a"))
+            ca_b, _, _ = harness.make_ca_and_cert(str(w / "b"))
+
+            def start(second_tenant):
+                return harness.Proxy(work.path, name="dedicated" if second_tenant else "shared", config_text=f"""
+listeners:
+  - address: "127.0.0.1:0"
+    tls: {{certificate: "{cert_a}", key: "{key_a}", client_ca: "{ca_a}"}}
+    tenant: alpha
+  - address: "127.0.0.1:0"
+    tls: {{certificate: "{cert_a}", key: "{key_a}", client_ca: "{ca_b}"}}
+{second_tenant}
+tenants:
+  - name: alpha
+    client_certificates: ["O=Alpha Corp,CN=alpha"]
+    destinations: ["127.0.0.1:1"]
+  - name: beta
+    client_certificates: ["CN=beta"]
+    destinations: ["127.0.0.1:2"]
+""")
+
+            shared = start("")
+            logs = shared.logs()
+            shared.stop()
+            self.assertIn("TLS listeners trust 2 different client_ca files, and on 127.0.0.1:0 (not dedicated to "
+                          "a tenant) a certificate's subject names whichever tenant lists it", logs)
+            dedicated = start("    tenant: beta")
+            logs = dedicated.logs()
+            dedicated.stop()
+            self.assertNotIn("different client_ca files", logs)
+        finally:
+            work.cleanup()
+
     def test_sighup_swaps_the_listener_certificate_for_new_connections(self):
         work = harness.Workdir()
         try:

@@ -234,6 +234,31 @@ BOOST_AUTO_TEST_CASE(authenticates_by_password_and_source) {
 
 // A reload builds a new Policy around the running cache: unchanged users stay cached, a user
 // whose stored hash changed does not.
+BOOST_AUTO_TEST_CASE(a_certificate_on_a_dedicated_listener_names_only_that_listeners_tenant) {
+    // Before: the subject was matched against every tenant, so tenant beta's own client CA
+    // (trusted on beta's listener) could issue alpha's subject and get in as alpha.
+    Tenant alpha = tenant_with({"alpha.example:443"});
+    alpha.name = "alpha";
+    alpha.client_certificates = {"O=Alpha Corp,CN=alpha"};
+    Tenant beta = tenant_with({"beta.example:443"});
+    beta.name = "beta";
+    beta.client_certificates = {"CN=beta"};
+    Policy policy({alpha, beta}, default_deny_networks());
+    ConnectRequest req;
+    req.host = "alpha.example";
+    req.port = 443;
+    const std::string forged = "O=Alpha Corp,CN=alpha", beta_listener = "beta";
+    const AuthResult on_beta = policy.check(ip("127.0.0.1"), req, ClientContext{&forged, &beta_listener});
+    BOOST_REQUIRE(on_beta.tenant != nullptr);
+    BOOST_TEST(on_beta.tenant->name == "beta");  // the listener's tenant, not the subject's
+    BOOST_TEST(on_beta.user.empty());
+    // On a shared listener (and on alpha's own) the subject names alpha.
+    const AuthResult shared = policy.check(ip("127.0.0.1"), req, ClientContext{&forged, nullptr});
+    BOOST_REQUIRE(shared.tenant != nullptr);
+    BOOST_TEST(shared.tenant->name == "alpha");
+    BOOST_TEST(shared.user == "cert:O=Alpha Corp,CN=alpha");
+}
+
 BOOST_AUTO_TEST_CASE(a_shared_credential_cache_keeps_only_unchanged_hashes) {
     const ScryptParams fast{10, 8, 1};
     Tenant t = tenant_with({"*.dingtalk.com:443"});
