@@ -260,7 +260,9 @@ class Batches(unittest.TestCase):
         # Before: the user's membership in the unknown department was dropped, the user (with no
         # other place) disabled, and its row marked done: the target differed until the weekly
         # reconcile.
-        env = RunEnv(generate="users=200,departments=12,depth=3,seed=7",
+        # 120 departments: a full read costs more calls than the burst's 102 objects, so the burst
+        # is read by id (a larger one would be read with a full sync, PushMode).
+        env = RunEnv(generate="users=200,departments=120,depth=3,seed=7",
                      events_yaml=EVENTS_YAML.replace("coalesce: 10ms", "coalesce: 3s"))
         self.addCleanup(env.stop)
         env.start_and_sync()
@@ -1220,6 +1222,26 @@ class PushMode(unittest.TestCase):
         head, _ = raw(status, b"DELETE /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertRegex(head, r"^HTTP/1.1 405")
         self.assertRegex(head, r"(?mi)^Allow: GET, HEAD\r?$")
+
+    def test_an_event_naming_more_users_than_a_full_sync_costs_reads_the_org_instead(self):
+        """One event may name thousands of user ids (a bulk import; up to 10,000 are accepted).
+        Before: one user/get each, 9,500 calls for an org a full sync read with 47. When the
+        pending events name more objects than the last full sync cost calls, a full sync reads
+        them instead and settles their rows."""
+        env, port = self.started_push_env()
+        full_cost = max(r["counts"]["requests"] for r in env.history() if r["kind"] == "full")
+        users = [u["userid"] for u in env.sim.org()["users"]]
+        env.sim.admin("POST", "/_sim/stats/reset")
+        ids = users + [f"gone-{i}" for i in range(3 * full_cost)]
+        event = {"EventType": "user_modify_org", "CorpId": "dingsimcorp", "UserId": ids,
+                 "TimeStamp": str(int(time.time() * 1000)), "eventId": "bulk-import"}
+        self.assertEqual(self.signed(port, event)[0], 200)
+        env.wait(lambda: ("event:bulk-import", "user_modify_org", "done") in env.journal(), "the event settled")
+        env.wait_converged("the import applied")
+        apis = env.sim.stats()["apis"]
+        self.assertEqual(apis.get("/topapi/v2/user/get", {}).get("calls"), None, apis)
+        self.assertLessEqual(sum(a["calls"] for a in apis.values()), full_cost + 2, apis)
+        self.assertIn("events", [r.get("trigger") for r in env.history() if r["kind"] == "full"])
 
     def test_a_replayed_push_is_not_applied_again_after_history_keep_pruned_it(self):
         """The journal's row of a push is what refuses its replay, and a signed push stays
