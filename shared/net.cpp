@@ -211,6 +211,9 @@ std::optional<Cidr> Cidr::parse(std::string_view text, std::string* error) {
 }
 
 bool Cidr::contains(const IpAddress& address) const {
+    // IPv4 addresses are kept as ::ffff:a.b.c.d, inside IPv6 prefixes of /80 and shorter: an IPv6
+    // network ("::/0" for IPv6 clients) must not take every IPv4 address with it.
+    if (address.is_v4() && !base_.is_v4()) return false;
     const auto& a = address.bytes();
     const auto& b = base_.bytes();
     int full = prefix_ / 8;

@@ -77,7 +77,8 @@ public:
     }
 
     bool contains(const IpAddress& address) const;
-    // Some address is in both (one network holds the other).
+    // Some address is in both (one network holds the other). An IPv6 network holds no IPv4
+    // address, although IPv4 addresses are kept as ::ffff:a.b.c.d.
     bool overlaps(const Cidr& other) const {
         return prefix_ <= other.prefix_ ? contains(other.base_) : other.contains(base_);
     }

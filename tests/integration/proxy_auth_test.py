@@ -541,6 +541,25 @@ tenants:
     def test_tenants_with_their_own_networks_get_no_warning(self):
         self.assertNotIn("share one place in the password-check queue", self.proxy.logs())
 
+    def test_an_ipv6_network_does_not_take_ipv4_clients(self):
+        # IPv4 clients are kept as ::ffff:a.b.c.d; before, source_networks ["::/0"] (written for
+        # IPv6 clients) admitted every IPv4 client too.
+        proxy = harness.Proxy(self.work.path, f"""
+listeners: ["127.0.0.1:0"]
+tenants:
+  - name: six
+    allow_without_credentials: true
+    source_networks: ["::/0"]
+    destinations: ["127.0.0.1:{self.echo.port}"]
+    allow_internal_networks: ["127.0.0.0/8"]
+""", name="v6only")
+        try:
+            s, status = attempt(proxy.port, self.target, None, "127.0.0.1")
+            s.close()
+            self.assertEqual(status, 407)  # no tenant takes it without credentials
+        finally:
+            proxy.stop()
+
     def test_tenants_with_overlapping_networks_are_named_at_load(self):
         # Before: only identical lists were named. Here every client of 'bob' in 127.0.0.0/8
         # shares 'alice's place (the first listed among equal networks), and a wrong-password

@@ -49,6 +49,9 @@ BOOST_AUTO_TEST_CASE(cidr_matches_both_families) {
     BOOST_TEST(!any4.contains(*IpAddress::parse("2001:db8::1")));
     auto any6 = *Cidr::parse("::/0");
     BOOST_TEST(any6.contains(*IpAddress::parse("2001:db8::1")));
+    // Before: ::/0 (any IPv6 client) held every IPv4 address too, kept as ::ffff:a.b.c.d.
+    BOOST_TEST(!any6.contains(*IpAddress::parse("127.0.0.1")));
+    BOOST_TEST(!Cidr::parse("::/80")->contains(*IpAddress::parse("::ffff:10.1.2.3")));
     auto host = *Cidr::parse("192.168.1.7");
     BOOST_TEST(host.contains(*IpAddress::parse("192.168.1.7")));
     BOOST_TEST(!host.contains(*IpAddress::parse("192.168.1.8")));
@@ -67,6 +70,7 @@ BOOST_AUTO_TEST_CASE(cidr_overlap_is_one_network_holding_the_other) {
     BOOST_TEST(!overlaps("10.0.0.0/8", "11.0.0.0/8"));
     BOOST_TEST(!overlaps("127.8.0.0/13", "127.2.0.0/16"));
     BOOST_TEST(!overlaps("127.0.0.0/8", "::1/128"));
+    BOOST_TEST(!overlaps("127.0.0.0/8", "::/0"));
     BOOST_TEST(overlaps("::/0", "2001:db8::/32"));
     BOOST_TEST(!overlaps("fc00::/7", "fe80::/10"));
 }
