@@ -9,9 +9,13 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <map>
+#include <set>
 #include <utility>
 
 #include "agent/events/accept_loop.h"
+#include "shared/auth_throttle.h"
+#include "shared/net.h"
 
 namespace dingbridge::agent::events {
 
@@ -26,19 +30,53 @@ struct HttpServer::Impl {
     Handler handler;
     std::size_t body_limit = 1024 * 1024;
     std::string listen;
+    std::map<std::string, int> open_per_source;  // served on the one server thread
+    std::set<std::string> capped_sources;        // at the cap, warned about once until below it again
 };
 
 namespace {
 
-net::awaitable<void> serve(tcp::socket socket, HttpServer::Handler* handler, std::size_t body_limit) {
+// DingTalk answers a push as failed unless it is answered within 1.5 s (check_url included), and
+// its request arrives whole at once: a connection gets 1 s for its request, so that idle ones
+// holding every place (kMaxListenerConnections) delay a real push by a second at most, not five.
+constexpr auto kRequestTime = std::chrono::seconds(1);
+// Connections one source (an IPv4 address or an IPv6 /64) may hold at once: DingTalk pushes from
+// a few addresses, one request per connection; a scraper needs one.
+constexpr int kMaxConnectionsPerSource = 16;
+
+net::awaitable<void> serve(tcp::socket socket, HttpServer::Impl* impl) {
     boost::system::error_code ec;
     auto tok = net::redirect_error(net::use_awaitable, ec);
+    const auto peer = socket.remote_endpoint(ec);
+    if (ec) co_return;  // already gone
+    std::string text = peer.address().to_string();
+    const IpAddress source = IpAddress::parse(text.substr(0, text.find('%'))).value_or(IpAddress());
+    const std::string key = AuthThrottle::source_key(source);
+    if (impl->open_per_source[key] >= kMaxConnectionsPerSource) {
+        if (impl->capped_sources.insert(key).second)
+            spdlog::warn("http server {}: {}{} has {} connections open; closing its next ones until one ends",
+                         impl->listen, source.to_string(), source.is_v4() ? "" : " (its /64)",
+                         kMaxConnectionsPerSource);
+        co_return;  // closed unread
+    }
+    ++impl->open_per_source[key];
+    struct Release {
+        HttpServer::Impl* impl;
+        std::string key;
+        ~Release() {
+            auto it = impl->open_per_source.find(key);
+            if (it == impl->open_per_source.end()) return;
+            if (--it->second < kMaxConnectionsPerSource) impl->capped_sources.erase(key);
+            if (it->second <= 0) impl->open_per_source.erase(it);
+        }
+    } release{impl, key};
+    HttpServer::Handler* handler = &impl->handler;
     beast::tcp_stream stream(std::move(socket));
     beast::flat_buffer buf;
     http::request_parser<http::string_body> parser;
     parser.header_limit(16 * 1024);
-    parser.body_limit(body_limit);
-    stream.expires_after(std::chrono::seconds(5));
+    parser.body_limit(impl->body_limit);
+    stream.expires_after(kRequestTime);
     co_await http::async_read(stream, buf, parser, tok);
     http::response<http::string_body> res;
     if (ec) {
@@ -97,7 +135,7 @@ void HttpServer::start() {
     Impl* impl = impl_.get();
     net::co_spawn(impl->io,
                   accept_loop(impl->acceptor, "http server " + impl->listen, kMaxListenerConnections,
-                              [impl](tcp::socket s) { return serve(std::move(s), &impl->handler, impl->body_limit); }),
+                              [impl](tcp::socket s) { return serve(std::move(s), impl); }),
                   net::detached);
     thread_ = std::thread([this] { impl_->io.run(); });
 }

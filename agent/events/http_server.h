@@ -37,8 +37,9 @@ public:
     void stop();
     unsigned short port() const;
 
+    struct Impl;  // public for the connection coroutines in http_server.cpp
+
 private:
-    struct Impl;
     std::unique_ptr<Impl> impl_;
     std::thread thread_;
 };
