@@ -74,16 +74,6 @@ std::vector<JournalEvent> next_batch(std::vector<JournalEvent>&& pending) {
 }
 void on_signal(int) { g_stop = true; }
 
-// The distinct objects the pending rows name, counted up to just past `limit`.
-std::int64_t pending_objects(Journal& journal, std::int64_t limit) {
-    std::set<std::string> objects;
-    for (const auto& r : journal.pending(kPendingWindow)) {
-        for (auto& o : row_objects(r)) objects.insert(std::move(o));
-        if (static_cast<std::int64_t>(objects.size()) > limit) break;
-    }
-    return static_cast<std::int64_t>(objects.size());
-}
-
 // SIGHUP (log rotation): log.file is reopened at once by a thread of its own, whatever the main
 // loop is doing (a reconcile can take minutes). The handler only posts a semaphore
 // (async-signal-safe); the handler stays process-wide, so SIGHUP never ends the process whichever
@@ -499,16 +489,19 @@ int run_agent(const AgentConfig& config, const Mapping& mapping, Target& target,
         if (now >= retry_at && journal.pending_count() > 0) {
             // Coalesce: let a burst finish arriving, then fetch each object once.
             std::this_thread::sleep_for(config.events.coalesce);
-            // Events naming more objects than the last full sync's calls (a bulk import, one event
-            // listing thousands of ids) are read for less by a full sync, which settles every row
-            // received before it began. Once an hour at most: one that fails is not repeated at
-            // each wake, and the rows are then read one by one as usual.
+            // Events that would read more objects by id than the last full sync cost calls (a bulk
+            // import, one event listing thousands of ids) are read for less by a full sync, which
+            // settles every row received before it began. Counted as the event path would read
+            // them (role changes, removals of objects never synced cost nothing there). Once an
+            // hour at most: one that fails is not repeated at each wake, and the rows are then
+            // read by id as usual.
             const std::int64_t full_cost = parse_i64(journal.get("last_full_calls"));
             if (Clock::now() >= next_full_for_events && full_cost > 0 &&
-                pending_objects(journal, full_cost) > full_cost && !full_sync_over_budget(config, journal)) {
+                static_cast<std::int64_t>(processor.reads_needed(journal.pending(kPendingWindow))) > full_cost &&
+                !full_sync_over_budget(config, journal)) {
                 spdlog::info(
-                    "run: the pending events name more objects than a full sync costs calls ({}): reading "
-                    "the whole organization instead",
+                    "run: the pending events would read more objects than a full sync costs calls ({}): "
+                    "reading the whole organization instead",
                     full_cost);
                 next_full_for_events = Clock::now() + std::chrono::hours(1);
                 reconcile(sync_ctx, "events", false);

@@ -802,6 +802,14 @@ void EventProcessor::note_quota_exhausted() {
     stats_.quota_exhausted = true;
 }
 
+std::size_t EventProcessor::reads_needed(const std::vector<JournalEvent>& rows) {
+    BatchObjects objects = objects_of(rows, mapping_);
+    if (!cache_)
+        if (auto current = target_.read()) cache_ = std::move(*current);
+    if (cache_) drop_removals_not_held(objects, rows, *cache_);
+    return objects.users.size() + objects.depts.size();
+}
+
 BatchOutcome EventProcessor::process(const std::vector<JournalEvent>& rows) {
     BatchOutcome out;
     if (rows.empty()) return out;

@@ -43,6 +43,10 @@ public:
     EventProcessor(const AgentConfig& config, const Mapping& mapping, Target& target, HistoryStore& history,
                    Journal& journal, ProcessorStats& stats);
     [[nodiscard]] BatchOutcome process(const std::vector<JournalEvent>& rows);
+    // How many users and departments processing `rows` would read by id: what process() leaves
+    // out (role and admin changes the mapping does not read, removals of objects never synced,
+    // rows naming nothing) is not counted. Reads the target's state when not cached yet.
+    [[nodiscard]] std::size_t reads_needed(const std::vector<JournalEvent>& rows);
     // The target changed behind our back (a full sync). `outside`: what that sync's complete read
     // found outside the synced tree, which replaces what batches learned (else forgotten).
     void invalidate(const std::optional<std::set<std::int64_t>>& outside = std::nullopt) {
