@@ -15,6 +15,8 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <chrono>
+#include <functional>
+#include <list>
 #include <map>
 #include <set>
 #include <stdexcept>
@@ -84,6 +86,13 @@ std::string sha256(const std::string& text) {
 
 }  // namespace
 
+// A connection whose request has not come yet, listed by its source (oldest first).
+struct Waiter {
+    beast::tcp_stream* stream = nullptr;
+    bool listed = false;
+    std::list<Waiter*>::iterator at;
+};
+
 struct WebServer::Impl {
     // Connections open per source (IPv4 address or IPv6 /64), on the io thread: one source holding
     // the listener's 128 slots with idle connections would hold up every other user's page.
@@ -91,6 +100,17 @@ struct WebServer::Impl {
     // (at shutdown), and each one then gives its count back.
     std::map<std::string, int> open_per_source;
     std::set<std::string> capped_sources;  // at the cap, warned about once until below it again
+    // Those still waiting for their request: at the cap, a new connection closes the oldest of its
+    // source's instead of being refused. On a loopback console every user comes from 127.0.0.1,
+    // and idle connections held by any local process kept them all out.
+    std::map<std::string, std::list<Waiter*>> waiting;
+    void unlist(const std::string& key, Waiter& w) {
+        if (!w.listed) return;
+        w.listed = false;
+        auto it = waiting.find(key);
+        it->second.erase(w.at);
+        if (it->second.empty()) waiting.erase(it);
+    }
     net::io_context io;
     tcp::acceptor acceptor{io};
     std::optional<ssl::context> tls;
@@ -296,7 +316,8 @@ constexpr std::chrono::seconds kRequestTime{10};
 
 template <class Stream>
 net::awaitable<void> exchange(Stream& stream, WebServer::Impl& impl, const std::optional<std::string>& subject,
-                              const IpAddress& source, std::chrono::steady_clock::time_point request_deadline) {
+                              const IpAddress& source, std::chrono::steady_clock::time_point request_deadline,
+                              const std::function<void()>& request_read) {
     boost::system::error_code ec;
     auto tok = net::redirect_error(net::use_awaitable, ec);
     beast::flat_buffer buf;
@@ -305,6 +326,7 @@ net::awaitable<void> exchange(Stream& stream, WebServer::Impl& impl, const std::
     parser.body_limit(8 * 1024);
     beast::get_lowest_layer(stream).expires_at(request_deadline);
     co_await http::async_read(stream, buf, parser, tok);
+    request_read();
     if (ec == beast::error::timeout || ec == http::error::end_of_stream || ec == net::error::eof) co_return;
     WebReply r{400, "text/plain; charset=utf-8", "bad request\n", {}};
     if (ec == http::error::body_limit) r = {413, "text/plain; charset=utf-8", "request body too large\n", {}};
@@ -341,10 +363,21 @@ net::awaitable<void> serve(tcp::socket socket, WebServer::Impl* impl) {
     const IpAddress source = IpAddress::parse(text).value_or(IpAddress());
     const std::string key = AuthThrottle::source_key(source);
     if (impl->open_per_source[key] >= kMaxConnectionsPerSource) {
+        const auto w = impl->waiting.find(key);
+        if (w == impl->waiting.end()) {
+            if (impl->capped_sources.insert(key).second)
+                spdlog::warn(
+                    "web: {}{} has {} connections open, each with a request; closing its next ones until "
+                    "one ends",
+                    source.to_string(), source.is_v4() ? "" : " (its /64)", kMaxConnectionsPerSource);
+            co_return;  // closed unread
+        }
         if (impl->capped_sources.insert(key).second)
-            spdlog::warn("web: {}{} has {} connections open; closing its next ones until one ends", source.to_string(),
-                         source.is_v4() ? "" : " (its /64)", kMaxConnectionsPerSource);
-        co_return;  // closed unread
+            spdlog::warn("web: {}{} has {} connections open; each new one closes its oldest without a request",
+                         source.to_string(), source.is_v4() ? "" : " (its /64)", kMaxConnectionsPerSource);
+        Waiter* oldest = w->second.front();
+        impl->unlist(key, *oldest);
+        oldest->stream->socket().close(ec);  // its read ends (aborted), and it gives its count back
     }
     ++impl->open_per_source[key];
     struct Release {
@@ -359,17 +392,35 @@ net::awaitable<void> serve(tcp::socket socket, WebServer::Impl* impl) {
     } release{impl, key};
     // The request, TLS handshake included, must have come within kRequestTime of the accept.
     const auto deadline = std::chrono::steady_clock::now() + kRequestTime;
+    Waiter waiter;
+    struct Unlist {
+        WebServer::Impl* impl;
+        const std::string& key;
+        Waiter& w;
+        ~Unlist() { impl->unlist(key, w); }
+    };
+    auto list = [&](beast::tcp_stream& s) {
+        auto& mine = impl->waiting[key];
+        waiter.stream = &s;
+        waiter.at = mine.insert(mine.end(), &waiter);
+        waiter.listed = true;
+    };
+    const std::function<void()> request_read = [&] { impl->unlist(key, waiter); };
     if (!impl->tls) {
         beast::tcp_stream stream(std::move(socket));
-        co_await exchange(stream, *impl, std::nullopt, source, deadline);
+        list(stream);
+        Unlist unlist{impl, key, waiter};
+        co_await exchange(stream, *impl, std::nullopt, source, deadline, request_read);
         stream.socket().shutdown(tcp::socket::shutdown_both, ec);
         co_return;
     }
     beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), *impl->tls);
+    list(beast::get_lowest_layer(stream));
+    Unlist unlist{impl, key, waiter};
     beast::get_lowest_layer(stream).expires_at(deadline);
     co_await stream.async_handshake(ssl::stream_base::server, tok);
     if (ec) co_return;  // no certificate when one is required, or not TLS at all
-    co_await exchange(stream, *impl, verified_peer_subject(stream.native_handle()), source, deadline);
+    co_await exchange(stream, *impl, verified_peer_subject(stream.native_handle()), source, deadline, request_read);
     beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
     co_await stream.async_shutdown(tok);
 }
