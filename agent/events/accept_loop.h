@@ -14,6 +14,8 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <cstddef>
 #include <functional>
+#include <map>
+#include <set>
 #include <string>
 
 namespace dingbridge::agent::events {
@@ -21,6 +23,43 @@ namespace dingbridge::agent::events {
 // Enough for DingTalk's pushes, a Prometheus scraper and a few console users; with three
 // listeners 384 descriptors at most, well under the usual soft limit of 1,024.
 constexpr std::size_t kMaxListenerConnections = 128;
+
+// Connections open per source (an IPv4 address or an IPv6 /64, AuthThrottle::source_key) on one
+// listener, at most `cap` each; used on the listener's one thread only.
+class SourceCounts {
+public:
+    explicit SourceCounts(int cap) : cap_(cap) {}
+    int cap() const { return cap_; }
+    bool full(const std::string& key) const {
+        const auto it = open_.find(key);
+        return it != open_.end() && it->second >= cap_;
+    }
+    // True the first time `key` is found full since it was last below the cap: warn once.
+    bool newly_full(const std::string& key) { return capped_.insert(key).second; }
+
+    // One connection of `key`, counted until it is destroyed.
+    class Slot {
+    public:
+        Slot(SourceCounts& counts, std::string key) : counts_(&counts), key_(std::move(key)) { ++counts_->open_[key_]; }
+        ~Slot() {
+            auto it = counts_->open_.find(key_);
+            if (it == counts_->open_.end()) return;
+            if (--it->second < counts_->cap_) counts_->capped_.erase(key_);
+            if (it->second <= 0) counts_->open_.erase(it);
+        }
+        Slot(const Slot&) = delete;
+        Slot& operator=(const Slot&) = delete;
+
+    private:
+        SourceCounts* counts_;
+        std::string key_;
+    };
+
+private:
+    int cap_;
+    std::map<std::string, int> open_;
+    std::set<std::string> capped_;  // full, warned about once until below the cap again
+};
 
 // Opens, binds and listens `acceptor` on `listen` ("IP:port", "[v6]:port"); errors name the
 // setting it came from ("web.listen: cannot listen on 127.0.0.1:8080: Address already in use").

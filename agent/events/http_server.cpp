@@ -25,13 +25,15 @@ namespace http = beast::http;
 using tcp = net::ip::tcp;
 
 struct HttpServer::Impl {
+    // Connections per source (DingTalk pushes from a few addresses; a scraper needs one). Before
+    // `io`: destroyed after it, since destroying `io` ends the connections still waiting (at
+    // shutdown), and each one then gives its count back.
+    SourceCounts sources{16};
+    std::string listen;
     net::io_context io;
     tcp::acceptor acceptor{io};
     Handler handler;
     std::size_t body_limit = 1024 * 1024;
-    std::string listen;
-    std::map<std::string, int> open_per_source;  // served on the one server thread
-    std::set<std::string> capped_sources;        // at the cap, warned about once until below it again
 };
 
 namespace {
@@ -40,10 +42,6 @@ namespace {
 // its request arrives whole at once: a connection gets 1 s for its request, so that idle ones
 // holding every place (kMaxListenerConnections) delay a real push by a second at most, not five.
 constexpr auto kRequestTime = std::chrono::seconds(1);
-// Connections one source (an IPv4 address or an IPv6 /64) may hold at once: DingTalk pushes from
-// a few addresses, one request per connection; a scraper needs one.
-constexpr int kMaxConnectionsPerSource = 16;
-
 net::awaitable<void> serve(tcp::socket socket, HttpServer::Impl* impl) {
     boost::system::error_code ec;
     auto tok = net::redirect_error(net::use_awaitable, ec);
@@ -52,24 +50,13 @@ net::awaitable<void> serve(tcp::socket socket, HttpServer::Impl* impl) {
     std::string text = peer.address().to_string();
     const IpAddress source = IpAddress::parse(text.substr(0, text.find('%'))).value_or(IpAddress());
     const std::string key = AuthThrottle::source_key(source);
-    if (impl->open_per_source[key] >= kMaxConnectionsPerSource) {
-        if (impl->capped_sources.insert(key).second)
+    if (impl->sources.full(key)) {
+        if (impl->sources.newly_full(key))
             spdlog::warn("http server {}: {}{} has {} connections open; closing its next ones until one ends",
-                         impl->listen, source.to_string(), source.is_v4() ? "" : " (its /64)",
-                         kMaxConnectionsPerSource);
+                         impl->listen, source.to_string(), source.is_v4() ? "" : " (its /64)", impl->sources.cap());
         co_return;  // closed unread
     }
-    ++impl->open_per_source[key];
-    struct Release {
-        HttpServer::Impl* impl;
-        std::string key;
-        ~Release() {
-            auto it = impl->open_per_source.find(key);
-            if (it == impl->open_per_source.end()) return;
-            if (--it->second < kMaxConnectionsPerSource) impl->capped_sources.erase(key);
-            if (it->second <= 0) impl->open_per_source.erase(it);
-        }
-    } release{impl, key};
+    SourceCounts::Slot slot(impl->sources, key);
     HttpServer::Handler* handler = &impl->handler;
     beast::tcp_stream stream(std::move(socket));
     beast::flat_buffer buf;

@@ -98,8 +98,7 @@ struct WebServer::Impl {
     // the listener's 128 slots with idle connections would hold up every other user's page.
     // Before `io`: destroyed after it, since destroying `io` ends the connections still waiting
     // (at shutdown), and each one then gives its count back.
-    std::map<std::string, int> open_per_source;
-    std::set<std::string> capped_sources;  // at the cap, warned about once until below it again
+    events::SourceCounts sources{kMaxConnectionsPerSource};
     // Those still waiting for their request: at the cap, a new connection closes the oldest of its
     // source's instead of being refused. On a loopback console every user comes from 127.0.0.1,
     // and idle connections held by any local process kept them all out.
@@ -362,34 +361,24 @@ net::awaitable<void> serve(tcp::socket socket, WebServer::Impl* impl) {
     text = text.substr(0, text.find('%'));
     const IpAddress source = IpAddress::parse(text).value_or(IpAddress());
     const std::string key = AuthThrottle::source_key(source);
-    if (impl->open_per_source[key] >= kMaxConnectionsPerSource) {
+    if (impl->sources.full(key)) {
         const auto w = impl->waiting.find(key);
         if (w == impl->waiting.end()) {
-            if (impl->capped_sources.insert(key).second)
+            if (impl->sources.newly_full(key))
                 spdlog::warn(
                     "web: {}{} has {} connections open, each with a request; closing its next ones until "
                     "one ends",
                     source.to_string(), source.is_v4() ? "" : " (its /64)", kMaxConnectionsPerSource);
             co_return;  // closed unread
         }
-        if (impl->capped_sources.insert(key).second)
+        if (impl->sources.newly_full(key))
             spdlog::warn("web: {}{} has {} connections open; each new one closes its oldest without a request",
                          source.to_string(), source.is_v4() ? "" : " (its /64)", kMaxConnectionsPerSource);
         Waiter* oldest = w->second.front();
         impl->unlist(key, *oldest);
         oldest->stream->socket().close(ec);  // its read ends (aborted), and it gives its count back
     }
-    ++impl->open_per_source[key];
-    struct Release {
-        WebServer::Impl* impl;
-        std::string key;
-        ~Release() {
-            auto it = impl->open_per_source.find(key);
-            if (it == impl->open_per_source.end()) return;
-            if (--it->second < kMaxConnectionsPerSource) impl->capped_sources.erase(key);
-            if (it->second <= 0) impl->open_per_source.erase(it);
-        }
-    } release{impl, key};
+    events::SourceCounts::Slot slot(impl->sources, key);
     // The request, TLS handshake included, must have come within kRequestTime of the accept.
     const auto deadline = std::chrono::steady_clock::now() + kRequestTime;
     Waiter waiter;
