@@ -259,7 +259,10 @@ ssize_t SocketRelay::send(Direction& d) {
 }
 
 bool SocketRelay::pump(Direction& d) {
-    for (int round = 0; round < kPumpRounds; ++round) {
+    // Fair turns: many bulk directions on this worker take one bounded receive each per turn.
+    const bool short_turn = d.bulk && pool_.bulk_directions() > kBulkAloneMax;
+    const int rounds = short_turn ? 1 : kPumpRounds;
+    for (int round = 0; round < rounds; ++round) {
         // The send thread is behind, or another bulk transfer started: wait for its report (the
         // latter until it has sent them all, then this direction sends on here).
         if (pieces(d) > 0 && (d.stream->pieces >= d.stream->piece_limit || !alone_in_bulk(d))) break;
@@ -271,8 +274,9 @@ bool SocketRelay::pump(Direction& d) {
             }
         }
         // A direction reads only while its stage is empty (below), so the room is all of it.
-        const std::size_t space = room(d);
+        std::size_t space = room(d);
         if (space == 0) break;  // (never: reading is off while a stage waits) recv(0) would look like EOF
+        if (short_turn && space > kFairRound) space = kFairRound;
         const ssize_t n = receive(d, space);
         if (n > 0) {
             d.in_stage += static_cast<std::size_t>(n);
@@ -343,8 +347,14 @@ bool SocketRelay::alone_in_bulk(const Direction& d) const {
 }
 
 void SocketRelay::set_bulk(Direction& d, bool bulk) {
-    if (d.bulk == bulk || offload_ == nullptr) return;
+    if (d.bulk == bulk) return;
     d.bulk = bulk;
+    if (bulk) {
+        ++pool_.bulk_directions();
+    } else {
+        --pool_.bulk_directions();
+    }
+    if (offload_ == nullptr) return;
     if (bulk) {
         offload_->bulk_directions().fetch_add(1, std::memory_order_relaxed);
     } else {

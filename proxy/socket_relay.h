@@ -17,6 +17,12 @@
 // go out in order, and the backpressure bound becomes kMaxPieces large stages (the large ones
 // are few per worker; on small stages it stays one).
 //
+// Fair turns: a worker runs its tunnels' ready directions in turn. While more than
+// kBulkAloneMax directions of the worker move bulk bytes, each of them moves at most
+// kFairRound bytes per turn (one receive), so a tunnel that moves a few bytes waits for a short
+// pass over them rather than for up to kPumpRounds large stages of each (one tenant's 32
+// downloads held another tenant's echo for 150 ms a round trip).
+//
 // Owned by one Tunnel, on its worker's thread. `stop()` detaches all events and closes the
 // sockets; it is what the owner calls when it closes, and the object is deleted later with the
 // owner (never inside one of its own callbacks).
@@ -70,12 +76,15 @@ public:
     void discard(Stage stage);  // a stage with bytes still in it: never reused
 
     std::size_t large_buffers_in_use() const { return large_in_use_; }
+    // Directions of this worker's relays that move bulk bytes (SocketRelay::set_bulk).
+    std::size_t& bulk_directions() { return bulk_directions_; }
 
 private:
     std::size_t keep_pipes_;
     std::vector<Stage> free_pipes_;
     std::vector<Stage> free_buffers_;  // large ones only
     std::size_t large_in_use_ = 0;
+    std::size_t bulk_directions_ = 0;
 };
 
 class SendOffload;
@@ -93,6 +102,10 @@ public:
     // ...and reads on while fewer than this many of its stages wait there (large stages only: a
     // direction on small ones, when many tunnels are backed up, keeps one, as without the thread).
     static constexpr std::uint16_t kMaxPieces = 4;
+    // Fair turns (above): with more bulk directions than this on the worker, each turn of one of
+    // them is a single receive of at most kFairRound bytes.
+    static constexpr std::size_t kBulkAloneMax = 4;
+    static constexpr std::size_t kFairRound = 128 * 1024;
 
     // Takes ownership of both sockets. `splice`: stages are pipes, else buffers. `offload`: the
     // worker's send thread for bulk bytes (copy relay only), or null to send on this thread.
@@ -133,7 +146,8 @@ private:
     // than a quarter of that (a trickle), a whole tick() interval with nothing received and
     // nothing waiting to be sent (a pause: otherwise a tunnel that went quiet after a large last
     // receive would keep every other bulk transfer from the send thread), its end of stream, or
-    // the relay's stop; the process counts them (SendOffload::bulk_directions).
+    // the relay's stop; the process counts them (SendOffload::bulk_directions), and so does the
+    // worker (StagePool::bulk_directions, for fair turns).
     void set_bulk(Direction& d, bool bulk);
 
     static void on_readable(evutil_socket_t, short, void* arg);
