@@ -93,6 +93,8 @@ public:
     void connection_closed() { open_connections_--; }
     // Bytes the workers' send threads sent (send_offload.h).
     std::atomic<std::uint64_t>& send_thread_bytes() { return send_thread_bytes_; }
+    // Relay turns cut short because many bulk directions of the worker were reading (socket_relay.h).
+    std::atomic<std::uint64_t>& short_turns() { return short_turns_; }
     // Throttled 429s waiting out auth_failures.reply_delay now (Tunnel::deny_throttled).
     std::atomic<std::uint64_t>& delayed_replies() { return delayed_replies_; }
     std::uint64_t open_connections() const { return open_connections_.load(); }
@@ -112,6 +114,7 @@ private:
     std::atomic<std::uint64_t> reloads_failed_{0};
     std::atomic<std::uint64_t> open_connections_{0};
     std::atomic<std::uint64_t> send_thread_bytes_{0};
+    std::atomic<std::uint64_t> short_turns_{0};
     std::atomic<std::uint64_t> delayed_replies_{0};
 };
 

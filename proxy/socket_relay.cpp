@@ -134,7 +134,7 @@ bool SocketRelay::start() {
         d->readable = event_new(base_, d->from, EV_READ | EV_PERSIST, &SocketRelay::on_readable, d);
         d->writable = event_new(base_, d->to, EV_WRITE | EV_PERSIST, &SocketRelay::on_writable, d);
         if (!d->readable || !d->writable) return false;
-        event_add(d->readable, nullptr);
+        set_reading(*d, true);
     }
     return true;
 }
@@ -145,7 +145,7 @@ void SocketRelay::stop() {
     bool close_client = true;
     bool close_upstream = true;
     for (Direction* d : {&up_, &down_}) {
-        if (d->readable) event_del(d->readable);
+        set_reading(*d, false);
         if (d->writable) event_del(d->writable);
         set_bulk(*d, false);
         if (d->stream != nullptr) {
@@ -232,7 +232,7 @@ void SocketRelay::on_writable(evutil_socket_t, short, void* arg) {
         if (d->eof) {
             self->finish_direction(*d);
         } else {
-            event_add(d->readable, nullptr);  // the receiver caught up: read the sender again
+            self->set_reading(*d, true);  // the receiver caught up: read the sender again
         }
     }
 }
@@ -259,10 +259,13 @@ ssize_t SocketRelay::send(Direction& d) {
 }
 
 bool SocketRelay::pump(Direction& d) {
-    // Fair turns: many bulk directions on this worker take one bounded receive each per turn.
-    const bool short_turn = d.bulk && pool_.bulk_directions() > kBulkAloneMax;
-    const int rounds = short_turn ? 1 : kPumpRounds;
-    for (int round = 0; round < rounds; ++round) {
+    for (int round = 0; round < kPumpRounds; ++round) {
+        // Fair turns: while many bulk directions of this worker read their senders, every
+        // direction's turn is one bounded receive (asked each round: this one may have just
+        // become bulk).
+        const bool short_turn = pool_.bulk_readers() > kBulkAloneMax;
+        if (short_turn && round > 0) break;
+        if (short_turn) pool_.short_turn_taken();
         // The send thread is behind, or another bulk transfer started: wait for its report (the
         // latter until it has sent them all, then this direction sends on here).
         if (pieces(d) > 0 && (d.stream->pieces >= d.stream->piece_limit || !alone_in_bulk(d))) break;
@@ -290,7 +293,7 @@ bool SocketRelay::pump(Direction& d) {
         } else if (n == 0) {
             set_bulk(d, false);
             d.eof = true;
-            event_del(d.readable);
+            set_reading(d, false);
         } else if (errno != EAGAIN && errno != EINTR) {
             fail(d.upstream_bound ? CloseReason::client_error : CloseReason::upstream_error);
             return false;
@@ -309,12 +312,12 @@ bool SocketRelay::pump(Direction& d) {
     }
     if (pieces(d) > 0) {
         // on_report goes on from here (and finishes the direction after its last piece).
-        if (d.stream->pieces >= d.stream->piece_limit || !alone_in_bulk(d)) event_del(d.readable);
+        if (d.stream->pieces >= d.stream->piece_limit || !alone_in_bulk(d)) set_reading(d, false);
         return true;
     }
     if (d.in_stage > 0) {
         // The receiver is slower: stop reading the sender until the stage drains.
-        event_del(d.readable);
+        set_reading(d, false);
         event_add(d.writable, nullptr);
         return true;
     }
@@ -346,14 +349,29 @@ bool SocketRelay::alone_in_bulk(const Direction& d) const {
     return d.bulk && offload_->bulk_directions().load(std::memory_order_relaxed) == 1;
 }
 
+void SocketRelay::set_reading(Direction& d, bool on) {
+    if (d.readable == nullptr || d.reading == on) return;
+    d.reading = on;
+    if (on) {
+        event_add(d.readable, nullptr);
+    } else {
+        event_del(d.readable);
+    }
+    if (d.bulk) count_bulk_reader(on);
+}
+
+void SocketRelay::count_bulk_reader(bool more) {
+    if (more) {
+        ++pool_.bulk_readers();
+    } else {
+        --pool_.bulk_readers();
+    }
+}
+
 void SocketRelay::set_bulk(Direction& d, bool bulk) {
     if (d.bulk == bulk) return;
     d.bulk = bulk;
-    if (bulk) {
-        ++pool_.bulk_directions();
-    } else {
-        --pool_.bulk_directions();
-    }
+    if (d.reading) count_bulk_reader(bulk);
     if (offload_ == nullptr) return;
     if (bulk) {
         offload_->bulk_directions().fetch_add(1, std::memory_order_relaxed);
@@ -392,7 +410,7 @@ void SocketRelay::on_report(SendStream& stream) {
     }
     if (stream.pieces > 0) {
         if (c.blocked) event_add(d.writable, nullptr);  // resumed from on_writable
-        if (!d.eof && stream.pieces < stream.piece_limit && self->alone_in_bulk(d)) event_add(d.readable, nullptr);
+        if (!d.eof && stream.pieces < stream.piece_limit && self->alone_in_bulk(d)) self->set_reading(d, true);
         return;
     }
     // All sent. A late report (the thread's end of run) for a direction that sends on its own
@@ -402,7 +420,7 @@ void SocketRelay::on_report(SendStream& stream) {
     if (d.eof) {
         self->finish_direction(d);
     } else {
-        event_add(d.readable, nullptr);
+        self->set_reading(d, true);
     }
 }
 

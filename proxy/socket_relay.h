@@ -18,10 +18,12 @@
 // are few per worker; on small stages it stays one).
 //
 // Fair turns: a worker runs its tunnels' ready directions in turn. While more than
-// kBulkAloneMax directions of the worker move bulk bytes, each of them moves at most
-// kFairRound bytes per turn (one receive), so a tunnel that moves a few bytes waits for a short
-// pass over them rather than for up to kPumpRounds large stages of each (one tenant's 32
-// downloads held another tenant's echo for 150 ms a round trip).
+// kBulkAloneMax directions of the worker move bulk bytes and read their senders (one waiting
+// for its receiver or the send thread is not counted, so stalled downloads cannot keep the
+// worker on short turns), every direction moves at most kFairRound bytes per turn (one
+// receive), so a tunnel that moves a few bytes waits for a short pass over them rather than for
+// up to kPumpRounds large stages of each (one tenant's 32 downloads held another tenant's echo
+// for 150 ms a round trip).
 //
 // Owned by one Tunnel, on its worker's thread. `stop()` detaches all events and closes the
 // sockets; it is what the owner calls when it closes, and the object is deleted later with the
@@ -30,6 +32,7 @@
 #include <event2/event.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -76,15 +79,22 @@ public:
     void discard(Stage stage);  // a stage with bytes still in it: never reused
 
     std::size_t large_buffers_in_use() const { return large_in_use_; }
-    // Directions of this worker's relays that move bulk bytes (SocketRelay::set_bulk).
-    std::size_t& bulk_directions() { return bulk_directions_; }
+    // Directions of this worker's relays that move bulk bytes and read their senders (fair
+    // turns, SocketRelay::set_bulk and set_reading).
+    std::size_t& bulk_readers() { return bulk_readers_; }
+    // Where short turns are counted (the process's metric), if anywhere.
+    void count_short_turns_in(std::atomic<std::uint64_t>* counter) { short_turns_ = counter; }
+    void short_turn_taken() {
+        if (short_turns_ != nullptr) short_turns_->fetch_add(1, std::memory_order_relaxed);
+    }
 
 private:
     std::size_t keep_pipes_;
     std::vector<Stage> free_pipes_;
     std::vector<Stage> free_buffers_;  // large ones only
     std::size_t large_in_use_ = 0;
-    std::size_t bulk_directions_ = 0;
+    std::size_t bulk_readers_ = 0;
+    std::atomic<std::uint64_t>* short_turns_ = nullptr;
 };
 
 class SendOffload;
@@ -102,8 +112,8 @@ public:
     // ...and reads on while fewer than this many of its stages wait there (large stages only: a
     // direction on small ones, when many tunnels are backed up, keeps one, as without the thread).
     static constexpr std::uint16_t kMaxPieces = 4;
-    // Fair turns (above): with more bulk directions than this on the worker, each turn of one of
-    // them is a single receive of at most kFairRound bytes.
+    // Fair turns (above): with more bulk directions reading than this on the worker, each turn
+    // is a single receive of at most kFairRound bytes.
     static constexpr std::size_t kBulkAloneMax = 4;
     static constexpr std::size_t kFairRound = 128 * 1024;
 
@@ -137,6 +147,7 @@ private:
         bool shut = false;
         bool bulk = false;      // counted in the process's bulk directions
         bool received = false;  // since the last tick()
+        bool reading = false;   // `readable` is added (set_reading)
     };
     // Stages of the direction with the send thread (bytes earlier than its `stage`'s).
     static std::size_t pieces(const Direction& d);
@@ -147,8 +158,11 @@ private:
     // nothing waiting to be sent (a pause: otherwise a tunnel that went quiet after a large last
     // receive would keep every other bulk transfer from the send thread), its end of stream, or
     // the relay's stop; the process counts them (SendOffload::bulk_directions), and so does the
-    // worker (StagePool::bulk_directions, for fair turns).
+    // worker while they read (StagePool::bulk_readers, for fair turns).
     void set_bulk(Direction& d, bool bulk);
+    // Reads the sender or stops (the readable event added or deleted), counting bulk readers.
+    void set_reading(Direction& d, bool on);
+    void count_bulk_reader(bool more);
 
     static void on_readable(evutil_socket_t, short, void* arg);
     static void on_writable(evutil_socket_t, short, void* arg);

@@ -32,6 +32,7 @@ Worker::Worker(unsigned index, ConfigSource config, std::shared_ptr<spdlog::logg
     }
     const auto cfg = config_();
     stages_.set_keep_pipes(cfg->pipe_pool_keep);
+    stages_.count_short_turns_in(&shared_.metrics.short_turns());
     const std::string timeout = std::to_string(std::max<long long>(1, cfg->dns_timeout.count() / 1000));
     evdns_base_set_option(dns_, "timeout:", timeout.c_str());
     evdns_base_set_option(dns_, "attempts:", "2");
