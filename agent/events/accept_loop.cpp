@@ -28,6 +28,18 @@ struct AcceptState {
     }
 };
 
+std::optional<IpAddress> peer_address(const tcp::socket& socket) {
+    boost::system::error_code ec;
+    const auto peer = socket.remote_endpoint(ec);
+    if (ec) return std::nullopt;
+    // IPv4 peers on a dual-stack socket come as ::ffff:a.b.c.d; parse() stores both forms alike.
+    // A link-local peer's zone (fe80::1%eth0) is not part of its address.
+    const std::string text = peer.address().to_string();
+    return IpAddress::parse(text.substr(0, text.find('%'))).value_or(IpAddress());
+}
+
+std::string source_name(const IpAddress& source) { return source.to_string() + (source.is_v4() ? "" : " (its /64)"); }
+
 void listen_on(tcp::acceptor& acceptor, const std::string& setting, const std::string& listen) {
     auto hp = split_host_port(listen, true);
     if (!hp) throw std::runtime_error(setting + ": bad listen address " + listen + " (expected host:port)");

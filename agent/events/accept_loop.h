@@ -15,8 +15,11 @@
 #include <cstddef>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
+
+#include "shared/net.h"
 
 namespace dingbridge::agent::events {
 
@@ -60,6 +63,12 @@ private:
     std::map<std::string, int> open_;
     std::set<std::string> capped_;  // full, warned about once until below the cap again
 };
+
+// The peer of an accepted connection, as the throttles and SourceCounts key it (IPv4 peers of a
+// dual-stack socket as IPv4, a link-local zone dropped); nullopt when it is already gone.
+std::optional<IpAddress> peer_address(const boost::asio::ip::tcp::socket& socket);
+// For warnings: "192.0.2.7", or "2001:db8::7 (its /64)" (IPv6 sources are counted by /64).
+std::string source_name(const IpAddress& source);
 
 // Opens, binds and listens `acceptor` on `listen` ("IP:port", "[v6]:port"); errors name the
 // setting it came from ("web.listen: cannot listen on 127.0.0.1:8080: Address already in use").

@@ -45,15 +45,14 @@ constexpr auto kRequestTime = std::chrono::seconds(1);
 net::awaitable<void> serve(tcp::socket socket, HttpServer::Impl* impl) {
     boost::system::error_code ec;
     auto tok = net::redirect_error(net::use_awaitable, ec);
-    const auto peer = socket.remote_endpoint(ec);
-    if (ec) co_return;  // already gone
-    std::string text = peer.address().to_string();
-    const IpAddress source = IpAddress::parse(text.substr(0, text.find('%'))).value_or(IpAddress());
+    const auto peer = peer_address(socket);
+    if (!peer) co_return;  // already gone
+    const IpAddress& source = *peer;
     const std::string key = AuthThrottle::source_key(source);
     if (impl->sources.full(key)) {
         if (impl->sources.newly_full(key))
-            spdlog::warn("http server {}: {}{} has {} connections open; closing its next ones until one ends",
-                         impl->listen, source.to_string(), source.is_v4() ? "" : " (its /64)", impl->sources.cap());
+            spdlog::warn("http server {}: {} has {} connections open; closing its next ones until one ends",
+                         impl->listen, source_name(source), impl->sources.cap());
         co_return;  // closed unread
     }
     SourceCounts::Slot slot(impl->sources, key);

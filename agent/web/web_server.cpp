@@ -353,27 +353,22 @@ net::awaitable<void> exchange(Stream& stream, WebServer::Impl& impl, const std::
 net::awaitable<void> serve(tcp::socket socket, WebServer::Impl* impl) {
     boost::system::error_code ec;
     auto tok = net::redirect_error(net::use_awaitable, ec);
-    const auto peer = socket.remote_endpoint(ec);
-    if (ec) co_return;  // already gone
-    // IPv4 peers on a dual-stack socket come as ::ffff:a.b.c.d; parse() stores both forms alike.
-    // A link-local peer's zone (fe80::1%eth0) is not part of its address.
-    std::string text = peer.address().to_string();
-    text = text.substr(0, text.find('%'));
-    const IpAddress source = IpAddress::parse(text).value_or(IpAddress());
+    const auto peer = events::peer_address(socket);
+    if (!peer) co_return;  // already gone
+    const IpAddress& source = *peer;
     const std::string key = AuthThrottle::source_key(source);
     if (impl->sources.full(key)) {
         const auto w = impl->waiting.find(key);
         if (w == impl->waiting.end()) {
             if (impl->sources.newly_full(key))
                 spdlog::warn(
-                    "web: {}{} has {} connections open, each with a request; closing its next ones until "
-                    "one ends",
-                    source.to_string(), source.is_v4() ? "" : " (its /64)", kMaxConnectionsPerSource);
+                    "web: {} has {} connections open, each with a request; closing its next ones until one ends",
+                    events::source_name(source), kMaxConnectionsPerSource);
             co_return;  // closed unread
         }
         if (impl->sources.newly_full(key))
-            spdlog::warn("web: {}{} has {} connections open; each new one closes its oldest without a request",
-                         source.to_string(), source.is_v4() ? "" : " (its /64)", kMaxConnectionsPerSource);
+            spdlog::warn("web: {} has {} connections open; each new one closes its oldest without a request",
+                         events::source_name(source), kMaxConnectionsPerSource);
         Waiter* oldest = w->second.front();
         impl->unlist(key, *oldest);
         oldest->stream->socket().close(ec);  // its read ends (aborted), and it gives its count back

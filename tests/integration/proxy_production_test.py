@@ -823,17 +823,23 @@ tenants:
             work.cleanup()
 
 
+def two_cas(directory):
+    """Two independent CAs, each with a server certificate, in directory/a and directory/b:
+    ((ca, cert, key), (ca, cert, key))."""
+    made = []
+    for name in ("a", "b"):
+        (Path(directory) / name).mkdir()
+        made.append(harness.make_ca_and_cert(str(Path(directory) / name)))
+    return made
+
+
 class TlsCertificateReload(unittest.TestCase):
     def test_listeners_trusting_different_client_cas_without_a_tenant_each_are_named(self):
         # Tenant beta's CA, trusted on a listener shared by all tenants, can issue alpha's subject
         # and get in as alpha (a dedicated listener now matches only its own tenant's subjects).
         work = harness.Workdir()
         try:
-            w = Path(work.path)
-            (w / "a").mkdir()
-            (w / "b").mkdir()
-            ca_a, cert_a, key_a = harness.make_ca_and_cert(str(w / "a"))
-            ca_b, _, _ = harness.make_ca_and_cert(str(w / "b"))
+            (ca_a, cert_a, key_a), (ca_b, _, _) = two_cas(work.path)
 
             def start(second_tenant):
                 return harness.Proxy(work.path, name="dedicated" if second_tenant else "shared", config_text=f"""
@@ -869,10 +875,7 @@ tenants:
         work = harness.Workdir()
         try:
             w = Path(work.path)
-            (w / "a").mkdir()
-            (w / "b").mkdir()
-            ca_a, cert_a, key_a = harness.make_ca_and_cert(str(w / "a"))
-            ca_b, cert_b, key_b = harness.make_ca_and_cert(str(w / "b"))
+            (ca_a, cert_a, key_a), (ca_b, cert_b, key_b) = two_cas(work.path)
             live_cert, live_key = w / "proxy.pem", w / "proxy.key"
             live_cert.write_bytes(Path(cert_a).read_bytes())
             live_key.write_bytes(Path(key_a).read_bytes())
