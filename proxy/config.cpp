@@ -128,7 +128,14 @@ FdBudget fd_budget(std::uint64_t fd_limit, unsigned workers, std::size_t listene
     // Spare pipes may use at most 1/8 of the limit, and no more than 64 per worker.
     if (relay == RelayMode::splice)
         b.pipe_keep = static_cast<std::size_t>(std::min<std::uint64_t>(64, fd_limit / (16 * w)));
-    const std::uint64_t reserved = process + w * (kPerWorkerBase + listeners + 2 * b.pipe_keep);
+    // auto: a tunnel holds its 2 sockets; bulk directions borrow pipes from a per-worker allowance
+    // (and copy when it is used up), which is set aside with the spare pipes: together at most
+    // 3/32 of the limit, no more than 32 lent and 16 spare per worker.
+    if (relay == RelayMode::automatic) {
+        b.pipes_lent = static_cast<std::size_t>(std::min<std::uint64_t>(32, fd_limit / (32 * w)));
+        b.pipe_keep = static_cast<std::size_t>(std::min<std::uint64_t>(16, fd_limit / (64 * w)));
+    }
+    const std::uint64_t reserved = process + w * (kPerWorkerBase + listeners + 2 * (b.pipe_keep + b.pipes_lent));
     b.connections = fd_limit > reserved ? (fd_limit - reserved) / per_tunnel : 0;
     return b;
 }
@@ -197,8 +204,10 @@ void parse_workers_and_relay(const ConfigNode& root, ProxyConfig& cfg) {
     }
     cfg.realm = root.get_string("realm", cfg.realm);
     if (auto relay = root.find("relay")) {
-        cfg.relay = relay->as_choice<RelayMode>(
-            {{"copy", RelayMode::copy}, {"splice", RelayMode::splice}, {"buffered", RelayMode::buffered}});
+        cfg.relay = relay->as_choice<RelayMode>({{"auto", RelayMode::automatic},
+                                                 {"copy", RelayMode::copy},
+                                                 {"splice", RelayMode::splice},
+                                                 {"buffered", RelayMode::buffered}});
     }
     cfg.relay_send_thread = root.get_bool("relay_send_thread", cfg.relay_send_thread);
     for (char c : cfg.realm) {
@@ -351,6 +360,7 @@ void apply_fd_budget(const ConfigNode& root, ProxyConfig& cfg) {
         }
         cfg.fd_budget_connections = budget.connections;
         cfg.pipe_pool_keep = budget.pipe_keep;
+        cfg.pipes_lent = budget.pipes_lent;
         // Unset: stay within the descriptors, so that an exhausted limit refuses new clients
         // cleanly (503) instead of failing pipes or connects of tunnels already relaying.
         if (cfg.max_connections == 0) cfg.max_connections = budget.connections;

@@ -28,9 +28,10 @@ struct ListenerConfig {
     std::string tenant;                    // dedicated listener: every client belongs to this tenant
 };
 
-// copy: recv/send through a pooled buffer; splice: through a pipe; buffered: through the
-// bufferevents, as TLS tunnels always do.
-enum class RelayMode { copy, splice, buffered };
+// copy: recv/send through a pooled buffer; splice: through a pipe; automatic (`auto`): a buffer
+// for small bursts and a pipe for bulk transfers while the worker has one to lend; buffered:
+// through the bufferevents, as TLS tunnels always do.
+enum class RelayMode { copy, splice, buffered, automatic };
 
 struct ProxyConfig {
     std::vector<ListenerConfig> listeners;
@@ -42,9 +43,9 @@ struct ProxyConfig {
     std::chrono::milliseconds dns_timeout{5'000};
     std::chrono::milliseconds connect_timeout{10'000};
     std::chrono::milliseconds idle_timeout{2 * 3600 * 1000};
-    std::size_t buffer_size = 64 * 1024;  // per direction high watermark
-    RelayMode relay = RelayMode::copy;    // how plain tunnels relay (socket_relay.h)
-    bool relay_send_thread = true;        // copy relay: bulk sends on the worker's send thread (send_offload.h)
+    std::size_t buffer_size = 64 * 1024;     // per direction high watermark
+    RelayMode relay = RelayMode::automatic;  // how plain tunnels relay (socket_relay.h)
+    bool relay_send_thread = true;           // copy relay: bulk sends on the worker's send thread (send_offload.h)
     std::chrono::milliseconds tls_handshake_timeout{10'000};
     std::chrono::milliseconds shutdown_grace{30'000};
     std::uint64_t max_connections = 0;  // 0 = unlimited
@@ -54,6 +55,7 @@ struct ProxyConfig {
     std::uint64_t fd_budget_connections = 0;  // what the descriptor limit allows (0 = no limit)
     bool fd_budget_without_admin = false;     // the limit was too small to count the admin port's connections
     std::size_t pipe_pool_keep = 64;          // empty pipes each worker keeps for reuse
+    std::size_t pipes_lent = 32;              // relay auto: pipes each worker lends to bulk directions at once
     AuthThrottleSettings auth_throttle;
     // A throttled request's 429 goes out after this long (auth_failures.reply_delay; 0 = at once):
     // a client guessing in a loop then costs one connection per delay, not one per round trip.
@@ -90,6 +92,7 @@ inline constexpr std::size_t kMaxAdminConnections = 64;
 struct FdBudget {
     std::uint64_t connections = 0;
     std::size_t pipe_keep = 0;
+    std::size_t pipes_lent = 0;  // relay auto: per worker, set aside like the spare pipes
 };
 FdBudget fd_budget(std::uint64_t fd_limit, unsigned workers, std::size_t listeners, RelayMode relay, bool admin);
 

@@ -174,6 +174,10 @@ std::string Metrics::render_prometheus() const {
     help(out, "dingbridge_proxy_send_thread_bytes_total", "counter",
          "Bytes of plain tunnels sent by the workers' send threads (bulk transfers; included in bytes_total).");
     line(out, "dingbridge_proxy_send_thread_bytes_total", "", static_cast<double>(send_thread_bytes_.load()));
+    help(out, "dingbridge_proxy_relay_spliced_bytes_total", "counter",
+         "Bytes of plain tunnels moved through kernel pipes (relay: splice, and the bulk transfers of relay: "
+         "auto; included in bytes_total).");
+    line(out, "dingbridge_proxy_relay_spliced_bytes_total", "", static_cast<double>(spliced_bytes_.load()));
     help(out, "dingbridge_proxy_relay_short_turns_total", "counter",
          "Relay turns of plain tunnels taken as one receive of at most 128 KiB because more than 4 bulk "
          "directions of the worker were reading.");

@@ -93,6 +93,8 @@ public:
     void connection_closed() { open_connections_--; }
     // Bytes the workers' send threads sent (send_offload.h).
     std::atomic<std::uint64_t>& send_thread_bytes() { return send_thread_bytes_; }
+    // Bytes the relays moved through pipes (relay: splice, and auto's bulk transfers).
+    std::atomic<std::uint64_t>& spliced_bytes() { return spliced_bytes_; }
     // Relay turns cut short because many bulk directions of the worker were reading (socket_relay.h).
     std::atomic<std::uint64_t>& short_turns() { return short_turns_; }
     // Throttled 429s waiting out auth_failures.reply_delay now (Tunnel::deny_throttled).
@@ -115,6 +117,7 @@ private:
     std::atomic<std::uint64_t> open_connections_{0};
     std::atomic<std::uint64_t> send_thread_bytes_{0};
     std::atomic<std::uint64_t> short_turns_{0};
+    std::atomic<std::uint64_t> spliced_bytes_{0};
     std::atomic<std::uint64_t> delayed_replies_{0};
 };
 

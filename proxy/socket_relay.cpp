@@ -46,16 +46,18 @@ StagePool::~StagePool() {
 
 Stage StagePool::take(bool pipe) {
     std::vector<Stage>& spare = pipe ? free_pipes_ : free_buffers_;
+    if (pipe && pipes_lent_ >= max_pipes_lent_) return Stage{};
     if (!spare.empty()) {
         Stage s = spare.back();
         spare.pop_back();
-        if (!pipe) ++large_in_use_;
+        ++(pipe ? pipes_lent_ : large_in_use_);
         return s;
     }
     Stage s;
     if (pipe) {
         int fds[2];
         if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return s;
+        ++pipes_lent_;
         const int size = fcntl(fds[1], F_SETPIPE_SZ, static_cast<int>(kPipeSize));
         s.read_fd = fds[0];
         s.write_fd = fds[1];
@@ -79,6 +81,7 @@ Stage StagePool::take(bool pipe) {
 
 void StagePool::give(Stage stage) {
     if (stage.is_pipe()) {
+        --pipes_lent_;
         if (free_pipes_.size() < keep_pipes_) {
             free_pipes_.push_back(stage);
         } else {
@@ -99,6 +102,7 @@ void StagePool::give(Stage stage) {
 
 void StagePool::discard(Stage stage) {
     if (stage.is_pipe()) {
+        --pipes_lent_;
         close_pipe(stage);  // a pipe with bytes still in it cannot be reused by another tunnel
         return;
     }
@@ -106,15 +110,15 @@ void StagePool::discard(Stage stage) {
     free_buffer(stage);
 }
 
-SocketRelay::SocketRelay(event_base* base, StagePool& pool, bool splice, int client_fd, int upstream_fd,
+SocketRelay::SocketRelay(event_base* base, StagePool& pool, StageKind stages, int client_fd, int upstream_fd,
                          Listener& listener, SendOffload* offload)
     : base_(base),
       pool_(pool),
       listener_(listener),
       client_fd_(client_fd),
       upstream_fd_(upstream_fd),
-      offload_(splice ? nullptr : offload),
-      splice_(splice) {
+      offload_(stages == StageKind::buffer ? offload : nullptr),
+      stages_(stages) {
     up_.owner = down_.owner = this;
     up_.upstream_bound = true;
     up_.from = down_.to = client_fd;
@@ -270,9 +274,12 @@ bool SocketRelay::pump(Direction& d) {
         // latter until it has sent them all, then this direction sends on here).
         if (pieces(d) > 0 && (d.stream->pieces >= d.stream->piece_limit || !alone_in_bulk(d))) break;
         if (!d.stage.held()) {
-            d.stage = pool_.take(splice_);
+            const bool pipe = stages_ == StageKind::pipe || (stages_ == StageKind::pipe_when_bulk && d.bulk);
+            d.stage = pool_.take(pipe);
+            // auto: a bulk direction copies when the worker has no pipe to lend.
+            if (!d.stage.held() && pipe && stages_ == StageKind::pipe_when_bulk) d.stage = pool_.take(false);
             if (!d.stage.held()) {
-                fail(splice_ ? CloseReason::no_pipe : CloseReason::out_of_memory);
+                fail(stages_ == StageKind::pipe ? CloseReason::no_pipe : CloseReason::out_of_memory);
                 return false;
             }
         }
@@ -284,6 +291,7 @@ bool SocketRelay::pump(Direction& d) {
         if (n > 0) {
             d.in_stage += static_cast<std::size_t>(n);
             d.received = true;
+            if (d.stage.is_pipe()) pool_.spliced(static_cast<std::size_t>(n));
             listener_.relay_progress(d.upstream_bound, static_cast<std::size_t>(n));
             if (static_cast<std::size_t>(n) >= kOffloadMin) {
                 set_bulk(d, true);

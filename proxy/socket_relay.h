@@ -1,11 +1,16 @@
 #pragma once
 // The relay of a plain tunnel once it is established: bytes move between the two sockets
-// through one stage per direction, either
-//   - copy: a user-space buffer filled by recv(2) and emptied by send(2) (the default), or
-//   - splice: a pipe, socket → pipe → socket with splice(2), so the bytes never enter user space.
-// Which moves more bytes depends on the host (docs/BENCHMARKS.md: copy ahead on one, splice on
-// another). splice costs the proxy the same or less CPU per byte and holds no user memory, but a
-// busy direction holds a pipe (2 descriptors); copy, the default, needs a third of the descriptors.
+// through one stage per direction (StageKind), either
+//   - a user-space buffer filled by recv(2) and emptied by send(2) (relay: copy), or
+//   - a pipe, socket → pipe → socket with splice(2), so the bytes never enter user space
+//     (relay: splice), or
+//   - a buffer for small bursts and a pipe for bulk bytes while the worker has one to lend
+//     (relay: auto, the default).
+// A pipe costs the proxy less than half the CPU per byte of a buffer and holds no user memory,
+// but a busy direction then holds 2 more descriptors; auto bounds those per worker (StagePool's
+// pipe allowance, set aside by the descriptor budget) and copies beyond it, so it needs no more
+// descriptors per tunnel than copy. On loopback auto moved as much as copy or splice through one
+// tunnel and more through four (docs/BENCHMARKS.md).
 //
 // Each direction borrows its stage from the worker's StagePool only while it has bytes in flight
 // and returns it once empty, so an idle tunnel holds no buffer, no pipe and no extra descriptor.
@@ -74,11 +79,14 @@ public:
     StagePool& operator=(const StagePool&) = delete;
 
     void set_keep_pipes(std::size_t keep) { keep_pipes_ = keep; }
-    Stage take(bool pipe);      // not held(): no descriptors or memory left
+    // Pipes lent out at once; beyond it take(true) gives none (the auto relay copies instead).
+    void set_max_pipes_lent(std::size_t max) { max_pipes_lent_ = max; }
+    Stage take(bool pipe);      // not held(): no descriptors or memory left (or no pipe to lend)
     void give(Stage stage);     // only empty stages
     void discard(Stage stage);  // a stage with bytes still in it: never reused
 
     std::size_t large_buffers_in_use() const { return large_in_use_; }
+    std::size_t pipes_lent() const { return pipes_lent_; }
     // Directions of this worker's relays that move bulk bytes and read their senders (fair
     // turns, SocketRelay::set_bulk and set_reading).
     std::size_t& bulk_readers() { return bulk_readers_; }
@@ -87,18 +95,31 @@ public:
     void short_turn_taken() {
         if (short_turns_ != nullptr) short_turns_->fetch_add(1, std::memory_order_relaxed);
     }
+    // Where bytes received into pipes are counted (the process's metric), if anywhere.
+    void count_spliced_bytes_in(std::atomic<std::uint64_t>* counter) { spliced_bytes_ = counter; }
+    void spliced(std::size_t bytes) {
+        if (spliced_bytes_ != nullptr) spliced_bytes_->fetch_add(bytes, std::memory_order_relaxed);
+    }
 
 private:
     std::size_t keep_pipes_;
     std::vector<Stage> free_pipes_;
     std::vector<Stage> free_buffers_;  // large ones only
     std::size_t large_in_use_ = 0;
+    std::size_t max_pipes_lent_ = SIZE_MAX;
+    std::size_t pipes_lent_ = 0;
     std::size_t bulk_readers_ = 0;
     std::atomic<std::uint64_t>* short_turns_ = nullptr;
+    std::atomic<std::uint64_t>* spliced_bytes_ = nullptr;
 };
 
 class SendOffload;
 struct SendStream;
+
+// What a relay's directions move their bytes through: always a buffer (copy), always a pipe
+// (splice), or a buffer until the direction moves bulk bytes and a pipe from then on while the
+// worker has one to lend (auto; a buffer again when it has none).
+enum class StageKind { buffer, pipe, pipe_when_bulk };
 
 class SocketRelay final : public Relay {
 public:
@@ -117,9 +138,9 @@ public:
     static constexpr std::size_t kBulkAloneMax = 4;
     static constexpr std::size_t kFairRound = 128 * 1024;
 
-    // Takes ownership of both sockets. `splice`: stages are pipes, else buffers. `offload`: the
-    // worker's send thread for bulk bytes (copy relay only), or null to send on this thread.
-    SocketRelay(event_base* base, StagePool& pool, bool splice, int client_fd, int upstream_fd, Listener& listener,
+    // Takes ownership of both sockets. `offload`: the worker's send thread for bulk bytes (used
+    // with StageKind::buffer only), or null to send on this thread.
+    SocketRelay(event_base* base, StagePool& pool, StageKind stages, int client_fd, int upstream_fd, Listener& listener,
                 SendOffload* offload = nullptr);
     ~SocketRelay() override;
     SocketRelay(const SocketRelay&) = delete;
@@ -192,7 +213,7 @@ private:
     Direction down_;  // upstream → client
     SendOffload* offload_;
     bool stopped_ = false;
-    bool splice_;
+    StageKind stages_;
 };
 
 }  // namespace dingbridge::proxy

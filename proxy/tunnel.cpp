@@ -433,9 +433,18 @@ bool Tunnel::start_socket_relay(bufferevent* upstream) {
         return false;
     }
     SocketRelay::Listener& listener = *this;
-    auto socket_relay = std::make_unique<SocketRelay>(
-        worker_.base(), worker_.stages(), config_->relay == RelayMode::splice, client_fd, upstream_fd, listener,
-        config_->relay_send_thread ? &worker_.send_offload() : nullptr);
+    StagePool& pool = worker_.stages();
+    StageKind stages = StageKind::buffer;
+    if (config_->relay == RelayMode::splice) {
+        stages = StageKind::pipe;
+        pool.set_max_pipes_lent(SIZE_MAX);  // bounded by max_connections (the budget counts 2 pipes a tunnel)
+    } else if (config_->relay == RelayMode::automatic) {
+        stages = StageKind::pipe_when_bulk;
+        pool.set_max_pipes_lent(config_->pipes_lent);
+    }
+    pool.set_keep_pipes(config_->pipe_pool_keep);  // both as the running configuration has them
+    auto socket_relay = std::make_unique<SocketRelay>(worker_.base(), pool, stages, client_fd, upstream_fd, listener,
+                                                      config_->relay_send_thread ? &worker_.send_offload() : nullptr);
     // The relay's read events go in before the bufferevents' come out: the client socket stays
     // registered with epoll throughout (no DEL + ADD pair per tunnel).
     const bool started = socket_relay->start();

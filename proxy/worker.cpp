@@ -31,8 +31,8 @@ Worker::Worker(unsigned index, ConfigSource config, std::shared_ptr<spdlog::logg
         if (index_ == 0) spdlog::warn("no name servers configured (/etc/resolv.conf); only /etc/hosts names resolve");
     }
     const auto cfg = config_();
-    stages_.set_keep_pipes(cfg->pipe_pool_keep);
     stages_.count_short_turns_in(&shared_.metrics.short_turns());
+    stages_.count_spliced_bytes_in(&shared_.metrics.spliced_bytes());
     const std::string timeout = std::to_string(std::max<long long>(1, cfg->dns_timeout.count() / 1000));
     evdns_base_set_option(dns_, "timeout:", timeout.c_str());
     evdns_base_set_option(dns_, "attempts:", "2");

@@ -8,7 +8,7 @@ trip. The same round trips straight to the echo server, under the same load, sho
 itself adds. One worker, so every tunnel shares one event loop; for each relay and each N.
 
   python3 tests/bench/relay_fairness.py [--proxy build/proxy/dingbridge-proxy ...]
-      [--relays copy splice buffered] [--tunnels 8 32] [--samples 200]
+      [--relays auto copy splice buffered] [--tunnels 8 32] [--samples 200]
 
 Several --proxy binaries are measured interleaved (to compare two builds in one run). Prints a
 Markdown table. Loopback only.
@@ -140,7 +140,7 @@ def main_chatter(binaries, relays):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--proxy", action="append", help="dingbridge-proxy binary (repeatable)")
-    ap.add_argument("--relays", nargs="+", default=["copy", "splice", "buffered"])
+    ap.add_argument("--relays", nargs="+", default=["auto", "copy", "splice", "buffered"])
     ap.add_argument("--tunnels", nargs="+", type=int, default=[8, 32])
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--chatter", action="store_true", help="a download's rate under another tenant's chatter")

@@ -239,6 +239,11 @@ class DescriptorBudget(unittest.TestCase):
     def test_small_descriptor_limit_refuses_new_clients_instead_of_killing_busy_copied_tunnels(self):
         self.check_budget("copy", 40)
 
+    def test_small_descriptor_limit_refuses_new_clients_instead_of_killing_busy_auto_relayed_tunnels(self):
+        # relay: auto lends bulk directions pipes from a per-worker allowance (3 under ulimit -n 96)
+        # and copies once it is used up, so 30-odd busy tunnels fit as with copy.
+        self.check_budget("auto", 40)
+
     def check_budget(self, relay, attempts):
         global HASH
         HASH = HASH or harness.hash_password(PASSWORD)

@@ -393,24 +393,47 @@ class TunnelSemantics(ProxyTestCase):
 
 
 class TunnelSemanticsSplice(TunnelSemantics):
-    """The same tunnel semantics with `relay: splice` (pipes instead of the default copy buffers)."""
+    """The same tunnel semantics with `relay: splice` (pipes only)."""
     extra_top = "relay: splice"
+
+
+class TunnelSemanticsCopy(TunnelSemantics):
+    """And with `relay: copy` (buffers only; the default, auto, copies small bursts and splices
+    bulk transfers)."""
+    extra_top = "relay: copy"
 
 
 def _sha(data):
     return hashlib.sha256(data).hexdigest()
 
 
+ADMIN_TOP = 'admin:\n  address: "127.0.0.1:0"'
+
+
 class BulkRelay(ProxyTestCase):
     """Bulk transfers through the copy relay, whose workers hand large sends to their send thread
     (send_offload.h) while only one bulk transfer runs: every byte arrives, in order, both ways at
     once, to slow receivers too; and a tunnel reset in mid-transfer gives back its descriptors. BulkRelayOneThread runs the same with
-    `relay_send_thread: false`; the metric tells the two apart."""
-    extra_top = 'admin:\n  address: "127.0.0.1:0"'
+    `relay_send_thread: false`; the metric tells the two apart. BulkRelaySplice and BulkRelayAuto
+    run the same through pipes (`spliced`: the share of bulk bytes that go through them)."""
+    extra_top = ADMIN_TOP + "\nrelay: copy"
     send_thread = True
+    spliced = "none"  # none, some (auto: a burst's first receive is copied) or all
 
     def sent_by_thread(self):
         return metric(metrics_text(self.proxy), "dingbridge_proxy_send_thread_bytes_total")
+
+    def spliced_bytes(self):
+        return metric(metrics_text(self.proxy), "dingbridge_proxy_relay_spliced_bytes_total")
+
+    def check_spliced(self, spliced, total):
+        if self.spliced == "none":
+            self.assertEqual(spliced, 0)
+        elif self.spliced == "all":
+            self.assertEqual(spliced, total)
+        else:
+            self.assertGreater(spliced, total // 2)
+            self.assertLessEqual(spliced, total)
 
     def test_both_ways_at_once_every_byte_in_order(self):
         up = random.Random(1).randbytes(24 << 20)
@@ -424,7 +447,7 @@ class BulkRelay(ProxyTestCase):
             sender.join()
 
         server = harness.TcpServer(both_ways)
-        before = self.sent_by_thread()
+        before, spliced_before = self.sent_by_thread(), self.spliced_bytes()
         try:
             s, status, _, rest = harness.connect_through(self.proxy, f"127.0.0.1:{server.port}", f"agent:{AGENT_PASSWORD}")
             self.assertEqual(status, 200)
@@ -445,6 +468,7 @@ class BulkRelay(ProxyTestCase):
             self.assertIn('reason="completed"', line)
             by_thread = self.sent_by_thread() - before
             self.assertLessEqual(by_thread, len(up) + len(down) if self.send_thread else 0)
+            self.check_spliced(self.spliced_bytes() - spliced_before, len(up) + len(down))
         finally:
             server.stop()
 
@@ -500,7 +524,7 @@ class BulkRelay(ProxyTestCase):
     def test_a_slow_receiver_gets_every_byte_in_order(self):
         down = random.Random(3).randbytes(8 << 20)
         server = harness.TcpServer(lambda conn: conn.sendall(down))  # as fast as it can, then FIN
-        before = self.sent_by_thread()
+        before, spliced_before = self.sent_by_thread(), self.spliced_bytes()
         try:
             # A small receive buffer: the proxy's sends toward this client block often.
             s, status, got = connect_with_small_receive_buffer(self.proxy, f"127.0.0.1:{server.port}", 65536, 30)
@@ -524,6 +548,7 @@ class BulkRelay(ProxyTestCase):
                 self.assertLessEqual(by_thread, len(down))
             else:
                 self.assertEqual(by_thread, 0)
+            self.check_spliced(self.spliced_bytes() - spliced_before, len(down))
         finally:
             server.stop()
 
@@ -604,8 +629,17 @@ class BulkRelayOneThread(BulkRelay):
 
 class BulkRelaySplice(BulkRelay):
     """And with `relay: splice`, which never uses the send thread."""
-    extra_top = BulkRelay.extra_top + "\nrelay: splice"
+    extra_top = ADMIN_TOP + "\nrelay: splice"
     send_thread = False
+    spliced = "all"
+
+
+class BulkRelayAuto(BulkRelay):
+    """And with the default, `relay: auto`: a burst's first receive goes through a buffer, the
+    rest of a bulk transfer through a pipe; the send thread is not used."""
+    extra_top = ADMIN_TOP
+    send_thread = False
+    spliced = "some"
 
 
 class QuietBulkTunnel(ProxyTestCase):
@@ -869,6 +903,10 @@ class RelayFairnessSplice(RelayFairness):
     relay = "splice"
 
 
+class RelayFairnessAuto(RelayFairness):
+    relay = "auto"
+
+
 class IdleTimeout(ProxyTestCase):
     limits = "  idle_timeout: 1s"
 
@@ -946,6 +984,10 @@ class IdleTimeoutSplice(IdleTimeout):
     extra_top = "relay: splice"
 
 
+class IdleTimeoutCopy(IdleTimeout):
+    extra_top = "relay: copy"
+
+
 class StalledSenderReset(ProxyTestCase):
     """A sender whose receiver takes nothing is not read (its bytes wait in the proxy), so its
     reset used to be noticed only at idle_timeout; the tunnel's timer now looks at the sockets'
@@ -990,6 +1032,10 @@ class StalledSenderReset(ProxyTestCase):
 
 class StalledSenderResetSplice(StalledSenderReset):
     extra_top = "relay: splice"
+
+
+class StalledSenderResetCopy(StalledSenderReset):
+    extra_top = "relay: copy"
 
 
 class StalledSenderResetBuffered(StalledSenderReset):

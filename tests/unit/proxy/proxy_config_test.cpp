@@ -177,29 +177,54 @@ BOOST_AUTO_TEST_CASE(descriptor_budget_of_copy_relay_counts_two_sockets_per_tunn
     }
 }
 
+BOOST_AUTO_TEST_CASE(descriptor_budget_of_auto_relay_sets_the_lent_and_spare_pipes_aside) {
+    for (std::uint64_t limit : {64ull, 96ull, 256ull, 1024ull, 65536ull, 1048576ull}) {
+        for (unsigned workers : {1u, 2u, 8u}) {
+            const FdBudget b = fd_budget(limit, workers, 2, RelayMode::automatic, false);
+            // Every tunnel's 2 sockets plus every worker's pipes, lent and spare, within the limit.
+            BOOST_TEST(b.connections * 2 + workers * 2 * (b.pipe_keep + b.pipes_lent) + 24 <= limit);
+            BOOST_TEST(b.pipes_lent <= 32u);
+            BOOST_TEST(b.pipe_keep <= 16u);
+        }
+    }
+    // Near copy's figure where descriptors are plentiful; a pipe or two per worker where they are not.
+    BOOST_TEST(fd_budget(65536, 2, 1, RelayMode::automatic, false).connections > 32000u);
+    BOOST_TEST(fd_budget(65536, 2, 1, RelayMode::automatic, false).pipes_lent == 32u);
+    BOOST_TEST(fd_budget(96, 1, 1, RelayMode::automatic, false).pipes_lent == 3u);
+    BOOST_TEST(fd_budget(96, 1, 1, RelayMode::automatic, false).connections > 20u);
+    BOOST_TEST(fd_budget(20, 1, 1, RelayMode::automatic, false).connections == 0u);
+    // Copy and splice lend no pipes beyond what their budgets count.
+    BOOST_TEST(fd_budget(65536, 2, 1, RelayMode::copy, false).pipes_lent == 0u);
+    BOOST_TEST(fd_budget(65536, 2, 1, RelayMode::splice, false).pipes_lent == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(descriptor_budget_leaves_room_for_the_admin_ports_connections) {
     // The admin port keeps up to 64 connections (65 for a moment): a budget that counted on
     // them failed admitted tunnels with EMFILE (502) once a scraper held them.
-    for (RelayMode mode : {RelayMode::copy, RelayMode::splice}) {
+    for (RelayMode mode : {RelayMode::copy, RelayMode::splice, RelayMode::automatic}) {
         for (std::uint64_t limit : {200ull, 1024ull, 65536ull}) {
             const FdBudget with = fd_budget(limit, 1, 1, mode, true);
             const FdBudget without = fd_budget(limit, 1, 1, mode, false);
             const std::uint64_t per = mode == RelayMode::splice ? 6 : 2;
-            BOOST_TEST(with.connections * per + 2 * with.pipe_keep + 24 + kMaxAdminConnections + 1 <= limit);
+            BOOST_TEST(with.connections * per + 2 * (with.pipe_keep + with.pipes_lent) + 24 + kMaxAdminConnections +
+                           1 <=
+                       limit);
             BOOST_TEST(with.connections < without.connections);
         }
     }
 }
 
-BOOST_AUTO_TEST_CASE(relay_mode_is_copy_unless_configured) {
+BOOST_AUTO_TEST_CASE(relay_mode_is_auto_unless_configured) {
     auto parse = [](const std::string& top) {
         return parse_proxy_config(ConfigNode::load_string(base_config("", top), "proxy.yaml"));
     };
-    BOOST_TEST((parse("").relay == RelayMode::copy));
+    BOOST_TEST((parse("").relay == RelayMode::automatic));
+    BOOST_TEST((parse("relay: auto\n").relay == RelayMode::automatic));
+    BOOST_TEST((parse("relay: copy\n").relay == RelayMode::copy));
     BOOST_TEST((parse("relay: splice\n").relay == RelayMode::splice));
     BOOST_TEST((parse("relay: buffered\n").relay == RelayMode::buffered));
     auto e = load_error(base_config("", "relay: zerocopy\n"));
-    BOOST_TEST(std::string(e.what()).find("must be copy, splice or buffered") != std::string::npos);
+    BOOST_TEST(std::string(e.what()).find("must be auto, copy, splice or buffered") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

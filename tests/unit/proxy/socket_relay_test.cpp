@@ -80,22 +80,25 @@ struct Rig {
     }
     Rig(const Rig&) = delete;
     Rig& operator=(const Rig&) = delete;
-    std::unique_ptr<SocketRelay> relay(bool splice, int client_side, int upstream_side) {
+    std::unique_ptr<SocketRelay> relay(StageKind stages, int client_side, int upstream_side) {
         for (int fd : {client_side, upstream_side}) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-        return std::make_unique<SocketRelay>(base, pool, splice, client_side, upstream_side, rec, offload.get());
+        return std::make_unique<SocketRelay>(base, pool, stages, client_side, upstream_side, rec, offload.get());
     }
 };
 
 // Client writes `up` and half-closes; the upstream answers `down` after reading it all, then
 // half-closes. Both ends read slowly at first, so both directions back up in the relay.
 // `send_thread`: the copy relay hands bulk sends to a SendOffload (as the proxy's workers do).
-void relay_both_ways(bool splice, bool send_thread = false) {
+// `max_pipes`: pipes the pool may lend at once.
+void relay_both_ways(StageKind stages, bool send_thread = false, std::size_t max_pipes = SIZE_MAX) {
     auto [client, client_side] = tcp_pair();
     auto [upstream_side, upstream] = tcp_pair();
     Rig rig(send_thread);
+    rig.pool.set_max_pipes_lent(max_pipes);
     event_base* base = rig.base;
     Recorder& rec = rig.rec;
-    auto relay = rig.relay(splice, client_side, upstream_side);
+    auto relay = rig.relay(stages, client_side, upstream_side);
+    std::size_t most_pipes_lent = 0;
     BOOST_REQUIRE(relay->start());
 
     const std::string up = pattern(5 * 1024 * 1024 + 17), down = pattern(3 * 1024 * 1024 + 5);
@@ -119,7 +122,10 @@ void relay_both_ways(bool splice, bool send_thread = false) {
             off += static_cast<std::size_t>(send(upstream, down.data() + off, down.size() - off, 0));
         shutdown(upstream, SHUT_WR);
     });
-    while (!rec.finished) event_base_loop(base, EVLOOP_ONCE);
+    while (!rec.finished) {
+        event_base_loop(base, EVLOOP_ONCE);
+        most_pipes_lent = std::max(most_pipes_lent, rig.pool.pipes_lent());
+    }
     client_thread.join();
     upstream_thread.join();
 
@@ -132,7 +138,13 @@ void relay_both_ways(bool splice, bool send_thread = false) {
     BOOST_TEST(rec.down == down.size());
     BOOST_TEST(relay->queued() == 0u);
     BOOST_TEST(rig.pool.large_buffers_in_use() == 0u);  // both stages went back to the pool
-    if (send_thread) {
+    BOOST_TEST(rig.pool.pipes_lent() == 0u);
+    // Pipes: always with splice, for the bulk bytes with auto (within the allowance), never with copy.
+    if (stages == StageKind::buffer || max_pipes == 0) BOOST_TEST(most_pipes_lent == 0u);
+    if (stages != StageKind::buffer && max_pipes > 0) BOOST_TEST(most_pipes_lent > 0u);
+    BOOST_TEST(most_pipes_lent <= std::min<std::size_t>(2, max_pipes));
+    if (send_thread && stages != StageKind::buffer) BOOST_TEST(rig.thread_bytes.load() == 0u);  // copy's only
+    if (send_thread && stages == StageKind::buffer) {
         // The upload backed up alone (the answer starts after it): the thread sent some of it.
         BOOST_TEST(rig.thread_bytes.load() > 0u);
         BOOST_TEST(rig.thread_bytes.load() <= up.size() + down.size());
@@ -147,12 +159,27 @@ void relay_both_ways(bool splice, bool send_thread = false) {
 
 BOOST_AUTO_TEST_SUITE(socket_relay)
 
-BOOST_AUTO_TEST_CASE(copy_relay_moves_every_byte_both_ways_and_forwards_half_closes) { relay_both_ways(false); }
+BOOST_AUTO_TEST_CASE(copy_relay_moves_every_byte_both_ways_and_forwards_half_closes) {
+    relay_both_ways(StageKind::buffer);
+}
 
-BOOST_AUTO_TEST_CASE(splice_relay_moves_every_byte_both_ways_and_forwards_half_closes) { relay_both_ways(true); }
+BOOST_AUTO_TEST_CASE(splice_relay_moves_every_byte_both_ways_and_forwards_half_closes) {
+    relay_both_ways(StageKind::pipe);
+}
 
 BOOST_AUTO_TEST_CASE(copy_relay_with_a_send_thread_moves_every_byte_both_ways_in_order) {
-    relay_both_ways(false, true);
+    relay_both_ways(StageKind::buffer, true);
+}
+
+// auto: bulk bytes through pipes (the send thread is not used even when given), small ones and
+// those beyond the pipe allowance through buffers; in order either way, and nothing kept lent.
+BOOST_AUTO_TEST_CASE(auto_relay_moves_every_byte_both_ways_through_buffers_and_pipes) {
+    relay_both_ways(StageKind::pipe_when_bulk, true);
+}
+
+BOOST_AUTO_TEST_CASE(auto_relay_copies_once_the_worker_has_no_pipe_to_lend) {
+    relay_both_ways(StageKind::pipe_when_bulk, false, 1);
+    relay_both_ways(StageKind::pipe_when_bulk, false, 0);
 }
 
 // A direction that moved bulk bytes and then went quiet must stop counting as a bulk transfer:
@@ -162,7 +189,7 @@ BOOST_AUTO_TEST_CASE(a_bulk_direction_that_goes_quiet_stops_counting_as_bulk) {
     auto [client, client_side] = tcp_pair(256 * 1024);  // room for a whole burst (below)
     auto [upstream_side, upstream] = tcp_pair();
     Rig rig(true);
-    auto relay = rig.relay(false, client_side, upstream_side);
+    auto relay = rig.relay(StageKind::buffer, client_side, upstream_side);
     BOOST_REQUIRE(relay->start());  // it reads once the loop runs
     // 96 KiB, all queued before the relay reads: its one receive is a bulk one (>= kOffloadMin,
     // and not the trickle that ends a bulk transfer), and the tunnel then stays open with
@@ -236,7 +263,15 @@ BOOST_AUTO_TEST_CASE(pipes_come_from_the_pool_and_go_back_empty) {
     BOOST_TEST(fcntl(b.read_fd, F_GETFD) == -1);
     Stage again = pool.take(true);
     BOOST_TEST(again.read_fd == kept_fd);
+    BOOST_TEST(pool.pipes_lent() == 1u);
+    pool.set_max_pipes_lent(1);  // the auto relay's allowance: none beyond it
+    BOOST_TEST(!pool.take(true).held());
     pool.give(again);
+    BOOST_TEST(pool.pipes_lent() == 0u);
+    Stage last = pool.take(true);
+    BOOST_TEST(last.held());
+    pool.discard(last);  // with bytes in it: closed, and no longer lent
+    BOOST_TEST(pool.pipes_lent() == 0u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
