@@ -44,6 +44,14 @@ StagePool::~StagePool() {
     for (const Stage& s : free_buffers_) free_buffer(s);
 }
 
+void StagePool::set_keep_pipes(std::size_t keep) {
+    keep_pipes_ = keep;
+    while (free_pipes_.size() > keep_pipes_) {
+        close_pipe(free_pipes_.back());
+        free_pipes_.pop_back();
+    }
+}
+
 Stage StagePool::take(bool pipe) {
     std::vector<Stage>& spare = pipe ? free_pipes_ : free_buffers_;
     if (pipe && pipes_lent_ >= max_pipes_lent_) return Stage{};

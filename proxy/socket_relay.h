@@ -78,7 +78,8 @@ public:
     StagePool(const StagePool&) = delete;
     StagePool& operator=(const StagePool&) = delete;
 
-    void set_keep_pipes(std::size_t keep) { keep_pipes_ = keep; }
+    // Spare pipes kept for reuse; lowering it (a reload to another relay) closes the surplus.
+    void set_keep_pipes(std::size_t keep);
     // Pipes lent out at once; beyond it take(true) gives none (the auto relay copies instead).
     void set_max_pipes_lent(std::size_t max) { max_pipes_lent_ = max; }
     Stage take(bool pipe);      // not held(): no descriptors or memory left (or no pipe to lend)

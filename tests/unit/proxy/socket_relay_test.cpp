@@ -272,6 +272,11 @@ BOOST_AUTO_TEST_CASE(pipes_come_from_the_pool_and_go_back_empty) {
     BOOST_TEST(last.held());
     pool.discard(last);  // with bytes in it: closed, and no longer lent
     BOOST_TEST(pool.pipes_lent() == 0u);
+    Stage spare = pool.take(true);
+    pool.give(spare);  // kept (keep 1)
+    BOOST_TEST(fcntl(spare.read_fd, F_GETFD) != -1);
+    pool.set_keep_pipes(0);  // a reload to a relay that keeps none: the spare one is closed
+    BOOST_TEST(fcntl(spare.read_fd, F_GETFD) == -1);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
