@@ -295,7 +295,22 @@ bool SocketRelay::pump(Direction& d) {
         std::size_t space = room(d);
         if (space == 0) break;  // (never: reading is off while a stage waits) recv(0) would look like EOF
         if (short_turn && space > kFairRound) space = kFairRound;
-        const ssize_t n = receive(d, space);
+        ssize_t n = receive(d, space);
+        if (n < 0 && errno == EAGAIN && d.stage.is_pipe() && sockatmark(d.from) == 1) {
+            // splice(2) stops at TCP urgent data and says EAGAIN while the socket stays readable:
+            // the direction would spin at full CPU and never relay the bytes behind the mark.
+            // recv(2) reads past it (leaving out the urgent byte, as the copy relay always has), so
+            // this one receive goes through a buffer.
+            pool_.give(d.stage);
+            d.stage = pool_.take(false);
+            if (!d.stage.held()) {
+                fail(CloseReason::out_of_memory);
+                return false;
+            }
+            space = room(d);
+            if (short_turn && space > kFairRound) space = kFairRound;
+            n = receive(d, space);
+        }
         if (n > 0) {
             d.in_stage += static_cast<std::size_t>(n);
             d.received = true;

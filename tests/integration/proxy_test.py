@@ -552,6 +552,52 @@ class BulkRelay(ProxyTestCase):
         finally:
             server.stop()
 
+    def test_urgent_data_in_a_bulk_upload_neither_spins_nor_holds_back_the_rest(self):
+        """splice(2) stops at TCP urgent data and says EAGAIN while the socket stays readable: a
+        client that sent one urgent byte (MSG_OOB) into a bulk upload kept a spliced direction
+        looping at a full core, and the bytes behind it were never relayed. The relays read past
+        it as recv(2) does (the urgent byte itself is left out, as the copy relay always has)."""
+        size = 4 << 20
+        received = bytearray()
+        done = threading.Event()
+
+        def reader(conn):
+            while True:
+                d = conn.recv(1 << 20)
+                if not d:
+                    break
+                received.extend(d)
+                if received.endswith(b"TAIL"):
+                    done.set()
+
+        def proxy_cpu_s():
+            f = Path(f"/proc/{self.proxy.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+        server = harness.TcpServer(reader)
+        try:
+            s, status, _, _ = harness.connect_through(self.proxy, f"127.0.0.1:{server.port}", f"agent:{AGENT_PASSWORD}")
+            self.assertEqual(status, 200)
+            s.sendall(b"a" * size)  # bulk: pipes with auto and splice
+            deadline = time.time() + 10
+            while len(received) < size and time.time() < deadline:
+                time.sleep(0.01)
+            self.assertEqual(len(received), size)
+            cpu_before = proxy_cpu_s()
+            s.send(b"!", socket.MSG_OOB)
+            s.sendall(b"TAIL")
+            self.assertTrue(done.wait(5), f"the bytes after the urgent byte did not arrive ({len(received)} of "
+                                          f"{size + 4})")
+            time.sleep(1)
+            cpu = proxy_cpu_s() - cpu_before
+            self.assertEqual(bytes(received[size:]), b"TAIL")
+            self.assertLess(cpu, 0.5, f"the proxy used {cpu:.2f} s of CPU in about 1 s after an urgent byte")
+            s.close()
+            line = self.proxy.wait_for_log(lambda l: f"dst=127.0.0.1:{server.port}" in l and "status=200" in l)
+            self.assertIn(f"up={size + 4} ", line)
+        finally:
+            server.stop()
+
     def test_a_reset_in_mid_transfer_gives_back_every_descriptor(self):
         fd_dir = f"/proc/{self.proxy.proc.pid}/fd"
         baseline = len(os.listdir(fd_dir))
