@@ -52,9 +52,18 @@ void StagePool::set_keep_pipes(std::size_t keep) {
     }
 }
 
+Stage StagePool::lend_pipe() { return pipes_lent_ < max_pipes_lent_ ? take(true) : Stage{}; }
+
+Stage StagePool::take_buffer(std::size_t capacity) {
+    Stage s;
+    if (capacity == 0 || capacity >= kLargeBuffer) return s;  // large ones are mapped (free_buffer)
+    s.data = static_cast<char*>(std::malloc(capacity));
+    if (s.data != nullptr) s.capacity = static_cast<std::uint32_t>(capacity);
+    return s;
+}
+
 Stage StagePool::take(bool pipe) {
     std::vector<Stage>& spare = pipe ? free_pipes_ : free_buffers_;
-    if (pipe && pipes_lent_ >= max_pipes_lent_) return Stage{};
     if (!spare.empty()) {
         Stage s = spare.back();
         spare.pop_back();
@@ -215,8 +224,32 @@ void SocketRelay::tick() {
     if (stopped_) return;
     for (Direction* d : {&up_, &down_}) {
         if (!d->received && d->in_stage == 0 && pieces(*d) == 0) set_bulk(*d, false);
+        if (stages_ == StageKind::pipe_when_bulk && d->stage.held() && d->stage.is_pipe() && d->in_stage > 0 &&
+            !d->sent)
+            release_pipe(*d);
         d->received = false;
+        d->sent = false;
     }
+}
+
+void SocketRelay::release_pipe(Direction& d) {
+    Stage buffer = pool_.take_buffer(d.in_stage);
+    if (!buffer.held()) return;  // keeps the pipe
+    std::size_t moved = 0;
+    while (moved < d.in_stage) {
+        const ssize_t n = ::read(d.stage.read_fd, buffer.data + moved, d.in_stage - moved);
+        if (n <= 0) break;
+        moved += static_cast<std::size_t>(n);
+    }
+    if (moved != d.in_stage) {
+        // (Never: the pipe holds exactly in_stage bytes.) Some of them left it, so neither stage
+        // has them all: the tunnel cannot go on intact.
+        pool_.give(buffer);
+        fail(CloseReason::out_of_memory);
+        return;
+    }
+    pool_.give(d.stage);  // empty now: reused, or closed beyond the spares kept
+    d.stage = buffer;     // sent from on_writable, as any buffer
 }
 
 void SocketRelay::fail(CloseReason reason) {
@@ -282,10 +315,9 @@ bool SocketRelay::pump(Direction& d) {
         // latter until it has sent them all, then this direction sends on here).
         if (pieces(d) > 0 && (d.stream->pieces >= d.stream->piece_limit || !alone_in_bulk(d))) break;
         if (!d.stage.held()) {
-            const bool pipe = stages_ == StageKind::pipe || (stages_ == StageKind::pipe_when_bulk && d.bulk);
-            d.stage = pool_.take(pipe);
+            if (stages_ == StageKind::pipe_when_bulk && d.bulk) d.stage = pool_.lend_pipe();
             // auto: a bulk direction copies when the worker has no pipe to lend.
-            if (!d.stage.held() && pipe && stages_ == StageKind::pipe_when_bulk) d.stage = pool_.take(false);
+            if (!d.stage.held()) d.stage = pool_.take(stages_ == StageKind::pipe);
             if (!d.stage.held()) {
                 fail(stages_ == StageKind::pipe ? CloseReason::no_pipe : CloseReason::out_of_memory);
                 return false;
@@ -361,6 +393,7 @@ bool SocketRelay::flush(Direction& d) {
         const ssize_t n = send(d);
         if (n > 0) {
             d.in_stage -= static_cast<std::size_t>(n);
+            d.sent = true;
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;

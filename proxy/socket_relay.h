@@ -9,7 +9,9 @@
 // A pipe costs the proxy less than half the CPU per byte of a buffer and holds no user memory,
 // but a busy direction then holds 2 more descriptors; auto bounds those per worker (StagePool's
 // pipe allowance, set aside by the descriptor budget) and copies beyond it, so it needs no more
-// descriptors per tunnel than copy. On loopback auto moved as much as copy or splice through one
+// descriptors per tunnel than copy; a pipe whose receiver took nothing for a whole tick()
+// interval goes back to the pool (its bytes into a buffer), so stalled tunnels cannot keep the
+// allowance from transfers that move. On loopback auto moved as much as copy or splice through one
 // tunnel and more through four (docs/BENCHMARKS.md).
 //
 // Each direction borrows its stage from the worker's StagePool only while it has bytes in flight
@@ -80,11 +82,14 @@ public:
 
     // Spare pipes kept for reuse; lowering it (a reload to another relay) closes the surplus.
     void set_keep_pipes(std::size_t keep);
-    // Pipes lent out at once; beyond it take(true) gives none (the auto relay copies instead).
+    // The auto relay's pipe allowance: lend_pipe() gives none while this many pipes are lent out
+    // (those of relay: splice included, which take() lends whatever the allowance).
     void set_max_pipes_lent(std::size_t max) { max_pipes_lent_ = max; }
-    Stage take(bool pipe);      // not held(): no descriptors or memory left (or no pipe to lend)
-    void give(Stage stage);     // only empty stages
-    void discard(Stage stage);  // a stage with bytes still in it: never reused
+    Stage take(bool pipe);                    // not held(): no descriptors or memory left
+    Stage lend_pipe();                        // a pipe within the allowance, else none (the auto relay then copies)
+    Stage take_buffer(std::size_t capacity);  // exactly this size (small: from the allocator)
+    void give(Stage stage);                   // only empty stages
+    void discard(Stage stage);                // a stage with bytes still in it: never reused
 
     std::size_t large_buffers_in_use() const { return large_in_use_; }
     std::size_t pipes_lent() const { return pipes_lent_; }
@@ -107,7 +112,7 @@ private:
     std::vector<Stage> free_pipes_;
     std::vector<Stage> free_buffers_;  // large ones only
     std::size_t large_in_use_ = 0;
-    std::size_t max_pipes_lent_ = SIZE_MAX;
+    std::size_t max_pipes_lent_ = 32;
     std::size_t pipes_lent_ = 0;
     std::size_t bulk_readers_ = 0;
     std::atomic<std::uint64_t>* short_turns_ = nullptr;
@@ -170,6 +175,7 @@ private:
         bool bulk = false;      // counted in the process's bulk directions
         bool received = false;  // since the last tick()
         bool reading = false;   // `readable` is added (set_reading)
+        bool sent = false;      // the receiver took bytes since the last tick()
     };
     // Stages of the direction with the send thread (bytes earlier than its `stage`'s).
     static std::size_t pieces(const Direction& d);
@@ -198,6 +204,9 @@ private:
     static ssize_t receive(Direction& d, std::size_t room);
     static ssize_t send(Direction& d);
     void finish_direction(Direction& d);
+    // auto: a direction whose receiver took nothing for a whole tick() interval gives its pipe
+    // back for transfers that move; its bytes wait in a buffer of their size instead.
+    void release_pipe(Direction& d);
     void fail(CloseReason reason);
     // Moves the direction's stage to the send thread (or sends it here if there is none); false
     // when the relay ended.

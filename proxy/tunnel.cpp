@@ -436,13 +436,13 @@ bool Tunnel::start_socket_relay(bufferevent* upstream) {
     StagePool& pool = worker_.stages();
     StageKind stages = StageKind::buffer;
     if (config_->relay == RelayMode::splice) {
-        stages = StageKind::pipe;
-        pool.set_max_pipes_lent(SIZE_MAX);  // bounded by max_connections (the budget counts 2 pipes a tunnel)
+        stages = StageKind::pipe;  // its pipes are not bounded by the allowance: its budget counts 2 a tunnel
     } else if (config_->relay == RelayMode::automatic) {
         stages = StageKind::pipe_when_bulk;
-        pool.set_max_pipes_lent(config_->pipes_lent);
     }
-    pool.set_keep_pipes(config_->pipe_pool_keep);  // both as the running configuration has them
+    // Both as the running configuration has them (a reload may have changed the relay).
+    pool.set_max_pipes_lent(config_->pipes_lent);
+    pool.set_keep_pipes(config_->pipe_pool_keep);
     auto socket_relay = std::make_unique<SocketRelay>(worker_.base(), pool, stages, client_fd, upstream_fd, listener,
                                                       config_->relay_send_thread ? &worker_.send_offload() : nullptr);
     // The relay's read events go in before the bufferevents' come out: the client socket stays
@@ -528,6 +528,7 @@ void Tunnel::on_timer(evutil_socket_t, short, void* arg) {
             // connection: that ends the tunnel now, not at idle_timeout.
             if (self->relay_) {
                 self->relay_->tick();
+                if (self->state_ == State::closed) return;  // the tick ended it
                 if (const auto failed = self->relay_->stalled_peer_error()) {
                     self->close(*failed);
                     return;

@@ -6,6 +6,7 @@ tunnels, broken reloads, SIGTERM drain, and the loop guard. Loopback only.
 import base64
 import json
 import os
+import random
 import re
 import select
 import signal
@@ -760,6 +761,48 @@ tenants:
         s.close()
         self.assertEqual(status, 403)
         live.close()
+
+    def test_a_reload_from_splice_to_auto_keeps_busy_spliced_tunnels(self):
+        """relay: auto lends each worker's bulk directions at most 32 pipes; the allowance was
+        applied to every pipe of the worker, so after a reload from splice to auto the spliced
+        tunnels still running (more than 32, each holding a pipe) were refused their next pipe and
+        cut with "cannot create pipe". Now only auto's pipes count against it."""
+        size, tunnels = 4 << 20, 36
+        data = random.Random(7).randbytes(size)
+        server = harness.TcpServer(lambda conn: conn.sendall(data))  # then FIN
+        work = harness.Workdir()
+        config = self.config(f'["127.0.0.1:{server.port}"]').replace("workers: 2", "workers: 1")
+        try:
+            proxy = harness.Proxy(work.path, config + "relay: splice\n")
+            socks = []
+            for _ in range(tunnels):  # downloads whose clients do not read yet: each holds a pipe
+                s, status, _, rest = open_tunnel(proxy.host, proxy.port, f"127.0.0.1:{server.port}",
+                                                 f"agent:{PASSWORD}")
+                self.assertEqual(status, 200)
+                socks.append((s, rest))
+            time.sleep(1)
+            proxy.config.write_text(config + "relay: auto\n")
+            proxy.proc.send_signal(signal.SIGHUP)
+            wait_metric(self, proxy, "dingbridge_proxy_reloads_total", 1, result="success")
+            s, status, _, rest = open_tunnel(proxy.host, proxy.port, f"127.0.0.1:{server.port}", f"agent:{PASSWORD}")
+            self.assertEqual(status, 200)  # a tunnel under the new relay
+            socks.append((s, rest))
+            for s, rest in socks:
+                s.settimeout(30)
+                got = rest + harness.recv_all(s)
+                s.close()
+                self.assertEqual((len(got), got == data), (size, True),
+                                 "\n".join(proxy.access_log()[-5:]))
+            deadline = time.time() + 10
+            while sum("status=200" in l for l in proxy.access_log()) < tunnels + 1 and time.time() < deadline:
+                time.sleep(0.05)
+            log = proxy.access_log()
+            self.assertEqual(sum('reason="completed"' in l for l in log), tunnels + 1, "\n".join(log[-5:]))
+            self.assertNotIn("cannot create pipe", "\n".join(log))
+            proxy.stop()
+        finally:
+            server.stop()
+            work.cleanup()
 
     def test_sigterm_drains_open_tunnels_then_exits_zero(self):
         live, status, _, _ = open_tunnel(self.proxy.host, self.proxy.port, f"127.0.0.1:{self.echo.port}", f"agent:{PASSWORD}")
