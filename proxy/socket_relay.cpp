@@ -52,7 +52,17 @@ void StagePool::set_keep_pipes(std::size_t keep) {
     }
 }
 
-Stage StagePool::lend_pipe() { return pipes_lent_ < max_pipes_lent_ ? take(true) : Stage{}; }
+Stage StagePool::lend_pipe() {
+    if (pipes_lent_ < max_pipes_lent_) return take(true);
+    last_refusal_ = std::chrono::steady_clock::now();
+    refused_ = true;
+    return Stage{};
+}
+
+bool StagePool::may_release(std::size_t bytes) const {
+    return refused_ && released_ + bytes <= kReleasedMax &&
+           std::chrono::steady_clock::now() - last_refusal_ < std::chrono::seconds(30);
+}
 
 Stage StagePool::take_buffer(std::size_t capacity) {
     Stage s;
@@ -174,14 +184,7 @@ void SocketRelay::stop() {
             if (!offload_->orphan(std::exchange(d->stream, nullptr)))
                 (d->upstream_bound ? close_upstream : close_client) = false;
         }
-        if (d->stage.held()) {
-            if (d->in_stage == 0) {
-                pool_.give(d->stage);
-            } else {
-                pool_.discard(d->stage);
-            }
-            d->stage = Stage{};
-        }
+        if (d->stage.held()) return_stage(*d);
     }
     if (close_client) ::close(client_fd_);
     if (close_upstream) ::close(upstream_fd_);
@@ -225,7 +228,7 @@ void SocketRelay::tick() {
     for (Direction* d : {&up_, &down_}) {
         if (!d->received && d->in_stage == 0 && pieces(*d) == 0) set_bulk(*d, false);
         if (stages_ == StageKind::pipe_when_bulk && d->stage.held() && d->stage.is_pipe() && d->in_stage > 0 &&
-            !d->sent)
+            !d->sent && pool_.may_release(d->in_stage))
             release_pipe(*d);
         d->received = false;
         d->sent = false;
@@ -250,6 +253,21 @@ void SocketRelay::release_pipe(Direction& d) {
     }
     pool_.give(d.stage);  // empty now: reused, or closed beyond the spares kept
     d.stage = buffer;     // sent from on_writable, as any buffer
+    d.released = true;
+    pool_.count_released(buffer.capacity, true);
+}
+
+void SocketRelay::return_stage(Direction& d) {
+    if (d.released) {
+        pool_.count_released(d.stage.capacity, false);
+        d.released = false;
+    }
+    if (d.in_stage == 0) {
+        pool_.give(d.stage);
+    } else {
+        pool_.discard(d.stage);
+    }
+    d.stage = Stage{};
 }
 
 void SocketRelay::fail(CloseReason reason) {
@@ -400,10 +418,7 @@ bool SocketRelay::flush(Direction& d) {
         fail(d.upstream_bound ? CloseReason::upstream_error : CloseReason::client_error);
         return false;
     }
-    if (d.stage.held()) {
-        pool_.give(d.stage);  // empty: an idle direction holds no stage
-        d.stage = Stage{};
-    }
+    if (d.stage.held()) return_stage(d);  // empty: an idle direction holds no stage
     return true;
 }
 

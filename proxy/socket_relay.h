@@ -9,10 +9,10 @@
 // A pipe costs the proxy less than half the CPU per byte of a buffer and holds no user memory,
 // but a busy direction then holds 2 more descriptors; auto bounds those per worker (StagePool's
 // pipe allowance, set aside by the descriptor budget) and copies beyond it, so it needs no more
-// descriptors per tunnel than copy; a pipe whose receiver took nothing for a whole tick()
-// interval goes back to the pool (its bytes into a buffer), so stalled tunnels cannot keep the
-// allowance from transfers that move. On loopback auto moved as much as copy or splice through one
-// tunnel and more through four (docs/BENCHMARKS.md).
+// descriptors per tunnel than copy. While the allowance is short, a pipe whose receiver took
+// nothing for a whole tick() interval goes back to the pool (its bytes into a buffer, within a
+// bound), so stalled tunnels cannot keep it from transfers that move. On loopback auto moved as
+// much as copy or splice through one tunnel and more through four (docs/BENCHMARKS.md).
 //
 // Each direction borrows its stage from the worker's StagePool only while it has bytes in flight
 // and returns it once empty, so an idle tunnel holds no buffer, no pipe and no extra descriptor.
@@ -40,6 +40,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -88,8 +89,16 @@ public:
     Stage take(bool pipe);                    // not held(): no descriptors or memory left
     Stage lend_pipe();                        // a pipe within the allowance, else none (the auto relay then copies)
     Stage take_buffer(std::size_t capacity);  // exactly this size (small: from the allocator)
-    void give(Stage stage);                   // only empty stages
-    void discard(Stage stage);                // a stage with bytes still in it: never reused
+    // A stalled direction may move `bytes` out of its pipe into a buffer (SocketRelay::tick) only
+    // while another bulk direction of the worker was refused a pipe lately (within 30 s, two tick
+    // intervals at most), and within kReleasedMax for all such buffers of the worker, so
+    // releasing holds no more memory than the allowance's pipes could.
+    static constexpr std::size_t kReleasedMax = 8 * 1024 * 1024;
+    bool may_release(std::size_t bytes) const;
+    void count_released(std::size_t bytes, bool more) { released_ = more ? released_ + bytes : released_ - bytes; }
+    std::size_t released_bytes() const { return released_; }
+    void give(Stage stage);     // only empty stages
+    void discard(Stage stage);  // a stage with bytes still in it: never reused
 
     std::size_t large_buffers_in_use() const { return large_in_use_; }
     std::size_t pipes_lent() const { return pipes_lent_; }
@@ -114,6 +123,9 @@ private:
     std::size_t large_in_use_ = 0;
     std::size_t max_pipes_lent_ = 32;
     std::size_t pipes_lent_ = 0;
+    std::size_t released_ = 0;
+    std::chrono::steady_clock::time_point last_refusal_{};
+    bool refused_ = false;  // last_refusal_ is set
     std::size_t bulk_readers_ = 0;
     std::atomic<std::uint64_t>* short_turns_ = nullptr;
     std::atomic<std::uint64_t>* spliced_bytes_ = nullptr;
@@ -176,6 +188,7 @@ private:
         bool received = false;  // since the last tick()
         bool reading = false;   // `readable` is added (set_reading)
         bool sent = false;      // the receiver took bytes since the last tick()
+        bool released = false;  // the stage is a buffer release_pipe() filled (counted by the pool)
     };
     // Stages of the direction with the send thread (bytes earlier than its `stage`'s).
     static std::size_t pieces(const Direction& d);
@@ -205,8 +218,12 @@ private:
     static ssize_t send(Direction& d);
     void finish_direction(Direction& d);
     // auto: a direction whose receiver took nothing for a whole tick() interval gives its pipe
-    // back for transfers that move; its bytes wait in a buffer of their size instead.
+    // back for transfers that move (while one was refused a pipe: StagePool::may_release); its
+    // bytes wait in a buffer of their size instead.
     void release_pipe(Direction& d);
+    // Gives the direction's stage back to the pool (discards it when it still has bytes),
+    // uncounting a released one.
+    void return_stage(Direction& d);
     void fail(CloseReason reason);
     // Moves the direction's stage to the send thread (or sends it here if there is none); false
     // when the relay ended.

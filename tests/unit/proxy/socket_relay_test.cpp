@@ -251,8 +251,9 @@ BOOST_AUTO_TEST_CASE(copy_buffers_are_large_for_a_few_tunnels_and_small_beyond) 
 }
 
 // auto: a download whose client stopped reading held its pipe for as long as the tunnel stayed
-// open, so 32 stalled downloads kept every other transfer of the worker on buffers. A pipe whose
-// receiver took nothing for a whole tick() interval now goes back; its bytes wait in a buffer.
+// open, so 32 stalled downloads kept every other transfer of the worker on buffers. While another
+// bulk direction is refused a pipe, one whose receiver took nothing for a whole tick() interval
+// now gives it back; its bytes wait in a buffer (counted against StagePool::kReleasedMax).
 BOOST_AUTO_TEST_CASE(auto_relay_gives_back_the_pipe_of_a_stalled_receiver) {
     auto [client_side, client] = tcp_pair(64 * 1024);  // small socket buffers toward the client
     const int small = 64 * 1024;
@@ -286,8 +287,14 @@ BOOST_AUTO_TEST_CASE(auto_relay_gives_back_the_pipe_of_a_stalled_receiver) {
     BOOST_TEST(rig.pool.pipes_lent() == 1u);
 
     relay->tick();  // the receiver took bytes in this interval (before it stalled)
-    relay->tick();  // nothing in a whole interval: the pipe goes back
+    relay->tick();  // nothing in a whole interval, but no other direction wants a pipe: kept
+    BOOST_TEST(rig.pool.pipes_lent() == 1u);
+    rig.pool.set_max_pipes_lent(1);
+    BOOST_TEST(!rig.pool.lend_pipe().held());  // another bulk direction is refused one...
+    relay->tick();                             // ...so the stalled one gives its pipe back
     BOOST_TEST(rig.pool.pipes_lent() == 0u);
+    BOOST_TEST(rig.pool.released_bytes() > 0u);  // its bytes wait in a counted buffer
+    BOOST_TEST(rig.pool.released_bytes() <= StagePool::kPipeSize);
     BOOST_TEST(!rig.rec.finished);
 
     std::string got;
@@ -303,6 +310,7 @@ BOOST_AUTO_TEST_CASE(auto_relay_gives_back_the_pipe_of_a_stalled_receiver) {
     BOOST_TEST(got.size() == down.size());
     BOOST_TEST((got == down));  // every byte, in order, across the pipe given back
     BOOST_TEST(rig.pool.pipes_lent() == 0u);
+    BOOST_TEST(rig.pool.released_bytes() == 0u);  // the buffer went back once drained
     relay.reset();
     close(client);
     close(upstream);
@@ -331,6 +339,13 @@ BOOST_AUTO_TEST_CASE(pipes_come_from_the_pool_and_go_back_empty) {
     Stage lent = pool.lend_pipe();
     BOOST_TEST(lent.held());
     pool.give(lent);
+    // Releasing a stalled pipe: only after a refusal (above), within kReleasedMax.
+    BOOST_TEST(pool.may_release(StagePool::kPipeSize));
+    pool.count_released(StagePool::kReleasedMax - 1024, true);
+    BOOST_TEST(pool.may_release(1024));
+    BOOST_TEST(!pool.may_release(1025));
+    pool.count_released(StagePool::kReleasedMax - 1024, false);
+    BOOST_TEST(!StagePool(1).may_release(1));  // no refusal yet
     BOOST_TEST(pool.pipes_lent() == 0u);
     Stage last = pool.take(true);
     BOOST_TEST(last.held());
