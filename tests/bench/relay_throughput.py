@@ -75,7 +75,7 @@ def main():
             p.terminate()
         sink.terminate()
 
-    print(f"| relay | tunnels | MB/s (median) | × direct | runs | proxy CPU % |")
+    print("| relay | tunnels | MB/s (median) | × direct | runs | proxy CPU % |")
     print("|---|---|---|---|---|---|")
     for tunnels in args.tunnels:
         direct = statistics.median(v for v, _ in results[("direct", tunnels)])

@@ -1498,13 +1498,9 @@ class PushMode(unittest.TestCase):
                 flood(port, 60, sources=40)
                 time.sleep(0.5)
 
-                def cpu_s():
-                    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
-                cpu0, log0 = cpu_s(), len(env.agent_log())
+                cpu0, log0 = harness.cpu_seconds(pid), len(env.agent_log())
                 time.sleep(3)
-                cpu, grown = cpu_s() - cpu0, len(env.agent_log()) - log0
+                cpu, grown = harness.cpu_seconds(pid) - cpu0, len(env.agent_log()) - log0
                 self.assertLess(cpu, 1.0, f"the agent used {cpu:.2f} s of CPU in 3 s with its descriptors gone")
                 self.assertLess(grown, 4096, f"the log grew {grown} bytes in 3 s")
                 self.assertIn("Too many open files; pausing new connections for 100 ms", env.agent_log())

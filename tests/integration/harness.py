@@ -94,6 +94,12 @@ def read_rss_kib(pid, field="VmRSS"):
     raise RuntimeError(f"{field} not found")
 
 
+def cpu_seconds(pid):
+    """User + system CPU time the process has used so far (s)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Proxy:
     """The real dingbridge-proxy binary with a YAML config written from a dict-like text."""
 

@@ -428,10 +428,6 @@ class OutOfDescriptors(unittest.TestCase):
             fds_at_start = len(os.listdir(f"/proc/{pid}/fd"))
             admin_host, admin_port = admin_address(proxy).rsplit(":", 1)
 
-            def cpu_s():
-                f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
             # One tunnel and one admin request first, while descriptors are free. Under UBSan (the
             # sanitizer suite) the first check of each object's dynamic type calls pipe(2) to probe
             # the vtable's memory; with no descriptor left that probe fails and UBSan reports a
@@ -451,9 +447,9 @@ class OutOfDescriptors(unittest.TestCase):
                     socks.append(socket.create_connection((admin_host, int(admin_port)), timeout=10))
                     socks.append(socket.create_connection((proxy.host, proxy.port), timeout=10))
                 time.sleep(0.5)
-                cpu0, log0 = cpu_s(), len(proxy.stderr_text())
+                cpu0, log0 = harness.cpu_seconds(pid), len(proxy.stderr_text())
                 time.sleep(3)
-                cpu, grown = cpu_s() - cpu0, len(proxy.stderr_text()) - log0
+                cpu, grown = harness.cpu_seconds(pid) - cpu0, len(proxy.stderr_text()) - log0
                 self.assertLess(cpu, 1.0, f"the proxy used {cpu:.2f} s of CPU in 3 s with its descriptors gone")
                 self.assertLess(grown, 1024, f"the log grew {grown} bytes in 3 s:\n{proxy.stderr_text()[-1000:]}")
                 log = proxy.stderr_text()

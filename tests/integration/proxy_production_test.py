@@ -566,11 +566,7 @@ tenants:
 """)
             pid = proxy.proc.pid
 
-            def cpu_seconds():
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-            before = cpu_seconds()
+            before = harness.cpu_seconds(pid)
             s = socket.create_connection((proxy.host, proxy.port), timeout=10)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             s.sendall(b"CONNECT 127.0.0.1:1 HTTP/1.1\r\nA")
@@ -582,7 +578,7 @@ tenants:
             status, _, _ = harness.read_response_head(s)
             s.close()
             self.assertEqual(status, 431)
-            used = cpu_seconds() - before
+            used = harness.cpu_seconds(pid) - before
             self.assertLess(used, 0.6, f"{used:.2f} s of the proxy's CPU for one trickled 1 MiB head")
             proxy.stop()
         finally:

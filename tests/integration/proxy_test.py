@@ -570,10 +570,6 @@ class BulkRelay(ProxyTestCase):
                 if received.endswith(b"TAIL"):
                     done.set()
 
-        def proxy_cpu_s():
-            f = Path(f"/proc/{self.proxy.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
         server = harness.TcpServer(reader)
         try:
             s, status, _, _ = harness.connect_through(self.proxy, f"127.0.0.1:{server.port}", f"agent:{AGENT_PASSWORD}")
@@ -583,13 +579,13 @@ class BulkRelay(ProxyTestCase):
             while len(received) < size and time.time() < deadline:
                 time.sleep(0.01)
             self.assertEqual(len(received), size)
-            cpu_before = proxy_cpu_s()
+            cpu_before = harness.cpu_seconds(self.proxy.proc.pid)
             s.send(b"!", socket.MSG_OOB)
             s.sendall(b"TAIL")
             self.assertTrue(done.wait(5), f"the bytes after the urgent byte did not arrive ({len(received)} of "
                                           f"{size + 4})")
             time.sleep(1)
-            cpu = proxy_cpu_s() - cpu_before
+            cpu = harness.cpu_seconds(self.proxy.proc.pid) - cpu_before
             self.assertEqual(bytes(received[size:]), b"TAIL")
             self.assertLess(cpu, 0.5, f"the proxy used {cpu:.2f} s of CPU in about 1 s after an urgent byte")
             s.close()
